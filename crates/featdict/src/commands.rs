@@ -1,0 +1,217 @@
+//! Command-line definitions and their handlers.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use feature_dictionary::build::{self, BuildOptions};
+use feature_dictionary::dictionary::TopBy;
+use feature_dictionary::model::DictionaryConfig;
+use feature_dictionary::{ingest, store, FeatureDictionary};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::print;
+
+/// Turn sparse-autoencoder activations into a searchable, labeled dictionary of features.
+///
+/// `featdict build` reads activations once, in bounded memory, and writes a dictionary;
+/// the other commands read a dictionary (`.json`).
+#[derive(Parser, Debug)]
+#[command(name = "featdict", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build a dictionary from SAE activations and their tokens.
+    ///
+    /// ACTS is a dense NumPy array shaped [tokens, features] or [sequences, seq_len, features]
+    /// (float32, float16 or float64). TOKENS is a JSON list of lists of token strings, one list
+    /// per sequence; for a 2-D array the lists' lengths must add up to the number of rows.
+    /// Every statistic is computed over all tokens in one pass; memory does not grow with
+    /// the number of tokens.
+    Build(BuildArgs),
+    /// Print summary statistics of a dictionary.
+    Stats(StatsArgs),
+    /// Print one feature: statistics, histogram quantiles, top tokens and examples in context.
+    Show(ShowArgs),
+    /// List the top features by a metric.
+    Top(TopArgs),
+}
+
+#[derive(Args, Debug)]
+struct BuildArgs {
+    /// Activations file (.npy).
+    acts: PathBuf,
+    /// Tokens JSON: a list of lists of token strings, one list per sequence.
+    #[arg(long)]
+    tokens: PathBuf,
+    /// Output dictionary (.json, the original library's format).
+    #[arg(long)]
+    out: PathBuf,
+    /// Top examples kept per feature.
+    #[arg(long, default_value_t = 20)]
+    top_k: usize,
+    /// Tokens of context kept on each side of an example.
+    #[arg(long, default_value_t = 5)]
+    context: usize,
+    /// An activation >= this counts as a firing (must be > 0).
+    #[arg(long, default_value_t = 0.01)]
+    min_activation: f64,
+    /// Model name stored in the dictionary.
+    #[arg(long, default_value = "")]
+    model_name: String,
+    /// SAE name stored in the dictionary.
+    #[arg(long, default_value = "")]
+    sae_name: String,
+    /// Layer stored in the dictionary.
+    #[arg(long, default_value_t = 0)]
+    layer: i64,
+    /// Worker threads (default: all cores). The result does not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Examples sampled per activation band (for quantile-stratified examples).
+    #[arg(long, default_value_t = 4)]
+    samples_per_band: usize,
+    /// Distinct tokens counted exactly per feature before the token sketch approximates.
+    #[arg(long, default_value_t = 1024)]
+    token_capacity: usize,
+    /// Skip NaN/Inf activations (counted and reported) instead of failing.
+    #[arg(long)]
+    allow_nonfinite: bool,
+    /// Leave features that never fired out of the output (their ids are listed in it).
+    #[arg(long)]
+    drop_dead: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct StatsArgs {
+    /// Dictionary file.
+    dict: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ShowArgs {
+    /// Dictionary file.
+    dict: PathBuf,
+    /// Feature id.
+    id: u64,
+    /// Examples shown.
+    #[arg(long, short = 'n', default_value_t = 10)]
+    examples: usize,
+    /// Machine-readable output (the whole feature).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct TopArgs {
+    /// Dictionary file.
+    dict: PathBuf,
+    /// Metric: activation_count, max_activation or frequency.
+    #[arg(long, default_value = "activation_count")]
+    by: TopBy,
+    /// Number of features.
+    #[arg(short = 'n', long = "count", default_value_t = 10)]
+    n: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Build(a) => cmd_build(a),
+        Command::Stats(a) => {
+            let dict = load(&a.dict)?;
+            print::stats(&dict, a.json)
+        }
+        Command::Show(a) => {
+            let dict = load(&a.dict)?;
+            let Some(f) = dict.get(a.id) else {
+                bail!(
+                    "feature {} is not in {} (it holds {} features, ids 0..{})",
+                    a.id,
+                    a.dict.display(),
+                    dict.feature_set.len(),
+                    dict.num_features()
+                );
+            };
+            print::feature(f, a.examples, a.json)
+        }
+        Command::Top(a) => {
+            let dict = load(&a.dict)?;
+            print::top(&dict, a.by, a.n, a.json)
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<FeatureDictionary> {
+    store::load(path).with_context(|| format!("cannot read dictionary {}", path.display()))
+}
+
+fn cmd_build(a: BuildArgs) -> Result<()> {
+    let mut config = DictionaryConfig {
+        model_name: a.model_name,
+        sae_name: a.sae_name,
+        layer: a.layer,
+        ..Default::default()
+    };
+    let ex = &mut config.extraction;
+    ex.max_examples_per_feature = a.top_k;
+    ex.context_window = a.context;
+    ex.min_activation = a.min_activation;
+    ex.samples_per_band = a.samples_per_band;
+    ex.token_sketch_capacity = a.token_capacity;
+    let options = BuildOptions {
+        threads: a.threads.unwrap_or_else(build::default_threads).max(1),
+        allow_nonfinite: a.allow_nonfinite,
+    };
+
+    let started = std::time::Instant::now();
+    let matrix = ingest::open_dense(&a.acts)?;
+    let tokens = ingest::TokenSequences::from_json_file(&a.tokens)?;
+    let mut source = ingest::DenseSource::new(
+        matrix,
+        tokens,
+        config.extraction.context_window,
+        build::VALUES_PER_BATCH,
+    )?;
+    let total = ingest::ActivationSource::n_tokens_hint(&source).unwrap_or(0);
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} accumulating [{bar:40}] {pos}/{len} tokens ({per_sec}, eta {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    };
+    let dict = build::build(&mut source, config, &options, &mut |done| {
+        bar.set_position(done)
+    })?;
+    bar.finish_and_clear();
+    let dict = if a.drop_dead {
+        dict.without_rare(1)
+    } else {
+        dict
+    };
+    store::save(&dict, &a.out)?;
+    print::build_summary(&dict, &a.out, started.elapsed(), a.json)
+}

@@ -1,0 +1,251 @@
+//! Human-readable and JSON output of the commands.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use feature_dictionary::dictionary::TopBy;
+use feature_dictionary::model::{Feature, FeatureActivation};
+use feature_dictionary::FeatureDictionary;
+use serde_json::json;
+
+fn out_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Shows a token with its whitespace visible.
+pub fn visible(token: &str) -> String {
+    token.replace('\n', "\\n").replace('\t', "\\t")
+}
+
+/// Context with the firing token marked `[[token]]`.
+pub fn context_line(a: &FeatureActivation) -> String {
+    let mut s = String::new();
+    let at = a.token_index_in_context();
+    // Byte-level BPE tokens carry their own spaces; word tokens need one between them.
+    let sep = if a.context_tokens.iter().any(|t| t.starts_with(' ')) {
+        ""
+    } else {
+        " "
+    };
+    for (i, t) in a.context_tokens.iter().enumerate() {
+        if i > 0 {
+            s.push_str(sep);
+        }
+        if i == at {
+            let _ = write!(s, "[[{}]]", visible(t));
+        } else {
+            s.push_str(&visible(t));
+        }
+    }
+    s
+}
+
+/// After `featdict build`.
+pub fn build_summary(
+    dict: &FeatureDictionary,
+    out: &Path,
+    took: std::time::Duration,
+    as_json: bool,
+) -> Result<()> {
+    let st = dict.statistics();
+    let tokens = dict.feature_set.total_tokens_processed;
+    let secs = took.as_secs_f64();
+    if as_json {
+        return out_json(&json!({
+            "output": out,
+            "seconds": secs,
+            "tokens_per_second": tokens as f64 / secs.max(1e-9),
+            "statistics": st,
+        }));
+    }
+    println!(
+        "wrote {}: {} features ({} active, {} dead) over {} tokens in {:.2}s ({:.0} tokens/s)",
+        out.display(),
+        dict.num_features(),
+        st.active_features,
+        st.dead_features,
+        tokens,
+        secs,
+        tokens as f64 / secs.max(1e-9)
+    );
+    let nonfinite = dict.feature_set.metadata.nonfinite_values;
+    if nonfinite > 0 {
+        println!(
+            "warning: {nonfinite} non-finite activation values were skipped (not in any statistic)"
+        );
+    }
+    Ok(())
+}
+
+/// `featdict stats`.
+pub fn stats(dict: &FeatureDictionary, as_json: bool) -> Result<()> {
+    let st = dict.statistics();
+    if as_json {
+        return out_json(&json!({
+            "model_name": dict.config.model_name,
+            "sae_name": dict.config.sae_name,
+            "layer": dict.config.layer,
+            "num_features": dict.num_features(),
+            "statistics": st,
+        }));
+    }
+    println!("model        {}", or_dash(&dict.config.model_name));
+    println!("sae          {}", or_dash(&dict.config.sae_name));
+    println!("layer        {}", dict.config.layer);
+    println!(
+        "features     {} ({} in file)",
+        dict.num_features(),
+        st.total_features
+    );
+    println!("tokens       {}", st.total_tokens_processed);
+    println!("active       {}", st.active_features);
+    println!("dead         {}", st.dead_features);
+    println!("labeled      {}", st.labeled_features);
+    println!("mean freq    {:.6}", st.mean_activation_frequency);
+    println!("types");
+    for (t, c) in &st.type_distribution {
+        println!("  {t:<13}{c}");
+    }
+    println!("most important (0.7·min(100·freq,1) + 0.3·min(max/5,1))");
+    for (id, score) in &st.top_features {
+        println!("  #{id:<8}{score:.3}");
+    }
+    Ok(())
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+/// `featdict show`.
+pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
+    if as_json {
+        return out_json(f);
+    }
+    let m = &f.metadata;
+    println!("feature #{}  ({})", f.id, f.feature_type.as_str());
+    println!(
+        "  fires {} times, frequency {:.6}",
+        f.activation_count, f.activation_frequency
+    );
+    if f.activation_count > 0 {
+        println!(
+            "  activation mean {:.4}  std {:.4}  min {:.4}  max {:.4}",
+            f.mean_activation,
+            m.std_activation.unwrap_or(0.0),
+            m.min_activation.unwrap_or(0.0),
+            f.max_activation
+        );
+        let q: Vec<String> = m
+            .quantiles
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.3}"))
+            .collect();
+        println!("  quantiles (±1 histogram bin) {}", q.join("  "));
+    }
+    if let Some(p) = &m.positions {
+        println!(
+            "  positions mean {:.1} var {:.1}  start {} early {} middle {} late {}",
+            p.mean, p.variance, p.start, p.early, p.middle, p.late
+        );
+    }
+    if !f.labels.is_empty() {
+        println!("  labels {}", f.labels.join(", "));
+    }
+    if !f.description.is_empty() {
+        println!("  {}", f.description);
+    }
+    if !m.top_tokens.is_empty() {
+        let exact = if m.token_counts_exact == Some(false) {
+            " (sketch: lower bounds)"
+        } else {
+            ""
+        };
+        println!("  top tokens{exact}: firings/occurrences");
+        for t in m.top_tokens.iter().take(10) {
+            println!(
+                "    {:<20} {:>7} / {:<7} precision {:.3}",
+                format!("{:?}", t.token),
+                t.firings,
+                t.occurrences,
+                t.firings as f64 / t.occurrences.max(1) as f64
+            );
+        }
+    }
+    if !f.top_activations.is_empty() {
+        println!("  top examples (activation  seq:pos  context)");
+        for a in f.top_activations.iter().take(n_examples) {
+            println!(
+                "    {:>9.4}  {:>6}:{:<4} {}",
+                a.activation,
+                a.metadata.sequence,
+                a.position,
+                context_line(a)
+            );
+        }
+    }
+    if !m.quantile_examples.is_empty() {
+        println!("  quantile-stratified examples");
+        for g in &m.quantile_examples {
+            if let Some(a) = g.examples.first() {
+                println!(
+                    "    [{:.3}, {:.3}] {:>9.4}  {}",
+                    g.min_activation,
+                    g.max_activation,
+                    a.activation,
+                    context_line(a)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `featdict top`.
+pub fn top(dict: &FeatureDictionary, by: TopBy, n: usize, as_json: bool) -> Result<()> {
+    let top = dict.top_features(by, n);
+    if as_json {
+        let rows: Vec<_> = top
+            .iter()
+            .map(|f| {
+                json!({
+                    "id": f.id,
+                    "activation_count": f.activation_count,
+                    "activation_frequency": f.activation_frequency,
+                    "max_activation": f.max_activation,
+                    "mean_activation": f.mean_activation,
+                    "feature_type": f.feature_type,
+                    "top_token": f.metadata.top_tokens.first().map(|t| &t.token),
+                    "labels": f.labels,
+                })
+            })
+            .collect();
+        return out_json(&rows);
+    }
+    println!(
+        "{:>8}  {:>10}  {:>10}  {:>9}  {:>9}  top token",
+        "id", "count", "frequency", "max", "mean"
+    );
+    for f in top {
+        println!(
+            "{:>8}  {:>10}  {:>10.6}  {:>9.4}  {:>9.4}  {}",
+            f.id,
+            f.activation_count,
+            f.activation_frequency,
+            f.max_activation,
+            f.mean_activation,
+            f.metadata
+                .top_tokens
+                .first()
+                .map(|t| format!("{:?}", t.token))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! Accumulate: one streaming pass over all tokens updates per-feature state.
+//!
+//! [`Accumulator`] is the only place statistics are measured. Its state is
+//! O(features × examples), never O(tokens), and [`Accumulator::merge`] combines the states of
+//! two disjoint parts of a corpus:
+//!
+//! | statistic                          | merge                                   |
+//! |------------------------------------|-----------------------------------------|
+//! | counts, Σx, Σx², min, max, positions | exact (sums in f64)                    |
+//! | top-k examples (+ context)          | exact: the union's top k               |
+//! | fixed-edge histogram                | exact: bin-wise sum                     |
+//! | band samples                        | exact: per band, the s smallest hashes  |
+//! | global token counts                 | exact                                   |
+//! | per-feature firing tokens           | exact up to `token_sketch_capacity` distinct tokens, then Misra–Gries (error bound in [`token_sketch`]) |
+//!
+//! **Threads.** Within one accumulator, threads own disjoint feature ranges
+//! ([`range::FeatureRange`]): each feature is updated by one thread, in token order, so the
+//! result is bit-for-bit the same for any thread count (a token-partitioned scheme would sum
+//! floats in a thread-dependent order). Shards and machines combine through `merge`.
+
+pub mod histogram;
+pub mod range;
+pub mod samples;
+pub mod token_sketch;
+pub mod topk;
+
+use crate::error::{Error, Result};
+use crate::ingest::{ActivationBatch, TokenId};
+use crate::model::ExtractionConfig;
+use range::FeatureRange;
+
+/// The accumulation parameters, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Firing threshold (`value >= threshold`).
+    pub threshold: f32,
+    /// Top examples kept per feature.
+    pub top_k: usize,
+    /// Context tokens on each side of an example.
+    pub context_window: usize,
+    /// Samples per activation band.
+    pub samples_per_band: usize,
+    /// Distinct tokens counted exactly per feature.
+    pub token_sketch_capacity: usize,
+    /// Whether position statistics are kept.
+    pub collect_positions: bool,
+}
+
+impl Settings {
+    /// Validates an extraction config.
+    pub fn from_config(c: &ExtractionConfig) -> Result<Self> {
+        if !(c.min_activation.is_finite() && c.min_activation > 0.0) {
+            return Err(Error::Invalid(format!(
+                "min_activation must be a positive number (activations >= it count as firings), got {}",
+                c.min_activation
+            )));
+        }
+        if c.token_sketch_capacity == 0 {
+            return Err(Error::Invalid(
+                "token_sketch_capacity must be at least 1".into(),
+            ));
+        }
+        Ok(Self {
+            threshold: c.min_activation as f32,
+            top_k: c.max_examples_per_feature,
+            context_window: c.context_window,
+            samples_per_band: c.samples_per_band,
+            token_sketch_capacity: c.token_sketch_capacity,
+            collect_positions: c.collect_positions,
+        })
+    }
+}
+
+/// Everything measured over a corpus, for all features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accumulator {
+    settings: Settings,
+    n_features: usize,
+    /// Tokens accumulated.
+    pub total_tokens: u64,
+    /// Sequences started (a row at position 0 was accumulated).
+    pub total_sequences: u64,
+    /// Occurrences of each token id among accumulated rows.
+    pub token_counts: Vec<u64>,
+    parts: Vec<FeatureRange>,
+}
+
+impl Accumulator {
+    /// An empty accumulator for `n_features` features whose updates use `threads` threads.
+    pub fn new(n_features: usize, settings: Settings, threads: usize) -> Self {
+        let threads = threads.clamp(1, n_features.max(1));
+        let mut parts = Vec::with_capacity(threads);
+        for t in 0..threads {
+            let a = n_features * t / threads;
+            let b = n_features * (t + 1) / threads;
+            parts.push(FeatureRange::new(a, b - a));
+        }
+        Self {
+            settings,
+            n_features,
+            total_tokens: 0,
+            total_sequences: 0,
+            token_counts: Vec::new(),
+            parts,
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Number of features.
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    /// Accumulates the core rows of `batch`.
+    pub fn update(&mut self, batch: &ActivationBatch<'_>) -> Result<()> {
+        if batch.n_features != self.n_features {
+            return Err(Error::Invalid(format!(
+                "batch has {} features but the accumulator was made for {}",
+                batch.n_features, self.n_features
+            )));
+        }
+        for row in batch.core.clone() {
+            let t = batch.tokens[row] as usize;
+            if t >= self.token_counts.len() {
+                self.token_counts.resize(t + 1, 0);
+            }
+            self.token_counts[t] += 1;
+            self.total_sequences += (batch.positions[row] == 0) as u64;
+        }
+        self.total_tokens += batch.core.len() as u64;
+        let settings = &self.settings;
+        if self.parts.len() == 1 {
+            self.parts[0].update(batch, settings);
+        } else {
+            std::thread::scope(|scope| {
+                let mut parts = self.parts.iter_mut();
+                let first = parts.next().expect("at least one part");
+                for part in parts {
+                    scope.spawn(move || part.update(batch, settings));
+                }
+                first.update(batch, settings);
+            });
+        }
+        Ok(())
+    }
+
+    /// Total non-finite values seen and the first one's (sequence, position, feature).
+    pub fn nonfinite(&self) -> (u64, Option<(u64, u32, u64)>) {
+        let count = self
+            .parts
+            .iter()
+            .flat_map(|p| p.moments.iter())
+            .map(|m| m.nonfinite as u64)
+            .sum();
+        let first = self.parts.iter().filter_map(|p| p.first_nonfinite).min();
+        (count, first)
+    }
+
+    /// All per-feature state as one range (for finalize and inspection).
+    pub fn features(&self) -> impl Iterator<Item = &FeatureRange> {
+        self.parts.iter()
+    }
+
+    /// Folds in the state of another part of the corpus, accumulated with the same settings
+    /// and token ids. Sequence indices of the two parts should not collide.
+    pub fn merge(&mut self, other: Accumulator) -> Result<()> {
+        if other.n_features != self.n_features || other.settings != self.settings {
+            return Err(Error::Invalid(format!(
+                "cannot merge accumulators with different shapes or settings ({} vs {} features)",
+                self.n_features, other.n_features
+            )));
+        }
+        self.total_tokens += other.total_tokens;
+        self.total_sequences += other.total_sequences;
+        if other.token_counts.len() > self.token_counts.len() {
+            self.token_counts.resize(other.token_counts.len(), 0);
+        }
+        for (a, b) in self.token_counts.iter_mut().zip(&other.token_counts) {
+            *a += b;
+        }
+        let others = repartition(other.parts, &self.parts);
+        let settings = &self.settings;
+        std::thread::scope(|scope| {
+            for (mine, theirs) in self.parts.iter_mut().zip(others) {
+                scope.spawn(move || mine.merge(theirs, settings));
+            }
+        });
+        Ok(())
+    }
+
+    /// Like [`Accumulator::merge`], for an accumulator whose token ids index a different
+    /// vocabulary: `map[old_id]` is the id in this accumulator's vocabulary.
+    pub fn merge_remapped(&mut self, mut other: Accumulator, map: &[TokenId]) -> Result<()> {
+        let mut counts = vec![0u64; self.token_counts.len()];
+        for (old, &c) in other.token_counts.iter().enumerate() {
+            let new = map[old] as usize;
+            if new >= counts.len() {
+                counts.resize(new + 1, 0);
+            }
+            counts[new] += c;
+        }
+        other.token_counts = counts;
+        for p in &mut other.parts {
+            p.remap_tokens(map);
+        }
+        self.merge(other)
+    }
+}
+
+/// Reshapes `parts` (covering all features) to the boundaries of `like`.
+fn repartition(parts: Vec<FeatureRange>, like: &[FeatureRange]) -> Vec<FeatureRange> {
+    let same = parts.len() == like.len()
+        && parts
+            .iter()
+            .zip(like)
+            .all(|(a, b)| a.start == b.start && a.len() == b.len());
+    if same {
+        return parts;
+    }
+    let mut iter = parts.into_iter();
+    let mut all = iter.next().expect("at least one part");
+    for p in iter {
+        all.append(p);
+    }
+    let mut out = Vec::with_capacity(like.len());
+    for l in like.iter().rev() {
+        out.push(all.split_off(l.start));
+    }
+    out.reverse();
+    out
+}

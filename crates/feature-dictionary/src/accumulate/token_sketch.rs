@@ -1,0 +1,205 @@
+//! Per-feature counts of the tokens a feature fires on.
+//!
+//! Exact while the feature has fired on at most `capacity` distinct tokens (the table simply
+//! grows). Beyond that it becomes a Misra–Gries summary: when a new token arrives at a full
+//! table, every count (and the newcomer) is decremented by one and zeros are dropped.
+//! Guarantees, with N the feature's firings and `error` the total decremented:
+//! a reported count ≤ the true count ≤ reported + `error`, and `error` ≤ N / (capacity + 1),
+//! so every token with more than N / (capacity + 1) firings is kept. Merging follows
+//! Agarwal et al. (2012): add counts, then subtract the (capacity+1)-th largest; the same
+//! bound holds for the merged stream. `error == 0` means the counts are exact.
+
+use crate::ingest::TokenId;
+
+const EMPTY: TokenId = TokenId::MAX;
+
+/// Token → firing count for one feature.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenSketch {
+    keys: Vec<TokenId>,
+    counts: Vec<u64>,
+    len: usize,
+    /// Total amount decremented (0 = exact).
+    pub error: u64,
+}
+
+#[inline(always)]
+fn slot_of(token: TokenId, mask: usize) -> usize {
+    ((token as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & mask
+}
+
+impl TokenSketch {
+    /// Counts one firing on `token`.
+    #[inline]
+    pub fn add(&mut self, token: TokenId, capacity: usize) {
+        self.add_n(token, 1, capacity);
+    }
+
+    /// Counts `n` firings on `token`.
+    pub fn add_n(&mut self, token: TokenId, n: u64, capacity: usize) {
+        if !self.keys.is_empty() {
+            let mask = self.keys.len() - 1;
+            let mut i = slot_of(token, mask);
+            loop {
+                let k = self.keys[i];
+                if k == token {
+                    self.counts[i] += n;
+                    return;
+                }
+                if k == EMPTY {
+                    break;
+                }
+                i = (i + 1) & mask;
+            }
+        }
+        if self.len < capacity.max(1) {
+            if (self.len + 1) * 2 > self.keys.len() {
+                self.grow();
+            }
+            self.insert_new(token, n);
+        } else {
+            // Misra–Gries step: cancel one unit of the newcomer against every held token.
+            let dec = n.min(
+                self.counts
+                    .iter()
+                    .copied()
+                    .filter(|&c| c > 0)
+                    .min()
+                    .unwrap_or(0),
+            );
+            self.error += dec;
+            let remaining = n - dec;
+            let entries: Vec<(TokenId, u64)> = self
+                .entries()
+                .filter_map(|(t, c)| (c > dec).then_some((t, c - dec)))
+                .collect();
+            self.rebuild(entries);
+            if remaining > 0 {
+                self.add_n(token, remaining, capacity);
+            }
+        }
+    }
+
+    fn insert_new(&mut self, token: TokenId, n: u64) {
+        let mask = self.keys.len() - 1;
+        let mut i = slot_of(token, mask);
+        while self.keys[i] != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.keys[i] = token;
+        self.counts[i] = n;
+        self.len += 1;
+    }
+
+    fn grow(&mut self) {
+        let entries: Vec<(TokenId, u64)> = self.entries().collect();
+        let new_len = (self.keys.len() * 2).max(8);
+        self.keys = vec![EMPTY; new_len];
+        self.counts = vec![0; new_len];
+        self.len = 0;
+        for (t, c) in entries {
+            self.insert_new(t, c);
+        }
+    }
+
+    fn rebuild(&mut self, entries: Vec<(TokenId, u64)>) {
+        let size = ((entries.len() + 1) * 2).next_power_of_two().max(8);
+        self.keys = vec![EMPTY; size];
+        self.counts = vec![0; size];
+        self.len = 0;
+        for (t, c) in entries {
+            self.insert_new(t, c);
+        }
+    }
+
+    /// `(token, count)` pairs, any order.
+    pub fn entries(&self) -> impl Iterator<Item = (TokenId, u64)> + '_ {
+        self.keys
+            .iter()
+            .zip(&self.counts)
+            .filter(|(k, _)| **k != EMPTY)
+            .map(|(k, c)| (*k, *c))
+    }
+
+    /// Distinct tokens held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the counts are exact.
+    pub fn is_exact(&self) -> bool {
+        self.error == 0
+    }
+
+    /// Merges `other` (see the module doc for the guarantee).
+    pub fn merge(&mut self, other: &TokenSketch, capacity: usize) {
+        let mut all: std::collections::HashMap<TokenId, u64> = self.entries().collect();
+        for (t, c) in other.entries() {
+            *all.entry(t).or_default() += c;
+        }
+        let mut error = self.error + other.error;
+        let mut entries: Vec<(TokenId, u64)> = all.into_iter().collect();
+        if entries.len() > capacity {
+            let mut counts: Vec<u64> = entries.iter().map(|e| e.1).collect();
+            counts.sort_unstable_by(|a, b| b.cmp(a));
+            let cut = counts[capacity];
+            error += cut;
+            entries = entries
+                .into_iter()
+                .filter_map(|(t, c)| (c > cut).then_some((t, c - cut)))
+                .collect();
+        }
+        entries.sort_unstable();
+        self.error = error;
+        self.rebuild(entries);
+    }
+
+    /// Remaps token ids (merging accumulators built with different vocabularies).
+    pub fn remap(&mut self, map: &[TokenId]) {
+        let entries: Vec<(TokenId, u64)> =
+            self.entries().map(|(t, c)| (map[t as usize], c)).collect();
+        self.rebuild(entries);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_until_capacity_then_bounded() {
+        let mut s = TokenSketch::default();
+        for t in 0..50u32 {
+            for _ in 0..=t {
+                s.add(t, 64);
+            }
+        }
+        assert!(s.is_exact());
+        let mut got: Vec<_> = s.entries().collect();
+        got.sort();
+        assert_eq!(
+            got,
+            (0..50u32).map(|t| (t, t as u64 + 1)).collect::<Vec<_>>()
+        );
+
+        // 1000 singletons then one heavy token: the heavy one must survive with a bounded error.
+        let mut s = TokenSketch::default();
+        let mut n = 0u64;
+        for t in 0..1000u32 {
+            s.add(t, 16);
+            n += 1;
+        }
+        for _ in 0..500 {
+            s.add(5000, 16);
+            n += 1;
+        }
+        assert!(s.error <= n / 17);
+        let heavy = s.entries().find(|e| e.0 == 5000).unwrap().1;
+        assert!(heavy <= 500 && heavy + s.error >= 500);
+    }
+}

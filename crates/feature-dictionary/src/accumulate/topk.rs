@@ -1,0 +1,123 @@
+//! Top-k examples with their context.
+
+use std::cmp::Ordering;
+
+use crate::ingest::TokenId;
+
+/// A firing kept as an example, with the context needed to show it later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// Activation value.
+    pub activation: f32,
+    /// Sequence index.
+    pub sequence: u64,
+    /// Position in the sequence.
+    pub position: u32,
+    /// Position of the first context token.
+    pub context_start: u32,
+    /// Context tokens (the firing token included).
+    pub context_tokens: Vec<TokenId>,
+    /// This feature's activation on each context token.
+    pub context_activations: Vec<f32>,
+}
+
+impl Example {
+    /// Token id of the firing token.
+    pub fn token(&self) -> TokenId {
+        self.context_tokens[(self.position - self.context_start) as usize]
+    }
+}
+
+/// The deterministic example order: activation descending, then sequence, then position.
+#[inline]
+pub fn rank(a_act: f32, a_seq: u64, a_pos: u32, b_act: f32, b_seq: u64, b_pos: u32) -> Ordering {
+    b_act
+        .total_cmp(&a_act)
+        .then(a_seq.cmp(&b_seq))
+        .then(a_pos.cmp(&b_pos))
+}
+
+fn cmp_examples(a: &Example, b: &Example) -> Ordering {
+    rank(
+        a.activation,
+        a.sequence,
+        a.position,
+        b.activation,
+        b.sequence,
+        b.position,
+    )
+}
+
+/// The best `k` examples of one feature. Unsorted while accumulating; `worst` tracks the
+/// entry a better candidate would replace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopK {
+    items: Vec<Example>,
+    worst: usize,
+}
+
+impl TopK {
+    /// Activation a candidate must reach to be considered (−∞ while not full). A candidate
+    /// equal to it may still lose on (sequence, position); [`TopK::accepts`] decides.
+    #[inline]
+    pub fn threshold(&self, k: usize) -> f32 {
+        if self.items.len() < k {
+            f32::NEG_INFINITY
+        } else {
+            self.items[self.worst].activation
+        }
+    }
+
+    /// Whether a candidate would enter the top `k`.
+    pub fn accepts(&self, k: usize, act: f32, seq: u64, pos: u32) -> bool {
+        if k == 0 {
+            return false;
+        }
+        if self.items.len() < k {
+            return true;
+        }
+        let w = &self.items[self.worst];
+        rank(act, seq, pos, w.activation, w.sequence, w.position) == Ordering::Less
+    }
+
+    /// Inserts an example that [`TopK::accepts`] approved.
+    pub fn insert(&mut self, k: usize, ex: Example) {
+        if self.items.len() < k {
+            self.items.push(ex);
+        } else {
+            self.items[self.worst] = ex;
+        }
+        self.recompute_worst();
+    }
+
+    fn recompute_worst(&mut self) {
+        self.worst = (0..self.items.len())
+            .max_by(|&a, &b| cmp_examples(&self.items[a], &self.items[b]))
+            .unwrap_or(0);
+    }
+
+    /// Keeps the best `k` of both (exact: the union's top `k`).
+    pub fn merge(&mut self, other: TopK, k: usize) {
+        self.items.extend(other.items);
+        self.items.sort_by(cmp_examples);
+        self.items.truncate(k);
+        self.recompute_worst();
+    }
+
+    /// Examples in rank order.
+    pub fn sorted(&self) -> Vec<Example> {
+        let mut v = self.items.clone();
+        v.sort_by(cmp_examples);
+        v
+    }
+
+    /// Number of examples held.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether no example is held.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}

@@ -1,0 +1,173 @@
+//! [`FeatureDictionary`]: a finished dictionary — configuration plus features — and the
+//! summary statistics the original library reports.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::model::{DictionaryConfig, Feature, FeatureSet, FeatureType};
+
+/// A finished dictionary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureDictionary {
+    /// How it was built.
+    pub config: DictionaryConfig,
+    /// The features.
+    pub feature_set: FeatureSet,
+}
+
+/// The original's `get_statistics()` / saved `"statistics"` object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Statistics {
+    /// Features in the dictionary.
+    pub total_features: usize,
+    /// Features that fired at least once.
+    pub active_features: usize,
+    /// Features that never fired.
+    pub dead_features: usize,
+    /// Features with at least one label.
+    pub labeled_features: usize,
+    /// Mean firing frequency over features.
+    pub mean_activation_frequency: f64,
+    /// Tokens processed.
+    pub total_tokens_processed: u64,
+    /// Features per type.
+    pub type_distribution: BTreeMap<String, usize>,
+    /// The ten most important features as `[id, score]` ([`importance`]).
+    pub top_features: Vec<(u64, f64)>,
+}
+
+/// Metric for ranking features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopBy {
+    /// Number of firings.
+    ActivationCount,
+    /// Largest activation.
+    MaxActivation,
+    /// Firing frequency.
+    Frequency,
+}
+
+impl std::str::FromStr for TopBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "activation_count" => Ok(TopBy::ActivationCount),
+            "max_activation" => Ok(TopBy::MaxActivation),
+            "frequency" => Ok(TopBy::Frequency),
+            _ => Err(format!(
+                "unknown metric {s:?}; expected activation_count, max_activation or frequency"
+            )),
+        }
+    }
+}
+
+/// The original's importance score: `0.7 · min(100 · frequency, 1) + 0.3 · min(max / 5, 1)`
+/// (0 for dead features). Kept as is so rankings match the original's summaries.
+pub fn importance(f: &Feature) -> f64 {
+    if f.activation_count == 0 {
+        return 0.0;
+    }
+    0.7 * (f.activation_frequency * 100.0).min(1.0) + 0.3 * (f.max_activation / 5.0).min(1.0)
+}
+
+impl FeatureDictionary {
+    /// Wraps a config and a feature set.
+    pub fn new(config: DictionaryConfig, feature_set: FeatureSet) -> Self {
+        Self {
+            config,
+            feature_set,
+        }
+    }
+
+    /// Number of SAE features, dead and omitted ones included.
+    pub fn num_features(&self) -> usize {
+        if self.config.num_features > 0 {
+            return self.config.num_features;
+        }
+        if let Some(n) = self.feature_set.metadata.num_features {
+            return n;
+        }
+        self.feature_set
+            .features
+            .keys()
+            .next_back()
+            .map_or(0, |&k| k as usize + 1)
+    }
+
+    /// A feature by id.
+    pub fn get(&self, id: u64) -> Option<&Feature> {
+        self.feature_set.features.get(&id)
+    }
+
+    /// Iterates features in id order.
+    pub fn features(&self) -> impl Iterator<Item = &Feature> {
+        self.feature_set.features.values()
+    }
+
+    /// The `n` best features by `by` (ties by id).
+    pub fn top_features(&self, by: TopBy, n: usize) -> Vec<&Feature> {
+        let key = |f: &Feature| match by {
+            TopBy::ActivationCount => f.activation_count as f64,
+            TopBy::MaxActivation => f.max_activation,
+            TopBy::Frequency => f.activation_frequency,
+        };
+        let mut v: Vec<&Feature> = self.features().collect();
+        v.sort_by(|a, b| key(b).total_cmp(&key(a)).then(a.id.cmp(&b.id)));
+        v.truncate(n);
+        v
+    }
+
+    /// Summary statistics.
+    pub fn statistics(&self) -> Statistics {
+        let fs = &self.feature_set;
+        let n = fs.len();
+        let active = self.features().filter(|f| f.activation_count > 0).count();
+        let dead = self
+            .features()
+            .filter(|f| f.feature_type == FeatureType::Dead)
+            .count();
+        let labeled = self.features().filter(|f| !f.labels.is_empty()).count();
+        let mean_freq = if n == 0 {
+            0.0
+        } else {
+            self.features().map(|f| f.activation_frequency).sum::<f64>() / n as f64
+        };
+        let type_distribution = fs
+            .type_counts()
+            .into_iter()
+            .map(|(t, c)| (t.as_str().to_string(), c))
+            .collect();
+        let mut scores: Vec<(u64, f64)> = self.features().map(|f| (f.id, importance(f))).collect();
+        scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scores.truncate(10);
+        Statistics {
+            total_features: n,
+            active_features: active,
+            dead_features: dead,
+            labeled_features: labeled,
+            mean_activation_frequency: mean_freq,
+            total_tokens_processed: fs.total_tokens_processed,
+            type_distribution,
+            top_features: scores,
+        }
+    }
+
+    /// A copy without features that fired fewer than `min_count` times; their ids are listed
+    /// in the metadata so nothing is silently lost.
+    pub fn without_rare(&self, min_count: u64) -> FeatureDictionary {
+        let mut out = self.clone();
+        let dropped: Vec<u64> = out
+            .feature_set
+            .features
+            .iter()
+            .filter(|(_, f)| f.activation_count < min_count)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in &dropped {
+            out.feature_set.features.remove(id);
+        }
+        out.feature_set.metadata.omitted_features.extend(dropped);
+        out.config.num_features = self.num_features();
+        out
+    }
+}

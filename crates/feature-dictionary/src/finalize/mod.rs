@@ -1,0 +1,258 @@
+//! Finalize: turn accumulated state into [`Feature`]s — frequency, type, std, quantiles,
+//! examples with readable tokens, quantile-stratified samples, token statistics.
+//!
+//! Dead features are kept (type `dead`); dropping them is an output option
+//! ([`FeatureDictionary::without_dead`]), never data loss.
+
+use std::collections::BTreeMap;
+
+use crate::accumulate::histogram::{self, N_BINS};
+use crate::accumulate::range::FeatureRange;
+use crate::accumulate::samples::N_BANDS;
+use crate::accumulate::topk::Example;
+use crate::accumulate::Accumulator;
+use crate::dictionary::FeatureDictionary;
+use crate::ingest::Vocab;
+use crate::model::{
+    ActivationMetadata, DictionaryConfig, Feature, FeatureActivation, FeatureSet,
+    FeatureSetMetadata, FeatureType, HistogramSummary, PositionStats, QuantileGroup, TokenCount,
+};
+
+/// Quantiles reported per feature.
+pub const QUANTILES: [(&str, f64); 7] = [
+    ("p10", 0.10),
+    ("p25", 0.25),
+    ("p50", 0.50),
+    ("p75", 0.75),
+    ("p90", 0.90),
+    ("p99", 0.99),
+    ("p999", 0.999),
+];
+
+/// Number of equal-count groups for stratified examples (as delphi's "quantiles" sampler).
+pub const N_QUANTILE_GROUPS: usize = 10;
+
+/// Builds the dictionary from an accumulator. `config.num_features` is set from it.
+pub fn finalize(
+    acc: &Accumulator,
+    vocab: &Vocab,
+    mut config: DictionaryConfig,
+) -> FeatureDictionary {
+    config.num_features = acc.n_features();
+    let carry_spaces = vocab.tokens_carry_spaces();
+    let ctx = Ctx {
+        vocab,
+        carry_spaces,
+        collect_context: config.extraction.collect_context,
+        collect_positions: config.extraction.collect_positions,
+        total_tokens: acc.total_tokens,
+        token_counts: &acc.token_counts,
+        samples_per_group: config.extraction.samples_per_band,
+        dimension: config.feature_dim,
+    };
+    let mut features = BTreeMap::new();
+    for part in acc.features() {
+        for local in 0..part.len() {
+            let f = ctx.feature(part, local);
+            features.insert(f.id, f);
+        }
+    }
+    let mut token_counts: Vec<(String, u64)> = acc
+        .token_counts
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(t, &c)| (vocab.token(t as u32).into_owned(), c))
+        .collect();
+    token_counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let (nonfinite, _) = acc.nonfinite();
+    let feature_set = FeatureSet {
+        layer: config.layer,
+        features,
+        total_tokens_processed: acc.total_tokens,
+        model_name: config.model_name.clone(),
+        sae_name: config.sae_name.clone(),
+        metadata: FeatureSetMetadata {
+            format: crate::FORMAT_MARKER.into(),
+            num_features: Some(acc.n_features()),
+            total_sequences: Some(acc.total_sequences),
+            nonfinite_values: nonfinite,
+            token_counts,
+            omitted_features: Vec::new(),
+            extra: Default::default(),
+        },
+    };
+    FeatureDictionary::new(config, feature_set)
+}
+
+struct Ctx<'a> {
+    vocab: &'a Vocab,
+    carry_spaces: bool,
+    collect_context: bool,
+    collect_positions: bool,
+    total_tokens: u64,
+    token_counts: &'a [u64],
+    samples_per_group: usize,
+    dimension: usize,
+}
+
+impl Ctx<'_> {
+    fn activation(&self, feature: u64, ex: &Example) -> FeatureActivation {
+        let context_tokens: Vec<String> = ex
+            .context_tokens
+            .iter()
+            .map(|&t| self.vocab.token(t).into_owned())
+            .collect();
+        let context = if self.collect_context {
+            context_tokens.join(if self.carry_spaces { "" } else { " " })
+        } else {
+            String::new()
+        };
+        FeatureActivation {
+            feature_id: feature,
+            token: self.vocab.token(ex.token()).into_owned(),
+            position: ex.position,
+            activation: ex.activation,
+            context,
+            context_tokens,
+            metadata: ActivationMetadata {
+                sequence: ex.sequence,
+                context_start: ex.context_start,
+                context_activations: ex.context_activations.clone(),
+                extra: Default::default(),
+            },
+        }
+    }
+
+    fn feature(&self, part: &FeatureRange, local: usize) -> Feature {
+        let id = (part.start + local) as u64;
+        let m = &part.moments[local];
+        let mut f = Feature::new(id, self.dimension);
+        f.activation_count = m.count;
+        f.feature_type = FeatureType::classify(m.count, self.total_tokens);
+        f.activation_frequency = if self.total_tokens > 0 {
+            m.count as f64 / self.total_tokens as f64
+        } else {
+            0.0
+        };
+        f.metadata.nonfinite_count = m.nonfinite as u64;
+        if m.count == 0 {
+            return f;
+        }
+        let n = m.count as f64;
+        let mean = m.sum / n;
+        f.mean_activation = mean;
+        f.max_activation = m.max as f64;
+        f.metadata.min_activation = Some(m.min);
+        f.metadata.sum_activation = Some(m.sum);
+        f.metadata.std_activation = Some((m.sum_sq / n - mean * mean).max(0.0).sqrt());
+        f.top_activations = part.topk[local]
+            .sorted()
+            .iter()
+            .map(|e| self.activation(id, e))
+            .collect();
+
+        let hist = &part.hist[local * N_BINS..(local + 1) * N_BINS];
+        let (lo, hi) = (m.min as f64, m.max as f64);
+        for (name, q) in QUANTILES {
+            f.metadata
+                .quantiles
+                .insert(name.into(), histogram::quantile(hist, q, lo, hi));
+        }
+        f.metadata.histogram = Some(HistogramSummary {
+            bins_per_octave: histogram::BINS_PER_OCTAVE,
+            min_exponent: histogram::MIN_EXPONENT,
+            n_bins: N_BINS as u32,
+            counts: hist
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(b, &c)| (b as u32, c))
+                .collect(),
+        });
+        f.metadata.quantile_examples = self.quantile_groups(id, part, local, hist, lo, hi);
+
+        if self.collect_positions {
+            let mean_pos = m.pos_sum as f64 / n;
+            let b = part.pos_buckets[local];
+            f.metadata.positions = Some(PositionStats {
+                mean: mean_pos,
+                variance: (m.pos_sum_sq as f64 / n - mean_pos * mean_pos).max(0.0),
+                start: b[0],
+                early: b[1],
+                middle: b[2],
+                late: m.count - b[0] - b[1] - b[2],
+            });
+        }
+
+        let sketch = &part.tokens[local];
+        let mut toks: Vec<(u32, u64)> = sketch.entries().collect();
+        toks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let held: u64 = toks.iter().map(|t| t.1).sum();
+        let mut entropy = 0.0;
+        if held > 0 {
+            for &(_, c) in &toks {
+                let p = c as f64 / held as f64;
+                entropy -= p * p.log2();
+            }
+        }
+        f.metadata.unique_tokens = Some(sketch.len() as u64);
+        f.metadata.token_entropy = Some(entropy);
+        f.metadata.token_counts_exact = Some(sketch.is_exact());
+        f.metadata.top_tokens = toks
+            .into_iter()
+            .map(|(t, c)| TokenCount {
+                token: self.vocab.token(t).into_owned(),
+                firings: c,
+                occurrences: self.token_counts.get(t as usize).copied().unwrap_or(0),
+            })
+            .collect();
+        f
+    }
+
+    /// Equal-count groups from the histogram, each with samples whose activation lies in it
+    /// (smallest hashes first, so the choice is deterministic and unbiased within a band).
+    fn quantile_groups(
+        &self,
+        id: u64,
+        part: &FeatureRange,
+        local: usize,
+        hist: &[u64],
+        lo: f64,
+        hi: f64,
+    ) -> Vec<QuantileGroup> {
+        let count: u64 = hist.iter().sum();
+        let mut pool: Vec<_> = part.samples[local].items.iter().collect();
+        pool.sort_by_key(|s| (s.hash, s.example.sequence, s.example.position));
+        debug_assert!(pool.iter().all(|s| (s.band as usize) < N_BANDS));
+        let mut groups = Vec::new();
+        let mut edge_lo = lo;
+        for g in 0..N_QUANTILE_GROUPS {
+            let edge_hi = if g + 1 == N_QUANTILE_GROUPS {
+                hi
+            } else {
+                histogram::quantile(hist, (g + 1) as f64 / N_QUANTILE_GROUPS as f64, lo, hi)
+            };
+            let last = g + 1 == N_QUANTILE_GROUPS;
+            let examples: Vec<FeatureActivation> = pool
+                .iter()
+                .filter(|s| {
+                    let a = s.example.activation as f64;
+                    a >= edge_lo && (a < edge_hi || (last && a <= edge_hi))
+                })
+                .take(self.samples_per_group)
+                .map(|s| self.activation(id, &s.example))
+                .collect();
+            groups.push(QuantileGroup {
+                min_activation: edge_lo,
+                max_activation: edge_hi,
+                count: count / N_QUANTILE_GROUPS as u64
+                    + ((g as u64) < count % N_QUANTILE_GROUPS as u64) as u64,
+                examples,
+            });
+            edge_lo = edge_hi;
+        }
+        groups.retain(|g| !g.examples.is_empty());
+        groups
+    }
+}

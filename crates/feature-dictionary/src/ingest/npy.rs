@@ -1,0 +1,208 @@
+//! NumPy `.npy` files (format versions 1.0, 2.0 and 3.0), memory-mapped.
+//!
+//! Only the header is parsed eagerly; it is validated against the file length before any
+//! data is touched, so a truncated file or an absurd declared shape is an error, never an
+//! allocation or an out-of-bounds read.
+
+use std::path::Path;
+
+use super::dense::{DenseDtype, DenseMatrix};
+use crate::error::{Error, Result};
+
+/// Parsed `.npy` header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NpyHeader {
+    /// Dtype descriptor as written, e.g. `<f4`.
+    pub descr: String,
+    /// Whether the data is column-major.
+    pub fortran_order: bool,
+    /// Array shape.
+    pub shape: Vec<u64>,
+    /// Byte offset of the data.
+    pub data_offset: usize,
+}
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+
+/// Parses the header of an `.npy` file held in `bytes`.
+pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<NpyHeader> {
+    if bytes.is_empty() {
+        return Err(Error::format(
+            path,
+            "file is empty; expected a NumPy .npy array",
+        ));
+    }
+    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+        return Err(Error::format(
+            path,
+            "not a NumPy .npy file: expected the magic bytes \\x93NUMPY at the start",
+        ));
+    }
+    let major = bytes[6];
+    let (len_bytes, start) = match major {
+        1 => (2usize, 8usize),
+        2 | 3 => (4, 8),
+        v => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "unsupported .npy format version {v}.{}; expected 1.0, 2.0 or 3.0",
+                    bytes[7]
+                ),
+            ))
+        }
+    };
+    if bytes.len() < start + len_bytes {
+        return Err(Error::format(path, "truncated .npy header"));
+    }
+    let header_len = if len_bytes == 2 {
+        u16::from_le_bytes([bytes[8], bytes[9]]) as usize
+    } else {
+        u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize
+    };
+    let data_offset = start + len_bytes + header_len;
+    if bytes.len() < data_offset {
+        return Err(Error::format(
+            path,
+            format!(
+                "truncated .npy header: it declares {header_len} header bytes but the file has only {} bytes",
+                bytes.len()
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(&bytes[start + len_bytes..data_offset])
+        .map_err(|_| Error::format(path, ".npy header is not valid text"))?;
+    parse_dict(path, text, data_offset)
+}
+
+fn parse_dict(path: &Path, text: &str, data_offset: usize) -> Result<NpyHeader> {
+    let bad = |what: &str| {
+        Error::format(
+            path,
+            format!("malformed .npy header ({what}): {}", text.trim()),
+        )
+    };
+    let value_of = |key: &str| -> Result<&str> {
+        let k1 = format!("'{key}'");
+        let k2 = format!("\"{key}\"");
+        let at = text
+            .find(&k1)
+            .map(|i| i + k1.len())
+            .or_else(|| text.find(&k2).map(|i| i + k2.len()))
+            .ok_or_else(|| bad(&format!("no '{key}' key")))?;
+        let rest = text[at..].trim_start();
+        let rest = rest.strip_prefix(':').ok_or_else(|| bad("expected ':'"))?;
+        Ok(rest.trim_start())
+    };
+    let descr_raw = value_of("descr")?;
+    let quote = descr_raw.chars().next().ok_or_else(|| bad("empty descr"))?;
+    if quote != '\'' && quote != '"' {
+        return Err(Error::format(
+            path,
+            format!("unsupported dtype: structured arrays are not activations ({descr_raw})"),
+        ));
+    }
+    let descr_end = descr_raw[1..]
+        .find(quote)
+        .ok_or_else(|| bad("unterminated descr"))?;
+    let descr = descr_raw[1..1 + descr_end].to_string();
+    let fortran = value_of("fortran_order")?;
+    let fortran_order = if fortran.starts_with("True") {
+        true
+    } else if fortran.starts_with("False") {
+        false
+    } else {
+        return Err(bad("fortran_order is neither True nor False"));
+    };
+    let shape_raw = value_of("shape")?;
+    let shape_raw = shape_raw
+        .strip_prefix('(')
+        .ok_or_else(|| bad("shape is not a tuple"))?;
+    let close = shape_raw
+        .find(')')
+        .ok_or_else(|| bad("unterminated shape"))?;
+    let mut shape = Vec::new();
+    for part in shape_raw[..close].split(',') {
+        let p = part.trim();
+        if p.is_empty() {
+            continue;
+        }
+        let p = p.trim_end_matches('L');
+        shape.push(
+            p.parse::<u64>()
+                .map_err(|_| bad("shape entry is not an integer"))?,
+        );
+    }
+    Ok(NpyHeader {
+        descr,
+        fortran_order,
+        shape,
+        data_offset,
+    })
+}
+
+/// Maps the dtype descriptor to a supported activation dtype.
+pub fn dense_dtype(path: &Path, descr: &str) -> Result<DenseDtype> {
+    let little = descr.starts_with('<') || descr.starts_with('|') || descr.starts_with('=');
+    let kind = descr.trim_start_matches(['<', '>', '|', '=']);
+    if descr.starts_with('>') && kind != "f1" {
+        return Err(Error::format(
+            path,
+            format!("unsupported dtype {descr}: big-endian data; expected little-endian float32, float16 or float64 (<f4, <f2, <f8)"),
+        ));
+    }
+    match (little, kind) {
+        (true, "f4") => Ok(DenseDtype::F32),
+        (true, "f2") => Ok(DenseDtype::F16),
+        (true, "f8") => Ok(DenseDtype::F64),
+        _ => Err(Error::format(
+            path,
+            format!("unsupported dtype {descr}; expected float32, float16 or float64 activations (<f4, <f2, <f8)"),
+        )),
+    }
+}
+
+/// Opens an `.npy` file of activations shaped `[tokens, features]` or
+/// `[sequences, seq_len, features]`.
+pub fn open(path: &Path) -> Result<DenseMatrix> {
+    let map = super::dense::map_file(path)?;
+    let header = parse_header(path, &map)?;
+    if header.fortran_order {
+        return Err(Error::format(
+            path,
+            "array is stored in Fortran (column-major) order; expected C order — save it with numpy.ascontiguousarray",
+        ));
+    }
+    let dtype = dense_dtype(path, &header.descr)?;
+    DenseMatrix::new(path, map, header.data_offset, dtype, &header.shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_v1_header() {
+        let dict = "{'descr': '<f2', 'fortran_order': False, 'shape': (3, 4, 5), }";
+        let mut h = Vec::from(MAGIC);
+        h.extend([1, 0]);
+        h.extend((dict.len() as u16).to_le_bytes());
+        h.extend(dict.as_bytes());
+        let p = parse_header(Path::new("x.npy"), &h).unwrap();
+        assert_eq!(p.descr, "<f2");
+        assert_eq!(p.shape, vec![3, 4, 5]);
+        assert!(!p.fortran_order);
+        assert_eq!(p.data_offset, 10 + dict.len());
+    }
+
+    #[test]
+    fn rejects_integer_dtype_with_names() {
+        let e = dense_dtype(Path::new("a.npy"), "<i4")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a.npy") && e.contains("<i4") && e.contains("float32"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,39 @@
+//! # feature-dictionary
+//!
+//! Turns the activations of a sparse autoencoder (SAE) into an exact, searchable dictionary
+//! of features, in one streaming pass and bounded memory. Data flows one way:
+//!
+//! 1. [`ingest`] — readers turn files into [`ingest::ActivationBatch`]es (dense rows or CSR);
+//! 2. [`accumulate`] — one pass updates the mergeable [`accumulate::Accumulator`];
+//! 3. [`finalize`] — frequency, type, std, quantiles, examples with readable tokens;
+//! 4. [`store`] — the on-disk dictionary (the original library's JSON);
+//! 5. [`dictionary`] — query a finished [`FeatureDictionary`].
+//!
+//! ```no_run
+//! use feature_dictionary::{build, ingest, model::DictionaryConfig, store};
+//! use std::path::Path;
+//!
+//! let matrix = ingest::npy::open(Path::new("acts.npy"))?;
+//! let tokens = ingest::TokenSequences::from_json_file(Path::new("tokens.json"))?;
+//! let config = DictionaryConfig::default();
+//! let mut source = ingest::DenseSource::new(
+//!     matrix, tokens, config.extraction.context_window, build::VALUES_PER_BATCH)?;
+//! let dict = build::build(&mut source, config, &Default::default(), &mut |_| {})?;
+//! store::save(&dict, Path::new("dict.json"))?;
+//! # Ok::<(), feature_dictionary::Error>(())
+//! ```
+
+pub mod accumulate;
+pub mod build;
+pub mod dictionary;
+mod error;
+pub mod finalize;
+pub mod ingest;
+pub mod model;
+pub mod store;
+
+pub use dictionary::FeatureDictionary;
+pub use error::{Error, Result};
+
+/// Written into `feature_set.metadata.format` so files say who wrote them.
+pub const FORMAT_MARKER: &str = "feature-dictionary/1";

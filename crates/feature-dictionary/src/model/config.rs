@@ -1,0 +1,132 @@
+//! Configuration, serialized exactly like the original's `DictionaryConfig.to_dict()` plus a
+//! few keys of ours (the original ignores `config` when loading, so extra keys are safe).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::LabelingStrategy;
+
+/// How activations are turned into statistics and examples (the original's `ExtractionConfig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExtractionConfig {
+    /// Kept for API compatibility; `min_activation` is the threshold that decides a firing.
+    pub activation_threshold: f64,
+    /// An activation counts as a firing when `value >= min_activation` (must be > 0).
+    pub min_activation: f64,
+    /// Top-k examples kept per feature.
+    pub max_examples_per_feature: usize,
+    /// Tokens kept on each side of an example.
+    pub context_window: usize,
+    /// Rows per ingest batch in the original; we size batches by memory instead.
+    pub batch_size: usize,
+    /// `finalize` drops features with fewer firings unless `include_dead_features`.
+    pub min_activation_count: u64,
+    /// Keep features below `min_activation_count` in the output.
+    pub include_dead_features: bool,
+    /// Keep the joined context text of each example.
+    pub collect_context: bool,
+    /// Keep position statistics.
+    pub collect_positions: bool,
+    /// Examples kept per activation band for quantile-stratified samples (ours).
+    pub samples_per_band: usize,
+    /// Distinct tokens tracked exactly per feature before the token sketch starts to
+    /// approximate (ours; see `accumulate::token_sketch`).
+    pub token_sketch_capacity: usize,
+}
+
+impl Default for ExtractionConfig {
+    fn default() -> Self {
+        Self {
+            activation_threshold: 0.0,
+            min_activation: 0.01,
+            max_examples_per_feature: 20,
+            context_window: 5,
+            batch_size: 32,
+            min_activation_count: 1,
+            // Unlike the original, dead features are kept by default: they are data.
+            include_dead_features: true,
+            collect_context: true,
+            collect_positions: true,
+            samples_per_band: 4,
+            token_sketch_capacity: 1024,
+        }
+    }
+}
+
+/// Labeling settings (the original's `LabelingConfig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LabelingConfig {
+    /// Minimum firings on a token before it can become a label.
+    pub min_token_frequency: u64,
+    /// Labels kept per feature.
+    pub max_labels: usize,
+    /// User patterns: name → regex.
+    pub patterns: BTreeMap<String, String>,
+    /// Labels below this confidence are dropped.
+    pub min_confidence: f64,
+    /// N-gram lengths considered by n-gram analysis.
+    pub ngram_sizes: Vec<usize>,
+    /// Strategies run by automatic labeling.
+    pub strategies: Vec<LabelingStrategy>,
+}
+
+impl Default for LabelingConfig {
+    fn default() -> Self {
+        Self {
+            min_token_frequency: 3,
+            max_labels: 5,
+            patterns: BTreeMap::new(),
+            min_confidence: 0.3,
+            ngram_sizes: vec![1, 2, 3],
+            strategies: vec![
+                LabelingStrategy::TokenFrequency,
+                LabelingStrategy::NgramAnalysis,
+            ],
+        }
+    }
+}
+
+/// The dictionary's configuration (the original's `DictionaryConfig`), plus the SAE's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DictionaryConfig {
+    /// Extraction settings.
+    pub extraction: ExtractionConfig,
+    /// Labeling settings.
+    pub labeling: LabelingConfig,
+    /// Dictionary name.
+    pub name: String,
+    /// Model the SAE was trained on.
+    pub model_name: String,
+    /// SAE identifier.
+    pub sae_name: String,
+    /// Layer the SAE reads.
+    pub layer: i64,
+    /// Original's auto-save flag (kept for compatibility).
+    pub auto_save: bool,
+    /// Original's auto-save path (kept for compatibility).
+    pub save_path: Option<String>,
+    /// Number of SAE features (latents), dead ones included (ours).
+    pub num_features: usize,
+    /// Dimension of each feature's decoder direction, 0 when unknown (ours).
+    pub feature_dim: usize,
+}
+
+impl Default for DictionaryConfig {
+    fn default() -> Self {
+        Self {
+            extraction: ExtractionConfig::default(),
+            labeling: LabelingConfig::default(),
+            name: "feature_dictionary".into(),
+            model_name: String::new(),
+            sae_name: String::new(),
+            layer: 0,
+            auto_save: false,
+            save_path: None,
+            num_features: 0,
+            feature_dim: 0,
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! Features, examples and the feature set.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+use super::Label;
+
+/// Feature classes by firing frequency, with the original's thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureType {
+    /// Never fired.
+    Dead,
+    /// Fires on < 0.01 % of tokens.
+    UltraSparse,
+    /// Fires on < 1 % of tokens.
+    Sparse,
+    /// Fires on < 10 % of tokens.
+    Moderate,
+    /// Fires on ≥ 10 % of tokens.
+    Dense,
+}
+
+impl FeatureType {
+    /// All types, in the order the original lists them in summaries.
+    pub const ALL: [FeatureType; 5] = [
+        FeatureType::Sparse,
+        FeatureType::Moderate,
+        FeatureType::Dense,
+        FeatureType::Dead,
+        FeatureType::UltraSparse,
+    ];
+
+    /// Classifies by `activation_count / total_tokens` with the original's thresholds.
+    pub fn classify(activation_count: u64, total_tokens: u64) -> FeatureType {
+        if total_tokens == 0 || activation_count == 0 {
+            return FeatureType::Dead;
+        }
+        let frequency = activation_count as f64 / total_tokens as f64;
+        if frequency < 1e-4 {
+            FeatureType::UltraSparse
+        } else if frequency < 0.01 {
+            FeatureType::Sparse
+        } else if frequency < 0.1 {
+            FeatureType::Moderate
+        } else {
+            FeatureType::Dense
+        }
+    }
+
+    /// The original's string value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dead => "dead",
+            Self::UltraSparse => "ultra_sparse",
+            Self::Sparse => "sparse",
+            Self::Moderate => "moderate",
+            Self::Dense => "dense",
+        }
+    }
+
+    /// Parses the original's string value.
+    pub fn parse(s: &str) -> Option<FeatureType> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// Extra facts about an example, stored in the original's `metadata` slot.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ActivationMetadata {
+    /// Index of the sequence in the input (0-based, across all inputs of a build).
+    #[serde(default)]
+    pub sequence: u64,
+    /// Position of `context_tokens[0]` in the sequence.
+    #[serde(default)]
+    pub context_start: u32,
+    /// This feature's activation on each context token (same length as `context_tokens`),
+    /// for highlighting; values below the firing threshold are still shown as they were.
+    #[serde(default)]
+    pub context_activations: Vec<f32>,
+    /// Keys we do not know (kept so files round-trip).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One example: a token where the feature fired, with its context (the original's
+/// `FeatureActivation`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureActivation {
+    /// Feature index.
+    pub feature_id: u64,
+    /// The token as a person reads it.
+    pub token: String,
+    /// Position in its sequence.
+    pub position: u32,
+    /// Activation value.
+    pub activation: f32,
+    /// Context text (the context tokens joined), empty when `collect_context` is off.
+    #[serde(default)]
+    pub context: String,
+    /// Tokens around the firing token (± `context_window`, clipped at sequence edges).
+    #[serde(default)]
+    pub context_tokens: Vec<String>,
+    /// Sequence index, context start and per-token activations.
+    #[serde(default)]
+    pub metadata: ActivationMetadata,
+}
+
+impl FeatureActivation {
+    /// Index of the firing token inside `context_tokens`.
+    pub fn token_index_in_context(&self) -> usize {
+        (self.position - self.metadata.context_start) as usize
+    }
+}
+
+/// A sparse view of the fixed-edge log histogram: bin `b` covers
+/// `[2^(min_exponent + b/bins_per_octave), 2^(min_exponent + (b+1)/bins_per_octave))`,
+/// except that bin 0 also holds everything below and the last bin everything above.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistogramSummary {
+    /// Bins per factor of two.
+    pub bins_per_octave: u32,
+    /// Exponent of the lower edge of bin 0.
+    pub min_exponent: i32,
+    /// Number of bins.
+    pub n_bins: u32,
+    /// Non-empty bins as `[bin, count]`.
+    pub counts: Vec<(u32, u64)>,
+}
+
+impl HistogramSummary {
+    /// Lower edge of bin `b` (bin 0's edge is nominal: it also holds smaller values).
+    pub fn lower_edge(&self, b: u32) -> f64 {
+        2f64.powf(self.min_exponent as f64 + b as f64 / self.bins_per_octave as f64)
+    }
+}
+
+/// Where in their sequences a feature fires (positions are 0-based).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PositionStats {
+    /// Mean position of firings.
+    pub mean: f64,
+    /// Population variance of firing positions.
+    pub variance: f64,
+    /// Firings at positions < 5 (the original's buckets).
+    pub start: u64,
+    /// Firings at positions 5..20.
+    pub early: u64,
+    /// Firings at positions 20..50.
+    pub middle: u64,
+    /// Firings at positions ≥ 50.
+    pub late: u64,
+}
+
+/// A token the feature fires on, with its corpus-wide count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenCount {
+    /// Token as a person reads it.
+    pub token: String,
+    /// Firings of the feature on this token (a lower bound when the sketch was not exact).
+    pub firings: u64,
+    /// Occurrences of the token among all tokens processed.
+    pub occurrences: u64,
+}
+
+/// Examples sampled from one activation band, for quantile-stratified browsing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuantileGroup {
+    /// Lower activation edge of the band.
+    pub min_activation: f64,
+    /// Upper activation edge of the band.
+    pub max_activation: f64,
+    /// Firings in the band (exact).
+    pub count: u64,
+    /// Deterministic pseudo-random examples from the band.
+    pub examples: Vec<FeatureActivation>,
+}
+
+/// Everything we know about a feature beyond the original's fields.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FeatureMetadata {
+    /// Population standard deviation over all firings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std_activation: Option<f64>,
+    /// Smallest firing activation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_activation: Option<f32>,
+    /// Sum of firing activations (kept so dictionaries can be compared and merged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sum_activation: Option<f64>,
+    /// Non-finite (NaN/Inf) values seen for this feature; never folded into statistics.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nonfinite_count: u64,
+    /// Approximate quantiles (p10…p99) from the histogram; see `accumulate::histogram`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub quantiles: BTreeMap<String, f64>,
+    /// Fixed-edge log histogram of firing activations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<HistogramSummary>,
+    /// Quantile-stratified examples.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quantile_examples: Vec<QuantileGroup>,
+    /// Position statistics over all firings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<PositionStats>,
+    /// Tokens the feature fires on most, with corpus counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_tokens: Vec<TokenCount>,
+    /// Distinct tokens fired on (exact when `token_counts_exact`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_tokens: Option<u64>,
+    /// Shannon entropy (bits) of the firing-token distribution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_entropy: Option<f64>,
+    /// Whether per-token firing counts are exact (the sketch never evicted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_counts_exact: Option<bool>,
+    /// Scored labels (the original stores only their texts in `labels`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_details: Vec<Label>,
+    /// Keys we do not know (kept so files round-trip).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// One SAE feature (the original's `Feature`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feature {
+    /// Feature index.
+    pub id: u64,
+    /// Dimension of the feature's direction (d_in), 0 when unknown.
+    pub dimension: usize,
+    /// Encoder bias when known (the original's field).
+    #[serde(default)]
+    pub bias: f64,
+    /// Firings over all tokens (activation ≥ min_activation).
+    #[serde(default)]
+    pub activation_count: u64,
+    /// Mean activation over all firings.
+    #[serde(default)]
+    pub mean_activation: f64,
+    /// Largest activation.
+    #[serde(default)]
+    pub max_activation: f64,
+    /// activation_count / tokens processed.
+    #[serde(default)]
+    pub activation_frequency: f64,
+    /// Top examples: activation desc, then sequence, then position.
+    #[serde(default)]
+    pub top_activations: Vec<FeatureActivation>,
+    /// Label texts, best first.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// One readable sentence.
+    #[serde(default)]
+    pub description: String,
+    /// Confidence of the best label.
+    #[serde(default)]
+    pub confidence: f64,
+    /// Frequency class.
+    #[serde(default = "default_type")]
+    pub feature_type: FeatureType,
+    /// Everything else we measured.
+    #[serde(default)]
+    pub metadata: FeatureMetadata,
+}
+
+fn default_type() -> FeatureType {
+    FeatureType::Sparse
+}
+
+impl Feature {
+    /// A feature that has not fired.
+    pub fn new(id: u64, dimension: usize) -> Self {
+        Self {
+            id,
+            dimension,
+            bias: 0.0,
+            activation_count: 0,
+            mean_activation: 0.0,
+            max_activation: 0.0,
+            activation_frequency: 0.0,
+            top_activations: Vec::new(),
+            labels: Vec::new(),
+            description: String::new(),
+            confidence: 0.0,
+            feature_type: FeatureType::Dead,
+            metadata: FeatureMetadata::default(),
+        }
+    }
+
+    /// The original's `get_top_tokens(n)`: tokens of the top `n` examples with activations.
+    pub fn top_example_tokens(&self, n: usize) -> Vec<(&str, f32)> {
+        self.top_activations
+            .iter()
+            .take(n)
+            .map(|a| (a.token.as_str(), a.activation))
+            .collect()
+    }
+}
+
+/// Dictionary-wide facts stored in the feature set's `metadata`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FeatureSetMetadata {
+    /// Format marker and version of the writer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub format: String,
+    /// Number of SAE features, dead ones included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_features: Option<usize>,
+    /// Sequences processed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_sequences: Option<u64>,
+    /// Non-finite activation values skipped during the build.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nonfinite_values: u64,
+    /// Occurrences of every token in the corpus, `[token, count]`, most common first —
+    /// the denominators of label precision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_counts: Vec<(String, u64)>,
+    /// Features left out of this file by an output filter (e.g. `--drop-dead`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub omitted_features: Vec<u64>,
+    /// Keys we do not know (kept so files round-trip).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// All features of one SAE (the original's `FeatureSet`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSet {
+    /// Layer the SAE reads.
+    pub layer: i64,
+    /// Features by id (JSON object keys are the ids as strings, as in the original).
+    #[serde(with = "features_by_id")]
+    pub features: BTreeMap<u64, Feature>,
+    /// Tokens processed.
+    #[serde(default)]
+    pub total_tokens_processed: u64,
+    /// Model name.
+    #[serde(default)]
+    pub model_name: String,
+    /// SAE name.
+    #[serde(default)]
+    pub sae_name: String,
+    /// Dictionary-wide facts.
+    #[serde(default)]
+    pub metadata: FeatureSetMetadata,
+}
+
+impl FeatureSet {
+    /// Number of features held.
+    pub fn len(&self) -> usize {
+        self.features.len()
+    }
+
+    /// Whether no feature is held.
+    pub fn is_empty(&self) -> bool {
+        self.features.is_empty()
+    }
+
+    /// Counts of each feature type.
+    pub fn type_counts(&self) -> BTreeMap<FeatureType, usize> {
+        let mut counts: BTreeMap<FeatureType, usize> =
+            FeatureType::ALL.iter().map(|t| (*t, 0)).collect();
+        for f in self.features.values() {
+            *counts.entry(f.feature_type).or_default() += 1;
+        }
+        counts
+    }
+}
+
+mod features_by_id {
+    use super::Feature;
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<u64, Feature>, s: S) -> Result<S::Ok, S::Error> {
+        // Keys are written in numeric order (a BTreeMap<String> would sort "10" before "2").
+        s.collect_map(map.iter().map(|(k, v)| (k.to_string(), v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<u64, Feature>, D::Error> {
+        let raw: BTreeMap<String, Feature> = BTreeMap::deserialize(d)?;
+        raw.into_iter()
+            .map(|(k, v)| {
+                let id: u64 = k.parse().map_err(|_| {
+                    D::Error::custom(format!("feature key {k:?} is not an integer id"))
+                })?;
+                Ok((id, v))
+            })
+            .collect()
+    }
+}
