@@ -203,7 +203,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         );
         bar
     };
-    let dict = build::build(&mut source, config, &options, &mut |done| {
+    let (dict, timings) = build::build_timed(&mut source, config, &options, &mut |done| {
         bar.set_position(done)
     })?;
     bar.finish_and_clear();
@@ -212,6 +212,15 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     } else {
         dict
     };
+    let write_started = std::time::Instant::now();
     store::save(&dict, &a.out)?;
-    print::build_summary(&dict, &a.out, started.elapsed(), a.json)
+    let write_seconds = write_started.elapsed().as_secs_f64();
+    print::build_summary(
+        &dict,
+        &a.out,
+        started.elapsed(),
+        timings,
+        write_seconds,
+        a.json,
+    )
 }

@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 use crate::ingest::TokenId;
 
 /// A firing kept as an example, with the context needed to show it later.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Example {
     /// Activation value.
     pub activation: f32,
@@ -82,10 +82,19 @@ impl TopK {
 
     /// Inserts an example that [`TopK::accepts`] approved.
     pub fn insert(&mut self, k: usize, ex: Example) {
+        self.insert_with(k, |slot| *slot = ex);
+    }
+
+    /// Inserts an approved example by filling a slot in place: when full, the evicted
+    /// example's buffers are reused, so the steady state allocates nothing.
+    #[inline]
+    pub fn insert_with(&mut self, k: usize, fill: impl FnOnce(&mut Example)) {
         if self.items.len() < k {
-            self.items.push(ex);
+            self.items.push(Example::default());
+            let last = self.items.len() - 1;
+            fill(&mut self.items[last]);
         } else {
-            self.items[self.worst] = ex;
+            fill(&mut self.items[self.worst]);
         }
         self.recompute_worst();
     }

@@ -152,7 +152,8 @@ impl Ctx<'_> {
             .map(|e| self.activation(id, e))
             .collect();
 
-        let hist = &part.hist[local * N_BINS..(local + 1) * N_BINS];
+        let hist_counts = part.histogram(local);
+        let hist = &hist_counts[..];
         let (lo, hi) = (m.min as f64, m.max as f64);
         for (name, q) in QUANTILES {
             f.metadata
