@@ -188,7 +188,13 @@ impl Ctx<'_> {
 
         let sketch = &part.tokens[local];
         let mut toks: Vec<(u32, u64)> = sketch.entries().collect();
-        toks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        // Ties are broken by the token's text, not its id, so the order does not depend on
+        // how a vocabulary happened to number tokens (e.g. shards merged in another order).
+        toks.sort_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then_with(|| self.vocab.token(a.0).cmp(&self.vocab.token(b.0)))
+                .then(a.0.cmp(&b.0))
+        });
         let held: u64 = toks.iter().map(|t| t.1).sum();
         let mut entropy = 0.0;
         if held > 0 {
