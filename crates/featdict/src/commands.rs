@@ -78,6 +78,9 @@ struct BuildArgs {
     /// Distinct tokens counted exactly per feature before the token sketch approximates.
     #[arg(long, default_value_t = 1024)]
     token_capacity: usize,
+    /// Activation values held per batch (memory ≈ 4 bytes × this for f16/f64 input).
+    #[arg(long, default_value_t = build::VALUES_PER_BATCH, hide_short_help = true)]
+    batch_values: usize,
     /// Skip NaN/Inf activations (counted and reported) instead of failing.
     #[arg(long)]
     allow_nonfinite: bool,
@@ -187,7 +190,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         matrix,
         tokens,
         config.extraction.context_window,
-        build::VALUES_PER_BATCH,
+        a.batch_values,
     )?;
     let total = ingest::ActivationSource::n_tokens_hint(&source).unwrap_or(0);
     let bar = if a.quiet {

@@ -64,6 +64,7 @@ pub fn build_summary(
             "accumulate_tokens_per_second": tokens as f64 / timings.accumulate_seconds.max(1e-9),
             "finalize_seconds": timings.finalize_seconds,
             "write_seconds": write_seconds,
+            "peak_rss_bytes": feature_dictionary::build::peak_rss_bytes(),
             "statistics": st,
         }));
     }

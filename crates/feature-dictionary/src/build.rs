@@ -73,6 +73,14 @@ pub struct BuildTimings {
     pub finalize_seconds: f64,
 }
 
+/// Peak resident memory of this process so far (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Builds a dictionary from one source.
 pub fn build(
     source: &mut dyn ActivationSource,
