@@ -138,6 +138,8 @@ def main(work, out):
     order_ok = bool(np.all(np.diff(lo[:, 0] * CTX * d_sae + lo[:, 1] * d_sae + lo[:, 2]) > 0))
     assert order_ok and (L["tokens"] == tokens).all()
     m["verify_sample_maxdiff"] = maxdiff
+    xh = z @ Wl["W_dec"] + Wl["b_dec"]
+    m["sample_fvu"] = float(((xh - Xs) ** 2).sum() / ((Xs - Xs.mean(0)) ** 2).sum())
 
     # ---- files, budget ------------------------------------------------------------------------
     files = []
@@ -261,9 +263,29 @@ Latents were computed with the **float16 weights as stored**, cast to float32, n
 `pre = (x - b_dec) @ W_enc + b_enc`, top-32 of `pre` per token, ReLU; entries with |a| > 1e-5 stored
 ({m['n_zero_topk_dropped']:,} top-k entries with a <= 1e-5 dropped), activations rounded to float16,
 sorted by (sequence, position, latent). **Sequences 0..3 were encoded from exactly the float16 values in
-`residuals_sample.npy` cast to float32** (so re-encoding that file with the stored weights reproduces
-their cache entries bit-for-bit after float16 rounding; verified at write time, max diff
-{m['verify_sample_maxdiff']}); sequences 4..{N_SHIP - 1} from the float32 residuals (not shipped).
+`residuals_sample.npy` cast to float32**: re-encoding that file with the stored weights (snippet
+below) reproduces their cache entries; checked at write time by reloading the written files: same
+nonzero set, max |activation diff| {m['verify_sample_maxdiff']} after float16 rounding (other float32
+implementations may differ in the last bits). Sequences 4..{N_SHIP - 1} were encoded from the float32
+residuals (not shipped).
+
+```python
+import json, numpy as np
+from safetensors.numpy import load_file
+D = "data/demo"
+W = {{n: a.astype(np.float32) for n, a in load_file(f"{{D}}/sae/sae_weights.safetensors").items()}}
+k = json.load(open(f"{{D}}/sae/cfg.json"))["k"]                         # 32
+X = np.load(f"{{D}}/residuals_sample.npy").astype(np.float32)          # [256, 576], seqs 0..3
+pre = (X - W["b_dec"]) @ W["W_enc"] + W["b_enc"]
+idx = np.argpartition(pre, -k, axis=1)[:, -k:]
+z = np.zeros_like(pre); np.put_along_axis(z, idx, np.maximum(np.take_along_axis(pre, idx, 1), 0), 1)
+x_hat = z @ W["W_dec"] + W["b_dec"]
+L = load_file(f"{{D}}/latents/{hook}/0_{cfg['d_sae'] - 1}.safetensors")
+loc = L["locations"].astype(np.int64); m = loc[:, 0] < 4
+assert (z > 1e-5).sum() == m.sum()
+assert np.abs(z[loc[m, 0] * 64 + loc[m, 1], loc[m, 2]] - L["activations"][m].astype(np.float32)).max() < 1e-2
+print("FVU", ((x_hat - X) ** 2).sum() / ((X - X.mean(0)) ** 2).sum())       # {m['sample_fvu']:.4f}
+```
 
 ## SAE
 TopK, d_in 576, d_sae {cfg['d_sae']}, k {cfg['k']}; encode `pre = (x - b_dec) @ W_enc + b_enc`, keep the
@@ -291,7 +313,7 @@ top-k of `pre`, ReLU; decode `x_hat = z @ W_dec + b_dec`. Trained in numpy with 
   Max abs float16 rounding error: W_enc {f16err['W_enc']:.2e}, b_enc {f16err['b_enc']:.2e}, W_dec
   {f16err['W_dec']:.2e}, b_dec {f16err['b_dec']:.2e}.
 
-Held-out evaluation during training (scaled space, float32 weights; {ho['n_tokens']:,} held-out tokens):
+Held-out evaluation during training (float32 weights before folding; FVU is scale-invariant; {ho['n_tokens']:,} held-out tokens):
 
 | step | epoch | seconds | FVU | FVU pos 1..63 | mean L0 | dead fraction |
 |---|---|---|---|---|---|---|
@@ -310,7 +332,8 @@ FVU = sum ||x - x_hat||² / sum ||x - mean(x)||² over the tokens (raw space; me
 | **dead fraction** | **{ho['dead_frac']:.4f}** ({ho['n_dead']} latents) | **{sh['dead_frac']:.4f}** ({sh['n_dead']} latents) |
 
 Latents dead on both: {m['dead_on_both']}. Shipped-token metrics use exactly the inputs that were encoded
-(float16-rounded residuals for sequences 0..3). Mean L0 < 32 means some top-32 pre-activations were <= 0.
+(float16-rounded residuals for sequences 0..3). L0 counts activations > 0 (a top-32 pre-activation
+<= 0 is zeroed by the ReLU).
 
 ## Reproduce
 `scripts/demo-data/run.sh [WORK_DIR]` (default work dir `/tmp/demo-data-work`; needs network access to PyPI

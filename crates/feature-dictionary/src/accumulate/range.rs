@@ -79,6 +79,9 @@ pub struct FeatureRange {
     pub first_nonfinite: Option<(u64, u32, u64)>,
     /// Per-tile firing buckets reused across dense batches (always empty between calls).
     scratch: Vec<Vec<(u32, u32, f32)>>,
+    /// Features whose top-k (`u32::MAX`) or band samples (band) received an example in the
+    /// current batch whose context is still to be filled (always empty between calls).
+    pending: Vec<(u32, u32)>,
 }
 
 /// Features per tile when replaying dense firings: a tile's state (moments, histograms,
@@ -101,6 +104,7 @@ impl FeatureRange {
             tokens: vec![TokenSketch::default(); len],
             first_nonfinite: None,
             scratch: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -171,6 +175,35 @@ impl FeatureRange {
                 }
             }
         }
+        self.fill_pending(batch, settings);
+    }
+
+    /// Fills the contexts of the examples admitted during this batch that survived it.
+    fn fill_pending(&mut self, batch: &ActivationBatch<'_>, settings: &Settings) {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_unstable();
+        pending.dedup();
+        let window = settings.context_window;
+        for &(local, kind) in &pending {
+            let feature = self.start + local as usize;
+            let fill = |ex: &mut Example| {
+                if ex.pending_row != NO_PENDING {
+                    let row = ex.pending_row as usize;
+                    fill_context(ex, feature, row, batch, window);
+                }
+            };
+            if kind == u32::MAX {
+                self.topk[local as usize].for_each_mut(fill);
+            } else {
+                self.samples[local as usize]
+                    .items
+                    .iter_mut()
+                    .filter(|s| s.band as u32 == kind)
+                    .for_each(|s| fill(&mut s.example));
+            }
+        }
+        pending.clear();
+        self.pending = pending;
     }
 
     /// Dense rows in two phases. Scan: walk each row's slice of this range contiguously
@@ -256,13 +289,13 @@ impl FeatureRange {
         if threshold != 0 {
             let h = firing_hash((self.start + local) as u64, batch.sequences[row], position);
             if h < threshold {
-                let feature = self.start + local;
                 let new_threshold = self.samples[local].insert_with(
                     settings.samples_per_band,
                     band as u8,
                     h,
-                    |ex| fill_example(ex, feature, v, row, batch, settings),
+                    |ex| record_example(ex, v, row, batch),
                 );
+                self.pending.push((local as u32, band as u32));
                 self.sample_thresholds[local * N_BANDS + band] = new_threshold;
             }
         }
@@ -282,29 +315,9 @@ impl FeatureRange {
         if !self.topk[local].accepts(k, v, seq, pos) {
             return;
         }
-        let ex = self.example(local, v, row, batch, settings);
-        self.topk[local].insert(k, ex);
+        self.topk[local].insert_with(k, |ex| record_example(ex, v, row, batch));
+        self.pending.push((local as u32, u32::MAX));
         self.moments[local].topk_threshold = self.topk[local].threshold(k);
-    }
-
-    fn example(
-        &self,
-        local: usize,
-        v: f32,
-        row: usize,
-        batch: &ActivationBatch<'_>,
-        settings: &Settings,
-    ) -> Example {
-        let rows = batch.context_rows(row, settings.context_window);
-        let feature = self.start + local;
-        Example {
-            activation: v,
-            sequence: batch.sequences[row],
-            position: batch.positions[row],
-            context_start: batch.positions[rows.start],
-            context_tokens: batch.tokens[rows.clone()].to_vec(),
-            context_activations: rows.map(|r| batch.value(r, feature)).collect(),
-        }
     }
 
     /// Folds `other` (same features, other tokens) into `self`.
@@ -416,6 +429,7 @@ impl FeatureRange {
             tokens: self.tokens.split_off(at),
             first_nonfinite: None,
             scratch: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -443,34 +457,35 @@ impl FeatureRange {
     }
 }
 
-/// Writes the example of `feature` firing with `v` on `row` into `ex`, reusing its buffers.
-fn fill_example(
-    ex: &mut Example,
-    feature: usize,
-    v: f32,
-    row: usize,
-    batch: &ActivationBatch<'_>,
-    settings: &Settings,
-) {
-    let rows = batch.context_rows(row, settings.context_window);
+/// Marks that row `row` of the current batch still owes this example its context.
+const NO_PENDING: u32 = u32::MAX;
+
+/// Records the firing in `ex`, deferring its context: the context rows of a dense batch are
+/// far apart in memory, and most admitted examples are evicted again within the batch, so
+/// contexts are filled once per batch for the survivors only ([`FeatureRange::fill_pending`]).
+#[inline]
+fn record_example(ex: &mut Example, v: f32, row: usize, batch: &ActivationBatch<'_>) {
     ex.activation = v;
     ex.sequence = batch.sequences[row];
     ex.position = batch.positions[row];
+    ex.pending_row = row as u32;
+}
+
+/// Writes the context of `feature` around `row` into `ex`, reusing its buffers.
+fn fill_context(ex: &mut Example, feature: usize, row: usize, batch: &ActivationBatch<'_>, window: usize) {
+    let rows = batch.context_rows(row, window);
     ex.context_start = batch.positions[rows.start];
     ex.context_tokens.clear();
-    ex.context_tokens
-        .extend_from_slice(&batch.tokens[rows.clone()]);
+    ex.context_tokens.extend_from_slice(&batch.tokens[rows.clone()]);
     ex.context_activations.clear();
     match &batch.values {
         BatchValues::Dense(d) => {
             let f = batch.n_features;
-            ex.context_activations
-                .extend(rows.map(|r| d[r * f + feature]));
+            ex.context_activations.extend(rows.map(|r| d[r * f + feature]));
         }
-        BatchValues::Sparse(_) => ex
-            .context_activations
-            .extend(rows.map(|r| batch.value(r, feature))),
+        BatchValues::Sparse(_) => ex.context_activations.extend(rows.map(|r| batch.value(r, feature))),
     }
+    ex.pending_row = NO_PENDING;
 }
 
 #[inline(always)]

@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 use crate::ingest::TokenId;
 
 /// A firing kept as an example, with the context needed to show it later.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Example {
     /// Activation value.
     pub activation: f32,
@@ -19,6 +19,23 @@ pub struct Example {
     pub context_tokens: Vec<TokenId>,
     /// This feature's activation on each context token.
     pub context_activations: Vec<f32>,
+    /// Batch row whose context is still to be copied (`u32::MAX` once filled); only set
+    /// while a batch is being accumulated.
+    pub pending_row: u32,
+}
+
+impl Default for Example {
+    fn default() -> Self {
+        Self {
+            activation: 0.0,
+            sequence: 0,
+            position: 0,
+            context_start: 0,
+            context_tokens: Vec::new(),
+            context_activations: Vec::new(),
+            pending_row: u32::MAX,
+        }
+    }
 }
 
 impl Example {
@@ -111,6 +128,11 @@ impl TopK {
         self.items.sort_by(cmp_examples);
         self.items.truncate(k);
         self.recompute_worst();
+    }
+
+    /// Visits every example, any order.
+    pub fn for_each_mut(&mut self, f: impl FnMut(&mut Example)) {
+        self.items.iter_mut().for_each(f);
     }
 
     /// Examples in rank order.
