@@ -417,3 +417,40 @@ fn json_round_trip_is_lossless() {
     assert_eq!(back.feature_set.sae_name, "res-jb");
     assert_eq!(back.config.layer, 8);
 }
+
+/// The bundled real latents (TopK SAE, k = 24): every row has 24 non-zeros; the dictionary's
+/// counts and maxima must agree with a direct read of the file.
+#[test]
+fn real_example_latents_agree_with_a_direct_read() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/example");
+    let (acts, toks) = (root.join("latents.npy"), root.join("tokens.json"));
+    let dict = build_dict(&acts, &toks, &config(20, 5), 2, 1 << 20);
+    let m = npy::open(&acts).unwrap();
+    let mut buf = Vec::new();
+    let data = m.rows_f32(0..m.n_rows(), &mut buf).to_vec();
+    let f = m.n_features();
+    assert_eq!((m.n_rows(), f), (256, 3072));
+    for r in 0..256 {
+        assert_eq!(
+            data[r * f..(r + 1) * f]
+                .iter()
+                .filter(|&&v| v != 0.0)
+                .count(),
+            24
+        );
+    }
+    for feat in 0..f {
+        let col: Vec<f32> = (0..256)
+            .map(|r| data[r * f + feat])
+            .filter(|&v| v >= 0.01)
+            .collect();
+        let got = dict.get(feat as u64).unwrap();
+        assert_eq!(got.activation_count, col.len() as u64);
+        if let Some(max) = col.iter().copied().reduce(f32::max) {
+            assert_eq!(got.max_activation, max as f64);
+        } else {
+            assert_eq!(got.feature_type, FeatureType::Dead);
+        }
+    }
+    assert_eq!(dict.feature_set.total_tokens_processed, 256);
+}

@@ -472,18 +472,28 @@ fn record_example(ex: &mut Example, v: f32, row: usize, batch: &ActivationBatch<
 }
 
 /// Writes the context of `feature` around `row` into `ex`, reusing its buffers.
-fn fill_context(ex: &mut Example, feature: usize, row: usize, batch: &ActivationBatch<'_>, window: usize) {
+fn fill_context(
+    ex: &mut Example,
+    feature: usize,
+    row: usize,
+    batch: &ActivationBatch<'_>,
+    window: usize,
+) {
     let rows = batch.context_rows(row, window);
     ex.context_start = batch.positions[rows.start];
     ex.context_tokens.clear();
-    ex.context_tokens.extend_from_slice(&batch.tokens[rows.clone()]);
+    ex.context_tokens
+        .extend_from_slice(&batch.tokens[rows.clone()]);
     ex.context_activations.clear();
     match &batch.values {
         BatchValues::Dense(d) => {
             let f = batch.n_features;
-            ex.context_activations.extend(rows.map(|r| d[r * f + feature]));
+            ex.context_activations
+                .extend(rows.map(|r| d[r * f + feature]));
         }
-        BatchValues::Sparse(_) => ex.context_activations.extend(rows.map(|r| batch.value(r, feature))),
+        BatchValues::Sparse(_) => ex
+            .context_activations
+            .extend(rows.map(|r| batch.value(r, feature))),
     }
     ex.pending_row = NO_PENDING;
 }

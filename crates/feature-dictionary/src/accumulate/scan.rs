@@ -126,6 +126,8 @@ unsafe fn scan_avx2(
 mod tests {
     use super::*;
 
+    type Scanner = dyn Fn(&mut dyn FnMut(usize, f32), &mut dyn FnMut(usize));
+
     #[test]
     fn all_kernels_agree_with_scalar() {
         let mut row: Vec<f32> = (0..103).map(|i| ((i * 37) % 11) as f32 * 0.1).collect();
@@ -133,7 +135,7 @@ mod tests {
         row[20] = f32::INFINITY;
         row[21] = f32::NEG_INFINITY;
         row[100] = 5.0;
-        let collect = |f: &dyn Fn(&mut dyn FnMut(usize, f32), &mut dyn FnMut(usize))| {
+        let collect = |f: &Scanner| {
             let (mut fires, mut bads) = (Vec::new(), Vec::new());
             f(&mut |i, v| fires.push((i, v)), &mut |i| bads.push(i));
             (fires, bads)
