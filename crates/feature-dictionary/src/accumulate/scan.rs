@@ -126,7 +126,7 @@ unsafe fn scan_avx2(
 mod tests {
     use super::*;
 
-    type Scanner = dyn Fn(&mut dyn FnMut(usize, f32), &mut dyn FnMut(usize));
+    type Scanner<'a> = dyn Fn(&mut dyn FnMut(usize, f32), &mut dyn FnMut(usize)) + 'a;
 
     #[test]
     fn all_kernels_agree_with_scalar() {
@@ -135,7 +135,7 @@ mod tests {
         row[20] = f32::INFINITY;
         row[21] = f32::NEG_INFINITY;
         row[100] = 5.0;
-        let collect = |f: &Scanner| {
+        let collect = |f: &Scanner<'_>| {
             let (mut fires, mut bads) = (Vec::new(), Vec::new());
             f(&mut |i, v| fires.push((i, v)), &mut |i| bads.push(i));
             (fires, bads)
