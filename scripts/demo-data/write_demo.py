@@ -252,9 +252,11 @@ printed at its end). Folder size: {total:,} bytes without this README.
 |---|---|---|---|---|---|
 {norms}
 
-  From block 11 on, position 0 is a massive-activation attention sink (~150x), and some tokens at other
-  positions (mostly "\\n" near the start of a window) become sinks too; such tokens would dominate the
-  input scaling and any FVU over tokens. At block {layer} position 0 is an ordinary token.
+  Blocks 2..8 carry an earlier, weaker sink (position 0 at ~5-10x the median norm); from block 11 on
+  position 0 has norm ~24,000 (up to ~180x the median, the "~150x" attention sink) and a few other
+  tokens (mostly "\\n" near the start of a window) become sinks too, holding most of the sum of squared
+  norms: they would dominate the input scaling and any FVU over tokens. Blocks 9 and 10 are free of
+  both, so position 0 is an ordinary token at block {layer}.
 
 ## Shipped tokens
 `tokens` / latents cover the **first {N_SHIP} sequences of the training pool** (in training order;

@@ -79,6 +79,8 @@ pub struct FeatureRange {
     pub first_nonfinite: Option<(u64, u32, u64)>,
     /// Per-tile firing buckets reused across dense batches (always empty between calls).
     scratch: Vec<Vec<(u32, u32, f32)>>,
+    /// One tile's firings grouped by feature (reused; empty between calls).
+    scratch_grouped: Vec<(u32, f32)>,
     /// Features whose top-k (`u32::MAX`) or band samples (band) received an example in the
     /// current batch whose context is still to be filled (always empty between calls).
     pending: Vec<(u32, u32)>,
@@ -104,6 +106,7 @@ impl FeatureRange {
             tokens: vec![TokenSketch::default(); len],
             first_nonfinite: None,
             scratch: Vec::new(),
+            scratch_grouped: Vec::new(),
             pending: Vec::new(),
         }
     }
@@ -230,12 +233,34 @@ impl FeatureRange {
                 self.nonfinite(i, row, batch);
             }
         }
-        for bucket in &mut buckets {
+        // Within a tile, a stable counting sort groups firings by feature (rows stay in
+        // order), so one feature's state is hot in L1 for all its firings of the batch.
+        let mut grouped = std::mem::take(&mut self.scratch_grouped);
+        for (t, bucket) in buckets.iter_mut().enumerate() {
+            let first = t * TILE;
+            let mut starts = [0u32; TILE + 1];
+            for &(_, local, _) in bucket.iter() {
+                starts[local as usize - first + 1] += 1;
+            }
+            for i in 0..TILE {
+                starts[i + 1] += starts[i];
+            }
+            grouped.clear();
+            grouped.resize(bucket.len(), (0, 0.0));
+            let mut next = starts;
             for &(row, local, v) in bucket.iter() {
-                self.fire(local as usize, v, row as usize, batch, settings);
+                let slot = &mut next[local as usize - first];
+                grouped[*slot as usize] = (row, v);
+                *slot += 1;
+            }
+            for i in 0..TILE {
+                for &(row, v) in &grouped[starts[i] as usize..starts[i + 1] as usize] {
+                    self.fire(first + i, v, row as usize, batch, settings);
+                }
             }
             bucket.clear();
         }
+        self.scratch_grouped = grouped;
         self.scratch = buckets;
     }
 
@@ -429,6 +454,7 @@ impl FeatureRange {
             tokens: self.tokens.split_off(at),
             first_nonfinite: None,
             scratch: Vec::new(),
+            scratch_grouped: Vec::new(),
             pending: Vec::new(),
         }
     }

@@ -50,13 +50,25 @@ pub fn finalize(
         samples_per_group: config.extraction.samples_per_band,
         dimension: config.feature_dim,
     };
-    let mut features = BTreeMap::new();
-    for part in acc.features() {
-        for local in 0..part.len() {
-            let f = ctx.feature(part, local);
-            features.insert(f.id, f);
-        }
-    }
+    // Feature ranges are independent: finalize them on the threads that accumulated them.
+    let parts: Vec<Vec<Feature>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = acc
+            .features()
+            .map(|part| {
+                let ctx = &ctx;
+                scope.spawn(move || {
+                    (0..part.len())
+                        .map(|local| ctx.feature(part, local))
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("finalize thread panicked"))
+            .collect()
+    });
+    let features: BTreeMap<u64, Feature> = parts.into_iter().flatten().map(|f| (f.id, f)).collect();
     let mut token_counts: Vec<(String, u64)> = acc
         .token_counts
         .iter()
