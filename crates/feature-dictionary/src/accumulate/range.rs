@@ -84,6 +84,9 @@ pub struct FeatureRange {
     /// Features whose top-k (`u32::MAX`) or band samples (band) received an example in the
     /// current batch whose context is still to be filled (always empty between calls).
     pending: Vec<(u32, u32)>,
+    /// Whether a feature's top-k / (feature, band) samples are already in `pending`.
+    topk_pending: Vec<bool>,
+    band_pending: Vec<bool>,
 }
 
 /// Features per tile when replaying dense firings: a tile's state (moments, histograms,
@@ -108,6 +111,8 @@ impl FeatureRange {
             scratch: Vec::new(),
             scratch_grouped: Vec::new(),
             pending: Vec::new(),
+            topk_pending: vec![false; len],
+            band_pending: vec![false; len * N_BANDS],
         }
     }
 
@@ -184,8 +189,6 @@ impl FeatureRange {
     /// Fills the contexts of the examples admitted during this batch that survived it.
     fn fill_pending(&mut self, batch: &ActivationBatch<'_>, settings: &Settings) {
         let mut pending = std::mem::take(&mut self.pending);
-        pending.sort_unstable();
-        pending.dedup();
         let window = settings.context_window;
         for &(local, kind) in &pending {
             let feature = self.start + local as usize;
@@ -196,8 +199,10 @@ impl FeatureRange {
                 }
             };
             if kind == u32::MAX {
+                self.topk_pending[local as usize] = false;
                 self.topk[local as usize].for_each_mut(fill);
             } else {
+                self.band_pending[local as usize * N_BANDS + kind as usize] = false;
                 self.samples[local as usize]
                     .items
                     .iter_mut()
@@ -320,7 +325,11 @@ impl FeatureRange {
                     h,
                     |ex| record_example(ex, v, row, batch),
                 );
-                self.pending.push((local as u32, band as u32));
+                let flag = &mut self.band_pending[local * N_BANDS + band];
+                if !*flag {
+                    *flag = true;
+                    self.pending.push((local as u32, band as u32));
+                }
                 self.sample_thresholds[local * N_BANDS + band] = new_threshold;
             }
         }
@@ -341,7 +350,10 @@ impl FeatureRange {
             return;
         }
         self.topk[local].insert_with(k, |ex| record_example(ex, v, row, batch));
-        self.pending.push((local as u32, u32::MAX));
+        if !self.topk_pending[local] {
+            self.topk_pending[local] = true;
+            self.pending.push((local as u32, u32::MAX));
+        }
         self.moments[local].topk_threshold = self.topk[local].threshold(k);
     }
 
@@ -432,6 +444,8 @@ impl FeatureRange {
         self.samples.extend(other.samples);
         self.sample_thresholds.extend(other.sample_thresholds);
         self.tokens.extend(other.tokens);
+        self.topk_pending.extend(other.topk_pending);
+        self.band_pending.extend(other.band_pending);
         self.first_nonfinite = self.first_nonfinite.or(other.first_nonfinite);
     }
 
@@ -456,6 +470,8 @@ impl FeatureRange {
             scratch: Vec::new(),
             scratch_grouped: Vec::new(),
             pending: Vec::new(),
+            topk_pending: self.topk_pending.split_off(at),
+            band_pending: self.band_pending.split_off(at * N_BANDS),
         }
     }
 

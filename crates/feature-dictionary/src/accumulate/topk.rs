@@ -117,9 +117,18 @@ impl TopK {
     }
 
     fn recompute_worst(&mut self) {
-        self.worst = (0..self.items.len())
-            .max_by(|&a, &b| cmp_examples(&self.items[a], &self.items[b]))
-            .unwrap_or(0);
+        // Runs on every admission: compare activations first and fall back to the full
+        // (sequence, position) order only on exact ties.
+        let mut worst = 0;
+        for i in 1..self.items.len() {
+            let (a, w) = (&self.items[i], &self.items[worst]);
+            if a.activation < w.activation
+                || (a.activation == w.activation && cmp_examples(a, w) == Ordering::Greater)
+            {
+                worst = i;
+            }
+        }
+        self.worst = worst;
     }
 
     /// Keeps the best `k` of both (exact: the union's top `k`).
