@@ -403,10 +403,12 @@ fn json_round_trip_is_lossless() {
     let dir = tempfile::tempdir().unwrap();
     let c = corpus(5, 20, 13, 0.2);
     let (acts, toks) = write(&c, dir.path(), "c");
-    let mut cfg = config(4, 2);
-    cfg.model_name = "gpt2".into();
-    cfg.sae_name = "res-jb".into();
-    cfg.layer = 8;
+    let cfg = DictionaryConfig {
+        model_name: "gpt2".into(),
+        sae_name: "res-jb".into(),
+        layer: 8,
+        ..config(4, 2)
+    };
     let dict = build_dict(&acts, &toks, &cfg, 2, 1 << 20);
     let path = dir.path().join("d.json");
     feature_dictionary::store::save(&dict, &path).unwrap();

@@ -18,8 +18,10 @@ fn our_json_has_what_the_original_loader_requires() {
     data[3 * 3 + 1] = 2.0;
     npy::write_f32(&acts, &[6, 3], &data).unwrap();
     let tokens = TokenSequences::from_strings(&[vec!["a", "b", "c"], vec!["d", "e", "f"]]);
-    let mut cfg = DictionaryConfig::default();
-    cfg.model_name = "m".into();
+    let cfg = DictionaryConfig {
+        model_name: "m".into(),
+        ..Default::default()
+    };
     let mut src = DenseSource::new(npy::open(&acts).unwrap(), tokens, 5, 1 << 20).unwrap();
     let dict = build(&mut src, cfg, &BuildOptions::default(), &mut |_| {}).unwrap();
     let path = dir.path().join("d.json");
