@@ -9,7 +9,11 @@
 //! their full context. Only the `core` rows are accumulated.
 
 mod dense;
+pub mod delphi;
 pub mod npy;
+pub mod safetensors;
+pub mod token_ids;
+pub mod tokenizer;
 pub mod tokens_json;
 mod vocab;
 
@@ -213,10 +217,11 @@ impl BatchPlanner {
 pub fn open_dense(path: &std::path::Path) -> Result<DenseMatrix> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("npy") => npy::open(path),
+        Some("safetensors") => safetensors::open_dense(path, None),
         other => Err(crate::Error::format(
             path,
             format!(
-                "unsupported activation file extension {:?}; expected .npy",
+                "unsupported activation file extension {:?}; expected .npy or .safetensors",
                 other.unwrap_or("")
             ),
         )),
