@@ -11,6 +11,7 @@
 mod dense;
 pub mod delphi;
 pub mod npy;
+pub mod open;
 pub mod safetensors;
 pub mod token_ids;
 pub mod tokenizer;
