@@ -67,14 +67,23 @@ fn tokenizer_json_decodes_token_ids_exactly_like_tokens_json() {
     for (s, seq) in expected.iter().enumerate() {
         for (p, want) in seq.iter().enumerate() {
             let id = ids.ids[s * 64 + p];
-            assert_eq!(tok.decode(id), Some(want.as_str()), "sequence {s}, position {p}, id {id}");
+            assert_eq!(
+                tok.decode(id),
+                Some(want.as_str()),
+                "sequence {s}, position {p}, id {id}"
+            );
             checked += 1;
         }
     }
     assert_eq!(checked, 12_800);
     // Through TokenSequences, as the CLI uses it.
-    let seqs = ids.into_sequences(Path::new("token_ids.npy"), Some(tok.into_vocab())).unwrap();
-    let first: Vec<String> = seqs.ids()[..64].iter().map(|&i| seqs.vocab().token(i).into_owned()).collect();
+    let seqs = ids
+        .into_sequences(Path::new("token_ids.npy"), Some(tok.into_vocab()))
+        .unwrap();
+    let first: Vec<String> = seqs.ids()[..64]
+        .iter()
+        .map(|&i| seqs.vocab().token(i).into_owned())
+        .collect();
     assert_eq!(first, expected[0]);
 }
 
@@ -99,12 +108,26 @@ fn every_architecture_matches_its_numpy_reference() {
             assert_eq!(rows.indptr.len(), n + 1);
             for r in 0..n {
                 let idx = &rows.indices[rows.indptr[r]..rows.indptr[r + 1]];
-                assert!(idx.windows(2).all(|w| w[0] < w[1]), "{name}: unsorted row {r}");
+                assert!(
+                    idx.windows(2).all(|w| w[0] < w[1]),
+                    "{name}: unsorted row {r}"
+                );
             }
             let got = densify(&rows, n, d_sae);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(*g > 0.0, *w > 0.0, "{name}: token {} latent {}: {g} vs {w}", i / d_sae, i % d_sae);
-                assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{name}: token {} latent {}: {g} vs {w}", i / d_sae, i % d_sae);
+                assert_eq!(
+                    *g > 0.0,
+                    *w > 0.0,
+                    "{name}: token {} latent {}: {g} vs {w}",
+                    i / d_sae,
+                    i % d_sae
+                );
+                assert!(
+                    (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                    "{name}: token {} latent {}: {g} vs {w}",
+                    i / d_sae,
+                    i % d_sae
+                );
             }
         }
     }
@@ -115,13 +138,19 @@ fn read_entries(path: &Path) -> Vec<((i64, i64, i64), f32)> {
     let st = ingest::safetensors::SafeTensors::open(path).unwrap();
     let loc = st.to_i64(st.tensor("locations").unwrap()).unwrap();
     let act = st.to_f32(st.tensor("activations").unwrap()).unwrap();
-    loc.chunks_exact(3).map(|c| (c[0], c[1], c[2])).zip(act).collect()
+    loc.chunks_exact(3)
+        .map(|c| (c[0], c[1], c[2]))
+        .zip(act)
+        .collect()
 }
 
 #[test]
 fn real_topk_sae_reproduces_the_reference_latents() {
     let sae = Sae::load(&smollm2().join("sae")).unwrap();
-    assert_eq!((sae.d_in(), sae.d_sae(), sae.config().k), (576, 3072, Some(24)));
+    assert_eq!(
+        (sae.d_in(), sae.d_sae(), sae.config().k),
+        (576, 3072, Some(24))
+    );
     let (n, _, x) = load_npy(&smollm2().join("residuals_first4.npy"));
     assert_eq!(n, 256);
     let mut rows = SparseRows::default();
@@ -131,7 +160,10 @@ fn real_topk_sae_reproduces_the_reference_latents() {
     for r in 0..n {
         for e in rows.indptr[r]..rows.indptr[r + 1] {
             if rows.values[e] > 0.0 {
-                got.push((((r / 64) as i64, (r % 64) as i64, rows.indices[e] as i64), rows.values[e]));
+                got.push((
+                    ((r / 64) as i64, (r % 64) as i64, rows.indices[e] as i64),
+                    rows.values[e],
+                ));
             }
         }
     }
@@ -163,7 +195,10 @@ fn two_shard_delphi_cache_gives_the_dictionary_of_the_equivalent_dense_input() {
     let ids = cache.token_ids().unwrap().clone();
     assert_eq!((ids.n_sequences, ids.seq_len), (8, 64));
     let vocab = smollm2_tokenizer().into_vocab();
-    let tokens = ids.clone().into_sequences(&shards, Some(vocab.clone())).unwrap();
+    let tokens = ids
+        .clone()
+        .into_sequences(&shards, Some(vocab.clone()))
+        .unwrap();
     // Small batches so several batches (and sequence ranges) are exercised.
     let mut source = DelphiSource::new(cache, tokens, 150).unwrap();
     let sparse = build::build(&mut source, config(), &options(), &mut |_| {}).unwrap();
@@ -179,13 +214,22 @@ fn two_shard_delphi_cache_gives_the_dictionary_of_the_equivalent_dense_input() {
     let npy = tmp.path().join("dense.npy");
     write_npy_f32(&npy, 512, 3072, &dense);
     let tokens = ids.into_sequences(&npy, Some(vocab)).unwrap();
-    let mut dense_src = DenseSource::new(ingest::open_dense(&npy).unwrap(), tokens, 5, build::VALUES_PER_BATCH).unwrap();
+    let mut dense_src = DenseSource::new(
+        ingest::open_dense(&npy).unwrap(),
+        tokens,
+        5,
+        build::VALUES_PER_BATCH,
+    )
+    .unwrap();
     let from_dense = build::build(&mut dense_src, config(), &options(), &mut |_| {}).unwrap();
     assert_eq!(sparse.num_features(), 3072);
     // 8 sequences × 64 tokens × k = 24 latents per token were stored.
     let fired: u64 = sparse.features().map(|f| f.activation_count).sum();
     assert_eq!(fired, 512 * 24);
-    assert_eq!(seed_json::to_string(&sparse).unwrap(), seed_json::to_string(&from_dense).unwrap());
+    assert_eq!(
+        seed_json::to_string(&sparse).unwrap(),
+        seed_json::to_string(&from_dense).unwrap()
+    );
 }
 
 #[test]
@@ -200,8 +244,17 @@ fn sae_build_matches_encode_then_delphi_build() {
     };
     let vocab = smollm2_tokenizer().into_vocab();
     // In-process: residuals → SAE → accumulator.
-    let tokens = first4.clone().into_sequences(&residuals, Some(vocab.clone())).unwrap();
-    let dense = DenseSource::new(ingest::open_dense(&residuals).unwrap(), tokens, 5, 100 * 576).unwrap();
+    let tokens = first4
+        .clone()
+        .into_sequences(&residuals, Some(vocab.clone()))
+        .unwrap();
+    let dense = DenseSource::new(
+        ingest::open_dense(&residuals).unwrap(),
+        tokens,
+        5,
+        100 * 576,
+    )
+    .unwrap();
     let mut src = sae::SaeSource::new(dense, Sae::load(&sae_dir).unwrap(), 2).unwrap();
     assert_eq!(src.n_features(), 3072);
     let in_process = build::build(&mut src, config(), &options(), &mut |_| {}).unwrap();
@@ -212,7 +265,11 @@ fn sae_build_matches_encode_then_delphi_build() {
         &Sae::load(&sae_dir).unwrap(),
         &ingest::open_dense(&residuals).unwrap(),
         Some(&first4),
-        &sae::write::EncodeOptions { f16: false, seq_len: None, threads: 2 },
+        &sae::write::EncodeOptions {
+            f16: false,
+            seq_len: None,
+            threads: 2,
+        },
         &out,
     )
     .unwrap();
@@ -220,33 +277,56 @@ fn sae_build_matches_encode_then_delphi_build() {
     assert_eq!(summary.locations_dtype, "U16");
     assert!((summary.mean_l0 - 24.0).abs() < 0.5, "{summary:?}");
     let cache = DelphiCache::open(&out).unwrap();
-    let tokens = cache.token_ids().unwrap().clone().into_sequences(&out, Some(vocab)).unwrap();
+    let tokens = cache
+        .token_ids()
+        .unwrap()
+        .clone()
+        .into_sequences(&out, Some(vocab))
+        .unwrap();
     let mut src = DelphiSource::new(cache, tokens, 1000).unwrap();
     let two_step = build::build(&mut src, config(), &options(), &mut |_| {}).unwrap();
-    assert_eq!(seed_json::to_string(&in_process).unwrap(), seed_json::to_string(&two_step).unwrap());
+    assert_eq!(
+        seed_json::to_string(&in_process).unwrap(),
+        seed_json::to_string(&two_step).unwrap()
+    );
     // And the written latents are the reference latents.
     let got = read_entries(&out);
     let want = read_entries(&smollm2().join("latents_first4.safetensors"));
     let got: Vec<_> = got.into_iter().filter(|e| e.1 > 0.0).collect();
     assert_eq!(got.len(), want.len());
-    assert!(got.iter().zip(&want).all(|(g, w)| g.0 == w.0 && (g.1 - w.1).abs() < 1e-3));
+    assert!(got
+        .iter()
+        .zip(&want)
+        .all(|(g, w)| g.0 == w.0 && (g.1 - w.1).abs() < 1e-3));
 }
 
 #[test]
 fn dense_safetensors_reads_like_npy_and_picks_tensors_by_name() {
     let (n, f, x) = load_npy(&smollm2().join("residuals_first4.npy"));
     let tmp = tempfile::tempdir().unwrap();
-    let bytes: Vec<u8> = x.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
-    let bf: Vec<u8> = x.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+    let bytes: Vec<u8> = x
+        .iter()
+        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+        .collect();
+    let bf: Vec<u8> = x
+        .iter()
+        .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+        .collect();
     let other = [1u8, 2, 3, 4];
     let one = tmp.path().join("one.safetensors");
     std::fs::write(
         &one,
-        ingest::safetensors::serialize(&[("resid", "F16", vec![4, 64, f as u64], &bytes), ("n", "U8", vec![4], &other)]),
+        ingest::safetensors::serialize(&[
+            ("resid", "F16", vec![4, 64, f as u64], &bytes),
+            ("n", "U8", vec![4], &other),
+        ]),
     )
     .unwrap();
     let m = ingest::open_dense(&one).unwrap();
-    assert_eq!((m.n_rows(), m.n_features(), m.sequence_shape()), (n as u64, f, Some((4, 64))));
+    assert_eq!(
+        (m.n_rows(), m.n_features(), m.sequence_shape()),
+        (n as u64, f, Some((4, 64)))
+    );
     let mut buf = Vec::new();
     assert_eq!(m.rows_f32(0..n as u64, &mut buf), &x[..]);
     let two = tmp.path().join("two.safetensors");
@@ -259,11 +339,19 @@ fn dense_safetensors_reads_like_npy_and_picks_tensors_by_name() {
     )
     .unwrap();
     let e = ingest::open_dense(&two).unwrap_err().to_string();
-    assert!(e.contains("--tensor") && e.contains("a [256, 576] F16") && e.contains("b [256, 576] BF16"), "{e}");
+    assert!(
+        e.contains("--tensor") && e.contains("a [256, 576] F16") && e.contains("b [256, 576] BF16"),
+        "{e}"
+    );
     let b = ingest::safetensors::open_dense(&two, Some("b")).unwrap();
     let got = b.rows_f32(0..n as u64, &mut buf).to_vec();
-    assert!(got.iter().zip(&x).all(|(g, w)| (g - w).abs() <= w.abs() / 128.0 + 1e-6));
-    let e = ingest::safetensors::open_dense(&two, Some("zz")).unwrap_err().to_string();
+    assert!(got
+        .iter()
+        .zip(&x)
+        .all(|(g, w)| (g - w).abs() <= w.abs() / 128.0 + 1e-6));
+    let e = ingest::safetensors::open_dense(&two, Some("zz"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing tensor \"zz\""), "{e}");
     let _ = TokenSequences::from_strings(&[vec!["a"]]);
 }

@@ -94,11 +94,24 @@ impl DelphiCache {
         } else {
             files.push((path.to_path_buf(), shard_range(path)));
         }
+        let files = files
+            .into_iter()
+            .map(|(p, range)| Ok((SafeTensors::open(&p)?, range)))
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_shards(path, files)
+    }
+
+    /// Builds a cache from parsed shard files and their `<start>, <end>` latent ranges
+    /// (`None` for a lone file with absolute latent indices).
+    pub fn from_shards(path: &Path, files: Vec<(SafeTensors, Option<(u64, u64)>)>) -> Result<Self> {
+        if files.is_empty() {
+            return Err(Error::format(path, "no shards"));
+        }
         let lone = files.len() == 1;
         let mut shards = Vec::with_capacity(files.len());
         let mut tokens: Option<(TokenIdMatrix, PathBuf)> = None;
-        for (p, range) in files {
-            let file = SafeTensors::open(&p)?;
+        for (file, range) in files {
+            let p = file.path().to_path_buf();
             let locations = file.tensor("locations")?.clone();
             let activations = file.tensor("activations")?.clone();
             let n = match locations.shape.as_slice() {
@@ -183,7 +196,8 @@ impl DelphiCache {
                 Some(w) => s.start + w,
                 None => {
                     // Lone file with absolute indices: one pass for the largest latent.
-                    let r = IntReader::new(s.file.path(), &s.locations, s.file.bytes(&s.locations))?;
+                    let r =
+                        IntReader::new(s.file.path(), &s.locations, s.file.bytes(&s.locations))?;
                     let mut max = -1i64;
                     for i in 0..r.len() / 3 {
                         max = max.max(r.get(i * 3 + 2)?);
@@ -282,7 +296,7 @@ impl DelphiSource {
                 } else {
                     0
                 };
-                let lat_ok = l >= 0 && shard.width.map_or(true, |w| (l as u64) < w);
+                let lat_ok = l >= 0 && shard.width.is_none_or(|w| (l as u64) < w);
                 if !seq_ok || p < 0 || p as u64 >= len || !lat_ok {
                     return Err(Error::format(
                         path,
@@ -384,7 +398,10 @@ impl ActivationSource for DelphiSource {
                 let p = loc.get(3 * i + 1)? as u64;
                 let l = loc.get(3 * i + 2)? as u64 + shard.start;
                 let row = (offsets[s as usize] - base + p) as u32;
-                let v = super::safetensors::decode_float(&act_bytes[i * size..(i + 1) * size], act_dtype);
+                let v = super::safetensors::decode_float(
+                    &act_bytes[i * size..(i + 1) * size],
+                    act_dtype,
+                );
                 entries.push((row, l as u32, v));
             }
         }

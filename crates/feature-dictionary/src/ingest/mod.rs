@@ -8,8 +8,8 @@
 //! `context_window` extra rows on each side ("margin") so that examples near a cut still get
 //! their full context. Only the `core` rows are accumulated.
 
-mod dense;
 pub mod delphi;
+mod dense;
 pub mod npy;
 pub mod open;
 pub mod safetensors;

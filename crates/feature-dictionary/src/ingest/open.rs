@@ -60,7 +60,10 @@ pub fn input_kind(acts: &Path, tensor: Option<&str>) -> InputKind {
 }
 
 /// Reads the token sequences named by `spec` (`cache_ids` are a delphi cache's tokens).
-pub fn open_tokens(spec: &InputSpec, cache_ids: Option<(&TokenIdMatrix, &Path)>) -> Result<TokenSequences> {
+pub fn open_tokens(
+    spec: &InputSpec,
+    cache_ids: Option<(&TokenIdMatrix, &Path)>,
+) -> Result<TokenSequences> {
     let vocab = match spec.tokenizer {
         Some(p) => Some(Tokenizer::from_file(p)?.into_vocab()),
         None => None,
@@ -103,7 +106,11 @@ pub fn open_source(spec: &InputSpec) -> Result<Box<dyn ActivationSource>> {
             }
             let cache = DelphiCache::open(acts)?;
             let tokens = open_tokens(spec, cache.token_ids().map(|t| (t, acts)))?;
-            Ok(Box::new(DelphiSource::new(cache, tokens, SPARSE_BATCH_ROWS)?))
+            Ok(Box::new(DelphiSource::new(
+                cache,
+                tokens,
+                SPARSE_BATCH_ROWS,
+            )?))
         }
         InputKind::Dense => {
             let matrix = match acts.extension().and_then(|e| e.to_str()) {

@@ -134,7 +134,10 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Vec<TensorInfo>> {
             .and_then(|s| s.as_array())
             .ok_or_else(|| bad("no \"shape\" list"))?
             .iter()
-            .map(|d| d.as_u64().ok_or_else(|| bad("shape entry is not an unsigned integer")))
+            .map(|d| {
+                d.as_u64()
+                    .ok_or_else(|| bad("shape entry is not an unsigned integer"))
+            })
             .collect::<Result<Vec<u64>>>()?;
         let offsets = entry
             .get("data_offsets")
@@ -142,8 +145,10 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Vec<TensorInfo>> {
             .ok_or_else(|| bad("no \"data_offsets\" pair"))?;
         let (begin, end) = match offsets.as_slice() {
             [a, b] => (
-                a.as_u64().ok_or_else(|| bad("data_offsets are not integers"))?,
-                b.as_u64().ok_or_else(|| bad("data_offsets are not integers"))?,
+                a.as_u64()
+                    .ok_or_else(|| bad("data_offsets are not integers"))?,
+                b.as_u64()
+                    .ok_or_else(|| bad("data_offsets are not integers"))?,
             ),
             _ => return Err(bad("data_offsets is not a [begin, end] pair")),
         };
@@ -482,7 +487,7 @@ pub fn serialize(tensors: &[(&str, &str, Vec<u64>, &[u8])]) -> Vec<u8> {
         offset += data.len() as u64;
     }
     let mut text = serde_json::to_vec(&header).expect("header serializes");
-    while (8 + text.len()) % 8 != 0 {
+    while !(8 + text.len()).is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + text.len() + offset as usize);
@@ -513,7 +518,10 @@ mod tests {
         assert_eq!(st.to_f32(ta).unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(st.to_i64(st.tensor("b").unwrap()).unwrap(), vec![7, 65535]);
         let e = st.tensor("zz").unwrap_err().to_string();
-        assert!(e.contains("missing tensor \"zz\"") && e.contains("a [2, 3] F32"), "{e}");
+        assert!(
+            e.contains("missing tensor \"zz\"") && e.contains("a [2, 3] F32"),
+            "{e}"
+        );
         let e = st.to_f32(st.tensor("b").unwrap()).unwrap_err().to_string();
         assert!(e.contains("U16") && e.contains("float"), "{e}");
     }

@@ -29,6 +29,12 @@ impl TokenIdMatrix {
                 ))
             }
         };
+        if seq_len == 0 && n_sequences > 0 {
+            return Err(Error::format(
+                path,
+                format!("token ids have shape {shape:?}: sequences of length 0"),
+            ));
+        }
         let mut ids = Vec::new();
         for (i, v) in values.enumerate() {
             let id = u32::try_from(v).map_err(|_| {
@@ -42,6 +48,12 @@ impl TokenIdMatrix {
                 )
             })?;
             ids.push(id);
+        }
+        if n_sequences.checked_mul(seq_len) != Some(ids.len() as u64) {
+            return Err(Error::format(
+                path,
+                format!("token ids have shape {shape:?} but {} values", ids.len()),
+            ));
         }
         Ok(Self {
             ids,
@@ -113,8 +125,11 @@ impl TokenIdMatrix {
     pub fn into_sequences(self, path: &Path, vocab: Option<Vocab>) -> Result<TokenSequences> {
         let vocab = match vocab {
             Some(v) => {
-                if let Some((i, &bad)) =
-                    self.ids.iter().enumerate().find(|(_, &id)| id as usize >= v.len())
+                if let Some((i, &bad)) = self
+                    .ids
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &id)| id as usize >= v.len())
                 {
                     return Err(Error::format(
                         path,
@@ -129,8 +144,14 @@ impl TokenIdMatrix {
                 v
             }
             None => {
-                let max = self.ids.iter().copied().max().map_or(0, |m| m as usize + 1);
-                Vocab::from_strings((0..max).map(|i| format!("[{i}]")).collect())
+                // Only the ids that occur get a string (ids may be as large as u32::MAX).
+                let mut vocab = Vocab::new();
+                let mut ids = self.ids;
+                for id in &mut ids {
+                    *id = vocab.intern(&format!("[{id}]"));
+                }
+                let lengths = vec![self.seq_len; self.n_sequences as usize];
+                return Ok(TokenSequences::new(path, vocab, ids, &lengths));
             }
         };
         let lengths = vec![self.seq_len; self.n_sequences as usize];
@@ -154,11 +175,14 @@ mod tests {
     #[test]
     fn reads_int64_ids_and_rejects_bad_ones() {
         let p = Path::new("ids.npy");
-        let data: Vec<u8> = [1i64, 2, 3, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let data: Vec<u8> = [1i64, 2, 3, 0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let m = TokenIdMatrix::from_npy_bytes(p, &npy("<i8", "(2, 2)", &data)).unwrap();
         assert_eq!(m.ids, vec![1, 2, 3, 0]);
         let seqs = m.clone().into_sequences(p, None).unwrap();
-        assert_eq!(seqs.vocab().token(3), "[3]");
+        assert_eq!(seqs.vocab().token(seqs.ids()[2]), "[3]");
         let small = Vocab::from_strings(vec!["a".into(), "b".into()]);
         let e = m.into_sequences(p, Some(small)).unwrap_err().to_string();
         assert!(e.contains("token id 2") && e.contains("ids.npy"), "{e}");

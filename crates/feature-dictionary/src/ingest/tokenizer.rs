@@ -115,7 +115,8 @@ impl Tokenizer {
         let root: Value = serde_json::from_slice(bytes).map_err(|e| {
             Error::format(path, format!("not a tokenizer.json: invalid JSON ({e})"))
         })?;
-        let bad = |what: String| Error::format(path, format!("not a usable tokenizer.json: {what}"));
+        let bad =
+            |what: String| Error::format(path, format!("not a usable tokenizer.json: {what}"));
         let model = root
             .get("model")
             .ok_or_else(|| bad("no \"model\" object".into()))?;
@@ -164,7 +165,10 @@ impl Tokenizer {
                 pairs.len()
             )));
         }
-        let decoder = root.get("decoder").map(decoder_kind).unwrap_or(Decoder::Identity);
+        let decoder = root
+            .get("decoder")
+            .map(decoder_kind)
+            .unwrap_or(Decoder::Identity);
         let byte_map = byte_level_map();
         let mut strings = vec![String::new(); max_id as usize + 1];
         // Vocabulary first, added tokens override (they come later in `pairs`).
@@ -233,7 +237,9 @@ mod tests {
             r#"{"model":{"vocab":{"a":-1}}}"#,
             r#"{"model":{"vocab":{"a":1000000000000}}}"#,
         ] {
-            let e = Tokenizer::from_slice(p, bad.as_bytes()).unwrap_err().to_string();
+            let e = Tokenizer::from_slice(p, bad.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("tok.json"), "{e}");
         }
     }

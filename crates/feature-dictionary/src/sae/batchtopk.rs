@@ -22,7 +22,13 @@ impl BatchTopK {
 }
 
 impl Activation for BatchTopK {
-    fn activate(&self, pre: &mut [f32], scratch: &mut Vec<f32>, idx: &mut Vec<u32>, val: &mut Vec<f32>) {
+    fn activate(
+        &self,
+        pre: &mut [f32],
+        scratch: &mut Vec<f32>,
+        idx: &mut Vec<u32>,
+        val: &mut Vec<f32>,
+    ) {
         self.0.activate(pre, scratch, idx, val)
     }
 }

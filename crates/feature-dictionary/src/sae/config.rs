@@ -74,9 +74,11 @@ pub struct SaeConfig {
 const MAX_DIM: u64 = 1 << 26;
 
 fn get<'a>(root: &'a Value, key: &str) -> Option<&'a Value> {
-    root.get(key)
-        .filter(|v| !v.is_null())
-        .or_else(|| root.get("metadata").and_then(|m| m.get(key)).filter(|v| !v.is_null()))
+    root.get(key).filter(|v| !v.is_null()).or_else(|| {
+        root.get("metadata")
+            .and_then(|m| m.get(key))
+            .filter(|v| !v.is_null())
+    })
 }
 
 impl SaeConfig {
@@ -91,7 +93,10 @@ impl SaeConfig {
         let root: Value = serde_json::from_slice(bytes)
             .map_err(|e| Error::format(path, format!("not a valid SAE cfg.json: {e}")))?;
         if !root.is_object() {
-            return Err(Error::format(path, "not a valid SAE cfg.json: expected a JSON object"));
+            return Err(Error::format(
+                path,
+                "not a valid SAE cfg.json: expected a JSON object",
+            ));
         }
         let dim = |key: &str| -> Result<usize> {
             let v = get(&root, key)
@@ -100,7 +105,9 @@ impl SaeConfig {
                 Some(n) if n > 0 && n <= MAX_DIM => Ok(n as usize),
                 _ => Err(Error::format(
                     path,
-                    format!("cfg.json \"{key}\" is {v}; expected a positive integer up to {MAX_DIM}"),
+                    format!(
+                        "cfg.json \"{key}\" is {v}; expected a positive integer up to {MAX_DIM}"
+                    ),
                 )),
             }
         };
@@ -140,12 +147,12 @@ impl SaeConfig {
             None => None,
             Some(v) => match v.as_f64() {
                 Some(k) if k >= 1.0 && k.fract() == 0.0 && k <= d_sae as f64 => Some(k as usize),
-                _ => {
-                    return Err(Error::format(
-                        path,
-                        format!("cfg.json \"k\" is {v}; expected an integer between 1 and d_sae = {d_sae}"),
-                    ))
-                }
+                _ => return Err(Error::format(
+                    path,
+                    format!(
+                        "cfg.json \"k\" is {v}; expected an integer between 1 and d_sae = {d_sae}"
+                    ),
+                )),
             },
         };
         if architecture == Architecture::TopK && k.is_none() {
@@ -221,12 +228,21 @@ mod tests {
     fn bad_configs_are_errors() {
         let p = Path::new("cfg.json");
         for (bad, needle) in [
-            (&br#"{"architecture":"mystery","d_in":4,"d_sae":8}"#[..], "unknown SAE architecture"),
-            (br#"{"architecture":"topk","d_in":4,"d_sae":8}"#, "without \"k\""),
+            (
+                &br#"{"architecture":"mystery","d_in":4,"d_sae":8}"#[..],
+                "unknown SAE architecture",
+            ),
+            (
+                br#"{"architecture":"topk","d_in":4,"d_sae":8}"#,
+                "without \"k\"",
+            ),
             (br#"{"d_in":0,"d_sae":8}"#, "positive integer"),
             (br#"{"d_in":4}"#, "no \"d_sae\""),
             (br#"{"d_in":4,"d_sae":99999999999999}"#, "positive integer"),
-            (br#"{"d_in":4,"d_sae":8,"normalize_activations":"expected_average_only_in"}"#, "fold"),
+            (
+                br#"{"d_in":4,"d_sae":8,"normalize_activations":"expected_average_only_in"}"#,
+                "fold",
+            ),
             (br#"[1]"#, "JSON object"),
         ] {
             let e = SaeConfig::from_slice(p, bad).unwrap_err().to_string();

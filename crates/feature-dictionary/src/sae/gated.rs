@@ -18,13 +18,23 @@ impl Gated {
         Ok(Self {
             b_gate: cx.latent_vector(&["b_gate"])?,
             b_mag: cx.latent_vector(&["b_mag"])?,
-            exp_r_mag: cx.latent_vector(&["r_mag"])?.into_iter().map(f32::exp).collect(),
+            exp_r_mag: cx
+                .latent_vector(&["r_mag"])?
+                .into_iter()
+                .map(f32::exp)
+                .collect(),
         })
     }
 }
 
 impl Activation for Gated {
-    fn activate(&self, pre: &mut [f32], _scratch: &mut Vec<f32>, idx: &mut Vec<u32>, val: &mut Vec<f32>) {
+    fn activate(
+        &self,
+        pre: &mut [f32],
+        _scratch: &mut Vec<f32>,
+        idx: &mut Vec<u32>,
+        val: &mut Vec<f32>,
+    ) {
         for (i, p) in pre.iter().enumerate() {
             let gate = p + self.b_gate[i];
             let mag = p * self.exp_r_mag[i] + self.b_mag[i];

@@ -19,7 +19,13 @@ impl JumpRelu {
 }
 
 impl Activation for JumpRelu {
-    fn activate(&self, pre: &mut [f32], _scratch: &mut Vec<f32>, idx: &mut Vec<u32>, val: &mut Vec<f32>) {
+    fn activate(
+        &self,
+        pre: &mut [f32],
+        _scratch: &mut Vec<f32>,
+        idx: &mut Vec<u32>,
+        val: &mut Vec<f32>,
+    ) {
         for (i, p) in pre.iter().enumerate() {
             let v = p + self.b_enc[i];
             let keep = (v > self.threshold[i] && v > 0.0) || v.is_nan();

@@ -33,7 +33,13 @@ use crate::ingest::SparseRows;
 pub(crate) trait Activation: Send + Sync {
     /// `pre` may be overwritten; `scratch` is a per-thread buffer; nonzero latents are
     /// appended in ascending index order.
-    fn activate(&self, pre: &mut [f32], scratch: &mut Vec<f32>, idx: &mut Vec<u32>, val: &mut Vec<f32>);
+    fn activate(
+        &self,
+        pre: &mut [f32],
+        scratch: &mut Vec<f32>,
+        idx: &mut Vec<u32>,
+        val: &mut Vec<f32>,
+    );
 }
 
 #[inline]
@@ -75,9 +81,10 @@ impl LoadContext<'_> {
     /// Norm of each decoder row (`W_dec [d_sae, d_in]`).
     pub(crate) fn decoder_norms(&mut self) -> Result<Vec<f32>> {
         let d_in = self.config.d_in;
-        let w = self.weights.take(&["W_dec", "w_dec"], &[self.config.d_sae, d_in])?;
-        Ok(w
-            .chunks_exact(d_in)
+        let w = self
+            .weights
+            .take(&["W_dec", "w_dec"], &[self.config.d_sae, d_in])?;
+        Ok(w.chunks_exact(d_in)
             .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
             .collect())
     }
@@ -130,7 +137,10 @@ impl Sae {
         } else if npz_path.is_file() && !st_path.is_file() {
             // Gemma Scope ships only params.npz: JumpReLU, inputs used as they are.
             let shape = weights.shape(&["w_enc", "W_enc"]).ok_or_else(|| {
-                Error::format(&npz_path, "no w_enc array; expected a Gemma Scope params.npz")
+                Error::format(
+                    &npz_path,
+                    "no w_enc array; expected a Gemma Scope params.npz",
+                )
             })?;
             let [d_in, d_sae] = *shape else {
                 return Err(Error::format(
@@ -215,7 +225,13 @@ impl Sae {
     }
 
     /// Encodes `x` (`rows × d_in`, row-major) and appends the rows' latents to `out`.
-    pub fn encode(&self, x: &[f32], out: &mut SparseRows, buffers: &mut EncodeBuffers, threads: usize) {
+    pub fn encode(
+        &self,
+        x: &[f32],
+        out: &mut SparseRows,
+        buffers: &mut EncodeBuffers,
+        threads: usize,
+    ) {
         let d_in = self.config.d_in;
         assert_eq!(x.len() % d_in, 0, "input is not a whole number of rows");
         if out.indptr.is_empty() {
@@ -230,21 +246,22 @@ impl Sae {
     fn encode_block(&self, x: &[f32], out: &mut SparseRows, b: &mut EncodeBuffers, threads: usize) {
         let (d_in, d_sae) = (self.config.d_in, self.config.d_sae);
         let m = x.len() / d_in;
-        let input: &[f32] = if self.config.normalize == Normalize::None && !self.config.apply_b_dec_to_input {
-            x
-        } else {
-            b.input.clear();
-            b.input.extend_from_slice(x);
-            for row in b.input.chunks_exact_mut(d_in) {
-                normalize_row(row, self.config.normalize);
-                if self.config.apply_b_dec_to_input {
-                    for (v, bd) in row.iter_mut().zip(&self.b_dec) {
-                        *v -= bd;
+        let input: &[f32] =
+            if self.config.normalize == Normalize::None && !self.config.apply_b_dec_to_input {
+                x
+            } else {
+                b.input.clear();
+                b.input.extend_from_slice(x);
+                for row in b.input.chunks_exact_mut(d_in) {
+                    normalize_row(row, self.config.normalize);
+                    if self.config.apply_b_dec_to_input {
+                        for (v, bd) in row.iter_mut().zip(&self.b_dec) {
+                            *v -= bd;
+                        }
                     }
                 }
-            }
-            &b.input
-        };
+                &b.input
+            };
         b.pre.resize(m * d_sae, 0.0);
         let par = if threads > 1 {
             gemm::Parallelism::Rayon(threads)

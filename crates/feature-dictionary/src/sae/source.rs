@@ -71,7 +71,8 @@ impl<S: ActivationSource> ActivationSource for SaeSource<S> {
             )));
         };
         let mut rows = SparseRows::default();
-        self.sae.encode(x, &mut rows, &mut self.buffers, self.threads);
+        self.sae
+            .encode(x, &mut rows, &mut self.buffers, self.threads);
         Ok(Some(ActivationBatch {
             n_features: self.sae.d_sae(),
             tokens: batch.tokens,

@@ -10,14 +10,18 @@ pub(crate) struct Standard {
 
 impl Standard {
     pub(crate) fn load(cx: &mut LoadContext) -> Result<Self> {
-        Ok(Self {
-            b_enc: cx.b_enc()?,
-        })
+        Ok(Self { b_enc: cx.b_enc()? })
     }
 }
 
 impl Activation for Standard {
-    fn activate(&self, pre: &mut [f32], _scratch: &mut Vec<f32>, idx: &mut Vec<u32>, val: &mut Vec<f32>) {
+    fn activate(
+        &self,
+        pre: &mut [f32],
+        _scratch: &mut Vec<f32>,
+        idx: &mut Vec<u32>,
+        val: &mut Vec<f32>,
+    ) {
         for (i, (p, b)) in pre.iter().zip(&self.b_enc).enumerate() {
             let v = p + b;
             // NaN passes through so the accumulator can report it.

@@ -31,7 +31,13 @@ impl TopK {
 }
 
 impl Activation for TopK {
-    fn activate(&self, pre: &mut [f32], scratch: &mut Vec<f32>, idx: &mut Vec<u32>, val: &mut Vec<f32>) {
+    fn activate(
+        &self,
+        pre: &mut [f32],
+        scratch: &mut Vec<f32>,
+        idx: &mut Vec<u32>,
+        val: &mut Vec<f32>,
+    ) {
         for (i, p) in pre.iter_mut().enumerate() {
             *p += self.b_enc[i];
             if let Some(n) = &self.decoder_norms {

@@ -44,9 +44,8 @@ impl Weights {
 
     /// Parses `.npz` bytes in memory (`path` is used in messages).
     pub fn from_npz_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| {
-            Error::format(path, format!("not a valid .npz (zip) file: {e}"))
-        })?;
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+            .map_err(|e| Error::format(path, format!("not a valid .npz (zip) file: {e}")))?;
         let mut tensors = HashMap::new();
         for i in 0..zip.len() {
             let mut entry = zip
@@ -76,7 +75,10 @@ impl Weights {
             let entry_path = path.join(&name);
             let h = crate::ingest::npy::parse_header(&entry_path, &buf)?;
             if h.fortran_order {
-                return Err(Error::format(&entry_path, "Fortran-order array; expected C order"));
+                return Err(Error::format(
+                    &entry_path,
+                    "Fortran-order array; expected C order",
+                ));
             }
             let dtype = crate::ingest::npy::dense_dtype(&entry_path, &h.descr)?;
             let needed = h
@@ -95,7 +97,10 @@ impl Weights {
                     ),
                 ));
             }
-            tensors.insert(key.to_string(), (h.shape.clone(), decode_floats(data, dtype)));
+            tensors.insert(
+                key.to_string(),
+                (h.shape.clone(), decode_floats(data, dtype)),
+            );
         }
         Ok(Self {
             path: path.to_path_buf(),

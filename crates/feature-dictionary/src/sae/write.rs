@@ -69,7 +69,7 @@ pub fn encode_to_delphi(
             )))
         }
     };
-    if seq_len == 0 || n_rows % seq_len != 0 {
+    if seq_len == 0 || !n_rows.is_multiple_of(seq_len) {
         return Err(Error::Invalid(format!(
             "{}: {n_rows} rows are not a whole number of sequences of {seq_len} tokens",
             residuals.path().display()
@@ -121,7 +121,11 @@ pub fn encode_to_delphi(
     } else {
         (
             "U32",
-            locations.iter().flatten().flat_map(|v| v.to_le_bytes()).collect(),
+            locations
+                .iter()
+                .flatten()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
         )
     };
     let (act_dtype, act_bytes): (&str, Vec<u8>) = if options.f16 {
@@ -136,8 +140,12 @@ pub fn encode_to_delphi(
         ("F32", values.iter().flat_map(|v| v.to_le_bytes()).collect())
     };
     let n = values.len() as u64;
-    let tok_bytes: Option<Vec<u8>> =
-        tokens.map(|t| t.ids.iter().flat_map(|&v| (v as i32).to_le_bytes()).collect());
+    let tok_bytes: Option<Vec<u8>> = tokens.map(|t| {
+        t.ids
+            .iter()
+            .flat_map(|&v| (v as i32).to_le_bytes())
+            .collect()
+    });
     let mut tensors: Vec<(&str, &str, Vec<u64>, &[u8])> = vec![
         ("locations", loc_dtype, vec![n, 3], &loc_bytes),
         ("activations", act_dtype, vec![n], &act_bytes),
@@ -151,7 +159,11 @@ pub fn encode_to_delphi(
         tokens: n_rows,
         sequences: n_seq,
         entries: n,
-        mean_l0: if n_rows == 0 { 0.0 } else { n as f64 / n_rows as f64 },
+        mean_l0: if n_rows == 0 {
+            0.0
+        } else {
+            n as f64 / n_rows as f64
+        },
         locations_dtype: loc_dtype.into(),
         activations_dtype: act_dtype.into(),
     })
