@@ -147,12 +147,14 @@ impl SaeConfig {
             None => None,
             Some(v) => match v.as_f64() {
                 Some(k) if k >= 1.0 && k.fract() == 0.0 && k <= d_sae as f64 => Some(k as usize),
-                _ => return Err(Error::format(
-                    path,
-                    format!(
+                _ => {
+                    return Err(Error::format(
+                        path,
+                        format!(
                         "cfg.json \"k\" is {v}; expected an integer between 1 and d_sae = {d_sae}"
                     ),
-                )),
+                    ))
+                }
             },
         };
         if architecture == Architecture::TopK && k.is_none() {
