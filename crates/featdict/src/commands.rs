@@ -32,7 +32,21 @@ enum Command {
     /// per sequence; for a 2-D array the lists' lengths must add up to the number of rows.
     /// Every statistic is computed over all tokens in one pass; memory does not grow with
     /// the number of tokens.
+    ///
+    /// ACTS may also be a dense .safetensors tensor (F32/F16/BF16; --tensor NAME picks one),
+    /// or a delphi latent cache: a <start>_<end>.safetensors shard or a directory of them
+    /// (its `tokens` tensor supplies the tokens). Tokens may be token ids (--token-ids
+    /// IDS.npy) shown as text with --tokenizer tokenizer.json. With --sae DIR, ACTS are
+    /// residual activations encoded by that SAELens SAE in-process, block by block.
     Build(BuildArgs),
+    /// Encode residual activations with an SAE and write the latents as a delphi cache file.
+    ///
+    /// RESIDUALS is a dense .npy or .safetensors shaped [tokens, d_in] or [sequences, seq_len,
+    /// d_in]; --sae DIR holds cfg.json + sae_weights.safetensors (SAELens: standard, jumprelu,
+    /// topk, batchtopk, gated) or a Gemma Scope params.npz. The output has `locations [N, 3]`
+    /// (sequence, position, latent; uint16 when all < 65536 else uint32), `activations [N]`
+    /// (float16, or float32 with --f32) and `tokens` when token ids are given.
+    Encode(EncodeArgs),
     /// Print summary statistics of a dictionary.
     Stats(StatsArgs),
     /// Print one feature: statistics, histogram quantiles, top tokens and examples in context.
@@ -43,11 +57,23 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct BuildArgs {
-    /// Activations file (.npy).
+    /// Activations: .npy, .safetensors (dense, or a delphi shard), or a delphi shard directory.
     acts: PathBuf,
     /// Tokens JSON: a list of lists of token strings, one list per sequence.
     #[arg(long)]
-    tokens: PathBuf,
+    tokens: Option<PathBuf>,
+    /// Token ids (.npy int32/int64 [sequences, seq_len]) instead of --tokens.
+    #[arg(long)]
+    token_ids: Option<PathBuf>,
+    /// HuggingFace tokenizer.json that shows token ids (--token-ids or a delphi cache's) as text.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Tensor to read from a dense .safetensors file (default: its only 2-D/3-D tensor).
+    #[arg(long)]
+    tensor: Option<String>,
+    /// SAE directory: ACTS are residuals, encoded in-process by this SAE.
+    #[arg(long)]
+    sae: Option<PathBuf>,
     /// Output dictionary (.json, the original library's format).
     #[arg(long)]
     out: PathBuf,
@@ -96,6 +122,36 @@ struct BuildArgs {
 }
 
 #[derive(Args, Debug)]
+struct EncodeArgs {
+    /// Residual activations (.npy or .safetensors).
+    residuals: PathBuf,
+    /// SAE directory (cfg.json + sae_weights.safetensors, or params.npz).
+    #[arg(long)]
+    sae: PathBuf,
+    /// Output latents (.safetensors, delphi layout).
+    #[arg(long)]
+    out: PathBuf,
+    /// Tensor to read from a .safetensors residual file.
+    #[arg(long)]
+    tensor: Option<String>,
+    /// Token ids (.npy [sequences, seq_len]) stored as the `tokens` tensor.
+    #[arg(long)]
+    token_ids: Option<PathBuf>,
+    /// Tokens per sequence for 2-D residuals without token ids.
+    #[arg(long)]
+    seq_len: Option<u64>,
+    /// Store activations as float32 instead of float16.
+    #[arg(long)]
+    f32: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
 struct StatsArgs {
     /// Dictionary file.
     dict: PathBuf,
@@ -137,6 +193,7 @@ struct TopArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(a) => cmd_build(a),
+        Command::Encode(a) => cmd_encode(a),
         Command::Stats(a) => {
             let dict = load(&a.dict)?;
             print::stats(&dict, a.json)
@@ -184,15 +241,19 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     };
 
     let started = std::time::Instant::now();
-    let matrix = ingest::open_dense(&a.acts)?;
-    let tokens = ingest::TokenSequences::from_json_file(&a.tokens)?;
-    let mut source = ingest::DenseSource::new(
-        matrix,
-        tokens,
-        config.extraction.context_window,
-        a.batch_values,
-    )?;
-    let total = ingest::ActivationSource::n_tokens_hint(&source).unwrap_or(0);
+    let spec = ingest::open::InputSpec {
+        acts: Some(&a.acts),
+        tensor: a.tensor.as_deref(),
+        tokens_json: a.tokens.as_deref(),
+        token_ids: a.token_ids.as_deref(),
+        tokenizer: a.tokenizer.as_deref(),
+        sae: a.sae.as_deref(),
+        context_window: config.extraction.context_window,
+        threads: options.threads,
+        batch_values: a.batch_values,
+    };
+    let mut source = ingest::open::open_source(&spec)?;
+    let total = source.n_tokens_hint().unwrap_or(0);
     let bar = if a.quiet {
         ProgressBar::hidden()
     } else {
@@ -206,7 +267,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         );
         bar
     };
-    let (dict, timings) = build::build_timed(&mut source, config, &options, &mut |done| {
+    let (dict, timings) = build::build_timed(source.as_mut(), config, &options, &mut |done| {
         bar.set_position(done)
     })?;
     bar.finish_and_clear();
@@ -226,4 +287,30 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         write_seconds,
         a.json,
     )
+}
+
+fn cmd_encode(a: EncodeArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let sae = feature_dictionary::sae::Sae::load(&a.sae)?;
+    let residuals = match a.residuals.extension().and_then(|e| e.to_str()) {
+        Some("safetensors") => ingest::safetensors::open_dense(&a.residuals, a.tensor.as_deref())?,
+        _ => ingest::open_dense(&a.residuals)?,
+    };
+    let tokens = match &a.token_ids {
+        Some(p) => Some(ingest::token_ids::TokenIdMatrix::from_npy(p)?),
+        None => None,
+    };
+    let options = feature_dictionary::sae::write::EncodeOptions {
+        f16: !a.f32,
+        seq_len: a.seq_len,
+        threads: a.threads.unwrap_or_else(build::default_threads).max(1),
+    };
+    let summary = feature_dictionary::sae::write::encode_to_delphi(
+        &sae,
+        &residuals,
+        tokens.as_ref(),
+        &options,
+        &a.out,
+    )?;
+    print::encode_summary(&summary, &a.out, started.elapsed(), a.json)
 }

@@ -264,3 +264,34 @@ pub fn top(dict: &FeatureDictionary, by: TopBy, n: usize, as_json: bool) -> Resu
     }
     Ok(())
 }
+
+/// After `featdict encode`.
+pub fn encode_summary(
+    s: &feature_dictionary::sae::write::EncodeSummary,
+    out: &Path,
+    took: std::time::Duration,
+    as_json: bool,
+) -> Result<()> {
+    let secs = took.as_secs_f64();
+    if as_json {
+        return out_json(&json!({
+            "output": out,
+            "seconds": secs,
+            "tokens_per_second": s.tokens as f64 / secs.max(1e-9),
+            "summary": s,
+        }));
+    }
+    println!(
+        "wrote {}: {} latents over {} tokens in {} sequences (mean L0 {:.2}; locations {}, activations {}) in {:.2}s ({:.0} tokens/s)",
+        out.display(),
+        s.entries,
+        s.tokens,
+        s.sequences,
+        s.mean_l0,
+        s.locations_dtype,
+        s.activations_dtype,
+        secs,
+        s.tokens as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}

@@ -80,6 +80,20 @@ impl DenseMatrix {
         dtype: DenseDtype,
         shape: &[u64],
     ) -> Result<Self> {
+        let extent = map.len() - offset.min(map.len());
+        Self::with_extent(path, map, offset, extent, dtype, shape)
+    }
+
+    /// Like [`DenseMatrix::new`] for an array that occupies exactly `extent` bytes from
+    /// `offset` (other data may follow it, as in a `.safetensors` file with several tensors).
+    pub fn with_extent(
+        path: &Path,
+        map: Mmap,
+        offset: usize,
+        extent: usize,
+        dtype: DenseDtype,
+        shape: &[u64],
+    ) -> Result<Self> {
         let (n_rows, n_features, sequences) = match *shape {
             [t, f] => (t, f, None),
             [s, l, f] => (
@@ -109,7 +123,7 @@ impl DenseMatrix {
             .ok_or_else(|| {
                 Error::format(path, format!("absurd shape {shape:?}: byte size overflows"))
             })?;
-        let available = (map.len() - offset.min(map.len())) as u64;
+        let available = extent.min(map.len() - offset.min(map.len())) as u64;
         if needed != available {
             let what = if needed > available {
                 "truncated"

@@ -8,8 +8,13 @@
 //! `context_window` extra rows on each side ("margin") so that examples near a cut still get
 //! their full context. Only the `core` rows are accumulated.
 
+pub mod delphi;
 mod dense;
 pub mod npy;
+pub mod open;
+pub mod safetensors;
+pub mod token_ids;
+pub mod tokenizer;
 pub mod tokens_json;
 mod vocab;
 
@@ -220,10 +225,11 @@ impl BatchPlanner {
 pub fn open_dense(path: &std::path::Path) -> Result<DenseMatrix> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("npy") => npy::open(path),
+        Some("safetensors") => safetensors::open_dense(path, None),
         other => Err(crate::Error::format(
             path,
             format!(
-                "unsupported activation file extension {:?}; expected .npy",
+                "unsupported activation file extension {:?}; expected .npy or .safetensors",
                 other.unwrap_or("")
             ),
         )),

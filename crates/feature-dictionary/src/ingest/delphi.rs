@@ -1,0 +1,458 @@
+//! EleutherAI delphi latent caches: one `.safetensors` shard, or a directory of
+//! `<start>_<end>.safetensors` shards (end inclusive) that split the latent range.
+//!
+//! Each shard holds `locations [N, 3]` = (sequence, position, latent − start) as
+//! uint16/uint32/int32/int64, `activations [N]` (float16/float32) and usually the whole
+//! `tokens [n_seq, ctx_len]` matrix. The shards are memory-mapped and indexed once by
+//! sequence (a stable counting sort only when entries are not already in sequence order),
+//! then read sequence range by sequence range into CSR batches, so memory is the cache's
+//! entries (on disk, paged in on demand) plus one batch — never tokens × features.
+
+use std::path::{Path, PathBuf};
+
+use super::safetensors::{float_dtype, IntReader, SafeTensors, TensorInfo};
+use super::token_ids::TokenIdMatrix;
+use super::{ActivationBatch, ActivationSource, BatchValues, SparseRows, TokenSequences, Vocab};
+use crate::error::{Error, Result};
+
+/// One shard file and its latent range.
+#[derive(Debug)]
+struct Shard {
+    file: SafeTensors,
+    /// First latent (global index) of the shard.
+    start: u64,
+    /// Latents in the shard (`end − start + 1`), or `None` for a lone file named otherwise.
+    width: Option<u64>,
+    locations: TensorInfo,
+    activations: TensorInfo,
+}
+
+/// A delphi latent cache: its shards and, when present, its token ids.
+#[derive(Debug)]
+pub struct DelphiCache {
+    path: PathBuf,
+    shards: Vec<Shard>,
+    n_features: usize,
+    tokens: Option<TokenIdMatrix>,
+}
+
+/// `<start>_<end>` from a shard file name.
+fn shard_range(path: &Path) -> Option<(u64, u64)> {
+    let stem = path.file_stem()?.to_str()?;
+    let (a, b) = stem.split_once('_')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Whether a `.safetensors` file looks like a delphi cache shard (has `locations` and
+/// `activations`), judged from its header alone.
+pub fn is_delphi_file(path: &Path) -> bool {
+    SafeTensors::open(path)
+        .map(|f| f.get("locations").is_some() && f.get("activations").is_some())
+        .unwrap_or(false)
+}
+
+impl DelphiCache {
+    /// Opens a shard file or a directory of shards.
+    pub fn open(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let mut files: Vec<(PathBuf, Option<(u64, u64)>)> = Vec::new();
+        if meta.is_dir() {
+            let mut subdirs = Vec::new();
+            for entry in std::fs::read_dir(path).map_err(|e| Error::io(path, e))? {
+                let entry = entry.map_err(|e| Error::io(path, e))?;
+                let p = entry.path();
+                if p.is_dir() {
+                    subdirs.push(entry.file_name().to_string_lossy().into_owned());
+                } else if p.extension().and_then(|e| e.to_str()) == Some("safetensors") {
+                    match shard_range(&p) {
+                        Some(r) => files.push((p, Some(r))),
+                        None => {
+                            return Err(Error::format(
+                                &p,
+                                "shard file name is not <start>_<end>.safetensors",
+                            ))
+                        }
+                    }
+                }
+            }
+            if files.is_empty() {
+                subdirs.sort();
+                let hint = if subdirs.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; it has subdirectories ({}) — pass the one of your hookpoint",
+                        subdirs.join(", ")
+                    )
+                };
+                return Err(Error::format(
+                    path,
+                    format!("no <start>_<end>.safetensors shards in this directory{hint}"),
+                ));
+            }
+            files.sort_by_key(|(_, r)| r.map(|r| r.0));
+        } else {
+            files.push((path.to_path_buf(), shard_range(path)));
+        }
+        let files = files
+            .into_iter()
+            .map(|(p, range)| Ok((SafeTensors::open(&p)?, range)))
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_shards(path, files)
+    }
+
+    /// Builds a cache from parsed shard files and their `<start>, <end>` latent ranges
+    /// (`None` for a lone file with absolute latent indices).
+    pub fn from_shards(path: &Path, files: Vec<(SafeTensors, Option<(u64, u64)>)>) -> Result<Self> {
+        if files.is_empty() {
+            return Err(Error::format(path, "no shards"));
+        }
+        let lone = files.len() == 1;
+        let mut shards = Vec::with_capacity(files.len());
+        let mut tokens: Option<(TokenIdMatrix, PathBuf)> = None;
+        for (file, range) in files {
+            let p = file.path().to_path_buf();
+            let locations = file.tensor("locations")?.clone();
+            let activations = file.tensor("activations")?.clone();
+            let n = match locations.shape.as_slice() {
+                [n, 3] => *n,
+                s => {
+                    return Err(Error::format(
+                        &p,
+                        format!("tensor \"locations\" has shape {s:?}; expected [N, 3]"),
+                    ))
+                }
+            };
+            IntReader::new(&p, &locations, file.bytes(&locations))?;
+            if float_dtype(&activations.dtype).is_none() {
+                return Err(Error::format(
+                    &p,
+                    format!(
+                        "tensor \"activations\" has dtype {}; expected F16 or F32",
+                        activations.dtype
+                    ),
+                ));
+            }
+            file.expect_shape(&activations, &[n])?;
+            if let Some(t) = file.get("tokens") {
+                let reader = IntReader::new(&p, t, file.bytes(t))?;
+                let values = (0..reader.len()).map(|i| reader.get(i).unwrap_or(-1));
+                let m = TokenIdMatrix::from_i64(&p, values, &t.shape)?;
+                match &tokens {
+                    None => tokens = Some((m, p.clone())),
+                    Some((first, fp)) if *first != m => {
+                        return Err(Error::format(
+                            &p,
+                            format!(
+                                "its \"tokens\" tensor differs from the one in {}; shards of one cache repeat the same tokens",
+                                fp.display()
+                            ),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+            let (start, width) = match range {
+                Some((s, e)) if e >= s => (s, Some(e - s + 1)),
+                Some((s, e)) => {
+                    return Err(Error::format(
+                        &p,
+                        format!("shard range {s}_{e} ends before it starts"),
+                    ))
+                }
+                None => (0, None),
+            };
+            // A lone file is read with absolute latent indices unless its name says otherwise.
+            let (start, width) = if lone && range.is_none() {
+                (0, None)
+            } else {
+                (start, width)
+            };
+            shards.push(Shard {
+                file,
+                start,
+                width,
+                locations,
+                activations,
+            });
+        }
+        // Shards must not overlap.
+        for w in shards.windows(2) {
+            if let Some(wa) = w[0].width {
+                if w[0].start + wa > w[1].start {
+                    return Err(Error::format(
+                        w[1].file.path(),
+                        format!(
+                            "its latent range overlaps {} (ranges must be disjoint)",
+                            w[0].file.path().display()
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut n_features = 0u64;
+        for s in &mut shards {
+            let end = match s.width {
+                Some(w) => s.start + w,
+                None => {
+                    // Lone file with absolute indices: one pass for the largest latent.
+                    let r =
+                        IntReader::new(s.file.path(), &s.locations, s.file.bytes(&s.locations))?;
+                    let mut max = -1i64;
+                    for i in 0..r.len() / 3 {
+                        max = max.max(r.get(i * 3 + 2)?);
+                    }
+                    (max + 1).max(1) as u64
+                }
+            };
+            n_features = n_features.max(end);
+        }
+        let n_features = usize::try_from(n_features)
+            .ok()
+            .filter(|&n| n < u32::MAX as usize)
+            .ok_or_else(|| Error::format(path, format!("absurd latent count {n_features}")))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            shards,
+            n_features,
+            tokens: tokens.map(|t| t.0),
+        })
+    }
+
+    /// Latents (one past the largest index any shard covers).
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    /// The cache's `tokens` matrix, when its shards carry one.
+    pub fn token_ids(&self) -> Option<&TokenIdMatrix> {
+        self.tokens.as_ref()
+    }
+
+    /// Total stored entries.
+    pub fn n_entries(&self) -> u64 {
+        self.shards.iter().map(|s| s.locations.shape[0]).sum()
+    }
+
+    /// The cache path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Per-shard index: entry ids grouped by sequence.
+#[derive(Debug)]
+struct ShardIndex {
+    /// Entry order (ascending sequence, stable); `None` when the file already is.
+    order: Option<Vec<u32>>,
+    /// `bounds[s]..bounds[s + 1]` are the entries (in `order`) of sequence `s`.
+    bounds: Vec<usize>,
+}
+
+/// A delphi cache read as CSR batches of whole sequences.
+pub struct DelphiSource {
+    cache: DelphiCache,
+    tokens: TokenSequences,
+    index: Vec<ShardIndex>,
+    next_seq: usize,
+    max_rows: u64,
+}
+
+impl DelphiSource {
+    /// Indexes `cache` against `tokens` (which must cover every stored (sequence,
+    /// position)); batches hold whole sequences, about `max_rows` rows each.
+    pub fn new(cache: DelphiCache, tokens: TokenSequences, max_rows: usize) -> Result<Self> {
+        if let Some(t) = cache.token_ids() {
+            if t.n_sequences != tokens.n_sequences() as u64 {
+                return Err(Error::format(
+                    tokens.path(),
+                    format!(
+                        "the cache {} has tokens for {} sequences but the given tokens have {}",
+                        cache.path().display(),
+                        t.n_sequences,
+                        tokens.n_sequences()
+                    ),
+                ));
+            }
+        }
+        let n_seq = tokens.n_sequences();
+        let offsets = tokens.offsets().to_vec();
+        let mut index = Vec::with_capacity(cache.shards.len());
+        for shard in &cache.shards {
+            let path = shard.file.path();
+            let loc = IntReader::new(path, &shard.locations, shard.file.bytes(&shard.locations))?;
+            let n = loc.len() / 3;
+            if n > u32::MAX as usize {
+                return Err(Error::format(path, "more than 2^32 entries in one shard"));
+            }
+            let mut counts = vec![0usize; n_seq + 1];
+            let mut sorted = true;
+            let mut prev = 0i64;
+            for i in 0..n {
+                let (s, p, l) = (loc.get(3 * i)?, loc.get(3 * i + 1)?, loc.get(3 * i + 2)?);
+                let seq_ok = s >= 0 && (s as usize) < n_seq;
+                let len = if seq_ok {
+                    offsets[s as usize + 1] - offsets[s as usize]
+                } else {
+                    0
+                };
+                let lat_ok = l >= 0 && shard.width.is_none_or(|w| (l as u64) < w);
+                if !seq_ok || p < 0 || p as u64 >= len || !lat_ok {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "entry {i} (sequence {s}, position {p}, latent {l}) is out of range: the tokens have {n_seq} sequences (lengths {}){}",
+                            tokens.describe_lengths(),
+                            shard
+                                .width
+                                .map(|w| format!(" and the shard holds {w} latents"))
+                                .unwrap_or_default()
+                        ),
+                    ));
+                }
+                sorted &= s >= prev;
+                prev = s;
+                counts[s as usize + 1] += 1;
+            }
+            for s in 0..n_seq {
+                counts[s + 1] += counts[s];
+            }
+            let order = if sorted {
+                None
+            } else {
+                let mut next = counts.clone();
+                let mut order = vec![0u32; n];
+                for i in 0..n {
+                    let s = loc.get(3 * i)? as usize;
+                    order[next[s]] = i as u32;
+                    next[s] += 1;
+                }
+                Some(order)
+            };
+            index.push(ShardIndex {
+                order,
+                bounds: counts,
+            });
+        }
+        Ok(Self {
+            cache,
+            tokens,
+            index,
+            next_seq: 0,
+            max_rows: max_rows.max(1) as u64,
+        })
+    }
+
+    /// The token sequences.
+    pub fn tokens(&self) -> &TokenSequences {
+        &self.tokens
+    }
+}
+
+impl ActivationSource for DelphiSource {
+    fn n_features(&self) -> usize {
+        self.cache.n_features
+    }
+
+    fn n_tokens_hint(&self) -> Option<u64> {
+        Some(self.tokens.n_tokens())
+    }
+
+    fn vocab(&self) -> &Vocab {
+        self.tokens.vocab()
+    }
+
+    fn describe(&self) -> &Path {
+        &self.cache.path
+    }
+
+    fn next_batch(&mut self) -> Result<Option<ActivationBatch<'_>>> {
+        let n_seq = self.tokens.n_sequences();
+        if self.next_seq >= n_seq {
+            return Ok(None);
+        }
+        let offsets = self.tokens.offsets();
+        let s0 = self.next_seq;
+        let mut s1 = s0 + 1;
+        while s1 < n_seq && offsets[s1 + 1] - offsets[s0] <= self.max_rows {
+            s1 += 1;
+        }
+        self.next_seq = s1;
+        let base = offsets[s0];
+        let n_rows = (offsets[s1] - base) as usize;
+
+        // Gather (row, latent, value) from every shard, count per row, then scatter into CSR.
+        let mut entries: Vec<(u32, u32, f32)> = Vec::new();
+        for (shard, idx) in self.cache.shards.iter().zip(&self.index) {
+            let path = shard.file.path();
+            let loc = IntReader::new(path, &shard.locations, shard.file.bytes(&shard.locations))?;
+            let act_bytes = shard.file.bytes(&shard.activations);
+            let act_dtype = float_dtype(&shard.activations.dtype).expect("checked at open");
+            let size = act_dtype.size();
+            for k in idx.bounds[s0]..idx.bounds[s1] {
+                let i = match &idx.order {
+                    Some(o) => o[k] as usize,
+                    None => k,
+                };
+                let s = loc.get(3 * i)? as u64;
+                let p = loc.get(3 * i + 1)? as u64;
+                let l = loc.get(3 * i + 2)? as u64 + shard.start;
+                let row = (offsets[s as usize] - base + p) as u32;
+                let v = super::safetensors::decode_float(
+                    &act_bytes[i * size..(i + 1) * size],
+                    act_dtype,
+                );
+                entries.push((row, l as u32, v));
+            }
+        }
+        let mut indptr = vec![0usize; n_rows + 1];
+        for e in &entries {
+            indptr[e.0 as usize + 1] += 1;
+        }
+        for r in 0..n_rows {
+            indptr[r + 1] += indptr[r];
+        }
+        let mut fill = indptr.clone();
+        let mut pairs = vec![(0u32, 0f32); entries.len()];
+        for (row, l, v) in entries {
+            pairs[fill[row as usize]] = (l, v);
+            fill[row as usize] += 1;
+        }
+        for r in 0..n_rows {
+            let seg = &mut pairs[indptr[r]..indptr[r + 1]];
+            seg.sort_unstable_by_key(|p| p.0);
+            if let Some(w) = seg.windows(2).find(|w| w[0].0 == w[1].0) {
+                let seqs = offsets.partition_point(|&o| o <= base + r as u64) - 1;
+                return Err(Error::format(
+                    &self.cache.path,
+                    format!(
+                        "latent {} is stored twice for sequence {seqs}, position {}; a cache holds each (sequence, position, latent) once",
+                        w[0].0,
+                        base + r as u64 - offsets[seqs]
+                    ),
+                ));
+            }
+        }
+        let (indices, values): (Vec<u32>, Vec<f32>) = pairs.into_iter().unzip();
+        let mut sequences = Vec::with_capacity(n_rows);
+        let mut positions = Vec::with_capacity(n_rows);
+        for s in s0..s1 {
+            for p in 0..offsets[s + 1] - offsets[s] {
+                sequences.push(s as u64);
+                positions.push(p as u32);
+            }
+        }
+        Ok(Some(ActivationBatch {
+            n_features: self.cache.n_features,
+            tokens: self.tokens.ids()[base as usize..offsets[s1] as usize].to_vec(),
+            sequences,
+            positions,
+            core: 0..n_rows,
+            values: BatchValues::Sparse(SparseRows {
+                indptr,
+                indices,
+                values,
+            }),
+        }))
+    }
+}

@@ -1,0 +1,149 @@
+//! Picks the right reader for a set of input paths: dense `.npy`/`.safetensors`, a delphi
+//! cache (file or shard directory), optionally encoded on the fly by an SAE; tokens from a
+//! JSON file, a token-id `.npy` or the cache itself, decoded by a `tokenizer.json`.
+
+use std::path::Path;
+
+use super::delphi::{is_delphi_file, DelphiCache, DelphiSource};
+use super::token_ids::TokenIdMatrix;
+use super::tokenizer::Tokenizer;
+use super::{ActivationSource, DenseSource, TokenSequences};
+use crate::error::{Error, Result};
+use crate::sae::{Sae, SaeSource};
+
+/// Everything that says where activations and tokens come from.
+#[derive(Debug, Clone, Default)]
+pub struct InputSpec<'a> {
+    /// Activations: `.npy`, `.safetensors` (dense or a delphi shard), or a delphi directory;
+    /// residuals when `sae` is given.
+    pub acts: Option<&'a Path>,
+    /// Tensor to read from a dense `.safetensors` file.
+    pub tensor: Option<&'a str>,
+    /// Tokens JSON (list of lists of token strings).
+    pub tokens_json: Option<&'a Path>,
+    /// Token ids `.npy` `[sequences, seq_len]`.
+    pub token_ids: Option<&'a Path>,
+    /// HuggingFace `tokenizer.json` decoding token ids.
+    pub tokenizer: Option<&'a Path>,
+    /// SAE directory encoding the (residual) activations in-process.
+    pub sae: Option<&'a Path>,
+    /// Context tokens kept on each side of an example.
+    pub context_window: usize,
+    /// Worker threads (SAE encoding).
+    pub threads: usize,
+    /// Dense values held per batch (0 = [`crate::build::VALUES_PER_BATCH`]).
+    pub batch_values: usize,
+}
+
+/// Rows per batch for sparse caches (whole sequences; memory is O(nonzeros of a batch)).
+const SPARSE_BATCH_ROWS: usize = 1 << 16;
+
+/// How the activation path will be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// A dense matrix.
+    Dense,
+    /// A delphi latent cache.
+    Delphi,
+}
+
+/// Decides how `acts` is read (a directory or a `.safetensors` with `locations` and
+/// `activations` is a delphi cache, unless a tensor was named).
+pub fn input_kind(acts: &Path, tensor: Option<&str>) -> InputKind {
+    if acts.is_dir()
+        || (tensor.is_none()
+            && acts.extension().and_then(|e| e.to_str()) == Some("safetensors")
+            && is_delphi_file(acts))
+    {
+        InputKind::Delphi
+    } else {
+        InputKind::Dense
+    }
+}
+
+/// Reads the token sequences named by `spec` (`cache_ids` are a delphi cache's tokens).
+pub fn open_tokens(
+    spec: &InputSpec,
+    cache_ids: Option<(&TokenIdMatrix, &Path)>,
+) -> Result<TokenSequences> {
+    let vocab = match spec.tokenizer {
+        Some(p) => Some(Tokenizer::from_file(p)?.into_vocab()),
+        None => None,
+    };
+    match (spec.tokens_json, spec.token_ids) {
+        (Some(_), Some(_)) => Err(Error::Invalid(
+            "give tokens either as --tokens (JSON strings) or as --token-ids (ids), not both".into(),
+        )),
+        (Some(json), None) => {
+            if spec.tokenizer.is_some() {
+                return Err(Error::Invalid(
+                    "--tokenizer decodes token ids (--token-ids or a delphi cache's tokens); a tokens JSON already holds strings".into(),
+                ));
+            }
+            TokenSequences::from_json_file(json)
+        }
+        (None, Some(ids)) => TokenIdMatrix::from_npy(ids)?.into_sequences(ids, vocab),
+        (None, None) => match cache_ids {
+            Some((ids, path)) => ids.clone().into_sequences(path, vocab),
+            None => Err(Error::Invalid(
+                "no tokens: pass --tokens TOKENS.json or --token-ids IDS.npy (with --tokenizer tokenizer.json to show them as text)".into(),
+            )),
+        },
+    }
+}
+
+/// Opens the activation source described by `spec`.
+pub fn open_source(spec: &InputSpec) -> Result<Box<dyn ActivationSource>> {
+    let acts = spec
+        .acts
+        .ok_or_else(|| Error::Invalid("no activation file given".into()))?;
+    match input_kind(acts, spec.tensor) {
+        InputKind::Delphi => {
+            if let Some(sae) = spec.sae {
+                return Err(Error::Invalid(format!(
+                    "{} is a delphi latent cache (already SAE latents); --sae {} expects dense residual activations",
+                    acts.display(),
+                    sae.display()
+                )));
+            }
+            let cache = DelphiCache::open(acts)?;
+            let tokens = open_tokens(spec, cache.token_ids().map(|t| (t, acts)))?;
+            Ok(Box::new(DelphiSource::new(
+                cache,
+                tokens,
+                SPARSE_BATCH_ROWS,
+            )?))
+        }
+        InputKind::Dense => {
+            let matrix = match acts.extension().and_then(|e| e.to_str()) {
+                Some("safetensors") => super::safetensors::open_dense(acts, spec.tensor)?,
+                _ if spec.tensor.is_some() => {
+                    return Err(Error::Invalid(format!(
+                        "--tensor picks a tensor of a .safetensors file; {} is not one",
+                        acts.display()
+                    )))
+                }
+                _ => super::open_dense(acts)?,
+            };
+            let tokens = open_tokens(spec, None)?;
+            let source = DenseSource::new(
+                matrix,
+                tokens,
+                spec.context_window,
+                if spec.batch_values == 0 {
+                    crate::build::VALUES_PER_BATCH
+                } else {
+                    spec.batch_values
+                },
+            )?;
+            match spec.sae {
+                Some(dir) => Ok(Box::new(SaeSource::new(
+                    source,
+                    Sae::load(dir)?,
+                    spec.threads,
+                )?)),
+                None => Ok(Box::new(source)),
+            }
+        }
+    }
+}

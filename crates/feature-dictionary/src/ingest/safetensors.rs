@@ -1,0 +1,554 @@
+//! `.safetensors` files: an 8-byte little-endian header length, a JSON header naming each
+//! tensor's dtype, shape and byte range, then the raw little-endian data.
+//!
+//! The header is validated against the file length before any data is touched: a header
+//! length beyond the file, a byte range outside the data section, or a shape × dtype that
+//! disagrees with its byte range is an error naming the file — never an allocation sized by
+//! the header or an out-of-bounds read. The same parser serves dense activations, delphi
+//! latent caches and SAE weights.
+
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use super::dense::{DenseDtype, DenseMatrix};
+use crate::error::{Error, Result};
+
+/// One tensor's entry in the header; `start..end` are absolute byte offsets in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// Tensor name.
+    pub name: String,
+    /// Dtype as written (`F32`, `F16`, `BF16`, `I32`, `U16`, …).
+    pub dtype: String,
+    /// Shape.
+    pub shape: Vec<u64>,
+    /// First byte in the file.
+    pub start: usize,
+    /// One past the last byte in the file.
+    pub end: usize,
+}
+
+impl TensorInfo {
+    /// `name [d0, d1] DTYPE`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{} {:?} {}", self.name, self.shape, self.dtype)
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().product()
+    }
+}
+
+/// Bytes per element of a safetensors dtype, `None` when unknown.
+pub fn dtype_size(dtype: &str) -> Option<usize> {
+    Some(match dtype {
+        "F64" | "I64" | "U64" => 8,
+        "F32" | "I32" | "U32" => 4,
+        "F16" | "BF16" | "I16" | "U16" => 2,
+        "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => 1,
+        _ => return None,
+    })
+}
+
+/// Where the file's bytes live: a read-only map, or memory (tests, fuzzing).
+#[derive(Debug)]
+enum Backing {
+    Map(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Deref for Backing {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Backing::Map(m) => m,
+            Backing::Owned(v) => v,
+        }
+    }
+}
+
+/// A parsed `.safetensors` file.
+#[derive(Debug)]
+pub struct SafeTensors {
+    path: PathBuf,
+    data: Backing,
+    tensors: Vec<TensorInfo>,
+}
+
+/// Largest header accepted (the reference implementation's limit), so a corrupt length
+/// never makes us parse hundreds of megabytes of garbage.
+const MAX_HEADER: u64 = 100_000_000;
+
+/// Parses the header of a safetensors file held in `bytes`, validating every tensor's byte
+/// range against `bytes.len()`.
+pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Vec<TensorInfo>> {
+    if bytes.len() < 8 {
+        return Err(Error::format(
+            path,
+            format!(
+                "truncated .safetensors file: {} bytes, expected at least the 8-byte header length",
+                bytes.len()
+            ),
+        ));
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let available = (bytes.len() - 8) as u64;
+    if n > available || n > MAX_HEADER {
+        return Err(Error::format(
+            path,
+            format!(
+                "not a valid .safetensors file: the header declares {n} header bytes but the file has only {available} bytes after the length field"
+            ),
+        ));
+    }
+    let data_start = 8 + n as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..data_start]).map_err(|e| {
+            Error::format(
+                path,
+                format!("not a valid .safetensors file: header is not a JSON object ({e})"),
+            )
+        })?;
+    let data_len = bytes.len() - data_start;
+    let mut tensors = Vec::with_capacity(header.len());
+    for (name, entry) in &header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = |what: &str| {
+            Error::format(
+                path,
+                format!("malformed .safetensors header entry for tensor {name:?}: {what}"),
+            )
+        };
+        let dtype = entry
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| bad("no string \"dtype\""))?
+            .to_string();
+        let shape = entry
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .ok_or_else(|| bad("no \"shape\" list"))?
+            .iter()
+            .map(|d| {
+                d.as_u64()
+                    .ok_or_else(|| bad("shape entry is not an unsigned integer"))
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        let offsets = entry
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .ok_or_else(|| bad("no \"data_offsets\" pair"))?;
+        let (begin, end) = match offsets.as_slice() {
+            [a, b] => (
+                a.as_u64()
+                    .ok_or_else(|| bad("data_offsets are not integers"))?,
+                b.as_u64()
+                    .ok_or_else(|| bad("data_offsets are not integers"))?,
+            ),
+            _ => return Err(bad("data_offsets is not a [begin, end] pair")),
+        };
+        if begin > end || end > data_len as u64 {
+            return Err(Error::format(
+                path,
+                format!(
+                    "truncated or corrupt .safetensors file: tensor {name:?} occupies data bytes {begin}..{end} but the data section has {data_len} bytes"
+                ),
+            ));
+        }
+        if let Some(size) = dtype_size(&dtype) {
+            let needed = shape
+                .iter()
+                .try_fold(size as u64, |acc, &d| acc.checked_mul(d))
+                .ok_or_else(|| bad(&format!("absurd shape {shape:?}: byte size overflows")))?;
+            if needed != end - begin {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "corrupt .safetensors header: tensor {name:?} of shape {shape:?} and dtype {dtype} needs {needed} bytes but its data_offsets span {} bytes",
+                        end - begin
+                    ),
+                ));
+            }
+        }
+        tensors.push(TensorInfo {
+            name: name.clone(),
+            dtype,
+            shape,
+            start: data_start + begin as usize,
+            end: data_start + end as usize,
+        });
+    }
+    Ok(tensors)
+}
+
+impl SafeTensors {
+    /// Maps and parses `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let map = super::dense::map_file(path)?;
+        let tensors = parse_header(path, &map)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            data: Backing::Map(map),
+            tensors,
+        })
+    }
+
+    /// Parses bytes already in memory (`path` is only used in messages).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let tensors = parse_header(path, &bytes)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            data: Backing::Owned(bytes),
+            tensors,
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every tensor, in header order (sorted by name).
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    /// A tensor by name, if present.
+    pub fn get(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// Names and shapes of all tensors, for messages.
+    pub fn list(&self) -> String {
+        let v: Vec<String> = self.tensors.iter().map(|t| t.describe()).collect();
+        if v.is_empty() {
+            "no tensors".into()
+        } else {
+            v.join(", ")
+        }
+    }
+
+    /// A tensor by name, or an error listing the tensors the file has.
+    pub fn tensor(&self, name: &str) -> Result<&TensorInfo> {
+        self.get(name).ok_or_else(|| {
+            Error::format(
+                &self.path,
+                format!("missing tensor {name:?}; the file has {}", self.list()),
+            )
+        })
+    }
+
+    /// Raw bytes of a tensor.
+    pub fn bytes(&self, t: &TensorInfo) -> &[u8] {
+        &self.data[t.start..t.end]
+    }
+
+    /// Checks that `t` has `shape`.
+    pub fn expect_shape(&self, t: &TensorInfo, shape: &[u64]) -> Result<()> {
+        if t.shape != shape {
+            return Err(Error::format(
+                &self.path,
+                format!(
+                    "tensor {:?} has shape {:?}; expected {shape:?}",
+                    t.name, t.shape
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A float tensor (F64, F32, F16 or BF16) converted to f32.
+    pub fn to_f32(&self, t: &TensorInfo) -> Result<Vec<f32>> {
+        let dtype = float_dtype(&t.dtype).ok_or_else(|| {
+            Error::format(
+                &self.path,
+                format!(
+                    "tensor {:?} has dtype {}; expected a float tensor (F32, F16, BF16 or F64)",
+                    t.name, t.dtype
+                ),
+            )
+        })?;
+        Ok(decode_floats(self.bytes(t), dtype))
+    }
+
+    /// An integer tensor (U8/U16/U32/U64/I8/I16/I32/I64) as i64; u64 values above
+    /// `i64::MAX` are an error.
+    pub fn to_i64(&self, t: &TensorInfo) -> Result<Vec<i64>> {
+        let reader = IntReader::new(&self.path, t, self.bytes(t))?;
+        (0..reader.len()).map(|i| reader.get(i)).collect()
+    }
+
+    /// Opens a float tensor shaped `[tokens, features]` or `[sequences, seq_len, features]`
+    /// as a [`DenseMatrix`] (memory-mapped files only).
+    pub fn into_dense(self, name: Option<&str>) -> Result<DenseMatrix> {
+        let candidates: Vec<&TensorInfo> = self
+            .tensors
+            .iter()
+            .filter(|t| matches!(t.shape.len(), 2 | 3))
+            .collect();
+        let t = match name {
+            Some(n) => self.tensor(n)?.clone(),
+            None => match candidates.as_slice() {
+                [one] => (*one).clone(),
+                [] => {
+                    return Err(Error::format(
+                        &self.path,
+                        format!(
+                            "no 2-D or 3-D tensor to read activations from; the file has {}",
+                            self.list()
+                        ),
+                    ))
+                }
+                many => {
+                    let names: Vec<String> = many.iter().map(|t| t.describe()).collect();
+                    return Err(Error::format(
+                        &self.path,
+                        format!(
+                            "several 2-D/3-D tensors: {}; pick one with --tensor NAME",
+                            names.join(", ")
+                        ),
+                    ));
+                }
+            },
+        };
+        let dtype = float_dtype(&t.dtype).ok_or_else(|| {
+            Error::format(
+                &self.path,
+                format!(
+                    "tensor {:?} has dtype {}; expected float activations (F32, F16 or BF16)",
+                    t.name, t.dtype
+                ),
+            )
+        })?;
+        let map = match self.data {
+            Backing::Map(m) => m,
+            Backing::Owned(_) => {
+                return Err(Error::Invalid(
+                    "dense matrices need a memory-mapped file".into(),
+                ))
+            }
+        };
+        DenseMatrix::with_extent(&self.path, map, t.start, t.end - t.start, dtype, &t.shape)
+            .map_err(|e| match e {
+                Error::Format { path, message } => Error::Format {
+                    path,
+                    message: format!("tensor {:?}: {message}", t.name),
+                },
+                other => other,
+            })
+    }
+}
+
+/// Opens a dense activation tensor in a `.safetensors` file; `tensor` picks one by name
+/// (default: the only 2-D or 3-D tensor).
+pub fn open_dense(path: &Path, tensor: Option<&str>) -> Result<DenseMatrix> {
+    SafeTensors::open(path)?.into_dense(tensor)
+}
+
+/// The dense dtype of a safetensors float dtype.
+pub fn float_dtype(dtype: &str) -> Option<DenseDtype> {
+    match dtype {
+        "F32" => Some(DenseDtype::F32),
+        "F16" => Some(DenseDtype::F16),
+        "BF16" => Some(DenseDtype::BF16),
+        "F64" => Some(DenseDtype::F64),
+        _ => None,
+    }
+}
+
+/// Decodes little-endian floats of `dtype` (no alignment required).
+pub fn decode_floats(bytes: &[u8], dtype: DenseDtype) -> Vec<f32> {
+    match dtype {
+        DenseDtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DenseDtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        DenseDtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        DenseDtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+            .collect(),
+    }
+}
+
+/// Decodes one little-endian float of `dtype` from the start of `b`.
+#[inline]
+pub fn decode_float(b: &[u8], dtype: DenseDtype) -> f32 {
+    match dtype {
+        DenseDtype::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        DenseDtype::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+        DenseDtype::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+        DenseDtype::F64 => f64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as f32,
+    }
+}
+
+/// Random access to the elements of an integer tensor of any width and signedness.
+#[derive(Debug, Clone, Copy)]
+pub struct IntReader<'a> {
+    bytes: &'a [u8],
+    size: usize,
+    signed: bool,
+    path: &'a Path,
+    name: &'a str,
+}
+
+impl<'a> IntReader<'a> {
+    /// Wraps the bytes of integer tensor `t`, or explains why it is not one.
+    pub fn new(path: &'a Path, t: &'a TensorInfo, bytes: &'a [u8]) -> Result<Self> {
+        let (size, signed) = match t.dtype.as_str() {
+            "U8" => (1, false),
+            "U16" => (2, false),
+            "U32" => (4, false),
+            "U64" => (8, false),
+            "I8" => (1, true),
+            "I16" => (2, true),
+            "I32" => (4, true),
+            "I64" => (8, true),
+            other => {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "tensor {:?} has dtype {other}; expected an integer tensor (U16, U32, I32, I64, …)",
+                        t.name
+                    ),
+                ))
+            }
+        };
+        Ok(Self {
+            bytes,
+            size,
+            signed,
+            path,
+            name: &t.name,
+        })
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.bytes.len() / self.size
+    }
+
+    /// Whether the tensor is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Element `i` (must be `< len()`).
+    #[inline]
+    pub fn get(&self, i: usize) -> Result<i64> {
+        let b = &self.bytes[i * self.size..(i + 1) * self.size];
+        Ok(match (self.size, self.signed) {
+            (1, false) => b[0] as i64,
+            (1, true) => b[0] as i8 as i64,
+            (2, false) => u16::from_le_bytes([b[0], b[1]]) as i64,
+            (2, true) => i16::from_le_bytes([b[0], b[1]]) as i64,
+            (4, false) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64,
+            (4, true) => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64,
+            (_, true) => i64::from_le_bytes(b.try_into().expect("8 bytes")),
+            (_, false) => {
+                let v = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                i64::try_from(v).map_err(|_| {
+                    Error::format(
+                        self.path,
+                        format!("tensor {:?} holds the absurd value {v}", self.name),
+                    )
+                })?
+            }
+        })
+    }
+}
+
+/// Serializes tensors into the bytes of a `.safetensors` file (header padded to 8 bytes).
+/// Each entry is `(name, dtype, shape, little-endian data)`.
+pub fn serialize(tensors: &[(&str, &str, Vec<u64>, &[u8])]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0u64;
+    for (name, dtype, shape, data) in tensors {
+        header.insert(
+            (*name).to_string(),
+            serde_json::json!({
+                "dtype": dtype,
+                "shape": shape,
+                "data_offsets": [offset, offset + data.len() as u64],
+            }),
+        );
+        offset += data.len() as u64;
+    }
+    let mut text = serde_json::to_vec(&header).expect("header serializes");
+    while !(8 + text.len()).is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + offset as usize);
+    out.extend((text.len() as u64).to_le_bytes());
+    out.extend(text);
+    for (_, _, _, data) in tensors {
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32_bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn roundtrip_and_typed_reads() {
+        let a = f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let b: Vec<u8> = [7u16, 65535].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let bytes = serialize(&[("a", "F32", vec![2, 3], &a), ("b", "U16", vec![2], &b)]);
+        let st = SafeTensors::from_bytes(Path::new("t.safetensors"), bytes).unwrap();
+        let ta = st.tensor("a").unwrap();
+        assert_eq!(ta.shape, vec![2, 3]);
+        assert_eq!(st.to_f32(ta).unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(st.to_i64(st.tensor("b").unwrap()).unwrap(), vec![7, 65535]);
+        let e = st.tensor("zz").unwrap_err().to_string();
+        assert!(
+            e.contains("missing tensor \"zz\"") && e.contains("a [2, 3] F32"),
+            "{e}"
+        );
+        let e = st.to_f32(st.tensor("b").unwrap()).unwrap_err().to_string();
+        assert!(e.contains("U16") && e.contains("float"), "{e}");
+    }
+
+    #[test]
+    fn corrupt_headers_are_errors() {
+        let p = Path::new("bad.safetensors");
+        let a = f32_bytes(&[1.0, 2.0]);
+        let good = serialize(&[("a", "F32", vec![2], &a)]);
+        // Truncated anywhere.
+        for cut in 0..good.len() {
+            assert!(parse_header(p, &good[..cut]).is_err(), "cut at {cut}");
+        }
+        // Absurd header length.
+        let mut huge = good.clone();
+        huge[..8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+        let e = parse_header(p, &huge).unwrap_err().to_string();
+        assert!(e.contains("bad.safetensors") && e.contains("header"), "{e}");
+        // Shape × dtype disagrees with the byte range.
+        let wrong = serialize(&[("a", "F32", vec![3], &a)]);
+        let e = parse_header(p, &wrong).unwrap_err().to_string();
+        assert!(e.contains("needs 12 bytes"), "{e}");
+        // Absurd shape.
+        let absurd = serialize(&[("a", "F32", vec![1 << 62, 1 << 62], &a)]);
+        assert!(parse_header(p, &absurd)
+            .unwrap_err()
+            .to_string()
+            .contains("absurd"));
+    }
+}

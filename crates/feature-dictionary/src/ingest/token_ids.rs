@@ -1,0 +1,195 @@
+//! Token ids (`.npy` int32/int64 `[sequences, seq_len]`, or a delphi cache's `tokens`
+//! tensor) turned into [`TokenSequences`] whose vocabulary is the tokenizer's.
+
+use std::path::Path;
+
+use super::{TokenId, TokenSequences, Vocab};
+use crate::error::{Error, Result};
+
+/// A `[sequences, seq_len]` matrix of token ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIdMatrix {
+    /// Ids, row after row.
+    pub ids: Vec<TokenId>,
+    /// Number of sequences (rows).
+    pub n_sequences: u64,
+    /// Tokens per sequence (columns).
+    pub seq_len: u64,
+}
+
+impl TokenIdMatrix {
+    /// Checks shape and converts ids, rejecting negative or > u32 ids.
+    pub fn from_i64(path: &Path, values: impl Iterator<Item = i64>, shape: &[u64]) -> Result<Self> {
+        let (n_sequences, seq_len) = match *shape {
+            [s, l] => (s, l),
+            _ => {
+                return Err(Error::format(
+                    path,
+                    format!("token ids have shape {shape:?}; expected [sequences, seq_len]"),
+                ))
+            }
+        };
+        if seq_len == 0 && n_sequences > 0 {
+            return Err(Error::format(
+                path,
+                format!("token ids have shape {shape:?}: sequences of length 0"),
+            ));
+        }
+        let mut ids = Vec::new();
+        for (i, v) in values.enumerate() {
+            let id = u32::try_from(v).map_err(|_| {
+                Error::format(
+                    path,
+                    format!(
+                        "token id {v} at sequence {}, position {} is not a valid id",
+                        i as u64 / seq_len.max(1),
+                        i as u64 % seq_len.max(1)
+                    ),
+                )
+            })?;
+            ids.push(id);
+        }
+        if n_sequences.checked_mul(seq_len) != Some(ids.len() as u64) {
+            return Err(Error::format(
+                path,
+                format!("token ids have shape {shape:?} but {} values", ids.len()),
+            ));
+        }
+        Ok(Self {
+            ids,
+            n_sequences,
+            seq_len,
+        })
+    }
+
+    /// Reads an `.npy` of int32/int64 (or uint16/uint32) token ids.
+    pub fn from_npy(path: &Path) -> Result<Self> {
+        let map = super::dense::map_file(path)?;
+        Self::from_npy_bytes(path, &map)
+    }
+
+    /// Parses `.npy` bytes already in memory.
+    pub fn from_npy_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let h = super::npy::parse_header(path, bytes)?;
+        if h.fortran_order {
+            return Err(Error::format(
+                path,
+                "token ids are stored in Fortran order; expected C order",
+            ));
+        }
+        let (size, signed) = match h.descr.as_str() {
+            "<i4" => (4, true),
+            "<i8" => (8, true),
+            "<u4" => (4, false),
+            "<u2" | "|u2" => (2, false),
+            "<u8" => (8, false),
+            other => {
+                return Err(Error::format(
+                    path,
+                    format!("token ids have dtype {other}; expected int32 or int64 (<i4, <i8)"),
+                ))
+            }
+        };
+        let n = h
+            .shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .and_then(|n| n.checked_mul(size as u64));
+        let data = &bytes[h.data_offset..];
+        if n != Some(data.len() as u64) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "token id file is truncated or has trailing bytes: shape {:?} of {} needs {} data bytes but {} follow the header",
+                    h.shape,
+                    h.descr,
+                    n.map_or("an absurd number of".to_string(), |n| n.to_string()),
+                    data.len()
+                ),
+            ));
+        }
+        let values = data.chunks_exact(size).map(|c| match (size, signed) {
+            (2, _) => u16::from_le_bytes([c[0], c[1]]) as i64,
+            (4, true) => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64,
+            (4, false) => u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64,
+            (_, true) => i64::from_le_bytes(c.try_into().expect("8 bytes")),
+            (_, false) => {
+                i64::try_from(u64::from_le_bytes(c.try_into().expect("8 bytes"))).unwrap_or(-1)
+            }
+        });
+        Self::from_i64(path, values, &h.shape)
+    }
+
+    /// Pairs the ids with `vocab` (a tokenizer's, ids = tokenizer ids). Without one, each
+    /// token is shown as its id in brackets, e.g. `[1024]`.
+    pub fn into_sequences(self, path: &Path, vocab: Option<Vocab>) -> Result<TokenSequences> {
+        let vocab = match vocab {
+            Some(v) => {
+                if let Some((i, &bad)) = self
+                    .ids
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &id)| id as usize >= v.len())
+                {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "token id {bad} at sequence {}, position {} is outside the tokenizer's vocabulary of {} ids — is it the model's tokenizer?",
+                            i as u64 / self.seq_len.max(1),
+                            i as u64 % self.seq_len.max(1),
+                            v.len()
+                        ),
+                    ));
+                }
+                v
+            }
+            None => {
+                // Only the ids that occur get a string (ids may be as large as u32::MAX).
+                let mut vocab = Vocab::new();
+                let mut ids = self.ids;
+                for id in &mut ids {
+                    *id = vocab.intern(&format!("[{id}]"));
+                }
+                let lengths = vec![self.seq_len; self.n_sequences as usize];
+                return Ok(TokenSequences::new(path, vocab, ids, &lengths));
+            }
+        };
+        let lengths = vec![self.seq_len; self.n_sequences as usize];
+        Ok(TokenSequences::new(path, vocab, self.ids, &lengths))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut h = b"\x93NUMPY\x01\x00".to_vec();
+        h.extend((dict.len() as u16).to_le_bytes());
+        h.extend(dict.as_bytes());
+        h.extend(data);
+        h
+    }
+
+    #[test]
+    fn reads_int64_ids_and_rejects_bad_ones() {
+        let p = Path::new("ids.npy");
+        let data: Vec<u8> = [1i64, 2, 3, 0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let m = TokenIdMatrix::from_npy_bytes(p, &npy("<i8", "(2, 2)", &data)).unwrap();
+        assert_eq!(m.ids, vec![1, 2, 3, 0]);
+        let seqs = m.clone().into_sequences(p, None).unwrap();
+        assert_eq!(seqs.vocab().token(seqs.ids()[2]), "[3]");
+        let small = Vocab::from_strings(vec!["a".into(), "b".into()]);
+        let e = m.into_sequences(p, Some(small)).unwrap_err().to_string();
+        assert!(e.contains("token id 2") && e.contains("ids.npy"), "{e}");
+        let neg: Vec<u8> = [-1i32, 2].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert!(TokenIdMatrix::from_npy_bytes(p, &npy("<i4", "(1, 2)", &neg)).is_err());
+        assert!(TokenIdMatrix::from_npy_bytes(p, &npy("<f4", "(1, 2)", &neg)).is_err());
+        assert!(TokenIdMatrix::from_npy_bytes(p, &npy("<i4", "(2, 2)", &neg)).is_err());
+        assert!(TokenIdMatrix::from_npy_bytes(p, &npy("<i4", "(2,)", &neg)).is_err());
+    }
+}

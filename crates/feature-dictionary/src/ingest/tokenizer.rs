@@ -1,0 +1,246 @@
+//! HuggingFace `tokenizer.json` → the readable string of every token id.
+//!
+//! Each id is decoded on its own, like `tokenizer.decode([id])`: byte-level BPE tokens
+//! (GPT-2 style, `Ġ` = space, `Ċ` = newline) are mapped back to their bytes and read as
+//! UTF-8, a token holding part of a multi-byte character showing as U+FFFD. Special tokens
+//! are shown as their content (e.g. `<|endoftext|>`) rather than hidden, because a
+//! dictionary should show what the model saw.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::Vocab;
+use crate::error::{Error, Result};
+
+/// How a token's vocabulary string becomes text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoder {
+    /// GPT-2 byte-level: every char stands for one byte.
+    ByteLevel,
+    /// SentencePiece style: `▁` is a space; `<0xNN>` tokens are raw bytes.
+    Metaspace,
+    /// WordPiece: a leading `##` marks a continuation and is dropped.
+    WordPiece,
+    /// The vocabulary string is the text.
+    Identity,
+}
+
+/// The decoded string of every token id.
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    strings: Vec<String>,
+    decoder: Decoder,
+}
+
+/// GPT-2's `bytes_to_unicode` inverted: char → byte.
+fn byte_level_map() -> HashMap<char, u8> {
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).collect();
+    printable.extend(0xA1..=0xAC);
+    printable.extend(0xAE..=0xFF);
+    let mut map = HashMap::with_capacity(256);
+    let mut n = 0u32;
+    for b in 0u32..256 {
+        let c = if printable.contains(&b) {
+            b
+        } else {
+            n += 1;
+            255 + n
+        };
+        map.insert(char::from_u32(c).expect("valid char"), b as u8);
+    }
+    map
+}
+
+fn decode_byte_level(token: &str, map: &HashMap<char, u8>) -> String {
+    // Like HF's ByteLevel decoder: if any char is outside the byte alphabet the token's own
+    // UTF-8 bytes are used unchanged.
+    let bytes: Option<Vec<u8>> = token.chars().map(|c| map.get(&c).copied()).collect();
+    match bytes {
+        Some(b) => String::from_utf8_lossy(&b).into_owned(),
+        None => token.to_string(),
+    }
+}
+
+fn decode_metaspace(token: &str) -> String {
+    if let Some(hex) = token
+        .strip_prefix("<0x")
+        .and_then(|t| t.strip_suffix('>'))
+        .filter(|h| h.len() == 2)
+    {
+        if let Ok(b) = u8::from_str_radix(hex, 16) {
+            return String::from_utf8_lossy(&[b]).into_owned();
+        }
+    }
+    token.replace('\u{2581}', " ")
+}
+
+fn decoder_kind(v: &Value) -> Decoder {
+    match v.get("type").and_then(|t| t.as_str()) {
+        Some("ByteLevel") => Decoder::ByteLevel,
+        Some("Metaspace") | Some("ByteFallback") => Decoder::Metaspace,
+        Some("WordPiece") => Decoder::WordPiece,
+        Some("Replace") => {
+            let pat = v.pointer("/pattern/String").and_then(|p| p.as_str());
+            if pat == Some("\u{2581}") {
+                Decoder::Metaspace
+            } else {
+                Decoder::Identity
+            }
+        }
+        Some("Sequence") => v
+            .get("decoders")
+            .and_then(|d| d.as_array())
+            .map(|ds| {
+                ds.iter()
+                    .map(decoder_kind)
+                    .find(|d| *d != Decoder::Identity)
+                    .unwrap_or(Decoder::Identity)
+            })
+            .unwrap_or(Decoder::Identity),
+        _ => Decoder::Identity,
+    }
+}
+
+impl Tokenizer {
+    /// Reads a `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let map = super::dense::map_file(path)?;
+        Self::from_slice(path, &map)
+    }
+
+    /// Parses `tokenizer.json` bytes (`path` is used in messages).
+    pub fn from_slice(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let root: Value = serde_json::from_slice(bytes).map_err(|e| {
+            Error::format(path, format!("not a tokenizer.json: invalid JSON ({e})"))
+        })?;
+        let bad =
+            |what: String| Error::format(path, format!("not a usable tokenizer.json: {what}"));
+        let model = root
+            .get("model")
+            .ok_or_else(|| bad("no \"model\" object".into()))?;
+        let mut pairs: Vec<(u64, String)> = Vec::new();
+        match model.get("vocab") {
+            // BPE, WordPiece, WordLevel: {"token": id}.
+            Some(Value::Object(m)) => {
+                pairs.reserve(m.len());
+                for (tok, id) in m {
+                    let id = id
+                        .as_u64()
+                        .ok_or_else(|| bad(format!("vocab id of {tok:?} is not an integer")))?;
+                    pairs.push((id, tok.clone()));
+                }
+            }
+            // Unigram: [["piece", score], ...], id = position.
+            Some(Value::Array(a)) => {
+                for (i, e) in a.iter().enumerate() {
+                    let tok = e
+                        .get(0)
+                        .and_then(|t| t.as_str())
+                        .ok_or_else(|| bad(format!("vocab entry {i} is not [piece, score]")))?;
+                    pairs.push((i as u64, tok.to_string()));
+                }
+            }
+            _ => return Err(bad("model has no \"vocab\" map or list".into())),
+        }
+        if let Some(added) = root.get("added_tokens").and_then(|a| a.as_array()) {
+            for t in added {
+                let id = t.get("id").and_then(|i| i.as_u64());
+                let content = t.get("content").and_then(|c| c.as_str());
+                match (id, content) {
+                    (Some(id), Some(c)) => pairs.push((id, c.to_string())),
+                    _ => return Err(bad("an added_tokens entry lacks id or content".into())),
+                }
+            }
+        }
+        if pairs.is_empty() {
+            return Err(bad("the vocabulary is empty".into()));
+        }
+        let max_id = pairs.iter().map(|p| p.0).max().unwrap_or(0);
+        // Ids are dense in real tokenizers; a huge id would make us allocate for nothing.
+        if max_id > 16 * pairs.len() as u64 + 1024 {
+            return Err(bad(format!(
+                "token id {max_id} is absurd for a vocabulary of {} entries",
+                pairs.len()
+            )));
+        }
+        let decoder = root
+            .get("decoder")
+            .map(decoder_kind)
+            .unwrap_or(Decoder::Identity);
+        let byte_map = byte_level_map();
+        let mut strings = vec![String::new(); max_id as usize + 1];
+        // Vocabulary first, added tokens override (they come later in `pairs`).
+        for (id, tok) in pairs {
+            strings[id as usize] = match decoder {
+                Decoder::ByteLevel => decode_byte_level(&tok, &byte_map),
+                Decoder::Metaspace => decode_metaspace(&tok),
+                Decoder::WordPiece => tok.strip_prefix("##").unwrap_or(&tok).to_string(),
+                Decoder::Identity => tok,
+            };
+        }
+        Ok(Self { strings, decoder })
+    }
+
+    /// Number of ids (one more than the largest).
+    pub fn len(&self) -> usize {
+        self.strings.len()
+    }
+
+    /// Whether there are no ids.
+    pub fn is_empty(&self) -> bool {
+        self.strings.is_empty()
+    }
+
+    /// The decoder that was applied.
+    pub fn decoder(&self) -> Decoder {
+        self.decoder
+    }
+
+    /// Decoded string of `id`.
+    pub fn decode(&self, id: u32) -> Option<&str> {
+        self.strings.get(id as usize).map(|s| s.as_str())
+    }
+
+    /// A [`Vocab`] whose ids are the tokenizer's ids.
+    pub fn into_vocab(self) -> Vocab {
+        Vocab::from_strings(self.strings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_level_markers_and_partial_utf8() {
+        let json = r#"{"model":{"type":"BPE","vocab":{"Ġthe":0,"Ċ":1,"Ã©":2,"Ã":3,"hi":4}},
+            "added_tokens":[{"id":5,"content":"<|endoftext|>","special":true}],
+            "decoder":{"type":"ByteLevel"}}"#;
+        let t = Tokenizer::from_slice(Path::new("tokenizer.json"), json.as_bytes()).unwrap();
+        assert_eq!(t.decode(0), Some(" the"));
+        assert_eq!(t.decode(1), Some("\n"));
+        assert_eq!(t.decode(2), Some("é"));
+        assert_eq!(t.decode(3), Some("\u{FFFD}"));
+        assert_eq!(t.decode(5), Some("<|endoftext|>"));
+        assert_eq!(t.len(), 6);
+    }
+
+    #[test]
+    fn bad_tokenizers_are_errors() {
+        let p = Path::new("tok.json");
+        for bad in [
+            "",
+            "{}",
+            r#"{"model":{}}"#,
+            r#"{"model":{"vocab":{"a":-1}}}"#,
+            r#"{"model":{"vocab":{"a":1000000000000}}}"#,
+        ] {
+            let e = Tokenizer::from_slice(p, bad.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("tok.json"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! SAEs run in-process: load a SAELens directory (`cfg.json` + `sae_weights.safetensors`)
+//! or a Gemma Scope `params.npz`, and encode residual activations block by block into
+//! sparse latents.
+//!
+//! Every architecture shares one loading path ([`Sae::load`]) and one matrix multiply
+//! (`x'·W_enc` with the `gemm` crate on all cores); the per-architecture files only turn a
+//! row of pre-activations into latents ([`Activation`]). The dense latents of a block live
+//! in one reusable buffer and are sparsified at once, so the dense latents of the whole
+//! input never exist.
+
+mod batchtopk;
+pub mod config;
+mod gated;
+mod jumprelu;
+mod source;
+mod standard;
+mod topk;
+pub mod weights;
+pub mod write;
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+pub use config::{Architecture, Normalize, SaeConfig};
+pub use source::SaeSource;
+pub use weights::Weights;
+
+use crate::error::{Error, Result};
+use crate::ingest::SparseRows;
+
+/// Turns one token's pre-activations `x'·W_enc` (no bias yet) into its nonzero latents.
+pub(crate) trait Activation: Send + Sync {
+    /// `pre` may be overwritten; `scratch` is a per-thread buffer; nonzero latents are
+    /// appended in ascending index order.
+    fn activate(
+        &self,
+        pre: &mut [f32],
+        scratch: &mut Vec<f32>,
+        idx: &mut Vec<u32>,
+        val: &mut Vec<f32>,
+    );
+}
+
+#[inline]
+pub(crate) fn push_nonzero(idx: &mut Vec<u32>, val: &mut Vec<f32>, i: usize, v: f32) {
+    if v != 0.0 || v.is_nan() {
+        idx.push(i as u32);
+        val.push(v);
+    }
+}
+
+/// What the architecture files may read while loading.
+pub(crate) struct LoadContext<'a> {
+    config: &'a SaeConfig,
+    weights: &'a mut Weights,
+}
+
+impl LoadContext<'_> {
+    pub(crate) fn config(&self) -> &SaeConfig {
+        self.config
+    }
+
+    pub(crate) fn weights_path(&self) -> &Path {
+        self.weights.path()
+    }
+
+    pub(crate) fn has(&self, names: &[&str]) -> bool {
+        self.weights.shape(names).is_some()
+    }
+
+    /// A required `[d_sae]` tensor.
+    pub(crate) fn latent_vector(&mut self, names: &[&str]) -> Result<Vec<f32>> {
+        self.weights.take(names, &[self.config.d_sae])
+    }
+
+    pub(crate) fn b_enc(&mut self) -> Result<Vec<f32>> {
+        self.latent_vector(&["b_enc"])
+    }
+
+    /// Norm of each decoder row (`W_dec [d_sae, d_in]`).
+    pub(crate) fn decoder_norms(&mut self) -> Result<Vec<f32>> {
+        let d_in = self.config.d_in;
+        let w = self
+            .weights
+            .take(&["W_dec", "w_dec"], &[self.config.d_sae, d_in])?;
+        Ok(w.chunks_exact(d_in)
+            .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+            .collect())
+    }
+}
+
+/// A loaded SAE, ready to encode.
+pub struct Sae {
+    path: PathBuf,
+    config: SaeConfig,
+    /// `[d_in, d_sae]`, row-major.
+    w_enc: Vec<f32>,
+    b_dec: Vec<f32>,
+    activation: Box<dyn Activation>,
+}
+
+impl std::fmt::Debug for Sae {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sae")
+            .field("path", &self.path)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sae {
+    /// Loads an SAE directory: `cfg.json` + `sae_weights.safetensors` (SAELens), or
+    /// `params.npz` (Gemma Scope JumpReLU; `cfg.json` optional).
+    pub fn load(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::format(
+                dir,
+                "expected an SAE directory holding cfg.json and sae_weights.safetensors (or params.npz)",
+            ));
+        }
+        let cfg_path = dir.join("cfg.json");
+        let st_path = dir.join("sae_weights.safetensors");
+        let npz_path = dir.join("params.npz");
+        let weights = if st_path.is_file() {
+            Weights::from_safetensors(&st_path)?
+        } else if npz_path.is_file() {
+            Weights::from_npz(&npz_path)?
+        } else {
+            return Err(Error::format(
+                dir,
+                "no sae_weights.safetensors or params.npz in this SAE directory",
+            ));
+        };
+        let config = if cfg_path.is_file() {
+            SaeConfig::from_file(&cfg_path)?
+        } else if npz_path.is_file() && !st_path.is_file() {
+            // Gemma Scope ships only params.npz: JumpReLU, inputs used as they are.
+            let shape = weights.shape(&["w_enc", "W_enc"]).ok_or_else(|| {
+                Error::format(
+                    &npz_path,
+                    "no w_enc array; expected a Gemma Scope params.npz",
+                )
+            })?;
+            let [d_in, d_sae] = *shape else {
+                return Err(Error::format(
+                    &npz_path,
+                    format!("w_enc has shape {shape:?}; expected [d_in, d_sae]"),
+                ));
+            };
+            SaeConfig {
+                architecture: Architecture::JumpRelu,
+                d_in: d_in as usize,
+                d_sae: d_sae as usize,
+                apply_b_dec_to_input: false,
+                normalize: Normalize::None,
+                k: None,
+                rescale_acts_by_decoder_norm: false,
+                model_name: None,
+                hook_name: None,
+            }
+        } else {
+            return Err(Error::format(dir, "no cfg.json in this SAE directory"));
+        };
+        Self::from_parts(dir, config, weights)
+    }
+
+    /// Builds an SAE from a config and its weights (checks every shape).
+    pub fn from_parts(path: &Path, config: SaeConfig, mut weights: Weights) -> Result<Self> {
+        let (d_in, d_sae) = (config.d_in, config.d_sae);
+        let w_enc = weights.take(&["W_enc", "w_enc"], &[d_in, d_sae])?;
+        let b_dec = weights.take(&["b_dec"], &[d_in])?;
+        // W_dec is not needed to encode, but a mismatched one means a mismatched config.
+        if let Some(s) = weights.shape(&["W_dec", "w_dec"]) {
+            if s != [d_sae as u64, d_in as u64] {
+                return Err(Error::format(
+                    weights.path(),
+                    format!("W_dec has shape {s:?}; expected [{d_sae}, {d_in}] from d_sae/d_in in the config"),
+                ));
+            }
+        }
+        let mut cx = LoadContext {
+            config: &config,
+            weights: &mut weights,
+        };
+        let activation: Box<dyn Activation> = match config.architecture {
+            Architecture::Standard => Box::new(standard::Standard::load(&mut cx)?),
+            Architecture::JumpRelu => Box::new(jumprelu::JumpRelu::load(&mut cx)?),
+            Architecture::TopK => Box::new(topk::TopK::load(&mut cx)?),
+            Architecture::BatchTopK => Box::new(batchtopk::BatchTopK::load(&mut cx)?),
+            Architecture::Gated => Box::new(gated::Gated::load(&mut cx)?),
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            config,
+            w_enc,
+            b_dec,
+            activation,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SaeConfig {
+        &self.config
+    }
+
+    /// Where it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Input width.
+    pub fn d_in(&self) -> usize {
+        self.config.d_in
+    }
+
+    /// Latents.
+    pub fn d_sae(&self) -> usize {
+        self.config.d_sae
+    }
+
+    /// Rows per matrix multiply: the dense block buffer stays near 64 MiB.
+    pub fn block_rows(&self) -> usize {
+        ((16usize << 20) / self.config.d_sae).clamp(64, 4096)
+    }
+
+    /// Encodes `x` (`rows × d_in`, row-major) and appends the rows' latents to `out`.
+    pub fn encode(
+        &self,
+        x: &[f32],
+        out: &mut SparseRows,
+        buffers: &mut EncodeBuffers,
+        threads: usize,
+    ) {
+        let d_in = self.config.d_in;
+        assert_eq!(x.len() % d_in, 0, "input is not a whole number of rows");
+        if out.indptr.is_empty() {
+            out.indptr.push(out.indices.len());
+        }
+        let block = self.block_rows();
+        for xb in x.chunks(block * d_in) {
+            self.encode_block(xb, out, buffers, threads.max(1));
+        }
+    }
+
+    fn encode_block(&self, x: &[f32], out: &mut SparseRows, b: &mut EncodeBuffers, threads: usize) {
+        let (d_in, d_sae) = (self.config.d_in, self.config.d_sae);
+        let m = x.len() / d_in;
+        let input: &[f32] =
+            if self.config.normalize == Normalize::None && !self.config.apply_b_dec_to_input {
+                x
+            } else {
+                b.input.clear();
+                b.input.extend_from_slice(x);
+                for row in b.input.chunks_exact_mut(d_in) {
+                    normalize_row(row, self.config.normalize);
+                    if self.config.apply_b_dec_to_input {
+                        for (v, bd) in row.iter_mut().zip(&self.b_dec) {
+                            *v -= bd;
+                        }
+                    }
+                }
+                &b.input
+            };
+        b.pre.resize(m * d_sae, 0.0);
+        let par = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: `pre` is m × d_sae, `input` m × d_in and `w_enc` d_in × d_sae, all
+        // row-major with the strides given; dst is not read (read_dst = false).
+        unsafe {
+            gemm::gemm(
+                m,
+                d_sae,
+                d_in,
+                b.pre.as_mut_ptr(),
+                1,
+                d_sae as isize,
+                false,
+                input.as_ptr(),
+                1,
+                d_in as isize,
+                self.w_enc.as_ptr(),
+                1,
+                d_sae as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+        // Rows are independent: sparsify them in parallel chunks, then append in order.
+        let rows_per_task = m.div_ceil(threads * 4).max(1);
+        let act = &*self.activation;
+        let parts: Vec<(Vec<usize>, Vec<u32>, Vec<f32>)> = b
+            .pre
+            .par_chunks_mut(rows_per_task * d_sae)
+            .map(|chunk| {
+                let mut scratch = Vec::new();
+                let (mut counts, mut idx, mut val) = (Vec::new(), Vec::new(), Vec::new());
+                for row in chunk.chunks_exact_mut(d_sae) {
+                    let before = idx.len();
+                    act.activate(row, &mut scratch, &mut idx, &mut val);
+                    counts.push(idx.len() - before);
+                }
+                (counts, idx, val)
+            })
+            .collect();
+        for (counts, idx, val) in parts {
+            for c in counts {
+                let last = *out.indptr.last().expect("indptr starts with 0");
+                out.indptr.push(last + c);
+            }
+            out.indices.extend(idx);
+            out.values.extend(val);
+        }
+    }
+}
+
+/// Per-token input normalization (SAELens `run_time_activation_norm_fn_in`).
+fn normalize_row(row: &mut [f32], how: Normalize) {
+    match how {
+        Normalize::None => {}
+        Normalize::ConstantNormRescale => {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let s = (row.len() as f32).sqrt() / norm;
+            row.iter_mut().for_each(|v| *v *= s);
+        }
+        Normalize::LayerNorm => {
+            let n = row.len() as f32;
+            let mean = row.iter().sum::<f32>() / n;
+            row.iter_mut().for_each(|v| *v -= mean);
+            let var = row.iter().map(|v| v * v).sum::<f32>() / (n - 1.0).max(1.0);
+            let s = 1.0 / (var.sqrt() + 1e-5);
+            row.iter_mut().for_each(|v| *v *= s);
+        }
+    }
+}
+
+/// Reusable buffers of [`Sae::encode`] (input copy and one block of dense pre-activations).
+#[derive(Debug, Default)]
+pub struct EncodeBuffers {
+    input: Vec<f32>,
+    pre: Vec<f32>,
+}

@@ -1,0 +1,380 @@
+//! Every reader of real inputs meets corrupt files: truncations, headers that disagree with
+//! the byte length, absurd declared sizes, wrong dtypes, missing tensors, bad configs. Each
+//! must give an error naming the file — never a panic or an allocation sized by the header.
+//! The random-bytes properties are a cheap stand-in for the cargo-fuzz targets in fuzz/.
+
+use std::path::{Path, PathBuf};
+
+use feature_dictionary::ingest::delphi::{DelphiCache, DelphiSource};
+use feature_dictionary::ingest::safetensors::{parse_header, serialize, SafeTensors};
+use feature_dictionary::ingest::token_ids::TokenIdMatrix;
+use feature_dictionary::ingest::tokenizer::Tokenizer;
+use feature_dictionary::ingest::ActivationSource;
+use feature_dictionary::sae::{Sae, SaeConfig, Weights};
+use proptest::prelude::*;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Opens a delphi shard from bytes and reads every batch; any error is fine, panics are not.
+fn read_delphi(bytes: Vec<u8>) -> Result<u64, String> {
+    let p = Path::new("0_63.safetensors");
+    let st = SafeTensors::from_bytes(p, bytes).map_err(|e| e.to_string())?;
+    let cache =
+        DelphiCache::from_shards(p, vec![(st, Some((0, 63)))]).map_err(|e| e.to_string())?;
+    let ids = cache.token_ids().cloned().ok_or("no tokens")?;
+    let tokens = ids.into_sequences(p, None).map_err(|e| e.to_string())?;
+    let mut src = DelphiSource::new(cache, tokens, 7).map_err(|e| e.to_string())?;
+    let mut n = 0;
+    while let Some(b) = src.next_batch().map_err(|e| e.to_string())? {
+        n += b.core.len() as u64;
+    }
+    Ok(n)
+}
+
+/// A small valid delphi shard: 3 sequences of 4 tokens, latents 0..64.
+fn small_shard(loc_dtype: &str) -> Vec<u8> {
+    let locs: Vec<[i64; 3]> = vec![[0, 0, 5], [0, 0, 1], [1, 3, 63], [2, 1, 0], [0, 2, 7]];
+    let loc_bytes: Vec<u8> = locs
+        .iter()
+        .flatten()
+        .flat_map(|&v| match loc_dtype {
+            "U16" => (v as u16).to_le_bytes().to_vec(),
+            "U32" => (v as u32).to_le_bytes().to_vec(),
+            "I32" => (v as i32).to_le_bytes().to_vec(),
+            _ => v.to_le_bytes().to_vec(),
+        })
+        .collect();
+    let acts: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0]
+        .iter()
+        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+        .collect();
+    let toks: Vec<u8> = (0..12i64).flat_map(|v| v.to_le_bytes()).collect();
+    serialize(&[
+        ("locations", loc_dtype, vec![5, 3], &loc_bytes),
+        ("activations", "F16", vec![5], &acts),
+        ("tokens", "I64", vec![3, 4], &toks),
+    ])
+}
+
+#[test]
+fn delphi_shards_of_every_location_dtype_read_and_sort_rows() {
+    for dt in ["U16", "U32", "I32", "I64"] {
+        assert_eq!(read_delphi(small_shard(dt)), Ok(12), "{dt}");
+    }
+    // Out-of-order entries (sequence 2 before 0) are indexed, not assumed sorted.
+    let p = Path::new("0_63.safetensors");
+    let st = SafeTensors::from_bytes(p, small_shard("I32")).unwrap();
+    let cache = DelphiCache::from_shards(p, vec![(st, Some((0, 63)))]).unwrap();
+    let tokens = cache
+        .token_ids()
+        .cloned()
+        .unwrap()
+        .into_sequences(p, None)
+        .unwrap();
+    let mut src = DelphiSource::new(cache, tokens, 100).unwrap();
+    let b = src.next_batch().unwrap().unwrap();
+    assert_eq!(b.value(0, 1), 2.0);
+    assert_eq!(b.value(0, 5), 1.0);
+    assert_eq!(b.value(7, 63), 3.0);
+    assert_eq!(b.value(9, 0), 4.0);
+    assert_eq!(b.value(2, 7), 5.0);
+}
+
+#[test]
+fn corrupt_delphi_shards_are_errors() {
+    let good = small_shard("I32");
+    // Every truncation.
+    for cut in 0..good.len() {
+        assert!(read_delphi(good[..cut].to_vec()).is_err(), "cut {cut}");
+    }
+    let loc = |v: &[i32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let acts: Vec<u8> = [1.0f32].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let toks: Vec<u8> = (0..4i32).flat_map(|v| v.to_le_bytes()).collect();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        // Latent beyond the shard's 64.
+        (
+            serialize(&[
+                ("locations", "I32", vec![1, 3], &loc(&[0, 0, 64])),
+                ("activations", "F32", vec![1], &acts),
+                ("tokens", "I32", vec![1, 4], &toks),
+            ]),
+            "out of range",
+        ),
+        // Position beyond the sequence.
+        (
+            serialize(&[
+                ("locations", "I32", vec![1, 3], &loc(&[0, 4, 1])),
+                ("activations", "F32", vec![1], &acts),
+                ("tokens", "I32", vec![1, 4], &toks),
+            ]),
+            "out of range",
+        ),
+        // Negative sequence.
+        (
+            serialize(&[
+                ("locations", "I32", vec![1, 3], &loc(&[-1, 0, 1])),
+                ("activations", "F32", vec![1], &acts),
+                ("tokens", "I32", vec![1, 4], &toks),
+            ]),
+            "out of range",
+        ),
+        // Duplicate entry.
+        (
+            serialize(&[
+                ("locations", "I32", vec![2, 3], &loc(&[0, 0, 1, 0, 0, 1])),
+                (
+                    "activations",
+                    "F32",
+                    vec![2],
+                    &[acts.clone(), acts.clone()].concat(),
+                ),
+                ("tokens", "I32", vec![1, 4], &toks),
+            ]),
+            "twice",
+        ),
+        // Wrong dtypes.
+        (
+            serialize(&[
+                ("locations", "F32", vec![1, 3], &loc(&[0, 0, 1])),
+                ("activations", "F32", vec![1], &acts),
+                ("tokens", "I32", vec![1, 4], &toks),
+            ]),
+            "integer",
+        ),
+        (
+            serialize(&[
+                ("locations", "I32", vec![1, 3], &loc(&[0, 0, 1])),
+                ("activations", "I32", vec![1], &acts),
+                ("tokens", "I32", vec![1, 4], &toks),
+            ]),
+            "F16 or F32",
+        ),
+        // Missing tensor.
+        (
+            serialize(&[
+                ("locations", "I32", vec![1, 3], &loc(&[0, 0, 1])),
+                ("tokens", "I32", vec![1, 4], &toks),
+            ]),
+            "missing tensor \"activations\"",
+        ),
+        // Shapes that disagree.
+        (
+            serialize(&[
+                ("locations", "I32", vec![3, 1], &loc(&[0, 0, 1])),
+                ("activations", "F32", vec![1], &acts),
+                ("tokens", "I32", vec![1, 4], &toks),
+            ]),
+            "expected [N, 3]",
+        ),
+        (
+            serialize(&[
+                ("locations", "I32", vec![1, 3], &loc(&[0, 0, 1])),
+                ("activations", "F32", vec![1], &acts),
+                ("tokens", "I32", vec![4], &toks),
+            ]),
+            "[sequences, seq_len]",
+        ),
+    ];
+    for (bytes, needle) in cases {
+        let e = read_delphi(bytes).unwrap_err();
+        assert!(
+            e.contains(needle) && e.contains("0_63.safetensors"),
+            "{needle}: {e}"
+        );
+    }
+    // Header length 2^60.
+    let mut huge = good.clone();
+    huge[..8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    assert!(read_delphi(huge).unwrap_err().contains("header"));
+}
+
+#[test]
+fn delphi_directory_errors_name_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = DelphiCache::open(tmp.path()).unwrap_err().to_string();
+    assert!(e.contains("no <start>_<end>.safetensors shards"), "{e}");
+    std::fs::create_dir(tmp.path().join("layers.3")).unwrap();
+    let e = DelphiCache::open(tmp.path()).unwrap_err().to_string();
+    assert!(e.contains("layers.3"), "{e}");
+    std::fs::write(tmp.path().join("0_63.safetensors"), small_shard("U16")).unwrap();
+    std::fs::write(tmp.path().join("32_95.safetensors"), small_shard("U16")).unwrap();
+    let e = DelphiCache::open(tmp.path()).unwrap_err().to_string();
+    assert!(e.contains("overlaps"), "{e}");
+    std::fs::write(tmp.path().join("nonsense.safetensors"), small_shard("U16")).unwrap();
+    let e = DelphiCache::open(tmp.path()).unwrap_err().to_string();
+    assert!(e.contains("<start>_<end>"), "{e}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn corrupt_sae_directories_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = fixtures().join("sae/topk_f32");
+    let d = tmp.path().join("sae");
+    copy_dir(&src, &d);
+    assert!(Sae::load(&d).is_ok());
+    let cfg = std::fs::read_to_string(src.join("cfg.json")).unwrap();
+    let check = |cfg: String, needle: &str| {
+        std::fs::write(d.join("cfg.json"), cfg).unwrap();
+        let e = Sae::load(&d).unwrap_err().to_string();
+        assert!(e.contains(needle), "{needle}: {e}");
+    };
+    check(
+        cfg.replace("\"topk\"", "\"mystery\""),
+        "unknown SAE architecture \"mystery\"",
+    );
+    check(
+        cfg.replace("\"d_in\": 16", "\"d_in\": 17"),
+        "expected [17, 64] from d_in/d_sae",
+    );
+    check(
+        cfg.replace("\"d_sae\": 64", "\"d_sae\": 65"),
+        "from d_in/d_sae",
+    );
+    check(cfg[..cfg.len() / 2].to_string(), "cfg.json");
+    std::fs::write(d.join("cfg.json"), &cfg).unwrap();
+    // Truncated weights, at every cut.
+    let w = std::fs::read(src.join("sae_weights.safetensors")).unwrap();
+    for cut in (0..w.len()).step_by(97) {
+        std::fs::write(d.join("sae_weights.safetensors"), &w[..cut]).unwrap();
+        let e = Sae::load(&d).unwrap_err().to_string();
+        assert!(e.contains("sae_weights.safetensors"), "cut {cut}: {e}");
+    }
+    // Missing tensor.
+    let st = SafeTensors::from_bytes(Path::new("w"), w.clone()).unwrap();
+    let keep: Vec<_> = st
+        .tensors()
+        .iter()
+        .filter(|t| t.name != "b_enc")
+        .cloned()
+        .collect();
+    let parts: Vec<(&str, &str, Vec<u64>, &[u8])> = keep
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_str(),
+                t.dtype.as_str(),
+                t.shape.clone(),
+                st.bytes(t),
+            )
+        })
+        .collect();
+    std::fs::write(d.join("sae_weights.safetensors"), serialize(&parts)).unwrap();
+    let e = Sae::load(&d).unwrap_err().to_string();
+    assert!(e.contains("missing tensor b_enc"), "{e}");
+    // Integer weights.
+    let parts: Vec<(&str, &str, Vec<u64>, &[u8])> = st
+        .tensors()
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_str(),
+                if t.name == "W_enc" {
+                    "I32"
+                } else {
+                    t.dtype.as_str()
+                },
+                t.shape.clone(),
+                st.bytes(t),
+            )
+        })
+        .collect();
+    std::fs::write(d.join("sae_weights.safetensors"), serialize(&parts)).unwrap();
+    let e = Sae::load(&d).unwrap_err().to_string();
+    assert!(e.contains("missing tensor W_enc"), "{e}");
+    // No weights at all.
+    std::fs::remove_file(d.join("sae_weights.safetensors")).unwrap();
+    let e = Sae::load(&d).unwrap_err().to_string();
+    assert!(
+        e.contains("no sae_weights.safetensors or params.npz"),
+        "{e}"
+    );
+    // A corrupt npz.
+    let npz = std::fs::read(fixtures().join("sae/gemmascope_npz/params.npz")).unwrap();
+    for cut in (0..npz.len()).step_by(61) {
+        assert!(
+            Weights::from_npz_bytes(Path::new("params.npz"), &npz[..cut]).is_err(),
+            "cut {cut}"
+        );
+    }
+}
+
+#[test]
+fn token_id_and_tokenizer_files_reject_corruption() {
+    let ids = std::fs::read(fixtures().join("smollm2/token_ids.npy")).unwrap();
+    for cut in (0..ids.len()).step_by(331) {
+        assert!(
+            TokenIdMatrix::from_npy_bytes(Path::new("ids.npy"), &ids[..cut]).is_err(),
+            "cut {cut}"
+        );
+    }
+    let tok = std::fs::read(fixtures().join("smollm2/tokenizer.json")).unwrap();
+    for cut in [0, 1, 100, tok.len() / 2, tok.len() - 1] {
+        let e = Tokenizer::from_slice(Path::new("tokenizer.json"), &tok[..cut])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tokenizer.json"), "{e}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let p = Path::new("random");
+        let _ = parse_header(p, &bytes);
+        let _ = read_delphi(bytes.clone());
+        let _ = TokenIdMatrix::from_npy_bytes(p, &bytes);
+        let _ = Tokenizer::from_slice(p, &bytes);
+        let _ = SaeConfig::from_slice(p, &bytes);
+        let _ = Weights::from_npz_bytes(p, &bytes);
+        if let Ok(st) = SafeTensors::from_bytes(p, bytes) {
+            let _ = Weights::from_st(&st);
+        }
+    }
+
+    #[test]
+    fn mutated_valid_files_never_panic(
+        which in 0usize..4,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let mut bytes = match which {
+            0 => small_shard("U16"),
+            1 => small_shard("I64"),
+            2 => std::fs::read(fixtures().join("sae/gemmascope_npz/params.npz")).unwrap(),
+            _ => std::fs::read(fixtures().join("sae/gated_f32/sae_weights.safetensors")).unwrap(),
+        };
+        for (i, b) in edits {
+            let i = i.index(bytes.len());
+            bytes[i] = b;
+        }
+        if truncate {
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        let p = Path::new("mutated");
+        match which {
+            0 | 1 => { let _ = read_delphi(bytes); }
+            2 => { let _ = Weights::from_npz_bytes(p, &bytes); }
+            _ => {
+                if let Ok(st) = SafeTensors::from_bytes(p, bytes) {
+                    if let Ok(w) = Weights::from_st(&st) {
+                        let cfg = SaeConfig::from_slice(p, br#"{"architecture":"gated","d_in":16,"d_sae":64}"#).unwrap();
+                        let _ = Sae::from_parts(p, cfg, w);
+                    }
+                }
+            }
+        }
+    }
+}

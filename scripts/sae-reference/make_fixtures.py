@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Reference fixtures for the in-process SAE encoders (numpy only, no torch/safetensors).
+
+For every architecture (and a few dtype / config variants) this writes, under
+crates/feature-dictionary/tests/fixtures/sae/<name>/:
+  cfg.json, sae_weights.safetensors (or params.npz), inputs.npy [32, 16] float32,
+  expected.npy [32, 64] float32 = the encode formulas of docs/formats.md evaluated in
+  float64 on the weights as stored (after rounding to their dtype).
+
+Run from the repository root:  python3 scripts/sae-reference/make_fixtures.py
+"""
+import json
+import os
+import struct
+import zipfile
+import io
+
+import numpy as np
+
+D_IN, D_SAE, N_TOK = 16, 64, 32
+ROOT = os.path.join("crates", "feature-dictionary", "tests", "fixtures", "sae")
+
+
+def bf16_round(a):
+    """Round float32 to bfloat16 (nearest even); returns (rounded float32, uint16 bits)."""
+    bits = np.asarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    back = (rounded.astype(np.uint32) << 16).view(np.float32)
+    return back, rounded
+
+
+def store(a, dtype):
+    """(values as stored, as float64) and (safetensors dtype, bytes)."""
+    a = np.asarray(a, dtype=np.float32)
+    if dtype == "F32":
+        return a.astype(np.float64), a.astype("<f4").tobytes()
+    if dtype == "F16":
+        h = a.astype("<f2")
+        return h.astype(np.float64), h.tobytes()
+    if dtype == "BF16":
+        back, bits = bf16_round(a)
+        return back.astype(np.float64), bits.astype("<u2").tobytes()
+    raise ValueError(dtype)
+
+
+def write_safetensors(path, tensors):
+    header, offset, blobs = {}, 0, []
+    for name, (dtype, shape, data) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - (8 + len(text)) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
+def encode(arch, x, w, cfg):
+    """The formulas of formats.md, in float64."""
+    xin = x - w["b_dec"] if cfg.get("apply_b_dec_to_input", True) else x
+    if arch == "gated":
+        pre = xin @ w["W_enc"]
+        gate = (pre + w["b_gate"]) > 0
+        mag = np.maximum(pre * np.exp(w["r_mag"]) + w["b_mag"], 0)
+        return gate * mag, None
+    pre = xin @ w["W_enc"] + w["b_enc"]
+    if arch == "standard":
+        return np.maximum(pre, 0), pre
+    if arch in ("jumprelu", "batchtopk"):
+        return np.maximum(pre, 0) * (pre > w["threshold"]), pre
+    if arch == "topk":
+        if cfg.get("rescale_acts_by_decoder_norm"):
+            pre = pre * np.linalg.norm(w["W_dec"], axis=1)
+        k = cfg["k"]
+        idx = np.argsort(-pre, axis=1, kind="stable")[:, :k]
+        z = np.zeros_like(pre)
+        np.put_along_axis(z, idx, np.maximum(np.take_along_axis(pre, idx, axis=1), 0), axis=1)
+        return z, pre
+    raise ValueError(arch)
+
+
+def margin_ok(arch, pre, w, cfg):
+    """No value within 1e-3 of a decision boundary, so f32 vs f64 cannot flip a latent."""
+    if pre is None:
+        return True
+    if arch in ("jumprelu", "batchtopk"):
+        return np.abs(pre - w["threshold"]).min() > 1e-3 and np.abs(pre).min() > 1e-3
+    if arch == "topk":
+        s = -np.sort(-pre, axis=1)
+        k = cfg["k"]
+        return (s[:, k - 1] - s[:, k]).min() > 1e-3
+    return np.abs(pre).min() > 1e-3
+
+
+def npy_bytes(a):
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+VARIANTS = [
+    # name, architecture, weight dtype, cfg extras, layout
+    ("standard_f32", "standard", "F32", {}, "v6"),
+    ("standard_bf16_flat", "standard", "BF16", {"apply_b_dec_to_input": False}, "flat"),
+    ("jumprelu_f16", "jumprelu", "F16", {}, "v6"),
+    ("topk_f32", "topk", "F32", {"k": 8}, "v6"),
+    ("topk_rescale_bf16", "topk", "BF16", {"k": 5, "rescale_acts_by_decoder_norm": True}, "v6"),
+    ("topk_flat_f16", "topk", "F16", {"k": 6}, "flat"),
+    ("batchtopk_f32", "batchtopk", "F32", {"k": 8}, "v6"),
+    ("gated_f32", "gated", "F32", {}, "v6"),
+    ("gemmascope_npz", "jumprelu", "F32", {"apply_b_dec_to_input": False}, "npz"),
+]
+
+
+def main():
+    for vi, (name, arch, dtype, extra, layout) in enumerate(VARIANTS):
+        for attempt in range(1000):
+            rng = np.random.default_rng(1000 * vi + attempt)
+            raw = {
+                "W_enc": rng.normal(0, 0.5, (D_IN, D_SAE)),
+                "W_dec": rng.normal(0, 0.5, (D_SAE, D_IN)),
+                "b_dec": rng.normal(0, 0.3, D_IN),
+            }
+            if arch == "gated":
+                raw["b_gate"] = rng.normal(0, 0.5, D_SAE)
+                raw["b_mag"] = rng.normal(0, 0.5, D_SAE)
+                raw["r_mag"] = rng.normal(0, 0.3, D_SAE)
+            else:
+                raw["b_enc"] = rng.normal(0, 0.5, D_SAE)
+            if arch in ("jumprelu", "batchtopk"):
+                raw["threshold"] = np.abs(rng.normal(0.5, 0.5, D_SAE))
+            stored = {}
+            blobs = {}
+            for k, v in raw.items():
+                vals, data = store(v, dtype)
+                stored[k] = vals
+                blobs[k] = (dtype, np.shape(v), data)
+            x = rng.normal(0, 1.5, (N_TOK, D_IN)).astype(np.float32)
+            cfg = dict(extra)
+            z, pre = encode(arch, x.astype(np.float64), stored, cfg)
+            fired = (z > 0).sum(axis=1)
+            if margin_ok(arch, pre, stored, cfg) and fired.min() > 0 and (z == 0).any():
+                break
+        else:
+            raise SystemExit(f"{name}: no well-separated draw")
+        out = os.path.join(ROOT, name)
+        os.makedirs(out, exist_ok=True)
+        for f in os.listdir(out):
+            os.remove(os.path.join(out, f))
+        if layout == "npz":
+            # Gemma Scope: lowercase names, float32 arrays in a zip, no cfg.json.
+            with zipfile.ZipFile(os.path.join(out, "params.npz"), "w", zipfile.ZIP_DEFLATED) as zf:
+                for k, v in stored.items():
+                    key = {"W_enc": "w_enc", "W_dec": "w_dec"}.get(k, k)
+                    zf.writestr(key + ".npy", npy_bytes(v.astype(np.float32)))
+        else:
+            write_safetensors(os.path.join(out, "sae_weights.safetensors"), blobs)
+            if layout == "v6":
+                c = {
+                    "architecture": arch,
+                    "d_in": D_IN,
+                    "d_sae": D_SAE,
+                    "dtype": {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[dtype],
+                    "device": "cpu",
+                    "apply_b_dec_to_input": cfg.get("apply_b_dec_to_input", True),
+                    "normalize_activations": "none",
+                    "metadata": {"model_name": "random", "hook_name": "blocks.0.hook_resid_post"},
+                }
+                for key in ("k", "rescale_acts_by_decoder_norm"):
+                    if key in cfg:
+                        c[key] = cfg[key]
+            else:
+                # Pre-6.0 flat layout.
+                c = {
+                    "d_in": D_IN,
+                    "d_sae": D_SAE,
+                    "dtype": "torch.float32",
+                    "hook_point": "blocks.0.hook_resid_post",
+                    "model_name": "random",
+                    "apply_b_dec_to_input": cfg.get("apply_b_dec_to_input", True),
+                    "normalize_activations": False,
+                    "activation_fn_str": "topk" if arch == "topk" else "relu",
+                }
+                if arch == "topk":
+                    c["activation_fn_kwargs"] = {"k": cfg["k"]}
+            with open(os.path.join(out, "cfg.json"), "w") as f:
+                json.dump(c, f, indent=1)
+        np.save(os.path.join(out, "inputs.npy"), x)
+        np.save(os.path.join(out, "expected.npy"), z.astype(np.float32))
+        print(f"{name}: {arch} {dtype} {layout}, mean L0 {(z > 0).sum(1).mean():.1f}")
+
+
+if __name__ == "__main__":
+    main()
