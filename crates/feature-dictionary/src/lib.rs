@@ -29,6 +29,7 @@ pub mod dictionary;
 mod error;
 pub mod finalize;
 pub mod ingest;
+pub mod label;
 pub mod model;
 pub mod store;
 

@@ -19,6 +19,7 @@
 //! floats in a thread-dependent order). Shards and machines combine through `merge`.
 
 pub mod histogram;
+pub mod ngrams;
 pub mod range;
 pub mod samples;
 pub mod token_sketch;
@@ -44,6 +45,10 @@ pub struct Settings {
     pub token_sketch_capacity: usize,
     /// Whether position statistics are kept.
     pub collect_positions: bool,
+    /// Distinct n-grams counted exactly per feature; 0 = n-grams off ([`ngrams`]).
+    pub ngram_capacity: usize,
+    /// Distinct corpus n-grams counted exactly ([`ngrams::CorpusNgrams`]).
+    pub ngram_corpus_capacity: usize,
 }
 
 impl Settings {
@@ -67,6 +72,8 @@ impl Settings {
             samples_per_band: c.samples_per_band,
             token_sketch_capacity: c.token_sketch_capacity,
             collect_positions: c.collect_positions,
+            ngram_capacity: c.ngram_capacity,
+            ngram_corpus_capacity: c.ngram_corpus_capacity,
         })
     }
 }
@@ -82,6 +89,8 @@ pub struct Accumulator {
     pub total_sequences: u64,
     /// Occurrences of each token id among accumulated rows.
     pub token_counts: Vec<u64>,
+    /// Occurrences of every 2-/3-gram among accumulated rows (when n-grams are on).
+    pub corpus_ngrams: Option<ngrams::CorpusNgrams>,
     parts: Vec<FeatureRange>,
 }
 
@@ -95,7 +104,10 @@ impl Accumulator {
             let b = n_features * (t + 1) / threads;
             parts.push(FeatureRange::new(a, b - a));
         }
+        let corpus_ngrams = (settings.ngram_capacity > 0)
+            .then(|| ngrams::CorpusNgrams::new(settings.ngram_corpus_capacity));
         Self {
+            corpus_ngrams,
             settings,
             n_features,
             total_tokens: 0,
@@ -130,6 +142,11 @@ impl Accumulator {
             }
             self.token_counts[t] += 1;
             self.total_sequences += (batch.positions[row] == 0) as u64;
+            if let Some(corpus) = &mut self.corpus_ngrams {
+                for key in ngrams::keys_at(batch, row).into_iter().flatten() {
+                    corpus.add_n(key, 1);
+                }
+            }
         }
         self.total_tokens += batch.core.len() as u64;
         let settings = &self.settings;
@@ -182,6 +199,9 @@ impl Accumulator {
         for (a, b) in self.token_counts.iter_mut().zip(&other.token_counts) {
             *a += b;
         }
+        if let (Some(a), Some(b)) = (&mut self.corpus_ngrams, other.corpus_ngrams) {
+            a.merge(b);
+        }
         let others = repartition(other.parts, &self.parts);
         let settings = &self.settings;
         std::thread::scope(|scope| {
@@ -204,6 +224,9 @@ impl Accumulator {
             counts[new] += c;
         }
         other.token_counts = counts;
+        if let Some(c) = &mut other.corpus_ngrams {
+            c.remap(map).map_err(Error::Invalid)?;
+        }
         for p in &mut other.parts {
             p.remap_tokens(map);
         }

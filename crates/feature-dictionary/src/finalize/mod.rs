@@ -49,6 +49,7 @@ pub fn finalize(
         token_counts: &acc.token_counts,
         samples_per_group: config.extraction.samples_per_band,
         dimension: config.feature_dim,
+        corpus_ngrams: acc.corpus_ngrams.as_ref(),
     };
     let mut features = BTreeMap::new();
     for part in acc.features() {
@@ -94,6 +95,7 @@ struct Ctx<'a> {
     token_counts: &'a [u64],
     samples_per_group: usize,
     dimension: usize,
+    corpus_ngrams: Option<&'a crate::accumulate::ngrams::CorpusNgrams>,
 }
 
 impl Ctx<'_> {
@@ -207,6 +209,9 @@ impl Ctx<'_> {
                 occurrences: self.token_counts.get(t as usize).copied().unwrap_or(0),
             })
             .collect();
+        if let Some(corpus) = self.corpus_ngrams {
+            crate::label::ngram::store_ngrams(&mut f, &part.ngrams[local], corpus, self.vocab);
+        }
         f
     }
 

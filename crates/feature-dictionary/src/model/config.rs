@@ -33,6 +33,11 @@ pub struct ExtractionConfig {
     /// Distinct tokens tracked exactly per feature before the token sketch starts to
     /// approximate (ours; see `accumulate::token_sketch`).
     pub token_sketch_capacity: usize,
+    /// Distinct 2-/3-grams (ending at the firing token) counted exactly per feature; 0 turns
+    /// n-gram counting off (ours; see `accumulate::ngrams`).
+    pub ngram_capacity: usize,
+    /// Distinct corpus n-grams counted exactly before a count-min sketch takes over (ours).
+    pub ngram_corpus_capacity: usize,
 }
 
 impl Default for ExtractionConfig {
@@ -50,6 +55,8 @@ impl Default for ExtractionConfig {
             collect_positions: true,
             samples_per_band: 4,
             token_sketch_capacity: 1024,
+            ngram_capacity: 0,
+            ngram_corpus_capacity: 1 << 20,
         }
     }
 }
