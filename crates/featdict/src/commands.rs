@@ -39,6 +39,9 @@ enum Command {
     Show(ShowArgs),
     /// List the top features by a metric.
     Top(TopArgs),
+    /// Label features: token, n-gram and pattern labels scored by precision and recall over
+    /// the whole corpus, manual labels (--set), and a one-sentence description per feature.
+    Label(crate::label_cmds::LabelArgs),
 }
 
 #[derive(Args, Debug)]
@@ -78,6 +81,10 @@ struct BuildArgs {
     /// Distinct tokens counted exactly per feature before the token sketch approximates.
     #[arg(long, default_value_t = 1024)]
     token_capacity: usize,
+    /// Count the 2- and 3-grams ending at each firing token, exactly up to this many distinct
+    /// n-grams per feature (0 = off; needed by `featdict label --strategies ngram_analysis`).
+    #[arg(long, default_value_t = 0)]
+    ngrams: usize,
     /// Skip NaN/Inf activations (counted and reported) instead of failing.
     #[arg(long)]
     allow_nonfinite: bool,
@@ -155,10 +162,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let dict = load(&a.dict)?;
             print::top(&dict, a.by, a.n, a.json)
         }
+        Command::Label(a) => crate::label_cmds::cmd_label(a),
     }
 }
 
-fn load(path: &Path) -> Result<FeatureDictionary> {
+pub(crate) fn load(path: &Path) -> Result<FeatureDictionary> {
     store::load(path).with_context(|| format!("cannot read dictionary {}", path.display()))
 }
 
@@ -175,6 +183,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     ex.min_activation = a.min_activation;
     ex.samples_per_band = a.samples_per_band;
     ex.token_sketch_capacity = a.token_capacity;
+    ex.ngram_capacity = a.ngrams;
     let options = BuildOptions {
         threads: a.threads.unwrap_or_else(build::default_threads).max(1),
         allow_nonfinite: a.allow_nonfinite,

@@ -3,6 +3,7 @@
 //! The binary only parses arguments, calls the `feature_dictionary` library and prints.
 
 mod commands;
+mod label_cmds;
 mod print;
 
 use std::process::ExitCode;

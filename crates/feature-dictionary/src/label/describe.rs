@@ -10,7 +10,14 @@ use crate::model::{Feature, FeatureType};
 /// " living" ×1, " the" ×1."
 pub fn describe(feature: &Feature, total_tokens: u64) -> String {
     if feature.activation_count == 0 || feature.feature_type == FeatureType::Dead {
-        return format!("Dead feature: never fired on the {total_tokens} tokens processed.");
+        let labeled = if feature.labels.is_empty() {
+            String::new()
+        } else {
+            format!(" (labeled {})", visible(&feature.labels.join(", ")))
+        };
+        return format!(
+            "Dead feature{labeled}: never fired on the {total_tokens} tokens processed."
+        );
     }
     let kind = feature.feature_type.as_str().replace('_', "-");
     let mut kind_cap = kind.clone();
@@ -30,8 +37,10 @@ pub fn describe(feature: &Feature, total_tokens: u64) -> String {
         .iter()
         .take(2)
         .map(|l| match (l.precision, l.recall) {
-            (Some(p), Some(r)) => format!("{} (precision {p:.2}, recall {r:.2})", l.text),
-            _ => format!("{} ({})", l.text, l.strategy.as_str()),
+            (Some(p), Some(r)) => {
+                format!("{} (precision {p:.2}, recall {r:.2})", visible(&l.text))
+            }
+            _ => format!("{} ({})", visible(&l.text), l.strategy.as_str()),
         })
         .collect();
     if best.is_empty() {
@@ -53,4 +62,11 @@ pub fn describe(feature: &Feature, total_tokens: u64) -> String {
     }
     s.push('.');
     s
+}
+
+/// Shows control characters of token texts as escapes, so a sentence stays on one line.
+fn visible(s: &str) -> String {
+    s.replace('\n', "\\n")
+        .replace('\t', "\\t")
+        .replace('\r', "\\r")
 }
