@@ -24,6 +24,7 @@
 //! ```
 
 pub mod accumulate;
+pub mod analyze;
 pub mod build;
 pub mod dictionary;
 mod error;

@@ -18,6 +18,7 @@
 //! result is bit-for-bit the same for any thread count (a token-partitioned scheme would sum
 //! floats in a thread-dependent order). Shards and machines combine through `merge`.
 
+pub mod coactivation;
 pub mod histogram;
 pub mod ngrams;
 pub mod range;
@@ -49,6 +50,10 @@ pub struct Settings {
     pub ngram_capacity: usize,
     /// Distinct corpus n-grams counted exactly ([`ngrams::CorpusNgrams`]).
     pub ngram_corpus_capacity: usize,
+    /// Co-activation state kept for correlations ([`coactivation`]).
+    pub correlation: coactivation::CorrelationMode,
+    /// Partners per feature in sketch mode.
+    pub correlation_capacity: usize,
 }
 
 impl Settings {
@@ -74,6 +79,8 @@ impl Settings {
             collect_positions: c.collect_positions,
             ngram_capacity: c.ngram_capacity,
             ngram_corpus_capacity: c.ngram_corpus_capacity,
+            correlation: c.correlation.parse().map_err(Error::Invalid)?,
+            correlation_capacity: c.correlation_capacity,
         })
     }
 }
@@ -91,6 +98,8 @@ pub struct Accumulator {
     pub token_counts: Vec<u64>,
     /// Occurrences of every 2-/3-gram among accumulated rows (when n-grams are on).
     pub corpus_ngrams: Option<ngrams::CorpusNgrams>,
+    /// Co-activation for correlations (when on).
+    pub coactivation: Option<coactivation::Coactivation>,
     parts: Vec<FeatureRange>,
 }
 
@@ -106,7 +115,22 @@ impl Accumulator {
         }
         let corpus_ngrams = (settings.ngram_capacity > 0)
             .then(|| ngrams::CorpusNgrams::new(settings.ngram_corpus_capacity));
+        let coactivation = match settings.correlation {
+            coactivation::CorrelationMode::Off => None,
+            // Checked (with a clear error) by `update`, before anything this large exists.
+            coactivation::CorrelationMode::Exact
+                if n_features > coactivation::MAX_EXACT_FEATURES =>
+            {
+                None
+            }
+            mode => Some(coactivation::Coactivation::new(
+                mode,
+                n_features,
+                settings.correlation_capacity,
+            )),
+        };
         Self {
+            coactivation,
             corpus_ngrams,
             settings,
             n_features,
@@ -134,6 +158,18 @@ impl Accumulator {
                 "batch has {} features but the accumulator was made for {}",
                 batch.n_features, self.n_features
             )));
+        }
+        if self.settings.correlation == coactivation::CorrelationMode::Exact
+            && self.n_features > coactivation::MAX_EXACT_FEATURES
+        {
+            return Err(Error::Invalid(format!(
+                "exact correlation keeps an F×F matrix and is limited to {} features; this SAE has {} — use the correlation sketch instead",
+                coactivation::MAX_EXACT_FEATURES,
+                self.n_features
+            )));
+        }
+        if let Some(c) = &mut self.coactivation {
+            c.update(batch, self.settings.threshold);
         }
         for row in batch.core.clone() {
             let t = batch.tokens[row] as usize;
@@ -200,6 +236,9 @@ impl Accumulator {
             *a += b;
         }
         if let (Some(a), Some(b)) = (&mut self.corpus_ngrams, other.corpus_ngrams) {
+            a.merge(b);
+        }
+        if let (Some(a), Some(b)) = (&mut self.coactivation, &other.coactivation) {
             a.merge(b);
         }
         let others = repartition(other.parts, &self.parts);

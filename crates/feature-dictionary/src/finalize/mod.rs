@@ -50,6 +50,7 @@ pub fn finalize(
         samples_per_group: config.extraction.samples_per_band,
         dimension: config.feature_dim,
         corpus_ngrams: acc.corpus_ngrams.as_ref(),
+        coactivation: acc.coactivation.as_ref(),
     };
     let mut features = BTreeMap::new();
     for part in acc.features() {
@@ -83,6 +84,10 @@ pub fn finalize(
             extra: Default::default(),
         },
     };
+    let mut feature_set = feature_set;
+    if let Some(c) = &acc.coactivation {
+        crate::analyze::correlation::store_method(&mut feature_set, c);
+    }
     FeatureDictionary::new(config, feature_set)
 }
 
@@ -96,6 +101,7 @@ struct Ctx<'a> {
     samples_per_group: usize,
     dimension: usize,
     corpus_ngrams: Option<&'a crate::accumulate::ngrams::CorpusNgrams>,
+    coactivation: Option<&'a crate::accumulate::coactivation::Coactivation>,
 }
 
 impl Ctx<'_> {
@@ -209,6 +215,9 @@ impl Ctx<'_> {
                 occurrences: self.token_counts.get(t as usize).copied().unwrap_or(0),
             })
             .collect();
+        if let Some(c) = self.coactivation {
+            crate::analyze::correlation::store_partners(&mut f, c, self.total_tokens);
+        }
         if let Some(corpus) = self.corpus_ngrams {
             crate::label::ngram::store_ngrams(&mut f, &part.ngrams[local], corpus, self.vocab);
         }

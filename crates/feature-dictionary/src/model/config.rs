@@ -38,6 +38,11 @@ pub struct ExtractionConfig {
     pub ngram_capacity: usize,
     /// Distinct corpus n-grams counted exactly before a count-min sketch takes over (ours).
     pub ngram_corpus_capacity: usize,
+    /// Co-activation kept for correlation queries: "off" (default), "exact" (Pearson of
+    /// activations, F ≤ 4,096) or "sketch" (φ of firings; see `accumulate::coactivation`).
+    pub correlation: String,
+    /// Partners per feature counted exactly in sketch mode (ours).
+    pub correlation_capacity: usize,
 }
 
 impl Default for ExtractionConfig {
@@ -57,6 +62,8 @@ impl Default for ExtractionConfig {
             token_sketch_capacity: 1024,
             ngram_capacity: 0,
             ngram_corpus_capacity: 1 << 20,
+            correlation: "off".into(),
+            correlation_capacity: 64,
         }
     }
 }
