@@ -42,6 +42,14 @@ enum Command {
     /// Label features: token, n-gram and pattern labels scored by precision and recall over
     /// the whole corpus, manual labels (--set), and a one-sentence description per feature.
     Label(crate::label_cmds::LabelArgs),
+    /// Features most similar to one: cosine of decoder directions with --sae, otherwise of
+    /// firing-token profiles.
+    Similar(crate::analyze_cmds::SimilarArgs),
+    /// Features whose activations correlate with one over all tokens (dictionaries built
+    /// with --correlation exact or sketch).
+    Correlated(crate::analyze_cmds::CorrelatedArgs),
+    /// Find features by firing token, label text or regex.
+    Search(crate::analyze_cmds::SearchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -85,6 +93,12 @@ struct BuildArgs {
     /// n-grams per feature (0 = off; needed by `featdict label --strategies ngram_analysis`).
     #[arg(long, default_value_t = 0)]
     ngrams: usize,
+    /// Keep co-activation for `featdict correlated`: off; exact (Pearson of activations over
+    /// all tokens, dense F×F matrix, at most 4,096 features); sketch (phi of firings from
+    /// bounded per-feature partner tables, any size; cost grows with the square of the
+    /// firings per token).
+    #[arg(long, default_value = "off", value_parser = ["off", "exact", "sketch"])]
+    correlation: String,
     /// Skip NaN/Inf activations (counted and reported) instead of failing.
     #[arg(long)]
     allow_nonfinite: bool,
@@ -163,6 +177,9 @@ pub fn run(cli: Cli) -> Result<()> {
             print::top(&dict, a.by, a.n, a.json)
         }
         Command::Label(a) => crate::label_cmds::cmd_label(a),
+        Command::Similar(a) => crate::analyze_cmds::cmd_similar(a),
+        Command::Correlated(a) => crate::analyze_cmds::cmd_correlated(a),
+        Command::Search(a) => crate::analyze_cmds::cmd_search(a),
     }
 }
 
@@ -184,6 +201,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     ex.samples_per_band = a.samples_per_band;
     ex.token_sketch_capacity = a.token_capacity;
     ex.ngram_capacity = a.ngrams;
+    ex.correlation = a.correlation;
     let options = BuildOptions {
         threads: a.threads.unwrap_or_else(build::default_threads).max(1),
         allow_nonfinite: a.allow_nonfinite,

@@ -2,6 +2,7 @@
 //!
 //! The binary only parses arguments, calls the `feature_dictionary` library and prints.
 
+mod analyze_cmds;
 mod commands;
 mod label_cmds;
 mod print;

@@ -1,0 +1,191 @@
+//! `featdict similar`, `correlated`, `search`: parse, call the library's analyses, print.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use feature_dictionary::analyze::{correlation, search, similar};
+use feature_dictionary::FeatureDictionary;
+use serde_json::json;
+
+use crate::print::visible;
+
+/// Arguments of `featdict similar`.
+#[derive(Args, Debug)]
+pub struct SimilarArgs {
+    /// Dictionary file.
+    dict: PathBuf,
+    /// Feature id.
+    id: u64,
+    /// SAE weights (.safetensors, e.g. SAELens sae_weights.safetensors): rank by cosine of
+    /// decoder directions. Without it, features are ranked by the cosine of their
+    /// firing-token count vectors over the whole corpus.
+    #[arg(long)]
+    sae: Option<PathBuf>,
+    /// Decoder tensor name in --sae ([d_sae, d_in] or [d_in, d_sae]).
+    #[arg(long, default_value = "W_dec")]
+    tensor: String,
+    /// Neighbours shown.
+    #[arg(short = 'n', long = "count", default_value_t = 10)]
+    n: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `featdict correlated`.
+#[derive(Args, Debug)]
+pub struct CorrelatedArgs {
+    /// Dictionary file (built with --correlation exact or sketch).
+    dict: PathBuf,
+    /// Feature id.
+    id: u64,
+    /// Smallest correlation shown.
+    #[arg(long, default_value_t = 0.0)]
+    min: f64,
+    /// Partners shown.
+    #[arg(short = 'n', long = "count", default_value_t = 10)]
+    n: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `featdict search`.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("query").required(true).args(["token", "label", "pattern"])))]
+pub struct SearchArgs {
+    /// Dictionary file.
+    dict: PathBuf,
+    /// Features firing on this token, by precision (firings on it / its occurrences).
+    #[arg(long)]
+    token: Option<String>,
+    /// Features with a label containing this text (case-insensitive), by confidence.
+    #[arg(long)]
+    label: Option<String>,
+    /// Features whose label, description or a top token matches this regex.
+    #[arg(long)]
+    pattern: Option<String>,
+    /// Hits shown.
+    #[arg(short = 'n', long = "count", default_value_t = 20)]
+    n: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn check_id(dict: &FeatureDictionary, path: &std::path::Path, id: u64) -> Result<()> {
+    if dict.get(id).is_none() {
+        bail!(
+            "feature {id} is not in {} (it holds {} features, ids 0..{})",
+            path.display(),
+            dict.feature_set.len(),
+            dict.num_features()
+        );
+    }
+    Ok(())
+}
+
+fn first_label(dict: &FeatureDictionary, id: u64) -> String {
+    dict.get(id)
+        .and_then(|f| f.labels.first().cloned())
+        .map(|l| visible(&l))
+        .unwrap_or_default()
+}
+
+/// `featdict similar`.
+pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
+    let dict = crate::commands::load(&a.dict)?;
+    check_id(&dict, &a.dict, a.id)?;
+    let (method, rows): (&str, Vec<(u64, f64)>) = match &a.sae {
+        Some(path) => {
+            let dirs = similar::Directions::load(path, &a.tensor, Some(dict.num_features()))?;
+            (
+                "decoder cosine",
+                dirs.similar_to(a.id as usize, a.n)
+                    .into_iter()
+                    .map(|(j, s)| (j as u64, s as f64))
+                    .collect(),
+            )
+        }
+        None => (
+            "firing-token profile cosine",
+            similar::similar_by_tokens(&dict, a.id, a.n)?,
+        ),
+    };
+    if a.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(j, s)| json!({"id": j, "similarity": s, "labels": dict.get(*j).map(|f| &f.labels)}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"id": a.id, "method": method, "similar": v}))?
+        );
+        return Ok(());
+    }
+    println!("features most similar to #{} ({method})", a.id);
+    for (j, s) in rows {
+        println!("  #{j:<8} {s:>8.4}  {}", first_label(&dict, j));
+    }
+    Ok(())
+}
+
+/// `featdict correlated`.
+pub fn cmd_correlated(a: CorrelatedArgs) -> Result<()> {
+    let dict = crate::commands::load(&a.dict)?;
+    check_id(&dict, &a.dict, a.id)?;
+    let mut rows = correlation::correlated(&dict, a.id, a.min)?;
+    rows.truncate(a.n);
+    let m = correlation::method(&dict).expect("checked by correlated");
+    if a.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(j, r)| json!({"id": j, "correlation": r, "labels": dict.get(*j).map(|f| &f.labels)}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"id": a.id, "method": m, "correlated": v}))?
+        );
+        return Ok(());
+    }
+    let what = if m.measure == "pearson" {
+        "Pearson correlation of activations over all tokens"
+    } else {
+        "phi correlation of firings over all tokens (sketch)"
+    };
+    println!("features correlated with #{} ({what})", a.id);
+    if rows.is_empty() {
+        println!("  none with correlation >= {}", a.min);
+    }
+    for (j, r) in rows {
+        println!("  #{j:<8} {r:>8.4}  {}", first_label(&dict, j));
+    }
+    Ok(())
+}
+
+/// `featdict search`.
+pub fn cmd_search(a: SearchArgs) -> Result<()> {
+    let dict = crate::commands::load(&a.dict)?;
+    let mut hits = if let Some(t) = &a.token {
+        search::by_token(&dict, t)
+    } else if let Some(l) = &a.label {
+        search::by_label(&dict, l)
+    } else {
+        search::by_pattern(&dict, a.pattern.as_deref().expect("clap group"))?
+    };
+    let total = hits.len();
+    hits.truncate(a.n);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"total": total, "hits": hits}))?
+        );
+        return Ok(());
+    }
+    println!("{total} feature(s) match");
+    for h in hits {
+        println!("  #{:<8} {:>7.4}  {}", h.id, h.score, visible(&h.matched));
+    }
+    Ok(())
+}
