@@ -162,12 +162,12 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
             // One feature: label a copy holding just it, then put it back.
             let mut one = dict.clone();
             one.feature_set.features.retain(|&k, _| k == id);
-            let r = label::label_dictionary(&mut one, &options)?;
+            let r = label::label_dictionary(&mut one, &options, None)?;
             let f = one.feature_set.features.remove(&id).expect("kept");
             dict.feature_set.features.insert(id, f);
             r
         }
-        None => label::label_dictionary(&mut dict, &options)?,
+        None => label::label_dictionary(&mut dict, &options, None)?,
     };
     if a.id.is_none() {
         dict.config.labeling = options.config.clone();

@@ -288,7 +288,7 @@ fn stats_positions_and_search() {
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].id, 1);
     assert_eq!(hits[0].score, 1.0);
-    feature_dictionary::label::label_dictionary(&mut dict, &Default::default()).unwrap();
+    feature_dictionary::label::label_dictionary(&mut dict, &Default::default(), None).unwrap();
     let hits = search::by_label(&dict, "TOKEN: B");
     assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![1]);
     let hits = search::by_pattern(&dict, r"^token:a$").unwrap();

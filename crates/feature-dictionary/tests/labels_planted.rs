@@ -146,7 +146,7 @@ const ALL_AUTO: [LabelingStrategy; 3] = [
 #[test]
 fn planted_token_labels_have_planted_precision_and_recall() {
     let (mut dict, seqs) = build_planted(true);
-    label::label_dictionary(&mut dict, &options(&ALL_AUTO)).unwrap();
+    label::label_dictionary(&mut dict, &options(&ALL_AUTO), None).unwrap();
 
     // Feature 0 fires on every "cat" and nothing else.
     let f = dict.get(0).unwrap();
@@ -180,7 +180,7 @@ fn planted_token_labels_have_planted_precision_and_recall() {
     let (mut d2, _) = build_planted(false);
     let mut o = LabelOptions::default();
     o.config.min_token_frequency = 1;
-    label::label_dictionary(&mut d2, &o).unwrap();
+    label::label_dictionary(&mut d2, &o, None).unwrap();
     assert!(d2.get(6).unwrap().labels.is_empty());
     assert_eq!(d2.get(0).unwrap().labels[0], "token:cat");
     // The description carries the best label with its precision/recall.
@@ -194,7 +194,7 @@ fn planted_token_labels_have_planted_precision_and_recall() {
 #[test]
 fn planted_ngram_labels() {
     let (mut dict, seqs) = build_planted(true);
-    label::label_dictionary(&mut dict, &options(&ALL_AUTO)).unwrap();
+    label::label_dictionary(&mut dict, &options(&ALL_AUTO), None).unwrap();
 
     // Feature 2 fires on "bank" only after "river": the bigram explains it exactly, the
     // token "bank" only partly (it also follows "money").
@@ -229,7 +229,7 @@ fn planted_ngram_labels() {
 #[test]
 fn planted_pattern_labels_are_case_sensitive() {
     let (mut dict, _) = build_planted(false);
-    label::label_dictionary(&mut dict, &options(&ALL_AUTO)).unwrap();
+    label::label_dictionary(&mut dict, &options(&ALL_AUTO), None).unwrap();
 
     let f = dict.get(3).unwrap();
     let top = &f.metadata.label_details[0];
@@ -260,8 +260,13 @@ fn manual_labels_survive_relabeling_and_round_trip() {
     let (mut dict, _) = build_planted(false);
     let f = dict.feature_set.features.get_mut(&1).unwrap();
     manual::set_manual_label(f, "canines");
-    label::label_dictionary(&mut dict, &options(&ALL_AUTO)).unwrap();
-    label::label_dictionary(&mut dict, &options(&[LabelingStrategy::PatternMatching])).unwrap();
+    label::label_dictionary(&mut dict, &options(&ALL_AUTO), None).unwrap();
+    label::label_dictionary(
+        &mut dict,
+        &options(&[LabelingStrategy::PatternMatching]),
+        None,
+    )
+    .unwrap();
     let f = dict.get(1).unwrap();
     assert_eq!(f.labels[0], "canines");
     assert_eq!(
@@ -288,7 +293,7 @@ fn precision_ranking_prefers_exact_tokens() {
     let (mut dict, _) = build_planted(false);
     let mut o = options(&[LabelingStrategy::TokenFrequency]);
     o.rank = Rank::Precision;
-    label::label_dictionary(&mut dict, &o).unwrap();
+    label::label_dictionary(&mut dict, &o, None).unwrap();
     let f = dict.get(1).unwrap();
     assert_eq!(f.metadata.label_details[0].confidence, 1.0);
     assert_eq!(f.metadata.label_details[1].confidence, 1.0);
@@ -315,7 +320,7 @@ fn user_patterns_from_toml_and_json() {
     let (mut dict, _) = build_planted(false);
     let mut o = options(&[LabelingStrategy::PatternMatching]);
     o.config.patterns = pats;
-    label::label_dictionary(&mut dict, &o).unwrap();
+    label::label_dictionary(&mut dict, &o, None).unwrap();
     // Feature 1 fires on all dogs and wolves but no cat: precision = (dog+wolf)/(cat+dog+wolf).
     let f = dict.get(1).unwrap();
     let (occ, on, all) = truth_tokens(&corpus(), 1, &["cat", "dog", "wolf"]);

@@ -107,7 +107,7 @@ fn token_labels_reproduce_truth_best_token() {
     let mut dict = dictionary(&fx, false);
     assert_eq!(dict.feature_set.total_tokens_processed, 12_800);
     let options = truth_options();
-    label::label_dictionary(&mut dict, &options).unwrap();
+    label::label_dictionary(&mut dict, &options, None).unwrap();
     let mut checked = 0;
     for (latent, truth) in fx.truth.iter().enumerate() {
         let f = dict.get(latent as u64).unwrap();

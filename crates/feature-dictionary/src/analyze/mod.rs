@@ -10,6 +10,10 @@
 //! * importance ranking, frequency-class lists and feature comparison (here).
 
 pub mod correlation;
+pub mod embeddings;
+pub mod gguf;
+pub mod logit_lens;
+pub mod polysemantic;
 pub mod search;
 pub mod similar;
 pub mod weights;

@@ -17,6 +17,7 @@
 //! | `token_frequency`     | [`token_frequency`]    | `metadata.top_tokens` (exact per-token counts) |
 //! | `ngram_analysis`      | [`ngram`]              | `metadata.top_ngrams` (built with n-grams on) |
 //! | `pattern_matching`    | [`pattern`]            | top tokens + corpus `token_counts` through regexes |
+//! | `semantic_clustering` | [`semantic`]           | top tokens clustered by token embeddings    |
 //! | `manual`              | [`manual`]             | a person; never replaced by automatic labels |
 //!
 //! [`describe`] writes one sentence per feature. [`label_dictionary`] runs the chosen
@@ -27,8 +28,10 @@ pub mod describe;
 pub mod manual;
 pub mod ngram;
 pub mod pattern;
+pub mod semantic;
 pub mod token_frequency;
 
+use crate::analyze::embeddings::TokenEmbeddings;
 use crate::dictionary::FeatureDictionary;
 use crate::error::Result;
 use crate::model::{Feature, Label, LabelingConfig, LabelingStrategy};
@@ -215,8 +218,12 @@ impl CorpusFacts {
 }
 
 /// Builds the labelers for `options.config.strategies` (manual labels are never generated,
-/// only kept).
-pub fn labelers(dict: &FeatureDictionary, options: &LabelOptions) -> Result<Vec<Box<dyn Labeler>>> {
+/// only kept). `embeddings` are needed by semantic clustering.
+pub fn labelers(
+    dict: &FeatureDictionary,
+    options: &LabelOptions,
+    embeddings: Option<&TokenEmbeddings>,
+) -> Result<Vec<Box<dyn Labeler>>> {
     let facts = CorpusFacts::of(dict);
     let mut out: Vec<Box<dyn Labeler>> = Vec::new();
     let strategies = &options.config.strategies;
@@ -245,9 +252,12 @@ pub fn labelers(dict: &FeatureDictionary, options: &LabelOptions) -> Result<Vec<
                 out.push(Box::new(pattern::PatternMatching::new(&specs, dict)?));
             }
             LabelingStrategy::SemanticClustering => {
-                return Err(crate::Error::Invalid(
-                    "semantic_clustering is not available in this version".into(),
-                ));
+                let Some(emb) = embeddings else {
+                    return Err(crate::Error::Invalid(
+                        "semantic_clustering needs token embeddings (--embeddings FILE: a GGUF model, or a safetensors matrix with --embedding-vocab)".into(),
+                    ));
+                };
+                out.push(Box::new(semantic::SemanticClustering::new(emb.clone())));
             }
             LabelingStrategy::Manual => {}
         }
@@ -309,8 +319,9 @@ pub struct LabelReport {
 pub fn label_dictionary(
     dict: &mut FeatureDictionary,
     options: &LabelOptions,
+    embeddings: Option<&TokenEmbeddings>,
 ) -> Result<LabelReport> {
-    let labelers = labelers(dict, options)?;
+    let labelers = labelers(dict, options, embeddings)?;
     let mut report = LabelReport::default();
     let total_tokens = dict.feature_set.total_tokens_processed;
     for f in dict.feature_set.features.values_mut() {
