@@ -189,3 +189,138 @@ pub fn cmd_search(a: SearchArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// Arguments of `featdict logits`.
+#[derive(Args, Debug)]
+pub struct LogitsArgs {
+    /// Dictionary file.
+    dict: PathBuf,
+    /// Feature id.
+    id: u64,
+    /// SAE weights (.safetensors) holding the decoder.
+    #[arg(long)]
+    sae: PathBuf,
+    /// Decoder tensor name in --sae.
+    #[arg(long, default_value = "W_dec")]
+    tensor: String,
+    /// Unembedding: a GGUF model (output.weight, or token_embd.weight when tied) or a
+    /// safetensors [vocab, d] matrix (with --unembed-vocab).
+    #[arg(long)]
+    unembed: PathBuf,
+    /// Tensor name of the unembedding.
+    #[arg(long)]
+    unembed_tensor: Option<String>,
+    /// Token strings of a safetensors unembedding: tokenizer.json or a JSON list.
+    #[arg(long)]
+    unembed_vocab: Option<PathBuf>,
+    /// Tokens shown each way.
+    #[arg(short = 'n', long = "count", default_value_t = 10)]
+    n: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `featdict logits`: the tokens a feature's decoder direction promotes and suppresses.
+pub fn cmd_logits(a: LogitsArgs) -> Result<()> {
+    use feature_dictionary::analyze::{logit_lens::Unembedding, weights};
+    let dict = crate::commands::load(&a.dict)?;
+    check_id(&dict, &a.dict, a.id)?;
+    let mut w = weights::read_safetensors_matrix(&a.sae, &a.tensor)?;
+    let n = dict.num_features();
+    if w.rows != n && w.cols == n {
+        w = w.transposed();
+    }
+    if w.rows != n {
+        bail!(
+            "{}: tensor {:?} is {}×{}; neither dimension matches the dictionary's {n} features",
+            a.sae.display(),
+            a.tensor,
+            w.rows,
+            w.cols
+        );
+    }
+    let un = Unembedding::load(
+        &a.unembed,
+        a.unembed_tensor.as_deref(),
+        a.unembed_vocab.as_deref(),
+    )?;
+    let lens = un.lens(a.id, w.row(a.id as usize), a.n)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&lens)?);
+        return Ok(());
+    }
+    println!("feature #{}: logit lens (W_dec row · unembedding)", a.id);
+    println!("  promoted");
+    for (t, s) in &lens.promoted {
+        println!("    {:>9.4}  {:?}", s, t);
+    }
+    println!("  suppressed");
+    for (t, s) in &lens.suppressed {
+        println!("    {:>9.4}  {:?}", s, t);
+    }
+    Ok(())
+}
+
+/// Arguments of `featdict polysemantic`.
+#[derive(Args, Debug)]
+pub struct PolysemanticArgs {
+    /// Dictionary file.
+    dict: PathBuf,
+    /// Token embeddings (GGUF model, or safetensors with --embedding-vocab).
+    #[arg(long)]
+    embeddings: PathBuf,
+    /// Token strings of a safetensors embedding matrix.
+    #[arg(long)]
+    embedding_vocab: Option<PathBuf>,
+    /// Clusters required.
+    #[arg(long, default_value_t = 2)]
+    min_clusters: usize,
+    /// Tokens a cluster needs.
+    #[arg(long, default_value_t = 3)]
+    min_cluster_size: usize,
+    /// Features shown.
+    #[arg(short = 'n', long = "count", default_value_t = 20)]
+    n: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `featdict polysemantic`: features whose firing tokens form well-separated embedding
+/// clusters.
+pub fn cmd_polysemantic(a: PolysemanticArgs) -> Result<()> {
+    use feature_dictionary::analyze::{embeddings::TokenEmbeddings, polysemantic};
+    let dict = crate::commands::load(&a.dict)?;
+    let emb = TokenEmbeddings::load(&a.embeddings, None, a.embedding_vocab.as_deref())?;
+    let params = polysemantic::ClusterParams {
+        min_clusters: a.min_clusters,
+        min_cluster_size: a.min_cluster_size,
+        ..Default::default()
+    };
+    let found = polysemantic::find_polysemantic(&dict, &emb, &params);
+    if a.json {
+        let v: Vec<_> = found
+            .iter()
+            .take(a.n)
+            .map(|(id, c)| json!({"id": id, "clusters": c}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"total": found.len(), "features": v}))?
+        );
+        return Ok(());
+    }
+    println!("{} polysemantic feature(s)", found.len());
+    for (id, clusters) in found.iter().take(a.n) {
+        let parts: Vec<String> = clusters
+            .iter()
+            .map(|c| {
+                let t: Vec<String> = c.tokens.iter().take(5).map(|t| format!("{t:?}")).collect();
+                format!("[{}] ×{}", t.join(" "), c.firings)
+            })
+            .collect();
+        println!("  #{id:<8} {}", parts.join("  |  "));
+    }
+    Ok(())
+}

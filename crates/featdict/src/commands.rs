@@ -50,6 +50,10 @@ enum Command {
     Correlated(crate::analyze_cmds::CorrelatedArgs),
     /// Find features by firing token, label text or regex.
     Search(crate::analyze_cmds::SearchArgs),
+    /// Logit lens: the output tokens a feature's decoder direction promotes and suppresses.
+    Logits(crate::analyze_cmds::LogitsArgs),
+    /// Features whose firing tokens form two or more well-separated embedding clusters.
+    Polysemantic(crate::analyze_cmds::PolysemanticArgs),
 }
 
 #[derive(Args, Debug)]
@@ -180,6 +184,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Similar(a) => crate::analyze_cmds::cmd_similar(a),
         Command::Correlated(a) => crate::analyze_cmds::cmd_correlated(a),
         Command::Search(a) => crate::analyze_cmds::cmd_search(a),
+        Command::Logits(a) => crate::analyze_cmds::cmd_logits(a),
+        Command::Polysemantic(a) => crate::analyze_cmds::cmd_polysemantic(a),
     }
 }
 

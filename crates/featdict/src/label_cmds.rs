@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use feature_dictionary::analyze::embeddings::TokenEmbeddings;
 use feature_dictionary::label::{self, manual, pattern, LabelOptions, Rank};
 use feature_dictionary::model::LabelingStrategy;
 use feature_dictionary::store;
@@ -23,7 +24,7 @@ pub struct LabelArgs {
     #[arg(long, requires = "id", conflicts_with = "set")]
     clear_manual: bool,
     /// Strategies to run, comma-separated: token_frequency, ngram_analysis,
-    /// pattern_matching (default: the dictionary's labeling config, normally
+    /// pattern_matching, semantic_clustering (default: the dictionary's labeling config, normally
     /// token_frequency,ngram_analysis). ngram_analysis needs a dictionary built with --ngrams.
     #[arg(long, value_delimiter = ',')]
     strategies: Vec<String>,
@@ -32,6 +33,17 @@ pub struct LabelArgs {
     /// they say otherwise and are matched against the token with surrounding spaces stripped.
     #[arg(long)]
     patterns: Option<PathBuf>,
+    /// Token embeddings for semantic_clustering: a GGUF model (token list and
+    /// token_embd.weight, F32/F16/Q8_0/Q4_0/Q4_1) or a safetensors [vocab, d] matrix (with
+    /// --embedding-vocab). Adds semantic_clustering to the strategies.
+    #[arg(long)]
+    embeddings: Option<PathBuf>,
+    /// Token strings of a safetensors embedding matrix: tokenizer.json or a JSON list.
+    #[arg(long)]
+    embedding_vocab: Option<PathBuf>,
+    /// Tensor name of the embedding matrix (default: token_embd.weight or a usual name).
+    #[arg(long)]
+    embedding_tensor: Option<String>,
     /// How labels are ranked and what confidence means: f1 (of precision and recall) or
     /// precision (ties: more firings, then smaller token id).
     #[arg(long, default_value = "f1")]
@@ -134,6 +146,27 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
                 .push(LabelingStrategy::PatternMatching);
         }
     }
+    let embeddings = match &a.embeddings {
+        Some(path) => {
+            let e = TokenEmbeddings::load(
+                path,
+                a.embedding_tensor.as_deref(),
+                a.embedding_vocab.as_deref(),
+            )?;
+            if !options
+                .config
+                .strategies
+                .contains(&LabelingStrategy::SemanticClustering)
+            {
+                options
+                    .config
+                    .strategies
+                    .push(LabelingStrategy::SemanticClustering);
+            }
+            Some(e)
+        }
+        None => None,
+    };
     if let Some(v) = a.min_confidence {
         options.config.min_confidence = v;
     }
@@ -162,12 +195,12 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
             // One feature: label a copy holding just it, then put it back.
             let mut one = dict.clone();
             one.feature_set.features.retain(|&k, _| k == id);
-            let r = label::label_dictionary(&mut one, &options, None)?;
+            let r = label::label_dictionary(&mut one, &options, embeddings.as_ref())?;
             let f = one.feature_set.features.remove(&id).expect("kept");
             dict.feature_set.features.insert(id, f);
             r
         }
-        None => label::label_dictionary(&mut dict, &options, None)?,
+        None => label::label_dictionary(&mut dict, &options, embeddings.as_ref())?,
     };
     if a.id.is_none() {
         dict.config.labeling = options.config.clone();
