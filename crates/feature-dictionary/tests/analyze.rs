@@ -195,7 +195,7 @@ fn decoder_cosine_neighbours_equal_brute_force() {
     let dirs = similar::Directions::load(&path, "W_dec", Some(n)).unwrap();
     let all = dirs.all_neighbours(5, 2);
     let col = |i: usize| -> Vec<f64> { (0..d).map(|k| m.data[k * n + i] as f64).collect() };
-    for i in 0..n {
+    for (i, got) in all.iter().enumerate() {
         let a = col(i);
         let na = a.iter().map(|v| v * v).sum::<f64>().sqrt();
         let mut want: Vec<(u32, f64)> = (0..n)
@@ -209,7 +209,6 @@ fn decoder_cosine_neighbours_equal_brute_force() {
             .collect();
         want.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
         want.truncate(5);
-        let got = &all[i];
         assert_eq!(got.len(), 5);
         for (g, w) in got.iter().zip(&want) {
             assert!((g.1 as f64 - w.1).abs() < 1e-5, "row {i}");

@@ -52,7 +52,7 @@ fn planted(seq: &[&str], i: usize, the_counter: &mut u64) -> Vec<u32> {
     if t == "the" {
         // Every tenth "the": a feature that a common token must not label with high precision.
         *the_counter += 1;
-        if *the_counter % 10 == 0 {
+        if (*the_counter).is_multiple_of(10) {
             f.push(6);
         }
     }

@@ -21,11 +21,15 @@ const SEQ_LEN: usize = 64;
 const K: usize = 24;
 const D_SAE: usize = 3072;
 
+/// truth.json's best token of a latent: (token id, token, firings on it, its occurrences,
+/// the latent's firings).
+type BestToken = Option<(u32, String, u64, u64, u64)>;
+
 struct Fixture {
     latents: Vec<u16>,
     token_ids: Vec<u32>,
     vocab: Vocab,
-    truth: Vec<Option<(u32, String, u64, u64, u64)>>,
+    truth: Vec<BestToken>,
 }
 
 fn load() -> Fixture {
@@ -92,9 +96,11 @@ fn dictionary(fx: &Fixture, ngrams: bool) -> FeatureDictionary {
 }
 
 fn truth_options() -> LabelOptions {
-    let mut o = LabelOptions::default();
-    o.rank = Rank::Precision;
-    o.min_occurrences = 5;
+    let mut o = LabelOptions {
+        rank: Rank::Precision,
+        min_occurrences: 5,
+        ..Default::default()
+    };
     o.config.min_token_frequency = 1;
     o.config.min_confidence = 0.0;
     o.config.strategies = vec![LabelingStrategy::TokenFrequency];

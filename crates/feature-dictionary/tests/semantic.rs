@@ -112,7 +112,7 @@ fn write_gguf(path: &std::path::Path, toks: &[String], m: &Matrix, kind: u32) {
     b.extend((m.rows as u64).to_le_bytes());
     b.extend(kind.to_le_bytes());
     b.extend(0u64.to_le_bytes());
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     match kind {

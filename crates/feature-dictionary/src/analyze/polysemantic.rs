@@ -98,7 +98,7 @@ pub fn cluster_tokens(
                     }
                 }
                 let mean = s / (clusters[a].len() * clusters[b].len()) as f32;
-                if best.map_or(true, |x| mean > x.0) {
+                if !matches!(best, Some((b, _, _)) if b >= mean) {
                     best = Some((mean, a, b));
                 }
             }

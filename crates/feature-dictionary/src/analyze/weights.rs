@@ -161,7 +161,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(&str, &Matrix)]) -> Result<()>
         offset += len;
     }
     let mut h = serde_json::to_vec(&header).map_err(|e| Error::Invalid(e.to_string()))?;
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     crate::store::write_atomically(path, |w| {
