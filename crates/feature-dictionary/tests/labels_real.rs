@@ -196,3 +196,71 @@ fn ngram_counts_equal_brute_force_on_real_data() {
         assert_eq!(got, want, "latent {latent}");
     }
 }
+
+#[test]
+fn merged_halves_equal_one_pass_for_ngrams_and_correlation() {
+    use feature_dictionary::accumulate::{Accumulator, Settings};
+    use feature_dictionary::finalize::finalize;
+    let fx = load();
+    // The first 40 sequences keep exact
+    // correlation (3,072² / 2 co-moments) quick.
+    let rows_of = |from: usize, to: usize| Rows {
+        tokens: fx.token_ids[from..to].to_vec(),
+        sequences: (from..to).map(|r| (r / SEQ_LEN) as u64).collect(),
+        positions: (from..to).map(|r| (r % SEQ_LEN) as u32).collect(),
+        firings: (from..to)
+            .map(|r| {
+                fx.latents[r * K..(r + 1) * K]
+                    .iter()
+                    .map(|&l| (l as u32, 1.0 + (r % 7) as f32))
+                    .collect()
+            })
+            .collect(),
+    };
+    let mut config = DictionaryConfig::default();
+    config.extraction.ngram_capacity = 64;
+    config.extraction.correlation = "exact".into();
+    let settings = Settings::from_config(&config.extraction).unwrap();
+    let cut = 17 * SEQ_LEN;
+    let end = 40 * SEQ_LEN;
+    let mut one = Accumulator::new(D_SAE, settings.clone(), 2);
+    one.update(&rows_of(0, cut).batch(D_SAE)).unwrap();
+    one.update(&rows_of(cut, end).batch(D_SAE)).unwrap();
+    let mut a = Accumulator::new(D_SAE, settings.clone(), 3);
+    let mut b = Accumulator::new(D_SAE, settings, 1);
+    a.update(&rows_of(0, cut).batch(D_SAE)).unwrap();
+    b.update(&rows_of(cut, end).batch(D_SAE)).unwrap();
+    a.merge(b).unwrap();
+    let d1 = finalize(&one, &fx.vocab, config.clone());
+    let d2 = finalize(&a, &fx.vocab, config);
+    for (f1, f2) in d1.features().zip(d2.features()) {
+        assert_eq!(f1.activation_count, f2.activation_count);
+        if f1.activation_count == 0 {
+            continue;
+        }
+        // Small capacity: sketches may differ in what they evicted, but exact ones agree and
+        // every reported count is within the bound of the true count.
+        let (e1, e2) = (
+            &f1.metadata.extra[ngram::EXACT_KEY],
+            &f2.metadata.extra[ngram::EXACT_KEY],
+        );
+        if e1 == &serde_json::Value::Bool(true) && e2 == e1 {
+            assert_eq!(ngram::stored_ngrams(f1), ngram::stored_ngrams(f2));
+        }
+        let c1 = &f1.metadata.extra["correlated"];
+        let c2 = &f2.metadata.extra["correlated"];
+        let p1: Vec<(u64, f64)> = serde_json::from_value(c1.clone()).unwrap();
+        let p2: Vec<(u64, f64)> = serde_json::from_value(c2.clone()).unwrap();
+        assert_eq!(p1.len(), p2.len(), "feature {}", f1.id);
+        // Sums in another order: values agree to rounding; only a tie at the cut-off could
+        // swap a partner.
+        let mut common = 0;
+        for x in &p1 {
+            if let Some(y) = p2.iter().find(|y| y.0 == x.0) {
+                assert!((x.1 - y.1).abs() < 1e-9, "feature {}", f1.id);
+                common += 1;
+            }
+        }
+        assert!(common + 1 >= p1.len(), "feature {}", f1.id);
+    }
+}
