@@ -80,58 +80,113 @@ impl Directions {
 
     /// Every feature's `k` nearest neighbours by cosine (self excluded), best first,
     /// ties by smaller id.
+    ///
+    /// The Gram matrix is symmetric, so only its upper part is computed: block `b` (rows
+    /// `r0..r0 + BLOCK`) is multiplied with rows `r0..F` only, and each score feeds both the
+    /// row's and the column's bounded top-k list — half the flops of the full product.
+    /// Blocks are dealt round-robin to threads (later blocks are shorter); each thread keeps
+    /// its own top-k lists, merged at the end.
     pub fn all_neighbours(&self, k: usize, threads: usize) -> Vec<Vec<(u32, f32)>> {
         let n = self.len();
         let d = self.unit.cols;
+        if n == 0 || k == 0 {
+            return vec![Vec::new(); n];
+        }
         let n_blocks = n.div_ceil(BLOCK);
-        let threads = threads.clamp(1, n_blocks.max(1));
-        let mut out: Vec<Vec<(u32, f32)>> = vec![Vec::new(); n];
+        let threads = threads.clamp(1, n_blocks);
         let a = &self.unit.data;
-        std::thread::scope(|scope| {
-            let chunks: Vec<&mut [Vec<(u32, f32)>]> = {
-                // Contiguous runs of blocks per thread.
-                let per = n_blocks.div_ceil(threads) * BLOCK;
-                out.chunks_mut(per.max(1)).collect()
-            };
-            let per = n_blocks.div_ceil(threads) * BLOCK;
-            for (t, chunk) in chunks.into_iter().enumerate() {
-                scope.spawn(move || {
-                    let first = t * per;
-                    let mut tile = vec![0f32; BLOCK * n];
-                    let mut start = 0;
-                    while start < chunk.len() {
-                        let rows = BLOCK.min(chunk.len() - start);
-                        let r0 = first + start;
-                        // tile[rows × n] = A[r0..r0+rows] · Aᵀ
-                        // SAFETY: pointers and strides describe in-bounds row-major
-                        // matrices: A block rows×d, Aᵀ viewed as d×n, tile rows×n.
-                        unsafe {
-                            matrixmultiply::sgemm(
-                                rows,
-                                d,
-                                n,
-                                1.0,
-                                a[r0 * d..].as_ptr(),
-                                d as isize,
-                                1,
-                                a.as_ptr(),
-                                1,
-                                d as isize,
-                                0.0,
-                                tile.as_mut_ptr(),
-                                n as isize,
-                                1,
-                            );
+        let partials: Vec<Vec<TopRow>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    scope.spawn(move || {
+                        let mut rows = vec![TopRow::default(); n];
+                        let mut tile = vec![0f32; BLOCK * n];
+                        for b in (t..n_blocks).step_by(threads) {
+                            let r0 = b * BLOCK;
+                            let rows_b = BLOCK.min(n - r0);
+                            let cols = n - r0;
+                            // tile[rows_b × cols] = U[r0..r0+rows_b] · U[r0..n]ᵀ
+                            // SAFETY: both operands are in-bounds row-major views of `a`
+                            // (rows r0.., d columns); Uᵀ is read with row stride 1 and
+                            // column stride d; `tile` holds rows_b × cols values.
+                            unsafe {
+                                matrixmultiply::sgemm(
+                                    rows_b,
+                                    d,
+                                    cols,
+                                    1.0,
+                                    a[r0 * d..].as_ptr(),
+                                    d as isize,
+                                    1,
+                                    a[r0 * d..].as_ptr(),
+                                    1,
+                                    d as isize,
+                                    0.0,
+                                    tile.as_mut_ptr(),
+                                    cols as isize,
+                                    1,
+                                );
+                            }
+                            for r in 0..rows_b {
+                                let i = r0 + r;
+                                let line = &tile[r * cols..(r + 1) * cols];
+                                for (c, &s) in line.iter().enumerate() {
+                                    let j = r0 + c;
+                                    if j == i || !s.is_finite() {
+                                        continue;
+                                    }
+                                    rows[i].offer(k, s, j as u32);
+                                    // Pairs inside the diagonal block are computed both ways.
+                                    if c >= rows_b {
+                                        rows[j].offer(k, s, i as u32);
+                                    }
+                                }
+                            }
                         }
-                        for r in 0..rows {
-                            chunk[start + r] = top_k(&tile[r * n..(r + 1) * n], r0 + r, k);
-                        }
-                        start += rows;
-                    }
-                });
-            }
+                        rows
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("neighbour thread panicked"))
+                .collect()
         });
-        out
+        let mut partials = partials.into_iter();
+        let mut out = partials.next().expect("at least one thread");
+        for p in partials {
+            for (mine, theirs) in out.iter_mut().zip(p) {
+                for (s, j) in theirs.items {
+                    mine.offer(k, s, j);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.items.into_iter().map(|(s, j)| (j, s)).collect())
+            .collect()
+    }
+}
+
+/// A bounded best-first list: score desc, then id asc.
+#[derive(Debug, Clone, Default)]
+struct TopRow {
+    items: Vec<(f32, u32)>,
+}
+
+impl TopRow {
+    #[inline(always)]
+    fn offer(&mut self, k: usize, s: f32, j: u32) {
+        if self.items.len() == k {
+            let (ls, lj) = self.items[k - 1];
+            if s < ls || (s == ls && j > lj) {
+                return;
+            }
+            self.items.pop();
+        }
+        let pos = self
+            .items
+            .partition_point(|&(x, y)| x > s || (x == s && y < j));
+        self.items.insert(pos, (s, j));
     }
 }
 
