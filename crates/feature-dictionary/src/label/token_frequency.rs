@@ -28,6 +28,9 @@ pub struct ScoredToken {
 /// Ties (equal precision and firings under [`super::Rank::Precision`]) keep the order of
 /// `top_tokens`, which finalize writes by firings descending, then token id ascending — so
 /// the ranking is exactly "highest precision, then more firings, then smaller token id".
+/// Token ids are the tokenizer's when the input carried ids; with token-string input (a
+/// tokens JSON) they are assigned in order of first appearance, so exact ties then resolve
+/// by first appearance instead.
 pub fn scored_tokens(feature: &Feature, options: &LabelOptions) -> Vec<ScoredToken> {
     let total = feature.activation_count;
     let mut v: Vec<ScoredToken> = feature
