@@ -324,3 +324,87 @@ pub fn cmd_polysemantic(a: PolysemanticArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// Arguments of `featdict compare`.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Dictionary file.
+    dict: PathBuf,
+    /// First feature id.
+    a: u64,
+    /// Second feature id.
+    b: u64,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `featdict compare`: two features' statistics over all tokens, shared tokens and labels,
+/// token-profile cosine and stored correlation.
+pub fn cmd_compare(a: CompareArgs) -> Result<()> {
+    use feature_dictionary::analyze;
+    let dict = crate::commands::load(&a.dict)?;
+    check_id(&dict, &a.dict, a.a)?;
+    check_id(&dict, &a.dict, a.b)?;
+    let c = analyze::compare(
+        &dict,
+        dict.get(a.a).expect("checked"),
+        dict.get(a.b).expect("checked"),
+    );
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+        return Ok(());
+    }
+    println!(
+        "{:<22}{:>14}{:>14}",
+        "",
+        format!("#{}", a.a),
+        format!("#{}", a.b)
+    );
+    let rows: [(&str, f64, f64); 8] = [
+        (
+            "firings",
+            c.a.activation_count as f64,
+            c.b.activation_count as f64,
+        ),
+        (
+            "frequency",
+            c.a.activation_frequency,
+            c.b.activation_frequency,
+        ),
+        ("mean activation", c.a.mean_activation, c.b.mean_activation),
+        ("std activation", c.a.std_activation, c.b.std_activation),
+        ("max activation", c.a.max_activation, c.b.max_activation),
+        ("mean position", c.a.mean_position, c.b.mean_position),
+        (
+            "distinct tokens",
+            c.a.unique_tokens as f64,
+            c.b.unique_tokens as f64,
+        ),
+        ("token entropy (bits)", c.a.token_entropy, c.b.token_entropy),
+    ];
+    for (name, x, y) in rows {
+        println!("{name:<22}{x:>14.6}{y:>14.6}");
+    }
+    println!("token-profile cosine  {:.4}", c.token_profile_cosine);
+    match c.correlation {
+        Some(r) => println!("correlation           {r:.4}"),
+        None => println!("correlation           - (not stored for this pair)"),
+    }
+    if !c.shared_labels.is_empty() {
+        println!(
+            "shared labels         {}",
+            visible(&c.shared_labels.join(", "))
+        );
+    }
+    if !c.shared_tokens.is_empty() {
+        let t: Vec<String> = c
+            .shared_tokens
+            .iter()
+            .take(10)
+            .map(|(t, n)| format!("{t:?}×{n}"))
+            .collect();
+        println!("shared tokens         {}", t.join(" "));
+    }
+    Ok(())
+}

@@ -54,6 +54,9 @@ enum Command {
     Logits(crate::analyze_cmds::LogitsArgs),
     /// Features whose firing tokens form two or more well-separated embedding clusters.
     Polysemantic(crate::analyze_cmds::PolysemanticArgs),
+    /// Compare two features: statistics over all tokens, shared tokens and labels,
+    /// token-profile cosine and (when stored) correlation.
+    Compare(crate::analyze_cmds::CompareArgs),
 }
 
 #[derive(Args, Debug)]
@@ -186,6 +189,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Search(a) => crate::analyze_cmds::cmd_search(a),
         Command::Logits(a) => crate::analyze_cmds::cmd_logits(a),
         Command::Polysemantic(a) => crate::analyze_cmds::cmd_polysemantic(a),
+        Command::Compare(a) => crate::analyze_cmds::cmd_compare(a),
     }
 }
 

@@ -189,6 +189,17 @@ fn planted_token_labels_have_planted_precision_and_recall() {
         desc.contains("token:cat (precision 1.00, recall 1.00)"),
         "{desc}"
     );
+    // Feature 7 fires at position 0 of every sequence: no token explains it, the description
+    // names the position.
+    let f7 = d2.get(7).unwrap();
+    assert_eq!(f7.metadata.positions.as_ref().unwrap().start, 300);
+    assert!(
+        f7.description
+            .contains("at the start of sequences (positions < 5) 100% of the time"),
+        "{}",
+        f7.description
+    );
+    assert!(!desc.contains("start of sequences"));
 }
 
 #[test]

@@ -49,6 +49,22 @@ pub fn describe(feature: &Feature, total_tokens: u64) -> String {
         s.push_str(", best explained by ");
         s.push_str(&best.join(" and "));
     }
+    if let Some(p) = &feature.metadata.positions {
+        // Name a position concentration when one bucket holds at least 90 % of firings.
+        let n = feature.activation_count as f64;
+        let buckets = [
+            (p.start, "at the start of sequences (positions < 5)"),
+            (p.early, "early in sequences (positions 5–19)"),
+            (p.middle, "mid-sequence (positions 20–49)"),
+            (p.late, "late in sequences (positions ≥ 50)"),
+        ];
+        if let Some((c, what)) = buckets.iter().find(|(c, _)| *c as f64 >= 0.9 * n) {
+            s.push_str(&format!(
+                ", firing {what} {:.0}% of the time",
+                *c as f64 / n * 100.0
+            ));
+        }
+    }
     let tops: Vec<String> = feature
         .metadata
         .top_tokens
