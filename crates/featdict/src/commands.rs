@@ -25,6 +25,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Build, label and summarize the bundled real demo dataset (data/demo: SmolLM2-135M
+    /// residuals encoded by a TopK SAE, as a delphi latent cache with its tokenizer).
+    Demo(crate::demo::DemoArgs),
     /// Build a dictionary from SAE activations and their tokens.
     ///
     /// ACTS is a dense NumPy array shaped [tokens, features] or [sequences, seq_len, features]
@@ -220,6 +223,7 @@ struct TopArgs {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Demo(a) => crate::demo::cmd_demo(a),
         Command::Build(a) => cmd_build(a),
         Command::Encode(a) => cmd_encode(a),
         Command::Stats(a) => {

@@ -4,6 +4,7 @@
 
 mod analyze_cmds;
 mod commands;
+mod demo;
 mod label_cmds;
 mod print;
 
