@@ -4,6 +4,7 @@
 
 mod commands;
 mod print;
+mod serve;
 
 use std::process::ExitCode;
 

@@ -249,3 +249,49 @@ pub fn top(dict: &FeatureDictionary, by: TopBy, n: usize, as_json: bool) -> Resu
     }
     Ok(())
 }
+
+/// After `featdict export` / `import`.
+pub fn wrote(out: &Path, features: usize, format: &str, as_json: bool) -> Result<()> {
+    if as_json {
+        return out_json(&json!({"output": out, "features": features, "format": format}));
+    }
+    println!("wrote {}: {features} features ({format})", out.display());
+    Ok(())
+}
+
+/// `featdict search`.
+pub fn search(
+    query: &feature_dictionary::query::Query,
+    hits: &[feature_dictionary::query::Hit],
+    briefs: &[feature_dictionary::store::fdict::FeatureBrief],
+    as_json: bool,
+) -> Result<()> {
+    let brief = |id: u64| briefs.iter().find(|b| b.id == id);
+    if as_json {
+        let rows: Vec<_> = hits
+            .iter()
+            .map(|h| json!({"id": h.id, "score": h.score, "matched": h.matched, "feature": brief(h.id)}))
+            .collect();
+        return out_json(&json!({"kind": query.kind(), "hits": rows}));
+    }
+    if hits.is_empty() {
+        println!("no match");
+        return Ok(());
+    }
+    println!(
+        "{:>8}  {:>10}  {:>10}  {:<16}  labels",
+        "id", "score", "count", "matched"
+    );
+    for h in hits {
+        let b = brief(h.id);
+        println!(
+            "{:>8}  {:>10.4}  {:>10}  {:<16}  {}",
+            h.id,
+            h.score,
+            b.map_or(0, |b| b.activation_count),
+            format!("{:?}", visible(&h.matched)),
+            b.map(|b| b.labels.join(", ")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}

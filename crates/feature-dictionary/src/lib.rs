@@ -30,6 +30,7 @@ mod error;
 pub mod finalize;
 pub mod ingest;
 pub mod model;
+pub mod query;
 pub mod store;
 
 pub use dictionary::FeatureDictionary;

@@ -1,0 +1,159 @@
+//! Search over an open `.fdict` through its indexes: `top_tokens` by token, the trigram
+//! index for label substrings, FTS5 bm25 for full text. Ranks exactly as [`super::memory`].
+
+use std::collections::HashMap;
+
+use rusqlite::params;
+
+use super::{label_needle, rank, text_words, Hit, Query, Search, TokenRank};
+use crate::error::Result;
+use crate::store::fdict::FdictReader;
+
+/// Label queries shorter than this (in characters) cannot use the trigram index and scan
+/// the labeled features instead, best confidence first.
+const TRIGRAM: usize = 3;
+
+impl Search for FdictReader {
+    fn search(&self, query: &Query, limit: usize) -> Result<Vec<Hit>> {
+        let limit_sql = limit.min(i64::MAX as usize) as i64;
+        let e = |err| self.err("search failed", err);
+        let conn = self.connection();
+        match query {
+            Query::Token { token, by } => {
+                let sql = match by {
+                    TokenRank::Precision => {
+                        "SELECT t.feature_id, t.precision FROM tokens k
+                         JOIN top_tokens t INDEXED BY top_tokens_by_precision ON t.token_id = k.id
+                         WHERE k.token = ?1 ORDER BY t.precision DESC, t.feature_id LIMIT ?2"
+                    }
+                    TokenRank::Firings => {
+                        "SELECT t.feature_id, t.firings FROM tokens k
+                         JOIN top_tokens t INDEXED BY top_tokens_by_firings ON t.token_id = k.id
+                         WHERE k.token = ?1 ORDER BY t.firings DESC, t.feature_id LIMIT ?2"
+                    }
+                };
+                let mut st = conn.prepare_cached(sql).map_err(e)?;
+                let rows = st
+                    .query_map(params![token, limit_sql], |r| {
+                        Ok(Hit {
+                            id: r.get::<_, i64>(0)? as u64,
+                            score: r.get(1)?,
+                            matched: token.clone(),
+                        })
+                    })
+                    .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(e)?;
+                Ok(rows)
+            }
+            Query::Pattern { pattern, by } => {
+                let re = super::compile_pattern(pattern)?;
+                let mut tokens: Vec<(i64, String)> = Vec::new();
+                {
+                    let mut st = conn
+                        .prepare_cached("SELECT id, token FROM tokens")
+                        .map_err(e)?;
+                    let mut rows = st.query([]).map_err(e)?;
+                    while let Some(r) = rows.next().map_err(e)? {
+                        let t: String = r.get(1).map_err(e)?;
+                        if re.is_match(&t) {
+                            tokens.push((r.get(0).map_err(e)?, t));
+                        }
+                    }
+                }
+                // A feature in the overall top `limit` (by its best matching token) is in the
+                // top `limit` of that token's list, so the union of per-token top lists holds
+                // the answer.
+                let sql = match by {
+                    TokenRank::Precision => {
+                        "SELECT feature_id, precision FROM top_tokens INDEXED BY top_tokens_by_precision
+                         WHERE token_id = ?1 ORDER BY precision DESC, feature_id LIMIT ?2"
+                    }
+                    TokenRank::Firings => {
+                        "SELECT feature_id, firings FROM top_tokens INDEXED BY top_tokens_by_firings
+                         WHERE token_id = ?1 ORDER BY firings DESC, feature_id LIMIT ?2"
+                    }
+                };
+                let mut st = conn.prepare_cached(sql).map_err(e)?;
+                let mut best: HashMap<u64, (f64, String)> = HashMap::new();
+                for (tid, token) in &tokens {
+                    let mut rows = st.query(params![tid, limit_sql]).map_err(e)?;
+                    while let Some(r) = rows.next().map_err(e)? {
+                        let id = r.get::<_, i64>(0).map_err(e)? as u64;
+                        let s: f64 = r.get(1).map_err(e)?;
+                        let slot = best.entry(id).or_insert((f64::NEG_INFINITY, String::new()));
+                        if s > slot.0 || (s == slot.0 && token < &slot.1) {
+                            *slot = (s, token.clone());
+                        }
+                    }
+                }
+                let mut hits: Vec<Hit> = best
+                    .into_iter()
+                    .map(|(id, (score, matched))| Hit { id, score, matched })
+                    .collect();
+                rank(&mut hits);
+                hits.truncate(limit);
+                Ok(hits)
+            }
+            Query::Label(text) => {
+                let needle = label_needle(text)?;
+                let use_index = text.chars().count() >= TRIGRAM;
+                let sql = if use_index {
+                    "SELECT f.id, f.confidence, f.labels FROM labels_tri
+                     JOIN features f ON f.id = labels_tri.rowid
+                     WHERE labels_tri MATCH ?1 ORDER BY f.confidence DESC, f.id"
+                } else {
+                    "SELECT id, confidence, labels FROM features INDEXED BY features_by_confidence
+                     WHERE labels != '' AND ?1 IS NOT NULL ORDER BY confidence DESC, id"
+                };
+                // Quoted as one FTS5 string: with the trigram tokenizer it matches the
+                // substring; the check below makes the answer exact (case folding in Rust).
+                let arg = format!("\"{}\"", text.replace('"', "\"\""));
+                let mut st = conn.prepare_cached(sql).map_err(e)?;
+                let mut rows = st.query(params![arg]).map_err(e)?;
+                let mut hits = Vec::new();
+                while hits.len() < limit {
+                    let Some(r) = rows.next().map_err(e)? else {
+                        break;
+                    };
+                    let labels: String = r.get(2).map_err(e)?;
+                    if let Some(l) = labels
+                        .split('\n')
+                        .find(|l| l.to_lowercase().contains(&needle))
+                    {
+                        hits.push(Hit {
+                            id: r.get::<_, i64>(0).map_err(e)? as u64,
+                            score: r.get(1).map_err(e)?,
+                            matched: l.to_string(),
+                        });
+                    }
+                }
+                Ok(hits)
+            }
+            Query::Text(text) => {
+                let words = text_words(text)?;
+                let arg = words
+                    .iter()
+                    .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let mut st = conn
+                    .prepare_cached(
+                        "SELECT rowid, -bm25(fts) AS s FROM fts WHERE fts MATCH ?1
+                         ORDER BY bm25(fts), rowid LIMIT ?2",
+                    )
+                    .map_err(e)?;
+                let rows = st
+                    .query_map(params![arg, limit_sql], |r| {
+                        Ok(Hit {
+                            id: r.get::<_, i64>(0)? as u64,
+                            score: r.get(1)?,
+                            matched: String::new(),
+                        })
+                    })
+                    .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(e)?;
+                Ok(rows)
+            }
+        }
+    }
+}
