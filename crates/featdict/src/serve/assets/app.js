@@ -2,6 +2,8 @@
 // The manual-label form is sent as JSON so errors show inline instead of on a new page.
 (function () {
   "use strict";
+  // Marks that scripts run (the browser test checks it alongside the escaping checks).
+  document.documentElement.setAttribute("data-js", "on");
   var form = document.querySelector("form.label");
   if (!form) return;
   form.addEventListener("submit", function (ev) {
