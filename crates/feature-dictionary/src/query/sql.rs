@@ -13,6 +13,85 @@ use crate::store::fdict::FdictReader;
 /// the labeled features instead, best confidence first.
 const TRIGRAM: usize = 3;
 
+/// Labeled features a label search first scans in ranking order before it turns to the
+/// trigram index (see [`label_search`]).
+const SCAN_CAP: usize = 4000;
+
+/// Label search in two steps, both exact:
+/// 1. scan labeled features in ranking order (confidence desc, id) and keep those whose
+///    labels contain the text — in ranking order, so once `limit` are found they are the
+///    answer. Common fragments finish here after a few rows; the trigram index would have
+///    to sort every match instead.
+/// 2. after `cap` rows without enough hits (a rare fragment), ask the trigram index for all
+///    candidates and rank them; fragments under 3 characters cannot use it and keep scanning.
+fn label_search(r: &FdictReader, text: &str, limit: usize, cap: usize) -> Result<Vec<Hit>> {
+    let needle = label_needle(text)?;
+    let e = |err| r.err("search failed", err);
+    let conn = r.connection();
+    let use_index = text.chars().count() >= TRIGRAM;
+    let matching = |labels: &str| {
+        labels
+            .split('\n')
+            .find(|l| l.to_lowercase().contains(&needle))
+            .map(str::to_string)
+    };
+    let mut hits = Vec::new();
+    {
+        let mut st = conn
+            .prepare_cached(
+                "SELECT id, confidence, labels FROM features INDEXED BY features_by_confidence
+                 WHERE labels != '' ORDER BY confidence DESC, id",
+            )
+            .map_err(e)?;
+        let mut rows = st.query([]).map_err(e)?;
+        let mut seen = 0usize;
+        while hits.len() < limit {
+            if use_index && seen >= cap {
+                hits.clear();
+                break;
+            }
+            let Some(row) = rows.next().map_err(e)? else {
+                return Ok(hits); // scanned everything: complete
+            };
+            seen += 1;
+            let labels: String = row.get(2).map_err(e)?;
+            if let Some(l) = matching(&labels) {
+                hits.push(Hit {
+                    id: row.get::<_, i64>(0).map_err(e)? as u64,
+                    score: row.get(1).map_err(e)?,
+                    matched: l,
+                });
+            }
+        }
+        if hits.len() >= limit {
+            return Ok(hits);
+        }
+    }
+    // Quoted as one FTS5 string: with the trigram tokenizer it matches the substring; the
+    // check above (`matching`) makes the answer exact under Rust's case folding.
+    let arg = format!("\"{}\"", text.replace('"', "\"\""));
+    let mut st = conn
+        .prepare_cached(
+            "SELECT f.id, f.confidence, f.labels FROM labels_tri
+             JOIN features f ON f.id = labels_tri.rowid
+             WHERE labels_tri MATCH ?1 ORDER BY f.confidence DESC, f.id",
+        )
+        .map_err(e)?;
+    let mut rows = st.query(params![arg]).map_err(e)?;
+    while hits.len() < limit {
+        let Some(row) = rows.next().map_err(e)? else { break };
+        let labels: String = row.get(2).map_err(e)?;
+        if let Some(l) = matching(&labels) {
+            hits.push(Hit {
+                id: row.get::<_, i64>(0).map_err(e)? as u64,
+                score: row.get(1).map_err(e)?,
+                matched: l,
+            });
+        }
+    }
+    Ok(hits)
+}
+
 impl Search for FdictReader {
     fn search(&self, query: &Query, limit: usize) -> Result<Vec<Hit>> {
         let limit_sql = limit.min(i64::MAX as usize) as i64;
@@ -94,41 +173,7 @@ impl Search for FdictReader {
                 hits.truncate(limit);
                 Ok(hits)
             }
-            Query::Label(text) => {
-                let needle = label_needle(text)?;
-                let use_index = text.chars().count() >= TRIGRAM;
-                let sql = if use_index {
-                    "SELECT f.id, f.confidence, f.labels FROM labels_tri
-                     JOIN features f ON f.id = labels_tri.rowid
-                     WHERE labels_tri MATCH ?1 ORDER BY f.confidence DESC, f.id"
-                } else {
-                    "SELECT id, confidence, labels FROM features INDEXED BY features_by_confidence
-                     WHERE labels != '' AND ?1 IS NOT NULL ORDER BY confidence DESC, id"
-                };
-                // Quoted as one FTS5 string: with the trigram tokenizer it matches the
-                // substring; the check below makes the answer exact (case folding in Rust).
-                let arg = format!("\"{}\"", text.replace('"', "\"\""));
-                let mut st = conn.prepare_cached(sql).map_err(e)?;
-                let mut rows = st.query(params![arg]).map_err(e)?;
-                let mut hits = Vec::new();
-                while hits.len() < limit {
-                    let Some(r) = rows.next().map_err(e)? else {
-                        break;
-                    };
-                    let labels: String = r.get(2).map_err(e)?;
-                    if let Some(l) = labels
-                        .split('\n')
-                        .find(|l| l.to_lowercase().contains(&needle))
-                    {
-                        hits.push(Hit {
-                            id: r.get::<_, i64>(0).map_err(e)? as u64,
-                            score: r.get(1).map_err(e)?,
-                            matched: l.to_string(),
-                        });
-                    }
-                }
-                Ok(hits)
-            }
+            Query::Label(text) => label_search(self, text, limit, SCAN_CAP),
             Query::Text(text) => {
                 let words = text_words(text)?;
                 let arg = words
@@ -153,6 +198,32 @@ impl Search for FdictReader {
                     .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
                     .map_err(e)?;
                 Ok(rows)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::synthetic::{self, Spec};
+
+    /// Both steps of the label search (ranked scan, trigram index) give the in-memory answer.
+    #[test]
+    fn label_search_steps_agree_with_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Spec { n_features: 300, vocab_words: 50, ..Default::default() };
+        let dict = synthetic::dictionary(&spec);
+        let path = dir.path().join("s.fdict");
+        crate::store::save(&dict, &path).unwrap();
+        let r = FdictReader::open(&path).unwrap();
+        for q in ["TOKEN:", "ka", "ngram:lo", "<script>", "absent", "a", "ilo"] {
+            for limit in [1, 3, 20, 500] {
+                let want = dict.search(&Query::Label(q.into()), limit).unwrap();
+                for cap in [0, 5, 50, usize::MAX] {
+                    let got = label_search(&r, q, limit, cap).unwrap();
+                    assert_eq!(got, want, "{q:?} limit {limit} cap {cap}");
+                }
             }
         }
     }
