@@ -107,10 +107,9 @@ fn killed_build_leaves_previous_dictionary_intact() {
     let npy = dir.path().join("acts.npy");
     write_npy(&npy, seqs * len, feats, |r, c| {
         let h = (r as u64).wrapping_mul(0x9e37_79b9) ^ (c as u64).wrapping_mul(0x85eb_ca6b);
-        if h % 7 == 0 {
-            ((h >> 8) % 1000) as f32 / 100.0
-        } else {
-            0.0
+        match h % 7 {
+            0 => ((h >> 8) % 1000) as f32 / 100.0,
+            _ => 0.0,
         }
     });
     let tokens: Vec<Vec<String>> = (0..seqs)

@@ -115,7 +115,7 @@ fn bm25(dict: &FeatureDictionary, query: &[String]) -> Vec<Hit> {
                 .iter()
                 .map(|q| w.iter().filter(|x| *x == q).count() as f64)
                 .collect();
-            if freqs.iter().any(|&f| f == 0.0) {
+            if freqs.contains(&0.0) {
                 return None;
             }
             let d = w.len() as f64;

@@ -79,7 +79,9 @@ fn label_search(r: &FdictReader, text: &str, limit: usize, cap: usize) -> Result
         .map_err(e)?;
     let mut rows = st.query(params![arg]).map_err(e)?;
     while hits.len() < limit {
-        let Some(row) = rows.next().map_err(e)? else { break };
+        let Some(row) = rows.next().map_err(e)? else {
+            break;
+        };
         let labels: String = row.get(2).map_err(e)?;
         if let Some(l) = matching(&labels) {
             hits.push(Hit {
@@ -212,7 +214,11 @@ mod tests {
     #[test]
     fn label_search_steps_agree_with_memory() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = Spec { n_features: 300, vocab_words: 50, ..Default::default() };
+        let spec = Spec {
+            n_features: 300,
+            vocab_words: 50,
+            ..Default::default()
+        };
         let dict = synthetic::dictionary(&spec);
         let path = dir.path().join("s.fdict");
         crate::store::save(&dict, &path).unwrap();

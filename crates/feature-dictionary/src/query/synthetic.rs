@@ -93,7 +93,7 @@ pub fn word(i: usize) -> String {
 /// Token `i` of the synthetic vocabulary: even `i` with a leading space (BPE style).
 pub fn token(spec: &Spec, i: usize) -> String {
     let w = word((i / 2) % spec.vocab_words.max(1));
-    if i % 2 == 0 {
+    if i & 1 == 0 {
         format!(" {w}")
     } else {
         w
