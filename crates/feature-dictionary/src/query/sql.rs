@@ -72,9 +72,8 @@ fn label_search(r: &FdictReader, text: &str, limit: usize, cap: usize) -> Result
     let arg = format!("\"{}\"", text.replace('"', "\"\""));
     let mut st = conn
         .prepare_cached(
-            "SELECT f.id, f.confidence, f.labels FROM labels_tri
-             JOIN features f ON f.id = labels_tri.rowid
-             WHERE labels_tri MATCH ?1 ORDER BY f.confidence DESC, f.id",
+            "SELECT rowid, confidence, labels FROM labels_tri
+             WHERE labels_tri MATCH ?1 ORDER BY confidence DESC, rowid",
         )
         .map_err(e)?;
     let mut rows = st.query(params![arg]).map_err(e)?;

@@ -16,7 +16,10 @@
 //!   similar (`"similar"`) features, read from the feature metadata keys
 //!   `correlated_features` / `similar_features` (arrays of `{"id", "score"}` or `[id, score]`).
 //! - `fts` (FTS5, unicode61): labels, description and top tokens, for bm25-ranked full text;
-//!   `labels_tri` (FTS5, trigram): label texts, for case-insensitive substring search.
+//!   `labels_tri` (FTS5, trigram): label texts (and the feature's confidence, unindexed, so
+//!   ranking needs no join), for case-insensitive substring search.
+//! - Index `features_by_confidence(confidence DESC, id, labels)` covers the ranked scan of
+//!   label search, so it reads the index alone.
 //!
 //! Histograms and samples live in the body only: nothing queries inside them.
 //!
@@ -98,14 +101,14 @@ CREATE TABLE neighbours(
     score REAL NOT NULL
 );
 CREATE VIRTUAL TABLE fts USING fts5(labels, description, tokens);
-CREATE VIRTUAL TABLE labels_tri USING fts5(labels, tokenize = 'trigram');
+CREATE VIRTUAL TABLE labels_tri USING fts5(labels, confidence UNINDEXED, tokenize = 'trigram');
 ";
 
 /// Indexes created after the bulk insert (much faster than maintaining them row by row).
 const INDEXES: &str = "
 CREATE INDEX top_tokens_by_precision ON top_tokens(token_id, precision DESC, feature_id);
 CREATE INDEX top_tokens_by_firings ON top_tokens(token_id, firings DESC, feature_id);
-CREATE INDEX features_by_confidence ON features(confidence DESC, id);
+CREATE INDEX features_by_confidence ON features(confidence DESC, id, labels);
 CREATE INDEX neighbours_by_feature ON neighbours(feature_id);
 ";
 
@@ -560,8 +563,10 @@ fn insert_fts(conn: &Connection, f: &Feature) -> rusqlite::Result<()> {
     )?
     .execute(params![f.id as i64, labels, description, tokens])?;
     if !labels.is_empty() {
-        conn.prepare_cached("INSERT INTO labels_tri(rowid, labels) VALUES (?1, ?2)")?
-            .execute(params![f.id as i64, labels])?;
+        conn.prepare_cached(
+            "INSERT INTO labels_tri(rowid, labels, confidence) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![f.id as i64, labels, f.confidence])?;
     }
     Ok(())
 }
