@@ -15,7 +15,7 @@ use crate::print;
 /// Turn sparse-autoencoder activations into a searchable, labeled dictionary of features.
 ///
 /// `featdict build` reads activations once, in bounded memory, and writes a dictionary;
-/// the other commands read a dictionary (`.json`).
+/// the other commands read a dictionary (`.json`, or the native `.fdict`).
 #[derive(Parser, Debug)]
 #[command(name = "featdict", version, about, long_about = None)]
 pub struct Cli {
@@ -70,7 +70,8 @@ struct BuildArgs {
     /// Tokens JSON: a list of lists of token strings, one list per sequence.
     #[arg(long)]
     tokens: PathBuf,
-    /// Output dictionary (.json, the original library's format).
+    /// Output dictionary: `.json` (the original library's format) or `.fdict` (the native
+    /// SQLite file that opens without loading everything).
     #[arg(long)]
     out: PathBuf,
     /// Top examples kept per feature.

@@ -6,8 +6,10 @@
 //! 1. [`ingest`] — readers turn files into [`ingest::ActivationBatch`]es (dense rows or CSR);
 //! 2. [`accumulate`] — one pass updates the mergeable [`accumulate::Accumulator`];
 //! 3. [`finalize`] — frequency, type, std, quantiles, examples with readable tokens;
-//! 4. [`store`] — the on-disk dictionary (the original library's JSON);
-//! 5. [`dictionary`] — query a finished [`FeatureDictionary`].
+//! 4. [`store`] — the on-disk dictionary (the original library's JSON, the native `.fdict`
+//!    SQLite file, Neuronpedia-style export);
+//! 5. [`dictionary`] — query a finished [`FeatureDictionary`];
+//! 6. [`query`] — search by token, label, regex or full text, in memory or on an `.fdict`.
 //!
 //! ```no_run
 //! use feature_dictionary::{build, ingest, model::DictionaryConfig, store};
