@@ -161,6 +161,20 @@ pub fn run(cli: Cli) -> Result<()> {
             let dict = load(&a.dict)?;
             print::stats(&dict, a.json)
         }
+        Command::Show(a) if store::fdict::is_fdict(&a.dict)? => {
+            // One row from the native file, without loading the dictionary.
+            let r = store::fdict::FdictReader::open(&a.dict)?;
+            let Some(f) = r.feature(a.id)? else {
+                bail!(
+                    "feature {} is not in {} (it holds {} features, ids 0..{})",
+                    a.id,
+                    a.dict.display(),
+                    r.statistics().total_features,
+                    r.summary().num_features
+                );
+            };
+            print::feature(&f, a.examples, a.json)
+        }
         Command::Show(a) => {
             let dict = load(&a.dict)?;
             let Some(f) = dict.get(a.id) else {
@@ -301,6 +315,12 @@ struct SearchArgs {
 }
 
 fn cmd_export(a: ExportArgs) -> Result<()> {
+    if a.format == "neuronpedia" && store::fdict::is_fdict(&a.dict)? {
+        // Streams feature by feature: a large .fdict is never held in memory.
+        let r = store::fdict::FdictReader::open(&a.dict)?;
+        let n = store::neuronpedia::write_from_reader(&r, &a.out)?;
+        return print::wrote(&a.out, n, &a.format, a.json);
+    }
     let dict = load(&a.dict)?;
     match a.format.as_str() {
         "json" => {

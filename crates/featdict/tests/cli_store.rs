@@ -61,6 +61,22 @@ fn import_export_search_round_trip() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&np).unwrap()).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 80);
+    // Streamed from the .fdict and built in memory from the .json: the same bytes.
+    let np2 = dir.path().join("np2.json");
+    let out = featdict(&[
+        "export".as_ref(),
+        json.as_os_str(),
+        "--format".as_ref(),
+        "neuronpedia".as_ref(),
+        "--out".as_ref(),
+        np2.as_os_str(),
+    ]);
+    assert!(out.status.success());
+    assert_eq!(std::fs::read(&np).unwrap(), std::fs::read(&np2).unwrap());
+    // show on the .fdict reads one row; a missing id is a clear error.
+    let out = featdict(&["show".as_ref(), fd.as_os_str(), "999".as_ref()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("feature 999 is not in"));
     // Search gives the same answer on both formats.
     for d in [&json, &fd] {
         let out = featdict(&[

@@ -129,6 +129,7 @@ fn killed_build_leaves_previous_dictionary_intact() {
         .arg("--out")
         .arg(&target)
         .args(["--quiet", "--threads", "1"])
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let killed = kill_while_writing(child, &target);
@@ -167,6 +168,7 @@ fn killed_synthetic_writer_leaves_previous_dictionary_intact() {
         .arg("--out")
         .arg(&target)
         .args(["--features", "400000"])
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     assert!(kill_while_writing(child, &target));

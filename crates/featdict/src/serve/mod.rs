@@ -130,6 +130,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(pages::overview))
         .route("/search", get(pages::search))
         .route("/features/{id}", get(pages::feature))
+        .route("/go", get(pages::go))
         .route("/assets/style.css", get(pages::style))
         .route("/assets/app.js", get(pages::script))
         .route("/api/stats", get(api_stats))

@@ -106,8 +106,24 @@ pub async fn overview(State(st): State<Arc<AppState>>) -> Response {
         );
     }
     b.push_str("</table>");
-    b.push_str("<p class=\"muted\">Open a feature at /features/ID, or search above.</p>");
+    b.push_str(
+        "<h2>Open a feature</h2><form action=\"/go\" method=\"get\" id=\"go\">\
+         <input name=\"id\" inputmode=\"numeric\" placeholder=\"feature id\" aria-label=\"feature id\"> \
+         <button>Open</button></form>",
+    );
     Html(page("overview", &b)).into_response()
+}
+
+/// `/go?id=N` (the overview's form) redirects to the feature page.
+pub async fn go(UrlQuery(params): UrlQuery<HashMap<String, String>>) -> Response {
+    let raw = params
+        .get("id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    match parse_id(&raw) {
+        Ok(id) => axum::response::Redirect::to(&format!("/features/{id}")).into_response(),
+        Err(e) => error_page(e),
+    }
 }
 
 pub async fn search(

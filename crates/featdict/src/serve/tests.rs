@@ -152,6 +152,9 @@ fn stats_and_feature_lookup() {
         ("/features/99999", 404),
         ("/features/x", 400),
         ("/nothing/here", 404),
+        ("/go?id=abc", 400),
+        ("/go", 400),
+        ("/go?id=%2012%20", 303),
     ] {
         let r = get(s.addr, path);
         assert_eq!(r.status, code, "{path}: {}", r.body);

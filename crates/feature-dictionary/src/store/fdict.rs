@@ -754,6 +754,30 @@ impl FdictReader {
         Ok(rows)
     }
 
+    /// Calls `visit` with every feature in id order, one at a time.
+    pub fn for_each_feature(&self, mut visit: impl FnMut(&Feature) -> Result<()>) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, body FROM features ORDER BY id")
+            .map_err(|e| self.err("cannot read features", e))?;
+        let mut rows = st
+            .query([])
+            .map_err(|e| self.err("cannot read features", e))?;
+        while let Some(row) = rows
+            .next()
+            .map_err(|e| self.err("cannot read features", e))?
+        {
+            let id: i64 = row
+                .get(0)
+                .map_err(|e| self.err("cannot read features", e))?;
+            let body: String = row
+                .get(1)
+                .map_err(|e| self.err("cannot read features", e))?;
+            visit(&self.parse_body(id as u64, &body)?)?;
+        }
+        Ok(())
+    }
+
     /// Reads everything back into a [`FeatureDictionary`] (equal to the one written).
     pub fn load_all(&self) -> Result<FeatureDictionary> {
         let meta = |key: &str| -> Result<Option<String>> {

@@ -189,3 +189,30 @@ pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
         w.write_all(b"]\n")
     })
 }
+
+/// Writes every feature of an open `.fdict` like [`write`], one feature at a time (the
+/// dictionary is never held in memory). Returns the number of features written.
+pub fn write_from_reader(r: &super::fdict::FdictReader, path: &Path) -> Result<usize> {
+    let total = r.statistics().total_tokens_processed;
+    let mut n = 0usize;
+    let mut failure: Option<crate::Error> = None;
+    super::write_atomically(path, |w| {
+        w.write_all(b"[")?;
+        let res = r.for_each_feature(|f| {
+            if n > 0 {
+                w.write_all(b",\n").map_err(|e| crate::Error::io(path, e))?;
+            }
+            serde_json::to_writer(&mut *w, &feature_json(f, total))
+                .map_err(|e| crate::Error::io(path, std::io::Error::other(e)))?;
+            n += 1;
+            Ok(())
+        });
+        if let Err(e) = res {
+            failure = Some(e);
+            return Err(std::io::Error::other("reading the dictionary failed"));
+        }
+        w.write_all(b"]\n")
+    })
+    .map_err(|e| failure.take().unwrap_or(e))?;
+    Ok(n)
+}
