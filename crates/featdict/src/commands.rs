@@ -157,6 +157,11 @@ struct TopArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(a) => cmd_build(a),
+        Command::Stats(a) if store::fdict::is_fdict(&a.dict)? => {
+            // Precomputed in the native file: no need to load the features.
+            let r = store::fdict::FdictReader::open(&a.dict)?;
+            print::stats_summary(r.summary(), r.statistics(), a.json)
+        }
         Command::Stats(a) => {
             let dict = load(&a.dict)?;
             print::stats(&dict, a.json)

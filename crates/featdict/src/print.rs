@@ -295,3 +295,42 @@ pub fn search(
     }
     Ok(())
 }
+
+/// `featdict stats` on an `.fdict`, from its precomputed summary and statistics; prints
+/// exactly what [`stats`] prints for the same dictionary (a test compares them).
+pub fn stats_summary(
+    summary: &feature_dictionary::store::fdict::Summary,
+    st: &feature_dictionary::dictionary::Statistics,
+    as_json: bool,
+) -> Result<()> {
+    if as_json {
+        return out_json(&json!({
+            "model_name": summary.model_name,
+            "sae_name": summary.sae_name,
+            "layer": summary.layer,
+            "num_features": summary.num_features,
+            "statistics": st,
+        }));
+    }
+    println!("model        {}", or_dash(&summary.model_name));
+    println!("sae          {}", or_dash(&summary.sae_name));
+    println!("layer        {}", summary.layer);
+    println!(
+        "features     {} ({} in file)",
+        summary.num_features, st.total_features
+    );
+    println!("tokens       {}", st.total_tokens_processed);
+    println!("active       {}", st.active_features);
+    println!("dead         {}", st.dead_features);
+    println!("labeled      {}", st.labeled_features);
+    println!("mean freq    {:.6}", st.mean_activation_frequency);
+    println!("types");
+    for (t, c) in &st.type_distribution {
+        println!("  {t:<13}{c}");
+    }
+    println!("most important (0.7·min(100·freq,1) + 0.3·min(max/5,1))");
+    for (id, score) in &st.top_features {
+        println!("  #{id:<8}{score:.3}");
+    }
+    Ok(())
+}

@@ -73,6 +73,24 @@ fn import_export_search_round_trip() {
     ]);
     assert!(out.status.success());
     assert_eq!(std::fs::read(&np).unwrap(), std::fs::read(&np2).unwrap());
+    // stats on the .fdict (precomputed) prints exactly what it prints for the JSON.
+    for extra in [None, Some("--json")] {
+        let run = |d: &std::path::Path| {
+            let mut args: Vec<&std::ffi::OsStr> = vec!["stats".as_ref(), d.as_os_str()];
+            args.extend(extra.map(std::ffi::OsStr::new));
+            let out = featdict(&args);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        assert_eq!(
+            String::from_utf8(run(&json)).unwrap(),
+            String::from_utf8(run(&fd)).unwrap()
+        );
+    }
     // show on the .fdict reads one row; a missing id is a clear error.
     let out = featdict(&["show".as_ref(), fd.as_os_str(), "999".as_ref()]);
     assert!(!out.status.success());
