@@ -193,6 +193,14 @@ impl Accumulator {
         Ok(())
     }
 
+    /// Adds `offset` to every sequence index held (see [`FeatureRange::shift_sequences`]), so
+    /// a shard numbered from 0 can be merged after another without colliding.
+    pub fn shift_sequences(&mut self, offset: u64) {
+        for p in &mut self.parts {
+            p.shift_sequences(offset);
+        }
+    }
+
     /// Like [`Accumulator::merge`], for an accumulator whose token ids index a different
     /// vocabulary: `map[old_id]` is the id in this accumulator's vocabulary.
     pub fn merge_remapped(&mut self, mut other: Accumulator, map: &[TokenId]) -> Result<()> {

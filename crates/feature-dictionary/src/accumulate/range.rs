@@ -433,6 +433,21 @@ impl FeatureRange {
         }
     }
 
+    /// Adds `offset` to every stored sequence index, for merging a shard that numbered its
+    /// sequences from 0. Example ranks do not change (every example moves by the same
+    /// amount); band samples keep the hashes they were admitted with.
+    pub fn shift_sequences(&mut self, offset: u64) {
+        for t in &mut self.topk {
+            t.for_each_mut(|e| e.sequence += offset);
+        }
+        for s in &mut self.samples {
+            s.items.iter_mut().for_each(|it| it.example.sequence += offset);
+        }
+        if let Some((seq, _, _)) = &mut self.first_nonfinite {
+            *seq += offset;
+        }
+    }
+
     /// Rewrites token ids through `map` (old id → new id).
     pub fn remap_tokens(&mut self, map: &[TokenId]) {
         let fix = |e: &mut Example| {
