@@ -75,6 +75,10 @@ class ExtractionConfig:
 
     def firing_threshold(self) -> float:
         """The single ``>=`` threshold the engine applies (see the class docstring)."""
+        for name in ("min_activation", "activation_threshold"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not np.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
         thr = np.float32(self.min_activation)
         if self.activation_threshold >= thr:
             thr = np.nextafter(np.float32(self.activation_threshold), np.float32(np.inf))
