@@ -220,7 +220,7 @@ class FeatureLabeler:
         feature.labels = [l.text for l in result]
         feature.confidence = max((l.confidence for l in result), default=0.0)
         if result:
-            feature.metadata["label_details"] = [l.to_dict() for l in result]
+            feature.metadata["label_details"] = [_stored(l) for l in result]
         else:
             feature.metadata.pop("label_details", None)
         return result
@@ -399,6 +399,17 @@ class FeatureLabeler:
                 out.append((other.id, sim))
         out.sort(key=lambda x: (-x[1], x[0]))
         return out
+
+
+def _stored(label: Label) -> dict:
+    """A label as ``Feature.metadata["label_details"]`` keeps it: the engine's ``Label``
+    shape (text, strategy, confidence, precision, recall, evidence), which round-trips
+    through saved files."""
+    d = label.to_dict()
+    d.pop("metadata")
+    d.setdefault("precision", None)
+    d.setdefault("recall", None)
+    return d
 
 
 def _example_from(d: dict):
