@@ -10,6 +10,7 @@ stored in ``metadata["correlated_features"]``). These methods will delegate to t
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
@@ -163,13 +164,37 @@ class FeatureAnalyzer:
                         b = np.asarray(o.decoder_weight, dtype=np.float64)
                         row[o.id] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) or 1.0))
             else:
-                raise ValueError(
-                    f"no co-activation data for feature {feature_id}: build with "
-                    "ExtractionConfig(track_coactivation=True) (automatic up to 2,048 features) "
-                    "or set decoder_weight on the features"
+                warnings.warn(
+                    f"no co-activation data for feature {feature_id} (tracked automatically up to "
+                    "2,048 features; set ExtractionConfig(track_coactivation=True) or decoder_weight): "
+                    "falling back to the Jaccard overlap of the tokens (sequence, position) of the "
+                    "stored examples, an estimate",
+                    stacklevel=2,
                 )
+                row = self._example_overlap(ref)
         out = [(j, r) for j, r in row.items() if r >= min_correlation and j in self.feature_set.features]
         out.sort(key=lambda x: (-x[1], x[0]))
+        return out
+
+    def _example_overlap(self, ref: Feature) -> Dict[int, float]:
+        """Jaccard index of the (sequence, position) sets of stored examples."""
+        index = getattr(self.feature_set, "_example_index", None)
+        if index is None:
+            index = defaultdict(set)
+            for f in self.feature_set:
+                for ex in _examples(f):
+                    index[(ex.metadata.get("sequence", 0), ex.position)].add(f.id)
+            self.feature_set._example_index = index  # type: ignore[attr-defined]
+        mine = {(ex.metadata.get("sequence", 0), ex.position) for ex in _examples(ref)}
+        inter: Dict[int, int] = defaultdict(int)
+        for c in mine:
+            for j in index.get(c, ()):
+                if j != ref.id:
+                    inter[j] += 1
+        out = {}
+        for j, n in inter.items():
+            theirs = {(ex.metadata.get("sequence", 0), ex.position) for ex in _examples(self.feature_set.features[j])}
+            out[j] = n / len(mine | theirs)
         return out
 
     def find_polysemantic_features(self, min_clusters: int = 2, min_cluster_size: int = 3) -> List[Tuple[int, List[Set[str]]]]:

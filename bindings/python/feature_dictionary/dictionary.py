@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from . import _engine
 from .analysis import ActivationStats, FeatureAnalyzer
-from .extraction import ExtractionConfig, FeatureExtractor, search_token
+from .extraction import ExtractionConfig, FeatureExtractor, no_gc, search_token
 from .features import top_token_entries
 from .features import Feature, FeatureSet, FeatureType
 from .labeling import FeatureLabeler, LabelingConfig
@@ -147,9 +147,10 @@ class FeatureDictionary:
         description. Can be called again after more processing or merging."""
         self._check_live()
         fs = self.extractor.finalize()
-        self.labeler.label_features(fs)
-        for f in fs:
-            self.labeler.generate_description(f)
+        with no_gc():
+            self.labeler.label_features(fs)
+            for f in fs:
+                self.labeler.generate_description(f)
         self._finalized = True
         self._analyzer = FeatureAnalyzer(fs)
         if self.config.auto_save and self.config.save_path:

@@ -9,6 +9,8 @@ would have produced.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -25,6 +27,19 @@ COACTIVATION_AUTO_LIMIT = 2048
 
 #: Partners stored per feature in ``metadata["correlated_features"]`` at finalize.
 CORRELATED_PER_FEATURE = 10
+
+
+@contextlib.contextmanager
+def no_gc():
+    """Pauses the cyclic garbage collector: building millions of small objects at once
+    (a finalized dictionary) otherwise triggers it over and over for nothing."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 @dataclass
@@ -338,7 +353,9 @@ class FeatureExtractor:
         if not include_all and not self.config.include_dead_features:
             min_count = int(self.config.min_activation_count)
         text = self._engine.finalize_json(json.dumps(self._dictionary_config()), min_count)
-        fs = FeatureSet.from_dict(json.loads(text))
+        with no_gc():
+            fs = FeatureSet.from_dict(json.loads(text))
+        del text
         if self._coact is not None:
             pearson = self.coactivation_pearson()
             fs._pearson = pearson  # type: ignore[attr-defined]

@@ -74,11 +74,13 @@ def test_same_position_in_different_sequences_is_not_correlation():
     assert r == pytest.approx(-1 / 15)
 
 
-def test_correlation_without_coactivation_data_is_a_clear_error(corpus):
-    acts, tokens = corpus
-    d = build(acts, tokens, track_coactivation=False)
-    with pytest.raises(ValueError, match="track_coactivation"):
-        d.get_correlated(0)
+def test_correlation_without_coactivation_data_warns_and_estimates():
+    acts = np.zeros((2, 8, 3), dtype=np.float32)
+    acts[0, 3, 0] = acts[0, 3, 1] = 1.0  # 0 and 1 fire on the same token
+    acts[1, 3, 2] = 1.0                   # 2 at the same position of another sequence
+    d = build(acts, [["a"] * 8, ["b"] * 8], track_coactivation=False)
+    with pytest.warns(UserWarning, match="track_coactivation"):
+        assert d.get_correlated(0, min_correlation=0.0) == [(1, 1.0)]
 
 
 def test_polysemantic_feature_with_two_context_clusters():
