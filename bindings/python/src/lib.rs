@@ -15,6 +15,7 @@ use feature_dictionary::{store, Error, FeatureDictionary};
 use numpy::{PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -161,8 +162,62 @@ struct Saved {
     feature_set: FeatureSet,
 }
 
+/// What pickling an [`Engine`] stores (bincode): the whole accumulator, the vocabulary and the
+/// sequence numbering.
+#[derive(Serialize)]
+struct StateRef<'a> {
+    acc: &'a Accumulator,
+    vocab: Vec<std::borrow::Cow<'a, str>>,
+    first_sequence: u64,
+    next_sequence: u64,
+}
+
+/// Owned form of [`StateRef`] (same encoding).
+#[derive(Deserialize)]
+struct State {
+    acc: Accumulator,
+    vocab: Vec<String>,
+    first_sequence: u64,
+    next_sequence: u64,
+}
+
+/// Rebuilds an engine pickled by `Engine.__reduce__`.
+#[pyfunction]
+fn engine_from_state(py: Python<'_>, state: &[u8]) -> PyResult<Engine> {
+    let state: State = py
+        .allow_threads(|| bincode::deserialize(state))
+        .map_err(|e| {
+            PyValueError::new_err(format!("not a pickled feature_dictionary engine: {e}"))
+        })?;
+    Ok(Engine {
+        acc: state.acc,
+        vocab: Vocab::from_strings(state.vocab),
+        first_sequence: state.first_sequence,
+        next_sequence: state.next_sequence,
+    })
+}
+
 #[pymethods]
 impl Engine {
+    /// Pickle support: the accumulator state travels as bytes, so shards built in worker
+    /// processes (multiprocessing, Ray) can be sent back and merged.
+    fn __reduce__(&self, py: Python<'_>) -> PyResult<(PyObject, (Py<PyBytes>,))> {
+        let state = StateRef {
+            acc: &self.acc,
+            vocab: (0..self.vocab.len() as TokenId)
+                .map(|i| self.vocab.token(i))
+                .collect(),
+            first_sequence: self.first_sequence,
+            next_sequence: self.next_sequence,
+        };
+        let bytes = bincode::serialize(&state)
+            .map_err(|e| PyValueError::new_err(format!("cannot pickle the engine: {e}")))?;
+        let rebuild = py
+            .import("feature_dictionary._engine")?
+            .getattr("engine_from_state")?;
+        Ok((rebuild.unbind(), (PyBytes::new(py, &bytes).unbind(),)))
+    }
+
     /// `Engine(num_features, extraction_json, threads=None, sequence_offset=0)`.
     #[new]
     #[pyo3(signature = (num_features, extraction_json, threads=None, sequence_offset=0))]
@@ -276,7 +331,11 @@ impl Engine {
         })
         .map_err(to_py)?;
         if b0 < b1 {
-            self.first_sequence = if a0 < a1 { a0.min(b0 + shift) } else { b0 + shift };
+            self.first_sequence = if a0 < a1 {
+                a0.min(b0 + shift)
+            } else {
+                b0 + shift
+            };
             self.next_sequence = a1.max(b1 + shift);
         }
         Ok(shift)
@@ -362,6 +421,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add_function(wrap_pyfunction!(save_json, m)?)?;
     m.add_function(wrap_pyfunction!(load_json, m)?)?;
+    m.add_function(wrap_pyfunction!(engine_from_state, m)?)?;
     m.add("FORMAT_MARKER", feature_dictionary::FORMAT_MARKER)?;
     Ok(())
 }

@@ -62,3 +62,40 @@ def test_incompatible_merges_are_refused():
         a.merge(build(acts, tokens, min_activation=0.5))
     with pytest.raises(ValueError, match="itself"):
         a.merge(a)
+
+
+def _build_shard(args):
+    acts, tokens, offset = args
+    d = FeatureDictionary(acts.shape[2], 8, config(), sequence_offset=offset)
+    d.process_batch(acts, tokens)
+    return d  # pickled back to the parent, accumulator included
+
+
+def test_shards_built_in_worker_processes_merge_to_one_build():
+    import multiprocessing
+
+    acts, tokens = random_corpus(seed=9, n_seq=6)
+    whole = FeatureDictionary(acts.shape[2], 8, config())
+    whole.process_batch(acts, tokens)
+    whole.finalize()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        a, b = pool.map(_build_shard, [(acts[:3], tokens[:3], 0), (acts[3:], tokens[3:], 3)])
+    assert a.merge(b) == 0
+    a.finalize()
+    assert_same(a.features.to_dict(), whole.features.to_dict())
+
+
+def test_pickle_round_trip_keeps_the_live_state():
+    import pickle
+
+    acts, tokens = random_corpus(seed=10, n_seq=4)
+    d = build(acts[:2], tokens[:2])
+    e = pickle.loads(pickle.dumps(d))
+    d.process_batch(acts[2:], tokens[2:])
+    e.process_batch(acts[2:], tokens[2:])
+    assert_same(e.features.to_dict(), d.features.to_dict())
+    from feature_dictionary import _engine
+
+    with pytest.raises(ValueError, match="not a pickled"):
+        _engine.engine_from_state(b"junk")

@@ -32,6 +32,7 @@ use range::FeatureRange;
 
 /// The accumulation parameters, validated.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct Settings {
     /// Firing threshold (`value >= threshold`).
     pub threshold: f32,
@@ -74,6 +75,7 @@ impl Settings {
 
 /// Everything measured over a corpus, for all features.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct Accumulator {
     settings: Settings,
     n_features: usize,

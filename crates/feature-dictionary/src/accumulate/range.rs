@@ -14,6 +14,7 @@ use crate::ingest::{ActivationBatch, BatchValues, TokenId};
 /// Scalars touched by every firing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[repr(C, align(64))]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct Moments {
     /// Firings.
     pub count: u64,
@@ -53,6 +54,7 @@ impl Default for Moments {
 
 /// State of features `start..start + len`.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct FeatureRange {
     /// First feature (global index).
     pub start: usize,
@@ -78,9 +80,11 @@ pub struct FeatureRange {
     /// First non-finite value seen: (sequence, position, feature).
     pub first_nonfinite: Option<(u64, u32, u64)>,
     /// Per-tile firing buckets reused across dense batches (always empty between calls).
+    #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch: Vec<Vec<(u32, u32, f32)>>,
     /// Features whose top-k (`u32::MAX`) or band samples (band) received an example in the
     /// current batch whose context is still to be filled (always empty between calls).
+    #[cfg_attr(feature = "serde-state", serde(skip))]
     pending: Vec<(u32, u32)>,
 }
 
