@@ -445,7 +445,9 @@ impl FeatureRange {
             t.for_each_mut(|e| e.sequence += offset);
         }
         for s in &mut self.samples {
-            s.items.iter_mut().for_each(|it| it.example.sequence += offset);
+            s.items
+                .iter_mut()
+                .for_each(|it| it.example.sequence += offset);
         }
         if let Some((seq, _, _)) = &mut self.first_nonfinite {
             *seq += offset;
