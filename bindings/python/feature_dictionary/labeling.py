@@ -295,22 +295,35 @@ class FeatureLabeler:
         """N-grams (n ≥ 2) *ending at the firing token*, over the stored examples (top and
         quantile samples): confidence = share of those examples showing the n-gram. Single
         tokens are TOKEN_FREQUENCY's job (scored over the whole corpus)."""
-        examples = list(feature.top_activations)
+        # (position, context_start, context_tokens) of every stored example; the quantile
+        # samples stay raw dicts (building objects for them costs more than the counting).
+        examples = [(a.position, a.metadata.get("context_start"), a.context_tokens, a.token)
+                    for a in feature.top_activations]
         for g in feature.metadata.get("quantile_examples", []):
-            examples.extend(_example_from(ex) for ex in g.get("examples", []))
+            examples.extend((e["position"], e.get("metadata", {}).get("context_start"), e.get("context_tokens", []),
+                             e.get("token")) for e in g.get("examples", []))
         if not examples:
             return []
-        counts: Counter = Counter()
-        for n in self.config.ngram_sizes:
-            if n < 2:
-                continue
-            for ex in examples:
-                start = ex.metadata.get("context_start", max(0, ex.position - len(ex.context_tokens) + 1))
-                i = ex.position - start  # index of the firing token in context_tokens
-                if i < 0 or i >= len(ex.context_tokens) or i + 1 < n:
+        sizes = [n for n in self.config.ngram_sizes if n >= 2]
+        raw: Counter = Counter()
+        for pos, start, ctx, token in examples:
+            if start is None:
+                # Files of the original library have no context_start: its window is clipped
+                # at the sequence start, so the firing token sits at min(pos, centre).
+                hits = [k for k, t in enumerate(ctx) if t == token]
+                if not hits:
                     continue
-                gram = tuple(t.strip() or t for t in ex.context_tokens[i + 1 - n : i + 1])
-                counts[gram] += 1
+                centre = min(pos, len(ctx) // 2)
+                start = pos - min(hits, key=lambda k: abs(k - centre))
+            i = pos - start  # index of the firing token in the context
+            if i < 0 or i >= len(ctx):
+                continue
+            for n in sizes:
+                if i + 1 >= n:
+                    raw[tuple(ctx[i + 1 - n : i + 1])] += 1
+        counts: Counter = Counter()
+        for gram, c in raw.items():
+            counts[tuple(t.strip() or t for t in gram)] += c
         out = []
         for gram, c in counts.most_common():
             if c < max(2, self.config.min_token_frequency):
