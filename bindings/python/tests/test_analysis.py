@@ -153,3 +153,16 @@ def test_compare_features_and_summary(corpus):
     assert s["total_tokens_processed"] == acts.shape[0] * acts.shape[1]
     assert sum(s["type_distribution"].values()) == s["total_features"]
     assert len(s["top_features"]) == 10
+
+
+def test_polysemantic_by_token_embeddings():
+    tokens = [["x", "1", "y"], ["x", "2", "y"], ["x", "3", "y"], ["x", "cat", "y"], ["x", "dog", "y"], ["x", "cow", "y"]]
+    acts = np.zeros((6, 3, 1), dtype=np.float32)
+    acts[:, 1, 0] = 1.0
+    d = build(acts, tokens)
+    an = d.analyzer
+    assert an.find_polysemantic_features() == []  # identical contexts: one group
+    emb = {"1": [1, 0], "2": [1, 0.1], "3": [1, 0.2], "cat": [0, 1], "dog": [0.1, 1], "cow": [0.2, 1]}
+    an.set_token_embeddings(emb)
+    [(fid, groups)] = an.find_polysemantic_features(min_clusters=2, min_cluster_size=3)
+    assert fid == 0 and sorted(map(sorted, groups)) == [["1", "2", "3"], ["cat", "cow", "dog"]]

@@ -158,3 +158,33 @@ def test_auto_save_on_finalize(tmp_path, corpus):
     d.process_batch(acts, tokens)
     d.finalize()
     assert FeatureDictionary.load(str(path)).features.total_tokens_processed == acts.shape[0] * acts.shape[1]
+
+
+def test_dictionary_stream_callbacks_and_type_strings(corpus):
+    acts, tokens = corpus
+    d = FeatureDictionary(acts.shape[2], 4, DictionaryConfig(extraction=ExtractionConfig(include_dead_features=True)))
+    seen = []
+    d.add_callback(seen.append)
+    counts = list(d.stream_activations(zip(acts, tokens)))
+    ref = Reference(acts, tokens)
+    assert sum(counts) == len(seen) == int(ref.fires.sum())
+    assert d.extractor.total_tokens == acts.shape[0] * acts.shape[1]
+    d.finalize()
+    assert d.get_features_by_type("dead") == d.get_features_by_type(FeatureType.DEAD)
+
+
+def test_threads_process_shards_concurrently(corpus):
+    import threading
+
+    acts, tokens = corpus
+    whole = build(acts, tokens)
+    cfg = DictionaryConfig(extraction=ExtractionConfig(include_dead_features=True), model_name="m", sae_name="s", layer=3)
+    shards = [FeatureDictionary(acts.shape[2], 16, cfg, sequence_offset=o) for o in (0, 6)]
+    threads = [threading.Thread(target=s.process_batch, args=(acts[o:o + 6], tokens[o:o + 6]))
+               for s, o in zip(shards, (0, 6))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    shards[0].merge(shards[1])
+    assert_same(shards[0].features.to_dict(), whole.features.to_dict())
