@@ -110,6 +110,8 @@ def _as_float_2d(activations: Any, what: str = "activations") -> np.ndarray:
     if hasattr(activations, "detach") and hasattr(activations, "cpu"):  # torch tensors
         activations = activations.detach().cpu().numpy()
     arr = np.asarray(activations)
+    if arr.size == 0 and arr.ndim < 2:
+        arr = arr.reshape(0, 0)  # an empty sequence ([] or np.array([]))
     if arr.dtype not in (np.float32, np.float16):
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise TypeError(f"{what} must be numbers (got dtype {arr.dtype})")
@@ -265,6 +267,8 @@ class FeatureExtractor:
             yield self.process_activations(*item)
 
     def _run(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int]) -> int:
+        if arr.shape[0] == 0:
+            return 0
         if arr.shape[1] != self.num_features:
             raise ValueError(
                 f"activations have {arr.shape[1]} features per token but the extractor was made for {self.num_features}"

@@ -154,6 +154,14 @@ def test_top_features_and_feature_by_token(corpus):
     assert all(v >= 1.0 for _, v in ex.get_feature_by_token("cat", min_activation=1.0))
 
 
+def test_empty_sequences_record_nothing():
+    ex = FeatureExtractor(4, 2, config=ExtractionConfig(include_dead_features=True))
+    assert ex.process_activations([], []) == 0
+    assert ex.process_activations(np.zeros((0, 4), np.float32), []) == 0
+    assert ex.process_batch([np.ones((2, 4), np.float32), np.zeros((0, 4), np.float32)], [["a", "b"], []]) == 8
+    assert ex.finalize().total_tokens_processed == 2
+
+
 def test_bad_inputs_give_clear_errors():
     ex = FeatureExtractor(4, 2)
     with pytest.raises(ValueError, match="3 tokens for 2 activation rows"):
