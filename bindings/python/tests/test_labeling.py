@@ -143,3 +143,13 @@ def test_label_round_trip():
     d = l.to_dict()
     assert d["strategy"] == "token_frequency" and d["precision"] == 0.4
     assert Label.from_dict(d) == l
+
+
+def test_ngrams_from_examples_of_the_original_library_without_context_start():
+    f = Feature(id=0, dimension=1, activation_count=3)
+    for s, pos in enumerate([3, 10, 7]):
+        ctx = ["I", "love", "new", "york", "city"] if pos == 3 else ["a", "b", "c", "new", "york", "d", "e"]
+        f.top_activations.append(FeatureActivation(0, "york", pos, 1.0, "", ctx, {}))
+    labeler = FeatureLabeler(LabelingConfig(strategies=[LabelingStrategy.NGRAM_ANALYSIS]))
+    labels = labeler.label_feature(f)
+    assert labels[0].text == "ngram:new york" and labels[0].confidence == pytest.approx(1.0)
