@@ -33,6 +33,12 @@ pub struct DemoArgs {
     /// Machine-readable summary.
     #[arg(long)]
     json: bool,
+    /// Then browse the dictionary in the web UI (written as a `.fdict` next to --out).
+    #[arg(long)]
+    serve: bool,
+    /// Address for --serve.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
 }
 
 /// Finds `data/demo` next to the working directory or the binary (target/*/featdict).
@@ -163,7 +169,17 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         took,
         timings.accumulate_seconds,
         a.json,
-    )
+    )?;
+    if a.serve {
+        let fdict = a.out.with_extension("fdict");
+        store::save(&dict, &fdict)?;
+        crate::serve::run(crate::serve::ServeArgs {
+            dict: fdict,
+            addr: a.addr,
+            json: a.json,
+        })?;
+    }
+    Ok(())
 }
 
 fn summarize(

@@ -81,4 +81,18 @@ mod tests {
         assert_eq!(lower_edge(bin(1.0)), 1.0);
         assert_eq!(upper_edge(bin(1.0)), 1.125);
     }
+
+    #[test]
+    fn stored_summary_edges_equal_the_binning_edges() {
+        let h = crate::model::HistogramSummary {
+            bins_per_octave: BINS_PER_OCTAVE,
+            min_exponent: MIN_EXPONENT,
+            n_bins: N_BINS as u32,
+            counts: Vec::new(),
+        };
+        for b in 0..N_BINS {
+            assert_eq!(h.lower_edge(b as u32), lower_edge(b), "bin {b}");
+            assert_eq!(h.lower_edge(b as u32 + 1), upper_edge(b), "bin {b}");
+        }
+    }
 }

@@ -114,9 +114,10 @@ impl FeatureActivation {
     }
 }
 
-/// A sparse view of the fixed-edge log histogram: bin `b` covers
-/// `[2^(min_exponent + b/bins_per_octave), 2^(min_exponent + (b+1)/bins_per_octave))`,
-/// except that bin 0 also holds everything below and the last bin everything above.
+/// A sparse view of the fixed-edge log histogram. With `B = bins_per_octave`, bin `b` lies in
+/// octave `e = min_exponent + b / B` and covers `[2^e·(1 + j/B), 2^e·(1 + (j+1)/B))` with
+/// `j = b mod B` — log-spaced octaves split linearly, which is what a float's exponent and top
+/// mantissa bits give. Bin 0 also holds everything below, the last bin everything above.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistogramSummary {
     /// Bins per factor of two.
@@ -130,9 +131,12 @@ pub struct HistogramSummary {
 }
 
 impl HistogramSummary {
-    /// Lower edge of bin `b` (bin 0's edge is nominal: it also holds smaller values).
+    /// Lower edge of bin `b` (bin 0's edge is nominal: it also holds smaller values);
+    /// `lower_edge(b + 1)` is bin `b`'s upper edge.
     pub fn lower_edge(&self, b: u32) -> f64 {
-        2f64.powf(self.min_exponent as f64 + b as f64 / self.bins_per_octave as f64)
+        let per = self.bins_per_octave.max(1);
+        let octave = self.min_exponent as f64 + (b / per) as f64;
+        2f64.powf(octave) * (1.0 + (b % per) as f64 / per as f64)
     }
 }
 
