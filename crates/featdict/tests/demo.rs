@@ -1,0 +1,117 @@
+//! Integration tests on the bundled real demo dataset (data/demo).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn demo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/demo")
+}
+
+/// `featdict demo` end to end: every token of the cache is accounted for, TopK's L0 of 32
+/// shows in the counts, and the features it calls interesting carry labels whose precision
+/// and recall are real fractions backed by examples.
+#[test]
+fn demo_builds_labels_and_summarizes_real_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_featdict"))
+        .args(["demo", "--json", "--data"])
+        .arg(demo_dir())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let st = &v["statistics"];
+    assert_eq!(st["total_tokens_processed"], 102_400);
+    assert_eq!(st["total_features"], 4608);
+    // TopK with k = 32: 32 latents per token, all above the 0.01 threshold but a few.
+    let mean_freq = st["mean_activation_frequency"].as_f64().unwrap();
+    let l0 = mean_freq * 4608.0;
+    assert!((31.5..=32.0).contains(&l0), "mean L0 {l0}");
+    let interesting = v["interesting_features"].as_array().unwrap();
+    assert_eq!(interesting.len(), 10);
+    for f in interesting {
+        let label = &f["label"];
+        let (p, r) = (
+            label["precision"].as_f64().unwrap(),
+            label["recall"].as_f64().unwrap(),
+        );
+        assert!(p > 0.5 && p <= 1.0 && r > 0.5 && r <= 1.0, "{f}");
+        assert!(f["activation_count"].as_u64().unwrap() >= 20);
+        assert_eq!(f["top_examples"].as_array().unwrap().len(), 3);
+    }
+
+    // The written dictionary reads back with the same numbers.
+    let dict = feature_dictionary::store::load(&out).unwrap();
+    assert_eq!(dict.num_features(), 4608);
+    assert_eq!(dict.config.model_name, "SmolLM2-135M-Instruct");
+    let total: u64 = dict.features().map(|f| f.activation_count).sum();
+    assert!((total as f64 / 102_400.0 - l0).abs() < 1e-9);
+}
+
+/// The delphi cache and a dense re-encoding of its first sequences from the shipped float16
+/// residuals agree: the SAE in data/demo reproduces the cached latents.
+#[test]
+fn demo_sae_reproduces_the_cached_latents() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = demo_dir();
+    let cache_dict = dir.path().join("cache.json");
+    let encoded = dir.path().join("encoded.safetensors");
+    let run = |args: Vec<std::ffi::OsString>| {
+        let o = Command::new(env!("CARGO_BIN_EXE_featdict"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    // Encode the 256 shipped residual rows (4 sequences of 64) with the shipped SAE.
+    run(vec![
+        "encode".into(),
+        d.join("residuals_sample.npy").into(),
+        "--sae".into(),
+        d.join("sae").into(),
+        "--seq-len".into(),
+        "64".into(),
+        "--f32".into(),
+        "--out".into(),
+        encoded.clone().into(),
+    ]);
+    use feature_dictionary::ingest::delphi::{DelphiCache, DelphiSource};
+    use feature_dictionary::ingest::{ActivationSource, BatchValues, TokenSequences};
+    let first_rows = |cache: DelphiCache| -> Vec<(usize, u32, f32)> {
+        let dummy: Vec<Vec<String>> = (0..cache.token_ids().map_or(4, |t| t.n_sequences as usize))
+            .map(|_| vec!["t".to_string(); 64])
+            .collect();
+        let mut src = DelphiSource::new(cache, TokenSequences::from_strings(&dummy), 256).unwrap();
+        let batch = src.next_batch().unwrap().unwrap();
+        let BatchValues::Sparse(sp) = &batch.values else {
+            panic!("delphi batches are sparse")
+        };
+        let mut out = Vec::new();
+        for row in 0..256 {
+            for j in sp.indptr[row]..sp.indptr[row + 1] {
+                out.push((row, sp.indices[j], sp.values[j]));
+            }
+        }
+        out
+    };
+    let a = first_rows(DelphiCache::open(&encoded).unwrap());
+    let b = first_rows(DelphiCache::open(&d.join("latents/blocks.9.hook_resid_post")).unwrap());
+    assert_eq!(a.len(), 4 * 64 * 32);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.0, x.1), (y.0, y.1));
+        // The cache stores float16; this encode keeps float32.
+        assert!(
+            (x.2 - y.2).abs() <= 2e-3 * y.2.abs().max(1.0),
+            "{x:?} vs {y:?}"
+        );
+    }
+    let _ = cache_dict;
+}
