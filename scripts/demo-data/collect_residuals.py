@@ -18,6 +18,7 @@ from smollm2_numpy import SmolLM2
 
 LAYER = int(os.environ.get("DEMO_LAYER", "9"))
 BATCH = 32
+N_NORM_WIN = 128   # training windows used for the per-block residual-norm table
 PROMPT = "The capital of France is Paris. The capital of Germany is"
 
 
@@ -40,6 +41,27 @@ def verify(model, tok, windows):
             "ce_nats_8win": float(ce), "top1_acc_8win": float(acc)}
 
 
+def norm_table(model, windows):
+    """Per block: residual-norm statistics (attention-sink diagnosis) over `windows`."""
+    h = model.tok_emb[windows.astype(np.int64)].astype(np.float32)
+    rows = []
+    for i, p in enumerate(model.blocks):
+        h = model.block(h, p)
+        n = np.linalg.norm(h, axis=-1)
+        med0, med = float(np.median(n[:, 0])), float(np.median(n[:, 1:]))
+        rest = n[:, 1:]
+        big = rest > 10 * med
+        rows.append({"block": i, "median_norm_pos0": med0, "median_norm_pos1_63": med,
+                     "ratio": med0 / med, "max_norm_pos1_63": float(rest.max()),
+                     "frac_pos1_63_over_10x_median": float(big.mean()),
+                     "sumsq_share_pos1_63_over_10x_median": float((rest[big] ** 2).sum() / (rest ** 2).sum())})
+        r = rows[-1]
+        print(f"  block {i:2d}: median norm pos0 {med0:8.1f}, pos1..63 {med:6.1f} (x{r['ratio']:.1f}); "
+              f"pos1..63 tokens > 10x median: {r['frac_pos1_63_over_10x_median']:.4%} "
+              f"holding {r['sumsq_share_pos1_63_over_10x_median']:.1%} of sum of squared norms")
+    return rows
+
+
 def main(gguf_path, tokenizer_path, work):
     tok = Tokenizer.from_file(tokenizer_path)
     seqs = np.load(os.path.join(work, "sequences.npz"))
@@ -49,6 +71,8 @@ def main(gguf_path, tokenizer_path, work):
     t0 = time.time()
     info = verify(model, tok, seqs["train"][:8])
     print(f"verification took {time.time() - t0:.1f}s")
+    info["norm_table_windows"] = N_NORM_WIN
+    info["norm_table"] = norm_table(model, seqs["train"][:N_NORM_WIN])
     model.blocks = model.blocks[:LAYER + 1]  # only the blocks needed for collection
     info["layer"] = LAYER
     for split in ("train", "heldout"):

@@ -131,11 +131,11 @@ def grads_batch(W, x, k, aux_k=0, dead=None, aux_coef=1 / 32):
         rows_val = np.concatenate([dz, dza], 1)
     dpre = to_csr(rows_idx, rows_val.astype(F32), n_lat)             # duplicates are summed
     db_enc = np.asarray(dpre.sum(0)).ravel().astype(F32)
-    dW_enc = np.asarray(dpre.T @ xc).T                               # [d, n_lat]
+    dW_enc = np.asarray(dpre.T @ xc).T                               # [d, n_lat], F-ordered view
     db_dec -= W["W_enc"] @ db_enc                                    # encoder path of b_dec
     # unit-norm decoder rows: remove the radial component of the gradient
     dW_dec -= (dW_dec * W["W_dec"]).sum(1, keepdims=True) * W["W_dec"]
-    grads = {"W_enc": np.ascontiguousarray(dW_enc, dtype=F32), "b_enc": db_enc,
+    grads = {"W_enc": dW_enc.astype(F32, copy=False), "b_enc": db_enc,
              "W_dec": dW_dec.astype(F32), "b_dec": db_dec.astype(F32)}
     return loss, mse, grads, idx, val
 
@@ -143,7 +143,9 @@ def grads_batch(W, x, k, aux_k=0, dead=None, aux_coef=1 / 32):
 def init_weights(d_in, d_sae, b_dec, rng):
     W_dec = rng.standard_normal((d_sae, d_in)).astype(F32)
     W_dec /= np.linalg.norm(W_dec, axis=1, keepdims=True)
-    return {"W_enc": np.ascontiguousarray(W_dec.T), "b_enc": np.zeros(d_sae, F32),
+    # W_enc is kept as an F-ordered [d_in, d_sae] array (a transposed view of a C-ordered
+    # [d_sae, d_in] buffer) so that its sparse gradient dpre^T @ x needs no transposing copy.
+    return {"W_enc": W_dec.copy().T, "b_enc": np.zeros(d_sae, F32),
             "W_dec": W_dec, "b_dec": b_dec.astype(F32)}
 
 
@@ -154,7 +156,7 @@ def fold_scale(W, s):
 
 
 def train(Xtr, Xho, d_sae, k, *, epochs, batch, lr, seed, warmup, decay_frac, aux_k, dead_steps,
-          include_pos0, eval_every, ctx=64, log=print):
+          include_pos0, eval_every, aux_coef=1 / 32, ctx=64, log=print):
     """Xtr/Xho: raw residuals [n_seq*ctx, d] float32 (row = seq*ctx + pos).
     Scale s: mean ||s x||^2 = d_in over TRAINING tokens at positions 1..ctx-1 (position 0, the
     attention sink, is excluded from the scale and the b_dec init). Training rows: all positions if
@@ -184,7 +186,7 @@ def train(Xtr, Xho, d_sae, k, *, epochs, batch, lr, seed, warmup, decay_frac, au
         for b in range(steps_per_epoch):
             x = Xs[perm[b * batch:(b + 1) * batch]]
             dead = (step - last_fired) > dead_steps if aux_k else None
-            loss, mse, g, idx, val = grads_batch(W, x, k, aux_k, dead)
+            loss, mse, g, idx, val = grads_batch(W, x, k, aux_k, dead, aux_coef)
             last_fired[idx[val > 0]] = step
             cur_lr = lr * min(1.0, (step + 1) / warmup)
             if step >= decay_start:

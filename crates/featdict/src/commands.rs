@@ -104,6 +104,9 @@ struct BuildArgs {
     /// Distinct tokens counted exactly per feature before the token sketch approximates.
     #[arg(long, default_value_t = 1024)]
     token_capacity: usize,
+    /// Activation values held per batch (memory ≈ 4 bytes × this for f16/f64 input).
+    #[arg(long, default_value_t = build::VALUES_PER_BATCH, hide_short_help = true)]
+    batch_values: usize,
     /// Skip NaN/Inf activations (counted and reported) instead of failing.
     #[arg(long)]
     allow_nonfinite: bool,
@@ -247,6 +250,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         sae: a.sae.as_deref(),
         context_window: config.extraction.context_window,
         threads: options.threads,
+        batch_values: a.batch_values,
     };
     let mut source = ingest::open::open_source(&spec)?;
     let total = source.n_tokens_hint().unwrap_or(0);
@@ -263,7 +267,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         );
         bar
     };
-    let dict = build::build(source.as_mut(), config, &options, &mut |done| {
+    let (dict, timings) = build::build_timed(source.as_mut(), config, &options, &mut |done| {
         bar.set_position(done)
     })?;
     bar.finish_and_clear();
@@ -272,8 +276,17 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     } else {
         dict
     };
+    let write_started = std::time::Instant::now();
     store::save(&dict, &a.out)?;
-    print::build_summary(&dict, &a.out, started.elapsed(), a.json)
+    let write_seconds = write_started.elapsed().as_secs_f64();
+    print::build_summary(
+        &dict,
+        &a.out,
+        started.elapsed(),
+        timings,
+        write_seconds,
+        a.json,
+    )
 }
 
 fn cmd_encode(a: EncodeArgs) -> Result<()> {

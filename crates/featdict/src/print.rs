@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Result;
+use feature_dictionary::build::BuildTimings;
 use feature_dictionary::dictionary::TopBy;
 use feature_dictionary::model::{Feature, FeatureActivation};
 use feature_dictionary::FeatureDictionary;
@@ -47,6 +48,8 @@ pub fn build_summary(
     dict: &FeatureDictionary,
     out: &Path,
     took: std::time::Duration,
+    timings: BuildTimings,
+    write_seconds: f64,
     as_json: bool,
 ) -> Result<()> {
     let st = dict.statistics();
@@ -57,6 +60,11 @@ pub fn build_summary(
             "output": out,
             "seconds": secs,
             "tokens_per_second": tokens as f64 / secs.max(1e-9),
+            "accumulate_seconds": timings.accumulate_seconds,
+            "accumulate_tokens_per_second": tokens as f64 / timings.accumulate_seconds.max(1e-9),
+            "finalize_seconds": timings.finalize_seconds,
+            "write_seconds": write_seconds,
+            "peak_rss_bytes": feature_dictionary::build::peak_rss_bytes(),
             "statistics": st,
         }));
     }
@@ -69,6 +77,13 @@ pub fn build_summary(
         tokens,
         secs,
         tokens as f64 / secs.max(1e-9)
+    );
+    println!(
+        "  pass {:.2}s ({:.0} tokens/s), finalize {:.2}s, write {:.2}s",
+        timings.accumulate_seconds,
+        tokens as f64 / timings.accumulate_seconds.max(1e-9),
+        timings.finalize_seconds,
+        write_seconds
     );
     let nonfinite = dict.feature_set.metadata.nonfinite_values;
     if nonfinite > 0 {

@@ -21,6 +21,7 @@
 pub mod histogram;
 pub mod range;
 pub mod samples;
+pub mod scan;
 pub mod token_sketch;
 pub mod topk;
 

@@ -5,7 +5,7 @@
 //! so a tile's state stays in L2 while many rows stream past.
 
 use super::histogram::{self, N_BINS};
-use super::samples::{band_of_bin, firing_hash, BandSamples, Sample, N_BANDS};
+use super::samples::{band_of_bin, firing_hash, BandSamples, N_BANDS};
 use super::token_sketch::TokenSketch;
 use super::topk::{Example, TopK};
 use super::Settings;
@@ -60,8 +60,13 @@ pub struct FeatureRange {
     pub moments: Vec<Moments>,
     /// Firings at positions < 5, 5..20, 20..50 (the original's buckets; "late" is the rest).
     pub pos_buckets: Vec<[u64; 3]>,
-    /// Histogram counts, `N_BINS` per feature.
-    pub hist: Vec<u64>,
+    /// Histogram counts, `N_BINS` per feature, as u32 to halve the hot footprint; they are
+    /// moved into `hist_spill` before they could overflow (see [`FeatureRange::update`]).
+    hist: Vec<u32>,
+    /// Histogram counts moved out of `hist` (empty until the first spill).
+    hist_spill: Vec<u64>,
+    /// Rows accumulated since the last spill: no u32 bin can exceed it.
+    rows_since_spill: u64,
     /// Top-k examples per feature.
     pub topk: Vec<TopK>,
     /// Band samples per feature.
@@ -72,12 +77,21 @@ pub struct FeatureRange {
     pub tokens: Vec<TokenSketch>,
     /// First non-finite value seen: (sequence, position, feature).
     pub first_nonfinite: Option<(u64, u32, u64)>,
+    /// Per-tile firing buckets reused across dense batches (always empty between calls).
+    scratch: Vec<Vec<(u32, u32, f32)>>,
+    /// One tile's firings grouped by feature (reused; empty between calls).
+    scratch_grouped: Vec<(u32, f32)>,
+    /// Features whose top-k (`u32::MAX`) or band samples (band) received an example in the
+    /// current batch whose context is still to be filled (always empty between calls).
+    pending: Vec<(u32, u32)>,
+    /// Whether a feature's top-k / (feature, band) samples are already in `pending`.
+    topk_pending: Vec<bool>,
+    band_pending: Vec<bool>,
 }
 
-/// Features per tile when scanning dense rows.
-const TILE: usize = 256;
-/// Rows per tile pass: small enough that the rows' tile slices stay in cache.
-const ROW_BLOCK: usize = 64;
+/// Features per tile when replaying dense firings: a tile's state (moments, histograms,
+/// sample thresholds, token tables) should fit in L2.
+const TILE: usize = 64;
 
 impl FeatureRange {
     /// Empty state for features `start..start + len`.
@@ -87,11 +101,18 @@ impl FeatureRange {
             moments: vec![Moments::default(); len],
             pos_buckets: vec![[0; 3]; len],
             hist: vec![0; len * N_BINS],
+            hist_spill: Vec::new(),
+            rows_since_spill: 0,
             topk: vec![TopK::default(); len],
             samples: vec![BandSamples::default(); len],
             sample_thresholds: vec![u64::MAX; len * N_BANDS],
             tokens: vec![TokenSketch::default(); len],
             first_nonfinite: None,
+            scratch: Vec::new(),
+            scratch_grouped: Vec::new(),
+            pending: Vec::new(),
+            topk_pending: vec![false; len],
+            band_pending: vec![false; len * N_BANDS],
         }
     }
 
@@ -105,8 +126,36 @@ impl FeatureRange {
         self.moments.is_empty()
     }
 
+    /// Histogram of feature `local` (exact counts).
+    pub fn histogram(&self, local: usize) -> Vec<u64> {
+        let bins = local * N_BINS..(local + 1) * N_BINS;
+        let mut h: Vec<u64> = self.hist[bins.clone()].iter().map(|&c| c as u64).collect();
+        if !self.hist_spill.is_empty() {
+            for (a, b) in h.iter_mut().zip(&self.hist_spill[bins]) {
+                *a += b;
+            }
+        }
+        h
+    }
+
+    fn spill_histograms(&mut self) {
+        if self.hist_spill.is_empty() {
+            self.hist_spill = vec![0; self.hist.len()];
+        }
+        for (s, h) in self.hist_spill.iter_mut().zip(self.hist.iter_mut()) {
+            *s += *h as u64;
+            *h = 0;
+        }
+        self.rows_since_spill = 0;
+    }
+
     /// Accumulates the core rows of `batch` for this range's features.
     pub fn update(&mut self, batch: &ActivationBatch<'_>, settings: &Settings) {
+        let rows = batch.core.len() as u64;
+        if self.rows_since_spill + rows > u32::MAX as u64 {
+            self.spill_histograms();
+        }
+        self.rows_since_spill += rows;
         if settings.samples_per_band == 0 {
             self.sample_thresholds.iter_mut().for_each(|t| *t = 0);
         }
@@ -134,94 +183,90 @@ impl FeatureRange {
                 }
             }
         }
+        self.fill_pending(batch, settings);
     }
 
-    fn update_dense(&mut self, batch: &ActivationBatch<'_>, data: &[f32], settings: &Settings) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("avx512bw")
-                && std::is_x86_feature_detected!("bmi1")
-            {
-                // SAFETY: the features the function is compiled for were just detected.
-                unsafe { self.update_dense_avx512(batch, data, settings) };
-                return;
-            }
-            if std::is_x86_feature_detected!("avx2") {
-                // SAFETY: as above.
-                unsafe { self.update_dense_avx2(batch, data, settings) };
-                return;
-            }
-        }
-        self.update_dense_generic(batch, data, settings);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,bmi1,bmi2,popcnt,lzcnt")]
-    unsafe fn update_dense_avx512(&mut self, b: &ActivationBatch<'_>, d: &[f32], s: &Settings) {
-        self.update_dense_generic(b, d, s)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,bmi1,bmi2,popcnt,lzcnt")]
-    unsafe fn update_dense_avx2(&mut self, b: &ActivationBatch<'_>, d: &[f32], s: &Settings) {
-        self.update_dense_generic(b, d, s)
-    }
-
-    #[inline(always)]
-    fn update_dense_generic(
-        &mut self,
-        batch: &ActivationBatch<'_>,
-        data: &[f32],
-        settings: &Settings,
-    ) {
-        let n_features = batch.n_features;
-        let thr = settings.threshold;
-        let len = self.len();
-        let core = batch.core.clone();
-        let mut row_block = core.start;
-        while row_block < core.end {
-            let row_end = (row_block + ROW_BLOCK).min(core.end);
-            let mut tile = 0;
-            while tile < len {
-                let tile_end = (tile + TILE).min(len);
-                for row in row_block..row_end {
-                    let base = row * n_features + self.start;
-                    let slice = &data[base + tile..base + tile_end];
-                    let mut chunks = slice.chunks_exact(16);
-                    let mut offset = tile;
-                    for chunk in &mut chunks {
-                        let mut fire_mask: u32 = 0;
-                        let mut bad_mask: u32 = 0;
-                        for (i, &v) in chunk.iter().enumerate() {
-                            let finite = is_finite(v);
-                            fire_mask |= ((finite & (v >= thr)) as u32) << i;
-                            bad_mask |= (!finite as u32) << i;
-                        }
-                        while fire_mask != 0 {
-                            let i = fire_mask.trailing_zeros() as usize;
-                            fire_mask &= fire_mask - 1;
-                            self.fire(offset + i, chunk[i], row, batch, settings);
-                        }
-                        while bad_mask != 0 {
-                            let i = bad_mask.trailing_zeros() as usize;
-                            bad_mask &= bad_mask - 1;
-                            self.nonfinite(offset + i, row, batch);
-                        }
-                        offset += 16;
-                    }
-                    for (i, &v) in chunks.remainder().iter().enumerate() {
-                        if !is_finite(v) {
-                            self.nonfinite(offset + i, row, batch);
-                        } else if v >= thr {
-                            self.fire(offset + i, v, row, batch, settings);
-                        }
-                    }
+    /// Fills the contexts of the examples admitted during this batch that survived it.
+    fn fill_pending(&mut self, batch: &ActivationBatch<'_>, settings: &Settings) {
+        let mut pending = std::mem::take(&mut self.pending);
+        let window = settings.context_window;
+        for &(local, kind) in &pending {
+            let feature = self.start + local as usize;
+            let fill = |ex: &mut Example| {
+                if ex.pending_row != NO_PENDING {
+                    let row = ex.pending_row as usize;
+                    fill_context(ex, feature, row, batch, window);
                 }
-                tile = tile_end;
+            };
+            if kind == u32::MAX {
+                self.topk_pending[local as usize] = false;
+                self.topk[local as usize].for_each_mut(fill);
+            } else {
+                self.band_pending[local as usize * N_BANDS + kind as usize] = false;
+                self.samples[local as usize]
+                    .items
+                    .iter_mut()
+                    .filter(|s| s.band as u32 == kind)
+                    .for_each(|s| fill(&mut s.example));
             }
-            row_block = row_end;
         }
+        pending.clear();
+        self.pending = pending;
+    }
+
+    /// Dense rows in two phases. Scan: walk each row's slice of this range contiguously
+    /// (what the prefetcher likes) and drop every firing into the bucket of its feature tile.
+    /// Update: replay each tile's firings, in row order, so the tile's state stays in cache.
+    /// Each feature still sees its firings in token order, so results do not change.
+    fn update_dense(&mut self, batch: &ActivationBatch<'_>, data: &[f32], settings: &Settings) {
+        let n_features = batch.n_features;
+        let len = self.len();
+        let n_tiles = len.div_ceil(TILE);
+        let mut buckets = std::mem::take(&mut self.scratch);
+        buckets.resize_with(n_tiles, Vec::new);
+        for row in batch.core.clone() {
+            let base = row * n_features + self.start;
+            let slice = &data[base..base + len];
+            let mut bad_at = Vec::new();
+            scan::scan_row(
+                slice,
+                settings.threshold,
+                &mut |i, v| buckets[i / TILE].push((row as u32, i as u32, v)),
+                &mut |i| bad_at.push(i),
+            );
+            for i in bad_at {
+                self.nonfinite(i, row, batch);
+            }
+        }
+        // Within a tile, a stable counting sort groups firings by feature (rows stay in
+        // order), so one feature's state is hot in L1 for all its firings of the batch.
+        let mut grouped = std::mem::take(&mut self.scratch_grouped);
+        for (t, bucket) in buckets.iter_mut().enumerate() {
+            let first = t * TILE;
+            let mut starts = [0u32; TILE + 1];
+            for &(_, local, _) in bucket.iter() {
+                starts[local as usize - first + 1] += 1;
+            }
+            for i in 0..TILE {
+                starts[i + 1] += starts[i];
+            }
+            grouped.clear();
+            grouped.resize(bucket.len(), (0, 0.0));
+            let mut next = starts;
+            for &(row, local, v) in bucket.iter() {
+                let slot = &mut next[local as usize - first];
+                grouped[*slot as usize] = (row, v);
+                *slot += 1;
+            }
+            for i in 0..TILE {
+                for &(row, v) in &grouped[starts[i] as usize..starts[i + 1] as usize] {
+                    self.fire(first + i, v, row as usize, batch, settings);
+                }
+            }
+            bucket.clear();
+        }
+        self.scratch_grouped = grouped;
+        self.scratch = buckets;
     }
 
     #[cold]
@@ -274,15 +319,17 @@ impl FeatureRange {
         if threshold != 0 {
             let h = firing_hash((self.start + local) as u64, batch.sequences[row], position);
             if h < threshold {
-                let example = self.example(local, v, row, batch, settings);
-                let new_threshold = self.samples[local].insert(
+                let new_threshold = self.samples[local].insert_with(
                     settings.samples_per_band,
-                    Sample {
-                        band: band as u8,
-                        hash: h,
-                        example,
-                    },
+                    band as u8,
+                    h,
+                    |ex| record_example(ex, v, row, batch),
                 );
+                let flag = &mut self.band_pending[local * N_BANDS + band];
+                if !*flag {
+                    *flag = true;
+                    self.pending.push((local as u32, band as u32));
+                }
                 self.sample_thresholds[local * N_BANDS + band] = new_threshold;
             }
         }
@@ -302,29 +349,12 @@ impl FeatureRange {
         if !self.topk[local].accepts(k, v, seq, pos) {
             return;
         }
-        let ex = self.example(local, v, row, batch, settings);
-        self.topk[local].insert(k, ex);
-        self.moments[local].topk_threshold = self.topk[local].threshold(k);
-    }
-
-    fn example(
-        &self,
-        local: usize,
-        v: f32,
-        row: usize,
-        batch: &ActivationBatch<'_>,
-        settings: &Settings,
-    ) -> Example {
-        let rows = batch.context_rows(row, settings.context_window);
-        let feature = self.start + local;
-        Example {
-            activation: v,
-            sequence: batch.sequences[row],
-            position: batch.positions[row],
-            context_start: batch.positions[rows.start],
-            context_tokens: batch.tokens[rows.clone()].to_vec(),
-            context_activations: rows.map(|r| batch.value(r, feature)).collect(),
+        self.topk[local].insert_with(k, |ex| record_example(ex, v, row, batch));
+        if !self.topk_pending[local] {
+            self.topk_pending[local] = true;
+            self.pending.push((local as u32, u32::MAX));
         }
+        self.moments[local].topk_threshold = self.topk[local].threshold(k);
     }
 
     /// Folds `other` (same features, other tokens) into `self`.
@@ -349,8 +379,20 @@ impl FeatureRange {
                 a[i] += b[i];
             }
         }
-        for (a, b) in self.hist.iter_mut().zip(&other.hist) {
-            *a += b;
+        if !other.hist_spill.is_empty()
+            || other.rows_since_spill + self.rows_since_spill > u32::MAX as u64
+        {
+            self.spill_histograms();
+            for (local, s) in self.hist_spill.chunks_mut(N_BINS).enumerate() {
+                for (a, b) in s.iter_mut().zip(other.histogram(local)) {
+                    *a += b;
+                }
+            }
+        } else {
+            for (a, b) in self.hist.iter_mut().zip(&other.hist) {
+                *a += b;
+            }
+            self.rows_since_spill += other.rows_since_spill;
         }
         let k = settings.top_k;
         for (i, t) in other.topk.into_iter().enumerate() {
@@ -385,11 +427,25 @@ impl FeatureRange {
         );
         self.moments.extend(other.moments);
         self.pos_buckets.extend(other.pos_buckets);
-        self.hist.extend(other.hist);
+        if !self.hist_spill.is_empty() || !other.hist_spill.is_empty() {
+            self.spill_histograms();
+            let mut theirs = other.hist_spill;
+            theirs.resize(other.hist.len(), 0);
+            for (a, b) in theirs.iter_mut().zip(&other.hist) {
+                *a += *b as u64;
+            }
+            self.hist_spill.extend(theirs);
+            self.hist.extend(std::iter::repeat_n(0, other.hist.len()));
+        } else {
+            self.hist.extend(other.hist);
+        }
+        self.rows_since_spill = self.rows_since_spill.max(other.rows_since_spill);
         self.topk.extend(other.topk);
         self.samples.extend(other.samples);
         self.sample_thresholds.extend(other.sample_thresholds);
         self.tokens.extend(other.tokens);
+        self.topk_pending.extend(other.topk_pending);
+        self.band_pending.extend(other.band_pending);
         self.first_nonfinite = self.first_nonfinite.or(other.first_nonfinite);
     }
 
@@ -400,11 +456,22 @@ impl FeatureRange {
             moments: self.moments.split_off(at),
             pos_buckets: self.pos_buckets.split_off(at),
             hist: self.hist.split_off(at * N_BINS),
+            hist_spill: if self.hist_spill.is_empty() {
+                Vec::new()
+            } else {
+                self.hist_spill.split_off(at * N_BINS)
+            },
+            rows_since_spill: self.rows_since_spill,
             topk: self.topk.split_off(at),
             samples: self.samples.split_off(at),
             sample_thresholds: self.sample_thresholds.split_off(at * N_BANDS),
             tokens: self.tokens.split_off(at),
             first_nonfinite: None,
+            scratch: Vec::new(),
+            scratch_grouped: Vec::new(),
+            pending: Vec::new(),
+            topk_pending: self.topk_pending.split_off(at),
+            band_pending: self.band_pending.split_off(at * N_BANDS),
         }
     }
 
@@ -432,7 +499,50 @@ impl FeatureRange {
     }
 }
 
+/// Marks that row `row` of the current batch still owes this example its context.
+const NO_PENDING: u32 = u32::MAX;
+
+/// Records the firing in `ex`, deferring its context: the context rows of a dense batch are
+/// far apart in memory, and most admitted examples are evicted again within the batch, so
+/// contexts are filled once per batch for the survivors only ([`FeatureRange::fill_pending`]).
+#[inline]
+fn record_example(ex: &mut Example, v: f32, row: usize, batch: &ActivationBatch<'_>) {
+    ex.activation = v;
+    ex.sequence = batch.sequences[row];
+    ex.position = batch.positions[row];
+    ex.pending_row = row as u32;
+}
+
+/// Writes the context of `feature` around `row` into `ex`, reusing its buffers.
+fn fill_context(
+    ex: &mut Example,
+    feature: usize,
+    row: usize,
+    batch: &ActivationBatch<'_>,
+    window: usize,
+) {
+    let rows = batch.context_rows(row, window);
+    ex.context_start = batch.positions[rows.start];
+    ex.context_tokens.clear();
+    ex.context_tokens
+        .extend_from_slice(&batch.tokens[rows.clone()]);
+    ex.context_activations.clear();
+    match &batch.values {
+        BatchValues::Dense(d) => {
+            let f = batch.n_features;
+            ex.context_activations
+                .extend(rows.map(|r| d[r * f + feature]));
+        }
+        BatchValues::Sparse(_) => ex
+            .context_activations
+            .extend(rows.map(|r| batch.value(r, feature))),
+    }
+    ex.pending_row = NO_PENDING;
+}
+
 #[inline(always)]
 fn is_finite(v: f32) -> bool {
     v.to_bits() & 0x7f80_0000 != 0x7f80_0000
 }
+
+use super::scan;

@@ -1,6 +1,6 @@
 //! Activation-band samples for quantile-stratified examples.
 //!
-//! Firings are grouped into bands of one octave (8 histogram bins). In each band a feature
+//! Firings are grouped into bands of two octaves (16 histogram bins). In each band a feature
 //! keeps the `s` firings with the smallest hash of (feature, sequence, position): a bottom-k
 //! sample, uniformly random over the band's firings, yet deterministic (the same input gives
 //! the same samples whatever the thread count or order) and exactly mergeable (the union's
@@ -10,13 +10,17 @@
 use super::histogram::{BINS_PER_OCTAVE, N_BINS};
 use super::topk::Example;
 
+/// Histogram bins per band (two octaves: fine enough to stratify, coarse enough that
+/// sampling stays rare in the hot loop).
+const BINS_PER_BAND: usize = 2 * BINS_PER_OCTAVE as usize;
+
 /// Number of activation bands.
-pub const N_BANDS: usize = N_BINS / BINS_PER_OCTAVE as usize;
+pub const N_BANDS: usize = N_BINS.div_ceil(BINS_PER_BAND);
 
 /// Band of a histogram bin.
 #[inline(always)]
 pub fn band_of_bin(bin: usize) -> usize {
-    bin / BINS_PER_OCTAVE as usize
+    bin / BINS_PER_BAND
 }
 
 /// Deterministic 64-bit hash of a firing (SplitMix64 finalizer).
@@ -67,28 +71,59 @@ impl BandSamples {
         }
     }
 
-    /// Adds a sample that beat the band's threshold; returns the band's new threshold.
-    pub fn insert(&mut self, s: usize, sample: Sample) -> u64 {
-        let band = sample.band as usize;
-        let in_band = self
-            .items
-            .iter()
-            .filter(|it| it.band as usize == band)
-            .count();
-        if in_band >= s {
-            let worst = self
-                .items
-                .iter()
-                .enumerate()
-                .filter(|(_, it)| it.band as usize == band)
-                .max_by_key(|(_, it)| it.hash)
-                .map(|(i, _)| i)
-                .expect("band is full");
-            self.items[worst] = sample;
-        } else {
-            self.items.push(sample);
+    /// Adds a sample that beat the band's threshold, filling its example in place (an
+    /// evicted sample's buffers are reused); returns the band's new threshold.
+    pub fn insert_with(
+        &mut self,
+        s: usize,
+        band: u8,
+        hash: u64,
+        fill: impl FnOnce(&mut Example),
+    ) -> u64 {
+        let mut in_band = 0;
+        let mut worst: Option<usize> = None;
+        let mut second_max = 0u64;
+        for (i, it) in self.items.iter().enumerate() {
+            if it.band == band {
+                in_band += 1;
+                match worst {
+                    Some(w) if self.items[w].hash >= it.hash => {
+                        second_max = second_max.max(it.hash)
+                    }
+                    Some(w) => {
+                        second_max = second_max.max(self.items[w].hash);
+                        worst = Some(i);
+                    }
+                    None => worst = Some(i),
+                }
+            }
         }
-        self.threshold(band, s)
+        let slot = match worst {
+            Some(w) if in_band >= s => w,
+            _ => {
+                self.items.push(Sample {
+                    band,
+                    hash,
+                    example: Example::default(),
+                });
+                in_band += 1;
+                self.items.len() - 1
+            }
+        };
+        self.items[slot].band = band;
+        self.items[slot].hash = hash;
+        fill(&mut self.items[slot].example);
+        if in_band < s {
+            u64::MAX
+        } else {
+            // The new threshold is the band's largest hash after the replacement.
+            let old_max_replaced = worst == Some(slot);
+            if old_max_replaced {
+                second_max.max(hash)
+            } else {
+                self.threshold(band as usize, s)
+            }
+        }
     }
 
     /// Exact merge: per band, the `s` smallest hashes of the union.

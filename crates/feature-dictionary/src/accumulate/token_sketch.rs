@@ -14,13 +14,18 @@ use crate::ingest::TokenId;
 const EMPTY: TokenId = TokenId::MAX;
 
 /// Token → firing count for one feature.
+///
+/// Slots hold `(token, count)` side by side so a probe touches one cache line. Counts are
+/// u32: a count that would pass `u32::MAX` saturates and marks the sketch inexact
+/// (`saturated`), never wraps.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TokenSketch {
-    keys: Vec<TokenId>,
-    counts: Vec<u64>,
+    slots: Vec<(TokenId, u32)>,
     len: usize,
     /// Total amount decremented (0 = exact).
     pub error: u64,
+    /// Whether a count saturated at `u32::MAX`.
+    pub saturated: bool,
 }
 
 #[inline(always)]
@@ -37,13 +42,17 @@ impl TokenSketch {
 
     /// Counts `n` firings on `token`.
     pub fn add_n(&mut self, token: TokenId, n: u64, capacity: usize) {
-        if !self.keys.is_empty() {
-            let mask = self.keys.len() - 1;
+        if !self.slots.is_empty() {
+            let mask = self.slots.len() - 1;
             let mut i = slot_of(token, mask);
             loop {
-                let k = self.keys[i];
+                let (k, c) = self.slots[i];
                 if k == token {
-                    self.counts[i] += n;
+                    let sum = c as u64 + n;
+                    if sum > u32::MAX as u64 {
+                        self.saturated = true;
+                    }
+                    self.slots[i].1 = sum.min(u32::MAX as u64) as u32;
                     return;
                 }
                 if k == EMPTY {
@@ -53,49 +62,48 @@ impl TokenSketch {
             }
         }
         if self.len < capacity.max(1) {
-            if (self.len + 1) * 2 > self.keys.len() {
+            if (self.len + 1) * 2 > self.slots.len() {
                 self.grow();
             }
             self.insert_new(token, n);
         } else {
-            // Misra–Gries step: cancel one unit of the newcomer against every held token.
-            let dec = n.min(
-                self.counts
-                    .iter()
-                    .copied()
-                    .filter(|&c| c > 0)
-                    .min()
-                    .unwrap_or(0),
-            );
-            self.error += dec;
-            let remaining = n - dec;
-            let entries: Vec<(TokenId, u64)> = self
-                .entries()
-                .filter_map(|(t, c)| (c > dec).then_some((t, c - dec)))
-                .collect();
-            self.rebuild(entries);
-            if remaining > 0 {
-                self.add_n(token, remaining, capacity);
-            }
+            self.misra_gries_step(token, n, capacity);
+        }
+    }
+
+    #[cold]
+    fn misra_gries_step(&mut self, token: TokenId, n: u64, capacity: usize) {
+        // Cancel units of the newcomer against every held token.
+        let dec = n.min(self.entries().map(|e| e.1).min().unwrap_or(0));
+        self.error += dec;
+        let remaining = n - dec;
+        let entries: Vec<(TokenId, u64)> = self
+            .entries()
+            .filter_map(|(t, c)| (c > dec).then_some((t, c - dec)))
+            .collect();
+        self.rebuild(entries);
+        if remaining > 0 {
+            self.add_n(token, remaining, capacity);
         }
     }
 
     fn insert_new(&mut self, token: TokenId, n: u64) {
-        let mask = self.keys.len() - 1;
+        let mask = self.slots.len() - 1;
         let mut i = slot_of(token, mask);
-        while self.keys[i] != EMPTY {
+        while self.slots[i].0 != EMPTY {
             i = (i + 1) & mask;
         }
-        self.keys[i] = token;
-        self.counts[i] = n;
+        if n > u32::MAX as u64 {
+            self.saturated = true;
+        }
+        self.slots[i] = (token, n.min(u32::MAX as u64) as u32);
         self.len += 1;
     }
 
     fn grow(&mut self) {
         let entries: Vec<(TokenId, u64)> = self.entries().collect();
-        let new_len = (self.keys.len() * 2).max(8);
-        self.keys = vec![EMPTY; new_len];
-        self.counts = vec![0; new_len];
+        let new_len = (self.slots.len() * 2).max(8);
+        self.slots = vec![(EMPTY, 0); new_len];
         self.len = 0;
         for (t, c) in entries {
             self.insert_new(t, c);
@@ -104,8 +112,7 @@ impl TokenSketch {
 
     fn rebuild(&mut self, entries: Vec<(TokenId, u64)>) {
         let size = ((entries.len() + 1) * 2).next_power_of_two().max(8);
-        self.keys = vec![EMPTY; size];
-        self.counts = vec![0; size];
+        self.slots = vec![(EMPTY, 0); size];
         self.len = 0;
         for (t, c) in entries {
             self.insert_new(t, c);
@@ -114,11 +121,10 @@ impl TokenSketch {
 
     /// `(token, count)` pairs, any order.
     pub fn entries(&self) -> impl Iterator<Item = (TokenId, u64)> + '_ {
-        self.keys
+        self.slots
             .iter()
-            .zip(&self.counts)
-            .filter(|(k, _)| **k != EMPTY)
-            .map(|(k, c)| (*k, *c))
+            .filter(|(k, _)| *k != EMPTY)
+            .map(|&(k, c)| (k, c as u64))
     }
 
     /// Distinct tokens held.
@@ -133,7 +139,7 @@ impl TokenSketch {
 
     /// Whether the counts are exact.
     pub fn is_exact(&self) -> bool {
-        self.error == 0
+        self.error == 0 && !self.saturated
     }
 
     /// Merges `other` (see the module doc for the guarantee).
@@ -143,6 +149,7 @@ impl TokenSketch {
             *all.entry(t).or_default() += c;
         }
         let mut error = self.error + other.error;
+        self.saturated |= other.saturated;
         let mut entries: Vec<(TokenId, u64)> = all.into_iter().collect();
         if entries.len() > capacity {
             let mut counts: Vec<u64> = entries.iter().map(|e| e.1).collect();

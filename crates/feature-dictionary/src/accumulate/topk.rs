@@ -19,6 +19,23 @@ pub struct Example {
     pub context_tokens: Vec<TokenId>,
     /// This feature's activation on each context token.
     pub context_activations: Vec<f32>,
+    /// Batch row whose context is still to be copied (`u32::MAX` once filled); only set
+    /// while a batch is being accumulated.
+    pub pending_row: u32,
+}
+
+impl Default for Example {
+    fn default() -> Self {
+        Self {
+            activation: 0.0,
+            sequence: 0,
+            position: 0,
+            context_start: 0,
+            context_tokens: Vec::new(),
+            context_activations: Vec::new(),
+            pending_row: u32::MAX,
+        }
+    }
 }
 
 impl Example {
@@ -82,18 +99,36 @@ impl TopK {
 
     /// Inserts an example that [`TopK::accepts`] approved.
     pub fn insert(&mut self, k: usize, ex: Example) {
+        self.insert_with(k, |slot| *slot = ex);
+    }
+
+    /// Inserts an approved example by filling a slot in place: when full, the evicted
+    /// example's buffers are reused, so the steady state allocates nothing.
+    #[inline]
+    pub fn insert_with(&mut self, k: usize, fill: impl FnOnce(&mut Example)) {
         if self.items.len() < k {
-            self.items.push(ex);
+            self.items.push(Example::default());
+            let last = self.items.len() - 1;
+            fill(&mut self.items[last]);
         } else {
-            self.items[self.worst] = ex;
+            fill(&mut self.items[self.worst]);
         }
         self.recompute_worst();
     }
 
     fn recompute_worst(&mut self) {
-        self.worst = (0..self.items.len())
-            .max_by(|&a, &b| cmp_examples(&self.items[a], &self.items[b]))
-            .unwrap_or(0);
+        // Runs on every admission: compare activations first and fall back to the full
+        // (sequence, position) order only on exact ties.
+        let mut worst = 0;
+        for i in 1..self.items.len() {
+            let (a, w) = (&self.items[i], &self.items[worst]);
+            if a.activation < w.activation
+                || (a.activation == w.activation && cmp_examples(a, w) == Ordering::Greater)
+            {
+                worst = i;
+            }
+        }
+        self.worst = worst;
     }
 
     /// Keeps the best `k` of both (exact: the union's top `k`).
@@ -102,6 +137,11 @@ impl TopK {
         self.items.sort_by(cmp_examples);
         self.items.truncate(k);
         self.recompute_worst();
+    }
+
+    /// Visits every example, any order.
+    pub fn for_each_mut(&mut self, f: impl FnMut(&mut Example)) {
+        self.items.iter_mut().for_each(f);
     }
 
     /// Examples in rank order.

@@ -50,13 +50,25 @@ pub fn finalize(
         samples_per_group: config.extraction.samples_per_band,
         dimension: config.feature_dim,
     };
-    let mut features = BTreeMap::new();
-    for part in acc.features() {
-        for local in 0..part.len() {
-            let f = ctx.feature(part, local);
-            features.insert(f.id, f);
-        }
-    }
+    // Feature ranges are independent: finalize them on the threads that accumulated them.
+    let parts: Vec<Vec<Feature>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = acc
+            .features()
+            .map(|part| {
+                let ctx = &ctx;
+                scope.spawn(move || {
+                    (0..part.len())
+                        .map(|local| ctx.feature(part, local))
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("finalize thread panicked"))
+            .collect()
+    });
+    let features: BTreeMap<u64, Feature> = parts.into_iter().flatten().map(|f| (f.id, f)).collect();
     let mut token_counts: Vec<(String, u64)> = acc
         .token_counts
         .iter()
@@ -152,7 +164,8 @@ impl Ctx<'_> {
             .map(|e| self.activation(id, e))
             .collect();
 
-        let hist = &part.hist[local * N_BINS..(local + 1) * N_BINS];
+        let hist_counts = part.histogram(local);
+        let hist = &hist_counts[..];
         let (lo, hi) = (m.min as f64, m.max as f64);
         for (name, q) in QUANTILES {
             f.metadata
@@ -187,7 +200,13 @@ impl Ctx<'_> {
 
         let sketch = &part.tokens[local];
         let mut toks: Vec<(u32, u64)> = sketch.entries().collect();
-        toks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        // Ties are broken by the token's text, not its id, so the order does not depend on
+        // how a vocabulary happened to number tokens (e.g. shards merged in another order).
+        toks.sort_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then_with(|| self.vocab.token(a.0).cmp(&self.vocab.token(b.0)))
+                .then(a.0.cmp(&b.0))
+        });
         let held: u64 = toks.iter().map(|t| t.1).sum();
         let mut entropy = 0.0;
         if held > 0 {

@@ -87,7 +87,7 @@ impl DelphiCache {
                 };
                 return Err(Error::format(
                     path,
-                    format!("no <start>_<end>.safetensors shards in this directory{hint}"),
+                    format!("is a directory without <start>_<end>.safetensors shards; expected an activation file or a delphi cache directory{hint}"),
                 ));
             }
             files.sort_by_key(|(_, r)| r.map(|r| r.0));

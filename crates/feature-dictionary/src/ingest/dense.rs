@@ -310,6 +310,15 @@ impl DenseSource {
     }
 }
 
+impl DenseSource {
+    /// Numbers this input's sequences from `first` (so shards of one corpus, built
+    /// separately and merged, keep distinct sequence indices).
+    pub fn with_first_sequence(mut self, first: u64) -> Self {
+        self.planner.set_first_sequence(first);
+        self
+    }
+}
+
 impl ActivationSource for DenseSource {
     fn n_features(&self) -> usize {
         self.matrix.n_features()

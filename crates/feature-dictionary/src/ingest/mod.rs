@@ -118,6 +118,7 @@ pub trait ActivationSource {
 #[derive(Debug, Clone)]
 pub struct BatchPlanner {
     seq_offsets: Vec<u64>,
+    first_sequence: u64,
     max_rows: u64,
     window: u64,
     next_row: u64,
@@ -137,10 +138,16 @@ impl BatchPlanner {
     pub fn new(seq_offsets: Vec<u64>, max_rows: u64, window: u64) -> Self {
         Self {
             seq_offsets,
+            first_sequence: 0,
             max_rows: max_rows.max(1),
             window,
             next_row: 0,
         }
+    }
+
+    /// Numbers sequences from `first` instead of 0 (for shards of one corpus).
+    pub fn set_first_sequence(&mut self, first: u64) {
+        self.first_sequence = first;
     }
 
     /// Total rows.
@@ -207,7 +214,7 @@ impl BatchPlanner {
             while r >= self.seq_offsets[s + 1] {
                 s += 1;
             }
-            seqs.push(s as u64);
+            seqs.push(self.first_sequence + s as u64);
             pos.push((r - self.seq_offsets[s]) as u32);
         }
         (seqs, pos)

@@ -177,6 +177,40 @@ pub fn open(path: &Path) -> Result<DenseMatrix> {
     DenseMatrix::new(path, map, header.data_offset, dtype, &header.shape)
 }
 
+/// Writes a C-order little-endian float32 `.npy` (format 1.0) of `shape`.
+pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if n != data.len() {
+        return Err(Error::Invalid(format!(
+            "{}: shape {shape:?} holds {n} values but {} were given",
+            path.display(),
+            data.len()
+        )));
+    }
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    // Pad so the data starts on a 64-byte boundary, ending the header with a newline.
+    let total = MAGIC.len() + 4 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    crate::store::write_atomically(path, |w| {
+        use std::io::Write;
+        w.write_all(MAGIC)?;
+        w.write_all(&[1, 0])?;
+        w.write_all(&(header.len() as u16).to_le_bytes())?;
+        w.write_all(header.as_bytes())?;
+        for v in data {
+            w.write_all(&v.to_le_bytes())?;
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

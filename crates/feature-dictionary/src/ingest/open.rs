@@ -31,6 +31,8 @@ pub struct InputSpec<'a> {
     pub context_window: usize,
     /// Worker threads (SAE encoding).
     pub threads: usize,
+    /// Floats per dense batch (0 = [`crate::build::VALUES_PER_BATCH`]).
+    pub batch_values: usize,
 }
 
 /// Rows per batch for sparse caches (whole sequences; memory is O(nonzeros of a batch)).
@@ -128,7 +130,11 @@ pub fn open_source(spec: &InputSpec) -> Result<Box<dyn ActivationSource>> {
                 matrix,
                 tokens,
                 spec.context_window,
-                crate::build::VALUES_PER_BATCH,
+                if spec.batch_values == 0 {
+                    crate::build::VALUES_PER_BATCH
+                } else {
+                    spec.batch_values
+                },
             )?;
             match spec.sae {
                 Some(dir) => Ok(Box::new(SaeSource::new(

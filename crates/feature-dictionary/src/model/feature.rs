@@ -110,7 +110,7 @@ pub struct FeatureActivation {
 impl FeatureActivation {
     /// Index of the firing token inside `context_tokens`.
     pub fn token_index_in_context(&self) -> usize {
-        (self.position - self.metadata.context_start) as usize
+        self.position.saturating_sub(self.metadata.context_start) as usize
     }
 }
 

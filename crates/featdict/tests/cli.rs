@@ -1,0 +1,439 @@
+//! The `featdict` binary end to end: happy paths with `--json`, and bad inputs that must give
+//! a clear error naming the file, a non-zero exit and no panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use feature_dictionary::ingest::npy;
+
+fn featdict(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_featdict"))
+        .args(args)
+        .output()
+        .expect("run featdict")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// 3 sequences of 4 tokens, 5 features; feature 4 never fires.
+fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
+    let acts = dir.join("acts.npy");
+    let toks = dir.join("tokens.json");
+    let mut data = vec![0f32; 12 * 5];
+    for r in 0..12 {
+        data[r * 5 + r % 4] = 1.0 + r as f32;
+    }
+    npy::write_f32(&acts, &[12, 5], &data).unwrap();
+    std::fs::write(
+        &toks,
+        r#"[["The"," cat"," sat","."],["<script>alert(1)</script>"," dog"," ran","."],["A"," cat"," ran","!"]]"#,
+    )
+    .unwrap();
+    (acts, toks)
+}
+
+fn assert_clean_error(out: &Output, must_contain: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    for m in must_contain {
+        assert!(err.contains(m), "stderr lacks {m:?}: {err}");
+    }
+}
+
+#[test]
+fn build_stats_show_top_with_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = fixture(dir.path());
+    let out_path = dir.path().join("d.json");
+    let out = featdict(&[
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&toks),
+        "--out",
+        s(&out_path),
+        "--model-name",
+        "toy",
+        "--layer",
+        "3",
+        "--json",
+        "-q",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["statistics"]["total_tokens_processed"], 12);
+    assert_eq!(summary["statistics"]["dead_features"], 1);
+
+    let out = featdict(&["stats", s(&out_path), "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["num_features"], 5);
+    assert_eq!(st["model_name"], "toy");
+    assert_eq!(st["layer"], 3);
+    assert_eq!(st["statistics"]["active_features"], 4);
+
+    // Feature 0 fires on rows 0, 4, 8 with 1, 5, 9: "The", "<script>…", "A".
+    let out = featdict(&["show", s(&out_path), "0", "--json"]);
+    let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(f["activation_count"], 3);
+    assert_eq!(f["max_activation"], 9.0);
+    assert_eq!(f["top_activations"][0]["token"], "A");
+    assert_eq!(
+        f["top_activations"][1]["token"],
+        "<script>alert(1)</script>"
+    );
+    assert_eq!(
+        f["top_activations"][0]["context_tokens"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+
+    let out = featdict(&["show", s(&out_path), "0"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("[[A]] cat ran!"), "{text}");
+
+    let out = featdict(&[
+        "top",
+        s(&out_path),
+        "--by",
+        "max_activation",
+        "-n",
+        "2",
+        "--json",
+    ]);
+    let top: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<u64> = top
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![3, 2]); // maxima 12 and 11
+
+    // --drop-dead leaves the dead feature out of the file but says so.
+    let dropped = dir.path().join("alive.json");
+    let out = featdict(&[
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&toks),
+        "--out",
+        s(&dropped),
+        "--drop-dead",
+        "-q",
+    ]);
+    assert!(out.status.success());
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dropped).unwrap()).unwrap();
+    assert!(v["feature_set"]["features"].get("4").is_none());
+    assert_eq!(
+        v["feature_set"]["metadata"]["omitted_features"],
+        serde_json::json!([4])
+    );
+    assert_eq!(v["config"]["num_features"], 5);
+}
+
+#[test]
+fn truncated_npy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = fixture(dir.path());
+    let bytes = std::fs::read(&acts).unwrap();
+    std::fs::write(&acts, &bytes[..bytes.len() - 7]).unwrap();
+    let out = featdict(&[
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&toks),
+        "--out",
+        "/tmp/never.json",
+    ]);
+    assert_clean_error(
+        &out,
+        &[s(&acts), "truncated", "needs 240 data bytes but 233"],
+    );
+}
+
+#[test]
+fn unsupported_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = fixture(dir.path());
+    let mut bytes = std::fs::read(&acts).unwrap();
+    let at = bytes.windows(3).position(|w| w == b"<f4").unwrap();
+    bytes[at..at + 3].copy_from_slice(b"<i4");
+    std::fs::write(&acts, bytes).unwrap();
+    let out = featdict(&[
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&toks),
+        "--out",
+        "/tmp/never.json",
+    ]);
+    assert_clean_error(&out, &[s(&acts), "unsupported dtype <i4", "float32"]);
+}
+
+#[test]
+fn token_activation_length_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = fixture(dir.path());
+    std::fs::write(&toks, r#"[["a","b","c","d"],["e","f","g"]]"#).unwrap();
+    let out = featdict(&[
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&toks),
+        "--out",
+        "/tmp/never.json",
+    ]);
+    assert_clean_error(&out, &[s(&toks), "length mismatch", "12 rows", "7 tokens"]);
+}
+
+#[test]
+fn nonfinite_activations_are_reported_not_folded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = fixture(dir.path());
+    let mut data = vec![0f32; 60];
+    data[5 * 2 + 1] = f32::NAN; // row 2 (seq 0, pos 2), feature 1
+    data[5 * 6 + 3] = f32::INFINITY;
+    data[0] = 2.0;
+    npy::write_f32(&acts, &[12, 5], &data).unwrap();
+    let out_path = dir.path().join("d.json");
+    let out = featdict(&[
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&toks),
+        "--out",
+        s(&out_path),
+    ]);
+    assert_clean_error(
+        &out,
+        &[
+            s(&acts),
+            "non-finite",
+            "sequence 0, position 2, feature 1",
+            "--allow-nonfinite",
+        ],
+    );
+    assert!(!out_path.exists(), "no dictionary may be written");
+
+    let out = featdict(&[
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&toks),
+        "--out",
+        s(&out_path),
+        "--allow-nonfinite",
+        "-q",
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("2 non-finite activation values were skipped"));
+    let out = featdict(&["show", s(&out_path), "3", "--json"]);
+    let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(f["activation_count"], 0, "+Inf must not count as a firing");
+    assert_eq!(f["metadata"]["nonfinite_count"], 1);
+}
+
+#[test]
+fn empty_files_and_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = fixture(dir.path());
+    let empty = dir.path().join("empty.npy");
+    std::fs::write(&empty, b"").unwrap();
+    let out = featdict(&[
+        "build",
+        s(&empty),
+        "--tokens",
+        s(&toks),
+        "--out",
+        "/tmp/never.json",
+    ]);
+    assert_clean_error(&out, &[s(&empty), "empty"]);
+
+    let empty_tokens = dir.path().join("empty.json");
+    std::fs::write(&empty_tokens, b"").unwrap();
+    let out = featdict(&[
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&empty_tokens),
+        "--out",
+        "/tmp/never.json",
+    ]);
+    assert_clean_error(&out, &[s(&empty_tokens), "empty"]);
+
+    let sub = dir.path().join("adir.npy");
+    std::fs::create_dir(&sub).unwrap();
+    let out = featdict(&[
+        "build",
+        s(&sub),
+        "--tokens",
+        s(&toks),
+        "--out",
+        "/tmp/never.json",
+    ]);
+    assert_clean_error(&out, &[s(&sub), "is a directory"]);
+
+    let out = featdict(&["stats", s(dir.path())]);
+    assert_clean_error(&out, &[s(dir.path()), "is a directory"]);
+
+    let missing = dir.path().join("missing.npy");
+    let out = featdict(&[
+        "build",
+        s(&missing),
+        "--tokens",
+        s(&toks),
+        "--out",
+        "/tmp/never.json",
+    ]);
+    assert_clean_error(&out, &[s(&missing), "No such file"]);
+}
+
+#[test]
+fn malformed_inputs_and_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = fixture(dir.path());
+    let bad_tokens = dir.path().join("bad.json");
+    std::fs::write(&bad_tokens, r#"[["a", 3]]"#).unwrap();
+    let out = featdict(&[
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&bad_tokens),
+        "--out",
+        "/tmp/never.json",
+    ]);
+    assert_clean_error(&out, &[s(&bad_tokens), "list of lists of token strings"]);
+
+    let not_npy = dir.path().join("x.npy");
+    std::fs::write(&not_npy, b"hello world, not numpy").unwrap();
+    let out = featdict(&[
+        "build",
+        s(&not_npy),
+        "--tokens",
+        s(&toks),
+        "--out",
+        "/tmp/never.json",
+    ]);
+    assert_clean_error(&out, &[s(&not_npy), "magic"]);
+
+    let out = featdict(&[
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&toks),
+        "--out",
+        "/tmp/never.json",
+        "--min-activation",
+        "0",
+    ]);
+    assert_clean_error(&out, &["min_activation must be a positive number"]);
+
+    let dict = dir.path().join("d.json");
+    assert!(featdict(&[
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&toks),
+        "--out",
+        s(&dict),
+        "-q"
+    ])
+    .status
+    .success());
+    let out = featdict(&["show", s(&dict), "77"]);
+    assert_clean_error(&out, &["feature 77 is not in", s(&dict)]);
+
+    let garbage = dir.path().join("g.json");
+    std::fs::write(&garbage, b"{\"feature_set\": 3}").unwrap();
+    let out = featdict(&["stats", s(&garbage)]);
+    assert_clean_error(&out, &[s(&garbage), "not a feature dictionary JSON"]);
+}
+
+/// Writes `n_seq` sequences of 128 tokens over `f` features at ~2 % density.
+fn synthetic(dir: &Path, name: &str, n_seq: usize, f: usize) -> (PathBuf, PathBuf) {
+    let rows = n_seq * 128;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut data = vec![0f32; rows * f];
+    for v in data.iter_mut() {
+        let r = next();
+        if r % 50 == 0 {
+            *v = (r >> 40) as f32 / (1u64 << 22) as f32 + 0.01;
+        }
+    }
+    let acts = dir.join(format!("{name}.npy"));
+    npy::write_f32(&acts, &[rows, f], &data).unwrap();
+    let toks: Vec<Vec<String>> = (0..n_seq)
+        .map(|_| (0..128).map(|_| format!("w{}", next() % 300)).collect())
+        .collect();
+    let tp = dir.join(format!("{name}.json"));
+    std::fs::write(&tp, serde_json::to_string(&toks).unwrap()).unwrap();
+    (acts, tp)
+}
+
+#[test]
+fn peak_memory_does_not_grow_with_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    // Past warm-up (token tables and samples filled), 10× the tokens at equal F.
+    let f = 128;
+    let mut rss = Vec::new();
+    for (name, n_seq) in [("small", 192), ("large", 1920)] {
+        let (acts, toks) = synthetic(dir.path(), name, n_seq, f);
+        let out_path = dir.path().join(format!("{name}.out.json"));
+        let out = featdict(&[
+            "build",
+            s(&acts),
+            "--tokens",
+            s(&toks),
+            "--out",
+            s(&out_path),
+            "--json",
+            "-q",
+            "--batch-values",
+            "262144",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v["statistics"]["total_tokens_processed"],
+            (n_seq * 128) as u64
+        );
+        rss.push(v["peak_rss_bytes"].as_u64().expect("Linux reports VmHWM"));
+    }
+    // 10× the tokens (12 MiB → 120 MiB of activations): peak memory stays within a few MiB
+    // (token ids are 4 bytes per token; everything else is per feature or per batch).
+    let (small, large) = (rss[0] as f64, rss[1] as f64);
+    eprintln!(
+        "peak RSS: 24,576 tokens {:.1} MiB, 245,760 tokens {:.1} MiB",
+        small / 1048576.0,
+        large / 1048576.0
+    );
+    assert!(
+        large < small * 1.15 + 3.0 * 1048576.0,
+        "small {small} large {large}"
+    );
+}

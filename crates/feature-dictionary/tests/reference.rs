@@ -1,0 +1,458 @@
+//! The accumulator against brute-force reference computations on random data, read through
+//! the real `.npy` + tokens JSON readers.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use feature_dictionary::accumulate::{histogram, Accumulator, Settings};
+use feature_dictionary::build::{accumulate_source, build, BuildOptions};
+use feature_dictionary::finalize::finalize;
+use feature_dictionary::ingest::{npy, DenseSource, TokenSequences};
+use feature_dictionary::model::{DictionaryConfig, FeatureType};
+use feature_dictionary::FeatureDictionary;
+use proptest::prelude::*;
+
+/// xorshift64*: reproducible without a rand dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A random corpus: sequences of varied length (1 included), activations with deliberate
+/// ties (values on a 1/8 grid) and a skewed token distribution.
+struct Corpus {
+    lengths: Vec<usize>,
+    tokens: Vec<Vec<String>>,
+    acts: Vec<f32>, // [rows × f]
+    f: usize,
+}
+
+fn corpus(seed: u64, n_seq: usize, f: usize, density: f64) -> Corpus {
+    let mut rng = Rng(seed | 1);
+    let words = [
+        "the", "cat", " sat", "on", "<mat>", "\n", "dog", "a", "ran", "far",
+    ];
+    let mut lengths = Vec::new();
+    let mut tokens = Vec::new();
+    for s in 0..n_seq {
+        let len = if s % 7 == 3 {
+            1
+        } else {
+            2 + rng.below(40) as usize
+        };
+        lengths.push(len);
+        tokens.push(
+            (0..len)
+                .map(|_| {
+                    let i = (rng.unit() * rng.unit() * words.len() as f64) as usize;
+                    words[i].to_string()
+                })
+                .collect(),
+        );
+    }
+    let rows: usize = lengths.iter().sum();
+    let mut acts = vec![0f32; rows * f];
+    for v in acts.iter_mut() {
+        if rng.unit() < density {
+            // Grid values make exact ties common; some fall below the 0.01 threshold.
+            *v = (rng.below(40) as f32) / 8.0 + if rng.below(5) == 0 { 0.005 } else { 0.0 };
+        }
+    }
+    Corpus {
+        lengths,
+        tokens,
+        acts,
+        f,
+    }
+}
+
+fn write(c: &Corpus, dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let acts = dir.join(format!("{name}.npy"));
+    let toks = dir.join(format!("{name}.json"));
+    let rows = c.acts.len() / c.f;
+    npy::write_f32(&acts, &[rows, c.f], &c.acts).unwrap();
+    std::fs::write(&toks, serde_json::to_string(&c.tokens).unwrap()).unwrap();
+    (acts, toks)
+}
+
+fn config(top_k: usize, window: usize) -> DictionaryConfig {
+    let mut c = DictionaryConfig::default();
+    c.extraction.max_examples_per_feature = top_k;
+    c.extraction.context_window = window;
+    c
+}
+
+fn source(acts: &Path, toks: &Path, window: usize, values_per_batch: usize) -> DenseSource {
+    let m = npy::open(acts).unwrap();
+    let t = TokenSequences::from_json_file(toks).unwrap();
+    DenseSource::new(m, t, window, values_per_batch).unwrap()
+}
+
+fn build_dict(
+    acts: &Path,
+    toks: &Path,
+    cfg: &DictionaryConfig,
+    threads: usize,
+    vpb: usize,
+) -> FeatureDictionary {
+    let mut src = source(acts, toks, cfg.extraction.context_window, vpb);
+    let opts = BuildOptions {
+        threads,
+        allow_nonfinite: false,
+    };
+    build(&mut src, cfg.clone(), &opts, &mut |_| {}).unwrap()
+}
+
+#[test]
+fn every_statistic_matches_brute_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = corpus(42, 60, 37, 0.15);
+    let (acts, toks) = write(&c, dir.path(), "c");
+    let (k, w) = (7, 3);
+    // A tiny batch budget forces long sequences to be split with context margins.
+    let dict = build_dict(&acts, &toks, &config(k, w), 2, 37 * 16);
+
+    let thr = 0.01f32;
+    let rows: usize = c.lengths.iter().sum();
+    let mut seq_of = Vec::new();
+    let mut pos_of = Vec::new();
+    let mut tok_of = Vec::new();
+    for (s, len) in c.lengths.iter().enumerate() {
+        for p in 0..*len {
+            seq_of.push(s as u64);
+            pos_of.push(p as u32);
+            tok_of.push(c.tokens[s][p].clone());
+        }
+    }
+    let mut occurrences: HashMap<&str, u64> = HashMap::new();
+    for t in &tok_of {
+        *occurrences.entry(t).or_default() += 1;
+    }
+    assert_eq!(dict.feature_set.total_tokens_processed, rows as u64);
+    assert_eq!(dict.num_features(), c.f);
+
+    for feat in 0..c.f {
+        let fired: Vec<(usize, f32)> = (0..rows)
+            .map(|r| (r, c.acts[r * c.f + feat]))
+            .filter(|&(_, v)| v >= thr)
+            .collect();
+        let got = dict.get(feat as u64).unwrap();
+        assert_eq!(got.activation_count, fired.len() as u64, "count of {feat}");
+        assert_eq!(
+            got.feature_type,
+            FeatureType::classify(fired.len() as u64, rows as u64)
+        );
+        if fired.is_empty() {
+            assert_eq!(got.feature_type, FeatureType::Dead);
+            continue;
+        }
+        let n = fired.len() as f64;
+        let sum: f64 = fired.iter().map(|x| x.1 as f64).sum();
+        let mean = sum / n;
+        let var = fired
+            .iter()
+            .map(|x| (x.1 as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        assert!((got.mean_activation - mean).abs() < 1e-12 * mean.max(1.0));
+        assert!((got.metadata.std_activation.unwrap() - var.sqrt()).abs() < 1e-9);
+        let max = fired.iter().map(|x| x.1).fold(f32::MIN, f32::max);
+        let min = fired.iter().map(|x| x.1).fold(f32::MAX, f32::min);
+        assert_eq!(got.max_activation, max as f64);
+        assert_eq!(got.metadata.min_activation, Some(min));
+        assert_eq!(got.activation_frequency, n / rows as f64);
+
+        // Top-k: activation desc, then sequence, then position; exact ties are common here.
+        let mut order = fired.clone();
+        order.sort_by(|a, b| {
+            b.1.total_cmp(&a.1)
+                .then(seq_of[a.0].cmp(&seq_of[b.0]))
+                .then(pos_of[a.0].cmp(&pos_of[b.0]))
+        });
+        order.truncate(k);
+        assert_eq!(got.top_activations.len(), order.len());
+        for (ex, &(r, v)) in got.top_activations.iter().zip(&order) {
+            assert_eq!(
+                (ex.metadata.sequence, ex.position, ex.activation),
+                (seq_of[r], pos_of[r], v)
+            );
+            assert_eq!(ex.token, tok_of[r]);
+            // Context: ± w tokens clipped at the sequence edges, with this feature's values.
+            let s = seq_of[r] as usize;
+            let p = pos_of[r] as usize;
+            let lo = p.saturating_sub(w);
+            let hi = (p + w + 1).min(c.lengths[s]);
+            assert_eq!(ex.context_tokens, c.tokens[s][lo..hi].to_vec());
+            assert_eq!(ex.metadata.context_start as usize, lo);
+            let first_row = r - p;
+            let expect: Vec<f32> = (lo..hi)
+                .map(|q| c.acts[(first_row + q) * c.f + feat])
+                .collect();
+            assert_eq!(ex.metadata.context_activations, expect);
+            assert_eq!(ex.context_tokens[ex.token_index_in_context()], ex.token);
+        }
+
+        // Histogram: exact counts per fixed bin.
+        let mut hist = vec![0u64; histogram::N_BINS];
+        for &(_, v) in &fired {
+            hist[histogram::bin(v)] += 1;
+        }
+        let h = got.metadata.histogram.as_ref().unwrap();
+        let expect: Vec<(u32, u64)> = hist
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(|(b, &c)| (b as u32, c))
+            .collect();
+        assert_eq!(h.counts, expect);
+
+        // Positions.
+        let ps: Vec<f64> = fired.iter().map(|&(r, _)| pos_of[r] as f64).collect();
+        let pm = ps.iter().sum::<f64>() / n;
+        let pv = ps.iter().map(|p| (p - pm).powi(2)).sum::<f64>() / n;
+        let pos = got.metadata.positions.as_ref().unwrap();
+        assert!((pos.mean - pm).abs() < 1e-9 && (pos.variance - pv).abs() < 1e-6);
+        assert_eq!(pos.start, ps.iter().filter(|&&p| p < 5.0).count() as u64);
+        assert_eq!(pos.late, ps.iter().filter(|&&p| p >= 50.0).count() as u64);
+
+        // Token statistics over all tokens: exact here (few distinct tokens).
+        let mut firings: HashMap<&str, u64> = HashMap::new();
+        for &(r, _) in &fired {
+            *firings.entry(&tok_of[r]).or_default() += 1;
+        }
+        assert_eq!(got.metadata.token_counts_exact, Some(true));
+        assert_eq!(got.metadata.top_tokens.len(), firings.len());
+        for t in &got.metadata.top_tokens {
+            assert_eq!(t.firings, firings[t.token.as_str()], "{feat} {:?}", t.token);
+            assert_eq!(t.occurrences, occurrences[t.token.as_str()]);
+        }
+
+        // Quantile-stratified samples are real firings of this feature in their group.
+        for g in &got.metadata.quantile_examples {
+            for ex in &g.examples {
+                let r = (0..rows)
+                    .find(|&r| seq_of[r] == ex.metadata.sequence && pos_of[r] == ex.position)
+                    .unwrap();
+                assert_eq!(c.acts[r * c.f + feat], ex.activation);
+                assert!(
+                    ex.activation as f64 >= g.min_activation
+                        && ex.activation as f64 <= g.max_activation
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn thread_count_and_batch_size_do_not_change_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = corpus(7, 40, 53, 0.2);
+    let (acts, toks) = write(&c, dir.path(), "c");
+    let cfg = config(5, 2);
+    let one = build_dict(&acts, &toks, &cfg, 1, 1 << 20);
+    for threads in [2, 3, 8] {
+        for vpb in [53 * 7, 1 << 20] {
+            assert!(
+                one == build_dict(&acts, &toks, &cfg, threads, vpb),
+                "threads {threads} vpb {vpb}"
+            );
+        }
+    }
+}
+
+/// Accumulates sequences `range` of `c` as its own file, numbering sequences from its start.
+fn accumulate_part(
+    c: &Corpus,
+    range: std::ops::Range<usize>,
+    dir: &Path,
+    cfg: &DictionaryConfig,
+    threads: usize,
+) -> (Accumulator, TokenSequences) {
+    let first_row: usize = c.lengths[..range.start].iter().sum();
+    let rows: usize = c.lengths[range.clone()].iter().sum();
+    let part = Corpus {
+        lengths: c.lengths[range.clone()].to_vec(),
+        tokens: c.tokens[range.clone()].to_vec(),
+        acts: c.acts[first_row * c.f..(first_row + rows) * c.f].to_vec(),
+        f: c.f,
+    };
+    let name = format!("part{}_{}", range.start, range.end);
+    let (a, t) = write(&part, dir, &name);
+    let mut src = source(&a, &t, cfg.extraction.context_window, 1 << 20)
+        .with_first_sequence(range.start as u64);
+    let mut acc = Accumulator::new(
+        c.f,
+        Settings::from_config(&cfg.extraction).unwrap(),
+        threads,
+    );
+    accumulate_source(&mut src, &mut acc, &BuildOptions::default(), &mut |_| {}).unwrap();
+    (acc, TokenSequences::from_json_file(&t).unwrap())
+}
+
+/// Parts are built with the whole corpus's vocabulary order so token ids agree: the first
+/// part's tokens file lists every word first in this corpus generator, so we interning-map
+/// ids by string instead.
+fn merged(
+    c: &Corpus,
+    cuts: &[usize],
+    order: &[usize],
+    dir: &Path,
+    cfg: &DictionaryConfig,
+) -> FeatureDictionary {
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(c.lengths.len());
+    let parts: Vec<(Accumulator, TokenSequences)> = (0..bounds.len() - 1)
+        .map(|i| accumulate_part(c, bounds[i]..bounds[i + 1], dir, cfg, 1 + i % 2))
+        .collect();
+    let mut vocab = feature_dictionary::ingest::Vocab::new();
+    let mut total: Option<Accumulator> = None;
+    let mut parts: Vec<Option<(Accumulator, TokenSequences)>> =
+        parts.into_iter().map(Some).collect();
+    for &i in order {
+        let (acc, toks) = parts[i].take().unwrap();
+        let map: Vec<u32> = (0..toks.vocab().len() as u32)
+            .map(|id| vocab.intern(&toks.vocab().token(id)))
+            .collect();
+        match &mut total {
+            None => {
+                let mut empty = Accumulator::new(c.f, acc.settings().clone(), 2);
+                empty.merge_remapped(acc, &map).unwrap();
+                total = Some(empty);
+            }
+            Some(t) => t.merge_remapped(acc, &map).unwrap(),
+        }
+    }
+    finalize(&total.unwrap(), &vocab, cfg.clone())
+}
+
+fn canonical(mut d: FeatureDictionary) -> FeatureDictionary {
+    // Token order in the global count list depends on vocabulary ids only through ties;
+    // sums of f64 may differ in the last bit between merge orders.
+    for f in d.feature_set.features.values_mut() {
+        f.mean_activation = (f.mean_activation * 1e9).round() / 1e9;
+        if let Some(s) = f.metadata.std_activation.as_mut() {
+            *s = (*s * 1e9).round() / 1e9;
+        }
+        if let Some(s) = f.metadata.sum_activation.as_mut() {
+            *s = (*s * 1e6).round() / 1e6;
+        }
+        if let Some(p) = f.metadata.positions.as_mut() {
+            p.variance = (p.variance * 1e6).round() / 1e6;
+        }
+    }
+    d
+}
+
+#[test]
+fn merge_of_parts_equals_one_pass_over_their_union() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = corpus(99, 45, 29, 0.2);
+    let cfg = config(6, 2);
+    let (acts, toks) = write(&c, dir.path(), "all");
+    let one = canonical(build_dict(&acts, &toks, &cfg, 2, 1 << 20));
+    let ab = canonical(merged(&c, &[20], &[0, 1], dir.path(), &cfg));
+    let ba = canonical(merged(&c, &[20], &[1, 0], dir.path(), &cfg));
+    let abc = canonical(merged(&c, &[10, 31], &[2, 0, 1], dir.path(), &cfg));
+    for (name, d) in [("a+b", &ab), ("b+a", &ba), ("c+a+b", &abc)] {
+        for (id, f) in &one.feature_set.features {
+            assert_eq!(f, &d.feature_set.features[id], "{name}: feature {id}");
+        }
+        assert_eq!(
+            one.feature_set.total_tokens_processed,
+            d.feature_set.total_tokens_processed
+        );
+        let mut x = one.feature_set.metadata.token_counts.clone();
+        let mut y = d.feature_set.metadata.token_counts.clone();
+        x.sort();
+        y.sort();
+        assert_eq!(x, y);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+    /// merge(a, b) equals one pass over a ∪ b, for random corpora and cut points.
+    #[test]
+    fn merge_law(seed in 1u64..1_000_000, cut in 1usize..11, k in 1usize..6) {
+        let dir = tempfile::tempdir().unwrap();
+        let c = corpus(seed, 12, 11, 0.3);
+        let cfg = config(k, 1);
+        let (acts, toks) = write(&c, dir.path(), "all");
+        let one = canonical(build_dict(&acts, &toks, &cfg, 1, 1 << 20));
+        let two = canonical(merged(&c, &[cut], &[0, 1], dir.path(), &cfg));
+        for (id, f) in &one.feature_set.features {
+            prop_assert_eq!(f, &two.feature_set.features[id]);
+        }
+    }
+}
+
+#[test]
+fn json_round_trip_is_lossless() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = corpus(5, 20, 13, 0.2);
+    let (acts, toks) = write(&c, dir.path(), "c");
+    let cfg = DictionaryConfig {
+        model_name: "gpt2".into(),
+        sae_name: "res-jb".into(),
+        layer: 8,
+        ..config(4, 2)
+    };
+    let dict = build_dict(&acts, &toks, &cfg, 2, 1 << 20);
+    let path = dir.path().join("d.json");
+    feature_dictionary::store::save(&dict, &path).unwrap();
+    let back = feature_dictionary::store::load(&path).unwrap();
+    assert_eq!(back, dict);
+    assert_eq!(back.num_features(), 13);
+    assert_eq!(back.config.model_name, "gpt2");
+    assert_eq!(back.feature_set.sae_name, "res-jb");
+    assert_eq!(back.config.layer, 8);
+}
+
+/// The bundled real latents (TopK SAE, k = 24): every row has 24 non-zeros; the dictionary's
+/// counts and maxima must agree with a direct read of the file.
+#[test]
+fn real_example_latents_agree_with_a_direct_read() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/example");
+    let (acts, toks) = (root.join("latents.npy"), root.join("tokens.json"));
+    let dict = build_dict(&acts, &toks, &config(20, 5), 2, 1 << 20);
+    let m = npy::open(&acts).unwrap();
+    let mut buf = Vec::new();
+    let data = m.rows_f32(0..m.n_rows(), &mut buf).to_vec();
+    let f = m.n_features();
+    assert_eq!((m.n_rows(), f), (256, 3072));
+    for r in 0..256 {
+        assert_eq!(
+            data[r * f..(r + 1) * f]
+                .iter()
+                .filter(|&&v| v != 0.0)
+                .count(),
+            24
+        );
+    }
+    for feat in 0..f {
+        let col: Vec<f32> = (0..256)
+            .map(|r| data[r * f + feat])
+            .filter(|&v| v >= 0.01)
+            .collect();
+        let got = dict.get(feat as u64).unwrap();
+        assert_eq!(got.activation_count, col.len() as u64);
+        if let Some(max) = col.iter().copied().reduce(f32::max) {
+            assert_eq!(got.max_activation, max as f64);
+        } else {
+            assert_eq!(got.feature_type, FeatureType::Dead);
+        }
+    }
+    assert_eq!(dict.feature_set.total_tokens_processed, 256);
+}

@@ -1,0 +1,132 @@
+//! Compatibility with the original Python library's saved JSON, both ways.
+
+use feature_dictionary::build::{build, BuildOptions};
+use feature_dictionary::ingest::{npy, DenseSource, TokenSequences};
+use feature_dictionary::model::{DictionaryConfig, FeatureType};
+use serde_json::Value;
+
+/// Every key the original's `FeatureDictionary.load` → `FeatureSet.from_dict` →
+/// `Feature.from_dict` → `FeatureActivation.from_dict` indexes without a default, with the
+/// types its code then relies on (`int(key)`, `FeatureType(value)`).
+#[test]
+fn our_json_has_what_the_original_loader_requires() {
+    let dir = tempfile::tempdir().unwrap();
+    let acts = dir.path().join("a.npy");
+    let mut data = vec![0f32; 6 * 3];
+    data[0] = 1.5;
+    data[4] = 0.5;
+    data[3 * 3 + 1] = 2.0;
+    npy::write_f32(&acts, &[6, 3], &data).unwrap();
+    let tokens = TokenSequences::from_strings(&[vec!["a", "b", "c"], vec!["d", "e", "f"]]);
+    let cfg = DictionaryConfig {
+        model_name: "m".into(),
+        ..Default::default()
+    };
+    let mut src = DenseSource::new(npy::open(&acts).unwrap(), tokens, 5, 1 << 20).unwrap();
+    let dict = build(&mut src, cfg, &BuildOptions::default(), &mut |_| {}).unwrap();
+    let path = dir.path().join("d.json");
+    feature_dictionary::store::save(&dict, &path).unwrap();
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+
+    assert!(v["config"].is_object() && v["statistics"].is_object());
+    let fs = &v["feature_set"];
+    assert!(fs["layer"].is_i64());
+    assert_eq!(fs["model_name"], "m");
+    let features = fs["features"].as_object().unwrap();
+    assert_eq!(features.len(), 3, "dead feature 2 is kept");
+    for (key, f) in features {
+        let id: u64 = key.parse().expect("int(key)");
+        assert_eq!(f["id"].as_u64(), Some(id));
+        assert!(f["dimension"].is_u64());
+        let t = f["feature_type"].as_str().unwrap();
+        assert!(FeatureType::parse(t).is_some(), "FeatureType({t:?})");
+        for key in [
+            "bias",
+            "activation_count",
+            "mean_activation",
+            "max_activation",
+            "activation_frequency",
+            "confidence",
+        ] {
+            assert!(f[key].is_number(), "{key}");
+        }
+        assert!(
+            f["labels"].is_array() && f["description"].is_string() && f["metadata"].is_object()
+        );
+        for a in f["top_activations"].as_array().unwrap() {
+            assert!(a["feature_id"].is_u64() && a["token"].is_string());
+            assert!(a["position"].is_u64() && a["activation"].is_number());
+            assert!(
+                a["context"].is_string()
+                    && a["context_tokens"].is_array()
+                    && a["metadata"].is_object()
+            );
+        }
+    }
+    let stats = &v["statistics"];
+    for key in [
+        "total_features",
+        "active_features",
+        "dead_features",
+        "labeled_features",
+        "mean_activation_frequency",
+        "total_tokens_processed",
+    ] {
+        assert!(stats[key].is_number(), "{key}");
+    }
+    assert_eq!(stats["type_distribution"]["dead"], 1);
+}
+
+/// A file as the original writes it (indent=2, no metadata of ours) reads back with its
+/// values; the number of features comes from the ids when the config does not say.
+#[test]
+fn reads_a_file_written_by_the_original() {
+    let text = r#"{
+  "config": {
+    "extraction": {"activation_threshold": 0.0, "min_activation": 0.01, "max_examples_per_feature": 20,
+                   "context_window": 5, "batch_size": 32, "min_activation_count": 1,
+                   "include_dead_features": false, "collect_context": true, "collect_positions": true},
+    "labeling": {"min_token_frequency": 3, "max_labels": 5, "patterns": {}, "min_confidence": 0.3,
+                 "ngram_sizes": [1, 2, 3], "strategies": ["token_frequency", "ngram_analysis"]},
+    "name": "feature_dictionary", "model_name": "", "sae_name": "", "layer": 0,
+    "auto_save": false, "save_path": null
+  },
+  "feature_set": {
+    "layer": 5,
+    "features": {
+      "7": {"id": 7, "dimension": 768, "bias": 0.0, "activation_count": 2, "mean_activation": 1.25,
+            "max_activation": 1.5, "activation_frequency": 0.5,
+            "top_activations": [
+              {"feature_id": 7, "token": "hello", "position": 1, "activation": 1.5, "context": "",
+               "context_tokens": ["hi", "hello"], "metadata": {}},
+              {"feature_id": 7, "token": "hi", "position": 0, "activation": 1.0, "context": "",
+               "context_tokens": ["hi", "hello"], "metadata": {}}],
+            "labels": ["token:hello"], "description": "A moderate feature.", "confidence": 0.5,
+            "feature_type": "dense", "metadata": {}}
+    },
+    "total_tokens_processed": 4, "model_name": "gpt2", "sae_name": "sae_layer5", "metadata": {}
+  },
+  "statistics": {"total_features": 1}
+}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orig.json");
+    std::fs::write(&path, text).unwrap();
+    let d = feature_dictionary::store::load(&path).unwrap();
+    assert_eq!(d.num_features(), 8);
+    assert_eq!(d.config.model_name, "gpt2");
+    assert_eq!(d.feature_set.layer, 5);
+    let f = d.get(7).unwrap();
+    assert_eq!(
+        (f.activation_count, f.dimension, f.feature_type),
+        (2, 768, FeatureType::Dense)
+    );
+    assert_eq!(f.top_activations[1].token, "hi");
+    assert_eq!(f.labels, vec!["token:hello"]);
+    // And it survives our writer.
+    let again = dir.path().join("again.json");
+    feature_dictionary::store::save(&d, &again).unwrap();
+    assert_eq!(
+        feature_dictionary::store::load(&again).unwrap().feature_set,
+        d.feature_set
+    );
+}
