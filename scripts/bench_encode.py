@@ -16,6 +16,7 @@ environment so OpenBLAS picks its own kernel for this CPU.
 import argparse
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -125,6 +126,7 @@ def main():
          "--token-ids", os.path.join(tmp, "ids.npy"), "--out", os.path.join(tmp, "dict.json"), "--json", "-q"])
     e2e = json.loads(out)
     wall = time.perf_counter() - t
+    shutil.rmtree(tmp)
 
     print(f"load average before: {os.getloadavg()[0]:.1f}; best of {args.rounds} alternating rounds x {args.repeats} repeats")
     print(f"shapes: {args.tokens} tokens x d_in {d_in} -> d_sae {d_sae} (topk k={args.k}), {ours['threads']} threads")

@@ -9,10 +9,20 @@ use feature_dictionary::ingest::ActivationSource;
 
 fuzz_target!(|data: &[u8]| {
     let p = Path::new("0_63.safetensors");
-    let Ok(st) = SafeTensors::from_bytes(p, data.to_vec()) else { return };
-    let Ok(cache) = DelphiCache::from_shards(p, vec![(st, Some((0, 63)))]) else { return };
-    let Some(ids) = cache.token_ids().cloned() else { return };
-    let Ok(tokens) = ids.into_sequences(p, None) else { return };
-    let Ok(mut src) = DelphiSource::new(cache, tokens, 7) else { return };
+    let Ok(st) = SafeTensors::from_bytes(p, data.to_vec()) else {
+        return;
+    };
+    let Ok(cache) = DelphiCache::from_shards(p, vec![(st, Some((0, 63)))]) else {
+        return;
+    };
+    let Some(ids) = cache.token_ids().cloned() else {
+        return;
+    };
+    let Ok(tokens) = ids.into_sequences(p, None) else {
+        return;
+    };
+    let Ok(mut src) = DelphiSource::new(cache, tokens, 7) else {
+        return;
+    };
     while let Ok(Some(_)) = src.next_batch() {}
 });

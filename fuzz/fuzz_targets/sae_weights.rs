@@ -18,13 +18,20 @@ const CONFIGS: [&[u8]; 4] = [
 fuzz_target!(|data: &[u8]| {
     let p = Path::new("weights");
     let _ = Weights::from_npz_bytes(p, data);
-    let Ok(st) = SafeTensors::from_bytes(p, data.to_vec()) else { return };
+    let Ok(st) = SafeTensors::from_bytes(p, data.to_vec()) else {
+        return;
+    };
     for cfg in CONFIGS {
         let Ok(w) = Weights::from_st(&st) else { return };
         let cfg = SaeConfig::from_slice(p, cfg).expect("valid config");
         if let Ok(sae) = Sae::from_parts(p, cfg, w) {
             let mut rows = SparseRows::default();
-            sae.encode(&[1.0, -2.0, 0.5, 3.0], &mut rows, &mut EncodeBuffers::default(), 1);
+            sae.encode(
+                &[1.0, -2.0, 0.5, 3.0],
+                &mut rows,
+                &mut EncodeBuffers::default(),
+                1,
+            );
         }
     }
 });
