@@ -133,6 +133,9 @@ def main():
     print(f"numpy {numpy_res['numpy']} matmul X @ W_enc (into a preallocated output): "
           f"{numpy_res['matmul_seconds']*1e3:.1f} ms, {numpy_res['matmul_gflops']:.1f} GFLOP/s")
     print(f"numpy (X - b_dec) @ W_enc + b_enc: {numpy_res['seconds']*1e3:.1f} ms, {numpy_res['gflops']:.1f} GFLOP/s")
+    ours_mm = min(our_runs, key=lambda r: r["matmul_seconds"])
+    print(f"featdict gemm crate matmul alone (blocks of {ours['block_rows']} rows): "
+          f"{ours_mm['matmul_seconds']*1e3:.1f} ms, {ours_mm['matmul_gflops']:.1f} GFLOP/s")
     print(f"featdict encode (matmul + bias + top-k + sparsify): {ours['seconds']*1e3:.1f} ms, {ours['gflops']:.1f} GFLOP/s")
     print(f"ratio featdict encode / numpy matmul alone: {ours['gflops'] / numpy_res['matmul_gflops']:.3f}")
     print(f"ratio featdict encode / numpy pre-activations: {ours['gflops'] / numpy_res['gflops']:.3f}")
