@@ -25,6 +25,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Build, label and summarize the bundled real demo dataset (data/demo: SmolLM2-135M
+    /// residuals encoded by a TopK SAE, as a delphi latent cache with its tokenizer).
+    Demo(crate::demo::DemoArgs),
     /// Build a dictionary from SAE activations and their tokens.
     ///
     /// ACTS is a dense NumPy array shaped [tokens, features] or [sequences, seq_len, features]
@@ -53,6 +56,24 @@ enum Command {
     Show(ShowArgs),
     /// List the top features by a metric.
     Top(TopArgs),
+    /// Label features: token, n-gram and pattern labels scored by precision and recall over
+    /// the whole corpus, manual labels (--set), and a one-sentence description per feature.
+    Label(crate::label_cmds::LabelArgs),
+    /// Features most similar to one: cosine of decoder directions with --sae, otherwise of
+    /// firing-token profiles.
+    Similar(crate::analyze_cmds::SimilarArgs),
+    /// Features whose activations correlate with one over all tokens (dictionaries built
+    /// with --correlation exact or sketch).
+    Correlated(crate::analyze_cmds::CorrelatedArgs),
+    /// Find features by firing token, label text or regex.
+    Search(crate::analyze_cmds::SearchArgs),
+    /// Logit lens: the output tokens a feature's decoder direction promotes and suppresses.
+    Logits(crate::analyze_cmds::LogitsArgs),
+    /// Features whose firing tokens form two or more well-separated embedding clusters.
+    Polysemantic(crate::analyze_cmds::PolysemanticArgs),
+    /// Compare two features: statistics over all tokens, shared tokens and labels,
+    /// token-profile cosine and (when stored) correlation.
+    Compare(crate::analyze_cmds::CompareArgs),
 }
 
 #[derive(Args, Debug)]
@@ -107,6 +128,16 @@ struct BuildArgs {
     /// Activation values held per batch (memory ≈ 4 bytes × this for f16/f64 input).
     #[arg(long, default_value_t = build::VALUES_PER_BATCH, hide_short_help = true)]
     batch_values: usize,
+    /// Count the 2- and 3-grams ending at each firing token, exactly up to this many distinct
+    /// n-grams per feature (0 = off; needed by `featdict label --strategies ngram_analysis`).
+    #[arg(long, default_value_t = 0)]
+    ngrams: usize,
+    /// Keep co-activation for `featdict correlated`: off; exact (Pearson of activations over
+    /// all tokens, dense F×F matrix, at most 4,096 features); sketch (phi of firings from
+    /// bounded per-feature partner tables, any size; cost grows with the square of the
+    /// firings per token).
+    #[arg(long, default_value = "off", value_parser = ["off", "exact", "sketch"])]
+    correlation: String,
     /// Skip NaN/Inf activations (counted and reported) instead of failing.
     #[arg(long)]
     allow_nonfinite: bool,
@@ -192,6 +223,7 @@ struct TopArgs {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Demo(a) => crate::demo::cmd_demo(a),
         Command::Build(a) => cmd_build(a),
         Command::Encode(a) => cmd_encode(a),
         Command::Stats(a) => {
@@ -215,10 +247,17 @@ pub fn run(cli: Cli) -> Result<()> {
             let dict = load(&a.dict)?;
             print::top(&dict, a.by, a.n, a.json)
         }
+        Command::Label(a) => crate::label_cmds::cmd_label(a),
+        Command::Similar(a) => crate::analyze_cmds::cmd_similar(a),
+        Command::Correlated(a) => crate::analyze_cmds::cmd_correlated(a),
+        Command::Search(a) => crate::analyze_cmds::cmd_search(a),
+        Command::Logits(a) => crate::analyze_cmds::cmd_logits(a),
+        Command::Polysemantic(a) => crate::analyze_cmds::cmd_polysemantic(a),
+        Command::Compare(a) => crate::analyze_cmds::cmd_compare(a),
     }
 }
 
-fn load(path: &Path) -> Result<FeatureDictionary> {
+pub(crate) fn load(path: &Path) -> Result<FeatureDictionary> {
     store::load(path).with_context(|| format!("cannot read dictionary {}", path.display()))
 }
 
@@ -235,6 +274,8 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     ex.min_activation = a.min_activation;
     ex.samples_per_band = a.samples_per_band;
     ex.token_sketch_capacity = a.token_capacity;
+    ex.ngram_capacity = a.ngrams;
+    ex.correlation = a.correlation;
     let options = BuildOptions {
         threads: a.threads.unwrap_or_else(build::default_threads).max(1),
         allow_nonfinite: a.allow_nonfinite,

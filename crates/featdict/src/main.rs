@@ -2,7 +2,10 @@
 //!
 //! The binary only parses arguments, calls the `feature_dictionary` library and prints.
 
+mod analyze_cmds;
 mod commands;
+mod demo;
+mod label_cmds;
 mod print;
 
 use std::process::ExitCode;

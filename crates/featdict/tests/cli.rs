@@ -286,7 +286,8 @@ fn empty_files_and_directories() {
         "--out",
         "/tmp/never.json",
     ]);
-    assert_clean_error(&out, &[s(&sub), "is a directory"]);
+    // A directory is read as a delphi cache; an empty one says what it lacks.
+    assert_clean_error(&out, &[s(&sub), "directory", "shards"]);
 
     let out = featdict(&["stats", s(dir.path())]);
     assert_clean_error(&out, &[s(dir.path()), "is a directory"]);

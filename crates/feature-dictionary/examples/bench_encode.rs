@@ -37,7 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The bare multiply alone (random weights of the same shape), in the encoder's blocks,
     // to show how much of an encode is the matmul.
     let (n, k, d) = (m.n_rows() as usize, sae.d_in(), sae.d_sae());
-    let w: Vec<f32> = (0..k * d).map(|i| ((i % 97) as f32 - 48.0) / 97.0).collect();
+    let w: Vec<f32> = (0..k * d)
+        .map(|i| ((i % 97) as f32 - 48.0) / 97.0)
+        .collect();
     let block = sae.block_rows().min(n);
     let mut out = vec![0f32; block * d];
     let mut best_mm = f64::INFINITY;

@@ -8,6 +8,10 @@
 //! 3. [`finalize`] — frequency, type, std, quantiles, examples with readable tokens;
 //! 4. [`store`] — the on-disk dictionary (the original library's JSON);
 //! 5. [`dictionary`] — query a finished [`FeatureDictionary`].
+//! 6. [`label`] — name features with scored hypotheses (token, n-gram, regex pattern, embedding
+//!    cluster; precision and recall over the whole corpus) plus manual labels and descriptions;
+//! 7. [`analyze`] — stats over all tokens, correlation, similar and polysemantic features,
+//!    logit lens, search.
 //!
 //! ```no_run
 //! use feature_dictionary::{build, ingest, model::DictionaryConfig, store};
@@ -24,11 +28,13 @@
 //! ```
 
 pub mod accumulate;
+pub mod analyze;
 pub mod build;
 pub mod dictionary;
 mod error;
 pub mod finalize;
 pub mod ingest;
+pub mod label;
 pub mod model;
 pub mod sae;
 pub mod store;

@@ -338,9 +338,14 @@ fn merged(
 }
 
 fn canonical(mut d: FeatureDictionary) -> FeatureDictionary {
-    // Token order in the global count list depends on vocabulary ids only through ties;
-    // sums of f64 may differ in the last bit between merge orders.
+    // Ties among a feature's tokens are ordered by token id, and parts merged in another
+    // order number their tokens differently; sums of f64 may differ in the last bit.
     for f in d.feature_set.features.values_mut() {
+        f.metadata.top_tokens.sort_by(|a, b| {
+            b.firings
+                .cmp(&a.firings)
+                .then_with(|| a.token.cmp(&b.token))
+        });
         f.mean_activation = (f.mean_activation * 1e9).round() / 1e9;
         if let Some(s) = f.metadata.std_activation.as_mut() {
             *s = (*s * 1e9).round() / 1e9;

@@ -18,7 +18,9 @@
 //! result is bit-for-bit the same for any thread count (a token-partitioned scheme would sum
 //! floats in a thread-dependent order). Shards and machines combine through `merge`.
 
+pub mod coactivation;
 pub mod histogram;
+pub mod ngrams;
 pub mod range;
 pub mod samples;
 pub mod scan;
@@ -45,6 +47,14 @@ pub struct Settings {
     pub token_sketch_capacity: usize,
     /// Whether position statistics are kept.
     pub collect_positions: bool,
+    /// Distinct n-grams counted exactly per feature; 0 = n-grams off ([`ngrams`]).
+    pub ngram_capacity: usize,
+    /// Distinct corpus n-grams counted exactly ([`ngrams::CorpusNgrams`]).
+    pub ngram_corpus_capacity: usize,
+    /// Co-activation state kept for correlations ([`coactivation`]).
+    pub correlation: coactivation::CorrelationMode,
+    /// Partners per feature in sketch mode.
+    pub correlation_capacity: usize,
 }
 
 impl Settings {
@@ -68,6 +78,10 @@ impl Settings {
             samples_per_band: c.samples_per_band,
             token_sketch_capacity: c.token_sketch_capacity,
             collect_positions: c.collect_positions,
+            ngram_capacity: c.ngram_capacity,
+            ngram_corpus_capacity: c.ngram_corpus_capacity,
+            correlation: c.correlation.parse().map_err(Error::Invalid)?,
+            correlation_capacity: c.correlation_capacity,
         })
     }
 }
@@ -83,6 +97,10 @@ pub struct Accumulator {
     pub total_sequences: u64,
     /// Occurrences of each token id among accumulated rows.
     pub token_counts: Vec<u64>,
+    /// Occurrences of every 2-/3-gram among accumulated rows (when n-grams are on).
+    pub corpus_ngrams: Option<ngrams::CorpusNgrams>,
+    /// Co-activation for correlations (when on).
+    pub coactivation: Option<coactivation::Coactivation>,
     parts: Vec<FeatureRange>,
 }
 
@@ -96,7 +114,25 @@ impl Accumulator {
             let b = n_features * (t + 1) / threads;
             parts.push(FeatureRange::new(a, b - a));
         }
+        let corpus_ngrams = (settings.ngram_capacity > 0)
+            .then(|| ngrams::CorpusNgrams::new(settings.ngram_corpus_capacity));
+        let coactivation = match settings.correlation {
+            coactivation::CorrelationMode::Off => None,
+            // Checked (with a clear error) by `update`, before anything this large exists.
+            coactivation::CorrelationMode::Exact
+                if n_features > coactivation::MAX_EXACT_FEATURES =>
+            {
+                None
+            }
+            mode => Some(coactivation::Coactivation::new(
+                mode,
+                n_features,
+                settings.correlation_capacity,
+            )),
+        };
         Self {
+            coactivation,
+            corpus_ngrams,
             settings,
             n_features,
             total_tokens: 0,
@@ -124,6 +160,18 @@ impl Accumulator {
                 batch.n_features, self.n_features
             )));
         }
+        if self.settings.correlation == coactivation::CorrelationMode::Exact
+            && self.n_features > coactivation::MAX_EXACT_FEATURES
+        {
+            return Err(Error::Invalid(format!(
+                "exact correlation keeps an F×F matrix and is limited to {} features; this SAE has {} — use the correlation sketch instead",
+                coactivation::MAX_EXACT_FEATURES,
+                self.n_features
+            )));
+        }
+        if let Some(c) = &mut self.coactivation {
+            c.update(batch, self.settings.threshold);
+        }
         for row in batch.core.clone() {
             let t = batch.tokens[row] as usize;
             if t >= self.token_counts.len() {
@@ -131,6 +179,11 @@ impl Accumulator {
             }
             self.token_counts[t] += 1;
             self.total_sequences += (batch.positions[row] == 0) as u64;
+            if let Some(corpus) = &mut self.corpus_ngrams {
+                for key in ngrams::keys_at(batch, row).into_iter().flatten() {
+                    corpus.add_n(key, 1);
+                }
+            }
         }
         self.total_tokens += batch.core.len() as u64;
         let settings = &self.settings;
@@ -183,6 +236,12 @@ impl Accumulator {
         for (a, b) in self.token_counts.iter_mut().zip(&other.token_counts) {
             *a += b;
         }
+        if let (Some(a), Some(b)) = (&mut self.corpus_ngrams, other.corpus_ngrams) {
+            a.merge(b);
+        }
+        if let (Some(a), Some(b)) = (&mut self.coactivation, &other.coactivation) {
+            a.merge(b);
+        }
         let others = repartition(other.parts, &self.parts);
         let settings = &self.settings;
         std::thread::scope(|scope| {
@@ -205,6 +264,9 @@ impl Accumulator {
             counts[new] += c;
         }
         other.token_counts = counts;
+        if let Some(c) = &mut other.corpus_ngrams {
+            c.remap(map).map_err(Error::Invalid)?;
+        }
         for p in &mut other.parts {
             p.remap_tokens(map);
         }

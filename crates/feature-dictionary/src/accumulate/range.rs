@@ -5,6 +5,7 @@
 //! so a tile's state stays in L2 while many rows stream past.
 
 use super::histogram::{self, N_BINS};
+use super::ngrams::{self, NgramTable};
 use super::samples::{band_of_bin, firing_hash, BandSamples, N_BANDS};
 use super::token_sketch::TokenSketch;
 use super::topk::{Example, TopK};
@@ -75,6 +76,8 @@ pub struct FeatureRange {
     pub sample_thresholds: Vec<u64>,
     /// Firing tokens per feature.
     pub tokens: Vec<TokenSketch>,
+    /// Firing n-grams per feature (empty tables when n-grams are off).
+    pub ngrams: Vec<NgramTable>,
     /// First non-finite value seen: (sequence, position, feature).
     pub first_nonfinite: Option<(u64, u32, u64)>,
     /// Per-tile firing buckets reused across dense batches (always empty between calls).
@@ -107,6 +110,7 @@ impl FeatureRange {
             samples: vec![BandSamples::default(); len],
             sample_thresholds: vec![u64::MAX; len * N_BANDS],
             tokens: vec![TokenSketch::default(); len],
+            ngrams: vec![NgramTable::default(); len],
             first_nonfinite: None,
             scratch: Vec::new(),
             scratch_grouped: Vec::new(),
@@ -311,6 +315,9 @@ impl FeatureRange {
         let bin = histogram::bin(v);
         self.hist[local * N_BINS + bin] += 1;
         self.tokens[local].add(batch.tokens[row], settings.token_sketch_capacity);
+        if settings.ngram_capacity > 0 {
+            self.fire_ngrams(local, row, batch, settings);
+        }
         if admit_topk {
             self.offer_topk(local, v, row, batch, settings);
         }
@@ -332,6 +339,19 @@ impl FeatureRange {
                 }
                 self.sample_thresholds[local * N_BANDS + band] = new_threshold;
             }
+        }
+    }
+
+    #[inline(never)]
+    fn fire_ngrams(
+        &mut self,
+        local: usize,
+        row: usize,
+        batch: &ActivationBatch<'_>,
+        settings: &Settings,
+    ) {
+        for key in ngrams::keys_at(batch, row).into_iter().flatten() {
+            self.ngrams[local].add_n(key, 1, settings.ngram_capacity);
         }
     }
 
@@ -413,6 +433,11 @@ impl FeatureRange {
         for (a, b) in self.tokens.iter_mut().zip(&other.tokens) {
             a.merge(b, settings.token_sketch_capacity);
         }
+        for (a, b) in self.ngrams.iter_mut().zip(&other.ngrams) {
+            if !b.is_empty() {
+                a.merge(b, settings.ngram_capacity);
+            }
+        }
         if self.first_nonfinite.is_none() {
             self.first_nonfinite = other.first_nonfinite;
         }
@@ -446,6 +471,7 @@ impl FeatureRange {
         self.tokens.extend(other.tokens);
         self.topk_pending.extend(other.topk_pending);
         self.band_pending.extend(other.band_pending);
+        self.ngrams.extend(other.ngrams);
         self.first_nonfinite = self.first_nonfinite.or(other.first_nonfinite);
     }
 
@@ -466,6 +492,7 @@ impl FeatureRange {
             samples: self.samples.split_off(at),
             sample_thresholds: self.sample_thresholds.split_off(at * N_BANDS),
             tokens: self.tokens.split_off(at),
+            ngrams: self.ngrams.split_off(at),
             first_nonfinite: None,
             scratch: Vec::new(),
             scratch_grouped: Vec::new(),
@@ -495,6 +522,11 @@ impl FeatureRange {
         }
         for t in &mut self.tokens {
             t.remap(map);
+        }
+        for t in &mut self.ngrams {
+            if !t.is_empty() {
+                t.remap(map);
+            }
         }
     }
 }

@@ -49,6 +49,8 @@ pub fn finalize(
         token_counts: &acc.token_counts,
         samples_per_group: config.extraction.samples_per_band,
         dimension: config.feature_dim,
+        corpus_ngrams: acc.corpus_ngrams.as_ref(),
+        coactivation: acc.coactivation.as_ref(),
     };
     // Feature ranges are independent: finalize them on the threads that accumulated them.
     let parts: Vec<Vec<Feature>> = std::thread::scope(|scope| {
@@ -94,6 +96,10 @@ pub fn finalize(
             extra: Default::default(),
         },
     };
+    let mut feature_set = feature_set;
+    if let Some(c) = &acc.coactivation {
+        crate::analyze::correlation::store_method(&mut feature_set, c);
+    }
     FeatureDictionary::new(config, feature_set)
 }
 
@@ -106,6 +112,8 @@ struct Ctx<'a> {
     token_counts: &'a [u64],
     samples_per_group: usize,
     dimension: usize,
+    corpus_ngrams: Option<&'a crate::accumulate::ngrams::CorpusNgrams>,
+    coactivation: Option<&'a crate::accumulate::coactivation::Coactivation>,
 }
 
 impl Ctx<'_> {
@@ -200,13 +208,9 @@ impl Ctx<'_> {
 
         let sketch = &part.tokens[local];
         let mut toks: Vec<(u32, u64)> = sketch.entries().collect();
-        // Ties are broken by the token's text, not its id, so the order does not depend on
-        // how a vocabulary happened to number tokens (e.g. shards merged in another order).
-        toks.sort_by(|a, b| {
-            b.1.cmp(&a.1)
-                .then_with(|| self.vocab.token(a.0).cmp(&self.vocab.token(b.0)))
-                .then(a.0.cmp(&b.0))
-        });
+        // Ties by token id: with tokenizer ids that is the tokenizer's order (what truth
+        // tables such as "smaller token id" rely on).
+        toks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let held: u64 = toks.iter().map(|t| t.1).sum();
         let mut entropy = 0.0;
         if held > 0 {
@@ -226,6 +230,12 @@ impl Ctx<'_> {
                 occurrences: self.token_counts.get(t as usize).copied().unwrap_or(0),
             })
             .collect();
+        if let Some(c) = self.coactivation {
+            crate::analyze::correlation::store_partners(&mut f, c, self.total_tokens);
+        }
+        if let Some(corpus) = self.corpus_ngrams {
+            crate::label::ngram::store_ngrams(&mut f, &part.ngrams[local], corpus, self.vocab);
+        }
         f
     }
 

@@ -31,7 +31,7 @@ pub struct InputSpec<'a> {
     pub context_window: usize,
     /// Worker threads (SAE encoding).
     pub threads: usize,
-    /// Floats per dense batch (0 = [`crate::build::VALUES_PER_BATCH`]).
+    /// Dense values held per batch (0 = [`crate::build::VALUES_PER_BATCH`]).
     pub batch_values: usize,
 }
 

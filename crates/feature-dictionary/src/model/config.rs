@@ -33,6 +33,16 @@ pub struct ExtractionConfig {
     /// Distinct tokens tracked exactly per feature before the token sketch starts to
     /// approximate (ours; see `accumulate::token_sketch`).
     pub token_sketch_capacity: usize,
+    /// Distinct 2-/3-grams (ending at the firing token) counted exactly per feature; 0 turns
+    /// n-gram counting off (ours; see `accumulate::ngrams`).
+    pub ngram_capacity: usize,
+    /// Distinct corpus n-grams counted exactly before a count-min sketch takes over (ours).
+    pub ngram_corpus_capacity: usize,
+    /// Co-activation kept for correlation queries: "off" (default), "exact" (Pearson of
+    /// activations, F ≤ 4,096) or "sketch" (φ of firings; see `accumulate::coactivation`).
+    pub correlation: String,
+    /// Partners per feature counted exactly in sketch mode (ours).
+    pub correlation_capacity: usize,
 }
 
 impl Default for ExtractionConfig {
@@ -50,6 +60,10 @@ impl Default for ExtractionConfig {
             collect_positions: true,
             samples_per_band: 4,
             token_sketch_capacity: 1024,
+            ngram_capacity: 0,
+            ngram_corpus_capacity: 1 << 20,
+            correlation: "off".into(),
+            correlation_capacity: 64,
         }
     }
 }

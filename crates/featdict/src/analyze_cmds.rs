@@ -1,0 +1,410 @@
+//! `featdict similar`, `correlated`, `search`: parse, call the library's analyses, print.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use feature_dictionary::analyze::{correlation, search, similar};
+use feature_dictionary::FeatureDictionary;
+use serde_json::json;
+
+use crate::print::visible;
+
+/// Arguments of `featdict similar`.
+#[derive(Args, Debug)]
+pub struct SimilarArgs {
+    /// Dictionary file.
+    dict: PathBuf,
+    /// Feature id.
+    id: u64,
+    /// SAE weights (.safetensors, e.g. SAELens sae_weights.safetensors): rank by cosine of
+    /// decoder directions. Without it, features are ranked by the cosine of their
+    /// firing-token count vectors over the whole corpus.
+    #[arg(long)]
+    sae: Option<PathBuf>,
+    /// Decoder tensor name in --sae ([d_sae, d_in] or [d_in, d_sae]).
+    #[arg(long, default_value = "W_dec")]
+    tensor: String,
+    /// Neighbours shown.
+    #[arg(short = 'n', long = "count", default_value_t = 10)]
+    n: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `featdict correlated`.
+#[derive(Args, Debug)]
+pub struct CorrelatedArgs {
+    /// Dictionary file (built with --correlation exact or sketch).
+    dict: PathBuf,
+    /// Feature id.
+    id: u64,
+    /// Smallest correlation shown.
+    #[arg(long, default_value_t = 0.0)]
+    min: f64,
+    /// Partners shown.
+    #[arg(short = 'n', long = "count", default_value_t = 10)]
+    n: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `featdict search`.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("query").required(true).args(["token", "label", "pattern"])))]
+pub struct SearchArgs {
+    /// Dictionary file.
+    dict: PathBuf,
+    /// Features firing on this token, by precision (firings on it / its occurrences).
+    #[arg(long)]
+    token: Option<String>,
+    /// Features with a label containing this text (case-insensitive), by confidence.
+    #[arg(long)]
+    label: Option<String>,
+    /// Features whose label, description or a top token matches this regex.
+    #[arg(long)]
+    pattern: Option<String>,
+    /// Hits shown.
+    #[arg(short = 'n', long = "count", default_value_t = 20)]
+    n: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn check_id(dict: &FeatureDictionary, path: &std::path::Path, id: u64) -> Result<()> {
+    if dict.get(id).is_none() {
+        bail!(
+            "feature {id} is not in {} (it holds {} features, ids 0..{})",
+            path.display(),
+            dict.feature_set.len(),
+            dict.num_features()
+        );
+    }
+    Ok(())
+}
+
+fn first_label(dict: &FeatureDictionary, id: u64) -> String {
+    dict.get(id)
+        .and_then(|f| f.labels.first().cloned())
+        .map(|l| visible(&l))
+        .unwrap_or_default()
+}
+
+/// `featdict similar`.
+pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
+    let dict = crate::commands::load(&a.dict)?;
+    check_id(&dict, &a.dict, a.id)?;
+    let (method, rows): (&str, Vec<(u64, f64)>) = match &a.sae {
+        Some(path) => {
+            let dirs = similar::Directions::load(path, &a.tensor, Some(dict.num_features()))?;
+            (
+                "decoder cosine",
+                dirs.similar_to(a.id as usize, a.n)
+                    .into_iter()
+                    .map(|(j, s)| (j as u64, s as f64))
+                    .collect(),
+            )
+        }
+        None => (
+            "firing-token profile cosine",
+            similar::similar_by_tokens(&dict, a.id, a.n)?,
+        ),
+    };
+    if a.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(j, s)| json!({"id": j, "similarity": s, "labels": dict.get(*j).map(|f| &f.labels)}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"id": a.id, "method": method, "similar": v}))?
+        );
+        return Ok(());
+    }
+    println!("features most similar to #{} ({method})", a.id);
+    for (j, s) in rows {
+        println!("  #{j:<8} {s:>8.4}  {}", first_label(&dict, j));
+    }
+    Ok(())
+}
+
+/// `featdict correlated`.
+pub fn cmd_correlated(a: CorrelatedArgs) -> Result<()> {
+    let dict = crate::commands::load(&a.dict)?;
+    check_id(&dict, &a.dict, a.id)?;
+    let mut rows = correlation::correlated(&dict, a.id, a.min)?;
+    rows.truncate(a.n);
+    let m = correlation::method(&dict).expect("checked by correlated");
+    if a.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(j, r)| json!({"id": j, "correlation": r, "labels": dict.get(*j).map(|f| &f.labels)}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"id": a.id, "method": m, "correlated": v}))?
+        );
+        return Ok(());
+    }
+    let what = if m.measure == "pearson" {
+        "Pearson correlation of activations over all tokens"
+    } else {
+        "phi correlation of firings over all tokens (sketch)"
+    };
+    println!("features correlated with #{} ({what})", a.id);
+    if rows.is_empty() {
+        println!("  none with correlation >= {}", a.min);
+    }
+    for (j, r) in rows {
+        println!("  #{j:<8} {r:>8.4}  {}", first_label(&dict, j));
+    }
+    Ok(())
+}
+
+/// `featdict search`.
+pub fn cmd_search(a: SearchArgs) -> Result<()> {
+    let dict = crate::commands::load(&a.dict)?;
+    let mut hits = if let Some(t) = &a.token {
+        search::by_token(&dict, t)
+    } else if let Some(l) = &a.label {
+        search::by_label(&dict, l)
+    } else {
+        search::by_pattern(&dict, a.pattern.as_deref().expect("clap group"))?
+    };
+    let total = hits.len();
+    hits.truncate(a.n);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"total": total, "hits": hits}))?
+        );
+        return Ok(());
+    }
+    println!("{total} feature(s) match");
+    for h in hits {
+        println!("  #{:<8} {:>7.4}  {}", h.id, h.score, visible(&h.matched));
+    }
+    Ok(())
+}
+
+/// Arguments of `featdict logits`.
+#[derive(Args, Debug)]
+pub struct LogitsArgs {
+    /// Dictionary file.
+    dict: PathBuf,
+    /// Feature id.
+    id: u64,
+    /// SAE weights (.safetensors) holding the decoder.
+    #[arg(long)]
+    sae: PathBuf,
+    /// Decoder tensor name in --sae.
+    #[arg(long, default_value = "W_dec")]
+    tensor: String,
+    /// Unembedding: a GGUF model (output.weight, or token_embd.weight when tied) or a
+    /// safetensors [vocab, d] matrix (with --unembed-vocab).
+    #[arg(long)]
+    unembed: PathBuf,
+    /// Tensor name of the unembedding.
+    #[arg(long)]
+    unembed_tensor: Option<String>,
+    /// Token strings of a safetensors unembedding: tokenizer.json or a JSON list.
+    #[arg(long)]
+    unembed_vocab: Option<PathBuf>,
+    /// Tokens shown each way.
+    #[arg(short = 'n', long = "count", default_value_t = 10)]
+    n: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `featdict logits`: the tokens a feature's decoder direction promotes and suppresses.
+pub fn cmd_logits(a: LogitsArgs) -> Result<()> {
+    use feature_dictionary::analyze::{logit_lens::Unembedding, weights};
+    let dict = crate::commands::load(&a.dict)?;
+    check_id(&dict, &a.dict, a.id)?;
+    let mut w = weights::read_safetensors_matrix(&a.sae, &a.tensor)?;
+    let n = dict.num_features();
+    if w.rows != n && w.cols == n {
+        w = w.transposed();
+    }
+    if w.rows != n {
+        bail!(
+            "{}: tensor {:?} is {}×{}; neither dimension matches the dictionary's {n} features",
+            a.sae.display(),
+            a.tensor,
+            w.rows,
+            w.cols
+        );
+    }
+    let un = Unembedding::load(
+        &a.unembed,
+        a.unembed_tensor.as_deref(),
+        a.unembed_vocab.as_deref(),
+    )?;
+    let lens = un.lens(a.id, w.row(a.id as usize), a.n)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&lens)?);
+        return Ok(());
+    }
+    println!("feature #{}: logit lens (W_dec row · unembedding)", a.id);
+    println!("  promoted");
+    for (t, s) in &lens.promoted {
+        println!("    {:>9.4}  {:?}", s, t);
+    }
+    println!("  suppressed");
+    for (t, s) in &lens.suppressed {
+        println!("    {:>9.4}  {:?}", s, t);
+    }
+    Ok(())
+}
+
+/// Arguments of `featdict polysemantic`.
+#[derive(Args, Debug)]
+pub struct PolysemanticArgs {
+    /// Dictionary file.
+    dict: PathBuf,
+    /// Token embeddings (GGUF model, or safetensors with --embedding-vocab).
+    #[arg(long)]
+    embeddings: PathBuf,
+    /// Token strings of a safetensors embedding matrix.
+    #[arg(long)]
+    embedding_vocab: Option<PathBuf>,
+    /// Clusters required.
+    #[arg(long, default_value_t = 2)]
+    min_clusters: usize,
+    /// Tokens a cluster needs.
+    #[arg(long, default_value_t = 3)]
+    min_cluster_size: usize,
+    /// Features shown.
+    #[arg(short = 'n', long = "count", default_value_t = 20)]
+    n: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `featdict polysemantic`: features whose firing tokens form well-separated embedding
+/// clusters.
+pub fn cmd_polysemantic(a: PolysemanticArgs) -> Result<()> {
+    use feature_dictionary::analyze::{embeddings::TokenEmbeddings, polysemantic};
+    let dict = crate::commands::load(&a.dict)?;
+    let emb = TokenEmbeddings::load(&a.embeddings, None, a.embedding_vocab.as_deref())?;
+    let params = polysemantic::ClusterParams {
+        min_clusters: a.min_clusters,
+        min_cluster_size: a.min_cluster_size,
+        ..Default::default()
+    };
+    let found = polysemantic::find_polysemantic(&dict, &emb, &params);
+    if a.json {
+        let v: Vec<_> = found
+            .iter()
+            .take(a.n)
+            .map(|(id, c)| json!({"id": id, "clusters": c}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"total": found.len(), "features": v}))?
+        );
+        return Ok(());
+    }
+    println!("{} polysemantic feature(s)", found.len());
+    for (id, clusters) in found.iter().take(a.n) {
+        let parts: Vec<String> = clusters
+            .iter()
+            .map(|c| {
+                let t: Vec<String> = c.tokens.iter().take(5).map(|t| format!("{t:?}")).collect();
+                format!("[{}] ×{}", t.join(" "), c.firings)
+            })
+            .collect();
+        println!("  #{id:<8} {}", parts.join("  |  "));
+    }
+    Ok(())
+}
+
+/// Arguments of `featdict compare`.
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Dictionary file.
+    dict: PathBuf,
+    /// First feature id.
+    a: u64,
+    /// Second feature id.
+    b: u64,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `featdict compare`: two features' statistics over all tokens, shared tokens and labels,
+/// token-profile cosine and stored correlation.
+pub fn cmd_compare(a: CompareArgs) -> Result<()> {
+    use feature_dictionary::analyze;
+    let dict = crate::commands::load(&a.dict)?;
+    check_id(&dict, &a.dict, a.a)?;
+    check_id(&dict, &a.dict, a.b)?;
+    let c = analyze::compare(
+        &dict,
+        dict.get(a.a).expect("checked"),
+        dict.get(a.b).expect("checked"),
+    );
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+        return Ok(());
+    }
+    println!(
+        "{:<22}{:>14}{:>14}",
+        "",
+        format!("#{}", a.a),
+        format!("#{}", a.b)
+    );
+    let rows: [(&str, f64, f64); 8] = [
+        (
+            "firings",
+            c.a.activation_count as f64,
+            c.b.activation_count as f64,
+        ),
+        (
+            "frequency",
+            c.a.activation_frequency,
+            c.b.activation_frequency,
+        ),
+        ("mean activation", c.a.mean_activation, c.b.mean_activation),
+        ("std activation", c.a.std_activation, c.b.std_activation),
+        ("max activation", c.a.max_activation, c.b.max_activation),
+        ("mean position", c.a.mean_position, c.b.mean_position),
+        (
+            "distinct tokens",
+            c.a.unique_tokens as f64,
+            c.b.unique_tokens as f64,
+        ),
+        ("token entropy (bits)", c.a.token_entropy, c.b.token_entropy),
+    ];
+    for (name, x, y) in rows {
+        println!("{name:<22}{x:>14.6}{y:>14.6}");
+    }
+    println!("token-profile cosine  {:.4}", c.token_profile_cosine);
+    match c.correlation {
+        Some(r) => println!("correlation           {r:.4}"),
+        None => println!("correlation           - (not stored for this pair)"),
+    }
+    if !c.shared_labels.is_empty() {
+        println!(
+            "shared labels         {}",
+            visible(&c.shared_labels.join(", "))
+        );
+    }
+    if !c.shared_tokens.is_empty() {
+        let t: Vec<String> = c
+            .shared_tokens
+            .iter()
+            .take(10)
+            .map(|(t, n)| format!("{t:?}×{n}"))
+            .collect();
+        println!("shared tokens         {}", t.join(" "));
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! `featdict demo`: build, label and summarize the bundled real demo dataset in one command.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use feature_dictionary::build::{self, BuildOptions};
+use feature_dictionary::dictionary::FeatureDictionary;
+use feature_dictionary::ingest;
+use feature_dictionary::label::{self, LabelOptions, Rank};
+use feature_dictionary::model::{DictionaryConfig, Feature, LabelingStrategy};
+use feature_dictionary::store;
+use serde_json::json;
+
+use crate::print;
+
+/// Arguments of `featdict demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// The demo dataset (a folder with `latents/`, `sae/`, `tokenizer.json`). Default:
+    /// `data/demo` in the current directory or in the repository holding this binary.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where to write the dictionary.
+    #[arg(long, default_value = "demo-dictionary.json")]
+    out: PathBuf,
+    /// Features shown.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    count: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Machine-readable summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Finds `data/demo` next to the working directory or the binary (target/*/featdict).
+fn demo_dir(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let mut candidates = vec![PathBuf::from("data/demo")];
+    if let Ok(exe) = std::env::current_exe() {
+        for up in exe.ancestors().skip(1).take(4) {
+            candidates.push(up.join("data/demo"));
+        }
+    }
+    for c in &candidates {
+        if c.join("latents").is_dir() {
+            return Ok(c.clone());
+        }
+    }
+    bail!(
+        "no demo dataset found (looked for data/demo/latents in {}); run from the repository root or pass --data DIR",
+        candidates
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The single hookpoint folder of `latents/`.
+fn latents_dir(data: &Path) -> Result<PathBuf> {
+    let latents = data.join("latents");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&latents)
+        .with_context(|| format!("reading {}", latents.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    match dirs.len() {
+        1 => Ok(dirs.remove(0)),
+        0 => bail!(
+            "{}: expected one hookpoint folder of delphi shards, found none",
+            latents.display()
+        ),
+        n => bail!(
+            "{}: expected one hookpoint folder, found {n}",
+            latents.display()
+        ),
+    }
+}
+
+/// Interesting = a clean label: the best label's F1 (precision and recall over all tokens),
+/// among features that fire often enough for that to mean something.
+fn interest(f: &Feature) -> f64 {
+    if f.activation_count < 20 {
+        return 0.0;
+    }
+    f.metadata
+        .label_details
+        .first()
+        .map_or(0.0, |l| l.confidence)
+}
+
+/// Runs the demo.
+pub fn cmd_demo(a: DemoArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let data = demo_dir(a.data.as_deref())?;
+    let latents = latents_dir(&data)?;
+    let tokenizer = data.join("tokenizer.json");
+    let sae_cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("sae/cfg.json"))
+            .with_context(|| format!("reading {}", data.join("sae/cfg.json").display()))?,
+    )
+    .with_context(|| format!("parsing {}", data.join("sae/cfg.json").display()))?;
+    let meta = &sae_cfg["metadata"];
+    let hook = meta["hook_name"].as_str().unwrap_or("").to_string();
+    let layer = hook
+        .split('.')
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let mut config = DictionaryConfig {
+        model_name: meta["model_name"].as_str().unwrap_or("").to_string(),
+        sae_name: format!(
+            "{}-topk{}-{}",
+            hook,
+            sae_cfg["k"].as_u64().unwrap_or(0),
+            sae_cfg["d_sae"].as_u64().unwrap_or(0)
+        ),
+        layer,
+        feature_dim: sae_cfg["d_in"].as_u64().unwrap_or(0) as usize,
+        ..Default::default()
+    };
+    config.extraction.ngram_capacity = 4096;
+    let threads = a.threads.unwrap_or_else(build::default_threads).max(1);
+    let spec = ingest::open::InputSpec {
+        acts: Some(&latents),
+        tokenizer: Some(&tokenizer),
+        context_window: config.extraction.context_window,
+        threads,
+        ..Default::default()
+    };
+    let mut source = ingest::open::open_source(&spec)?;
+    let options = BuildOptions {
+        threads,
+        allow_nonfinite: false,
+    };
+    let (mut dict, timings) = build::build_timed(source.as_mut(), config, &options, &mut |_| {})?;
+    let label_options = LabelOptions {
+        min_occurrences: 5,
+        rank: Rank::F1,
+        config: feature_dictionary::model::LabelingConfig {
+            strategies: vec![
+                LabelingStrategy::TokenFrequency,
+                LabelingStrategy::NgramAnalysis,
+                LabelingStrategy::PatternMatching,
+            ],
+            ..Default::default()
+        },
+    };
+    label::label_dictionary(&mut dict, &label_options, None)?;
+    store::save(&dict, &a.out)?;
+    let took = started.elapsed().as_secs_f64();
+    summarize(
+        &dict,
+        &data,
+        &a.out,
+        a.count,
+        took,
+        timings.accumulate_seconds,
+        a.json,
+    )
+}
+
+fn summarize(
+    dict: &FeatureDictionary,
+    data: &Path,
+    out: &Path,
+    n: usize,
+    took: f64,
+    pass: f64,
+    as_json: bool,
+) -> Result<()> {
+    let st = dict.statistics();
+    let mut ranked: Vec<&Feature> = dict.features().filter(|f| interest(f) > 0.0).collect();
+    ranked.sort_by(|a, b| interest(b).total_cmp(&interest(a)).then(a.id.cmp(&b.id)));
+    ranked.truncate(n);
+    if as_json {
+        let rows: Vec<_> = ranked
+            .iter()
+            .map(|f| {
+                json!({
+                    "id": f.id,
+                    "label": f.metadata.label_details.first(),
+                    "activation_count": f.activation_count,
+                    "max_activation": f.max_activation,
+                    "top_examples": f.top_activations.iter().take(3).map(print::context_line).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "data": data,
+                "output": out,
+                "seconds": took,
+                "statistics": st,
+                "interesting_features": rows,
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "{} · {} · layer {}: {} features over {} tokens ({} active, {} dead, {} labeled)",
+        dict.config.model_name,
+        dict.config.sae_name,
+        dict.config.layer,
+        dict.num_features(),
+        st.total_tokens_processed,
+        st.active_features,
+        st.dead_features,
+        st.labeled_features
+    );
+    println!(
+        "built and labeled in {took:.1}s (streaming pass {pass:.2}s); wrote {}",
+        out.display()
+    );
+    let types: Vec<String> = st
+        .type_distribution
+        .iter()
+        .map(|(t, c)| format!("{t} {c}"))
+        .collect();
+    println!("types: {}", types.join(", "));
+    println!();
+    println!("{n} most clearly labeled features (best label's F1 over all tokens; ≥ 20 firings):");
+    for f in ranked {
+        let l = &f.metadata.label_details[0];
+        println!(
+            "\n#{:<5} {:<28} precision {:.2} recall {:.2}  fires {} times (max {:.2})",
+            f.id,
+            print::visible(&l.text),
+            l.precision.unwrap_or(0.0),
+            l.recall.unwrap_or(0.0),
+            f.activation_count,
+            f.max_activation
+        );
+        for ex in f.top_activations.iter().take(3) {
+            println!("   {:>6.2}  {}", ex.activation, print::context_line(ex));
+        }
+    }
+    println!(
+        "\nexplore: featdict show {} ID · featdict search {} --label TEXT · featdict top {} --by max_activation",
+        out.display(),
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}

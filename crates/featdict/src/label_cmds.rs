@@ -1,0 +1,252 @@
+//! `featdict label` (and later the analysis commands): parse, call the library, print.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use feature_dictionary::analyze::embeddings::TokenEmbeddings;
+use feature_dictionary::label::{self, manual, pattern, LabelOptions, Rank};
+use feature_dictionary::model::LabelingStrategy;
+use feature_dictionary::store;
+use serde_json::json;
+
+/// Arguments of `featdict label`.
+#[derive(Args, Debug)]
+pub struct LabelArgs {
+    /// Dictionary file (read, labeled, written back atomically unless --out is given).
+    dict: PathBuf,
+    /// Only this feature (required with --set / --clear-manual).
+    id: Option<u64>,
+    /// Set a manual label on feature ID; automatic labeling never removes it.
+    #[arg(long, requires = "id")]
+    set: Option<String>,
+    /// Remove the manual labels of feature ID.
+    #[arg(long, requires = "id", conflicts_with = "set")]
+    clear_manual: bool,
+    /// Strategies to run, comma-separated: token_frequency, ngram_analysis,
+    /// pattern_matching, semantic_clustering (default: the dictionary's labeling config, normally
+    /// token_frequency,ngram_analysis). ngram_analysis needs a dictionary built with --ngrams.
+    #[arg(long, value_delimiter = ',')]
+    strategies: Vec<String>,
+    /// User patterns for pattern_matching: a TOML or JSON object of name = "regex" or
+    /// name = { regex = "...", case_insensitive = true }. Patterns are case-sensitive unless
+    /// they say otherwise and are matched against the token with surrounding spaces stripped.
+    #[arg(long)]
+    patterns: Option<PathBuf>,
+    /// Token embeddings for semantic_clustering: a GGUF model (token list and
+    /// token_embd.weight, F32/F16/Q8_0/Q4_0/Q4_1) or a safetensors [vocab, d] matrix (with
+    /// --embedding-vocab). Adds semantic_clustering to the strategies.
+    #[arg(long)]
+    embeddings: Option<PathBuf>,
+    /// Token strings of a safetensors embedding matrix: tokenizer.json or a JSON list.
+    #[arg(long)]
+    embedding_vocab: Option<PathBuf>,
+    /// Tensor name of the embedding matrix (default: token_embd.weight or a usual name).
+    #[arg(long)]
+    embedding_tensor: Option<String>,
+    /// How labels are ranked and what confidence means: f1 (of precision and recall) or
+    /// precision (ties: more firings, then smaller token id).
+    #[arg(long, default_value = "f1")]
+    rank: Rank,
+    /// Labels below this confidence are dropped (default: the dictionary's config, 0.3).
+    #[arg(long)]
+    min_confidence: Option<f64>,
+    /// Automatic labels kept per feature (default: the dictionary's config, 5).
+    #[arg(long)]
+    max_labels: Option<usize>,
+    /// Minimum firings on a candidate (default: the dictionary's config, 3).
+    #[arg(long)]
+    min_firings: Option<u64>,
+    /// Candidates occurring fewer times in the corpus are ignored.
+    #[arg(long, default_value_t = 1)]
+    min_occurrences: u64,
+    /// Write the labeled dictionary here instead of over DICT.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_strategy(s: &str) -> Result<LabelingStrategy> {
+    Ok(match s.trim() {
+        "token_frequency" => LabelingStrategy::TokenFrequency,
+        "ngram_analysis" => LabelingStrategy::NgramAnalysis,
+        "pattern_matching" => LabelingStrategy::PatternMatching,
+        "semantic_clustering" => LabelingStrategy::SemanticClustering,
+        "manual" => bail!("manual labels are set with `featdict label DICT ID --set TEXT`"),
+        other => bail!(
+            "unknown strategy {other:?}; expected token_frequency, ngram_analysis, pattern_matching or semantic_clustering"
+        ),
+    })
+}
+
+/// `featdict label`.
+pub fn cmd_label(a: LabelArgs) -> Result<()> {
+    let mut dict = crate::commands::load(&a.dict)?;
+    let out = a.out.clone().unwrap_or_else(|| a.dict.clone());
+    if let Some(id) = a.id {
+        if !dict.feature_set.features.contains_key(&id) {
+            bail!(
+                "feature {id} is not in {} (it holds {} features, ids 0..{})",
+                a.dict.display(),
+                dict.feature_set.len(),
+                dict.num_features()
+            );
+        }
+    }
+    if a.set.is_some() || a.clear_manual {
+        let id = a.id.expect("clap requires ID");
+        let total = dict.feature_set.total_tokens_processed;
+        let f = dict.feature_set.features.get_mut(&id).expect("checked");
+        let what = if let Some(text) = &a.set {
+            manual::set_manual_label(f, text);
+            format!("set manual label {text:?} on feature {id}")
+        } else {
+            let n = manual::clear_manual_labels(f);
+            format!("removed {n} manual label(s) from feature {id}")
+        };
+        f.description = label::describe::describe(f, total);
+        let labels = f.labels.clone();
+        store::save(&dict, &out)?;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({"id": id, "labels": labels, "output": out}))?
+            );
+        } else {
+            println!("{what}; labels now {labels:?}; wrote {}", out.display());
+        }
+        return Ok(());
+    }
+
+    let mut options = LabelOptions {
+        config: dict.config.labeling.clone(),
+        min_occurrences: a.min_occurrences,
+        rank: a.rank,
+    };
+    if !a.strategies.is_empty() {
+        options.config.strategies = a
+            .strategies
+            .iter()
+            .map(|s| parse_strategy(s))
+            .collect::<Result<_>>()?;
+    }
+    if let Some(path) = &a.patterns {
+        let user = pattern::load_patterns(path)?;
+        options.config.patterns.extend(user);
+        if !options
+            .config
+            .strategies
+            .contains(&LabelingStrategy::PatternMatching)
+        {
+            options
+                .config
+                .strategies
+                .push(LabelingStrategy::PatternMatching);
+        }
+    }
+    let embeddings = match &a.embeddings {
+        Some(path) => {
+            let e = TokenEmbeddings::load(
+                path,
+                a.embedding_tensor.as_deref(),
+                a.embedding_vocab.as_deref(),
+            )?;
+            if !options
+                .config
+                .strategies
+                .contains(&LabelingStrategy::SemanticClustering)
+            {
+                options
+                    .config
+                    .strategies
+                    .push(LabelingStrategy::SemanticClustering);
+            }
+            Some(e)
+        }
+        None => None,
+    };
+    if let Some(v) = a.min_confidence {
+        options.config.min_confidence = v;
+    }
+    if let Some(v) = a.max_labels {
+        options.config.max_labels = v;
+    }
+    if let Some(v) = a.min_firings {
+        options.config.min_token_frequency = v;
+    }
+    if options
+        .config
+        .strategies
+        .contains(&LabelingStrategy::NgramAnalysis)
+        && !dict
+            .features()
+            .any(|f| f.metadata.extra.contains_key(label::ngram::TOP_NGRAMS_KEY))
+        && !a.strategies.is_empty()
+    {
+        eprintln!(
+            "note: {} has no n-gram counts (build with --ngrams); ngram_analysis adds nothing",
+            a.dict.display()
+        );
+    }
+    let report = match a.id {
+        Some(id) => {
+            // One feature: label a copy holding just it, then put it back.
+            let mut one = dict.clone();
+            one.feature_set.features.retain(|&k, _| k == id);
+            let r = label::label_dictionary(&mut one, &options, embeddings.as_ref())?;
+            let f = one.feature_set.features.remove(&id).expect("kept");
+            dict.feature_set.features.insert(id, f);
+            r
+        }
+        None => label::label_dictionary(&mut dict, &options, embeddings.as_ref())?,
+    };
+    if a.id.is_none() {
+        dict.config.labeling = options.config.clone();
+    }
+    store::save(&dict, &out).with_context(|| format!("writing {}", out.display()))?;
+    if a.json {
+        let shown: Vec<_> = match a.id {
+            Some(id) => vec![dict.get(id).expect("present")],
+            None => dict
+                .features()
+                .filter(|f| !f.labels.is_empty())
+                .take(10)
+                .collect(),
+        };
+        let rows: Vec<_> = shown
+            .iter()
+            .map(|f| json!({"id": f.id, "labels": f.metadata.label_details, "description": f.description}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"output": out, "report": report, "features": rows})
+            )?
+        );
+        return Ok(());
+    }
+    println!(
+        "labeled {} of {} features ({} with manual labels); wrote {}",
+        report.labeled,
+        report.features,
+        report.manual,
+        out.display()
+    );
+    for (s, n) in &report.per_strategy {
+        println!("  {s:<20} {n} labels");
+    }
+    let shown: Vec<_> = match a.id {
+        Some(id) => vec![dict.get(id).expect("present")],
+        None => dict
+            .features()
+            .filter(|f| !f.labels.is_empty())
+            .take(5)
+            .collect(),
+    };
+    for f in shown {
+        println!("  #{}: {}", f.id, f.description);
+    }
+    Ok(())
+}

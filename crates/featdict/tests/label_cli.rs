@@ -1,0 +1,135 @@
+//! End-to-end: `featdict build --ngrams --correlation exact`, then `label`, `label --set`,
+//! `search`, `correlated`, `similar` on a small planted corpus.
+
+use std::path::Path;
+use std::process::Command;
+
+fn featdict(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_featdict"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A float32 .npy [rows, 3]: feature 0 fires on "cat", 1 on "bank" after "river", 2 on
+/// every "cat" and "dog" (correlated with 0).
+fn write_inputs(dir: &Path) -> (String, String) {
+    let words = [
+        "the", "cat", "sat", "river", "bank", "money", "bank", "dog", "ran", ".",
+    ];
+    let seqs: Vec<Vec<&str>> = (0..20)
+        .map(|s| (0..10).map(|i| words[(i * 3 + s) % words.len()]).collect())
+        .collect();
+    let mut vals = Vec::new();
+    for seq in &seqs {
+        for (i, t) in seq.iter().enumerate() {
+            let f0 = if *t == "cat" { 2.0f32 } else { 0.0 };
+            let f1 = if *t == "bank" && i > 0 && seq[i - 1] == "river" {
+                1.5
+            } else {
+                0.0
+            };
+            let f2 = if *t == "cat" || *t == "dog" { 1.0 } else { 0.0 };
+            vals.extend([f0, f1, f2]);
+        }
+    }
+    let rows = vals.len() / 3;
+    let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, 3), }}");
+    let mut h = header.into_bytes();
+    while !(10 + h.len() + 1).is_multiple_of(64) {
+        h.push(b' ');
+    }
+    h.push(b'\n');
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend((h.len() as u16).to_le_bytes());
+    npy.extend(h);
+    for v in vals {
+        npy.extend(v.to_le_bytes());
+    }
+    let acts = dir.join("acts.npy");
+    std::fs::write(&acts, npy).unwrap();
+    let toks = dir.join("tokens.json");
+    std::fs::write(&toks, serde_json::to_string(&seqs).unwrap()).unwrap();
+    (
+        acts.to_string_lossy().into_owned(),
+        toks.to_string_lossy().into_owned(),
+    )
+}
+
+#[test]
+fn label_search_correlated_similar() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = write_inputs(dir.path());
+    let dict = dir.path().join("d.json").to_string_lossy().into_owned();
+    let (ok, _, err) = featdict(&[
+        "build",
+        &acts,
+        "--tokens",
+        &toks,
+        "--out",
+        &dict,
+        "--ngrams",
+        "64",
+        "--correlation",
+        "exact",
+        "-q",
+    ]);
+    assert!(ok, "{err}");
+
+    let (ok, out, err) = featdict(&[
+        "label",
+        &dict,
+        "--strategies",
+        "token_frequency,ngram_analysis,pattern_matching",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["report"]["labeled"], 3);
+
+    let (ok, out, err) = featdict(&["show", &dict, "1", "--json"]);
+    assert!(ok, "{err}");
+    let f: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(f["labels"][0], "ngram:river bank");
+    assert_eq!(f["metadata"]["label_details"][0]["precision"], 1.0);
+    assert_eq!(f["metadata"]["label_details"][0]["recall"], 1.0);
+    let (_, out, _) = featdict(&["show", &dict, "0", "--json"]);
+    let f: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(f["labels"][0], "token:cat");
+
+    let (ok, _, err) = featdict(&["label", &dict, "2", "--set", "animals"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = featdict(&["label", &dict]);
+    assert!(ok, "{err}");
+    let (_, out, _) = featdict(&["search", &dict, "--label", "ANIMALS", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["hits"][0]["id"], 2);
+    let (_, out, _) = featdict(&["search", &dict, "--token", "cat", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["total"], 2);
+    assert_eq!(v["hits"][0]["score"], 1.0);
+
+    let (ok, out, err) = featdict(&["correlated", &dict, "0", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["correlated"][0]["id"], 2);
+    assert_eq!(v["method"]["measure"], "pearson");
+
+    let (ok, out, err) = featdict(&["similar", &dict, "0", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["similar"][0]["id"], 2);
+
+    // Clear errors.
+    let (ok, _, err) = featdict(&["correlated", &dict, "9"]);
+    assert!(!ok && err.contains("feature 9 is not in"), "{err}");
+    let (ok, _, err) = featdict(&["label", &dict, "--strategies", "nope"]);
+    assert!(!ok && err.contains("unknown strategy"), "{err}");
+    let (ok, _, err) = featdict(&["search", &dict, "--pattern", "("]);
+    assert!(!ok && err.contains("not a valid regex"), "{err}");
+}

@@ -1,0 +1,96 @@
+//! Correlated features: partners stored by finalize from the accumulator's co-activation
+//! state (see [`crate::accumulate::coactivation`] for what `exact` and `sketch` compute).
+//!
+//! Stored per feature as `metadata.correlated = [[partner, correlation], …]` (best first, at
+//! most [`PARTNERS_STORED`]) and per dictionary as
+//! `feature_set.metadata.correlation = {"mode", "measure", "exact"}`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::accumulate::coactivation::{Coactivation, CorrelationMode, PARTNERS_STORED};
+use crate::dictionary::FeatureDictionary;
+use crate::error::{Error, Result};
+use crate::model::{Feature, FeatureSet};
+
+/// Key in `Feature.metadata`.
+pub const PARTNERS_KEY: &str = "correlated";
+/// Key in `FeatureSet.metadata`.
+pub const METHOD_KEY: &str = "correlation";
+
+/// How the stored correlations were computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorrelationMethod {
+    /// `exact` or `sketch`.
+    pub mode: String,
+    /// `pearson` (of activations over all tokens) or `phi` (of firing indicators).
+    pub measure: String,
+    /// Whether every stored value is exact (the sketch never evicted).
+    pub exact: bool,
+}
+
+/// Writes `f`'s best partners into its metadata.
+pub fn store_partners(f: &mut Feature, c: &Coactivation, total_tokens: u64) {
+    let partners: Vec<(u32, f64)> = c
+        .top_partners(f.id as usize, total_tokens, PARTNERS_STORED)
+        .into_iter()
+        .map(|p| (p.feature, p.correlation))
+        .collect();
+    f.metadata.extra.insert(
+        PARTNERS_KEY.into(),
+        serde_json::to_value(partners).expect("partners serialize"),
+    );
+}
+
+/// Records the method in the feature set's metadata.
+pub fn store_method(fs: &mut FeatureSet, c: &Coactivation) {
+    let m = CorrelationMethod {
+        mode: c.mode().as_str().into(),
+        measure: if c.mode() == CorrelationMode::Exact {
+            "pearson"
+        } else {
+            "phi"
+        }
+        .into(),
+        exact: c.is_exact(),
+    };
+    fs.metadata.extra.insert(
+        METHOD_KEY.into(),
+        serde_json::to_value(m).expect("method serializes"),
+    );
+}
+
+/// The method a dictionary's correlations were computed with, if any.
+pub fn method(dict: &FeatureDictionary) -> Option<CorrelationMethod> {
+    dict.feature_set
+        .metadata
+        .extra
+        .get(METHOD_KEY)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// The original's `find_correlated_features(id, min_correlation)`: stored partners of `id`
+/// with correlation ≥ `min_correlation`, best first.
+pub fn correlated(
+    dict: &FeatureDictionary,
+    id: u64,
+    min_correlation: f64,
+) -> Result<Vec<(u64, f64)>> {
+    let f = dict
+        .get(id)
+        .ok_or_else(|| Error::Invalid(format!("feature {id} is not in the dictionary")))?;
+    if method(dict).is_none() {
+        return Err(Error::Invalid(
+            "this dictionary holds no co-activation data; rebuild it with --correlation exact (≤ 4,096 features) or --correlation sketch".into(),
+        ));
+    }
+    let partners: Vec<(u64, f64)> = f
+        .metadata
+        .extra
+        .get(PARTNERS_KEY)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    Ok(partners
+        .into_iter()
+        .filter(|p| p.1 >= min_correlation)
+        .collect())
+}

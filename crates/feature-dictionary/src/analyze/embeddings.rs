@@ -1,0 +1,244 @@
+//! Token embeddings the user has, addressed by the token strings a dictionary stores.
+//!
+//! Sources:
+//! * a GGUF model file: token list `tokenizer.ggml.tokens` and tensor `token_embd.weight`
+//!   (F32, F16, Q8_0, Q4_0 or Q4_1, dequantised);
+//! * a safetensors file holding a `[vocab, d]` matrix (tensor name given, or the first of
+//!   `token_embd.weight`, `model.embed_tokens.weight`, `embed_tokens.weight`, `W_E`,
+//!   `embeddings`), with its token strings from a HuggingFace `tokenizer.json` or a JSON
+//!   list of strings (row i = string i).
+//!
+//! Vocabulary strings of byte-level BPE tokenizers ("Ġthe") are decoded to text (" the")
+//! with the GPT-2 byte↔unicode table; SentencePiece's "▁" becomes a space. Dictionaries
+//! store decoded token text, so the two meet.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::gguf::Gguf;
+use super::weights::{read_safetensors_matrix, Matrix};
+use crate::error::{Error, Result};
+
+/// Unit-normalised token vectors by token text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenEmbeddings {
+    index: HashMap<String, usize>,
+    /// `[vocab, d]`, rows of norm 1.
+    pub unit: Matrix,
+}
+
+impl TokenEmbeddings {
+    /// From a matrix and the token string of each row (already decoded text).
+    pub fn new(matrix: Matrix, tokens: Vec<String>) -> Result<Self> {
+        if tokens.len() != matrix.rows {
+            return Err(Error::Invalid(format!(
+                "the embedding matrix has {} rows but the vocabulary has {} tokens",
+                matrix.rows,
+                tokens.len()
+            )));
+        }
+        let mut index = HashMap::with_capacity(tokens.len());
+        for (i, t) in tokens.into_iter().enumerate() {
+            index.entry(t).or_insert(i);
+        }
+        let unit = super::similar::Directions::new(matrix).unit;
+        Ok(Self { index, unit })
+    }
+
+    /// Loads embeddings from `path` (`.gguf`, or `.safetensors` with `vocab`).
+    pub fn load(path: &Path, tensor: Option<&str>, vocab: Option<&Path>) -> Result<Self> {
+        let (m, tokens) = load_token_matrix(path, tensor, &["token_embd.weight"], vocab)?;
+        Self::new(m, tokens)
+    }
+}
+
+/// A `[vocab, d]` matrix and the decoded token string of each row, from a GGUF file (tensor
+/// `tensor`, else the first of `gguf_names` present) or a safetensors file (`tensor`, else a
+/// usual embedding name) with a `vocab` file.
+pub fn load_token_matrix(
+    path: &Path,
+    tensor: Option<&str>,
+    gguf_names: &[&str],
+    vocab: Option<&Path>,
+) -> Result<(Matrix, Vec<String>)> {
+    {
+        if path.extension().and_then(|e| e.to_str()) == Some("gguf") {
+            let g = Gguf::open(path)?;
+            let tokens = g.tokens.clone().ok_or_else(|| {
+                Error::format(path, "GGUF file has no tokenizer.ggml.tokens list")
+            })?;
+            let names = g.tensor_names();
+            let name = match tensor {
+                Some(t) => t.to_string(),
+                None => gguf_names
+                    .iter()
+                    .find(|n| names.contains(n))
+                    .map(|n| n.to_string())
+                    .ok_or_else(|| {
+                        Error::format(
+                            path,
+                            format!("none of the tensors {gguf_names:?} is in the file"),
+                        )
+                    })?,
+            };
+            let m = g.matrix(&name)?;
+            return Ok((m, decode_vocab(tokens)));
+        }
+        let m = match tensor {
+            Some(t) => read_safetensors_matrix(path, t)?,
+            None => {
+                let names = [
+                    "token_embd.weight",
+                    "model.embed_tokens.weight",
+                    "embed_tokens.weight",
+                    "W_E",
+                    "embeddings",
+                ];
+                let mut found = None;
+                for n in names {
+                    if let Ok(m) = read_safetensors_matrix(path, n) {
+                        found = Some(m);
+                        break;
+                    }
+                }
+                found.ok_or_else(|| {
+                    Error::format(
+                        path,
+                        format!("no embedding tensor found (tried {names:?}); name it explicitly"),
+                    )
+                })?
+            }
+        };
+        let vocab = vocab.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: a safetensors embedding matrix needs its token strings (a tokenizer.json or a JSON list of strings)",
+                path.display()
+            ))
+        })?;
+        Ok((m, read_vocab(vocab)?))
+    }
+}
+
+impl TokenEmbeddings {
+    /// The unit vector of `token`, if known.
+    pub fn get(&self, token: &str) -> Option<&[f32]> {
+        self.index.get(token).map(|&i| self.unit.row(i))
+    }
+
+    /// Row of `token`, if known.
+    pub fn id(&self, token: &str) -> Option<usize> {
+        self.index.get(token).copied()
+    }
+
+    /// The token text of every row (first string per row).
+    pub fn tokens_by_row(&self) -> Vec<String> {
+        let mut v = vec![String::new(); self.unit.rows];
+        for (t, &i) in &self.index {
+            v[i] = t.clone();
+        }
+        v
+    }
+}
+
+/// Reads token strings: a HuggingFace `tokenizer.json` (`model.vocab` + `added_tokens`,
+/// decoded) or a JSON list of strings (taken as is).
+pub fn read_vocab(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not JSON: {e}")))?;
+    if let Some(list) = v.as_array() {
+        return list
+            .iter()
+            .map(|s| {
+                s.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| Error::format(path, "expected a list of token strings"))
+            })
+            .collect();
+    }
+    let vocab = v
+        .pointer("/model/vocab")
+        .and_then(|x| x.as_object())
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                "expected a tokenizer.json (with model.vocab) or a JSON list of token strings",
+            )
+        })?;
+    let mut pairs: Vec<(usize, String)> = vocab
+        .iter()
+        .filter_map(|(s, id)| id.as_u64().map(|i| (i as usize, s.clone())))
+        .collect();
+    let mut added = std::collections::HashSet::new();
+    if let Some(a) = v.get("added_tokens").and_then(|x| x.as_array()) {
+        for t in a {
+            if let (Some(id), Some(c)) = (t["id"].as_u64(), t["content"].as_str()) {
+                pairs.push((id as usize, c.to_string()));
+                added.insert(id as usize);
+            }
+        }
+    }
+    let n = pairs.iter().map(|p| p.0 + 1).max().unwrap_or(0);
+    let mut out = vec![String::new(); n];
+    let byte_level = pairs.iter().any(|p| p.1.starts_with('Ġ'));
+    for (i, s) in pairs {
+        out[i] = if added.contains(&i) {
+            s
+        } else if byte_level {
+            decode_byte_level(&s)
+        } else {
+            s.replace('▁', " ")
+        };
+    }
+    Ok(out)
+}
+
+/// Decodes a whole vocabulary of a GGUF file.
+pub fn decode_vocab(tokens: Vec<String>) -> Vec<String> {
+    let byte_level = tokens.iter().any(|t| t.starts_with('Ġ'));
+    tokens
+        .into_iter()
+        .map(|t| {
+            if byte_level {
+                decode_byte_level(&t)
+            } else {
+                t.replace('▁', " ")
+            }
+        })
+        .collect()
+}
+
+/// GPT-2 byte-level vocabulary string → text ("Ġthe" → " the"). Strings with characters
+/// outside the byte table (special tokens) are returned unchanged.
+pub fn decode_byte_level(s: &str) -> String {
+    let mut bytes = Vec::with_capacity(s.len());
+    for c in s.chars() {
+        match unicode_to_byte(c) {
+            Some(b) => bytes.push(b),
+            None => return s.to_string(),
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn unicode_to_byte(c: char) -> Option<u8> {
+    let u = c as u32;
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    if u < 256 && printable(u) {
+        return Some(u as u8);
+    }
+    if u >= 256 {
+        // Non-printable bytes were mapped, in increasing order, to 256, 257, …
+        let mut n = 256;
+        for b in 0u32..256 {
+            if !printable(b) {
+                if n == u {
+                    return Some(b as u8);
+                }
+                n += 1;
+            }
+        }
+    }
+    None
+}

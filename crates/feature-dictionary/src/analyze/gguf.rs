@@ -1,0 +1,262 @@
+//! Minimal GGUF reader: the key/value header (for the tokenizer's token list) and one
+//! tensor, dequantised to f32 (F32, F16, Q8_0, Q4_0, Q4_1).
+//!
+//! Layout (v2/v3, little-endian): magic `GGUF`, version u32, tensor count u64, kv count u64,
+//! kv pairs (string key, u32 type, value), tensor infos (name, n_dims u32, dims u64 × n,
+//! type u32, offset u64), padding to `general.alignment` (default 32), tensor data.
+//! `dims[0]` is the fastest-varying axis, so `token_embd.weight` with dims `[d, V]` is a
+//! row-major `[V, d]` matrix.
+
+use std::path::Path;
+
+use super::weights::Matrix;
+use crate::error::{Error, Result};
+
+/// A parsed GGUF header over a memory-mapped file.
+pub struct Gguf {
+    path: std::path::PathBuf,
+    map: memmap2::Mmap,
+    /// Token strings of `tokenizer.ggml.tokens`, if present.
+    pub tokens: Option<Vec<String>>,
+    tensors: Vec<TensorInfo>,
+    data_start: usize,
+}
+
+#[derive(Debug, Clone)]
+struct TensorInfo {
+    name: String,
+    dims: Vec<u64>,
+    kind: u32,
+    offset: u64,
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+    path: &'a Path,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        if self.at + n > self.b.len() {
+            return Err(Error::format(
+                self.path,
+                format!(
+                    "GGUF header truncated: needed {n} bytes at offset {}, file has {}",
+                    self.at,
+                    self.b.len()
+                ),
+            ));
+        }
+        let s = &self.b[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn string(&mut self) -> Result<String> {
+        let n = self.u64()? as usize;
+        Ok(String::from_utf8_lossy(self.take(n)?).into_owned())
+    }
+    /// Skips (or, for strings, returns) a value of GGUF type `t`.
+    fn value(&mut self, t: u32) -> Result<Option<String>> {
+        let size = match t {
+            0 | 1 | 7 => 1,
+            2 | 3 => 2,
+            4..=6 => 4,
+            10..=12 => 8,
+            8 => return self.string().map(Some),
+            9 => {
+                let inner = self.u32()?;
+                let n = self.u64()?;
+                for _ in 0..n {
+                    self.value(inner)?;
+                }
+                return Ok(None);
+            }
+            other => {
+                return Err(Error::format(
+                    self.path,
+                    format!("unknown GGUF value type {other} at offset {}", self.at),
+                ))
+            }
+        };
+        self.take(size)?;
+        Ok(None)
+    }
+}
+
+impl Gguf {
+    /// Parses the header of `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let map = crate::ingest::map_file(path)?;
+        let mut r = Reader {
+            b: &map,
+            at: 0,
+            path,
+        };
+        if r.take(4)? != b"GGUF" {
+            return Err(Error::format(
+                path,
+                "not a GGUF file (magic is not \"GGUF\")",
+            ));
+        }
+        let version = r.u32()?;
+        if !(2..=3).contains(&version) {
+            return Err(Error::format(
+                path,
+                format!("GGUF version {version}; expected 2 or 3"),
+            ));
+        }
+        let n_tensors = r.u64()?;
+        let n_kv = r.u64()?;
+        let mut tokens = None;
+        let mut alignment = 32u64;
+        for _ in 0..n_kv {
+            let key = r.string()?;
+            let t = r.u32()?;
+            if key == "tokenizer.ggml.tokens" && t == 9 {
+                let inner = r.u32()?;
+                let n = r.u64()?;
+                let mut v = Vec::with_capacity(n.min(1 << 22) as usize);
+                for _ in 0..n {
+                    match r.value(inner)? {
+                        Some(s) => v.push(s),
+                        None => v.push(String::new()),
+                    }
+                }
+                tokens = Some(v);
+            } else if key == "general.alignment" && t == 4 {
+                alignment = r.u32()? as u64;
+            } else {
+                r.value(t)?;
+            }
+        }
+        let mut tensors = Vec::with_capacity(n_tensors.min(1 << 16) as usize);
+        for _ in 0..n_tensors {
+            let name = r.string()?;
+            let nd = r.u32()? as usize;
+            let mut dims = Vec::with_capacity(nd);
+            for _ in 0..nd {
+                dims.push(r.u64()?);
+            }
+            let kind = r.u32()?;
+            let offset = r.u64()?;
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                kind,
+                offset,
+            });
+        }
+        let a = alignment.max(1) as usize;
+        let data_start = r.at.div_ceil(a) * a;
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+            tokens,
+            tensors,
+            data_start,
+        })
+    }
+
+    /// Names of the tensors.
+    pub fn tensor_names(&self) -> Vec<&str> {
+        self.tensors.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    /// Tensor `name` as a row-major `[dims[1], dims[0]]` f32 matrix.
+    pub fn matrix(&self, name: &str) -> Result<Matrix> {
+        let t = self
+            .tensors
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| {
+                Error::format(
+                    &self.path,
+                    format!(
+                        "no tensor named {name:?}; the file holds {:?}",
+                        self.tensor_names()
+                    ),
+                )
+            })?;
+        if t.dims.len() != 2 {
+            return Err(Error::format(
+                &self.path,
+                format!("tensor {name:?} has dims {:?}; expected 2", t.dims),
+            ));
+        }
+        let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
+        let count = rows * cols;
+        // (bytes per block, values per block)
+        let (bb, bv) = match t.kind {
+            0 => (4, 1),
+            1 => (2, 1),
+            2 => (18, 32),
+            3 => (20, 32),
+            8 => (34, 32),
+            other => {
+                return Err(Error::format(
+                    &self.path,
+                    format!("tensor {name:?} has GGML type {other}; supported: F32 (0), F16 (1), Q4_0 (2), Q4_1 (3), Q8_0 (8)"),
+                ))
+            }
+        };
+        if count % bv != 0 {
+            return Err(Error::format(
+                &self.path,
+                format!(
+                    "tensor {name:?}: {count} values is not a whole number of {bv}-value blocks"
+                ),
+            ));
+        }
+        let start = self.data_start + t.offset as usize;
+        let len = count / bv * bb;
+        if start + len > self.map.len() {
+            return Err(Error::format(
+                &self.path,
+                format!(
+                    "tensor {name:?} data ({len} bytes at {start}) runs past the end of the file"
+                ),
+            ));
+        }
+        let bytes = &self.map[start..start + len];
+        let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let mut data = Vec::with_capacity(count);
+        match t.kind {
+            0 => data.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4"))),
+            ),
+            1 => data.extend(bytes.chunks_exact(2).map(f16)),
+            8 => {
+                for b in bytes.chunks_exact(34) {
+                    let d = f16(&b[..2]);
+                    data.extend(b[2..].iter().map(|&q| d * (q as i8) as f32));
+                }
+            }
+            2 => {
+                for b in bytes.chunks_exact(18) {
+                    let d = f16(&b[..2]);
+                    let q = &b[2..];
+                    data.extend(q.iter().map(|&x| d * ((x & 0x0f) as f32 - 8.0)));
+                    data.extend(q.iter().map(|&x| d * ((x >> 4) as f32 - 8.0)));
+                }
+            }
+            _ => {
+                for b in bytes.chunks_exact(20) {
+                    let (d, m) = (f16(&b[..2]), f16(&b[2..4]));
+                    let q = &b[4..];
+                    data.extend(q.iter().map(|&x| d * (x & 0x0f) as f32 + m));
+                    data.extend(q.iter().map(|&x| d * (x >> 4) as f32 + m));
+                }
+            }
+        }
+        Ok(Matrix { rows, cols, data })
+    }
+}

@@ -1,0 +1,100 @@
+//! Logit lens: which output tokens a feature's decoder direction promotes and suppresses,
+//! i.e. the largest and smallest entries of `W_dec[i] · W_Uᵀ` (the direct effect of the
+//! feature on the logits, ignoring the final norm's scale).
+//!
+//! The unembedding is a `[vocab, d]` matrix: a GGUF model's `output.weight` (or, for models
+//! with tied embeddings, `token_embd.weight`), or a safetensors tensor with a vocab file.
+
+use serde::Serialize;
+
+use super::similar::top_k;
+use super::weights::Matrix;
+use crate::error::{Error, Result};
+
+/// Top promoted and suppressed tokens of one feature.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogitLens {
+    /// Feature id.
+    pub feature: u64,
+    /// Tokens with the largest logit contribution, best first.
+    pub promoted: Vec<(String, f32)>,
+    /// Tokens with the most negative logit contribution, most negative first.
+    pub suppressed: Vec<(String, f32)>,
+}
+
+/// An unembedding with its token strings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unembedding {
+    /// `[vocab, d]`.
+    pub matrix: Matrix,
+    /// Token text of each row.
+    pub tokens: Vec<String>,
+}
+
+impl Unembedding {
+    /// Checks shapes (a `[d, vocab]` matrix is transposed).
+    pub fn new(matrix: Matrix, tokens: Vec<String>) -> Result<Self> {
+        let matrix = if matrix.rows == tokens.len() {
+            matrix
+        } else if matrix.cols == tokens.len() {
+            matrix.transposed()
+        } else {
+            return Err(Error::Invalid(format!(
+                "unembedding is {}×{} but the vocabulary has {} tokens",
+                matrix.rows,
+                matrix.cols,
+                tokens.len()
+            )));
+        };
+        Ok(Self { matrix, tokens })
+    }
+
+    /// Loads from a GGUF (`output.weight`, else `token_embd.weight`) or safetensors file.
+    pub fn load(
+        path: &std::path::Path,
+        tensor: Option<&str>,
+        vocab: Option<&std::path::Path>,
+    ) -> Result<Self> {
+        let (m, tokens) = super::embeddings::load_token_matrix(
+            path,
+            tensor,
+            &["output.weight", "token_embd.weight"],
+            vocab,
+        )?;
+        Self::new(m, tokens)
+    }
+
+    /// The logit lens of feature `id` with decoder direction `direction` (length d).
+    pub fn lens(&self, id: u64, direction: &[f32], k: usize) -> Result<LogitLens> {
+        if direction.len() != self.matrix.cols {
+            return Err(Error::Invalid(format!(
+                "decoder direction has {} dimensions but the unembedding has {}",
+                direction.len(),
+                self.matrix.cols
+            )));
+        }
+        let scores: Vec<f32> = (0..self.matrix.rows)
+            .map(|v| {
+                self.matrix
+                    .row(v)
+                    .iter()
+                    .zip(direction)
+                    .map(|(a, b)| a * b)
+                    .sum()
+            })
+            .collect();
+        let neg: Vec<f32> = scores.iter().map(|s| -s).collect();
+        let name = |(t, s): (u32, f32)| (self.tokens[t as usize].clone(), s);
+        Ok(LogitLens {
+            feature: id,
+            promoted: top_k(&scores, usize::MAX, k)
+                .into_iter()
+                .map(name)
+                .collect(),
+            suppressed: top_k(&neg, usize::MAX, k)
+                .into_iter()
+                .map(|(t, s)| name((t, -s)))
+                .collect(),
+        })
+    }
+}

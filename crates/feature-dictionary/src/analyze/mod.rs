@@ -1,0 +1,176 @@
+//! Analyze: questions about a finished dictionary, answered from statistics measured over
+//! **all** tokens (never from the top-k examples, as the original did).
+//!
+//! * [`ActivationStats`] — the original's per-feature stats record, filled from finalize's
+//!   exact moments, position statistics and token entropy;
+//! * [`correlation`] — co-activation partners (exact Pearson or a φ sketch);
+//! * [`similar`] — cosine of decoder directions (blocked GEMM + per-row top-k), or of
+//!   firing-token profiles without an SAE;
+//! * [`search`] — features by token, label or regex;
+//! * importance ranking, frequency-class lists and feature comparison (here).
+
+pub mod correlation;
+pub mod embeddings;
+pub mod gguf;
+pub mod logit_lens;
+pub mod polysemantic;
+pub mod search;
+pub mod similar;
+pub mod weights;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dictionary::{importance, FeatureDictionary};
+use crate::model::{Feature, FeatureType};
+
+/// The original's `ActivationStats`, computed over all tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivationStats {
+    /// Feature id.
+    pub feature_id: u64,
+    /// Firings.
+    pub activation_count: u64,
+    /// Mean activation over all firings.
+    pub mean_activation: f64,
+    /// Population standard deviation over all firings.
+    pub std_activation: f64,
+    /// Largest activation.
+    pub max_activation: f64,
+    /// Smallest firing activation.
+    pub min_activation: f64,
+    /// Firings / tokens processed.
+    pub activation_frequency: f64,
+    /// Mean position of firings (0 when positions were not collected).
+    pub mean_position: f64,
+    /// Variance of firing positions.
+    pub position_variance: f64,
+    /// Distinct tokens fired on.
+    pub unique_tokens: u64,
+    /// Shannon entropy (bits) of the firing-token distribution.
+    pub token_entropy: f64,
+}
+
+impl ActivationStats {
+    /// Stats of `f` (all zeros for a dead feature).
+    pub fn of(f: &Feature) -> Self {
+        let m = &f.metadata;
+        let pos = m.positions.clone().unwrap_or_default();
+        Self {
+            feature_id: f.id,
+            activation_count: f.activation_count,
+            mean_activation: f.mean_activation,
+            std_activation: m.std_activation.unwrap_or(0.0),
+            max_activation: f.max_activation,
+            min_activation: m.min_activation.map_or(0.0, |v| v as f64),
+            activation_frequency: f.activation_frequency,
+            mean_position: pos.mean,
+            position_variance: pos.variance,
+            unique_tokens: m.unique_tokens.unwrap_or(0),
+            token_entropy: m.token_entropy.unwrap_or(0.0),
+        }
+    }
+}
+
+/// The original's `compute_all_stats()`.
+pub fn all_stats(dict: &FeatureDictionary) -> Vec<ActivationStats> {
+    dict.features().map(ActivationStats::of).collect()
+}
+
+/// The original's `get_position_distribution(id)`: firings at positions < 5, 5..20, 20..50
+/// and ≥ 50, over all tokens.
+pub fn position_distribution(f: &Feature) -> Option<[(&'static str, u64); 4]> {
+    f.metadata.positions.as_ref().map(|p| {
+        [
+            ("start", p.start),
+            ("early", p.early),
+            ("middle", p.middle),
+            ("late", p.late),
+        ]
+    })
+}
+
+/// Features ranked by the original's importance score
+/// `0.7·min(100·frequency, 1) + 0.3·min(max_activation / 5, 1)` (0 for dead features), best
+/// first, ties by id.
+pub fn importance_ranking(dict: &FeatureDictionary) -> Vec<(u64, f64)> {
+    let mut v: Vec<(u64, f64)> = dict.features().map(|f| (f.id, importance(f))).collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
+
+/// Ids of the features of one frequency class (dead: never fired; ultra-sparse: < 0.01 %;
+/// sparse: < 1 %; moderate: < 10 %; dense: ≥ 10 % of tokens).
+pub fn features_of_type(dict: &FeatureDictionary, t: FeatureType) -> Vec<u64> {
+    dict.features()
+        .filter(|f| f.feature_type == t)
+        .map(|f| f.id)
+        .collect()
+}
+
+/// The original's `get_ultra_sparse_features(max_frequency)`: fired, but on at most
+/// `max_frequency` of tokens.
+pub fn ultra_sparse(dict: &FeatureDictionary, max_frequency: f64) -> Vec<u64> {
+    dict.features()
+        .filter(|f| f.activation_count > 0 && f.activation_frequency <= max_frequency)
+        .map(|f| f.id)
+        .collect()
+}
+
+/// The original's `get_dense_features(min_frequency)`.
+pub fn dense(dict: &FeatureDictionary, min_frequency: f64) -> Vec<u64> {
+    dict.features()
+        .filter(|f| f.activation_frequency >= min_frequency)
+        .map(|f| f.id)
+        .collect()
+}
+
+/// Two features side by side.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// Stats of the first.
+    pub a: ActivationStats,
+    /// Stats of the second.
+    pub b: ActivationStats,
+    /// Cosine of their firing-token count vectors (1 = same token distribution).
+    pub token_profile_cosine: f64,
+    /// Tokens both fire on, by the smaller firing count, most shared first.
+    pub shared_tokens: Vec<(String, u64)>,
+    /// Labels both carry.
+    pub shared_labels: Vec<String>,
+    /// Stored co-activation correlation, when the dictionary has it and the pair is held.
+    pub correlation: Option<f64>,
+}
+
+/// Compares two features.
+pub fn compare(dict: &FeatureDictionary, a: &Feature, b: &Feature) -> Comparison {
+    let mut shared: Vec<(String, u64)> = a
+        .metadata
+        .top_tokens
+        .iter()
+        .filter_map(|ta| {
+            b.metadata
+                .top_tokens
+                .iter()
+                .find(|tb| tb.token == ta.token)
+                .map(|tb| (ta.token.clone(), ta.firings.min(tb.firings)))
+        })
+        .collect();
+    shared.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+    shared.truncate(20);
+    let correlation = correlation::correlated(dict, a.id, f64::NEG_INFINITY)
+        .ok()
+        .and_then(|v| v.into_iter().find(|p| p.0 == b.id).map(|p| p.1));
+    Comparison {
+        a: ActivationStats::of(a),
+        b: ActivationStats::of(b),
+        token_profile_cosine: similar::token_profile_cosine(a, b),
+        shared_tokens: shared,
+        shared_labels: a
+            .labels
+            .iter()
+            .filter(|l| b.labels.contains(l))
+            .cloned()
+            .collect(),
+        correlation,
+    }
+}

@@ -1,0 +1,256 @@
+//! Similar features.
+//!
+//! * With an SAE: cosine of decoder directions (rows of `W_dec`, `[d_sae, d_in]` in SAELens
+//!   files). All-pairs neighbours use a blocked GEMM (rows normalised once, then
+//!   `BLOCK × F` tiles of the Gram matrix from `matrixmultiply::sgemm`, each tile reduced to
+//!   per-row top-k before the next), so memory is `BLOCK × F` floats, never `F × F`; blocks
+//!   run on `threads` threads.
+//! * Without one: cosine of the features' firing-token count vectors (`top_tokens`), which
+//!   measures "fires on the same tokens" over the whole corpus (the original used a Jaccard
+//!   index over the tokens of the top-20 examples).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::weights::{read_safetensors_matrix, Matrix};
+use crate::dictionary::FeatureDictionary;
+use crate::error::{Error, Result};
+use crate::model::Feature;
+
+/// Rows per GEMM block.
+const BLOCK: usize = 256;
+
+/// Decoder directions of an SAE, one unit-normalised row per feature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Directions {
+    /// `[features, d]`, rows of norm 1 (zero rows stay zero).
+    pub unit: Matrix,
+}
+
+impl Directions {
+    /// Rows of `m` normalised.
+    pub fn new(mut m: Matrix) -> Self {
+        let cols = m.cols;
+        for row in m.data.chunks_exact_mut(cols.max(1)) {
+            let norm = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+            if norm > 0.0 {
+                row.iter_mut().for_each(|v| *v = (*v as f64 / norm) as f32);
+            }
+        }
+        Self { unit: m }
+    }
+
+    /// Loads tensor `name` (e.g. `W_dec`) from a safetensors file; `n_features` (when known)
+    /// picks the orientation: a `[d, F]` tensor is transposed.
+    pub fn load(path: &Path, name: &str, n_features: Option<usize>) -> Result<Self> {
+        let m = read_safetensors_matrix(path, name)?;
+        let m = match n_features {
+            Some(f) if m.rows == f => m,
+            Some(f) if m.cols == f => m.transposed(),
+            Some(f) => {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "tensor {name:?} is {}×{}; neither dimension matches the dictionary's {f} features",
+                        m.rows, m.cols
+                    ),
+                ))
+            }
+            None => m,
+        };
+        Ok(Self::new(m))
+    }
+
+    /// Number of features.
+    pub fn len(&self) -> usize {
+        self.unit.rows
+    }
+
+    /// Whether there are no features.
+    pub fn is_empty(&self) -> bool {
+        self.unit.rows == 0
+    }
+
+    /// The `k` features whose directions are closest to feature `id` (self excluded).
+    pub fn similar_to(&self, id: usize, k: usize) -> Vec<(u32, f32)> {
+        let q = self.unit.row(id);
+        let scores: Vec<f32> = (0..self.len()).map(|j| dot(q, self.unit.row(j))).collect();
+        top_k(&scores, id, k)
+    }
+
+    /// Every feature's `k` nearest neighbours by cosine (self excluded), best first,
+    /// ties by smaller id.
+    ///
+    /// The Gram matrix is symmetric, so only its upper part is computed: block `b` (rows
+    /// `r0..r0 + BLOCK`) is multiplied with rows `r0..F` only, and each score feeds both the
+    /// row's and the column's bounded top-k list — half the flops of the full product.
+    /// Blocks are dealt round-robin to threads (later blocks are shorter); each thread keeps
+    /// its own top-k lists, merged at the end.
+    pub fn all_neighbours(&self, k: usize, threads: usize) -> Vec<Vec<(u32, f32)>> {
+        let n = self.len();
+        let d = self.unit.cols;
+        if n == 0 || k == 0 {
+            return vec![Vec::new(); n];
+        }
+        let n_blocks = n.div_ceil(BLOCK);
+        let threads = threads.clamp(1, n_blocks);
+        let a = &self.unit.data;
+        let partials: Vec<Vec<TopRow>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    scope.spawn(move || {
+                        let mut rows = vec![TopRow::default(); n];
+                        let mut tile = vec![0f32; BLOCK * n];
+                        for b in (t..n_blocks).step_by(threads) {
+                            let r0 = b * BLOCK;
+                            let rows_b = BLOCK.min(n - r0);
+                            let cols = n - r0;
+                            // tile[rows_b × cols] = U[r0..r0+rows_b] · U[r0..n]ᵀ
+                            // SAFETY: both operands are in-bounds row-major views of `a`
+                            // (rows r0.., d columns); Uᵀ is read with row stride 1 and
+                            // column stride d; `tile` holds rows_b × cols values.
+                            unsafe {
+                                matrixmultiply::sgemm(
+                                    rows_b,
+                                    d,
+                                    cols,
+                                    1.0,
+                                    a[r0 * d..].as_ptr(),
+                                    d as isize,
+                                    1,
+                                    a[r0 * d..].as_ptr(),
+                                    1,
+                                    d as isize,
+                                    0.0,
+                                    tile.as_mut_ptr(),
+                                    cols as isize,
+                                    1,
+                                );
+                            }
+                            for r in 0..rows_b {
+                                let i = r0 + r;
+                                let line = &tile[r * cols..(r + 1) * cols];
+                                for (c, &s) in line.iter().enumerate() {
+                                    let j = r0 + c;
+                                    if j == i || !s.is_finite() {
+                                        continue;
+                                    }
+                                    rows[i].offer(k, s, j as u32);
+                                    // Pairs inside the diagonal block are computed both ways.
+                                    if c >= rows_b {
+                                        rows[j].offer(k, s, i as u32);
+                                    }
+                                }
+                            }
+                        }
+                        rows
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("neighbour thread panicked"))
+                .collect()
+        });
+        let mut partials = partials.into_iter();
+        let mut out = partials.next().expect("at least one thread");
+        for p in partials {
+            for (mine, theirs) in out.iter_mut().zip(p) {
+                for (s, j) in theirs.items {
+                    mine.offer(k, s, j);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.items.into_iter().map(|(s, j)| (j, s)).collect())
+            .collect()
+    }
+}
+
+/// A bounded best-first list: score desc, then id asc.
+#[derive(Debug, Clone, Default)]
+struct TopRow {
+    items: Vec<(f32, u32)>,
+}
+
+impl TopRow {
+    #[inline(always)]
+    fn offer(&mut self, k: usize, s: f32, j: u32) {
+        if self.items.len() == k {
+            let (ls, lj) = self.items[k - 1];
+            if s < ls || (s == ls && j > lj) {
+                return;
+            }
+            self.items.pop();
+        }
+        let pos = self
+            .items
+            .partition_point(|&(x, y)| x > s || (x == s && y < j));
+        self.items.insert(pos, (s, j));
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Best `k` of `scores` except index `skip`: score desc, then index asc.
+pub fn top_k(scores: &[f32], skip: usize, k: usize) -> Vec<(u32, f32)> {
+    let mut v: Vec<(u32, f32)> = scores
+        .iter()
+        .enumerate()
+        .filter(|(j, s)| *j != skip && s.is_finite())
+        .map(|(j, &s)| (j as u32, s))
+        .collect();
+    let cmp = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if v.len() > k && k > 0 {
+        v.select_nth_unstable_by(k - 1, cmp);
+        v.truncate(k);
+    }
+    v.sort_by(cmp);
+    v.truncate(k);
+    v
+}
+
+/// Cosine of two features' firing-token count vectors.
+pub fn token_profile_cosine(a: &Feature, b: &Feature) -> f64 {
+    let ma: HashMap<&str, f64> = a
+        .metadata
+        .top_tokens
+        .iter()
+        .map(|t| (t.token.as_str(), t.firings as f64))
+        .collect();
+    let na = ma.values().map(|v| v * v).sum::<f64>().sqrt();
+    let mut nb = 0.0;
+    let mut dotp = 0.0;
+    for t in &b.metadata.top_tokens {
+        let v = t.firings as f64;
+        nb += v * v;
+        if let Some(x) = ma.get(t.token.as_str()) {
+            dotp += x * v;
+        }
+    }
+    let den = na * nb.sqrt();
+    if den > 0.0 {
+        dotp / den
+    } else {
+        0.0
+    }
+}
+
+/// The `k` features firing on the most similar tokens to feature `id` (cosine of token
+/// profiles), best first, ties by id.
+pub fn similar_by_tokens(dict: &FeatureDictionary, id: u64, k: usize) -> Result<Vec<(u64, f64)>> {
+    let f = dict
+        .get(id)
+        .ok_or_else(|| Error::Invalid(format!("feature {id} is not in the dictionary")))?;
+    let mut v: Vec<(u64, f64)> = dict
+        .features()
+        .filter(|g| g.id != id && g.activation_count > 0)
+        .map(|g| (g.id, token_profile_cosine(f, g)))
+        .filter(|p| p.1 > 0.0)
+        .collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    v.truncate(k);
+    Ok(v)
+}

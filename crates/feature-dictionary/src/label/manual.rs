@@ -1,0 +1,37 @@
+//! `manual`: labels written by a person. They are stored with strategy `manual` and
+//! confidence 1, always listed first, and automatic labeling never removes them.
+
+use crate::model::{Feature, Label, LabelingStrategy};
+
+/// Adds the manual label `text` to `feature` (moving it first if it already exists) and
+/// refreshes `labels` / `confidence`.
+pub fn set_manual_label(feature: &mut Feature, text: &str) {
+    let mut details: Vec<Label> = std::mem::take(&mut feature.metadata.label_details)
+        .into_iter()
+        .filter(|l| l.text != text)
+        .collect();
+    details.insert(
+        0,
+        Label {
+            text: text.to_string(),
+            strategy: LabelingStrategy::Manual,
+            confidence: 1.0,
+            precision: None,
+            recall: None,
+            evidence: vec!["set by hand".into()],
+        },
+    );
+    super::apply(feature, details);
+}
+
+/// Removes every manual label of `feature`; returns how many were removed.
+pub fn clear_manual_labels(feature: &mut Feature) -> usize {
+    let before = feature.metadata.label_details.len();
+    let details: Vec<Label> = std::mem::take(&mut feature.metadata.label_details)
+        .into_iter()
+        .filter(|l| l.strategy != LabelingStrategy::Manual)
+        .collect();
+    let removed = before - details.len();
+    super::apply(feature, details);
+    removed
+}

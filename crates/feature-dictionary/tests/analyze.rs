@@ -1,0 +1,304 @@
+//! Analysis against brute force: Pearson correlation over all tokens (exact mode), φ of
+//! firings (sketch mode), decoder-cosine neighbours, stats and search.
+
+mod common_label;
+
+use common_label::Rows;
+use feature_dictionary::accumulate::coactivation::phi;
+use feature_dictionary::accumulate::{Accumulator, Settings};
+use feature_dictionary::analyze::{self, correlation, search, similar, weights};
+use feature_dictionary::finalize::finalize;
+use feature_dictionary::ingest::Vocab;
+use feature_dictionary::model::DictionaryConfig;
+use feature_dictionary::FeatureDictionary;
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 11
+    }
+    fn unit(&mut self) -> f64 {
+        self.next() as f64 / (1u64 << 53) as f64
+    }
+}
+
+const F: usize = 12;
+const THR: f32 = 0.05;
+
+/// Dense activations [rows × F] with correlated groups, and the rows split in sequences.
+fn data(rows: usize) -> Vec<f32> {
+    let mut rng = Lcg(7);
+    let mut x = vec![0f32; rows * F];
+    for r in 0..rows {
+        let z = rng.unit();
+        for f in 0..F {
+            // Features in groups of 3 share a latent cause; some values fall under THR.
+            let shared = if (f / 3) % 2 == 0 { z } else { 1.0 - z };
+            let v = if rng.unit() < 0.3 + 0.4 * shared {
+                (rng.unit() * 2.0 * shared) as f32
+            } else {
+                0.0
+            };
+            x[r * F + f] = v;
+        }
+    }
+    x
+}
+
+fn rows_of(x: &[f32], from: usize, to: usize) -> Rows {
+    Rows {
+        tokens: (from..to).map(|r| (r % 5) as u32).collect(),
+        sequences: (from..to).map(|r| (r / 10) as u64).collect(),
+        positions: (from..to).map(|r| (r % 10) as u32).collect(),
+        firings: (from..to)
+            .map(|r| {
+                (0..F)
+                    .filter(|&f| x[r * F + f] != 0.0)
+                    .map(|f| (f as u32, x[r * F + f]))
+                    .collect()
+            })
+            .collect(),
+    }
+}
+
+fn config(mode: &str) -> DictionaryConfig {
+    let mut c = DictionaryConfig::default();
+    c.extraction.min_activation = THR as f64;
+    c.extraction.correlation = mode.into();
+    c.extraction.correlation_capacity = 64;
+    c
+}
+
+/// Two halves accumulated separately (different thread counts) and merged.
+fn build_merged(x: &[f32], rows: usize, mode: &str) -> FeatureDictionary {
+    let cfg = config(mode);
+    let settings = Settings::from_config(&cfg.extraction).unwrap();
+    let mut a = Accumulator::new(F, settings.clone(), 2);
+    let mut b = Accumulator::new(F, settings, 3);
+    a.update(&rows_of(x, 0, 300).batch(F)).unwrap();
+    b.update(&rows_of(x, 300, rows).batch(F)).unwrap();
+    a.merge(b).unwrap();
+    let vocab = Vocab::from_strings((0..5).map(|i| format!("t{i}")).collect());
+    finalize(&a, &vocab, cfg)
+}
+
+fn brute_pearson(x: &[f32], rows: usize, i: usize, j: usize) -> f64 {
+    let v = |r: usize, f: usize| {
+        let a = x[r * F + f];
+        if a >= THR {
+            a as f64
+        } else {
+            0.0
+        }
+    };
+    let n = rows as f64;
+    let (mut si, mut sj) = (0.0, 0.0);
+    for r in 0..rows {
+        si += v(r, i);
+        sj += v(r, j);
+    }
+    let (mi, mj) = (si / n, sj / n);
+    let (mut c, mut vi, mut vj) = (0.0, 0.0, 0.0);
+    for r in 0..rows {
+        let (a, b) = (v(r, i) - mi, v(r, j) - mj);
+        c += a * b;
+        vi += a * a;
+        vj += b * b;
+    }
+    c / (vi * vj).sqrt()
+}
+
+#[test]
+fn exact_correlation_equals_brute_force_pearson() {
+    let rows = 700;
+    let x = data(rows);
+    let dict = build_merged(&x, rows, "exact");
+    let m = correlation::method(&dict).unwrap();
+    assert_eq!((m.mode.as_str(), m.measure.as_str()), ("exact", "pearson"));
+    let mut seen_positive = 0;
+    for i in 0..F {
+        let got = correlation::correlated(&dict, i as u64, f64::NEG_INFINITY).unwrap();
+        let mut want: Vec<(u64, f64)> = (0..F)
+            .filter(|&j| j != i)
+            .map(|j| (j as u64, brute_pearson(&x, rows, i, j)))
+            .filter(|p| p.1 > 0.0)
+            .collect();
+        want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        assert_eq!(got.len(), want.len(), "feature {i}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.0, w.0, "feature {i}");
+            assert!((g.1 - w.1).abs() < 1e-9, "feature {i}: {} vs {}", g.1, w.1);
+        }
+        seen_positive += want.len();
+        // The filter of the original's API.
+        let strong = correlation::correlated(&dict, i as u64, 0.3).unwrap();
+        assert!(strong.iter().all(|p| p.1 >= 0.3));
+    }
+    assert!(seen_positive > 0);
+}
+
+#[test]
+fn sketch_correlation_is_phi_of_firings() {
+    let rows = 700;
+    let x = data(rows);
+    let dict = build_merged(&x, rows, "sketch");
+    let m = correlation::method(&dict).unwrap();
+    assert_eq!((m.measure.as_str(), m.exact), ("phi", true));
+    let fires = |r: usize, f: usize| x[r * F + f] >= THR;
+    for i in 0..F {
+        let got = correlation::correlated(&dict, i as u64, f64::NEG_INFINITY).unwrap();
+        for (j, r) in got {
+            let j = j as usize;
+            let (mut nij, mut ni, mut nj) = (0, 0, 0);
+            for row in 0..rows {
+                nij += (fires(row, i) && fires(row, j)) as u64;
+                ni += fires(row, i) as u64;
+                nj += fires(row, j) as u64;
+            }
+            let want = phi(nij, ni, nj, rows as u64).unwrap();
+            assert!((r - want).abs() < 1e-12, "{i},{j}: {r} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn exact_correlation_refuses_large_sae_with_a_clear_error() {
+    let cfg = config("exact");
+    let settings = Settings::from_config(&cfg.extraction).unwrap();
+    let mut acc = Accumulator::new(5000, settings, 1);
+    let err = acc
+        .update(&rows_of(&data(10), 0, 10).batch(5000))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("4096") && err.contains("5000"), "{err}");
+}
+
+#[test]
+fn decoder_cosine_neighbours_equal_brute_force() {
+    let (n, d) = (600, 24);
+    let mut rng = Lcg(3);
+    let m = weights::Matrix {
+        rows: d,
+        cols: n,
+        // Stored transposed ([d_in, d_sae]) to exercise orientation detection.
+        data: (0..n * d)
+            .map(|_| (rng.unit() * 2.0 - 1.0) as f32)
+            .collect(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sae.safetensors");
+    weights::write_safetensors(&path, &[("W_dec", &m)]).unwrap();
+    let dirs = similar::Directions::load(&path, "W_dec", Some(n)).unwrap();
+    let all = dirs.all_neighbours(5, 2);
+    let col = |i: usize| -> Vec<f64> { (0..d).map(|k| m.data[k * n + i] as f64).collect() };
+    for (i, got) in all.iter().enumerate() {
+        let a = col(i);
+        let na = a.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let mut want: Vec<(u32, f64)> = (0..n)
+            .filter(|&j| j != i)
+            .map(|j| {
+                let b = col(j);
+                let nb = b.iter().map(|v| v * v).sum::<f64>().sqrt();
+                let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+                (j as u32, dot / (na * nb))
+            })
+            .collect();
+        want.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+        want.truncate(5);
+        assert_eq!(got.len(), 5);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g.1 as f64 - w.1).abs() < 1e-5, "row {i}");
+        }
+        // Ids agree unless two brute-force scores are within float error of each other.
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            let gap = if k + 1 < want.len() {
+                (want[k].1 - want[k + 1].1).abs()
+            } else {
+                1.0
+            };
+            if gap > 1e-5 {
+                assert_eq!(g.0, w.0, "row {i} rank {k}");
+            }
+        }
+        // The one-row query agrees with the blocked GEMM up to summation order.
+        for (a, b) in dirs.similar_to(i, 5).iter().zip(got) {
+            assert!((a.1 - b.1).abs() < 1e-5, "row {i}");
+        }
+    }
+    let err = similar::Directions::load(&path, "W_enc", Some(n))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("W_enc") && err.contains("W_dec"), "{err}");
+    let err = similar::Directions::load(&path, "W_dec", Some(7))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("7 features"), "{err}");
+}
+
+#[test]
+fn stats_positions_and_search() {
+    // Feature 0 fires at position 0 of every sequence on token "a"; feature 1 on "b"
+    // everywhere; feature 2 never.
+    let rows = Rows {
+        tokens: (0..40).map(|r| (r % 2) as u32).collect(),
+        sequences: (0..40).map(|r| (r / 10) as u64).collect(),
+        positions: (0..40).map(|r| (r % 10) as u32).collect(),
+        firings: (0..40)
+            .map(|r| {
+                let mut v = vec![];
+                if r % 10 == 0 {
+                    v.push((0, 1.0 + (r / 10) as f32));
+                }
+                if r % 2 == 1 {
+                    v.push((1, 2.0));
+                }
+                v
+            })
+            .collect(),
+    };
+    let vocab = Vocab::from_strings(vec!["a".into(), " b".into()]);
+    let mut dict = common_label::build(&[rows], 3, &vocab, DictionaryConfig::default(), 1);
+    let s = analyze::ActivationStats::of(dict.get(0).unwrap());
+    assert_eq!(s.activation_count, 4);
+    assert_eq!(s.mean_position, 0.0);
+    assert_eq!(s.position_variance, 0.0);
+    assert_eq!(s.mean_activation, 2.5);
+    assert_eq!(s.min_activation, 1.0);
+    assert!((s.std_activation - (1.25f64).sqrt()).abs() < 1e-12);
+    assert_eq!(s.unique_tokens, 1);
+    assert_eq!(s.token_entropy, 0.0);
+    let pd = analyze::position_distribution(dict.get(0).unwrap()).unwrap();
+    assert_eq!(pd[0], ("start", 4));
+    let s1 = analyze::ActivationStats::of(dict.get(1).unwrap());
+    assert_eq!(s1.mean_position, 5.0);
+
+    assert_eq!(
+        analyze::features_of_type(&dict, feature_dictionary::model::FeatureType::Dead),
+        vec![2]
+    );
+    let ranking = analyze::importance_ranking(&dict);
+    assert_eq!(ranking.last().unwrap(), &(2, 0.0));
+
+    let hits = search::by_token(&dict, "b");
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].id, 1);
+    assert_eq!(hits[0].score, 1.0);
+    feature_dictionary::label::label_dictionary(&mut dict, &Default::default(), None).unwrap();
+    let hits = search::by_label(&dict, "TOKEN: B");
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![1]);
+    let hits = search::by_pattern(&dict, r"^token:a$").unwrap();
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![0]);
+    assert!(search::by_pattern(&dict, "(").is_err());
+
+    let c = analyze::compare(&dict, dict.get(0).unwrap(), dict.get(1).unwrap());
+    assert_eq!(c.token_profile_cosine, 0.0);
+    assert!(c.correlation.is_none());
+    assert_eq!(
+        similar::similar_by_tokens(&dict, 0, 5).unwrap(),
+        Vec::<(u64, f64)>::new()
+    );
+}

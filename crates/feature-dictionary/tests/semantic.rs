@@ -1,0 +1,264 @@
+//! Semantic clustering, polysemantic features and the logit lens on generated embeddings:
+//! three token groups (animals, colours, numbers) whose vectors sit near three orthogonal
+//! directions. Embeddings are written as safetensors (+ a vocab list) and as GGUF files
+//! (F32, F16, Q8_0, byte-level token strings) and read back through the public loaders.
+
+mod common_label;
+
+use common_label::{build, Rows};
+use feature_dictionary::analyze::embeddings::{decode_byte_level, TokenEmbeddings};
+use feature_dictionary::analyze::gguf::Gguf;
+use feature_dictionary::analyze::logit_lens::Unembedding;
+use feature_dictionary::analyze::polysemantic::{self, ClusterParams};
+use feature_dictionary::analyze::weights::{self, Matrix};
+use feature_dictionary::ingest::Vocab;
+use feature_dictionary::label::{self, LabelOptions};
+use feature_dictionary::model::{DictionaryConfig, LabelingStrategy};
+
+const GROUPS: [&[&str]; 3] = [
+    &[" cat", " dog", " wolf", " horse"],
+    &[" red", " green", " blue", " yellow"],
+    &[" one", " two", " three", " four"],
+];
+const OTHER: [&str; 3] = [" the", " and", "."];
+const D: usize = 32;
+
+fn tokens() -> Vec<String> {
+    GROUPS
+        .iter()
+        .flat_map(|g| g.iter())
+        .chain(OTHER.iter())
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn embedding_matrix() -> Matrix {
+    let toks = tokens();
+    let mut data = Vec::new();
+    for (i, _) in toks.iter().enumerate() {
+        let mut v = vec![0f32; D];
+        if i < 12 {
+            v[i / 4] = 1.0; // group direction
+            v[3 + i % 4] = 0.25; // small token-specific part
+        } else {
+            v[5 + (i - 12)] = 1.0; // unrelated tokens
+        }
+        data.extend(v);
+    }
+    Matrix {
+        rows: toks.len(),
+        cols: D,
+        data,
+    }
+}
+
+/// Corpus: every token repeated; feature 0 fires on animals, feature 1 on animals and
+/// colours, feature 2 on " the".
+fn dictionary() -> feature_dictionary::FeatureDictionary {
+    let toks = tokens();
+    let vocab = Vocab::from_strings(toks.clone());
+    let mut rows = Rows {
+        tokens: vec![],
+        sequences: vec![],
+        positions: vec![],
+        firings: vec![],
+    };
+    for rep in 0..10 {
+        for (i, _) in toks.iter().enumerate() {
+            let pos = rows.tokens.len() % 30;
+            rows.tokens.push(i as u32);
+            rows.sequences.push((rows.sequences.len() / 30) as u64);
+            rows.positions.push(pos as u32);
+            let mut f = vec![];
+            if i < 4 {
+                f.push((0, 1.0));
+            }
+            if i < 8 {
+                f.push((1, 1.0 + rep as f32));
+            }
+            if i == 12 {
+                f.push((2, 1.0));
+            }
+            rows.firings.push(f);
+        }
+    }
+    build(&[rows], 3, &vocab, DictionaryConfig::default(), 1)
+}
+
+fn write_gguf(path: &std::path::Path, toks: &[String], m: &Matrix, kind: u32) {
+    let mut b: Vec<u8> = Vec::new();
+    let s = |b: &mut Vec<u8>, x: &str| {
+        b.extend((x.len() as u64).to_le_bytes());
+        b.extend(x.as_bytes());
+    };
+    b.extend(b"GGUF");
+    b.extend(3u32.to_le_bytes());
+    b.extend(1u64.to_le_bytes()); // tensors
+    b.extend(2u64.to_le_bytes()); // kv pairs
+    s(&mut b, "general.name");
+    b.extend(8u32.to_le_bytes());
+    s(&mut b, "test");
+    s(&mut b, "tokenizer.ggml.tokens");
+    b.extend(9u32.to_le_bytes());
+    b.extend(8u32.to_le_bytes());
+    b.extend((toks.len() as u64).to_le_bytes());
+    for t in toks {
+        // Byte-level BPE spelling: a leading space is "Ġ".
+        s(&mut b, &t.replace(' ', "Ġ"));
+    }
+    s(&mut b, "token_embd.weight");
+    b.extend(2u32.to_le_bytes());
+    b.extend((m.cols as u64).to_le_bytes());
+    b.extend((m.rows as u64).to_le_bytes());
+    b.extend(kind.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    while !b.len().is_multiple_of(32) {
+        b.push(0);
+    }
+    match kind {
+        0 => m.data.iter().for_each(|v| b.extend(v.to_le_bytes())),
+        1 => m
+            .data
+            .iter()
+            .for_each(|v| b.extend(half::f16::from_f32(*v).to_le_bytes())),
+        8 => {
+            for block in m.data.chunks(32) {
+                let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let d = amax / 127.0;
+                b.extend(half::f16::from_f32(d).to_le_bytes());
+                for v in block {
+                    let q = if d > 0.0 { (v / d).round() } else { 0.0 };
+                    b.push(q as i8 as u8);
+                }
+            }
+        }
+        _ => unreachable!(),
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn byte_level_decoding() {
+    assert_eq!(decode_byte_level("Ġthe"), " the");
+    assert_eq!(decode_byte_level("Ċ"), "\n");
+    assert_eq!(decode_byte_level("<|endoftext|>"), "<|endoftext|>");
+}
+
+#[test]
+fn gguf_and_safetensors_embeddings_load_the_same_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = embedding_matrix();
+    let toks = tokens();
+    let st = dir.path().join("emb.safetensors");
+    weights::write_safetensors(&st, &[("embeddings", &m)]).unwrap();
+    let vocab = dir.path().join("vocab.json");
+    std::fs::write(&vocab, serde_json::to_string(&toks).unwrap()).unwrap();
+    let a = TokenEmbeddings::load(&st, None, Some(&vocab)).unwrap();
+    for kind in [0u32, 1, 8] {
+        let g = dir.path().join(format!("m{kind}.gguf"));
+        write_gguf(&g, &toks, &m, kind);
+        let gg = Gguf::open(&g).unwrap();
+        let raw = gg.matrix("token_embd.weight").unwrap();
+        assert_eq!((raw.rows, raw.cols), (m.rows, m.cols));
+        let tol = [0.0, 1e-3, 1e-2][[0u32, 1, 8].iter().position(|&k| k == kind).unwrap()];
+        for (x, y) in raw.data.iter().zip(&m.data) {
+            assert!((x - y).abs() <= tol, "kind {kind}: {x} vs {y}");
+        }
+        let b = TokenEmbeddings::load(&g, None, None).unwrap();
+        for t in &toks {
+            let (va, vb) = (a.get(t).unwrap(), b.get(t).unwrap());
+            for (x, y) in va.iter().zip(vb) {
+                assert!((x - y).abs() <= 0.02, "{t:?}");
+            }
+        }
+    }
+    // Clear errors.
+    let err = TokenEmbeddings::load(&st, None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("token strings"), "{err}");
+    let bad = dir.path().join("bad.gguf");
+    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00").unwrap();
+    let err = TokenEmbeddings::load(&bad, None, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("bad.gguf") && err.contains("truncated"),
+        "{err}"
+    );
+}
+
+#[test]
+fn semantic_labels_polysemantic_features_and_logit_lens() {
+    let mut dict = dictionary();
+    let emb = TokenEmbeddings::new(embedding_matrix(), tokens()).unwrap();
+    let mut o = LabelOptions::default();
+    o.config.strategies = vec![LabelingStrategy::SemanticClustering];
+    o.config.min_confidence = 0.0;
+    label::label_dictionary(&mut dict, &o, Some(&emb)).unwrap();
+
+    // Feature 0 fires on exactly the animal group: one cluster, precision = recall = 1.
+    let f = dict.get(0).unwrap();
+    let top = &f.metadata.label_details[0];
+    assert_eq!(top.strategy, LabelingStrategy::SemanticClustering);
+    assert!(top.text.starts_with("semantic:"));
+    for t in top.text["semantic:".len()..].split('|') {
+        assert!(GROUPS[0].contains(&t), "{}", top.text);
+    }
+    assert_eq!((top.precision, top.recall), (Some(1.0), Some(1.0)));
+
+    // Feature 1 fires on animals and colours: two clusters, each half of the firings.
+    let f1 = dict.get(1).unwrap();
+    let labels: Vec<_> = f1
+        .metadata
+        .label_details
+        .iter()
+        .filter(|l| l.strategy == LabelingStrategy::SemanticClustering)
+        .collect();
+    assert_eq!(labels.len(), 2);
+    for l in &labels {
+        assert_eq!((l.precision, l.recall), (Some(1.0), Some(0.5)));
+    }
+
+    let params = ClusterParams::default();
+    let poly = polysemantic::find_polysemantic(&dict, &emb, &params);
+    assert_eq!(poly.len(), 1);
+    assert_eq!(poly[0].0, 1);
+    let mut groups: Vec<Vec<String>> = poly[0]
+        .1
+        .iter()
+        .map(|c| {
+            let mut t = c.tokens.clone();
+            t.sort();
+            t
+        })
+        .collect();
+    groups.sort();
+    let mut want: Vec<Vec<String>> = GROUPS[..2]
+        .iter()
+        .map(|g| {
+            let mut v: Vec<String> = g.iter().map(|s| s.to_string()).collect();
+            v.sort();
+            v
+        })
+        .collect();
+    want.sort();
+    assert_eq!(groups, want);
+    assert!(polysemantic::polysemantic_clusters(dict.get(0).unwrap(), &emb, &params).is_none());
+
+    // Logit lens with the (tied) embedding matrix as unembedding: a direction along the
+    // colour axis promotes colours and suppresses nothing positive.
+    let un = Unembedding::new(embedding_matrix(), tokens()).unwrap();
+    let mut dir = vec![0f32; D];
+    dir[1] = 1.0;
+    dir[5] = -1.0;
+    let lens = un.lens(7, &dir, 4).unwrap();
+    let mut promoted: Vec<&str> = lens.promoted.iter().map(|p| p.0.as_str()).collect();
+    promoted.sort();
+    let mut colours = GROUPS[1].to_vec();
+    colours.sort();
+    assert_eq!(promoted, colours);
+    assert_eq!(lens.suppressed[0], (" the".to_string(), -1.0));
+    assert!(un.lens(7, &[1.0], 3).is_err());
+}
