@@ -85,7 +85,14 @@ fn select_by_heap(pre: &[f32], k: usize, idx: &mut Vec<u32>, val: &mut Vec<f32>)
         heap.swap(i, m);
         i = m;
     };
+    // Value of the heap's worst entry once the heap is full: a value that is not above it
+    // can never enter (equal values lose on index), so the common case is one float compare.
+    // NaN fails `v <= min` and takes the exact path.
+    let mut min = f32::NAN;
     for (i, &v) in pre.iter().enumerate() {
+        if heap.len() == k && v <= min {
+            continue;
+        }
         let e = (v, i as u32);
         if heap.len() < k {
             heap.push(e);
@@ -100,9 +107,13 @@ fn select_by_heap(pre: &[f32], k: usize, idx: &mut Vec<u32>, val: &mut Vec<f32>)
                     break;
                 }
             }
+            if heap.len() == k {
+                min = heap[0].0;
+            }
         } else if worse(heap[0], e) {
             heap[0] = e;
             sift_down(&mut heap, 0);
+            min = heap[0].0;
         }
     }
     heap.sort_unstable_by_key(|e| e.1);
