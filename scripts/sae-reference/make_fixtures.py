@@ -120,6 +120,9 @@ VARIANTS = [
     ("gemmascope_npz", "jumprelu", "F32", {"apply_b_dec_to_input": False}, "npz"),
     ("standard_layer_norm", "standard", "F32", {"normalize_activations": "layer_norm"}, "v6"),
     ("topk_constant_norm", "topk", "F16", {"k": 8, "normalize_activations": "constant_norm_rescale"}, "v6"),
+    # k <= d_sae / 16 takes the encoder's one-pass heap selection (the others its partition path).
+    ("topk_small_k_rescale", "topk", "F32", {"k": 3, "rescale_acts_by_decoder_norm": True}, "v6"),
+    ("topk_small_k", "topk", "BF16", {"k": 4}, "v6"),
 ]
 
 

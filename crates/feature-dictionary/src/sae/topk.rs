@@ -38,18 +38,24 @@ impl Activation for TopK {
         idx: &mut Vec<u32>,
         val: &mut Vec<f32>,
     ) {
-        match &self.decoder_norms {
-            None => pre.iter_mut().zip(&self.b_enc).for_each(|(p, b)| *p += b),
-            Some(norms) => {
-                for ((p, b), n) in pre.iter_mut().zip(&self.b_enc).zip(norms) {
-                    *p = (*p + b) * n;
+        let k = self.k.min(pre.len());
+        let b = &self.b_enc[..pre.len()];
+        if k * 16 <= pre.len() {
+            // Bias (and norm) applied on the fly: `pre` is only read, never written back,
+            // which saves a pass of memory traffic over the block.
+            match &self.decoder_norms {
+                None => select_by_heap(pre.len(), k, |i| pre[i] + b[i], idx, val),
+                Some(n) => select_by_heap(pre.len(), k, |i| (pre[i] + b[i]) * n[i], idx, val),
+            }
+        } else {
+            match &self.decoder_norms {
+                None => pre.iter_mut().zip(b).for_each(|(p, b)| *p += b),
+                Some(norms) => {
+                    for ((p, b), n) in pre.iter_mut().zip(b).zip(norms) {
+                        *p = (*p + b) * n;
+                    }
                 }
             }
-        }
-        let k = self.k.min(pre.len());
-        if k * 16 <= pre.len() {
-            select_by_heap(pre, k, idx, val);
-        } else {
             select_by_partition(pre, k, scratch, idx, val);
         }
     }
@@ -68,7 +74,13 @@ fn worse(a: (f32, u32), b: (f32, u32)) -> bool {
 
 /// Small k: one pass with a min-heap of the k best so far. On real pre-activations almost
 /// every value loses to the heap's minimum at once, so this is a single compare per latent.
-fn select_by_heap(pre: &[f32], k: usize, idx: &mut Vec<u32>, val: &mut Vec<f32>) {
+fn select_by_heap(
+    n: usize,
+    k: usize,
+    value: impl Fn(usize) -> f32,
+    idx: &mut Vec<u32>,
+    val: &mut Vec<f32>,
+) {
     let mut heap: Vec<(f32, u32)> = Vec::with_capacity(k);
     let sift_down = |heap: &mut Vec<(f32, u32)>, mut i: usize| loop {
         let (l, r) = (2 * i + 1, 2 * i + 2);
@@ -89,7 +101,8 @@ fn select_by_heap(pre: &[f32], k: usize, idx: &mut Vec<u32>, val: &mut Vec<f32>)
     // can never enter (equal values lose on index), so the common case is one float compare.
     // NaN fails `v <= min` and takes the exact path.
     let mut min = f32::NAN;
-    for (i, &v) in pre.iter().enumerate() {
+    for i in 0..n {
+        let v = value(i);
         if heap.len() == k && v <= min {
             continue;
         }
@@ -178,7 +191,7 @@ mod tests {
                 .collect();
             for k in [1, 2, 3, 7, n / 2] {
                 let (mut i1, mut v1, mut i2, mut v2) = (vec![], vec![], vec![], vec![]);
-                select_by_heap(&pre, k, &mut i1, &mut v1);
+                select_by_heap(pre.len(), k, |i| pre[i], &mut i1, &mut v1);
                 select_by_partition(&pre, k, &mut Vec::new(), &mut i2, &mut v2);
                 assert_eq!((&i1, &v1), (&i2, &v2), "n {n} k {k}: {pre:?}");
             }
