@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use feature_dictionary::analyze::{correlation, search, similar};
+use feature_dictionary::analyze::{correlation, similar};
 use feature_dictionary::FeatureDictionary;
 use serde_json::json;
 
@@ -160,32 +160,6 @@ pub fn cmd_correlated(a: CorrelatedArgs) -> Result<()> {
     }
     for (j, r) in rows {
         println!("  #{j:<8} {r:>8.4}  {}", first_label(&dict, j));
-    }
-    Ok(())
-}
-
-/// `featdict search`.
-pub fn cmd_search(a: SearchArgs) -> Result<()> {
-    let dict = crate::commands::load(&a.dict)?;
-    let mut hits = if let Some(t) = &a.token {
-        search::by_token(&dict, t)
-    } else if let Some(l) = &a.label {
-        search::by_label(&dict, l)
-    } else {
-        search::by_pattern(&dict, a.pattern.as_deref().expect("clap group"))?
-    };
-    let total = hits.len();
-    hits.truncate(a.n);
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"total": total, "hits": hits}))?
-        );
-        return Ok(());
-    }
-    println!("{total} feature(s) match");
-    for h in hits {
-        println!("  #{:<8} {:>7.4}  {}", h.id, h.score, visible(&h.matched));
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use crate::print;
 /// Turn sparse-autoencoder activations into a searchable, labeled dictionary of features.
 ///
 /// `featdict build` reads activations once, in bounded memory, and writes a dictionary;
-/// the other commands read a dictionary (`.json`).
+/// the other commands read a dictionary (`.json`, or the native `.fdict`).
 #[derive(Parser, Debug)]
 #[command(name = "featdict", version, about, long_about = None)]
 pub struct Cli {
@@ -65,8 +65,6 @@ enum Command {
     /// Features whose activations correlate with one over all tokens (dictionaries built
     /// with --correlation exact or sketch).
     Correlated(crate::analyze_cmds::CorrelatedArgs),
-    /// Find features by firing token, label text or regex.
-    Search(crate::analyze_cmds::SearchArgs),
     /// Logit lens: the output tokens a feature's decoder direction promotes and suppresses.
     Logits(crate::analyze_cmds::LogitsArgs),
     /// Features whose firing tokens form two or more well-separated embedding clusters.
@@ -74,6 +72,28 @@ enum Command {
     /// Compare two features: statistics over all tokens, shared tokens and labels,
     /// token-profile cosine and (when stored) correlation.
     Compare(crate::analyze_cmds::CompareArgs),
+    /// Write a dictionary in another format: seed JSON or Neuronpedia-style feature JSON.
+    Export(ExportArgs),
+    /// Convert a JSON dictionary into the native `.fdict` (SQLite) file.
+    Import(ImportArgs),
+    /// Search features by token, label substring, regex over top tokens, or full text.
+    ///
+    /// Exactly one of --token, --label, --pattern, --text. On a `.fdict` the search uses the
+    /// file's indexes (FTS5 bm25 for --text) without loading the dictionary; on a `.json`
+    /// it loads the dictionary and ranks the same way in memory.
+    Search(SearchArgs),
+    /// Browse a dictionary in a web browser: JSON API and HTML pages.
+    ///
+    /// Binds 127.0.0.1 unless --addr says otherwise. A `.json` DICT is first converted into a
+    /// sibling `.fdict` (same name, `.fdict` extension) that holds manual labels; an existing
+    /// sibling is reused so labels survive restarts (delete it to rebuild from the JSON).
+    Serve(crate::serve::ServeArgs),
+    /// Write a synthetic `.fdict` with N features (for benchmarks).
+    #[command(hide = true)]
+    GenSynthetic(crate::serve::bench::GenArgs),
+    /// Measure open, lookup and search latency on a `.fdict`, through the library and HTTP.
+    #[command(hide = true)]
+    BenchQuery(crate::serve::bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -95,7 +115,8 @@ struct BuildArgs {
     /// SAE directory: ACTS are residuals, encoded in-process by this SAE.
     #[arg(long)]
     sae: Option<PathBuf>,
-    /// Output dictionary (.json, the original library's format).
+    /// Output dictionary: `.json` (the original library's format) or `.fdict` (the native
+    /// SQLite file that opens without loading everything).
     #[arg(long)]
     out: PathBuf,
     /// Top examples kept per feature.
@@ -226,9 +247,28 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => crate::demo::cmd_demo(a),
         Command::Build(a) => cmd_build(a),
         Command::Encode(a) => cmd_encode(a),
+        Command::Stats(a) if store::fdict::is_fdict(&a.dict)? => {
+            // Precomputed in the native file: no need to load the features.
+            let r = store::fdict::FdictReader::open(&a.dict)?;
+            print::stats_summary(r.summary(), r.statistics(), a.json)
+        }
         Command::Stats(a) => {
             let dict = load(&a.dict)?;
             print::stats(&dict, a.json)
+        }
+        Command::Show(a) if store::fdict::is_fdict(&a.dict)? => {
+            // One row from the native file, without loading the dictionary.
+            let r = store::fdict::FdictReader::open(&a.dict)?;
+            let Some(f) = r.feature(a.id)? else {
+                bail!(
+                    "feature {} is not in {} (it holds {} features, ids 0..{})",
+                    a.id,
+                    a.dict.display(),
+                    r.statistics().total_features,
+                    r.summary().num_features
+                );
+            };
+            print::feature(&f, a.examples, a.json)
         }
         Command::Show(a) => {
             let dict = load(&a.dict)?;
@@ -250,10 +290,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Label(a) => crate::label_cmds::cmd_label(a),
         Command::Similar(a) => crate::analyze_cmds::cmd_similar(a),
         Command::Correlated(a) => crate::analyze_cmds::cmd_correlated(a),
-        Command::Search(a) => crate::analyze_cmds::cmd_search(a),
         Command::Logits(a) => crate::analyze_cmds::cmd_logits(a),
         Command::Polysemantic(a) => crate::analyze_cmds::cmd_polysemantic(a),
         Command::Compare(a) => crate::analyze_cmds::cmd_compare(a),
+        Command::Export(a) => cmd_export(a),
+        Command::Import(a) => cmd_import(a),
+        Command::Search(a) => cmd_search(a),
+        Command::Serve(a) => crate::serve::run(a),
+        Command::GenSynthetic(a) => crate::serve::bench::generate(a),
+        Command::BenchQuery(a) => crate::serve::bench::bench(a),
     }
 }
 
@@ -354,4 +399,115 @@ fn cmd_encode(a: EncodeArgs) -> Result<()> {
         &a.out,
     )?;
     print::encode_summary(&summary, &a.out, started.elapsed(), a.json)
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Dictionary file (.fdict or .json).
+    dict: PathBuf,
+    /// Output format: `json` (the original library's JSON) or `neuronpedia` (a JSON array of
+    /// Neuronpedia-style feature objects; see `store::neuronpedia` for the approximations).
+    #[arg(long, value_parser = ["json", "neuronpedia"])]
+    format: String,
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print a summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    /// JSON dictionary (the original library's format, or ours).
+    input: PathBuf,
+    /// Output `.fdict` file (written to a temporary file, then renamed).
+    #[arg(long)]
+    out: PathBuf,
+    /// Print a summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct SearchArgs {
+    /// Dictionary file (.fdict or .json).
+    dict: PathBuf,
+    /// Features whose top tokens include this exact token (mind leading spaces: " the").
+    #[arg(long, group = "kind")]
+    token: Option<String>,
+    /// Features with a label containing this text (case-insensitive).
+    #[arg(long, group = "kind")]
+    label: Option<String>,
+    /// Features with a top token matching this regex (unanchored).
+    #[arg(long, group = "kind")]
+    pattern: Option<String>,
+    /// Full text over labels, descriptions and top tokens (every word must occur; bm25).
+    #[arg(long, group = "kind")]
+    text: Option<String>,
+    /// Ranking for --token and --pattern: precision or firings.
+    #[arg(long, default_value = "precision")]
+    by: feature_dictionary::query::TokenRank,
+    /// Results shown.
+    #[arg(short = 'n', long = "limit", default_value_t = 20)]
+    limit: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn cmd_export(a: ExportArgs) -> Result<()> {
+    if a.format == "neuronpedia" && store::fdict::is_fdict(&a.dict)? {
+        // Streams feature by feature: a large .fdict is never held in memory.
+        let r = store::fdict::FdictReader::open(&a.dict)?;
+        let n = store::neuronpedia::write_from_reader(&r, &a.out)?;
+        return print::wrote(&a.out, n, &a.format, a.json);
+    }
+    let dict = load(&a.dict)?;
+    match a.format.as_str() {
+        "json" => {
+            if a.out.extension().and_then(|e| e.to_str()) != Some("json") {
+                bail!("--format json writes a .json file; got {}", a.out.display());
+            }
+            store::save(&dict, &a.out)?
+        }
+        _ => store::neuronpedia::write(&dict, &a.out)?,
+    }
+    print::wrote(&a.out, dict.feature_set.len(), &a.format, a.json)
+}
+
+fn cmd_import(a: ImportArgs) -> Result<()> {
+    if a.out.extension().and_then(|e| e.to_str()) != Some("fdict") {
+        bail!("--out must end in .fdict; got {}", a.out.display());
+    }
+    let dict = load(&a.input)?;
+    store::save(&dict, &a.out)?;
+    print::wrote(&a.out, dict.feature_set.len(), "fdict", a.json)
+}
+
+fn cmd_search(a: SearchArgs) -> Result<()> {
+    use feature_dictionary::query::{Query, Search};
+    use feature_dictionary::store::fdict::{self, FdictReader, FeatureBrief};
+    let query = match (a.token, a.label, a.pattern, a.text) {
+        (Some(token), None, None, None) => Query::Token { token, by: a.by },
+        (None, Some(l), None, None) => Query::Label(l),
+        (None, None, Some(pattern), None) => Query::Pattern { pattern, by: a.by },
+        (None, None, None, Some(t)) => Query::Text(t),
+        _ => bail!("give exactly one of --token, --label, --pattern, --text"),
+    };
+    let (hits, briefs) = if fdict::is_fdict(&a.dict)? {
+        let r = FdictReader::open(&a.dict)?;
+        let hits = r.search(&query, a.limit)?;
+        let briefs = r.briefs(&hits.iter().map(|h| h.id).collect::<Vec<_>>())?;
+        (hits, briefs)
+    } else {
+        let dict = load(&a.dict)?;
+        let hits = dict.search(&query, a.limit)?;
+        let briefs = hits
+            .iter()
+            .filter_map(|h| dict.get(h.id).map(FeatureBrief::of))
+            .collect();
+        (hits, briefs)
+    };
+    print::search(&query, &hits, &briefs, a.json)
 }

@@ -7,6 +7,7 @@ mod commands;
 mod demo;
 mod label_cmds;
 mod print;
+mod serve;
 
 use std::process::ExitCode;
 

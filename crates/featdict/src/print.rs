@@ -295,3 +295,88 @@ pub fn encode_summary(
     );
     Ok(())
 }
+
+/// After `featdict export` / `import`.
+pub fn wrote(out: &Path, features: usize, format: &str, as_json: bool) -> Result<()> {
+    if as_json {
+        return out_json(&json!({"output": out, "features": features, "format": format}));
+    }
+    println!("wrote {}: {features} features ({format})", out.display());
+    Ok(())
+}
+
+/// `featdict search`.
+pub fn search(
+    query: &feature_dictionary::query::Query,
+    hits: &[feature_dictionary::query::Hit],
+    briefs: &[feature_dictionary::store::fdict::FeatureBrief],
+    as_json: bool,
+) -> Result<()> {
+    let brief = |id: u64| briefs.iter().find(|b| b.id == id);
+    if as_json {
+        let rows: Vec<_> = hits
+            .iter()
+            .map(|h| json!({"id": h.id, "score": h.score, "matched": h.matched, "feature": brief(h.id)}))
+            .collect();
+        return out_json(&json!({"kind": query.kind(), "hits": rows}));
+    }
+    if hits.is_empty() {
+        println!("no match");
+        return Ok(());
+    }
+    println!(
+        "{:>8}  {:>10}  {:>10}  {:<16}  labels",
+        "id", "score", "count", "matched"
+    );
+    for h in hits {
+        let b = brief(h.id);
+        println!(
+            "{:>8}  {:>10.4}  {:>10}  {:<16}  {}",
+            h.id,
+            h.score,
+            b.map_or(0, |b| b.activation_count),
+            format!("{:?}", visible(&h.matched)),
+            b.map(|b| b.labels.join(", ")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// `featdict stats` on an `.fdict`, from its precomputed summary and statistics; prints
+/// exactly what [`stats`] prints for the same dictionary (a test compares them).
+pub fn stats_summary(
+    summary: &feature_dictionary::store::fdict::Summary,
+    st: &feature_dictionary::dictionary::Statistics,
+    as_json: bool,
+) -> Result<()> {
+    if as_json {
+        return out_json(&json!({
+            "model_name": summary.model_name,
+            "sae_name": summary.sae_name,
+            "layer": summary.layer,
+            "num_features": summary.num_features,
+            "statistics": st,
+        }));
+    }
+    println!("model        {}", or_dash(&summary.model_name));
+    println!("sae          {}", or_dash(&summary.sae_name));
+    println!("layer        {}", summary.layer);
+    println!(
+        "features     {} ({} in file)",
+        summary.num_features, st.total_features
+    );
+    println!("tokens       {}", st.total_tokens_processed);
+    println!("active       {}", st.active_features);
+    println!("dead         {}", st.dead_features);
+    println!("labeled      {}", st.labeled_features);
+    println!("mean freq    {:.6}", st.mean_activation_frequency);
+    println!("types");
+    for (t, c) in &st.type_distribution {
+        println!("  {t:<13}{c}");
+    }
+    println!("most important (0.7·min(100·freq,1) + 0.3·min(max/5,1))");
+    for (id, score) in &st.top_features {
+        println!("  #{id:<8}{score:.3}");
+    }
+    Ok(())
+}

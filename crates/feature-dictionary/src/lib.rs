@@ -6,12 +6,14 @@
 //! 1. [`ingest`] — readers turn files into [`ingest::ActivationBatch`]es (dense rows or CSR);
 //! 2. [`accumulate`] — one pass updates the mergeable [`accumulate::Accumulator`];
 //! 3. [`finalize`] — frequency, type, std, quantiles, examples with readable tokens;
-//! 4. [`store`] — the on-disk dictionary (the original library's JSON);
-//! 5. [`dictionary`] — query a finished [`FeatureDictionary`].
+//! 4. [`store`] — the on-disk dictionary (the original library's JSON, the native `.fdict`
+//!    SQLite file, Neuronpedia-style export);
+//! 5. [`dictionary`] — query a finished [`FeatureDictionary`];
 //! 6. [`label`] — name features with scored hypotheses (token, n-gram, regex pattern, embedding
 //!    cluster; precision and recall over the whole corpus) plus manual labels and descriptions;
 //! 7. [`analyze`] — stats over all tokens, correlation, similar and polysemantic features,
-//!    logit lens, search.
+//!    logit lens;
+//! 8. [`query`] — search by token, label, regex or full text, in memory or on an `.fdict`.
 //!
 //! ```no_run
 //! use feature_dictionary::{build, ingest, model::DictionaryConfig, store};
@@ -36,6 +38,7 @@ pub mod finalize;
 pub mod ingest;
 pub mod label;
 pub mod model;
+pub mod query;
 pub mod sae;
 pub mod store;
 

@@ -34,6 +34,7 @@ use range::FeatureRange;
 
 /// The accumulation parameters, validated.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct Settings {
     /// Firing threshold (`value >= threshold`).
     pub threshold: f32,
@@ -88,6 +89,7 @@ impl Settings {
 
 /// Everything measured over a corpus, for all features.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct Accumulator {
     settings: Settings,
     n_features: usize,
@@ -250,6 +252,14 @@ impl Accumulator {
             }
         });
         Ok(())
+    }
+
+    /// Adds `offset` to every sequence index held (see [`FeatureRange::shift_sequences`]), so
+    /// a shard numbered from 0 can be merged after another without colliding.
+    pub fn shift_sequences(&mut self, offset: u64) {
+        for p in &mut self.parts {
+            p.shift_sequences(offset);
+        }
     }
 
     /// Like [`Accumulator::merge`], for an accumulator whose token ids index a different

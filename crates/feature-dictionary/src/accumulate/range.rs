@@ -15,6 +15,7 @@ use crate::ingest::{ActivationBatch, BatchValues, TokenId};
 /// Scalars touched by every firing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[repr(C, align(64))]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct Moments {
     /// Firings.
     pub count: u64,
@@ -54,6 +55,7 @@ impl Default for Moments {
 
 /// State of features `start..start + len`.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct FeatureRange {
     /// First feature (global index).
     pub start: usize,
@@ -81,11 +83,13 @@ pub struct FeatureRange {
     /// First non-finite value seen: (sequence, position, feature).
     pub first_nonfinite: Option<(u64, u32, u64)>,
     /// Per-tile firing buckets reused across dense batches (always empty between calls).
+    #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch: Vec<Vec<(u32, u32, f32)>>,
     /// One tile's firings grouped by feature (reused; empty between calls).
     scratch_grouped: Vec<(u32, f32)>,
     /// Features whose top-k (`u32::MAX`) or band samples (band) received an example in the
     /// current batch whose context is still to be filled (always empty between calls).
+    #[cfg_attr(feature = "serde-state", serde(skip))]
     pending: Vec<(u32, u32)>,
     /// Whether a feature's top-k / (feature, band) samples are already in `pending`.
     topk_pending: Vec<bool>,
@@ -499,6 +503,23 @@ impl FeatureRange {
             pending: Vec::new(),
             topk_pending: self.topk_pending.split_off(at),
             band_pending: self.band_pending.split_off(at * N_BANDS),
+        }
+    }
+
+    /// Adds `offset` to every stored sequence index, for merging a shard that numbered its
+    /// sequences from 0. Example ranks do not change (every example moves by the same
+    /// amount); band samples keep the hashes they were admitted with.
+    pub fn shift_sequences(&mut self, offset: u64) {
+        for t in &mut self.topk {
+            t.for_each_mut(|e| e.sequence += offset);
+        }
+        for s in &mut self.samples {
+            s.items
+                .iter_mut()
+                .for_each(|it| it.example.sequence += offset);
+        }
+        if let Some((seq, _, _)) = &mut self.first_nonfinite {
+            *seq += offset;
         }
     }
 

@@ -36,6 +36,7 @@ pub fn firing_hash(feature: u64, sequence: u64, position: u32) -> u64 {
 
 /// One sampled firing.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct Sample {
     /// Band index.
     pub band: u8,
@@ -47,6 +48,7 @@ pub struct Sample {
 
 /// All bands' samples of one feature.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct BandSamples {
     /// Samples, any order.
     pub items: Vec<Sample>,

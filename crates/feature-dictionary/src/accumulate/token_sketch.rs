@@ -19,6 +19,7 @@ const EMPTY: TokenId = TokenId::MAX;
 /// u32: a count that would pass `u32::MAX` saturates and marks the sketch inexact
 /// (`saturated`), never wraps.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct TokenSketch {
     slots: Vec<(TokenId, u32)>,
     len: usize,

@@ -6,6 +6,7 @@ use crate::ingest::TokenId;
 
 /// A firing kept as an example, with the context needed to show it later.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct Example {
     /// Activation value.
     pub activation: f32,
@@ -68,6 +69,7 @@ fn cmp_examples(a: &Example, b: &Example) -> Ordering {
 /// The best `k` examples of one feature. Unsorted while accumulating; `worst` tracks the
 /// entry a better candidate would replace.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct TopK {
     items: Vec<Example>,
     worst: usize,

@@ -1,6 +1,8 @@
 //! Store: the on-disk dictionary. Every write goes to a temporary file in the target's
 //! directory and is renamed over the target, so a crash mid-write leaves the previous file.
 
+pub mod fdict;
+pub mod neuronpedia;
 pub mod seed_json;
 
 use std::io::Write;
@@ -9,17 +11,22 @@ use std::path::Path;
 use crate::dictionary::FeatureDictionary;
 use crate::error::{Error, Result};
 
-/// Loads a dictionary, choosing the format by content.
+/// Loads a dictionary, choosing the format by content: a SQLite database (`.fdict`, see
+/// [`fdict`]) or the seed JSON.
 pub fn load(path: &Path) -> Result<FeatureDictionary> {
+    if fdict::is_fdict(path)? {
+        return fdict::read(path);
+    }
     seed_json::read(path)
 }
 
-/// Saves a dictionary, choosing the format by extension (`.json`).
+/// Saves a dictionary, choosing the format by extension (`.json` or `.fdict`).
 pub fn save(dict: &FeatureDictionary, path: &Path) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("json") => seed_json::write(dict, path),
+        Some("fdict") => fdict::write(dict, path),
         other => Err(Error::Invalid(format!(
-            "{}: unsupported output extension {:?}; expected .json",
+            "{}: unsupported output extension {:?}; expected .json or .fdict",
             path.display(),
             other.unwrap_or("")
         ))),

@@ -1,0 +1,285 @@
+"""The high-level API: ``FeatureDictionary`` ties extraction, labeling and analysis together."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+
+from . import _engine
+from .analysis import ActivationStats, FeatureAnalyzer
+from .extraction import ExtractionConfig, FeatureExtractor, no_gc, search_token
+from .features import top_token_entries
+from .features import Feature, FeatureSet, FeatureType
+from .labeling import FeatureLabeler, LabelingConfig
+
+
+@dataclass
+class DictionaryConfig:
+    """Dictionary settings (``to_dict`` is the ``"config"`` object of a saved file)."""
+
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    labeling: LabelingConfig = field(default_factory=LabelingConfig)
+    name: str = "feature_dictionary"
+    model_name: str = ""
+    sae_name: str = ""
+    layer: int = 0
+    auto_save: bool = False
+    save_path: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return {
+            "extraction": self.extraction.to_dict(),
+            "labeling": self.labeling.to_dict(),
+            "name": self.name,
+            "model_name": self.model_name,
+            "sae_name": self.sae_name,
+            "layer": self.layer,
+            "auto_save": self.auto_save,
+            "save_path": self.save_path,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DictionaryConfig":
+        return cls(
+            extraction=ExtractionConfig.from_dict(data.get("extraction", {})),
+            labeling=LabelingConfig.from_dict(data.get("labeling", {})),
+            name=data.get("name", "feature_dictionary"),
+            model_name=data.get("model_name", ""),
+            sae_name=data.get("sae_name", ""),
+            layer=data.get("layer", 0),
+            auto_save=data.get("auto_save", False),
+            save_path=data.get("save_path"),
+        )
+
+
+_TOP_BY = {
+    "activation_count": lambda f: f.activation_count,
+    "max_activation": lambda f: f.max_activation,
+    "frequency": lambda f: f.activation_frequency,
+}
+
+
+class FeatureDictionary:
+    """Extract, label, analyze, search and save the features of one SAE.
+
+    ``sequence_offset`` numbers this dictionary's sequences from that index, so shards
+    built in parallel (``multiprocessing``, Ray, …) and combined with ``merge`` give
+    exactly the dictionary of one build over all shards.
+    """
+
+    def __init__(self, num_features: int, feature_dim: int, config: Optional[DictionaryConfig] = None, sequence_offset: int = 0):
+        self.num_features = int(num_features)
+        self.feature_dim = int(feature_dim)
+        self.config = config or DictionaryConfig()
+        self.extractor = FeatureExtractor(
+            num_features=self.num_features,
+            feature_dim=self.feature_dim,
+            layer=self.config.layer,
+            config=self.config.extraction,
+            sequence_offset=sequence_offset,
+        )
+        self.extractor.model_name = self.config.model_name
+        self.extractor.sae_name = self.config.sae_name
+        self.labeler = FeatureLabeler(config=self.config.labeling)
+        self._analyzer: Optional[FeatureAnalyzer] = None
+        self._finalized = False
+        self._loaded_from: Optional[str] = None
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def features(self) -> FeatureSet:
+        return self.extractor.features
+
+    @property
+    def analyzer(self) -> FeatureAnalyzer:
+        if self._analyzer is None or self._analyzer.feature_set is not self.features:
+            self._analyzer = FeatureAnalyzer(self.features)
+        return self._analyzer
+
+    def _check_live(self) -> None:
+        if self._loaded_from is not None:
+            raise RuntimeError(
+                f"this dictionary was loaded from {self._loaded_from}, which holds finalized "
+                "statistics only; process() needs the accumulator state. Build a new dictionary "
+                "over the new activations (or process all shards with sequence_offset and merge "
+                "them before finalize)."
+            )
+
+    # -- processing ----------------------------------------------------------------------
+    def process(self, activations: Any, tokens: List[str], context: str = "") -> int:
+        """Processes one sequence ``[seq_len, num_features]`` (numpy float32/float16 without
+        copying, any array-like or nested lists); returns the firings recorded."""
+        self._check_live()
+        self._finalized = False
+        return self.extractor.process_activations(activations, tokens, context)
+
+    def process_batch(self, batch_activations: Any, batch_tokens: List[List[str]], batch_contexts: Optional[List[str]] = None) -> int:
+        """Processes ``[batch, seq_len, F]`` or a list of ``[seq_len_i, F]`` sequences."""
+        self._check_live()
+        self._finalized = False
+        return self.extractor.process_batch(batch_activations, batch_tokens, batch_contexts)
+
+    def stream_activations(self, activation_stream):
+        """Processes ``(activations, tokens)`` items; yields the firings of each."""
+        self._check_live()
+        self._finalized = False
+        yield from self.extractor.stream_activations(activation_stream)
+
+    def add_callback(self, callback) -> None:
+        """See ``FeatureExtractor.add_callback`` (slow: Python per firing)."""
+        self.extractor.add_callback(callback)
+
+    def merge(self, other: "FeatureDictionary") -> int:
+        """Folds in a dictionary built on another shard (before either is finalized, or
+        after: finalize is non-destructive). Returns the shift applied to ``other``'s
+        sequence indices (0 when it was built with a disjoint ``sequence_offset``)."""
+        self._check_live()
+        other._check_live()
+        shift = self.extractor.merge(other.extractor)
+        self._finalized = False
+        return shift
+
+    def finalize(self) -> None:
+        """Computes statistics over all tokens, labels every feature and writes its
+        description. Can be called again after more processing or merging."""
+        self._check_live()
+        fs = self.extractor.finalize()
+        with no_gc():
+            self.labeler.label_features(fs)
+            for f in fs:
+                self.labeler.generate_description(f)
+        self._finalized = True
+        self._analyzer = FeatureAnalyzer(fs)
+        if self.config.auto_save and self.config.save_path:
+            self.save(self.config.save_path)
+
+    # -- queries -------------------------------------------------------------------------
+    def get_feature(self, feature_id: int) -> Optional[Feature]:
+        return self.features.get_feature(feature_id)
+
+    def search_by_token(self, token: str, min_activation: float = 0.0) -> List[Tuple[int, float]]:
+        """``(feature_id, activation)`` of features that fired on ``token`` anywhere in the
+        corpus (surrounding whitespace ignored), highest stored activation first."""
+        return search_token(self.features, token, min_activation)
+
+    def search_by_label(self, label: str) -> List[Feature]:
+        """Features with a label containing ``label`` (case-insensitive)."""
+        needle = label.lower()
+        return [f for f in self.features if any(needle in l.lower() for l in f.labels)]
+
+    def search_by_pattern(self, pattern: str) -> List[Feature]:
+        """Features that fired on tokens matching ``pattern`` (``re.search``, case-sensitive;
+        use ``(?i)`` to ignore case), most firings on matching tokens first."""
+        rx = re.compile(pattern)
+        scored = []
+        for f in self.features:
+            entries = top_token_entries(f)
+            if entries:
+                n = sum(firings for tok, firings, _ in entries if rx.search(tok.strip() or tok))
+            else:
+                n = sum(1 for a in f.top_activations if rx.search(a.token.strip() or a.token))
+            if n:
+                scored.append((n, f))
+        scored.sort(key=lambda x: (-x[0], x[1].id))
+        return [f for _, f in scored]
+
+    def get_top_features(self, n: int = 10, by: str = "activation_count") -> List[Feature]:
+        """The ``n`` best features by ``activation_count``, ``max_activation`` or
+        ``frequency`` (ties by id)."""
+        if by not in _TOP_BY:
+            raise ValueError(f"unknown metric {by!r}; expected activation_count, max_activation or frequency")
+        key = _TOP_BY[by]
+        return sorted(self.features, key=lambda f: (-key(f), f.id))[:n]
+
+    def get_features_by_type(self, feature_type: Union[FeatureType, str]) -> List[Feature]:
+        return self.features.get_features_by_type(FeatureType(feature_type))
+
+    def find_similar(self, feature_id: int, top_k: int = 5) -> List[Tuple[int, float]]:
+        """Features with the most similar firing-token distributions (cosine over all tokens)."""
+        f = self.get_feature(feature_id)
+        if f is None:
+            return []
+        return self.labeler.find_similar_features(f, self.features, min_overlap=0.1)[:top_k]
+
+    def get_correlated(self, feature_id: int, min_correlation: float = 0.3) -> List[Tuple[int, float]]:
+        """Features whose activations correlate (Pearson over all tokens) with this one."""
+        return self.analyzer.find_correlated_features(feature_id, min_correlation)
+
+    def get_statistics(self) -> Dict[str, Any]:
+        return self.analyzer.get_summary()
+
+    def get_feature_stats(self, feature_id: int) -> ActivationStats:
+        f = self.get_feature(feature_id)
+        if f is None:
+            return ActivationStats(feature_id=feature_id)
+        return self.analyzer.compute_activation_stats(f)
+
+    def export_feature(self, feature_id: int) -> Dict[str, Any]:
+        f = self.get_feature(feature_id)
+        if f is None:
+            return {"error": "Feature not found"}
+        return {"feature": f.to_dict(), "stats": self.get_feature_stats(feature_id).to_dict()}
+
+    def _config_dict(self) -> dict:
+        d = self.config.to_dict()
+        d["num_features"] = self.num_features
+        d["feature_dim"] = self.feature_dim
+        return d
+
+    def export_all(self) -> Dict[str, Any]:
+        return {
+            "config": self._config_dict(),
+            "feature_set": self.features.to_dict(),
+            "statistics": self.get_statistics(),
+        }
+
+    # -- files ---------------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Writes the dictionary as the original library's JSON (which its
+        ``FeatureDictionary.load`` reads), validated and written atomically by the engine.
+        Only ``.json`` is supported for now."""
+        fs = self.features
+        fs.model_name = self.config.model_name
+        fs.sae_name = self.config.sae_name
+        fs.layer = self.config.layer
+        _engine.save_json(json.dumps(self.export_all()), os.fspath(path))
+
+    @classmethod
+    def load(cls, path: str) -> "FeatureDictionary":
+        """Reads a dictionary saved by us or by the original library. The config (names,
+        ``num_features``, settings) comes back; the dictionary is finalized and read-only
+        for processing (its accumulator state is not in the file)."""
+        data = json.loads(_engine.load_json(os.fspath(path)))
+        fs = FeatureSet.from_dict(data["feature_set"])
+        cfg_data = data.get("config") or {}
+        config = DictionaryConfig.from_dict(cfg_data)
+        num = cfg_data.get("num_features") or fs.metadata.get("num_features") or (max(fs.features) + 1 if fs.features else 0)
+        dim = cfg_data.get("feature_dim") or next((f.dimension for f in fs), 0)
+        d = cls(num_features=max(1, num), feature_dim=dim, config=config)
+        d.num_features = num
+        d.extractor.feature_set = fs
+        d._finalized = True
+        d._loaded_from = os.fspath(path)
+        d._analyzer = FeatureAnalyzer(fs)
+        return d
+
+    # -- container -----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, feature_id: int) -> Feature:
+        f = self.get_feature(feature_id)
+        if f is None:
+            raise KeyError(f"Feature {feature_id} not found")
+        return f
+
+    def __iter__(self) -> Iterator[Feature]:
+        return iter(self.features)
+
+
+def create_dictionary(num_features: int, feature_dim: int, model_name: str = "", sae_name: str = "", layer: int = 0) -> FeatureDictionary:
+    """A dictionary with default settings for the named model/SAE/layer."""
+    return FeatureDictionary(num_features, feature_dim, DictionaryConfig(model_name=model_name, sae_name=sae_name, layer=layer))

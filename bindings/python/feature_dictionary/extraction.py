@@ -1,0 +1,481 @@
+"""Feature extraction: stream SAE activations through the Rust engine.
+
+``FeatureExtractor`` keeps a compiled accumulator (``feature_dictionary._engine.Engine``)
+alive until it is dropped: ``finalize()`` reads the state without consuming it, so more
+activations can be processed and ``finalize()`` called again, and two extractors built on
+different shards can be merged (``merge``) into exactly what one extractor over both shards
+would have produced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import _engine
+from .features import top_token_entries
+from .features import Feature, FeatureActivation, FeatureSet, FeatureType
+
+#: Co-activation (Σ xᵢxⱼ over all tokens, an F×F float64 matrix) is tracked by default up to
+#: this many features (32 MiB); above it, set ``ExtractionConfig.track_coactivation=True``.
+COACTIVATION_AUTO_LIMIT = 2048
+
+#: Partners stored per feature in ``metadata["correlated_features"]`` at finalize.
+CORRELATED_PER_FEATURE = 10
+
+
+@contextlib.contextmanager
+def no_gc():
+    """Pauses the cyclic garbage collector: building millions of small objects at once
+    (a finalized dictionary) otherwise triggers it over and over for nothing."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+@dataclass
+class ExtractionConfig:
+    """How activations are turned into statistics and examples.
+
+    An activation *fires* when ``value >= min_activation`` and ``value > activation_threshold``.
+    ``batch_size`` is the number of sequences handed to the engine per call by
+    ``process_batch`` (bounding the float32 copy made of list inputs). The last four fields
+    are ours: band samples per activation band (quantile-stratified examples), distinct tokens
+    counted exactly per feature, co-activation tracking (``None`` = automatic, on up to
+    ``COACTIVATION_AUTO_LIMIT`` features) and engine threads (``None`` = all cores).
+    """
+
+    activation_threshold: float = 0.0
+    min_activation: float = 0.01
+    max_examples_per_feature: int = 20
+    context_window: int = 5
+    batch_size: int = 32
+    min_activation_count: int = 1
+    include_dead_features: bool = False
+    collect_context: bool = True
+    collect_positions: bool = True
+    samples_per_band: int = 4
+    token_sketch_capacity: int = 1024
+    track_coactivation: Optional[bool] = None
+    threads: Optional[int] = None
+
+    def to_dict(self) -> dict:
+        return {
+            "activation_threshold": self.activation_threshold,
+            "min_activation": self.min_activation,
+            "max_examples_per_feature": self.max_examples_per_feature,
+            "context_window": self.context_window,
+            "batch_size": self.batch_size,
+            "min_activation_count": self.min_activation_count,
+            "include_dead_features": self.include_dead_features,
+            "collect_context": self.collect_context,
+            "collect_positions": self.collect_positions,
+            "samples_per_band": self.samples_per_band,
+            "token_sketch_capacity": self.token_sketch_capacity,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExtractionConfig":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def firing_threshold(self) -> float:
+        """The single ``>=`` threshold the engine applies (see the class docstring)."""
+        for name in ("min_activation", "activation_threshold"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not np.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        thr = np.float32(self.min_activation)
+        if self.activation_threshold >= thr:
+            thr = np.nextafter(np.float32(self.activation_threshold), np.float32(np.inf))
+        return float(thr)
+
+    def engine_dict(self) -> dict:
+        d = self.to_dict()
+        d["min_activation"] = self.firing_threshold()
+        return d
+
+
+def _as_float_2d(activations: Any, what: str = "activations") -> np.ndarray:
+    """A 2-D float32 or float16 C-contiguous view (copying only when it must)."""
+    if hasattr(activations, "detach") and hasattr(activations, "cpu"):  # torch tensors
+        activations = activations.detach().cpu().numpy()
+    arr = np.asarray(activations)
+    if arr.size == 0 and arr.ndim < 2:
+        arr = arr.reshape(0, 0)  # an empty sequence ([] or np.array([]))
+    if arr.dtype not in (np.float32, np.float16):
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise TypeError(f"{what} must be numbers (got dtype {arr.dtype})")
+        arr = arr.astype(np.float32)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{what} must be [seq_len, num_features]; got an array of shape {arr.shape}"
+            + (" (use process_batch for [batch, seq_len, num_features])" if arr.ndim == 3 else "")
+        )
+    return np.ascontiguousarray(arr)
+
+
+def _check_tokens(tokens: Sequence[str], rows: int, what: str = "tokens") -> List[str]:
+    toks = list(tokens)
+    if len(toks) != rows:
+        raise ValueError(f"{what}: {len(toks)} tokens for {rows} activation rows; pass one token per row")
+    for t in toks:
+        if not isinstance(t, str):
+            raise TypeError(f"{what} must be strings, found {type(t).__name__} {t!r}")
+    return toks
+
+
+class FeatureExtractor:
+    """Extracts per-feature statistics from SAE activations over every token."""
+
+    def __init__(
+        self,
+        num_features: int,
+        feature_dim: int,
+        layer: int = 0,
+        config: Optional[ExtractionConfig] = None,
+        sequence_offset: int = 0,
+    ):
+        if num_features <= 0:
+            raise ValueError(f"num_features must be at least 1, got {num_features}")
+        self.num_features = int(num_features)
+        self.feature_dim = int(feature_dim)
+        self.layer = layer
+        self.config = config or ExtractionConfig()
+        self.model_name = ""
+        self.sae_name = ""
+        self._engine = _engine.Engine(
+            self.num_features,
+            json.dumps(self.config.engine_dict()),
+            self.config.threads,
+            int(sequence_offset),
+        )
+        self._callbacks: List[Callable[[FeatureActivation], None]] = []
+        self._threshold = self.config.firing_threshold()
+        track = self.config.track_coactivation
+        if track is None:
+            track = self.num_features <= COACTIVATION_AUTO_LIMIT
+        self._coact: Optional[np.ndarray] = (
+            np.zeros((self.num_features, self.num_features), dtype=np.float64) if track else None
+        )
+        self._sums: Optional[np.ndarray] = np.zeros(self.num_features, dtype=np.float64) if track else None
+        self._feature_set: Optional[FeatureSet] = None
+        self._finalized = False
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def total_tokens(self) -> int:
+        """Tokens processed so far."""
+        return self._engine.total_tokens
+
+    @property
+    def sequence_offset(self) -> int:
+        """Index of this extractor's first sequence (example ``metadata["sequence"]``)."""
+        return self._engine.first_sequence
+
+    @property
+    def features(self) -> FeatureSet:
+        """The current features: the finalized set, or a fresh snapshot of the live state
+        (so statistics are right before ``finalize()`` too)."""
+        if self._feature_set is None:
+            self._feature_set = self._build(include_all=True)
+            self._finalized = False
+        return self._feature_set
+
+    @property
+    def feature_set(self) -> FeatureSet:
+        return self.features
+
+    @feature_set.setter
+    def feature_set(self, value: FeatureSet) -> None:
+        self._feature_set = value
+        self._finalized = True
+
+    def add_callback(self, callback: Callable[[FeatureActivation], None]) -> None:
+        """Calls ``callback(FeatureActivation)`` for every firing from now on.
+
+        Calling Python per firing is inherently slow (it runs in Python, after the engine);
+        it only happens while callbacks are registered.
+        """
+        self._callbacks.append(callback)
+
+    # -- processing --------------------------------------------------------------------
+    def process_activations(self, activations: Any, tokens: Sequence[str], context: str = "") -> int:
+        """Processes one sequence ``[seq_len, num_features]``; returns the firings recorded."""
+        arr = _as_float_2d(activations)
+        toks = _check_tokens(tokens, arr.shape[0])
+        return self._run(arr, toks, [arr.shape[0]])
+
+    def process_batch(
+        self,
+        batch_activations: Any,
+        batch_tokens: Sequence[Sequence[str]],
+        batch_contexts: Optional[Sequence[str]] = None,
+    ) -> int:
+        """Processes several sequences: a ``[batch, seq_len, F]`` array or a list of
+        ``[seq_len_i, F]`` arrays/lists; returns the total firings recorded."""
+        if hasattr(batch_activations, "detach") and hasattr(batch_activations, "cpu"):
+            batch_activations = batch_activations.detach().cpu().numpy()
+        batch_tokens = list(batch_tokens)
+        if batch_contexts is not None and len(batch_contexts) != len(batch_tokens):
+            raise ValueError(
+                f"batch_contexts has {len(batch_contexts)} entries for {len(batch_tokens)} sequences"
+            )
+        if isinstance(batch_activations, np.ndarray) and batch_activations.ndim == 3:
+            b, l, f = batch_activations.shape
+            if len(batch_tokens) != b:
+                raise ValueError(f"{len(batch_tokens)} token lists for a batch of {b} sequences")
+            toks: List[str] = []
+            for i, t in enumerate(batch_tokens):
+                toks.extend(_check_tokens(t, l, f"batch_tokens[{i}]"))
+            arr = batch_activations
+            if arr.dtype not in (np.float32, np.float16):
+                arr = arr.astype(np.float32)
+            arr = np.ascontiguousarray(arr).reshape(b * l, f)
+            return self._run(arr, toks, [l] * b)
+        seqs = list(batch_activations)
+        if len(seqs) != len(batch_tokens):
+            raise ValueError(f"{len(batch_tokens)} token lists for {len(seqs)} activation sequences")
+        step = max(1, int(self.config.batch_size))
+        total = 0
+        for start in range(0, len(seqs), step):
+            arrs = [_as_float_2d(a, f"batch_activations[{start + i}]") for i, a in enumerate(seqs[start : start + step])]
+            toks = []
+            for i, (a, t) in enumerate(zip(arrs, batch_tokens[start : start + step])):
+                toks.extend(_check_tokens(t, a.shape[0], f"batch_tokens[{start + i}]"))
+            if not arrs:
+                continue
+            if len({a.shape[1] for a in arrs}) > 1:
+                raise ValueError("all sequences of a batch must have the same number of features")
+            dtype = np.float16 if all(a.dtype == np.float16 for a in arrs) else np.float32
+            arr = np.concatenate([a.astype(dtype, copy=False) for a in arrs], axis=0)
+            total += self._run(arr, toks, [a.shape[0] for a in arrs])
+        return total
+
+    def stream_activations(self, activation_stream: Iterable[Tuple[Any, Sequence[str]]]) -> Iterator[int]:
+        """Processes ``(activations, tokens[, context])`` items; yields the firings of each."""
+        for item in activation_stream:
+            yield self.process_activations(*item)
+
+    def _run(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int]) -> int:
+        if arr.shape[0] == 0:
+            return 0
+        if arr.shape[1] != self.num_features:
+            raise ValueError(
+                f"activations have {arr.shape[1]} features per token but the extractor was made for {self.num_features}"
+            )
+        first_seq = self._engine.next_sequence
+        if arr.dtype == np.float16:
+            n = self._engine.process_f16(arr, tokens, seq_lens)
+        else:
+            n = self._engine.process_f32(arr, tokens, seq_lens)
+        self._feature_set = None
+        self._finalized = False
+        if self._coact is not None:
+            self._accumulate_coactivation(arr)
+        if self._callbacks:
+            self._fire_callbacks(arr, tokens, seq_lens, first_seq)
+        return n
+
+    def _accumulate_coactivation(self, arr: np.ndarray) -> None:
+        # Firing values only (non-firings count as 0), in row chunks to bound the temporary.
+        chunk = max(1, (1 << 24) // max(1, self.num_features))
+        for a in range(0, arr.shape[0], chunk):
+            x = arr[a : a + chunk].astype(np.float32)
+            x = np.where(x >= self._threshold, x, np.float32(0)).astype(np.float64)
+            self._coact += x.T @ x
+            self._sums += x.sum(axis=0)
+
+    def _fire_callbacks(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int], first_seq: int) -> None:
+        w = self.config.context_window
+        row0, seq = 0, first_seq
+        for length in seq_lens:
+            if length == 0:
+                continue
+            block = arr[row0 : row0 + length].astype(np.float32)
+            toks = tokens[row0 : row0 + length]
+            rows, cols = np.nonzero(block >= self._threshold)
+            for r, c in zip(rows.tolist(), cols.tolist()):
+                a, b = max(0, r - w), min(length, r + w + 1)
+                ctx = toks[a:b]
+                act = FeatureActivation(
+                    feature_id=c,
+                    token=toks[r],
+                    position=r,
+                    activation=float(block[r, c]),
+                    context="".join(ctx) if any(t[:1].isspace() for t in ctx) else " ".join(ctx),
+                    context_tokens=ctx,
+                    metadata={"sequence": seq, "context_start": a},
+                )
+                for cb in self._callbacks:
+                    cb(act)
+            row0 += length
+            seq += 1
+
+    # -- merging -----------------------------------------------------------------------
+    def merge(self, other: "FeatureExtractor") -> int:
+        """Folds in another extractor's state (same feature count and config), e.g. one that
+        processed another shard in another process. Sequence indices of ``other`` that collide
+        with ours are shifted past ours; returns that shift (0 when they were disjoint, e.g.
+        when the shard was created with ``sequence_offset``)."""
+        if other is self:
+            raise ValueError("cannot merge an extractor into itself")
+        if other.num_features != self.num_features:
+            raise ValueError(f"cannot merge {other.num_features} features into {self.num_features}")
+        if (self._coact is None) != (other._coact is None):
+            raise ValueError("cannot merge extractors that differ in track_coactivation")
+        shift = self._engine.merge(other._engine)
+        if self._coact is not None:
+            self._coact += other._coact
+            self._sums += other._sums
+        self._feature_set = None
+        self._finalized = False
+        return shift
+
+    # -- finalize ----------------------------------------------------------------------
+    def _dictionary_config(self) -> dict:
+        return {
+            "extraction": self.config.engine_dict(),
+            "model_name": self.model_name,
+            "sae_name": self.sae_name,
+            "layer": self.layer,
+            "num_features": self.num_features,
+            "feature_dim": self.feature_dim,
+        }
+
+    def _build(self, include_all: bool) -> FeatureSet:
+        min_count = None
+        if not include_all and not self.config.include_dead_features:
+            min_count = int(self.config.min_activation_count)
+        text = self._engine.finalize_json(json.dumps(self._dictionary_config()), min_count)
+        with no_gc():
+            fs = FeatureSet.from_dict(json.loads(text))
+        del text
+        if self._coact is not None:
+            pearson = self.coactivation_pearson()
+            fs._pearson = pearson  # type: ignore[attr-defined]
+            for f in fs:
+                row = pearson[f.id].copy()
+                row[f.id] = -np.inf
+                best = np.argsort(-row, kind="stable")[:CORRELATED_PER_FEATURE]
+                f.metadata["correlated_features"] = [
+                    [int(j), float(row[j])] for j in best if np.isfinite(row[j]) and row[j] > 0
+                ]
+        return fs
+
+    def coactivation_pearson(self) -> np.ndarray:
+        """Pearson correlation of every feature pair's activations over all tokens processed
+        (non-firing values count as 0); NaN where a feature is constant. Needs co-activation
+        tracking (see ``ExtractionConfig.track_coactivation``)."""
+        if self._coact is None:
+            raise ValueError(
+                "co-activation was not tracked; create the extractor with "
+                "ExtractionConfig(track_coactivation=True)"
+            )
+        n = max(1, self.total_tokens)
+        mean = self._sums / n
+        cov = self._coact / n - np.outer(mean, mean)
+        var = np.clip(np.diag(cov), 0, None)
+        sd = np.sqrt(var)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = cov / np.outer(sd, sd)
+        r[sd == 0, :] = np.nan
+        r[:, sd == 0] = np.nan
+        return np.clip(r, -1.0, 1.0)
+
+    def finalize(self) -> FeatureSet:
+        """Computes every feature's statistics over all tokens processed so far.
+
+        Features with fewer than ``min_activation_count`` firings are left out unless
+        ``include_dead_features`` (their ids are in ``metadata["omitted_features"]``, the
+        never-firing ones in ``metadata["dead_features"]``). The state is kept: more
+        activations can be processed and ``finalize()`` called again.
+        """
+        fs = self._build(include_all=False)
+        self._feature_set = fs
+        self._finalized = True
+        return fs
+
+    # -- queries -----------------------------------------------------------------------
+    def get_top_features(self, n: int = 10) -> List[Feature]:
+        """The ``n`` features that fired most (ties by id)."""
+        return sorted(self.features, key=lambda f: (-f.activation_count, f.id))[:n]
+
+    def get_feature_by_token(self, token: str, min_activation: float = 0.0) -> List[Tuple[int, float]]:
+        """Features that fired on ``token`` anywhere in the corpus (whitespace around tokens
+        is ignored when matching), with the feature's highest stored activation on it,
+        best first."""
+        return search_token(self.features, token, min_activation)
+
+
+def _token_index(fs: FeatureSet) -> Dict[str, List[Tuple[int, int]]]:
+    """token.strip() → [(feature id, firings)], built once per feature set."""
+    idx = getattr(fs, "_token_index", None)
+    if idx is None:
+        idx = {}
+        for f in fs:
+            seen = set()
+            for entry in top_token_entries(f):
+                key = entry[0].strip()
+                if key not in seen:
+                    seen.add(key)
+                    idx.setdefault(key, []).append((f.id, entry[1]))
+            for a in f.top_activations:  # hand-made features without token statistics
+                key = a.token.strip()
+                if key not in seen:
+                    seen.add(key)
+                    idx.setdefault(key, []).append((f.id, 1))
+        fs._token_index = idx  # type: ignore[attr-defined]
+    return idx
+
+
+def _examples(f: Feature) -> Iterator[FeatureActivation]:
+    yield from f.top_activations
+    for group in f.metadata.get("quantile_examples", []):
+        for ex in group.get("examples", []):
+            yield FeatureActivation.from_dict(ex)
+
+
+def search_token(fs: FeatureSet, token: str, min_activation: float = 0.0) -> List[Tuple[int, float]]:
+    key = token.strip()
+    out = []
+    for fid, _firings in _token_index(fs).get(key, []):
+        f = fs.features[fid]
+        best = max((a.activation for a in _examples(f) if a.token.strip() == key), default=None)
+        if best is None:
+            # The feature fired on the token but no stored example shows it: its typical value.
+            best = f.mean_activation
+        if best >= min_activation:
+            out.append((fid, float(best)))
+    out.sort(key=lambda x: (-x[1], x[0]))
+    return out
+
+
+class MockSAE:
+    """Random sparse activations for tests: ``max(1, int(num_features * sparsity))`` features
+    per token with values uniform in [0.1, 2.0)."""
+
+    def __init__(self, input_dim: int, num_features: int, sparsity: float = 0.1, seed: Optional[int] = None):
+        self.input_dim = input_dim
+        self.num_features = num_features
+        self.sparsity = sparsity
+        self._rng = np.random.default_rng(seed)
+
+    def encode(self, x: Any) -> np.ndarray:
+        """``[seq_len, input_dim]`` → ``[seq_len, num_features]`` float32."""
+        seq_len = len(x)
+        k = max(1, int(self.num_features * self.sparsity))
+        out = np.zeros((seq_len, self.num_features), dtype=np.float32)
+        for r in range(seq_len):
+            idx = self._rng.choice(self.num_features, size=k, replace=False)
+            out[r, idx] = self._rng.uniform(0.1, 2.0, size=k)
+        return out

@@ -1,0 +1,301 @@
+"""Core data structures: features, their example activations and feature sets.
+
+These are plain Python objects built from the engine's finalized data (the JSON shape of the
+original library's ``to_dict``), so ``to_dict``/``from_dict`` round-trip exactly. Everything
+the original did not measure (std, min, quantiles, positions, per-token firing counts, …)
+lives in ``Feature.metadata`` under the keys the Rust engine writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+
+class FeatureType(Enum):
+    """Frequency class of a feature (frequency = activation_count / tokens processed)."""
+
+    SPARSE = "sparse"  # < 1 %
+    MODERATE = "moderate"  # < 10 %
+    DENSE = "dense"  # >= 10 %
+    DEAD = "dead"  # never fired
+    ULTRA_SPARSE = "ultra_sparse"  # < 0.01 %
+
+    @staticmethod
+    def classify(activation_count: int, total_tokens: int) -> "FeatureType":
+        """The class of a feature that fired ``activation_count`` times in ``total_tokens``."""
+        if total_tokens <= 0 or activation_count <= 0:
+            return FeatureType.DEAD
+        freq = activation_count / total_tokens
+        if freq < 1e-4:
+            return FeatureType.ULTRA_SPARSE
+        if freq < 0.01:
+            return FeatureType.SPARSE
+        if freq < 0.1:
+            return FeatureType.MODERATE
+        return FeatureType.DENSE
+
+
+@dataclass
+class FeatureActivation:
+    """One example: a token where a feature fired, with its context.
+
+    ``metadata`` holds ``sequence`` (index of the sequence), ``context_start`` (position of
+    ``context_tokens[0]``) and ``context_activations`` (this feature's value on each context
+    token) when the example comes from the engine.
+    """
+
+    feature_id: int
+    token: str
+    position: int
+    activation: float
+    context: str = ""
+    context_tokens: List[str] = field(default_factory=list)
+    metadata: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "feature_id": self.feature_id,
+            "token": self.token,
+            "position": self.position,
+            "activation": self.activation,
+            "context": self.context,
+            "context_tokens": list(self.context_tokens),
+            "metadata": dict(self.metadata),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FeatureActivation":
+        return cls(
+            feature_id=data["feature_id"],
+            token=data["token"],
+            position=data["position"],
+            activation=data["activation"],
+            context=data.get("context", ""),
+            context_tokens=list(data.get("context_tokens", [])),
+            metadata=dict(data.get("metadata", {})),
+        )
+
+
+def _rank_key(a: FeatureActivation):
+    """Examples rank by activation (desc), then sequence, then position (as the engine)."""
+    return (-a.activation, a.metadata.get("sequence", 0), a.position)
+
+
+@dataclass
+class Feature:
+    """One SAE feature with statistics over every token processed.
+
+    ``activation_count``, ``mean_activation``, ``max_activation`` and
+    ``activation_frequency`` are exact over all tokens; ``top_activations`` holds the
+    ``max_examples`` highest-activating examples, best first.
+    """
+
+    id: int
+    dimension: int
+    decoder_weight: Optional[List[float]] = None
+    encoder_weight: Optional[List[float]] = None
+    bias: float = 0.0
+    activation_count: int = 0
+    mean_activation: float = 0.0
+    max_activation: float = 0.0
+    activation_frequency: float = 0.0
+    top_activations: List[FeatureActivation] = field(default_factory=list)
+    labels: List[str] = field(default_factory=list)
+    description: str = ""
+    confidence: float = 0.0
+    feature_type: FeatureType = FeatureType.DEAD
+    metadata: Dict[str, Any] = field(default_factory=dict)
+
+    def add_activation(self, activation: FeatureActivation, max_examples: int = 20) -> None:
+        """Records one firing by hand (count, running mean, max, top examples).
+
+        Bulk data goes through ``FeatureExtractor``; this is for hand-made features. The
+        example list stays sorted with one insertion (no re-sort per activation).
+        """
+        self.activation_count += 1
+        self.mean_activation += (activation.activation - self.mean_activation) / self.activation_count
+        if self.activation_count == 1 or activation.activation > self.max_activation:
+            self.max_activation = activation.activation
+        key = _rank_key(activation)
+        lo, hi = 0, len(self.top_activations)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if _rank_key(self.top_activations[mid]) <= key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < max_examples:
+            self.top_activations.insert(lo, activation)
+            del self.top_activations[max_examples:]
+
+    def classify_type(self, total_tokens: int) -> FeatureType:
+        """Sets and returns the frequency class (and ``activation_frequency``)."""
+        self.activation_frequency = self.activation_count / total_tokens if total_tokens > 0 else 0.0
+        self.feature_type = FeatureType.classify(self.activation_count, total_tokens)
+        return self.feature_type
+
+    def get_top_tokens(self, n: int = 10) -> List[Tuple[str, float]]:
+        """Tokens of the ``n`` highest-activating examples, with their activations."""
+        return [(a.token, a.activation) for a in self.top_activations[:n]]
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "dimension": self.dimension,
+            "bias": self.bias,
+            "activation_count": self.activation_count,
+            "mean_activation": self.mean_activation,
+            "max_activation": self.max_activation,
+            "activation_frequency": self.activation_frequency,
+            "top_activations": [a.to_dict() for a in self.top_activations],
+            "labels": list(self.labels),
+            "description": self.description,
+            "confidence": self.confidence,
+            "feature_type": self.feature_type.value,
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Feature":
+        return cls(
+            id=int(data["id"]),
+            dimension=data.get("dimension", 0),
+            bias=data.get("bias", 0.0),
+            activation_count=data.get("activation_count", 0),
+            mean_activation=data.get("mean_activation", 0.0),
+            max_activation=data.get("max_activation", 0.0),
+            activation_frequency=data.get("activation_frequency", 0.0),
+            top_activations=[FeatureActivation.from_dict(a) for a in data.get("top_activations", [])],
+            labels=list(data.get("labels", [])),
+            description=data.get("description", ""),
+            confidence=data.get("confidence", 0.0),
+            feature_type=FeatureType(data.get("feature_type", "sparse")),
+            metadata=dict(data.get("metadata", {})),
+        )
+
+
+@dataclass
+class FeatureSet:
+    """All features of one SAE layer, by id."""
+
+    layer: int = 0
+    features: Dict[int, Feature] = field(default_factory=dict)
+    total_tokens_processed: int = 0
+    model_name: str = ""
+    sae_name: str = ""
+    metadata: Dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, feature_id: int) -> Feature:
+        return self.features[feature_id]
+
+    def __iter__(self) -> Iterator[Feature]:
+        return iter(self.features.values())
+
+    def add_feature(self, feature: Feature) -> None:
+        self.features[feature.id] = feature
+
+    def get_feature(self, feature_id: int) -> Optional[Feature]:
+        return self.features.get(feature_id)
+
+    def get_features_by_type(self, feature_type: FeatureType) -> List[Feature]:
+        return [f for f in self.features.values() if f.feature_type == feature_type]
+
+    def get_features_by_label(self, label: str) -> List[Feature]:
+        """Features carrying exactly this label text."""
+        return [f for f in self.features.values() if label in f.labels]
+
+    def classify_all_types(self) -> Dict[FeatureType, int]:
+        """Re-classifies every feature against ``total_tokens_processed``; counts per type."""
+        counts = {ft: 0 for ft in FeatureType}
+        for f in self.features.values():
+            f.classify_type(self.total_tokens_processed)
+            counts[f.feature_type] += 1
+        return counts
+
+    def get_statistics(self) -> Dict[str, Any]:
+        n = len(self.features)
+        active = sum(1 for f in self.features.values() if f.activation_count > 0)
+        dead = sum(1 for f in self.features.values() if f.feature_type == FeatureType.DEAD)
+        labeled = sum(1 for f in self.features.values() if f.labels)
+        mean_freq = sum(f.activation_frequency for f in self.features.values()) / n if n else 0.0
+        return {
+            "total_features": n,
+            "active_features": active,
+            "dead_features": dead,
+            "labeled_features": labeled,
+            "mean_activation_frequency": mean_freq,
+            "total_tokens_processed": self.total_tokens_processed,
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "layer": self.layer,
+            "features": {str(k): self.features[k].to_dict() for k in sorted(self.features)},
+            "total_tokens_processed": self.total_tokens_processed,
+            "model_name": self.model_name,
+            "sae_name": self.sae_name,
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FeatureSet":
+        fs = cls(
+            layer=data.get("layer", 0),
+            total_tokens_processed=data.get("total_tokens_processed", 0),
+            model_name=data.get("model_name", ""),
+            sae_name=data.get("sae_name", ""),
+            metadata=dict(data.get("metadata", {})),
+        )
+        for k, v in data.get("features", {}).items():
+            fs.features[int(k)] = Feature.from_dict(v)
+        return fs
+
+    def save(self, path: str) -> None:
+        """Writes ``to_dict()`` as JSON (atomically: temp file + rename)."""
+        _write_json_atomically(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str) -> "FeatureSet":
+        with open(path, "r", encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not a feature set JSON: {e}") from None
+        if "feature_set" in data and "features" not in data:
+            data = data["feature_set"]  # a whole saved dictionary
+        return cls.from_dict(data)
+
+
+def _write_json_atomically(path: str, data: Any) -> None:
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def top_token_entries(feature: Feature) -> List[Tuple[str, int, int]]:
+    """``(token, firings, occurrences)`` for every token the feature fired on, counted over
+    all tokens processed (``metadata["top_tokens"]``); empty for hand-made features."""
+    out = []
+    for e in feature.metadata.get("top_tokens", []) or []:
+        if isinstance(e, dict):
+            out.append((e["token"], int(e["firings"]), int(e.get("occurrences", 0))))
+        else:
+            out.append((e[0], int(e[1]), int(e[2])))
+    return out

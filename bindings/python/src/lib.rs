@@ -1,0 +1,427 @@
+//! `feature_dictionary._engine`: the compiled core of the Python package.
+//!
+//! One class, [`Engine`], wraps the Rust [`Accumulator`] and the token [`Vocab`]: Python feeds
+//! it activation arrays (borrowed from numpy without copying when they are C-contiguous
+//! float32), it accumulates them with the GIL released, and `finalize_json` turns the state
+//! into the engine's serde JSON, from which the pure-Python dataclasses are built. Finalizing
+//! does not consume the state, so processing, merging and finalizing can be interleaved.
+
+use feature_dictionary::accumulate::{Accumulator, Settings};
+use feature_dictionary::build::{default_threads, VALUES_PER_BATCH};
+use feature_dictionary::finalize::finalize;
+use feature_dictionary::ingest::{ActivationBatch, BatchValues, TokenId, Vocab};
+use feature_dictionary::model::{DictionaryConfig, ExtractionConfig, FeatureSet};
+use feature_dictionary::{store, Error, FeatureDictionary};
+use numpy::{PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyIOError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+fn to_py(e: Error) -> PyErr {
+    match e {
+        Error::Io { .. } => PyIOError::new_err(e.to_string()),
+        _ => PyValueError::new_err(e.to_string()),
+    }
+}
+
+/// The accumulation state of one dictionary (or one shard of it).
+#[pyclass(module = "feature_dictionary._engine")]
+struct Engine {
+    acc: Accumulator,
+    vocab: Vocab,
+    /// Index given to the first sequence this engine numbers.
+    first_sequence: u64,
+    /// Index the next sequence will get.
+    next_sequence: u64,
+}
+
+/// Values of a 2-D array as one of the element types the engine reads.
+enum Values<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
+impl Engine {
+    fn total_firings(&self) -> u64 {
+        self.acc
+            .features()
+            .flat_map(|p| p.moments.iter())
+            .map(|m| m.count)
+            .sum()
+    }
+
+    /// Accumulates `rows × n_features` values holding sequences of `seq_lens` rows.
+    fn run(
+        &mut self,
+        py: Python<'_>,
+        values: Values<'_>,
+        shape: [usize; 2],
+        tokens: Vec<String>,
+        seq_lens: Vec<usize>,
+    ) -> PyResult<u64> {
+        let n_features = self.acc.n_features();
+        let [rows, cols] = shape;
+        if cols != n_features {
+            return Err(PyValueError::new_err(format!(
+                "activations have {cols} features per token but the dictionary was made for {n_features}"
+            )));
+        }
+        let total: usize = seq_lens.iter().sum();
+        if total != rows || tokens.len() != rows {
+            return Err(PyValueError::new_err(format!(
+                "activations have {rows} rows (tokens) but {} token strings and sequence lengths summing to {total} were given; pass one token per activation row",
+                tokens.len()
+            )));
+        }
+        let ids: Vec<TokenId> = tokens.iter().map(|t| self.vocab.intern(t)).collect();
+        let before = self.total_firings();
+        let nonfinite_before = self.acc.nonfinite().0;
+        let first_sequence = self.next_sequence;
+        let acc = &mut self.acc;
+        py.allow_threads(|| -> Result<(), Error> {
+            // Whole sequences per batch, up to VALUES_PER_BATCH values (at least one sequence):
+            // bounded buffers for f16, long batches for the accumulator.
+            let mut buffer: Vec<f32> = Vec::new();
+            let mut seq = first_sequence;
+            let mut s = 0;
+            let mut row0 = 0usize;
+            while s < seq_lens.len() {
+                let mut s_end = s;
+                let mut n = 0usize;
+                while s_end < seq_lens.len()
+                    && (n == 0 || (n + seq_lens[s_end]) * n_features <= VALUES_PER_BATCH)
+                {
+                    n += seq_lens[s_end];
+                    s_end += 1;
+                }
+                let mut sequences = Vec::with_capacity(n);
+                let mut positions = Vec::with_capacity(n);
+                for &len in &seq_lens[s..s_end] {
+                    if len == 0 {
+                        continue;
+                    }
+                    sequences.extend(std::iter::repeat_n(seq, len));
+                    positions.extend(0..len as u32);
+                    seq += 1;
+                }
+                let range = row0 * n_features..(row0 + n) * n_features;
+                let data: &[f32] = match values {
+                    Values::F32(v) => &v[range],
+                    Values::F16(v) => {
+                        use half::slice::HalfFloatSliceExt;
+                        buffer.clear();
+                        buffer.resize(range.len(), 0.0);
+                        v[range].convert_to_f32_slice(&mut buffer);
+                        &buffer
+                    }
+                };
+                if n > 0 {
+                    let batch = ActivationBatch {
+                        n_features,
+                        tokens: ids[row0..row0 + n].to_vec(),
+                        sequences,
+                        positions,
+                        core: 0..n,
+                        values: BatchValues::Dense(data),
+                    };
+                    acc.update(&batch)?;
+                }
+                row0 += n;
+                s = s_end;
+            }
+            Ok(())
+        })
+        .map_err(to_py)?;
+        self.next_sequence += seq_lens.iter().filter(|&&l| l > 0).count() as u64;
+        let (nonfinite, first) = self.acc.nonfinite();
+        if nonfinite > nonfinite_before {
+            let at = first
+                .map(|(s, p, f)| format!(", first at sequence {s}, position {p}, feature {f}"))
+                .unwrap_or_default();
+            return Err(PyValueError::new_err(format!(
+                "activations contain {} non-finite value(s) (NaN/Inf){at}; they were skipped and are never folded into statistics",
+                nonfinite - nonfinite_before
+            )));
+        }
+        Ok(self.total_firings() - before)
+    }
+}
+
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    config: &'a DictionaryConfig,
+    feature_set: &'a FeatureSet,
+}
+
+#[derive(Deserialize)]
+struct Saved {
+    #[serde(default)]
+    config: DictionaryConfig,
+    feature_set: FeatureSet,
+}
+
+/// What pickling an [`Engine`] stores (bincode): the whole accumulator, the vocabulary and the
+/// sequence numbering.
+#[derive(Serialize)]
+struct StateRef<'a> {
+    acc: &'a Accumulator,
+    vocab: Vec<std::borrow::Cow<'a, str>>,
+    first_sequence: u64,
+    next_sequence: u64,
+}
+
+/// Owned form of [`StateRef`] (same encoding).
+#[derive(Deserialize)]
+struct State {
+    acc: Accumulator,
+    vocab: Vec<String>,
+    first_sequence: u64,
+    next_sequence: u64,
+}
+
+/// Rebuilds an engine pickled by `Engine.__reduce__`.
+#[pyfunction]
+fn engine_from_state(py: Python<'_>, state: &[u8]) -> PyResult<Engine> {
+    let state: State = py
+        .allow_threads(|| bincode::deserialize(state))
+        .map_err(|e| {
+            PyValueError::new_err(format!("not a pickled feature_dictionary engine: {e}"))
+        })?;
+    Ok(Engine {
+        acc: state.acc,
+        vocab: Vocab::from_strings(state.vocab),
+        first_sequence: state.first_sequence,
+        next_sequence: state.next_sequence,
+    })
+}
+
+#[pymethods]
+impl Engine {
+    /// Pickle support: the accumulator state travels as bytes, so shards built in worker
+    /// processes (multiprocessing, Ray) can be sent back and merged.
+    fn __reduce__(&self, py: Python<'_>) -> PyResult<(PyObject, (Py<PyBytes>,))> {
+        let state = StateRef {
+            acc: &self.acc,
+            vocab: (0..self.vocab.len() as TokenId)
+                .map(|i| self.vocab.token(i))
+                .collect(),
+            first_sequence: self.first_sequence,
+            next_sequence: self.next_sequence,
+        };
+        let bytes = bincode::serialize(&state)
+            .map_err(|e| PyValueError::new_err(format!("cannot pickle the engine: {e}")))?;
+        let rebuild = py
+            .import("feature_dictionary._engine")?
+            .getattr("engine_from_state")?;
+        Ok((rebuild.unbind(), (PyBytes::new(py, &bytes).unbind(),)))
+    }
+
+    /// `Engine(num_features, extraction_json, threads=None, sequence_offset=0)`.
+    #[new]
+    #[pyo3(signature = (num_features, extraction_json, threads=None, sequence_offset=0))]
+    fn new(
+        num_features: usize,
+        extraction_json: &str,
+        threads: Option<usize>,
+        sequence_offset: u64,
+    ) -> PyResult<Self> {
+        if num_features == 0 {
+            return Err(PyValueError::new_err("num_features must be at least 1"));
+        }
+        let extraction: ExtractionConfig = serde_json::from_str(extraction_json)
+            .map_err(|e| PyValueError::new_err(format!("invalid extraction config: {e}")))?;
+        let settings = Settings::from_config(&extraction).map_err(to_py)?;
+        let threads = threads.unwrap_or_else(default_threads).max(1);
+        Ok(Self {
+            acc: Accumulator::new(num_features, settings, threads),
+            vocab: Vocab::new(),
+            first_sequence: sequence_offset,
+            next_sequence: sequence_offset,
+        })
+    }
+
+    /// Features per token.
+    #[getter]
+    fn num_features(&self) -> usize {
+        self.acc.n_features()
+    }
+
+    /// Tokens accumulated.
+    #[getter]
+    fn total_tokens(&self) -> u64 {
+        self.acc.total_tokens
+    }
+
+    /// Non-empty sequences accumulated.
+    #[getter]
+    fn total_sequences(&self) -> u64 {
+        self.acc.total_sequences
+    }
+
+    /// Index the next sequence will get.
+    #[getter]
+    fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// Index of the first sequence of this engine.
+    #[getter]
+    fn first_sequence(&self) -> u64 {
+        self.first_sequence
+    }
+
+    /// Firings (activation ≥ min_activation) accumulated, over all features.
+    #[getter]
+    fn firings(&self) -> u64 {
+        self.total_firings()
+    }
+
+    /// Accumulates C-contiguous float32 `[rows, F]` activations of sequences with
+    /// `seq_lens` rows each; returns the number of firings recorded.
+    fn process_f32(
+        &mut self,
+        py: Python<'_>,
+        acts: PyReadonlyArray2<'_, f32>,
+        tokens: Vec<String>,
+        seq_lens: Vec<usize>,
+    ) -> PyResult<u64> {
+        let shape = [acts.shape()[0], acts.shape()[1]];
+        let slice = acts.as_slice().map_err(|_| {
+            PyValueError::new_err("activations must be C-contiguous (use numpy.ascontiguousarray)")
+        })?;
+        self.run(py, Values::F32(slice), shape, tokens, seq_lens)
+    }
+
+    /// Like `process_f32` for float16 arrays (converted batch by batch, never as a whole).
+    fn process_f16(
+        &mut self,
+        py: Python<'_>,
+        acts: PyReadonlyArray2<'_, half::f16>,
+        tokens: Vec<String>,
+        seq_lens: Vec<usize>,
+    ) -> PyResult<u64> {
+        let shape = [acts.shape()[0], acts.shape()[1]];
+        let slice = acts.as_slice().map_err(|_| {
+            PyValueError::new_err("activations must be C-contiguous (use numpy.ascontiguousarray)")
+        })?;
+        self.run(py, Values::F16(slice), shape, tokens, seq_lens)
+    }
+
+    /// Folds another engine's state in (same feature count and extraction settings). When the
+    /// two engines' sequence indices overlap, the other's are shifted past this one's; returns
+    /// the shift applied (0 when the ranges were already disjoint).
+    fn merge(&mut self, py: Python<'_>, other: PyRef<'_, Engine>) -> PyResult<u64> {
+        let mut theirs = other.acc.clone();
+        let (a0, a1) = (self.first_sequence, self.next_sequence);
+        let (b0, b1) = (other.first_sequence, other.next_sequence);
+        let overlap = a0 < a1 && b0 < b1 && b0 < a1 && a0 < b1;
+        let shift = if overlap { a1 - b0 } else { 0 };
+        let map: Vec<TokenId> = (0..other.vocab.len() as TokenId)
+            .map(|id| self.vocab.intern(&other.vocab.token(id)))
+            .collect();
+        drop(other);
+        let acc = &mut self.acc;
+        py.allow_threads(|| {
+            if shift > 0 {
+                theirs.shift_sequences(shift);
+            }
+            acc.merge_remapped(theirs, &map)
+        })
+        .map_err(to_py)?;
+        if b0 < b1 {
+            self.first_sequence = if a0 < a1 {
+                a0.min(b0 + shift)
+            } else {
+                b0 + shift
+            };
+            self.next_sequence = a1.max(b1 + shift);
+        }
+        Ok(shift)
+    }
+
+    /// The finalized feature set as JSON (the engine's serde shape, i.e. the original's
+    /// `FeatureSet.to_dict()`). With `min_count`, features that fired fewer times are left
+    /// out and listed in `metadata.omitted_features`; never-firing ones in `dead_features`.
+    #[pyo3(signature = (config_json, min_count=None))]
+    fn finalize_json(
+        &self,
+        py: Python<'_>,
+        config_json: &str,
+        min_count: Option<u64>,
+    ) -> PyResult<String> {
+        let config: DictionaryConfig = serde_json::from_str(config_json)
+            .map_err(|e| PyValueError::new_err(format!("invalid dictionary config: {e}")))?;
+        let (acc, vocab) = (&self.acc, &self.vocab);
+        py.allow_threads(|| {
+            let mut dict = finalize(acc, vocab, config);
+            if let Some(min) = min_count {
+                let dead: Vec<u64> = dict
+                    .features()
+                    .filter(|f| f.activation_count == 0)
+                    .map(|f| f.id)
+                    .collect();
+                dict = dict.without_rare(min);
+                dict.feature_set
+                    .metadata
+                    .extra
+                    .insert("dead_features".into(), serde_json::json!(dead));
+            }
+            serde_json::to_string(&dict.feature_set)
+        })
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+}
+
+/// Validates `text` (`{"config", "feature_set", ...}`) against the engine's model and writes
+/// it with `store::save` (atomically; the format is chosen by the extension).
+#[pyfunction]
+fn save_json(py: Python<'_>, text: &str, path: &str) -> PyResult<()> {
+    py.allow_threads(|| {
+        let saved: Saved = serde_json::from_str(text).map_err(|e| {
+            Error::Invalid(format!("{path}: dictionary does not match the model: {e}"))
+        })?;
+        let dict = FeatureDictionary::new(saved.config, saved.feature_set);
+        store::save(&dict, Path::new(path))
+    })
+    .map_err(to_py)
+}
+
+/// Reads a dictionary file (ours or the original library's JSON) and returns
+/// `{"config", "feature_set"}` as JSON.
+#[pyfunction]
+fn load_json(py: Python<'_>, path: &str) -> PyResult<String> {
+    py.allow_threads(|| {
+        let p = Path::new(path);
+        let mut head = [0u8; 16];
+        if let Ok(mut f) = std::fs::File::open(p) {
+            use std::io::Read;
+            let n = f.read(&mut head).unwrap_or(0);
+            if n == 16 && &head == b"SQLite format 3\0" {
+                return Err(Error::format(
+                    p,
+                    "this is a native .fdict (SQLite) dictionary, which this build cannot read yet; expected the JSON written by FeatureDictionary.save",
+                ));
+            }
+        }
+        let dict = store::load(p)?;
+        serde_json::to_string(&SavedRef {
+            config: &dict.config,
+            feature_set: &dict.feature_set,
+        })
+        .map_err(|e| Error::Invalid(e.to_string()))
+    })
+    .map_err(to_py)
+}
+
+/// The compiled module.
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Engine>()?;
+    m.add_function(wrap_pyfunction!(save_json, m)?)?;
+    m.add_function(wrap_pyfunction!(load_json, m)?)?;
+    m.add_function(wrap_pyfunction!(engine_from_state, m)?)?;
+    m.add("FORMAT_MARKER", feature_dictionary::FORMAT_MARKER)?;
+    Ok(())
+}

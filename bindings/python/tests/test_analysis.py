@@ -1,0 +1,168 @@
+"""Analysis over all tokens against brute force."""
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import Reference, build, random_corpus
+from feature_dictionary import (ActivationStats, ExtractionConfig, FeatureAnalyzer, FeatureExtractor,
+                                FeatureType)
+
+
+def test_activation_stats_are_over_all_tokens_not_the_top_examples():
+    # activations 1..100 on one feature: the original reported mean 90.5 (top 20 only)
+    acts = np.zeros((1, 100, 1), dtype=np.float32)
+    acts[0, :, 0] = np.arange(1, 101)
+    d = build(acts, [[f"t{i % 7}" for i in range(100)]])
+    s = d.get_feature_stats(0)
+    v = np.arange(1, 101, dtype=np.float64)
+    assert s.mean_activation == pytest.approx(50.5) == d[0].mean_activation
+    assert s.std_activation == pytest.approx(v.std())
+    assert s.min_activation == 1.0 and s.max_activation == 100.0
+    assert s.mean_position == pytest.approx(49.5)
+    assert s.position_variance == pytest.approx(np.arange(100).var())
+    assert s.unique_tokens == 7
+    p = np.bincount(np.arange(100) % 7) / 100
+    assert s.token_entropy == pytest.approx(-(p * np.log2(p)).sum())
+    assert set(s.to_dict()) == set(ActivationStats(0).to_dict())
+
+
+def test_all_stats_match_brute_force(corpus):
+    acts, tokens = corpus
+    ref = Reference(acts, tokens)
+    an = FeatureAnalyzer(build(acts, tokens).features)
+    stats = an.compute_all_stats()
+    for j, s in stats.items():
+        n = ref.count(j)
+        assert s.activation_count == n
+        if n:
+            v = ref.values(j)
+            assert s.mean_activation == pytest.approx(v.mean())
+            assert s.std_activation == pytest.approx(v.std(), rel=1e-6)
+            assert s.min_activation == pytest.approx(v.min())
+            tf = np.array(list(ref.token_firings(j).values()), dtype=np.float64)
+            assert s.unique_tokens == len(tf)
+            q = tf / tf.sum()
+            assert s.token_entropy == pytest.approx(-(q * np.log2(q)).sum())
+
+
+def test_correlation_is_pearson_over_all_tokens(corpus):
+    acts, tokens = corpus
+    acts = acts.copy()
+    acts[..., 1] = acts[..., 0] * 2  # perfectly correlated with feature 0
+    d = build(acts, tokens)
+    flat = acts.reshape(-1, acts.shape[2]).astype(np.float64)
+    flat = np.where(flat >= np.float32(0.01), flat, 0)
+    expect = np.corrcoef(flat.T)
+    got = dict(d.get_correlated(0, min_correlation=-1.0))
+    assert got[1] == pytest.approx(1.0)
+    for j, r in got.items():
+        assert r == pytest.approx(expect[0, j], abs=1e-9)
+    strong = d.analyzer.find_correlated_features(0, min_correlation=0.5)
+    assert strong == [(1, pytest.approx(1.0))]
+
+
+def test_same_position_in_different_sequences_is_not_correlation():
+    # The original gave 1.0 here: both fire at position 3, but never on the same token.
+    acts = np.zeros((2, 8, 2), dtype=np.float32)
+    acts[0, 3, 0] = 1.0
+    acts[1, 3, 1] = 1.0
+    d = build(acts, [["a"] * 8, ["b"] * 8])
+    assert d.get_correlated(0, min_correlation=0.3) == []
+    r = dict(d.get_correlated(0, min_correlation=-1.0))[1]
+    assert r == pytest.approx(-1 / 15)
+
+
+def test_correlation_without_coactivation_data_warns_and_estimates():
+    acts = np.zeros((2, 8, 3), dtype=np.float32)
+    acts[0, 3, 0] = acts[0, 3, 1] = 1.0  # 0 and 1 fire on the same token
+    acts[1, 3, 2] = 1.0                   # 2 at the same position of another sequence
+    d = build(acts, [["a"] * 8, ["b"] * 8], track_coactivation=False)
+    with pytest.warns(UserWarning, match="track_coactivation"):
+        assert d.get_correlated(0, min_correlation=0.0) == [(1, 1.0)]
+
+
+def test_polysemantic_feature_with_two_context_clusters():
+    rng = np.random.default_rng(3)
+    nums, animals = ["1", "2", "3", "4"], ["cat", "dog", "cow", "pig"]
+    tokens, rows = [], []
+    for s in range(16):
+        if s % 2:
+            seq = ["count", "number", "sum", rng.choice(nums), "total", "plus", "digit"]
+        else:
+            seq = ["farm", "barn", "field", rng.choice(animals), "grass", "hay", "meadow"]
+        tokens.append([str(t) for t in seq])
+    acts = np.zeros((16, 7, 2), dtype=np.float32)
+    acts[:, 3, 0] = 1.0 + np.arange(16) / 100  # feature 0 fires on both senses
+    acts[1::2, 3, 1] = 1.0  # feature 1 only on numbers
+    d = build(acts, tokens, max_examples_per_feature=16)
+    poly = dict(d.analyzer.find_polysemantic_features(min_clusters=2, min_cluster_size=3))
+    assert 0 in poly and 1 not in poly
+    seen = {t for seq in tokens for t in seq}
+    assert sorted(map(sorted, poly[0])) == sorted([sorted(set(animals) & seen), sorted(set(nums) & seen)])
+
+
+def test_dead_sparse_dense_and_importance():
+    acts = np.zeros((1, 200, 4), dtype=np.float32)
+    acts[0, :, 0] = 6.0          # dense, max 6
+    acts[0, :5, 1] = 1.0         # moderate
+    acts[0, 0, 2] = 0.5          # sparse (1/200)
+    ex = FeatureExtractor(4, 2, config=ExtractionConfig())
+    ex.process_batch(acts, [["x"] * 200])
+    fs = ex.finalize()           # dead feature 3 is dropped from the set ...
+    an = FeatureAnalyzer(fs)
+    assert 3 not in fs.features
+    assert an.get_dead_features() == [3]  # ... but still reported
+    assert an.get_dense_features() == [0]
+    assert an.get_ultra_sparse_features(max_frequency=0.01) == [2]
+    imp = dict(an.compute_feature_importance())
+    assert imp[0] == pytest.approx(1.0)
+    assert imp[1] == pytest.approx(0.7 * 1.0 + 0.3 * 0.2)
+    assert imp[2] == pytest.approx(0.7 * 0.5 + 0.3 * 0.1)
+    assert [i for i, _ in an.compute_feature_importance()] == [0, 1, 2]
+
+
+def test_position_distribution_over_all_firings(corpus):
+    acts, tokens = corpus
+    ref = Reference(acts, tokens)
+    an = build(acts, tokens).analyzer
+    for j in range(5):
+        pos = ref.pos_of[ref.fires[:, j]]
+        want = {"start": int((pos < 5).sum()), "early": int(((pos >= 5) & (pos < 20)).sum()),
+                "middle": int(((pos >= 20) & (pos < 50)).sum()), "late": int((pos >= 50).sum())}
+        assert an.get_position_distribution(j) == want
+    assert an.get_position_distribution(10_000) == {}
+
+
+def test_compare_features_and_summary(corpus):
+    acts, tokens = corpus
+    ref = Reference(acts, tokens)
+    d = build(acts, tokens)
+    c = d.analyzer.compare_features(0, 1)
+    t0, t1 = set(ref.token_firings(0)), set(ref.token_firings(1))
+    assert c["jaccard_similarity"] == pytest.approx(len(t0 & t1) / len(t0 | t1))
+    assert set(c["token_overlap"]) <= t0 & t1
+    assert c["activation_count_1"] == ref.count(0) and c["activation_count_2"] == ref.count(1)
+    assert c["pearson"] is not None
+    assert "error" in d.analyzer.compare_features(0, 10_000)
+    s = d.get_statistics()
+    for key in ("total_features", "active_features", "dead_features", "labeled_features",
+                "mean_activation_frequency", "total_tokens_processed", "type_distribution", "top_features"):
+        assert key in s
+    assert s["total_tokens_processed"] == acts.shape[0] * acts.shape[1]
+    assert sum(s["type_distribution"].values()) == s["total_features"]
+    assert len(s["top_features"]) == 10
+
+
+def test_polysemantic_by_token_embeddings():
+    tokens = [["x", "1", "y"], ["x", "2", "y"], ["x", "3", "y"], ["x", "cat", "y"], ["x", "dog", "y"], ["x", "cow", "y"]]
+    acts = np.zeros((6, 3, 1), dtype=np.float32)
+    acts[:, 1, 0] = 1.0
+    d = build(acts, tokens)
+    an = d.analyzer
+    assert an.find_polysemantic_features() == []  # identical contexts: one group
+    emb = {"1": [1, 0], "2": [1, 0.1], "3": [1, 0.2], "cat": [0, 1], "dog": [0.1, 1], "cow": [0.2, 1]}
+    an.set_token_embeddings(emb)
+    [(fid, groups)] = an.find_polysemantic_features(min_clusters=2, min_cluster_size=3)
+    assert fid == 0 and sorted(map(sorted, groups)) == [["1", "2", "3"], ["cat", "cow", "dog"]]

@@ -1,0 +1,190 @@
+"""Extraction against brute-force numpy references over every token."""
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import Reference, assert_same, build, random_corpus
+from feature_dictionary import (ExtractionConfig, FeatureActivation, FeatureExtractor, FeatureType,
+                                MockSAE)
+
+
+def test_statistics_equal_brute_force_over_all_tokens(corpus):
+    acts, tokens = corpus
+    ref = Reference(acts, tokens)
+    d = build(acts, tokens)
+    fs = d.features
+    assert fs.total_tokens_processed == acts.shape[0] * acts.shape[1]
+    occ = ref.occurrences()
+    for j in range(acts.shape[2]):
+        f = fs[j]
+        n = ref.count(j)
+        assert f.activation_count == n
+        assert f.activation_frequency == pytest.approx(n / fs.total_tokens_processed)
+        assert f.feature_type == FeatureType.classify(n, fs.total_tokens_processed)
+        if n == 0:
+            assert f.feature_type == FeatureType.DEAD
+            continue
+        v = ref.values(j)
+        assert f.mean_activation == pytest.approx(v.mean(), rel=1e-9)
+        assert f.max_activation == pytest.approx(v.max())
+        assert f.metadata["min_activation"] == pytest.approx(v.min())
+        assert f.metadata["std_activation"] == pytest.approx(v.std(), rel=1e-6, abs=1e-9)
+        # top-k: activation desc, then sequence, then position
+        rows = ref.top(j, 20)
+        assert [a.activation for a in f.top_activations] == pytest.approx([float(ref.flat[r, j]) for r in rows])
+        assert [(a.metadata["sequence"], a.position) for a in f.top_activations] == \
+            [(int(ref.seq_of[r]), int(ref.pos_of[r])) for r in rows]
+        for a, r in zip(f.top_activations, rows):
+            assert a.token == ref.flat_tokens[r]
+            s, p = int(ref.seq_of[r]), int(ref.pos_of[r])
+            assert a.context_tokens == tokens[s][max(0, p - 5): p + 6]
+            assert a.context == " ".join(a.context_tokens)
+        # firing tokens over all tokens, with corpus occurrences
+        tf = ref.token_firings(j)
+        got = {e["token"]: (e["firings"], e["occurrences"]) for e in f.metadata["top_tokens"]}
+        assert got == {t: (c, occ[t]) for t, c in tf.items()}
+        # position statistics
+        pos = ref.pos_of[ref.fires[:, j]]
+        assert f.metadata["positions"]["mean"] == pytest.approx(pos.mean())
+        assert f.metadata["positions"]["variance"] == pytest.approx(pos.var())
+
+
+def test_process_returns_firings_and_inputs_of_every_kind_agree(corpus):
+    acts, tokens = corpus
+    ref = Reference(acts, tokens)
+    total = int(ref.fires.sum())
+    one = build(acts[:0], [], n_features=acts.shape[2])
+    got = sum(one.process(acts[i], tokens[i]) for i in range(len(tokens)))
+    assert got == total
+    batch = build(acts[:0], [], n_features=acts.shape[2])
+    assert batch.process_batch(acts, tokens) == total
+    lists = build(acts[:0], [], n_features=acts.shape[2])
+    assert lists.process_batch([a.tolist() for a in acts], tokens) == total
+    ragged = build(acts[:0], [], n_features=acts.shape[2])
+    assert ragged.process_batch(list(acts), tokens) == total
+    ref_dict = one.features.to_dict()
+    for other in (batch, lists, ragged):
+        assert_same(other.features.to_dict(), ref_dict)
+
+
+def test_float16_input_is_converted_not_copied_by_the_caller(corpus):
+    acts, tokens = corpus
+    h = acts.astype(np.float16)
+    a = build(h, tokens)
+    b = build(h.astype(np.float32), tokens)
+    assert_same(a.features.to_dict(), b.features.to_dict())
+
+
+def test_stream_and_callbacks_see_every_firing(corpus):
+    acts, tokens = corpus
+    ref = Reference(acts, tokens)
+    ex = FeatureExtractor(acts.shape[2], 16, config=ExtractionConfig())
+    seen = []
+    ex.add_callback(seen.append)
+    counts = list(ex.stream_activations((acts[i], tokens[i]) for i in range(len(tokens))))
+    assert counts == [int(ref.fires[i * acts.shape[1]:(i + 1) * acts.shape[1]].sum()) for i in range(len(tokens))]
+    assert len(seen) == int(ref.fires.sum())
+    assert all(isinstance(a, FeatureActivation) for a in seen)
+    first = seen[0]
+    s, p = first.metadata["sequence"], first.position
+    assert acts[s, p, first.feature_id] == pytest.approx(first.activation)
+    assert first.token == tokens[s][p]
+
+
+def test_thresholds_min_activation_and_activation_threshold():
+    acts = np.array([[0.5, 0.01, 0.009, 0.2]], dtype=np.float32)
+    ex = FeatureExtractor(4, 2, config=ExtractionConfig(include_dead_features=True))
+    assert ex.process_activations(acts, ["x"]) == 3  # >= 0.01 counts
+    ex2 = FeatureExtractor(4, 2, config=ExtractionConfig(activation_threshold=0.2, include_dead_features=True))
+    assert ex2.process_activations(acts, ["x"]) == 1  # must exceed activation_threshold too
+
+
+def test_finalize_drops_rare_features_but_remembers_them():
+    acts = np.zeros((1, 6, 5), dtype=np.float32)
+    acts[0, :, 0] = 1.0
+    acts[0, 0, 1] = 1.0
+    ex = FeatureExtractor(5, 2, config=ExtractionConfig(min_activation_count=2))
+    ex.process_batch(acts, [["a"] * 6])
+    fs = ex.finalize()
+    assert sorted(fs.features) == [0]
+    assert fs.metadata["omitted_features"] == [1, 2, 3, 4]
+    assert fs.metadata["dead_features"] == [2, 3, 4]
+    assert fs.metadata["num_features"] == 5
+    keep = FeatureExtractor(5, 2, config=ExtractionConfig(include_dead_features=True))
+    keep.process_batch(acts, [["a"] * 6])
+    assert sorted(keep.finalize().features) == [0, 1, 2, 3, 4]
+
+
+def test_statistics_are_right_before_finalize_and_finalize_is_not_destructive(corpus):
+    acts, tokens = corpus
+    ex = FeatureExtractor(acts.shape[2], 16, config=ExtractionConfig(include_dead_features=True))
+    ex.process_batch(acts[:6], tokens[:6])
+    ref6 = Reference(acts[:6], tokens[:6])
+    assert ex.features[3].activation_count == ref6.count(3)  # before finalize
+    first = ex.finalize()
+    ex.process_batch(acts[6:], tokens[6:])
+    again = ex.finalize()
+    whole = build(acts, tokens)
+    assert first.total_tokens_processed == 6 * acts.shape[1]
+    assert_same(again.to_dict(), whole.features.to_dict(), skip=("model_name", "sae_name", "layer"))
+
+
+def test_top_features_and_feature_by_token(corpus):
+    acts, tokens = corpus
+    ref = Reference(acts, tokens)
+    ex = FeatureExtractor(acts.shape[2], 16, config=ExtractionConfig(include_dead_features=True))
+    ex.process_batch(acts, tokens)
+    top = ex.get_top_features(5)
+    counts = [ref.count(j) for j in range(acts.shape[2])]
+    expect = sorted(range(acts.shape[2]), key=lambda j: (-counts[j], j))[:5]
+    assert [f.id for f in top] == expect
+    hits = ex.get_feature_by_token("cat")
+    fired_on_cat = {j for j in range(acts.shape[2]) if ref.token_firings(j).get("cat")}
+    assert {fid for fid, _ in hits} == fired_on_cat
+    vals = [v for _, v in hits]
+    assert vals == sorted(vals, reverse=True)
+    for fid, v in hits:
+        ex_best = max(a.activation for a in ex.features[fid].top_activations + [
+            FeatureActivation.from_dict(e) for g in ex.features[fid].metadata.get("quantile_examples", []) for e in g["examples"]]
+            if a.token == "cat") if any(a.token == "cat" for a in ex.features[fid].top_activations) else None
+        if ex_best is not None:
+            assert v == pytest.approx(ex_best)
+    assert all(v >= 1.0 for _, v in ex.get_feature_by_token("cat", min_activation=1.0))
+
+
+def test_empty_sequences_record_nothing():
+    ex = FeatureExtractor(4, 2, config=ExtractionConfig(include_dead_features=True))
+    assert ex.process_activations([], []) == 0
+    assert ex.process_activations(np.zeros((0, 4), np.float32), []) == 0
+    assert ex.process_batch([np.ones((2, 4), np.float32), np.zeros((0, 4), np.float32)], [["a", "b"], []]) == 8
+    assert ex.finalize().total_tokens_processed == 2
+
+
+def test_bad_inputs_give_clear_errors():
+    ex = FeatureExtractor(4, 2)
+    with pytest.raises(ValueError, match="3 tokens for 2 activation rows"):
+        ex.process_activations(np.zeros((2, 4), np.float32), ["a", "b", "c"])
+    with pytest.raises(ValueError, match="5 features per token but the extractor was made for 4"):
+        ex.process_activations(np.zeros((2, 5), np.float32), ["a", "b"])
+    with pytest.raises(ValueError, match="process_batch"):
+        ex.process_activations(np.zeros((1, 2, 4), np.float32), ["a", "b"])
+    bad = np.zeros((2, 4), np.float32)
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        ex.process_activations(bad, ["a", "b"])
+    with pytest.raises(TypeError, match="strings"):
+        ex.process_activations(np.zeros((1, 4), np.float32), [3])
+    with pytest.raises(ValueError, match="min_activation"):
+        FeatureExtractor(4, 2, config=ExtractionConfig(min_activation=float("nan")))
+    with pytest.raises(ValueError):
+        FeatureExtractor(0, 2)
+
+
+def test_mock_sae_is_sparse_with_the_requested_density():
+    sae = MockSAE(input_dim=8, num_features=100, sparsity=0.1, seed=1)
+    out = sae.encode(np.zeros((7, 8)))
+    assert out.shape == (7, 100)
+    assert ((out > 0).sum(axis=1) == 10).all()
+    assert out[out > 0].min() >= 0.1 and out.max() < 2.0

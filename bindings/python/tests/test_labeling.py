@@ -1,0 +1,155 @@
+"""Labels scored by precision/recall over all tokens, on planted features."""
+
+import numpy as np
+import pytest
+
+from conftest import build
+from feature_dictionary import (Feature, FeatureActivation, FeatureLabeler, Label, LabelingConfig,
+                                LabelingStrategy)
+
+ALL = [LabelingStrategy.TOKEN_FREQUENCY, LabelingStrategy.NGRAM_ANALYSIS, LabelingStrategy.PATTERN_MATCHING]
+
+
+def planted(seed=0, n_seq=30, seq_len=24):
+    """F0 fires on every 'cat'; F1 on every 10th 'the' (common token); F2 on uppercase
+    tokens; F3 on lowercase words; F4 on 'york' after 'new'; F5 on numbers."""
+    rng = np.random.default_rng(seed)
+    vocab = ["the", "the", "the", "cat", "sat", "ABC", "XYZ", "new", "york", "on", "7", "42", "mat"]
+    tokens, acts = [], np.zeros((n_seq, seq_len, 6), dtype=np.float32)
+    the_seen = 0
+    for s in range(n_seq):
+        toks = list(rng.choice(vocab, size=seq_len))
+        for p, t in enumerate(toks):
+            if t == "york" and p > 0:
+                toks[p - 1] = "new"
+        for p, t in enumerate(toks):
+            if t == "cat":
+                acts[s, p, 0] = 2.0
+            if t == "the":
+                the_seen += 1
+                if the_seen % 10 == 0:
+                    acts[s, p, 1] = 1.0
+            if t.isupper():
+                acts[s, p, 2] = 1.5
+            if t.islower() and t.isalpha():
+                acts[s, p, 3] = 0.5
+            if t == "york" and p > 0 and toks[p - 1] == "new":
+                acts[s, p, 4] = 3.0
+            if t.isdigit():
+                acts[s, p, 5] = 1.0
+        tokens.append(toks)
+    return acts, tokens
+
+
+def labeled(strategies=ALL, **cfg):
+    acts, tokens = planted()
+    d = build(acts, tokens)
+    d.config.labeling.strategies = strategies
+    for k, v in cfg.items():
+        setattr(d.config.labeling, k, v)
+    d.labeler = FeatureLabeler(d.config.labeling)
+    d.finalize()
+    return d, acts, tokens
+
+
+def test_token_label_has_precision_and_recall_over_the_corpus():
+    d, acts, tokens = labeled()
+    f = d[0]
+    assert f.labels[0] == "token:cat"
+    assert f.confidence == pytest.approx(1.0)
+    detail = f.metadata["label_details"][0]
+    assert detail["precision"] == pytest.approx(1.0) and detail["recall"] == pytest.approx(1.0)
+
+
+def test_a_common_token_does_not_label_a_feature_that_rarely_fires_on_it():
+    d, acts, tokens = labeled()
+    f = d[1]  # fires on 10 % of 'the': precision 0.1, recall 1.0 → F1 ≈ 0.18 < 0.3
+    assert "token:the" not in f.labels
+    the = sum(t == "the" for seq in tokens for t in seq)
+    labeler = FeatureLabeler(LabelingConfig(min_confidence=0.0))
+    labels = {l.text: l for l in labeler.label_feature(f)}
+    assert labels["token:the"].metadata["precision"] == pytest.approx(f.activation_count / the)
+    assert labels["token:the"].metadata["recall"] == pytest.approx(1.0)
+
+
+def test_patterns_are_case_sensitive():
+    d, _, _ = labeled()
+    assert "pattern:uppercase" in d[2].labels
+    assert "pattern:uppercase" not in d[3].labels
+    assert "pattern:number" in d[5].labels
+    assert d[5].metadata["label_details"][0]["precision"] == pytest.approx(1.0)
+
+
+def test_custom_patterns_from_config_and_add_pattern():
+    d, _, _ = labeled(patterns={"abc": r"^ABC$"})
+    assert "pattern:abc" in d[2].labels
+    labeler = FeatureLabeler(LabelingConfig(strategies=[LabelingStrategy.PATTERN_MATCHING]))
+    labeler.set_corpus(d.features)
+    labeler.add_pattern("cat_like", r"^c.t$")
+    assert "pattern:cat_like" in [l.text for l in labeler.label_feature(d[0])]
+    with pytest.raises(Exception):
+        labeler.add_pattern("bad", "(")
+
+
+def test_ngram_label_ends_at_the_firing_token():
+    d, _, _ = labeled()
+    assert "ngram:new york" in d[4].labels
+    lab = next(x for x in d[4].metadata["label_details"] if x["text"] == "ngram:new york")
+    assert lab["confidence"] == pytest.approx(1.0)
+
+
+def test_max_labels_min_confidence_and_manual_labels():
+    d, _, _ = labeled()
+    labeler = FeatureLabeler(LabelingConfig(strategies=ALL, max_labels=1, min_confidence=0.3))
+    labeler.add_manual_label(0, "cats", confidence=0.9)
+    labels = labeler.label_feature(d[0])
+    assert [l.text for l in labels] == ["cats"]
+    assert labels[0].strategy == LabelingStrategy.MANUAL
+    labeler2 = FeatureLabeler(LabelingConfig(strategies=ALL, max_labels=3))
+    assert d[0].labels[0] == "cats" and "token:cat" not in d[0].labels
+    relabeled = labeler2.label_feature(d[0])  # manual labels survive automatic labeling
+    assert relabeled[0].text == "cats" and "token:cat" in d[0].labels
+    assert all(l.confidence >= 0.3 for l in relabeled)
+
+
+def test_semantic_clustering_groups_case_variants_or_embeddings():
+    f = Feature(id=0, dimension=1, activation_count=10,
+                metadata={"top_tokens": [{"token": "The", "firings": 4, "occurrences": 4},
+                                         {"token": " the", "firings": 4, "occurrences": 40},
+                                         {"token": "cat", "firings": 2, "occurrences": 2}]})
+    labeler = FeatureLabeler(LabelingConfig(strategies=[LabelingStrategy.SEMANTIC_CLUSTERING]))
+    labels = labeler.label_feature(f)
+    assert labels[0].text in ("cluster:The|the", "cluster:the|The")
+    assert labels[0].confidence == pytest.approx(0.8)
+    labeler.set_token_embeddings({"The": [1, 0], "the": [1, 0.1], "cat": [1, 0.2]})
+    assert labeler.label_feature(f)[0].confidence == pytest.approx(1.0)
+
+
+def test_description_and_similarity():
+    d, _, _ = labeled()
+    desc = d[0].description
+    assert desc.startswith("A ") and "token:cat (precision 1.00)" in desc and "'cat'" in desc
+    assert d.labeler.generate_description(d[0]) == desc
+    sims = dict(d.labeler.find_similar_features(d[2], d.features, min_overlap=0.0))
+    assert sims.get(3, 0.0) == pytest.approx(0.0)
+    twin = Feature.from_dict(d[0].to_dict())
+    twin.id = 99
+    d.features.add_feature(twin)
+    assert d.labeler.find_similar_features(d[0], d.features, min_overlap=0.5)[0] == (99, pytest.approx(1.0))
+
+
+def test_label_round_trip():
+    l = Label("token:a", 0.5, LabelingStrategy.TOKEN_FREQUENCY, ["a"], {"precision": 0.4, "recall": 0.7})
+    d = l.to_dict()
+    assert d["strategy"] == "token_frequency" and d["precision"] == 0.4
+    assert Label.from_dict(d) == l
+
+
+def test_ngrams_from_examples_of_the_original_library_without_context_start():
+    f = Feature(id=0, dimension=1, activation_count=3)
+    for s, pos in enumerate([3, 10, 7]):
+        ctx = ["I", "love", "new", "york", "city"] if pos == 3 else ["a", "b", "c", "new", "york", "d", "e"]
+        f.top_activations.append(FeatureActivation(0, "york", pos, 1.0, "", ctx, {}))
+    labeler = FeatureLabeler(LabelingConfig(strategies=[LabelingStrategy.NGRAM_ANALYSIS]))
+    labels = labeler.label_feature(f)
+    assert labels[0].text == "ngram:new york" and labels[0].confidence == pytest.approx(1.0)

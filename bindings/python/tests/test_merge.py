@@ -1,0 +1,101 @@
+"""Shards built separately and merged equal one build over all shards."""
+
+import numpy as np
+import pytest
+
+from conftest import assert_same, build, random_corpus
+from feature_dictionary import DictionaryConfig, ExtractionConfig, FeatureDictionary
+
+
+def config():
+    return DictionaryConfig(extraction=ExtractionConfig(include_dead_features=True), model_name="m")
+
+
+def test_merge_with_sequence_offsets_equals_one_build():
+    acts, tokens = random_corpus(seed=5, n_seq=10)
+    whole = FeatureDictionary(acts.shape[2], 8, config())
+    whole.process_batch(acts, tokens)
+    whole.finalize()
+    a = FeatureDictionary(acts.shape[2], 8, config())
+    a.process_batch(acts[:4], tokens[:4])
+    b = FeatureDictionary(acts.shape[2], 8, config(), sequence_offset=4)
+    b.process_batch(acts[4:], tokens[4:])
+    assert a.merge(b) == 0
+    a.finalize()
+    assert_same(a.features.to_dict(), whole.features.to_dict())
+    assert [f.labels for f in a] == [f.labels for f in whole]
+
+
+def test_merge_without_offsets_shifts_the_second_shard():
+    acts, tokens = random_corpus(seed=6, n_seq=10)
+    # the second shard sees its tokens in another order, so its vocabulary ids differ
+    tokens = [t if i < 5 else list(reversed(t)) for i, t in enumerate(tokens)]
+    whole = build(acts, tokens)
+    a = build(acts[:5], tokens[:5])
+    b = build(acts[5:], tokens[5:])
+    assert a.merge(b) == 5
+    # band samples were drawn with the shard's own numbering; everything else is exact
+    assert_same(a.features.to_dict(), whole.features.to_dict(), skip=("quantile_examples",))
+    assert {ex.metadata["sequence"] for f in a for ex in f.top_activations} <= set(range(10))
+
+
+def test_merge_then_more_processing_and_finalize_again():
+    acts, tokens = random_corpus(seed=7, n_seq=9)
+    whole = build(acts, tokens)
+    a = build(acts[:3], tokens[:3])
+    a.finalize()
+    b = FeatureDictionary(acts.shape[2], 16, a.config, sequence_offset=3)
+    b.process_batch(acts[3:6], tokens[3:6])
+    a.merge(b)
+    a.process_batch(acts[6:], tokens[6:])
+    a.finalize()
+    whole.finalize()
+    assert_same(a.features.to_dict(), whole.features.to_dict(), skip=("model_name", "sae_name", "layer"))
+
+
+def test_incompatible_merges_are_refused():
+    acts, tokens = random_corpus(seed=8, n_seq=2)
+    a = build(acts, tokens)
+    with pytest.raises(ValueError, match="features"):
+        a.merge(build(acts[..., :10], tokens))
+    with pytest.raises(ValueError, match="settings"):
+        a.merge(build(acts, tokens, min_activation=0.5))
+    with pytest.raises(ValueError, match="itself"):
+        a.merge(a)
+
+
+def _build_shard(args):
+    acts, tokens, offset = args
+    d = FeatureDictionary(acts.shape[2], 8, config(), sequence_offset=offset)
+    d.process_batch(acts, tokens)
+    return d  # pickled back to the parent, accumulator included
+
+
+def test_shards_built_in_worker_processes_merge_to_one_build():
+    import multiprocessing
+
+    acts, tokens = random_corpus(seed=9, n_seq=6)
+    whole = FeatureDictionary(acts.shape[2], 8, config())
+    whole.process_batch(acts, tokens)
+    whole.finalize()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        a, b = pool.map(_build_shard, [(acts[:3], tokens[:3], 0), (acts[3:], tokens[3:], 3)])
+    assert a.merge(b) == 0
+    a.finalize()
+    assert_same(a.features.to_dict(), whole.features.to_dict())
+
+
+def test_pickle_round_trip_keeps_the_live_state():
+    import pickle
+
+    acts, tokens = random_corpus(seed=10, n_seq=4)
+    d = build(acts[:2], tokens[:2])
+    e = pickle.loads(pickle.dumps(d))
+    d.process_batch(acts[2:], tokens[2:])
+    e.process_batch(acts[2:], tokens[2:])
+    assert_same(e.features.to_dict(), d.features.to_dict())
+    from feature_dictionary import _engine
+
+    with pytest.raises(ValueError, match="not a pickled"):
+        _engine.engine_from_state(b"junk")

@@ -1,0 +1,426 @@
+//! `featdict serve`: a JSON API and server-rendered HTML pages over one dictionary.
+//!
+//! - JSON: `GET /api/stats`, `GET /api/features/{id}`, `GET /api/search?token=|label=|
+//!   pattern=|text=…[&by=precision|firings][&limit=N]`, `POST /api/features/{id}/labels`
+//!   (`{"text": "…"}` as JSON, or `text=…` as a form, which redirects back to the page).
+//! - HTML: `/` (overview), `/search`, `/features/{id}`; CSS and JS are compiled into the
+//!   binary (`include_str!`), so the UI works offline, without a build step or a CDN.
+//!
+//! Safety: binds 127.0.0.1 unless told otherwise; every text from the dictionary is
+//! HTML-escaped and pages send a Content-Security-Policy that forbids inline scripts, so
+//! hostile tokens or labels show as text; request bodies are capped at 64 KiB; unknown ids
+//! give 404 and bad queries 400. Manual labels are written through one connection behind a
+//! mutex, each in an immediate SQLite transaction, so concurrent writes serialize and none
+//! is lost; reads go through a small pool of other connections (WAL lets them run while a
+//! write is in progress).
+//!
+//! A `.json` dictionary is served through a sibling `.fdict` (created on first use, reused
+//! after), which is where its manual labels are kept.
+
+pub mod bench;
+mod html;
+mod pages;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query as UrlQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use clap::Args;
+use feature_dictionary::query::{Hit, Query, Search, TokenRank};
+use feature_dictionary::store::fdict::{self, FdictReader, FeatureBrief};
+use feature_dictionary::{store, Error as LibError};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Largest `limit` a search accepts.
+pub const MAX_LIMIT: usize = 1000;
+/// Read connections kept open.
+const READERS: usize = 4;
+
+/// Arguments of `featdict serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Dictionary file (.fdict, or .json served through a sibling .fdict).
+    pub dict: PathBuf,
+    /// Address to listen on. Anything but a loopback address exposes the dictionary (and
+    /// the manual-label form) to the network.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Print the listening address as JSON (`{"url": …}`) instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What the handlers share.
+pub struct AppState {
+    writer: Mutex<FdictReader>,
+    readers: Vec<Mutex<FdictReader>>,
+    next: AtomicUsize,
+}
+
+impl AppState {
+    /// Opens `path` (an `.fdict`) with one writing and a few reading connections.
+    pub fn open(path: &Path) -> Result<Self> {
+        let writer = FdictReader::open_rw(path)
+            .with_context(|| format!("cannot open {} for writing labels", path.display()))?;
+        let readers = (0..READERS)
+            .map(|_| FdictReader::open(path).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            writer: Mutex::new(writer),
+            readers,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&FdictReader) -> T) -> T {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        let r = self.readers[i].lock().unwrap_or_else(|p| p.into_inner());
+        f(&r)
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut FdictReader) -> T) -> T {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut w)
+    }
+}
+
+/// The `.fdict` to serve for `dict`: itself, or for a JSON dictionary its sibling `.fdict`
+/// (created when missing). Returns the path and a note for the user, if any.
+pub fn prepare(dict: &Path) -> Result<(PathBuf, Option<String>)> {
+    if fdict::is_fdict(dict)? {
+        return Ok((dict.to_path_buf(), None));
+    }
+    let sibling = dict.with_extension("fdict");
+    if sibling.exists() {
+        let note = format!(
+            "serving {} (the .fdict beside {}; it holds manual labels — delete it to rebuild from the JSON)",
+            sibling.display(),
+            dict.display()
+        );
+        return Ok((sibling, Some(note)));
+    }
+    let d =
+        store::load(dict).with_context(|| format!("cannot read dictionary {}", dict.display()))?;
+    store::save(&d, &sibling)?;
+    let note = format!(
+        "converted {} to {} (manual labels are stored there)",
+        dict.display(),
+        sibling.display()
+    );
+    Ok((sibling, Some(note)))
+}
+
+/// The router over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(pages::overview))
+        .route("/search", get(pages::search))
+        .route("/features/{id}", get(pages::feature))
+        .route("/go", get(pages::go))
+        .route("/assets/style.css", get(pages::style))
+        .route("/assets/app.js", get(pages::script))
+        .route("/api/stats", get(api_stats))
+        .route("/api/search", get(api_search))
+        .route("/api/features/{id}", get(api_feature))
+        .route(
+            "/api/features/{id}/labels",
+            axum::routing::post(api_add_label),
+        )
+        .fallback(pages::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
+}
+
+/// Serves `state` on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}
+
+/// `featdict serve`.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let (path, note) = prepare(&args.dict)?;
+    if let Some(n) = note {
+        eprintln!("{n}");
+    }
+    let state = Arc::new(AppState::open(&path)?);
+    if !args.addr.ip().is_loopback() {
+        eprintln!(
+            "warning: listening on {}, reachable from other machines; anyone who can reach it can add labels",
+            args.addr
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.addr))?;
+        let local = listener.local_addr()?;
+        if args.json {
+            println!(
+                "{}",
+                json!({"url": format!("http://{local}/"), "dict": path})
+            );
+        } else {
+            println!(
+                "serving {} at http://{local}/ (Ctrl-C stops)",
+                path.display()
+            );
+        }
+        tokio::select! {
+            r = serve(listener, state) => r.context("server failed"),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}
+
+/// An error answer: status and message (JSON for the API, a page for HTML).
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl From<LibError> for ApiError {
+    fn from(e: LibError) -> Self {
+        match e {
+            LibError::Invalid(m) => ApiError::bad(m),
+            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("worker failed: {e}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": self.message}))).into_response()
+    }
+}
+
+/// Parses a feature id from the URL.
+fn parse_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse::<u64>()
+        .map_err(|_| ApiError::bad(format!("feature id {raw:?} is not a non-negative integer")))
+}
+
+/// Runs blocking database work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+async fn api_stats(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let (summary, statistics) = st.write(|w| (w.summary().clone(), w.statistics().clone()));
+    Ok(Json(json!({"summary": summary, "statistics": statistics})).into_response())
+}
+
+async fn api_feature(
+    State(st): State<Arc<AppState>>,
+    UrlPath(raw): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&raw)?;
+    let f = blocking(move || Ok(st.read(|r| r.feature(id))?)).await?;
+    match f {
+        Some(f) => Ok(Json(f).into_response()),
+        None => Err(ApiError::not_found(format!(
+            "feature {id} is not in this dictionary"
+        ))),
+    }
+}
+
+/// A parsed search request.
+pub(crate) struct SearchRequest {
+    pub query: Query,
+    pub limit: usize,
+}
+
+/// Reads `token=`/`label=`/`pattern=`/`text=` (exactly one), `by=` and `limit=`.
+pub(crate) fn parse_search(
+    params: &std::collections::HashMap<String, String>,
+) -> Result<SearchRequest, ApiError> {
+    let by: TokenRank = match params.get("by").map(String::as_str) {
+        None | Some("") => TokenRank::Precision,
+        Some(s) => s.parse().map_err(ApiError::bad)?,
+    };
+    let limit = match params.get("limit").map(String::as_str) {
+        None | Some("") => 20,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| (1..=MAX_LIMIT).contains(&n))
+            .ok_or_else(|| {
+                ApiError::bad(format!("limit {s:?} must be an integer in 1..={MAX_LIMIT}"))
+            })?,
+    };
+    let given: Vec<(&str, &String)> = ["token", "label", "pattern", "text"]
+        .into_iter()
+        .filter_map(|k| params.get(k).filter(|v| !v.is_empty()).map(|v| (k, v)))
+        .collect();
+    let query = match given.as_slice() {
+        [("token", v)] => Query::Token {
+            token: (*v).clone(),
+            by,
+        },
+        [("label", v)] => Query::Label((*v).clone()),
+        [("pattern", v)] => Query::Pattern {
+            pattern: (*v).clone(),
+            by,
+        },
+        [("text", v)] => Query::Text((*v).clone()),
+        _ => {
+            return Err(ApiError::bad(
+                "give exactly one non-empty parameter of token, label, pattern, text",
+            ))
+        }
+    };
+    Ok(SearchRequest { query, limit })
+}
+
+/// Runs a search and fetches the hits' briefs.
+pub(crate) async fn run_search(
+    st: Arc<AppState>,
+    req: SearchRequest,
+) -> Result<(Vec<Hit>, Vec<FeatureBrief>), ApiError> {
+    blocking(move || {
+        st.read(|r| {
+            let hits = r.search(&req.query, req.limit)?;
+            let briefs = r.briefs(&hits.iter().map(|h| h.id).collect::<Vec<_>>())?;
+            Ok((hits, briefs))
+        })
+    })
+    .await
+}
+
+async fn api_search(
+    State(st): State<Arc<AppState>>,
+    UrlQuery(params): UrlQuery<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let req = parse_search(&params)?;
+    let kind = req.query.kind();
+    let (hits, briefs) = run_search(st, req).await?;
+    let rows: Vec<_> = hits
+        .iter()
+        .map(|h| {
+            json!({
+                "id": h.id,
+                "score": h.score,
+                "matched": h.matched,
+                "feature": briefs.iter().find(|b| b.id == h.id),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"kind": kind, "hits": rows})).into_response())
+}
+
+#[derive(Deserialize)]
+struct LabelBody {
+    text: String,
+}
+
+async fn api_add_label(
+    State(st): State<Arc<AppState>>,
+    UrlPath(raw): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&raw)?;
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let is_form = ctype.starts_with("application/x-www-form-urlencoded");
+    let text = if is_form {
+        let form: LabelBody = serde_urlencoded_form(&body)?;
+        form.text
+    } else if ctype.starts_with("application/json") {
+        let b: LabelBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad(format!("body must be JSON {{\"text\": \"…\"}}: {e}")))?;
+        b.text
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send application/json ({\"text\": \"…\"}) or a form (text=…)",
+        ));
+    };
+    let st2 = st.clone();
+    let f = blocking(move || Ok(st2.write(|w| w.add_manual_label(id, &text))?)).await?;
+    let Some(f) = f else {
+        return Err(ApiError::not_found(format!(
+            "feature {id} is not in this dictionary"
+        )));
+    };
+    if is_form {
+        return Ok(Redirect::to(&format!("/features/{id}")).into_response());
+    }
+    Ok(
+        Json(json!({"id": f.id, "labels": f.labels, "label_details": f.metadata.label_details}))
+            .into_response(),
+    )
+}
+
+/// Parses an `application/x-www-form-urlencoded` body.
+fn serde_urlencoded_form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_urlencoded::from_bytes(body)
+        .map_err(|e| ApiError::bad(format!("form must have a `text` field: {e}")))
+}

@@ -1,0 +1,457 @@
+//! Server-rendered pages: overview, search and feature. Everything taken from the
+//! dictionary or the request is escaped with [`html::esc`] / [`html::token`].
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, Query as UrlQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use feature_dictionary::model::{Feature, FeatureActivation, HistogramSummary};
+
+use super::html::{self, esc, num, page};
+use super::{blocking, parse_id, parse_search, run_search, ApiError, AppState};
+
+const STYLE: &str = include_str!("assets/style.css");
+const SCRIPT: &str = include_str!("assets/app.js");
+
+pub async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+}
+
+pub async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+fn error_page(e: ApiError) -> Response {
+    let body = format!(
+        "<h1>{}</h1><p class=\"error\">{}</p><p><a href=\"/\">overview</a></p>",
+        e.status.as_u16(),
+        esc(&e.message)
+    );
+    (e.status, Html(page("error", &body))).into_response()
+}
+
+pub async fn not_found() -> Response {
+    error_page(ApiError::not_found("no such page"))
+}
+
+pub async fn overview(State(st): State<Arc<AppState>>) -> Response {
+    let (summary, stats) = st.write(|w| (w.summary().clone(), w.statistics().clone()));
+    let ids: Vec<u64> = stats.top_features.iter().map(|t| t.0).collect();
+    let briefs = match blocking(move || Ok(st.read(|r| r.briefs(&ids))?)).await {
+        Ok(b) => b,
+        Err(e) => return error_page(e),
+    };
+    let mut b = String::new();
+    let _ = write!(
+        b,
+        "<h1>{}</h1><p class=\"muted\">model {} · layer {}</p>",
+        esc(if summary.sae_name.is_empty() {
+            "dictionary"
+        } else {
+            &summary.sae_name
+        }),
+        esc(if summary.model_name.is_empty() {
+            "–"
+        } else {
+            &summary.model_name
+        }),
+        summary.layer
+    );
+    let _ = write!(
+        b,
+        "<div class=\"stats-grid\"><table>\
+         <tr><th>features</th><td class=\"n\">{}</td></tr>\
+         <tr><th>in file</th><td class=\"n\">{}</td></tr>\
+         <tr><th>active</th><td class=\"n\">{}</td></tr>\
+         <tr><th>dead</th><td class=\"n\">{}</td></tr>\
+         <tr><th>labeled</th><td class=\"n\">{}</td></tr>\
+         <tr><th>tokens processed</th><td class=\"n\">{}</td></tr>\
+         <tr><th>mean frequency</th><td class=\"n\">{:.6}</td></tr></table>",
+        summary.num_features,
+        stats.total_features,
+        stats.active_features,
+        stats.dead_features,
+        stats.labeled_features,
+        stats.total_tokens_processed,
+        stats.mean_activation_frequency
+    );
+    b.push_str("<table id=\"types\"><tr><th>type</th><th class=\"n\">features</th><th></th></tr>");
+    let total = stats.total_features.max(1) as f64;
+    for (t, c) in &stats.type_distribution {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td class=\"n\">{c}</td><td><span class=\"bar\" style=\"width:{:.1}px\"></span></td></tr>",
+            esc(t),
+            240.0 * *c as f64 / total
+        );
+    }
+    b.push_str("</table></div>");
+    b.push_str("<h2>Most important features</h2><table><tr><th>feature</th><th class=\"n\">importance</th><th>top token</th><th>labels</th></tr>");
+    for (id, score) in &stats.top_features {
+        let br = briefs.iter().find(|x| x.id == *id);
+        let _ = write!(
+            b,
+            "<tr><td><a href=\"/features/{id}\">#{id}</a></td><td class=\"n\">{score:.3}</td><td>{}</td><td>{}</td></tr>",
+            br.and_then(|x| x.top_token.as_deref())
+                .map(|t| format!("<span class=\"token\">{}</span>", html::token(t)))
+                .unwrap_or_default(),
+            esc(&br.map(|x| x.labels.join(", ")).unwrap_or_default())
+        );
+    }
+    b.push_str("</table>");
+    b.push_str(
+        "<h2>Open a feature</h2><form action=\"/go\" method=\"get\" id=\"go\">\
+         <input name=\"id\" inputmode=\"numeric\" placeholder=\"feature id\" aria-label=\"feature id\"> \
+         <button>Open</button></form>",
+    );
+    Html(page("overview", &b)).into_response()
+}
+
+/// `/go?id=N` (the overview's form) redirects to the feature page.
+pub async fn go(UrlQuery(params): UrlQuery<HashMap<String, String>>) -> Response {
+    let raw = params
+        .get("id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    match parse_id(&raw) {
+        Ok(id) => axum::response::Redirect::to(&format!("/features/{id}")).into_response(),
+        Err(e) => error_page(e),
+    }
+}
+
+pub async fn search(
+    State(st): State<Arc<AppState>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Response {
+    let kind = params.get("kind").map(String::as_str).unwrap_or("text");
+    let q = params.get("q").cloned().unwrap_or_default();
+    let by = params.get("by").map(String::as_str).unwrap_or("precision");
+    let mut b = String::new();
+    let opt = |v: &str, label: &str, cur: &str| {
+        format!(
+            "<option value=\"{v}\"{}>{label}</option>",
+            if v == cur { " selected" } else { "" }
+        )
+    };
+    let _ = write!(
+        b,
+        "<h1>Search</h1><form action=\"/search\" method=\"get\" class=\"search\">\
+         <select name=\"kind\">{}{}{}{}</select> \
+         <input name=\"q\" value=\"{}\" size=\"40\" placeholder=\"query\"> \
+         <select name=\"by\" title=\"ranking for token and regex search\">{}{}</select> \
+         <button>Search</button></form>\
+         <p class=\"muted\">token: exact token (mind leading spaces) · label: substring, any case · \
+         regex: over top tokens · full text: labels, descriptions and tokens, bm25-ranked</p>",
+        opt("text", "full text", kind),
+        opt("token", "token", kind),
+        opt("label", "label", kind),
+        opt("pattern", "regex", kind),
+        esc(&q),
+        opt("precision", "by precision", by),
+        opt("firings", "by firings", by),
+    );
+    if q.is_empty() {
+        return Html(page("search", &b)).into_response();
+    }
+    let mut p: HashMap<String, String> = HashMap::new();
+    let key = match kind {
+        "token" | "label" | "pattern" | "text" => kind,
+        other => {
+            let _ = write!(
+                b,
+                "<p class=\"error\">unknown search kind {}</p>",
+                esc(other)
+            );
+            return (StatusCode::BAD_REQUEST, Html(page("search", &b))).into_response();
+        }
+    };
+    p.insert(key.to_string(), q.clone());
+    p.insert("by".into(), by.to_string());
+    if let Some(l) = params.get("limit") {
+        p.insert("limit".into(), l.clone());
+    }
+    let result = match parse_search(&p) {
+        Ok(req) => run_search(st, req).await,
+        Err(e) => Err(e),
+    };
+    let (hits, briefs) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = write!(b, "<p class=\"error\">{}</p>", esc(&e.message));
+            return (e.status, Html(page("search", &b))).into_response();
+        }
+    };
+    if hits.is_empty() {
+        b.push_str("<p id=\"results\">No feature matches.</p>");
+        return Html(page("search", &b)).into_response();
+    }
+    b.push_str("<table id=\"results\"><tr><th>feature</th><th class=\"n\">score</th><th>matched</th><th>type</th><th class=\"n\">firings</th><th>labels</th><th>description</th></tr>");
+    for h in &hits {
+        let br = briefs.iter().find(|x| x.id == h.id);
+        let _ = write!(
+            b,
+            "<tr><td><a href=\"/features/{id}\">#{id}</a></td><td class=\"n\">{:.4}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
+            h.score,
+            if h.matched.is_empty() { String::new() } else { format!("<span class=\"token\">{}</span>", html::token(&h.matched)) },
+            esc(br.map_or("", |x| x.feature_type.as_str())),
+            br.map_or(0, |x| x.activation_count),
+            esc(&br.map(|x| x.labels.join(", ")).unwrap_or_default()),
+            esc(br.map_or("", |x| x.description.as_str())),
+            id = h.id,
+        );
+    }
+    b.push_str("</table>");
+    Html(page("search", &b)).into_response()
+}
+
+pub async fn feature(State(st): State<Arc<AppState>>, UrlPath(raw): UrlPath<String>) -> Response {
+    let id = match parse_id(&raw) {
+        Ok(id) => id,
+        Err(e) => return error_page(e),
+    };
+    let got = blocking(move || {
+        st.read(|r| {
+            let f = r.feature(id)?;
+            let n = if f.is_some() {
+                r.neighbours(id)?
+            } else {
+                Vec::new()
+            };
+            Ok((f, n))
+        })
+    })
+    .await;
+    match got {
+        Ok((Some(f), neighbours)) => Html(page(
+            &format!("feature {id}"),
+            &feature_body(&f, &neighbours),
+        ))
+        .into_response(),
+        Ok((None, _)) => error_page(ApiError::not_found(format!(
+            "feature {id} is not in this dictionary"
+        ))),
+        Err(e) => error_page(e),
+    }
+}
+
+fn feature_body(f: &Feature, neighbours: &[(String, u64, f64)]) -> String {
+    let m = &f.metadata;
+    let mut b = String::new();
+    let _ = write!(
+        b,
+        "<h1>Feature #{} <span class=\"badge\">{}</span></h1>",
+        f.id,
+        esc(f.feature_type.as_str())
+    );
+    if !f.description.is_empty() {
+        let _ = write!(b, "<p id=\"description\">{}</p>", esc(&f.description));
+    }
+    b.push_str("<div class=\"stats-grid\"><table id=\"stats\">");
+    let rows: Vec<(&str, String)> = vec![
+        ("firings", f.activation_count.to_string()),
+        ("frequency", format!("{:.6}", f.activation_frequency)),
+        ("mean", format!("{:.4}", f.mean_activation)),
+        ("std", num(m.std_activation, 4)),
+        ("min", num(m.min_activation.map(f64::from), 4)),
+        ("max", format!("{:.4}", f.max_activation)),
+        (
+            "distinct tokens",
+            m.unique_tokens.map_or("–".into(), |u| u.to_string()),
+        ),
+        ("token entropy (bits)", num(m.token_entropy, 3)),
+    ];
+    for (k, v) in rows {
+        let _ = write!(b, "<tr><th>{k}</th><td class=\"n\">{v}</td></tr>");
+    }
+    for (k, v) in &m.quantiles {
+        let _ = write!(b, "<tr><th>{}</th><td class=\"n\">{v:.4}</td></tr>", esc(k));
+    }
+    b.push_str("</table>");
+    if let Some(h) = &m.histogram {
+        b.push_str(&histogram_svg(h));
+    }
+    b.push_str("</div>");
+
+    b.push_str("<h2>Labels</h2>");
+    if m.label_details.is_empty() && f.labels.is_empty() {
+        b.push_str("<p class=\"muted\">No labels yet.</p>");
+    } else {
+        b.push_str("<table id=\"labels\"><tr><th>label</th><th>strategy</th><th class=\"n\">confidence</th><th class=\"n\">precision</th><th class=\"n\">recall</th><th>evidence</th></tr>");
+        for l in &m.label_details {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td class=\"n\">{:.3}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+                esc(&l.text),
+                esc(l.strategy.as_str()),
+                l.confidence,
+                num(l.precision, 3),
+                num(l.recall, 3),
+                esc(&l.evidence.join("; "))
+            );
+        }
+        for t in f
+            .labels
+            .iter()
+            .filter(|t| !m.label_details.iter().any(|l| &l.text == *t))
+        {
+            let _ = write!(b, "<tr><td>{}</td><td class=\"muted\">–</td><td></td><td></td><td></td><td></td></tr>", esc(t));
+        }
+        b.push_str("</table>");
+    }
+    let _ = write!(
+        b,
+        "<form class=\"label\" method=\"post\" action=\"/api/features/{}/labels\">\
+         <input name=\"text\" maxlength=\"200\" required placeholder=\"describe this feature\" aria-label=\"manual label\"> \
+         <button>Add manual label</button> <span class=\"status muted\"></span></form>",
+        f.id
+    );
+
+    if !m.top_tokens.is_empty() {
+        let exact = if m.token_counts_exact == Some(false) {
+            " (lower bounds: the token sketch overflowed)"
+        } else {
+            ""
+        };
+        let _ = write!(b, "<h2>Top tokens</h2><p class=\"muted\">firings on the token / its occurrences in the corpus{exact}</p>");
+        b.push_str("<table id=\"top-tokens\"><tr><th>token</th><th class=\"n\">firings</th><th class=\"n\">occurrences</th><th class=\"n\">precision</th></tr>");
+        for t in m.top_tokens.iter().take(20) {
+            let _ = write!(
+                b,
+                "<tr><td><a class=\"token\" href=\"/search?kind=token&amp;q={}\">{}</a></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.3}</td></tr>",
+                html::url(&t.token),
+                html::token(&t.token),
+                t.firings,
+                t.occurrences,
+                t.firings as f64 / t.occurrences.max(1) as f64
+            );
+        }
+        b.push_str("</table>");
+    }
+
+    let scale = f.max_activation.max(1e-12);
+    if !f.top_activations.is_empty() {
+        b.push_str("<h2>Top examples</h2><div class=\"examples\" id=\"top-examples\">");
+        for a in &f.top_activations {
+            b.push_str(&example_html(a, scale));
+        }
+        b.push_str("</div>");
+    }
+    if !m.quantile_examples.is_empty() {
+        b.push_str("<h2>Examples across the activation range</h2><div class=\"examples\" id=\"quantile-examples\">");
+        for g in &m.quantile_examples {
+            let _ = write!(
+                b,
+                "<p class=\"muted\">activation {:.3} – {:.3} · {} firings</p>",
+                g.min_activation, g.max_activation, g.count
+            );
+            for a in &g.examples {
+                b.push_str(&example_html(a, scale));
+            }
+        }
+        b.push_str("</div>");
+    }
+    if let Some(p) = &m.positions {
+        let _ = write!(
+            b,
+            "<h2>Positions</h2><p>mean {:.1}, variance {:.1}; start (&lt;5) {}, early (5–19) {}, middle (20–49) {}, late (≥50) {}</p>",
+            p.mean, p.variance, p.start, p.early, p.middle, p.late
+        );
+    }
+    if !neighbours.is_empty() {
+        b.push_str("<h2>Related features</h2><table id=\"neighbours\"><tr><th>relation</th><th>feature</th><th class=\"n\">score</th></tr>");
+        for (kind, other, score) in neighbours {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td><a href=\"/features/{other}\">#{other}</a></td><td class=\"n\">{score:.3}</td></tr>",
+                esc(kind)
+            );
+        }
+        b.push_str("</table>");
+    }
+    b
+}
+
+/// One example: each context token shaded by this feature's activation on it (relative to
+/// the feature's max), the firing token outlined; the exact value is in the tooltip.
+fn example_html(a: &FeatureActivation, scale: f64) -> String {
+    let at = a.token_index_in_context();
+    let acts = &a.metadata.context_activations;
+    let have = acts.len() == a.context_tokens.len();
+    let mut s = format!(
+        "<div class=\"example\"><span class=\"act\">{:.3}</span><span class=\"ctx\">",
+        a.activation
+    );
+    for (i, t) in a.context_tokens.iter().enumerate() {
+        let v = if have {
+            acts[i] as f64
+        } else if i == at {
+            a.activation as f64
+        } else {
+            0.0
+        };
+        let alpha = (v / scale).clamp(0.0, 1.0);
+        let class = if i == at { "tok fire" } else { "tok" };
+        if alpha > 0.0 {
+            let _ = write!(
+                s,
+                "<span class=\"{class}\" data-act=\"{v:.4}\" title=\"{v:.4}\" style=\"background-color: rgba(255, 110, 0, {alpha:.3})\">{}</span>",
+                html::token(t)
+            );
+        } else {
+            let _ = write!(
+                s,
+                "<span class=\"{class}\" data-act=\"{v:.4}\" title=\"{v:.4}\">{}</span>",
+                html::token(t)
+            );
+        }
+    }
+    s.push_str("</span></div>");
+    s
+}
+
+/// The fixed-edge log histogram as SVG bars (x: log activation, y: count).
+fn histogram_svg(h: &HistogramSummary) -> String {
+    let (Some(first), Some(last)) = (h.counts.first(), h.counts.last()) else {
+        return String::new();
+    };
+    let (lo, hi) = (first.0, last.0);
+    let n = (hi - lo + 1) as f64;
+    let max = h.counts.iter().map(|c| c.1).max().unwrap_or(1).max(1) as f64;
+    let (w, ht, pad) = (420.0, 140.0, 18.0);
+    let bw = w / n;
+    let mut s = format!(
+        "<figure><svg class=\"hist\" id=\"histogram\" width=\"{w}\" height=\"{}\" viewBox=\"0 0 {w} {}\" role=\"img\" aria-label=\"activation histogram\">",
+        ht + pad,
+        ht + pad
+    );
+    for &(b, c) in &h.counts {
+        let x = (b - lo) as f64 * bw;
+        let y = ht * (1.0 - c as f64 / max);
+        let _ = write!(
+            s,
+            "<rect x=\"{x:.2}\" y=\"{y:.2}\" width=\"{:.2}\" height=\"{:.2}\"><title>[{:.4}, {:.4}): {c}</title></rect>",
+            (bw - 0.5).max(0.5),
+            ht - y,
+            h.lower_edge(b),
+            h.lower_edge(b + 1)
+        );
+    }
+    let _ = write!(
+        s,
+        "<text x=\"0\" y=\"{}\">{:.3}</text><text x=\"{w}\" y=\"{}\" text-anchor=\"end\">{:.3}</text></svg>\
+         <figcaption class=\"muted\">firing activations, log-spaced bins (peak {} per bin)</figcaption></figure>",
+        ht + pad - 4.0,
+        h.lower_edge(lo),
+        ht + pad - 4.0,
+        h.lower_edge(hi + 1),
+        max as u64
+    );
+    s
+}

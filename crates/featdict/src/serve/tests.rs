@@ -1,0 +1,482 @@
+//! API and page tests: a real server on 127.0.0.1:0 in-process, hit with a minimal HTTP/1.1
+//! client over `TcpStream` (no browser needed).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+
+use feature_dictionary::model::LabelingStrategy;
+use feature_dictionary::query::synthetic::{self, Spec, HOSTILE_LABEL, HOSTILE_TOKEN};
+use feature_dictionary::query::{Query, Search, TokenRank};
+use feature_dictionary::store::fdict::FdictReader;
+use feature_dictionary::{store, FeatureDictionary};
+use serde_json::Value;
+
+use super::{html, AppState};
+
+struct Server {
+    addr: SocketAddr,
+    dict: FeatureDictionary,
+    path: std::path::PathBuf,
+    _rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+fn start(n: u64) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        n_features: n,
+        vocab_words: 80,
+        ..Default::default()
+    };
+    let dict = synthetic::dictionary(&spec);
+    let path = dir.path().join("d.fdict");
+    store::save(&dict, &path).unwrap();
+    let state = Arc::new(AppState::open(&path).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(super::serve(listener, state));
+    Server {
+        addr,
+        dict,
+        path,
+        _rt: rt,
+        _dir: dir,
+    }
+}
+
+struct Resp {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, ctype: Option<&str>, body: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(c) = ctype {
+        head.push_str(&format!("Content-Type: {c}\r\n"));
+    }
+    if method == "POST" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) before reading a large body; ignore a reset then.
+    let _ = s.write_all(body);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body = if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+fn get(addr: SocketAddr, path: &str) -> Resp {
+    request(addr, "GET", path, None, b"")
+}
+
+#[test]
+fn stats_and_feature_lookup() {
+    let s = start(120);
+    let r = get(s.addr, "/api/stats");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["statistics"]["total_features"], 120);
+    assert_eq!(v["summary"]["num_features"], 120);
+    assert_eq!(
+        v["statistics"],
+        serde_json::to_value(s.dict.statistics()).unwrap()
+    );
+    for id in [0u64, 1, 77, 119] {
+        let r = get(s.addr, &format!("/api/features/{id}"));
+        assert_eq!(r.status, 200);
+        let got: feature_dictionary::model::Feature = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(&got, s.dict.get(id).unwrap());
+    }
+    for (path, code) in [
+        ("/api/features/120", 404),
+        ("/api/features/18446744073709551615", 404),
+        ("/api/features/abc", 400),
+        ("/api/features/-1", 400),
+        ("/api/features/1.5", 400),
+        ("/api/nope", 404),
+        ("/features/99999", 404),
+        ("/features/x", 400),
+        ("/nothing/here", 404),
+        ("/go?id=abc", 400),
+        ("/go", 400),
+        ("/go?id=%2012%20", 303),
+    ] {
+        let r = get(s.addr, path);
+        assert_eq!(r.status, code, "{path}: {}", r.body);
+    }
+}
+
+#[test]
+fn search_api_matches_library_and_rejects_bad_queries() {
+    let s = start(200);
+    let reader = FdictReader::open(&s.path).unwrap();
+    let tok = s.dict.get(0).unwrap().metadata.top_tokens.first().cloned();
+    let tok = tok
+        .unwrap_or_else(|| s.dict.get(2).unwrap().metadata.top_tokens[0].clone())
+        .token;
+    let cases = [
+        (
+            format!("token={}&by=firings", html::url(&tok)),
+            Query::Token {
+                token: tok.clone(),
+                by: TokenRank::Firings,
+            },
+        ),
+        ("label=TOKEN%3A".to_string(), Query::Label("TOKEN:".into())),
+        (
+            "pattern=%5E%20%3Fka&limit=7".to_string(),
+            Query::Pattern {
+                pattern: "^ ?ka".into(),
+                by: TokenRank::Precision,
+            },
+        ),
+        ("text=fires".to_string(), Query::Text("fires".into())),
+    ];
+    for (qs, q) in cases {
+        let r = get(s.addr, &format!("/api/search?{qs}"));
+        assert_eq!(r.status, 200, "{qs}: {}", r.body);
+        let v = r.json();
+        let limit = if qs.contains("limit=7") { 7 } else { 20 };
+        let want = reader.search(&q, limit).unwrap();
+        assert!(!want.is_empty(), "{qs}");
+        let got: Vec<u64> = v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(got, want.iter().map(|h| h.id).collect::<Vec<_>>(), "{qs}");
+        assert_eq!(v["kind"], q.kind());
+        assert_eq!(v["hits"][0]["feature"]["id"], want[0].id);
+    }
+    for bad in [
+        "",
+        "token=a&label=b",
+        "pattern=(",
+        "pattern=a{99999}{99999}",
+        "text=%21%21%21",
+        "label=%20",
+        "token=x&limit=0",
+        "token=x&limit=abc",
+        "token=x&limit=100000",
+        "token=x&by=magic",
+    ] {
+        let r = get(s.addr, &format!("/api/search?{bad}"));
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert!(r.json()["error"].is_string(), "{bad}");
+    }
+    // The HTML search page answers the same, escaped.
+    let r = get(s.addr, "/search?kind=label&q=%3Cscript%3E");
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("value=\"&lt;script&gt;\""), "{}", r.body);
+    assert!(r.body.contains("href=\"/features/1\""));
+    assert!(!r.body.contains(HOSTILE_TOKEN));
+    let r = get(s.addr, "/search?kind=pattern&q=%28");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("class=\"error\""));
+}
+
+#[test]
+fn pages_escape_hostile_text_and_highlight_examples() {
+    let s = start(50);
+    let r = get(s.addr, "/features/1");
+    assert_eq!(r.status, 200);
+    assert!(r.headers["content-type"].starts_with("text/html"));
+    assert!(r.headers["content-security-policy"].contains("script-src 'self'"));
+    let b = &r.body;
+    assert!(!b.contains(HOSTILE_TOKEN), "raw hostile token in page");
+    assert!(!b.contains(HOSTILE_LABEL), "raw hostile label in page");
+    assert!(!b.contains("<img"), "an <img> tag made it into the page");
+    assert!(b.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(b.contains("&quot;&#39;&gt;&lt;img src=x onerror=alert(1)&gt;"));
+    // The only script is the bundled one.
+    assert_eq!(b.matches("<script").count(), 1);
+    assert!(b.contains("<script src=\"/assets/app.js\"></script>"));
+    // Examples: every context token is a span, the firing one outlined, shading by activation.
+    let f = s.dict.get(1).unwrap();
+    let n_tokens: usize = f
+        .top_activations
+        .iter()
+        .map(|a| a.context_tokens.len())
+        .sum::<usize>()
+        + f.metadata
+            .quantile_examples
+            .iter()
+            .flat_map(|g| &g.examples)
+            .map(|a| a.context_tokens.len())
+            .sum::<usize>();
+    assert_eq!(b.matches("<span class=\"tok").count(), n_tokens);
+    assert_eq!(
+        b.matches("class=\"tok fire\"").count(),
+        f.top_activations.len()
+            + f.metadata
+                .quantile_examples
+                .iter()
+                .map(|g| g.examples.len())
+                .sum::<usize>()
+    );
+    assert!(
+        b.contains("background-color: rgba(255, 110, 0, 1.000)"),
+        "max activation fully shaded"
+    );
+    assert!(b.contains("<svg class=\"hist\""));
+    assert!(b.contains("id=\"labels\""));
+    assert!(b.contains("href=\"/features/"), "neighbour links");
+    let r = get(s.addr, "/");
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("id=\"types\""));
+    for t in ["ultra_sparse", "sparse", "dead"] {
+        assert!(r.body.contains(&format!("<td>{t}</td>")));
+    }
+    let css = get(s.addr, "/assets/style.css");
+    assert_eq!(css.status, 200);
+    assert!(css.headers["content-type"].starts_with("text/css"));
+    let js = get(s.addr, "/assets/app.js");
+    assert!(js.headers["content-type"].starts_with("text/javascript"));
+}
+
+#[test]
+fn manual_labels_via_json_and_form() {
+    let s = start(30);
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/features/4/labels",
+        Some("application/json"),
+        br#"{"text": "  <b>bold</b> claim "}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["labels"][0], "<b>bold</b> claim");
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/features/4/labels",
+        Some("application/x-www-form-urlencoded"),
+        b"text=from+a+form%21",
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(r.headers["location"], "/features/4");
+    let v = get(s.addr, "/api/features/4").json();
+    assert_eq!(v["labels"][0], "from a form!");
+    assert_eq!(v["labels"][1], "<b>bold</b> claim");
+    assert_eq!(v["metadata"]["label_details"][0]["strategy"], "manual");
+    let page = get(s.addr, "/features/4").body;
+    assert!(page.contains("&lt;b&gt;bold&lt;/b&gt; claim"));
+    let hits = get(s.addr, "/api/search?label=BOLD").json();
+    assert_eq!(hits["hits"][0]["id"], 4);
+    for (path, ctype, body, code) in [
+        (
+            "/api/features/4/labels",
+            Some("application/json"),
+            br#"{"text": ""}"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/features/4/labels",
+            Some("application/json"),
+            b"{not json".to_vec(),
+            400,
+        ),
+        (
+            "/api/features/4/labels",
+            Some("application/json"),
+            br#"{"txt": "x"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/features/4/labels",
+            Some("text/plain"),
+            b"x".to_vec(),
+            415,
+        ),
+        ("/api/features/4/labels", None, b"x".to_vec(), 415),
+        (
+            "/api/features/999/labels",
+            Some("application/json"),
+            br#"{"text": "x"}"#.to_vec(),
+            404,
+        ),
+        (
+            "/api/features/zz/labels",
+            Some("application/json"),
+            br#"{"text": "x"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/features/4/labels",
+            Some("application/json"),
+            format!("{{\"text\": \"{}\"}}", "y".repeat(300)).into_bytes(),
+            400,
+        ),
+        (
+            "/api/features/4/labels",
+            Some("application/json"),
+            format!("{{\"text\": \"{}\"}}", "z".repeat(100_000)).into_bytes(),
+            413,
+        ),
+    ] {
+        let r = request(s.addr, "POST", path, ctype, &body);
+        assert_eq!(r.status, code, "{path} {ctype:?}: {}", r.body);
+    }
+    // Stored on disk: a fresh reader sees the labels.
+    let r = FdictReader::open(&s.path).unwrap();
+    let f = r.feature(4).unwrap().unwrap();
+    assert_eq!(
+        f.metadata.label_details[1].strategy,
+        LabelingStrategy::Manual
+    );
+    assert_eq!(
+        f.metadata.label_details.len(),
+        s.dict.get(4).unwrap().metadata.label_details.len() + 2
+    );
+}
+
+#[test]
+fn concurrent_label_writes_lose_nothing() {
+    let s = start(40);
+    let addr = s.addr;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..12 {
+                    let id = if i % 2 == 0 { 7 } else { 10 + t };
+                    let body = format!("{{\"text\": \"label {t}-{i}\"}}");
+                    let r = request(
+                        addr,
+                        "POST",
+                        &format!("/api/features/{id}/labels"),
+                        Some("application/json"),
+                        body.as_bytes(),
+                    );
+                    assert_eq!(r.status, 200, "{}", r.body);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let f7 = get(addr, "/api/features/7").json();
+    let manual = |v: &Value| {
+        v["metadata"]["label_details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["strategy"] == "manual")
+            .count()
+    };
+    assert_eq!(manual(&f7), 8 * 6);
+    for t in 0..8u64 {
+        assert_eq!(
+            manual(&get(addr, &format!("/api/features/{}", 10 + t)).json()),
+            6
+        );
+    }
+    let before = s.dict.statistics().labeled_features;
+    let dead_gained = [7u64]
+        .iter()
+        .chain(&(10..18).collect::<Vec<_>>())
+        .filter(|id| s.dict.get(**id).unwrap().labels.is_empty())
+        .count();
+    assert_eq!(
+        get(addr, "/api/stats").json()["statistics"]["labeled_features"],
+        before + dead_gained
+    );
+}
+
+#[test]
+fn json_dictionaries_are_served_through_a_sibling_fdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let dict = synthetic::dictionary(&Spec {
+        n_features: 10,
+        ..Default::default()
+    });
+    let json = dir.path().join("d.json");
+    store::save(&dict, &json).unwrap();
+    let (p, note) = super::prepare(&json).unwrap();
+    assert_eq!(p, dir.path().join("d.fdict"));
+    assert!(note.unwrap().contains("converted"));
+    assert_eq!(store::load(&p).unwrap(), dict);
+    let mut w = FdictReader::open_rw(&p).unwrap();
+    w.add_manual_label(3, "kept").unwrap();
+    drop(w);
+    let (p2, note) = super::prepare(&json).unwrap();
+    assert_eq!(p2, p);
+    assert!(note.unwrap().contains("holds manual labels"));
+    assert_eq!(
+        FdictReader::open(&p2)
+            .unwrap()
+            .feature(3)
+            .unwrap()
+            .unwrap()
+            .labels[0],
+        "kept"
+    );
+    let (p3, note) = super::prepare(&p).unwrap();
+    assert_eq!((p3, note), (p.clone(), None));
+}
+
+#[test]
+fn escaping_helpers() {
+    assert_eq!(
+        html::esc("<a href='x'>&\"</a>"),
+        "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+    );
+    assert_eq!(html::url(" a/b?c=d&e"), "%20a%2Fb%3Fc%3Dd%26e");
+    assert_eq!(html::token("a\nb\t"), "a↵b⇥");
+}

@@ -1,0 +1,235 @@
+//! Search over an open `.fdict` through its indexes: `top_tokens` by token, the trigram
+//! index for label substrings, FTS5 bm25 for full text. Ranks exactly as [`super::memory`].
+
+use std::collections::HashMap;
+
+use rusqlite::params;
+
+use super::{label_needle, rank, text_words, Hit, Query, Search, TokenRank};
+use crate::error::Result;
+use crate::store::fdict::FdictReader;
+
+/// Label queries shorter than this (in characters) cannot use the trigram index and scan
+/// the labeled features instead, best confidence first.
+const TRIGRAM: usize = 3;
+
+/// Labeled features a label search first scans in ranking order before it turns to the
+/// trigram index (see [`label_search`]).
+const SCAN_CAP: usize = 4000;
+
+/// Label search in two steps, both exact:
+/// 1. scan labeled features in ranking order (confidence desc, id) and keep those whose
+///    labels contain the text — in ranking order, so once `limit` are found they are the
+///    answer. Common fragments finish here after a few rows; the trigram index would have
+///    to sort every match instead.
+/// 2. after `cap` rows without enough hits (a rare fragment), ask the trigram index for all
+///    candidates and rank them; fragments under 3 characters cannot use it and keep scanning.
+fn label_search(r: &FdictReader, text: &str, limit: usize, cap: usize) -> Result<Vec<Hit>> {
+    let needle = label_needle(text)?;
+    let e = |err| r.err("search failed", err);
+    let conn = r.connection();
+    let use_index = text.chars().count() >= TRIGRAM;
+    let matching = |labels: &str| {
+        labels
+            .split('\n')
+            .find(|l| l.to_lowercase().contains(&needle))
+            .map(str::to_string)
+    };
+    let mut hits = Vec::new();
+    {
+        let mut st = conn
+            .prepare_cached(
+                "SELECT id, confidence, labels FROM features INDEXED BY features_by_confidence
+                 WHERE labels != '' ORDER BY confidence DESC, id",
+            )
+            .map_err(e)?;
+        let mut rows = st.query([]).map_err(e)?;
+        let mut seen = 0usize;
+        while hits.len() < limit {
+            if use_index && seen >= cap {
+                hits.clear();
+                break;
+            }
+            let Some(row) = rows.next().map_err(e)? else {
+                return Ok(hits); // scanned everything: complete
+            };
+            seen += 1;
+            let labels: String = row.get(2).map_err(e)?;
+            if let Some(l) = matching(&labels) {
+                hits.push(Hit {
+                    id: row.get::<_, i64>(0).map_err(e)? as u64,
+                    score: row.get(1).map_err(e)?,
+                    matched: l,
+                });
+            }
+        }
+        if hits.len() >= limit {
+            return Ok(hits);
+        }
+    }
+    // Quoted as one FTS5 string: with the trigram tokenizer it matches the substring; the
+    // check above (`matching`) makes the answer exact under Rust's case folding.
+    let arg = format!("\"{}\"", text.replace('"', "\"\""));
+    let mut st = conn
+        .prepare_cached(
+            "SELECT rowid, confidence, labels FROM labels_tri
+             WHERE labels_tri MATCH ?1 ORDER BY confidence DESC, rowid",
+        )
+        .map_err(e)?;
+    let mut rows = st.query(params![arg]).map_err(e)?;
+    while hits.len() < limit {
+        let Some(row) = rows.next().map_err(e)? else {
+            break;
+        };
+        let labels: String = row.get(2).map_err(e)?;
+        if let Some(l) = matching(&labels) {
+            hits.push(Hit {
+                id: row.get::<_, i64>(0).map_err(e)? as u64,
+                score: row.get(1).map_err(e)?,
+                matched: l,
+            });
+        }
+    }
+    Ok(hits)
+}
+
+impl Search for FdictReader {
+    fn search(&self, query: &Query, limit: usize) -> Result<Vec<Hit>> {
+        let limit_sql = limit.min(i64::MAX as usize) as i64;
+        let e = |err| self.err("search failed", err);
+        let conn = self.connection();
+        match query {
+            Query::Token { token, by } => {
+                let sql = match by {
+                    TokenRank::Precision => {
+                        "SELECT t.feature_id, t.precision FROM tokens k
+                         JOIN top_tokens t INDEXED BY top_tokens_by_precision ON t.token_id = k.id
+                         WHERE k.token = ?1 ORDER BY t.precision DESC, t.feature_id LIMIT ?2"
+                    }
+                    TokenRank::Firings => {
+                        "SELECT t.feature_id, t.firings FROM tokens k
+                         JOIN top_tokens t INDEXED BY top_tokens_by_firings ON t.token_id = k.id
+                         WHERE k.token = ?1 ORDER BY t.firings DESC, t.feature_id LIMIT ?2"
+                    }
+                };
+                let mut st = conn.prepare_cached(sql).map_err(e)?;
+                let rows = st
+                    .query_map(params![token, limit_sql], |r| {
+                        Ok(Hit {
+                            id: r.get::<_, i64>(0)? as u64,
+                            score: r.get(1)?,
+                            matched: token.clone(),
+                        })
+                    })
+                    .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(e)?;
+                Ok(rows)
+            }
+            Query::Pattern { pattern, by } => {
+                let re = super::compile_pattern(pattern)?;
+                let mut tokens: Vec<(i64, String)> = Vec::new();
+                {
+                    let mut st = conn
+                        .prepare_cached("SELECT id, token FROM tokens")
+                        .map_err(e)?;
+                    let mut rows = st.query([]).map_err(e)?;
+                    while let Some(r) = rows.next().map_err(e)? {
+                        let t: String = r.get(1).map_err(e)?;
+                        if re.is_match(&t) {
+                            tokens.push((r.get(0).map_err(e)?, t));
+                        }
+                    }
+                }
+                // A feature in the overall top `limit` (by its best matching token) is in the
+                // top `limit` of that token's list, so the union of per-token top lists holds
+                // the answer.
+                let sql = match by {
+                    TokenRank::Precision => {
+                        "SELECT feature_id, precision FROM top_tokens INDEXED BY top_tokens_by_precision
+                         WHERE token_id = ?1 ORDER BY precision DESC, feature_id LIMIT ?2"
+                    }
+                    TokenRank::Firings => {
+                        "SELECT feature_id, firings FROM top_tokens INDEXED BY top_tokens_by_firings
+                         WHERE token_id = ?1 ORDER BY firings DESC, feature_id LIMIT ?2"
+                    }
+                };
+                let mut st = conn.prepare_cached(sql).map_err(e)?;
+                let mut best: HashMap<u64, (f64, String)> = HashMap::new();
+                for (tid, token) in &tokens {
+                    let mut rows = st.query(params![tid, limit_sql]).map_err(e)?;
+                    while let Some(r) = rows.next().map_err(e)? {
+                        let id = r.get::<_, i64>(0).map_err(e)? as u64;
+                        let s: f64 = r.get(1).map_err(e)?;
+                        let slot = best.entry(id).or_insert((f64::NEG_INFINITY, String::new()));
+                        if s > slot.0 || (s == slot.0 && token < &slot.1) {
+                            *slot = (s, token.clone());
+                        }
+                    }
+                }
+                let mut hits: Vec<Hit> = best
+                    .into_iter()
+                    .map(|(id, (score, matched))| Hit { id, score, matched })
+                    .collect();
+                rank(&mut hits);
+                hits.truncate(limit);
+                Ok(hits)
+            }
+            Query::Label(text) => label_search(self, text, limit, SCAN_CAP),
+            Query::Text(text) => {
+                let words = text_words(text)?;
+                let arg = words
+                    .iter()
+                    .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let mut st = conn
+                    .prepare_cached(
+                        "SELECT rowid, -bm25(fts) AS s FROM fts WHERE fts MATCH ?1
+                         ORDER BY bm25(fts), rowid LIMIT ?2",
+                    )
+                    .map_err(e)?;
+                let rows = st
+                    .query_map(params![arg, limit_sql], |r| {
+                        Ok(Hit {
+                            id: r.get::<_, i64>(0)? as u64,
+                            score: r.get(1)?,
+                            matched: String::new(),
+                        })
+                    })
+                    .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(e)?;
+                Ok(rows)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::synthetic::{self, Spec};
+
+    /// Both steps of the label search (ranked scan, trigram index) give the in-memory answer.
+    #[test]
+    fn label_search_steps_agree_with_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Spec {
+            n_features: 300,
+            vocab_words: 50,
+            ..Default::default()
+        };
+        let dict = synthetic::dictionary(&spec);
+        let path = dir.path().join("s.fdict");
+        crate::store::save(&dict, &path).unwrap();
+        let r = FdictReader::open(&path).unwrap();
+        for q in ["TOKEN:", "ka", "ngram:lo", "<script>", "absent", "a", "ilo"] {
+            for limit in [1, 3, 20, 500] {
+                let want = dict.search(&Query::Label(q.into()), limit).unwrap();
+                for cap in [0, 5, 50, usize::MAX] {
+                    let got = label_search(&r, q, limit, cap).unwrap();
+                    assert_eq!(got, want, "{q:?} limit {limit} cap {cap}");
+                }
+            }
+        }
+    }
+}

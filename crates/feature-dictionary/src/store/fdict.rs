@@ -1,0 +1,1007 @@
+//! The native dictionary file `.fdict`: one SQLite database (WAL) that opens without loading
+//! everything.
+//!
+//! # Layout
+//! - `meta(key, value)`: `format`, `schema_version`, `config` (JSON), `feature_set` (the
+//!   feature set's JSON without its features: layer, names, tokens processed, metadata with the
+//!   corpus token counts), `statistics` (JSON, precomputed so opening is O(1)) and `summary`.
+//! - `features`: one row per feature — indexed scalar columns for ranking and filtering plus
+//!   `body`, the whole [`Feature`] as JSON (examples, histogram, quantile samples, scored
+//!   labels, neighbours, unknown keys). The body is the single source of truth for reading a
+//!   feature back, which is what makes JSON → `.fdict` → JSON lossless.
+//! - `tokens(id, token)`, `top_tokens(token_id, feature_id, firings, occurrences, precision)`:
+//!   each feature's fired-on tokens, indexed by token, for token and regex search.
+//! - `labels(feature_id, rank, text, strategy, confidence, precision, recall)`: scored labels.
+//! - `neighbours(feature_id, kind, other_id, score)`: correlated (`kind = "correlated"`) and
+//!   similar (`"similar"`) features, read from the feature metadata keys
+//!   `correlated_features` / `similar_features` (arrays of `{"id", "score"}` or `[id, score]`).
+//! - `fts` (FTS5, unicode61): labels, description and top tokens, for bm25-ranked full text;
+//!   `labels_tri` (FTS5, trigram): label texts (and the feature's confidence, unindexed, so
+//!   ranking needs no join), for case-insensitive substring search.
+//! - Index `features_by_confidence(confidence DESC, id, labels)` covers the ranked scan of
+//!   label search, so it reads the index alone.
+//!
+//! Histograms and samples live in the body only: nothing queries inside them.
+//!
+//! # Writing
+//! [`FdictWriter`] builds the database in a temporary file next to the target (journal off,
+//! one transaction, indexes created after the bulk insert), switches it to WAL, syncs it and
+//! renames it over the target. A crash at any point leaves the previous file intact (and at
+//! worst a stale `.NAME.tmp-PID` file). Later edits (manual labels) go through
+//! [`FdictReader::add_manual_label`] in an immediate transaction.
+//!
+//! Do not overwrite a `.fdict` that a server has open: SQLite's WAL files belong to the open
+//! database, not to the new file renamed over it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::dictionary::{importance, FeatureDictionary, Statistics};
+use crate::error::{Error, Result};
+use crate::model::{DictionaryConfig, Feature, FeatureSet, FeatureType, Label, LabelingStrategy};
+
+/// The first 16 bytes of every SQLite database (and so of every `.fdict`).
+pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Value of the `format` meta key.
+pub const FORMAT: &str = "feature-dictionary/fdict";
+
+/// Schema version written by this code; readers refuse newer versions.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Label texts longer than this are refused (manual labels are short phrases).
+pub const MAX_LABEL_CHARS: usize = 200;
+
+/// Top tokens per feature that go into the full-text index (all of them go into
+/// `top_tokens`, which token and regex search use).
+const FTS_TOKENS: usize = 20;
+
+const SCHEMA: &str = "
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE features(
+    id INTEGER PRIMARY KEY,
+    feature_type TEXT NOT NULL,
+    activation_count INTEGER NOT NULL,
+    activation_frequency REAL NOT NULL,
+    max_activation REAL NOT NULL,
+    mean_activation REAL NOT NULL,
+    confidence REAL NOT NULL,
+    labels TEXT NOT NULL,
+    description TEXT NOT NULL,
+    top_token TEXT,
+    body TEXT NOT NULL
+);
+CREATE TABLE tokens(id INTEGER PRIMARY KEY, token TEXT NOT NULL UNIQUE);
+CREATE TABLE top_tokens(
+    token_id INTEGER NOT NULL,
+    feature_id INTEGER NOT NULL,
+    firings INTEGER NOT NULL,
+    occurrences INTEGER NOT NULL,
+    precision REAL NOT NULL,
+    PRIMARY KEY(token_id, feature_id)
+) WITHOUT ROWID;
+CREATE TABLE labels(
+    feature_id INTEGER NOT NULL,
+    rank INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    precision REAL,
+    recall REAL,
+    PRIMARY KEY(feature_id, rank)
+) WITHOUT ROWID;
+CREATE TABLE neighbours(
+    feature_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    other_id INTEGER NOT NULL,
+    score REAL NOT NULL
+);
+CREATE VIRTUAL TABLE fts USING fts5(labels, description, tokens);
+CREATE VIRTUAL TABLE labels_tri USING fts5(labels, confidence UNINDEXED, tokenize = 'trigram');
+";
+
+/// Indexes created after the bulk insert (much faster than maintaining them row by row).
+const INDEXES: &str = "
+CREATE INDEX top_tokens_by_precision ON top_tokens(token_id, precision DESC, feature_id);
+CREATE INDEX top_tokens_by_firings ON top_tokens(token_id, firings DESC, feature_id);
+CREATE INDEX features_by_confidence ON features(confidence DESC, id, labels);
+CREATE INDEX neighbours_by_feature ON neighbours(feature_id);
+";
+
+/// Small facts about a dictionary, read when it is opened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Model name.
+    pub model_name: String,
+    /// SAE name.
+    pub sae_name: String,
+    /// Layer.
+    pub layer: i64,
+    /// Number of SAE features (dead and omitted ones included).
+    pub num_features: usize,
+    /// Features stored in the file.
+    pub stored_features: usize,
+    /// Tokens processed.
+    pub total_tokens_processed: u64,
+}
+
+impl Summary {
+    /// The summary of an in-memory dictionary.
+    pub fn of(dict: &FeatureDictionary) -> Summary {
+        Summary {
+            model_name: dict.config.model_name.clone(),
+            sae_name: dict.config.sae_name.clone(),
+            layer: dict.config.layer,
+            num_features: dict.num_features(),
+            stored_features: dict.feature_set.len(),
+            total_tokens_processed: dict.feature_set.total_tokens_processed,
+        }
+    }
+}
+
+fn sql_err(path: &Path, what: &str, e: rusqlite::Error) -> Error {
+    Error::format(path, format!("{what}: {e}"))
+}
+
+/// Whether `path` starts with the SQLite magic (an `.fdict`), `Ok(false)` for anything else.
+pub fn is_fdict(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    if std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .is_dir()
+    {
+        return Err(Error::format(
+            path,
+            "is a directory; expected a dictionary file (.fdict or .json)",
+        ));
+    }
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; 16];
+    let mut got = 0;
+    while got < head.len() {
+        match f.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    Ok(got == head.len() && &head == SQLITE_MAGIC)
+}
+
+/// Writes `dict` as an `.fdict` at `path` (temporary file + rename).
+pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
+    let mut w = FdictWriter::create(path, &dict.config, &dict.feature_set)?;
+    for f in dict.features() {
+        w.add(f)?;
+    }
+    w.finish()
+}
+
+/// Reads a whole `.fdict` into memory.
+pub fn read(path: &Path) -> Result<FeatureDictionary> {
+    FdictReader::open(path)?.load_all()
+}
+
+/// Keeps [`Statistics`] up to date while features stream in, so the writer never needs the
+/// whole dictionary (and the result equals [`FeatureDictionary::statistics`]).
+#[derive(Default)]
+struct StatsAcc {
+    n: usize,
+    active: usize,
+    dead: usize,
+    labeled: usize,
+    freq_sum: f64,
+    types: HashMap<FeatureType, usize>,
+    top: Vec<(u64, f64)>,
+}
+
+impl StatsAcc {
+    fn add(&mut self, f: &Feature) {
+        self.n += 1;
+        self.active += (f.activation_count > 0) as usize;
+        self.dead += (f.feature_type == FeatureType::Dead) as usize;
+        self.labeled += (!f.labels.is_empty()) as usize;
+        self.freq_sum += f.activation_frequency;
+        *self.types.entry(f.feature_type).or_default() += 1;
+        self.top.push((f.id, importance(f)));
+        if self.top.len() >= 4096 {
+            self.trim_top();
+        }
+    }
+
+    fn trim_top(&mut self) {
+        self.top
+            .sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        self.top.truncate(10);
+    }
+
+    fn finish(mut self, total_tokens: u64) -> Statistics {
+        self.trim_top();
+        Statistics {
+            total_features: self.n,
+            active_features: self.active,
+            dead_features: self.dead,
+            labeled_features: self.labeled,
+            mean_activation_frequency: if self.n == 0 {
+                0.0
+            } else {
+                self.freq_sum / self.n as f64
+            },
+            total_tokens_processed: total_tokens,
+            type_distribution: FeatureType::ALL
+                .iter()
+                .map(|t| {
+                    (
+                        t.as_str().to_string(),
+                        self.types.get(t).copied().unwrap_or(0),
+                    )
+                })
+                .collect(),
+            top_features: self.top,
+        }
+    }
+}
+
+/// Streams features into a new `.fdict`; nothing is visible at the target path until
+/// [`FdictWriter::finish`] renames the finished file over it.
+pub struct FdictWriter {
+    conn: Option<Connection>,
+    tmp: PathBuf,
+    path: PathBuf,
+    token_ids: HashMap<String, i64>,
+    stats: StatsAcc,
+    total_tokens: u64,
+    last_id: Option<u64>,
+    done: bool,
+}
+
+impl FdictWriter {
+    /// Starts a new file for `path`; `feature_set` gives the dictionary-wide fields (its
+    /// features are ignored: add them with [`FdictWriter::add`]).
+    pub fn create(
+        path: &Path,
+        config: &DictionaryConfig,
+        feature_set: &FeatureSet,
+    ) -> Result<Self> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::Invalid(format!("{}: not a file path", path.display())))?;
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        for suffix in ["", "-journal", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
+        }
+        let conn = Connection::open(&tmp).map_err(|e| sql_err(&tmp, "cannot create", e))?;
+        let e = |e| sql_err(&tmp, "cannot write", e);
+        // Nothing is visible until the rename, so the temporary file needs no journal.
+        conn.execute_batch(
+            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA page_size = 8192;
+             PRAGMA cache_size = -65536; BEGIN;",
+        )
+        .map_err(e)?;
+        conn.execute_batch(SCHEMA).map_err(e)?;
+
+        let mut shell = feature_set.clone();
+        shell.features.clear();
+        let mut config = config.clone();
+        let num_features = if config.num_features > 0 {
+            config.num_features
+        } else {
+            feature_set.metadata.num_features.unwrap_or_else(|| {
+                feature_set
+                    .features
+                    .keys()
+                    .next_back()
+                    .map_or(0, |&k| k as usize + 1)
+            })
+        };
+        config.num_features = num_features;
+        let meta = [
+            ("format", FORMAT.to_string()),
+            ("schema_version", SCHEMA_VERSION.to_string()),
+            ("writer", crate::FORMAT_MARKER.to_string()),
+            ("config", to_json(&config)?),
+            ("feature_set", to_json(&shell)?),
+        ];
+        for (k, v) in meta {
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?1, ?2)",
+                params![k, v],
+            )
+            .map_err(e)?;
+        }
+        Ok(Self {
+            conn: Some(conn),
+            tmp,
+            path: path.to_path_buf(),
+            token_ids: HashMap::new(),
+            stats: StatsAcc::default(),
+            total_tokens: feature_set.total_tokens_processed,
+            last_id: None,
+            done: false,
+        })
+    }
+
+    fn conn(&self) -> &Connection {
+        self.conn.as_ref().expect("connection open until finish")
+    }
+
+    /// Adds one feature; ids must be strictly increasing.
+    pub fn add(&mut self, f: &Feature) -> Result<()> {
+        if let Some(last) = self.last_id {
+            if f.id <= last {
+                return Err(Error::Invalid(format!(
+                    "{}: features must be added in increasing id order (got {} after {last})",
+                    self.path.display(),
+                    f.id
+                )));
+            }
+        }
+        self.last_id = Some(f.id);
+        self.stats.add(f);
+        let body = to_json(f)?;
+        let tmp = self.tmp.clone();
+        let e = |e| sql_err(&tmp, "cannot write", e);
+        let mut token_rows = Vec::with_capacity(f.metadata.top_tokens.len());
+        for t in &f.metadata.top_tokens {
+            let next = self.token_ids.len() as i64;
+            let id = match self.token_ids.get(&t.token) {
+                Some(&id) => id,
+                None => {
+                    self.conn()
+                        .prepare_cached("INSERT INTO tokens(id, token) VALUES (?1, ?2)")
+                        .and_then(|mut s| s.execute(params![next, t.token]))
+                        .map_err(e)?;
+                    self.token_ids.insert(t.token.clone(), next);
+                    next
+                }
+            };
+            token_rows.push((id, t));
+        }
+        let conn = self.conn();
+        insert_feature_row(conn, f, &body).map_err(e)?;
+        {
+            let mut st = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO top_tokens(token_id, feature_id, firings, occurrences, precision)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(e)?;
+            for (tid, t) in token_rows {
+                st.execute(params![
+                    tid,
+                    f.id as i64,
+                    t.firings as i64,
+                    t.occurrences as i64,
+                    precision(t.firings, t.occurrences)
+                ])
+                .map_err(e)?;
+            }
+        }
+        insert_labels(conn, f).map_err(e)?;
+        insert_neighbours(conn, f).map_err(e)?;
+        insert_fts(conn, f).map_err(e)?;
+        Ok(())
+    }
+
+    /// Writes statistics and indexes, switches to WAL, syncs and renames over the target.
+    pub fn finish(mut self) -> Result<()> {
+        let stats = std::mem::take(&mut self.stats).finish(self.total_tokens);
+        let conn = self.conn.take().expect("connection open until finish");
+        let tmp = self.tmp.clone();
+        let e = |e| sql_err(&tmp, "cannot write", e);
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('statistics', ?1)",
+            params![to_json(&stats)?],
+        )
+        .map_err(e)?;
+        conn.execute_batch(INDEXES).map_err(e)?;
+        conn.execute_batch("COMMIT; PRAGMA journal_mode = WAL;")
+            .map_err(e)?;
+        conn.close().map_err(|(_, err)| e(err))?;
+        let sync = std::fs::File::open(&self.tmp).and_then(|f| f.sync_all());
+        if let Err(err) = sync {
+            return Err(Error::io(&self.path, err));
+        }
+        std::fs::rename(&self.tmp, &self.path).map_err(|err| Error::io(&self.path, err))?;
+        if let Some(dir) = self.path.parent() {
+            // Make the rename itself durable (best effort: not every platform allows it).
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for FdictWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            // An error or an early return: the target is untouched; remove the partial file.
+            drop(self.conn.take());
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Invalid(format!("cannot serialize: {e}")))
+}
+
+/// Label precision of a top token: firings / occurrences.
+pub fn precision(firings: u64, occurrences: u64) -> f64 {
+    firings as f64 / occurrences.max(1) as f64
+}
+
+fn insert_feature_row(conn: &Connection, f: &Feature, body: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO features(id, feature_type, activation_count, activation_frequency,
+             max_activation, mean_activation, confidence, labels, description, top_token, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        f.id as i64,
+        f.feature_type.as_str(),
+        f.activation_count as i64,
+        f.activation_frequency,
+        f.max_activation,
+        f.mean_activation,
+        f.confidence,
+        f.labels.join("\n"),
+        f.description,
+        f.metadata.top_tokens.first().map(|t| t.token.as_str()),
+        body
+    ])?;
+    Ok(())
+}
+
+/// Scored labels of a feature: `label_details` when present, else the bare texts.
+fn scored_labels(f: &Feature) -> Vec<Label> {
+    let mut out: Vec<Label> = f.metadata.label_details.clone();
+    for t in &f.labels {
+        if !out.iter().any(|l| &l.text == t) {
+            out.push(Label {
+                text: t.clone(),
+                strategy: LabelingStrategy::TokenFrequency,
+                confidence: f.confidence,
+                precision: None,
+                recall: None,
+                evidence: Vec::new(),
+            });
+        }
+    }
+    out
+}
+
+fn insert_labels(conn: &Connection, f: &Feature) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM labels WHERE feature_id = ?1")?
+        .execute(params![f.id as i64])?;
+    let mut st = conn.prepare_cached(
+        "INSERT INTO labels(feature_id, rank, text, strategy, confidence, precision, recall)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for (rank, l) in scored_labels(f).iter().enumerate() {
+        st.execute(params![
+            f.id as i64,
+            rank as i64,
+            l.text,
+            l.strategy.as_str(),
+            l.confidence,
+            l.precision,
+            l.recall
+        ])?;
+    }
+    Ok(())
+}
+
+/// Neighbours listed in a feature's metadata under `key`, as `(id, score)`.
+pub fn neighbours_of(f: &Feature, key: &str) -> Vec<(u64, f64)> {
+    let Some(Value::Array(items)) = f.metadata.extra.get(key) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|v| match v {
+            Value::Array(pair) if pair.len() == 2 => Some((pair[0].as_u64()?, pair[1].as_f64()?)),
+            Value::Object(o) => Some((
+                o.get("id").or_else(|| o.get("feature_id"))?.as_u64()?,
+                o.get("score")
+                    .or_else(|| o.get("pearson"))
+                    .or_else(|| o.get("similarity"))
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The metadata keys holding neighbours, and the `kind` stored for each.
+pub const NEIGHBOUR_KEYS: [(&str, &str); 2] = [
+    ("correlated_features", "correlated"),
+    ("similar_features", "similar"),
+];
+
+fn insert_neighbours(conn: &Connection, f: &Feature) -> rusqlite::Result<()> {
+    let mut st = conn.prepare_cached(
+        "INSERT INTO neighbours(feature_id, kind, other_id, score) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (key, kind) in NEIGHBOUR_KEYS {
+        for (other, score) in neighbours_of(f, key) {
+            st.execute(params![f.id as i64, kind, other as i64, score])?;
+        }
+    }
+    Ok(())
+}
+
+/// The full-text index's columns for `f`: labels (one per line), description, and the top
+/// tokens (trimmed, one per line).
+pub fn fts_columns(f: &Feature) -> (String, String, String) {
+    let tokens = f
+        .metadata
+        .top_tokens
+        .iter()
+        .take(FTS_TOKENS)
+        .map(|t| t.token.trim())
+        .collect::<Vec<_>>()
+        .join("\n");
+    (f.labels.join("\n"), f.description.clone(), tokens)
+}
+
+fn insert_fts(conn: &Connection, f: &Feature) -> rusqlite::Result<()> {
+    let (labels, description, tokens) = fts_columns(f);
+    conn.prepare_cached(
+        "INSERT INTO fts(rowid, labels, description, tokens) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![f.id as i64, labels, description, tokens])?;
+    if !labels.is_empty() {
+        conn.prepare_cached(
+            "INSERT INTO labels_tri(rowid, labels, confidence) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![f.id as i64, labels, f.confidence])?;
+    }
+    Ok(())
+}
+
+/// An open `.fdict`: fetches single features, statistics and search results on demand.
+///
+/// One reader holds one SQLite connection (not `Sync`); share it behind a mutex or open one
+/// per thread — WAL lets readers and one writer work at the same time.
+pub struct FdictReader {
+    conn: Connection,
+    path: PathBuf,
+    statistics: Statistics,
+    summary: Summary,
+}
+
+impl FdictReader {
+    /// Opens `path` for reading.
+    ///
+    /// The connection is read-write when the file allows it, because only a writable
+    /// connection removes the WAL side files (`-wal`, `-shm`) when it closes; a read-only
+    /// file is opened read-only (and then leaves them, as SQLite does).
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .or_else(|_| Self::open_with(path, OpenFlags::SQLITE_OPEN_READ_ONLY))
+    }
+
+    /// Opens `path` for reading and for manual-label writes.
+    pub fn open_rw(path: &Path) -> Result<Self> {
+        Self::open_with(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+    }
+
+    fn open_with(path: &Path, flags: OpenFlags) -> Result<Self> {
+        if !is_fdict(path)? {
+            return Err(Error::format(
+                path,
+                "not a .fdict dictionary (expected a SQLite database starting with \"SQLite format 3\\0\")",
+            ));
+        }
+        let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|e| sql_err(path, "cannot open", e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| sql_err(path, "cannot open", e))?;
+        let meta = |key: &str| -> Result<Option<String>> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(|e| {
+                    Error::format(
+                        path,
+                        format!("not a feature dictionary (expected a `meta` table with key {key:?}): {e}"),
+                    )
+                })
+        };
+        let format = meta("format")?;
+        if format.as_deref() != Some(FORMAT) {
+            return Err(Error::format(
+                path,
+                format!("expected meta format {FORMAT:?}, found {format:?}"),
+            ));
+        }
+        let version: i64 = meta("schema_version")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if version != SCHEMA_VERSION {
+            return Err(Error::format(
+                path,
+                format!("schema version {version} is not supported (this build reads version {SCHEMA_VERSION})"),
+            ));
+        }
+        let statistics: Statistics = parse_meta(path, "statistics", meta("statistics")?)?;
+        let config: DictionaryConfig = parse_meta(path, "config", meta("config")?)?;
+        // The feature-set shell can hold the whole vocabulary's counts; summary fields come
+        // from the config and statistics so opening stays cheap.
+        let summary = Summary {
+            model_name: config.model_name.clone(),
+            sae_name: config.sae_name.clone(),
+            layer: config.layer,
+            num_features: config.num_features,
+            stored_features: statistics.total_features,
+            total_tokens_processed: statistics.total_tokens_processed,
+        };
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+            statistics,
+            summary,
+        })
+    }
+
+    /// The file this reader has open.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying connection (for the query module).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Summary statistics (precomputed at write time, updated by manual labels).
+    pub fn statistics(&self) -> &Statistics {
+        &self.statistics
+    }
+
+    /// Names, layer and sizes.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    pub(crate) fn err(&self, what: &str, e: rusqlite::Error) -> Error {
+        sql_err(&self.path, what, e)
+    }
+
+    /// One feature by id, or `None` when the file does not hold it.
+    pub fn feature(&self, id: u64) -> Result<Option<Feature>> {
+        let Ok(key) = i64::try_from(id) else {
+            return Ok(None);
+        };
+        let body: Option<String> = self
+            .conn
+            .prepare_cached("SELECT body FROM features WHERE id = ?1")
+            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+            .map_err(|e| self.err("cannot read feature", e))?;
+        body.map(|b| self.parse_body(id, &b)).transpose()
+    }
+
+    fn parse_body(&self, id: u64, body: &str) -> Result<Feature> {
+        serde_json::from_str(body).map_err(|e| {
+            Error::format(
+                &self.path,
+                format!("feature {id}: body is not a feature JSON: {e}"),
+            )
+        })
+    }
+
+    /// Scalar columns of several features (for search result lists), in the order given;
+    /// ids the file does not hold are skipped.
+    pub fn briefs(&self, ids: &[u64]) -> Result<Vec<FeatureBrief>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, feature_type, activation_count, activation_frequency, max_activation,
+                        confidence, labels, description, top_token
+                 FROM features WHERE id = ?1",
+            )
+            .map_err(|e| self.err("cannot read features", e))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let Ok(key) = i64::try_from(id) else { continue };
+            let row = st
+                .query_row([key], |r| {
+                    let labels: String = r.get(6)?;
+                    Ok(FeatureBrief {
+                        id: r.get::<_, i64>(0)? as u64,
+                        feature_type: r.get(1)?,
+                        activation_count: r.get::<_, i64>(2)? as u64,
+                        activation_frequency: r.get(3)?,
+                        max_activation: r.get(4)?,
+                        confidence: r.get(5)?,
+                        labels: split_labels(&labels),
+                        description: r.get(7)?,
+                        top_token: r.get(8)?,
+                    })
+                })
+                .optional()
+                .map_err(|e| self.err("cannot read features", e))?;
+            out.extend(row);
+        }
+        Ok(out)
+    }
+
+    /// Correlated and similar features stored for `id`, as `(kind, other id, score)`.
+    pub fn neighbours(&self, id: u64) -> Result<Vec<(String, u64, f64)>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT kind, other_id, score FROM neighbours WHERE feature_id = ?1 ORDER BY kind, score DESC",
+            )
+            .map_err(|e| self.err("cannot read neighbours", e))?;
+        let rows = st
+            .query_map([id as i64], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err("cannot read neighbours", e))?;
+        Ok(rows)
+    }
+
+    /// Calls `visit` with every feature in id order, one at a time.
+    pub fn for_each_feature(&self, mut visit: impl FnMut(&Feature) -> Result<()>) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, body FROM features ORDER BY id")
+            .map_err(|e| self.err("cannot read features", e))?;
+        let mut rows = st
+            .query([])
+            .map_err(|e| self.err("cannot read features", e))?;
+        while let Some(row) = rows
+            .next()
+            .map_err(|e| self.err("cannot read features", e))?
+        {
+            let id: i64 = row
+                .get(0)
+                .map_err(|e| self.err("cannot read features", e))?;
+            let body: String = row
+                .get(1)
+                .map_err(|e| self.err("cannot read features", e))?;
+            visit(&self.parse_body(id as u64, &body)?)?;
+        }
+        Ok(())
+    }
+
+    /// Reads everything back into a [`FeatureDictionary`] (equal to the one written).
+    pub fn load_all(&self) -> Result<FeatureDictionary> {
+        let meta = |key: &str| -> Result<Option<String>> {
+            self.conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(|e| self.err("cannot read meta", e))
+        };
+        let mut config: DictionaryConfig = parse_meta(&self.path, "config", meta("config")?)?;
+        let mut feature_set: FeatureSet =
+            parse_meta(&self.path, "feature_set", meta("feature_set")?)?;
+        let mut st = self
+            .conn
+            .prepare("SELECT id, body FROM features ORDER BY id")
+            .map_err(|e| self.err("cannot read features", e))?;
+        let mut rows = st
+            .query([])
+            .map_err(|e| self.err("cannot read features", e))?;
+        while let Some(row) = rows
+            .next()
+            .map_err(|e| self.err("cannot read features", e))?
+        {
+            let id: i64 = row
+                .get(0)
+                .map_err(|e| self.err("cannot read features", e))?;
+            let body: String = row
+                .get(1)
+                .map_err(|e| self.err("cannot read features", e))?;
+            let f = self.parse_body(id as u64, &body)?;
+            feature_set.features.insert(id as u64, f);
+        }
+        if config.model_name.is_empty() {
+            config.model_name = feature_set.model_name.clone();
+        }
+        if config.sae_name.is_empty() {
+            config.sae_name = feature_set.sae_name.clone();
+        }
+        let mut dict = FeatureDictionary::new(config, feature_set);
+        dict.config.num_features = dict.num_features();
+        Ok(dict)
+    }
+
+    /// Adds a manual label to feature `id` (first in `labels` and `label_details`, strategy
+    /// `manual`, confidence 1). Adding a text the feature already has as a manual label
+    /// changes nothing. Returns the updated feature, or `None` when `id` is not stored.
+    ///
+    /// Runs in one immediate transaction: concurrent writers (other threads or processes)
+    /// wait for each other instead of losing updates.
+    pub fn add_manual_label(&mut self, id: u64, text: &str) -> Result<Option<Feature>> {
+        let text = validate_label(text)?;
+        let key = match i64::try_from(id) {
+            Ok(k) => k,
+            Err(_) => return Ok(None),
+        };
+        let path = self.path.clone();
+        let e = |e| sql_err(&path, "cannot write label", e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let body: Option<String> = tx
+            .query_row("SELECT body FROM features WHERE id = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(e)?;
+        let Some(body) = body else {
+            return Ok(None);
+        };
+        let mut f: Feature = serde_json::from_str(&body).map_err(|err| {
+            Error::format(
+                &path,
+                format!("feature {id}: body is not a feature JSON: {err}"),
+            )
+        })?;
+        let already = f
+            .metadata
+            .label_details
+            .iter()
+            .any(|l| l.strategy == LabelingStrategy::Manual && l.text == text);
+        if already {
+            return Ok(Some(f));
+        }
+        let was_labeled = !f.labels.is_empty();
+        f.metadata.label_details.insert(
+            0,
+            Label {
+                text: text.clone(),
+                strategy: LabelingStrategy::Manual,
+                confidence: 1.0,
+                precision: None,
+                recall: None,
+                evidence: Vec::new(),
+            },
+        );
+        f.labels.retain(|t| t != &text);
+        f.labels.insert(0, text);
+        f.confidence = f.confidence.max(1.0);
+        let body = to_json(&f)?;
+        insert_feature_row(&tx, &f, &body).map_err(e)?;
+        insert_labels(&tx, &f).map_err(e)?;
+        tx.execute("DELETE FROM fts WHERE rowid = ?1", [key])
+            .map_err(e)?;
+        tx.execute("DELETE FROM labels_tri WHERE rowid = ?1", [key])
+            .map_err(e)?;
+        insert_fts(&tx, &f).map_err(e)?;
+        // Re-read the statistics inside the transaction: another connection may have
+        // changed them since this reader opened.
+        let stats: String = tx
+            .query_row("SELECT value FROM meta WHERE key = 'statistics'", [], |r| {
+                r.get(0)
+            })
+            .map_err(e)?;
+        let mut stats: Statistics = parse_meta(&path, "statistics", Some(stats))?;
+        if !was_labeled {
+            stats.labeled_features += 1;
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'statistics'",
+            [to_json(&stats)?],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
+        self.statistics = stats;
+        Ok(Some(f))
+    }
+
+    /// Re-reads the statistics (after another connection wrote labels).
+    pub fn refresh(&mut self) -> Result<()> {
+        let stats: String = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'statistics'", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.err("cannot read meta", e))?;
+        self.statistics = parse_meta(&self.path, "statistics", Some(stats))?;
+        Ok(())
+    }
+}
+
+/// Checks a manual label's text: trimmed, non-empty, at most [`MAX_LABEL_CHARS`] characters,
+/// no control characters.
+pub fn validate_label(text: &str) -> Result<String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(Error::Invalid("label text is empty".into()));
+    }
+    if t.chars().count() > MAX_LABEL_CHARS {
+        return Err(Error::Invalid(format!(
+            "label text has {} characters; at most {MAX_LABEL_CHARS} are allowed",
+            t.chars().count()
+        )));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(Error::Invalid(
+            "label text contains control characters (newline, tab, …)".into(),
+        ));
+    }
+    Ok(t.to_string())
+}
+
+fn split_labels(s: &str) -> Vec<String> {
+    if s.is_empty() {
+        Vec::new()
+    } else {
+        s.split('\n').map(str::to_string).collect()
+    }
+}
+
+fn parse_meta<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    key: &str,
+    v: Option<String>,
+) -> Result<T> {
+    let v = v.ok_or_else(|| Error::format(path, format!("meta key {key:?} is missing")))?;
+    serde_json::from_str(&v)
+        .map_err(|e| Error::format(path, format!("meta key {key:?} is not valid: {e}")))
+}
+
+/// A feature's scalar fields, for result lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureBrief {
+    /// Feature id.
+    pub id: u64,
+    /// Frequency class.
+    pub feature_type: String,
+    /// Firings.
+    pub activation_count: u64,
+    /// Firing frequency.
+    pub activation_frequency: f64,
+    /// Largest activation.
+    pub max_activation: f64,
+    /// Confidence of the best label.
+    pub confidence: f64,
+    /// Label texts.
+    pub labels: Vec<String>,
+    /// Description.
+    pub description: String,
+    /// Most frequent firing token.
+    pub top_token: Option<String>,
+}
+
+impl FeatureBrief {
+    /// The brief of an in-memory feature.
+    pub fn of(f: &Feature) -> FeatureBrief {
+        FeatureBrief {
+            id: f.id,
+            feature_type: f.feature_type.as_str().to_string(),
+            activation_count: f.activation_count,
+            activation_frequency: f.activation_frequency,
+            max_activation: f.max_activation,
+            confidence: f.confidence,
+            labels: f.labels.clone(),
+            description: f.description.clone(),
+            top_token: f.metadata.top_tokens.first().map(|t| t.token.clone()),
+        }
+    }
+}

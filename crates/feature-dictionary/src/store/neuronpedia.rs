@@ -1,0 +1,218 @@
+//! Neuronpedia-style feature JSON (the SAEDashboard `neuronpedia_dashboard.py` shape), an
+//! export only.
+//!
+//! Per feature: `feature_index, frac_nonzero, freq_hist_data_bar_heights,
+//! freq_hist_data_bar_values, pos_str, pos_values, neg_str, neg_values,
+//! correlated_features_indices, correlated_features_pearson, activations`.
+//!
+//! Approximations, because we keep no raw activations:
+//! - `frac_nonzero` is firings / tokens, a firing being an activation ≥ `min_activation`
+//!   (smaller nonzero values are not counted).
+//! - The 50 equal-width bins over `[min, max]` of the firing activations are derived from our
+//!   fixed-edge log histogram: each log bin's count is spread uniformly over its value range
+//!   (clipped to `[min, max]`) and split among the equal-width bins it overlaps, then rounded
+//!   to integers by largest remainder so the heights add up to the firing count exactly. A
+//!   bin's count can be off by the share of a neighbouring log bin (log bins are ≤ 12.5 %
+//!   wide). `freq_hist_data_bar_values` are the bin centres.
+//! - `pos_*` / `neg_*` (logit lens) are empty unless the feature metadata holds
+//!   `logit_lens: {pos_str, pos_values, neg_str, neg_values}`; correlated features come from
+//!   the `correlated_features` metadata key.
+//! - `activations`: the top examples form one group with `bin_min = bin_max = -1` and
+//!   `bin_contains = -1`; each quantile group gives its activation range and firing count.
+//!   Every example lists its context tokens, this feature's activation on each of them
+//!   (`context_activations`; zeros except the firing token when absent) and the index of the
+//!   firing token.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::fdict::neighbours_of;
+use crate::dictionary::FeatureDictionary;
+use crate::error::Result;
+use crate::model::{Feature, FeatureActivation, HistogramSummary};
+
+/// Bins of the Neuronpedia activation histogram.
+pub const HIST_BINS: usize = 50;
+
+/// Heights and bin centres of the 50 equal-width bins over `[min, max]` (see module docs).
+pub fn equal_width_histogram(
+    hist: &HistogramSummary,
+    min: f64,
+    max: f64,
+    bins: usize,
+) -> (Vec<u64>, Vec<f64>) {
+    let total: u64 = hist.counts.iter().map(|c| c.1).sum();
+    if bins == 0 || total == 0 || !(min.is_finite() && max.is_finite()) || max < min {
+        return (Vec::new(), Vec::new());
+    }
+    let width = (max - min) / bins as f64;
+    let centres: Vec<f64> = (0..bins).map(|i| min + width * (i as f64 + 0.5)).collect();
+    let mut mass = vec![0.0f64; bins];
+    for &(b, c) in &hist.counts {
+        let lo = if b == 0 {
+            min
+        } else {
+            hist.lower_edge(b).max(min)
+        };
+        let hi = if b + 1 >= hist.n_bins {
+            max
+        } else {
+            hist.lower_edge(b + 1).min(max)
+        };
+        let (lo, hi) = (lo.min(max), hi.max(lo.min(max)));
+        if width <= 0.0 || hi <= lo {
+            // A point mass (all values equal, or a log bin clipped to nothing): put it in
+            // the equal-width bin holding `lo`.
+            let i = if width <= 0.0 {
+                0
+            } else {
+                (((lo - min) / width) as usize).min(bins - 1)
+            };
+            mass[i] += c as f64;
+            continue;
+        }
+        let first = (((lo - min) / width) as usize).min(bins - 1);
+        let last = (((hi - min) / width) as usize).min(bins - 1);
+        for (i, m) in mass.iter_mut().enumerate().take(last + 1).skip(first) {
+            let a = (min + width * i as f64).max(lo);
+            let z = (min + width * (i + 1) as f64).min(hi);
+            if z > a {
+                *m += c as f64 * (z - a) / (hi - lo);
+            }
+        }
+    }
+    (round_preserving_sum(&mass, total), centres)
+}
+
+/// Rounds `mass` to integers summing to `total` (largest remainder; ties to the lower bin).
+fn round_preserving_sum(mass: &[f64], total: u64) -> Vec<u64> {
+    let mut out: Vec<u64> = mass.iter().map(|m| m.floor().max(0.0) as u64).collect();
+    let given: u64 = out.iter().sum();
+    let mut order: Vec<usize> = (0..mass.len()).collect();
+    order.sort_by(|&a, &b| {
+        let ra = mass[a] - mass[a].floor();
+        let rb = mass[b] - mass[b].floor();
+        rb.total_cmp(&ra).then(a.cmp(&b))
+    });
+    let mut left = total.saturating_sub(given);
+    for i in order.into_iter().cycle().take(mass.len() * 2) {
+        if left == 0 {
+            break;
+        }
+        out[i] += 1;
+        left -= 1;
+    }
+    out
+}
+
+fn example(a: &FeatureActivation, bin_min: f64, bin_max: f64, bin_contains: f64) -> Value {
+    let at = a.token_index_in_context();
+    let values: Vec<f32> = if a.metadata.context_activations.len() == a.context_tokens.len() {
+        a.metadata.context_activations.clone()
+    } else {
+        (0..a.context_tokens.len())
+            .map(|i| if i == at { a.activation } else { 0.0 })
+            .collect()
+    };
+    json!({
+        "bin_min": bin_min,
+        "bin_max": bin_max,
+        "bin_contains": bin_contains,
+        "tokens": a.context_tokens,
+        "values": values,
+        "qualifying_token_index": at,
+    })
+}
+
+/// The Neuronpedia-style object of one feature; `total_tokens` is the corpus size.
+pub fn feature_json(f: &Feature, total_tokens: u64) -> Value {
+    let (heights, values) = match &f.metadata.histogram {
+        Some(h) if f.activation_count > 0 => equal_width_histogram(
+            h,
+            f.metadata.min_activation.map_or(0.0, f64::from),
+            f.max_activation,
+            HIST_BINS,
+        ),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let lens = f.metadata.extra.get("logit_lens");
+    let lens_field = |k: &str| {
+        lens.and_then(|l| l.get(k))
+            .cloned()
+            .unwrap_or_else(|| json!([]))
+    };
+    let correlated = neighbours_of(f, "correlated_features");
+    let mut activations: Vec<Value> = f
+        .top_activations
+        .iter()
+        .map(|a| example(a, -1.0, -1.0, -1.0))
+        .collect();
+    for g in &f.metadata.quantile_examples {
+        for a in &g.examples {
+            activations.push(example(
+                a,
+                g.min_activation,
+                g.max_activation,
+                g.count as f64,
+            ));
+        }
+    }
+    json!({
+        "feature_index": f.id,
+        "frac_nonzero": if total_tokens == 0 { 0.0 } else { f.activation_count as f64 / total_tokens as f64 },
+        "freq_hist_data_bar_heights": heights,
+        "freq_hist_data_bar_values": values,
+        "pos_str": lens_field("pos_str"),
+        "pos_values": lens_field("pos_values"),
+        "neg_str": lens_field("neg_str"),
+        "neg_values": lens_field("neg_values"),
+        "correlated_features_indices": correlated.iter().map(|c| c.0).collect::<Vec<_>>(),
+        "correlated_features_pearson": correlated.iter().map(|c| c.1).collect::<Vec<_>>(),
+        "activations": activations,
+    })
+}
+
+/// Writes every feature of `dict` as a JSON array of Neuronpedia-style objects.
+pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
+    let total = dict.feature_set.total_tokens_processed;
+    super::write_atomically(path, |w| {
+        w.write_all(b"[")?;
+        for (i, f) in dict.features().enumerate() {
+            if i > 0 {
+                w.write_all(b",\n")?;
+            }
+            serde_json::to_writer(&mut *w, &feature_json(f, total))
+                .map_err(std::io::Error::other)?;
+        }
+        w.write_all(b"]\n")
+    })
+}
+
+/// Writes every feature of an open `.fdict` like [`write`], one feature at a time (the
+/// dictionary is never held in memory). Returns the number of features written.
+pub fn write_from_reader(r: &super::fdict::FdictReader, path: &Path) -> Result<usize> {
+    let total = r.statistics().total_tokens_processed;
+    let mut n = 0usize;
+    let mut failure: Option<crate::Error> = None;
+    super::write_atomically(path, |w| {
+        w.write_all(b"[")?;
+        let res = r.for_each_feature(|f| {
+            if n > 0 {
+                w.write_all(b",\n").map_err(|e| crate::Error::io(path, e))?;
+            }
+            serde_json::to_writer(&mut *w, &feature_json(f, total))
+                .map_err(|e| crate::Error::io(path, std::io::Error::other(e)))?;
+            n += 1;
+            Ok(())
+        });
+        if let Err(e) = res {
+            failure = Some(e);
+            return Err(std::io::Error::other("reading the dictionary failed"));
+        }
+        w.write_all(b"]\n")
+    })
+    .map_err(|e| failure.take().unwrap_or(e))?;
+    Ok(n)
+}

@@ -1,0 +1,447 @@
+//! The native `.fdict` store: lossless round trips, the reader API, manual labels, search
+//! equivalence between SQL and memory, bad input, and the Neuronpedia export.
+
+use std::path::Path;
+
+use feature_dictionary::model::{DictionaryConfig, LabelingStrategy};
+use feature_dictionary::query::synthetic::{self, Spec};
+use feature_dictionary::query::{Query, Search, TokenRank};
+use feature_dictionary::store::{self, fdict::FdictReader, neuronpedia, seed_json};
+use feature_dictionary::{build, ingest, FeatureDictionary};
+
+/// Writes a little-endian f32 `.npy` of shape `[rows, cols]`.
+fn write_npy(path: &Path, rows: usize, cols: usize, data: &[f32]) {
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let mut header = dict.into_bytes();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header);
+    for v in data {
+        out.extend(v.to_le_bytes());
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// A real build over a constructed corpus: 3 sequences, 6 features with distinct patterns.
+fn built_dictionary(dir: &Path) -> FeatureDictionary {
+    let words = [
+        "the",
+        "cat",
+        "sat",
+        "on",
+        "<b>mat</b>",
+        "and",
+        "the",
+        "dog",
+        "ran",
+        "1",
+        "2",
+    ];
+    let seqs: Vec<Vec<String>> = (0..3)
+        .map(|s| {
+            (0..40)
+                .map(|i| words[(i * 7 + s * 3) % words.len()].to_string())
+                .collect()
+        })
+        .collect();
+    let n_tok: usize = seqs.iter().map(Vec::len).sum();
+    let f = 6;
+    let mut data = vec![0f32; n_tok * f];
+    let flat: Vec<&String> = seqs.iter().flatten().collect();
+    for (r, w) in flat.iter().enumerate() {
+        if *w == "the" {
+            data[r * f] = 1.0 + (r % 5) as f32;
+        }
+        if w.parse::<u32>().is_ok() {
+            data[r * f + 1] = 0.5 * (r % 7) as f32 + 0.1;
+        }
+        data[r * f + 2] = ((r * 37) % 11) as f32 / 3.0;
+        if r % 13 == 0 {
+            data[r * f + 3] = 2.5;
+        }
+        // feature 4 never fires; feature 5 fires on "<b>mat</b>".
+        if w.contains("mat") {
+            data[r * f + 5] = 3.0;
+        }
+    }
+    let npy = dir.join("acts.npy");
+    write_npy(&npy, n_tok, f, &data);
+    let tokens = ingest::TokenSequences::from_strings(&seqs);
+    let matrix = ingest::npy::open(&npy).unwrap();
+    let config = DictionaryConfig {
+        model_name: "test-model".into(),
+        sae_name: "test-sae".into(),
+        ..Default::default()
+    };
+    let mut source = ingest::DenseSource::new(matrix, tokens, 3, 1 << 20).unwrap();
+    let mut dict = build::build(&mut source, config, &Default::default(), &mut |_| {}).unwrap();
+    // Fields a later stage adds: scored labels, a description, unknown keys.
+    let f0 = dict.feature_set.features.get_mut(&0).unwrap();
+    f0.labels = vec!["token:the".into()];
+    f0.description = "Fires on \"the\".".into();
+    f0.confidence = 0.8;
+    f0.metadata.label_details = vec![feature_dictionary::model::Label {
+        text: "token:the".into(),
+        strategy: LabelingStrategy::TokenFrequency,
+        confidence: 0.8,
+        precision: Some(1.0),
+        recall: Some(0.8),
+        evidence: vec!["12 of 12".into()],
+    }];
+    f0.metadata.extra.insert(
+        "correlated_features".into(),
+        serde_json::json!([[2, 0.5], {"id": 3, "score": 0.25}]),
+    );
+    dict
+}
+
+#[test]
+fn json_to_fdict_to_json_is_lossless() {
+    let dir = tempfile::tempdir().unwrap();
+    let dict = built_dictionary(dir.path());
+    let json1 = dir.path().join("d.json");
+    store::save(&dict, &json1).unwrap();
+    let from_json = store::load(&json1).unwrap();
+    let fd = dir.path().join("d.fdict");
+    store::save(&from_json, &fd).unwrap();
+    let from_fdict = store::load(&fd).unwrap();
+    assert_eq!(from_json, from_fdict);
+    let json2 = dir.path().join("d2.json");
+    store::save(&from_fdict, &json2).unwrap();
+    assert_eq!(
+        std::fs::read(&json1).unwrap(),
+        std::fs::read(&json2).unwrap()
+    );
+    // The statistics stored at write time equal the in-memory ones.
+    let r = FdictReader::open(&fd).unwrap();
+    assert_eq!(r.statistics(), &from_json.statistics());
+    assert_eq!(r.summary().num_features, 6);
+    assert_eq!(
+        r.neighbours(0).unwrap(),
+        vec![
+            ("correlated".to_string(), 2, 0.5),
+            ("correlated".to_string(), 3, 0.25)
+        ]
+    );
+}
+
+#[test]
+fn synthetic_round_trip_and_reader_lookups() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        n_features: 300,
+        ..Default::default()
+    };
+    let dict = synthetic::dictionary(&spec);
+    let fd = dir.path().join("s.fdict");
+    synthetic::write_fdict(&spec, &fd, &mut |_| {}).unwrap();
+    let r = FdictReader::open(&fd).unwrap();
+    for id in [0u64, 1, 17, 299] {
+        assert_eq!(r.feature(id).unwrap().as_ref(), dict.get(id));
+    }
+    assert_eq!(r.feature(300).unwrap(), None);
+    assert_eq!(r.feature(u64::MAX).unwrap(), None);
+    assert_eq!(r.statistics(), &dict.statistics());
+    assert_eq!(r.load_all().unwrap(), dict);
+    let briefs = r.briefs(&[5, 1000, 1]).unwrap();
+    assert_eq!(briefs.iter().map(|b| b.id).collect::<Vec<_>>(), vec![5, 1]);
+    assert_eq!(briefs[1].labels, dict.get(1).unwrap().labels);
+}
+
+fn assert_same_hits(sql: &FdictReader, mem: &FeatureDictionary, q: &Query, limit: usize) {
+    let a = sql.search(q, limit).unwrap();
+    let b = mem.search(q, limit).unwrap();
+    let ids = |h: &[feature_dictionary::query::Hit]| h.iter().map(|h| h.id).collect::<Vec<_>>();
+    assert_eq!(ids(&a), ids(&b), "{q:?}");
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            (x.score - y.score).abs() <= 1e-9 * x.score.abs().max(1.0),
+            "{q:?}: {x:?} vs {y:?}"
+        );
+        assert_eq!(x.matched, y.matched, "{q:?}");
+    }
+}
+
+#[test]
+fn sql_and_memory_search_rank_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        n_features: 400,
+        vocab_words: 60,
+        ..Default::default()
+    };
+    let dict = synthetic::dictionary(&spec);
+    let fd = dir.path().join("s.fdict");
+    store::save(&dict, &fd).unwrap();
+    let r = FdictReader::open(&fd).unwrap();
+    let common = synthetic::token(&spec, 0);
+    for by in [TokenRank::Precision, TokenRank::Firings] {
+        for limit in [1, 5, 1000] {
+            assert_same_hits(
+                &r,
+                &dict,
+                &Query::Token {
+                    token: common.clone(),
+                    by,
+                },
+                limit,
+            );
+            assert_same_hits(
+                &r,
+                &dict,
+                &Query::Pattern {
+                    pattern: "^ ?ka".into(),
+                    by,
+                },
+                limit,
+            );
+            assert_same_hits(
+                &r,
+                &dict,
+                &Query::Pattern {
+                    pattern: "(?i)LO$".into(),
+                    by,
+                },
+                limit,
+            );
+        }
+    }
+    for q in [
+        "TOKEN:",
+        "ka",
+        "ngram:lo",
+        "<script>",
+        "nothing-like-this",
+        "\"'><img",
+    ] {
+        assert_same_hits(&r, &dict, &Query::Label(q.into()), 50);
+    }
+    for q in ["ka", "fires lo", "token", "alert", "zzz"] {
+        assert_same_hits(&r, &dict, &Query::Text(q.into()), 30);
+    }
+    // Brute-force reference for token search.
+    let hits = r
+        .search(
+            &Query::Token {
+                token: common.clone(),
+                by: TokenRank::Firings,
+            },
+            10_000,
+        )
+        .unwrap();
+    let mut want: Vec<(u64, u64)> = dict
+        .features()
+        .filter_map(|f| {
+            f.metadata
+                .top_tokens
+                .iter()
+                .find(|t| t.token == common)
+                .map(|t| (f.id, t.firings))
+        })
+        .collect();
+    want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    assert!(!want.is_empty());
+    assert_eq!(
+        hits.iter()
+            .map(|h| (h.id, h.score as u64))
+            .collect::<Vec<_>>(),
+        want
+    );
+    // Bad queries are errors, not panics.
+    for bad in [
+        Query::Pattern {
+            pattern: "(".into(),
+            by: TokenRank::Precision,
+        },
+        Query::Text("  ".into()),
+        Query::Label("".into()),
+    ] {
+        assert!(r.search(&bad, 5).is_err(), "{bad:?}");
+        assert!(dict.search(&bad, 5).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn manual_labels_persist_and_rank_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        n_features: 50,
+        ..Default::default()
+    };
+    let fd = dir.path().join("s.fdict");
+    synthetic::write_fdict(&spec, &fd, &mut |_| {}).unwrap();
+    let dead = synthetic::dictionary(&spec)
+        .features()
+        .find(|f| f.labels.is_empty())
+        .unwrap()
+        .id;
+    let mut w = FdictReader::open_rw(&fd).unwrap();
+    let before = w.statistics().labeled_features;
+    let f = w
+        .add_manual_label(dead, "  capital letters  ")
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.labels, vec!["capital letters"]);
+    assert_eq!(
+        f.metadata.label_details[0].strategy,
+        LabelingStrategy::Manual
+    );
+    // The same text again changes nothing.
+    w.add_manual_label(dead, "capital letters").unwrap();
+    assert_eq!(w.statistics().labeled_features, before + 1);
+    assert!(w.add_manual_label(10_000, "x").unwrap().is_none());
+    assert!(w.add_manual_label(dead, "   ").is_err());
+    assert!(w.add_manual_label(dead, &"x".repeat(500)).is_err());
+    drop(w);
+    let r = FdictReader::open(&fd).unwrap();
+    assert_eq!(r.statistics().labeled_features, before + 1);
+    let g = r.feature(dead).unwrap().unwrap();
+    assert_eq!(g.labels, vec!["capital letters"]);
+    let hits = r.search(&Query::Label("CAPITAL".into()), 5).unwrap();
+    assert_eq!(hits[0].id, dead);
+    let hits = r.search(&Query::Text("capital".into()), 5).unwrap();
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![dead]);
+    // The whole dictionary still reads back with the label.
+    let all = store::load(&fd).unwrap();
+    assert_eq!(all.get(dead).unwrap(), &g);
+}
+
+#[test]
+fn bad_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.fdict");
+    let c = rusqlite::Connection::open(&other).unwrap();
+    c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    drop(c);
+    let e = store::load(&other).unwrap_err().to_string();
+    assert!(e.contains("other.fdict") && e.contains("meta"), "{e}");
+    let junk = dir.path().join("junk.fdict");
+    std::fs::write(&junk, b"SQLite format 3\0 but then garbage").unwrap();
+    let e = store::load(&junk).unwrap_err().to_string();
+    assert!(e.contains("junk.fdict"), "{e}");
+    let txt = dir.path().join("t.fdict");
+    std::fs::write(&txt, b"hello").unwrap();
+    let e = FdictReader::open(&txt).err().unwrap().to_string();
+    assert!(e.contains("t.fdict") && e.contains("SQLite"), "{e}");
+    assert!(store::save(
+        &synthetic::dictionary(&Spec::default()),
+        &dir.path().join("x.bin")
+    )
+    .is_err());
+}
+
+#[test]
+fn failed_write_keeps_the_previous_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fd = dir.path().join("s.fdict");
+    let spec = Spec {
+        n_features: 20,
+        ..Default::default()
+    };
+    synthetic::write_fdict(&spec, &fd, &mut |_| {}).unwrap();
+    let (config, fs) = {
+        let d = synthetic::dictionary(&spec);
+        (d.config.clone(), d.feature_set.clone())
+    };
+    let mut w = store::fdict::FdictWriter::create(&fd, &config, &fs).unwrap();
+    w.add(fs.features.get(&3).unwrap()).unwrap();
+    // Out of order: an error, and dropping the writer removes its temporary file.
+    assert!(w.add(fs.features.get(&2).unwrap()).is_err());
+    drop(w);
+    assert_eq!(
+        FdictReader::open(&fd).unwrap().statistics().total_features,
+        20
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+}
+
+#[test]
+fn neuronpedia_export_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let dict = built_dictionary(dir.path());
+    let out = dir.path().join("np.json");
+    neuronpedia::write(&dict, &out).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), dict.feature_set.len());
+    let total = dict.feature_set.total_tokens_processed as f64;
+    for (o, f) in arr.iter().zip(dict.features()) {
+        assert_eq!(o["feature_index"], f.id);
+        assert!(
+            (o["frac_nonzero"].as_f64().unwrap() - f.activation_count as f64 / total).abs() < 1e-12
+        );
+        let heights: Vec<u64> =
+            serde_json::from_value(o["freq_hist_data_bar_heights"].clone()).unwrap();
+        let values: Vec<f64> =
+            serde_json::from_value(o["freq_hist_data_bar_values"].clone()).unwrap();
+        if f.activation_count > 0 {
+            assert_eq!(heights.len(), 50);
+            assert_eq!(
+                heights.iter().sum::<u64>(),
+                f.activation_count,
+                "feature {}",
+                f.id
+            );
+            assert!(
+                values.windows(2).all(|w| w[0] < w[1])
+                    || f.max_activation == f.metadata.min_activation.unwrap() as f64
+            );
+        } else {
+            assert!(heights.is_empty());
+        }
+        let acts = o["activations"].as_array().unwrap();
+        let n_top = f.top_activations.len();
+        let n_q: usize = f
+            .metadata
+            .quantile_examples
+            .iter()
+            .map(|g| g.examples.len())
+            .sum();
+        assert_eq!(acts.len(), n_top + n_q);
+        for (a, ex) in acts.iter().zip(&f.top_activations) {
+            assert_eq!(a["bin_min"], -1.0);
+            assert_eq!(a["bin_max"], -1.0);
+            let i = a["qualifying_token_index"].as_u64().unwrap() as usize;
+            assert_eq!(a["tokens"][i], ex.token.as_str());
+            assert_eq!(a["values"][i].as_f64().unwrap() as f32, ex.activation);
+        }
+        assert_eq!(o["pos_str"], serde_json::json!([]));
+    }
+    assert_eq!(
+        arr[0]["correlated_features_indices"],
+        serde_json::json!([2, 3])
+    );
+    // The JSON export of a dictionary read from .fdict is the seed JSON.
+    let fd = dir.path().join("d.fdict");
+    store::save(&dict, &fd).unwrap();
+    assert_eq!(
+        seed_json::to_string(&store::load(&fd).unwrap()).unwrap(),
+        seed_json::to_string(&dict).unwrap()
+    );
+}
+
+#[test]
+fn equal_width_histogram_matches_brute_force_on_uniform_bins() {
+    // All mass in one log bin spread over [lo, hi): equal-width bins inside get equal shares.
+    use feature_dictionary::model::HistogramSummary;
+    let h = HistogramSummary {
+        bins_per_octave: 8,
+        min_exponent: -10,
+        n_bins: 208,
+        counts: vec![(80, 1000)],
+    };
+    let (lo, hi) = (h.lower_edge(80), h.lower_edge(81));
+    let (heights, values) = neuronpedia::equal_width_histogram(&h, lo, hi, 50);
+    assert_eq!(heights.iter().sum::<u64>(), 1000);
+    assert!(heights.iter().all(|&c| c == 20), "{heights:?}");
+    assert!((values[0] - (lo + (hi - lo) / 100.0)).abs() < 1e-12);
+}
