@@ -59,7 +59,13 @@ def write_safetensors(path, tensors):
 
 
 def encode(arch, x, w, cfg):
-    """The formulas of formats.md, in float64."""
+    """The formulas of formats.md, in float64 (SAELens normalizes inputs before b_dec)."""
+    norm = cfg.get("normalize_activations", "none")
+    if norm == "constant_norm_rescale":
+        x = x * (np.sqrt(x.shape[1]) / np.linalg.norm(x, axis=1, keepdims=True))
+    elif norm == "layer_norm":
+        x = x - x.mean(axis=1, keepdims=True)
+        x = x / (x.std(axis=1, ddof=1, keepdims=True) + 1e-5)
     xin = x - w["b_dec"] if cfg.get("apply_b_dec_to_input", True) else x
     if arch == "gated":
         pre = xin @ w["W_enc"]
@@ -112,6 +118,11 @@ VARIANTS = [
     ("batchtopk_f32", "batchtopk", "F32", {"k": 8}, "v6"),
     ("gated_f32", "gated", "F32", {}, "v6"),
     ("gemmascope_npz", "jumprelu", "F32", {"apply_b_dec_to_input": False}, "npz"),
+    ("standard_layer_norm", "standard", "F32", {"normalize_activations": "layer_norm"}, "v6"),
+    ("topk_constant_norm", "topk", "F16", {"k": 8, "normalize_activations": "constant_norm_rescale"}, "v6"),
+    # k <= d_sae / 16 takes the encoder's one-pass heap selection (the others its partition path).
+    ("topk_small_k_rescale", "topk", "F32", {"k": 3, "rescale_acts_by_decoder_norm": True}, "v6"),
+    ("topk_small_k", "topk", "BF16", {"k": 4}, "v6"),
 ]
 
 
@@ -155,7 +166,9 @@ def main():
             with zipfile.ZipFile(os.path.join(out, "params.npz"), "w", zipfile.ZIP_DEFLATED) as zf:
                 for k, v in stored.items():
                     key = {"W_enc": "w_enc", "W_dec": "w_dec"}.get(k, k)
-                    zf.writestr(key + ".npy", npy_bytes(v.astype(np.float32)))
+                    # Fixed timestamp so reruns write identical bytes.
+                    info = zipfile.ZipInfo(key + ".npy", date_time=(2020, 1, 1, 0, 0, 0))
+                    zf.writestr(info, npy_bytes(v.astype(np.float32)), compress_type=zipfile.ZIP_DEFLATED)
         else:
             write_safetensors(os.path.join(out, "sae_weights.safetensors"), blobs)
             if layout == "v6":
@@ -166,7 +179,7 @@ def main():
                     "dtype": {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[dtype],
                     "device": "cpu",
                     "apply_b_dec_to_input": cfg.get("apply_b_dec_to_input", True),
-                    "normalize_activations": "none",
+                    "normalize_activations": cfg.get("normalize_activations", "none"),
                     "metadata": {"model_name": "random", "hook_name": "blocks.0.hook_resid_post"},
                 }
                 for key in ("k", "rescale_acts_by_decoder_norm"):

@@ -194,7 +194,10 @@ fn corrupt_delphi_shards_are_errors() {
 fn delphi_directory_errors_name_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let e = DelphiCache::open(tmp.path()).unwrap_err().to_string();
-    assert!(e.contains("no <start>_<end>.safetensors shards"), "{e}");
+    assert!(
+        e.contains("is a directory without <start>_<end>.safetensors shards"),
+        "{e}"
+    );
     std::fs::create_dir(tmp.path().join("layers.3")).unwrap();
     let e = DelphiCache::open(tmp.path()).unwrap_err().to_string();
     assert!(e.contains("layers.3"), "{e}");

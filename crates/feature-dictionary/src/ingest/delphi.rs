@@ -87,7 +87,7 @@ impl DelphiCache {
                 };
                 return Err(Error::format(
                     path,
-                    format!("no <start>_<end>.safetensors shards in this directory{hint}"),
+                    format!("is a directory without <start>_<end>.safetensors shards; expected an activation file or a delphi cache directory{hint}"),
                 ));
             }
             files.sort_by_key(|(_, r)| r.map(|r| r.0));
@@ -160,13 +160,15 @@ impl DelphiCache {
                         format!("shard range {s}_{e} ends before it starts"),
                     ))
                 }
-                None => (0, None),
-            };
-            // A lone file is read with absolute latent indices unless its name says otherwise.
-            let (start, width) = if lone && range.is_none() {
-                (0, None)
-            } else {
-                (start, width)
+                // A lone file is read with absolute latent indices unless its name says
+                // otherwise; among several shards every one needs its range.
+                None if lone => (0, None),
+                None => {
+                    return Err(Error::format(
+                        &p,
+                        "a shard among several needs its <start>_<end> latent range",
+                    ))
+                }
             };
             shards.push(Shard {
                 file,

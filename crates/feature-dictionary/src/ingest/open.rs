@@ -36,7 +36,7 @@ pub struct InputSpec<'a> {
 }
 
 /// Rows per batch for sparse caches (whole sequences; memory is O(nonzeros of a batch)).
-const SPARSE_BATCH_ROWS: usize = 1 << 16;
+const SPARSE_BATCH_ROWS: usize = 1 << 14;
 
 /// How the activation path will be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -473,29 +473,40 @@ impl<'a> IntReader<'a> {
 /// Serializes tensors into the bytes of a `.safetensors` file (header padded to 8 bytes).
 /// Each entry is `(name, dtype, shape, little-endian data)`.
 pub fn serialize(tensors: &[(&str, &str, Vec<u64>, &[u8])]) -> Vec<u8> {
+    let entries: Vec<(&str, &str, Vec<u64>, u64)> = tensors
+        .iter()
+        .map(|(n, d, s, data)| (*n, *d, s.clone(), data.len() as u64))
+        .collect();
+    let mut out = header_bytes(&entries);
+    for (_, _, _, data) in tensors {
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+/// The length field and JSON header of a `.safetensors` file whose tensors
+/// `(name, dtype, shape, byte length)` follow in this order; lets writers stream the data.
+pub fn header_bytes(tensors: &[(&str, &str, Vec<u64>, u64)]) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     let mut offset = 0u64;
-    for (name, dtype, shape, data) in tensors {
+    for (name, dtype, shape, len) in tensors {
         header.insert(
             (*name).to_string(),
             serde_json::json!({
                 "dtype": dtype,
                 "shape": shape,
-                "data_offsets": [offset, offset + data.len() as u64],
+                "data_offsets": [offset, offset + len],
             }),
         );
-        offset += data.len() as u64;
+        offset += len;
     }
     let mut text = serde_json::to_vec(&header).expect("header serializes");
     while !(8 + text.len()).is_multiple_of(8) {
         text.push(b' ');
     }
-    let mut out = Vec::with_capacity(8 + text.len() + offset as usize);
+    let mut out = Vec::with_capacity(8 + text.len());
     out.extend((text.len() as u64).to_le_bytes());
     out.extend(text);
-    for (_, _, _, data) in tensors {
-        out.extend_from_slice(data);
-    }
     out
 }
 

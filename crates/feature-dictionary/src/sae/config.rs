@@ -175,6 +175,15 @@ impl SaeConfig {
         };
         let apply_b_dec_to_input = flag("apply_b_dec_to_input", true)?;
         let rescale_acts_by_decoder_norm = flag("rescale_acts_by_decoder_norm", false)?;
+        if rescale_acts_by_decoder_norm && architecture != Architecture::TopK {
+            return Err(Error::format(
+                path,
+                format!(
+                    "rescale_acts_by_decoder_norm is supported for topk SAEs only, not {}",
+                    architecture.name()
+                ),
+            ));
+        }
         let normalize = match get(&root, "normalize_activations") {
             None | Some(Value::Bool(false)) => Normalize::None,
             Some(Value::String(s)) if s == "none" => Normalize::None,

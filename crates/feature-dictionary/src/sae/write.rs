@@ -2,12 +2,12 @@
 //! (`locations [N, 3]` = (sequence, position, latent), `activations [N]`, optional
 //! `tokens [n_seq, seq_len]`), readable by [`crate::ingest::delphi`] and by delphi itself.
 
-use std::io::Write;
-use std::path::Path;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use super::{EncodeBuffers, Sae};
 use crate::error::{Error, Result};
-use crate::ingest::safetensors::serialize;
+use crate::ingest::safetensors::header_bytes;
 use crate::ingest::token_ids::TokenIdMatrix;
 use crate::ingest::{DenseMatrix, SparseRows};
 
@@ -86,75 +86,103 @@ pub fn encode_to_delphi(
             )));
         }
     }
-    let mut locations: Vec<[u32; 3]> = Vec::new();
-    let mut values: Vec<f32> = Vec::new();
+    // Entries stream to two scratch files next to the output (memory stays one block), and
+    // are copied behind the header once their count and largest location are known.
+    let scratch = Scratch::new(out)?;
+    let mut loc_w = std::io::BufWriter::new(
+        std::fs::File::create(&scratch.locations).map_err(|e| Error::io(&scratch.locations, e))?,
+    );
+    let mut act_w = std::io::BufWriter::new(
+        std::fs::File::create(&scratch.activations)
+            .map_err(|e| Error::io(&scratch.activations, e))?,
+    );
     let mut buffers = EncodeBuffers::default();
     let mut conv = Vec::new();
     let block = sae.block_rows() as u64 * 4;
+    let (mut n, mut max) = (0u64, 0u32);
     let mut start = 0u64;
     while start < n_rows {
         let end = (start + block).min(n_rows);
         let x = residuals.rows_f32(start..end, &mut conv);
         let mut rows = SparseRows::default();
         sae.encode(x, &mut rows, &mut buffers, options.threads);
+        let mut lb = Vec::with_capacity(rows.values.len() * 12);
+        let mut ab = Vec::with_capacity(rows.values.len() * 4);
         for r in 0..(end - start) as usize {
             let g = start + r as u64;
             let (s, p) = ((g / seq_len) as u32, (g % seq_len) as u32);
             for e in rows.indptr[r]..rows.indptr[r + 1] {
-                locations.push([s, p, rows.indices[e]]);
-                values.push(rows.values[e]);
+                let l = rows.indices[e];
+                max = max.max(s).max(p).max(l);
+                for v in [s, p, l] {
+                    lb.extend(v.to_le_bytes());
+                }
+                let v = rows.values[e];
+                if options.f16 {
+                    ab.extend(half::f16::from_f32(v).to_le_bytes());
+                } else {
+                    ab.extend(v.to_le_bytes());
+                }
+                n += 1;
             }
         }
+        loc_w
+            .write_all(&lb)
+            .map_err(|e| Error::io(&scratch.locations, e))?;
+        act_w
+            .write_all(&ab)
+            .map_err(|e| Error::io(&scratch.activations, e))?;
         residuals.release_before(end);
         start = end;
     }
-    let max = locations.iter().flatten().copied().max().unwrap_or(0);
-    let (loc_dtype, loc_bytes): (&str, Vec<u8>) = if max < 65536 {
-        (
-            "U16",
-            locations
-                .iter()
-                .flatten()
-                .flat_map(|&v| (v as u16).to_le_bytes())
-                .collect(),
-        )
-    } else {
-        (
-            "U32",
-            locations
-                .iter()
-                .flatten()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        )
-    };
-    let (act_dtype, act_bytes): (&str, Vec<u8>) = if options.f16 {
-        (
-            "F16",
-            values
-                .iter()
-                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-                .collect(),
-        )
-    } else {
-        ("F32", values.iter().flat_map(|v| v.to_le_bytes()).collect())
-    };
-    let n = values.len() as u64;
+    loc_w
+        .flush()
+        .map_err(|e| Error::io(&scratch.locations, e))?;
+    act_w
+        .flush()
+        .map_err(|e| Error::io(&scratch.activations, e))?;
+    drop((loc_w, act_w));
+    let loc_dtype = if max < 65536 { "U16" } else { "U32" };
+    let loc_size = if max < 65536 { 2 } else { 4 };
+    let act_dtype = if options.f16 { "F16" } else { "F32" };
+    let act_size = if options.f16 { 2 } else { 4 };
     let tok_bytes: Option<Vec<u8>> = tokens.map(|t| {
         t.ids
             .iter()
             .flat_map(|&v| (v as i32).to_le_bytes())
             .collect()
     });
-    let mut tensors: Vec<(&str, &str, Vec<u64>, &[u8])> = vec![
-        ("locations", loc_dtype, vec![n, 3], &loc_bytes),
-        ("activations", act_dtype, vec![n], &act_bytes),
+    let mut entries: Vec<(&str, &str, Vec<u64>, u64)> = vec![
+        ("locations", loc_dtype, vec![n, 3], n * 3 * loc_size),
+        ("activations", act_dtype, vec![n], n * act_size),
     ];
     if let (Some(t), Some(b)) = (tokens, &tok_bytes) {
-        tensors.push(("tokens", "I32", vec![t.n_sequences, t.seq_len], b));
+        entries.push((
+            "tokens",
+            "I32",
+            vec![t.n_sequences, t.seq_len],
+            b.len() as u64,
+        ));
     }
-    let bytes = serialize(&tensors);
-    crate::store::write_atomically(out, |w| w.write_all(&bytes))?;
+    let header = header_bytes(&entries);
+    crate::store::write_atomically(out, |w| {
+        w.write_all(&header)?;
+        let mut r = std::io::BufReader::new(std::fs::File::open(&scratch.locations)?);
+        if loc_size == 4 {
+            std::io::copy(&mut r, w)?;
+        } else {
+            let mut four = [0u8; 4];
+            for _ in 0..n * 3 {
+                r.read_exact(&mut four)?;
+                w.write_all(&four[..2])?;
+            }
+        }
+        std::io::copy(&mut std::fs::File::open(&scratch.activations)?, w)?;
+        if let Some(b) = &tok_bytes {
+            w.write_all(b)?;
+        }
+        Ok(())
+    })?;
     Ok(EncodeSummary {
         tokens: n_rows,
         sequences: n_seq,
@@ -167,4 +195,36 @@ pub fn encode_to_delphi(
         locations_dtype: loc_dtype.into(),
         activations_dtype: act_dtype.into(),
     })
+}
+
+/// Scratch files next to the output, removed however the encode ends.
+struct Scratch {
+    locations: PathBuf,
+    activations: PathBuf,
+}
+
+impl Scratch {
+    fn new(out: &Path) -> Result<Self> {
+        let dir = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = out
+            .file_name()
+            .ok_or_else(|| Error::Invalid(format!("{}: not a file path", out.display())))?
+            .to_string_lossy()
+            .into_owned();
+        let pid = std::process::id();
+        Ok(Self {
+            locations: dir.join(format!(".{name}.locations.tmp-{pid}")),
+            activations: dir.join(format!(".{name}.activations.tmp-{pid}")),
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.locations);
+        let _ = std::fs::remove_file(&self.activations);
+    }
 }

@@ -1,0 +1,197 @@
+//! `featdict build` on real input formats (delphi shards, token ids + tokenizer.json, an SAE
+//! run in-process, dense safetensors) and `featdict encode`, through the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn featdict(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_featdict"))
+        .args(args)
+        .output()
+        .expect("run featdict")
+}
+
+fn ok(args: &[&str]) -> serde_json::Value {
+    let out = featdict(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?} failed: {err}");
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn fails(args: &[&str], needles: &[&str]) {
+    let out = featdict(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+}
+
+fn fx() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../feature-dictionary/tests/fixtures/smollm2")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn delphi_shards_with_tokenizer_and_sae_build_and_encode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (shards, tok, sae) = (
+        fx().join("shards_first8"),
+        fx().join("tokenizer.json"),
+        fx().join("sae"),
+    );
+    let d1 = tmp.path().join("d1.json");
+    let v = ok(&[
+        "build",
+        s(&shards),
+        "--tokenizer",
+        s(&tok),
+        "--out",
+        s(&d1),
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(v["statistics"]["total_features"], 3072);
+    assert_eq!(v["statistics"]["total_tokens_processed"], 512);
+    // Tokens are shown as text, with their own spaces.
+    let show = featdict(&["show", s(&d1), "5", "--json"]);
+    assert!(show.status.success());
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("\" "),
+        "expected space-led tokens in {text:.400}"
+    );
+
+    // Residuals of the first 4 sequences, encoded in-process, with token ids.
+    let ids4 = tmp.path().join("ids4.npy");
+    let all =
+        feature_dictionary::ingest::token_ids::TokenIdMatrix::from_npy(&fx().join("token_ids.npy"))
+            .unwrap();
+    write_ids(&ids4, &all.ids[..256], 4, 64);
+    let resid = fx().join("residuals_first4.npy");
+    let d2 = tmp.path().join("d2.json");
+    ok(&[
+        "build",
+        s(&resid),
+        "--sae",
+        s(&sae),
+        "--token-ids",
+        s(&ids4),
+        "--tokenizer",
+        s(&tok),
+        "--out",
+        s(&d2),
+        "--json",
+        "-q",
+    ]);
+    // Encode to a delphi file, then build from it: the same dictionary.
+    let lat = tmp.path().join("lat.safetensors");
+    let v = ok(&[
+        "encode",
+        s(&resid),
+        "--sae",
+        s(&sae),
+        "--token-ids",
+        s(&ids4),
+        "--f32",
+        "--out",
+        s(&lat),
+        "--json",
+    ]);
+    assert_eq!(v["summary"]["entries"], 256 * 24);
+    assert_eq!(v["summary"]["locations_dtype"], "U16");
+    let d3 = tmp.path().join("d3.json");
+    ok(&[
+        "build",
+        s(&lat),
+        "--tokenizer",
+        s(&tok),
+        "--out",
+        s(&d3),
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(std::fs::read(&d2).unwrap(), std::fs::read(&d3).unwrap());
+
+    // Errors: SAE on a latent cache, both token kinds, tokenizer with JSON tokens, bad tensor.
+    let out = tmp.path().join("x.json");
+    fails(
+        &["build", s(&shards), "--sae", s(&sae), "--out", s(&out)],
+        &["delphi latent cache", "--sae"],
+    );
+    fails(
+        &["build", s(&resid), "--sae", s(&sae), "--out", s(&out)],
+        &["no tokens", "--token-ids"],
+    );
+    fails(
+        &[
+            "build",
+            s(&resid),
+            "--tokens",
+            s(&fx().join("tokens.json")),
+            "--token-ids",
+            s(&ids4),
+            "--out",
+            s(&out),
+        ],
+        &["not both"],
+    );
+    fails(
+        &[
+            "build",
+            s(&resid),
+            "--tensor",
+            "x",
+            "--token-ids",
+            s(&ids4),
+            "--out",
+            s(&out),
+        ],
+        &["--tensor"],
+    );
+    fails(
+        &[
+            "build",
+            s(&resid),
+            "--sae",
+            s(&shards),
+            "--token-ids",
+            s(&ids4),
+            "--out",
+            s(&out),
+        ],
+        &["no sae_weights.safetensors or params.npz"],
+    );
+    fails(
+        &["encode", s(&resid), "--sae", s(&sae), "--out", s(&lat)],
+        &["--seq-len"],
+    );
+    fails(
+        &[
+            "build",
+            s(&resid),
+            "--sae",
+            s(&sae),
+            "--token-ids",
+            s(&fx().join("token_ids.npy")),
+            "--out",
+            s(&out),
+        ],
+        &["256 rows", "12800 tokens"],
+    );
+}
+
+fn write_ids(path: &Path, ids: &[u32], n: usize, l: usize) {
+    let dict = format!("{{'descr': '<i4', 'fortran_order': False, 'shape': ({n}, {l}), }}");
+    let mut h = b"\x93NUMPY\x01\x00".to_vec();
+    h.extend((dict.len() as u16).to_le_bytes());
+    h.extend(dict.as_bytes());
+    for &v in ids {
+        h.extend((v as i32).to_le_bytes());
+    }
+    std::fs::write(path, h).unwrap();
+}
