@@ -28,6 +28,7 @@ pub const MAX_EXACT_FEATURES: usize = 4096;
 pub const PARTNERS_STORED: usize = 32;
 
 /// Which co-activation state is kept.
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CorrelationMode {
     /// Nothing (default).
@@ -65,6 +66,7 @@ impl CorrelationMode {
 }
 
 /// Co-activation state of all features.
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Coactivation {
     mode: CorrelationMode,

@@ -103,6 +103,7 @@ fn slot_of(key: u64, mask: usize) -> usize {
 }
 
 /// Packed n-gram → firing count for one feature (see the module doc for its guarantee).
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NgramTable {
     keys: Vec<u64>,
@@ -231,6 +232,7 @@ impl NgramTable {
 }
 
 /// Corpus-wide n-gram occurrences (see the module doc for exactness).
+#[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq)]
 pub struct CorpusNgrams {
     exact: HashMap<u64, u64>,
