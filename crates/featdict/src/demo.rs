@@ -90,15 +90,18 @@ fn latents_dir(data: &Path) -> Result<PathBuf> {
 }
 
 /// Interesting = a clean label: the best label's F1 (precision and recall over all tokens),
-/// among features that fire often enough for that to mean something.
+/// among features that fire often enough for that to mean something. Labels about words
+/// rank before punctuation and whitespace ones, which small SAEs learn in numbers.
 fn interest(f: &Feature) -> f64 {
     if f.activation_count < 20 {
         return 0.0;
     }
-    f.metadata
-        .label_details
-        .first()
-        .map_or(0.0, |l| l.confidence)
+    f.metadata.label_details.first().map_or(0.0, |l| {
+        let about = l.text.split_once(':').map_or(l.text.as_str(), |(_, t)| t);
+        let wordy = !l.text.starts_with("pattern:")
+            && about.chars().filter(|c| c.is_alphabetic()).count() >= 2;
+        l.confidence * if wordy { 1.0 } else { 0.5 }
+    })
 }
 
 /// Runs the demo.
@@ -194,6 +197,9 @@ fn summarize(
     let st = dict.statistics();
     let mut ranked: Vec<&Feature> = dict.features().filter(|f| interest(f) > 0.0).collect();
     ranked.sort_by(|a, b| interest(b).total_cmp(&interest(a)).then(a.id.cmp(&b.id)));
+    // One feature per label text, so the summary shows n different things.
+    let mut seen = std::collections::HashSet::new();
+    ranked.retain(|f| seen.insert(f.metadata.label_details[0].text.clone()));
     ranked.truncate(n);
     if as_json {
         let rows: Vec<_> = ranked
@@ -242,7 +248,9 @@ fn summarize(
         .collect();
     println!("types: {}", types.join(", "));
     println!();
-    println!("{n} most clearly labeled features (best label's F1 over all tokens; ≥ 20 firings):");
+    println!(
+        "{n} most clearly labeled features (best label's F1 over all tokens, word labels first, one per label; ≥ 20 firings):"
+    );
     for f in ranked {
         let l = &f.metadata.label_details[0];
         println!(
