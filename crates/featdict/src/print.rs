@@ -96,22 +96,34 @@ pub fn build_summary(
 
 /// `featdict stats`.
 pub fn stats(dict: &FeatureDictionary, as_json: bool) -> Result<()> {
-    let st = dict.statistics();
+    let c = &dict.config;
+    stats_lines(
+        (&c.model_name, &c.sae_name, c.layer, dict.num_features()),
+        &dict.statistics(),
+        as_json,
+    )
+}
+
+/// The body of `featdict stats`, shared by loaded dictionaries and `.fdict` summaries.
+fn stats_lines(
+    (model, sae, layer, num_features): (&str, &str, i64, usize),
+    st: &feature_dictionary::dictionary::Statistics,
+    as_json: bool,
+) -> Result<()> {
     if as_json {
         return out_json(&json!({
-            "model_name": dict.config.model_name,
-            "sae_name": dict.config.sae_name,
-            "layer": dict.config.layer,
-            "num_features": dict.num_features(),
+            "model_name": model,
+            "sae_name": sae,
+            "layer": layer,
+            "num_features": num_features,
             "statistics": st,
         }));
     }
-    println!("model        {}", or_dash(&dict.config.model_name));
-    println!("sae          {}", or_dash(&dict.config.sae_name));
-    println!("layer        {}", dict.config.layer);
+    println!("model        {}", or_dash(model));
+    println!("sae          {}", or_dash(sae));
+    println!("layer        {layer}");
     println!(
-        "features     {} ({} in file)",
-        dict.num_features(),
+        "features     {num_features} ({} in file)",
         st.total_features
     );
     println!("tokens       {}", st.total_tokens_processed);
@@ -349,34 +361,14 @@ pub fn stats_summary(
     st: &feature_dictionary::dictionary::Statistics,
     as_json: bool,
 ) -> Result<()> {
-    if as_json {
-        return out_json(&json!({
-            "model_name": summary.model_name,
-            "sae_name": summary.sae_name,
-            "layer": summary.layer,
-            "num_features": summary.num_features,
-            "statistics": st,
-        }));
-    }
-    println!("model        {}", or_dash(&summary.model_name));
-    println!("sae          {}", or_dash(&summary.sae_name));
-    println!("layer        {}", summary.layer);
-    println!(
-        "features     {} ({} in file)",
-        summary.num_features, st.total_features
-    );
-    println!("tokens       {}", st.total_tokens_processed);
-    println!("active       {}", st.active_features);
-    println!("dead         {}", st.dead_features);
-    println!("labeled      {}", st.labeled_features);
-    println!("mean freq    {:.6}", st.mean_activation_frequency);
-    println!("types");
-    for (t, c) in &st.type_distribution {
-        println!("  {t:<13}{c}");
-    }
-    println!("most important (0.7·min(100·freq,1) + 0.3·min(max/5,1))");
-    for (id, score) in &st.top_features {
-        println!("  #{id:<8}{score:.3}");
-    }
-    Ok(())
+    stats_lines(
+        (
+            &summary.model_name,
+            &summary.sae_name,
+            summary.layer,
+            summary.num_features,
+        ),
+        st,
+        as_json,
+    )
 }

@@ -33,12 +33,9 @@ pub fn save(dict: &FeatureDictionary, path: &Path) -> Result<()> {
     }
 }
 
-/// Writes `path` atomically: `write` fills a temporary file next to it, which is then
-/// flushed, synced and renamed over `path`.
-pub fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
-) -> Result<()> {
+/// The temporary file a write of `path` goes through: hidden, in the same directory (so the
+/// final rename stays on one filesystem and is atomic), unique per process.
+pub(crate) fn temp_path_for(path: &Path) -> Result<std::path::PathBuf> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -46,11 +43,20 @@ pub fn write_atomically(
     let name = path
         .file_name()
         .ok_or_else(|| Error::Invalid(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(
+    Ok(dir.join(format!(
         ".{}.tmp-{}",
         name.to_string_lossy(),
         std::process::id()
-    ));
+    )))
+}
+
+/// Writes `path` atomically: `write` fills a temporary file next to it, which is then
+/// flushed, synced and renamed over `path`.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let tmp = temp_path_for(path)?;
     let result = (|| -> std::io::Result<()> {
         let file = std::fs::File::create(&tmp)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
