@@ -42,108 +42,24 @@ impl Matrix {
     }
 }
 
-/// Reads the 2-D tensor `name` of a safetensors file (F32, F16, BF16 or F64) as f32.
+/// Reads the 2-D tensor `name` of a safetensors file (F32, F16, BF16 or F64) as f32,
+/// through the validating reader of `ingest::safetensors`.
 pub fn read_safetensors_matrix(path: &Path, name: &str) -> Result<Matrix> {
-    let map = crate::ingest::map_file(path)?;
-    if map.len() < 8 {
-        return Err(Error::format(path, "too short for a safetensors header"));
-    }
-    let n = u64::from_le_bytes(map[..8].try_into().expect("8 bytes")) as usize;
-    if n > map.len() - 8 {
-        return Err(Error::format(
-            path,
-            format!("header length {n} exceeds the file size {}", map.len()),
-        ));
-    }
-    let header: serde_json::Value = serde_json::from_slice(&map[8..8 + n])
-        .map_err(|e| Error::format(path, format!("safetensors header is not valid JSON: {e}")))?;
-    let names: Vec<&str> = header
-        .as_object()
-        .map(|o| {
-            o.keys()
-                .map(|k| k.as_str())
-                .filter(|k| *k != "__metadata__")
-                .collect()
-        })
-        .unwrap_or_default();
-    let t = header.get(name).ok_or_else(|| {
-        Error::format(
-            path,
-            format!("no tensor named {name:?}; the file holds {names:?}"),
-        )
-    })?;
-    let dtype = t["dtype"].as_str().unwrap_or("");
-    let shape: Vec<usize> = t["shape"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_u64())
-                .map(|v| v as usize)
-                .collect()
-        })
-        .unwrap_or_default();
-    if shape.len() != 2 {
-        return Err(Error::format(
-            path,
-            format!("tensor {name:?} has shape {shape:?}; expected 2 dimensions"),
-        ));
-    }
-    let offs: Vec<usize> = t["data_offsets"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_u64())
-                .map(|v| v as usize)
-                .collect()
-        })
-        .unwrap_or_default();
-    let size = match dtype {
-        "F32" => 4,
-        "F16" | "BF16" => 2,
-        "F64" => 8,
-        other => {
-            return Err(Error::format(
-                path,
-                format!("tensor {name:?} has dtype {other:?}; expected F32, F16, BF16 or F64"),
-            ))
-        }
-    };
-    let count = shape[0] * shape[1];
-    let base = 8 + n;
-    if offs.len() != 2
-        || offs[1] < offs[0]
-        || offs[1] - offs[0] != count * size
-        || base + offs[1] > map.len()
-    {
+    let file = crate::ingest::safetensors::SafeTensors::open(path)?;
+    let t = file.tensor(name)?;
+    let [rows, cols] = t.shape[..] else {
         return Err(Error::format(
             path,
             format!(
-                "tensor {name:?}: data_offsets {offs:?} do not hold {count} {dtype} values inside the file"
+                "tensor {name:?} has shape {:?}; expected 2 dimensions",
+                t.shape
             ),
         ));
-    }
-    let bytes = &map[base + offs[0]..base + offs[1]];
-    let data: Vec<f32> = match dtype {
-        "F32" => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
-            .collect(),
-        "F16" => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        "BF16" => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        _ => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32)
-            .collect(),
     };
+    let data = file.to_f32(t)?;
     Ok(Matrix {
-        rows: shape[0],
-        cols: shape[1],
+        rows: rows as usize,
+        cols: cols as usize,
         data,
     })
 }
