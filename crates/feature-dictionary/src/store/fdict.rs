@@ -787,26 +787,10 @@ impl FdictReader {
         let mut config: DictionaryConfig = parse_meta(&self.path, "config", meta("config")?)?;
         let mut feature_set: FeatureSet =
             parse_meta(&self.path, "feature_set", meta("feature_set")?)?;
-        let mut st = self
-            .conn
-            .prepare("SELECT id, body FROM features ORDER BY id")
-            .map_err(|e| self.err("cannot read features", e))?;
-        let mut rows = st
-            .query([])
-            .map_err(|e| self.err("cannot read features", e))?;
-        while let Some(row) = rows
-            .next()
-            .map_err(|e| self.err("cannot read features", e))?
-        {
-            let id: i64 = row
-                .get(0)
-                .map_err(|e| self.err("cannot read features", e))?;
-            let body: String = row
-                .get(1)
-                .map_err(|e| self.err("cannot read features", e))?;
-            let f = self.parse_body(id as u64, &body)?;
-            feature_set.features.insert(id as u64, f);
-        }
+        self.for_each_feature(|f| {
+            feature_set.features.insert(f.id, f.clone());
+            Ok(())
+        })?;
         if config.model_name.is_empty() {
             config.model_name = feature_set.model_name.clone();
         }
