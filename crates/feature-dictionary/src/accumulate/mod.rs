@@ -162,6 +162,13 @@ impl Accumulator {
                 batch.n_features, self.n_features
             )));
         }
+        if batch.n_rows() > range::MAX_BATCH_ROWS {
+            return Err(Error::Invalid(format!(
+                "a batch of {} rows exceeds the limit of {} rows; use smaller batches (--batch-values)",
+                batch.n_rows(),
+                range::MAX_BATCH_ROWS
+            )));
+        }
         if self.settings.correlation == coactivation::CorrelationMode::Exact
             && self.n_features > coactivation::MAX_EXACT_FEATURES
         {

@@ -82,23 +82,23 @@ pub struct FeatureRange {
     pub ngrams: Vec<NgramTable>,
     /// First non-finite value seen: (sequence, position, feature).
     pub first_nonfinite: Option<(u64, u32, u64)>,
-    /// Per-tile firing buckets reused across dense batches (always empty between calls).
+    /// Per-tile buckets of `(row << TILE_BITS | feature in tile, value)`, reused across
+    /// batches (always empty between calls).
     #[cfg_attr(feature = "serde-state", serde(skip))]
-    scratch: Vec<Vec<(u32, u32, f32)>>,
-    /// One tile's firings grouped by feature (reused; empty between calls).
+    scratch: Vec<Vec<(u32, f32)>>,
+    /// One tile's nonzeros grouped by feature: `(row, value)` (reused; empty between calls).
+    #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_grouped: Vec<(u32, f32)>,
-    /// Features whose top-k (`u32::MAX`) or band samples (band) received an example in the
-    /// current batch whose context is still to be filled (always empty between calls).
-    #[cfg_attr(feature = "serde-state", serde(skip))]
-    pending: Vec<(u32, u32)>,
-    /// Whether a feature's top-k / (feature, band) samples are already in `pending`.
-    topk_pending: Vec<bool>,
-    band_pending: Vec<bool>,
 }
 
-/// Features per tile when replaying dense firings: a tile's state (moments, histograms,
-/// sample thresholds, token tables) should fit in L2.
-const TILE: usize = 64;
+/// Features per tile in the transpose: few enough buckets that appending to all of them
+/// streams well, and a tile's 64-entry counting sort stays trivial.
+const TILE_BITS: u32 = 6;
+const TILE: usize = 1 << TILE_BITS;
+const TILE_MASK: u32 = TILE as u32 - 1;
+
+/// Rows a batch may have: a bucket key packs the row above the tile's feature bits.
+pub const MAX_BATCH_ROWS: usize = 1 << (32 - TILE_BITS);
 
 impl FeatureRange {
     /// Empty state for features `start..start + len`.
@@ -118,9 +118,6 @@ impl FeatureRange {
             first_nonfinite: None,
             scratch: Vec::new(),
             scratch_grouped: Vec::new(),
-            pending: Vec::new(),
-            topk_pending: vec![false; len],
-            band_pending: vec![false; len * N_BANDS],
         }
     }
 
@@ -158,6 +155,14 @@ impl FeatureRange {
     }
 
     /// Accumulates the core rows of `batch` for this range's features.
+    ///
+    /// Two phases. Transpose: every nonzero value of every row of the batch (margins
+    /// included) is dropped into the bucket of its feature tile, then a tile's bucket is
+    /// grouped by feature, so each feature gets its batch "column": its nonzero values in
+    /// row order. Replay: each feature's column updates its state while that state is hot in
+    /// L1, and the contexts of examples admitted in the batch are read from the same column
+    /// (the context activations of a feature are its own nonzeros on neighbouring rows), not
+    /// gathered from rows that lie a whole dense row apart in memory.
     pub fn update(&mut self, batch: &ActivationBatch<'_>, settings: &Settings) {
         let rows = batch.core.len() as u64;
         if self.rows_since_spill + rows > u32::MAX as u64 {
@@ -167,114 +172,130 @@ impl FeatureRange {
         if settings.samples_per_band == 0 {
             self.sample_thresholds.iter_mut().for_each(|t| *t = 0);
         }
-        match &batch.values {
-            BatchValues::Dense(data) => self.update_dense(batch, data, settings),
-            BatchValues::Sparse(sp) => {
-                let lo = self.start as u32;
-                let hi = (self.start + self.len()) as u32;
-                for row in batch.core.clone() {
-                    let (a, b) = (sp.indptr[row], sp.indptr[row + 1]);
-                    let idx = &sp.indices[a..b];
-                    let from = a + idx.partition_point(|&f| f < lo);
-                    let to = a + idx.partition_point(|&f| f < hi);
-                    for j in from..to {
-                        let local = (sp.indices[j] - lo) as usize;
-                        let v = sp.values[j];
-                        if is_finite(v) {
-                            if v >= settings.threshold {
-                                self.fire(local, v, row, batch, settings);
-                            }
-                        } else {
-                            self.nonfinite(local, row, batch);
-                        }
-                    }
-                }
-            }
-        }
-        self.fill_pending(batch, settings);
-    }
-
-    /// Fills the contexts of the examples admitted during this batch that survived it.
-    fn fill_pending(&mut self, batch: &ActivationBatch<'_>, settings: &Settings) {
-        let mut pending = std::mem::take(&mut self.pending);
-        let window = settings.context_window;
-        for &(local, kind) in &pending {
-            let feature = self.start + local as usize;
-            let fill = |ex: &mut Example| {
-                if ex.pending_row != NO_PENDING {
-                    let row = ex.pending_row as usize;
-                    fill_context(ex, feature, row, batch, window);
-                }
-            };
-            if kind == u32::MAX {
-                self.topk_pending[local as usize] = false;
-                self.topk[local as usize].for_each_mut(fill);
-            } else {
-                self.band_pending[local as usize * N_BANDS + kind as usize] = false;
-                self.samples[local as usize]
-                    .items
-                    .iter_mut()
-                    .filter(|s| s.band as u32 == kind)
-                    .for_each(|s| fill(&mut s.example));
-            }
-        }
-        pending.clear();
-        self.pending = pending;
-    }
-
-    /// Dense rows in two phases. Scan: walk each row's slice of this range contiguously
-    /// (what the prefetcher likes) and drop every firing into the bucket of its feature tile.
-    /// Update: replay each tile's firings, in row order, so the tile's state stays in cache.
-    /// Each feature still sees its firings in token order, so results do not change.
-    fn update_dense(&mut self, batch: &ActivationBatch<'_>, data: &[f32], settings: &Settings) {
-        let n_features = batch.n_features;
-        let len = self.len();
-        let n_tiles = len.div_ceil(TILE);
         let mut buckets = std::mem::take(&mut self.scratch);
-        buckets.resize_with(n_tiles, Vec::new);
-        for row in batch.core.clone() {
-            let base = row * n_features + self.start;
-            let slice = &data[base..base + len];
-            let mut bad_at = Vec::new();
-            scan::scan_row(
-                slice,
-                settings.threshold,
-                &mut |i, v| buckets[i / TILE].push((row as u32, i as u32, v)),
-                &mut |i| bad_at.push(i),
-            );
-            for i in bad_at {
-                self.nonfinite(i, row, batch);
-            }
+        buckets.resize_with(self.len().div_ceil(TILE), Vec::new);
+        let mut nonfinite = Vec::new();
+        self.transpose(batch, &mut buckets, &mut nonfinite);
+        for (local, row) in nonfinite {
+            self.nonfinite(local, row, batch);
         }
-        // Within a tile, a stable counting sort groups firings by feature (rows stay in
-        // order), so one feature's state is hot in L1 for all its firings of the batch.
-        let mut grouped = std::mem::take(&mut self.scratch_grouped);
+        let mut column = std::mem::take(&mut self.scratch_grouped);
         for (t, bucket) in buckets.iter_mut().enumerate() {
             let first = t * TILE;
+            // A stable counting sort by feature keeps each column in row order.
             let mut starts = [0u32; TILE + 1];
-            for &(_, local, _) in bucket.iter() {
-                starts[local as usize - first + 1] += 1;
+            for &(key, _) in bucket.iter() {
+                starts[(key & TILE_MASK) as usize + 1] += 1;
             }
             for i in 0..TILE {
                 starts[i + 1] += starts[i];
             }
-            grouped.clear();
-            grouped.resize(bucket.len(), (0, 0.0));
+            column.clear();
+            column.resize(bucket.len(), (0, 0.0));
             let mut next = starts;
-            for &(row, local, v) in bucket.iter() {
-                let slot = &mut next[local as usize - first];
-                grouped[*slot as usize] = (row, v);
+            for &(key, v) in bucket.iter() {
+                let slot = &mut next[(key & TILE_MASK) as usize];
+                column[*slot as usize] = (key >> TILE_BITS, v);
                 *slot += 1;
             }
-            for i in 0..TILE {
-                for &(row, v) in &grouped[starts[i] as usize..starts[i + 1] as usize] {
-                    self.fire(first + i, v, row as usize, batch, settings);
+            let tile_len = TILE.min(self.len() - first);
+            for i in 0..tile_len {
+                let col = &column[starts[i] as usize..starts[i + 1] as usize];
+                if !col.is_empty() {
+                    self.replay(first + i, col, batch, settings);
                 }
             }
             bucket.clear();
         }
-        self.scratch_grouped = grouped;
+        self.scratch_grouped = column;
         self.scratch = buckets;
+    }
+
+    /// Fills the tile buckets with every nonzero value of this range on every row of the
+    /// batch; non-finite values on core rows are also listed in `nonfinite` (local, row).
+    fn transpose(
+        &self,
+        batch: &ActivationBatch<'_>,
+        buckets: &mut [Vec<(u32, f32)>],
+        nonfinite: &mut Vec<(usize, usize)>,
+    ) {
+        let len = self.len();
+        let core = batch.core.clone();
+        match &batch.values {
+            BatchValues::Dense(data) => {
+                let n_features = batch.n_features;
+                for row in 0..batch.n_rows() {
+                    let base = row * n_features + self.start;
+                    let key = (row as u32) << TILE_BITS;
+                    scan::scan_nonzero(
+                        &data[base..base + len],
+                        &mut |i, v| buckets[i / TILE].push((key | (i % TILE) as u32, v)),
+                        &mut |i| {
+                            if core.contains(&row) {
+                                nonfinite.push((i, row));
+                            }
+                        },
+                    );
+                }
+            }
+            BatchValues::Sparse(sp) => {
+                let lo = self.start as u32;
+                let hi = (self.start + len) as u32;
+                for row in 0..batch.n_rows() {
+                    let (a, b) = (sp.indptr[row], sp.indptr[row + 1]);
+                    let idx = &sp.indices[a..b];
+                    let from = a + idx.partition_point(|&f| f < lo);
+                    let to = a + idx.partition_point(|&f| f < hi);
+                    let key = (row as u32) << TILE_BITS;
+                    for j in from..to {
+                        let i = (sp.indices[j] - lo) as usize;
+                        let v = sp.values[j];
+                        if v == 0.0 {
+                            continue;
+                        }
+                        if !is_finite(v) && core.contains(&row) {
+                            nonfinite.push((i, row));
+                        }
+                        buckets[i / TILE].push((key | (i % TILE) as u32, v));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Updates feature `local` with its batch column (its nonzero values, in row order,
+    /// margins and non-finite values included), then fills the contexts of the examples it
+    /// admitted from the same column.
+    fn replay(
+        &mut self,
+        local: usize,
+        column: &[(u32, f32)],
+        batch: &ActivationBatch<'_>,
+        settings: &Settings,
+    ) {
+        let core = batch.core.start as u32..batch.core.end as u32;
+        let mut admitted = false;
+        for &(row, v) in column {
+            // Margin rows only provide context; values below the threshold (and NaN, and
+            // ±∞, counted separately) are not firings.
+            if !core.contains(&row) || !(v >= settings.threshold && v < f32::INFINITY) {
+                continue;
+            }
+            admitted |= self.fire(local, v, row as usize, batch, settings);
+        }
+        if admitted {
+            let window = settings.context_window;
+            let fill = |ex: &mut Example| {
+                if ex.pending_row != NO_PENDING {
+                    fill_context(ex, column, batch, window);
+                }
+            };
+            self.topk[local].for_each_mut(fill);
+            self.samples[local]
+                .items
+                .iter_mut()
+                .for_each(|s| fill(&mut s.example));
+        }
     }
 
     #[cold]
@@ -289,6 +310,7 @@ impl FeatureRange {
         }
     }
 
+    /// One firing; returns whether it was admitted as an example (its context is owed).
     #[inline(always)]
     fn fire(
         &mut self,
@@ -297,7 +319,7 @@ impl FeatureRange {
         row: usize,
         batch: &ActivationBatch<'_>,
         settings: &Settings,
-    ) {
+    ) -> bool {
         let position = batch.positions[row];
         let m = &mut self.moments[local];
         m.count += 1;
@@ -322,8 +344,9 @@ impl FeatureRange {
         if settings.ngram_capacity > 0 {
             self.fire_ngrams(local, row, batch, settings);
         }
+        let mut admitted = false;
         if admit_topk {
-            self.offer_topk(local, v, row, batch, settings);
+            admitted |= self.offer_topk(local, v, row, batch, settings);
         }
         let band = band_of_bin(bin);
         let threshold = self.sample_thresholds[local * N_BANDS + band];
@@ -336,14 +359,11 @@ impl FeatureRange {
                     h,
                     |ex| record_example(ex, v, row, batch),
                 );
-                let flag = &mut self.band_pending[local * N_BANDS + band];
-                if !*flag {
-                    *flag = true;
-                    self.pending.push((local as u32, band as u32));
-                }
                 self.sample_thresholds[local * N_BANDS + band] = new_threshold;
+                admitted = true;
             }
         }
+        admitted
     }
 
     #[inline(never)]
@@ -367,18 +387,15 @@ impl FeatureRange {
         row: usize,
         batch: &ActivationBatch<'_>,
         settings: &Settings,
-    ) {
+    ) -> bool {
         let k = settings.top_k;
         let (seq, pos) = (batch.sequences[row], batch.positions[row]);
         if !self.topk[local].accepts(k, v, seq, pos) {
-            return;
+            return false;
         }
         self.topk[local].insert_with(k, |ex| record_example(ex, v, row, batch));
-        if !self.topk_pending[local] {
-            self.topk_pending[local] = true;
-            self.pending.push((local as u32, u32::MAX));
-        }
         self.moments[local].topk_threshold = self.topk[local].threshold(k);
+        true
     }
 
     /// Folds `other` (same features, other tokens) into `self`.
@@ -473,8 +490,6 @@ impl FeatureRange {
         self.samples.extend(other.samples);
         self.sample_thresholds.extend(other.sample_thresholds);
         self.tokens.extend(other.tokens);
-        self.topk_pending.extend(other.topk_pending);
-        self.band_pending.extend(other.band_pending);
         self.ngrams.extend(other.ngrams);
         self.first_nonfinite = self.first_nonfinite.or(other.first_nonfinite);
     }
@@ -500,9 +515,6 @@ impl FeatureRange {
             first_nonfinite: None,
             scratch: Vec::new(),
             scratch_grouped: Vec::new(),
-            pending: Vec::new(),
-            topk_pending: self.topk_pending.split_off(at),
-            band_pending: self.band_pending.split_off(at * N_BANDS),
         }
     }
 
@@ -555,9 +567,9 @@ impl FeatureRange {
 /// Marks that row `row` of the current batch still owes this example its context.
 const NO_PENDING: u32 = u32::MAX;
 
-/// Records the firing in `ex`, deferring its context: the context rows of a dense batch are
-/// far apart in memory, and most admitted examples are evicted again within the batch, so
-/// contexts are filled once per batch for the survivors only ([`FeatureRange::fill_pending`]).
+/// Records the firing in `ex`, deferring its context: most examples admitted early in a
+/// batch are evicted again before its end, so contexts are filled once per feature and
+/// batch, for the survivors only ([`FeatureRange::replay`]).
 #[inline]
 fn record_example(ex: &mut Example, v: f32, row: usize, batch: &ActivationBatch<'_>) {
     ex.activation = v;
@@ -566,29 +578,27 @@ fn record_example(ex: &mut Example, v: f32, row: usize, batch: &ActivationBatch<
     ex.pending_row = row as u32;
 }
 
-/// Writes the context of `feature` around `row` into `ex`, reusing its buffers.
+/// Writes the context around `ex.pending_row` into `ex` (reusing its buffers), taking the
+/// feature's activations from its batch `column` (nonzeros by row; absent rows are 0).
 fn fill_context(
     ex: &mut Example,
-    feature: usize,
-    row: usize,
+    column: &[(u32, f32)],
     batch: &ActivationBatch<'_>,
     window: usize,
 ) {
-    let rows = batch.context_rows(row, window);
+    let rows = batch.context_rows(ex.pending_row as usize, window);
     ex.context_start = batch.positions[rows.start];
     ex.context_tokens.clear();
     ex.context_tokens
         .extend_from_slice(&batch.tokens[rows.clone()]);
     ex.context_activations.clear();
-    match &batch.values {
-        BatchValues::Dense(d) => {
-            let f = batch.n_features;
-            ex.context_activations
-                .extend(rows.map(|r| d[r * f + feature]));
-        }
-        BatchValues::Sparse(_) => ex
-            .context_activations
-            .extend(rows.map(|r| batch.value(r, feature))),
+    ex.context_activations.resize(rows.len(), 0.0);
+    let from = column.partition_point(|&(r, _)| (r as usize) < rows.start);
+    for &(r, v) in column[from..]
+        .iter()
+        .take_while(|&&(r, _)| (r as usize) < rows.end)
+    {
+        ex.context_activations[r as usize - rows.start] = v;
     }
     ex.pending_row = NO_PENDING;
 }

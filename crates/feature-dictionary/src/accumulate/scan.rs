@@ -1,32 +1,32 @@
-//! Finding firings in dense rows: the one loop that touches every activation value.
+//! Finding the nonzero values of dense rows: the one loop that touches every activation value.
 //!
-//! A row slice is compared 16 (AVX-512) or 8 (AVX2) values at a time against the threshold;
-//! only the indices of firing and non-finite values leave the loop. The kernel is chosen
-//! once per call by runtime CPU detection, so one binary runs everywhere.
+//! A row slice is tested 16 (AVX-512) or 8 (AVX2) values at a time; only the indices of
+//! nonzero values leave the loop. The test is an integer compare of the value's bits with the
+//! sign cleared, so NaN counts as nonzero (and is reported) while -0.0 is zero. The kernel is
+//! chosen once per call by runtime CPU detection, so one binary runs everywhere.
 
-/// Calls `fire(index, value)` for every `value >= threshold` (finite) in `row`, and `bad(index)`
-/// for every NaN/±Inf, in index order.
+/// Calls `nonzero(index, value)` for every value other than ±0 in `row` (NaN and ±∞
+/// included), and additionally `bad(index)` for every NaN/±∞, in index order.
 #[inline]
-pub fn scan_row(
+pub fn scan_nonzero(
     row: &[f32],
-    threshold: f32,
-    fire: &mut impl FnMut(usize, f32),
+    nonzero: &mut impl FnMut(usize, f32),
     bad: &mut impl FnMut(usize),
 ) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") {
             // SAFETY: avx512f was just detected.
-            unsafe { scan_avx512(row, threshold, fire, bad) };
+            unsafe { scan_avx512(row, nonzero, bad) };
             return;
         }
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: avx2 was just detected.
-            unsafe { scan_avx2(row, threshold, fire, bad) };
+            unsafe { scan_avx2(row, nonzero, bad) };
             return;
         }
     }
-    scan_scalar(row, 0, threshold, fire, bad);
+    scan_scalar(row, 0, nonzero, bad);
 }
 
 #[inline(always)]
@@ -38,15 +38,15 @@ fn is_finite(v: f32) -> bool {
 fn scan_scalar(
     row: &[f32],
     offset: usize,
-    threshold: f32,
-    fire: &mut impl FnMut(usize, f32),
+    nonzero: &mut impl FnMut(usize, f32),
     bad: &mut impl FnMut(usize),
 ) {
     for (i, &v) in row.iter().enumerate() {
-        if !is_finite(v) {
-            bad(offset + i);
-        } else if v >= threshold {
-            fire(offset + i, v);
+        if v.to_bits() & 0x7fff_ffff != 0 {
+            nonzero(offset + i, v);
+            if !is_finite(v) {
+                bad(offset + i);
+            }
         }
     }
 }
@@ -55,26 +55,27 @@ fn scan_scalar(
 #[target_feature(enable = "avx512f")]
 unsafe fn scan_avx512(
     row: &[f32],
-    threshold: f32,
-    fire: &mut impl FnMut(usize, f32),
+    nonzero: &mut impl FnMut(usize, f32),
     bad: &mut impl FnMut(usize),
 ) {
     use std::arch::x86_64::*;
-    let thr = _mm512_set1_ps(threshold);
+    let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
     let exp_mask = _mm512_set1_epi32(0x7f80_0000);
+    let zero = _mm512_setzero_si512();
     let chunks = row.len() / 16;
     let ptr = row.as_ptr();
     for c in 0..chunks {
         // SAFETY: c * 16 + 15 < row.len().
-        let v = unsafe { _mm512_loadu_ps(ptr.add(c * 16)) };
-        let bits = _mm512_castps_si512(v);
+        let bits = unsafe { _mm512_loadu_si512(ptr.add(c * 16).cast()) };
+        let mut m = _mm512_cmpneq_epi32_mask(_mm512_and_si512(bits, abs_mask), zero) as u32;
+        if m == 0 {
+            continue;
+        }
         let nonfinite = _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, exp_mask), exp_mask);
-        let ge = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(v, thr);
-        let mut m = (ge & !nonfinite) as u32;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
-            fire(c * 16 + i, row[c * 16 + i]);
+            nonzero(c * 16 + i, row[c * 16 + i]);
         }
         let mut b = nonfinite as u32;
         while b != 0 {
@@ -83,34 +84,36 @@ unsafe fn scan_avx512(
             bad(c * 16 + i);
         }
     }
-    scan_scalar(&row[chunks * 16..], chunks * 16, threshold, fire, bad);
+    scan_scalar(&row[chunks * 16..], chunks * 16, nonzero, bad);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn scan_avx2(
     row: &[f32],
-    threshold: f32,
-    fire: &mut impl FnMut(usize, f32),
+    nonzero: &mut impl FnMut(usize, f32),
     bad: &mut impl FnMut(usize),
 ) {
     use std::arch::x86_64::*;
-    let thr = _mm256_set1_ps(threshold);
+    let abs_mask = _mm256_set1_epi32(0x7fff_ffff);
     let exp_mask = _mm256_set1_epi32(0x7f80_0000);
+    let zero = _mm256_setzero_si256();
     let chunks = row.len() / 8;
     let ptr = row.as_ptr();
     for c in 0..chunks {
         // SAFETY: c * 8 + 7 < row.len().
-        let v = unsafe { _mm256_loadu_ps(ptr.add(c * 8)) };
-        let bits = _mm256_castps_si256(v);
+        let bits = unsafe { _mm256_loadu_si256(ptr.add(c * 8).cast()) };
+        let is_zero = _mm256_cmpeq_epi32(_mm256_and_si256(bits, abs_mask), zero);
+        let mut m = !(_mm256_movemask_ps(_mm256_castsi256_ps(is_zero)) as u32) & 0xff;
+        if m == 0 {
+            continue;
+        }
         let nf = _mm256_cmpeq_epi32(_mm256_and_si256(bits, exp_mask), exp_mask);
         let nonfinite = _mm256_movemask_ps(_mm256_castsi256_ps(nf)) as u32;
-        let ge = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(v, thr)) as u32;
-        let mut m = ge & !nonfinite;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
-            fire(c * 8 + i, row[c * 8 + i]);
+            nonzero(c * 8 + i, row[c * 8 + i]);
         }
         let mut b = nonfinite;
         while b != 0 {
@@ -119,7 +122,7 @@ unsafe fn scan_avx2(
             bad(c * 8 + i);
         }
     }
-    scan_scalar(&row[chunks * 8..], chunks * 8, threshold, fire, bad);
+    scan_scalar(&row[chunks * 8..], chunks * 8, nonzero, bad);
 }
 
 #[cfg(test)]
@@ -134,23 +137,32 @@ mod tests {
         row[7] = f32::NAN;
         row[20] = f32::INFINITY;
         row[21] = f32::NEG_INFINITY;
+        row[30] = -0.0;
+        row[31] = -2.5;
         row[100] = 5.0;
         let collect = |f: &Scanner<'_>| {
-            let (mut fires, mut bads) = (Vec::new(), Vec::new());
-            f(&mut |i, v| fires.push((i, v)), &mut |i| bads.push(i));
-            (fires, bads)
+            let (mut nonzeros, mut bads) = (Vec::new(), Vec::new());
+            f(&mut |i, v| nonzeros.push((i, v.to_bits())), &mut |i| {
+                bads.push(i)
+            });
+            (nonzeros, bads)
         };
-        let reference =
-            collect(&|f, b| scan_scalar(&row, 0, 0.45, &mut |i, v| f(i, v), &mut |i| b(i)));
-        let dispatched = collect(&|f, b| scan_row(&row, 0.45, &mut |i, v| f(i, v), &mut |i| b(i)));
+        let reference = collect(&|f, b| scan_scalar(&row, 0, &mut |i, v| f(i, v), &mut |i| b(i)));
+        let dispatched = collect(&|f, b| scan_nonzero(&row, &mut |i, v| f(i, v), &mut |i| b(i)));
         assert_eq!(reference, dispatched);
         assert_eq!(reference.1, vec![7, 20, 21]);
-        assert!(reference.0.iter().all(|&(i, v)| v >= 0.45 && row[i] == v));
+        let expected: Vec<usize> = (0..row.len())
+            .filter(|&i| row[i] != 0.0 || row[i].is_nan())
+            .collect();
+        assert_eq!(
+            reference.0.iter().map(|p| p.0).collect::<Vec<_>>(),
+            expected
+        );
+        assert!(expected.contains(&31) && !expected.contains(&30));
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
-            let avx2 = collect(&|f, b| unsafe {
-                scan_avx2(&row, 0.45, &mut |i, v| f(i, v), &mut |i| b(i))
-            });
+            let avx2 =
+                collect(&|f, b| unsafe { scan_avx2(&row, &mut |i, v| f(i, v), &mut |i| b(i)) });
             assert_eq!(reference, avx2);
         }
     }
