@@ -146,8 +146,15 @@ struct BuildArgs {
     /// Distinct tokens counted exactly per feature before the token sketch approximates.
     #[arg(long, default_value_t = 1024)]
     token_capacity: usize,
-    /// Activation values held per batch (memory ≈ 4 bytes × this for f16/f64 input).
-    #[arg(long, default_value_t = build::VALUES_PER_BATCH, hide_short_help = true)]
+    /// Activation values per batch [default: 134217728 for f32 files, read in place; 33554432
+    /// for f16/bf16/f64, converted into a buffer of 4 bytes × this]. The batch's transpose
+    /// also holds 8 bytes per nonzero value.
+    #[arg(
+        long,
+        default_value_t = 0,
+        hide_default_value = true,
+        hide_short_help = true
+    )]
     batch_values: usize,
     /// Count the 2- and 3-grams ending at each firing token, exactly up to this many distinct
     /// n-grams per feature (0 = off; needed by `featdict label --strategies ngram_analysis`).

@@ -30,10 +30,15 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Floats per dense batch: 32 Mi values (zero-copy for f32 files, a 128 MiB buffer for
-/// f16/f64). Long batches matter: each batch replays every feature's state once, so a
-/// feature should fire many times per batch for its state to be worth the cache misses.
-pub const VALUES_PER_BATCH: usize = 32 << 20;
+/// Values per dense batch when the file is f32 and read in place (no copy): 128 Mi values.
+/// Long batches matter: each batch replays every feature's state once (state that no longer
+/// fits in cache at 16k features), so a feature should fire many times per batch. The
+/// batch's transpose holds 8 bytes per nonzero value (≈ 50 MiB at 5 % density).
+pub const VALUES_PER_BATCH: usize = 128 << 20;
+
+/// Values per dense batch when values are converted into a buffer (f16, bf16, f64, or an
+/// unaligned f32 file): 32 Mi values, a 128 MiB buffer.
+pub const CONVERTED_VALUES_PER_BATCH: usize = 32 << 20;
 
 /// Streams every batch of `source` into `acc`; `progress` gets the rows done so far.
 pub fn accumulate_source(

@@ -85,16 +85,18 @@ pub struct FeatureRange {
     /// Per-tile buckets of `(row << TILE_BITS | feature in tile, value)`, reused across
     /// batches (always empty between calls).
     #[cfg_attr(feature = "serde-state", serde(skip))]
-    scratch: Vec<Vec<(u32, f32)>>,
+    scratch: Vec<TileBucket>,
     /// One tile's nonzeros grouped by feature: `(row, value)` (reused; empty between calls).
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_grouped: Vec<(u32, f32)>,
+    /// One feature's firing tokens of the batch (reused; empty between calls).
+    #[cfg_attr(feature = "serde-state", serde(skip))]
+    scratch_tokens: Vec<TokenId>,
 }
 
-/// Features per tile in the transpose: few enough buckets that appending to all of them
-/// streams well, and a tile's 64-entry counting sort stays trivial.
-const TILE_BITS: u32 = 6;
-const TILE: usize = 1 << TILE_BITS;
+/// Tiles of the transpose are small enough that a tile's counting sort is trivial and few
+/// enough that appending to all of them streams well.
+use scan::{TileBucket, TILE, TILE_BITS};
 const TILE_MASK: u32 = TILE as u32 - 1;
 
 /// Rows a batch may have: a bucket key packs the row above the tile's feature bits.
@@ -118,6 +120,7 @@ impl FeatureRange {
             first_nonfinite: None,
             scratch: Vec::new(),
             scratch_grouped: Vec::new(),
+            scratch_tokens: Vec::new(),
         }
     }
 
@@ -173,7 +176,7 @@ impl FeatureRange {
             self.sample_thresholds.iter_mut().for_each(|t| *t = 0);
         }
         let mut buckets = std::mem::take(&mut self.scratch);
-        buckets.resize_with(self.len().div_ceil(TILE), Vec::new);
+        buckets.resize_with(self.len().div_ceil(TILE), TileBucket::default);
         let mut nonfinite = Vec::new();
         self.transpose(batch, &mut buckets, &mut nonfinite);
         for (local, row) in nonfinite {
@@ -184,25 +187,30 @@ impl FeatureRange {
             let first = t * TILE;
             // A stable counting sort by feature keeps each column in row order.
             let mut starts = [0u32; TILE + 1];
-            for &(key, _) in bucket.iter() {
+            for &key in &bucket.keys {
                 starts[(key & TILE_MASK) as usize + 1] += 1;
             }
             for i in 0..TILE {
                 starts[i + 1] += starts[i];
             }
             column.clear();
-            column.resize(bucket.len(), (0, 0.0));
+            column.resize(bucket.keys.len(), (0, 0.0));
             let mut next = starts;
-            for &(key, v) in bucket.iter() {
+            for (&key, &v) in bucket.keys.iter().zip(&bucket.values) {
                 let slot = &mut next[(key & TILE_MASK) as usize];
                 column[*slot as usize] = (key >> TILE_BITS, v);
                 *slot += 1;
             }
             let tile_len = TILE.min(self.len() - first);
+            let col = |i: usize| &column[starts[i] as usize..starts[i + 1] as usize];
             for i in 0..tile_len {
-                let col = &column[starts[i] as usize..starts[i + 1] as usize];
-                if !col.is_empty() {
-                    self.replay(first + i, col, batch, settings);
+                // A feature's state was last touched a whole batch ago and is cold; fetching
+                // the next feature's while this one replays hides most of those misses.
+                if i + 1 < tile_len {
+                    self.prefetch_state(first + i + 1, col(i + 1), batch);
+                }
+                if !col(i).is_empty() {
+                    self.replay(first + i, col(i), batch, settings);
                 }
             }
             bucket.clear();
@@ -216,7 +224,7 @@ impl FeatureRange {
     fn transpose(
         &self,
         batch: &ActivationBatch<'_>,
-        buckets: &mut [Vec<(u32, f32)>],
+        buckets: &mut [TileBucket],
         nonfinite: &mut Vec<(usize, usize)>,
     ) {
         let len = self.len();
@@ -226,16 +234,11 @@ impl FeatureRange {
                 let n_features = batch.n_features;
                 for row in 0..batch.n_rows() {
                     let base = row * n_features + self.start;
-                    let key = (row as u32) << TILE_BITS;
-                    scan::scan_nonzero(
-                        &data[base..base + len],
-                        &mut |i, v| buckets[i / TILE].push((key | (i % TILE) as u32, v)),
-                        &mut |i| {
-                            if core.contains(&row) {
-                                nonfinite.push((i, row));
-                            }
-                        },
-                    );
+                    scan::transpose_row(&data[base..base + len], row as u32, buckets, &mut |i| {
+                        if core.contains(&row) {
+                            nonfinite.push((i, row));
+                        }
+                    });
                 }
             }
             BatchValues::Sparse(sp) => {
@@ -256,10 +259,29 @@ impl FeatureRange {
                         if !is_finite(v) && core.contains(&row) {
                             nonfinite.push((i, row));
                         }
-                        buckets[i / TILE].push((key | (i % TILE) as u32, v));
+                        buckets[i / TILE].push(key | (i % TILE) as u32, v);
                     }
                 }
             }
+        }
+    }
+
+    /// Hints the CPU to fetch the state `replay` of this column will touch.
+    #[inline]
+    fn prefetch_state(&self, local: usize, column: &[(u32, f32)], batch: &ActivationBatch<'_>) {
+        if column.is_empty() {
+            return;
+        }
+        prefetch(&self.moments[local]);
+        prefetch(&self.pos_buckets[local]);
+        for line in (0..N_BINS).step_by(16) {
+            prefetch(&self.hist[local * N_BINS + line]);
+        }
+        prefetch(&self.sample_thresholds[local * N_BANDS]);
+        prefetch(&self.sample_thresholds[local * N_BANDS + N_BANDS - 1]);
+        let tokens = &self.tokens[local];
+        for &(row, _) in column {
+            tokens.prefetch(batch.tokens[row as usize]);
         }
     }
 
@@ -275,14 +297,19 @@ impl FeatureRange {
     ) {
         let core = batch.core.start as u32..batch.core.end as u32;
         let mut admitted = false;
+        let mut tokens = std::mem::take(&mut self.scratch_tokens);
         for &(row, v) in column {
             // Margin rows only provide context; values below the threshold (and NaN, and
             // ±∞, counted separately) are not firings.
             if !core.contains(&row) || !(v >= settings.threshold && v < f32::INFINITY) {
                 continue;
             }
+            tokens.push(batch.tokens[row as usize]);
             admitted |= self.fire(local, v, row as usize, batch, settings);
         }
+        self.tokens[local].add_all(&tokens, settings.token_sketch_capacity);
+        tokens.clear();
+        self.scratch_tokens = tokens;
         if admitted {
             let window = settings.context_window;
             let fill = |ex: &mut Example| {
@@ -340,7 +367,6 @@ impl FeatureRange {
         let admit_topk = v >= m.topk_threshold;
         let bin = histogram::bin(v);
         self.hist[local * N_BINS + bin] += 1;
-        self.tokens[local].add(batch.tokens[row], settings.token_sketch_capacity);
         if settings.ngram_capacity > 0 {
             self.fire_ngrams(local, row, batch, settings);
         }
@@ -515,6 +541,7 @@ impl FeatureRange {
             first_nonfinite: None,
             scratch: Vec::new(),
             scratch_grouped: Vec::new(),
+            scratch_tokens: Vec::new(),
         }
     }
 
@@ -601,6 +628,19 @@ fn fill_context(
         ex.context_activations[r as usize - rows.start] = v;
     }
     ex.pending_row = NO_PENDING;
+}
+
+#[inline(always)]
+fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; any address is allowed.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (p as *const T).cast(),
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 #[inline(always)]

@@ -13,6 +13,23 @@ use crate::ingest::TokenId;
 
 const EMPTY: TokenId = TokenId::MAX;
 
+/// Smallest table: most features fire on dozens of distinct tokens, and starting small
+/// would rehash several times on their first batch.
+const MIN_SLOTS: usize = 32;
+
+#[inline(always)]
+fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; any address is allowed.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (p as *const T).cast(),
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Token → firing count for one feature.
 ///
 /// Slots hold `(token, count)` side by side so a probe touches one cache line. Counts are
@@ -72,6 +89,62 @@ impl TokenSketch {
         }
     }
 
+    /// Hints the CPU to fetch the slot where `token` would be found, ahead of an update.
+    #[inline(always)]
+    pub fn prefetch(&self, token: TokenId) {
+        if !self.slots.is_empty() {
+            prefetch(&self.slots[slot_of(token, self.slots.len() - 1)]);
+        }
+    }
+
+    /// Counts one firing on each of `tokens`, the same as calling [`TokenSketch::add`] for
+    /// each in order. When the table cannot fill up (no Misra–Gries step can occur, so order
+    /// does not matter), it is sized once and probed in a tight loop whose independent
+    /// lookups overlap their cache misses; otherwise it falls back to one `add` at a time.
+    pub fn add_all(&mut self, tokens: &[TokenId], capacity: usize) {
+        let capacity = capacity.max(1);
+        if self.len + tokens.len() > capacity {
+            for &t in tokens {
+                self.add(t, capacity);
+            }
+            return;
+        }
+        let needed = ((self.len + tokens.len()) * 2)
+            .next_power_of_two()
+            .max(MIN_SLOTS);
+        if self.slots.len() < needed {
+            self.resize(needed);
+        }
+        let mask = self.slots.len() - 1;
+        for chunk in tokens.chunks(16) {
+            let mut at = [0usize; 16];
+            for (a, &t) in at.iter_mut().zip(chunk) {
+                *a = slot_of(t, mask);
+                prefetch(&self.slots[*a]);
+            }
+            for (&t, &start) in chunk.iter().zip(&at) {
+                let mut i = start;
+                loop {
+                    let (k, c) = self.slots[i];
+                    if k == t {
+                        if c == u32::MAX {
+                            self.saturated = true;
+                        } else {
+                            self.slots[i].1 = c + 1;
+                        }
+                        break;
+                    }
+                    if k == EMPTY {
+                        self.slots[i] = (t, 1);
+                        self.len += 1;
+                        break;
+                    }
+                    i = (i + 1) & mask;
+                }
+            }
+        }
+    }
+
     #[cold]
     fn misra_gries_step(&mut self, token: TokenId, n: u64, capacity: usize) {
         // Cancel units of the newcomer against every held token.
@@ -102,12 +175,19 @@ impl TokenSketch {
     }
 
     fn grow(&mut self) {
-        let entries: Vec<(TokenId, u64)> = self.entries().collect();
-        let new_len = (self.slots.len() * 2).max(8);
-        self.slots = vec![(EMPTY, 0); new_len];
-        self.len = 0;
-        for (t, c) in entries {
-            self.insert_new(t, c);
+        self.resize((self.slots.len() * 2).max(MIN_SLOTS));
+    }
+
+    /// Rehashes into `new_len` slots (a power of two above twice the entries).
+    fn resize(&mut self, new_len: usize) {
+        let old = std::mem::replace(&mut self.slots, vec![(EMPTY, 0); new_len]);
+        let mask = new_len - 1;
+        for (t, c) in old.into_iter().filter(|e| e.0 != EMPTY) {
+            let mut i = slot_of(t, mask);
+            while self.slots[i].0 != EMPTY {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = (t, c);
         }
     }
 

@@ -55,6 +55,9 @@ pub fn map_file(path: &Path) -> Result<Mmap> {
     // SAFETY: the map is read-only; like every reader of memory-mapped files we rely on the
     // file not being truncated while we read it.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    // No madvise: on a page-cached file, mapping each batch up front (POPULATE_READ), or
+    // hinting WILLNEED/SEQUENTIAL, measured slower than the page faults the scanning threads
+    // take in parallel (BENCHMARKS.md, core accumulation).
     Ok(map)
 }
 
@@ -183,6 +186,13 @@ impl DenseMatrix {
         &self.map[a..b]
     }
 
+    /// Whether [`DenseMatrix::rows_f32`] borrows the file's bytes (aligned f32) rather than
+    /// converting into a buffer.
+    pub fn reads_in_place(&self) -> bool {
+        self.dtype == DenseDtype::F32
+            && (self.map.as_ptr() as usize + self.offset) % std::mem::align_of::<f32>() == 0
+    }
+
     /// Rows as f32: borrowed when the file already holds aligned f32, else converted into
     /// `buffer`.
     pub fn rows_f32<'a>(
@@ -235,26 +245,6 @@ impl DenseMatrix {
             }
         }
         buffer
-    }
-
-    /// Maps the pages of `rows` in one call (Linux `MADV_POPULATE_READ`) instead of one page
-    /// fault per page during the scan; a no-op where unsupported.
-    pub fn populate(&self, rows: std::ops::Range<u64>) {
-        #[cfg(target_os = "linux")]
-        {
-            let row_bytes = (self.n_features * self.dtype.size()) as u64;
-            let start = (self.offset as u64 + rows.start * row_bytes) & !4095;
-            let end = (self.offset as u64 + rows.end * row_bytes).min(self.map.len() as u64);
-            if end > start {
-                let _ = self.map.advise_range(
-                    memmap2::Advice::PopulateRead,
-                    start as usize,
-                    (end - start) as usize,
-                );
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = rows;
     }
 
     /// Tells the kernel that rows before `row` will not be read again, so resident memory
@@ -364,7 +354,6 @@ impl ActivationSource for DenseSource {
             .release_before(plan.load.start.saturating_sub(self.window));
         let (sequences, positions) = self.planner.row_coordinates(plan.load.clone());
         let tokens = self.tokens.ids()[plan.load.start as usize..plan.load.end as usize].to_vec();
-        self.matrix.populate(plan.load.clone());
         let values = self.matrix.rows_f32(plan.load.clone(), &mut self.buffer);
         let base = plan.load.start;
         Ok(Some(ActivationBatch {

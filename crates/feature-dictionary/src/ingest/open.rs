@@ -126,16 +126,12 @@ pub fn open_source(spec: &InputSpec) -> Result<Box<dyn ActivationSource>> {
                 _ => super::open_dense(acts)?,
             };
             let tokens = open_tokens(spec, None)?;
-            let source = DenseSource::new(
-                matrix,
-                tokens,
-                spec.context_window,
-                if spec.batch_values == 0 {
-                    crate::build::VALUES_PER_BATCH
-                } else {
-                    spec.batch_values
-                },
-            )?;
+            let batch_values = match spec.batch_values {
+                0 if matrix.reads_in_place() => crate::build::VALUES_PER_BATCH,
+                0 => crate::build::CONVERTED_VALUES_PER_BATCH,
+                n => n,
+            };
+            let source = DenseSource::new(matrix, tokens, spec.context_window, batch_values)?;
             match spec.sae {
                 Some(dir) => Ok(Box::new(SaeSource::new(
                     source,

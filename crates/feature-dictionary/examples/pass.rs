@@ -1,0 +1,46 @@
+//! Times the streaming pass alone (no finalize, no output), for profiling the accumulator.
+//!
+//! `cargo run --release --example pass -- ACTS.npy TOKENS.json [THREADS] [REPEATS]`
+
+use std::path::Path;
+use std::time::Instant;
+
+use feature_dictionary::accumulate::{Accumulator, Settings};
+use feature_dictionary::build::{accumulate_source, BuildOptions};
+use feature_dictionary::ingest::open::{open_source, InputSpec};
+use feature_dictionary::model::ExtractionConfig;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        return Err("usage: pass ACTS.npy TOKENS.json [THREADS] [REPEATS]".into());
+    }
+    let threads: usize = args.get(3).map_or(Ok(2), |t| t.parse())?;
+    let repeats: usize = args.get(4).map_or(Ok(3), |t| t.parse())?;
+    let config = ExtractionConfig::default();
+    for _ in 0..repeats {
+        let spec = InputSpec {
+            acts: Some(Path::new(&args[1])),
+            tensor: None,
+            tokens_json: Some(Path::new(&args[2])),
+            token_ids: None,
+            tokenizer: None,
+            sae: None,
+            context_window: config.context_window,
+            threads,
+            batch_values: 0,
+        };
+        let mut source = open_source(&spec)?;
+        let settings = Settings::from_config(&config)?;
+        let t = Instant::now();
+        let mut acc = Accumulator::new(source.n_features(), settings, threads);
+        let options = BuildOptions {
+            threads,
+            allow_nonfinite: false,
+        };
+        accumulate_source(source.as_mut(), &mut acc, &options, &mut |_| {})?;
+        let s = t.elapsed().as_secs_f64();
+        println!("pass {:.3} s  {:.0} tok/s", s, acc.total_tokens as f64 / s);
+    }
+    Ok(())
+}
