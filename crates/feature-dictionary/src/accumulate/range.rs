@@ -301,7 +301,7 @@ impl FeatureRange {
         for &(row, v) in column {
             // Margin rows only provide context; values below the threshold (and NaN, and
             // ±∞, counted separately) are not firings.
-            if !core.contains(&row) || !(v >= settings.threshold && v < f32::INFINITY) {
+            if !(core.contains(&row) && v >= settings.threshold && v < f32::INFINITY) {
                 continue;
             }
             tokens.push(batch.tokens[row as usize]);

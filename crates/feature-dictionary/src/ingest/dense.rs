@@ -190,7 +190,8 @@ impl DenseMatrix {
     /// converting into a buffer.
     pub fn reads_in_place(&self) -> bool {
         self.dtype == DenseDtype::F32
-            && (self.map.as_ptr() as usize + self.offset) % std::mem::align_of::<f32>() == 0
+            && (self.map.as_ptr() as usize + self.offset)
+                .is_multiple_of(std::mem::align_of::<f32>())
     }
 
     /// Rows as f32: borrowed when the file already holds aligned f32, else converted into
