@@ -6,7 +6,7 @@
 
 use super::histogram::{self, N_BINS};
 use super::ngrams::{self, NgramTable};
-use super::samples::{band_of_bin, firing_hash, BandSamples, N_BANDS};
+use super::samples::{self, band_of_bin, BandSamples, N_BANDS};
 use super::token_sketch::TokenSketch;
 use super::topk::{Example, TopK};
 use super::Settings;
@@ -89,6 +89,9 @@ pub struct FeatureRange {
     /// One tile's nonzeros grouped by feature: `(row, value)` (reused; empty between calls).
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_grouped: Vec<(u32, f32)>,
+    /// [`samples::row_key`] of each row of the current batch.
+    #[cfg_attr(feature = "serde-state", serde(skip))]
+    scratch_row_keys: Vec<u64>,
     /// One feature's firing tokens of the batch (reused; empty between calls).
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_tokens: Vec<TokenId>,
@@ -121,6 +124,7 @@ impl FeatureRange {
             scratch: Vec::new(),
             scratch_grouped: Vec::new(),
             scratch_tokens: Vec::new(),
+            scratch_row_keys: Vec::new(),
         }
     }
 
@@ -175,6 +179,14 @@ impl FeatureRange {
         if settings.samples_per_band == 0 {
             self.sample_thresholds.iter_mut().for_each(|t| *t = 0);
         }
+        self.scratch_row_keys.clear();
+        self.scratch_row_keys.extend(
+            batch
+                .sequences
+                .iter()
+                .zip(&batch.positions)
+                .map(|(&s, &p)| samples::row_key(s, p)),
+        );
         let mut buckets = std::mem::take(&mut self.scratch);
         buckets.resize_with(self.len().div_ceil(TILE), TileBucket::default);
         let mut nonfinite = Vec::new();
@@ -377,7 +389,9 @@ impl FeatureRange {
         let band = band_of_bin(bin);
         let threshold = self.sample_thresholds[local * N_BANDS + band];
         if threshold != 0 {
-            let h = firing_hash((self.start + local) as u64, batch.sequences[row], position);
+            let h = samples::mix(
+                samples::feature_key((self.start + local) as u64) ^ self.scratch_row_keys[row],
+            );
             if h < threshold {
                 let new_threshold = self.samples[local].insert_with(
                     settings.samples_per_band,
@@ -542,6 +556,7 @@ impl FeatureRange {
             scratch: Vec::new(),
             scratch_grouped: Vec::new(),
             scratch_tokens: Vec::new(),
+            scratch_row_keys: Vec::new(),
         }
     }
 

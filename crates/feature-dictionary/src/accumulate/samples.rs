@@ -23,12 +23,30 @@ pub fn band_of_bin(bin: usize) -> usize {
     bin / BINS_PER_BAND
 }
 
-/// Deterministic 64-bit hash of a firing (SplitMix64 finalizer).
+/// Deterministic 64-bit hash of a firing (SplitMix64 finalizer), computed as
+/// `mix(feature_key(feature) ^ row_key(sequence, position))` so the row part can be computed
+/// once per row and the feature part once per feature.
 #[inline(always)]
 pub fn firing_hash(feature: u64, sequence: u64, position: u32) -> u64 {
-    let mut z = feature.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ sequence.wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
-        ^ (position as u64).wrapping_mul(0x1656_67B1_9E37_79F9);
+    mix(feature_key(feature) ^ row_key(sequence, position))
+}
+
+/// The feature's part of [`firing_hash`].
+#[inline(always)]
+pub fn feature_key(feature: u64) -> u64 {
+    feature.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The row's part of [`firing_hash`].
+#[inline(always)]
+pub fn row_key(sequence: u64, position: u32) -> u64 {
+    sequence.wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+        ^ (position as u64).wrapping_mul(0x1656_67B1_9E37_79F9)
+}
+
+/// The SplitMix64 finalizer of [`firing_hash`].
+#[inline(always)]
+pub fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

@@ -2,7 +2,19 @@
 
 use std::cmp::Ordering;
 
+use smallvec::SmallVec;
+
 use crate::ingest::TokenId;
+
+/// Context values held without a heap allocation: a window of ±5 (the default) fits, so
+/// admitting an example (tens per feature while the top-k and samples fill) never calls the
+/// allocator; wider windows spill to the heap.
+pub const INLINE_CONTEXT: usize = 11;
+
+/// A context's tokens.
+pub type ContextTokens = SmallVec<[TokenId; INLINE_CONTEXT]>;
+/// A context's activations.
+pub type ContextActivations = SmallVec<[f32; INLINE_CONTEXT]>;
 
 /// A firing kept as an example, with the context needed to show it later.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,9 +29,9 @@ pub struct Example {
     /// Position of the first context token.
     pub context_start: u32,
     /// Context tokens (the firing token included).
-    pub context_tokens: Vec<TokenId>,
+    pub context_tokens: ContextTokens,
     /// This feature's activation on each context token.
-    pub context_activations: Vec<f32>,
+    pub context_activations: ContextActivations,
     /// Batch row whose context is still to be copied (`u32::MAX` once filled); only set
     /// while a batch is being accumulated.
     pub pending_row: u32,
@@ -32,8 +44,8 @@ impl Default for Example {
             sequence: 0,
             position: 0,
             context_start: 0,
-            context_tokens: Vec::new(),
-            context_activations: Vec::new(),
+            context_tokens: ContextTokens::new(),
+            context_activations: ContextActivations::new(),
             pending_row: u32::MAX,
         }
     }

@@ -138,7 +138,7 @@ impl Ctx<'_> {
             metadata: ActivationMetadata {
                 sequence: ex.sequence,
                 context_start: ex.context_start,
-                context_activations: ex.context_activations.clone(),
+                context_activations: ex.context_activations.to_vec(),
                 extra: Default::default(),
             },
         }
