@@ -310,14 +310,14 @@ impl FeatureRange {
         let core = batch.core.start as u32..batch.core.end as u32;
         let mut admitted = false;
         let mut tokens = std::mem::take(&mut self.scratch_tokens);
-        for &(row, v) in column {
+        for (at, &(row, v)) in column.iter().enumerate() {
             // Margin rows only provide context; values below the threshold (and NaN, and
             // ±∞, counted separately) are not firings.
             if !(core.contains(&row) && v >= settings.threshold && v < f32::INFINITY) {
                 continue;
             }
             tokens.push(batch.tokens[row as usize]);
-            admitted |= self.fire(local, v, row as usize, batch, settings);
+            admitted |= self.fire(local, v, row as usize, at, batch, settings);
         }
         self.tokens[local].add_all(&tokens, settings.token_sketch_capacity);
         tokens.clear();
@@ -325,7 +325,7 @@ impl FeatureRange {
         if admitted {
             let window = settings.context_window;
             let fill = |ex: &mut Example| {
-                if ex.pending_row != NO_PENDING {
+                if ex.pending != NO_PENDING {
                     fill_context(ex, column, batch, window);
                 }
             };
@@ -356,6 +356,7 @@ impl FeatureRange {
         local: usize,
         v: f32,
         row: usize,
+        at: usize,
         batch: &ActivationBatch<'_>,
         settings: &Settings,
     ) -> bool {
@@ -384,7 +385,7 @@ impl FeatureRange {
         }
         let mut admitted = false;
         if admit_topk {
-            admitted |= self.offer_topk(local, v, row, batch, settings);
+            admitted |= self.offer_topk(local, v, row, at, batch, settings);
         }
         let band = band_of_bin(bin);
         let threshold = self.sample_thresholds[local * N_BANDS + band];
@@ -397,7 +398,7 @@ impl FeatureRange {
                     settings.samples_per_band,
                     band as u8,
                     h,
-                    |ex| record_example(ex, v, row, batch),
+                    |ex| record_example(ex, v, row, at, batch),
                 );
                 self.sample_thresholds[local * N_BANDS + band] = new_threshold;
                 admitted = true;
@@ -425,6 +426,7 @@ impl FeatureRange {
         local: usize,
         v: f32,
         row: usize,
+        at: usize,
         batch: &ActivationBatch<'_>,
         settings: &Settings,
     ) -> bool {
@@ -433,7 +435,7 @@ impl FeatureRange {
         if !self.topk[local].accepts(k, v, seq, pos) {
             return false;
         }
-        self.topk[local].insert_with(k, |ex| record_example(ex, v, row, batch));
+        self.topk[local].insert_with(k, |ex| record_example(ex, v, row, at, batch));
         self.moments[local].topk_threshold = self.topk[local].threshold(k);
         true
     }
@@ -606,43 +608,52 @@ impl FeatureRange {
     }
 }
 
-/// Marks that row `row` of the current batch still owes this example its context.
+/// `Example::pending` of an example whose context is filled.
 const NO_PENDING: u32 = u32::MAX;
 
-/// Records the firing in `ex`, deferring its context: most examples admitted early in a
-/// batch are evicted again before its end, so contexts are filled once per feature and
-/// batch, for the survivors only ([`FeatureRange::replay`]).
+/// Records the firing at index `at` of its feature's batch column in `ex`, deferring its
+/// context: most examples admitted early in a batch are evicted again before its end, so
+/// contexts are filled once per feature and batch, for the survivors only
+/// ([`FeatureRange::replay`]).
 #[inline]
-fn record_example(ex: &mut Example, v: f32, row: usize, batch: &ActivationBatch<'_>) {
+fn record_example(ex: &mut Example, v: f32, row: usize, at: usize, batch: &ActivationBatch<'_>) {
     ex.activation = v;
     ex.sequence = batch.sequences[row];
     ex.position = batch.positions[row];
-    ex.pending_row = row as u32;
+    ex.pending = at as u32;
 }
 
-/// Writes the context around `ex.pending_row` into `ex` (reusing its buffers), taking the
-/// feature's activations from its batch `column` (nonzeros by row; absent rows are 0).
+/// Writes the context of the firing at `column[ex.pending]` into `ex` (reusing its
+/// buffers): tokens from the batch, and the feature's activations from its neighbours in
+/// the `column` (nonzeros in row order; rows absent from it are 0).
 fn fill_context(
     ex: &mut Example,
     column: &[(u32, f32)],
     batch: &ActivationBatch<'_>,
     window: usize,
 ) {
-    let rows = batch.context_rows(ex.pending_row as usize, window);
+    let at = ex.pending as usize;
+    let row = column[at].0 as usize;
+    let rows = batch.context_rows(row, window);
     ex.context_start = batch.positions[rows.start];
     ex.context_tokens.clear();
     ex.context_tokens
         .extend_from_slice(&batch.tokens[rows.clone()]);
     ex.context_activations.clear();
     ex.context_activations.resize(rows.len(), 0.0);
-    let from = column.partition_point(|&(r, _)| (r as usize) < rows.start);
-    for &(r, v) in column[from..]
+    // The neighbours within the window sit right before and after `at` in the column.
+    let from = column[..at]
+        .iter()
+        .rev()
+        .take_while(|&&(r, _)| r as usize >= rows.start)
+        .count();
+    for &(r, v) in column[at - from..]
         .iter()
         .take_while(|&&(r, _)| (r as usize) < rows.end)
     {
         ex.context_activations[r as usize - rows.start] = v;
     }
-    ex.pending_row = NO_PENDING;
+    ex.pending = NO_PENDING;
 }
 
 #[inline(always)]

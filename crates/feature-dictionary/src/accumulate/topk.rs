@@ -32,9 +32,9 @@ pub struct Example {
     pub context_tokens: ContextTokens,
     /// This feature's activation on each context token.
     pub context_activations: ContextActivations,
-    /// Batch row whose context is still to be copied (`u32::MAX` once filled); only set
-    /// while a batch is being accumulated.
-    pub pending_row: u32,
+    /// Index, in its feature's column of the current batch, of the firing whose context is
+    /// still to be filled (`u32::MAX` once filled); only set while a batch is accumulated.
+    pub pending: u32,
 }
 
 impl Default for Example {
@@ -46,7 +46,7 @@ impl Default for Example {
             context_start: 0,
             context_tokens: ContextTokens::new(),
             context_activations: ContextActivations::new(),
-            pending_row: u32::MAX,
+            pending: u32::MAX,
         }
     }
 }
@@ -84,6 +84,9 @@ fn cmp_examples(a: &Example, b: &Example) -> Ordering {
 #[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct TopK {
     items: Vec<Example>,
+    /// `items[i].activation`, packed: finding the next entry to replace scans these (one or
+    /// two cache lines) instead of every example.
+    activations: Vec<f32>,
     worst: usize,
 }
 
@@ -120,13 +123,15 @@ impl TopK {
     /// example's buffers are reused, so the steady state allocates nothing.
     #[inline]
     pub fn insert_with(&mut self, k: usize, fill: impl FnOnce(&mut Example)) {
-        if self.items.len() < k {
+        let slot = if self.items.len() < k {
             self.items.push(Example::default());
-            let last = self.items.len() - 1;
-            fill(&mut self.items[last]);
+            self.activations.push(0.0);
+            self.items.len() - 1
         } else {
-            fill(&mut self.items[self.worst]);
-        }
+            self.worst
+        };
+        fill(&mut self.items[slot]);
+        self.activations[slot] = self.items[slot].activation;
         self.recompute_worst();
     }
 
@@ -134,10 +139,10 @@ impl TopK {
         // Runs on every admission: compare activations first and fall back to the full
         // (sequence, position) order only on exact ties.
         let mut worst = 0;
-        for i in 1..self.items.len() {
-            let (a, w) = (&self.items[i], &self.items[worst]);
-            if a.activation < w.activation
-                || (a.activation == w.activation && cmp_examples(a, w) == Ordering::Greater)
+        for i in 1..self.activations.len() {
+            let (a, w) = (self.activations[i], self.activations[worst]);
+            if a < w
+                || (a == w && cmp_examples(&self.items[i], &self.items[worst]) == Ordering::Greater)
             {
                 worst = i;
             }
@@ -150,10 +155,11 @@ impl TopK {
         self.items.extend(other.items);
         self.items.sort_by(cmp_examples);
         self.items.truncate(k);
+        self.activations = self.items.iter().map(|e| e.activation).collect();
         self.recompute_worst();
     }
 
-    /// Visits every example, any order.
+    /// Visits every example, any order (activations must not change: they decide the order).
     pub fn for_each_mut(&mut self, f: impl FnMut(&mut Example)) {
         self.items.iter_mut().for_each(f);
     }
