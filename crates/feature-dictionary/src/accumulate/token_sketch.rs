@@ -80,7 +80,7 @@ impl TokenSketch {
             }
         }
         if self.len < capacity.max(1) {
-            if (self.len + 1) * 2 > self.slots.len() {
+            if self.overloaded_with(self.len + 1) {
                 self.grow();
             }
             self.insert_new(token, n);
@@ -98,9 +98,9 @@ impl TokenSketch {
     }
 
     /// Counts one firing on each of `tokens`, the same as calling [`TokenSketch::add`] for
-    /// each in order. When the table cannot fill up (no Misra–Gries step can occur, so order
-    /// does not matter), it is sized once and probed in a tight loop whose independent
-    /// lookups overlap their cache misses; otherwise it falls back to one `add` at a time.
+    /// each in order. When the table cannot reach capacity (no Misra–Gries step can occur,
+    /// so order does not matter), the slots of 16 tokens at a time are prefetched before
+    /// they are probed, so their cache misses overlap; otherwise one `add` at a time.
     pub fn add_all(&mut self, tokens: &[TokenId], capacity: usize) {
         let capacity = capacity.max(1);
         if self.len + tokens.len() > capacity {
@@ -109,40 +109,54 @@ impl TokenSketch {
             }
             return;
         }
-        let needed = ((self.len + tokens.len()) * 2)
-            .next_power_of_two()
-            .max(MIN_SLOTS);
-        if self.slots.len() < needed {
-            self.resize(needed);
+        if self.slots.is_empty() {
+            self.resize(MIN_SLOTS);
         }
-        let mask = self.slots.len() - 1;
         for chunk in tokens.chunks(16) {
-            let mut at = [0usize; 16];
-            for (a, &t) in at.iter_mut().zip(chunk) {
-                *a = slot_of(t, mask);
-                prefetch(&self.slots[*a]);
+            let mask = self.slots.len() - 1;
+            for &t in chunk {
+                prefetch(&self.slots[slot_of(t, mask)]);
             }
-            for (&t, &start) in chunk.iter().zip(&at) {
-                let mut i = start;
-                loop {
-                    let (k, c) = self.slots[i];
-                    if k == t {
-                        if c == u32::MAX {
-                            self.saturated = true;
-                        } else {
-                            self.slots[i].1 = c + 1;
-                        }
-                        break;
-                    }
-                    if k == EMPTY {
-                        self.slots[i] = (t, 1);
-                        self.len += 1;
-                        break;
-                    }
-                    i = (i + 1) & mask;
-                }
+            for &t in chunk {
+                self.count_one(t);
             }
         }
+    }
+
+    /// One firing on `token`, in a table that has room for a new token (no Misra–Gries).
+    #[inline(always)]
+    fn count_one(&mut self, token: TokenId) {
+        let mask = self.slots.len() - 1;
+        let mut i = slot_of(token, mask);
+        loop {
+            let (k, c) = self.slots[i];
+            if k == token {
+                if c == u32::MAX {
+                    self.saturated = true;
+                } else {
+                    self.slots[i].1 = c + 1;
+                }
+                return;
+            }
+            if k == EMPTY {
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+        if self.overloaded_with(self.len + 1) {
+            self.grow();
+            self.insert_new(token, 1);
+        } else {
+            self.slots[i] = (token, 1);
+            self.len += 1;
+        }
+    }
+
+    /// Whether `entries` would load the table past 3/4 (linear probing stays short below
+    /// that, and a fuller table touches fewer cache lines per feature).
+    #[inline(always)]
+    fn overloaded_with(&self, entries: usize) -> bool {
+        entries * 4 > self.slots.len() * 3
     }
 
     #[cold]
@@ -192,7 +206,10 @@ impl TokenSketch {
     }
 
     fn rebuild(&mut self, entries: Vec<(TokenId, u64)>) {
-        let size = ((entries.len() + 1) * 2).next_power_of_two().max(8);
+        let size = ((entries.len() + 1) * 4)
+            .div_ceil(3)
+            .next_power_of_two()
+            .max(8);
         self.slots = vec![(EMPTY, 0); size];
         self.len = 0;
         for (t, c) in entries {
