@@ -8,7 +8,7 @@ use super::histogram::{self, N_BINS};
 use super::ngrams::{self, NgramTable};
 use super::samples::{self, band_of_bin, BandSamples, N_BANDS};
 use super::token_sketch::TokenSketch;
-use super::topk::{Example, TopK};
+use super::topk::{ContextActivations, ContextTokens, Example, TopK};
 use super::Settings;
 use crate::ingest::{ActivationBatch, BatchValues, TokenId};
 
@@ -89,6 +89,15 @@ pub struct FeatureRange {
     /// One tile's nonzeros grouped by feature: `(row, value)` (reused; empty between calls).
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_grouped: Vec<(u32, f32)>,
+    /// While a column replays: its top-k cutoff ([`FeatureRange::column_topk_cutoff`]).
+    #[cfg_attr(feature = "serde-state", serde(skip))]
+    column_topk_cutoff: f32,
+    /// Firing values of one column (reused).
+    #[cfg_attr(feature = "serde-state", serde(skip))]
+    scratch_values: Vec<f32>,
+    /// [`sequence_spans`] of the current batch.
+    #[cfg_attr(feature = "serde-state", serde(skip))]
+    scratch_spans: Vec<(u32, u32)>,
     /// [`samples::row_key`] of each row of the current batch.
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_row_keys: Vec<u64>,
@@ -125,6 +134,9 @@ impl FeatureRange {
             scratch_grouped: Vec::new(),
             scratch_tokens: Vec::new(),
             scratch_row_keys: Vec::new(),
+            scratch_spans: Vec::new(),
+            column_topk_cutoff: f32::NEG_INFINITY,
+            scratch_values: Vec::new(),
         }
     }
 
@@ -187,6 +199,7 @@ impl FeatureRange {
                 .zip(&batch.positions)
                 .map(|(&s, &p)| samples::row_key(s, p)),
         );
+        sequence_spans(&batch.sequences, &mut self.scratch_spans);
         let mut buckets = std::mem::take(&mut self.scratch);
         buckets.resize_with(self.len().div_ceil(TILE), TileBucket::default);
         let mut nonfinite = Vec::new();
@@ -297,6 +310,38 @@ impl FeatureRange {
         }
     }
 
+    /// The k-th largest firing value of the column among those that could enter the top-k,
+    /// or −∞ when there are at most k of them. A firing below it cannot end in the top-k
+    /// (k firings of the same column rank above it), so it need not be offered: while a
+    /// feature's top-k is filling, this saves most admissions (and their evictions).
+    fn column_topk_cutoff(
+        &mut self,
+        local: usize,
+        column: &[(u32, f32)],
+        core: &std::ops::Range<u32>,
+        settings: &Settings,
+    ) -> f32 {
+        let k = settings.top_k;
+        if k == 0 || column.len() <= k {
+            return f32::NEG_INFINITY;
+        }
+        let floor = self.moments[local].topk_threshold.max(settings.threshold);
+        let values = &mut self.scratch_values;
+        values.clear();
+        values.extend(
+            column
+                .iter()
+                .filter(|&&(row, v)| core.contains(&row) && v >= floor && v < f32::INFINITY)
+                .map(|&(_, v)| v),
+        );
+        if values.len() <= k {
+            return f32::NEG_INFINITY;
+        }
+        *values
+            .select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a))
+            .1
+    }
+
     /// Updates feature `local` with its batch column (its nonzero values, in row order,
     /// margins and non-finite values included), then fills the contexts of the examples it
     /// admitted from the same column.
@@ -308,6 +353,9 @@ impl FeatureRange {
         settings: &Settings,
     ) {
         let core = batch.core.start as u32..batch.core.end as u32;
+        self.column_topk_cutoff = self.column_topk_cutoff(local, column, &core, settings);
+        let m = &mut self.moments[local];
+        m.topk_threshold = m.topk_threshold.max(self.column_topk_cutoff);
         let mut admitted = false;
         let mut tokens = std::mem::take(&mut self.scratch_tokens);
         for (at, &(row, v)) in column.iter().enumerate() {
@@ -319,14 +367,17 @@ impl FeatureRange {
             tokens.push(batch.tokens[row as usize]);
             admitted |= self.fire(local, v, row as usize, at, batch, settings);
         }
+        self.moments[local].topk_threshold = self.topk[local].threshold(settings.top_k);
+        self.column_topk_cutoff = f32::NEG_INFINITY;
         self.tokens[local].add_all(&tokens, settings.token_sketch_capacity);
         tokens.clear();
         self.scratch_tokens = tokens;
         if admitted {
             let window = settings.context_window;
+            let spans = &self.scratch_spans;
             let fill = |ex: &mut Example| {
                 if ex.pending != NO_PENDING {
-                    fill_context(ex, column, batch, window);
+                    fill_context(ex, column, batch, spans, window);
                 }
             };
             self.topk[local].for_each_mut(fill);
@@ -436,7 +487,8 @@ impl FeatureRange {
             return false;
         }
         self.topk[local].insert_with(k, |ex| record_example(ex, v, row, at, batch));
-        self.moments[local].topk_threshold = self.topk[local].threshold(k);
+        self.moments[local].topk_threshold =
+            self.topk[local].threshold(k).max(self.column_topk_cutoff);
         true
     }
 
@@ -559,6 +611,9 @@ impl FeatureRange {
             scratch_grouped: Vec::new(),
             scratch_tokens: Vec::new(),
             scratch_row_keys: Vec::new(),
+            scratch_spans: Vec::new(),
+            column_topk_cutoff: f32::NEG_INFINITY,
+            scratch_values: Vec::new(),
         }
     }
 
@@ -630,30 +685,44 @@ fn fill_context(
     ex: &mut Example,
     column: &[(u32, f32)],
     batch: &ActivationBatch<'_>,
+    spans: &[(u32, u32)],
     window: usize,
 ) {
     let at = ex.pending as usize;
     let row = column[at].0 as usize;
-    let rows = batch.context_rows(row, window);
-    ex.context_start = batch.positions[rows.start];
-    ex.context_tokens.clear();
-    ex.context_tokens
-        .extend_from_slice(&batch.tokens[rows.clone()]);
-    ex.context_activations.clear();
-    ex.context_activations.resize(rows.len(), 0.0);
+    let (first, end) = spans[row];
+    let start = row.saturating_sub(window).max(first as usize);
+    let end = (row + window + 1).min(end as usize);
+    ex.context_start = batch.positions[start];
+    ex.context_tokens = ContextTokens::from_slice(&batch.tokens[start..end]);
+    let mut activations = ContextActivations::from_elem(0.0, end - start);
     // The neighbours within the window sit right before and after `at` in the column.
-    let from = column[..at]
-        .iter()
-        .rev()
-        .take_while(|&&(r, _)| r as usize >= rows.start)
-        .count();
-    for &(r, v) in column[at - from..]
-        .iter()
-        .take_while(|&&(r, _)| (r as usize) < rows.end)
-    {
-        ex.context_activations[r as usize - rows.start] = v;
+    let mut j = at;
+    while j > 0 && column[j - 1].0 as usize >= start {
+        j -= 1;
     }
+    for &(r, v) in &column[j..] {
+        if r as usize >= end {
+            break;
+        }
+        activations[r as usize - start] = v;
+    }
+    ex.context_activations = activations;
     ex.pending = NO_PENDING;
+}
+
+/// For every row, the rows `(first, end)` its sequence spans in the batch (batches hold
+/// sequences contiguously), so a context window is clipped without walking rows.
+fn sequence_spans(sequences: &[u64], spans: &mut Vec<(u32, u32)>) {
+    spans.clear();
+    spans.resize(sequences.len(), (0, 0));
+    let mut first = 0;
+    for r in 1..=sequences.len() {
+        if r == sequences.len() || sequences[r] != sequences[first] {
+            spans[first..r].fill((first as u32, r as u32));
+            first = r;
+        }
+    }
 }
 
 #[inline(always)]

@@ -142,6 +142,10 @@ impl BandSamples {
             }
         }
         let item = if slots[take].1 == u32::MAX {
+            if self.items.is_empty() {
+                // Most features sample a handful of bands: room for two of them at once.
+                self.items.reserve_exact(2 * s);
+            }
             self.items.push(Sample {
                 band,
                 hash,

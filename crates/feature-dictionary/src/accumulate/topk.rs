@@ -58,6 +58,9 @@ impl Example {
     }
 }
 
+/// Largest top-k reserved up front (a huge k grows as needed).
+const MAX_RESERVE: usize = 1024;
+
 /// The deterministic example order: activation descending, then sequence, then position.
 #[inline]
 pub fn rank(a_act: f32, a_seq: u64, a_pos: u32, b_act: f32, b_seq: u64, b_pos: u32) -> Ordering {
@@ -117,6 +120,7 @@ impl TopK {
     /// Inserts an example that [`TopK::accepts`] approved.
     pub fn insert(&mut self, k: usize, ex: Example) {
         self.insert_with(k, |slot| *slot = ex);
+        self.recompute_worst();
     }
 
     /// Inserts an approved example by filling a slot in place: when full, the evicted
@@ -124,6 +128,11 @@ impl TopK {
     #[inline]
     pub fn insert_with(&mut self, k: usize, fill: impl FnOnce(&mut Example)) {
         let slot = if self.items.len() < k {
+            if self.items.is_empty() {
+                // One allocation for the k examples instead of log2(k) regrowths.
+                self.items.reserve_exact(k.min(MAX_RESERVE));
+                self.activations.reserve_exact(k.min(MAX_RESERVE));
+            }
             self.items.push(Example::default());
             self.activations.push(0.0);
             self.items.len() - 1
@@ -132,7 +141,10 @@ impl TopK {
         };
         fill(&mut self.items[slot]);
         self.activations[slot] = self.items[slot].activation;
-        self.recompute_worst();
+        // `worst` only matters once the list is full.
+        if self.items.len() >= k {
+            self.recompute_worst();
+        }
     }
 
     fn recompute_worst(&mut self) {
