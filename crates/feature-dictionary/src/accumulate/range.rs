@@ -202,11 +202,7 @@ impl FeatureRange {
         sequence_spans(&batch.sequences, &mut self.scratch_spans);
         let mut buckets = std::mem::take(&mut self.scratch);
         buckets.resize_with(self.len().div_ceil(TILE), TileBucket::default);
-        let mut nonfinite = Vec::new();
-        self.transpose(batch, &mut buckets, &mut nonfinite);
-        for (local, row) in nonfinite {
-            self.nonfinite(local, row, batch);
-        }
+        self.transpose(batch, &mut buckets);
         let mut column = std::mem::take(&mut self.scratch_grouped);
         for (t, bucket) in buckets.iter_mut().enumerate() {
             let first = t * TILE;
@@ -245,25 +241,15 @@ impl FeatureRange {
     }
 
     /// Fills the tile buckets with every nonzero value of this range on every row of the
-    /// batch; non-finite values on core rows are also listed in `nonfinite` (local, row).
-    fn transpose(
-        &self,
-        batch: &ActivationBatch<'_>,
-        buckets: &mut [TileBucket],
-        nonfinite: &mut Vec<(usize, usize)>,
-    ) {
+    /// batch (NaN and ±∞ included: the replay counts those on core rows).
+    fn transpose(&self, batch: &ActivationBatch<'_>, buckets: &mut [TileBucket]) {
         let len = self.len();
-        let core = batch.core.clone();
         match &batch.values {
             BatchValues::Dense(data) => {
                 let n_features = batch.n_features;
                 for row in 0..batch.n_rows() {
                     let base = row * n_features + self.start;
-                    scan::transpose_row(&data[base..base + len], row as u32, buckets, &mut |i| {
-                        if core.contains(&row) {
-                            nonfinite.push((i, row));
-                        }
-                    });
+                    scan::transpose_row(&data[base..base + len], row as u32, buckets);
                 }
             }
             BatchValues::Sparse(sp) => {
@@ -278,11 +264,9 @@ impl FeatureRange {
                     for j in from..to {
                         let i = (sp.indices[j] - lo) as usize;
                         let v = sp.values[j];
+                        // Explicit zeros carry nothing; NaN (≠ 0) is kept for the replay.
                         if v == 0.0 {
                             continue;
-                        }
-                        if !is_finite(v) && core.contains(&row) {
-                            nonfinite.push((i, row));
                         }
                         buckets[i / TILE].push(key | (i % TILE) as u32, v);
                     }
@@ -362,6 +346,9 @@ impl FeatureRange {
             // Margin rows only provide context; values below the threshold (and NaN, and
             // ±∞, counted separately) are not firings.
             if !(core.contains(&row) && v >= settings.threshold && v < f32::INFINITY) {
+                if core.contains(&row) && !is_finite(v) {
+                    self.nonfinite(local, row as usize, batch);
+                }
                 continue;
             }
             tokens.push(batch.tokens[row as usize]);
@@ -391,12 +378,15 @@ impl FeatureRange {
     #[cold]
     fn nonfinite(&mut self, local: usize, row: usize, batch: &ActivationBatch<'_>) {
         self.moments[local].nonfinite += 1;
-        if self.first_nonfinite.is_none() {
-            self.first_nonfinite = Some((
-                batch.sequences[row],
-                batch.positions[row],
-                (self.start + local) as u64,
-            ));
+        // Columns replay feature by feature: keep the earliest (sequence, position, feature),
+        // which does not depend on that order.
+        let here = (
+            batch.sequences[row],
+            batch.positions[row],
+            (self.start + local) as u64,
+        );
+        if self.first_nonfinite.is_none_or(|first| here < first) {
+            self.first_nonfinite = Some(here);
         }
     }
 

@@ -6,61 +6,39 @@
 //! chosen once per call by runtime CPU detection, so one binary runs everywhere.
 
 /// Calls `nonzero(index, value)` for every value other than ±0 in `row` (NaN and ±∞
-/// included), and additionally `bad(index)` for every NaN/±∞, in index order.
+/// included: the replay tells them apart), in index order.
 #[inline]
-pub fn scan_nonzero(
-    row: &[f32],
-    nonzero: &mut impl FnMut(usize, f32),
-    bad: &mut impl FnMut(usize),
-) {
+pub fn scan_nonzero(row: &[f32], nonzero: &mut impl FnMut(usize, f32)) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") {
             // SAFETY: avx512f was just detected.
-            unsafe { scan_avx512(row, nonzero, bad) };
+            unsafe { scan_avx512(row, nonzero) };
             return;
         }
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: avx2 was just detected.
-            unsafe { scan_avx2(row, nonzero, bad) };
+            unsafe { scan_avx2(row, nonzero) };
             return;
         }
     }
-    scan_scalar(row, 0, nonzero, bad);
+    scan_scalar(row, 0, nonzero);
 }
 
 #[inline(always)]
-fn is_finite(v: f32) -> bool {
-    v.to_bits() & 0x7f80_0000 != 0x7f80_0000
-}
-
-#[inline(always)]
-fn scan_scalar(
-    row: &[f32],
-    offset: usize,
-    nonzero: &mut impl FnMut(usize, f32),
-    bad: &mut impl FnMut(usize),
-) {
+fn scan_scalar(row: &[f32], offset: usize, nonzero: &mut impl FnMut(usize, f32)) {
     for (i, &v) in row.iter().enumerate() {
         if v.to_bits() & 0x7fff_ffff != 0 {
             nonzero(offset + i, v);
-            if !is_finite(v) {
-                bad(offset + i);
-            }
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn scan_avx512(
-    row: &[f32],
-    nonzero: &mut impl FnMut(usize, f32),
-    bad: &mut impl FnMut(usize),
-) {
+unsafe fn scan_avx512(row: &[f32], nonzero: &mut impl FnMut(usize, f32)) {
     use std::arch::x86_64::*;
     let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
-    let exp_mask = _mm512_set1_epi32(0x7f80_0000);
     let zero = _mm512_setzero_si512();
     let chunks = row.len() / 16;
     let ptr = row.as_ptr();
@@ -71,32 +49,20 @@ unsafe fn scan_avx512(
         if m == 0 {
             continue;
         }
-        let nonfinite = _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, exp_mask), exp_mask);
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             nonzero(c * 16 + i, row[c * 16 + i]);
         }
-        let mut b = nonfinite as u32;
-        while b != 0 {
-            let i = b.trailing_zeros() as usize;
-            b &= b - 1;
-            bad(c * 16 + i);
-        }
     }
-    scan_scalar(&row[chunks * 16..], chunks * 16, nonzero, bad);
+    scan_scalar(&row[chunks * 16..], chunks * 16, nonzero);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn scan_avx2(
-    row: &[f32],
-    nonzero: &mut impl FnMut(usize, f32),
-    bad: &mut impl FnMut(usize),
-) {
+unsafe fn scan_avx2(row: &[f32], nonzero: &mut impl FnMut(usize, f32)) {
     use std::arch::x86_64::*;
     let abs_mask = _mm256_set1_epi32(0x7fff_ffff);
-    let exp_mask = _mm256_set1_epi32(0x7f80_0000);
     let zero = _mm256_setzero_si256();
     let chunks = row.len() / 8;
     let ptr = row.as_ptr();
@@ -108,21 +74,13 @@ unsafe fn scan_avx2(
         if m == 0 {
             continue;
         }
-        let nf = _mm256_cmpeq_epi32(_mm256_and_si256(bits, exp_mask), exp_mask);
-        let nonfinite = _mm256_movemask_ps(_mm256_castsi256_ps(nf)) as u32;
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             nonzero(c * 8 + i, row[c * 8 + i]);
         }
-        let mut b = nonfinite;
-        while b != 0 {
-            let i = b.trailing_zeros() as usize;
-            b &= b - 1;
-            bad(c * 8 + i);
-        }
     }
-    scan_scalar(&row[chunks * 8..], chunks * 8, nonzero, bad);
+    scan_scalar(&row[chunks * 8..], chunks * 8, nonzero);
 }
 
 /// Features per tile of the transpose (see [`TileBucket`]).
@@ -160,43 +118,28 @@ impl TileBucket {
 
 /// Appends every nonzero value of `row` (a row's slice of a feature range, so index `i`
 /// belongs to tile `i / TILE`) to its tile's bucket with key `row_index << TILE_BITS |
-/// i % TILE`; calls `bad(i)` for every NaN/±∞ (which are appended too).
+/// i % TILE` (NaN and ±∞ included; the replay counts them).
 #[inline]
-pub fn transpose_row(
-    row: &[f32],
-    row_index: u32,
-    buckets: &mut [TileBucket],
-    bad: &mut impl FnMut(usize),
-) {
+pub fn transpose_row(row: &[f32], row_index: u32, buckets: &mut [TileBucket]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") {
             // SAFETY: avx512f was just detected.
-            unsafe { transpose_row_avx512(row, row_index, buckets, bad) };
+            unsafe { transpose_row_avx512(row, row_index, buckets) };
             return;
         }
     }
-    transpose_row_from(row, 0, row_index, buckets, bad);
+    transpose_row_from(row, 0, row_index, buckets);
 }
 
 /// The portable transpose of `row[from..]`.
 #[inline(always)]
-fn transpose_row_from(
-    row: &[f32],
-    from: usize,
-    row_index: u32,
-    buckets: &mut [TileBucket],
-    bad: &mut impl FnMut(usize),
-) {
+fn transpose_row_from(row: &[f32], from: usize, row_index: u32, buckets: &mut [TileBucket]) {
     let key = row_index << TILE_BITS;
-    scan_nonzero(
-        &row[from..],
-        &mut |i, v| {
-            let i = from + i;
-            buckets[i / TILE].push(key | (i % TILE) as u32, v)
-        },
-        &mut |i| bad(from + i),
-    );
+    scan_nonzero(&row[from..], &mut |i, v| {
+        let i = from + i;
+        buckets[i / TILE].push(key | (i % TILE) as u32, v)
+    });
 }
 
 /// Whole tiles with AVX-512: each 16-value chunk's nonzeros are compressed in registers and
@@ -204,15 +147,9 @@ fn transpose_row_from(
 /// the cost per chunk does not depend on how many values fire.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,popcnt")]
-unsafe fn transpose_row_avx512(
-    row: &[f32],
-    row_index: u32,
-    buckets: &mut [TileBucket],
-    bad: &mut impl FnMut(usize),
-) {
+unsafe fn transpose_row_avx512(row: &[f32], row_index: u32, buckets: &mut [TileBucket]) {
     use std::arch::x86_64::*;
     let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
-    let exp_mask = _mm512_set1_epi32(0x7f80_0000);
     let zero = _mm512_setzero_si512();
     let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let key = row_index << TILE_BITS;
@@ -240,14 +177,6 @@ unsafe fn transpose_row_avx512(
             if m == 0 {
                 continue;
             }
-            let nonfinite = _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, exp_mask), exp_mask);
-            if nonfinite != 0 {
-                let mut b = nonfinite as u32;
-                while b != 0 {
-                    bad(at + b.trailing_zeros() as usize);
-                    b &= b - 1;
-                }
-            }
             let keys = _mm512_add_epi32(_mm512_set1_epi32((key | (c * 16) as u32) as i32), lanes);
             // SAFETY: len + n + 16 <= len + TILE <= capacity (reserved above), and both
             // vectors have the same length.
@@ -269,7 +198,7 @@ unsafe fn transpose_row_avx512(
             bucket.values.set_len(len + n);
         }
     }
-    transpose_row_from(row, full_tiles * TILE, row_index, buckets, bad);
+    transpose_row_from(row, full_tiles * TILE, row_index, buckets);
 }
 
 #[cfg(test)]
@@ -294,47 +223,46 @@ mod tests {
         row[5] = -0.0;
         let run = |fast: bool| {
             let mut buckets = vec![TileBucket::default(); row.len().div_ceil(TILE)];
-            let mut bads = Vec::new();
             for r in [0u32, 9, 1000] {
                 if fast {
-                    transpose_row(&row, r, &mut buckets, &mut |i| bads.push(i));
+                    transpose_row(&row, r, &mut buckets);
                 } else {
-                    transpose_row_from(&row, 0, r, &mut buckets, &mut |i| bads.push(i));
+                    transpose_row_from(&row, 0, r, &mut buckets);
                 }
             }
-            let contents: Vec<(Vec<u32>, Vec<u32>)> = buckets
+            buckets
                 .iter()
                 .map(|b| {
                     (
                         b.keys.clone(),
-                        b.values.iter().map(|v| v.to_bits()).collect(),
+                        b.values.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(),
                     )
                 })
-                .collect();
-            (contents, bads)
+                .collect::<Vec<_>>()
         };
-        let (portable, bads) = run(false);
-        assert_eq!(run(true), (portable.clone(), bads.clone()));
-        assert_eq!(bads, [3, 70, 200].repeat(3));
-        let expected = row
-            .iter()
-            .filter(|v| v.to_bits() & 0x7fff_ffff != 0)
-            .count();
-        assert_eq!(
-            portable.iter().map(|b| b.0.len()).sum::<usize>(),
-            3 * expected
-        );
-        // Keys decode to (row, feature) and values are the row's values.
-        for (t, (keys, values)) in portable.iter().enumerate() {
-            for (&k, &v) in keys.iter().zip(values) {
-                let i = t * TILE + (k as usize & (TILE - 1));
-                assert!([0, 9, 1000].contains(&(k >> TILE_BITS)));
-                assert_eq!(row[i].to_bits(), v);
+        let portable = run(false);
+        assert_eq!(run(true), portable);
+        let expected: Vec<usize> = (0..row.len())
+            .filter(|&i| row[i].to_bits() & 0x7fff_ffff != 0)
+            .collect();
+        assert!(expected.contains(&3) && expected.contains(&200) && !expected.contains(&5));
+        // Each row lists exactly the nonzeros, by tile, with keys decoding to (row, feature).
+        for r in [0u32, 9, 1000] {
+            let mut got = Vec::new();
+            for (t, (keys, values)) in portable.iter().enumerate() {
+                for (&k, &v) in keys.iter().zip(values) {
+                    if k >> TILE_BITS == r {
+                        let i = t * TILE + (k as usize & (TILE - 1));
+                        assert_eq!(row[i].to_bits(), v);
+                        got.push(i);
+                    }
+                }
             }
+            assert_eq!(got, expected);
         }
     }
 
-    type Scanner<'a> = dyn Fn(&mut dyn FnMut(usize, f32), &mut dyn FnMut(usize)) + 'a;
+    type Scanner<'a> = dyn Fn(&mut dyn FnMut(usize, f32)) + 'a;
 
     #[test]
     fn all_kernels_agree_with_scalar() {
@@ -346,28 +274,21 @@ mod tests {
         row[31] = -2.5;
         row[100] = 5.0;
         let collect = |f: &Scanner<'_>| {
-            let (mut nonzeros, mut bads) = (Vec::new(), Vec::new());
-            f(&mut |i, v| nonzeros.push((i, v.to_bits())), &mut |i| {
-                bads.push(i)
-            });
-            (nonzeros, bads)
+            let mut nonzeros = Vec::new();
+            f(&mut |i, v| nonzeros.push((i, v.to_bits())));
+            nonzeros
         };
-        let reference = collect(&|f, b| scan_scalar(&row, 0, &mut |i, v| f(i, v), &mut |i| b(i)));
-        let dispatched = collect(&|f, b| scan_nonzero(&row, &mut |i, v| f(i, v), &mut |i| b(i)));
+        let reference = collect(&|f| scan_scalar(&row, 0, &mut |i, v| f(i, v)));
+        let dispatched = collect(&|f| scan_nonzero(&row, &mut |i, v| f(i, v)));
         assert_eq!(reference, dispatched);
-        assert_eq!(reference.1, vec![7, 20, 21]);
         let expected: Vec<usize> = (0..row.len())
             .filter(|&i| row[i] != 0.0 || row[i].is_nan())
             .collect();
-        assert_eq!(
-            reference.0.iter().map(|p| p.0).collect::<Vec<_>>(),
-            expected
-        );
-        assert!(expected.contains(&31) && !expected.contains(&30));
+        assert_eq!(reference.iter().map(|p| p.0).collect::<Vec<_>>(), expected);
+        assert!(expected.contains(&31) && !expected.contains(&30) && expected.contains(&7));
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
-            let avx2 =
-                collect(&|f, b| unsafe { scan_avx2(&row, &mut |i, v| f(i, v), &mut |i| b(i)) });
+            let avx2 = collect(&|f| unsafe { scan_avx2(&row, &mut |i, v| f(i, v)) });
             assert_eq!(reference, avx2);
         }
     }
