@@ -89,12 +89,6 @@ pub struct FeatureRange {
     /// One tile's nonzeros grouped by feature: `(row, value)` (reused; empty between calls).
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_grouped: Vec<(u32, f32)>,
-    /// While a column replays: its top-k cutoff ([`FeatureRange::column_topk_cutoff`]).
-    #[cfg_attr(feature = "serde-state", serde(skip))]
-    column_topk_cutoff: f32,
-    /// Firing values of one column (reused).
-    #[cfg_attr(feature = "serde-state", serde(skip))]
-    scratch_values: Vec<f32>,
     /// [`sequence_spans`] of the current batch.
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_spans: Vec<(u32, u32)>,
@@ -135,8 +129,6 @@ impl FeatureRange {
             scratch_tokens: Vec::new(),
             scratch_row_keys: Vec::new(),
             scratch_spans: Vec::new(),
-            column_topk_cutoff: f32::NEG_INFINITY,
-            scratch_values: Vec::new(),
         }
     }
 
@@ -294,41 +286,31 @@ impl FeatureRange {
         }
     }
 
-    /// The k-th largest firing value of the column among those that could enter the top-k,
-    /// or −∞ when there are at most k of them. A firing below it cannot end in the top-k
-    /// (k firings of the same column rank above it), so it need not be offered: while a
-    /// feature's top-k is filling, this saves most admissions (and their evictions).
-    fn column_topk_cutoff(
-        &mut self,
-        local: usize,
-        column: &[(u32, f32)],
-        core: &std::ops::Range<u32>,
-        settings: &Settings,
-    ) -> f32 {
-        let k = settings.top_k;
-        if k == 0 || column.len() <= k {
+    /// A value at least k firings of this feature reach, read from its histogram (the bins
+    /// are counted since the last spill, so this never overestimates): no firing below it can
+    /// end in the top-k. While a feature's top-k fills, offering only firings above it saves
+    /// most admissions (and their evictions); −∞ when it does not exist yet.
+    fn topk_cutoff(&self, local: usize, k: usize) -> f32 {
+        if k == 0 {
             return f32::NEG_INFINITY;
         }
-        let floor = self.moments[local].topk_threshold.max(settings.threshold);
-        let values = &mut self.scratch_values;
-        values.clear();
-        values.extend(
-            column
-                .iter()
-                .filter(|&&(row, v)| core.contains(&row) && v >= floor && v < f32::INFINITY)
-                .map(|&(_, v)| v),
-        );
-        if values.len() <= k {
-            return f32::NEG_INFINITY;
+        let bins = &self.hist[local * N_BINS..(local + 1) * N_BINS];
+        let top = histogram::bin(self.moments[local].max.max(0.0));
+        let mut reached = 0u64;
+        // Bin 0 also holds values below its edge, so it cannot give a cutoff.
+        for b in (1..=top).rev() {
+            reached += bins[b] as u64;
+            if reached >= k as u64 {
+                return histogram::lower_edge(b) as f32;
+            }
         }
-        *values
-            .select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a))
-            .1
+        f32::NEG_INFINITY
     }
 
     /// Updates feature `local` with its batch column (its nonzero values, in row order,
     /// margins and non-finite values included), then fills the contexts of the examples it
-    /// admitted from the same column.
+    /// admitted from the same column. Two passes: statistics first (they make the histogram
+    /// that bounds the top-k), then example admission.
     fn replay(
         &mut self,
         local: usize,
@@ -337,28 +319,56 @@ impl FeatureRange {
         settings: &Settings,
     ) {
         let core = batch.core.start as u32..batch.core.end as u32;
-        self.column_topk_cutoff = self.column_topk_cutoff(local, column, &core, settings);
-        let m = &mut self.moments[local];
-        m.topk_threshold = m.topk_threshold.max(self.column_topk_cutoff);
-        let mut admitted = false;
+        // Margin rows only provide context; values below the threshold (and NaN, and ±∞,
+        // counted separately) are not firings.
+        let fires =
+            |row: u32, v: f32| core.contains(&row) && v >= settings.threshold && v < f32::INFINITY;
         let mut tokens = std::mem::take(&mut self.scratch_tokens);
-        for (at, &(row, v)) in column.iter().enumerate() {
-            // Margin rows only provide context; values below the threshold (and NaN, and
-            // ±∞, counted separately) are not firings.
-            if !(core.contains(&row) && v >= settings.threshold && v < f32::INFINITY) {
+        for &(row, v) in column {
+            if !fires(row, v) {
                 if core.contains(&row) && !is_finite(v) {
                     self.nonfinite(local, row as usize, batch);
                 }
                 continue;
             }
             tokens.push(batch.tokens[row as usize]);
-            admitted |= self.fire(local, v, row as usize, at, batch, settings);
+            self.count_firing(local, v, row as usize, batch, settings);
         }
-        self.moments[local].topk_threshold = self.topk[local].threshold(settings.top_k);
-        self.column_topk_cutoff = f32::NEG_INFINITY;
         self.tokens[local].add_all(&tokens, settings.token_sketch_capacity);
         tokens.clear();
         self.scratch_tokens = tokens;
+
+        let k = settings.top_k;
+        let cutoff = self.topk_cutoff(local, k);
+        let mut admit_from = self.topk[local].threshold(k).max(cutoff);
+        let feature_key = samples::feature_key((self.start + local) as u64);
+        let mut admitted = false;
+        for (at, &(row, v)) in column.iter().enumerate() {
+            if !fires(row, v) {
+                continue;
+            }
+            let row = row as usize;
+            if v >= admit_from && self.offer_topk(local, v, row, at, batch, settings) {
+                admit_from = self.topk[local].threshold(k).max(cutoff);
+                admitted = true;
+            }
+            let band = band_of_bin(histogram::bin(v));
+            let threshold = self.sample_thresholds[local * N_BANDS + band];
+            if threshold != 0 {
+                let h = samples::mix(feature_key ^ self.scratch_row_keys[row]);
+                if h < threshold {
+                    let new_threshold = self.samples[local].insert_with(
+                        settings.samples_per_band,
+                        band as u8,
+                        h,
+                        |ex| record_example(ex, v, row, at, batch),
+                    );
+                    self.sample_thresholds[local * N_BANDS + band] = new_threshold;
+                    admitted = true;
+                }
+            }
+        }
+        self.moments[local].topk_threshold = self.topk[local].threshold(k);
         if admitted {
             let window = settings.context_window;
             let spans = &self.scratch_spans;
@@ -390,17 +400,16 @@ impl FeatureRange {
         }
     }
 
-    /// One firing; returns whether it was admitted as an example (its context is owed).
+    /// The statistics of one firing (everything but examples and tokens).
     #[inline(always)]
-    fn fire(
+    fn count_firing(
         &mut self,
         local: usize,
         v: f32,
         row: usize,
-        at: usize,
         batch: &ActivationBatch<'_>,
         settings: &Settings,
-    ) -> bool {
+    ) {
         let position = batch.positions[row];
         let m = &mut self.moments[local];
         m.count += 1;
@@ -418,34 +427,10 @@ impl FeatureRange {
                 self.pos_buckets[local][bucket] += 1;
             }
         }
-        let admit_topk = v >= m.topk_threshold;
-        let bin = histogram::bin(v);
-        self.hist[local * N_BINS + bin] += 1;
+        self.hist[local * N_BINS + histogram::bin(v)] += 1;
         if settings.ngram_capacity > 0 {
             self.fire_ngrams(local, row, batch, settings);
         }
-        let mut admitted = false;
-        if admit_topk {
-            admitted |= self.offer_topk(local, v, row, at, batch, settings);
-        }
-        let band = band_of_bin(bin);
-        let threshold = self.sample_thresholds[local * N_BANDS + band];
-        if threshold != 0 {
-            let h = samples::mix(
-                samples::feature_key((self.start + local) as u64) ^ self.scratch_row_keys[row],
-            );
-            if h < threshold {
-                let new_threshold = self.samples[local].insert_with(
-                    settings.samples_per_band,
-                    band as u8,
-                    h,
-                    |ex| record_example(ex, v, row, at, batch),
-                );
-                self.sample_thresholds[local * N_BANDS + band] = new_threshold;
-                admitted = true;
-            }
-        }
-        admitted
     }
 
     #[inline(never)]
@@ -477,8 +462,6 @@ impl FeatureRange {
             return false;
         }
         self.topk[local].insert_with(k, |ex| record_example(ex, v, row, at, batch));
-        self.moments[local].topk_threshold =
-            self.topk[local].threshold(k).max(self.column_topk_cutoff);
         true
     }
 
@@ -602,8 +585,6 @@ impl FeatureRange {
             scratch_tokens: Vec::new(),
             scratch_row_keys: Vec::new(),
             scratch_spans: Vec::new(),
-            column_topk_cutoff: f32::NEG_INFINITY,
-            scratch_values: Vec::new(),
         }
     }
 
