@@ -95,6 +95,9 @@ pub struct FeatureRange {
     /// [`samples::row_key`] of each row of the current batch.
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_row_keys: Vec<u64>,
+    /// Indices of one column's firings (reused; empty between calls).
+    #[cfg_attr(feature = "serde-state", serde(skip))]
+    scratch_firings: Vec<u32>,
     /// One feature's firing tokens of the batch (reused; empty between calls).
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_tokens: Vec<TokenId>,
@@ -127,6 +130,7 @@ impl FeatureRange {
             scratch: Vec::new(),
             scratch_grouped: Vec::new(),
             scratch_tokens: Vec::new(),
+            scratch_firings: Vec::new(),
             scratch_row_keys: Vec::new(),
             scratch_spans: Vec::new(),
         }
@@ -320,20 +324,24 @@ impl FeatureRange {
     ) {
         let core = batch.core.start as u32..batch.core.end as u32;
         // Margin rows only provide context; values below the threshold (and NaN, and ±∞,
-        // counted separately) are not firings.
-        let fires =
-            |row: u32, v: f32| core.contains(&row) && v >= settings.threshold && v < f32::INFINITY;
-        let mut tokens = std::mem::take(&mut self.scratch_tokens);
-        for &(row, v) in column {
-            if !fires(row, v) {
+        // counted separately) are not firings. Pass 1 lists the firings for pass 2.
+        let mut firings = std::mem::take(&mut self.scratch_firings);
+        for (at, &(row, v)) in column.iter().enumerate() {
+            if !(core.contains(&row) && v >= settings.threshold && v < f32::INFINITY) {
                 if core.contains(&row) && !is_finite(v) {
                     self.nonfinite(local, row as usize, batch);
                 }
                 continue;
             }
-            tokens.push(batch.tokens[row as usize]);
+            firings.push(at as u32);
             self.count_firing(local, v, row as usize, batch, settings);
         }
+        let mut tokens = std::mem::take(&mut self.scratch_tokens);
+        tokens.extend(
+            firings
+                .iter()
+                .map(|&at| batch.tokens[column[at as usize].0 as usize]),
+        );
         self.tokens[local].add_all(&tokens, settings.token_sketch_capacity);
         tokens.clear();
         self.scratch_tokens = tokens;
@@ -343,10 +351,9 @@ impl FeatureRange {
         let mut admit_from = self.topk[local].threshold(k).max(cutoff);
         let feature_key = samples::feature_key((self.start + local) as u64);
         let mut admitted = false;
-        for (at, &(row, v)) in column.iter().enumerate() {
-            if !fires(row, v) {
-                continue;
-            }
+        for &at in &firings {
+            let at = at as usize;
+            let (row, v) = column[at];
             let row = row as usize;
             if v >= admit_from && self.offer_topk(local, v, row, at, batch, settings) {
                 admit_from = self.topk[local].threshold(k).max(cutoff);
@@ -368,6 +375,8 @@ impl FeatureRange {
                 }
             }
         }
+        firings.clear();
+        self.scratch_firings = firings;
         self.moments[local].topk_threshold = self.topk[local].threshold(k);
         if admitted {
             let window = settings.context_window;
@@ -422,10 +431,9 @@ impl FeatureRange {
             let p = position as u64;
             m.pos_sum += p;
             m.pos_sum_sq += p * p;
+            // Branch-free: positions ≥ 50 ("late") add 0 to the last bucket.
             let bucket = (position >= 5) as usize + (position >= 20) as usize;
-            if position < 50 {
-                self.pos_buckets[local][bucket] += 1;
-            }
+            self.pos_buckets[local][bucket] += (position < 50) as u64;
         }
         self.hist[local * N_BINS + histogram::bin(v)] += 1;
         if settings.ngram_capacity > 0 {
@@ -583,6 +591,7 @@ impl FeatureRange {
             scratch: Vec::new(),
             scratch_grouped: Vec::new(),
             scratch_tokens: Vec::new(),
+            scratch_firings: Vec::new(),
             scratch_row_keys: Vec::new(),
             scratch_spans: Vec::new(),
         }
