@@ -105,7 +105,7 @@ pub struct FeatureRange {
 
 /// Tiles of the transpose are small enough that a tile's counting sort is trivial and few
 /// enough that appending to all of them streams well.
-use scan::{TileBucket, TILE, TILE_BITS};
+use scan::{prefetch, TileBucket, TILE, TILE_BITS};
 const TILE_MASK: u32 = TILE as u32 - 1;
 
 /// Rows a batch may have: a bucket key packs the row above the tile's feature bits.
@@ -703,19 +703,6 @@ fn sequence_spans(sequences: &[u64], spans: &mut Vec<(u32, u32)>) {
             first = r;
         }
     }
-}
-
-#[inline(always)]
-fn prefetch<T>(p: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching is a hint; any address is allowed.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (p as *const T).cast(),
-        )
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 #[inline(always)]

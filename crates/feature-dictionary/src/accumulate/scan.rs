@@ -83,6 +83,20 @@ unsafe fn scan_avx2(row: &[f32], nonzero: &mut impl FnMut(usize, f32)) {
     scan_scalar(&row[chunks * 8..], chunks * 8, nonzero);
 }
 
+/// Hints the CPU to bring `p`'s cache line into L1 ahead of use (a no-op elsewhere).
+#[inline(always)]
+pub fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; any address is allowed.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (p as *const T).cast(),
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Features per tile of the transpose (see [`TileBucket`]).
 pub const TILE_BITS: u32 = 6;
 /// Features per tile.

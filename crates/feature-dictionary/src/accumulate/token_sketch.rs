@@ -9,6 +9,7 @@
 //! Agarwal et al. (2012): add counts, then subtract the (capacity+1)-th largest; the same
 //! bound holds for the merged stream. `error == 0` means the counts are exact.
 
+use super::scan::prefetch;
 use crate::ingest::TokenId;
 
 const EMPTY: TokenId = TokenId::MAX;
@@ -16,19 +17,6 @@ const EMPTY: TokenId = TokenId::MAX;
 /// Smallest table: most features fire on dozens of distinct tokens, and starting small
 /// would rehash several times on their first batch.
 const MIN_SLOTS: usize = 32;
-
-#[inline(always)]
-fn prefetch<T>(p: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching is a hint; any address is allowed.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (p as *const T).cast(),
-        )
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
 
 /// Token → firing count for one feature.
 ///
