@@ -95,12 +95,13 @@ def run_child(argv, stdout_path):
     return Path(stdout_path).read_text(), usage.ru_maxrss * 1024
 
 
-def measure(acts, toks, out_dir, threads):
+def measure(acts, toks, out_dir, threads, batch_values=None):
     out, numpy_rss = run_child([sys.executable, "-c", BASELINE, str(acts)], out_dir / "numpy_stdout.txt")
     numpy_tps = float(out.strip())
     out, featdict_rss = run_child(
         [str(BIN), "build", str(acts), "--tokens", str(toks), "--out", str(out_dir / "bench_dict.json"),
-         "--threads", str(threads), "--json", "-q"],
+         "--threads", str(threads), "--json", "-q"]
+        + (["--batch-values", str(batch_values)] if batch_values else []),
         out_dir / "featdict_stdout.json",
     )
     summary = json.loads(out)
@@ -122,6 +123,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dir", type=Path, default=ROOT / "target" / "bench-data")
     ap.add_argument("--rss-check", action="store_true", help="peak RSS at T and 10T tokens (F=4096, 1%%)")
+    ap.add_argument("--batch-values", type=int, default=None,
+                    help="featdict --batch-values (default: featdict's own; --rss-check uses 32 Mi so "
+                         "that both sizes span several batches)")
     args = ap.parse_args()
     try:
         import numpy as np
@@ -136,7 +140,7 @@ def main():
         print("|---:|---:|---:|---:|---:|")
         for t in (args.tokens, 10 * args.tokens):
             acts, toks = make_data(np, args.dir, t, 4096, 0.01, seed=11)
-            r = measure(acts, toks, args.dir, args.threads)
+            r = measure(acts, toks, args.dir, args.threads, args.batch_values or 32 << 20)
             print(f"| {t:,} | 4,096 | 1% | {r['featdict_rss'] / 2**20:.0f} MiB | {r['numpy_rss'] / 2**20:.0f} MiB |")
         return
     print("| F | density | numpy tok/s | featdict pass tok/s | featdict end-to-end tok/s "
@@ -145,7 +149,7 @@ def main():
     for f in args.features:
         for d in args.densities:
             acts, toks = make_data(np, args.dir, args.tokens, f, d, seed=f + int(d * 1000))
-            r = measure(acts, toks, args.dir, args.threads)
+            r = measure(acts, toks, args.dir, args.threads, args.batch_values)
             print(f"| {f:,} | {d:.0%} | {r['numpy_tps']:,.0f} | {r['pass_tps']:,.0f} | {r['e2e_tps']:,.0f} "
                   f"| {r['pass_tps'] / r['numpy_tps']:.1f}x | {r['e2e_tps'] / r['numpy_tps']:.1f}x "
                   f"| {r['numpy_rss'] / 2**20:.0f} MiB | {r['featdict_rss'] / 2**20:.0f} MiB |", flush=True)
