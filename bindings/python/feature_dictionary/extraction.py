@@ -187,7 +187,7 @@ class FeatureExtractor:
         """The current features: the finalized set, or a fresh snapshot of the live state
         (so statistics are right before ``finalize()`` too)."""
         if self._feature_set is None:
-            self._feature_set = self._build(include_all=True)
+            self._feature_set, _ = self._build(include_all=True)
             self._finalized = False
         return self._feature_set
 
@@ -352,25 +352,31 @@ class FeatureExtractor:
             "feature_dim": self.feature_dim,
         }
 
-    def _build(self, include_all: bool) -> FeatureSet:
+    def _build(self, include_all: bool, labeler: Any = None) -> Tuple[FeatureSet, bool]:
+        """The engine's finalized features as a ``FeatureSet`` (examples and metadata are
+        converted on first access). With ``labeler``, the engine labels and describes them as
+        that ``FeatureLabeler`` would, when it can; returns whether it did."""
         min_count = None
         if not include_all and not self.config.include_dead_features:
             min_count = int(self.config.min_activation_count)
-        text = self._engine.finalize_json(json.dumps(self._dictionary_config()), min_count)
-        with no_gc():
-            fs = FeatureSet.from_dict(json.loads(text))
-        del text
+        fin = self._engine.finalize(json.dumps(self._dictionary_config()), min_count)
+        pearson = None
         if self._coact is not None:
             pearson = self.coactivation_pearson()
-            fs._pearson = pearson  # type: ignore[attr-defined]
-            for f in fs:
-                row = pearson[f.id].copy()
-                row[f.id] = -np.inf
+            partners = {}
+            for fid in fin.ids():
+                row = pearson[fid].copy()
+                row[fid] = -np.inf
                 best = np.argsort(-row, kind="stable")[:CORRELATED_PER_FEATURE]
-                f.metadata["correlated_features"] = [
-                    [int(j), float(row[j])] for j in best if np.isfinite(row[j]) and row[j] > 0
-                ]
-        return fs
+                partners[str(fid)] = [[int(j), float(row[j])] for j in best if np.isfinite(row[j]) and row[j] > 0]
+            fin.set_metadata("correlated_features", json.dumps(partners))
+        fs = FeatureSet._from_engine(fin)
+        labeled = labeler is not None and labeler._label_engine(fin, fs)
+        with no_gc():
+            fs._add_engine_features(fin)
+        if pearson is not None:
+            fs._pearson = pearson  # type: ignore[attr-defined]
+        return fs, labeled
 
     def coactivation_pearson(self) -> np.ndarray:
         """Pearson correlation of every feature pair's activations over all tokens processed
@@ -400,10 +406,15 @@ class FeatureExtractor:
         never-firing ones in ``metadata["dead_features"]``). The state is kept: more
         activations can be processed and ``finalize()`` called again.
         """
-        fs = self._build(include_all=False)
+        return self._finalize()[0]
+
+    def _finalize(self, labeler: Any = None) -> Tuple[FeatureSet, bool]:
+        """``finalize()``, labeled by the engine as ``labeler`` would when it can (see
+        ``FeatureLabeler._label_engine``); returns the set and whether it was labeled."""
+        fs, labeled = self._build(include_all=False, labeler=labeler)
         self._feature_set = fs
         self._finalized = True
-        return fs
+        return fs, labeled
 
     # -- queries -----------------------------------------------------------------------
     def get_top_features(self, n: int = 10) -> List[Feature]:

@@ -1,9 +1,13 @@
 """Core data structures: features, their example activations and feature sets.
 
-These are plain Python objects built from the engine's finalized data (the JSON shape of the
-original library's ``to_dict``), so ``to_dict``/``from_dict`` round-trip exactly. Everything
+These are plain Python objects holding the engine's finalized data in the shape of the
+original library's ``to_dict``, so ``to_dict``/``from_dict`` round-trip exactly. Everything
 the original did not measure (std, min, quantiles, positions, per-token firing counts, …)
 lives in ``Feature.metadata`` under the keys the Rust engine writes.
+
+A feature that comes from the engine (``finalize()``, ``FeatureDictionary.load``) gets its
+scalar fields at once; its ``top_activations`` and ``metadata`` — most of the data — are
+converted from the engine's copy the first time they are read, then are ordinary attributes.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ class FeatureType(Enum):
         if freq < 0.1:
             return FeatureType.MODERATE
         return FeatureType.DENSE
+
+
+_TYPES_BY_VALUE = {t.value: t for t in FeatureType}
 
 
 @dataclass
@@ -80,6 +87,10 @@ class FeatureActivation:
         )
 
 
+#: Fields of an engine-made ``Feature`` that are converted on first access.
+_LAZY_FIELDS = ("top_activations", "metadata")
+
+
 def _rank_key(a: FeatureActivation):
     """Examples rank by activation (desc), then sequence, then position (as the engine)."""
     return (-a.activation, a.metadata.get("sequence", 0), a.position)
@@ -109,6 +120,30 @@ class Feature:
     confidence: float = 0.0
     feature_type: FeatureType = FeatureType.DEAD
     metadata: Dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: the lazy fields of an engine-made feature,
+        # whose ``_src`` is (engine dictionary, feature id).
+        if name in _LAZY_FIELDS:
+            src = self.__dict__.get("_src")
+            if src is not None:
+                fin, fid = src
+                if name == "metadata":
+                    value = fin.metadata(fid)
+                else:
+                    value = fin.top_activations(fid, FeatureActivation)
+                d = self.__dict__
+                d[name] = value
+                if all(k in d for k in _LAZY_FIELDS):
+                    del d["_src"]  # fully converted: let the engine's copy go
+                return value
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getstate__(self) -> dict:
+        # Pickle and copy the converted fields, never the engine handle.
+        for name in _LAZY_FIELDS:
+            getattr(self, name)
+        return dict(self.__dict__)
 
     def add_activation(self, activation: FeatureActivation, max_examples: int = 20) -> None:
         """Records one firing by hand (count, running mean, max, top examples).
@@ -256,6 +291,23 @@ class FeatureSet:
         for k, v in data.get("features", {}).items():
             fs.features[int(k)] = Feature.from_dict(v)
         return fs
+
+    @classmethod
+    def _from_engine(cls, fin: Any) -> "FeatureSet":
+        """The feature set of an engine dictionary (``_engine.Finalized``), without its
+        features; ``_add_engine_features`` adds them."""
+        data = fin.info()["feature_set"]
+        return cls(
+            layer=data.get("layer", 0),
+            total_tokens_processed=data.get("total_tokens_processed", 0),
+            model_name=data.get("model_name", ""),
+            sae_name=data.get("sae_name", ""),
+            metadata=data.get("metadata", {}),
+        )
+
+    def _add_engine_features(self, fin: Any) -> None:
+        """Adds the engine dictionary's features (scalars now, the rest on access)."""
+        self.features.update(fin.features(Feature, _TYPES_BY_VALUE))
 
     def save(self, path: str) -> None:
         """Writes ``to_dict()`` as JSON (atomically: temp file + rename)."""
