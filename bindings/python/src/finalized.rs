@@ -169,7 +169,8 @@ impl Finalized {
         let plan: labels::Plan = serde_json::from_str(plan_json)
             .map_err(|e| PyValueError::new_err(format!("invalid labeling plan: {e}")))?;
         let set = &mut self.dict.feature_set;
-        py.allow_threads(|| labels::label_set(set, &plan));
+        let threads = feature_dictionary::build::default_threads();
+        py.allow_threads(|| labels::label_set(set, &plan, threads));
         Ok(())
     }
 

@@ -13,6 +13,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rustc_hash::FxHashMap;
+
 use feature_dictionary::label::Counts;
 use feature_dictionary::model::{Feature, FeatureSet, Label, LabelingStrategy};
 use serde::Deserialize;
@@ -39,6 +41,13 @@ pub struct Plan {
     pub manual: HashMap<String, Vec<Label>>,
 }
 
+impl Plan {
+    /// Python's `confidence >= min_confidence` (false for NaN on either side).
+    fn keeps(&self, confidence: f64) -> bool {
+        confidence >= self.min_confidence
+    }
+}
+
 /// One pattern, matched in Python against every token form.
 #[derive(Debug, Deserialize)]
 pub struct PatternPlan {
@@ -53,6 +62,13 @@ pub struct PatternPlan {
 /// Python's `str.strip()`: Rust's whitespace plus the four information separators
 /// U+001C–U+001F, which Python counts as whitespace and Unicode does not.
 pub fn py_strip(s: &str) -> &str {
+    // Most tokens start and end with a visible ASCII character: nothing to strip.
+    let b = s.as_bytes();
+    if let (Some(f), Some(l)) = (b.first(), b.last()) {
+        if f.is_ascii_graphic() && l.is_ascii_graphic() {
+            return s;
+        }
+    }
     s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
 }
 
@@ -68,12 +84,14 @@ pub fn token_key(s: &str) -> &str {
 
 /// Per stripped token: firings and corpus occurrences, in order of first appearance
 /// (`FeatureLabeler._token_stats`).
-fn token_stats(f: &Feature) -> Vec<(String, u64, u64)> {
-    let mut order: Vec<(String, u64, u64)> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut add = |key: &str, firings: u64, occ: u64| {
-        let i = *index.entry(key.to_string()).or_insert_with(|| {
-            order.push((key.to_string(), 0, 0));
+fn token_stats(f: &Feature) -> Vec<(&str, u64, u64)> {
+    let n = f.metadata.top_tokens.len().max(f.top_activations.len());
+    let mut order: Vec<(&str, u64, u64)> = Vec::with_capacity(n);
+    let mut index: FxHashMap<&str, usize> = FxHashMap::default();
+    index.reserve(n);
+    let mut add = |key, firings, occ| {
+        let i = *index.entry(key).or_insert_with(|| {
+            order.push((key, 0, 0));
             order.len() - 1
         });
         order[i].1 += firings;
@@ -92,15 +110,17 @@ fn token_stats(f: &Feature) -> Vec<(String, u64, u64)> {
 }
 
 /// `FeatureLabeler._scored`: F1 of precision and recall, or recall alone when the
-/// occurrences are unknown (0).
+/// occurrences are unknown (0). Labels below `min_confidence` are never kept, so they are
+/// not built (a feature can fire on thousands of tokens); `text` and `evidence` are made
+/// only for the others.
 fn scored(
-    text: String,
+    plan: &Plan,
     strategy: LabelingStrategy,
     firings: u64,
     occurrences: u64,
     total: u64,
-    evidence: Vec<String>,
-) -> Label {
+    text: impl FnOnce() -> (String, Vec<String>),
+) -> Option<Label> {
     let c = Counts {
         firings,
         occurrences,
@@ -111,14 +131,18 @@ fn scored(
     } else {
         (c.recall(), None)
     };
-    Label {
+    if !plan.keeps(confidence) {
+        return None;
+    }
+    let (text, evidence) = text();
+    Some(Label {
         text,
         strategy,
         confidence,
         precision,
         recall: Some(c.recall()),
         evidence,
-    }
+    })
 }
 
 /// Firings the Python code divides by: `activation_count or len(top_activations)`.
@@ -130,30 +154,30 @@ fn total_firings(f: &Feature) -> u64 {
     }
 }
 
-fn by_tokens(f: &Feature, stats: &[(String, u64, u64)], plan: &Plan) -> Vec<Label> {
+fn by_tokens(f: &Feature, stats: &[(&str, u64, u64)], plan: &Plan, out: &mut Vec<Label>) {
     let total = total_firings(f);
-    stats
-        .iter()
-        .filter(|(_, firings, _)| *firings as f64 >= plan.min_token_frequency)
-        .map(|(tok, firings, occ)| {
-            scored(
-                format!("token:{tok}"),
-                LabelingStrategy::TokenFrequency,
-                *firings,
-                *occ,
-                total,
-                vec![tok.clone()],
-            )
-        })
-        .collect()
+    out.extend(
+        stats
+            .iter()
+            .filter(|(_, firings, _)| *firings as f64 >= plan.min_token_frequency)
+            .filter_map(|&(tok, firings, occ)| {
+                scored(
+                    plan,
+                    LabelingStrategy::TokenFrequency,
+                    firings,
+                    occ,
+                    total,
+                    || (format!("token:{tok}"), vec![tok.to_string()]),
+                )
+            }),
+    );
 }
 
-fn by_patterns(f: &Feature, stats: &[(String, u64, u64)], plan: &Plan) -> Vec<Label> {
+fn by_patterns(f: &Feature, stats: &[(&str, u64, u64)], plan: &Plan, out: &mut Vec<Label>) {
     let total = total_firings(f);
-    let mut out = Vec::new();
     for p in &plan.patterns {
-        let mut matched: Vec<&(String, u64, u64)> =
-            stats.iter().filter(|s| p.matches.contains(&s.0)).collect();
+        let mut matched: Vec<&(&str, u64, u64)> =
+            stats.iter().filter(|s| p.matches.contains(s.0)).collect();
         let firings: u64 = matched.iter().map(|s| s.1).sum();
         if (firings as f64) < plan.min_token_frequency || firings == 0 {
             continue;
@@ -161,24 +185,26 @@ fn by_patterns(f: &Feature, stats: &[(String, u64, u64)], plan: &Plan) -> Vec<La
         let occ = p
             .occurrences
             .unwrap_or_else(|| matched.iter().map(|s| s.2).sum());
-        // Stable, like Python's sorted(): equal firings keep their order of appearance.
-        matched.sort_by_key(|s| std::cmp::Reverse(s.1));
-        let top = matched.iter().take(3).map(|s| s.0.clone()).collect();
-        out.push(scored(
-            format!("pattern:{}", p.name),
+        let label = scored(
+            plan,
             LabelingStrategy::PatternMatching,
             firings,
             occ,
             total,
-            top,
-        ));
+            || {
+                // Stable, like Python's sorted(): equal firings keep their order of appearance.
+                matched.sort_by_key(|s| std::cmp::Reverse(s.1));
+                let top = matched.iter().take(3).map(|s| s.0.to_string()).collect();
+                (format!("pattern:{}", p.name), top)
+            },
+        );
+        out.extend(label);
     }
-    out
 }
 
 /// N-grams (n ≥ 2) ending at the firing token over the stored examples (top and quantile
 /// samples); confidence = share of the examples showing the n-gram.
-fn by_ngrams(f: &Feature, plan: &Plan) -> Vec<Label> {
+fn by_ngrams(f: &Feature, plan: &Plan, out: &mut Vec<Label>) {
     let examples = f.top_activations.iter().chain(
         f.metadata
             .quantile_examples
@@ -192,7 +218,8 @@ fn by_ngrams(f: &Feature, plan: &Plan) -> Vec<Label> {
         .map(|&n| n as usize)
         .collect();
     let mut n_examples = 0u64;
-    let mut counts: HashMap<Vec<&str>, u64> = HashMap::new();
+    let mut counts: FxHashMap<Vec<&str>, u64> = FxHashMap::default();
+    let mut gram: Vec<&str> = Vec::new();
     for ex in examples {
         n_examples += 1;
         let i = ex.position as i64 - ex.metadata.context_start as i64;
@@ -203,43 +230,54 @@ fn by_ngrams(f: &Feature, plan: &Plan) -> Vec<Label> {
         let i = i as usize;
         for &n in &sizes {
             if i + 1 >= n {
-                let gram = ctx[i + 1 - n..=i].iter().map(|t| token_key(t)).collect();
-                *counts.entry(gram).or_default() += 1;
+                gram.clear();
+                gram.extend(ctx[i + 1 - n..=i].iter().map(|t| token_key(t)));
+                match counts.get_mut(gram.as_slice()) {
+                    Some(c) => *c += 1,
+                    None => {
+                        counts.insert(gram.clone(), 1);
+                    }
+                }
             }
         }
     }
     let min_count = f64::max(2.0, plan.min_token_frequency);
-    counts
-        .into_iter()
-        .filter(|(_, c)| *c as f64 >= min_count)
-        .map(|(gram, c)| {
-            let text = gram.join(" ");
-            Label {
-                text: format!("ngram:{text}"),
-                strategy: LabelingStrategy::NgramAnalysis,
-                confidence: c as f64 / n_examples as f64,
-                precision: None,
-                recall: None,
-                evidence: vec![text],
-            }
-        })
-        .collect()
+    for (gram, c) in counts {
+        let confidence = c as f64 / n_examples as f64;
+        if (c as f64) < min_count || !plan.keeps(confidence) {
+            continue;
+        }
+        let text = gram.join(" ");
+        out.push(Label {
+            text: format!("ngram:{text}"),
+            strategy: LabelingStrategy::NgramAnalysis,
+            confidence,
+            precision: None,
+            recall: None,
+            evidence: vec![text],
+        });
+    }
+}
+
+/// The automatic labels of every configured strategy that reach `min_confidence`.
+fn candidates(f: &Feature, plan: &Plan) -> Vec<Label> {
+    let stats = token_stats(f);
+    let mut labels: Vec<Label> = Vec::new();
+    for s in &plan.strategies {
+        match s {
+            LabelingStrategy::TokenFrequency => by_tokens(f, &stats, plan, &mut labels),
+            LabelingStrategy::NgramAnalysis => by_ngrams(f, plan, &mut labels),
+            LabelingStrategy::PatternMatching => by_patterns(f, &stats, plan, &mut labels),
+            LabelingStrategy::SemanticClustering | LabelingStrategy::Manual => {}
+        }
+    }
+    labels
 }
 
 /// `FeatureLabeler.label_feature` for one feature: writes `labels`, `confidence` and
 /// `metadata.label_details`.
 pub fn label_feature(f: &mut Feature, plan: &Plan) {
-    let stats = token_stats(f);
-    let mut labels: Vec<Label> = Vec::new();
-    for s in &plan.strategies {
-        match s {
-            LabelingStrategy::TokenFrequency => labels.extend(by_tokens(f, &stats, plan)),
-            LabelingStrategy::NgramAnalysis => labels.extend(by_ngrams(f, plan)),
-            LabelingStrategy::PatternMatching => labels.extend(by_patterns(f, &stats, plan)),
-            LabelingStrategy::SemanticClustering | LabelingStrategy::Manual => {}
-        }
-    }
-    labels.retain(|l| l.confidence >= plan.min_confidence);
+    let mut labels = candidates(f, plan);
     // Python sorts by (-confidence, text); equal floats (0.0 and -0.0 included) tie.
     labels.sort_by(|a, b| {
         b.confidence
@@ -343,12 +381,21 @@ pub fn describe(f: &Feature) -> String {
     parts.join(". ") + "."
 }
 
-/// Labels and describes every feature of `set`.
-pub fn label_set(set: &mut FeatureSet, plan: &Plan) {
-    for f in set.features.values_mut() {
-        label_feature(f, plan);
-        f.description = describe(f);
-    }
+/// Labels and describes every feature of `set`, features split among `threads` threads
+/// (each feature is labeled on its own, so the result does not depend on the split).
+pub fn label_set(set: &mut FeatureSet, plan: &Plan, threads: usize) {
+    let mut features: Vec<&mut Feature> = set.features.values_mut().collect();
+    let chunk = features.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        for part in features.chunks_mut(chunk) {
+            scope.spawn(move || {
+                for f in part.iter_mut() {
+                    label_feature(f, plan);
+                    f.description = describe(f);
+                }
+            });
+        }
+    });
 }
 
 /// Every distinct token any feature fired on (what the pattern sets must cover).

@@ -365,7 +365,7 @@ impl Engine {
                     .filter(|f| f.activation_count == 0)
                     .map(|f| f.id)
                     .collect();
-                dict = dict.without_rare(min);
+                dict.drop_rare(min);
                 dict.feature_set
                     .metadata
                     .extra
