@@ -247,7 +247,26 @@ class FeatureDictionary:
         fs.model_name = self.config.model_name
         fs.sae_name = self.config.sae_name
         fs.layer = self.config.layer
-        _engine.save_json(json.dumps(self.export_all()), os.fspath(path))
+        # export_all() without converting the examples and metadata Python never read: the
+        # engine takes those from its own copy (``sources``).
+        features, sources = {}, {}
+        for k in sorted(fs.features):
+            d, src = fs.features[k]._to_dict_parts(keep_lazy=True)
+            features[str(k)] = d
+            if src is not None:
+                sources[str(k)] = src
+        data = {
+            "config": self._config_dict(),
+            "feature_set": {
+                "layer": fs.layer,
+                "features": features,
+                "total_tokens_processed": fs.total_tokens_processed,
+                "model_name": fs.model_name,
+                "sae_name": fs.sae_name,
+                "metadata": fs.metadata,
+            },
+        }
+        _engine.save(json.dumps(data), os.fspath(path), sources)
 
     @classmethod
     def load(cls, path: str) -> "FeatureDictionary":

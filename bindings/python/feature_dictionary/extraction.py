@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 
 from . import _engine
-from .features import top_token_entries
+from .features import _engine_source, top_token_entries
 from .features import Feature, FeatureActivation, FeatureSet, FeatureType
 
 #: Co-activation (Σ xᵢxⱼ over all tokens, an F×F float64 matrix) is tracked by default up to
@@ -434,6 +434,11 @@ def _token_index(fs: FeatureSet) -> Dict[str, List[Tuple[int, int]]]:
     if idx is None:
         idx = {}
         for f in fs:
+            src = _engine_source(f, "metadata", "top_activations")
+            if src is not None:  # the same entries, read from the engine's copy
+                for key, firings in src[0].index_entries(src[1]):
+                    idx.setdefault(key, []).append((f.id, firings))
+                continue
             seen = set()
             for entry in top_token_entries(f):
                 key = entry[0].strip()
@@ -461,7 +466,11 @@ def search_token(fs: FeatureSet, token: str, min_activation: float = 0.0) -> Lis
     out = []
     for fid, _firings in _token_index(fs).get(key, []):
         f = fs.features[fid]
-        best = max((a.activation for a in _examples(f) if a.token.strip() == key), default=None)
+        src = _engine_source(f, "metadata", "top_activations")
+        if src is not None:
+            best = src[0].best_example_activation(src[1], key)
+        else:
+            best = max((a.activation for a in _examples(f) if a.token.strip() == key), default=None)
         if best is None:
             # The feature fired on the token but no stored example shows it: its typical value.
             best = f.mean_activation

@@ -12,6 +12,7 @@ converted from the engine's copy the first time they are read, then are ordinary
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from dataclasses import dataclass, field
@@ -128,10 +129,17 @@ class Feature:
             src = self.__dict__.get("_src")
             if src is not None:
                 fin, fid = src
-                if name == "metadata":
-                    value = fin.metadata(fid)
-                else:
-                    value = fin.top_activations(fid, FeatureActivation)
+                # Thousands of containers at once, all kept: collecting midway finds nothing.
+                was = gc.isenabled()
+                gc.disable()
+                try:
+                    if name == "metadata":
+                        value = fin.metadata(fid)
+                    else:
+                        value = fin.top_activations(fid, FeatureActivation)
+                finally:
+                    if was:
+                        gc.enable()
                 d = self.__dict__
                 d[name] = value
                 if all(k in d for k in _LAZY_FIELDS):
@@ -178,7 +186,14 @@ class Feature:
         return [(a.token, a.activation) for a in self.top_activations[:n]]
 
     def to_dict(self) -> dict:
-        return {
+        return self._to_dict_parts(keep_lazy=False)[0]
+
+    def _to_dict_parts(self, keep_lazy: bool) -> Tuple[dict, Any]:
+        """``to_dict()`` and the engine source ``(dictionary, id)`` of the lazy fields. With
+        ``keep_lazy``, fields never converted are left out (the source still holds them): what
+        ``FeatureDictionary.save`` sends to the engine without converting them first."""
+        src = self.__dict__.get("_src") if keep_lazy else None
+        d = {
             "id": self.id,
             "dimension": self.dimension,
             "bias": self.bias,
@@ -186,13 +201,16 @@ class Feature:
             "mean_activation": self.mean_activation,
             "max_activation": self.max_activation,
             "activation_frequency": self.activation_frequency,
-            "top_activations": [a.to_dict() for a in self.top_activations],
-            "labels": list(self.labels),
-            "description": self.description,
-            "confidence": self.confidence,
-            "feature_type": self.feature_type.value,
-            "metadata": self.metadata,
         }
+        if src is None or "top_activations" in self.__dict__:
+            d["top_activations"] = [a.to_dict() for a in self.top_activations]
+        d["labels"] = list(self.labels)
+        d["description"] = self.description
+        d["confidence"] = self.confidence
+        d["feature_type"] = self.feature_type.value
+        if src is None or "metadata" in self.__dict__:
+            d["metadata"] = self.metadata
+        return d, src
 
     @classmethod
     def from_dict(cls, data: dict) -> "Feature":
@@ -344,6 +362,9 @@ def _write_json_atomically(path: str, data: Any) -> None:
 def top_token_entries(feature: Feature) -> List[Tuple[str, int, int]]:
     """``(token, firings, occurrences)`` for every token the feature fired on, counted over
     all tokens processed (``metadata["top_tokens"]``); empty for hand-made features."""
+    src = _engine_source(feature, "metadata")
+    if src is not None:
+        return src[0].token_entries(src[1])
     out = []
     for e in feature.metadata.get("top_tokens", []) or []:
         if isinstance(e, dict):
@@ -351,3 +372,13 @@ def top_token_entries(feature: Feature) -> List[Tuple[str, int, int]]:
         else:
             out.append((e[0], int(e[1]), int(e[2])))
     return out
+
+
+def _engine_source(feature: Feature, *fields: str) -> Any:
+    """``(engine dictionary, id)`` when none of ``fields`` was converted yet, so a query can
+    read them from the engine's copy (which is what they still hold) without converting."""
+    d = feature.__dict__
+    src = d.get("_src")
+    if src is None or any(name in d for name in fields):
+        return None
+    return src

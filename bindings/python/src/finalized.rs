@@ -10,12 +10,15 @@
 
 use std::collections::HashMap;
 
-use feature_dictionary::model::{FeatureSet, FeatureSetMetadata};
-use feature_dictionary::{store, FeatureDictionary};
+use feature_dictionary::model::{
+    DictionaryConfig, Feature, FeatureActivation, FeatureMetadata, FeatureSet, FeatureSetMetadata,
+    FeatureType,
+};
+use feature_dictionary::{store, Error, FeatureDictionary};
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::labels;
@@ -42,7 +45,7 @@ impl Finalized {
         &self.dict.feature_set
     }
 
-    fn feature(&self, id: u64) -> PyResult<&feature_dictionary::model::Feature> {
+    fn feature(&self, id: u64) -> PyResult<&Feature> {
         self.set()
             .features
             .get(&id)
@@ -157,6 +160,59 @@ impl Finalized {
         to_py(py, &self.feature(id)?.metadata)
     }
 
+    /// Feature `id`'s `(token, firings, occurrences)` from `metadata.top_tokens`, without
+    /// converting the rest of its metadata (`features.top_token_entries`).
+    fn token_entries(&self, id: u64) -> PyResult<Vec<(String, u64, u64)>> {
+        Ok(self
+            .feature(id)?
+            .metadata
+            .top_tokens
+            .iter()
+            .map(|t| (t.token.clone(), t.firings, t.occurrences))
+            .collect())
+    }
+
+    /// What `extraction._token_index` records for feature `id`: each stripped token it fired
+    /// on with its firings, then the stripped tokens of its top examples not seen yet (1
+    /// firing each), first occurrence of a token only.
+    fn index_entries(&self, id: u64) -> PyResult<Vec<(String, u64)>> {
+        let f = self.feature(id)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        let tokens = f
+            .metadata
+            .top_tokens
+            .iter()
+            .map(|t| (t.token.as_str(), t.firings));
+        let examples = f.top_activations.iter().map(|a| (a.token.as_str(), 1));
+        for (token, firings) in tokens.chain(examples) {
+            let key = labels::py_strip(token);
+            if seen.insert(key) {
+                out.push((key.to_string(), firings));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The highest activation among feature `id`'s stored examples (top and quantile
+    /// samples) whose stripped token is `key`, as the Python float of its JSON text; `None`
+    /// when no example shows it.
+    fn best_example_activation(&self, id: u64, key: &str) -> PyResult<Option<f64>> {
+        let f = self.feature(id)?;
+        let samples = f
+            .metadata
+            .quantile_examples
+            .iter()
+            .flat_map(|g| &g.examples);
+        Ok(f.top_activations
+            .iter()
+            .chain(samples)
+            .filter(|a| labels::py_strip(&a.token) == key)
+            .map(|a| a.activation)
+            .reduce(f32::max)
+            .map(crate::topy::f32_as_json))
+    }
+
     /// Every distinct token a feature fired on, sorted.
     fn firing_tokens(&self) -> Vec<String> {
         labels::firing_tokens(self.set())
@@ -207,4 +263,130 @@ pub fn load(py: Python<'_>, path: &str) -> PyResult<Finalized> {
         .allow_threads(|| store::load(std::path::Path::new(path)))
         .map_err(crate::to_py)?;
     Ok(Finalized { dict })
+}
+
+/// A feature as `Feature.to_dict()` gives it, except that `top_activations` and `metadata`
+/// may be missing: those a Python object never converted are taken from its engine source.
+/// The other fields deserialize as [`Feature`]'s do (same defaults).
+#[derive(Deserialize)]
+struct PartialFeature {
+    id: u64,
+    dimension: usize,
+    #[serde(default)]
+    bias: f64,
+    #[serde(default)]
+    activation_count: u64,
+    #[serde(default)]
+    mean_activation: f64,
+    #[serde(default)]
+    max_activation: f64,
+    #[serde(default)]
+    activation_frequency: f64,
+    top_activations: Option<Vec<FeatureActivation>>,
+    #[serde(default)]
+    labels: Vec<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    confidence: f64,
+    #[serde(default = "default_type")]
+    feature_type: FeatureType,
+    metadata: Option<FeatureMetadata>,
+}
+
+fn default_type() -> FeatureType {
+    FeatureType::Sparse
+}
+
+/// The feature set with partial features (see [`PartialFeature`]), keyed by id text.
+#[derive(Deserialize)]
+struct PartialSet {
+    layer: i64,
+    features: std::collections::BTreeMap<String, PartialFeature>,
+    #[serde(default)]
+    total_tokens_processed: u64,
+    #[serde(default)]
+    model_name: String,
+    #[serde(default)]
+    sae_name: String,
+    #[serde(default)]
+    metadata: FeatureSetMetadata,
+}
+
+#[derive(Deserialize)]
+struct PartialSaved {
+    #[serde(default)]
+    config: DictionaryConfig,
+    feature_set: PartialSet,
+}
+
+/// Validates `text` (`{"config", "feature_set", ...}` as `FeatureDictionary.export_all()`
+/// gives it) against the engine's model and writes it with `store::save` (atomically; `.json`
+/// or `.fdict` by the extension). A feature whose `top_activations` or `metadata` is missing
+/// from `text` takes it from `sources[key] = (Finalized, id)`: Python never converted it, so
+/// the engine's copy is still what it holds.
+#[pyfunction]
+pub fn save(
+    py: Python<'_>,
+    text: &str,
+    path: &str,
+    sources: HashMap<String, (PyRef<'_, Finalized>, u64)>,
+) -> PyResult<()> {
+    let invalid =
+        |e: String| Error::Invalid(format!("{path}: dictionary does not match the model: {e}"));
+    let saved: PartialSaved = py
+        .allow_threads(|| serde_json::from_str(text))
+        .map_err(|e| crate::to_py(invalid(e.to_string())))?;
+    let set = saved.feature_set;
+    let mut features = std::collections::BTreeMap::new();
+    for (key, p) in set.features {
+        let id: u64 = key.parse().map_err(|_| {
+            crate::to_py(invalid(format!("feature key {key:?} is not an integer id")))
+        })?;
+        let base = match sources.get(&key) {
+            Some((fin, src_id)) => Some(fin.feature(*src_id)?),
+            None => None,
+        };
+        let top_activations = match (p.top_activations, base) {
+            (Some(v), _) => v,
+            (None, Some(b)) => b.top_activations.clone(),
+            (None, None) => Vec::new(),
+        };
+        let metadata = match (p.metadata, base) {
+            (Some(m), _) => m,
+            (None, Some(b)) => b.metadata.clone(),
+            (None, None) => FeatureMetadata::default(),
+        };
+        features.insert(
+            id,
+            Feature {
+                id: p.id,
+                dimension: p.dimension,
+                bias: p.bias,
+                activation_count: p.activation_count,
+                mean_activation: p.mean_activation,
+                max_activation: p.max_activation,
+                activation_frequency: p.activation_frequency,
+                top_activations,
+                labels: p.labels,
+                description: p.description,
+                confidence: p.confidence,
+                feature_type: p.feature_type,
+                metadata,
+            },
+        );
+    }
+    let dict = FeatureDictionary::new(
+        saved.config,
+        FeatureSet {
+            layer: set.layer,
+            features,
+            total_tokens_processed: set.total_tokens_processed,
+            model_name: set.model_name,
+            sae_name: set.sae_name,
+            metadata: set.metadata,
+        },
+    );
+    py.allow_threads(|| store::save(&dict, std::path::Path::new(path)))
+        .map_err(crate::to_py)
 }

@@ -12,15 +12,14 @@ use feature_dictionary::accumulate::{Accumulator, Settings};
 use feature_dictionary::build::{default_threads, VALUES_PER_BATCH};
 use feature_dictionary::finalize::finalize;
 use feature_dictionary::ingest::{ActivationBatch, BatchValues, TokenId, Vocab};
-use feature_dictionary::model::{DictionaryConfig, ExtractionConfig, FeatureSet};
-use feature_dictionary::{store, Error, FeatureDictionary};
+use feature_dictionary::model::{DictionaryConfig, ExtractionConfig};
+use feature_dictionary::Error;
 use finalized::Finalized;
 use numpy::{PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 mod finalized;
 mod labels;
@@ -156,13 +155,6 @@ impl Engine {
         }
         Ok(self.total_firings() - before)
     }
-}
-
-#[derive(Deserialize)]
-struct Saved {
-    #[serde(default)]
-    config: DictionaryConfig,
-    feature_set: FeatureSet,
 }
 
 /// What pickling an [`Engine`] stores (bincode): the whole accumulator, the vocabulary and the
@@ -377,25 +369,11 @@ impl Engine {
     }
 }
 
-/// Validates `text` (`{"config", "feature_set", ...}`) against the engine's model and writes
-/// it with `store::save` (atomically; the format is chosen by the extension).
-#[pyfunction]
-fn save_json(py: Python<'_>, text: &str, path: &str) -> PyResult<()> {
-    py.allow_threads(|| {
-        let saved: Saved = serde_json::from_str(text).map_err(|e| {
-            Error::Invalid(format!("{path}: dictionary does not match the model: {e}"))
-        })?;
-        let dict = FeatureDictionary::new(saved.config, saved.feature_set);
-        store::save(&dict, Path::new(path))
-    })
-    .map_err(to_py)
-}
-
 /// The compiled module.
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
-    m.add_function(wrap_pyfunction!(save_json, m)?)?;
+    m.add_function(wrap_pyfunction!(finalized::save, m)?)?;
     m.add_class::<Finalized>()?;
     m.add_function(wrap_pyfunction!(finalized::load, m)?)?;
     m.add_function(wrap_pyfunction!(engine_from_state, m)?)?;

@@ -144,3 +144,47 @@ def test_finalized_features_pickle_and_copy_without_the_engine():
     e = pickle.loads(pickle.dumps(d))
     assert e.features == d.features
     assert [f.labels for f in e] == [f.labels for f in d]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".fdict"])
+def test_save_takes_unconverted_fields_from_the_engine_and_edits_from_python(tmp_path, suffix):
+    acts, tokens = random_corpus(seed=13)
+    d = build(acts, tokens)
+    d.finalize()
+    d.save(str(tmp_path / ("untouched" + suffix)))
+    assert all("_src" in vars(f) for f in d)  # saving converted nothing
+    d[1].labels = ["mine"]  # a scalar edit, examples never read
+    d[2].metadata["note"] = "edited"
+    d[3].top_activations = d[3].top_activations[:1]
+    d.features.add_feature(Feature(id=99, dimension=16, activation_count=1, labels=["by hand"]))
+    d.save(str(tmp_path / ("edited" + suffix)))
+    untouched = FeatureDictionary.load(str(tmp_path / ("untouched" + suffix)))
+    edited = FeatureDictionary.load(str(tmp_path / ("edited" + suffix)))
+    assert edited.features == d.features
+    assert edited[1].labels == ["mine"] and edited[2].metadata["note"] == "edited"
+    assert len(edited[3].top_activations) == 1 and edited[99].labels == ["by hand"]
+    assert untouched[3].top_activations == build(acts, tokens).features[3].top_activations
+    assert untouched[1].labels != ["mine"]
+
+
+def test_queries_read_unconverted_features_from_the_engine_with_the_same_results():
+    acts, tokens = spaced_corpus()
+    d = build(acts, tokens)
+    d.labeler = FeatureLabeler(LabelingConfig(strategies=ALL, min_confidence=0.0))
+    d.finalize()
+
+    def answers():
+        return ([d.search_by_token(t) for t in ("cat", "the", " york", "42", "", "nope")],
+                [[f.id for f in d.search_by_pattern(p)] for p in (r"^c", r"(?i)new", r"\s")],
+                [d.find_similar(i, top_k=4) for i in range(0, 12, 3)],
+                d.extractor.get_feature_by_token("of"),
+                [d.analyzer.compare_features(0, j) for j in (1, 3)])
+
+    lazy = answers()
+    # nothing converted (but the empty examples of features that never fired)
+    assert all("metadata" not in vars(f) and "top_activations" not in vars(f) for f in d if f.activation_count)
+    for f in d:  # convert everything, forget the token index
+        f.metadata, f.top_activations
+    del d.features._token_index
+    assert answers() == lazy
+    assert lazy[0][0] and lazy[1][0] and lazy[2][0]
