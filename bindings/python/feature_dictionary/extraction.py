@@ -9,8 +9,6 @@ would have produced.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -18,7 +16,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 
 from . import _engine
-from .features import _engine_source, top_token_entries
+from .features import _engine_source, no_gc, top_token_entries
 from .features import Feature, FeatureActivation, FeatureSet, FeatureType
 
 #: Co-activation (Σ xᵢxⱼ over all tokens, an F×F float64 matrix) is tracked by default up to
@@ -27,19 +25,6 @@ COACTIVATION_AUTO_LIMIT = 2048
 
 #: Partners stored per feature in ``metadata["correlated_features"]`` at finalize.
 CORRELATED_PER_FEATURE = 10
-
-
-@contextlib.contextmanager
-def no_gc():
-    """Pauses the cyclic garbage collector: building millions of small objects at once
-    (a finalized dictionary) otherwise triggers it over and over for nothing."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 @dataclass

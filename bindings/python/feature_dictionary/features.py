@@ -12,6 +12,7 @@ converted from the engine's copy the first time they are read, then are ordinary
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -45,6 +46,19 @@ class FeatureType(Enum):
 
 
 _TYPES_BY_VALUE = {t.value: t for t in FeatureType}
+
+
+@contextlib.contextmanager
+def no_gc():
+    """Pauses the cyclic garbage collector: building millions of small objects at once
+    (a finalized dictionary) otherwise triggers it over and over for nothing."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 @dataclass
@@ -130,16 +144,11 @@ class Feature:
             if src is not None:
                 fin, fid = src
                 # Thousands of containers at once, all kept: collecting midway finds nothing.
-                was = gc.isenabled()
-                gc.disable()
-                try:
+                with no_gc():
                     if name == "metadata":
                         value = fin.metadata(fid)
                     else:
                         value = fin.top_activations(fid, FeatureActivation)
-                finally:
-                    if was:
-                        gc.enable()
                 d = self.__dict__
                 d[name] = value
                 if all(k in d for k in _LAZY_FIELDS):
@@ -288,9 +297,11 @@ class FeatureSet:
         }
 
     def to_dict(self) -> dict:
+        with no_gc():  # converts every feature's lazy fields: millions of objects, all kept
+            features = {str(k): self.features[k].to_dict() for k in sorted(self.features)}
         return {
             "layer": self.layer,
-            "features": {str(k): self.features[k].to_dict() for k in sorted(self.features)},
+            "features": features,
             "total_tokens_processed": self.total_tokens_processed,
             "model_name": self.model_name,
             "sae_name": self.sae_name,
