@@ -22,12 +22,35 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::labels;
-use crate::topy::to_py;
+use crate::topy::{to_py, Strings};
+use std::sync::Mutex;
 
 /// A finished dictionary (config and features) owned by Rust.
 #[pyclass(module = "feature_dictionary._engine")]
 pub struct Finalized {
     pub(crate) dict: FeatureDictionary,
+    /// Python strings made so far (tokens recur across features); see [`topy::Strings`].
+    strings: Mutex<Strings>,
+}
+
+impl Finalized {
+    pub(crate) fn new(dict: FeatureDictionary) -> Self {
+        Self {
+            dict,
+            strings: Mutex::new(Strings::default()),
+        }
+    }
+
+    /// [`to_py`] with this dictionary's string cache.
+    fn convert<'py, T: Serialize + ?Sized>(
+        &self,
+        py: Python<'py>,
+        value: &T,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        // Only ever taken with the GIL held, by one conversion at a time.
+        let mut strings = self.strings.lock().unwrap_or_else(|e| e.into_inner());
+        to_py(py, value, &mut strings)
+    }
 }
 
 /// The feature set's own fields, without its features (what `FeatureSet` gets eagerly).
@@ -70,10 +93,10 @@ impl Finalized {
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let set = self.set();
         let d = PyDict::new(py);
-        d.set_item("config", to_py(py, &self.dict.config)?)?;
+        d.set_item("config", self.convert(py, &self.dict.config)?)?;
         d.set_item(
             "feature_set",
-            to_py(
+            self.convert(
                 py,
                 &SetInfo {
                     layer: set.layer,
@@ -148,7 +171,7 @@ impl Finalized {
             .iter()
             .map(|a| {
                 let obj = new.call1((activation_cls,))?;
-                obj.setattr("__dict__", to_py(py, a)?)?;
+                obj.setattr("__dict__", self.convert(py, a)?)?;
                 Ok(obj)
             })
             .collect::<PyResult<Vec<_>>>()?;
@@ -157,7 +180,7 @@ impl Finalized {
 
     /// Feature `id`'s `metadata` dict.
     fn metadata<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyAny>> {
-        to_py(py, &self.feature(id)?.metadata)
+        self.convert(py, &self.feature(id)?.metadata)
     }
 
     /// Feature `id`'s `(token, firings, occurrences)` from `metadata.top_tokens`, without
@@ -262,7 +285,7 @@ pub fn load(py: Python<'_>, path: &str) -> PyResult<Finalized> {
     let dict = py
         .allow_threads(|| store::load(std::path::Path::new(path)))
         .map_err(crate::to_py)?;
-    Ok(Finalized { dict })
+    Ok(Finalized::new(dict))
 }
 
 /// A feature as `Feature.to_dict()` gives it, except that `top_activations` and `metadata`

@@ -365,7 +365,7 @@ impl Engine {
             }
             dict
         });
-        Ok(Finalized { dict })
+        Ok(Finalized::new(dict))
     }
 }
 

@@ -11,15 +11,44 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 use pyo3::IntoPyObjectExt;
+use rustc_hash::FxHashMap;
 use serde::ser::{self, Serialize};
+use std::cell::RefCell;
 use std::fmt::Display;
 
-/// Converts `value` to Python objects (see the module documentation).
+/// Strings up to this many bytes are shared through a [`Strings`] cache: tokens, keys and
+/// label texts recur in every feature, contexts (long) rarely do.
+const SHARED_MAX_LEN: usize = 48;
+
+/// Python `str` objects already made, by content, so a token that appears in thousands of
+/// examples is one object (fewer allocations, and dict keys whose hash is computed once).
+pub type Strings = FxHashMap<Box<str>, Py<PyString>>;
+
+/// Converts `value` to Python objects (see the module documentation); short strings are
+/// taken from and added to `strings`.
 pub fn to_py<'py, T: Serialize + ?Sized>(
     py: Python<'py>,
     value: &T,
+    strings: &mut Strings,
 ) -> PyResult<Bound<'py, PyAny>> {
-    value.serialize(ToPy { py }).map_err(|e| e.0)
+    let cell = RefCell::new(std::mem::take(strings));
+    let out = value.serialize(ToPy { py, strings: &cell });
+    *strings = cell.into_inner();
+    out.map_err(|e| e.0)
+}
+
+/// `s` as a Python string, shared through `strings` when it is short.
+fn py_str<'py>(py: Python<'py>, strings: &RefCell<Strings>, s: &str) -> Bound<'py, PyString> {
+    if s.len() > SHARED_MAX_LEN {
+        return PyString::new(py, s);
+    }
+    let mut map = strings.borrow_mut();
+    if let Some(v) = map.get(s) {
+        return v.bind(py).clone();
+    }
+    let v = PyString::new(py, s);
+    map.insert(s.into(), v.clone().unbind());
+    v
 }
 
 /// The value a Python `float` gets from serde_json's text for `v` (its shortest decimal).
@@ -56,26 +85,31 @@ impl From<PyErr> for Error {
 type Result<T> = std::result::Result<T, Error>;
 
 #[derive(Clone, Copy)]
-struct ToPy<'py> {
+struct ToPy<'a, 'py> {
     py: Python<'py>,
+    strings: &'a RefCell<Strings>,
 }
 
-impl<'py> ToPy<'py> {
+impl<'py> ToPy<'_, 'py> {
     fn obj<T: IntoPyObject<'py>>(self, v: T) -> Result<Bound<'py, PyAny>> {
         v.into_bound_py_any(self.py).map_err(Error)
     }
 }
 
-struct Seq<'py> {
+struct Seq<'a, 'py> {
     py: Python<'py>,
+    strings: &'a RefCell<Strings>,
     items: Vec<Bound<'py, PyAny>>,
     /// Set for a tuple variant: the list is wrapped as `{variant: [...]}`.
     variant: Option<&'static str>,
 }
 
-impl<'py> Seq<'py> {
+impl<'py> Seq<'_, 'py> {
     fn push<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<()> {
-        self.items.push(v.serialize(ToPy { py: self.py })?);
+        self.items.push(v.serialize(ToPy {
+            py: self.py,
+            strings: self.strings,
+        })?);
         Ok(())
     }
 
@@ -100,20 +134,28 @@ fn wrap<'py>(
     }
 }
 
-struct Map<'py> {
+struct Map<'a, 'py> {
     py: Python<'py>,
+    strings: &'a RefCell<Strings>,
     dict: Bound<'py, PyDict>,
     key: Option<Bound<'py, PyString>>,
     variant: Option<&'static str>,
 }
 
-impl<'py> Map<'py> {
+impl<'py> Map<'_, 'py> {
+    fn to_py(&self) -> ToPy<'_, 'py> {
+        ToPy {
+            py: self.py,
+            strings: self.strings,
+        }
+    }
+
     fn end(self) -> Result<Bound<'py, PyAny>> {
         wrap(self.py, self.variant, self.dict.into_any())
     }
 }
 
-impl<'py> ser::SerializeSeq for Seq<'py> {
+impl<'py> ser::SerializeSeq for Seq<'_, 'py> {
     type Ok = Bound<'py, PyAny>;
     type Error = Error;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<()> {
@@ -124,7 +166,7 @@ impl<'py> ser::SerializeSeq for Seq<'py> {
     }
 }
 
-impl<'py> ser::SerializeTuple for Seq<'py> {
+impl<'py> ser::SerializeTuple for Seq<'_, 'py> {
     type Ok = Bound<'py, PyAny>;
     type Error = Error;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<()> {
@@ -135,7 +177,7 @@ impl<'py> ser::SerializeTuple for Seq<'py> {
     }
 }
 
-impl<'py> ser::SerializeTupleStruct for Seq<'py> {
+impl<'py> ser::SerializeTupleStruct for Seq<'_, 'py> {
     type Ok = Bound<'py, PyAny>;
     type Error = Error;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<()> {
@@ -146,7 +188,7 @@ impl<'py> ser::SerializeTupleStruct for Seq<'py> {
     }
 }
 
-impl<'py> ser::SerializeTupleVariant for Seq<'py> {
+impl<'py> ser::SerializeTupleVariant for Seq<'_, 'py> {
     type Ok = Bound<'py, PyAny>;
     type Error = Error;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<()> {
@@ -157,12 +199,12 @@ impl<'py> ser::SerializeTupleVariant for Seq<'py> {
     }
 }
 
-impl<'py> ser::SerializeMap for Map<'py> {
+impl<'py> ser::SerializeMap for Map<'_, 'py> {
     type Ok = Bound<'py, PyAny>;
     type Error = Error;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, k: &T) -> Result<()> {
         let key = k.serialize(KeyToStr)?;
-        self.key = Some(PyString::new(self.py, &key));
+        self.key = Some(py_str(self.py, self.strings, &key));
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<()> {
@@ -170,8 +212,7 @@ impl<'py> ser::SerializeMap for Map<'py> {
             .key
             .take()
             .ok_or_else(|| <Error as ser::Error>::custom("map value without a key"))?;
-        self.dict
-            .set_item(key, v.serialize(ToPy { py: self.py })?)?;
+        self.dict.set_item(key, v.serialize(self.to_py())?)?;
         Ok(())
     }
     fn end(self) -> Result<Self::Ok> {
@@ -179,12 +220,12 @@ impl<'py> ser::SerializeMap for Map<'py> {
     }
 }
 
-impl<'py> ser::SerializeStruct for Map<'py> {
+impl<'py> ser::SerializeStruct for Map<'_, 'py> {
     type Ok = Bound<'py, PyAny>;
     type Error = Error;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<()> {
-        self.dict
-            .set_item(key, v.serialize(ToPy { py: self.py })?)?;
+        let key = py_str(self.py, self.strings, key);
+        self.dict.set_item(key, v.serialize(self.to_py())?)?;
         Ok(())
     }
     fn end(self) -> Result<Self::Ok> {
@@ -192,12 +233,12 @@ impl<'py> ser::SerializeStruct for Map<'py> {
     }
 }
 
-impl<'py> ser::SerializeStructVariant for Map<'py> {
+impl<'py> ser::SerializeStructVariant for Map<'_, 'py> {
     type Ok = Bound<'py, PyAny>;
     type Error = Error;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<()> {
-        self.dict
-            .set_item(key, v.serialize(ToPy { py: self.py })?)?;
+        let key = py_str(self.py, self.strings, key);
+        self.dict.set_item(key, v.serialize(self.to_py())?)?;
         Ok(())
     }
     fn end(self) -> Result<Self::Ok> {
@@ -205,16 +246,16 @@ impl<'py> ser::SerializeStructVariant for Map<'py> {
     }
 }
 
-impl<'py> ser::Serializer for ToPy<'py> {
+impl<'a, 'py> ser::Serializer for ToPy<'a, 'py> {
     type Ok = Bound<'py, PyAny>;
     type Error = Error;
-    type SerializeSeq = Seq<'py>;
-    type SerializeTuple = Seq<'py>;
-    type SerializeTupleStruct = Seq<'py>;
-    type SerializeTupleVariant = Seq<'py>;
-    type SerializeMap = Map<'py>;
-    type SerializeStruct = Map<'py>;
-    type SerializeStructVariant = Map<'py>;
+    type SerializeSeq = Seq<'a, 'py>;
+    type SerializeTuple = Seq<'a, 'py>;
+    type SerializeTupleStruct = Seq<'a, 'py>;
+    type SerializeTupleVariant = Seq<'a, 'py>;
+    type SerializeMap = Map<'a, 'py>;
+    type SerializeStruct = Map<'a, 'py>;
+    type SerializeStructVariant = Map<'a, 'py>;
 
     fn serialize_bool(self, v: bool) -> Result<Self::Ok> {
         self.obj(v)
@@ -268,7 +309,7 @@ impl<'py> ser::Serializer for ToPy<'py> {
         self.obj(v.to_string())
     }
     fn serialize_str(self, v: &str) -> Result<Self::Ok> {
-        self.obj(v)
+        Ok(py_str(self.py, self.strings, v).into_any())
     }
     fn serialize_bytes(self, v: &[u8]) -> Result<Self::Ok> {
         // serde_json writes bytes as an array of numbers.
@@ -314,6 +355,7 @@ impl<'py> ser::Serializer for ToPy<'py> {
     fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq> {
         Ok(Seq {
             py: self.py,
+            strings: self.strings,
             items: Vec::with_capacity(len.unwrap_or(0)),
             variant: None,
         })
@@ -337,6 +379,7 @@ impl<'py> ser::Serializer for ToPy<'py> {
     ) -> Result<Self::SerializeTupleVariant> {
         Ok(Seq {
             py: self.py,
+            strings: self.strings,
             items: Vec::with_capacity(len),
             variant: Some(variant),
         })
@@ -344,6 +387,7 @@ impl<'py> ser::Serializer for ToPy<'py> {
     fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap> {
         Ok(Map {
             py: self.py,
+            strings: self.strings,
             dict: PyDict::new(self.py),
             key: None,
             variant: None,
@@ -361,6 +405,7 @@ impl<'py> ser::Serializer for ToPy<'py> {
     ) -> Result<Self::SerializeStructVariant> {
         Ok(Map {
             py: self.py,
+            strings: self.strings,
             dict: PyDict::new(self.py),
             key: None,
             variant: Some(variant),
