@@ -344,6 +344,17 @@ class FeatureSet:
 
     @classmethod
     def load(cls, path: str) -> "FeatureSet":
+        """Reads a feature set JSON, a whole saved dictionary (JSON), or a native ``.fdict``."""
+        with open(path, "rb") as f:
+            is_fdict = f.read(16) == b"SQLite format 3\x00"
+        if is_fdict:
+            from . import _engine
+
+            fin = _engine.load(os.fspath(path))
+            fs = cls._from_engine(fin)
+            with no_gc():
+                fs._add_engine_features(fin)
+            return fs
         with open(path, "r", encoding="utf-8") as f:
             try:
                 data = json.load(f)

@@ -47,9 +47,12 @@ impl Finalized {
         py: Python<'py>,
         value: &T,
     ) -> PyResult<Bound<'py, PyAny>> {
-        // Only ever taken with the GIL held, by one conversion at a time.
-        let mut strings = self.strings.lock().unwrap_or_else(|e| e.into_inner());
-        to_py(py, value, &mut strings)
+        // Creating objects can run Python code (a GC pass, finalizers) that converts again,
+        // on this thread or another: never wait for the cache, go without it.
+        match self.strings.try_lock() {
+            Ok(mut strings) => to_py(py, value, &mut strings),
+            Err(_) => to_py(py, value, &mut Strings::default()),
+        }
     }
 }
 

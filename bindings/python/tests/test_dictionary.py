@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import Reference, assert_same, build, random_corpus
-from feature_dictionary import (DictionaryConfig, ExtractionConfig, Feature, FeatureDictionary, FeatureType,
-                                create_dictionary)
+from feature_dictionary import (DictionaryConfig, ExtractionConfig, Feature, FeatureDictionary, FeatureSet,
+                                FeatureType, create_dictionary)
 from test_labeling import labeled
 
 
@@ -212,6 +212,7 @@ def test_fdict_loads_the_same_dictionary_as_json(tmp_path):
     assert f.search_by_token("cat")[0] == (0, 2.0)
     assert [x.id for x in f.search_by_label("ngram:new york")] == [4]
     assert f.get_feature_stats(0).to_dict() == j.get_feature_stats(0).to_dict()
+    assert FeatureSet.load(str(tmp_path / "d.fdict")) == FeatureSet.load(str(tmp_path / "d.json")) == j.features
     with pytest.raises(RuntimeError, match="d.fdict"):
         f.process(np.zeros((1, 6), np.float32), ["x"])
 
