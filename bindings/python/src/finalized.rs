@@ -16,6 +16,7 @@ use feature_dictionary::model::{
 };
 use feature_dictionary::{store, Error, FeatureDictionary};
 use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use serde::{Deserialize, Serialize};
@@ -129,31 +130,37 @@ impl Finalized {
         let none = py.None();
         for (&id, f) in &this.set().features {
             let d = PyDict::new(py);
-            d.set_item("id", id)?;
-            d.set_item("dimension", f.dimension)?;
-            d.set_item("decoder_weight", &none)?;
-            d.set_item("encoder_weight", &none)?;
-            d.set_item("bias", finite_or_none(py, f.bias))?;
-            d.set_item("activation_count", f.activation_count)?;
-            d.set_item("mean_activation", finite_or_none(py, f.mean_activation))?;
-            d.set_item("max_activation", finite_or_none(py, f.max_activation))?;
+            d.set_item(intern!(py, "id"), id)?;
+            d.set_item(intern!(py, "dimension"), f.dimension)?;
+            d.set_item(intern!(py, "decoder_weight"), &none)?;
+            d.set_item(intern!(py, "encoder_weight"), &none)?;
+            d.set_item(intern!(py, "bias"), finite_or_none(py, f.bias))?;
+            d.set_item(intern!(py, "activation_count"), f.activation_count)?;
             d.set_item(
-                "activation_frequency",
+                intern!(py, "mean_activation"),
+                finite_or_none(py, f.mean_activation),
+            )?;
+            d.set_item(
+                intern!(py, "max_activation"),
+                finite_or_none(py, f.max_activation),
+            )?;
+            d.set_item(
+                intern!(py, "activation_frequency"),
                 finite_or_none(py, f.activation_frequency),
             )?;
-            d.set_item("labels", PyList::new(py, &f.labels)?)?;
-            d.set_item("description", &f.description)?;
-            d.set_item("confidence", finite_or_none(py, f.confidence))?;
+            d.set_item(intern!(py, "labels"), PyList::new(py, &f.labels)?)?;
+            d.set_item(intern!(py, "description"), &f.description)?;
+            d.set_item(intern!(py, "confidence"), finite_or_none(py, f.confidence))?;
             let ty = types.get_item(f.feature_type.as_str())?.ok_or_else(|| {
                 PyValueError::new_err(format!("unknown feature type {:?}", f.feature_type))
             })?;
-            d.set_item("feature_type", ty)?;
+            d.set_item(intern!(py, "feature_type"), ty)?;
             d.set_item(
-                "_src",
+                intern!(py, "_src"),
                 PyTuple::new(py, [slf.as_any().clone(), id.into_pyobject(py)?.into_any()])?,
             )?;
             let obj = new.call1((feature_cls,))?;
-            obj.setattr("__dict__", d)?;
+            obj.setattr(intern!(py, "__dict__"), d)?;
             out.set_item(id, obj)?;
         }
         Ok(out)
@@ -174,7 +181,7 @@ impl Finalized {
             .iter()
             .map(|a| {
                 let obj = new.call1((activation_cls,))?;
-                obj.setattr("__dict__", self.convert(py, a)?)?;
+                obj.setattr(intern!(py, "__dict__"), self.convert(py, a)?)?;
                 Ok(obj)
             })
             .collect::<PyResult<Vec<_>>>()?;
