@@ -150,9 +150,9 @@ class Feature:
                     else:
                         value = fin.top_activations(fid, FeatureActivation)
                 d = self.__dict__
-                d[name] = value
+                value = d.setdefault(name, value)  # another thread may have been first
                 if all(k in d for k in _LAZY_FIELDS):
-                    del d["_src"]  # fully converted: let the engine's copy go
+                    d.pop("_src", None)  # fully converted: let the engine's copy go
                 return value
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
