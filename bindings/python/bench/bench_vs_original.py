@@ -14,8 +14,10 @@ Zipf-like vocabulary of 5,000 strings.
 * ours — ``FeatureDictionary.process_batch`` on the whole array as one numpy
   ``[sequences, 128, F]`` view (no copy), every statistic over all tokens. "cold" is a
   fresh dictionary (its first pass also pays for zeroing the per-feature state); "warm"
-  is a second pass through the same dictionary. ``finalize`` (building the Python
-  objects, labeling, descriptions) is timed separately.
+  is a second pass through the same dictionary. ``finalize`` (statistics, labels and
+  descriptions, ``Feature`` objects with their scalar fields) is timed separately; so are
+  ``save`` to JSON right after it, and converting every feature's examples and metadata
+  to Python objects (which finalize defers to their first access).
 
 Prints tokens/s of each and the ratio; ``--json`` prints the numbers as JSON.
 
@@ -25,7 +27,9 @@ Prints tokens/s of each and the ratio; ``--json`` prints the numbers as JSON.
 
 import argparse
 import json
+import os
 import resource
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
@@ -128,6 +132,14 @@ def main():
     t0 = time.perf_counter()
     d.finalize()
     fin_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        d.save(os.path.join(tmp, "d.json"))
+        save_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for f in d:
+        f.top_activations, f.metadata
+    convert_s = time.perf_counter() - t0
     assert firings == int((acts >= np.float32(0.01)).sum())
     assert d.features.total_tokens_processed == 2 * args.tokens
 
@@ -145,6 +157,8 @@ def main():
         "ours_warm_seconds": warm_s,
         "ours_warm_tokens_per_s": args.tokens / warm_s,
         "finalize_seconds": fin_s,
+        "save_json_seconds": save_s,
+        "convert_all_seconds": convert_s,
         "speedup_cold": (args.tokens / cold_s) / (prefix / orig_s),
         "speedup_warm": (args.tokens / warm_s) / (prefix / orig_s),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -156,7 +170,8 @@ def main():
     print(f"original algorithm ({prefix} tokens): {orig_s:8.2f} s  {res['original_tokens_per_s']:12,.1f} tokens/s")
     print(f"feature_dictionary cold ({args.tokens} tokens): {cold_s:8.3f} s  {res['ours_cold_tokens_per_s']:12,.1f} tokens/s  ({res['speedup_cold']:,.0f}x)")
     print(f"feature_dictionary warm ({args.tokens} tokens): {warm_s:8.3f} s  {res['ours_warm_tokens_per_s']:12,.1f} tokens/s  ({res['speedup_warm']:,.0f}x)")
-    print(f"finalize ({args.features} features, {2 * args.tokens} tokens): {fin_s:.2f} s; peak RSS {res['peak_rss_mib']:.0f} MiB")
+    print(f"finalize ({args.features} features, {2 * args.tokens} tokens): {fin_s:.2f} s; then save (JSON) {save_s:.2f} s; "
+          f"then converting every feature's examples and metadata {convert_s:.2f} s; peak RSS {res['peak_rss_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":

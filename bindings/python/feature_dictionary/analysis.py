@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from .features import top_token_entries
+from .features import no_gc, top_token_entries
 from .features import Feature, FeatureActivation, FeatureSet, FeatureType
 
 
@@ -130,7 +130,8 @@ class FeatureAnalyzer:
         return s
 
     def compute_all_stats(self) -> Dict[int, ActivationStats]:
-        return {fid: self.compute_activation_stats(f) for fid, f in self.feature_set.features.items()}
+        with no_gc():  # reads (so converts) every feature's metadata
+            return {fid: self.compute_activation_stats(f) for fid, f in self.feature_set.features.items()}
 
     # -- relations ----------------------------------------------------------------------
     def _pearson_row(self, feature_id: int) -> Optional[Dict[int, float]]:
@@ -206,10 +207,10 @@ class FeatureAnalyzer:
         cosine is ≥ 0.5.
         """
         out = []
-        for fid, f in self.feature_set.features.items():
-            if f.activation_count == 0 and not f.top_activations:
-                continue
-            clusters = self._token_clusters(f)
+        with no_gc():  # reads (so converts) every feature's examples
+            clusters_of = {fid: self._token_clusters(f) for fid, f in self.feature_set.features.items()
+                           if f.activation_count or f.top_activations}
+        for fid, clusters in clusters_of.items():
             big = [c for c in clusters if len(c) >= min_cluster_size]
             if len(big) >= min_clusters:
                 out.append((fid, big))

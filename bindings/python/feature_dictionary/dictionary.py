@@ -146,11 +146,12 @@ class FeatureDictionary:
         """Computes statistics over all tokens, labels every feature and writes its
         description. Can be called again after more processing or merging."""
         self._check_live()
-        fs = self.extractor.finalize()
-        with no_gc():
-            self.labeler.label_features(fs)
-            for f in fs:
-                self.labeler.generate_description(f)
+        fs, labeled = self.extractor._finalize(labeler=self.labeler)
+        if not labeled:  # a labeler the engine cannot stand in for: label in Python
+            with no_gc():
+                self.labeler.label_features(fs)
+                for f in fs:
+                    self.labeler.generate_description(f)
         self._finalized = True
         self._analyzer = FeatureAnalyzer(fs)
         if self.config.auto_save and self.config.save_path:
@@ -238,23 +239,46 @@ class FeatureDictionary:
 
     # -- files ---------------------------------------------------------------------------
     def save(self, path: str) -> None:
-        """Writes the dictionary as the original library's JSON (which its
-        ``FeatureDictionary.load`` reads), validated and written atomically by the engine.
-        Only ``.json`` is supported for now."""
+        """Writes the dictionary, validated and written atomically by the engine: a path
+        ending in ``.json`` gets the original library's JSON (which its
+        ``FeatureDictionary.load`` reads), one ending in ``.fdict`` the native SQLite file of
+        ``featdict`` (searchable without loading everything)."""
         fs = self.features
         fs.model_name = self.config.model_name
         fs.sae_name = self.config.sae_name
         fs.layer = self.config.layer
-        _engine.save_json(json.dumps(self.export_all()), os.fspath(path))
+        # export_all() without converting the examples and metadata Python never read: the
+        # engine takes those from its own copy (``sources``).
+        features, sources = {}, {}
+        for k in sorted(fs.features):
+            d, src = fs.features[k]._to_dict_parts(keep_lazy=True)
+            features[str(k)] = d
+            if src is not None:
+                sources[str(k)] = src
+        data = {
+            "config": self._config_dict(),
+            "feature_set": {
+                "layer": fs.layer,
+                "features": features,
+                "total_tokens_processed": fs.total_tokens_processed,
+                "model_name": fs.model_name,
+                "sae_name": fs.sae_name,
+                "metadata": fs.metadata,
+            },
+        }
+        _engine.save(json.dumps(data), os.fspath(path), sources)
 
     @classmethod
     def load(cls, path: str) -> "FeatureDictionary":
-        """Reads a dictionary saved by us or by the original library. The config (names,
+        """Reads a dictionary saved by us (JSON or ``.fdict``), by ``featdict``, or by the
+        original library (JSON); the format is told by content. The config (names,
         ``num_features``, settings) comes back; the dictionary is finalized and read-only
         for processing (its accumulator state is not in the file)."""
-        data = json.loads(_engine.load_json(os.fspath(path)))
-        fs = FeatureSet.from_dict(data["feature_set"])
-        cfg_data = data.get("config") or {}
+        fin = _engine.load(os.fspath(path))
+        fs = FeatureSet._from_engine(fin)
+        with no_gc():
+            fs._add_engine_features(fin)
+        cfg_data = fin.info()["config"] or {}
         config = DictionaryConfig.from_dict(cfg_data)
         num = cfg_data.get("num_features") or fs.metadata.get("num_features") or (max(fs.features) + 1 if fs.features else 0)
         dim = cfg_data.get("feature_dim") or next((f.dimension for f in fs), 0)

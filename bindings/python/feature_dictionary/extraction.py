@@ -9,8 +9,6 @@ would have produced.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -18,7 +16,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 
 from . import _engine
-from .features import top_token_entries
+from .features import _engine_source, no_gc, top_token_entries
 from .features import Feature, FeatureActivation, FeatureSet, FeatureType
 
 #: Co-activation (Σ xᵢxⱼ over all tokens, an F×F float64 matrix) is tracked by default up to
@@ -27,19 +25,6 @@ COACTIVATION_AUTO_LIMIT = 2048
 
 #: Partners stored per feature in ``metadata["correlated_features"]`` at finalize.
 CORRELATED_PER_FEATURE = 10
-
-
-@contextlib.contextmanager
-def no_gc():
-    """Pauses the cyclic garbage collector: building millions of small objects at once
-    (a finalized dictionary) otherwise triggers it over and over for nothing."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 @dataclass
@@ -187,7 +172,7 @@ class FeatureExtractor:
         """The current features: the finalized set, or a fresh snapshot of the live state
         (so statistics are right before ``finalize()`` too)."""
         if self._feature_set is None:
-            self._feature_set = self._build(include_all=True)
+            self._feature_set, _ = self._build(include_all=True)
             self._finalized = False
         return self._feature_set
 
@@ -352,25 +337,31 @@ class FeatureExtractor:
             "feature_dim": self.feature_dim,
         }
 
-    def _build(self, include_all: bool) -> FeatureSet:
+    def _build(self, include_all: bool, labeler: Any = None) -> Tuple[FeatureSet, bool]:
+        """The engine's finalized features as a ``FeatureSet`` (examples and metadata are
+        converted on first access). With ``labeler``, the engine labels and describes them as
+        that ``FeatureLabeler`` would, when it can; returns whether it did."""
         min_count = None
         if not include_all and not self.config.include_dead_features:
             min_count = int(self.config.min_activation_count)
-        text = self._engine.finalize_json(json.dumps(self._dictionary_config()), min_count)
-        with no_gc():
-            fs = FeatureSet.from_dict(json.loads(text))
-        del text
+        fin = self._engine.finalize(json.dumps(self._dictionary_config()), min_count)
+        pearson = None
         if self._coact is not None:
             pearson = self.coactivation_pearson()
-            fs._pearson = pearson  # type: ignore[attr-defined]
-            for f in fs:
-                row = pearson[f.id].copy()
-                row[f.id] = -np.inf
+            partners = {}
+            for fid in fin.ids():
+                row = pearson[fid].copy()
+                row[fid] = -np.inf
                 best = np.argsort(-row, kind="stable")[:CORRELATED_PER_FEATURE]
-                f.metadata["correlated_features"] = [
-                    [int(j), float(row[j])] for j in best if np.isfinite(row[j]) and row[j] > 0
-                ]
-        return fs
+                partners[str(fid)] = [[int(j), float(row[j])] for j in best if np.isfinite(row[j]) and row[j] > 0]
+            fin.set_metadata("correlated_features", json.dumps(partners))
+        fs = FeatureSet._from_engine(fin)
+        labeled = labeler is not None and labeler._label_engine(fin, fs)
+        with no_gc():
+            fs._add_engine_features(fin)
+        if pearson is not None:
+            fs._pearson = pearson  # type: ignore[attr-defined]
+        return fs, labeled
 
     def coactivation_pearson(self) -> np.ndarray:
         """Pearson correlation of every feature pair's activations over all tokens processed
@@ -400,10 +391,15 @@ class FeatureExtractor:
         never-firing ones in ``metadata["dead_features"]``). The state is kept: more
         activations can be processed and ``finalize()`` called again.
         """
-        fs = self._build(include_all=False)
+        return self._finalize()[0]
+
+    def _finalize(self, labeler: Any = None) -> Tuple[FeatureSet, bool]:
+        """``finalize()``, labeled by the engine as ``labeler`` would when it can (see
+        ``FeatureLabeler._label_engine``); returns the set and whether it was labeled."""
+        fs, labeled = self._build(include_all=False, labeler=labeler)
         self._feature_set = fs
         self._finalized = True
-        return fs
+        return fs, labeled
 
     # -- queries -----------------------------------------------------------------------
     def get_top_features(self, n: int = 10) -> List[Feature]:
@@ -423,6 +419,11 @@ def _token_index(fs: FeatureSet) -> Dict[str, List[Tuple[int, int]]]:
     if idx is None:
         idx = {}
         for f in fs:
+            src = _engine_source(f, "metadata", "top_activations")
+            if src is not None:  # the same entries, read from the engine's copy
+                for key, firings in src[0].index_entries(src[1]):
+                    idx.setdefault(key, []).append((f.id, firings))
+                continue
             seen = set()
             for entry in top_token_entries(f):
                 key = entry[0].strip()
@@ -450,7 +451,11 @@ def search_token(fs: FeatureSet, token: str, min_activation: float = 0.0) -> Lis
     out = []
     for fid, _firings in _token_index(fs).get(key, []):
         f = fs.features[fid]
-        best = max((a.activation for a in _examples(f) if a.token.strip() == key), default=None)
+        src = _engine_source(f, "metadata", "top_activations")
+        if src is not None:
+            best = src[0].best_example_activation(src[1], key)
+        else:
+            best = max((a.activation for a in _examples(f) if a.token.strip() == key), default=None)
         if best is None:
             # The feature fired on the token but no stored example shows it: its typical value.
             best = f.mean_activation

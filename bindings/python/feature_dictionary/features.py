@@ -1,13 +1,19 @@
 """Core data structures: features, their example activations and feature sets.
 
-These are plain Python objects built from the engine's finalized data (the JSON shape of the
-original library's ``to_dict``), so ``to_dict``/``from_dict`` round-trip exactly. Everything
+These are plain Python objects holding the engine's finalized data in the shape of the
+original library's ``to_dict``, so ``to_dict``/``from_dict`` round-trip exactly. Everything
 the original did not measure (std, min, quantiles, positions, per-token firing counts, …)
 lives in ``Feature.metadata`` under the keys the Rust engine writes.
+
+A feature that comes from the engine (``finalize()``, ``FeatureDictionary.load``) gets its
+scalar fields at once; its ``top_activations`` and ``metadata`` — most of the data — are
+converted from the engine's copy the first time they are read, then are ordinary attributes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 from dataclasses import dataclass, field
@@ -37,6 +43,22 @@ class FeatureType(Enum):
         if freq < 0.1:
             return FeatureType.MODERATE
         return FeatureType.DENSE
+
+
+_TYPES_BY_VALUE = {t.value: t for t in FeatureType}
+
+
+@contextlib.contextmanager
+def no_gc():
+    """Pauses the cyclic garbage collector: building millions of small objects at once
+    (a finalized dictionary) otherwise triggers it over and over for nothing."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 @dataclass
@@ -80,6 +102,10 @@ class FeatureActivation:
         )
 
 
+#: Fields of an engine-made ``Feature`` that are converted on first access.
+_LAZY_FIELDS = ("top_activations", "metadata")
+
+
 def _rank_key(a: FeatureActivation):
     """Examples rank by activation (desc), then sequence, then position (as the engine)."""
     return (-a.activation, a.metadata.get("sequence", 0), a.position)
@@ -109,6 +135,32 @@ class Feature:
     confidence: float = 0.0
     feature_type: FeatureType = FeatureType.DEAD
     metadata: Dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: the lazy fields of an engine-made feature,
+        # whose ``_src`` is (engine dictionary, feature id).
+        if name in _LAZY_FIELDS:
+            src = self.__dict__.get("_src")
+            if src is not None:
+                fin, fid = src
+                # Thousands of containers at once, all kept: collecting midway finds nothing.
+                with no_gc():
+                    if name == "metadata":
+                        value = fin.metadata(fid)
+                    else:
+                        value = fin.top_activations(fid, FeatureActivation)
+                d = self.__dict__
+                value = d.setdefault(name, value)  # another thread may have been first
+                if all(k in d for k in _LAZY_FIELDS):
+                    d.pop("_src", None)  # fully converted: let the engine's copy go
+                return value
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getstate__(self) -> dict:
+        # Pickle and copy the converted fields, never the engine handle.
+        for name in _LAZY_FIELDS:
+            getattr(self, name)
+        return dict(self.__dict__)
 
     def add_activation(self, activation: FeatureActivation, max_examples: int = 20) -> None:
         """Records one firing by hand (count, running mean, max, top examples).
@@ -143,7 +195,14 @@ class Feature:
         return [(a.token, a.activation) for a in self.top_activations[:n]]
 
     def to_dict(self) -> dict:
-        return {
+        return self._to_dict_parts(keep_lazy=False)[0]
+
+    def _to_dict_parts(self, keep_lazy: bool) -> Tuple[dict, Any]:
+        """``to_dict()`` and the engine source ``(dictionary, id)`` of the lazy fields. With
+        ``keep_lazy``, fields never converted are left out (the source still holds them): what
+        ``FeatureDictionary.save`` sends to the engine without converting them first."""
+        src = self.__dict__.get("_src") if keep_lazy else None
+        d = {
             "id": self.id,
             "dimension": self.dimension,
             "bias": self.bias,
@@ -151,13 +210,16 @@ class Feature:
             "mean_activation": self.mean_activation,
             "max_activation": self.max_activation,
             "activation_frequency": self.activation_frequency,
-            "top_activations": [a.to_dict() for a in self.top_activations],
-            "labels": list(self.labels),
-            "description": self.description,
-            "confidence": self.confidence,
-            "feature_type": self.feature_type.value,
-            "metadata": self.metadata,
         }
+        if src is None or "top_activations" in self.__dict__:
+            d["top_activations"] = [a.to_dict() for a in self.top_activations]
+        d["labels"] = list(self.labels)
+        d["description"] = self.description
+        d["confidence"] = self.confidence
+        d["feature_type"] = self.feature_type.value
+        if src is None or "metadata" in self.__dict__:
+            d["metadata"] = self.metadata
+        return d, src
 
     @classmethod
     def from_dict(cls, data: dict) -> "Feature":
@@ -235,9 +297,11 @@ class FeatureSet:
         }
 
     def to_dict(self) -> dict:
+        with no_gc():  # converts every feature's lazy fields: millions of objects, all kept
+            features = {str(k): self.features[k].to_dict() for k in sorted(self.features)}
         return {
             "layer": self.layer,
-            "features": {str(k): self.features[k].to_dict() for k in sorted(self.features)},
+            "features": features,
             "total_tokens_processed": self.total_tokens_processed,
             "model_name": self.model_name,
             "sae_name": self.sae_name,
@@ -257,12 +321,40 @@ class FeatureSet:
             fs.features[int(k)] = Feature.from_dict(v)
         return fs
 
+    @classmethod
+    def _from_engine(cls, fin: Any) -> "FeatureSet":
+        """The feature set of an engine dictionary (``_engine.Finalized``), without its
+        features; ``_add_engine_features`` adds them."""
+        data = fin.info()["feature_set"]
+        return cls(
+            layer=data.get("layer", 0),
+            total_tokens_processed=data.get("total_tokens_processed", 0),
+            model_name=data.get("model_name", ""),
+            sae_name=data.get("sae_name", ""),
+            metadata=data.get("metadata", {}),
+        )
+
+    def _add_engine_features(self, fin: Any) -> None:
+        """Adds the engine dictionary's features (scalars now, the rest on access)."""
+        self.features.update(fin.features(Feature, _TYPES_BY_VALUE))
+
     def save(self, path: str) -> None:
         """Writes ``to_dict()`` as JSON (atomically: temp file + rename)."""
         _write_json_atomically(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str) -> "FeatureSet":
+        """Reads a feature set JSON, a whole saved dictionary (JSON), or a native ``.fdict``."""
+        with open(path, "rb") as f:
+            is_fdict = f.read(16) == b"SQLite format 3\x00"
+        if is_fdict:
+            from . import _engine
+
+            fin = _engine.load(os.fspath(path))
+            fs = cls._from_engine(fin)
+            with no_gc():
+                fs._add_engine_features(fin)
+            return fs
         with open(path, "r", encoding="utf-8") as f:
             try:
                 data = json.load(f)
@@ -292,6 +384,9 @@ def _write_json_atomically(path: str, data: Any) -> None:
 def top_token_entries(feature: Feature) -> List[Tuple[str, int, int]]:
     """``(token, firings, occurrences)`` for every token the feature fired on, counted over
     all tokens processed (``metadata["top_tokens"]``); empty for hand-made features."""
+    src = _engine_source(feature, "metadata")
+    if src is not None:
+        return src[0].token_entries(src[1])
     out = []
     for e in feature.metadata.get("top_tokens", []) or []:
         if isinstance(e, dict):
@@ -299,3 +394,13 @@ def top_token_entries(feature: Feature) -> List[Tuple[str, int, int]]:
         else:
             out.append((e[0], int(e[1]), int(e[2])))
     return out
+
+
+def _engine_source(feature: Feature, *fields: str) -> Any:
+    """``(engine dictionary, id)`` when none of ``fields`` was converted yet, so a query can
+    read them from the engine's copy (which is what they still hold) without converting."""
+    d = feature.__dict__
+    src = d.get("_src")
+    if src is None or any(name in d for name in fields):
+        return None
+    return src

@@ -10,11 +10,16 @@ processed, from the engine's exact counts in ``Feature.metadata["top_tokens"]`` 
 * confidence = F1 = 2·P·R / (P + R).
 
 So a token that is merely common ("the") no longer labels every feature that sees it.
-These methods will delegate to the Rust ``label`` module once it lands (see README).
+
+``FeatureDictionary.finalize`` has the compiled engine label and describe the features with
+exactly these rules (``_label_engine``; patterns are still matched by Python's ``re``), so
+it never builds the examples of every feature as Python objects; a subclass that overrides
+a method, or SEMANTIC_CLUSTERING, labels in Python instead.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -260,6 +265,48 @@ class FeatureLabeler:
         meta.update(firings=firings, occurrences=occurrences)
         return Label(text=text, confidence=conf, strategy=strategy, evidence=evidence, metadata=meta)
 
+    def _label_engine(self, fin: Any, feature_set: FeatureSet) -> bool:
+        """Labels and describes every feature of the engine dictionary ``fin`` (whose feature
+        set is ``feature_set``, not yet holding its features) in compiled code, with the
+        results ``label_features`` + ``generate_description`` would give. Returns False,
+        doing nothing, when it cannot: a subclass overriding labeling methods, semantic
+        clustering, or settings of types the Python code would treat differently."""
+        cfg = self.config
+        if any(getattr(type(self), m) is not getattr(FeatureLabeler, m) for m in _ENGINE_EQUIVALENT):
+            return False
+        if not all(isinstance(s, LabelingStrategy) and s in _ENGINE_STRATEGIES for s in cfg.strategies):
+            return False
+        if not (_exact_number(cfg.min_token_frequency) and _exact_number(cfg.min_confidence)):
+            return False
+        if not (_int64(cfg.max_labels) and all(_int64(n) for n in cfg.ngram_sizes)):
+            return False
+        self.set_corpus(feature_set)
+        patterns = []
+        if LabelingStrategy.PATTERN_MATCHING in cfg.strategies:
+            forms = sorted({_match_form(t) for t in fin.firing_tokens()})
+            for name in self.patterns:
+                rx = self._regex(name)
+                patterns.append({
+                    "name": name,
+                    "matches": [k for k in forms if rx.search(_match_form(k))],
+                    "occurrences": self._pattern_occurrences(name) if self._corpus_counts is not None else None,
+                })
+        plan = {
+            "strategies": [s.value for s in cfg.strategies],
+            "min_token_frequency": float(cfg.min_token_frequency),
+            "max_labels": int(cfg.max_labels),
+            "min_confidence": float(cfg.min_confidence),
+            "ngram_sizes": [int(n) for n in cfg.ngram_sizes],
+            "patterns": patterns,
+            "manual": {str(fid): [_stored(l) for l in labels] for fid, labels in self._manual.items() if labels},
+        }
+        try:
+            text = json.dumps(plan, allow_nan=False)
+        except (TypeError, ValueError):  # e.g. a manual label with odd evidence: Python path
+            return False
+        fin.label(text)
+        return True
+
     def _by_tokens(self, feature: Feature) -> List[Label]:
         total = feature.activation_count or len(feature.top_activations)
         out = []
@@ -412,6 +459,29 @@ class FeatureLabeler:
                 out.append((other.id, sim))
         out.sort(key=lambda x: (-x[1], x[0]))
         return out
+
+
+#: Methods whose Python code ``_label_engine`` reproduces; a subclass overriding any of them
+#: is labeled in Python.
+_ENGINE_EQUIVALENT = (
+    "label_feature", "label_features", "set_corpus", "generate_description", "_token_stats",
+    "_scored", "_by_tokens", "_by_patterns", "_by_ngrams", "_pattern_occurrences", "_regex",
+)
+_ENGINE_STRATEGIES = frozenset((
+    LabelingStrategy.TOKEN_FREQUENCY, LabelingStrategy.NGRAM_ANALYSIS,
+    LabelingStrategy.PATTERN_MATCHING, LabelingStrategy.MANUAL,
+))
+
+
+def _exact_number(x: Any) -> bool:
+    """A real number the engine compares exactly as Python does (as a float)."""
+    if isinstance(x, float):
+        return True
+    return isinstance(x, int) and -(2 ** 53) <= x <= 2 ** 53
+
+
+def _int64(x: Any) -> bool:
+    return isinstance(x, int) and -(2 ** 63) <= x < 2 ** 63
 
 
 def _stored(label: Label) -> dict:

@@ -1,24 +1,32 @@
 //! `feature_dictionary._engine`: the compiled core of the Python package.
 //!
-//! One class, [`Engine`], wraps the Rust [`Accumulator`] and the token [`Vocab`]: Python feeds
-//! it activation arrays (borrowed from numpy without copying when they are C-contiguous
-//! float32), it accumulates them with the GIL released, and `finalize_json` turns the state
-//! into the engine's serde JSON, from which the pure-Python dataclasses are built. Finalizing
-//! does not consume the state, so processing, merging and finalizing can be interleaved.
+//! [`Engine`] wraps the Rust [`Accumulator`] and the token [`Vocab`]: Python feeds it
+//! activation arrays (borrowed from numpy without copying when they are C-contiguous
+//! float32), it accumulates them with the GIL released, and `finalize` turns the state into a
+//! [`Finalized`] dictionary held in Rust, which labels it (`labels.rs`) and hands Python its
+//! features on demand (`finalized.rs`, `topy.rs`). Finalizing does not consume the state, so
+//! processing, merging and finalizing can be interleaved. [`finalized::load`] reads saved
+//! dictionaries (JSON or `.fdict`) into the same form.
 
 use feature_dictionary::accumulate::{Accumulator, Settings};
 use feature_dictionary::build::{default_threads, VALUES_PER_BATCH};
 use feature_dictionary::finalize::finalize;
 use feature_dictionary::ingest::{ActivationBatch, BatchValues, TokenId, Vocab};
-use feature_dictionary::model::{DictionaryConfig, ExtractionConfig, FeatureSet};
-use feature_dictionary::{store, Error, FeatureDictionary};
+use feature_dictionary::model::{DictionaryConfig, ExtractionConfig};
+use feature_dictionary::Error;
+use finalized::Finalized;
 use numpy::{PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
+mod finalized;
+mod labels;
+mod topy;
+
+/// The engine's errors as Python exceptions: I/O problems as `OSError`, everything else
+/// (malformed files, bad input) as `ValueError`; the message names the file.
 fn to_py(e: Error) -> PyErr {
     match e {
         Error::Io { .. } => PyIOError::new_err(e.to_string()),
@@ -147,19 +155,6 @@ impl Engine {
         }
         Ok(self.total_firings() - before)
     }
-}
-
-#[derive(Serialize)]
-struct SavedRef<'a> {
-    config: &'a DictionaryConfig,
-    feature_set: &'a FeatureSet,
-}
-
-#[derive(Deserialize)]
-struct Saved {
-    #[serde(default)]
-    config: DictionaryConfig,
-    feature_set: FeatureSet,
 }
 
 /// What pickling an [`Engine`] stores (bincode): the whole accumulator, the vocabulary and the
@@ -341,20 +336,20 @@ impl Engine {
         Ok(shift)
     }
 
-    /// The finalized feature set as JSON (the engine's serde shape, i.e. the original's
-    /// `FeatureSet.to_dict()`). With `min_count`, features that fired fewer times are left
-    /// out and listed in `metadata.omitted_features`; never-firing ones in `dead_features`.
+    /// The finalized dictionary (the engine's `finalize`, the state is kept). With
+    /// `min_count`, features that fired fewer times are left out and listed in
+    /// `metadata.omitted_features`; never-firing ones in `metadata.dead_features`.
     #[pyo3(signature = (config_json, min_count=None))]
-    fn finalize_json(
+    fn finalize(
         &self,
         py: Python<'_>,
         config_json: &str,
         min_count: Option<u64>,
-    ) -> PyResult<String> {
+    ) -> PyResult<Finalized> {
         let config: DictionaryConfig = serde_json::from_str(config_json)
             .map_err(|e| PyValueError::new_err(format!("invalid dictionary config: {e}")))?;
         let (acc, vocab) = (&self.acc, &self.vocab);
-        py.allow_threads(|| {
+        let dict = py.allow_threads(|| {
             let mut dict = finalize(acc, vocab, config);
             if let Some(min) = min_count {
                 let dead: Vec<u64> = dict
@@ -362,65 +357,25 @@ impl Engine {
                     .filter(|f| f.activation_count == 0)
                     .map(|f| f.id)
                     .collect();
-                dict = dict.without_rare(min);
+                dict.drop_rare(min);
                 dict.feature_set
                     .metadata
                     .extra
                     .insert("dead_features".into(), serde_json::json!(dead));
             }
-            serde_json::to_string(&dict.feature_set)
-        })
-        .map_err(|e| PyValueError::new_err(e.to_string()))
+            dict
+        });
+        Ok(Finalized::new(dict))
     }
-}
-
-/// Validates `text` (`{"config", "feature_set", ...}`) against the engine's model and writes
-/// it with `store::save` (atomically; the format is chosen by the extension).
-#[pyfunction]
-fn save_json(py: Python<'_>, text: &str, path: &str) -> PyResult<()> {
-    py.allow_threads(|| {
-        let saved: Saved = serde_json::from_str(text).map_err(|e| {
-            Error::Invalid(format!("{path}: dictionary does not match the model: {e}"))
-        })?;
-        let dict = FeatureDictionary::new(saved.config, saved.feature_set);
-        store::save(&dict, Path::new(path))
-    })
-    .map_err(to_py)
-}
-
-/// Reads a dictionary file (ours or the original library's JSON) and returns
-/// `{"config", "feature_set"}` as JSON.
-#[pyfunction]
-fn load_json(py: Python<'_>, path: &str) -> PyResult<String> {
-    py.allow_threads(|| {
-        let p = Path::new(path);
-        let mut head = [0u8; 16];
-        if let Ok(mut f) = std::fs::File::open(p) {
-            use std::io::Read;
-            let n = f.read(&mut head).unwrap_or(0);
-            if n == 16 && &head == b"SQLite format 3\0" {
-                return Err(Error::format(
-                    p,
-                    "this is a native .fdict (SQLite) dictionary, which this build cannot read yet; expected the JSON written by FeatureDictionary.save",
-                ));
-            }
-        }
-        let dict = store::load(p)?;
-        serde_json::to_string(&SavedRef {
-            config: &dict.config,
-            feature_set: &dict.feature_set,
-        })
-        .map_err(|e| Error::Invalid(e.to_string()))
-    })
-    .map_err(to_py)
 }
 
 /// The compiled module.
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
-    m.add_function(wrap_pyfunction!(save_json, m)?)?;
-    m.add_function(wrap_pyfunction!(load_json, m)?)?;
+    m.add_function(wrap_pyfunction!(finalized::save, m)?)?;
+    m.add_class::<Finalized>()?;
+    m.add_function(wrap_pyfunction!(finalized::load, m)?)?;
     m.add_function(wrap_pyfunction!(engine_from_state, m)?)?;
     m.add("FORMAT_MARKER", feature_dictionary::FORMAT_MARKER)?;
     Ok(())

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import Reference, assert_same, build, random_corpus
-from feature_dictionary import (DictionaryConfig, ExtractionConfig, Feature, FeatureDictionary, FeatureType,
-                                create_dictionary)
+from feature_dictionary import (DictionaryConfig, ExtractionConfig, Feature, FeatureDictionary, FeatureSet,
+                                FeatureType, create_dictionary)
 from test_labeling import labeled
 
 
@@ -90,10 +90,6 @@ def test_bad_files_give_clear_errors(tmp_path, corpus):
     junk.write_text("{not json")
     with pytest.raises(ValueError, match="junk.json"):
         FeatureDictionary.load(str(junk))
-    sqlite = tmp_path / "d.fdict"
-    sqlite.write_bytes(b"SQLite format 3\0" + b"\0" * 100)
-    with pytest.raises(ValueError, match="fdict"):
-        FeatureDictionary.load(str(sqlite))
     with pytest.raises(OSError, match="missing.json"):
         FeatureDictionary.load(str(tmp_path / "missing.json"))
     acts, tokens = corpus
@@ -188,3 +184,73 @@ def test_threads_process_shards_concurrently(corpus):
         t.join()
     shards[0].merge(shards[1])
     assert_same(shards[0].features.to_dict(), whole.features.to_dict())
+
+
+def test_fdict_loads_the_same_dictionary_as_json(tmp_path):
+    import sqlite3
+
+    d, acts, tokens = labeled()
+    d.config.extraction.min_activation_count = 1
+    d.save(str(tmp_path / "d.json"))
+    d.save(str(tmp_path / "d.fdict"))
+    raw = (tmp_path / "d.fdict").read_bytes()
+    assert raw.startswith(b"SQLite format 3\0")
+    with sqlite3.connect(str(tmp_path / "d.fdict")) as db:  # the native format featdict reads
+        assert db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() == ("feature-dictionary/fdict",)
+        assert db.execute("SELECT COUNT(*) FROM features").fetchone() == (len(d),)
+    j = FeatureDictionary.load(str(tmp_path / "d.json"))
+    f = FeatureDictionary.load(str(tmp_path / "d.fdict"))
+    assert f.features == j.features  # every feature, example, label and statistic
+    assert f.features.metadata == j.features.metadata
+    assert f.get_statistics() == j.get_statistics() == d.get_statistics()
+    assert f.config.to_dict() == j.config.to_dict() and f.num_features == j.num_features == 6
+    # against the planted data: F0 fires on every "cat" at 2.0, F4 on "york" after "new"
+    cats = sum(t == "cat" for seq in tokens for t in seq)
+    assert f[0].activation_count == cats and f[0].labels[0] == "token:cat"
+    assert all(a.token == "cat" and a.activation == 2.0 for a in f[0].top_activations)
+    assert all(a.context_tokens[a.position - a.metadata["context_start"] - 1] == "new" for a in f[4].top_activations)
+    assert f.search_by_token("cat")[0] == (0, 2.0)
+    assert [x.id for x in f.search_by_label("ngram:new york")] == [4]
+    assert f.get_feature_stats(0).to_dict() == j.get_feature_stats(0).to_dict()
+    assert FeatureSet.load(str(tmp_path / "d.fdict")) == FeatureSet.load(str(tmp_path / "d.json")) == j.features
+    with pytest.raises(RuntimeError, match="d.fdict"):
+        f.process(np.zeros((1, 6), np.float32), ["x"])
+
+
+def test_a_loaded_fdict_saves_back_to_json_and_fdict(tmp_path):
+    d, _, _ = labeled()
+    d.save(str(tmp_path / "a.fdict"))
+    a = FeatureDictionary.load(str(tmp_path / "a.fdict"))
+    a.save(str(tmp_path / "b.json"))
+    a.save(str(tmp_path / "c.fdict"))
+    assert FeatureDictionary.load(str(tmp_path / "b.json")).features == a.features
+    assert FeatureDictionary.load(str(tmp_path / "c.fdict")).features == a.features
+
+
+def test_corrupt_fdict_files_give_errors_naming_the_file(tmp_path):
+    import sqlite3
+
+    header_only = tmp_path / "header_only.fdict"
+    header_only.write_bytes(b"SQLite format 3\0" + b"\0" * 100)
+    with pytest.raises(ValueError, match="header_only.fdict"):
+        FeatureDictionary.load(str(header_only))
+    other = tmp_path / "other.fdict"  # a SQLite database, but not a dictionary
+    with sqlite3.connect(str(other)) as db:
+        db.execute("CREATE TABLE t(x)")
+    db.close()
+    with pytest.raises(ValueError, match="other.fdict.*not a feature dictionary"):
+        FeatureDictionary.load(str(other))
+    d, _, _ = labeled()
+    good = tmp_path / "good.fdict"
+    d.save(str(good))
+    truncated = tmp_path / "truncated.fdict"
+    truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(ValueError, match="truncated.fdict"):
+        FeatureDictionary.load(str(truncated))
+    bad_body = tmp_path / "bad_body.fdict"
+    bad_body.write_bytes(good.read_bytes())
+    with sqlite3.connect(str(bad_body)) as db:
+        db.execute("UPDATE features SET body = '{not json' WHERE id = 2")
+    db.close()
+    with pytest.raises(ValueError, match="bad_body.fdict.*2"):
+        FeatureDictionary.load(str(bad_body))

@@ -156,7 +156,15 @@ impl FeatureDictionary {
     /// in the metadata so nothing is silently lost.
     pub fn without_rare(&self, min_count: u64) -> FeatureDictionary {
         let mut out = self.clone();
-        let dropped: Vec<u64> = out
+        out.drop_rare(min_count);
+        out
+    }
+
+    /// [`without_rare`](Self::without_rare) in place: a large dictionary is not copied just
+    /// to leave a few features out.
+    pub fn drop_rare(&mut self, min_count: u64) {
+        let num_features = self.num_features();
+        let dropped: Vec<u64> = self
             .feature_set
             .features
             .iter()
@@ -164,10 +172,9 @@ impl FeatureDictionary {
             .map(|(&id, _)| id)
             .collect();
         for id in &dropped {
-            out.feature_set.features.remove(id);
+            self.feature_set.features.remove(id);
         }
-        out.feature_set.metadata.omitted_features.extend(dropped);
-        out.config.num_features = self.num_features();
-        out
+        self.feature_set.metadata.omitted_features.extend(dropped);
+        self.config.num_features = num_features;
     }
 }
