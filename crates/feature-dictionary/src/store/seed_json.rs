@@ -36,86 +36,9 @@ pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
         feature_set: &dict.feature_set,
         statistics: dict.statistics(),
     };
-    super::write_atomically(path, |w| write_saved(w, &saved))
-}
-
-/// Features serialized per round and thread by [`write_saved`].
-const FEATURES_PER_CHUNK: usize = 256;
-
-/// `serde_json::to_writer(w, saved)`, byte for byte, with the features (nearly all of the
-/// bytes: examples with their contexts) serialized on all cores. The envelope is serialized
-/// with an empty feature map and the features are spliced into it; if the envelope ever
-/// does not start as expected, this falls back to the one-thread serializer.
-fn write_saved(w: &mut impl std::io::Write, saved: &SavedRef<'_>) -> std::io::Result<()> {
-    let fs = saved.feature_set;
-    let envelope_set = FeatureSet {
-        features: Default::default(),
-        metadata: fs.metadata.clone(),
-        model_name: fs.model_name.clone(),
-        sae_name: fs.sae_name.clone(),
-        ..*fs
-    };
-    let envelope = SavedRef {
-        config: saved.config,
-        feature_set: &envelope_set,
-        statistics: saved.statistics.clone(),
-    };
-    let bytes = serde_json::to_vec(&envelope).map_err(std::io::Error::other)?;
-    let config = serde_json::to_vec(saved.config).map_err(std::io::Error::other)?;
-    let head = format!(
-        "{{\"config\":{},\"feature_set\":{{\"layer\":{},\"features\":{{",
-        String::from_utf8_lossy(&config),
-        fs.layer
-    );
-    if !bytes.starts_with(head.as_bytes()) || bytes.get(head.len()) != Some(&b'}') {
-        return serde_json::to_writer(w, saved).map_err(std::io::Error::other);
-    }
-    w.write_all(head.as_bytes())?;
-    let features: Vec<(&u64, &crate::model::Feature)> = fs.features.iter().collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut first = true;
-    // One buffer per thread, reused every round (fresh multi-MB buffers would each be
-    // page-faulted in and unmapped again).
-    let mut buffers: Vec<Vec<u8>> = vec![Vec::new(); threads];
-    for round in features.chunks(FEATURES_PER_CHUNK * threads) {
-        let results: Vec<std::io::Result<()>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = round
-                .chunks(FEATURES_PER_CHUNK)
-                .zip(buffers.iter_mut())
-                .map(|(chunk, out)| {
-                    scope.spawn(move || {
-                        out.clear();
-                        for (id, feature) in chunk {
-                            out.push(b'"');
-                            out.extend_from_slice(id.to_string().as_bytes());
-                            out.extend_from_slice(b"\":");
-                            serde_json::to_writer(&mut *out, feature)
-                                .map_err(std::io::Error::other)?;
-                            out.push(b',');
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("serializer thread panicked"))
-                .collect()
-        });
-        for (result, part) in results.into_iter().zip(&buffers) {
-            result?;
-            if part.is_empty() {
-                continue;
-            }
-            if !first {
-                w.write_all(b",")?;
-            }
-            first = false;
-            // Each part ends with a separator; the next part (or the map's end) decides.
-            w.write_all(&part[..part.len() - 1])?;
-        }
-    }
-    w.write_all(&bytes[head.len()..])
+    super::write_atomically(path, |w| {
+        serde_json::to_writer(&mut *w, &saved).map_err(std::io::Error::other)
+    })
 }
 
 /// Serializes `dict` to a JSON string (what [`write`] puts in the file).
@@ -147,33 +70,4 @@ pub fn read(path: &Path) -> Result<FeatureDictionary> {
     let mut dict = FeatureDictionary::new(config, saved.feature_set);
     dict.config.num_features = dict.num_features();
     Ok(dict)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::query::synthetic::{dictionary, Spec};
-
-    /// The parallel writer must produce exactly what serde's one-thread writer does, across
-    /// several rounds of chunks, with hostile strings (quotes, backslashes, controls).
-    #[test]
-    fn parallel_writer_is_byte_identical_to_serde() {
-        for n_features in [0, 1, 3, 2 * FEATURES_PER_CHUNK as u64 * 4 + 17] {
-            let dict = dictionary(&Spec {
-                n_features,
-                hostile: true,
-                ..Spec::default()
-            });
-            let saved = SavedRef {
-                config: &dict.config,
-                feature_set: &dict.feature_set,
-                statistics: dict.statistics(),
-            };
-            let mut ours = Vec::new();
-            write_saved(&mut ours, &saved).unwrap();
-            let reference = serde_json::to_vec(&saved).unwrap();
-            assert_eq!(ours.len(), reference.len(), "{n_features} features");
-            assert!(ours == reference, "{n_features} features: bytes differ");
-        }
-    }
 }
