@@ -1,8 +1,8 @@
-//! Per-feature state of a contiguous range of features, updated row by row.
+//! Per-feature state of a contiguous range of features, updated batch by batch.
 //!
-//! Hot scalars (count, sums, extrema, top-k admission threshold) sit together in one struct
-//! per feature so a firing touches few cache lines; dense rows are scanned in feature tiles
-//! so a tile's state stays in L2 while many rows stream past.
+//! A batch is transposed into per-feature columns (see [`FeatureRange::update`]) and each
+//! column is replayed against its feature's state while that state is hot in L1. Hot
+//! scalars (count, sums, extrema, positions) sit together in one cache line per feature.
 
 use super::histogram::{self, N_BINS};
 use super::ngrams::{self, NgramTable};
@@ -27,8 +27,6 @@ pub struct Moments {
     pub min: f32,
     /// Largest firing activation (−∞ before the first).
     pub max: f32,
-    /// Top-k admission threshold (mirror of `TopK::threshold`).
-    pub topk_threshold: f32,
     /// Non-finite values seen (never folded into the other fields).
     pub nonfinite: u32,
     /// Σ position.
@@ -45,7 +43,6 @@ impl Default for Moments {
             sum_sq: 0.0,
             min: f32::INFINITY,
             max: f32::NEG_INFINITY,
-            topk_threshold: f32::NEG_INFINITY,
             nonfinite: 0,
             pos_sum: 0,
             pos_sum_sq: 0,
@@ -377,7 +374,6 @@ impl FeatureRange {
         }
         firings.clear();
         self.scratch_firings = firings;
-        self.moments[local].topk_threshold = self.topk[local].threshold(k);
         if admitted {
             let window = settings.context_window;
             let spans = &self.scratch_spans;
@@ -513,7 +509,6 @@ impl FeatureRange {
         let k = settings.top_k;
         for (i, t) in other.topk.into_iter().enumerate() {
             self.topk[i].merge(t, k);
-            self.moments[i].topk_threshold = self.topk[i].threshold(k);
         }
         let s = settings.samples_per_band;
         for (i, smp) in other.samples.into_iter().enumerate() {
