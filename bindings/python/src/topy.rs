@@ -199,31 +199,29 @@ impl<'py> ser::SerializeMap for Map<'_, 'py> {
     }
 }
 
-impl<'py> ser::SerializeStruct for Map<'_, 'py> {
-    type Ok = Bound<'py, PyAny>;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<()> {
-        let key = py_str(self.py, self.strings, key);
-        self.dict.set_item(key, v.serialize(self.to_py())?)?;
-        Ok(())
-    }
-    fn end(self) -> Result<Self::Ok> {
-        Map::end(self)
-    }
+/// Both struct-like serde traits set `key: value` in the dict.
+macro_rules! struct_like {
+    ($($trait:ident),*) => {$(
+        impl<'py> ser::$trait for Map<'_, 'py> {
+            type Ok = Bound<'py, PyAny>;
+            type Error = Error;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                v: &T,
+            ) -> Result<()> {
+                let key = py_str(self.py, self.strings, key);
+                self.dict.set_item(key, v.serialize(self.to_py())?)?;
+                Ok(())
+            }
+            fn end(self) -> Result<Self::Ok> {
+                Map::end(self)
+            }
+        }
+    )*};
 }
 
-impl<'py> ser::SerializeStructVariant for Map<'_, 'py> {
-    type Ok = Bound<'py, PyAny>;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<()> {
-        let key = py_str(self.py, self.strings, key);
-        self.dict.set_item(key, v.serialize(self.to_py())?)?;
-        Ok(())
-    }
-    fn end(self) -> Result<Self::Ok> {
-        Map::end(self)
-    }
-}
+struct_like!(SerializeStruct, SerializeStructVariant);
 
 impl<'a, 'py> ser::Serializer for ToPy<'a, 'py> {
     type Ok = Bound<'py, PyAny>;
