@@ -34,6 +34,18 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     (acts, toks)
 }
 
+/// `featdict build ACTS --tokens TOKENS` into a path that must never be written.
+fn build_expecting_failure(acts: &str, tokens: &str) -> Output {
+    featdict(&[
+        "build",
+        acts,
+        "--tokens",
+        tokens,
+        "--out",
+        "/tmp/never.json",
+    ])
+}
+
 fn assert_clean_error(out: &Output, must_contain: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -151,14 +163,7 @@ fn truncated_npy() {
     let (acts, toks) = fixture(dir.path());
     let bytes = std::fs::read(&acts).unwrap();
     std::fs::write(&acts, &bytes[..bytes.len() - 7]).unwrap();
-    let out = featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&toks),
-        "--out",
-        "/tmp/never.json",
-    ]);
+    let out = build_expecting_failure(s(&acts), s(&toks));
     assert_clean_error(
         &out,
         &[s(&acts), "truncated", "needs 240 data bytes but 233"],
@@ -173,14 +178,7 @@ fn unsupported_dtype() {
     let at = bytes.windows(3).position(|w| w == b"<f4").unwrap();
     bytes[at..at + 3].copy_from_slice(b"<i4");
     std::fs::write(&acts, bytes).unwrap();
-    let out = featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&toks),
-        "--out",
-        "/tmp/never.json",
-    ]);
+    let out = build_expecting_failure(s(&acts), s(&toks));
     assert_clean_error(&out, &[s(&acts), "unsupported dtype <i4", "float32"]);
 }
 
@@ -189,14 +187,7 @@ fn token_activation_length_mismatch() {
     let dir = tempfile::tempdir().unwrap();
     let (acts, toks) = fixture(dir.path());
     std::fs::write(&toks, r#"[["a","b","c","d"],["e","f","g"]]"#).unwrap();
-    let out = featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&toks),
-        "--out",
-        "/tmp/never.json",
-    ]);
+    let out = build_expecting_failure(s(&acts), s(&toks));
     assert_clean_error(&out, &[s(&toks), "length mismatch", "12 rows", "7 tokens"]);
 }
 
@@ -254,38 +245,17 @@ fn empty_files_and_directories() {
     let (acts, toks) = fixture(dir.path());
     let empty = dir.path().join("empty.npy");
     std::fs::write(&empty, b"").unwrap();
-    let out = featdict(&[
-        "build",
-        s(&empty),
-        "--tokens",
-        s(&toks),
-        "--out",
-        "/tmp/never.json",
-    ]);
+    let out = build_expecting_failure(s(&empty), s(&toks));
     assert_clean_error(&out, &[s(&empty), "empty"]);
 
     let empty_tokens = dir.path().join("empty.json");
     std::fs::write(&empty_tokens, b"").unwrap();
-    let out = featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&empty_tokens),
-        "--out",
-        "/tmp/never.json",
-    ]);
+    let out = build_expecting_failure(s(&acts), s(&empty_tokens));
     assert_clean_error(&out, &[s(&empty_tokens), "empty"]);
 
     let sub = dir.path().join("adir.npy");
     std::fs::create_dir(&sub).unwrap();
-    let out = featdict(&[
-        "build",
-        s(&sub),
-        "--tokens",
-        s(&toks),
-        "--out",
-        "/tmp/never.json",
-    ]);
+    let out = build_expecting_failure(s(&sub), s(&toks));
     // A directory is read as a delphi cache; an empty one says what it lacks.
     assert_clean_error(&out, &[s(&sub), "directory", "shards"]);
 
@@ -293,14 +263,7 @@ fn empty_files_and_directories() {
     assert_clean_error(&out, &[s(dir.path()), "is a directory"]);
 
     let missing = dir.path().join("missing.npy");
-    let out = featdict(&[
-        "build",
-        s(&missing),
-        "--tokens",
-        s(&toks),
-        "--out",
-        "/tmp/never.json",
-    ]);
+    let out = build_expecting_failure(s(&missing), s(&toks));
     assert_clean_error(&out, &[s(&missing), "No such file"]);
 }
 
@@ -310,26 +273,12 @@ fn malformed_inputs_and_arguments() {
     let (acts, toks) = fixture(dir.path());
     let bad_tokens = dir.path().join("bad.json");
     std::fs::write(&bad_tokens, r#"[["a", 3]]"#).unwrap();
-    let out = featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&bad_tokens),
-        "--out",
-        "/tmp/never.json",
-    ]);
+    let out = build_expecting_failure(s(&acts), s(&bad_tokens));
     assert_clean_error(&out, &[s(&bad_tokens), "list of lists of token strings"]);
 
     let not_npy = dir.path().join("x.npy");
     std::fs::write(&not_npy, b"hello world, not numpy").unwrap();
-    let out = featdict(&[
-        "build",
-        s(&not_npy),
-        "--tokens",
-        s(&toks),
-        "--out",
-        "/tmp/never.json",
-    ]);
+    let out = build_expecting_failure(s(&not_npy), s(&toks));
     assert_clean_error(&out, &[s(&not_npy), "magic"]);
 
     let out = featdict(&[
