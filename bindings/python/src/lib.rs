@@ -282,10 +282,7 @@ impl Engine {
         tokens: Vec<String>,
         seq_lens: Vec<usize>,
     ) -> PyResult<u64> {
-        let shape = [acts.shape()[0], acts.shape()[1]];
-        let slice = acts.as_slice().map_err(|_| {
-            PyValueError::new_err("activations must be C-contiguous (use numpy.ascontiguousarray)")
-        })?;
+        let (slice, shape) = contiguous(&acts)?;
         self.run(py, Values::F32(slice), shape, tokens, seq_lens)
     }
 
@@ -297,10 +294,7 @@ impl Engine {
         tokens: Vec<String>,
         seq_lens: Vec<usize>,
     ) -> PyResult<u64> {
-        let shape = [acts.shape()[0], acts.shape()[1]];
-        let slice = acts.as_slice().map_err(|_| {
-            PyValueError::new_err("activations must be C-contiguous (use numpy.ascontiguousarray)")
-        })?;
+        let (slice, shape) = contiguous(&acts)?;
         self.run(py, Values::F16(slice), shape, tokens, seq_lens)
     }
 
@@ -367,6 +361,18 @@ impl Engine {
         });
         Ok(Finalized::new(dict))
     }
+}
+
+/// A 2-D numpy array's values (it must be C-contiguous: the engine reads rows in place) and
+/// its shape.
+fn contiguous<'a, T: numpy::Element>(
+    acts: &'a PyReadonlyArray2<'_, T>,
+) -> PyResult<(&'a [T], [usize; 2])> {
+    let shape = [acts.shape()[0], acts.shape()[1]];
+    let slice = acts.as_slice().map_err(|_| {
+        PyValueError::new_err("activations must be C-contiguous (use numpy.ascontiguousarray)")
+    })?;
+    Ok((slice, shape))
 }
 
 /// The compiled module.
