@@ -12,7 +12,10 @@ invocation and on the same (page-cached) file:
     samples, positions, token counts), 2 threads, writing the dictionary.
 
 It prints tokens/s of each (featdict's streaming pass and end to end), their ratio, and the
-peak RSS of each process. Requires numpy (pip install numpy) and a release build (made here
+peak RSS of each process. It also prints the read floor on the same file: how fast as many
+threads merely read it and count its firings, with no statistics (`examples/read_floor.rs`; the best
+of its three ways of reading, and of mmap by feature columns, the way the pass splits work).
+No streaming pass over the file can beat that number. Requires numpy (pip install numpy) and a release build (made here
 with cargo when missing).
 
     python3 scripts/bench_core.py                      # F 4096/16384 x density 1%/5%, T=16384
@@ -29,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release" / "featdict"
+FLOOR_BIN = ROOT / "target" / "release" / "examples" / "read_floor"
 SEQ_LEN = 128
 
 BASELINE = r"""
@@ -106,7 +110,11 @@ def measure(acts, toks, out_dir, threads, batch_values=None):
     )
     summary = json.loads(out)
     tokens = summary["statistics"]["total_tokens_processed"]
+    out, _ = run_child([str(FLOOR_BIN), str(acts), str(threads), "3"], out_dir / "floor_stdout.txt")
+    floor = dict(line.split() for line in out.splitlines())
     return {
+        "floor_columns_tps": float(floor["mmap-columns"]),
+        "floor_best_tps": max(float(floor[w]) for w in ("mmap-columns", "mmap-rows", "pread")),
         "numpy_tps": numpy_tps,
         "numpy_rss": numpy_rss,
         "pass_tps": summary["accumulate_tokens_per_second"],
@@ -133,6 +141,9 @@ def main():
         sys.exit("numpy is required for the baseline: pip install numpy")
     if not BIN.exists():
         subprocess.run(["cargo", "build", "--release", "-p", "featdict"], cwd=ROOT, check=True)
+    if not FLOOR_BIN.exists():
+        subprocess.run(["cargo", "build", "--release", "-p", "feature-dictionary", "--example", "read_floor"],
+                       cwd=ROOT, check=True)
     print(f"# numpy {np.__version__}, T={args.tokens} tokens in {SEQ_LEN}-token sequences, "
           f"featdict --threads {args.threads}")
     if args.rss_check:
@@ -144,15 +155,19 @@ def main():
             print(f"| {t:,} | 4,096 | 1% | {r['featdict_rss'] / 2**20:.0f} MiB | {r['numpy_rss'] / 2**20:.0f} MiB |")
         return
     print("| F | density | numpy tok/s | featdict pass tok/s | featdict end-to-end tok/s "
-          "| ratio (pass) | ratio (end-to-end) | numpy peak RSS | featdict peak RSS |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| ratio (pass) | ratio (end-to-end) | numpy peak RSS | featdict peak RSS "
+          "| read floor tok/s: mmap columns / best | floor ratio: columns / best |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for f in args.features:
         for d in args.densities:
             acts, toks = make_data(np, args.dir, args.tokens, f, d, seed=f + int(d * 1000))
             r = measure(acts, toks, args.dir, args.threads, args.batch_values)
             print(f"| {f:,} | {d:.0%} | {r['numpy_tps']:,.0f} | {r['pass_tps']:,.0f} | {r['e2e_tps']:,.0f} "
                   f"| {r['pass_tps'] / r['numpy_tps']:.1f}x | {r['e2e_tps'] / r['numpy_tps']:.1f}x "
-                  f"| {r['numpy_rss'] / 2**20:.0f} MiB | {r['featdict_rss'] / 2**20:.0f} MiB |", flush=True)
+                  f"| {r['numpy_rss'] / 2**20:.0f} MiB | {r['featdict_rss'] / 2**20:.0f} MiB "
+                  f"| {r['floor_columns_tps']:,.0f} / {r['floor_best_tps']:,.0f} "
+                  f"| {r['floor_columns_tps'] / r['numpy_tps']:.1f}x / {r['floor_best_tps'] / r['numpy_tps']:.1f}x |",
+                  flush=True)
 
 
 if __name__ == "__main__":
