@@ -138,7 +138,8 @@ fn killed_build_leaves_previous_dictionary_intact() {
         "the build finished before it could be killed; make the input larger"
     );
     assert_intact(&target, &old, &bytes);
-    // A completed build then replaces it.
+    assert_eq!(temp_files(&target).len(), 1, "the killed writer's temp file");
+    // A completed build then replaces it, and removes the dead writer's temp file.
     let ok = featdict()
         .arg("build")
         .arg(&npy)
@@ -157,6 +158,17 @@ fn killed_build_leaves_previous_dictionary_intact() {
             .total_features,
         feats
     );
+    assert_eq!(temp_files(&target), Vec::<String>::new());
+}
+
+/// Names of the `.NAME.tmp-PID` files (and their SQLite companions) next to `target`.
+fn temp_files(target: &Path) -> Vec<String> {
+    let prefix = format!(".{}.tmp-", target.file_name().unwrap().to_string_lossy());
+    std::fs::read_dir(target.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
 }
 
 #[test]

@@ -205,19 +205,9 @@ struct Scratch {
 
 impl Scratch {
     fn new(out: &Path) -> Result<Self> {
-        let dir = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let name = out
-            .file_name()
-            .ok_or_else(|| Error::Invalid(format!("{}: not a file path", out.display())))?
-            .to_string_lossy()
-            .into_owned();
-        let pid = std::process::id();
         Ok(Self {
-            locations: dir.join(format!(".{name}.locations.tmp-{pid}")),
-            activations: dir.join(format!(".{name}.activations.tmp-{pid}")),
+            locations: crate::store::temp_sibling(out, Some("locations"))?,
+            activations: crate::store::temp_sibling(out, Some("activations"))?,
         })
     }
 }

@@ -27,8 +27,8 @@
 //! [`FdictWriter`] builds the database in a temporary file next to the target (journal off,
 //! one transaction, indexes created after the bulk insert), switches it to WAL, syncs it and
 //! renames it over the target. A crash at any point leaves the previous file intact (and at
-//! worst a stale `.NAME.tmp-PID` file). Later edits (manual labels) go through
-//! [`FdictReader::add_manual_label`] in an immediate transaction.
+//! worst a `.NAME.tmp-PID` file, which the next write of that target removes). Later edits
+//! (manual labels) go through [`FdictReader::add_manual_label`] in an immediate transaction.
 //!
 //! Do not overwrite a `.fdict` that a server has open: SQLite's WAL files belong to the open
 //! database, not to the new file renamed over it.

@@ -33,9 +33,8 @@ pub fn save(dict: &FeatureDictionary, path: &Path) -> Result<()> {
     }
 }
 
-/// The temporary file a write of `path` goes through: hidden, in the same directory (so the
-/// final rename stays on one filesystem and is atomic), unique per process.
-pub(crate) fn temp_path_for(path: &Path) -> Result<std::path::PathBuf> {
+/// The directory and file name of an output path (`.` when it has no directory part).
+fn dir_and_name(path: &Path) -> Result<(&Path, String)> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -43,11 +42,66 @@ pub(crate) fn temp_path_for(path: &Path) -> Result<std::path::PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::Invalid(format!("{}: not a file path", path.display())))?;
-    Ok(dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
+    Ok((dir, name.to_string_lossy().into_owned()))
+}
+
+/// A hidden file next to `path` that only this process writes: `.NAME.tmp-PID`, or
+/// `.NAME.PART.tmp-PID` for one of several scratch files. Same directory, so the final rename
+/// stays on one filesystem and is atomic. Leftovers of writers that were killed (their PID no
+/// longer runs) are removed first, so a `kill -9` does not leave them behind for good.
+pub(crate) fn temp_sibling(path: &Path, part: Option<&str>) -> Result<std::path::PathBuf> {
+    let (dir, name) = dir_and_name(path)?;
+    remove_stale_temps(dir, &name);
+    let part = part.map(|p| format!("{p}.")).unwrap_or_default();
+    Ok(dir.join(format!(".{name}.{part}tmp-{}", std::process::id())))
+}
+
+/// The temporary file a write of `path` goes through (see [`temp_sibling`]).
+pub(crate) fn temp_path_for(path: &Path) -> Result<std::path::PathBuf> {
+    temp_sibling(path, None)
+}
+
+/// Removes `.NAME.[PART.]tmp-PID[-SUFFIX]` files in `dir` whose PID is not a running process
+/// (SQLite's `-wal`/`-shm`/`-journal` companions included). Only where `/proc` tells which
+/// processes run; a PID that runs again (reused) keeps its file, which is merely left over.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let proc_dir = Path::new("/proc");
+    if !proc_dir.join("self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        let Some(rest) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(at) = rest.find("tmp-") else {
+            continue;
+        };
+        // Between the name and "tmp-" there is nothing or one scratch part ending in '.'.
+        let part = &rest[..at];
+        if !(part.is_empty() || (part.ends_with('.') && !part[..part.len() - 1].contains('.'))) {
+            continue;
+        }
+        let digits: &str = &rest[at + 4..];
+        let end = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        let suffix = &digits[end..];
+        if end == 0 || !matches!(suffix, "" | "-wal" | "-shm" | "-journal") {
+            continue;
+        }
+        let pid = &digits[..end];
+        if pid != std::process::id().to_string() && !proc_dir.join(pid).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Writes `path` atomically: `write` fills a temporary file next to it, which is then
@@ -73,4 +127,37 @@ pub fn write_atomically(
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_removes_the_temp_files_of_dead_writers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        // PIDs above the kernel's maximum (2^22) never run; PID 1 always does.
+        let dead = 4_999_999;
+        let names = [
+            (format!(".d.json.tmp-{dead}"), false),
+            (format!(".d.json.tmp-{dead}-wal"), false),
+            (format!(".d.json.locations.tmp-{dead}"), false),
+            (".d.json.tmp-1".to_string(), true),
+            (format!(".other.json.tmp-{dead}"), true),
+            (format!(".d.json.a.b.tmp-{dead}"), true),
+            (".d.json.tmp-x".to_string(), true),
+            (format!(".d.json.tmp-{dead}.bak"), true),
+        ];
+        for (name, _) in &names {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let out = dir.path().join("d.json");
+        write_atomically(&out, |w| w.write_all(b"{}")).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"{}");
+        for (name, kept) in &names {
+            assert_eq!(dir.path().join(name).exists(), *kept, "{name}");
+        }
+        // The output and the five kept files; no temp file of this write is left either.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1 + 5);
+    }
 }
