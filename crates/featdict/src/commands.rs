@@ -290,9 +290,15 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             print::feature(f, a.examples, a.json)
         }
+        Command::Top(a) if store::fdict::is_fdict(&a.dict)? => {
+            // Ranked by SQLite over the scalar columns; only the n bodies are parsed.
+            let r = store::fdict::FdictReader::open(&a.dict)?;
+            let top = r.top_features(a.by, a.n)?;
+            print::top(&top.iter().collect::<Vec<_>>(), a.json)
+        }
         Command::Top(a) => {
             let dict = load(&a.dict)?;
-            print::top(&dict, a.by, a.n, a.json)
+            print::top(&dict.top_features(a.by, a.n), a.json)
         }
         Command::Label(a) => crate::label_cmds::cmd_label(a),
         Command::Similar(a) => crate::analyze_cmds::cmd_similar(a),

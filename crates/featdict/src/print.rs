@@ -5,7 +5,6 @@ use std::path::Path;
 
 use anyhow::Result;
 use feature_dictionary::build::BuildTimings;
-use feature_dictionary::dictionary::TopBy;
 use feature_dictionary::model::{Feature, FeatureActivation};
 use feature_dictionary::FeatureDictionary;
 use serde_json::json;
@@ -235,8 +234,7 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
 }
 
 /// `featdict top`.
-pub fn top(dict: &FeatureDictionary, by: TopBy, n: usize, as_json: bool) -> Result<()> {
-    let top = dict.top_features(by, n);
+pub fn top(top: &[&Feature], as_json: bool) -> Result<()> {
     if as_json {
         let rows: Vec<_> = top
             .iter()

@@ -141,3 +141,54 @@ fn import_export_search_round_trip() {
     ]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn top_on_fdict_ranks_as_on_json_ties_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dict = synthetic::dictionary(&Spec {
+        n_features: 300,
+        ..Default::default()
+    });
+    // Ties on every key, at the top and across the cut, so the id tie-break decides.
+    for id in [7u64, 3, 250, 41, 120] {
+        let f = dict.feature_set.features.get_mut(&id).unwrap();
+        f.activation_count = 1_000_000;
+        f.max_activation = 1e6;
+        f.activation_frequency = 0.99;
+    }
+    let json = dir.path().join("d.json");
+    let fd = dir.path().join("d.fdict");
+    store::save(&dict, &json).unwrap();
+    store::save(&dict, &fd).unwrap();
+    for by in ["activation_count", "max_activation", "frequency"] {
+        for n in ["3", "40", "1000"] {
+            let run = |path: &std::path::Path| {
+                let out = featdict(&[
+                    "top".as_ref(),
+                    path.as_os_str(),
+                    "--by".as_ref(),
+                    by.as_ref(),
+                    "-n".as_ref(),
+                    n.as_ref(),
+                    "--json".as_ref(),
+                ]);
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+            };
+            let (a, b) = (run(&json), run(&fd));
+            assert_eq!(a, b, "--by {by} -n {n}");
+            let ids: Vec<u64> = a
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_u64().unwrap())
+                .collect();
+            assert_eq!(ids.len(), n.parse::<usize>().unwrap().min(300));
+            assert_eq!(&ids[..3], &[3, 7, 41], "--by {by}");
+        }
+    }
+}

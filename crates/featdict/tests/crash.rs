@@ -138,7 +138,11 @@ fn killed_build_leaves_previous_dictionary_intact() {
         "the build finished before it could be killed; make the input larger"
     );
     assert_intact(&target, &old, &bytes);
-    assert_eq!(temp_files(&target).len(), 1, "the killed writer's temp file");
+    assert_eq!(
+        temp_files(&target).len(),
+        1,
+        "the killed writer's temp file"
+    );
     // A completed build then replaces it, and removes the dead writer's temp file.
     let ok = featdict()
         .arg("build")

@@ -40,7 +40,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::dictionary::{importance, FeatureDictionary, Statistics};
+use crate::dictionary::{importance, FeatureDictionary, Statistics, TopBy};
 use crate::error::{Error, Result};
 use crate::model::{DictionaryConfig, Feature, FeatureSet, FeatureType, Label, LabelingStrategy};
 
@@ -750,6 +750,31 @@ impl FdictReader {
             .and_then(|rows| rows.collect())
             .map_err(|e| self.err("cannot read neighbours", e))?;
         Ok(rows)
+    }
+
+    /// The `n` features ranked highest by `by`, ties by id — the ranking of
+    /// [`FeatureDictionary::top_features`], read from the scalar columns so only the `n`
+    /// bodies are parsed.
+    pub fn top_features(&self, by: TopBy, n: usize) -> Result<Vec<Feature>> {
+        let column = match by {
+            TopBy::ActivationCount => "activation_count",
+            TopBy::MaxActivation => "max_activation",
+            TopBy::Frequency => "activation_frequency",
+        };
+        let limit = i64::try_from(n).unwrap_or(i64::MAX);
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT id, body FROM features ORDER BY {column} DESC, id LIMIT ?1"
+            ))
+            .map_err(|e| self.err("cannot rank features", e))?;
+        let rows: Vec<(i64, String)> = st
+            .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err("cannot rank features", e))?;
+        rows.iter()
+            .map(|(id, body)| self.parse_body(*id as u64, body))
+            .collect()
     }
 
     /// Calls `visit` with every feature in id order, one at a time.
