@@ -2,7 +2,7 @@
 //!
 //! * With an SAE: cosine of decoder directions (rows of `W_dec`, `[d_sae, d_in]` in SAELens
 //!   files). All-pairs neighbours use a blocked GEMM (rows normalised once, then
-//!   `BLOCK × F` tiles of the Gram matrix from `matrixmultiply::sgemm`, each tile reduced to
+//!   `BLOCK × F` tiles of the Gram matrix from the `gemm` crate, each tile reduced to
 //!   per-row top-k before the next), so memory is `BLOCK × F` floats, never `F × F`; blocks
 //!   run on `threads` threads.
 //! * Without one: cosine of the features' firing-token count vectors (`top_tokens`), which
@@ -108,23 +108,29 @@ impl Directions {
                             // tile[rows_b × cols] = U[r0..r0+rows_b] · U[r0..n]ᵀ
                             // SAFETY: both operands are in-bounds row-major views of `a`
                             // (rows r0.., d columns); Uᵀ is read with row stride 1 and
-                            // column stride d; `tile` holds rows_b × cols values.
+                            // column stride d; `tile` holds rows_b × cols values and is
+                            // not read (read_dst = false).
                             unsafe {
-                                matrixmultiply::sgemm(
+                                gemm::gemm(
                                     rows_b,
-                                    d,
                                     cols,
-                                    1.0,
-                                    a[r0 * d..].as_ptr(),
-                                    d as isize,
-                                    1,
-                                    a[r0 * d..].as_ptr(),
-                                    1,
-                                    d as isize,
-                                    0.0,
+                                    d,
                                     tile.as_mut_ptr(),
-                                    cols as isize,
                                     1,
+                                    cols as isize,
+                                    false,
+                                    a[r0 * d..].as_ptr(),
+                                    1,
+                                    d as isize,
+                                    a[r0 * d..].as_ptr(),
+                                    d as isize,
+                                    1,
+                                    0.0,
+                                    1.0,
+                                    false,
+                                    false,
+                                    false,
+                                    gemm::Parallelism::None,
                                 );
                             }
                             for r in 0..rows_b {
