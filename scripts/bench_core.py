@@ -21,6 +21,7 @@ with cargo when missing).
     python3 scripts/bench_core.py                      # F 4096/16384 x density 1%/5%, T=16384
     python3 scripts/bench_core.py --tokens 32768 --features 16384 --densities 0.05
     python3 scripts/bench_core.py --rss-check          # peak RSS at T and 10T tokens, F=4096
+    python3 scripts/bench_core.py --rss-check --tokens 163840 --features 1024 --token-capacity 128
 """
 import argparse
 import json
@@ -99,13 +100,14 @@ def run_child(argv, stdout_path):
     return Path(stdout_path).read_text(), usage.ru_maxrss * 1024
 
 
-def measure(acts, toks, out_dir, threads, batch_values=None):
+def measure(acts, toks, out_dir, threads, batch_values=None, token_capacity=None):
     out, numpy_rss = run_child([sys.executable, "-c", BASELINE, str(acts)], out_dir / "numpy_stdout.txt")
     numpy_tps = float(out.strip())
     out, featdict_rss = run_child(
         [str(BIN), "build", str(acts), "--tokens", str(toks), "--out", str(out_dir / "bench_dict.json"),
          "--threads", str(threads), "--json", "-q"]
-        + (["--batch-values", str(batch_values)] if batch_values else []),
+        + (["--batch-values", str(batch_values)] if batch_values else [])
+        + (["--token-capacity", str(token_capacity)] if token_capacity else []),
         out_dir / "featdict_stdout.json",
     )
     summary = json.loads(out)
@@ -130,10 +132,14 @@ def main():
     ap.add_argument("--densities", type=float, nargs="+", default=[0.01, 0.05])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dir", type=Path, default=ROOT / "target" / "bench-data")
-    ap.add_argument("--rss-check", action="store_true", help="peak RSS at T and 10T tokens (F=4096, 1%%)")
+    ap.add_argument("--rss-check", action="store_true",
+                    help="peak RSS at T and 10T tokens (the first --features and --densities: F=4096, 1%% by default)")
     ap.add_argument("--batch-values", type=int, default=None,
                     help="featdict --batch-values (default: featdict's own; --rss-check uses 32 Mi so "
                          "that both sizes span several batches)")
+    ap.add_argument("--token-capacity", type=int, default=None,
+                    help="featdict --token-capacity (distinct tokens counted exactly per feature; a small one "
+                         "saturates early, so --rss-check compares two sizes past every warm-up)")
     args = ap.parse_args()
     try:
         import numpy as np
@@ -147,12 +153,14 @@ def main():
     print(f"# numpy {np.__version__}, T={args.tokens} tokens in {SEQ_LEN}-token sequences, "
           f"featdict --threads {args.threads}")
     if args.rss_check:
+        f, d = args.features[0], args.densities[0]
         print("| tokens | F | density | featdict peak RSS | numpy peak RSS |")
         print("|---:|---:|---:|---:|---:|")
         for t in (args.tokens, 10 * args.tokens):
-            acts, toks = make_data(np, args.dir, t, 4096, 0.01, seed=11)
-            r = measure(acts, toks, args.dir, args.threads, args.batch_values or 32 << 20)
-            print(f"| {t:,} | 4,096 | 1% | {r['featdict_rss'] / 2**20:.0f} MiB | {r['numpy_rss'] / 2**20:.0f} MiB |")
+            acts, toks = make_data(np, args.dir, t, f, d, seed=11)
+            r = measure(acts, toks, args.dir, args.threads, args.batch_values or 32 << 20, args.token_capacity)
+            print(f"| {t:,} | {f:,} | {d:.0%} | {r['featdict_rss'] / 2**20:.0f} MiB | {r['numpy_rss'] / 2**20:.0f} MiB |",
+                  flush=True)
         return
     print("| F | density | numpy tok/s | featdict pass tok/s | featdict end-to-end tok/s "
           "| ratio (pass) | ratio (end-to-end) | numpy peak RSS | featdict peak RSS "
