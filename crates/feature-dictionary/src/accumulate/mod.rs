@@ -24,6 +24,7 @@ pub mod ngrams;
 pub mod range;
 pub mod samples;
 pub mod scan;
+mod summary;
 pub mod token_sketch;
 pub mod topk;
 

@@ -195,23 +195,13 @@ impl NgramTable {
 
     /// Merges `other` (Agarwal et al. 2012, as the token sketch).
     pub fn merge(&mut self, other: &NgramTable, capacity: usize) {
-        let mut all: HashMap<u64, u64> = self.entries().collect();
-        for (k, c) in other.entries() {
-            *all.entry(k).or_default() += c;
-        }
-        let mut error = self.error + other.error;
-        let mut entries: Vec<(u64, u64)> = all.into_iter().collect();
-        if entries.len() > capacity {
-            let mut counts: Vec<u64> = entries.iter().map(|e| e.1).collect();
-            counts.sort_unstable_by(|a, b| b.cmp(a));
-            let cut = counts[capacity];
-            error += cut;
-            entries = entries
-                .into_iter()
-                .filter_map(|(k, c)| (c > cut).then_some((k, c - cut)))
-                .collect();
-        }
-        entries.sort_unstable();
+        let (entries, error) = super::summary::merge(
+            self.entries(),
+            self.error,
+            other.entries(),
+            other.error,
+            capacity,
+        );
         self.error = error;
         let size = ((entries.len() + 1) * 2).next_power_of_two().max(8);
         self.rebuild(entries, size);

@@ -230,25 +230,15 @@ impl TokenSketch {
 
     /// Merges `other` (see the module doc for the guarantee).
     pub fn merge(&mut self, other: &TokenSketch, capacity: usize) {
-        let mut all: std::collections::HashMap<TokenId, u64> = self.entries().collect();
-        for (t, c) in other.entries() {
-            *all.entry(t).or_default() += c;
-        }
-        let mut error = self.error + other.error;
-        self.saturated |= other.saturated;
-        let mut entries: Vec<(TokenId, u64)> = all.into_iter().collect();
-        if entries.len() > capacity {
-            let mut counts: Vec<u64> = entries.iter().map(|e| e.1).collect();
-            counts.sort_unstable_by(|a, b| b.cmp(a));
-            let cut = counts[capacity];
-            error += cut;
-            entries = entries
-                .into_iter()
-                .filter_map(|(t, c)| (c > cut).then_some((t, c - cut)))
-                .collect();
-        }
-        entries.sort_unstable();
+        let (entries, error) = super::summary::merge(
+            self.entries(),
+            self.error,
+            other.entries(),
+            other.error,
+            capacity,
+        );
         self.error = error;
+        self.saturated |= other.saturated;
         self.rebuild(entries);
     }
 
