@@ -27,11 +27,32 @@ pub(super) fn merge<K: Eq + Hash + Ord>(
         counts.sort_unstable_by(|a, b| b.cmp(a));
         let cut = counts[capacity];
         error += cut;
+        // Filter before subtracting: counts below `cut` would underflow.
         entries = entries
             .into_iter()
-            .filter_map(|(k, c)| (c > cut).then_some((k, c - cut)))
+            .filter(|e| e.1 > cut)
+            .map(|(k, c)| (k, c - cut))
             .collect();
     }
     entries.sort_unstable();
     (entries, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge;
+
+    #[test]
+    fn subtracts_the_count_past_capacity_only_on_overflow() {
+        let a = [(1u32, 10u64), (2, 5), (3, 1)];
+        let b = [(2u32, 3u64), (4, 2), (5, 1)];
+        // Sums 10, 8, 2, 1, 1: the third largest (2) is cut and added to the errors (0 + 1).
+        let (entries, error) = merge(a.into_iter(), 0, b.into_iter(), 1, 2);
+        assert_eq!((entries, error), (vec![(1, 8), (2, 6)], 3));
+        let (entries, error) = merge(a.into_iter(), 0, b.into_iter(), 1, 5);
+        assert_eq!(
+            (entries, error),
+            (vec![(1, 10), (2, 8), (3, 1), (4, 2), (5, 1)], 1)
+        );
+    }
 }
