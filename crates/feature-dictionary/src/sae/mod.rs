@@ -187,7 +187,7 @@ impl Sae {
             Architecture::Standard => Box::new(standard::Standard::load(&mut cx)?),
             Architecture::JumpRelu => Box::new(jumprelu::JumpRelu::load(&mut cx)?),
             Architecture::TopK => Box::new(topk::TopK::load(&mut cx)?),
-            Architecture::BatchTopK => Box::new(batchtopk::BatchTopK::load(&mut cx)?),
+            Architecture::BatchTopK => Box::new(batchtopk::load(&mut cx)?),
             Architecture::Gated => Box::new(gated::Gated::load(&mut cx)?),
         };
         Ok(Self {
