@@ -42,6 +42,16 @@ pub(crate) trait Activation: Send + Sync {
     );
 }
 
+/// ReLU that passes NaN through, so the accumulator can report it.
+#[inline]
+pub(crate) fn relu(v: f32) -> f32 {
+    if v > 0.0 || v.is_nan() {
+        v
+    } else {
+        0.0
+    }
+}
+
 #[inline]
 pub(crate) fn push_nonzero(idx: &mut Vec<u32>, val: &mut Vec<f32>, i: usize, v: f32) {
     if v != 0.0 || v.is_nan() {

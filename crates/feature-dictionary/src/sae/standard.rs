@@ -1,6 +1,6 @@
 //! Standard (ReLU) SAE: `relu(x'·W_enc + b_enc)`.
 
-use super::{push_nonzero, Activation, LoadContext};
+use super::{push_nonzero, relu, Activation, LoadContext};
 use crate::error::Result;
 
 /// ReLU encoder with bias `b_enc`.
@@ -23,9 +23,7 @@ impl Activation for Standard {
         val: &mut Vec<f32>,
     ) {
         for (i, (p, b)) in pre.iter().zip(&self.b_enc).enumerate() {
-            let v = p + b;
-            // NaN passes through so the accumulator can report it.
-            push_nonzero(idx, val, i, if v > 0.0 || v.is_nan() { v } else { 0.0 });
+            push_nonzero(idx, val, i, relu(p + b));
         }
     }
 }

@@ -4,7 +4,7 @@
 //! latent's decoder-row norm (as SAELens does), which changes which latents are selected.
 //! Ties at the k-th value keep the lowest latent indices, so the result is deterministic.
 
-use super::{Activation, LoadContext};
+use super::{push_nonzero, relu, Activation, LoadContext};
 use crate::error::Result;
 
 /// TopK encoder parameters.
@@ -131,12 +131,7 @@ fn select_by_heap(
     }
     heap.sort_unstable_by_key(|e| e.1);
     for (v, i) in heap {
-        super::push_nonzero(
-            idx,
-            val,
-            i as usize,
-            if v > 0.0 || v.is_nan() { v } else { 0.0 },
-        );
+        push_nonzero(idx, val, i as usize, relu(v));
     }
 }
 
@@ -166,7 +161,7 @@ fn select_by_partition(
             _ => false,
         };
         if keep {
-            super::push_nonzero(idx, val, i, if v > 0.0 || v.is_nan() { v } else { 0.0 });
+            push_nonzero(idx, val, i, relu(v));
         }
     }
 }
