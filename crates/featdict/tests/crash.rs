@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use feature_dictionary::ingest;
 use feature_dictionary::query::synthetic::{self, Spec};
 use feature_dictionary::store::{self, fdict::FdictReader};
 
@@ -42,25 +43,6 @@ fn kill_while_writing(mut child: Child, target: &Path) -> bool {
     }
     let _ = child.kill();
     panic!("writer never started writing {}", tmp.display());
-}
-
-fn write_npy(path: &Path, rows: usize, cols: usize, value: impl Fn(usize, usize) -> f32) {
-    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    let mut header = dict.into_bytes();
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(b' ');
-    }
-    header.push(b'\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header);
-    out.reserve(rows * cols * 4);
-    for r in 0..rows {
-        for c in 0..cols {
-            out.extend(value(r, c).to_le_bytes());
-        }
-    }
-    std::fs::write(path, out).unwrap();
 }
 
 fn previous_dictionary(dir: &Path) -> (PathBuf, feature_dictionary::FeatureDictionary, Vec<u8>) {
@@ -105,13 +87,17 @@ fn killed_build_leaves_previous_dictionary_intact() {
     // Many features with examples, so writing the dictionary takes a noticeable time.
     let (seqs, len, feats) = (40, 64, 6000);
     let npy = dir.path().join("acts.npy");
-    write_npy(&npy, seqs * len, feats, |r, c| {
-        let h = (r as u64).wrapping_mul(0x9e37_79b9) ^ (c as u64).wrapping_mul(0x85eb_ca6b);
-        match h % 7 {
-            0 => ((h >> 8) % 1000) as f32 / 100.0,
-            _ => 0.0,
-        }
-    });
+    let values: Vec<f32> = (0..seqs * len * feats)
+        .map(|i| {
+            let (r, c) = (i / feats, i % feats);
+            let h = (r as u64).wrapping_mul(0x9e37_79b9) ^ (c as u64).wrapping_mul(0x85eb_ca6b);
+            match h % 7 {
+                0 => ((h >> 8) % 1000) as f32 / 100.0,
+                _ => 0.0,
+            }
+        })
+        .collect();
+    ingest::npy::write_f32(&npy, &[seqs * len, feats], &values).unwrap();
     let tokens: Vec<Vec<String>> = (0..seqs)
         .map(|s| {
             (0..len)

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use feature_dictionary::ingest::npy;
+
 fn featdict(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_featdict"))
         .args(args)
@@ -38,21 +40,8 @@ fn write_inputs(dir: &Path) -> (String, String) {
             vals.extend([f0, f1, f2]);
         }
     }
-    let rows = vals.len() / 3;
-    let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, 3), }}");
-    let mut h = header.into_bytes();
-    while !(10 + h.len() + 1).is_multiple_of(64) {
-        h.push(b' ');
-    }
-    h.push(b'\n');
-    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
-    npy.extend((h.len() as u16).to_le_bytes());
-    npy.extend(h);
-    for v in vals {
-        npy.extend(v.to_le_bytes());
-    }
     let acts = dir.join("acts.npy");
-    std::fs::write(&acts, npy).unwrap();
+    npy::write_f32(&acts, &[vals.len() / 3, 3], &vals).unwrap();
     let toks = dir.join("tokens.json");
     std::fs::write(&toks, serde_json::to_string(&seqs).unwrap()).unwrap();
     (

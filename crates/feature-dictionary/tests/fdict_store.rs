@@ -9,23 +9,6 @@ use feature_dictionary::query::{Query, Search, TokenRank};
 use feature_dictionary::store::{self, fdict::FdictReader, neuronpedia, seed_json};
 use feature_dictionary::{build, ingest, FeatureDictionary};
 
-/// Writes a little-endian f32 `.npy` of shape `[rows, cols]`.
-fn write_npy(path: &Path, rows: usize, cols: usize, data: &[f32]) {
-    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    let mut header = dict.into_bytes();
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(b' ');
-    }
-    header.push(b'\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header);
-    for v in data {
-        out.extend(v.to_le_bytes());
-    }
-    std::fs::write(path, out).unwrap();
-}
-
 /// A real build over a constructed corpus: 3 sequences, 6 features with distinct patterns.
 fn built_dictionary(dir: &Path) -> FeatureDictionary {
     let words = [
@@ -69,7 +52,7 @@ fn built_dictionary(dir: &Path) -> FeatureDictionary {
         }
     }
     let npy = dir.join("acts.npy");
-    write_npy(&npy, n_tok, f, &data);
+    ingest::npy::write_f32(&npy, &[n_tok, f], &data).unwrap();
     let tokens = ingest::TokenSequences::from_strings(&seqs);
     let matrix = ingest::npy::open(&npy).unwrap();
     let config = DictionaryConfig {

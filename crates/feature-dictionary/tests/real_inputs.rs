@@ -29,19 +29,6 @@ fn load_npy(path: &Path) -> (usize, usize, Vec<f32>) {
     (m.n_rows() as usize, m.n_features(), v)
 }
 
-fn write_npy_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) {
-    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    let mut h = b"\x93NUMPY\x01\x00".to_vec();
-    let pad = (64 - (10 + dict.len() + 1) % 64) % 64;
-    let header = format!("{dict}{}\n", " ".repeat(pad));
-    h.extend((header.len() as u16).to_le_bytes());
-    h.extend(header.as_bytes());
-    for v in data {
-        h.extend(v.to_le_bytes());
-    }
-    std::fs::write(path, h).unwrap();
-}
-
 fn densify(rows: &SparseRows, n_rows: usize, n_features: usize) -> Vec<f32> {
     let mut d = vec![0.0; n_rows * n_features];
     for r in 0..n_rows {
@@ -212,7 +199,7 @@ fn two_shard_delphi_cache_gives_the_dictionary_of_the_equivalent_dense_input() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let npy = tmp.path().join("dense.npy");
-    write_npy_f32(&npy, 512, 3072, &dense);
+    ingest::npy::write_f32(&npy, &[512, 3072], &dense).unwrap();
     let tokens = ids.into_sequences(&npy, Some(vocab)).unwrap();
     let mut dense_src = DenseSource::new(
         ingest::open_dense(&npy).unwrap(),
