@@ -3,7 +3,7 @@
 
 mod common_label;
 
-use common_label::Rows;
+use common_label::{Lcg, Rows};
 use feature_dictionary::accumulate::coactivation::phi;
 use feature_dictionary::accumulate::{Accumulator, Settings};
 use feature_dictionary::analyze::{self, correlation, search, similar, weights};
@@ -11,20 +11,6 @@ use feature_dictionary::finalize::finalize;
 use feature_dictionary::ingest::Vocab;
 use feature_dictionary::model::DictionaryConfig;
 use feature_dictionary::FeatureDictionary;
-
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 11
-    }
-    fn unit(&mut self) -> f64 {
-        self.next() as f64 / (1u64 << 53) as f64
-    }
-}
 
 const F: usize = 12;
 const THR: f32 = 0.05;

@@ -4,7 +4,7 @@
 
 mod common_label;
 
-use common_label::{build, Rows};
+use common_label::{build, Lcg, Rows};
 use feature_dictionary::ingest::Vocab;
 use feature_dictionary::label::{self, manual, LabelOptions, Rank};
 use feature_dictionary::model::{DictionaryConfig, LabelingStrategy};
@@ -14,17 +14,6 @@ const WORDS: &[&str] = &[
     "the", "the", "the", "the", "cat", "dog", "dog", "wolf", "river", "bank", "money", "new",
     "york", "city", "old", "1", "22", "333", "NASA", "FBI", "Nasa", "a", ".", ",", "ran", "sat",
 ];
-
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
 
 /// The planted rules: which features fire at (tokens, position `i`).
 fn planted(seq: &[&str], i: usize, the_counter: &mut u64) -> Vec<u32> {

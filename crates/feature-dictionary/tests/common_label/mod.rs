@@ -8,6 +8,29 @@ use feature_dictionary::ingest::{ActivationBatch, BatchValues, SparseRows, Token
 use feature_dictionary::model::DictionaryConfig;
 use feature_dictionary::FeatureDictionary;
 
+/// Knuth's MMIX linear congruential generator: reproducible test data from a seed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    fn step(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0
+    }
+
+    /// 31 random bits: the state's high bits (an LCG's low bits have short periods).
+    pub fn next(&mut self) -> u64 {
+        self.step() >> 33
+    }
+
+    /// Uniform in [0, 1), from the state's top 53 bits.
+    pub fn unit(&mut self) -> f64 {
+        (self.step() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// Rows of one or more sequences: token id per row and sorted (feature, value) firings.
 pub struct Rows {
     pub tokens: Vec<TokenId>,
