@@ -34,16 +34,24 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     (acts, toks)
 }
 
+/// `featdict build ACTS --tokens TOKENS --out OUT EXTRA...`.
+fn build(acts: &Path, tokens: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["build", s(acts), "--tokens", s(tokens), "--out", s(out)];
+    args.extend_from_slice(extra);
+    featdict(&args)
+}
+
 /// `featdict build ACTS --tokens TOKENS` into a path that must never be written.
-fn build_expecting_failure(acts: &str, tokens: &str) -> Output {
-    featdict(&[
-        "build",
-        acts,
-        "--tokens",
-        tokens,
-        "--out",
-        "/tmp/never.json",
-    ])
+fn build_expecting_failure(acts: &Path, tokens: &Path) -> Output {
+    build(acts, tokens, Path::new("/tmp/never.json"), &[])
+}
+
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn assert_clean_error(out: &Output, must_contain: &[&str]) {
@@ -64,25 +72,13 @@ fn build_stats_show_top_with_json() {
     let dir = tempfile::tempdir().unwrap();
     let (acts, toks) = fixture(dir.path());
     let out_path = dir.path().join("d.json");
-    let out = featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&toks),
-        "--out",
-        s(&out_path),
-        "--model-name",
-        "toy",
-        "--layer",
-        "3",
-        "--json",
-        "-q",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = build(
+        &acts,
+        &toks,
+        &out_path,
+        &["--model-name", "toy", "--layer", "3", "--json", "-q"],
     );
+    assert_success(&out);
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["statistics"]["total_tokens_processed"], 12);
     assert_eq!(summary["statistics"]["dead_features"], 1);
@@ -136,17 +132,7 @@ fn build_stats_show_top_with_json() {
 
     // --drop-dead leaves the dead feature out of the file but says so.
     let dropped = dir.path().join("alive.json");
-    let out = featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&toks),
-        "--out",
-        s(&dropped),
-        "--drop-dead",
-        "-q",
-    ]);
-    assert!(out.status.success());
+    assert_success(&build(&acts, &toks, &dropped, &["--drop-dead", "-q"]));
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&dropped).unwrap()).unwrap();
     assert!(v["feature_set"]["features"].get("4").is_none());
@@ -163,7 +149,7 @@ fn truncated_npy() {
     let (acts, toks) = fixture(dir.path());
     let bytes = std::fs::read(&acts).unwrap();
     std::fs::write(&acts, &bytes[..bytes.len() - 7]).unwrap();
-    let out = build_expecting_failure(s(&acts), s(&toks));
+    let out = build_expecting_failure(&acts, &toks);
     assert_clean_error(
         &out,
         &[s(&acts), "truncated", "needs 240 data bytes but 233"],
@@ -178,7 +164,7 @@ fn unsupported_dtype() {
     let at = bytes.windows(3).position(|w| w == b"<f4").unwrap();
     bytes[at..at + 3].copy_from_slice(b"<i4");
     std::fs::write(&acts, bytes).unwrap();
-    let out = build_expecting_failure(s(&acts), s(&toks));
+    let out = build_expecting_failure(&acts, &toks);
     assert_clean_error(&out, &[s(&acts), "unsupported dtype <i4", "float32"]);
 }
 
@@ -187,7 +173,7 @@ fn token_activation_length_mismatch() {
     let dir = tempfile::tempdir().unwrap();
     let (acts, toks) = fixture(dir.path());
     std::fs::write(&toks, r#"[["a","b","c","d"],["e","f","g"]]"#).unwrap();
-    let out = build_expecting_failure(s(&acts), s(&toks));
+    let out = build_expecting_failure(&acts, &toks);
     assert_clean_error(&out, &[s(&toks), "length mismatch", "12 rows", "7 tokens"]);
 }
 
@@ -201,14 +187,7 @@ fn nonfinite_activations_are_reported_not_folded() {
     data[0] = 2.0;
     npy::write_f32(&acts, &[12, 5], &data).unwrap();
     let out_path = dir.path().join("d.json");
-    let out = featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&toks),
-        "--out",
-        s(&out_path),
-    ]);
+    let out = build(&acts, &toks, &out_path, &[]);
     assert_clean_error(
         &out,
         &[
@@ -220,17 +199,8 @@ fn nonfinite_activations_are_reported_not_folded() {
     );
     assert!(!out_path.exists(), "no dictionary may be written");
 
-    let out = featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&toks),
-        "--out",
-        s(&out_path),
-        "--allow-nonfinite",
-        "-q",
-    ]);
-    assert!(out.status.success());
+    let out = build(&acts, &toks, &out_path, &["--allow-nonfinite", "-q"]);
+    assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stdout)
         .contains("2 non-finite activation values were skipped"));
     let out = featdict(&["show", s(&out_path), "3", "--json"]);
@@ -245,17 +215,17 @@ fn empty_files_and_directories() {
     let (acts, toks) = fixture(dir.path());
     let empty = dir.path().join("empty.npy");
     std::fs::write(&empty, b"").unwrap();
-    let out = build_expecting_failure(s(&empty), s(&toks));
+    let out = build_expecting_failure(&empty, &toks);
     assert_clean_error(&out, &[s(&empty), "empty"]);
 
     let empty_tokens = dir.path().join("empty.json");
     std::fs::write(&empty_tokens, b"").unwrap();
-    let out = build_expecting_failure(s(&acts), s(&empty_tokens));
+    let out = build_expecting_failure(&acts, &empty_tokens);
     assert_clean_error(&out, &[s(&empty_tokens), "empty"]);
 
     let sub = dir.path().join("adir.npy");
     std::fs::create_dir(&sub).unwrap();
-    let out = build_expecting_failure(s(&sub), s(&toks));
+    let out = build_expecting_failure(&sub, &toks);
     // A directory is read as a delphi cache; an empty one says what it lacks.
     assert_clean_error(&out, &[s(&sub), "directory", "shards"]);
 
@@ -263,7 +233,7 @@ fn empty_files_and_directories() {
     assert_clean_error(&out, &[s(dir.path()), "is a directory"]);
 
     let missing = dir.path().join("missing.npy");
-    let out = build_expecting_failure(s(&missing), s(&toks));
+    let out = build_expecting_failure(&missing, &toks);
     assert_clean_error(&out, &[s(&missing), "No such file"]);
 }
 
@@ -273,38 +243,20 @@ fn malformed_inputs_and_arguments() {
     let (acts, toks) = fixture(dir.path());
     let bad_tokens = dir.path().join("bad.json");
     std::fs::write(&bad_tokens, r#"[["a", 3]]"#).unwrap();
-    let out = build_expecting_failure(s(&acts), s(&bad_tokens));
+    let out = build_expecting_failure(&acts, &bad_tokens);
     assert_clean_error(&out, &[s(&bad_tokens), "list of lists of token strings"]);
 
     let not_npy = dir.path().join("x.npy");
     std::fs::write(&not_npy, b"hello world, not numpy").unwrap();
-    let out = build_expecting_failure(s(&not_npy), s(&toks));
+    let out = build_expecting_failure(&not_npy, &toks);
     assert_clean_error(&out, &[s(&not_npy), "magic"]);
 
-    let out = featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&toks),
-        "--out",
-        "/tmp/never.json",
-        "--min-activation",
-        "0",
-    ]);
+    let never = Path::new("/tmp/never.json");
+    let out = build(&acts, &toks, never, &["--min-activation", "0"]);
     assert_clean_error(&out, &["min_activation must be a positive number"]);
 
     let dict = dir.path().join("d.json");
-    assert!(featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&toks),
-        "--out",
-        s(&dict),
-        "-q"
-    ])
-    .status
-    .success());
+    assert_success(&build(&acts, &toks, &dict, &["-q"]));
     let out = featdict(&["show", s(&dict), "77"]);
     assert_clean_error(&out, &["feature 77 is not in", s(&dict)]);
 
@@ -350,23 +302,13 @@ fn peak_memory_does_not_grow_with_tokens() {
     for (name, n_seq) in [("small", 192), ("large", 1920)] {
         let (acts, toks) = synthetic(dir.path(), name, n_seq, f);
         let out_path = dir.path().join(format!("{name}.out.json"));
-        let out = featdict(&[
-            "build",
-            s(&acts),
-            "--tokens",
-            s(&toks),
-            "--out",
-            s(&out_path),
-            "--json",
-            "-q",
-            "--batch-values",
-            "262144",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = build(
+            &acts,
+            &toks,
+            &out_path,
+            &["--json", "-q", "--batch-values", "262144"],
         );
+        assert_success(&out);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(
             v["statistics"]["total_tokens_processed"],
