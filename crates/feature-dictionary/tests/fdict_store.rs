@@ -163,34 +163,24 @@ fn sql_and_memory_search_rank_the_same() {
     let r = FdictReader::open(&fd).unwrap();
     let common = synthetic::token(&spec, 0);
     for by in [TokenRank::Precision, TokenRank::Firings] {
+        let queries = [
+            Query::Token {
+                token: common.clone(),
+                by,
+            },
+            Query::Pattern {
+                pattern: "^ ?ka".into(),
+                by,
+            },
+            Query::Pattern {
+                pattern: "(?i)LO$".into(),
+                by,
+            },
+        ];
         for limit in [1, 5, 1000] {
-            assert_same_hits(
-                &r,
-                &dict,
-                &Query::Token {
-                    token: common.clone(),
-                    by,
-                },
-                limit,
-            );
-            assert_same_hits(
-                &r,
-                &dict,
-                &Query::Pattern {
-                    pattern: "^ ?ka".into(),
-                    by,
-                },
-                limit,
-            );
-            assert_same_hits(
-                &r,
-                &dict,
-                &Query::Pattern {
-                    pattern: "(?i)LO$".into(),
-                    by,
-                },
-                limit,
-            );
+            for q in &queries {
+                assert_same_hits(&r, &dict, q, limit);
+            }
         }
     }
     for q in [
