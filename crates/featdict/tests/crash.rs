@@ -107,13 +107,17 @@ fn killed_build_leaves_previous_dictionary_intact() {
         .collect();
     let tok = dir.path().join("tokens.json");
     std::fs::write(&tok, serde_json::to_string(&tokens).unwrap()).unwrap();
-    let child = featdict()
-        .arg("build")
-        .arg(&npy)
-        .arg("--tokens")
-        .arg(&tok)
-        .arg("--out")
-        .arg(&target)
+    let build = || {
+        let mut c = featdict();
+        c.arg("build")
+            .arg(&npy)
+            .arg("--tokens")
+            .arg(&tok)
+            .arg("--out")
+            .arg(&target);
+        c
+    };
+    let child = build()
         .args(["--quiet", "--threads", "1"])
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -130,16 +134,7 @@ fn killed_build_leaves_previous_dictionary_intact() {
         "the killed writer's temp file"
     );
     // A completed build then replaces it, and removes the dead writer's temp file.
-    let ok = featdict()
-        .arg("build")
-        .arg(&npy)
-        .arg("--tokens")
-        .arg(&tok)
-        .arg("--out")
-        .arg(&target)
-        .arg("--quiet")
-        .status()
-        .unwrap();
+    let ok = build().arg("--quiet").status().unwrap();
     assert!(ok.success());
     assert_eq!(
         FdictReader::open(&target)
