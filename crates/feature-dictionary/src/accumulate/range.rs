@@ -319,26 +319,7 @@ impl FeatureRange {
         batch: &ActivationBatch<'_>,
         settings: &Settings,
     ) {
-        let core = batch.core.start as u32..batch.core.end as u32;
-        // Margin rows only provide context; values below the threshold (and NaN, and ±∞,
-        // counted separately) are not firings. Pass 1 lists the firings for pass 2.
-        let mut firings = std::mem::take(&mut self.scratch_firings);
-        for (at, &(row, v)) in column.iter().enumerate() {
-            if !(core.contains(&row) && v >= settings.threshold && v < f32::INFINITY) {
-                if core.contains(&row) && !is_finite(v) {
-                    self.nonfinite(local, row as usize, batch);
-                }
-                continue;
-            }
-            firings.push(at as u32);
-            self.count_firing(local, v, row as usize, batch, settings);
-        }
-        let mut tokens = std::mem::take(&mut self.scratch_tokens);
-        tokens.extend(
-            firings
-                .iter()
-                .map(|&at| batch.tokens[column[at as usize].0 as usize]),
-        );
+        let (mut firings, mut tokens) = self.count_firings(local, column, batch, settings);
         self.tokens[local].add_all(&tokens, settings.token_sketch_capacity);
         tokens.clear();
         self.scratch_tokens = tokens;
@@ -390,11 +371,89 @@ impl FeatureRange {
         }
     }
 
+    /// Pass 1 of [`FeatureRange::replay`]: the statistics of every firing in `column`
+    /// (everything but examples and token counts); returns the firings' indices in the column
+    /// and their tokens.
+    /// Margin rows only provide context; values below the threshold (and NaN, and ±∞,
+    /// counted separately) are not firings.
+    ///
+    /// The feature's scalars are updated in local copies and written back once: updated
+    /// through `self`, every firing's sums were a store-to-load round trip on the previous
+    /// firing's. The additions happen in the same order, so the results are the same bits.
+    fn count_firings(
+        &mut self,
+        local: usize,
+        column: &[(u32, f32)],
+        batch: &ActivationBatch<'_>,
+        settings: &Settings,
+    ) -> (Vec<u32>, Vec<TokenId>) {
+        let (core_start, core_len) = (batch.core.start as u32, batch.core.len() as u32);
+        let threshold = settings.threshold;
+        let collect_positions = settings.collect_positions;
+        let positions = &batch.positions[..];
+        let row_tokens = &batch.tokens[..];
+        let mut firings = std::mem::take(&mut self.scratch_firings);
+        let mut tokens = std::mem::take(&mut self.scratch_tokens);
+        // Written by index, not pushed: a push's growth path is a call, after which the
+        // compiler would reload the scalars below from memory.
+        firings.clear();
+        firings.resize(column.len(), 0);
+        tokens.clear();
+        tokens.resize(column.len(), 0);
+        let mut n = 0;
+        let mut m = self.moments[local];
+        let mut buckets = self.pos_buckets[local];
+        let mut first_nonfinite_row = None;
+        let hist = &mut self.hist[local * N_BINS..(local + 1) * N_BINS];
+        for (at, &(row, v)) in column.iter().enumerate() {
+            let core = row.wrapping_sub(core_start) < core_len;
+            if !(core && v >= threshold && v < f32::INFINITY) {
+                if core && !is_finite(v) {
+                    m.nonfinite += 1;
+                    // Rows are in (sequence, position) order: the column's first is its earliest.
+                    first_nonfinite_row.get_or_insert(row as usize);
+                }
+                continue;
+            }
+            firings[n] = at as u32;
+            tokens[n] = row_tokens[row as usize];
+            n += 1;
+            m.count += 1;
+            let vd = v as f64;
+            m.sum += vd;
+            m.sum_sq += vd * vd;
+            m.min = m.min.min(v);
+            m.max = m.max.max(v);
+            if collect_positions {
+                let position = positions[row as usize];
+                let p = position as u64;
+                m.pos_sum += p;
+                m.pos_sum_sq += p * p;
+                // Branch-free: positions ≥ 50 ("late") add 0 to the last bucket.
+                let bucket = (position >= 5) as usize + (position >= 20) as usize;
+                buckets[bucket] += (position < 50) as u64;
+            }
+            hist[histogram::bin(v)] += 1;
+        }
+        firings.truncate(n);
+        tokens.truncate(n);
+        self.moments[local] = m;
+        self.pos_buckets[local] = buckets;
+        if let Some(row) = first_nonfinite_row {
+            self.note_nonfinite(local, row, batch);
+        }
+        if settings.ngram_capacity > 0 {
+            for &at in &firings {
+                self.fire_ngrams(local, column[at as usize].0 as usize, batch, settings);
+            }
+        }
+        (firings, tokens)
+    }
+
+    /// Keeps the earliest non-finite value's (sequence, position, feature): columns replay
+    /// feature by feature, and the minimum does not depend on that order.
     #[cold]
-    fn nonfinite(&mut self, local: usize, row: usize, batch: &ActivationBatch<'_>) {
-        self.moments[local].nonfinite += 1;
-        // Columns replay feature by feature: keep the earliest (sequence, position, feature),
-        // which does not depend on that order.
+    fn note_nonfinite(&mut self, local: usize, row: usize, batch: &ActivationBatch<'_>) {
         let here = (
             batch.sequences[row],
             batch.positions[row],
@@ -402,38 +461,6 @@ impl FeatureRange {
         );
         if self.first_nonfinite.is_none_or(|first| here < first) {
             self.first_nonfinite = Some(here);
-        }
-    }
-
-    /// The statistics of one firing (everything but examples and tokens).
-    #[inline(always)]
-    fn count_firing(
-        &mut self,
-        local: usize,
-        v: f32,
-        row: usize,
-        batch: &ActivationBatch<'_>,
-        settings: &Settings,
-    ) {
-        let position = batch.positions[row];
-        let m = &mut self.moments[local];
-        m.count += 1;
-        let vd = v as f64;
-        m.sum += vd;
-        m.sum_sq += vd * vd;
-        m.min = m.min.min(v);
-        m.max = m.max.max(v);
-        if settings.collect_positions {
-            let p = position as u64;
-            m.pos_sum += p;
-            m.pos_sum_sq += p * p;
-            // Branch-free: positions ≥ 50 ("late") add 0 to the last bucket.
-            let bucket = (position >= 5) as usize + (position >= 20) as usize;
-            self.pos_buckets[local][bucket] += (position < 50) as u64;
-        }
-        self.hist[local * N_BINS + histogram::bin(v)] += 1;
-        if settings.ngram_capacity > 0 {
-            self.fire_ngrams(local, row, batch, settings);
         }
     }
 
