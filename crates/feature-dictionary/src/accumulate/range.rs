@@ -83,7 +83,8 @@ pub struct FeatureRange {
     /// batches (always empty between calls).
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch: Vec<TileBucket>,
-    /// One tile's nonzeros grouped by feature: `(row, value)` (reused; empty between calls).
+    /// One tile's nonzeros grouped by feature: `(row, value)` (reused; as long as the
+    /// largest tile so far, only the current tile's prefix is meaningful).
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_grouped: Vec<(u32, f32)>,
     /// [`sequence_spans`] of the current batch.
@@ -92,10 +93,11 @@ pub struct FeatureRange {
     /// [`samples::row_key`] of each row of the current batch.
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_row_keys: Vec<u64>,
-    /// Indices of one column's firings (reused; empty between calls).
+    /// Indices of one column's firings (reused; as long as the longest column so far, only
+    /// the prefix a replay counted is meaningful).
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_firings: Vec<u32>,
-    /// One feature's firing tokens of the batch (reused; empty between calls).
+    /// The tokens of those firings (same length and meaning as `scratch_firings`).
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_tokens: Vec<TokenId>,
 }
@@ -207,8 +209,10 @@ impl FeatureRange {
             for i in 0..TILE {
                 starts[i + 1] += starts[i];
             }
-            column.clear();
-            column.resize(bucket.keys.len(), (0, 0.0));
+            // Grown, never cleared: the scatter below writes every slot of the tile.
+            if column.len() < bucket.keys.len() {
+                column.resize(bucket.keys.len(), (0, 0.0));
+            }
             let mut next = starts;
             for (&key, &v) in bucket.keys.iter().zip(&bucket.values) {
                 let slot = &mut next[(key & TILE_MASK) as usize];
@@ -319,9 +323,8 @@ impl FeatureRange {
         batch: &ActivationBatch<'_>,
         settings: &Settings,
     ) {
-        let (mut firings, mut tokens) = self.count_firings(local, column, batch, settings);
-        self.tokens[local].add_all(&tokens, settings.token_sketch_capacity);
-        tokens.clear();
+        let (firings, tokens, n) = self.count_firings(local, column, batch, settings);
+        self.tokens[local].add_all(&tokens[..n], settings.token_sketch_capacity);
         self.scratch_tokens = tokens;
 
         let k = settings.top_k;
@@ -329,7 +332,7 @@ impl FeatureRange {
         let mut admit_from = self.topk[local].threshold(k).max(cutoff);
         let feature_key = samples::feature_key((self.start + local) as u64);
         let mut admitted = false;
-        for &at in &firings {
+        for &at in &firings[..n] {
             let at = at as usize;
             let (row, v) = column[at];
             let row = row as usize;
@@ -353,7 +356,6 @@ impl FeatureRange {
                 }
             }
         }
-        firings.clear();
         self.scratch_firings = firings;
         if admitted {
             let window = settings.context_window;
@@ -372,8 +374,8 @@ impl FeatureRange {
     }
 
     /// Pass 1 of [`FeatureRange::replay`]: the statistics of every firing in `column`
-    /// (everything but examples and token counts); returns the firings' indices in the column
-    /// and their tokens.
+    /// (everything but examples and token counts); returns the scratch buffers whose first
+    /// `n` entries are the firings' indices in the column and their tokens, and `n`.
     /// Margin rows only provide context; values below the threshold (and NaN, and ±∞,
     /// counted separately) are not firings.
     ///
@@ -386,7 +388,7 @@ impl FeatureRange {
         column: &[(u32, f32)],
         batch: &ActivationBatch<'_>,
         settings: &Settings,
-    ) -> (Vec<u32>, Vec<TokenId>) {
+    ) -> (Vec<u32>, Vec<TokenId>, usize) {
         let (core_start, core_len) = (batch.core.start as u32, batch.core.len() as u32);
         let threshold = settings.threshold;
         let collect_positions = settings.collect_positions;
@@ -395,11 +397,12 @@ impl FeatureRange {
         let mut firings = std::mem::take(&mut self.scratch_firings);
         let mut tokens = std::mem::take(&mut self.scratch_tokens);
         // Written by index, not pushed: a push's growth path is a call, after which the
-        // compiler would reload the scalars below from memory.
-        firings.clear();
-        firings.resize(column.len(), 0);
-        tokens.clear();
-        tokens.resize(column.len(), 0);
+        // compiler would reload the scalars below from memory. Grown, never cleared: zeroing
+        // them for every column would cost more than the writes.
+        if firings.len() < column.len() {
+            firings.resize(column.len(), 0);
+            tokens.resize(column.len(), 0);
+        }
         let mut n = 0;
         let mut m = self.moments[local];
         let mut buckets = self.pos_buckets[local];
@@ -435,19 +438,17 @@ impl FeatureRange {
             }
             hist[histogram::bin(v)] += 1;
         }
-        firings.truncate(n);
-        tokens.truncate(n);
         self.moments[local] = m;
         self.pos_buckets[local] = buckets;
         if let Some(row) = first_nonfinite_row {
             self.note_nonfinite(local, row, batch);
         }
         if settings.ngram_capacity > 0 {
-            for &at in &firings {
+            for &at in &firings[..n] {
                 self.fire_ngrams(local, column[at as usize].0 as usize, batch, settings);
             }
         }
-        (firings, tokens)
+        (firings, tokens, n)
     }
 
     /// Keeps the earliest non-finite value's (sequence, position, feature): columns replay
