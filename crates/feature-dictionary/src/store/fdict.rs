@@ -42,7 +42,9 @@ use serde_json::Value;
 
 use crate::dictionary::{importance, FeatureDictionary, Statistics, TopBy};
 use crate::error::{Error, Result};
-use crate::model::{DictionaryConfig, Feature, FeatureSet, FeatureType, Label, LabelingStrategy};
+use crate::model::{
+    DictionaryConfig, Feature, FeatureSet, FeatureType, Label, LabelingStrategy, TokenCount,
+};
 
 /// The first 16 bytes of every SQLite database (and so of every `.fdict`).
 pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -82,7 +84,7 @@ CREATE TABLE top_tokens(
     firings INTEGER NOT NULL,
     occurrences INTEGER NOT NULL,
     precision REAL NOT NULL,
-    PRIMARY KEY(token_id, feature_id)
+    PRIMARY KEY(feature_id, token_id)
 ) WITHOUT ROWID;
 CREATE TABLE labels(
     feature_id INTEGER NOT NULL,
@@ -360,24 +362,7 @@ impl FdictWriter {
         }
         let conn = self.conn();
         insert_feature_row(conn, f, &body).map_err(e)?;
-        {
-            let mut st = conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO top_tokens(token_id, feature_id, firings, occurrences, precision)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(e)?;
-            for (tid, t) in token_rows {
-                st.execute(params![
-                    tid,
-                    f.id as i64,
-                    t.firings as i64,
-                    t.occurrences as i64,
-                    precision(t.firings, t.occurrences)
-                ])
-                .map_err(e)?;
-            }
-        }
+        insert_top_tokens(conn, f.id, &token_rows).map_err(e)?;
         insert_labels(conn, f).map_err(e)?;
         insert_neighbours(conn, f).map_err(e)?;
         insert_fts(conn, f).map_err(e)?;
@@ -428,6 +413,48 @@ impl Drop for FdictWriter {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// Rows per `top_tokens` insert statement: millions of rows one statement each spent more
+/// time in statement overhead than in the table.
+const TOP_TOKEN_ROWS_PER_INSERT: usize = 64;
+
+/// Inserts a feature's `(token id, top token)` rows, `TOP_TOKEN_ROWS_PER_INSERT` per
+/// statement (the rest one by one); a repeated token keeps its first row.
+fn insert_top_tokens(
+    conn: &Connection,
+    feature_id: u64,
+    rows: &[(i64, &TokenCount)],
+) -> rusqlite::Result<()> {
+    let statement = |n: usize| {
+        let values = vec!["(?, ?, ?, ?, ?)"; n].join(", ");
+        format!(
+            "INSERT OR IGNORE INTO top_tokens(token_id, feature_id, firings, occurrences, precision) VALUES {values}"
+        )
+    };
+    let bind = |st: &mut rusqlite::CachedStatement<'_>, chunk: &[(i64, &TokenCount)]| {
+        for (i, (tid, t)) in chunk.iter().enumerate() {
+            let at = 5 * i;
+            st.raw_bind_parameter(at + 1, tid)?;
+            st.raw_bind_parameter(at + 2, feature_id as i64)?;
+            st.raw_bind_parameter(at + 3, t.firings as i64)?;
+            st.raw_bind_parameter(at + 4, t.occurrences as i64)?;
+            st.raw_bind_parameter(at + 5, precision(t.firings, t.occurrences))?;
+        }
+        st.raw_execute().map(|_| ())
+    };
+    let mut chunks = rows.chunks_exact(TOP_TOKEN_ROWS_PER_INSERT);
+    if chunks.len() > 0 {
+        let mut st = conn.prepare_cached(&statement(TOP_TOKEN_ROWS_PER_INSERT))?;
+        for chunk in &mut chunks {
+            bind(&mut st, chunk)?;
+        }
+    }
+    let mut st = conn.prepare_cached(&statement(1))?;
+    for row in chunks.remainder() {
+        bind(&mut st, std::slice::from_ref(row))?;
+    }
+    Ok(())
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<String> {
