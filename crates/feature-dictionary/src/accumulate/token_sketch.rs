@@ -86,9 +86,9 @@ impl TokenSketch {
     }
 
     /// Counts one firing on each of `tokens`, the same as calling [`TokenSketch::add`] for
-    /// each in order. When the table cannot reach capacity (no Misra–Gries step can occur,
-    /// so order does not matter), the slots of 16 tokens at a time are prefetched before
-    /// they are probed, so their cache misses overlap; otherwise one `add` at a time.
+    /// each in order. When the table cannot reach capacity (no Misra–Gries step can occur)
+    /// the probes skip `add`'s capacity checks. The replay fetches the slots ahead, one column
+    /// early, with [`TokenSketch::prefetch`].
     pub fn add_all(&mut self, tokens: &[TokenId], capacity: usize) {
         let capacity = capacity.max(1);
         if self.len + tokens.len() > capacity {
@@ -100,14 +100,8 @@ impl TokenSketch {
         if self.slots.is_empty() {
             self.resize(MIN_SLOTS);
         }
-        for chunk in tokens.chunks(16) {
-            let mask = self.slots.len() - 1;
-            for &t in chunk {
-                prefetch(&self.slots[slot_of(t, mask)]);
-            }
-            for &t in chunk {
-                self.count_one(t);
-            }
+        for &t in tokens {
+            self.count_one(t);
         }
     }
 

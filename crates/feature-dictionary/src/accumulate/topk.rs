@@ -120,7 +120,6 @@ impl TopK {
     /// Inserts an example that [`TopK::accepts`] approved.
     pub fn insert(&mut self, k: usize, ex: Example) {
         self.insert_with(k, |slot| *slot = ex);
-        self.recompute_worst();
     }
 
     /// Inserts an approved example by filling a slot in place: when full, the evicted
