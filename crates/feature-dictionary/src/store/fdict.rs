@@ -426,12 +426,16 @@ fn insert_top_tokens(
     feature_id: u64,
     rows: &[(i64, &TokenCount)],
 ) -> rusqlite::Result<()> {
-    let statement = |n: usize| {
-        let values = vec!["(?, ?, ?, ?, ?)"; n].join(", ");
-        format!(
-            "INSERT OR IGNORE INTO top_tokens(token_id, feature_id, firings, occurrences, precision) VALUES {values}"
-        )
-    };
+    // The SQL of both statements, built once per process rather than once per feature.
+    static STATEMENTS: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+        [TOP_TOKEN_ROWS_PER_INSERT, 1].map(|n| {
+            let values = vec!["(?, ?, ?, ?, ?)"; n].join(", ");
+            format!(
+                "INSERT OR IGNORE INTO top_tokens(token_id, feature_id, firings, occurrences, precision) VALUES {values}"
+            )
+        })
+    });
+    let [chunked, single] = &*STATEMENTS;
     let bind = |st: &mut rusqlite::CachedStatement<'_>, chunk: &[(i64, &TokenCount)]| {
         for (i, (tid, t)) in chunk.iter().enumerate() {
             let at = 5 * i;
@@ -445,12 +449,12 @@ fn insert_top_tokens(
     };
     let mut chunks = rows.chunks_exact(TOP_TOKEN_ROWS_PER_INSERT);
     if chunks.len() > 0 {
-        let mut st = conn.prepare_cached(&statement(TOP_TOKEN_ROWS_PER_INSERT))?;
+        let mut st = conn.prepare_cached(chunked)?;
         for chunk in &mut chunks {
             bind(&mut st, chunk)?;
         }
     }
-    let mut st = conn.prepare_cached(&statement(1))?;
+    let mut st = conn.prepare_cached(single)?;
     for row in chunks.remainder() {
         bind(&mut st, std::slice::from_ref(row))?;
     }
