@@ -3,6 +3,14 @@
 //! (the first from fresh state, "cold"; the others "warm").
 //!
 //! `cargo run --release --example pass_memory -- ACTS.npy TOKENS.json [THREADS] [REPEATS]`
+//!
+//! Each line also shows how much resident memory the pass first touched. Two environment
+//! knobs, for timing only:
+//! * `CHUNK=ROWS` feeds each pass as batches of ROWS rows (a multiple of the sequence
+//!   length; no margins, so contexts at the cuts are clipped) — how the per-feature cost of a
+//!   batch weighs against its rows;
+//! * `FRESH=1` starts every pass from a fresh accumulator — a cold pass in a process whose
+//!   allocator has already served one (what a second `FeatureDictionary` costs).
 
 use std::path::Path;
 use std::time::Instant;
@@ -33,27 +41,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n_sequences = tokens.n_sequences();
     let settings = Settings::from_config(&ExtractionConfig::default())?;
     let mut acc = Accumulator::new(n_features, settings, threads);
+    let chunk: usize = std::env::var("CHUNK")
+        .ok()
+        .map(|c| c.parse())
+        .transpose()?
+        .unwrap_or(rows)
+        .max(1);
     for pass in 0..repeats {
-        let batch = ActivationBatch {
-            n_features,
-            tokens: tokens.ids()[..rows].to_vec(),
-            // Each pass is new sequences, as a second process_batch call is.
-            sequences: sequences
-                .iter()
-                .map(|s| s + (pass * n_sequences) as u64)
-                .collect(),
-            positions: positions.clone(),
-            core: 0..rows,
-            values: BatchValues::Dense(&values),
-        };
+        if std::env::var_os("FRESH").is_some() {
+            acc = Accumulator::new(n_features, acc.settings().clone(), threads);
+        }
+        let rss_before = resident_mib();
         let t = Instant::now();
-        acc.update(&batch)?;
+        for a in (0..rows).step_by(chunk) {
+            let b = (a + chunk).min(rows);
+            let batch = ActivationBatch {
+                n_features,
+                tokens: tokens.ids()[a..b].to_vec(),
+                sequences: sequences[a..b]
+                    .iter()
+                    .map(|s| s + (pass * n_sequences) as u64)
+                    .collect(),
+                positions: positions[a..b].to_vec(),
+                core: 0..b - a,
+                values: BatchValues::Dense(&values[a * n_features..b * n_features]),
+            };
+            acc.update(&batch)?;
+        }
         let s = t.elapsed().as_secs_f64();
         println!(
-            "pass {pass}: {:.1} ms  {:.0} tok/s",
+            "pass {pass}: {:.1} ms  {:.0} tok/s  resident {:+.0} MiB",
             s * 1e3,
-            rows as f64 / s
+            rows as f64 / s,
+            resident_mib() - rss_before
         );
     }
     Ok(())
+}
+
+/// Resident memory of this process (Linux; 0 elsewhere), to show what a pass first touches.
+fn resident_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |pages| pages * 4096.0 / (1 << 20) as f64)
 }
