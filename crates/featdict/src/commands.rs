@@ -23,6 +23,13 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// Whether the command runs the web server (which must outlive closed connections).
+    pub fn serves(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Build, label and summarize the bundled real demo dataset (data/demo: SmolLM2-135M

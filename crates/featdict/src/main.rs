@@ -16,6 +16,9 @@ use clap::Parser;
 fn main() -> ExitCode {
     reserve_heap_growth();
     let cli = commands::Cli::parse();
+    if !cli.serves() {
+        exit_quietly_on_closed_pipe();
+    }
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -45,3 +48,24 @@ fn reserve_heap_growth() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn reserve_heap_growth() {}
+
+/// `featdict show DICT ID | head` closes the pipe before the output ends. Rust ignores
+/// SIGPIPE, so the next `println!` would panic on the broken pipe; with the default action
+/// restored the process ends quietly, as `cat` or `grep` do. Not for `serve`: a write to a
+/// socket whose client left must not end the server.
+#[cfg(unix)]
+fn exit_quietly_on_closed_pipe() {
+    extern "C" {
+        fn signal(signum: i32, handler: usize) -> usize;
+    }
+    // The same numbers on Linux and macOS.
+    const SIGPIPE: i32 = 13;
+    const SIG_DFL: usize = 0;
+    // SAFETY: restoring a signal's default action; no handler runs in this process.
+    unsafe {
+        signal(SIGPIPE, SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn exit_quietly_on_closed_pipe() {}

@@ -329,3 +329,55 @@ fn peak_memory_does_not_grow_with_tokens() {
         "small {small} large {large}"
     );
 }
+
+#[test]
+fn top_k_zero_keeps_statistics_without_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = synthetic(dir.path(), "k0", 8, 16);
+    let (with, without) = (dir.path().join("k20.json"), dir.path().join("k0.json"));
+    assert_success(&build(&acts, &toks, &with, &["-q"]));
+    // It panicked in the first batch before: the empty top-k's threshold read its item 0.
+    let out = build(&acts, &toks, &without, &["--top-k", "0", "-q"]);
+    assert_success(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    for id in 0..16 {
+        let shown = |path: &Path| -> serde_json::Value {
+            let out = featdict(&["show", s(path), &id.to_string(), "--json"]);
+            assert_success(&out);
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        let (a, b) = (shown(&with), shown(&without));
+        assert!(a["activation_count"].as_u64().unwrap() > 0);
+        for field in ["activation_count", "mean_activation", "max_activation"] {
+            assert_eq!(a[field], b[field], "feature {id} {field}");
+        }
+        assert_eq!(b["top_activations"], serde_json::json!([]));
+        assert!(!a["top_activations"].as_array().unwrap().is_empty());
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = synthetic(dir.path(), "pipe", 1, 3000);
+    let dict = dir.path().join("d.json");
+    assert_success(&build(&acts, &toks, &dict, &["-q"]));
+    // ~3000 lines, well past a pipe's 64 KiB buffer: the writer is still writing when the
+    // reader goes away, as with `featdict top … | head`.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_featdict"))
+        .args(["top", s(&dict), "-n", "3000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(13), "{:?} {err}", out.status);
+}

@@ -94,11 +94,14 @@ pub struct TopK {
 }
 
 impl TopK {
-    /// Activation a candidate must reach to be considered (−∞ while not full). A candidate
-    /// equal to it may still lose on (sequence, position); [`TopK::accepts`] decides.
+    /// Activation a candidate must reach to be considered (−∞ while not full, +∞ when
+    /// `k == 0`: nothing is kept). A candidate equal to it may still lose on (sequence,
+    /// position); [`TopK::accepts`] decides.
     #[inline]
     pub fn threshold(&self, k: usize) -> f32 {
-        if self.items.len() < k {
+        if k == 0 {
+            f32::INFINITY
+        } else if self.items.len() < k {
             f32::NEG_INFINITY
         } else {
             self.items[self.worst].activation
