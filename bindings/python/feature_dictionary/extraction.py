@@ -27,6 +27,17 @@ COACTIVATION_AUTO_LIMIT = 2048
 CORRELATED_PER_FEATURE = 10
 
 
+# ExtractionConfig fields that count something (the engine takes them as unsigned integers).
+_COUNT_FIELDS = (
+    "max_examples_per_feature",
+    "context_window",
+    "batch_size",
+    "min_activation_count",
+    "samples_per_band",
+    "token_sketch_capacity",
+)
+
+
 @dataclass
 class ExtractionConfig:
     """How activations are turned into statistics and examples.
@@ -85,6 +96,12 @@ class ExtractionConfig:
         return float(thr)
 
     def engine_dict(self) -> dict:
+        # Counts reach the engine as unsigned integers; say which field is wrong here rather
+        # than let its JSON decoder report a column number.
+        for name in _COUNT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"ExtractionConfig.{name} must be a non-negative integer, got {value!r}")
         d = self.to_dict()
         d["min_activation"] = self.firing_threshold()
         return d

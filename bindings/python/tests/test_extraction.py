@@ -180,6 +180,26 @@ def test_bad_inputs_give_clear_errors():
         FeatureExtractor(4, 2, config=ExtractionConfig(min_activation=float("nan")))
     with pytest.raises(ValueError):
         FeatureExtractor(0, 2)
+    for field in ("max_examples_per_feature", "context_window", "samples_per_band"):
+        with pytest.raises(ValueError, match=f"ExtractionConfig.{field} must be a non-negative integer, got -1"):
+            FeatureExtractor(4, 2, config=ExtractionConfig(**{field: -1}))
+    with pytest.raises(ValueError, match="max_examples_per_feature must be a non-negative integer, got 2.5"):
+        FeatureExtractor(4, 2, config=ExtractionConfig(max_examples_per_feature=2.5))
+
+
+def test_zero_examples_keeps_every_statistic(corpus):
+    acts, tokens = corpus
+    # It used to panic in the engine: the empty top-k's threshold read its first item.
+    without = build(acts, tokens, max_examples_per_feature=0)
+    with_examples = build(acts, tokens)
+    ref = Reference(acts, tokens)
+    for j in range(acts.shape[-1]):
+        a, b = without.features.get_feature(j), with_examples.features.get_feature(j)
+        assert a.activation_count == b.activation_count == ref.count(j)
+        assert a.max_activation == b.max_activation
+        assert a.mean_activation == b.mean_activation
+        assert a.top_activations == []
+        assert len(b.top_activations) == min(20, ref.count(j))
 
 
 def test_mock_sae_is_sparse_with_the_requested_density():
