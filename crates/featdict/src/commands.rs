@@ -346,6 +346,8 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         allow_nonfinite: a.allow_nonfinite,
     };
 
+    // A bad --out would otherwise only show after the whole pass.
+    store::check_output(&a.out)?;
     let started = std::time::Instant::now();
     let spec = ingest::open::InputSpec {
         acts: Some(&a.acts),
@@ -396,6 +398,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
 }
 
 fn cmd_encode(a: EncodeArgs) -> Result<()> {
+    store::check_output_location(&a.out)?;
     let started = std::time::Instant::now();
     let sae = feature_dictionary::sae::Sae::load(&a.sae)?;
     let residuals = match a.residuals.extension().and_then(|e| e.to_str()) {

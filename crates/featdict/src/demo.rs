@@ -106,6 +106,7 @@ fn interest(f: &Feature) -> f64 {
 
 /// Runs the demo.
 pub fn cmd_demo(a: DemoArgs) -> Result<()> {
+    store::check_output(&a.out)?;
     let started = std::time::Instant::now();
     let data = demo_dir(a.data.as_deref())?;
     let latents = latents_dir(&data)?;

@@ -381,3 +381,28 @@ fn a_closed_output_pipe_ends_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.signal(), Some(13), "{:?} {err}", out.status);
 }
+
+#[test]
+fn a_bad_output_path_fails_before_any_input_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // The input does not exist either: the output is checked first, so a long build cannot
+    // end in "cannot write" after its whole pass.
+    let missing_input = dir.path().join("not-there.npy");
+    let toks = dir.path().join("not-there.json");
+    let out = build(
+        &missing_input,
+        &toks,
+        &dir.path().join("no/such/dir/d.json"),
+        &[],
+    );
+    assert_clean_error(&out, &["d.json", "directory", "does not exist"]);
+    let out = build(&missing_input, &toks, &dir.path().join("d.jsn"), &[]);
+    assert_clean_error(&out, &["d.jsn", "unsupported output extension", ".fdict"]);
+    let out = build(&missing_input, &toks, dir.path(), &[]);
+    assert_clean_error(&out, &["unsupported output extension"]);
+    // Each cause is said once (the OS error used to be repeated by the error chain).
+    let out = featdict(&["stats", s(&missing_input)]);
+    assert_clean_error(&out, &["not-there.npy"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}

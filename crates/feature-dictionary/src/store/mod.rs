@@ -25,12 +25,58 @@ pub fn save(dict: &FeatureDictionary, path: &Path) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("json") => seed_json::write(dict, path),
         Some("fdict") => fdict::write(dict, path),
-        other => Err(Error::Invalid(format!(
-            "{}: unsupported output extension {:?}; expected .json or .fdict",
-            path.display(),
-            other.unwrap_or("")
-        ))),
+        other => Err(unsupported_extension(path, other)),
     }
+}
+
+fn unsupported_extension(path: &Path, extension: Option<&str>) -> Error {
+    Error::Invalid(format!(
+        "{}: unsupported output extension {:?}; expected .json or .fdict",
+        path.display(),
+        extension.unwrap_or("")
+    ))
+}
+
+/// Checks, before any work, what [`save`] would only find out at the end of a long build:
+/// that `path` has a supported extension, is not a directory, and lies in a directory that
+/// exists.
+pub fn check_output(path: &Path) -> Result<()> {
+    let extension = path.extension().and_then(|e| e.to_str());
+    if !matches!(extension, Some("json" | "fdict")) {
+        return Err(unsupported_extension(path, extension));
+    }
+    check_output_location(path)
+}
+
+/// The location half of [`check_output`], for outputs of any format: `path` is not a
+/// directory and its directory exists.
+pub fn check_output_location(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::format(
+            path,
+            "is a directory; expected a file path to write",
+        ));
+    }
+    let (dir, _) = dir_and_name(path)?;
+    if !dir.is_dir() {
+        return Err(missing_directory(path, dir));
+    }
+    Ok(())
+}
+
+/// The error for an output whose directory does not exist, said about the output asked for
+/// (not about a scratch file next to it).
+fn missing_directory(path: &Path, dir: &Path) -> Error {
+    Error::io(
+        path,
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "cannot write it: directory {} does not exist",
+                dir.display()
+            ),
+        ),
+    )
 }
 
 /// The directory and file name of an output path (`.` when it has no directory part).
@@ -51,6 +97,9 @@ fn dir_and_name(path: &Path) -> Result<(&Path, String)> {
 /// longer runs) are removed first, so a `kill -9` does not leave them behind for good.
 pub(crate) fn temp_sibling(path: &Path, part: Option<&str>) -> Result<std::path::PathBuf> {
     let (dir, name) = dir_and_name(path)?;
+    if !dir.is_dir() {
+        return Err(missing_directory(path, dir));
+    }
     remove_stale_temps(dir, &name);
     let part = part.map(|p| format!("{p}.")).unwrap_or_default();
     Ok(dir.join(format!(".{name}.{part}tmp-{}", std::process::id())))
