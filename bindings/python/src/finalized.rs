@@ -354,8 +354,9 @@ struct PartialSaved {
 }
 
 /// Validates `text` (`{"config", "feature_set", ...}` as `FeatureDictionary.export_all()`
-/// gives it) against the engine's model and writes it with `store::save` (atomically; `.json`
-/// or `.fdict` by the extension). A feature whose `top_activations` or `metadata` is missing
+/// gives it) against the engine's model and writes it atomically: a path ending in `.fdict`
+/// as the SQLite file, any other path as the original's JSON (the original's `save` wrote
+/// JSON whatever the name, so `save("dict")` or `save("dict.JSON")` must keep working). A feature whose `top_activations` or `metadata` is missing
 /// from `text` takes it from `sources[key] = (Finalized, id)`: Python never converted it, so
 /// the engine's copy is still what it holds.
 #[pyfunction]
@@ -420,6 +421,14 @@ pub fn save(
             metadata: set.metadata,
         },
     );
-    py.allow_threads(|| store::save(&dict, std::path::Path::new(path)))
-        .map_err(crate::to_py)
+    let path = std::path::Path::new(path);
+    let fdict = path.extension().and_then(|e| e.to_str()) == Some("fdict");
+    py.allow_threads(|| {
+        if fdict {
+            store::fdict::write(&dict, path)
+        } else {
+            store::seed_json::write(&dict, path)
+        }
+    })
+    .map_err(crate::to_py)
 }

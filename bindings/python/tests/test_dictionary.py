@@ -94,8 +94,20 @@ def test_bad_files_give_clear_errors(tmp_path, corpus):
         FeatureDictionary.load(str(tmp_path / "missing.json"))
     acts, tokens = corpus
     d = build(acts, tokens)
-    with pytest.raises(ValueError, match="expected .json"):
-        d.save(str(tmp_path / "d.txt"))
+    with pytest.raises(OSError, match="directory .* does not exist"):
+        d.save(str(tmp_path / "no" / "d.json"))
+
+
+def test_save_writes_json_whatever_the_name_as_the_original_did(tmp_path, corpus):
+    acts, tokens = corpus
+    d = build(acts, tokens)
+    d.finalize()
+    d.save(str(tmp_path / "d.json"))
+    reference = json.loads((tmp_path / "d.json").read_text())
+    for name in ("d.txt", "dictionary", "d.JSON"):
+        d.save(str(tmp_path / name))
+        assert json.loads((tmp_path / name).read_text()) == reference, name
+        assert FeatureDictionary.load(str(tmp_path / name)).get_statistics() == d.get_statistics()
 
 
 def test_search_by_token_label_and_pattern():
