@@ -18,7 +18,7 @@ use feature_dictionary::{store, Error, FeatureDictionary};
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -181,7 +181,13 @@ impl Finalized {
             .iter()
             .map(|a| {
                 let obj = new.call1((activation_cls,))?;
-                obj.setattr(intern!(py, "__dict__"), self.convert(py, a)?)?;
+                // Attribute by attribute, the instance keeps its fields inline; assigning a
+                // `__dict__` added one more dict per example, which CPython's cyclic GC then
+                // walks on every full collection for as long as the example lives.
+                let fields = self.convert(py, a)?;
+                for (name, value) in fields.downcast::<PyDict>()?.iter() {
+                    obj.setattr(name.downcast_into::<PyString>()?, value)?;
+                }
                 Ok(obj)
             })
             .collect::<PyResult<Vec<_>>>()?;
