@@ -276,24 +276,36 @@ class FeatureExtractor:
                 f"activations have {arr.shape[1]} features per token but the extractor was made for {self.num_features}"
             )
         first_seq = self._engine.next_sequence
-        if arr.dtype == np.float16:
-            n = self._engine.process_f16(arr, tokens, seq_lens)
-        else:
-            n = self._engine.process_f32(arr, tokens, seq_lens)
+        tokens_before = self._engine.total_tokens
+        try:
+            if arr.dtype == np.float16:
+                n = self._engine.process_f16(arr, tokens, seq_lens)
+            else:
+                n = self._engine.process_f32(arr, tokens, seq_lens)
+        except ValueError:
+            # Non-finite values: the engine skipped them but folded the rest of the batch in
+            # before raising, so the Python-side state must take the batch in too.
+            if self._engine.total_tokens != tokens_before:
+                self._after_run(arr, tokens, seq_lens, first_seq)
+            raise
+        self._after_run(arr, tokens, seq_lens, first_seq)
+        return n
+
+    def _after_run(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int], first_seq: int) -> None:
         self._feature_set = None
         self._finalized = False
         if self._coact is not None:
             self._accumulate_coactivation(arr)
         if self._callbacks:
             self._fire_callbacks(arr, tokens, seq_lens, first_seq)
-        return n
 
     def _accumulate_coactivation(self, arr: np.ndarray) -> None:
         # Firing values only (non-firings count as 0), in row chunks to bound the temporary.
         chunk = max(1, (1 << 24) // max(1, self.num_features))
         for a in range(0, arr.shape[0], chunk):
             x = arr[a : a + chunk].astype(np.float32)
-            x = np.where(x >= self._threshold, x, np.float32(0)).astype(np.float64)
+            # Non-finite values were skipped by the engine: non-firings here too.
+            x = np.where(np.isfinite(x) & (x >= self._threshold), x, np.float32(0)).astype(np.float64)
             self._coact += x.T @ x
             self._sums += x.sum(axis=0)
 
@@ -305,7 +317,7 @@ class FeatureExtractor:
                 continue
             block = arr[row0 : row0 + length].astype(np.float32)
             toks = tokens[row0 : row0 + length]
-            rows, cols = np.nonzero(block >= self._threshold)
+            rows, cols = np.nonzero(np.isfinite(block) & (block >= self._threshold))
             for r, c in zip(rows.tolist(), cols.tolist()):
                 a, b = max(0, r - w), min(length, r + w + 1)
                 ctx = toks[a:b]

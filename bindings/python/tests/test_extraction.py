@@ -208,3 +208,24 @@ def test_mock_sae_is_sparse_with_the_requested_density():
     assert out.shape == (7, 100)
     assert ((out > 0).sum(axis=1) == 10).all()
     assert out[out > 0].min() >= 0.1 and out.max() < 2.0
+
+
+def test_non_finite_input_keeps_python_state_consistent_with_the_engine():
+    # The engine folds the finite values of a batch in and then raises; the snapshot read
+    # before, the co-activation matrix and the callbacks must follow it, and the skipped
+    # values (NaN and +Inf alike) must count as non-firings everywhere.
+    ex = FeatureExtractor(2, 2, config=ExtractionConfig(track_coactivation=True, include_dead_features=True))
+    seen = []
+    ex.add_callback(lambda a: seen.append((a.feature_id, a.position, a.activation)))
+    ex.process_activations(np.array([[1, 1], [0, 0], [2, 2]], np.float32), ["x", "y", "z"])
+    assert ex.features[0].activation_count == 2
+    seen.clear()
+    bad = np.array([[1, np.nan], [3, 3], [np.inf, 0.5]], np.float32)
+    with pytest.raises(ValueError, match="2 non-finite"):
+        ex.process_activations(bad, ["p", "q", "r"])
+    assert ex.total_tokens == 6
+    assert ex.features[0].activation_count == 4 and ex.features[1].activation_count == 4
+    assert sorted(seen) == [(0, 0, 1.0), (0, 1, 3.0), (1, 1, 3.0), (1, 2, 0.5)]
+    clean = np.array([[1, 1], [0, 0], [2, 2], [1, 0], [3, 3], [0, 0.5]], np.float64)
+    expected = np.corrcoef(clean[:, 0], clean[:, 1])[0, 1]
+    assert ex.coactivation_pearson()[0, 1] == pytest.approx(expected, rel=1e-9)
