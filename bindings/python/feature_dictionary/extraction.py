@@ -65,6 +65,9 @@ class ExtractionConfig:
     threads: Optional[int] = None
 
     def to_dict(self) -> dict:
+        return {k: _plain(v) for k, v in self._fields().items()}
+
+    def _fields(self) -> dict:
         return {
             "activation_threshold": self.activation_threshold,
             "min_activation": self.min_activation,
@@ -88,7 +91,7 @@ class ExtractionConfig:
         """The single ``>=`` threshold the engine applies (see the class docstring)."""
         for name in ("min_activation", "activation_threshold"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not np.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
         thr = np.float32(self.min_activation)
         if self.activation_threshold >= thr:
@@ -105,6 +108,12 @@ class ExtractionConfig:
         d = self.to_dict()
         d["min_activation"] = self.firing_threshold()
         return d
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds: settings computed with numpy must
+    still serialize to JSON (for the engine and in saved files)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _as_float_2d(activations: Any, what: str = "activations") -> np.ndarray:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import Reference, assert_same, build, random_corpus
-from feature_dictionary import (ExtractionConfig, FeatureActivation, FeatureExtractor, FeatureType,
-                                MockSAE)
+from feature_dictionary import (DictionaryConfig, ExtractionConfig, FeatureActivation, FeatureDictionary,
+                                FeatureExtractor, FeatureType, MockSAE)
 
 
 def test_statistics_equal_brute_force_over_all_tokens(corpus):
@@ -229,3 +229,22 @@ def test_non_finite_input_keeps_python_state_consistent_with_the_engine():
     clean = np.array([[1, 1], [0, 0], [2, 2], [1, 0], [3, 3], [0, 0.5]], np.float64)
     expected = np.corrcoef(clean[:, 0], clean[:, 1])[0, 1]
     assert ex.coactivation_pearson()[0, 1] == pytest.approx(expected, rel=1e-9)
+
+
+def test_numpy_scalars_in_the_config_work_like_python_numbers(tmp_path):
+    # Settings computed with numpy (np.int64 counts, np.float32 thresholds) were refused or
+    # broke the JSON handed to the engine ("Object of type int64 is not JSON serializable").
+    acts = np.array([[0.4, 1.0], [0.6, 0.0], [0.8, 2.0]], np.float32)
+    cfg = ExtractionConfig(min_activation=np.float32(0.5), activation_threshold=np.float64(0.0),
+                           max_examples_per_feature=np.int64(1), context_window=np.int32(1),
+                           include_dead_features=True)
+    ex = FeatureExtractor(2, 2, config=cfg)
+    assert ex.process_activations(acts, ["a", "b", "c"]) == 4
+    fs = ex.finalize()
+    assert fs[0].activation_count == 2 and [a.token for a in fs[0].top_activations] == ["c"]
+    assert fs[0].top_activations[0].context_tokens == ["b", "c"]
+    d = FeatureDictionary(2, 2, DictionaryConfig(extraction=cfg))
+    d.process(acts, ["a", "b", "c"])
+    d.finalize()
+    d.save(str(tmp_path / "d.json"))
+    assert FeatureDictionary.load(str(tmp_path / "d.json")).config.extraction.max_examples_per_feature == 1
