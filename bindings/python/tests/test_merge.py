@@ -99,3 +99,15 @@ def test_pickle_round_trip_keeps_the_live_state():
 
     with pytest.raises(ValueError, match="not a pickled"):
         _engine.engine_from_state(b"junk")
+
+
+def test_a_settings_mismatch_names_the_settings_that_differ():
+    # It said "different shapes or settings (48 vs 48 features)": which setting, and to what?
+    acts, tokens = random_corpus(seed=8, n_seq=2)
+    a = build(acts, tokens)
+    with pytest.raises(ValueError, match=r"max_examples_per_feature \(20 vs 3\), context_window \(5 vs 2\)"):
+        a.merge(build(acts, tokens, max_examples_per_feature=3, context_window=2))
+    with pytest.raises(ValueError, match=r"firing threshold \(0\.01 vs 0\.5"):
+        a.merge(build(acts, tokens, min_activation=0.5))
+    with pytest.raises(ValueError, match=r"collect_positions \(True vs False\)"):
+        a.merge(build(acts, tokens, collect_positions=False))
