@@ -153,3 +153,30 @@ def test_ngrams_from_examples_of_the_original_library_without_context_start():
     labeler = FeatureLabeler(LabelingConfig(strategies=[LabelingStrategy.NGRAM_ANALYSIS]))
     labels = labeler.label_feature(f)
     assert labels[0].text == "ngram:new york" and labels[0].confidence == pytest.approx(1.0)
+
+
+def test_ngrams_of_an_original_file_loaded_by_feature_dictionary_load(tmp_path):
+    # The same examples through FeatureDictionary.load: the engine read the missing
+    # context_start as 0, so the n-gram was looked for at index 10 of a 7-token context.
+    import json
+
+    from feature_dictionary import FeatureDictionary
+
+    examples = []
+    for pos in (3, 10, 7):
+        ctx = ["I", "love", "new", "york", "city"] if pos == 3 else ["a", "b", "c", "new", "york", "d", "e"]
+        examples.append({"feature_id": 0, "token": "york", "position": pos, "activation": 1.0, "context": "",
+                         "context_tokens": ctx, "metadata": {}})
+    original = {"config": {}, "statistics": {}, "feature_set": {
+        "layer": 0, "total_tokens_processed": 30, "model_name": "", "sae_name": "", "metadata": {},
+        "features": {"0": {"id": 0, "dimension": 1, "bias": 0.0, "activation_count": 3, "mean_activation": 1.0,
+                           "max_activation": 1.0, "activation_frequency": 0.1, "top_activations": examples,
+                           "labels": [], "description": "", "confidence": 0.0, "feature_type": "moderate",
+                           "metadata": {}}}}}
+    path = tmp_path / "orig.json"
+    path.write_text(json.dumps(original, indent=2))
+    f = FeatureDictionary.load(str(path))[0]
+    assert [a.metadata["context_start"] for a in f.top_activations] == [0, 6, 3]
+    labeler = FeatureLabeler(LabelingConfig(strategies=[LabelingStrategy.NGRAM_ANALYSIS]))
+    labels = labeler.label_feature(f)
+    assert labels[0].text == "ngram:new york" and labels[0].confidence == pytest.approx(1.0)

@@ -130,3 +130,46 @@ fn reads_a_file_written_by_the_original() {
         d.feature_set
     );
 }
+
+/// The original's examples have no `context_start`: its window is clipped at the sequence
+/// start, so it is inferred from where the firing token sits (nearest the window's centre);
+/// reading it as 0 pointed every consumer (n-gram labels, the highlighted token) elsewhere.
+#[test]
+fn examples_of_the_original_get_their_context_start_inferred() {
+    let ex = |pos: u32, ctx: &[&str], tok: &str| {
+        serde_json::json!({"feature_id": 1, "token": tok, "position": pos, "activation": 1.0,
+                           "context": "", "context_tokens": ctx, "metadata": {}})
+    };
+    let text = serde_json::json!({
+        "config": {},
+        "feature_set": {"layer": 0, "features": {"1": {
+            "id": 1, "dimension": 4, "activation_count": 4, "feature_type": "dense",
+            "top_activations": [
+                ex(10, &["a", "b", "c", "d", "e", "York", "f", "g", "h", "i", "j"], "York"),
+                ex(2, &["x", "the", "York", "y", "z", "w", "v", "u"], "York"),
+                ex(7, &["York", "in", "York", "k"], "York"),
+                ex(3, &["p", "q"], "absent"),
+            ],
+            "metadata": {}}}, "total_tokens_processed": 20}
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orig.json");
+    std::fs::write(&path, text.to_string()).unwrap();
+    let d = feature_dictionary::store::load(&path).unwrap();
+    let starts: Vec<u32> = d
+        .get(1)
+        .unwrap()
+        .top_activations
+        .iter()
+        .map(|a| a.metadata.context_start)
+        .collect();
+    assert_eq!(starts, vec![5, 0, 5, 2]);
+    for a in &d.get(1).unwrap().top_activations[..3] {
+        assert_eq!(a.context_tokens[a.token_index_in_context()], "York");
+    }
+    // Our own files say where the context starts; that is kept as written.
+    let ours = serde_json::json!({"feature_id": 1, "token": "b", "position": 4, "activation": 1.0,
+        "context_tokens": ["b", "b"], "metadata": {"context_start": 3}});
+    let a: feature_dictionary::model::FeatureActivation = serde_json::from_value(ours).unwrap();
+    assert_eq!(a.metadata.context_start, 3);
+}

@@ -87,6 +87,7 @@ pub struct ActivationMetadata {
 /// One example: a token where the feature fired, with its context (the original's
 /// `FeatureActivation`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "RawFeatureActivation")]
 pub struct FeatureActivation {
     /// Feature index.
     pub feature_id: u64,
@@ -105,6 +106,73 @@ pub struct FeatureActivation {
     /// Sequence index, context start and per-token activations.
     #[serde(default)]
     pub metadata: ActivationMetadata,
+}
+
+/// [`FeatureActivation`] as read, before a missing `context_start` is inferred.
+#[derive(Deserialize)]
+struct RawFeatureActivation {
+    feature_id: u64,
+    token: String,
+    position: u32,
+    activation: f32,
+    #[serde(default)]
+    context: String,
+    #[serde(default)]
+    context_tokens: Vec<String>,
+    #[serde(default)]
+    metadata: RawActivationMetadata,
+}
+
+#[derive(Default, Deserialize)]
+struct RawActivationMetadata {
+    #[serde(default)]
+    sequence: u64,
+    #[serde(default)]
+    context_start: Option<u32>,
+    #[serde(default)]
+    context_activations: Vec<f32>,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+impl From<RawFeatureActivation> for FeatureActivation {
+    fn from(raw: RawFeatureActivation) -> Self {
+        let m = raw.metadata;
+        let context_start = m
+            .context_start
+            .unwrap_or_else(|| infer_context_start(raw.position, &raw.context_tokens, &raw.token));
+        FeatureActivation {
+            feature_id: raw.feature_id,
+            token: raw.token,
+            position: raw.position,
+            activation: raw.activation,
+            context: raw.context,
+            context_tokens: raw.context_tokens,
+            metadata: ActivationMetadata {
+                sequence: m.sequence,
+                context_start,
+                context_activations: m.context_activations,
+                extra: m.extra,
+            },
+        }
+    }
+}
+
+/// Where the context of an example of the original library starts: it stores none, and its
+/// window is clipped at the sequence start, so the firing token sits at `min(position,
+/// centre)`; of the context tokens equal to the firing token, the one nearest that index
+/// (the first on a tie) is taken, as the Python package's n-gram labeler does. Read as 0, an
+/// example at position 10 had its firing token looked for at index 10.
+fn infer_context_start(position: u32, context: &[String], token: &str) -> u32 {
+    let centre = (position as usize).min(context.len() / 2);
+    let at = context
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| *t == token)
+        .map(|(k, _)| k)
+        .min_by_key(|&k| k.abs_diff(centre))
+        .unwrap_or(centre);
+    position.saturating_sub(at as u32)
 }
 
 impl FeatureActivation {
