@@ -120,7 +120,13 @@ def _as_float_2d(activations: Any, what: str = "activations") -> np.ndarray:
     """A 2-D float32 or float16 C-contiguous view (copying only when it must)."""
     if hasattr(activations, "detach") and hasattr(activations, "cpu"):  # torch tensors
         activations = activations.detach().cpu().numpy()
-    arr = np.asarray(activations)
+    try:
+        arr = np.asarray(activations)
+    except ValueError as e:  # ragged nested lists: numpy's message names neither input nor shape
+        raise ValueError(
+            f"{what} must be a rectangular [seq_len, num_features] array (every row the same "
+            f"length); numpy could not make one: {e}"
+        ) from None
     if arr.size == 0 and arr.ndim < 2:
         arr = arr.reshape(0, 0)  # an empty sequence ([] or np.array([]))
     if arr.dtype not in (np.float32, np.float16):
@@ -136,7 +142,10 @@ def _as_float_2d(activations: Any, what: str = "activations") -> np.ndarray:
 
 
 def _check_tokens(tokens: Sequence[str], rows: int, what: str = "tokens") -> List[str]:
-    toks = list(tokens)
+    try:
+        toks = list(tokens)
+    except TypeError:
+        raise TypeError(f"{what} must be a list of token strings, got {type(tokens).__name__}") from None
     if len(toks) != rows:
         raise ValueError(f"{what}: {len(toks)} tokens for {rows} activation rows; pass one token per row")
     for t in toks:
@@ -158,6 +167,13 @@ class FeatureExtractor:
     ):
         if num_features <= 0:
             raise ValueError(f"num_features must be at least 1, got {num_features}")
+        # The engine takes these unsigned: a negative one failed with "can't convert negative
+        # int to unsigned", naming neither.
+        if isinstance(sequence_offset, bool) or not isinstance(sequence_offset, (int, np.integer)) or sequence_offset < 0:
+            raise ValueError(f"sequence_offset must be a non-negative integer, got {sequence_offset!r}")
+        threads = (config or ExtractionConfig()).threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0):
+            raise ValueError(f"ExtractionConfig.threads must be None (all cores) or a non-negative integer, got {threads!r}")
         self.num_features = int(num_features)
         self.feature_dim = int(feature_dim)
         self.layer = layer
@@ -167,7 +183,7 @@ class FeatureExtractor:
         self._engine = _engine.Engine(
             self.num_features,
             json.dumps(self.config.engine_dict()),
-            self.config.threads,
+            None if self.config.threads is None else int(self.config.threads),
             int(sequence_offset),
         )
         self._callbacks: List[Callable[[FeatureActivation], None]] = []

@@ -248,3 +248,20 @@ def test_numpy_scalars_in_the_config_work_like_python_numbers(tmp_path):
     d.finalize()
     d.save(str(tmp_path / "d.json"))
     assert FeatureDictionary.load(str(tmp_path / "d.json")).config.extraction.max_examples_per_feature == 1
+
+
+def test_malformed_inputs_and_settings_are_named_in_the_error():
+    ex = FeatureExtractor(4, 2)
+    # numpy's "setting an array element with a sequence ... inhomogeneous shape" named nothing.
+    with pytest.raises(ValueError, match=r"activations must be a rectangular \[seq_len, num_features\] array"):
+        ex.process_activations([[1, 2, 3, 4], [1, 2]], ["a", "b"])
+    with pytest.raises(ValueError, match=r"batch_activations\[1\] must be a rectangular"):
+        ex.process_batch([np.zeros((1, 4)), [[1, 2, 3, 4], [1]]], [["a"], ["b", "c"]])
+    # "'NoneType' object is not iterable"
+    with pytest.raises(TypeError, match="tokens must be a list of token strings, got NoneType"):
+        ex.process_activations(np.zeros((1, 4), np.float32), None)
+    # "can't convert negative int to unsigned"
+    with pytest.raises(ValueError, match="sequence_offset must be a non-negative integer, got -1"):
+        FeatureExtractor(4, 2, sequence_offset=-1)
+    with pytest.raises(ValueError, match=r"ExtractionConfig.threads must be None \(all cores\) or a non-negative integer, got -2"):
+        FeatureExtractor(4, 2, config=ExtractionConfig(threads=-2))
