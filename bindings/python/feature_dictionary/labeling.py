@@ -98,12 +98,13 @@ class LabelingConfig:
     )
 
     def to_dict(self) -> dict:
+        # Numpy scalars as Python numbers: the dict goes into saved JSON.
         return {
-            "min_token_frequency": self.min_token_frequency,
-            "max_labels": self.max_labels,
+            "min_token_frequency": _plain(self.min_token_frequency),
+            "max_labels": _plain(self.max_labels),
             "patterns": dict(self.patterns),
-            "min_confidence": self.min_confidence,
-            "ngram_sizes": list(self.ngram_sizes),
+            "min_confidence": _plain(self.min_confidence),
+            "ngram_sizes": [_plain(n) for n in self.ngram_sizes],
             "strategies": [s.value for s in self.strategies],
         }
 
@@ -134,6 +135,10 @@ def _match_form(token: str) -> str:
     carry a leading space), or the token itself when it is only whitespace."""
     s = token.strip()
     return s if s else token
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _f1(p: float, r: float) -> float:

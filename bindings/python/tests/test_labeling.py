@@ -180,3 +180,18 @@ def test_ngrams_of_an_original_file_loaded_by_feature_dictionary_load(tmp_path):
     labeler = FeatureLabeler(LabelingConfig(strategies=[LabelingStrategy.NGRAM_ANALYSIS]))
     labels = labeler.label_feature(f)
     assert labels[0].text == "ngram:new york" and labels[0].confidence == pytest.approx(1.0)
+
+
+def test_numpy_scalars_in_the_labeling_config_save(tmp_path):
+    # save() failed with "Object of type int64 is not JSON serializable".
+    from feature_dictionary import DictionaryConfig, FeatureDictionary
+
+    cfg = LabelingConfig(min_token_frequency=np.int64(1), max_labels=np.int64(3), min_confidence=np.float32(0.25),
+                         ngram_sizes=[np.int64(2)])
+    d = FeatureDictionary(2, 4, DictionaryConfig(labeling=cfg))
+    d.process(np.array([[1, 0], [0, 2], [3, 0]], np.float32), ["a", "b", "a"])
+    d.finalize()
+    d.save(str(tmp_path / "d.json"))
+    e = FeatureDictionary.load(str(tmp_path / "d.json"))
+    assert e.config.labeling.max_labels == 3 and e.config.labeling.min_confidence == 0.25
+    assert e.config.labeling.ngram_sizes == [2] and e[0].labels == d[0].labels
