@@ -130,8 +130,7 @@ def _as_float_2d(activations: Any, what: str = "activations") -> np.ndarray:
     if arr.size == 0 and arr.ndim < 2:
         arr = arr.reshape(0, 0)  # an empty sequence ([] or np.array([]))
     if arr.dtype not in (np.float32, np.float16):
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise TypeError(f"{what} must be numbers (got dtype {arr.dtype})")
+        _check_numeric(arr, what)
         arr = arr.astype(np.float32)
     if arr.ndim != 2:
         raise ValueError(
@@ -139,6 +138,11 @@ def _as_float_2d(activations: Any, what: str = "activations") -> np.ndarray:
             + (" (use process_batch for [batch, seq_len, num_features])" if arr.ndim == 3 else "")
         )
     return np.ascontiguousarray(arr)
+
+
+def _check_numeric(arr: np.ndarray, what: str) -> None:
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{what} must be numbers (got dtype {arr.dtype})")
 
 
 def _check_tokens(tokens: Sequence[str], rows: int, what: str = "tokens") -> List[str]:
@@ -266,6 +270,7 @@ class FeatureExtractor:
                 toks.extend(_check_tokens(t, l, f"batch_tokens[{i}]"))
             arr = batch_activations
             if arr.dtype not in (np.float32, np.float16):
+                _check_numeric(arr, "batch_activations")
                 arr = arr.astype(np.float32)
             arr = np.ascontiguousarray(arr).reshape(b * l, f)
             return self._run(arr, toks, [l] * b)

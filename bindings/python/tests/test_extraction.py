@@ -265,3 +265,15 @@ def test_malformed_inputs_and_settings_are_named_in_the_error():
         FeatureExtractor(4, 2, sequence_offset=-1)
     with pytest.raises(ValueError, match=r"ExtractionConfig.threads must be None \(all cores\) or a non-negative integer, got -2"):
         FeatureExtractor(4, 2, config=ExtractionConfig(threads=-2))
+
+
+def test_a_3d_batch_of_non_numbers_is_refused_like_a_2d_one():
+    # The [batch, seq_len, F] path cast anything to float32: None became NaN ("non-finite
+    # values") and strings of digits were parsed as numbers.
+    ex = FeatureExtractor(2, 2)
+    with pytest.raises(TypeError, match=r"batch_activations must be numbers \(got dtype object\)"):
+        ex.process_batch(np.empty((1, 3, 2), dtype=object), [["a", "b", "c"]])
+    with pytest.raises(TypeError, match=r"batch_activations must be numbers \(got dtype <U1\)"):
+        ex.process_batch(np.full((1, 3, 2), "1"), [["a", "b", "c"]])
+    assert ex.total_tokens == 0
+    assert ex.process_batch(np.ones((1, 3, 2), np.int32), [["a", "b", "c"]]) == 6
