@@ -529,6 +529,12 @@ class MockSAE:
     per token with values uniform in [0.1, 2.0)."""
 
     def __init__(self, input_dim: int, num_features: int, sparsity: float = 0.1, seed: Optional[int] = None):
+        # Checked here: numpy's "Cannot take a larger sample than population" would come
+        # only at the first encode() and name neither argument.
+        if not 0.0 < sparsity <= 1.0:
+            raise ValueError(f"MockSAE sparsity must be in (0, 1] (the fraction of features active per token), got {sparsity!r}")
+        if num_features < 1:
+            raise ValueError(f"MockSAE num_features must be at least 1, got {num_features!r}")
         self.input_dim = input_dim
         self.num_features = num_features
         self.sparsity = sparsity

@@ -208,6 +208,10 @@ def test_mock_sae_is_sparse_with_the_requested_density():
     assert out.shape == (7, 100)
     assert ((out > 0).sum(axis=1) == 10).all()
     assert out[out > 0].min() >= 0.1 and out.max() < 2.0
+    for bad in (0.0, 2.0, -0.1):
+        with pytest.raises(ValueError, match=f"sparsity must be in \\(0, 1\\].*got {bad}"):
+            MockSAE(input_dim=8, num_features=100, sparsity=bad)
+    assert (MockSAE(input_dim=8, num_features=5, sparsity=1.0).encode(np.zeros((2, 8))) > 0).all()
 
 
 def test_non_finite_input_keeps_python_state_consistent_with_the_engine():
