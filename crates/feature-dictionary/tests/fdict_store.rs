@@ -418,3 +418,33 @@ fn equal_width_histogram_matches_brute_force_on_uniform_bins() {
     assert!(heights.iter().all(|&c| c == 20), "{heights:?}");
     assert!((values[0] - (lo + (hi - lo) / 100.0)).abs() < 1e-12);
 }
+
+/// Labels of newline or tab tokens hold those characters ("token:\n", "ngram:\n\t\""): the
+/// `.fdict` must give back the same labels and the same matched label as the JSON does.
+#[test]
+fn labels_holding_newlines_read_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        n_features: 40,
+        ..Default::default()
+    };
+    let mut dict = synthetic::dictionary(&spec);
+    let odd = ["token:\n", "ngram:\n\t\"", "Line\nBreak"];
+    for (i, id) in [3u64, 8, 21].into_iter().enumerate() {
+        let f = dict.feature_set.features.get_mut(&id).unwrap();
+        f.labels.insert(0, odd[i].to_string());
+        f.confidence = 2.0;
+    }
+    let fd = dir.path().join("n.fdict");
+    store::save(&dict, &fd).unwrap();
+    let r = FdictReader::open(&fd).unwrap();
+    let briefs = r.briefs(&[3, 8, 21]).unwrap();
+    for b in &briefs {
+        assert_eq!(b.labels, dict.get(b.id).unwrap().labels, "feature {}", b.id);
+    }
+    for q in ["token:", "ngram:\n", ":\n", "line\nbreak", "break", "\t\""] {
+        for limit in [1, 3, 50] {
+            assert_same_hits(&r, &dict, &Query::Label(q.into()), limit);
+        }
+    }
+}

@@ -29,11 +29,15 @@ fn label_search(r: &FdictReader, text: &str, limit: usize, cap: usize) -> Result
     let e = |err| r.err("search failed", err);
     let conn = r.connection();
     let use_index = text.chars().count() >= TRIGRAM;
-    let matching = |labels: &str| {
-        labels
-            .split('\n')
-            .find(|l| l.to_lowercase().contains(&needle))
-            .map(str::to_string)
+    // A label containing the needle makes the joined column contain it, so most rows are
+    // rejected without splitting the column into its labels.
+    let matching = |id: i64, column: &str| -> Result<Option<String>> {
+        if !column.to_lowercase().contains(&needle) {
+            return Ok(None);
+        }
+        Ok(r.labels_of(id, column)?
+            .into_iter()
+            .find(|l| l.to_lowercase().contains(&needle)))
     };
     let mut hits = Vec::new();
     {
@@ -55,9 +59,10 @@ fn label_search(r: &FdictReader, text: &str, limit: usize, cap: usize) -> Result
             };
             seen += 1;
             let labels: String = row.get(2).map_err(e)?;
-            if let Some(l) = matching(&labels) {
+            let id: i64 = row.get(0).map_err(e)?;
+            if let Some(l) = matching(id, &labels)? {
                 hits.push(Hit {
-                    id: row.get::<_, i64>(0).map_err(e)? as u64,
+                    id: id as u64,
                     score: row.get(1).map_err(e)?,
                     matched: l,
                 });
@@ -82,9 +87,10 @@ fn label_search(r: &FdictReader, text: &str, limit: usize, cap: usize) -> Result
             break;
         };
         let labels: String = row.get(2).map_err(e)?;
-        if let Some(l) = matching(&labels) {
+        let id: i64 = row.get(0).map_err(e)?;
+        if let Some(l) = matching(id, &labels)? {
             hits.push(Hit {
-                id: row.get::<_, i64>(0).map_err(e)? as u64,
+                id: id as u64,
                 score: row.get(1).map_err(e)?,
                 matched: l,
             });

@@ -747,23 +747,69 @@ impl FdictReader {
             let row = st
                 .query_row([key], |r| {
                     let labels: String = r.get(6)?;
-                    Ok(FeatureBrief {
-                        id: r.get::<_, i64>(0)? as u64,
-                        feature_type: r.get(1)?,
-                        activation_count: r.get::<_, i64>(2)? as u64,
-                        activation_frequency: r.get(3)?,
-                        max_activation: r.get(4)?,
-                        confidence: r.get(5)?,
-                        labels: split_labels(&labels),
-                        description: r.get(7)?,
-                        top_token: r.get(8)?,
-                    })
+                    Ok((
+                        FeatureBrief {
+                            id: r.get::<_, i64>(0)? as u64,
+                            feature_type: r.get(1)?,
+                            activation_count: r.get::<_, i64>(2)? as u64,
+                            activation_frequency: r.get(3)?,
+                            max_activation: r.get(4)?,
+                            confidence: r.get(5)?,
+                            labels: Vec::new(),
+                            description: r.get(7)?,
+                            top_token: r.get(8)?,
+                        },
+                        labels,
+                    ))
                 })
                 .optional()
                 .map_err(|e| self.err("cannot read features", e))?;
-            out.extend(row);
+            if let Some((mut brief, labels)) = row {
+                brief.labels = self.labels_of(key, &labels)?;
+                out.push(brief);
+            }
         }
         Ok(out)
+    }
+
+    /// The label texts of feature `id` whose `labels` column is `column`.
+    ///
+    /// The column joins the texts with newlines, yet a label may hold a newline itself (the
+    /// label of a newline token, `token:\n`), so the split is only trusted when the
+    /// `labels` table, which holds every text separately, has none with a newline; otherwise
+    /// the texts come from the body, the source of truth.
+    pub(crate) fn labels_of(&self, id: i64, column: &str) -> Result<Vec<String>> {
+        if !column.contains('\n') {
+            return Ok(split_labels(column));
+        }
+        let e = |e| self.err("cannot read labels", e);
+        let ambiguous: bool = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM labels WHERE feature_id = ?1 AND instr(text, char(10)) > 0)",
+            )
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+            .map_err(e)?;
+        if !ambiguous {
+            return Ok(split_labels(column));
+        }
+        #[derive(Deserialize)]
+        struct LabelsOnly {
+            #[serde(default)]
+            labels: Vec<String>,
+        }
+        let body: String = self
+            .conn
+            .prepare_cached("SELECT body FROM features WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+            .map_err(e)?;
+        let parsed: LabelsOnly = serde_json::from_str(&body).map_err(|err| {
+            Error::format(
+                &self.path,
+                format!("feature {id}: body is not a feature JSON: {err}"),
+            )
+        })?;
+        Ok(parsed.labels)
     }
 
     /// Correlated and similar features stored for `id`, as `(kind, other id, score)`.
