@@ -142,8 +142,50 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(uniform_errors))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// axum answers some bad requests itself, before a handler runs: an id that is not UTF-8
+/// (400), a body over [`BODY_LIMIT`] (413), a wrong method (405). Those answers are plain
+/// text; API clients expect `{"error": …}` and browsers a page, so they are rewrapped.
+async fn uniform_errors(uri: axum::http::Uri, res: Response) -> Response {
+    let status = res.status();
+    let ctype = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let api = uri.path().starts_with("/api/");
+    let ours = ctype.starts_with("application/json") || (!api && ctype.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || ours {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() || ctype.starts_with("text/html") {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let e = ApiError::new(status, message);
+    let mut out = if api {
+        e.into_response()
+    } else {
+        pages::error_page(e)
+    };
+    // Keep what the status needs (Allow on 405), not the old body's type or length.
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().entry(k).or_insert(v.clone());
+        }
+    }
+    out
 }
 
 async fn security_headers(mut res: Response) -> Response {

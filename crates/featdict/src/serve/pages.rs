@@ -28,7 +28,7 @@ pub async fn script() -> Response {
         .into_response()
 }
 
-fn error_page(e: ApiError) -> Response {
+pub(super) fn error_page(e: ApiError) -> Response {
     let body = format!(
         "<h1>{}</h1><p class=\"error\">{}</p><p><a href=\"/\">overview</a></p>",
         e.status.as_u16(),

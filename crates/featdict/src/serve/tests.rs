@@ -480,3 +480,54 @@ fn escaping_helpers() {
     assert_eq!(html::url(" a/b?c=d&e"), "%20a%2Fb%3Fc%3Dd%26e");
     assert_eq!(html::token("a\nb\t"), "a↵b⇥");
 }
+
+/// Every error under /api/ is a JSON `{"error": …}`, including those axum answers before a
+/// handler runs (an id that is not UTF-8, a body over the limit, a wrong method, no route).
+#[test]
+fn api_errors_are_json_even_before_the_handler() {
+    let s = start(10);
+    let big = format!("{{\"text\": \"{}\"}}", "z".repeat(100_000)).into_bytes();
+    for (method, path, ctype, body, code) in [
+        ("GET", "/api/features/%FF", None, Vec::new(), 400),
+        (
+            "POST",
+            "/api/features/%FF/labels",
+            Some("application/json"),
+            br#"{"text": "x"}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/api/features/4/labels",
+            Some("application/json"),
+            big,
+            413,
+        ),
+        ("GET", "/api/features/4/labels", None, Vec::new(), 405),
+        ("DELETE", "/api/features/4", None, Vec::new(), 405),
+        ("GET", "/api/nope", None, Vec::new(), 404),
+        ("GET", "/api/features/", None, Vec::new(), 404),
+    ] {
+        let r = request(s.addr, method, path, ctype, &body);
+        assert_eq!(r.status, code, "{method} {path}: {}", r.body);
+        assert!(
+            r.headers["content-type"].starts_with("application/json"),
+            "{method} {path}: {:?} {}",
+            r.headers.get("content-type"),
+            r.body
+        );
+        let msg = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(
+            !msg.is_empty() && !msg.contains('<'),
+            "{method} {path}: {msg:?}"
+        );
+    }
+    // Pages keep their HTML error pages.
+    let r = get(s.addr, "/features/%FF");
+    assert_eq!(r.status, 400);
+    assert!(
+        r.headers["content-type"].starts_with("text/html"),
+        "{}",
+        r.body
+    );
+}
