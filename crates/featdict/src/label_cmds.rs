@@ -100,6 +100,9 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
         let total = dict.feature_set.total_tokens_processed;
         let f = dict.feature_set.features.get_mut(&id).expect("checked");
         let what = if let Some(text) = &a.set {
+            // The server's label form refuses these texts; a label set here must be one it
+            // could also have taken (and an empty one would show as a blank label).
+            let text = &store::fdict::validate_label(text).context("--set")?;
             manual::set_manual_label(f, text);
             format!("set manual label {text:?} on feature {id}")
         } else {

@@ -122,3 +122,31 @@ fn label_search_correlated_similar() {
     let (ok, _, err) = featdict(&["search", &dict, "--pattern", "("]);
     assert!(!ok && err.contains("invalid regex"), "{err}");
 }
+
+/// `label --set` takes the texts the server's label form takes: an empty, multi-line or
+/// overlong manual label is refused (and the file left alone), surrounding spaces trimmed.
+#[test]
+fn manual_label_text_is_checked_like_the_server_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = write_inputs(dir.path());
+    let dict = dir.path().join("d.json").to_string_lossy().into_owned();
+    let (ok, _, err) = featdict(&["build", &acts, "--tokens", &toks, "--out", &dict, "-q"]);
+    assert!(ok, "{err}");
+    let before = std::fs::read(&dict).unwrap();
+    let long = "x".repeat(201);
+    for bad in ["", "   ", "two\nlines", "tab\there", long.as_str()] {
+        let (ok, _, err) = featdict(&["label", &dict, "1", "--set", bad]);
+        assert!(!ok, "{bad:?} was accepted");
+        assert!(err.contains("label text"), "{bad:?}: {err}");
+        assert_eq!(
+            std::fs::read(&dict).unwrap(),
+            before,
+            "{bad:?} changed the file"
+        );
+    }
+    let (ok, _, err) = featdict(&["label", &dict, "1", "--set", "  river bank  "]);
+    assert!(ok, "{err}");
+    let (_, out, _) = featdict(&["show", &dict, "1", "--json"]);
+    let f: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(f["labels"][0], "river bank");
+}
