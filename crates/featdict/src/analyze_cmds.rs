@@ -17,8 +17,8 @@ pub struct SimilarArgs {
     dict: PathBuf,
     /// Feature id.
     id: u64,
-    /// SAE weights (.safetensors, e.g. SAELens sae_weights.safetensors): rank by cosine of
-    /// decoder directions. Without it, features are ranked by the cosine of their
+    /// SAE directory or its weights file (SAELens sae_weights.safetensors): rank by cosine
+    /// of decoder directions. Without it, features are ranked by the cosine of their
     /// firing-token count vectors over the whole corpus.
     #[arg(long)]
     sae: Option<PathBuf>,
@@ -74,6 +74,22 @@ pub struct SearchArgs {
     json: bool,
 }
 
+/// The weights file of `--sae`: the path itself, or for an SAELens directory (what
+/// `build --sae` takes) its `sae_weights.safetensors`.
+fn sae_weights(path: &std::path::Path) -> Result<PathBuf> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let w = path.join("sae_weights.safetensors");
+    if !w.is_file() {
+        bail!(
+            "{}: a directory without sae_weights.safetensors; expected an SAELens SAE directory or a .safetensors file holding the decoder",
+            path.display()
+        );
+    }
+    Ok(w)
+}
+
 fn check_id(dict: &FeatureDictionary, path: &std::path::Path, id: u64) -> Result<()> {
     if dict.get(id).is_none() {
         bail!(
@@ -99,7 +115,8 @@ pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
     check_id(&dict, &a.dict, a.id)?;
     let (method, rows): (&str, Vec<(u64, f64)>) = match &a.sae {
         Some(path) => {
-            let dirs = similar::Directions::load(path, &a.tensor, Some(dict.num_features()))?;
+            let path = sae_weights(path)?;
+            let dirs = similar::Directions::load(&path, &a.tensor, Some(dict.num_features()))?;
             (
                 "decoder cosine",
                 dirs.similar_to(a.id as usize, a.n)
@@ -171,7 +188,7 @@ pub struct LogitsArgs {
     dict: PathBuf,
     /// Feature id.
     id: u64,
-    /// SAE weights (.safetensors) holding the decoder.
+    /// SAE directory or its weights file (.safetensors) holding the decoder.
     #[arg(long)]
     sae: PathBuf,
     /// Decoder tensor name in --sae.
@@ -200,7 +217,8 @@ pub fn cmd_logits(a: LogitsArgs) -> Result<()> {
     use feature_dictionary::analyze::{logit_lens::Unembedding, weights};
     let dict = crate::commands::load(&a.dict)?;
     check_id(&dict, &a.dict, a.id)?;
-    let mut w = weights::read_safetensors_matrix(&a.sae, &a.tensor)?;
+    let sae = sae_weights(&a.sae)?;
+    let mut w = weights::read_safetensors_matrix(&sae, &a.tensor)?;
     let n = dict.num_features();
     if w.rows != n && w.cols == n {
         w = w.transposed();
@@ -208,7 +226,7 @@ pub fn cmd_logits(a: LogitsArgs) -> Result<()> {
     if w.rows != n {
         bail!(
             "{}: tensor {:?} is {}×{}; neither dimension matches the dictionary's {n} features",
-            a.sae.display(),
+            sae.display(),
             a.tensor,
             w.rows,
             w.cols

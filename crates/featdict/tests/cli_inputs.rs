@@ -195,3 +195,35 @@ fn write_ids(path: &Path, ids: &[u32], n: usize, l: usize) {
     }
     std::fs::write(path, h).unwrap();
 }
+
+/// `similar --sae` takes the SAE directory the README and `build --sae` take, as well as
+/// its weights file, with the same answer; a directory without weights is named.
+#[test]
+fn similar_takes_the_sae_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d.json");
+    ok(&[
+        "build",
+        s(&fx().join("shards_first8")),
+        "--out",
+        s(&d),
+        "-q",
+    ]);
+    let sae = fx().join("sae");
+    let by_dir = ok(&["similar", s(&d), "5", "--sae", s(&sae), "--json"]);
+    let by_file = ok(&[
+        "similar",
+        s(&d),
+        "5",
+        "--sae",
+        s(&sae.join("sae_weights.safetensors")),
+        "--json",
+    ]);
+    assert_eq!(by_dir, by_file);
+    assert_eq!(by_dir["method"], "decoder cosine");
+    assert_eq!(by_dir["similar"].as_array().unwrap().len(), 10);
+    fails(
+        &["similar", s(&d), "5", "--sae", s(tmp.path())],
+        &[s(tmp.path()), "sae_weights.safetensors"],
+    );
+}
