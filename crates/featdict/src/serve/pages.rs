@@ -417,12 +417,14 @@ fn example_html(a: &FeatureActivation, scale: f64) -> String {
 }
 
 /// The fixed-edge log histogram as SVG bars (x: log activation, y: count).
-fn histogram_svg(h: &HistogramSummary) -> String {
-    let (Some(first), Some(last)) = (h.counts.first(), h.counts.last()) else {
+pub(super) fn histogram_svg(h: &HistogramSummary) -> String {
+    // The span comes from the smallest and largest bin, not the first and last entry: a
+    // dictionary from elsewhere may list its bins in any order.
+    let bins = h.counts.iter().map(|c| c.0);
+    let (Some(lo), Some(hi)) = (bins.clone().min(), bins.max()) else {
         return String::new();
     };
-    let (lo, hi) = (first.0, last.0);
-    let n = (hi - lo + 1) as f64;
+    let n = (hi - lo) as f64 + 1.0;
     let max = h.counts.iter().map(|c| c.1).max().unwrap_or(1).max(1) as f64;
     let (w, ht, pad) = (420.0, 140.0, 18.0);
     let bw = w / n;
@@ -440,7 +442,7 @@ fn histogram_svg(h: &HistogramSummary) -> String {
             (bw - 0.5).max(0.5),
             ht - y,
             h.lower_edge(b),
-            h.lower_edge(b + 1)
+            h.lower_edge(b.saturating_add(1))
         );
     }
     let _ = write!(
@@ -450,7 +452,7 @@ fn histogram_svg(h: &HistogramSummary) -> String {
         ht + pad - 4.0,
         h.lower_edge(lo),
         ht + pad - 4.0,
-        h.lower_edge(hi + 1),
+        h.lower_edge(hi.saturating_add(1)),
         max as u64
     );
     s

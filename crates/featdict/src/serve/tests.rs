@@ -531,3 +531,33 @@ fn api_errors_are_json_even_before_the_handler() {
         r.body
     );
 }
+
+/// A histogram whose bins are not listed in order (or sit at the last bin index) still
+/// draws every bar inside the figure, instead of overflowing the bin arithmetic.
+#[test]
+fn histogram_bins_in_any_order_stay_in_the_figure() {
+    use feature_dictionary::model::HistogramSummary;
+    for counts in [
+        vec![(83u32, 1u64), (74, 1), (72, 2)],
+        vec![(u32::MAX, 3)],
+        vec![(5, 1), (300, 2), (0, 7)],
+    ] {
+        let h = HistogramSummary {
+            bins_per_octave: 8,
+            min_exponent: -10,
+            n_bins: 208,
+            counts: counts.clone(),
+        };
+        let svg = super::pages::histogram_svg(&h);
+        let xs: Vec<f64> = svg
+            .split("<rect x=\"")
+            .skip(1)
+            .map(|r| r.split('"').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(xs.len(), counts.len(), "{svg}");
+        assert!(
+            xs.iter().all(|x| (0.0..420.0).contains(x)),
+            "{counts:?}: {xs:?}"
+        );
+    }
+}
