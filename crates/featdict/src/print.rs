@@ -182,7 +182,8 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
         );
     }
     if !f.labels.is_empty() {
-        println!("  labels {}", f.labels.join(", "));
+        // Labels of whitespace tokens hold the whitespace ("token:\n").
+        println!("  labels {}", visible(&f.labels.join(", ")));
     }
     if !f.description.is_empty() {
         println!("  {}", f.description);
@@ -346,7 +347,7 @@ pub fn search(
             h.score,
             b.map_or(0, |b| b.activation_count),
             format!("{:?}", visible(&h.matched)),
-            b.map(|b| b.labels.join(", ")).unwrap_or_default()
+            b.map(|b| visible(&b.labels.join(", "))).unwrap_or_default()
         );
     }
     Ok(())

@@ -406,3 +406,36 @@ fn a_bad_output_path_fails_before_any_input_is_read() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("os error 2").count(), 1, "{err}");
 }
+
+/// The label of a newline token ("token:\n") prints as `\n` in the human-readable output of
+/// `show` and `search`, as tokens do, instead of breaking the line in two.
+#[test]
+fn labels_with_newlines_print_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, _) = fixture(dir.path());
+    let toks = dir.path().join("nl.json");
+    std::fs::write(
+        &toks,
+        r#"[["The"," cat"," sat","\n"],["A"," dog"," ran","\n"],["A"," cat"," ran","\n"]]"#,
+    )
+    .unwrap();
+    let dict = dir.path().join("d.json");
+    assert_success(&build(&acts, &toks, &dict, &["-q"]));
+    assert_success(&featdict(&[
+        "label",
+        s(&dict),
+        "--min-firings",
+        "1",
+        "--min-confidence",
+        "0",
+    ]));
+    let shown = featdict(&["show", s(&dict), "3"]);
+    assert_success(&shown);
+    let found = featdict(&["search", s(&dict), "--label", "token:"]);
+    assert_success(&found);
+    for out in [&shown, &found] {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("token:\\n"), "{text}");
+        assert!(!text.contains("token:\n"), "{text}");
+    }
+}
