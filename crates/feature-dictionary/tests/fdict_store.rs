@@ -301,6 +301,10 @@ fn bad_files_are_clear_errors() {
     std::fs::write(&txt, b"hello").unwrap();
     let e = FdictReader::open(&txt).err().unwrap().to_string();
     assert!(e.contains("t.fdict") && e.contains("SQLite"), "{e}");
+    // Loading it (what every read command does) says the same, not that it is bad JSON.
+    let e = store::load(&txt).unwrap_err().to_string();
+    assert!(e.contains("t.fdict") && e.contains("SQLite"), "{e}");
+    assert!(!e.contains("JSON"), "{e}");
     assert!(store::save(
         &synthetic::dictionary(&Spec::default()),
         &dir.path().join("x.bin")

@@ -105,7 +105,8 @@ pub fn prepare(dict: &Path) -> Result<(PathBuf, Option<String>)> {
         return Ok((dict.to_path_buf(), None));
     }
     let sibling = dict.with_extension("fdict");
-    if sibling.exists() {
+    // A `.fdict` that is not one is its own sibling; loading it below names the problem.
+    if sibling.exists() && sibling != dict {
         let note = format!(
             "serving {} (the .fdict beside {}; it holds manual labels — delete it to rebuild from the JSON)",
             sibling.display(),

@@ -561,3 +561,15 @@ fn histogram_bins_in_any_order_stay_in_the_figure() {
         );
     }
 }
+
+/// A file named `.fdict` that is not one is an error naming it, not "served" as its own
+/// sibling of itself.
+#[test]
+fn a_bad_fdict_is_named_not_taken_for_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.fdict");
+    std::fs::write(&bad, b"not a database at all").unwrap();
+    let e = format!("{:#}", super::prepare(&bad).unwrap_err());
+    assert!(e.contains("bad.fdict") && e.contains("SQLite"), "{e}");
+    assert!(!e.contains("beside"), "{e}");
+}

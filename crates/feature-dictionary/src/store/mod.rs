@@ -12,9 +12,11 @@ use crate::dictionary::FeatureDictionary;
 use crate::error::{Error, Result};
 
 /// Loads a dictionary, choosing the format by content: a SQLite database (`.fdict`, see
-/// [`fdict`]) or the seed JSON.
+/// [`fdict`]) or the seed JSON; a file named `.fdict` is always read as a database.
 pub fn load(path: &Path) -> Result<FeatureDictionary> {
-    if fdict::is_fdict(path)? {
+    // Only `.fdict` files are ever written under that name, so one that is not a database is
+    // reported as a damaged `.fdict`, not as JSON that does not parse.
+    if fdict::is_fdict(path)? || path.extension().is_some_and(|e| e == "fdict") {
         return fdict::read(path);
     }
     seed_json::read(path)
