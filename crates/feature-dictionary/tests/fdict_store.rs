@@ -305,6 +305,15 @@ fn bad_files_are_clear_errors() {
     let e = store::load(&txt).unwrap_err().to_string();
     assert!(e.contains("t.fdict") && e.contains("SQLite"), "{e}");
     assert!(!e.contains("JSON"), "{e}");
+    // A JSON dictionary saved under that name is still told by its content.
+    let json_named_fdict = dir.path().join("j.fdict");
+    let dict = synthetic::dictionary(&Spec::default());
+    store::save(&dict, &dir.path().join("j.json")).unwrap();
+    std::fs::rename(dir.path().join("j.json"), &json_named_fdict).unwrap();
+    assert_eq!(
+        store::load(&json_named_fdict).unwrap().feature_set.len(),
+        dict.feature_set.len()
+    );
     assert!(store::save(
         &synthetic::dictionary(&Spec::default()),
         &dir.path().join("x.bin")

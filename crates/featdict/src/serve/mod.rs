@@ -105,8 +105,16 @@ pub fn prepare(dict: &Path) -> Result<(PathBuf, Option<String>)> {
         return Ok((dict.to_path_buf(), None));
     }
     let sibling = dict.with_extension("fdict");
-    // A `.fdict` that is not one is its own sibling; loading it below names the problem.
-    if sibling.exists() && sibling != dict {
+    if sibling == dict {
+        // Not a database under the `.fdict` name: loading names a damaged file as such; JSON
+        // would be converted over itself, so it is asked to be renamed instead.
+        store::load(dict).with_context(|| format!("cannot read dictionary {}", dict.display()))?;
+        anyhow::bail!(
+            "{} holds a JSON dictionary, not an .fdict database; rename it to .json and serve that (it is converted to an .fdict beside it)",
+            dict.display()
+        );
+    }
+    if sibling.exists() {
         let note = format!(
             "serving {} (the .fdict beside {}; it holds manual labels — delete it to rebuild from the JSON)",
             sibling.display(),

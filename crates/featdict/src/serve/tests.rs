@@ -572,4 +572,20 @@ fn a_bad_fdict_is_named_not_taken_for_json() {
     let e = format!("{:#}", super::prepare(&bad).unwrap_err());
     assert!(e.contains("bad.fdict") && e.contains("SQLite"), "{e}");
     assert!(!e.contains("beside"), "{e}");
+    // JSON under the .fdict name loads elsewhere (told by content), but serving it would
+    // convert it over itself: it is left as it is and the user asked to rename it.
+    let json = dir.path().join("j.fdict");
+    store::save(
+        &synthetic::dictionary(&Spec::default()),
+        &dir.path().join("j.json"),
+    )
+    .unwrap();
+    std::fs::rename(dir.path().join("j.json"), &json).unwrap();
+    let before = std::fs::read(&json).unwrap();
+    let e = format!("{:#}", super::prepare(&json).unwrap_err());
+    assert!(
+        e.contains("j.fdict") && e.contains("rename it to .json"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&json).unwrap(), before);
 }

@@ -12,14 +12,28 @@ use crate::dictionary::FeatureDictionary;
 use crate::error::{Error, Result};
 
 /// Loads a dictionary, choosing the format by content: a SQLite database (`.fdict`, see
-/// [`fdict`]) or the seed JSON; a file named `.fdict` is always read as a database.
+/// [`fdict`]) or the seed JSON. A file named `.fdict` that is neither is reported as a
+/// damaged `.fdict`.
 pub fn load(path: &Path) -> Result<FeatureDictionary> {
-    // Only `.fdict` files are ever written under that name, so one that is not a database is
-    // reported as a damaged `.fdict`, not as JSON that does not parse.
-    if fdict::is_fdict(path)? || path.extension().is_some_and(|e| e == "fdict") {
+    if fdict::is_fdict(path)? {
+        return fdict::read(path);
+    }
+    // The JSON reader would call a truncated or overwritten `.fdict` "JSON that does not
+    // parse"; JSON saved under that name (the content decides) still loads.
+    if path.extension().is_some_and(|e| e == "fdict") && !starts_like_json(path)? {
         return fdict::read(path);
     }
     seed_json::read(path)
+}
+
+/// Whether the first non-blank byte of the file is `{` (a JSON dictionary starts so).
+fn starts_like_json(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(256);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(256).read_to_end(&mut head))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
 }
 
 /// Saves a dictionary, choosing the format by extension (`.json` or `.fdict`).
