@@ -51,29 +51,6 @@ pub struct CorrelatedArgs {
     json: bool,
 }
 
-/// Arguments of `featdict search`.
-#[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("query").required(true).args(["token", "label", "pattern"])))]
-pub struct SearchArgs {
-    /// Dictionary file.
-    dict: PathBuf,
-    /// Features firing on this token, by precision (firings on it / its occurrences).
-    #[arg(long)]
-    token: Option<String>,
-    /// Features with a label containing this text (case-insensitive), by confidence.
-    #[arg(long)]
-    label: Option<String>,
-    /// Features whose label, description or a top token matches this regex.
-    #[arg(long)]
-    pattern: Option<String>,
-    /// Hits shown.
-    #[arg(short = 'n', long = "count", default_value_t = 20)]
-    n: usize,
-    /// Machine-readable output.
-    #[arg(long)]
-    json: bool,
-}
-
 /// The weights file of `--sae`: the path itself, or for an SAELens directory (what
 /// `build --sae` takes) its `sae_weights.safetensors`.
 fn sae_weights(path: &std::path::Path) -> Result<PathBuf> {

@@ -379,11 +379,11 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         bar.set_position(done)
     })?;
     bar.finish_and_clear();
-    let dict = if a.drop_dead {
-        dict.without_rare(1)
-    } else {
-        dict
-    };
+    let mut dict = dict;
+    if a.drop_dead {
+        // In place: `without_rare` would hold a second copy of a large dictionary.
+        dict.drop_rare(1);
+    }
     let write_started = std::time::Instant::now();
     store::save(&dict, &a.out)?;
     let write_seconds = write_started.elapsed().as_secs_f64();

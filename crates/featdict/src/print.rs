@@ -67,12 +67,19 @@ pub fn build_summary(
             "statistics": st,
         }));
     }
+    // With --drop-dead the file holds no dead feature; say how many were left out rather
+    // than "0 dead".
+    let omitted = dict.feature_set.metadata.omitted_features.len();
+    let dead = if omitted > 0 {
+        format!("{} dead, left out", st.dead_features as usize + omitted)
+    } else {
+        format!("{} dead", st.dead_features)
+    };
     println!(
-        "wrote {}: {} features ({} active, {} dead) over {} tokens in {:.2}s ({:.0} tokens/s)",
+        "wrote {}: {} features ({} active, {dead}) over {} tokens in {:.2}s ({:.0} tokens/s)",
         out.display(),
         dict.num_features(),
         st.active_features,
-        st.dead_features,
         tokens,
         secs,
         tokens as f64 / secs.max(1e-9)

@@ -132,7 +132,10 @@ fn build_stats_show_top_with_json() {
 
     // --drop-dead leaves the dead feature out of the file but says so.
     let dropped = dir.path().join("alive.json");
-    assert_success(&build(&acts, &toks, &dropped, &["--drop-dead", "-q"]));
+    let out = build(&acts, &toks, &dropped, &["--drop-dead", "-q"]);
+    assert_success(&out);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("(4 active, 1 dead, left out)"), "{said}");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&dropped).unwrap()).unwrap();
     assert!(v["feature_set"]["features"].get("4").is_none());
