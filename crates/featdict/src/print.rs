@@ -71,7 +71,7 @@ pub fn build_summary(
     // than "0 dead".
     let omitted = dict.feature_set.metadata.omitted_features.len();
     let dead = if omitted > 0 {
-        format!("{} dead, left out", st.dead_features as usize + omitted)
+        format!("{} dead, left out", st.dead_features + omitted)
     } else {
         format!("{} dead", st.dead_features)
     };
