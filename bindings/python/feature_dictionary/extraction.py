@@ -143,6 +143,9 @@ def _as_float_2d(activations: Any, what: str = "activations") -> np.ndarray:
 def _check_numeric(arr: np.ndarray, what: str) -> None:
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{what} must be numbers (got dtype {arr.dtype})")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        # Casting would keep the real part with only a ComplexWarning: a silent wrong answer.
+        raise TypeError(f"{what} must be real numbers (got dtype {arr.dtype})")
 
 
 def _check_tokens(tokens: Sequence[str], rows: int, what: str = "tokens") -> List[str]:

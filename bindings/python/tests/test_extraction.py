@@ -176,6 +176,10 @@ def test_bad_inputs_give_clear_errors():
         ex.process_activations(bad, ["a", "b"])
     with pytest.raises(TypeError, match="strings"):
         ex.process_activations(np.zeros((1, 4), np.float32), [3])
+    with pytest.raises(TypeError, match="must be real numbers \\(got dtype complex128\\)"):
+        ex.process_activations(np.ones((1, 4), np.complex128), ["a"])
+    with pytest.raises(TypeError, match="must be real numbers"):
+        ex.process_batch(np.ones((1, 1, 4), np.complex64), [["a"]])
     with pytest.raises(ValueError, match="min_activation"):
         FeatureExtractor(4, 2, config=ExtractionConfig(min_activation=float("nan")))
     with pytest.raises(ValueError):
