@@ -227,3 +227,41 @@ fn similar_takes_the_sae_directory() {
         &[s(tmp.path()), "sae_weights.safetensors"],
     );
 }
+
+/// A delphi shard file `<dir>/<start>_<end>.safetensors` with u16 locations and f32 values.
+fn write_shard(dir: &Path, start: u64, end: u64, entries: &[[u16; 3]], values: &[f32]) {
+    let locs: Vec<u8> = entries
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let acts: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let ids: Vec<u8> = (0..6i64).flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = feature_dictionary::ingest::safetensors::serialize(&[
+        ("locations", "U16", vec![entries.len() as u64, 3], &locs),
+        ("activations", "F32", vec![values.len() as u64], &acts),
+        ("tokens", "I64", vec![2, 3], &ids),
+    ]);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("{start}_{end}.safetensors")), bytes).unwrap();
+}
+
+/// A cache directory whose shards leave latents uncovered is missing a shard: building it
+/// would report those latents as dead (never fired) when their data is simply absent.
+#[test]
+fn delphi_directory_with_a_missing_shard_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("layer");
+    write_shard(&dir, 0, 1, &[[0, 0, 1]], &[1.0]);
+    write_shard(&dir, 4, 5, &[[1, 2, 1]], &[2.0]);
+    let out = tmp.path().join("x.json");
+    fails(
+        &["build", s(&dir), "--out", s(&out), "-q"],
+        &[s(&dir), "latents 2..=3", "2_3.safetensors"],
+    );
+    // With the missing shard back, the same cache builds: 6 latents, 3 of them firing.
+    write_shard(&dir, 2, 3, &[[0, 1, 0]], &[3.0]);
+    let v = ok(&["build", s(&dir), "--out", s(&out), "-q", "--json"]);
+    assert_eq!(v["statistics"]["total_features"], 6);
+    assert_eq!(v["statistics"]["active_features"], 3);
+}

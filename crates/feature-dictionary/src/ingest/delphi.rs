@@ -43,6 +43,12 @@ fn shard_range(path: &Path) -> Option<(u64, u64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
+fn file_name(path: &Path) -> std::borrow::Cow<'_, str> {
+    path.file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy()
+}
+
 /// Whether a `.safetensors` file looks like a delphi cache shard (has `locations` and
 /// `activations`), judged from its header alone.
 pub fn is_delphi_file(path: &Path) -> bool {
@@ -187,6 +193,21 @@ impl DelphiCache {
                         format!(
                             "its latent range overlaps {} (ranges must be disjoint)",
                             w[0].file.path().display()
+                        ),
+                    ));
+                }
+                // delphi splits the latent range into adjacent shards, so a hole means a
+                // shard file is missing; reading on would report its latents as dead.
+                if w[0].start + wa < w[1].start {
+                    let (lo, hi) = (w[0].start + wa, w[1].start - 1);
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "latents {lo}..={hi} are in no shard: {} ends at latent {} and {} starts at {}; is the shard {lo}_{hi}.safetensors missing?",
+                            file_name(w[0].file.path()),
+                            lo - 1,
+                            file_name(w[1].file.path()),
+                            w[1].start
                         ),
                     ));
                 }
