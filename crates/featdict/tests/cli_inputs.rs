@@ -265,3 +265,76 @@ fn delphi_directory_with_a_missing_shard_is_an_error() {
     assert_eq!(v["statistics"]["total_features"], 6);
     assert_eq!(v["statistics"]["active_features"], 3);
 }
+
+/// `encode` then `build` must describe the SAE's latents like `build --sae` does, including
+/// latents above the largest one that fired: a lone latents file has absolute indices and no
+/// name range, so without the SAE width the dictionary lost its trailing dead latents.
+#[test]
+fn encoded_latents_keep_the_sae_width_when_the_last_latents_never_fire() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d_in, d_sae) = (2usize, 4usize);
+    let sae = tmp.path().join("sae");
+    std::fs::create_dir_all(&sae).unwrap();
+    std::fs::write(
+        sae.join("cfg.json"),
+        format!(r#"{{"architecture":"standard","d_in":{d_in},"d_sae":{d_sae},"apply_b_dec_to_input":false}}"#),
+    )
+    .unwrap();
+    let f32s = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    // Latent j reads input j % 2; latents 2 and 3 carry a bias that keeps them off.
+    let w_enc = f32s(&[1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0]);
+    let b_enc = f32s(&[0.0, 0.0, -100.0, -100.0]);
+    let b_dec = f32s(&[0.0, 0.0]);
+    let bytes = feature_dictionary::ingest::safetensors::serialize(&[
+        ("W_enc", "F32", vec![d_in as u64, d_sae as u64], &w_enc),
+        ("b_enc", "F32", vec![d_sae as u64], &b_enc),
+        ("b_dec", "F32", vec![d_in as u64], &b_dec),
+    ]);
+    std::fs::write(sae.join("sae_weights.safetensors"), bytes).unwrap();
+    let resid = tmp.path().join("resid.npy");
+    feature_dictionary::ingest::npy::write_f32(
+        &resid,
+        &[1, 3, d_in],
+        &[1.0, 0.5, 2.0, 0.0, 0.0, 3.0],
+    )
+    .unwrap();
+    let ids = tmp.path().join("ids.npy");
+    write_ids(&ids, &[7, 8, 9], 1, 3);
+
+    let direct = tmp.path().join("direct.json");
+    let v = ok(&[
+        "build",
+        s(&resid),
+        "--sae",
+        s(&sae),
+        "--token-ids",
+        s(&ids),
+        "--out",
+        s(&direct),
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(v["statistics"]["total_features"], 4);
+    assert_eq!(v["statistics"]["dead_features"], 2);
+
+    let lat = tmp.path().join("lat.safetensors");
+    ok(&[
+        "encode",
+        s(&resid),
+        "--sae",
+        s(&sae),
+        "--token-ids",
+        s(&ids),
+        "--f32",
+        "--out",
+        s(&lat),
+    ]);
+    let via = tmp.path().join("via.json");
+    let v = ok(&["build", s(&lat), "--out", s(&via), "--json", "-q"]);
+    assert_eq!(v["statistics"]["total_features"], 4);
+    assert_eq!(v["statistics"]["dead_features"], 2);
+    assert_eq!(
+        std::fs::read(&direct).unwrap(),
+        std::fs::read(&via).unwrap()
+    );
+}

@@ -15,6 +15,9 @@ use super::token_ids::TokenIdMatrix;
 use super::{ActivationBatch, ActivationSource, BatchValues, SparseRows, TokenSequences, Vocab};
 use crate::error::{Error, Result};
 
+/// `__metadata__` key holding the SAE width of a latents file written by `featdict encode`.
+pub const D_SAE_KEY: &str = "d_sae";
+
 /// One shard file and its latent range.
 #[derive(Debug)]
 struct Shard {
@@ -225,7 +228,31 @@ impl DelphiCache {
                     for i in 0..r.len() / 3 {
                         max = max.max(r.get(i * 3 + 2)?);
                     }
-                    (max + 1).max(1) as u64
+                    let seen = (max + 1).max(1) as u64;
+                    // Latents above the largest that fired are only known from the width
+                    // `featdict encode` records; without it they would silently vanish.
+                    match s.file.metadata(D_SAE_KEY) {
+                        None => seen,
+                        Some(text) => match text.parse::<u64>() {
+                            Ok(w) if w >= seen => w,
+                            Ok(w) => {
+                                return Err(Error::format(
+                                    s.file.path(),
+                                    format!(
+                                        "holds latent {max} but its metadata says {D_SAE_KEY} = {w}"
+                                    ),
+                                ))
+                            }
+                            Err(_) => {
+                                return Err(Error::format(
+                                    s.file.path(),
+                                    format!(
+                                        "metadata {D_SAE_KEY} is {text:?}; expected a latent count"
+                                    ),
+                                ))
+                            }
+                        },
+                    }
                 }
             };
             n_features = n_features.max(end);

@@ -76,6 +76,7 @@ pub struct SafeTensors {
     path: PathBuf,
     data: Backing,
     tensors: Vec<TensorInfo>,
+    metadata: Metadata,
 }
 
 /// Largest header accepted (the reference implementation's limit), so a corrupt length
@@ -85,6 +86,14 @@ const MAX_HEADER: u64 = 100_000_000;
 /// Parses the header of a safetensors file held in `bytes`, validating every tensor's byte
 /// range against `bytes.len()`.
 pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Vec<TensorInfo>> {
+    parse(path, bytes).map(|(tensors, _)| tensors)
+}
+
+/// String entries of a header's `__metadata__`.
+type Metadata = Vec<(String, String)>;
+
+/// The tensors and the string entries of `__metadata__`.
+fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<TensorInfo>, Metadata)> {
     if bytes.len() < 8 {
         return Err(Error::format(
             path,
@@ -114,8 +123,16 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Vec<TensorInfo>> {
         })?;
     let data_len = bytes.len() - data_start;
     let mut tensors = Vec::with_capacity(header.len());
+    let mut metadata = Vec::new();
     for (name, entry) in &header {
         if name == "__metadata__" {
+            if let Some(m) = entry.as_object() {
+                for (k, v) in m {
+                    if let Some(v) = v.as_str() {
+                        metadata.push((k.clone(), v.to_string()));
+                    }
+                }
+            }
             continue;
         }
         let bad = |what: &str| {
@@ -183,28 +200,30 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Vec<TensorInfo>> {
             end: data_start + end as usize,
         });
     }
-    Ok(tensors)
+    Ok((tensors, metadata))
 }
 
 impl SafeTensors {
     /// Maps and parses `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let map = super::dense::map_file(path)?;
-        let tensors = parse_header(path, &map)?;
+        let (tensors, metadata) = parse(path, &map)?;
         Ok(Self {
             path: path.to_path_buf(),
             data: Backing::Map(map),
             tensors,
+            metadata,
         })
     }
 
     /// Parses bytes already in memory (`path` is only used in messages).
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
-        let tensors = parse_header(path, &bytes)?;
+        let (tensors, metadata) = parse(path, &bytes)?;
         Ok(Self {
             path: path.to_path_buf(),
             data: Backing::Owned(bytes),
             tensors,
+            metadata,
         })
     }
 
@@ -216,6 +235,14 @@ impl SafeTensors {
     /// Every tensor, in header order (sorted by name).
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.tensors
+    }
+
+    /// A string entry of the header's `__metadata__`, if present.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A tensor by name, if present.
@@ -487,7 +514,22 @@ pub fn serialize(tensors: &[(&str, &str, Vec<u64>, &[u8])]) -> Vec<u8> {
 /// The length field and JSON header of a `.safetensors` file whose tensors
 /// `(name, dtype, shape, byte length)` follow in this order; lets writers stream the data.
 pub fn header_bytes(tensors: &[(&str, &str, Vec<u64>, u64)]) -> Vec<u8> {
+    header_bytes_with_metadata(tensors, &[])
+}
+
+/// Like [`header_bytes`], with string `__metadata__` entries.
+pub fn header_bytes_with_metadata(
+    tensors: &[(&str, &str, Vec<u64>, u64)],
+    metadata: &[(&str, &str)],
+) -> Vec<u8> {
     let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let m: serde_json::Map<String, serde_json::Value> = metadata
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v)))
+            .collect();
+        header.insert("__metadata__".into(), serde_json::Value::Object(m));
+    }
     let mut offset = 0u64;
     for (name, dtype, shape, len) in tensors {
         header.insert(
