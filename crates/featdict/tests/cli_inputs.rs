@@ -338,3 +338,56 @@ fn encoded_latents_keep_the_sae_width_when_the_last_latents_never_fire() {
         std::fs::read(&via).unwrap()
     );
 }
+
+/// A latent beyond float16's range was written as +inf by the default float16 `encode`,
+/// leaving a file every reader then rejects (or, in delphi, reads as inf).
+#[test]
+fn encode_refuses_latents_that_overflow_float16() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sae = tmp.path().join("sae");
+    std::fs::create_dir_all(&sae).unwrap();
+    std::fs::write(
+        sae.join("cfg.json"),
+        r#"{"architecture":"standard","d_in":2,"d_sae":2,"apply_b_dec_to_input":false}"#,
+    )
+    .unwrap();
+    let f32s = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let (w_enc, zeros) = (f32s(&[1e5, 1.0, 0.0, 1.0]), f32s(&[0.0, 0.0]));
+    let bytes = feature_dictionary::ingest::safetensors::serialize(&[
+        ("W_enc", "F32", vec![2, 2], &w_enc),
+        ("b_enc", "F32", vec![2], &zeros),
+        ("b_dec", "F32", vec![2], &zeros),
+    ]);
+    std::fs::write(sae.join("sae_weights.safetensors"), bytes).unwrap();
+    let resid = tmp.path().join("resid.npy");
+    // Latent 0 of (sequence 0, position 2) is 0.8 × 1e5 = 80000 > 65504.
+    feature_dictionary::ingest::npy::write_f32(&resid, &[1, 3, 2], &[0.1, 1.0, 0.2, 0.5, 0.8, 0.0])
+        .unwrap();
+    let lat = tmp.path().join("lat.safetensors");
+    fails(
+        &["encode", s(&resid), "--sae", s(&sae), "--out", s(&lat)],
+        &[s(&resid), "80000", "position 2", "65504", "--f32"],
+    );
+    assert!(!lat.exists());
+    let ids = tmp.path().join("ids.npy");
+    write_ids(&ids, &[1, 2, 3], 1, 3);
+    ok(&[
+        "encode",
+        s(&resid),
+        "--sae",
+        s(&sae),
+        "--token-ids",
+        s(&ids),
+        "--f32",
+        "--out",
+        s(&lat),
+    ]);
+    let d = tmp.path().join("d.json");
+    let v = ok(&["build", s(&lat), "--out", s(&d), "--json", "-q"]);
+    assert_eq!(v["statistics"]["total_features"], 2);
+    let dict: serde_json::Value = serde_json::from_slice(&std::fs::read(&d).unwrap()).unwrap();
+    assert_eq!(
+        dict["feature_set"]["features"]["0"]["max_activation"],
+        80000.0
+    );
+}

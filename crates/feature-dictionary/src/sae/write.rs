@@ -120,7 +120,18 @@ pub fn encode_to_delphi(
                 }
                 let v = rows.values[e];
                 if options.f16 {
-                    ab.extend(half::f16::from_f32(v).to_le_bytes());
+                    let h = half::f16::from_f32(v);
+                    // Rounding to float16 turns a large latent into inf, which no reader
+                    // accepts as an activation.
+                    if h.is_infinite() && v.is_finite() {
+                        return Err(Error::format(
+                            residuals.path(),
+                            format!(
+                                "latent {l} at sequence {s}, position {p} is {v}, beyond float16's range (±65504); pass --f32 to store activations as float32"
+                            ),
+                        ));
+                    }
+                    ab.extend(h.to_le_bytes());
                 } else {
                     ab.extend(v.to_le_bytes());
                 }
