@@ -108,14 +108,31 @@ impl TokenIdMatrix {
                 ),
             ));
         }
+        if size == 8 && !signed {
+            // Mapped to i64 below, a huge uint64 would be reported as some other number.
+            if let Some((i, v)) = data
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .enumerate()
+                .find(|&(_, v)| v > u32::MAX as u64)
+            {
+                let l = h.shape.get(1).copied().unwrap_or(1).max(1);
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "token id {v} at sequence {}, position {} is not a valid id",
+                        i as u64 / l,
+                        i as u64 % l
+                    ),
+                ));
+            }
+        }
         let values = data.chunks_exact(size).map(|c| match (size, signed) {
             (2, _) => u16::from_le_bytes([c[0], c[1]]) as i64,
             (4, true) => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64,
             (4, false) => u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64,
             (_, true) => i64::from_le_bytes(c.try_into().expect("8 bytes")),
-            (_, false) => {
-                i64::try_from(u64::from_le_bytes(c.try_into().expect("8 bytes"))).unwrap_or(-1)
-            }
+            (_, false) => u64::from_le_bytes(c.try_into().expect("8 bytes")) as i64,
         });
         Self::from_i64(path, values, &h.shape)
     }
@@ -191,5 +208,22 @@ mod tests {
         assert!(TokenIdMatrix::from_npy_bytes(p, &npy("<f4", "(1, 2)", &neg)).is_err());
         assert!(TokenIdMatrix::from_npy_bytes(p, &npy("<i4", "(2, 2)", &neg)).is_err());
         assert!(TokenIdMatrix::from_npy_bytes(p, &npy("<i4", "(2,)", &neg)).is_err());
+    }
+
+    #[test]
+    fn a_huge_uint64_id_is_reported_as_itself() {
+        let p = Path::new("ids.npy");
+        let big = (1u64 << 63) + 5;
+        let data: Vec<u8> = [1u64, 2, 3, big]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let e = TokenIdMatrix::from_npy_bytes(p, &npy("<u8", "(2, 2)", &data))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("token id {big} at sequence 1, position 1")),
+            "{e}"
+        );
     }
 }
