@@ -391,3 +391,24 @@ fn encode_refuses_latents_that_overflow_float16() {
         80000.0
     );
 }
+
+/// A dense file with bytes after its data says so in plain words.
+#[test]
+fn npy_with_trailing_bytes_is_named_plainly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let acts = tmp.path().join("a.npy");
+    feature_dictionary::ingest::npy::write_f32(&acts, &[1, 2], &[1.0, 2.0]).unwrap();
+    let mut bytes = std::fs::read(&acts).unwrap();
+    bytes.extend([0u8; 4]);
+    std::fs::write(&acts, bytes).unwrap();
+    let tokens = tmp.path().join("t.json");
+    std::fs::write(&tokens, r#"[["a"]]"#).unwrap();
+    let out = tmp.path().join("x.json");
+    fails(
+        &["build", s(&acts), "--tokens", s(&tokens), "--out", s(&out)],
+        &[
+            s(&acts),
+            "file has trailing bytes: shape [1, 2] of float32 needs 8 data bytes but 12 follow",
+        ],
+    );
+}

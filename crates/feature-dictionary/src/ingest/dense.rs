@@ -129,14 +129,14 @@ impl DenseMatrix {
         let available = extent.min(map.len() - offset.min(map.len())) as u64;
         if needed != available {
             let what = if needed > available {
-                "truncated"
+                "is truncated"
             } else {
                 "has trailing bytes"
             };
             return Err(Error::format(
                 path,
                 format!(
-                    "file is {what}: shape {shape:?} of {} needs {needed} data bytes but {available} follow the header",
+                    "file {what}: shape {shape:?} of {} needs {needed} data bytes but {available} follow the header",
                     dtype.name()
                 ),
             ));
