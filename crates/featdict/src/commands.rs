@@ -403,6 +403,10 @@ fn cmd_encode(a: EncodeArgs) -> Result<()> {
     let sae = feature_dictionary::sae::Sae::load(&a.sae)?;
     let residuals = match a.residuals.extension().and_then(|e| e.to_str()) {
         Some("safetensors") => ingest::safetensors::open_dense(&a.residuals, a.tensor.as_deref())?,
+        _ if a.tensor.is_some() => bail!(
+            "--tensor picks a tensor of a .safetensors file; {} is not one",
+            a.residuals.display()
+        ),
         _ => ingest::open_dense(&a.residuals)?,
     };
     let tokens = match &a.token_ids {

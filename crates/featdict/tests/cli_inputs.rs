@@ -412,3 +412,46 @@ fn npy_with_trailing_bytes_is_named_plainly() {
         ],
     );
 }
+
+/// `encode` options that cannot apply were ignored: `--tensor` on a `.npy`, and a
+/// `--seq-len` contradicting the residuals' own sequence length.
+#[test]
+fn encode_rejects_options_that_contradict_the_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sae = fx().join("sae");
+    let resid = fx().join("residuals_first4.npy");
+    let lat = tmp.path().join("lat.safetensors");
+    fails(
+        &[
+            "encode",
+            s(&resid),
+            "--sae",
+            s(&sae),
+            "--seq-len",
+            "64",
+            "--tensor",
+            "x",
+            "--out",
+            s(&lat),
+        ],
+        &["--tensor", s(&resid)],
+    );
+    let ids = tmp.path().join("ids.npy");
+    write_ids(&ids, &vec![1; 256], 4, 64);
+    fails(
+        &[
+            "encode",
+            s(&resid),
+            "--sae",
+            s(&sae),
+            "--token-ids",
+            s(&ids),
+            "--seq-len",
+            "32",
+            "--out",
+            s(&lat),
+        ],
+        &["--seq-len 32", "64 tokens per sequence", s(&resid)],
+    );
+    assert!(!lat.exists());
+}

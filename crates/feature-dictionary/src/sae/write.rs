@@ -70,6 +70,17 @@ pub fn encode_to_delphi(
             )))
         }
     };
+    if let Some(given) = options.seq_len.filter(|&l| l != seq_len) {
+        let from = if residuals.sequence_shape().is_some() {
+            "the residuals are shaped"
+        } else {
+            "the token ids have"
+        };
+        return Err(Error::Invalid(format!(
+            "{}: --seq-len {given} contradicts the {seq_len} tokens per sequence {from}",
+            residuals.path().display()
+        )));
+    }
     if seq_len == 0 || !n_rows.is_multiple_of(seq_len) {
         return Err(Error::Invalid(format!(
             "{}: {n_rows} rows are not a whole number of sequences of {seq_len} tokens",
