@@ -461,3 +461,68 @@ fn labels_holding_newlines_read_back_whole() {
         }
     }
 }
+
+/// Features 0 and 1 fire together with proportional activations (Pearson 1), feature 2
+/// fires alone: the correlations a `--correlation exact` build stores must reach the
+/// Neuronpedia export and the `.fdict` neighbours table, not only `featdict correlated`.
+#[test]
+fn correlations_of_a_build_reach_the_neuronpedia_export_and_fdict_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let seqs: Vec<Vec<String>> = (0..2)
+        .map(|s| (0..10).map(|i| format!("w{}", (i + s) % 4)).collect())
+        .collect();
+    let (n_tok, f) = (20, 3);
+    let mut data = vec![0f32; n_tok * f];
+    for r in 0..n_tok {
+        if r % 3 == 0 {
+            data[r * f] = 1.0 + r as f32;
+            data[r * f + 1] = 2.0 * (1.0 + r as f32);
+        }
+        if r % 3 == 1 {
+            data[r * f + 2] = 1.5;
+        }
+    }
+    let npy = dir.path().join("acts.npy");
+    ingest::npy::write_f32(&npy, &[n_tok, f], &data).unwrap();
+    let mut config = DictionaryConfig::default();
+    config.extraction.correlation = "exact".into();
+    let mut source = ingest::DenseSource::new(
+        ingest::npy::open(&npy).unwrap(),
+        ingest::TokenSequences::from_strings(&seqs),
+        3,
+        1 << 20,
+    )
+    .unwrap();
+    let dict = build::build(&mut source, config, &Default::default(), &mut |_| {}).unwrap();
+    let stored = feature_dictionary::analyze::correlation::correlated(&dict, 0, 0.0).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].0, 1);
+    assert!((stored[0].1 - 1.0).abs() < 1e-9, "{stored:?}");
+
+    let np = dir.path().join("np.json");
+    neuronpedia::write(&dict, &np).unwrap();
+    let arr: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&np).unwrap()).unwrap();
+    assert_eq!(
+        arr[0]["correlated_features_indices"],
+        serde_json::json!([1])
+    );
+    let pearson = arr[0]["correlated_features_pearson"][0].as_f64().unwrap();
+    assert!((pearson - 1.0).abs() < 1e-9);
+    assert_eq!(
+        arr[1]["correlated_features_indices"],
+        serde_json::json!([0])
+    );
+    assert_eq!(arr[2]["correlated_features_indices"], serde_json::json!([]));
+
+    let fd = dir.path().join("d.fdict");
+    store::save(&dict, &fd).unwrap();
+    let r = FdictReader::open(&fd).unwrap();
+    let n = r.neighbours(0).unwrap();
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert_eq!((n[0].0.as_str(), n[0].1), ("correlated", 1));
+    assert!(r.neighbours(2).unwrap().is_empty());
+    // The streaming export from the .fdict gives the same objects.
+    let np2 = dir.path().join("np2.json");
+    neuronpedia::write_from_reader(&r, &np2).unwrap();
+    assert_eq!(std::fs::read(&np).unwrap(), std::fs::read(&np2).unwrap());
+}

@@ -13,8 +13,9 @@
 //!   each feature's fired-on tokens, indexed by token, for token and regex search.
 //! - `labels(feature_id, rank, text, strategy, confidence, precision, recall)`: scored labels.
 //! - `neighbours(feature_id, kind, other_id, score)`: correlated (`kind = "correlated"`) and
-//!   similar (`"similar"`) features, read from the feature metadata keys
-//!   `correlated_features` / `similar_features` (arrays of `{"id", "score"}` or `[id, score]`).
+//!   similar (`"similar"`) features: the partners a `--correlation` build stored (metadata
+//!   key `correlated`, else `correlated_features`) and the key `similar_features` (arrays
+//!   of `{"id", "score"}` or `[id, score]`).
 //! - `fts` (FTS5, unicode61): labels, description and top tokens, for bm25-ranked full text;
 //!   `labels_tri` (FTS5, trigram): label texts (and the feature's confidence, unindexed, so
 //!   ranking needs no join), for case-insensitive substring search.
@@ -40,6 +41,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::analyze::correlation::PARTNERS_KEY;
 use crate::dictionary::{importance, FeatureDictionary, Statistics, TopBy};
 use crate::error::{Error, Result};
 use crate::model::{
@@ -531,6 +533,17 @@ fn insert_labels(conn: &Connection, f: &Feature) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Correlated features of `f` as `(id, score)`: the partners a build stored, else those of a
+/// `correlated_features` key.
+pub fn correlated_of(f: &Feature) -> Vec<(u64, f64)> {
+    let built = neighbours_of(f, PARTNERS_KEY);
+    if built.is_empty() {
+        neighbours_of(f, "correlated_features")
+    } else {
+        built
+    }
+}
+
 /// Neighbours listed in a feature's metadata under `key`, as `(id, score)`.
 pub fn neighbours_of(f: &Feature, key: &str) -> Vec<(u64, f64)> {
     let Some(Value::Array(items)) = f.metadata.extra.get(key) else {
@@ -553,18 +566,13 @@ pub fn neighbours_of(f: &Feature, key: &str) -> Vec<(u64, f64)> {
         .collect()
 }
 
-/// The metadata keys holding neighbours, and the `kind` stored for each.
-pub const NEIGHBOUR_KEYS: [(&str, &str); 2] = [
-    ("correlated_features", "correlated"),
-    ("similar_features", "similar"),
-];
-
 fn insert_neighbours(conn: &Connection, f: &Feature) -> rusqlite::Result<()> {
     let mut st = conn.prepare_cached(
         "INSERT INTO neighbours(feature_id, kind, other_id, score) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    for (key, kind) in NEIGHBOUR_KEYS {
-        for (other, score) in neighbours_of(f, key) {
+    let similar = neighbours_of(f, "similar_features");
+    for (kind, list) in [("correlated", correlated_of(f)), ("similar", similar)] {
+        for (other, score) in list {
             st.execute(params![f.id as i64, kind, other as i64, score])?;
         }
     }

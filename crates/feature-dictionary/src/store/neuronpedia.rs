@@ -15,8 +15,8 @@
 //!   bin's count can be off by the share of a neighbouring log bin (log bins are ≤ 12.5 %
 //!   wide). `freq_hist_data_bar_values` are the bin centres.
 //! - `pos_*` / `neg_*` (logit lens) are empty unless the feature metadata holds
-//!   `logit_lens: {pos_str, pos_values, neg_str, neg_values}`; correlated features come from
-//!   the `correlated_features` metadata key.
+//!   `logit_lens: {pos_str, pos_values, neg_str, neg_values}`; correlated features are the
+//!   partners a `--correlation` build stored (or a `correlated_features` metadata key).
 //! - `activations`: the top examples form one group with `bin_min = bin_max = -1` and
 //!   `bin_contains = -1`; each quantile group gives its activation range and firing count.
 //!   Every example lists its context tokens, this feature's activation on each of them
@@ -28,7 +28,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::fdict::neighbours_of;
+use super::fdict::correlated_of;
 use crate::dictionary::FeatureDictionary;
 use crate::error::Result;
 use crate::model::{Feature, FeatureActivation, HistogramSummary};
@@ -143,7 +143,7 @@ pub fn feature_json(f: &Feature, total_tokens: u64) -> Value {
             .cloned()
             .unwrap_or_else(|| json!([]))
     };
-    let correlated = neighbours_of(f, "correlated_features");
+    let correlated = correlated_of(f);
     let mut activations: Vec<Value> = f
         .top_activations
         .iter()
