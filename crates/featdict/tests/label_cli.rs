@@ -150,3 +150,59 @@ fn manual_label_text_is_checked_like_the_server_does() {
     let f: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(f["labels"][0], "river bank");
 }
+
+/// A dictionary saved by the original library holds label texts only (no scored
+/// `label_details`). Setting a manual label adds it first and keeps those labels, on a
+/// `.json` as on a `.fdict`, and clearing it gives them back unchanged.
+#[test]
+fn manual_label_keeps_the_labels_of_an_original_library_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let feature = |id: u64, labels: &[&str]| {
+        serde_json::json!({
+            "id": id, "dimension": 8, "bias": 0.0, "activation_count": 3,
+            "mean_activation": 1.0, "max_activation": 2.0, "activation_frequency": 0.1,
+            "top_activations": [], "labels": labels, "description": "",
+            "confidence": 0.7, "feature_type": "sparse", "metadata": {}
+        })
+    };
+    let original = serde_json::json!({
+        "config": {"name": "feature_dictionary"},
+        "feature_set": {
+            "layer": 2,
+            "features": {"0": feature(0, &["token:the", "pattern:article"]), "1": feature(1, &[])},
+            "total_tokens_processed": 30, "model_name": "", "sae_name": "", "metadata": {}
+        },
+        "statistics": {}
+    });
+    let json = dir.path().join("orig.json");
+    std::fs::write(&json, original.to_string()).unwrap();
+    let fdict = dir.path().join("orig.fdict");
+    let (ok, _, err) = featdict(&[
+        "import",
+        json.to_str().unwrap(),
+        "--out",
+        fdict.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    for dict in [&json, &fdict] {
+        let dict = dict.to_str().unwrap();
+        let (ok, _, err) = featdict(&["label", dict, "0", "--set", "articles"]);
+        assert!(ok, "{err}");
+        let (_, out, _) = featdict(&["show", dict, "0", "--json"]);
+        let f: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            f["labels"],
+            serde_json::json!(["articles", "token:the", "pattern:article"]),
+            "{dict}"
+        );
+        let (ok, _, err) = featdict(&["label", dict, "0", "--clear-manual"]);
+        assert!(ok, "{err}");
+        let (_, out, _) = featdict(&["show", dict, "0", "--json"]);
+        let f: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            f["labels"],
+            serde_json::json!(["token:the", "pattern:article"]),
+            "{dict}"
+        );
+    }
+}

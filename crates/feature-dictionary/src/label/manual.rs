@@ -6,6 +6,7 @@ use crate::model::{Feature, Label, LabelingStrategy};
 /// Adds the manual label `text` to `feature` (moving it first if it already exists) and
 /// refreshes `labels` / `confidence`.
 pub fn set_manual_label(feature: &mut Feature, text: &str) {
+    adopt_bare_labels(feature);
     let mut details: Vec<Label> = std::mem::take(&mut feature.metadata.label_details)
         .into_iter()
         .filter(|l| l.text != text)
@@ -26,6 +27,7 @@ pub fn set_manual_label(feature: &mut Feature, text: &str) {
 
 /// Removes every manual label of `feature`; returns how many were removed.
 pub fn clear_manual_labels(feature: &mut Feature) -> usize {
+    adopt_bare_labels(feature);
     let before = feature.metadata.label_details.len();
     let details: Vec<Label> = std::mem::take(&mut feature.metadata.label_details)
         .into_iter()
@@ -34,4 +36,30 @@ pub fn clear_manual_labels(feature: &mut Feature) -> usize {
     let removed = before - details.len();
     super::apply(feature, details);
     removed
+}
+
+/// Gives every label text without scored details (a file of the original library stores
+/// texts only) a detail, so that rewriting `labels` from the details keeps it: the strategy
+/// its prefix names, the feature's confidence (the original keeps only the best one).
+fn adopt_bare_labels(feature: &mut Feature) {
+    let details = &mut feature.metadata.label_details;
+    for text in &feature.labels {
+        if details.iter().any(|l| &l.text == text) {
+            continue;
+        }
+        let strategy = match text.split_once(':').map(|(p, _)| p) {
+            Some("ngram") => LabelingStrategy::NgramAnalysis,
+            Some("pattern") => LabelingStrategy::PatternMatching,
+            Some("semantic") => LabelingStrategy::SemanticClustering,
+            _ => LabelingStrategy::TokenFrequency,
+        };
+        details.push(Label {
+            text: text.clone(),
+            strategy,
+            confidence: feature.confidence,
+            precision: None,
+            recall: None,
+            evidence: Vec::new(),
+        });
+    }
 }
