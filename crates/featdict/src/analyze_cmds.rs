@@ -242,6 +242,9 @@ pub struct PolysemanticArgs {
     /// Token strings of a safetensors embedding matrix.
     #[arg(long)]
     embedding_vocab: Option<PathBuf>,
+    /// Tensor name of the embedding matrix (default: token_embd.weight or a usual name).
+    #[arg(long)]
+    embedding_tensor: Option<String>,
     /// Clusters required.
     #[arg(long, default_value_t = 2)]
     min_clusters: usize,
@@ -261,7 +264,11 @@ pub struct PolysemanticArgs {
 pub fn cmd_polysemantic(a: PolysemanticArgs) -> Result<()> {
     use feature_dictionary::analyze::{embeddings::TokenEmbeddings, polysemantic};
     let dict = crate::commands::load(&a.dict)?;
-    let emb = TokenEmbeddings::load(&a.embeddings, None, a.embedding_vocab.as_deref())?;
+    let emb = TokenEmbeddings::load(
+        &a.embeddings,
+        a.embedding_tensor.as_deref(),
+        a.embedding_vocab.as_deref(),
+    )?;
     let params = polysemantic::ClusterParams {
         min_clusters: a.min_clusters,
         min_cluster_size: a.min_cluster_size,

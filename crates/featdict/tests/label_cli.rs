@@ -206,3 +206,95 @@ fn manual_label_keeps_the_labels_of_an_original_library_file() {
         );
     }
 }
+
+/// `polysemantic` reads a safetensors embedding matrix under any tensor name given with
+/// `--embedding-tensor` (as `label` does): feature 0 fires on three animals and three
+/// numbers whose embeddings lie along two orthogonal directions, feature 1 on the animals
+/// only, so exactly feature 0 is polysemantic, with those two clusters.
+#[test]
+fn polysemantic_takes_the_embedding_tensor_name() {
+    use feature_dictionary::analyze::weights::{write_safetensors, Matrix};
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = ["cat", "dog", "wolf", "one", "two", "three", "the"];
+    let mut data = Vec::new();
+    for i in 0..vocab.len() {
+        let mut v = [0f32; 4];
+        v[if i < 3 {
+            0
+        } else if i < 6 {
+            1
+        } else {
+            2
+        }] = 1.0;
+        v[3] = 0.1 * i as f32;
+        data.extend(v);
+    }
+    let m = Matrix {
+        rows: vocab.len(),
+        cols: 4,
+        data,
+    };
+    let emb = dir.path().join("emb.safetensors");
+    write_safetensors(&emb, &[("my_embedding", &m)]).unwrap();
+    let vocab_file = dir.path().join("vocab.json");
+    std::fs::write(&vocab_file, serde_json::to_string(&vocab).unwrap()).unwrap();
+    let seqs: Vec<Vec<&str>> = (0..4)
+        .map(|s| (0..7).map(|i| vocab[(i + s) % 7]).collect())
+        .collect();
+    let mut vals = Vec::new();
+    for t in seqs.iter().flatten() {
+        let k = vocab.iter().position(|v| v == t).unwrap();
+        vals.extend([
+            if k < 6 { 1.0f32 } else { 0.0 },
+            if k < 3 { 1.0 } else { 0.0 },
+        ]);
+    }
+    let acts = dir.path().join("acts.npy");
+    npy::write_f32(&acts, &[vals.len() / 2, 2], &vals).unwrap();
+    let toks = dir.path().join("tokens.json");
+    std::fs::write(&toks, serde_json::to_string(&seqs).unwrap()).unwrap();
+    let dict = dir.path().join("d.json");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (ok, _, err) = featdict(&[
+        "build",
+        &s(&acts),
+        "--tokens",
+        &s(&toks),
+        "--out",
+        &s(&dict),
+        "-q",
+    ]);
+    assert!(ok, "{err}");
+    let base = [
+        "polysemantic",
+        &s(&dict),
+        "--embeddings",
+        &s(&emb),
+        "--embedding-vocab",
+        &s(&vocab_file),
+    ];
+    let (ok, _, err) = featdict(&base);
+    assert!(!ok && err.contains("--embedding-tensor"), "{err}");
+    let mut args = base.to_vec();
+    args.extend(["--embedding-tensor", "my_embedding", "--json"]);
+    let (ok, out, err) = featdict(&args);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["total"], 1, "{out}");
+    assert_eq!(v["features"][0]["id"], 0);
+    let mut clusters: Vec<Vec<String>> = v["features"][0]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let mut t: Vec<String> = serde_json::from_value(c["tokens"].clone()).unwrap();
+            t.sort();
+            t
+        })
+        .collect();
+    clusters.sort();
+    assert_eq!(
+        clusters,
+        vec![vec!["cat", "dog", "wolf"], vec!["one", "three", "two"]]
+    );
+}

@@ -104,7 +104,7 @@ pub fn load_token_matrix(
                 found.ok_or_else(|| {
                     Error::format(
                         path,
-                        format!("no embedding tensor found (tried {names:?}); name it explicitly"),
+                        format!("no embedding tensor found (tried {names:?}); name it with --embedding-tensor (--unembed-tensor for `featdict logits`)"),
                     )
                 })?
             }
