@@ -25,8 +25,8 @@ pub fn describe(feature: &Feature, total_tokens: u64) -> String {
         first.make_ascii_uppercase();
     }
     let mut s = format!(
-        "{kind_cap} feature firing on {:.2}% of {total_tokens} tokens ({} times; mean activation {:.3}, max {:.3})",
-        feature.activation_frequency * 100.0,
+        "{kind_cap} feature firing on {}% of {total_tokens} tokens ({} times; mean activation {:.3}, max {:.3})",
+        percent(feature.activation_frequency * 100.0),
         feature.activation_count,
         feature.mean_activation,
         feature.max_activation,
@@ -59,9 +59,10 @@ pub fn describe(feature: &Feature, total_tokens: u64) -> String {
             (p.late, "late in sequences (positions ≥ 50)"),
         ];
         if let Some((c, what)) = buckets.iter().find(|(c, _)| *c as f64 >= 0.9 * n) {
+            // Rounded down: 999 of 1,000 firings is not "100% of the time".
             s.push_str(&format!(
                 ", firing {what} {:.0}% of the time",
-                *c as f64 / n * 100.0
+                (*c as f64 / n * 100.0).floor()
             ));
         }
     }
@@ -80,9 +81,73 @@ pub fn describe(feature: &Feature, total_tokens: u64) -> String {
     s
 }
 
+/// A percentage with two decimals, or two significant digits below 0.1 %: with two decimals
+/// a feature firing 3 times in 100,000 tokens would read "0.00%", and one just under the
+/// ultra-sparse bound (0.01 %) would read as on it.
+fn percent(p: f64) -> String {
+    if p >= 0.1 || p <= 0.0 || !p.is_finite() {
+        return format!("{p:.2}");
+    }
+    let decimals = (1 - p.log10().floor() as i32).max(2) as usize;
+    format!("{p:.decimals$}")
+}
+
 /// Shows control characters of token texts as escapes, so a sentence stays on one line.
 fn visible(s: &str) -> String {
     s.replace('\n', "\\n")
         .replace('\t', "\\t")
         .replace('\r', "\\r")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PositionStats;
+
+    fn feature(count: u64, total: u64) -> Feature {
+        let mut f = Feature::new(7, 0);
+        f.activation_count = count;
+        f.activation_frequency = count as f64 / total as f64;
+        f.feature_type = FeatureType::classify(count, total);
+        f.mean_activation = 1.0;
+        f.max_activation = 1.0;
+        f
+    }
+
+    #[test]
+    fn a_rare_feature_is_not_said_to_fire_on_zero_percent() {
+        // 3 / 102,400 = 0.00293 %: two decimals would print "0.00%".
+        let d = describe(&feature(3, 102_400), 102_400);
+        assert!(
+            d.contains("firing on 0.0029% of 102400 tokens (3 times"),
+            "{d}"
+        );
+        // 10 / 102,400 = 0.00977 % is ultra-sparse (< 0.01 %); "0.01%" would contradict it.
+        let d = describe(&feature(10, 102_400), 102_400);
+        assert!(
+            d.starts_with("Ultra-sparse feature firing on 0.0098% "),
+            "{d}"
+        );
+        // Common frequencies keep two decimals.
+        let d = describe(&feature(24, 12_800), 12_800);
+        assert!(d.contains("firing on 0.19% of 12800"), "{d}");
+    }
+
+    #[test]
+    fn a_position_share_is_not_rounded_up_to_all_firings() {
+        let mut f = feature(1000, 100_000);
+        f.metadata.positions = Some(PositionStats {
+            start: 999,
+            late: 1,
+            ..Default::default()
+        });
+        let d = describe(&f, 100_000);
+        assert!(d.contains("(positions < 5) 99% of the time"), "{d}");
+        f.metadata.positions = Some(PositionStats {
+            start: 1000,
+            ..Default::default()
+        });
+        let d = describe(&f, 100_000);
+        assert!(d.contains("(positions < 5) 100% of the time"), "{d}");
+    }
 }
