@@ -281,6 +281,40 @@ fn manual_labels_persist_and_rank_first() {
     // The whole dictionary still reads back with the label.
     let all = store::load(&fd).unwrap();
     assert_eq!(all.get(dead).unwrap(), &g);
+    drop(r);
+
+    // A manual label with the text of an automatic one replaces it (as `label --set` does):
+    // it was listed twice, once per strategy.
+    let labeled = all.features().find(|f| f.labels.len() >= 2).unwrap();
+    let auto = labeled.labels[1].clone();
+    let mut w = FdictReader::open_rw(&fd).unwrap();
+    let f = w.add_manual_label(labeled.id, &auto).unwrap().unwrap();
+    assert_eq!(
+        f.labels.iter().filter(|t| **t == auto).count(),
+        1,
+        "{:?}",
+        f.labels
+    );
+    assert_eq!(f.labels[0], auto);
+    assert_eq!(f.labels.len(), labeled.labels.len());
+    let details: Vec<_> = f
+        .metadata
+        .label_details
+        .iter()
+        .filter(|l| l.text == auto)
+        .collect();
+    assert_eq!(details.len(), 1);
+    assert_eq!(details[0].strategy, LabelingStrategy::Manual);
+    drop(w);
+    let c = rusqlite::Connection::open(&fd).unwrap();
+    let rows: i64 = c
+        .query_row(
+            "SELECT count(*) FROM labels WHERE feature_id = ?1 AND text = ?2",
+            rusqlite::params![labeled.id as i64, auto],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 1);
 }
 
 #[test]

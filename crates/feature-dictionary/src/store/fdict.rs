@@ -954,20 +954,10 @@ impl FdictReader {
             return Ok(Some(f));
         }
         let was_labeled = !f.labels.is_empty();
-        f.metadata.label_details.insert(
-            0,
-            Label {
-                text: text.clone(),
-                strategy: LabelingStrategy::Manual,
-                confidence: 1.0,
-                precision: None,
-                recall: None,
-                evidence: Vec::new(),
-            },
-        );
-        f.labels.retain(|t| t != &text);
-        f.labels.insert(0, text);
-        f.confidence = f.confidence.max(1.0);
+        // The same edit as `featdict label --set`: an automatic label with the same text is
+        // replaced (it was kept beside the manual one, listed twice), and an original-library
+        // file's bare label texts are kept.
+        crate::label::manual::set_manual_label(&mut f, &text);
         let body = to_json(&f)?;
         insert_feature_row(&tx, &f, &body).map_err(e)?;
         insert_labels(&tx, &f).map_err(e)?;
