@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -266,7 +267,15 @@ class FeatureDictionary:
                 "metadata": fs.metadata,
             },
         }
-        _engine.save(json.dumps(data), os.fspath(path), sources)
+        try:
+            text = json.dumps(data, allow_nan=False)
+        except ValueError:
+            # JSON has no NaN or infinity: say which value, not a column of the encoded text.
+            where, value = _first_non_finite(data)
+            raise ValueError(
+                f"{os.fspath(path)}: cannot save {where} = {value!r}: JSON has no NaN or infinity"
+            ) from None
+        _engine.save(text, os.fspath(path), sources)
 
     @classmethod
     def load(cls, path: str) -> "FeatureDictionary":
@@ -307,3 +316,18 @@ class FeatureDictionary:
 def create_dictionary(num_features: int, feature_dim: int, model_name: str = "", sae_name: str = "", layer: int = 0) -> FeatureDictionary:
     """A dictionary with default settings for the named model/SAE/layer."""
     return FeatureDictionary(num_features, feature_dim, DictionaryConfig(model_name=model_name, sae_name=sae_name, layer=layer))
+
+
+def _first_non_finite(obj: Any, where: str = "") -> Tuple[str, Any]:
+    """The path (``feature_set.features["3"].confidence``) and value of the first NaN or
+    infinity in JSON-like ``obj``; ``("", None)`` when there is none."""
+    if isinstance(obj, float):
+        return (where, obj) if not math.isfinite(obj) else ("", None)
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for k, v in items:
+        sub = f'{where}["{k}"]' if isinstance(obj, dict) and not str(k).isidentifier() else (
+            f"{where}.{k}" if isinstance(obj, dict) else f"{where}[{k}]")
+        found = _first_non_finite(v, sub.lstrip("."))
+        if found[0]:
+            return found
+    return ("", None)

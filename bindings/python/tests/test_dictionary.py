@@ -98,6 +98,23 @@ def test_bad_files_give_clear_errors(tmp_path, corpus):
         d.save(str(tmp_path / "no" / "d.json"))
 
 
+def test_a_non_finite_value_is_named_when_saving(tmp_path, corpus):
+    acts, tokens = corpus
+    d = build(acts, tokens)
+    d.finalize()
+    d.features.get_feature(3).confidence = float("nan")
+    with pytest.raises(ValueError, match=r'cannot save feature_set\.features\["3"\]\.confidence = nan: JSON has no NaN'):
+        d.save(str(tmp_path / "d.json"))
+    assert not (tmp_path / "d.json").exists()
+    d.features.get_feature(3).confidence = 0.5
+    d.features.get_feature(5).mean_activation = float("-inf")
+    with pytest.raises(ValueError, match=r'features\["5"\]\.mean_activation = -inf'):
+        d.save(str(tmp_path / "d.fdict"))
+    d.features.get_feature(5).mean_activation = 1.0
+    d.save(str(tmp_path / "d.json"))
+    assert FeatureDictionary.load(str(tmp_path / "d.json")).get_feature(3).confidence == 0.5
+
+
 def test_save_writes_json_whatever_the_name_as_the_original_did(tmp_path, corpus):
     acts, tokens = corpus
     d = build(acts, tokens)
