@@ -390,6 +390,28 @@ fn encode_refuses_latents_that_overflow_float16() {
         dict["feature_set"]["features"]["0"]["max_activation"],
         80000.0
     );
+    // A NaN residual is refused where it is, not written for a later reader to refuse.
+    let nan = tmp.path().join("nan.npy");
+    feature_dictionary::ingest::npy::write_f32(
+        &nan,
+        &[1, 3, 2],
+        &[0.1, 1.0, f32::NAN, 0.5, 0.0, 0.0],
+    )
+    .unwrap();
+    let lat_nan = tmp.path().join("nan.safetensors");
+    fails(
+        &[
+            "encode",
+            s(&nan),
+            "--sae",
+            s(&sae),
+            "--f32",
+            "--out",
+            s(&lat_nan),
+        ],
+        &[s(&nan), "NaN", "position 1"],
+    );
+    assert!(!lat_nan.exists());
 }
 
 /// A dense file with bytes after its data says so in plain words.

@@ -130,11 +130,21 @@ pub fn encode_to_delphi(
                     lb.extend(v.to_le_bytes());
                 }
                 let v = rows.values[e];
+                // A NaN or infinite residual encodes to non-finite latents; written, the
+                // file would only be refused later, by whatever reads it.
+                if !v.is_finite() {
+                    return Err(Error::format(
+                        residuals.path(),
+                        format!(
+                            "latent {l} at sequence {s}, position {p} is {v}: the residuals hold NaN or infinite values there"
+                        ),
+                    ));
+                }
                 if options.f16 {
                     let h = half::f16::from_f32(v);
                     // Rounding to float16 turns a large latent into inf, which no reader
                     // accepts as an activation.
-                    if h.is_infinite() && v.is_finite() {
+                    if h.is_infinite() {
                         return Err(Error::format(
                             residuals.path(),
                             format!(
