@@ -266,31 +266,56 @@ fn delphi_directory_with_a_missing_shard_is_an_error() {
     assert_eq!(v["statistics"]["active_features"], 3);
 }
 
+/// A standard (ReLU) SAELens directory `dir` with `W_enc` `[d_in, d_sae]` (row-major),
+/// `b_enc` and a zero `b_dec`.
+fn write_standard_sae(dir: &Path, d_in: usize, d_sae: usize, w_enc: &[f32], b_enc: &[f32]) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("cfg.json"),
+        format!(r#"{{"architecture":"standard","d_in":{d_in},"d_sae":{d_sae},"apply_b_dec_to_input":false}}"#),
+    )
+    .unwrap();
+    let f32s = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let (w, b, zeros) = (f32s(w_enc), f32s(b_enc), f32s(&vec![0.0; d_in]));
+    let bytes = feature_dictionary::ingest::safetensors::serialize(&[
+        ("W_enc", "F32", vec![d_in as u64, d_sae as u64], &w),
+        ("b_enc", "F32", vec![d_sae as u64], &b),
+        ("b_dec", "F32", vec![d_in as u64], &zeros),
+    ]);
+    std::fs::write(dir.join("sae_weights.safetensors"), bytes).unwrap();
+}
+
+/// `featdict encode RESID --sae SAE --token-ids IDS --f32 --out OUT`, which must succeed.
+fn encode_f32(resid: &Path, sae: &Path, ids: &Path, out: &Path) {
+    ok(&[
+        "encode",
+        s(resid),
+        "--sae",
+        s(sae),
+        "--token-ids",
+        s(ids),
+        "--f32",
+        "--out",
+        s(out),
+    ]);
+}
+
 /// `encode` then `build` must describe the SAE's latents like `build --sae` does, including
 /// latents above the largest one that fired: a lone latents file has absolute indices and no
 /// name range, so without the SAE width the dictionary lost its trailing dead latents.
 #[test]
 fn encoded_latents_keep_the_sae_width_when_the_last_latents_never_fire() {
     let tmp = tempfile::tempdir().unwrap();
-    let (d_in, d_sae) = (2usize, 4usize);
+    let d_in = 2usize;
     let sae = tmp.path().join("sae");
-    std::fs::create_dir_all(&sae).unwrap();
-    std::fs::write(
-        sae.join("cfg.json"),
-        format!(r#"{{"architecture":"standard","d_in":{d_in},"d_sae":{d_sae},"apply_b_dec_to_input":false}}"#),
-    )
-    .unwrap();
-    let f32s = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
     // Latent j reads input j % 2; latents 2 and 3 carry a bias that keeps them off.
-    let w_enc = f32s(&[1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0]);
-    let b_enc = f32s(&[0.0, 0.0, -100.0, -100.0]);
-    let b_dec = f32s(&[0.0, 0.0]);
-    let bytes = feature_dictionary::ingest::safetensors::serialize(&[
-        ("W_enc", "F32", vec![d_in as u64, d_sae as u64], &w_enc),
-        ("b_enc", "F32", vec![d_sae as u64], &b_enc),
-        ("b_dec", "F32", vec![d_in as u64], &b_dec),
-    ]);
-    std::fs::write(sae.join("sae_weights.safetensors"), bytes).unwrap();
+    write_standard_sae(
+        &sae,
+        d_in,
+        4,
+        &[1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0],
+        &[0.0, 0.0, -100.0, -100.0],
+    );
     let resid = tmp.path().join("resid.npy");
     feature_dictionary::ingest::npy::write_f32(
         &resid,
@@ -318,17 +343,7 @@ fn encoded_latents_keep_the_sae_width_when_the_last_latents_never_fire() {
     assert_eq!(v["statistics"]["dead_features"], 2);
 
     let lat = tmp.path().join("lat.safetensors");
-    ok(&[
-        "encode",
-        s(&resid),
-        "--sae",
-        s(&sae),
-        "--token-ids",
-        s(&ids),
-        "--f32",
-        "--out",
-        s(&lat),
-    ]);
+    encode_f32(&resid, &sae, &ids, &lat);
     let via = tmp.path().join("via.json");
     let v = ok(&["build", s(&lat), "--out", s(&via), "--json", "-q"]);
     assert_eq!(v["statistics"]["total_features"], 4);
@@ -345,20 +360,7 @@ fn encoded_latents_keep_the_sae_width_when_the_last_latents_never_fire() {
 fn encode_refuses_latents_that_overflow_float16() {
     let tmp = tempfile::tempdir().unwrap();
     let sae = tmp.path().join("sae");
-    std::fs::create_dir_all(&sae).unwrap();
-    std::fs::write(
-        sae.join("cfg.json"),
-        r#"{"architecture":"standard","d_in":2,"d_sae":2,"apply_b_dec_to_input":false}"#,
-    )
-    .unwrap();
-    let f32s = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-    let (w_enc, zeros) = (f32s(&[1e5, 1.0, 0.0, 1.0]), f32s(&[0.0, 0.0]));
-    let bytes = feature_dictionary::ingest::safetensors::serialize(&[
-        ("W_enc", "F32", vec![2, 2], &w_enc),
-        ("b_enc", "F32", vec![2], &zeros),
-        ("b_dec", "F32", vec![2], &zeros),
-    ]);
-    std::fs::write(sae.join("sae_weights.safetensors"), bytes).unwrap();
+    write_standard_sae(&sae, 2, 2, &[1e5, 1.0, 0.0, 1.0], &[0.0, 0.0]);
     let resid = tmp.path().join("resid.npy");
     // Latent 0 of (sequence 0, position 2) is 0.8 × 1e5 = 80000 > 65504.
     feature_dictionary::ingest::npy::write_f32(&resid, &[1, 3, 2], &[0.1, 1.0, 0.2, 0.5, 0.8, 0.0])
@@ -371,17 +373,7 @@ fn encode_refuses_latents_that_overflow_float16() {
     assert!(!lat.exists());
     let ids = tmp.path().join("ids.npy");
     write_ids(&ids, &[1, 2, 3], 1, 3);
-    ok(&[
-        "encode",
-        s(&resid),
-        "--sae",
-        s(&sae),
-        "--token-ids",
-        s(&ids),
-        "--f32",
-        "--out",
-        s(&lat),
-    ]);
+    encode_f32(&resid, &sae, &ids, &lat);
     let d = tmp.path().join("d.json");
     let v = ok(&["build", s(&lat), "--out", s(&d), "--json", "-q"]);
     assert_eq!(v["statistics"]["total_features"], 2);
