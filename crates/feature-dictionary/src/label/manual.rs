@@ -39,10 +39,16 @@ pub fn clear_manual_labels(feature: &mut Feature) -> usize {
 }
 
 /// Gives every label text without scored details (a file of the original library stores
-/// texts only) a detail, so that rewriting `labels` from the details keeps it: the strategy
-/// its prefix names, the feature's confidence (the original keeps only the best one).
+/// texts only) a detail, so that rewriting `labels` from the details keeps it.
 fn adopt_bare_labels(feature: &mut Feature) {
-    let details = &mut feature.metadata.label_details;
+    feature.metadata.label_details = label_details(feature);
+}
+
+/// The feature's scored labels, plus a detail for each label text that has none: the
+/// strategy its prefix names and the feature's confidence (the original keeps only the best
+/// one).
+pub(crate) fn label_details(feature: &Feature) -> Vec<Label> {
+    let mut details = feature.metadata.label_details.clone();
     for text in &feature.labels {
         if details.iter().any(|l| &l.text == text) {
             continue;
@@ -62,4 +68,5 @@ fn adopt_bare_labels(feature: &mut Feature) {
             evidence: Vec::new(),
         });
     }
+    details
 }

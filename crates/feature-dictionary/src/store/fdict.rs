@@ -45,7 +45,7 @@ use crate::analyze::correlation::PARTNERS_KEY;
 use crate::dictionary::{importance, FeatureDictionary, Statistics, TopBy};
 use crate::error::{Error, Result};
 use crate::model::{
-    DictionaryConfig, Feature, FeatureSet, FeatureType, Label, LabelingStrategy, TokenCount,
+    DictionaryConfig, Feature, FeatureSet, FeatureType, LabelingStrategy, TokenCount,
 };
 
 /// The first 16 bytes of every SQLite database (and so of every `.fdict`).
@@ -494,24 +494,6 @@ fn insert_feature_row(conn: &Connection, f: &Feature, body: &str) -> rusqlite::R
     Ok(())
 }
 
-/// Scored labels of a feature: `label_details` when present, else the bare texts.
-fn scored_labels(f: &Feature) -> Vec<Label> {
-    let mut out: Vec<Label> = f.metadata.label_details.clone();
-    for t in &f.labels {
-        if !out.iter().any(|l| &l.text == t) {
-            out.push(Label {
-                text: t.clone(),
-                strategy: LabelingStrategy::TokenFrequency,
-                confidence: f.confidence,
-                precision: None,
-                recall: None,
-                evidence: Vec::new(),
-            });
-        }
-    }
-    out
-}
-
 fn insert_labels(conn: &Connection, f: &Feature) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM labels WHERE feature_id = ?1")?
         .execute(params![f.id as i64])?;
@@ -519,7 +501,8 @@ fn insert_labels(conn: &Connection, f: &Feature) -> rusqlite::Result<()> {
         "INSERT INTO labels(feature_id, rank, text, strategy, confidence, precision, recall)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    for (rank, l) in scored_labels(f).iter().enumerate() {
+    // Bare texts (a file of the original library) get a detail, as manual edits give them.
+    for (rank, l) in crate::label::manual::label_details(f).iter().enumerate() {
         st.execute(params![
             f.id as i64,
             rank as i64,
