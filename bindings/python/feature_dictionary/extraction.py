@@ -102,12 +102,21 @@ class ExtractionConfig:
         # Counts reach the engine as unsigned integers; say which field is wrong here rather
         # than let its JSON decoder report a column number.
         for name in _COUNT_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"ExtractionConfig.{name} must be a non-negative integer, got {value!r}")
+            _check_count(getattr(self, name), f"ExtractionConfig.{name}")
         d = self.to_dict()
         d["min_activation"] = self.firing_threshold()
         return d
+
+
+def _check_count(value: Any, name: str, none_means: str = "") -> None:
+    """Raises a ValueError naming ``name`` unless ``value`` is a non-negative integer (or
+    None, when ``none_means`` says what None stands for): the engine takes these unsigned,
+    and its own errors name no field."""
+    if value is None and none_means:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        allowed = f"None ({none_means}) or a non-negative integer" if none_means else "a non-negative integer"
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
 def _plain(value: Any) -> Any:
@@ -174,13 +183,8 @@ class FeatureExtractor:
     ):
         if num_features <= 0:
             raise ValueError(f"num_features must be at least 1, got {num_features}")
-        # The engine takes these unsigned: a negative one failed with "can't convert negative
-        # int to unsigned", naming neither.
-        if isinstance(sequence_offset, bool) or not isinstance(sequence_offset, (int, np.integer)) or sequence_offset < 0:
-            raise ValueError(f"sequence_offset must be a non-negative integer, got {sequence_offset!r}")
-        threads = (config or ExtractionConfig()).threads
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0):
-            raise ValueError(f"ExtractionConfig.threads must be None (all cores) or a non-negative integer, got {threads!r}")
+        _check_count(sequence_offset, "sequence_offset")
+        _check_count((config or ExtractionConfig()).threads, "ExtractionConfig.threads", none_means="all cores")
         self.num_features = int(num_features)
         self.feature_dim = int(feature_dim)
         self.layer = layer
