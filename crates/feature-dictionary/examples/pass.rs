@@ -1,6 +1,10 @@
 //! Times the streaming pass alone (no finalize, no output), for profiling the accumulator.
 //!
 //! `cargo run --release --example pass -- ACTS.npy TOKENS.json [THREADS] [REPEATS]`
+//!
+//! Environment knobs, to weigh one statistic's share: `SPB=N` samples per band (0 turns
+//! band samples off), `TOPK=N` top examples, `TSC=N` token sketch capacity, `NOPOS=1`
+//! no position statistics.
 
 use std::path::Path;
 use std::time::Instant;
@@ -17,7 +21,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let threads: usize = args.get(3).map_or(Ok(2), |t| t.parse())?;
     let repeats: usize = args.get(4).map_or(Ok(3), |t| t.parse())?;
-    let config = ExtractionConfig::default();
+    let mut config = ExtractionConfig::default();
+    if let Ok(v) = std::env::var("SPB") {
+        config.samples_per_band = v.parse()?;
+    }
+    if let Ok(v) = std::env::var("TSC") {
+        config.token_sketch_capacity = v.parse()?;
+    }
+    if let Ok(v) = std::env::var("TOPK") {
+        config.max_examples_per_feature = v.parse()?;
+    }
+    if std::env::var("NOPOS").is_ok() {
+        config.collect_positions = false;
+    }
     for _ in 0..repeats {
         let spec = InputSpec {
             acts: Some(Path::new(&args[1])),

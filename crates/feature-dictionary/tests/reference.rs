@@ -461,3 +461,79 @@ fn real_example_latents_agree_with_a_direct_read() {
     }
     assert_eq!(dict.feature_set.total_tokens_processed, 256);
 }
+
+/// The band samples are exactly, per feature and band, the `s` firings with the smallest
+/// hash of (feature, sequence, position), whatever the batch size (a column can hold from a
+/// few firings to all of them) and for several `s` (1, the default 4, and more than a band
+/// holds).
+#[test]
+fn band_samples_are_the_smallest_hashes_of_each_band() {
+    use feature_dictionary::accumulate::samples::{band_of_bin, firing_hash};
+    let dir = tempfile::tempdir().unwrap();
+    let c = corpus(11, 80, 29, 0.3);
+    let (acts, toks) = write(&c, dir.path(), "c");
+    let rows: usize = c.lengths.iter().sum();
+    let mut seq_pos = Vec::new();
+    for (s, len) in c.lengths.iter().enumerate() {
+        seq_pos.extend((0..*len as u32).map(|p| (s as u64, p)));
+    }
+    for s in [1usize, 4, 50] {
+        let mut cfg = config(5, 2);
+        cfg.extraction.samples_per_band = s;
+        for (threads, vpb) in [(1, 29 * 8), (2, 29 * 50), (2, 1 << 20)] {
+            let mut src = source(&acts, &toks, 2, vpb);
+            let mut acc = Accumulator::new(
+                c.f,
+                Settings::from_config(&cfg.extraction).unwrap(),
+                threads,
+            );
+            let opts = BuildOptions {
+                threads,
+                allow_nonfinite: false,
+            };
+            accumulate_source(&mut src, &mut acc, &opts, &mut |_| {}).unwrap();
+            let mut checked = 0;
+            for range in acc.features() {
+                for local in 0..range.len() {
+                    let feat = range.start + local;
+                    let mut expected: Vec<(u8, u64, u64, u32)> = (0..rows)
+                        .filter(|&r| c.acts[r * c.f + feat] >= 0.01)
+                        .map(|r| {
+                            let v = c.acts[r * c.f + feat];
+                            let (seq, pos) = seq_pos[r];
+                            let band = band_of_bin(histogram::bin(v)) as u8;
+                            (band, firing_hash(feat as u64, seq, pos), seq, pos)
+                        })
+                        .collect();
+                    expected.sort();
+                    let mut kept = Vec::new();
+                    for e in expected {
+                        if kept
+                            .iter()
+                            .filter(|k: &&(u8, u64, u64, u32)| k.0 == e.0)
+                            .count()
+                            < s
+                        {
+                            kept.push(e);
+                        }
+                    }
+                    let mut got: Vec<(u8, u64, u64, u32)> = range.samples[local]
+                        .items
+                        .iter()
+                        .map(|it| (it.band, it.hash, it.example.sequence, it.example.position))
+                        .collect();
+                    got.sort();
+                    assert_eq!(
+                        got, kept,
+                        "feature {feat}, s {s}, {threads} threads, {vpb} values per batch"
+                    );
+                    checked += kept.len();
+                }
+            }
+            assert!(
+                checked > c.f * s.min(3),
+                "too few samples to check: {checked}"
+            );
+        }
+    }
+}

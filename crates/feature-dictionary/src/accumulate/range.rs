@@ -100,6 +100,21 @@ pub struct FeatureRange {
     /// The tokens of those firings (same length and meaning as `scratch_firings`).
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_tokens: Vec<TokenId>,
+    /// One column's sample candidates: `(index in the column, band, hash)` of the firings
+    /// whose hash was below their band's running cutoff when seen (reused like
+    /// `scratch_firings`).
+    #[cfg_attr(feature = "serde-state", serde(skip))]
+    scratch_candidates: Vec<(u32, u32, u64)>,
+    /// Per band, the smallest candidate hashes of the current column (`samples_per_band`
+    /// slots per band).
+    #[cfg_attr(feature = "serde-state", serde(skip))]
+    scratch_smallest: Vec<u64>,
+    /// How many of each band's `scratch_smallest` slots the current column filled.
+    #[cfg_attr(feature = "serde-state", serde(skip))]
+    scratch_held: [u32; N_BANDS],
+    /// How many entries of `scratch_candidates` the current column filled.
+    #[cfg_attr(feature = "serde-state", serde(skip))]
+    n_candidates: usize,
 }
 
 /// Tiles of the transpose are small enough that a tile's counting sort is trivial and few
@@ -129,6 +144,10 @@ impl FeatureRange {
             scratch: Vec::new(),
             scratch_grouped: Vec::new(),
             scratch_tokens: Vec::new(),
+            scratch_candidates: Vec::new(),
+            scratch_smallest: Vec::new(),
+            n_candidates: 0,
+            scratch_held: [0; N_BANDS],
             scratch_firings: Vec::new(),
             scratch_row_keys: Vec::new(),
             scratch_spans: Vec::new(),
@@ -323,40 +342,27 @@ impl FeatureRange {
         batch: &ActivationBatch<'_>,
         settings: &Settings,
     ) {
-        let (firings, tokens, n) = self.count_firings(local, column, batch, settings);
+        let (firings, tokens, n, sample_candidates) =
+            self.count_firings(local, column, batch, settings);
         self.tokens[local].add_all(&tokens[..n], settings.token_sketch_capacity);
         self.scratch_tokens = tokens;
 
         let k = settings.top_k;
         let cutoff = self.topk_cutoff(local, k);
         let mut admit_from = self.topk[local].threshold(k).max(cutoff);
-        let feature_key = samples::feature_key((self.start + local) as u64);
         let mut admitted = false;
         for &at in &firings[..n] {
             let at = at as usize;
             let (row, v) = column[at];
-            let row = row as usize;
-            if v >= admit_from && self.offer_topk(local, v, row, at, batch, settings) {
+            if v >= admit_from && self.offer_topk(local, v, row as usize, at, batch, settings) {
                 admit_from = self.topk[local].threshold(k).max(cutoff);
                 admitted = true;
             }
-            let band = band_of_bin(histogram::bin(v));
-            let threshold = self.sample_thresholds[local * N_BANDS + band];
-            if threshold != 0 {
-                let h = samples::mix(feature_key ^ self.scratch_row_keys[row]);
-                if h < threshold {
-                    let new_threshold = self.samples[local].insert_with(
-                        settings.samples_per_band,
-                        band as u8,
-                        h,
-                        |ex| record_example(ex, v, row, at, batch),
-                    );
-                    self.sample_thresholds[local * N_BANDS + band] = new_threshold;
-                    admitted = true;
-                }
-            }
         }
         self.scratch_firings = firings;
+        if sample_candidates {
+            admitted |= self.admit_samples(local, column, batch, settings);
+        }
         if admitted {
             let window = settings.context_window;
             let spans = &self.scratch_spans;
@@ -375,7 +381,8 @@ impl FeatureRange {
 
     /// Pass 1 of [`FeatureRange::replay`]: the statistics of every firing in `column`
     /// (everything but examples and token counts); returns the scratch buffers whose first
-    /// `n` entries are the firings' indices in the column and their tokens, and `n`.
+    /// `n` entries are the firings' indices in the column and their tokens, `n`, and whether
+    /// any firing became a sample candidate (see [`FeatureRange::admit_samples`]).
     /// Margin rows only provide context; values below the threshold (and NaN, and ±∞,
     /// counted separately) are not firings.
     ///
@@ -388,7 +395,7 @@ impl FeatureRange {
         column: &[(u32, f32)],
         batch: &ActivationBatch<'_>,
         settings: &Settings,
-    ) -> (Vec<u32>, Vec<TokenId>, usize) {
+    ) -> (Vec<u32>, Vec<TokenId>, usize, bool) {
         let (core_start, core_len) = (batch.core.start as u32, batch.core.len() as u32);
         let threshold = settings.threshold;
         let collect_positions = settings.collect_positions;
@@ -403,6 +410,25 @@ impl FeatureRange {
             firings.resize(column.len(), 0);
             tokens.resize(column.len(), 0);
         }
+        // Band samples keep the `s` smallest firing hashes per band. Admitting every firing
+        // that beats the band's current cutoff would admit s·ln(n) of them, each writing a
+        // cold example; instead this pass tracks the `s` smallest hashes among the column's
+        // firings (in a small hot array) and lists the firings that beat the running cutoff
+        // as candidates; `admit_samples` then admits only the candidates that end up in the
+        // sample, at most `s` per band.
+        let s = settings.samples_per_band;
+        let feature_key = samples::feature_key((self.start + local) as u64);
+        let row_keys = &self.scratch_row_keys[..];
+        let mut running = [0u64; N_BANDS];
+        running.copy_from_slice(&self.sample_thresholds[local * N_BANDS..(local + 1) * N_BANDS]);
+        let mut held = [0u32; N_BANDS];
+        let mut candidates = std::mem::take(&mut self.scratch_candidates);
+        if candidates.len() < column.len() {
+            candidates.resize(column.len(), (0, 0, 0));
+        }
+        let mut smallest = std::mem::take(&mut self.scratch_smallest);
+        smallest.resize(N_BANDS * s, u64::MAX);
+        let mut n_candidates = 0;
         let mut n = 0;
         let mut m = self.moments[local];
         let mut buckets = self.pos_buckets[local];
@@ -436,8 +462,23 @@ impl FeatureRange {
                 let bucket = (position >= 5) as usize + (position >= 20) as usize;
                 buckets[bucket] += (position < 50) as u64;
             }
-            hist[histogram::bin(v)] += 1;
+            let bin = histogram::bin(v);
+            hist[bin] += 1;
+            let band = band_of_bin(bin);
+            let h = samples::mix(feature_key ^ row_keys[row as usize]);
+            // `running` is 0 for every band when sampling is off (s == 0).
+            if h < running[band] {
+                candidates[n_candidates] = (at as u32, band as u32, h);
+                n_candidates += 1;
+                running[band] =
+                    keep_smallest(&mut smallest[band * s..(band + 1) * s], &mut held[band], h)
+                        .min(running[band]);
+            }
         }
+        self.scratch_held = held;
+        self.scratch_candidates = candidates;
+        self.scratch_smallest = smallest;
+        self.n_candidates = n_candidates;
         self.moments[local] = m;
         self.pos_buckets[local] = buckets;
         if let Some(row) = first_nonfinite_row {
@@ -448,7 +489,54 @@ impl FeatureRange {
                 self.fire_ngrams(local, column[at as usize].0 as usize, batch, settings);
             }
         }
-        (firings, tokens, n)
+        (firings, tokens, n, n_candidates > 0)
+    }
+
+    /// Pass 2 of the band samples: for each band with candidates, the cutoff is the `s`-th
+    /// smallest hash of the band's current samples and the column's candidates (the
+    /// smallest `s` of those are in `scratch_smallest`, so the union of the two is small), and
+    /// only candidates at or below it are admitted: the same samples as offering every
+    /// firing in turn, with at most `s` example writes per band. Returns whether any was
+    /// admitted.
+    fn admit_samples(
+        &mut self,
+        local: usize,
+        column: &[(u32, f32)],
+        batch: &ActivationBatch<'_>,
+        settings: &Settings,
+    ) -> bool {
+        let s = settings.samples_per_band;
+        let mut cut = [0u64; N_BANDS];
+        let mut union = Vec::with_capacity(2 * s);
+        for (band, cut) in cut.iter_mut().enumerate() {
+            let held = self.scratch_held[band] as usize;
+            if held == 0 {
+                continue;
+            }
+            union.clear();
+            self.samples[local].band_hashes(s, band, &mut union);
+            union.extend_from_slice(&self.scratch_smallest[band * s..band * s + held]);
+            *cut = if union.len() < s {
+                u64::MAX
+            } else {
+                *union.select_nth_unstable(s - 1).1
+            };
+        }
+        let mut admitted = false;
+        for i in 0..self.n_candidates {
+            let (at, band, h) = self.scratch_candidates[i];
+            let band = band as usize;
+            if h > cut[band] {
+                continue;
+            }
+            let (at, (row, v)) = (at as usize, column[at as usize]);
+            let threshold = self.samples[local].insert_with(s, band as u8, h, |ex| {
+                record_example(ex, v, row as usize, at, batch)
+            });
+            self.sample_thresholds[local * N_BANDS + band] = threshold;
+            admitted = true;
+        }
+        admitted
     }
 
     /// Keeps the earliest non-finite value's (sequence, position, feature): columns replay
@@ -614,6 +702,10 @@ impl FeatureRange {
             scratch: Vec::new(),
             scratch_grouped: Vec::new(),
             scratch_tokens: Vec::new(),
+            scratch_candidates: Vec::new(),
+            scratch_smallest: Vec::new(),
+            n_candidates: 0,
+            scratch_held: [0; N_BANDS],
             scratch_firings: Vec::new(),
             scratch_row_keys: Vec::new(),
             scratch_spans: Vec::new(),
@@ -712,6 +804,30 @@ fn fill_context(
     }
     ex.context_activations = activations;
     ex.pending = NO_PENDING;
+}
+
+/// Adds hash `h` to `smallest`, the (at most `smallest.len()`) smallest hashes seen, of
+/// which `held` are filled; returns the largest held once all are filled (the hash a firing
+/// must beat to enter), else `u64::MAX`.
+#[inline(always)]
+fn keep_smallest(smallest: &mut [u64], held: &mut u32, h: u64) -> u64 {
+    let len = *held as usize;
+    if len < smallest.len() {
+        smallest[len] = h;
+        *held += 1;
+        if len + 1 < smallest.len() {
+            return u64::MAX;
+        }
+    } else {
+        let mut largest = 0;
+        for (j, &x) in smallest.iter().enumerate() {
+            if x > smallest[largest] {
+                largest = j;
+            }
+        }
+        smallest[largest] = h;
+    }
+    smallest.iter().copied().max().unwrap_or(u64::MAX)
 }
 
 /// For every row, the rows `(first, end)` its sequence spans in the batch (batches hold

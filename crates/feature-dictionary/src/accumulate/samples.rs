@@ -117,6 +117,19 @@ impl BandSamples {
         }
     }
 
+    /// Appends the hashes of `band`'s samples (with `s` slots per band) to `out`.
+    pub fn band_hashes(&mut self, s: usize, band: usize, out: &mut Vec<u64>) {
+        if self.slots.len() != N_BANDS * s {
+            self.rebuild_slots(s);
+        }
+        out.extend(
+            self.slots[band * s..(band + 1) * s]
+                .iter()
+                .filter(|slot| slot.1 != u32::MAX)
+                .map(|slot| slot.0),
+        );
+    }
+
     /// Adds a sample that beat the band's threshold, filling its example in place (an
     /// evicted sample's buffers are reused); returns the band's new threshold.
     pub fn insert_with(
