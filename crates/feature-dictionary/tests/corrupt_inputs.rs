@@ -208,6 +208,18 @@ fn delphi_directory_errors_name_the_problem() {
     std::fs::write(tmp.path().join("nonsense.safetensors"), small_shard("U16")).unwrap();
     let e = DelphiCache::open(tmp.path()).unwrap_err().to_string();
     assert!(e.contains("<start>_<end>"), "{e}");
+    // Shards that do not start at latent 0: the missing first shard is named, whether
+    // the directory or the lone shard file is given.
+    let later = tempfile::tempdir().unwrap();
+    let shard = later.path().join("64_127.safetensors");
+    std::fs::write(&shard, small_shard("U16")).unwrap();
+    for given in [later.path(), shard.as_path()] {
+        let e = DelphiCache::open(given).unwrap_err().to_string();
+        assert!(
+            e.contains("latents 0..=63 are in no shard") && e.contains("0_63.safetensors missing"),
+            "{e}"
+        );
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -187,6 +187,20 @@ impl DelphiCache {
                 activations,
             });
         }
+        // delphi's shards cover latents from 0; a first shard starting later means the
+        // earlier shard files are missing (or a lone shard was given), and reading on would
+        // report latents 0..start as dead.
+        if let Some(first) = shards.first().filter(|s| s.width.is_some() && s.start > 0) {
+            let before = first.start - 1;
+            return Err(Error::format(
+                path,
+                format!(
+                    "latents 0..={before} are in no shard: the first shard, {}, starts at latent {}; is the shard 0_{before}.safetensors missing? (a dictionary is built over a whole cache, from latent 0)",
+                    file_name(first.file.path()),
+                    first.start
+                ),
+            ));
+        }
         // Shards must not overlap.
         for w in shards.windows(2) {
             if let Some(wa) = w[0].width {
