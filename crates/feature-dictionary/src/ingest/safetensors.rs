@@ -200,7 +200,66 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<TensorInfo>, Metadata)> {
             end: data_start + end as usize,
         });
     }
+    check_layout(path, &tensors, data_start, bytes.len())?;
     Ok((tensors, metadata))
+}
+
+/// The data section must be exactly the tensors laid end to end, as the format requires
+/// (the reference implementation refuses anything else): two tensors sharing bytes would
+/// alias each other, and bytes no tensor claims mean a damaged or spliced file.
+fn check_layout(
+    path: &Path,
+    tensors: &[TensorInfo],
+    data_start: usize,
+    file_len: usize,
+) -> Result<()> {
+    let mut by_start: Vec<&TensorInfo> = tensors.iter().collect();
+    by_start.sort_by_key(|t| (t.start, t.end));
+    let mut covered = data_start;
+    let mut previous: Option<&TensorInfo> = None;
+    for t in by_start {
+        if t.start < covered {
+            let p = previous.expect("only a previous tensor can cover data bytes");
+            return Err(Error::format(
+                path,
+                format!(
+                    "corrupt .safetensors header: tensors {:?} (data bytes {}..{}) and {:?} (data bytes {}..{}) overlap",
+                    p.name,
+                    p.start - data_start,
+                    p.end - data_start,
+                    t.name,
+                    t.start - data_start,
+                    t.end - data_start
+                ),
+            ));
+        }
+        if t.start > covered {
+            return Err(Error::format(
+                path,
+                format!(
+                    "corrupt .safetensors file: data bytes {}..{} belong to no tensor (tensor {:?} starts at {}); the format lays tensors end to end",
+                    covered - data_start,
+                    t.start - data_start,
+                    t.name,
+                    t.start - data_start
+                ),
+            ));
+        }
+        covered = t.end;
+        previous = Some(t);
+    }
+    if covered != file_len {
+        return Err(Error::format(
+            path,
+            format!(
+                "corrupt .safetensors file: {} bytes after the last tensor's data (the data section has {} bytes, its tensors use {})",
+                file_len - covered,
+                file_len - data_start,
+                covered - data_start
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl SafeTensors {
@@ -603,5 +662,51 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("absurd"));
+    }
+
+    /// A file from a hand-written header (padded to 8 bytes) and data section.
+    fn with_header(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut text = header.as_bytes().to_vec();
+        while !text.len().is_multiple_of(8) {
+            text.push(b' ');
+        }
+        let mut out = (text.len() as u64).to_le_bytes().to_vec();
+        out.extend(text);
+        out.extend(data);
+        out
+    }
+
+    #[test]
+    fn the_data_section_must_be_exactly_the_tensors() {
+        let p = Path::new("bad.safetensors");
+        let data = f32_bytes(&[1.0, 2.0, 3.0]);
+        // Laid end to end in either header order, and zero-sized tensors anywhere: fine.
+        let good = with_header(
+            r#"{"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[8,8]}}"#,
+            &data,
+        );
+        assert_eq!(parse_header(p, &good).unwrap().len(), 3);
+        let overlap = with_header(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            &data,
+        );
+        let e = parse_header(p, &overlap).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.safetensors")
+                && e.contains("\"a\" (data bytes 0..8) and \"b\" (data bytes 4..12) overlap"),
+            "{e}"
+        );
+        let hole = with_header(
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
+            &data,
+        );
+        let e = parse_header(p, &hole).unwrap_err().to_string();
+        assert!(e.contains("data bytes 4..8 belong to no tensor"), "{e}");
+        let trailing = with_header(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            &data,
+        );
+        let e = parse_header(p, &trailing).unwrap_err().to_string();
+        assert!(e.contains("4 bytes after the last tensor's data"), "{e}");
     }
 }
