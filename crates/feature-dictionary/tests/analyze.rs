@@ -288,3 +288,62 @@ fn stats_positions_and_search() {
         Vec::<(u64, f64)>::new()
     );
 }
+
+/// Looking an embedding matrix up by its usual names reports the file's own problems (a
+/// missing file, a tensor of the wrong shape) instead of "not found", and lists the
+/// tensors the file has when no usual name is among them.
+#[test]
+fn embedding_lookup_reports_the_real_problem() {
+    use feature_dictionary::analyze::embeddings::TokenEmbeddings;
+    use feature_dictionary::ingest::safetensors::serialize;
+    let tmp = tempfile::tempdir().unwrap();
+    let vocab = tmp.path().join("vocab.json");
+    std::fs::write(&vocab, r#"["a", "b"]"#).unwrap();
+    let data: Vec<u8> = (0..8).flat_map(|i| (i as f32).to_le_bytes()).collect();
+
+    let missing = tmp.path().join("missing.safetensors");
+    let e = TokenEmbeddings::load(&missing, None, Some(&vocab))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("missing.safetensors") && !e.contains("no embedding tensor"),
+        "{e}"
+    );
+
+    let wrong_shape = tmp.path().join("wrong_shape.safetensors");
+    std::fs::write(
+        &wrong_shape,
+        serialize(&[("W_E", "F32", vec![2, 2, 2], &data)]),
+    )
+    .unwrap();
+    let e = TokenEmbeddings::load(&wrong_shape, None, Some(&vocab))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("\"W_E\" has shape [2, 2, 2]; expected 2 dimensions"),
+        "{e}"
+    );
+
+    let other = tmp.path().join("other.safetensors");
+    std::fs::write(
+        &other,
+        serialize(&[("lm_head.weight", "F32", vec![2, 4], &data)]),
+    )
+    .unwrap();
+    let e = TokenEmbeddings::load(&other, None, Some(&vocab))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("no embedding tensor found") && e.contains("the file has [\"lm_head.weight\"]"),
+        "{e}"
+    );
+    // Named explicitly, the same tensor loads (rows are kept as unit directions).
+    let m = TokenEmbeddings::load(&other, Some("lm_head.weight"), Some(&vocab)).unwrap();
+    let norm = 126f32.sqrt();
+    for (got, want) in m.get("b").unwrap().iter().zip([4.0, 5.0, 6.0, 7.0]) {
+        assert!((got - want / norm).abs() < 1e-6, "{got} vs {}", want / norm);
+    }
+}

@@ -16,8 +16,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::gguf::Gguf;
-use super::weights::{read_safetensors_matrix, Matrix};
+use super::weights::{read_safetensors_matrix, safetensors_matrix, Matrix};
 use crate::error::{Error, Result};
+use crate::ingest::safetensors::SafeTensors;
 
 /// Unit-normalised token vectors by token text.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,19 +95,19 @@ pub fn load_token_matrix(
                     "W_E",
                     "embeddings",
                 ];
-                let mut found = None;
-                for n in names {
-                    if let Ok(m) = read_safetensors_matrix(path, n) {
-                        found = Some(m);
-                        break;
-                    }
-                }
-                found.ok_or_else(|| {
+                // Only the choice of name is a guess: the file's own errors (missing,
+                // damaged, a tensor of the wrong shape or dtype) are reported as they are.
+                let file = SafeTensors::open(path)?;
+                let name = names.iter().find(|n| file.get(n).is_some()).ok_or_else(|| {
+                    let present: Vec<&str> =
+                        file.tensors().iter().map(|t| t.name.as_str()).take(12).collect();
                     Error::format(
                         path,
-                        format!("no embedding tensor found (tried {names:?}); name it with --embedding-tensor (--unembed-tensor for `featdict logits`)"),
+                        format!("no embedding tensor found (tried {names:?}; the file has {present:?}{}); name it with --embedding-tensor (--unembed-tensor for `featdict logits`)",
+                            if file.tensors().len() > present.len() { ", …" } else { "" }),
                     )
-                })?
+                })?;
+                safetensors_matrix(&file, name)?
             }
         };
         let vocab = vocab.ok_or_else(|| {

@@ -45,7 +45,15 @@ impl Matrix {
 /// Reads the 2-D tensor `name` of a safetensors file (F32, F16, BF16 or F64) as f32,
 /// through the validating reader of `ingest::safetensors`.
 pub fn read_safetensors_matrix(path: &Path, name: &str) -> Result<Matrix> {
-    let file = crate::ingest::safetensors::SafeTensors::open(path)?;
+    safetensors_matrix(&crate::ingest::safetensors::SafeTensors::open(path)?, name)
+}
+
+/// The 2-D tensor `name` of an opened safetensors file, as f32.
+pub fn safetensors_matrix(
+    file: &crate::ingest::safetensors::SafeTensors,
+    name: &str,
+) -> Result<Matrix> {
+    let path = file.path();
     let t = file.tensor(name)?;
     let [rows, cols] = t.shape[..] else {
         return Err(Error::format(
