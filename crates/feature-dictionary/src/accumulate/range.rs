@@ -112,6 +112,12 @@ pub struct FeatureRange {
     /// How many of each band's `scratch_smallest` slots the current column filled.
     #[cfg_attr(feature = "serde-state", serde(skip))]
     scratch_held: [u32; N_BANDS],
+    /// Top-k slots admitted in the current column.
+    #[cfg_attr(feature = "serde-state", serde(skip))]
+    scratch_topk_slots: Vec<u32>,
+    /// Band samples (indices in `items`) admitted in the current column.
+    #[cfg_attr(feature = "serde-state", serde(skip))]
+    scratch_sample_items: Vec<u32>,
     /// How many entries of `scratch_candidates` the current column filled.
     #[cfg_attr(feature = "serde-state", serde(skip))]
     n_candidates: usize,
@@ -147,6 +153,8 @@ impl FeatureRange {
             scratch_candidates: Vec::new(),
             scratch_smallest: Vec::new(),
             n_candidates: 0,
+            scratch_topk_slots: Vec::new(),
+            scratch_sample_items: Vec::new(),
             scratch_held: [0; N_BANDS],
             scratch_firings: Vec::new(),
             scratch_row_keys: Vec::new(),
@@ -350,33 +358,42 @@ impl FeatureRange {
         let k = settings.top_k;
         let cutoff = self.topk_cutoff(local, k);
         let mut admit_from = self.topk[local].threshold(k).max(cutoff);
-        let mut admitted = false;
+        // The slots admitted in this column, whose contexts are filled at the end (a slot
+        // may be listed twice when a later firing took it over; it is filled once). Listing
+        // them spares reading every example of the feature, cold in memory, to find them.
+        let mut topk_slots = std::mem::take(&mut self.scratch_topk_slots);
+        topk_slots.clear();
         for &at in &firings[..n] {
             let at = at as usize;
             let (row, v) = column[at];
-            if v >= admit_from && self.offer_topk(local, v, row as usize, at, batch, settings) {
-                admit_from = self.topk[local].threshold(k).max(cutoff);
-                admitted = true;
+            if v >= admit_from {
+                if let Some(slot) = self.offer_topk(local, v, row as usize, at, batch, settings) {
+                    topk_slots.push(slot as u32);
+                    admit_from = self.topk[local].threshold(k).max(cutoff);
+                }
             }
         }
         self.scratch_firings = firings;
+        let mut sample_items = std::mem::take(&mut self.scratch_sample_items);
+        sample_items.clear();
         if sample_candidates {
-            admitted |= self.admit_samples(local, column, batch, settings);
+            self.admit_samples(local, column, batch, settings, &mut sample_items);
         }
-        if admitted {
-            let window = settings.context_window;
-            let spans = &self.scratch_spans;
-            let fill = |ex: &mut Example| {
-                if ex.pending != NO_PENDING {
-                    fill_context(ex, column, batch, spans, window);
-                }
-            };
-            self.topk[local].for_each_mut(fill);
-            self.samples[local]
-                .items
-                .iter_mut()
-                .for_each(|s| fill(&mut s.example));
+        let window = settings.context_window;
+        let spans = &self.scratch_spans;
+        let fill = |ex: &mut Example| {
+            if ex.pending != NO_PENDING {
+                fill_context(ex, column, batch, spans, window);
+            }
+        };
+        for &slot in &topk_slots {
+            fill(self.topk[local].slot_mut(slot as usize));
         }
+        for &item in &sample_items {
+            fill(&mut self.samples[local].items[item as usize].example);
+        }
+        self.scratch_topk_slots = topk_slots;
+        self.scratch_sample_items = sample_items;
     }
 
     /// Pass 1 of [`FeatureRange::replay`]: the statistics of every firing in `column`
@@ -496,15 +513,16 @@ impl FeatureRange {
     /// smallest hash of the band's current samples and the column's candidates (the
     /// smallest `s` of those are in `scratch_smallest`, so the union of the two is small), and
     /// only candidates at or below it are admitted: the same samples as offering every
-    /// firing in turn, with at most `s` example writes per band. Returns whether any was
-    /// admitted.
+    /// firing in turn, with at most `s` example writes per band. The admitted samples'
+    /// indices are appended to `admitted`.
     fn admit_samples(
         &mut self,
         local: usize,
         column: &[(u32, f32)],
         batch: &ActivationBatch<'_>,
         settings: &Settings,
-    ) -> bool {
+        admitted: &mut Vec<u32>,
+    ) {
         let s = settings.samples_per_band;
         let mut cut = [0u64; N_BANDS];
         let mut union = Vec::with_capacity(2 * s);
@@ -522,7 +540,6 @@ impl FeatureRange {
                 *union.select_nth_unstable(s - 1).1
             };
         }
-        let mut admitted = false;
         for i in 0..self.n_candidates {
             let (at, band, h) = self.scratch_candidates[i];
             let band = band as usize;
@@ -530,13 +547,12 @@ impl FeatureRange {
                 continue;
             }
             let (at, (row, v)) = (at as usize, column[at as usize]);
-            let threshold = self.samples[local].insert_with(s, band as u8, h, |ex| {
+            let (threshold, item) = self.samples[local].insert_with(s, band as u8, h, |ex| {
                 record_example(ex, v, row as usize, at, batch)
             });
             self.sample_thresholds[local * N_BANDS + band] = threshold;
-            admitted = true;
+            admitted.push(item as u32);
         }
-        admitted
     }
 
     /// Keeps the earliest non-finite value's (sequence, position, feature): columns replay
@@ -575,14 +591,13 @@ impl FeatureRange {
         at: usize,
         batch: &ActivationBatch<'_>,
         settings: &Settings,
-    ) -> bool {
+    ) -> Option<usize> {
         let k = settings.top_k;
         let (seq, pos) = (batch.sequences[row], batch.positions[row]);
         if !self.topk[local].accepts(k, v, seq, pos) {
-            return false;
+            return None;
         }
-        self.topk[local].insert_with(k, |ex| record_example(ex, v, row, at, batch));
-        true
+        Some(self.topk[local].insert_with(k, |ex| record_example(ex, v, row, at, batch)))
     }
 
     /// Folds `other` (same features, other tokens) into `self`.
@@ -705,6 +720,8 @@ impl FeatureRange {
             scratch_candidates: Vec::new(),
             scratch_smallest: Vec::new(),
             n_candidates: 0,
+            scratch_topk_slots: Vec::new(),
+            scratch_sample_items: Vec::new(),
             scratch_held: [0; N_BANDS],
             scratch_firings: Vec::new(),
             scratch_row_keys: Vec::new(),

@@ -131,14 +131,15 @@ impl BandSamples {
     }
 
     /// Adds a sample that beat the band's threshold, filling its example in place (an
-    /// evicted sample's buffers are reused); returns the band's new threshold.
+    /// evicted sample's buffers are reused); returns the band's new threshold and the
+    /// sample's index in `items`.
     pub fn insert_with(
         &mut self,
         s: usize,
         band: u8,
         hash: u64,
         fill: impl FnOnce(&mut Example),
-    ) -> u64 {
+    ) -> (u64, usize) {
         if self.slots.len() != N_BANDS * s {
             self.rebuild_slots(s);
         }
@@ -173,11 +174,12 @@ impl BandSamples {
         it.band = band;
         it.hash = hash;
         fill(&mut it.example);
-        if slots.iter().any(|sl| sl.1 == u32::MAX) {
+        let threshold = if slots.iter().any(|sl| sl.1 == u32::MAX) {
             u64::MAX
         } else {
             slots.iter().map(|sl| sl.0).max().unwrap_or(u64::MAX)
-        }
+        };
+        (threshold, item)
     }
 
     /// Exact merge: per band, the `s` smallest hashes of the union.

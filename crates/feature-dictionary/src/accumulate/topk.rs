@@ -125,10 +125,16 @@ impl TopK {
         self.insert_with(k, |slot| *slot = ex);
     }
 
+    /// Example in slot `i` (as returned by [`TopK::insert_with`]), to complete it; its
+    /// activation must not change (it decides the order).
+    pub fn slot_mut(&mut self, i: usize) -> &mut Example {
+        &mut self.items[i]
+    }
+
     /// Inserts an approved example by filling a slot in place: when full, the evicted
-    /// example's buffers are reused, so the steady state allocates nothing.
+    /// example's buffers are reused, so the steady state allocates nothing. Returns the slot.
     #[inline]
-    pub fn insert_with(&mut self, k: usize, fill: impl FnOnce(&mut Example)) {
+    pub fn insert_with(&mut self, k: usize, fill: impl FnOnce(&mut Example)) -> usize {
         let slot = if self.items.len() < k {
             if self.items.is_empty() {
                 // One allocation for the k examples instead of log2(k) regrowths.
@@ -147,6 +153,7 @@ impl TopK {
         if self.items.len() >= k {
             self.recompute_worst();
         }
+        slot
     }
 
     fn recompute_worst(&mut self) {
