@@ -134,7 +134,18 @@ fn stats_lines(
     );
     println!("tokens       {}", st.total_tokens_processed);
     println!("active       {}", st.active_features);
-    println!("dead         {}", st.dead_features);
+    // A dictionary built with --drop-dead (or the original's include_dead_features=False)
+    // holds fewer features than the SAE has; the statistics count only those in the file
+    // (the original's rule), so the ones left out are reported beside them.
+    let left_out = num_features.saturating_sub(st.total_features);
+    if left_out > 0 {
+        println!(
+            "dead         {} in file; {left_out} more features left out of the file (fewer firings than min_activation_count when built)",
+            st.dead_features
+        );
+    } else {
+        println!("dead         {}", st.dead_features);
+    }
     println!("labeled      {}", st.labeled_features);
     println!("mean freq    {:.6}", st.mean_activation_frequency);
     println!("types");

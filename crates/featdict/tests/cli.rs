@@ -144,6 +144,14 @@ fn build_stats_show_top_with_json() {
         serde_json::json!([4])
     );
     assert_eq!(v["config"]["num_features"], 5);
+    // `stats` counts what the file holds and names the features left out.
+    let out = featdict(&["stats", s(&dropped)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("features     5 (4 in file)")
+            && text.contains("dead         0 in file; 1 more features left out of the file"),
+        "{text}"
+    );
 }
 
 #[test]
