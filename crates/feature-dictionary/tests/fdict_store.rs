@@ -372,6 +372,14 @@ fn failed_write_keeps_the_previous_file() {
     w.add(fs.features.get(&3).unwrap()).unwrap();
     // Out of order: an error, and dropping the writer removes its temporary file.
     assert!(w.add(fs.features.get(&2).unwrap()).is_err());
+    // An id SQLite cannot hold (above i64::MAX) is refused, not stored wrapped.
+    let mut huge = fs.features.get(&4).unwrap().clone();
+    huge.id = 1 << 63;
+    let e = w.add(&huge).unwrap_err().to_string();
+    assert!(
+        e.contains("feature id 9223372036854775808 is too large"),
+        "{e}"
+    );
     drop(w);
     assert_eq!(
         FdictReader::open(&fd).unwrap().statistics().total_features,

@@ -341,6 +341,16 @@ impl FdictWriter {
                 )));
             }
         }
+        // SQLite integers are signed 64-bit: a larger id would be stored wrapped to a
+        // negative one and never found again.
+        if f.id > i64::MAX as u64 {
+            return Err(Error::Invalid(format!(
+                "{}: feature id {} is too large for a .fdict file (ids go up to {}); keep such a dictionary as JSON",
+                self.path.display(),
+                f.id,
+                i64::MAX
+            )));
+        }
         self.last_id = Some(f.id);
         self.stats.add(f);
         let body = to_json(f)?;
