@@ -79,48 +79,51 @@ pub struct FeatureRange {
     pub ngrams: Vec<NgramTable>,
     /// First non-finite value seen: (sequence, position, feature).
     pub first_nonfinite: Option<(u64, u32, u64)>,
-    /// Per-tile buckets of `(row << TILE_BITS | feature in tile, value)`, reused across
-    /// batches (always empty between calls).
+    /// Buffers reused from batch to batch; not state.
     #[cfg_attr(feature = "serde-state", serde(skip))]
-    scratch: Vec<TileBucket>,
-    /// One tile's nonzeros grouped by feature: `(row, value)` (reused; as long as the
-    /// largest tile so far, only the current tile's prefix is meaningful).
-    #[cfg_attr(feature = "serde-state", serde(skip))]
-    scratch_grouped: Vec<(u32, f32)>,
+    scratch: Scratch,
+}
+
+/// The buffers one [`FeatureRange::update`] works in, kept to reuse their memory. Between
+/// calls they hold nothing meaningful, so they are not part of the state: not serialized,
+/// not merged, and never make two ranges unequal.
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    /// Per-tile buckets of `(row << TILE_BITS | feature in tile, value)` (always empty
+    /// between calls).
+    buckets: Vec<TileBucket>,
+    /// One tile's nonzeros grouped by feature: `(row, value)` (as long as the largest tile
+    /// so far, only the current tile's prefix is meaningful).
+    grouped: Vec<(u32, f32)>,
     /// [`sequence_spans`] of the current batch.
-    #[cfg_attr(feature = "serde-state", serde(skip))]
-    scratch_spans: Vec<(u32, u32)>,
+    spans: Vec<(u32, u32)>,
     /// [`samples::row_key`] of each row of the current batch.
-    #[cfg_attr(feature = "serde-state", serde(skip))]
-    scratch_row_keys: Vec<u64>,
-    /// Indices of one column's firings (reused; as long as the longest column so far, only
-    /// the prefix a replay counted is meaningful).
-    #[cfg_attr(feature = "serde-state", serde(skip))]
-    scratch_firings: Vec<u32>,
-    /// The tokens of those firings (same length and meaning as `scratch_firings`).
-    #[cfg_attr(feature = "serde-state", serde(skip))]
-    scratch_tokens: Vec<TokenId>,
+    row_keys: Vec<u64>,
+    /// Indices of one column's firings (as long as the longest column so far, only the
+    /// prefix a replay counted is meaningful).
+    firings: Vec<u32>,
+    /// The tokens of those firings (same length and meaning as `firings`).
+    tokens: Vec<TokenId>,
     /// One column's sample candidates: `(index in the column, band, hash)` of the firings
-    /// whose hash was below their band's running cutoff when seen (reused like
-    /// `scratch_firings`).
-    #[cfg_attr(feature = "serde-state", serde(skip))]
-    scratch_candidates: Vec<(u32, u32, u64)>,
+    /// whose hash was below their band's running cutoff when seen (reused like `firings`).
+    candidates: Vec<(u32, u32, u64)>,
+    /// How many entries of `candidates` the current column filled.
+    n_candidates: usize,
     /// Per band, the smallest candidate hashes of the current column (`samples_per_band`
     /// slots per band).
-    #[cfg_attr(feature = "serde-state", serde(skip))]
-    scratch_smallest: Vec<u64>,
-    /// How many of each band's `scratch_smallest` slots the current column filled.
-    #[cfg_attr(feature = "serde-state", serde(skip))]
-    scratch_held: [u32; N_BANDS],
+    smallest: Vec<u64>,
+    /// How many of each band's `smallest` slots the current column filled.
+    held: [u32; N_BANDS],
     /// Top-k slots admitted in the current column.
-    #[cfg_attr(feature = "serde-state", serde(skip))]
-    scratch_topk_slots: Vec<u32>,
+    topk_slots: Vec<u32>,
     /// Band samples (indices in `items`) admitted in the current column.
-    #[cfg_attr(feature = "serde-state", serde(skip))]
-    scratch_sample_items: Vec<u32>,
-    /// How many entries of `scratch_candidates` the current column filled.
-    #[cfg_attr(feature = "serde-state", serde(skip))]
-    n_candidates: usize,
+    sample_items: Vec<u32>,
+}
+
+impl PartialEq for Scratch {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// Tiles of the transpose are small enough that a tile's counting sort is trivial and few
@@ -147,18 +150,7 @@ impl FeatureRange {
             tokens: vec![TokenSketch::default(); len],
             ngrams: vec![NgramTable::default(); len],
             first_nonfinite: None,
-            scratch: Vec::new(),
-            scratch_grouped: Vec::new(),
-            scratch_tokens: Vec::new(),
-            scratch_candidates: Vec::new(),
-            scratch_smallest: Vec::new(),
-            n_candidates: 0,
-            scratch_topk_slots: Vec::new(),
-            scratch_sample_items: Vec::new(),
-            scratch_held: [0; N_BANDS],
-            scratch_firings: Vec::new(),
-            scratch_row_keys: Vec::new(),
-            scratch_spans: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -213,19 +205,19 @@ impl FeatureRange {
         if settings.samples_per_band == 0 {
             self.sample_thresholds.iter_mut().for_each(|t| *t = 0);
         }
-        self.scratch_row_keys.clear();
-        self.scratch_row_keys.extend(
+        self.scratch.row_keys.clear();
+        self.scratch.row_keys.extend(
             batch
                 .sequences
                 .iter()
                 .zip(&batch.positions)
                 .map(|(&s, &p)| samples::row_key(s, p)),
         );
-        sequence_spans(&batch.sequences, &mut self.scratch_spans);
-        let mut buckets = std::mem::take(&mut self.scratch);
+        sequence_spans(&batch.sequences, &mut self.scratch.spans);
+        let mut buckets = std::mem::take(&mut self.scratch.buckets);
         buckets.resize_with(self.len().div_ceil(TILE), TileBucket::default);
         self.transpose(batch, &mut buckets);
-        let mut column = std::mem::take(&mut self.scratch_grouped);
+        let mut column = std::mem::take(&mut self.scratch.grouped);
         for (t, bucket) in buckets.iter_mut().enumerate() {
             let first = t * TILE;
             // A stable counting sort by feature keeps each column in row order.
@@ -260,8 +252,8 @@ impl FeatureRange {
             }
             bucket.clear();
         }
-        self.scratch_grouped = column;
-        self.scratch = buckets;
+        self.scratch.grouped = column;
+        self.scratch.buckets = buckets;
     }
 
     /// Fills the tile buckets with every nonzero value of this range on every row of the
@@ -353,7 +345,7 @@ impl FeatureRange {
         let (firings, tokens, n, sample_candidates) =
             self.count_firings(local, column, batch, settings);
         self.tokens[local].add_all(&tokens[..n], settings.token_sketch_capacity);
-        self.scratch_tokens = tokens;
+        self.scratch.tokens = tokens;
 
         let k = settings.top_k;
         let cutoff = self.topk_cutoff(local, k);
@@ -361,7 +353,7 @@ impl FeatureRange {
         // The slots admitted in this column, whose contexts are filled at the end (a slot
         // may be listed twice when a later firing took it over; it is filled once). Listing
         // them spares reading every example of the feature, cold in memory, to find them.
-        let mut topk_slots = std::mem::take(&mut self.scratch_topk_slots);
+        let mut topk_slots = std::mem::take(&mut self.scratch.topk_slots);
         topk_slots.clear();
         for &at in &firings[..n] {
             let at = at as usize;
@@ -373,14 +365,14 @@ impl FeatureRange {
                 }
             }
         }
-        self.scratch_firings = firings;
-        let mut sample_items = std::mem::take(&mut self.scratch_sample_items);
+        self.scratch.firings = firings;
+        let mut sample_items = std::mem::take(&mut self.scratch.sample_items);
         sample_items.clear();
         if sample_candidates {
             self.admit_samples(local, column, batch, settings, &mut sample_items);
         }
         let window = settings.context_window;
-        let spans = &self.scratch_spans;
+        let spans = &self.scratch.spans;
         let fill = |ex: &mut Example| {
             if ex.pending != NO_PENDING {
                 fill_context(ex, column, batch, spans, window);
@@ -392,8 +384,8 @@ impl FeatureRange {
         for &item in &sample_items {
             fill(&mut self.samples[local].items[item as usize].example);
         }
-        self.scratch_topk_slots = topk_slots;
-        self.scratch_sample_items = sample_items;
+        self.scratch.topk_slots = topk_slots;
+        self.scratch.sample_items = sample_items;
     }
 
     /// Pass 1 of [`FeatureRange::replay`]: the statistics of every firing in `column`
@@ -418,8 +410,8 @@ impl FeatureRange {
         let collect_positions = settings.collect_positions;
         let positions = &batch.positions[..];
         let row_tokens = &batch.tokens[..];
-        let mut firings = std::mem::take(&mut self.scratch_firings);
-        let mut tokens = std::mem::take(&mut self.scratch_tokens);
+        let mut firings = std::mem::take(&mut self.scratch.firings);
+        let mut tokens = std::mem::take(&mut self.scratch.tokens);
         // Written by index, not pushed: a push's growth path is a call, after which the
         // compiler would reload the scalars below from memory. Grown, never cleared: zeroing
         // them for every column would cost more than the writes.
@@ -435,15 +427,15 @@ impl FeatureRange {
         // sample, at most `s` per band.
         let s = settings.samples_per_band;
         let feature_key = samples::feature_key((self.start + local) as u64);
-        let row_keys = &self.scratch_row_keys[..];
+        let row_keys = &self.scratch.row_keys[..];
         let mut running = [0u64; N_BANDS];
         running.copy_from_slice(&self.sample_thresholds[local * N_BANDS..(local + 1) * N_BANDS]);
         let mut held = [0u32; N_BANDS];
-        let mut candidates = std::mem::take(&mut self.scratch_candidates);
+        let mut candidates = std::mem::take(&mut self.scratch.candidates);
         if candidates.len() < column.len() {
             candidates.resize(column.len(), (0, 0, 0));
         }
-        let mut smallest = std::mem::take(&mut self.scratch_smallest);
+        let mut smallest = std::mem::take(&mut self.scratch.smallest);
         smallest.resize(N_BANDS * s, u64::MAX);
         let mut n_candidates = 0;
         let mut n = 0;
@@ -492,10 +484,10 @@ impl FeatureRange {
                         .min(running[band]);
             }
         }
-        self.scratch_held = held;
-        self.scratch_candidates = candidates;
-        self.scratch_smallest = smallest;
-        self.n_candidates = n_candidates;
+        self.scratch.held = held;
+        self.scratch.candidates = candidates;
+        self.scratch.smallest = smallest;
+        self.scratch.n_candidates = n_candidates;
         self.moments[local] = m;
         self.pos_buckets[local] = buckets;
         if let Some(row) = first_nonfinite_row {
@@ -511,7 +503,7 @@ impl FeatureRange {
 
     /// Pass 2 of the band samples: for each band with candidates, the cutoff is the `s`-th
     /// smallest hash of the band's current samples and the column's candidates (the
-    /// smallest `s` of those are in `scratch_smallest`, so the union of the two is small), and
+    /// smallest `s` of those are in `scratch.smallest`, so the union of the two is small), and
     /// only candidates at or below it are admitted: the same samples as offering every
     /// firing in turn, with at most `s` example writes per band. The admitted samples'
     /// indices are appended to `admitted`.
@@ -527,21 +519,21 @@ impl FeatureRange {
         let mut cut = [0u64; N_BANDS];
         let mut union = Vec::with_capacity(2 * s);
         for (band, cut) in cut.iter_mut().enumerate() {
-            let held = self.scratch_held[band] as usize;
+            let held = self.scratch.held[band] as usize;
             if held == 0 {
                 continue;
             }
             union.clear();
             self.samples[local].band_hashes(s, band, &mut union);
-            union.extend_from_slice(&self.scratch_smallest[band * s..band * s + held]);
+            union.extend_from_slice(&self.scratch.smallest[band * s..band * s + held]);
             *cut = if union.len() < s {
                 u64::MAX
             } else {
                 *union.select_nth_unstable(s - 1).1
             };
         }
-        for i in 0..self.n_candidates {
-            let (at, band, h) = self.scratch_candidates[i];
+        for i in 0..self.scratch.n_candidates {
+            let (at, band, h) = self.scratch.candidates[i];
             let band = band as usize;
             if h > cut[band] {
                 continue;
@@ -714,18 +706,7 @@ impl FeatureRange {
             tokens: self.tokens.split_off(at),
             ngrams: self.ngrams.split_off(at),
             first_nonfinite: None,
-            scratch: Vec::new(),
-            scratch_grouped: Vec::new(),
-            scratch_tokens: Vec::new(),
-            scratch_candidates: Vec::new(),
-            scratch_smallest: Vec::new(),
-            n_candidates: 0,
-            scratch_topk_slots: Vec::new(),
-            scratch_sample_items: Vec::new(),
-            scratch_held: [0; N_BANDS],
-            scratch_firings: Vec::new(),
-            scratch_row_keys: Vec::new(),
-            scratch_spans: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 
