@@ -4,8 +4,14 @@
 For every architecture (and a few dtype / config variants) this writes, under
 crates/feature-dictionary/tests/fixtures/sae/<name>/:
   cfg.json, sae_weights.safetensors (or params.npz), inputs.npy [32, 16] float32,
-  expected.npy [32, 64] float32 = the encode formulas of docs/formats.md evaluated in
-  float64 on the weights as stored (after rounding to their dtype).
+  expected.npy [32, 64] float32 = the SAELens encode formulas evaluated in float64 on the
+  weights as stored (after rounding to their dtype).
+
+The sparsify_* directories are EleutherAI sparsify SAEs in sparsify's own layout (cfg.json
+with d_in and the SparseCoderConfig fields, sae.safetensors with encoder.weight
+[num_latents, d_in], encoder.bias, b_dec, W_dec, W_skip), their expected.npy computed the way
+sparsify's SparseCoder.encode does: x - b_dec (not for transcoders), relu(x @ W.T + b), then
+the top k (activation "topk") or the max of each of k contiguous groups ("groupmax").
 
 Run from the repository root:  python3 scripts/sae-reference/make_fixtures.py
 """
@@ -43,8 +49,10 @@ def store(a, dtype):
     raise ValueError(dtype)
 
 
-def write_safetensors(path, tensors):
+def write_safetensors(path, tensors, metadata=None):
     header, offset, blobs = {}, 0, []
+    if metadata is not None:
+        header["__metadata__"] = metadata
     for name, (dtype, shape, data) in tensors.items():
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
         offset += len(data)
@@ -126,7 +134,102 @@ VARIANTS = [
 ]
 
 
+def sparsify_encode(x, w, cfg):
+    """sparsify's SparseCoder.encode in float64: relu first, then top-k or group max."""
+    xin = x if cfg["transcode"] else x - w["b_dec"]
+    pre = xin @ w["encoder.weight"].T + w["encoder.bias"]
+    acts = np.maximum(pre, 0)
+    k = cfg["k"]
+    z = np.zeros_like(acts)
+    if cfg["activation"] == "topk":
+        idx = np.argsort(-acts, axis=1, kind="stable")[:, :k]
+    else:
+        groups = acts.reshape(acts.shape[0], k, -1)
+        idx = groups.argmax(axis=2) + np.arange(k) * groups.shape[2]
+    np.put_along_axis(z, idx, np.take_along_axis(acts, idx, axis=1), axis=1)
+    return z, pre
+
+
+def sparsify_margin_ok(pre, cfg):
+    """No pre-activation within 1e-3 of 0 or of the value that decides its selection."""
+    if np.abs(pre).min() <= 1e-3:
+        return False
+    k = cfg["k"]
+    if cfg["activation"] == "topk":
+        s = -np.sort(-pre, axis=1)
+        return (s[:, k - 1] - s[:, k]).min() > 1e-3
+    g = -np.sort(-pre.reshape(pre.shape[0], k, -1), axis=2)
+    return (g[:, :, 0] - g[:, :, 1]).min() > 1e-3
+
+
+SPARSIFY_VARIANTS = [
+    # name, weight dtype, cfg fields, tensors beyond encoder.* and b_dec
+    # bf16 as sparsify trains; the width from expansion_factor (num_latents 0).
+    ("sparsify_topk_bf16", "BF16",
+     {"activation": "topk", "expansion_factor": 4, "num_latents": 0, "k": 8}, ["W_dec"]),
+    # A transcoder (input used as it is) with a skip connection; k small enough for the
+    # encoder's one-pass heap selection; num_latents wins over expansion_factor.
+    ("sparsify_transcoder_f32", "F32",
+     {"activation": "topk", "expansion_factor": 32, "num_latents": 64, "k": 3,
+      "transcode": True, "skip_connection": True}, ["W_dec", "W_skip"]),
+    # groupmax: 8 groups of 8 latents; saved without a decoder.
+    ("sparsify_groupmax_f16", "F16",
+     {"activation": "groupmax", "expansion_factor": 4, "num_latents": 0, "k": 8}, []),
+]
+
+
+def make_sparsify():
+    for vi, (name, dtype, fields, extra) in enumerate(SPARSIFY_VARIANTS):
+        cfg = {
+            "activation": "topk",
+            "expansion_factor": 32,
+            "normalize_decoder": True,
+            "num_latents": 0,
+            "k": 32,
+            "multi_topk": False,
+            "skip_connection": False,
+            "transcode": False,
+        }
+        cfg.update(fields)
+        for attempt in range(1000):
+            rng = np.random.default_rng(50_000 + 1000 * vi + attempt)
+            raw = {
+                "encoder.weight": rng.normal(0, 0.5, (D_SAE, D_IN)),
+                "encoder.bias": rng.normal(0, 0.5, D_SAE),
+                "b_dec": rng.normal(0, 0.3, D_IN),
+            }
+            if "W_dec" in extra:
+                raw["W_dec"] = rng.normal(0, 0.5, (D_SAE, D_IN))
+            if "W_skip" in extra:
+                raw["W_skip"] = rng.normal(0, 0.1, (D_IN, D_IN))
+            stored, blobs = {}, {}
+            for k in sorted(raw):
+                vals, data = store(raw[k], dtype)
+                stored[k] = vals
+                blobs[k] = (dtype, np.shape(raw[k]), data)
+            x = rng.normal(0, 1.5, (N_TOK, D_IN)).astype(np.float32)
+            z, pre = sparsify_encode(x.astype(np.float64), stored, cfg)
+            fired = (z > 0).sum(axis=1)
+            if sparsify_margin_ok(pre, cfg) and fired.min() > 0 and (z == 0).any():
+                break
+        else:
+            raise SystemExit(f"{name}: no well-separated draw")
+        out = os.path.join(ROOT, name)
+        os.makedirs(out, exist_ok=True)
+        for f in os.listdir(out):
+            os.remove(os.path.join(out, f))
+        # sparsify's save_model: safetensors with {"format": "pt"} metadata; save_to_disk:
+        # the config's fields plus d_in.
+        write_safetensors(os.path.join(out, "sae.safetensors"), blobs, {"format": "pt"})
+        with open(os.path.join(out, "cfg.json"), "w") as f:
+            json.dump({**cfg, "d_in": D_IN}, f)
+        np.save(os.path.join(out, "inputs.npy"), x)
+        np.save(os.path.join(out, "expected.npy"), z.astype(np.float32))
+        print(f"{name}: sparsify {cfg['activation']} {dtype}, mean L0 {(z > 0).sum(1).mean():.1f}")
+
+
 def main():
+    make_sparsify()
     for vi, (name, arch, dtype, extra, layout) in enumerate(VARIANTS):
         for attempt in range(1000):
             rng = np.random.default_rng(1000 * vi + attempt)

@@ -164,7 +164,7 @@ fn delphi_shards_with_tokenizer_and_sae_build_and_encode() {
             "--out",
             s(&out),
         ],
-        &["no sae_weights.safetensors or params.npz"],
+        &["no sae_weights.safetensors (SAELens), sae.safetensors (sparsify) or params.npz"],
     );
     fails(
         &["encode", s(&resid), "--sae", s(&sae), "--out", s(&lat)],

@@ -310,7 +310,9 @@ fn corrupt_sae_directories_are_errors() {
     std::fs::remove_file(d.join("sae_weights.safetensors")).unwrap();
     let e = Sae::load(&d).unwrap_err().to_string();
     assert!(
-        e.contains("no sae_weights.safetensors or params.npz"),
+        e.contains(
+            "no sae_weights.safetensors (SAELens), sae.safetensors (sparsify) or params.npz"
+        ),
         "{e}"
     );
     // A corrupt npz.
@@ -321,6 +323,218 @@ fn corrupt_sae_directories_are_errors() {
             "cut {cut}"
         );
     }
+}
+
+/// Rewrites `file` (a safetensors file) with `edit` applied to its (name, dtype, shape,
+/// bytes) list.
+fn rewrite_tensors(file: &Path, edit: impl FnOnce(&mut Vec<(String, String, Vec<u64>, Vec<u8>)>)) {
+    let st = SafeTensors::open(file).unwrap();
+    let mut parts: Vec<(String, String, Vec<u64>, Vec<u8>)> = st
+        .tensors()
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.dtype.clone(),
+                t.shape.clone(),
+                st.bytes(t).to_vec(),
+            )
+        })
+        .collect();
+    drop(st);
+    edit(&mut parts);
+    let refs: Vec<(&str, &str, Vec<u64>, &[u8])> = parts
+        .iter()
+        .map(|(n, d, s, b)| (n.as_str(), d.as_str(), s.clone(), b.as_slice()))
+        .collect();
+    std::fs::write(file, serialize(&refs)).unwrap();
+}
+
+/// sparsify directories: a checkpoint root with one directory per hookpoint, missing and
+/// misshapen tensors, configs that disagree with the weights, k out of range and unknown
+/// activations are errors naming the file, what was expected and what was found.
+#[test]
+fn sparsify_directory_errors_name_the_file_and_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = fixtures().join("sae/sparsify_topk_bf16");
+    let root = tmp.path().join("checkpoints");
+    for layer in ["layers.9", "layers.10", "layers.2"] {
+        std::fs::create_dir_all(root.join(layer)).unwrap();
+        for f in ["cfg.json", "sae.safetensors"] {
+            std::fs::copy(src.join(f), root.join(layer).join(f)).unwrap();
+        }
+    }
+    std::fs::create_dir_all(root.join("wandb")).unwrap();
+    std::fs::write(root.join("config.json"), "{}").unwrap();
+    let d = root.join("layers.9");
+    let loaded = Sae::load(&d).unwrap();
+    assert_eq!(loaded.config().hook_name.as_deref(), Some("layers.9"));
+    let err = |dir: &Path| Sae::load(dir).unwrap_err().to_string();
+
+    // The checkpoint root: its hookpoints, in numeric order, and not the other folder.
+    let e = err(&root);
+    assert!(
+        e.contains(root.to_str().unwrap())
+            && e.contains(
+                "no cfg.json but hookpoint subdirectories (layers.2, layers.9, layers.10)"
+            )
+            && e.contains("pass the one to use"),
+        "{e}"
+    );
+
+    let weights = d.join("sae.safetensors");
+    let w = std::fs::read(&weights).unwrap();
+    let cfg = std::fs::read_to_string(d.join("cfg.json")).unwrap();
+    let restore = || {
+        std::fs::write(&weights, &w).unwrap();
+        std::fs::write(d.join("cfg.json"), &cfg).unwrap();
+    };
+
+    // Tensors missing, misshapen or of the SAELens layout.
+    for (edit, needles) in [
+        (
+            "drop encoder.bias",
+            &[
+                "sae.safetensors",
+                "missing tensor encoder.bias (shape [64])",
+                "encoder.weight [64, 16]",
+            ][..],
+        ),
+        (
+            "drop encoder.weight",
+            &[
+                "sae.safetensors",
+                "missing tensor encoder.weight (shape [64, 16])",
+            ],
+        ),
+        (
+            "drop b_dec",
+            &["sae.safetensors", "missing tensor b_dec (shape [16])"],
+        ),
+        (
+            "transpose encoder.weight",
+            &[
+                "sae.safetensors",
+                "encoder.weight has shape [16, 64]; expected [num_latents, d_in] = [64, 16]",
+            ],
+        ),
+        (
+            "shorten encoder.bias",
+            &[
+                "sae.safetensors",
+                "tensor encoder.bias has shape [32]; expected [64]",
+            ],
+        ),
+        (
+            "shorten W_dec",
+            &[
+                "sae.safetensors",
+                "W_dec has shape [32, 16]; expected [64, 16]",
+            ],
+        ),
+    ] {
+        rewrite_tensors(&weights, |parts| {
+            let (verb, name) = edit.split_once(' ').unwrap();
+            let i = parts.iter().position(|p| p.0 == name).unwrap();
+            match verb {
+                "drop" => {
+                    parts.remove(i);
+                }
+                "transpose" => parts[i].2.reverse(),
+                _ => {
+                    let p = &mut parts[i];
+                    p.2[0] /= 2;
+                    let n = p.3.len() / 2;
+                    p.3.truncate(n);
+                }
+            }
+        });
+        let e = err(&d);
+        for n in needles {
+            assert!(e.contains(n), "{edit}: lacks {n:?}: {e}");
+        }
+        restore();
+    }
+
+    // Configs that disagree with the weights, or are out of range.
+    let check = |new_cfg: String, needles: &[&str]| {
+        std::fs::write(d.join("cfg.json"), new_cfg).unwrap();
+        let e = err(&d);
+        for n in needles {
+            assert!(e.contains(n), "lacks {n:?}: {e}");
+        }
+        restore();
+    };
+    check(
+        cfg.replace("\"num_latents\": 0", "\"num_latents\": 32"),
+        &[
+            "sae.safetensors",
+            "encoder.weight has shape [64, 16]; expected [num_latents, d_in] = [32, 16]",
+        ],
+    );
+    check(
+        cfg.replace("\"d_in\": 16", "\"d_in\": 8"),
+        &[
+            "sae.safetensors",
+            "encoder.weight has shape [64, 16]; expected [num_latents, d_in] = [32, 8]",
+        ],
+    );
+    check(
+        cfg.replace("\"k\": 8", "\"k\": 0"),
+        &[
+            "layers.9/cfg.json",
+            "\"k\" is 0; expected an integer between 1 and the number of latents, 64",
+        ],
+    );
+    check(
+        cfg.replace("\"k\": 8", "\"k\": 65"),
+        &[
+            "layers.9/cfg.json",
+            "\"k\" is 65; expected an integer between 1 and the number of latents, 64",
+        ],
+    );
+    check(
+        cfg.replace("\"topk\"", "\"batchtopk\""),
+        &[
+            "layers.9/cfg.json",
+            "unsupported sparsify activation \"batchtopk\"; supported: \"topk\", \"groupmax\"",
+        ],
+    );
+    check(
+        cfg.replace("\"topk\"", "\"groupmax\"")
+            .replace("\"k\": 8", "\"k\": 7"),
+        &["layers.9/cfg.json", "64 is not a multiple of 7"],
+    );
+    check(
+        cfg[..cfg.len() / 2].to_string(),
+        &["layers.9/cfg.json", "not a valid sparsify cfg.json"],
+    );
+
+    // Truncated weights, at every cut.
+    for cut in (0..w.len()).step_by(89) {
+        std::fs::write(&weights, &w[..cut]).unwrap();
+        let e = err(&d);
+        assert!(e.contains("sae.safetensors"), "cut {cut}: {e}");
+    }
+    restore();
+
+    // A lone sae.safetensors, and both libraries' weight files at once.
+    std::fs::remove_file(d.join("cfg.json")).unwrap();
+    let e = err(&d);
+    assert!(e.contains("has sae.safetensors but no cfg.json"), "{e}");
+    restore();
+    std::fs::copy(
+        fixtures().join("sae/topk_f32/sae_weights.safetensors"),
+        d.join("sae_weights.safetensors"),
+    )
+    .unwrap();
+    let e = err(&d);
+    assert!(
+        e.contains("both sae_weights.safetensors (SAELens) and sae.safetensors (sparsify)"),
+        "{e}"
+    );
+    std::fs::remove_file(d.join("sae_weights.safetensors")).unwrap();
+    assert!(Sae::load(&d).is_ok());
 }
 
 #[test]

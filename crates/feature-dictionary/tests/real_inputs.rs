@@ -10,7 +10,7 @@ use feature_dictionary::ingest::token_ids::TokenIdMatrix;
 use feature_dictionary::ingest::tokenizer::Tokenizer;
 use feature_dictionary::ingest::{self, ActivationSource, DenseSource, SparseRows, TokenSequences};
 use feature_dictionary::model::DictionaryConfig;
-use feature_dictionary::sae::{self, EncodeBuffers, Sae};
+use feature_dictionary::sae::{self, Architecture, EncodeBuffers, Sae, SaeFormat};
 use feature_dictionary::store::seed_json;
 
 fn fixtures() -> PathBuf {
@@ -74,6 +74,42 @@ fn tokenizer_json_decodes_token_ids_exactly_like_tokens_json() {
     assert_eq!(first, expected[0]);
 }
 
+/// Encodes the fixture's `inputs.npy` with `sae` on 1 and 2 threads and checks every latent
+/// against its `expected.npy`: the same nonzero set, values within 1e-4.
+fn assert_matches_reference(name: &str, d: &Path, sae: &Sae) {
+    let (n, d_in, x) = load_npy(&d.join("inputs.npy"));
+    let (_, d_sae, want) = load_npy(&d.join("expected.npy"));
+    assert_eq!((sae.d_in(), sae.d_sae()), (d_in, d_sae), "{name}");
+    for threads in [1, 2] {
+        let mut rows = SparseRows::default();
+        sae.encode(&x, &mut rows, &mut EncodeBuffers::default(), threads);
+        assert_eq!(rows.indptr.len(), n + 1);
+        for r in 0..n {
+            let idx = &rows.indices[rows.indptr[r]..rows.indptr[r + 1]];
+            assert!(
+                idx.windows(2).all(|w| w[0] < w[1]),
+                "{name}: unsorted row {r}"
+            );
+        }
+        let got = densify(&rows, n, d_sae);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                *g > 0.0,
+                *w > 0.0,
+                "{name}: token {} latent {}: {g} vs {w}",
+                i / d_sae,
+                i % d_sae
+            );
+            assert!(
+                (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                "{name}: token {} latent {}: {g} vs {w}",
+                i / d_sae,
+                i % d_sae
+            );
+        }
+    }
+}
+
 #[test]
 fn every_architecture_matches_its_numpy_reference() {
     let dir = fixtures().join("sae");
@@ -86,37 +122,30 @@ fn every_architecture_matches_its_numpy_reference() {
     for name in names {
         let d = dir.join(&name);
         let sae = Sae::load(&d).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let (n, d_in, x) = load_npy(&d.join("inputs.npy"));
-        let (_, d_sae, want) = load_npy(&d.join("expected.npy"));
-        assert_eq!((sae.d_in(), sae.d_sae()), (d_in, d_sae), "{name}");
-        for threads in [1, 2] {
-            let mut rows = SparseRows::default();
-            sae.encode(&x, &mut rows, &mut EncodeBuffers::default(), threads);
-            assert_eq!(rows.indptr.len(), n + 1);
-            for r in 0..n {
-                let idx = &rows.indices[rows.indptr[r]..rows.indptr[r + 1]];
-                assert!(
-                    idx.windows(2).all(|w| w[0] < w[1]),
-                    "{name}: unsorted row {r}"
-                );
-            }
-            let got = densify(&rows, n, d_sae);
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(
-                    *g > 0.0,
-                    *w > 0.0,
-                    "{name}: token {} latent {}: {g} vs {w}",
-                    i / d_sae,
-                    i % d_sae
-                );
-                assert!(
-                    (g - w).abs() <= 1e-4 * w.abs().max(1.0),
-                    "{name}: token {} latent {}: {g} vs {w}",
-                    i / d_sae,
-                    i % d_sae
-                );
-            }
-        }
+        assert_matches_reference(&name, &d, &sae);
+    }
+}
+
+/// EleutherAI sparsify directories (`cfg.json` + `sae.safetensors`, encoder stored
+/// `[d_sae, d_in]`) against latents computed with numpy the way sparsify encodes: an
+/// autoencoder in bf16 sized by expansion_factor, a transcoder with a skip connection
+/// (input not shifted by b_dec), and groupmax without a decoder.
+#[test]
+fn sparsify_directories_match_their_numpy_reference() {
+    for (name, architecture, d_sae, k, shifted) in [
+        ("sparsify_topk_bf16", Architecture::TopK, 64, 8, true),
+        ("sparsify_transcoder_f32", Architecture::TopK, 64, 3, false),
+        ("sparsify_groupmax_f16", Architecture::GroupMax, 64, 8, true),
+    ] {
+        let d = fixtures().join("sae").join(name);
+        let sae = Sae::load(&d).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let c = sae.config();
+        assert_eq!(c.format, SaeFormat::Sparsify, "{name}");
+        assert_eq!(c.architecture, architecture, "{name}");
+        assert_eq!((c.d_in, c.d_sae, c.k), (16, d_sae, Some(k)), "{name}");
+        assert_eq!(c.apply_b_dec_to_input, shifted, "{name}");
+        assert_eq!(c.hook_name.as_deref(), Some(name), "{name}");
+        assert_matches_reference(name, &d, &sae);
     }
 }
 

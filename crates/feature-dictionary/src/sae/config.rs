@@ -1,6 +1,7 @@
-//! SAELens `cfg.json`: the v6 layout (`architecture`, `metadata {…}`) and the flat pre-6.0
+//! SAE `cfg.json`: SAELens's v6 layout (`architecture`, `metadata {…}`) and flat pre-6.0
 //! layout (`hook_point`, `activation_fn_str`, `activation_fn_kwargs.k`, boolean
-//! `normalize_activations`).
+//! `normalize_activations`), and EleutherAI sparsify's (`d_in`, `num_latents` or
+//! `expansion_factor`, `k`, `activation`, `transcode`).
 
 use std::path::Path;
 
@@ -21,6 +22,9 @@ pub enum Architecture {
     BatchTopK,
     /// `[x'·W_enc + b_gate > 0] · relu((x'·W_enc) ∘ exp(r_mag) + b_mag)`.
     Gated,
+    /// sparsify's `groupmax`: the latents split into `k` equal contiguous groups, and each
+    /// group keeps its largest `relu(pre)` (the first one on ties).
+    GroupMax,
 }
 
 impl Architecture {
@@ -32,8 +36,21 @@ impl Architecture {
             Architecture::TopK => "topk",
             Architecture::BatchTopK => "batchtopk",
             Architecture::Gated => "gated",
+            Architecture::GroupMax => "groupmax",
         }
     }
+}
+
+/// Which library wrote the weights: decides the tensor names and the encoder's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaeFormat {
+    /// SAELens `sae_weights.safetensors` (and Gemma Scope `params.npz`, whose lowercase
+    /// names are accepted too): `W_enc [d_in, d_sae]`, `b_enc`, `b_dec`, `W_dec`.
+    SaeLens,
+    /// EleutherAI sparsify `sae.safetensors`: an `nn.Linear` encoder, so `encoder.weight
+    /// [d_sae, d_in]` (the transpose of SAELens's `W_enc`) and `encoder.bias`; `b_dec`,
+    /// optional `W_dec [d_sae, d_in]` and `W_skip [d_in, d_in]`.
+    Sparsify,
 }
 
 /// Per-token input normalization applied before the encoder.
@@ -50,6 +67,8 @@ pub enum Normalize {
 /// The parts of `cfg.json` that decide how to encode.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SaeConfig {
+    /// Tensor names and encoder layout of the weights.
+    pub format: SaeFormat,
     /// Encoder family.
     pub architecture: Architecture,
     /// Input width.
@@ -112,6 +131,14 @@ impl SaeConfig {
             }
         };
         let d_in = dim("d_in")?;
+        if get(&root, "d_sae").is_none()
+            && (root.get("num_latents").is_some() || root.get("expansion_factor").is_some())
+        {
+            return Err(Error::format(
+                path,
+                "cfg.json has no \"d_sae\" but has num_latents/expansion_factor: that is an EleutherAI sparsify config, whose weights are sae.safetensors (not sae_weights.safetensors)",
+            ));
+        }
         let d_sae = dim("d_sae")?;
         let activation_fn = get(&root, "activation_fn_str")
             .or_else(|| get(&root, "activation_fn"))
@@ -200,6 +227,7 @@ impl SaeConfig {
         };
         let text = |key: &str| get(&root, key).and_then(|v| v.as_str()).map(str::to_string);
         Ok(Self {
+            format: SaeFormat::SaeLens,
             architecture,
             d_in,
             d_sae,
@@ -209,6 +237,177 @@ impl SaeConfig {
             rescale_acts_by_decoder_norm,
             model_name: text("model_name"),
             hook_name: text("hook_name").or_else(|| text("hook_point")),
+        })
+    }
+}
+
+/// sparsify config flags that replace the plain `relu(x'·W + b)` encoder (training
+/// experiments outside sparsify's main line); an SAE that sets one is refused rather than
+/// encoded wrongly.
+const SPARSIFY_UNSUPPORTED_FLAGS: [&str; 10] = [
+    "signed",
+    "matching_pursuit",
+    "gram_lookup",
+    "slice_encoder",
+    "monet",
+    "encoder_pkm",
+    "encoder_kron",
+    "encoder_monarch",
+    "encoder_halut",
+    "encoder_weird",
+];
+
+impl SaeConfig {
+    /// Reads an EleutherAI sparsify `cfg.json` (the one beside `sae.safetensors`).
+    pub fn from_sparsify_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_sparsify_slice(path, &bytes)
+    }
+
+    /// Parses sparsify `cfg.json` bytes (`path` is used in messages).
+    ///
+    /// sparsify writes every field of its `SparseCoderConfig` plus `d_in`. The width is
+    /// `num_latents`, or `d_in × expansion_factor` when that is 0; the encoder is
+    /// `relu(x'·encoder.weightᵀ + encoder.bias)` then `activation` (`topk`, or `groupmax`),
+    /// with `x' = x − b_dec`, except for transcoders (`transcode`), whose input is used as
+    /// it is. Keys that only matter for training or decoding (`normalize_decoder`,
+    /// `multi_topk`, `skip_connection`, …) are ignored.
+    pub fn from_sparsify_slice(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let root: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::format(path, format!("not a valid sparsify cfg.json: {e}")))?;
+        if !root.is_object() {
+            return Err(Error::format(
+                path,
+                "not a valid sparsify cfg.json: expected a JSON object",
+            ));
+        }
+        let key = |k: &str| root.get(k).filter(|v| !v.is_null());
+        // Integers may be written as 4 or 4.0; anything else is a damaged config.
+        let int = |k: &str, v: &Value| -> Result<u64> {
+            match v.as_f64() {
+                Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= MAX_DIM as f64 => Ok(f as u64),
+                _ => Err(Error::format(
+                    path,
+                    format!(
+                        "sparsify cfg.json \"{k}\" is {v}; expected a non-negative integer up to {MAX_DIM}"
+                    ),
+                )),
+            }
+        };
+        let d_in = match key("d_in") {
+            None => return Err(Error::format(
+                path,
+                "sparsify cfg.json has no \"d_in\" (sparsify writes it beside the coder's config)",
+            )),
+            Some(v) => match int("d_in", v)? {
+                0 => {
+                    return Err(Error::format(
+                        path,
+                        "sparsify cfg.json \"d_in\" is 0; expected a positive integer",
+                    ))
+                }
+                n => n,
+            },
+        };
+        let num_latents = key("num_latents")
+            .map(|v| int("num_latents", v))
+            .transpose()?
+            .unwrap_or(0);
+        let d_sae = if num_latents > 0 {
+            num_latents
+        } else {
+            let Some(v) = key("expansion_factor") else {
+                return Err(Error::format(
+                    path,
+                    "sparsify cfg.json has neither a positive \"num_latents\" nor \"expansion_factor\"; the number of latents is num_latents, or d_in × expansion_factor when num_latents is 0",
+                ));
+            };
+            let ef = int("expansion_factor", v)?;
+            match d_in.checked_mul(ef) {
+                Some(n) if n > 0 && n <= MAX_DIM => n,
+                _ => {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "sparsify cfg.json: num_latents is 0 and d_in {d_in} × expansion_factor {ef} is not a width between 1 and {MAX_DIM}"
+                        ),
+                    ))
+                }
+            }
+        };
+        let architecture = match key("activation") {
+            // Versions before `activation` existed always used top-k.
+            None => Architecture::TopK,
+            Some(Value::String(s)) if s == "topk" => Architecture::TopK,
+            Some(Value::String(s)) if s == "groupmax" => Architecture::GroupMax,
+            Some(v) => {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "unsupported sparsify activation {v}; supported: \"topk\", \"groupmax\""
+                    ),
+                ))
+            }
+        };
+        let k = match key("k") {
+            None => {
+                return Err(Error::format(
+                    path,
+                    "sparsify cfg.json has no \"k\" (the number of latents kept per token)",
+                ))
+            }
+            Some(v) => match v.as_f64() {
+                Some(k) if k >= 1.0 && k.fract() == 0.0 && k <= d_sae as f64 => k as u64,
+                _ => {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "sparsify cfg.json \"k\" is {v}; expected an integer between 1 and the number of latents, {d_sae}"
+                        ),
+                    ))
+                }
+            },
+        };
+        if architecture == Architecture::GroupMax && d_sae % k != 0 {
+            return Err(Error::format(
+                path,
+                format!(
+                    "sparsify groupmax needs the {d_sae} latents to split into k = {k} equal groups, but {d_sae} is not a multiple of {k}"
+                ),
+            ));
+        }
+        let flag = |k: &str| -> Result<bool> {
+            match key(k) {
+                None | Some(Value::Bool(false)) => Ok(false),
+                Some(Value::Bool(true)) => Ok(true),
+                Some(v) => Err(Error::format(
+                    path,
+                    format!("sparsify cfg.json \"{k}\" is {v}; expected true or false"),
+                )),
+            }
+        };
+        for f in SPARSIFY_UNSUPPORTED_FLAGS {
+            if flag(f)? {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "sparsify cfg.json sets \"{f}\": true, a variant whose encoder is not relu(x·Wᵀ + b) then top-k; supported: sparse coders with activation \"topk\" or \"groupmax\" (autoencoders and transcoders)"
+                    ),
+                ));
+            }
+        }
+        let transcode = flag("transcode")?;
+        Ok(Self {
+            format: SaeFormat::Sparsify,
+            architecture,
+            d_in: d_in as usize,
+            d_sae: d_sae as usize,
+            apply_b_dec_to_input: !transcode,
+            normalize: Normalize::None,
+            k: Some(k as usize),
+            rescale_acts_by_decoder_norm: false,
+            model_name: None,
+            hook_name: None,
         })
     }
 }
@@ -255,9 +454,111 @@ mod tests {
                 "fold",
             ),
             (br#"[1]"#, "JSON object"),
+            (
+                br#"{"d_in":4,"num_latents":0,"expansion_factor":2,"k":2}"#,
+                "sparsify config, whose weights are sae.safetensors",
+            ),
         ] {
             let e = SaeConfig::from_slice(p, bad).unwrap_err().to_string();
             assert!(e.contains(needle) && e.contains("cfg.json"), "{e}");
+        }
+    }
+
+    #[test]
+    fn sparsify_configs() {
+        let p = Path::new("cfg.json");
+        // As sparsify's save_to_disk writes it: every config field plus d_in.
+        let c = SaeConfig::from_sparsify_slice(
+            p,
+            br#"{"activation":"topk","expansion_factor":32,"normalize_decoder":true,
+            "num_latents":0,"k":32,"multi_topk":false,"skip_connection":false,
+            "transcode":false,"d_in":16}"#,
+        )
+        .unwrap();
+        assert_eq!(c.format, SaeFormat::Sparsify);
+        assert_eq!(c.architecture, Architecture::TopK);
+        assert_eq!((c.d_in, c.d_sae, c.k), (16, 512, Some(32)));
+        assert!(c.apply_b_dec_to_input);
+        assert_eq!(c.normalize, Normalize::None);
+        // num_latents wins over expansion_factor; transcoders use their input as it is;
+        // configs older than `activation` are top-k.
+        let c = SaeConfig::from_sparsify_slice(
+            p,
+            br#"{"expansion_factor":32,"num_latents":24,"k":4,"transcode":true,"d_in":8}"#,
+        )
+        .unwrap();
+        assert_eq!((c.d_sae, c.architecture), (24, Architecture::TopK));
+        assert!(!c.apply_b_dec_to_input);
+        let c = SaeConfig::from_sparsify_slice(
+            p,
+            br#"{"activation":"groupmax","expansion_factor":2,"k":4,"d_in":8}"#,
+        )
+        .unwrap();
+        assert_eq!((c.d_sae, c.architecture), (16, Architecture::GroupMax));
+    }
+
+    #[test]
+    fn bad_sparsify_configs_are_errors() {
+        let p = Path::new("layers.9/cfg.json");
+        for (bad, needle) in [
+            (&br#"{"expansion_factor":4,"k":2}"#[..], "no \"d_in\""),
+            (br#"{"d_in":0,"expansion_factor":4,"k":2}"#, "\"d_in\" is 0"),
+            (
+                br#"{"d_in":-3,"expansion_factor":4,"k":2}"#,
+                "\"d_in\" is -3",
+            ),
+            (
+                br#"{"d_in":4,"num_latents":0,"k":2}"#,
+                "neither a positive \"num_latents\" nor \"expansion_factor\"",
+            ),
+            (
+                br#"{"d_in":4,"num_latents":0,"expansion_factor":0,"k":2}"#,
+                "d_in 4 × expansion_factor 0",
+            ),
+            (
+                br#"{"d_in":67108864,"expansion_factor":32,"k":2}"#,
+                "is not a width between 1 and",
+            ),
+            (br#"{"d_in":4,"expansion_factor":4}"#, "no \"k\""),
+            (
+                br#"{"d_in":4,"expansion_factor":4,"k":0}"#,
+                "\"k\" is 0; expected an integer between 1 and the number of latents, 16",
+            ),
+            (
+                br#"{"d_in":4,"expansion_factor":4,"k":17}"#,
+                "\"k\" is 17; expected an integer between 1 and the number of latents, 16",
+            ),
+            (
+                br#"{"d_in":4,"expansion_factor":4,"k":2.5}"#,
+                "\"k\" is 2.5",
+            ),
+            (
+                br#"{"d_in":4,"expansion_factor":4,"k":2,"activation":"jumprelu"}"#,
+                "unsupported sparsify activation \"jumprelu\"; supported: \"topk\", \"groupmax\"",
+            ),
+            (
+                br#"{"d_in":4,"expansion_factor":4,"k":3,"activation":"groupmax"}"#,
+                "16 is not a multiple of 3",
+            ),
+            (
+                br#"{"d_in":4,"expansion_factor":4,"k":2,"matching_pursuit":true}"#,
+                "sets \"matching_pursuit\": true",
+            ),
+            (
+                br#"{"d_in":4,"expansion_factor":4,"k":2,"signed":true}"#,
+                "sets \"signed\": true",
+            ),
+            (
+                br#"{"d_in":4,"expansion_factor":4,"k":2,"transcode":"yes"}"#,
+                "\"transcode\" is \"yes\"; expected true or false",
+            ),
+            (br#"{"d_in":4"#, "not a valid sparsify cfg.json"),
+            (br#"[1]"#, "JSON object"),
+        ] {
+            let e = SaeConfig::from_sparsify_slice(p, bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle) && e.contains("layers.9/cfg.json"), "{e}");
         }
     }
 }

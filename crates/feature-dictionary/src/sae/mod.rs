@@ -1,6 +1,6 @@
-//! SAEs run in-process: load a SAELens directory (`cfg.json` + `sae_weights.safetensors`)
-//! or a Gemma Scope `params.npz`, and encode residual activations block by block into
-//! sparse latents.
+//! SAEs run in-process: load a SAELens directory (`cfg.json` + `sae_weights.safetensors`),
+//! a Gemma Scope `params.npz` or an EleutherAI sparsify directory (`cfg.json` +
+//! `sae.safetensors`), and encode residual activations block by block into sparse latents.
 //!
 //! Every architecture shares one loading path ([`Sae::load`]) and one matrix multiply
 //! (`x'·W_enc` with the `gemm` crate on all cores); the per-architecture files only turn a
@@ -11,6 +11,7 @@
 mod batchtopk;
 pub mod config;
 mod gated;
+mod groupmax;
 mod jumprelu;
 mod source;
 mod standard;
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-pub use config::{Architecture, Normalize, SaeConfig};
+pub use config::{Architecture, Normalize, SaeConfig, SaeFormat};
 pub use source::SaeSource;
 pub use weights::Weights;
 
@@ -85,7 +86,10 @@ impl LoadContext<'_> {
     }
 
     pub(crate) fn b_enc(&mut self) -> Result<Vec<f32>> {
-        self.latent_vector(&["b_enc"])
+        match self.config.format {
+            SaeFormat::SaeLens => self.latent_vector(&["b_enc"]),
+            SaeFormat::Sparsify => self.latent_vector(&["encoder.bias"]),
+        }
     }
 
     /// Norm of each decoder row (`W_dec [d_sae, d_in]`).
@@ -104,7 +108,8 @@ impl LoadContext<'_> {
 pub struct Sae {
     path: PathBuf,
     config: SaeConfig,
-    /// `[d_in, d_sae]`, row-major.
+    /// Row-major `[d_in, d_sae]` (SAELens), or `[d_sae, d_in]` as sparsify stores it: the
+    /// multiply reads either through its strides, so neither layout is copied.
     w_enc: Vec<f32>,
     b_dec: Vec<f32>,
     activation: Box<dyn Activation>,
@@ -120,27 +125,49 @@ impl std::fmt::Debug for Sae {
 }
 
 impl Sae {
-    /// Loads an SAE directory: `cfg.json` + `sae_weights.safetensors` (SAELens), or
-    /// `params.npz` (Gemma Scope JumpReLU; `cfg.json` optional).
+    /// Loads an SAE directory: `cfg.json` + `sae_weights.safetensors` (SAELens),
+    /// `params.npz` (Gemma Scope JumpReLU; `cfg.json` optional), or `cfg.json` +
+    /// `sae.safetensors` (EleutherAI sparsify, one directory per hookpoint, whose name
+    /// becomes the hook name).
     pub fn load(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::format(
                 dir,
-                "expected an SAE directory holding cfg.json and sae_weights.safetensors (or params.npz)",
+                "expected an SAE directory holding cfg.json and sae_weights.safetensors (SAELens) or sae.safetensors (sparsify), or a Gemma Scope params.npz",
             ));
         }
         let cfg_path = dir.join("cfg.json");
         let st_path = dir.join("sae_weights.safetensors");
+        let sparsify_path = dir.join("sae.safetensors");
         let npz_path = dir.join("params.npz");
+        if st_path.is_file() && sparsify_path.is_file() {
+            return Err(Error::format(
+                dir,
+                "holds both sae_weights.safetensors (SAELens) and sae.safetensors (sparsify); keep the one that cfg.json describes",
+            ));
+        }
+        if sparsify_path.is_file() {
+            if !cfg_path.is_file() {
+                return Err(Error::format(
+                    dir,
+                    "has sae.safetensors but no cfg.json; a sparsify SAE directory holds both",
+                ));
+            }
+            let mut config = SaeConfig::from_sparsify_file(&cfg_path)?;
+            // sparsify names a coder only by its directory (the hookpoint, e.g. layers.9).
+            config.hook_name = dir
+                .canonicalize()
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
+            let weights = Weights::from_safetensors(&sparsify_path)?;
+            return Self::from_parts(dir, config, weights);
+        }
         let weights = if st_path.is_file() {
             Weights::from_safetensors(&st_path)?
         } else if npz_path.is_file() {
             Weights::from_npz(&npz_path)?
         } else {
-            return Err(Error::format(
-                dir,
-                "no sae_weights.safetensors or params.npz in this SAE directory",
-            ));
+            return Err(no_weights_error(dir, cfg_path.is_file()));
         };
         let config = if cfg_path.is_file() {
             SaeConfig::from_file(&cfg_path)?
@@ -159,6 +186,7 @@ impl Sae {
                 ));
             };
             SaeConfig {
+                format: SaeFormat::SaeLens,
                 architecture: Architecture::JumpRelu,
                 d_in: d_in as usize,
                 d_sae: d_sae as usize,
@@ -178,7 +206,22 @@ impl Sae {
     /// Builds an SAE from a config and its weights (checks every shape).
     pub fn from_parts(path: &Path, config: SaeConfig, mut weights: Weights) -> Result<Self> {
         let (d_in, d_sae) = (config.d_in, config.d_sae);
-        let w_enc = weights.take(&["W_enc", "w_enc"], &[d_in, d_sae])?;
+        let w_enc = match config.format {
+            SaeFormat::SaeLens => weights.take(&["W_enc", "w_enc"], &[d_in, d_sae])?,
+            SaeFormat::Sparsify => {
+                if let Some(s) = weights.shape(&["encoder.weight"]) {
+                    if s != [d_sae as u64, d_in as u64] {
+                        return Err(Error::format(
+                            weights.path(),
+                            format!(
+                                "encoder.weight has shape {s:?}; expected [num_latents, d_in] = [{d_sae}, {d_in}] from cfg.json (num_latents, or d_in × expansion_factor when it is 0)"
+                            ),
+                        ));
+                    }
+                }
+                weights.take(&["encoder.weight"], &[d_sae, d_in])?
+            }
+        };
         let b_dec = weights.take(&["b_dec"], &[d_in])?;
         // W_dec is not needed to encode, but a mismatched one means a mismatched config.
         if let Some(s) = weights.shape(&["W_dec", "w_dec"]) {
@@ -186,6 +229,16 @@ impl Sae {
                 return Err(Error::format(
                     weights.path(),
                     format!("W_dec has shape {s:?}; expected [{d_sae}, {d_in}] from d_sae/d_in in the config"),
+                ));
+            }
+        }
+        if let Some(s) = weights.shape(&["W_skip"]) {
+            if s != [d_in as u64, d_in as u64] {
+                return Err(Error::format(
+                    weights.path(),
+                    format!(
+                        "W_skip has shape {s:?}; expected [{d_in}, {d_in}] from d_in in the config"
+                    ),
                 ));
             }
         }
@@ -199,6 +252,7 @@ impl Sae {
             Architecture::TopK => Box::new(topk::TopK::load(&mut cx)?),
             Architecture::BatchTopK => Box::new(batchtopk::load(&mut cx)?),
             Architecture::Gated => Box::new(gated::Gated::load(&mut cx)?),
+            Architecture::GroupMax => Box::new(groupmax::GroupMax::load(&mut cx)?),
         };
         Ok(Self {
             path: path.to_path_buf(),
@@ -278,8 +332,14 @@ impl Sae {
         } else {
             gemm::Parallelism::None
         };
-        // SAFETY: `pre` is m × d_sae, `input` m × d_in and `w_enc` d_in × d_sae, all
-        // row-major with the strides given; dst is not read (read_dst = false).
+        // Column and row strides of W_enc viewed as d_in × d_sae.
+        let (rhs_cs, rhs_rs) = match self.config.format {
+            SaeFormat::SaeLens => (1, d_sae as isize),
+            SaeFormat::Sparsify => (d_in as isize, 1),
+        };
+        // SAFETY: `pre` is m × d_sae and `input` m × d_in, row-major; `w_enc` holds
+        // d_in × d_sae values addressed by the strides above; dst is not read
+        // (read_dst = false).
         unsafe {
             gemm::gemm(
                 m,
@@ -293,8 +353,8 @@ impl Sae {
                 1,
                 d_in as isize,
                 self.w_enc.as_ptr(),
-                1,
-                d_sae as isize,
+                rhs_cs,
+                rhs_rs,
                 0.0,
                 1.0,
                 false,
@@ -331,6 +391,78 @@ impl Sae {
     }
 }
 
+/// The error for a directory without SAE weights: when it holds hookpoint subdirectories
+/// (a sparsify checkpoint or a hub download with one coder per layer), it lists them so the
+/// user can pick one.
+fn no_weights_error(dir: &Path, has_cfg: bool) -> Error {
+    let mut subdirs: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let is_sae = |name: &String| {
+        let d = dir.join(name);
+        [
+            "cfg.json",
+            "sae.safetensors",
+            "sae_weights.safetensors",
+            "params.npz",
+        ]
+        .iter()
+        .any(|f| d.join(f).is_file())
+    };
+    // Only the subdirectories that hold an SAE, unless none does.
+    if subdirs.iter().any(is_sae) {
+        subdirs.retain(is_sae);
+    }
+    subdirs.sort_by(|a, b| natural_cmp(a, b));
+    if !has_cfg && !subdirs.is_empty() {
+        let first = dir.join(&subdirs[0]);
+        return Error::format(
+            dir,
+            format!(
+                "holds no cfg.json but hookpoint subdirectories ({}); pass the one to use, e.g. --sae {}",
+                subdirs.join(", "),
+                first.display()
+            ),
+        );
+    }
+    Error::format(
+        dir,
+        "no sae_weights.safetensors (SAELens), sae.safetensors (sparsify) or params.npz (Gemma Scope) in this SAE directory",
+    )
+}
+
+/// Orders names with their digit runs compared as numbers, so layers.2 < layers.10.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a, b);
+    loop {
+        let (Some(ca), Some(cb)) = (a.chars().next(), b.chars().next()) else {
+            return a.len().cmp(&b.len());
+        };
+        if ca.is_ascii_digit() && cb.is_ascii_digit() {
+            let na = a.len() - a.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            let nb = b.len() - b.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            let (da, db) = (
+                a[..na].trim_start_matches('0'),
+                b[..nb].trim_start_matches('0'),
+            );
+            let ord = da.len().cmp(&db.len()).then_with(|| da.cmp(db));
+            if ord.is_ne() {
+                return ord;
+            }
+            (a, b) = (&a[na..], &b[nb..]);
+        } else {
+            if ca != cb {
+                return ca.cmp(&cb);
+            }
+            (a, b) = (&a[ca.len_utf8()..], &b[cb.len_utf8()..]);
+        }
+    }
+}
+
 /// Per-token input normalization (SAELens `run_time_activation_norm_fn_in`).
 fn normalize_row(row: &mut [f32], how: Normalize) {
     match how {
@@ -356,4 +488,32 @@ fn normalize_row(row: &mut [f32], how: Normalize) {
 pub struct EncodeBuffers {
     input: Vec<f32>,
     pre: Vec<f32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::natural_cmp;
+
+    #[test]
+    fn hookpoints_sort_by_their_numbers() {
+        let mut v = vec![
+            "layers.10",
+            "layers.9",
+            "layers.0",
+            "embed",
+            "layers.10.mlp",
+        ];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            v,
+            [
+                "embed",
+                "layers.0",
+                "layers.9",
+                "layers.10",
+                "layers.10.mlp"
+            ]
+        );
+        assert!(natural_cmp("a01", "a1").is_eq());
+    }
 }

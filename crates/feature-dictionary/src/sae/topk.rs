@@ -3,6 +3,11 @@
 //! With `rescale_acts_by_decoder_norm` the pre-activations are first multiplied by each
 //! latent's decoder-row norm (as SAELens does), which changes which latents are selected.
 //! Ties at the k-th value keep the lowest latent indices, so the result is deterministic.
+//!
+//! sparsify applies the ReLU first and then takes the top k; that keeps the same nonzero
+//! latents with the same values (the k largest positive ones, all of them when fewer are
+//! positive) and differs only in which zeros it pads with, which are not firings. So its
+//! SAEs use this activation too, with sparsify's `encoder.bias` as the bias.
 
 use super::{push_nonzero, relu, Activation, LoadContext};
 use crate::error::Result;

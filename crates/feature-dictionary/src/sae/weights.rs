@@ -13,6 +13,8 @@ use crate::ingest::safetensors::{decode_floats, float_dtype, SafeTensors};
 pub struct Weights {
     path: PathBuf,
     tensors: HashMap<String, (Vec<u64>, Vec<f32>)>,
+    /// Names and shapes of the tensors already taken, so "the file has" lists stay whole.
+    taken: Vec<(String, Vec<u64>)>,
 }
 
 impl Weights {
@@ -33,6 +35,7 @@ impl Weights {
         Ok(Self {
             path: st.path().to_path_buf(),
             tensors,
+            taken: Vec::new(),
         })
     }
 
@@ -105,6 +108,7 @@ impl Weights {
         Ok(Self {
             path: path.to_path_buf(),
             tensors,
+            taken: Vec::new(),
         })
     }
 
@@ -125,7 +129,9 @@ impl Weights {
         let mut v: Vec<String> = self
             .tensors
             .iter()
-            .map(|(n, (s, _))| format!("{n} {s:?}"))
+            .map(|(n, (s, _))| (n, s))
+            .chain(self.taken.iter().map(|(n, s)| (n, s)))
+            .map(|(n, s)| format!("{n} {s:?}"))
             .collect();
         v.sort();
         v.join(", ")
@@ -152,6 +158,7 @@ impl Weights {
             return Ok(None);
         };
         let (s, data) = self.tensors.remove(*name).expect("present");
+        self.taken.push((name.to_string(), s.clone()));
         let want: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
         if s != want {
             return Err(Error::format(
