@@ -17,7 +17,8 @@ pub struct SimilarArgs {
     dict: PathBuf,
     /// Feature id.
     id: u64,
-    /// SAE directory or its weights file (SAELens sae_weights.safetensors): rank by cosine
+    /// SAE directory or its weights file (SAELens sae_weights.safetensors, EleutherAI
+    /// sparsify sae.safetensors; both keep the decoder as W_dec): rank by cosine
     /// of decoder directions. Without it, features are ranked by the cosine of their
     /// firing-token count vectors over the whole corpus.
     #[arg(long)]
@@ -51,20 +52,23 @@ pub struct CorrelatedArgs {
     json: bool,
 }
 
-/// The weights file of `--sae`: the path itself, or for an SAELens directory (what
-/// `build --sae` takes) its `sae_weights.safetensors`.
+/// The weights file of `--sae`: the path itself, or for an SAE directory (what
+/// `build --sae` takes) its `sae_weights.safetensors` (SAELens) or `sae.safetensors`
+/// (sparsify).
 fn sae_weights(path: &std::path::Path) -> Result<PathBuf> {
     if !path.is_dir() {
         return Ok(path.to_path_buf());
     }
-    let w = path.join("sae_weights.safetensors");
-    if !w.is_file() {
-        bail!(
-            "{}: a directory without sae_weights.safetensors; expected an SAELens SAE directory or a .safetensors file holding the decoder",
-            path.display()
-        );
+    for name in ["sae_weights.safetensors", "sae.safetensors"] {
+        let w = path.join(name);
+        if w.is_file() {
+            return Ok(w);
+        }
     }
-    Ok(w)
+    bail!(
+        "{}: a directory without sae_weights.safetensors or sae.safetensors; expected an SAELens or sparsify SAE directory, or a .safetensors file holding the decoder",
+        path.display()
+    );
 }
 
 fn check_id(dict: &FeatureDictionary, path: &std::path::Path, id: u64) -> Result<()> {

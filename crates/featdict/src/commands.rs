@@ -47,13 +47,16 @@ enum Command {
     /// or a delphi latent cache: a <start>_<end>.safetensors shard or a directory of them
     /// (its `tokens` tensor supplies the tokens). Tokens may be token ids (--token-ids
     /// IDS.npy) shown as text with --tokenizer tokenizer.json. With --sae DIR, ACTS are
-    /// residual activations encoded by that SAELens SAE in-process, block by block.
+    /// residual activations encoded by that SAE (SAELens, Gemma Scope or EleutherAI
+    /// sparsify) in-process, block by block.
     Build(BuildArgs),
     /// Encode residual activations with an SAE and write the latents as a delphi cache file.
     ///
     /// RESIDUALS is a dense .npy or .safetensors shaped [tokens, d_in] or [sequences, seq_len,
     /// d_in]; --sae DIR holds cfg.json + sae_weights.safetensors (SAELens: standard, jumprelu,
-    /// topk, batchtopk, gated) or a Gemma Scope params.npz. The output has `locations [N, 3]`
+    /// topk, batchtopk, gated), a Gemma Scope params.npz, or cfg.json + sae.safetensors
+    /// (EleutherAI sparsify, one directory per hookpoint such as layers.9/: topk or groupmax,
+    /// autoencoder or transcoder). The output has `locations [N, 3]`
     /// (sequence, position, latent; uint16 when all < 65536 else uint32), `activations [N]`
     /// (float16, or float32 with --f32) and `tokens` when token ids are given.
     Encode(EncodeArgs),
@@ -119,7 +122,9 @@ struct BuildArgs {
     /// Tensor to read from a dense .safetensors file (default: its only 2-D/3-D tensor).
     #[arg(long)]
     tensor: Option<String>,
-    /// SAE directory: ACTS are residuals, encoded in-process by this SAE.
+    /// SAE directory: ACTS are residuals, encoded in-process by this SAE. SAELens
+    /// (cfg.json + sae_weights.safetensors), Gemma Scope (params.npz) or EleutherAI sparsify
+    /// (cfg.json + sae.safetensors; pass the hookpoint's directory, e.g. layers.9/).
     #[arg(long)]
     sae: Option<PathBuf>,
     /// Output dictionary: `.json` (the original library's format) or `.fdict` (the native
@@ -191,7 +196,9 @@ struct BuildArgs {
 struct EncodeArgs {
     /// Residual activations (.npy or .safetensors).
     residuals: PathBuf,
-    /// SAE directory (cfg.json + sae_weights.safetensors, or params.npz).
+    /// SAE directory: SAELens (cfg.json + sae_weights.safetensors), Gemma Scope (params.npz)
+    /// or EleutherAI sparsify (cfg.json + sae.safetensors; the hookpoint's directory, e.g.
+    /// layers.9/).
     #[arg(long)]
     sae: PathBuf,
     /// Output latents (.safetensors, delphi layout).

@@ -469,3 +469,138 @@ fn encode_rejects_options_that_contradict_the_input() {
     );
     assert!(!lat.exists());
 }
+
+/// An EleutherAI sparsify checkpoint (one `cfg.json` + `sae.safetensors` directory per
+/// hookpoint): `encode` writes the fixture's numpy reference latents, `build --sae` gives
+/// the same dictionary as building from those latents, `similar --sae` reads its decoder,
+/// the checkpoint root names its hookpoints, and residuals of the wrong width are refused
+/// by both commands.
+#[test]
+fn sparsify_directory_encodes_and_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../feature-dictionary/tests/fixtures/sae/sparsify_topk_bf16");
+    let root = tmp.path().join("ckpt");
+    for layer in ["layers.3", "layers.11"] {
+        std::fs::create_dir_all(root.join(layer)).unwrap();
+        for f in ["cfg.json", "sae.safetensors"] {
+            std::fs::copy(fixture.join(f), root.join(layer).join(f)).unwrap();
+        }
+    }
+    let sae = root.join("layers.11");
+    // The fixture's 32 tokens as 4 sequences of 8.
+    let read = |name: &str| {
+        let m = feature_dictionary::ingest::npy::open(&fixture.join(name)).unwrap();
+        let mut buf = Vec::new();
+        (m.n_features(), m.rows_f32(0..m.n_rows(), &mut buf).to_vec())
+    };
+    let (d_in, x) = read("inputs.npy");
+    let (d_sae, want) = read("expected.npy");
+    assert_eq!((d_in, d_sae, x.len()), (16, 64, 32 * 16));
+    let resid = tmp.path().join("resid.npy");
+    feature_dictionary::ingest::npy::write_f32(&resid, &[4, 8, d_in], &x).unwrap();
+    let ids = tmp.path().join("ids.npy");
+    write_ids(&ids, &(0..32).collect::<Vec<u32>>(), 4, 8);
+
+    let lat = tmp.path().join("lat.safetensors");
+    encode_f32(&resid, &sae, &ids, &lat);
+    let st = feature_dictionary::ingest::safetensors::SafeTensors::open(&lat).unwrap();
+    let loc = st.to_i64(st.tensor("locations").unwrap()).unwrap();
+    let act = st.to_f32(st.tensor("activations").unwrap()).unwrap();
+    let mut got = vec![0f32; 32 * d_sae];
+    for (l, v) in loc.chunks_exact(3).zip(&act) {
+        got[(l[0] * 8 + l[1]) as usize * d_sae + l[2] as usize] = *v;
+    }
+    assert_eq!(act.len(), want.iter().filter(|v| **v > 0.0).count());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (*g > 0.0) == (*w > 0.0) && (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+            "token {} latent {}: {g} vs {w}",
+            i / d_sae,
+            i % d_sae
+        );
+    }
+
+    let direct = tmp.path().join("direct.json");
+    let v = ok(&[
+        "build",
+        s(&resid),
+        "--sae",
+        s(&sae),
+        "--token-ids",
+        s(&ids),
+        "--out",
+        s(&direct),
+        "--json",
+        "-q",
+    ]);
+    assert_eq!(v["statistics"]["total_features"], 64);
+    assert_eq!(v["statistics"]["total_tokens_processed"], 32);
+    let via = tmp.path().join("via.json");
+    ok(&["build", s(&lat), "--out", s(&via), "-q"]);
+    assert_eq!(
+        std::fs::read(&direct).unwrap(),
+        std::fs::read(&via).unwrap()
+    );
+
+    // `similar --sae` finds the decoder (W_dec) in sae.safetensors.
+    let by_dir = ok(&["similar", s(&direct), "5", "--sae", s(&sae), "--json"]);
+    let by_file = ok(&[
+        "similar",
+        s(&direct),
+        "5",
+        "--sae",
+        s(&sae.join("sae.safetensors")),
+        "--json",
+    ]);
+    assert_eq!(by_dir, by_file);
+    assert_eq!(by_dir["method"], "decoder cosine");
+
+    let out = tmp.path().join("x.safetensors");
+    fails(
+        &[
+            "encode",
+            s(&resid),
+            "--sae",
+            s(&root),
+            "--seq-len",
+            "8",
+            "--out",
+            s(&out),
+        ],
+        &[
+            s(&root),
+            "hookpoint subdirectories (layers.3, layers.11)",
+            "pass the one to use",
+        ],
+    );
+    let narrow = tmp.path().join("narrow.npy");
+    feature_dictionary::ingest::npy::write_f32(&narrow, &[4, 8, 2], &x[..64]).unwrap();
+    fails(
+        &[
+            "encode",
+            s(&narrow),
+            "--sae",
+            s(&sae),
+            "--seq-len",
+            "8",
+            "--out",
+            s(&out),
+        ],
+        &["2 features per token", "d_in = 16"],
+    );
+    fails(
+        &[
+            "build",
+            s(&narrow),
+            "--sae",
+            s(&sae),
+            "--token-ids",
+            s(&ids),
+            "--out",
+            s(&tmp.path().join("n.json")),
+        ],
+        &["2 features per token", "layers.11", "d_in = 16"],
+    );
+    assert!(!out.exists());
+}
