@@ -10,7 +10,8 @@ use feature_dictionary::ingest::safetensors::{parse_header, serialize, SafeTenso
 use feature_dictionary::ingest::token_ids::TokenIdMatrix;
 use feature_dictionary::ingest::tokenizer::Tokenizer;
 use feature_dictionary::ingest::ActivationSource;
-use feature_dictionary::sae::{Sae, SaeConfig, Weights};
+use feature_dictionary::ingest::SparseRows;
+use feature_dictionary::sae::{EncodeBuffers, Sae, SaeConfig, Weights};
 use proptest::prelude::*;
 
 fn fixtures() -> PathBuf {
@@ -566,6 +567,7 @@ proptest! {
         let _ = TokenIdMatrix::from_npy_bytes(p, &bytes);
         let _ = Tokenizer::from_slice(p, &bytes);
         let _ = SaeConfig::from_slice(p, &bytes);
+        let _ = SaeConfig::from_sparsify_slice(p, &bytes);
         let _ = Weights::from_npz_bytes(p, &bytes);
         if let Ok(st) = SafeTensors::from_bytes(p, bytes) {
             let _ = Weights::from_st(&st);
@@ -574,7 +576,7 @@ proptest! {
 
     #[test]
     fn mutated_valid_files_never_panic(
-        which in 0usize..4,
+        which in 0usize..5,
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
         cut in any::<prop::sample::Index>(),
         truncate in any::<bool>(),
@@ -583,7 +585,8 @@ proptest! {
             0 => small_shard("U16"),
             1 => small_shard("I64"),
             2 => std::fs::read(fixtures().join("sae/gemmascope_npz/params.npz")).unwrap(),
-            _ => std::fs::read(fixtures().join("sae/gated_f32/sae_weights.safetensors")).unwrap(),
+            3 => std::fs::read(fixtures().join("sae/gated_f32/sae_weights.safetensors")).unwrap(),
+            _ => std::fs::read(fixtures().join("sae/sparsify_topk_bf16/sae.safetensors")).unwrap(),
         };
         for (i, b) in edits {
             let i = i.index(bytes.len());
@@ -599,8 +602,15 @@ proptest! {
             _ => {
                 if let Ok(st) = SafeTensors::from_bytes(p, bytes) {
                     if let Ok(w) = Weights::from_st(&st) {
-                        let cfg = SaeConfig::from_slice(p, br#"{"architecture":"gated","d_in":16,"d_sae":64}"#).unwrap();
-                        let _ = Sae::from_parts(p, cfg, w);
+                        let cfg = if which == 3 {
+                            SaeConfig::from_slice(p, br#"{"architecture":"gated","d_in":16,"d_sae":64}"#)
+                        } else {
+                            SaeConfig::from_sparsify_slice(p, br#"{"d_in":16,"expansion_factor":4,"k":8}"#)
+                        };
+                        if let Ok(sae) = Sae::from_parts(p, cfg.unwrap(), w) {
+                            let mut rows = SparseRows::default();
+                            sae.encode(&[0.5; 16], &mut rows, &mut EncodeBuffers::default(), 1);
+                        }
                     }
                 }
             }
