@@ -26,10 +26,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(st) = SafeTensors::from_bytes(p, data.to_vec()) else {
         return;
     };
-    let configs = CONFIGS
-        .iter()
-        .map(|c| SaeConfig::from_slice(p, c))
-        .chain(SPARSIFY_CONFIGS.iter().map(|c| SaeConfig::from_sparsify_slice(p, c)));
+    let configs = CONFIGS.iter().map(|c| SaeConfig::from_slice(p, c)).chain(
+        SPARSIFY_CONFIGS
+            .iter()
+            .map(|c| SaeConfig::from_sparsify_slice(p, c)),
+    );
     for cfg in configs {
         let Ok(w) = Weights::from_st(&st) else { return };
         let cfg = cfg.expect("valid config");
