@@ -67,6 +67,14 @@ def _examples(f: Feature) -> List[FeatureActivation]:
     return out
 
 
+def _has_engine_stats(m: Dict[str, Any]) -> bool:
+    """Whether a feature's metadata holds the engine's exact statistics (a firing feature
+    from ``finalize`` or a saved dictionary always has ``std_activation``). Such a feature
+    without ``positions`` was built with ``collect_positions=False``: its position
+    statistics are unknown, never estimated from the stored examples."""
+    return "std_activation" in m
+
+
 def _firing_tokens(f: Feature) -> Dict[str, int]:
     """Firing counts per (stripped) token over all tokens; top examples for hand-made ones."""
     counts: Dict[str, int] = defaultdict(int)
@@ -116,7 +124,7 @@ class FeatureAnalyzer:
         if pos:
             s.mean_position = float(pos["mean"])
             s.position_variance = float(pos["variance"])
-        elif feature.top_activations:
+        elif feature.top_activations and not _has_engine_stats(m):
             p = np.array([a.position for a in feature.top_activations], dtype=np.float64)
             s.mean_position, s.position_variance = float(p.mean()), float(p.var())
         if m.get("unique_tokens") is not None:
@@ -271,14 +279,15 @@ class FeatureAnalyzer:
         return scores
 
     def get_position_distribution(self, feature_id: int) -> Dict[str, int]:
-        """Firings by position over all tokens: start (< 5), early (< 20), middle (< 50), late."""
+        """Firings by position over all tokens: start (< 5), early (< 20), middle (< 50), late;
+        ``{}`` for a missing feature or one built with ``collect_positions=False``."""
         f = self.feature_set.get_feature(feature_id)
         if f is None:
             return {}
         pos = f.metadata.get("positions")
         if pos:
             return {k: int(pos[k]) for k in ("start", "early", "middle", "late")}
-        if not f.top_activations:
+        if not f.top_activations or _has_engine_stats(f.metadata):
             return {}
         p = [a.position for a in f.top_activations]
         return {

@@ -166,3 +166,32 @@ def test_polysemantic_by_token_embeddings():
     an.set_token_embeddings(emb)
     [(fid, groups)] = an.find_polysemantic_features(min_clusters=2, min_cluster_size=3)
     assert fid == 0 and sorted(map(sorted, groups)) == [["1", "2", "3"], ["cat", "cow", "dog"]]
+
+
+def test_positions_not_collected_are_not_estimated_from_the_top_examples(tmp_path):
+    # One feature firing at positions 0..99 of one sequence, values rising with position: the
+    # top-3 examples sit at positions 97..99. With collect_positions=False the engine keeps
+    # no position statistics; the analyzer must not fall back to the top examples (the
+    # original's defect 2), which would report mean position 98 and a "late"-only histogram.
+    acts = np.zeros((1, 100, 1), dtype=np.float32)
+    acts[0, :, 0] = np.arange(1, 101)
+    tokens = [[f"t{i % 7}" for i in range(100)]]
+    for collect in (True, False):
+        d = build(acts, tokens, collect_positions=collect, max_examples_per_feature=3)
+        d.finalize()
+        path = tmp_path / f"p{collect}.json"
+        d.save(str(path))
+        loaded = type(d).load(str(path))
+        for dd in (d, loaded):
+            s = dd.get_feature_stats(0)
+            dist = dd.analyzer.get_position_distribution(0)
+            if collect:
+                assert s.mean_position == pytest.approx(49.5)
+                assert s.position_variance == pytest.approx(np.arange(100).var())
+                assert dist == {"start": 5, "early": 15, "middle": 30, "late": 50}
+            else:
+                assert (s.mean_position, s.position_variance) == (0.0, 0.0)
+                assert dist == {}
+            # the other statistics are exact either way
+            assert s.mean_activation == pytest.approx(50.5)
+            assert s.min_activation == 1.0
