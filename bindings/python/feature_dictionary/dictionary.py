@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -14,7 +16,7 @@ from .analysis import ActivationStats, FeatureAnalyzer
 from .extraction import ExtractionConfig, FeatureExtractor, no_gc, search_token
 from .features import top_token_entries
 from .features import Feature, FeatureSet, FeatureType
-from .labeling import FeatureLabeler, LabelingConfig
+from .labeling import FeatureLabeler, LabelingConfig, compile_pattern
 
 
 @dataclass
@@ -175,7 +177,7 @@ class FeatureDictionary:
     def search_by_pattern(self, pattern: str) -> List[Feature]:
         """Features that fired on tokens matching ``pattern`` (``re.search``, case-sensitive;
         use ``(?i)`` to ignore case), most firings on matching tokens first."""
-        rx = re.compile(pattern)
+        rx = compile_pattern(pattern, "search_by_pattern: the pattern")
         scored = []
         for f in self.features:
             entries = top_token_entries(f)
@@ -289,6 +291,19 @@ class FeatureDictionary:
             fs._add_engine_features(fin)
         cfg_data = fin.info()["config"] or {}
         config = DictionaryConfig.from_dict(cfg_data)
+        # A file labeled by featdict may hold patterns in Rust regex syntax that Python's re
+        # rejects (``\p{Lu}``): they stay in the config (and in files saved from it), but
+        # this dictionary's labeler goes without them rather than the load failing.
+        labeling = config.labeling
+        usable = {}
+        for name, p in labeling.patterns.items():
+            try:
+                compile_pattern(p, f"LabelingConfig.patterns[{name!r}]")
+                usable[name] = p
+            except re.error as e:
+                warnings.warn(f"{os.fspath(path)}: {e}; this dictionary's FeatureLabeler leaves it out", stacklevel=2)
+        if len(usable) != len(labeling.patterns):
+            config = dataclasses.replace(config, labeling=dataclasses.replace(labeling, patterns=usable))
         num = cfg_data.get("num_features") or fs.metadata.get("num_features") or (max(fs.features) + 1 if fs.features else 0)
         dim = cfg_data.get("feature_dim") or next((f.dimension for f in fs), 0)
         d = cls(num_features=max(1, num), feature_dim=dim, config=config)
@@ -297,6 +312,8 @@ class FeatureDictionary:
         d._finalized = True
         d._loaded_from = os.fspath(path)
         d._analyzer = FeatureAnalyzer(fs)
+        if config.labeling is not labeling:
+            d.config = dataclasses.replace(config, labeling=labeling)
         return d
 
     # -- container -----------------------------------------------------------------------

@@ -130,6 +130,15 @@ BUILTIN_PATTERNS: Dict[str, str] = {
 }
 
 
+def compile_pattern(pattern: str, what: str) -> "re.Pattern":
+    """``re.compile(pattern)``; an invalid regex raises ``re.error`` naming ``what`` (where
+    the pattern came from) and the pattern itself, not only re's bare "missing ), …"."""
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise re.error(f"{what} is not a valid regular expression {pattern!r}: {e.msg}", e.pattern, e.pos) from None
+
+
 def _match_form(token: str) -> str:
     """What patterns see: the token without surrounding whitespace (byte-level BPE tokens
     carry a leading space), or the token itself when it is only whitespace."""
@@ -152,7 +161,11 @@ class FeatureLabeler:
         self.config = config or LabelingConfig()
         self.patterns: Dict[str, str] = dict(BUILTIN_PATTERNS)
         self.patterns.update(self.config.patterns)
-        self._compiled: Dict[str, re.Pattern] = {}
+        # Checked now: a bad pattern would otherwise surface only in finalize(), after all
+        # the processing.
+        self._compiled: Dict[str, re.Pattern] = {
+            name: compile_pattern(p, f"LabelingConfig.patterns[{name!r}]") for name, p in self.config.patterns.items()
+        }
         self._corpus_counts: Optional[Dict[str, int]] = None
         self._manual: Dict[int, List[Label]] = defaultdict(list)
         self._embeddings: Optional[Dict[str, np.ndarray]] = None
@@ -161,9 +174,9 @@ class FeatureLabeler:
     def add_pattern(self, name: str, pattern: str) -> None:
         """Adds (or replaces) a pattern; it is matched case-sensitively with ``re.search``
         (anchor it with ``^…$`` to match whole tokens)."""
-        re.compile(pattern)  # fail now, with the regex error, not during labeling
+        rx = compile_pattern(pattern, f"pattern {name!r}")  # fail now, not during labeling
         self.patterns[name] = pattern
-        self._compiled.pop(name, None)
+        self._compiled[name] = rx
         self.__dict__.get("_occ_cache", {}).pop(name, None)
 
     def set_corpus(self, feature_set: FeatureSet) -> None:

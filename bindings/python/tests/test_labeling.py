@@ -195,3 +195,54 @@ def test_numpy_scalars_in_the_labeling_config_save(tmp_path):
     e = FeatureDictionary.load(str(tmp_path / "d.json"))
     assert e.config.labeling.max_labels == 3 and e.config.labeling.min_confidence == 0.25
     assert e.config.labeling.ngram_sizes == [2] and e[0].labels == d[0].labels
+
+
+def test_invalid_patterns_are_refused_at_once_naming_the_pattern():
+    import re
+
+    from conftest import build
+    from feature_dictionary import DictionaryConfig, FeatureDictionary
+
+    # A bad pattern in the config used to pass construction and hours of processing, then
+    # fail in finalize() with re's bare "missing ), unterminated subpattern at position 0".
+    cfg = LabelingConfig(patterns={"email": r"^[\w.]+@[\w.]+$", "broken": "(ab"}, strategies=ALL)
+    for make in (lambda: FeatureLabeler(cfg), lambda: FeatureDictionary(4, 2, DictionaryConfig(labeling=cfg))):
+        with pytest.raises(re.error) as e:
+            make()
+        msg = str(e.value)
+        assert "patterns['broken']" in msg and "'(ab'" in msg and "missing )" in msg
+    labeler = FeatureLabeler()
+    with pytest.raises(re.error) as e:
+        labeler.add_pattern("bad", "[a-")
+    assert "'bad'" in str(e.value) and "'[a-'" in str(e.value) and "unterminated character set" in str(e.value)
+    assert "bad" not in labeler.patterns
+    acts = np.ones((1, 3, 2), dtype=np.float32)
+    d = build(acts, [["a", "(", "b"]])
+    d.finalize()
+    with pytest.raises(re.error) as e:
+        d.search_by_pattern("(")
+    assert "search_by_pattern" in str(e.value) and "'('" in str(e.value) and "missing )" in str(e.value)
+    assert [f.id for f in d.search_by_pattern(re.escape("("))] == [0, 1]  # special characters, escaped
+
+
+def test_a_loaded_file_with_patterns_python_cannot_compile_still_loads(tmp_path):
+    import json
+    import re
+
+    from conftest import build
+    from feature_dictionary import FeatureDictionary
+
+    d = build(np.ones((1, 3, 2), dtype=np.float32), [["a", "B", "c"]])
+    d.finalize()
+    path = tmp_path / "d.json"
+    d.save(str(path))
+    data = json.loads(path.read_text())
+    data["config"]["labeling"]["patterns"] = {"upper": r"\p{Lu}+", "digits": r"^\d+$"}  # featdict's Rust syntax
+    path.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match=r"patterns\['upper'\] is not a valid regular expression"):
+        loaded = FeatureDictionary.load(str(path))
+    assert loaded.config.labeling.patterns == {"upper": r"\p{Lu}+", "digits": r"^\d+$"}  # kept in the config
+    assert "upper" not in loaded.labeler.patterns and loaded.labeler.patterns["digits"] == r"^\d+$"
+    assert [f.id for f in loaded] == [0, 1]
+    loaded.save(str(tmp_path / "again.json"))
+    assert json.loads((tmp_path / "again.json").read_text())["config"]["labeling"]["patterns"]["upper"] == r"\p{Lu}+"
