@@ -206,6 +206,11 @@ class FeatureExtractor:
             np.zeros((self.num_features, self.num_features), dtype=np.float64) if track else None
         )
         self._sums: Optional[np.ndarray] = np.zeros(self.num_features, dtype=np.float64) if track else None
+        # Smallest and largest value of each feature over all tokens (non-firings as 0): a
+        # feature is constant exactly when they are equal, which the raw moments cannot tell
+        # (E[x²] - E[x]² leaves rounding residue).
+        self._lo: Optional[np.ndarray] = np.full(self.num_features, np.inf) if track else None
+        self._hi: Optional[np.ndarray] = np.full(self.num_features, -np.inf) if track else None
         self._feature_set: Optional[FeatureSet] = None
         self._finalized = False
 
@@ -345,6 +350,8 @@ class FeatureExtractor:
             x = np.where(np.isfinite(x) & (x >= self._threshold), x, np.float32(0)).astype(np.float64)
             self._coact += x.T @ x
             self._sums += x.sum(axis=0)
+            np.minimum(self._lo, x.min(axis=0), out=self._lo)
+            np.maximum(self._hi, x.max(axis=0), out=self._hi)
 
     def _fire_callbacks(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int], first_seq: int) -> None:
         w = self.config.context_window
@@ -388,6 +395,8 @@ class FeatureExtractor:
         if self._coact is not None:
             self._coact += other._coact
             self._sums += other._sums
+            np.minimum(self._lo, other._lo, out=self._lo)
+            np.maximum(self._hi, other._hi, out=self._hi)
         self._feature_set = None
         self._finalized = False
         return shift
@@ -445,8 +454,9 @@ class FeatureExtractor:
         sd = np.sqrt(var)
         with np.errstate(divide="ignore", invalid="ignore"):
             r = cov / np.outer(sd, sd)
-        r[sd == 0, :] = np.nan
-        r[:, sd == 0] = np.nan
+        constant = (sd == 0) | (self._lo == self._hi)
+        r[constant, :] = np.nan
+        r[:, constant] = np.nan
         return np.clip(r, -1.0, 1.0)
 
     def finalize(self) -> FeatureSet:

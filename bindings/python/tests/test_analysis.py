@@ -195,3 +195,32 @@ def test_positions_not_collected_are_not_estimated_from_the_top_examples(tmp_pat
             # the other statistics are exact either way
             assert s.mean_activation == pytest.approx(50.5)
             assert s.min_activation == 1.0
+
+
+def test_constant_features_have_no_correlation_not_rounding_noise():
+    # Two features on at one value on every token (variance exactly 0 over all tokens) and a
+    # third firing on every third token. Raw moments (E[x^2] - E[x]^2) leave ~1e-17 of
+    # rounding in the constant features' variance, and the ratio of two such residues came
+    # out as Pearson 1.0 between the constant features: NaN (numpy.corrcoef), so no partner.
+    n = 475
+    acts = np.zeros((n, 3), dtype=np.float32)
+    acts[:, 0] = 0.3
+    acts[:, 1] = 0.15
+    acts[::3, 2] = 1.0
+    ex = FeatureExtractor(3, 2, config=ExtractionConfig(include_dead_features=True))
+    ex.process_activations(acts, ["a"] * n)
+    r = ex.coactivation_pearson()
+    with np.errstate(all="ignore"):
+        ref = np.corrcoef(acts.astype(np.float64).T)
+    assert np.array_equal(np.isnan(r), np.isnan(ref))
+    assert r[2, 2] == pytest.approx(1.0)
+    an = FeatureAnalyzer(ex.finalize())
+    assert an.find_correlated_features(0, min_correlation=-1.0) == []
+    assert an.find_correlated_features(1, min_correlation=-1.0) == []
+    # merged shards: still constant
+    a = FeatureExtractor(3, 2, config=ExtractionConfig(include_dead_features=True))
+    b = FeatureExtractor(3, 2, config=ExtractionConfig(include_dead_features=True))
+    a.process_activations(acts[:200], ["a"] * 200)
+    b.process_activations(acts[200:], ["a"] * (n - 200))
+    a.merge(b)
+    assert np.isnan(a.coactivation_pearson()[0, 1])
