@@ -297,6 +297,17 @@ class FeatureAnalyzer:
             "late": sum(1 for x in p if x >= 50),
         }
 
+    def _self_pearson(self, f: Feature) -> Optional[float]:
+        """A feature's Pearson correlation with itself: 1.0, or None (undefined) when it is
+        constant over all tokens."""
+        pearson = getattr(self.feature_set, "_pearson", None)
+        if pearson is not None and f.id < pearson.shape[0]:
+            return 1.0 if np.isfinite(pearson[f.id, f.id]) else None
+        total = self.feature_set.total_tokens_processed
+        std = f.metadata.get("std_activation") or 0.0
+        constant = f.activation_count == 0 or (f.activation_count == total and std == 0)
+        return None if constant else 1.0
+
     def compare_features(self, feature_id_1: int, feature_id_2: int) -> Dict[str, Any]:
         """Counts, means, shared firing tokens (over all tokens), their Jaccard index, the
         cosine of the firing-token distributions, Pearson correlation when known, shared
@@ -313,6 +324,10 @@ class FeatureAnalyzer:
         n1 = math.sqrt(sum(v * v for v in t1.values()))
         n2 = math.sqrt(sum(v * v for v in t2.values()))
         row = self._pearson_row(feature_id_1)
+        if feature_id_1 == feature_id_2:
+            pearson = self._self_pearson(f1) if row is not None else None
+        else:
+            pearson = row.get(feature_id_2) if row is not None else None
         return {
             "feature_1": feature_id_1,
             "feature_2": feature_id_2,
@@ -323,7 +338,7 @@ class FeatureAnalyzer:
             "token_overlap": sorted(inter, key=lambda k: (-(t1[k] + t2[k]), k))[:10],
             "jaccard_similarity": len(inter) / len(union) if union else 0.0,
             "token_cosine": dot / (n1 * n2) if n1 and n2 else 0.0,
-            "pearson": row.get(feature_id_2) if row is not None else None,
+            "pearson": pearson,
             "shared_labels": sorted(set(f1.labels) & set(f2.labels)),
         }
 

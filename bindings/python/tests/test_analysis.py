@@ -224,3 +224,16 @@ def test_constant_features_have_no_correlation_not_rounding_noise():
     b.process_activations(acts[200:], ["a"] * (n - 200))
     a.merge(b)
     assert np.isnan(a.coactivation_pearson()[0, 1])
+
+
+def test_compare_a_feature_with_itself(tmp_path):
+    corpus_acts, tokens = random_corpus(seed=7, n_seq=4, seq_len=20, n_features=5, density=0.3)
+    d = build(corpus_acts, tokens)
+    d.finalize()
+    path = tmp_path / "d.json"
+    d.save(str(path))
+    for an in (d.analyzer, type(d).load(str(path)).analyzer):
+        c = an.compare_features(2, 2)
+        assert c["pearson"] == 1.0  # was None: the correlation row leaves the feature itself out
+        assert c["jaccard_similarity"] == 1.0 and c["token_cosine"] == pytest.approx(1.0)
+        assert c["activation_count_1"] == c["activation_count_2"] == d[2].activation_count
