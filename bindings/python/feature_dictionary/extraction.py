@@ -157,6 +157,14 @@ def _check_numeric(arr: np.ndarray, what: str) -> None:
         raise TypeError(f"{what} must be real numbers (got dtype {arr.dtype})")
 
 
+def _check_context(context: Any, what: str = "context") -> str:
+    if context is None:
+        return ""
+    if not isinstance(context, str):
+        raise TypeError(f"{what} must be a string (the sequence's text or an id), got {type(context).__name__} {context!r}")
+    return context
+
+
 def _check_tokens(tokens: Sequence[str], rows: int, what: str = "tokens") -> List[str]:
     try:
         toks = list(tokens)
@@ -253,10 +261,13 @@ class FeatureExtractor:
 
     # -- processing --------------------------------------------------------------------
     def process_activations(self, activations: Any, tokens: Sequence[str], context: str = "") -> int:
-        """Processes one sequence ``[seq_len, num_features]``; returns the firings recorded."""
+        """Processes one sequence ``[seq_len, num_features]``; returns the firings recorded.
+        A non-empty ``context`` (e.g. the sequence's text or a document id) becomes the
+        ``context`` of its examples, as in the original library (by default an example's
+        ``context`` is its context tokens joined)."""
         arr = _as_float_2d(activations)
         toks = _check_tokens(tokens, arr.shape[0])
-        return self._run(arr, toks, [arr.shape[0]])
+        return self._run(arr, toks, [arr.shape[0]], [_check_context(context)])
 
     def process_batch(
         self,
@@ -269,10 +280,12 @@ class FeatureExtractor:
         if hasattr(batch_activations, "detach") and hasattr(batch_activations, "cpu"):
             batch_activations = batch_activations.detach().cpu().numpy()
         batch_tokens = list(batch_tokens)
-        if batch_contexts is not None and len(batch_contexts) != len(batch_tokens):
-            raise ValueError(
-                f"batch_contexts has {len(batch_contexts)} entries for {len(batch_tokens)} sequences"
-            )
+        if batch_contexts is not None:
+            batch_contexts = [_check_context(c, f"batch_contexts[{i}]") for i, c in enumerate(batch_contexts)]
+            if len(batch_contexts) != len(batch_tokens):
+                raise ValueError(
+                    f"batch_contexts has {len(batch_contexts)} entries for {len(batch_tokens)} sequences"
+                )
         if isinstance(batch_activations, np.ndarray) and batch_activations.ndim == 3:
             b, l, f = batch_activations.shape
             if len(batch_tokens) != b:
@@ -285,7 +298,7 @@ class FeatureExtractor:
                 _check_numeric(arr, "batch_activations")
                 arr = arr.astype(np.float32)
             arr = np.ascontiguousarray(arr).reshape(b * l, f)
-            return self._run(arr, toks, [l] * b)
+            return self._run(arr, toks, [l] * b, batch_contexts)
         seqs = list(batch_activations)
         if len(seqs) != len(batch_tokens):
             raise ValueError(f"{len(batch_tokens)} token lists for {len(seqs)} activation sequences")
@@ -302,7 +315,8 @@ class FeatureExtractor:
                 raise ValueError("all sequences of a batch must have the same number of features")
             dtype = np.float16 if all(a.dtype == np.float16 for a in arrs) else np.float32
             arr = np.concatenate([a.astype(dtype, copy=False) for a in arrs], axis=0)
-            total += self._run(arr, toks, [a.shape[0] for a in arrs])
+            ctx = None if batch_contexts is None else batch_contexts[start : start + len(arrs)]
+            total += self._run(arr, toks, [a.shape[0] for a in arrs], ctx)
         return total
 
     def stream_activations(self, activation_stream: Iterable[Tuple[Any, Sequence[str]]]) -> Iterator[int]:
@@ -310,7 +324,7 @@ class FeatureExtractor:
         for item in activation_stream:
             yield self.process_activations(*item)
 
-    def _run(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int]) -> int:
+    def _run(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int], contexts: Optional[List[str]] = None) -> int:
         if arr.shape[0] == 0:
             return 0
         if arr.shape[1] != self.num_features:
@@ -320,26 +334,29 @@ class FeatureExtractor:
         first_seq = self._engine.next_sequence
         tokens_before = self._engine.total_tokens
         try:
+            if contexts is not None and not any(contexts):
+                contexts = None
             if arr.dtype == np.float16:
-                n = self._engine.process_f16(arr, tokens, seq_lens)
+                n = self._engine.process_f16(arr, tokens, seq_lens, contexts)
             else:
-                n = self._engine.process_f32(arr, tokens, seq_lens)
+                n = self._engine.process_f32(arr, tokens, seq_lens, contexts)
         except ValueError:
             # Non-finite values: the engine skipped them but folded the rest of the batch in
             # before raising, so the Python-side state must take the batch in too.
             if self._engine.total_tokens != tokens_before:
-                self._after_run(arr, tokens, seq_lens, first_seq)
+                self._after_run(arr, tokens, seq_lens, first_seq, contexts)
             raise
-        self._after_run(arr, tokens, seq_lens, first_seq)
+        self._after_run(arr, tokens, seq_lens, first_seq, contexts)
         return n
 
-    def _after_run(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int], first_seq: int) -> None:
+    def _after_run(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int], first_seq: int,
+                   contexts: Optional[List[str]] = None) -> None:
         self._feature_set = None
         self._finalized = False
         if self._coact is not None:
             self._accumulate_coactivation(arr)
         if self._callbacks:
-            self._fire_callbacks(arr, tokens, seq_lens, first_seq)
+            self._fire_callbacks(arr, tokens, seq_lens, first_seq, contexts)
 
     def _accumulate_coactivation(self, arr: np.ndarray) -> None:
         # Firing values only (non-firings count as 0), in row chunks to bound the temporary.
@@ -353,10 +370,11 @@ class FeatureExtractor:
             np.minimum(self._lo, x.min(axis=0), out=self._lo)
             np.maximum(self._hi, x.max(axis=0), out=self._hi)
 
-    def _fire_callbacks(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int], first_seq: int) -> None:
+    def _fire_callbacks(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int], first_seq: int,
+                        contexts: Optional[List[str]] = None) -> None:
         w = self.config.context_window
         row0, seq = 0, first_seq
-        for length in seq_lens:
+        for i, length in enumerate(seq_lens):
             if length == 0:
                 continue
             block = arr[row0 : row0 + length].astype(np.float32)
@@ -370,7 +388,8 @@ class FeatureExtractor:
                     token=toks[r],
                     position=r,
                     activation=float(block[r, c]),
-                    context="".join(ctx) if any(t[:1].isspace() for t in ctx) else " ".join(ctx),
+                    context=(contexts[i] if contexts and contexts[i] else
+                             "".join(ctx) if any(t[:1].isspace() for t in ctx) else " ".join(ctx)),
                     context_tokens=ctx,
                     metadata={"sequence": seq, "context_start": a},
                 )

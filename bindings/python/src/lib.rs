@@ -20,6 +20,7 @@ use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 mod finalized;
 mod labels;
@@ -43,6 +44,10 @@ struct Engine {
     first_sequence: u64,
     /// Index the next sequence will get.
     next_sequence: u64,
+    /// The `context` text given with a sequence (`process(acts, tokens, context)`), by
+    /// sequence index; only non-empty ones. Finalize gives it to that sequence's examples, as
+    /// the original library did.
+    contexts: BTreeMap<u64, String>,
 }
 
 /// Values of a 2-D array as one of the element types the engine reads.
@@ -68,6 +73,7 @@ impl Engine {
         shape: [usize; 2],
         tokens: Vec<String>,
         seq_lens: Vec<usize>,
+        contexts: Option<Vec<String>>,
     ) -> PyResult<u64> {
         let n_features = self.acc.n_features();
         let [rows, cols] = shape;
@@ -82,6 +88,15 @@ impl Engine {
                 "activations have {rows} rows (tokens) but {} token strings and sequence lengths summing to {total} were given; pass one token per activation row",
                 tokens.len()
             )));
+        }
+        if let Some(c) = &contexts {
+            if c.len() != seq_lens.len() {
+                return Err(PyValueError::new_err(format!(
+                    "{} contexts for {} sequences; pass one context per sequence",
+                    c.len(),
+                    seq_lens.len()
+                )));
+            }
         }
         let ids: Vec<TokenId> = tokens.iter().map(|t| self.vocab.intern(t)).collect();
         let before = self.total_firings();
@@ -142,7 +157,17 @@ impl Engine {
             Ok(())
         })
         .map_err(to_py)?;
-        self.next_sequence += seq_lens.iter().filter(|&&l| l > 0).count() as u64;
+        let mut seq = self.next_sequence;
+        for (i, &len) in seq_lens.iter().enumerate() {
+            if len == 0 {
+                continue;
+            }
+            if let Some(c) = contexts.as_ref().map(|c| &c[i]).filter(|c| !c.is_empty()) {
+                self.contexts.insert(seq, c.clone());
+            }
+            seq += 1;
+        }
+        self.next_sequence = seq;
         let (nonfinite, first) = self.acc.nonfinite();
         if nonfinite > nonfinite_before {
             let at = first
@@ -165,6 +190,7 @@ struct StateRef<'a> {
     vocab: Vec<std::borrow::Cow<'a, str>>,
     first_sequence: u64,
     next_sequence: u64,
+    contexts: &'a BTreeMap<u64, String>,
 }
 
 /// Owned form of [`StateRef`] (same encoding).
@@ -174,6 +200,7 @@ struct State {
     vocab: Vec<String>,
     first_sequence: u64,
     next_sequence: u64,
+    contexts: BTreeMap<u64, String>,
 }
 
 /// Rebuilds an engine pickled by `Engine.__reduce__`.
@@ -189,6 +216,7 @@ fn engine_from_state(py: Python<'_>, state: &[u8]) -> PyResult<Engine> {
         vocab: Vocab::from_strings(state.vocab),
         first_sequence: state.first_sequence,
         next_sequence: state.next_sequence,
+        contexts: state.contexts,
     })
 }
 
@@ -204,6 +232,7 @@ impl Engine {
                 .collect(),
             first_sequence: self.first_sequence,
             next_sequence: self.next_sequence,
+            contexts: &self.contexts,
         };
         let bytes = bincode::serialize(&state)
             .map_err(|e| PyValueError::new_err(format!("cannot pickle the engine: {e}")))?;
@@ -234,6 +263,7 @@ impl Engine {
             vocab: Vocab::new(),
             first_sequence: sequence_offset,
             next_sequence: sequence_offset,
+            contexts: BTreeMap::new(),
         })
     }
 
@@ -274,28 +304,33 @@ impl Engine {
     }
 
     /// Accumulates C-contiguous float32 `[rows, F]` activations of sequences with
-    /// `seq_lens` rows each; returns the number of firings recorded.
+    /// `seq_lens` rows each (and, optionally, one `context` text per sequence); returns the
+    /// number of firings recorded.
+    #[pyo3(signature = (acts, tokens, seq_lens, contexts=None))]
     fn process_f32(
         &mut self,
         py: Python<'_>,
         acts: PyReadonlyArray2<'_, f32>,
         tokens: Vec<String>,
         seq_lens: Vec<usize>,
+        contexts: Option<Vec<String>>,
     ) -> PyResult<u64> {
         let (slice, shape) = contiguous(&acts)?;
-        self.run(py, Values::F32(slice), shape, tokens, seq_lens)
+        self.run(py, Values::F32(slice), shape, tokens, seq_lens, contexts)
     }
 
     /// Like `process_f32` for float16 arrays (converted batch by batch, never as a whole).
+    #[pyo3(signature = (acts, tokens, seq_lens, contexts=None))]
     fn process_f16(
         &mut self,
         py: Python<'_>,
         acts: PyReadonlyArray2<'_, half::f16>,
         tokens: Vec<String>,
         seq_lens: Vec<usize>,
+        contexts: Option<Vec<String>>,
     ) -> PyResult<u64> {
         let (slice, shape) = contiguous(&acts)?;
-        self.run(py, Values::F16(slice), shape, tokens, seq_lens)
+        self.run(py, Values::F16(slice), shape, tokens, seq_lens, contexts)
     }
 
     /// Folds another engine's state in (same feature count and extraction settings). When the
@@ -315,6 +350,9 @@ impl Engine {
         let map: Vec<TokenId> = (0..other.vocab.len() as TokenId)
             .map(|id| self.vocab.intern(&other.vocab.token(id)))
             .collect();
+        for (&seq, c) in &other.contexts {
+            self.contexts.insert(seq + shift, c.clone());
+        }
         drop(other);
         let acc = &mut self.acc;
         py.allow_threads(|| {
@@ -347,9 +385,13 @@ impl Engine {
     ) -> PyResult<Finalized> {
         let config: DictionaryConfig = serde_json::from_str(config_json)
             .map_err(|e| PyValueError::new_err(format!("invalid dictionary config: {e}")))?;
-        let (acc, vocab) = (&self.acc, &self.vocab);
+        let (acc, vocab, contexts) = (&self.acc, &self.vocab, &self.contexts);
         let dict = py.allow_threads(|| {
+            let collect_context = config.extraction.collect_context;
             let mut dict = finalize(acc, vocab, config);
+            if collect_context && !contexts.is_empty() {
+                set_contexts(&mut dict, contexts);
+            }
             if let Some(min) = min_count {
                 let dead: Vec<u64> = dict
                     .features()
@@ -365,6 +407,27 @@ impl Engine {
             dict
         });
         Ok(Finalized::new(dict))
+    }
+}
+
+/// Gives every example (top and quantile samples) of a sequence processed with a `context`
+/// text that text, as the original library's `FeatureActivation.context`; examples of
+/// sequences without one keep the context tokens joined.
+fn set_contexts(
+    dict: &mut feature_dictionary::FeatureDictionary,
+    contexts: &BTreeMap<u64, String>,
+) {
+    for f in dict.feature_set.features.values_mut() {
+        let samples = f
+            .metadata
+            .quantile_examples
+            .iter_mut()
+            .flat_map(|g| g.examples.iter_mut());
+        for a in f.top_activations.iter_mut().chain(samples) {
+            if let Some(c) = contexts.get(&a.metadata.sequence) {
+                a.context.clone_from(c);
+            }
+        }
     }
 }
 

@@ -285,3 +285,40 @@ def test_a_3d_batch_of_non_numbers_is_refused_like_a_2d_one():
         ex.process_batch(np.full((1, 3, 2), "1"), [["a", "b", "c"]])
     assert ex.total_tokens == 0
     assert ex.process_batch(np.ones((1, 3, 2), np.int32), [["a", "b", "c"]]) == 6
+
+
+def test_the_context_given_with_a_sequence_is_its_examples_context(tmp_path):
+    # The original stored process(..., context=...) as FeatureActivation.context (README:
+    # context="Original text"); it used to be dropped silently.
+    import pickle
+
+    acts = np.zeros((3, 4, 2), dtype=np.float32)
+    acts[:, 1, 0] = [3.0, 2.0, 1.0]
+    acts[:, 2, 1] = [1.0, 2.0, 3.0]
+    tokens = [["a", "b", "c", "d"], ["e", "f", "g", "h"], ["i", "j", "k", "l"]]
+    texts = ["doc one", "", "doc <three> ü"]
+    seen = []
+    d = FeatureDictionary(2, 4, DictionaryConfig(extraction=ExtractionConfig(include_dead_features=True)))
+    d.add_callback(lambda a: seen.append((a.feature_id, a.context)))
+    d.process(acts[0], tokens[0], context=texts[0])
+    d.process_batch([acts[1], acts[2]], tokens[1:], texts[1:])  # list path
+    d.finalize()
+    want = {0: ["doc one", "e f g h", "doc <three> ü"], 1: ["doc <three> ü", "e f g h", "doc one"]}
+    for fid in (0, 1):
+        assert [a.context for a in d[fid].top_activations] == want[fid]
+        assert [a.context_tokens for a in d[fid].top_activations][1] == ["e", "f", "g", "h"]
+    assert sorted(seen) == sorted((f, c) for f, cs in want.items() for c in cs)
+    # 3-D batches, f16, merges (shifted sequence numbers), pickles and saved files keep them
+    b = FeatureDictionary(2, 4, DictionaryConfig(extraction=ExtractionConfig(include_dead_features=True)))
+    b.process_batch(acts.astype(np.float16), tokens, ["x0", "x1", "x2"])
+    a = FeatureDictionary(2, 4, DictionaryConfig(extraction=ExtractionConfig(include_dead_features=True)))
+    a.process(acts[0], tokens[0], context="first")
+    a.merge(pickle.loads(pickle.dumps(b)))
+    a.finalize()
+    assert [x.context for x in a[0].top_activations] == ["first", "x0", "x1", "x2"]
+    for ext in ("json", "fdict"):
+        path = str(tmp_path / f"d.{ext}")
+        a.save(path)
+        assert [x.context for x in FeatureDictionary.load(path)[0].top_activations] == ["first", "x0", "x1", "x2"]
+    with pytest.raises(TypeError, match="context must be a string"):
+        d.process(acts[0], tokens[0], context=5)
