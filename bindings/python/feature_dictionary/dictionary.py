@@ -102,11 +102,11 @@ class FeatureDictionary:
             self._analyzer = FeatureAnalyzer(self.features)
         return self._analyzer
 
-    def _check_live(self) -> None:
+    def _check_live(self, method: str) -> None:
         if self._loaded_from is not None:
             raise RuntimeError(
                 f"this dictionary was loaded from {self._loaded_from}, which holds finalized "
-                "statistics only; process() needs the accumulator state. Build a new dictionary "
+                f"statistics only (it is already finalized); {method}() needs the accumulator state. Build a new dictionary "
                 "over the new activations (or process all shards with sequence_offset and merge "
                 "them before finalize)."
             )
@@ -115,19 +115,19 @@ class FeatureDictionary:
     def process(self, activations: Any, tokens: List[str], context: str = "") -> int:
         """Processes one sequence ``[seq_len, num_features]`` (numpy float32/float16 without
         copying, any array-like or nested lists); returns the firings recorded."""
-        self._check_live()
+        self._check_live("process")
         self._finalized = False
         return self.extractor.process_activations(activations, tokens, context)
 
     def process_batch(self, batch_activations: Any, batch_tokens: List[List[str]], batch_contexts: Optional[List[str]] = None) -> int:
         """Processes ``[batch, seq_len, F]`` or a list of ``[seq_len_i, F]`` sequences."""
-        self._check_live()
+        self._check_live("process_batch")
         self._finalized = False
         return self.extractor.process_batch(batch_activations, batch_tokens, batch_contexts)
 
     def stream_activations(self, activation_stream):
         """Processes ``(activations, tokens)`` items; yields the firings of each."""
-        self._check_live()
+        self._check_live("stream_activations")
         self._finalized = False
         yield from self.extractor.stream_activations(activation_stream)
 
@@ -139,8 +139,8 @@ class FeatureDictionary:
         """Folds in a dictionary built on another shard (before either is finalized, or
         after: finalize is non-destructive). Returns the shift applied to ``other``'s
         sequence indices (0 when it was built with a disjoint ``sequence_offset``)."""
-        self._check_live()
-        other._check_live()
+        self._check_live("merge")
+        other._check_live("merge")
         shift = self.extractor.merge(other.extractor)
         self._finalized = False
         return shift
@@ -148,7 +148,7 @@ class FeatureDictionary:
     def finalize(self) -> None:
         """Computes statistics over all tokens, labels every feature and writes its
         description. Can be called again after more processing or merging."""
-        self._check_live()
+        self._check_live("finalize")
         fs, labeled = self.extractor._finalize(labeler=self.labeler)
         if not labeled:  # a labeler the engine cannot stand in for: label in Python
             with no_gc():

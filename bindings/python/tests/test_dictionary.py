@@ -283,3 +283,18 @@ def test_corrupt_fdict_files_give_errors_naming_the_file(tmp_path):
     db.close()
     with pytest.raises(ValueError, match="bad_body.fdict.*2"):
         FeatureDictionary.load(str(bad_body))
+
+
+def test_a_loaded_dictionary_names_the_method_that_needs_the_accumulator(tmp_path, corpus):
+    acts, tokens = corpus
+    d = build(acts, tokens)
+    d.finalize()
+    d.save(str(tmp_path / "d.json"))
+    e = FeatureDictionary.load(str(tmp_path / "d.json"))
+    # finalize() and merge() used to say "process() needs the accumulator state"
+    with pytest.raises(RuntimeError, match=r"already finalized\); finalize\(\) needs the accumulator"):
+        e.finalize()
+    with pytest.raises(RuntimeError, match=r"merge\(\) needs the accumulator"):
+        d.merge(e)
+    with pytest.raises(RuntimeError, match=r"process_batch\(\) needs the accumulator"):
+        e.process_batch(acts, tokens)
