@@ -46,9 +46,16 @@ struct Engine {
     next_sequence: u64,
     /// The `context` text given with a sequence (`process(acts, tokens, context)`), by
     /// sequence index; only non-empty ones. Finalize gives it to that sequence's examples, as
-    /// the original library did.
+    /// the original library did. Contexts of sequences no kept example comes from are
+    /// dropped from time to time (see [`Engine::forget_unused_contexts`]), so this holds
+    /// O(examples) texts, not one per sequence ever seen.
     contexts: BTreeMap<u64, String>,
+    /// How many contexts were left after the last clean-up.
+    contexts_kept: usize,
 }
+
+/// Contexts held before the first clean-up is worth a scan of every example.
+const MIN_CONTEXTS_BEFORE_CLEANUP: usize = 1024;
 
 /// Values of a 2-D array as one of the element types the engine reads.
 enum Values<'a> {
@@ -57,6 +64,19 @@ enum Values<'a> {
 }
 
 impl Engine {
+    /// Drops the contexts of sequences that no kept example comes from (no later example
+    /// can: examples only come from new sequences). The scan of every example runs only once
+    /// the map has doubled since the last clean-up, so its cost is amortized over the
+    /// sequences added.
+    fn forget_unused_contexts(&mut self) {
+        if self.contexts.len() <= MIN_CONTEXTS_BEFORE_CLEANUP.max(2 * self.contexts_kept) {
+            return;
+        }
+        let used = self.acc.example_sequences();
+        self.contexts.retain(|seq, _| used.contains(seq));
+        self.contexts_kept = self.contexts.len();
+    }
+
     fn total_firings(&self) -> u64 {
         self.acc
             .features()
@@ -168,6 +188,7 @@ impl Engine {
             seq += 1;
         }
         self.next_sequence = seq;
+        self.forget_unused_contexts();
         let (nonfinite, first) = self.acc.nonfinite();
         if nonfinite > nonfinite_before {
             let at = first
@@ -216,6 +237,7 @@ fn engine_from_state(py: Python<'_>, state: &[u8]) -> PyResult<Engine> {
         vocab: Vocab::from_strings(state.vocab),
         first_sequence: state.first_sequence,
         next_sequence: state.next_sequence,
+        contexts_kept: state.contexts.len(),
         contexts: state.contexts,
     })
 }
@@ -264,6 +286,7 @@ impl Engine {
             first_sequence: sequence_offset,
             next_sequence: sequence_offset,
             contexts: BTreeMap::new(),
+            contexts_kept: 0,
         })
     }
 
@@ -370,6 +393,7 @@ impl Engine {
             };
             self.next_sequence = a1.max(b1 + shift);
         }
+        self.forget_unused_contexts();
         Ok(shift)
     }
 

@@ -322,3 +322,32 @@ def test_the_context_given_with_a_sequence_is_its_examples_context(tmp_path):
         assert [x.context for x in FeatureDictionary.load(path)[0].top_activations] == ["first", "x0", "x1", "x2"]
     with pytest.raises(TypeError, match="context must be a string"):
         d.process(acts[0], tokens[0], context=5)
+
+
+def test_contexts_of_sequences_without_kept_examples_are_not_held():
+    # Only sequences a kept example comes from need their context: a long stream of
+    # sequences with long contexts must not keep one text per sequence.
+    import pickle
+
+    cfg = DictionaryConfig(extraction=ExtractionConfig(max_examples_per_feature=2, include_dead_features=True))
+    d = FeatureDictionary(2, 4, cfg)
+    n_seq, text = 6000, "x" * 1000
+    acts = np.zeros((n_seq, 2, 2), dtype=np.float32)
+    acts[:, 0, 0] = np.linspace(1.0, 2.0, n_seq)  # feature 0: the last sequences are its top
+    acts[:, 1, 1] = np.linspace(2.0, 1.0, n_seq)  # feature 1: the first ones
+    tokens = [["a", "b"]] * n_seq
+    for start in range(0, n_seq, 500):
+        d.process_batch(acts[start:start + 500], tokens[start:start + 500],
+                        [f"{i}:{text}" for i in range(start, start + 500)])
+    # 6,000 contexts of 1 kB were given; at most a couple of thousand may be held between
+    # clean-ups (the kept examples reference a few hundred sequences at most).
+    assert len(pickle.dumps(d)) < 2_500_000
+    d.finalize()
+    top0 = [a.context.split(":")[0] for a in d[0].top_activations]
+    top1 = [a.context.split(":")[0] for a in d[1].top_activations]
+    assert top0 == [str(n_seq - 1), str(n_seq - 2)]
+    assert top1 == ["0", "1"]
+    for f in (0, 1):
+        for group in d[f].metadata.get("quantile_examples", []):
+            for ex in group["examples"]:
+                assert ex["context"].startswith(f"{ex['metadata']['sequence']}:"), ex

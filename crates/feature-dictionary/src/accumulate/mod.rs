@@ -229,6 +229,22 @@ impl Accumulator {
         self.parts.iter()
     }
 
+    /// The sequence indices that some kept example (top-k or band sample, of any feature)
+    /// comes from: what per-sequence data kept beside the accumulator may still be needed
+    /// for (later examples come from later sequences).
+    pub fn example_sequences(&self) -> std::collections::HashSet<u64> {
+        let mut seen = std::collections::HashSet::new();
+        for range in &self.parts {
+            for topk in &range.topk {
+                seen.extend(topk.examples().map(|e| e.sequence));
+            }
+            for samples in &range.samples {
+                seen.extend(samples.items.iter().map(|s| s.example.sequence));
+            }
+        }
+        seen
+    }
+
     /// Folds in the state of another part of the corpus, accumulated with the same settings
     /// and token ids. Sequence indices of the two parts should not collide.
     pub fn merge(&mut self, other: Accumulator) -> Result<()> {

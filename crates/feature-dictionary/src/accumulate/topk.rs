@@ -185,6 +185,11 @@ impl TopK {
         self.items.iter_mut().for_each(f);
     }
 
+    /// Examples, any order.
+    pub fn examples(&self) -> impl Iterator<Item = &Example> {
+        self.items.iter()
+    }
+
     /// Examples in rank order.
     pub fn sorted(&self) -> Vec<Example> {
         let mut v = self.items.clone();
