@@ -355,6 +355,16 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
 
     // A bad --out would otherwise only show after the whole pass.
     store::check_output(&a.out)?;
+    let inputs: Vec<(&str, &Path)> = [
+        ("activations", Some(&a.acts)),
+        ("tokens", a.tokens.as_ref()),
+        ("token ids", a.token_ids.as_ref()),
+        ("tokenizer", a.tokenizer.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(what, p)| p.map(|p| (what, p.as_path())))
+    .collect();
+    store::check_not_input(&a.out, &inputs)?;
     let started = std::time::Instant::now();
     let spec = ingest::open::InputSpec {
         acts: Some(&a.acts),
@@ -406,6 +416,11 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
 
 fn cmd_encode(a: EncodeArgs) -> Result<()> {
     store::check_output_location(&a.out)?;
+    let mut inputs = vec![("residuals", a.residuals.as_path())];
+    if let Some(ids) = &a.token_ids {
+        inputs.push(("token ids", ids.as_path()));
+    }
+    store::check_not_input(&a.out, &inputs)?;
     let started = std::time::Instant::now();
     let sae = feature_dictionary::sae::Sae::load(&a.sae)?;
     let residuals = match a.residuals.extension().and_then(|e| e.to_str()) {
@@ -443,7 +458,7 @@ struct ExportArgs {
     /// Neuronpedia-style feature objects; see `store::neuronpedia` for the approximations).
     #[arg(long, value_parser = ["json", "neuronpedia"])]
     format: String,
-    /// Output file.
+    /// Output file (.json for either format; not the input).
     #[arg(long)]
     out: PathBuf,
     /// Print a summary as JSON.
@@ -491,6 +506,17 @@ struct SearchArgs {
 }
 
 fn cmd_export(a: ExportArgs) -> Result<()> {
+    // Both formats are JSON; under another name the file would pass for something else (a
+    // Neuronpedia array named .fdict reads as a damaged database).
+    if a.out.extension().and_then(|e| e.to_str()) != Some("json") {
+        bail!(
+            "--format {} writes a .json file; got {}",
+            a.format,
+            a.out.display()
+        );
+    }
+    store::check_output_location(&a.out)?;
+    store::check_not_input(&a.out, &[("dictionary", &a.dict)])?;
     if a.format == "neuronpedia" && store::fdict::is_fdict(&a.dict)? {
         // Streams feature by feature: a large .fdict is never held in memory.
         let r = store::fdict::FdictReader::open(&a.dict)?;
@@ -499,12 +525,7 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
     }
     let dict = load(&a.dict)?;
     match a.format.as_str() {
-        "json" => {
-            if a.out.extension().and_then(|e| e.to_str()) != Some("json") {
-                bail!("--format json writes a .json file; got {}", a.out.display());
-            }
-            store::save(&dict, &a.out)?
-        }
+        "json" => store::save(&dict, &a.out)?,
         _ => store::neuronpedia::write(&dict, &a.out)?,
     }
     print::wrote(&a.out, dict.feature_set.len(), &a.format, a.json)
@@ -514,6 +535,8 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
     if a.out.extension().and_then(|e| e.to_str()) != Some("fdict") {
         bail!("--out must end in .fdict; got {}", a.out.display());
     }
+    store::check_output_location(&a.out)?;
+    store::check_not_input(&a.out, &[("dictionary", &a.input)])?;
     let dict = load(&a.input)?;
     store::save(&dict, &a.out)?;
     print::wrote(&a.out, dict.feature_set.len(), "fdict", a.json)

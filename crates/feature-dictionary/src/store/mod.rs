@@ -80,6 +80,40 @@ pub fn check_output_location(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an output that is one of the command's inputs (the same file, through any path,
+/// symlink or hard link): the write would replace the file being read with the command's
+/// output, e.g. the tokens JSON with a dictionary or a `.fdict` with Neuronpedia JSON.
+/// Inputs that do not exist, and an output that does not exist yet, are never the same file.
+pub fn check_not_input(output: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    for (what, input) in inputs {
+        if same_file(output, input) {
+            return Err(Error::Invalid(format!(
+                "{}: the output is the {what} {} this command reads; writing it would replace that input, so give another --out",
+                output.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` name the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        ma.dev() == mb.dev() && ma.ino() == mb.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (ma, mb);
+        matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+    }
+}
+
 /// The error for an output whose directory does not exist, said about the output asked for
 /// (not about a scratch file next to it).
 fn missing_directory(path: &Path, dir: &Path) -> Error {
@@ -224,5 +258,29 @@ mod tests {
         }
         // The output and the five kept files; no temp file of this write is left either.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1 + 5);
+    }
+
+    #[test]
+    fn an_output_that_is_an_input_is_refused_through_any_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("tokens.json");
+        std::fs::write(&input, b"[]").unwrap();
+        let other = dir.path().join("d.json");
+        // Not yet written, then written: a different file either way.
+        check_not_input(&other, &[("tokens", &input)]).unwrap();
+        std::fs::write(&other, b"{}").unwrap();
+        check_not_input(&other, &[("tokens", &input)]).unwrap();
+        // The same file by its own name, through `dir/./name`, and through a hard link.
+        let dotted = dir.path().join(".").join("tokens.json");
+        let linked = dir.path().join("linked.json");
+        std::fs::hard_link(&input, &linked).unwrap();
+        for out in [&input, &dotted, &linked] {
+            let e = check_not_input(out, &[("dictionary", &other), ("tokens", &input)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("is the tokens") && e.contains("another --out"), "{e}");
+        }
+        // A missing input is never the output.
+        check_not_input(&other, &[("tokens", &dir.path().join("missing.json"))]).unwrap();
     }
 }

@@ -1,0 +1,157 @@
+//! Misuse of the CLI that must be refused before anything is written: an output that is one
+//! of the command's inputs, options that contradict each other or cannot be stored.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use feature_dictionary::ingest::npy;
+use feature_dictionary::query::synthetic::{self, Spec};
+use feature_dictionary::store;
+
+fn featdict(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_featdict"))
+        .args(args)
+        .output()
+        .expect("run featdict")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn assert_clean_error(out: &Output, must_contain: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stdout: {}; stderr: {err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    for m in must_contain {
+        assert!(err.contains(m), "stderr lacks {m:?}: {err}");
+    }
+}
+
+/// A 30-feature synthetic dictionary saved as `d.json` and `d.fdict` in `dir`.
+fn dictionaries(dir: &Path) -> (PathBuf, PathBuf) {
+    let dict = synthetic::dictionary(&Spec {
+        n_features: 30,
+        vocab_words: 40,
+        ..Default::default()
+    });
+    let json = dir.join("d.json");
+    let fdict = dir.join("d.fdict");
+    store::save(&dict, &json).unwrap();
+    store::save(&dict, &fdict).unwrap();
+    (json, fdict)
+}
+
+#[test]
+fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, fdict) = dictionaries(dir.path());
+    let json_bytes = std::fs::read(&json).unwrap();
+    let fdict_bytes = std::fs::read(&fdict).unwrap();
+
+    // export over its own input: a .fdict replaced by Neuronpedia JSON, or a JSON dictionary
+    // by a Neuronpedia array, loses the dictionary.
+    for (input, format) in [
+        (&json, "neuronpedia"),
+        (&json, "json"),
+        (&fdict, "neuronpedia"),
+    ] {
+        let out = featdict(&[
+            "export",
+            s(input),
+            "--format",
+            format,
+            "--out",
+            s(input),
+        ]);
+        if input == &fdict {
+            // A .fdict name is refused for a JSON format before the same-file check.
+            assert_clean_error(&out, &[s(input), ".json"]);
+        } else {
+            assert_clean_error(&out, &[s(input), "this command reads", "another --out"]);
+        }
+    }
+    // import of a .fdict into itself.
+    let out = featdict(&["import", s(&fdict), "--out", s(&fdict)]);
+    assert_clean_error(&out, &[s(&fdict), "this command reads"]);
+    // The same file through another spelling of its path.
+    let dotted = dir.path().join(".").join("d.json");
+    let out = featdict(&[
+        "export",
+        s(&json),
+        "--format",
+        "neuronpedia",
+        "--out",
+        s(&dotted),
+    ]);
+    assert_clean_error(&out, &["this command reads"]);
+    assert_eq!(std::fs::read(&json).unwrap(), json_bytes);
+    assert_eq!(std::fs::read(&fdict).unwrap(), fdict_bytes);
+    store::load(&json).unwrap();
+    store::load(&fdict).unwrap();
+
+    // build --out TOKENS.json would replace the tokens with the dictionary.
+    let acts = dir.path().join("acts.npy");
+    let toks = dir.path().join("tokens.json");
+    let data: Vec<f32> = (0..6 * 3).map(|i| (i % 4) as f32).collect();
+    npy::write_f32(&acts, &[6, 3], &data).unwrap();
+    let tokens = r#"[["a","b","c"],["d","e","f"]]"#;
+    std::fs::write(&toks, tokens).unwrap();
+    let out = featdict(&[
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&toks),
+        "--out",
+        s(&toks),
+        "-q",
+    ]);
+    assert_clean_error(&out, &[s(&toks), "the tokens", "another --out"]);
+    assert_eq!(std::fs::read_to_string(&toks).unwrap(), tokens);
+    // A different output still works.
+    let good = dir.path().join("built.json");
+    let out = featdict(&[
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&toks),
+        "--out",
+        s(&good),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn export_neuronpedia_writes_only_json_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fdict) = dictionaries(dir.path());
+    let out_path = dir.path().join("np.fdict");
+    let out = featdict(&[
+        "export",
+        s(&fdict),
+        "--format",
+        "neuronpedia",
+        "--out",
+        s(&out_path),
+    ]);
+    assert_clean_error(&out, &["--format neuronpedia writes a .json file", "np.fdict"]);
+    assert!(!out_path.exists());
+    let ok = dir.path().join("np.json");
+    let out = featdict(&[
+        "export",
+        s(&fdict),
+        "--format",
+        "neuronpedia",
+        "--out",
+        s(&ok),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ok).unwrap()).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 30);
+}
