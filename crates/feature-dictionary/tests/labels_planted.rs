@@ -329,3 +329,30 @@ fn user_patterns_from_toml_and_json() {
     assert_eq!(top.precision, Some(on as f64 / occ as f64));
     assert_eq!(top.recall, Some(on as f64 / all as f64));
 }
+
+#[test]
+fn a_min_confidence_outside_0_to_1_is_refused_and_the_dictionary_left_alone() {
+    let (mut dict, _) = build_planted(false);
+    let before = dict.clone();
+    for c in [f64::NAN, -0.1, 1.5, f64::INFINITY] {
+        let mut o = options(&[LabelingStrategy::TokenFrequency]);
+        o.config.min_confidence = c;
+        let e = label::label_dictionary(&mut dict, &o, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("min_confidence") && e.contains("0..=1"), "{c}: {e}");
+        assert_eq!(dict, before, "{c}");
+    }
+    // Both ends are allowed, and what is stored reads back.
+    for c in [0.0, 1.0] {
+        let mut o = options(&[LabelingStrategy::TokenFrequency]);
+        o.config.min_confidence = c;
+        label::label_dictionary(&mut dict, &o, None).unwrap();
+        assert_eq!(dict.config.labeling.min_confidence, c);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.json");
+        feature_dictionary::store::save(&dict, &path).unwrap();
+        let back = feature_dictionary::store::load(&path).unwrap();
+        assert_eq!(back.config.labeling.min_confidence, c);
+    }
+}

@@ -33,7 +33,7 @@ pub mod token_frequency;
 
 use crate::analyze::embeddings::TokenEmbeddings;
 use crate::dictionary::FeatureDictionary;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Feature, Label, LabelingConfig, LabelingStrategy};
 
 /// How candidate labels are ranked (and what `Label::confidence` holds).
@@ -321,6 +321,14 @@ pub fn label_dictionary(
     options: &LabelOptions,
     embeddings: Option<&TokenEmbeddings>,
 ) -> Result<LabelReport> {
+    // The config is stored in the dictionary: a NaN would be written as `null`, which no
+    // reader takes back, so the labeled file could not be opened again.
+    let c = options.config.min_confidence;
+    if !(0.0..=1.0).contains(&c) {
+        return Err(Error::Invalid(format!(
+            "min_confidence must be a number in 0..=1 (a label's confidence is an F1 or a precision), got {c}"
+        )));
+    }
     let labelers = labelers(dict, options, embeddings)?;
     let mut report = LabelReport::default();
     let total_tokens = dict.feature_set.total_tokens_processed;
