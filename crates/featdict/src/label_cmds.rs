@@ -10,6 +10,9 @@ use feature_dictionary::model::LabelingStrategy;
 use feature_dictionary::store;
 use serde_json::json;
 
+/// The options of automatic labeling, which `--set` and `--clear-manual` do not run.
+const AUTOMATIC: [&str; 10] = ["strategies", "patterns", "embeddings", "embedding_vocab", "embedding_tensor", "rank", "min_confidence", "max_labels", "min_firings", "min_occurrences"];
+
 /// Arguments of `featdict label`.
 #[derive(Args, Debug)]
 pub struct LabelArgs {
@@ -17,11 +20,12 @@ pub struct LabelArgs {
     dict: PathBuf,
     /// Only this feature (required with --set / --clear-manual).
     id: Option<u64>,
-    /// Set a manual label on feature ID; automatic labeling never removes it.
-    #[arg(long, requires = "id")]
+    /// Set a manual label on feature ID; automatic labeling never removes it. Runs no
+    /// automatic labeling, so the options that tune it are refused beside it.
+    #[arg(long, requires = "id", conflicts_with_all = AUTOMATIC)]
     set: Option<String>,
     /// Remove the manual labels of feature ID.
-    #[arg(long, requires = "id", conflicts_with = "set")]
+    #[arg(long, requires = "id", conflicts_with = "set", conflicts_with_all = AUTOMATIC)]
     clear_manual: bool,
     /// Strategies to run, comma-separated: token_frequency, ngram_analysis,
     /// pattern_matching, semantic_clustering (default: the dictionary's labeling config, normally
@@ -39,16 +43,16 @@ pub struct LabelArgs {
     #[arg(long)]
     embeddings: Option<PathBuf>,
     /// Token strings of a safetensors embedding matrix: tokenizer.json or a JSON list.
-    #[arg(long)]
+    #[arg(long, requires = "embeddings")]
     embedding_vocab: Option<PathBuf>,
     /// Tensor name of the embedding matrix (default: token_embd.weight or a usual name).
-    #[arg(long)]
+    #[arg(long, requires = "embeddings")]
     embedding_tensor: Option<String>,
     /// How labels are ranked and what confidence means: f1 (of precision and recall) or
     /// precision (ties: more firings, then smaller token id).
     #[arg(long, default_value = "f1")]
     rank: Rank,
-    /// Labels below this confidence are dropped (default: the dictionary's config, 0.3).
+    /// Labels below this confidence (0..=1) are dropped (default: the dictionary's config, 0.3).
     #[arg(long)]
     min_confidence: Option<f64>,
     /// Automatic labels kept per feature (default: the dictionary's config, 5).

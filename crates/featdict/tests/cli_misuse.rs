@@ -155,3 +155,56 @@ fn export_neuronpedia_writes_only_json_names() {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ok).unwrap()).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 30);
 }
+
+#[test]
+fn label_refuses_a_min_confidence_that_would_make_the_file_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, fdict) = dictionaries(dir.path());
+    for dict in [&json, &fdict] {
+        let before = std::fs::read(dict).unwrap();
+        for c in ["nan", "-0.5", "2"] {
+            let out = featdict(&["label", s(dict), &format!("--min-confidence={c}")]);
+            assert_clean_error(&out, &["min_confidence", "0..=1"]);
+            assert_eq!(std::fs::read(dict).unwrap(), before, "{c}");
+        }
+        // The dictionary still opens, and a valid value labels and reads back.
+        let out = featdict(&["label", s(dict), "--min-confidence", "0.5", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let back = store::load(dict).unwrap();
+        assert_eq!(back.config.labeling.min_confidence, 0.5);
+    }
+}
+
+#[test]
+fn label_set_refuses_the_options_of_automatic_labeling() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, _) = dictionaries(dir.path());
+    let before = std::fs::read(&json).unwrap();
+    for extra in [
+        &["--set", "x", "--strategies", "token_frequency"][..],
+        &["--set", "x", "--min-confidence", "0.9"],
+        &["--set", "x", "--rank", "precision"],
+        &["--clear-manual", "--max-labels", "2"],
+        &["--clear-manual", "--min-occurrences", "5"],
+    ] {
+        let mut args = vec!["label", s(&json), "3"];
+        args.extend_from_slice(extra);
+        let out = featdict(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains("cannot be used with"), "{extra:?}: {err}");
+        assert_eq!(std::fs::read(&json).unwrap(), before, "{extra:?}");
+    }
+    // Embedding options without --embeddings did nothing; now they are refused too.
+    for flag in ["--embedding-vocab", "--embedding-tensor"] {
+        let out = featdict(&["label", s(&json), flag, "x"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {err}");
+        assert!(err.contains("--embeddings"), "{flag}: {err}");
+    }
+    assert_eq!(std::fs::read(&json).unwrap(), before);
+    // --set alone still works.
+    let out = featdict(&["label", s(&json), "3", "--set", "hand label"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(store::load(&json).unwrap().get(3).unwrap().labels.contains(&"hand label".to_string()));
+}
