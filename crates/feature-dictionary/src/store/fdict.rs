@@ -152,6 +152,10 @@ fn sql_err(path: &Path, what: &str, e: rusqlite::Error) -> Error {
 }
 
 /// Whether `path` starts with the SQLite magic (an `.fdict`), `Ok(false)` for anything else.
+///
+/// It opens and closes the file, which drops the POSIX locks of any SQLite connection this
+/// process has open on it (see [`FdictReader::open`]): call it before opening, never while a
+/// connection to the file is open.
 pub fn is_fdict(path: &Path) -> Result<bool> {
     use std::io::Read;
     if std::fs::metadata(path)
@@ -629,16 +633,41 @@ impl FdictReader {
     }
 
     fn open_with(path: &Path, flags: OpenFlags) -> Result<Self> {
-        if !is_fdict(path)? {
-            return Err(Error::format(
+        // The file is checked by `stat` and by SQLite, never opened and closed here: closing
+        // any descriptor of a file drops every POSIX lock the process holds on it, those of
+        // connections already open included (a server's writer, when its readers open). Then
+        // another process closing its own connection believes it is the last one, checkpoints
+        // and deletes the WAL, and the labels this process writes afterwards go to a deleted
+        // file: invisible to everyone else and lost when it exits.
+        let not_fdict = || {
+            Error::format(
                 path,
                 "not a .fdict dictionary (expected a SQLite database starting with \"SQLite format 3\\0\")",
+            )
+        };
+        let md = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if md.is_dir() {
+            return Err(Error::format(
+                path,
+                "is a directory; expected a dictionary file (.fdict or .json)",
             ));
+        }
+        // SQLite takes an empty file for an empty database; its header alone is 100 bytes.
+        if md.len() < 100 {
+            return Err(not_fdict());
         }
         let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(|e| sql_err(path, "cannot open", e))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(|e| sql_err(path, "cannot open", e))?;
+        if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            return Err(match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase) => not_fdict(),
+                _ => sql_err(path, "cannot open", e),
+            });
+        }
         let meta = |key: &str| -> Result<Option<String>> {
             conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
                 .optional()

@@ -1,0 +1,115 @@
+//! `featdict serve` as its own process, beside other `featdict` processes reading the same
+//! `.fdict` (the way a user runs `featdict show` while browsing).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use feature_dictionary::query::synthetic::{self, Spec};
+use feature_dictionary::store;
+
+fn featdict() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_featdict"))
+}
+
+/// Kills the server when the test ends, passed or not.
+struct Server(Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(dict: &Path) -> Server {
+    let mut child = featdict()
+        .arg("serve")
+        .arg(dict)
+        .args(["--addr", "127.0.0.1:0", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let url = v["url"].as_str().unwrap();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    Server(child, addr)
+}
+
+/// POSTs a manual label as JSON; returns the status line.
+fn post_label(addr: &str, id: u64, text: &str) -> String {
+    let body = serde_json::json!({ "text": text }).to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /api/features/{id}/labels HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines().next().unwrap_or_default().to_string()
+}
+
+fn labels_by_cli(dict: &Path, id: u64) -> Vec<String> {
+    let out = featdict()
+        .arg("show")
+        .arg(dict)
+        .arg(id.to_string())
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_value(v["labels"].clone()).unwrap()
+}
+
+#[test]
+fn labels_written_by_the_server_stay_visible_to_other_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let dict = synthetic::dictionary(&Spec {
+        n_features: 20,
+        vocab_words: 30,
+        ..Default::default()
+    });
+    let path = dir.path().join("d.fdict");
+    store::save(&dict, &path).unwrap();
+    let server = serve(&path);
+    // Each CLI run opens and closes its own connection. The server's connections must keep
+    // it from taking itself for the last one: that one checkpoints and deletes the WAL, and
+    // the server went on writing into the deleted file.
+    for (i, id) in [2u64, 5, 7, 11].into_iter().enumerate() {
+        let text = format!("by hand {i}");
+        assert!(post_label(&server.1, id, &text).contains(" 200 "));
+        assert!(
+            labels_by_cli(&path, id).contains(&text),
+            "label {i} on feature {id} is not in the file"
+        );
+    }
+    let out = featdict().arg("stats").arg(&path).arg("--json").output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labeled_before = dict.features().filter(|f| !f.labels.is_empty()).count() as u64;
+    let newly = [2u64, 5, 7, 11]
+        .iter()
+        .filter(|id| dict.get(**id).unwrap().labels.is_empty())
+        .count() as u64;
+    assert_eq!(
+        v["statistics"]["labeled_features"].as_u64().unwrap(),
+        labeled_before + newly
+    );
+    // And after the server is gone, every label is in the file.
+    drop(server);
+    let back = store::load(&path).unwrap();
+    for (i, id) in [2u64, 5, 7, 11].into_iter().enumerate() {
+        assert!(back.get(id).unwrap().labels.contains(&format!("by hand {i}")));
+    }
+}
