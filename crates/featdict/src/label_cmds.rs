@@ -266,7 +266,7 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
             .collect(),
     };
     for f in shown {
-        println!("  #{}: {}", f.id, f.description);
+        println!("  #{}: {}", f.id, crate::print::visible(&f.description));
     }
     Ok(())
 }

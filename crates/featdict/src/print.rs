@@ -14,9 +14,29 @@ fn out_json(v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-/// Shows a token with its whitespace visible.
+/// Shows a token (or label) on one terminal line, as it is: newline, tab and carriage return
+/// as `\n`, `\t`, `\r`, other control characters (ESC starts terminal escape sequences)
+/// and the bidirectional overrides and isolates (which reorder the rest of the line) as
+/// `\u{..}`, the way the top-token lists (Rust's `{:?}`) show them.
 pub fn visible(token: &str) -> String {
-    token.replace('\n', "\\n").replace('\t', "\\t")
+    let mut out = String::with_capacity(token.len());
+    for c in token.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() || is_bidi_control(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Characters that change the display order of the text after them.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Context with the firing token marked `[[token]]`.
@@ -204,7 +224,7 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
         println!("  labels {}", visible(&f.labels.join(", ")));
     }
     if !f.description.is_empty() {
-        println!("  {}", f.description);
+        println!("  {}", visible(&f.description));
     }
     if !m.top_tokens.is_empty() {
         let exact = if m.token_counts_exact == Some(false) {
@@ -364,7 +384,8 @@ pub fn search(
             h.id,
             h.score,
             b.map_or(0, |b| b.activation_count),
-            format!("{:?}", visible(&h.matched)),
+            // Quoted and escaped like the top tokens of `show` (not escaped twice).
+            format!("{:?}", h.matched),
             b.map(|b| visible(&b.labels.join(", "))).unwrap_or_default()
         );
     }

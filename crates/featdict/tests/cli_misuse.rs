@@ -208,3 +208,37 @@ fn label_set_refuses_the_options_of_automatic_labeling() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(store::load(&json).unwrap().get(3).unwrap().labels.contains(&"hand label".to_string()));
 }
+
+/// Tokens are arbitrary strings: a carriage return, an ESC (terminal escape sequences) or a
+/// right-to-left override printed raw would overwrite or reorder the line.
+#[test]
+fn control_and_bidi_characters_in_tokens_print_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let acts = dir.path().join("acts.npy");
+    let toks = dir.path().join("tokens.json");
+    // One feature firing on every token of one sequence of 6.
+    npy::write_f32(&acts, &[6, 1], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    let tokens = vec![vec![
+        "a\rb", "\u{1b}[2J", "\u{202e}evil", "x\ny", "t\tu", "\u{2066}iso",
+    ]];
+    std::fs::write(&toks, serde_json::to_string(&tokens).unwrap()).unwrap();
+    let dict = dir.path().join("d.json");
+    let out = featdict(&["build", s(&acts), "--tokens", s(&toks), "--out", s(&dict), "-q"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = featdict(&["show", s(&dict), "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for raw in ['\r', '\u{1b}', '\u{202e}', '\u{2066}', '\t'] {
+        assert!(!text.contains(raw), "raw {raw:?} in: {text}");
+    }
+    // The example with the highest activation, in context, every token escaped.
+    assert!(
+        text.contains(r"a\rb \u{1b}[2J \u{202e}evil x\ny t\tu [[\u{2066}iso]]"),
+        "{text}"
+    );
+    // search's `matched` column is quoted and escaped once, as show's top tokens are.
+    let out = featdict(&["search", s(&dict), "--token", "x\ny"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(r#""x\ny""#), "{text}");
+    assert!(!text.contains(r#""x\\ny""#), "{text}");
+}
