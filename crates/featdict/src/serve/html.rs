@@ -20,9 +20,24 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-/// A token as a person reads it, escaped: newlines and tabs become visible marks.
+/// A token as a person reads it, escaped: newlines and tabs become visible marks, and so do
+/// the other control characters (a carriage return broke the line like a newline; ESC, NUL
+/// and the like showed as nothing), as their Unicode control pictures (`␍`, `␛`, `␀`).
+/// Bidirectional overrides stay: the stylesheet isolates every token (`unicode-bidi:
+/// isolate`), so one reorders only its own token, not the context after it.
 pub fn token(s: &str) -> String {
-    esc(&s.replace('\n', "↵").replace('\t', "⇥"))
+    let visible: String = s
+        .chars()
+        .map(|c| match c {
+            '\n' => '↵',
+            '\t' => '⇥',
+            '\u{7f}' => '␡',
+            c if (c as u32) < 0x20 => char::from_u32(0x2400 + c as u32).unwrap_or('�'),
+            c if c.is_control() => '�',
+            c => c,
+        })
+        .collect();
+    esc(&visible)
 }
 
 /// Percent-encodes a query-parameter value (everything but unreserved characters).

@@ -479,6 +479,25 @@ fn escaping_helpers() {
     );
     assert_eq!(html::url(" a/b?c=d&e"), "%20a%2Fb%3Fc%3Dd%26e");
     assert_eq!(html::token("a\nb\t"), "a↵b⇥");
+    // A carriage return broke the line in `white-space: pre`; ESC and NUL showed as nothing.
+    assert_eq!(html::token("h\r\u{1b}[0m\0\u{7f}\u{85}<"), "h␍␛[0m␀␡�&lt;");
+    // Right-to-left text and overrides are kept; the stylesheet isolates each token.
+    assert_eq!(html::token("\u{202e}ab\u{5d0}"), "\u{202e}ab\u{5d0}");
+}
+
+/// A token with a right-to-left override reorders the tokens after it unless every token is
+/// its own bidi isolate; the served stylesheet must say so for both token classes.
+#[test]
+fn tokens_are_bidi_isolated_by_the_stylesheet() {
+    let s = start(5);
+    let css = get(s.addr, "/assets/style.css").body;
+    for class in [".tok {", ".token {"] {
+        let rule = css
+            .lines()
+            .find(|l| l.starts_with(class))
+            .unwrap_or_else(|| panic!("no {class} rule"));
+        assert!(rule.contains("unicode-bidi: isolate"), "{rule}");
+    }
 }
 
 /// Every error under /api/ is a JSON `{"error": …}`, including those axum answers before a
