@@ -201,7 +201,7 @@ struct EncodeArgs {
     /// layers.9/).
     #[arg(long)]
     sae: PathBuf,
-    /// Output latents (.safetensors, delphi layout).
+    /// Output latents: a .safetensors file in the delphi layout (not the residuals file).
     #[arg(long)]
     out: PathBuf,
     /// Tensor to read from a .safetensors residual file.
@@ -415,6 +415,13 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
 }
 
 fn cmd_encode(a: EncodeArgs) -> Result<()> {
+    // `featdict build` reads a delphi cache only under this name.
+    if a.out.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        bail!(
+            "--out must end in .safetensors (a delphi latent cache file); got {}",
+            a.out.display()
+        );
+    }
     store::check_output_location(&a.out)?;
     let mut inputs = vec![("residuals", a.residuals.as_path())];
     if let Some(ids) = &a.token_ids {

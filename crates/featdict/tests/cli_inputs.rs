@@ -604,3 +604,31 @@ fn sparsify_directory_encodes_and_builds() {
     );
     assert!(!out.exists());
 }
+
+/// `encode` wrote its safetensors file under any name, which `build` then refused to read
+/// ("unsupported activation file extension"); and over its own residuals file.
+#[test]
+fn encode_writes_only_a_safetensors_file_that_is_not_its_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sae = fx().join("sae");
+    let resid = fx().join("residuals_first4.npy");
+    for name in ["lat.txt", "lat", "lat.npy"] {
+        let out = tmp.path().join(name);
+        fails(
+            &["encode", s(&resid), "--sae", s(&sae), "--seq-len", "64", "--out", s(&out)],
+            &["--out must end in .safetensors", name],
+        );
+        assert!(!out.exists(), "{name}");
+    }
+    // Residuals given as safetensors, and --out naming that same file.
+    let copy = tmp.path().join("resid.safetensors");
+    let lat = tmp.path().join("lat.safetensors");
+    ok(&["encode", s(&resid), "--sae", s(&sae), "--seq-len", "64", "--f32", "--out", s(&lat)]);
+    std::fs::copy(&lat, &copy).unwrap();
+    let before = std::fs::read(&copy).unwrap();
+    fails(
+        &["encode", s(&copy), "--sae", s(&sae), "--seq-len", "64", "--out", s(&copy)],
+        &["the residuals", "another --out"],
+    );
+    assert_eq!(std::fs::read(&copy).unwrap(), before);
+}
