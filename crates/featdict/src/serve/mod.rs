@@ -27,7 +27,7 @@ mod tests;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
@@ -38,7 +38,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use clap::Args;
 use feature_dictionary::query::{Hit, Query, Search, TokenRank};
-use feature_dictionary::store::fdict::{self, FdictReader, FeatureBrief};
+use feature_dictionary::dictionary::Statistics;
+use feature_dictionary::store::fdict::{self, FdictReader, FeatureBrief, Summary};
 use feature_dictionary::{store, Error as LibError};
 use serde::Deserialize;
 use serde_json::json;
@@ -69,6 +70,11 @@ pub struct AppState {
     writer: Mutex<FdictReader>,
     readers: Vec<Mutex<FdictReader>>,
     next: AtomicUsize,
+    /// The summary and statistics as of the last label write. The overview and
+    /// `/api/stats` read this copy: the writer's mutex is held for as long as a write waits
+    /// for SQLite's lock (up to the busy timeout), and those handlers run on the async
+    /// workers, which would all stall behind it.
+    totals: RwLock<(Summary, Statistics)>,
 }
 
 impl AppState {
@@ -79,10 +85,34 @@ impl AppState {
         let readers = (0..READERS)
             .map(|_| FdictReader::open(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let totals = RwLock::new((writer.summary().clone(), writer.statistics().clone()));
         Ok(Self {
             writer: Mutex::new(writer),
             readers,
             next: AtomicUsize::new(0),
+            totals,
+        })
+    }
+
+    /// The summary and statistics, without waiting for a write in progress.
+    pub(crate) fn totals(&self) -> (Summary, Statistics) {
+        self.totals
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Adds a manual label (see [`FdictReader::add_manual_label`]) and refreshes the totals.
+    fn add_manual_label(
+        &self,
+        id: u64,
+        text: &str,
+    ) -> Result<Option<feature_dictionary::model::Feature>, LibError> {
+        self.write(|w| {
+            let f = w.add_manual_label(id, text)?;
+            *self.totals.write().unwrap_or_else(|p| p.into_inner()) =
+                (w.summary().clone(), w.statistics().clone());
+            Ok(f)
         })
     }
 
@@ -321,7 +351,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn api_stats(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let (summary, statistics) = st.write(|w| (w.summary().clone(), w.statistics().clone()));
+    let (summary, statistics) = st.totals();
     Ok(Json(json!({"summary": summary, "statistics": statistics})).into_response())
 }
 
@@ -455,7 +485,7 @@ async fn api_add_label(
         ));
     };
     let st2 = st.clone();
-    let f = blocking(move || Ok(st2.write(|w| w.add_manual_label(id, &text))?)).await?;
+    let f = blocking(move || Ok(st2.add_manual_label(id, &text)?)).await?;
     let Some(f) = f else {
         return Err(ApiError::not_found(format!(
             "feature {id} is not in this dictionary"

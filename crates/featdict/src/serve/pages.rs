@@ -42,7 +42,7 @@ pub async fn not_found() -> Response {
 }
 
 pub async fn overview(State(st): State<Arc<AppState>>) -> Response {
-    let (summary, stats) = st.write(|w| (w.summary().clone(), w.statistics().clone()));
+    let (summary, stats) = st.totals();
     let ids: Vec<u64> = stats.top_features.iter().map(|t| t.0).collect();
     let briefs = match blocking(move || Ok(st.read(|r| r.briefs(&ids))?)).await {
         Ok(b) => b,

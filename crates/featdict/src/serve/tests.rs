@@ -608,3 +608,48 @@ fn a_bad_fdict_is_named_not_taken_for_json() {
     );
     assert_eq!(std::fs::read(&json).unwrap(), before);
 }
+
+/// While a label write waits for SQLite's lock (another process is writing the file), the
+/// overview and `/api/stats` answer at once: they used to wait for the writer's mutex on the
+/// async workers, which stalled every request, feature lookups included, until the write
+/// went through or timed out.
+#[test]
+fn a_waiting_label_write_does_not_stall_other_requests() {
+    let s = start(20);
+    let addr = s.addr;
+    let other = FdictReader::open_rw(&s.path).unwrap();
+    other.connection().execute_batch("BEGIN IMMEDIATE").unwrap();
+    let post = std::thread::spawn(move || {
+        request(
+            addr,
+            "POST",
+            "/api/features/4/labels",
+            Some("application/json"),
+            br#"{"text": "waited"}"#,
+        )
+    });
+    // Let the POST take the writer and start waiting for the lock.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let readers: Vec<_> = ["/api/stats", "/api/stats", "/", "/", "/api/features/3"]
+        .into_iter()
+        .map(|p| std::thread::spawn(move || (p, get(addr, p))))
+        .collect();
+    for r in readers {
+        let (p, r) = r.join().unwrap();
+        assert_eq!(r.status, 200, "{p}: {}", r.body);
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(2),
+        "reads took {waited:?} behind a waiting write"
+    );
+    assert!(!post.is_finished(), "the write should still be waiting");
+    other.connection().execute_batch("ROLLBACK").unwrap();
+    let r = post.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The totals follow the write.
+    let labeled = get(addr, "/api/stats").json()["statistics"]["labeled_features"].clone();
+    let gained = s.dict.get(4).unwrap().labels.is_empty() as usize;
+    assert_eq!(labeled, s.dict.statistics().labeled_features + gained);
+}
