@@ -504,12 +504,21 @@ struct SearchArgs {
     /// Ranking for --token and --pattern: precision or firings.
     #[arg(long, default_value = "precision")]
     by: feature_dictionary::query::TokenRank,
-    /// Results shown.
-    #[arg(short = 'n', long = "limit", default_value_t = 20)]
+    /// Results shown (at least 1: with 0, "no match" would hide every match).
+    #[arg(short = 'n', long = "limit", default_value_t = 20, value_parser = at_least_one)]
     limit: usize,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+}
+
+/// A count that must be positive.
+fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn cmd_export(a: ExportArgs) -> Result<()> {

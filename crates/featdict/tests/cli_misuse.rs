@@ -242,3 +242,21 @@ fn control_and_bidi_characters_in_tokens_print_escaped() {
     assert!(text.contains(r#""x\ny""#), "{text}");
     assert!(!text.contains(r#""x\\ny""#), "{text}");
 }
+
+/// `search -n 0` printed "no match" for a query that matches; the server refuses limit=0.
+#[test]
+fn search_refuses_a_limit_of_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, fdict) = dictionaries(dir.path());
+    let dict = store::load(&json).unwrap();
+    let token = dict.get(0).unwrap().metadata.top_tokens[0].token.clone();
+    for d in [&json, &fdict] {
+        let out = featdict(&["search", s(d), "--token", &token, "-n", "0"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("must be at least 1"), "{err}");
+        let out = featdict(&["search", s(d), "--token", &token, "-n", "1", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["hits"].as_array().unwrap().len(), 1);
+    }
+}
