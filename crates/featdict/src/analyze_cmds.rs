@@ -24,7 +24,7 @@ pub struct SimilarArgs {
     #[arg(long)]
     sae: Option<PathBuf>,
     /// Decoder tensor name in --sae ([d_sae, d_in] or [d_in, d_sae]).
-    #[arg(long, default_value = "W_dec")]
+    #[arg(long, default_value = "W_dec", requires = "sae")]
     tensor: String,
     /// Neighbours shown.
     #[arg(short = 'n', long = "count", default_value_t = 10)]
@@ -41,7 +41,7 @@ pub struct CorrelatedArgs {
     dict: PathBuf,
     /// Feature id.
     id: u64,
-    /// Smallest correlation shown.
+    /// Smallest correlation shown (only positive correlations are stored).
     #[arg(long, default_value_t = 0.0)]
     min: f64,
     /// Partners shown.

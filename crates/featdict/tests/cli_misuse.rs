@@ -260,3 +260,30 @@ fn search_refuses_a_limit_of_zero() {
         assert_eq!(v["hits"].as_array().unwrap().len(), 1);
     }
 }
+
+#[test]
+fn analysis_options_that_change_nothing_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let acts = dir.path().join("acts.npy");
+    let toks = dir.path().join("tokens.json");
+    let data: Vec<f32> = (0..8 * 3).map(|i| ((i * 7) % 5) as f32).collect();
+    npy::write_f32(&acts, &[8, 3], &data).unwrap();
+    std::fs::write(&toks, r#"[["a","b","c","d"],["e","f","g","h"]]"#).unwrap();
+    let dict = dir.path().join("d.json");
+    let out = featdict(&[
+        "build", s(&acts), "--tokens", s(&toks), "--out", s(&dict), "-q", "--correlation", "exact",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // --min nan: nothing is >= NaN, so "none" was printed for every feature.
+    let out = featdict(&["correlated", s(&dict), "0", "--min", "nan"]);
+    assert_clean_error(&out, &["must be a number, got NaN"]);
+    let out = featdict(&["correlated", s(&dict), "0", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // similar --tensor names a tensor of --sae; without --sae it was silently ignored.
+    let out = featdict(&["similar", s(&dict), "0", "--tensor", "W_dec"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--sae"), "{err}");
+    let out = featdict(&["similar", s(&dict), "0", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -123,6 +123,11 @@ fn exact_correlation_equals_brute_force_pearson() {
         // The filter of the original's API.
         let strong = correlation::correlated(&dict, i as u64, 0.3).unwrap();
         assert!(strong.iter().all(|p| p.1 >= 0.3));
+        // Nothing is >= NaN: refused instead of reporting "none" for every feature.
+        let e = correlation::correlated(&dict, i as u64, f64::NAN)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be a number, got NaN"), "{e}");
     }
     assert!(seen_positive > 0);
 }

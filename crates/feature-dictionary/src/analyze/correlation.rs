@@ -75,6 +75,12 @@ pub fn correlated(
     id: u64,
     min_correlation: f64,
 ) -> Result<Vec<(u64, f64)>> {
+    if min_correlation.is_nan() {
+        // Nothing is >= NaN: "none" would be reported for any feature.
+        return Err(Error::Invalid(
+            "the smallest correlation shown must be a number, got NaN".into(),
+        ));
+    }
     let f = dict
         .get(id)
         .ok_or_else(|| Error::Invalid(format!("feature {id} is not in the dictionary")))?;
