@@ -11,7 +11,18 @@ use feature_dictionary::store;
 use serde_json::json;
 
 /// The options of automatic labeling, which `--set` and `--clear-manual` do not run.
-const AUTOMATIC: [&str; 10] = ["strategies", "patterns", "embeddings", "embedding_vocab", "embedding_tensor", "rank", "min_confidence", "max_labels", "min_firings", "min_occurrences"];
+const AUTOMATIC: [&str; 10] = [
+    "strategies",
+    "patterns",
+    "embeddings",
+    "embedding_vocab",
+    "embedding_tensor",
+    "rank",
+    "min_confidence",
+    "max_labels",
+    "min_firings",
+    "min_occurrences",
+];
 
 /// Arguments of `featdict label`.
 #[derive(Args, Debug)]

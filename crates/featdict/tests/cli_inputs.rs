@@ -615,7 +615,16 @@ fn encode_writes_only_a_safetensors_file_that_is_not_its_input() {
     for name in ["lat.txt", "lat", "lat.npy"] {
         let out = tmp.path().join(name);
         fails(
-            &["encode", s(&resid), "--sae", s(&sae), "--seq-len", "64", "--out", s(&out)],
+            &[
+                "encode",
+                s(&resid),
+                "--sae",
+                s(&sae),
+                "--seq-len",
+                "64",
+                "--out",
+                s(&out),
+            ],
             &["--out must end in .safetensors", name],
         );
         assert!(!out.exists(), "{name}");
@@ -623,11 +632,30 @@ fn encode_writes_only_a_safetensors_file_that_is_not_its_input() {
     // Residuals given as safetensors, and --out naming that same file.
     let copy = tmp.path().join("resid.safetensors");
     let lat = tmp.path().join("lat.safetensors");
-    ok(&["encode", s(&resid), "--sae", s(&sae), "--seq-len", "64", "--f32", "--out", s(&lat)]);
+    ok(&[
+        "encode",
+        s(&resid),
+        "--sae",
+        s(&sae),
+        "--seq-len",
+        "64",
+        "--f32",
+        "--out",
+        s(&lat),
+    ]);
     std::fs::copy(&lat, &copy).unwrap();
     let before = std::fs::read(&copy).unwrap();
     fails(
-        &["encode", s(&copy), "--sae", s(&sae), "--seq-len", "64", "--out", s(&copy)],
+        &[
+            "encode",
+            s(&copy),
+            "--sae",
+            s(&sae),
+            "--seq-len",
+            "64",
+            "--out",
+            s(&copy),
+        ],
         &["the residuals", "another --out"],
     );
     assert_eq!(std::fs::read(&copy).unwrap(), before);

@@ -61,14 +61,7 @@ fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
         (&json, "json"),
         (&fdict, "neuronpedia"),
     ] {
-        let out = featdict(&[
-            "export",
-            s(input),
-            "--format",
-            format,
-            "--out",
-            s(input),
-        ]);
+        let out = featdict(&["export", s(input), "--format", format, "--out", s(input)]);
         if input == &fdict {
             // A .fdict name is refused for a JSON format before the same-file check.
             assert_clean_error(&out, &[s(input), ".json"]);
@@ -124,7 +117,11 @@ fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
         s(&good),
         "-q",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -140,7 +137,10 @@ fn export_neuronpedia_writes_only_json_names() {
         "--out",
         s(&out_path),
     ]);
-    assert_clean_error(&out, &["--format neuronpedia writes a .json file", "np.fdict"]);
+    assert_clean_error(
+        &out,
+        &["--format neuronpedia writes a .json file", "np.fdict"],
+    );
     assert!(!out_path.exists());
     let ok = dir.path().join("np.json");
     let out = featdict(&[
@@ -151,7 +151,11 @@ fn export_neuronpedia_writes_only_json_names() {
         "--out",
         s(&ok),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ok).unwrap()).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 30);
 }
@@ -169,7 +173,11 @@ fn label_refuses_a_min_confidence_that_would_make_the_file_unreadable() {
         }
         // The dictionary still opens, and a valid value labels and reads back.
         let out = featdict(&["label", s(dict), "--min-confidence", "0.5", "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let back = store::load(dict).unwrap();
         assert_eq!(back.config.labeling.min_confidence, 0.5);
     }
@@ -205,8 +213,17 @@ fn label_set_refuses_the_options_of_automatic_labeling() {
     assert_eq!(std::fs::read(&json).unwrap(), before);
     // --set alone still works.
     let out = featdict(&["label", s(&json), "3", "--set", "hand label"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(store::load(&json).unwrap().get(3).unwrap().labels.contains(&"hand label".to_string()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(store::load(&json)
+        .unwrap()
+        .get(3)
+        .unwrap()
+        .labels
+        .contains(&"hand label".to_string()));
 }
 
 /// Tokens are arbitrary strings: a carriage return, an ESC (terminal escape sequences) or a
@@ -219,14 +236,35 @@ fn control_and_bidi_characters_in_tokens_print_escaped() {
     // One feature firing on every token of one sequence of 6.
     npy::write_f32(&acts, &[6, 1], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
     let tokens = vec![vec![
-        "a\rb", "\u{1b}[2J", "\u{202e}evil", "x\ny", "t\tu", "\u{2066}iso",
+        "a\rb",
+        "\u{1b}[2J",
+        "\u{202e}evil",
+        "x\ny",
+        "t\tu",
+        "\u{2066}iso",
     ]];
     std::fs::write(&toks, serde_json::to_string(&tokens).unwrap()).unwrap();
     let dict = dir.path().join("d.json");
-    let out = featdict(&["build", s(&acts), "--tokens", s(&toks), "--out", s(&dict), "-q"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = featdict(&[
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&toks),
+        "--out",
+        s(&dict),
+        "-q",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = featdict(&["show", s(&dict), "0"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     for raw in ['\r', '\u{1b}', '\u{202e}', '\u{2066}', '\t'] {
         assert!(!text.contains(raw), "raw {raw:?} in: {text}");
@@ -271,19 +309,39 @@ fn analysis_options_that_change_nothing_are_refused() {
     std::fs::write(&toks, r#"[["a","b","c","d"],["e","f","g","h"]]"#).unwrap();
     let dict = dir.path().join("d.json");
     let out = featdict(&[
-        "build", s(&acts), "--tokens", s(&toks), "--out", s(&dict), "-q", "--correlation", "exact",
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&toks),
+        "--out",
+        s(&dict),
+        "-q",
+        "--correlation",
+        "exact",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // --min nan: nothing is >= NaN, so "none" was printed for every feature.
     let out = featdict(&["correlated", s(&dict), "0", "--min", "nan"]);
     assert_clean_error(&out, &["must be a number, got NaN"]);
     let out = featdict(&["correlated", s(&dict), "0", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // similar --tensor names a tensor of --sae; without --sae it was silently ignored.
     let out = featdict(&["similar", s(&dict), "0", "--tensor", "W_dec"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--sae"), "{err}");
     let out = featdict(&["similar", s(&dict), "0", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

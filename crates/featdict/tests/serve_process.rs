@@ -68,7 +68,11 @@ fn labels_by_cli(dict: &Path, id: u64) -> Vec<String> {
         .arg("--json")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     serde_json::from_value(v["labels"].clone()).unwrap()
 }
@@ -95,7 +99,12 @@ fn labels_written_by_the_server_stay_visible_to_other_processes() {
             "label {i} on feature {id} is not in the file"
         );
     }
-    let out = featdict().arg("stats").arg(&path).arg("--json").output().unwrap();
+    let out = featdict()
+        .arg("stats")
+        .arg(&path)
+        .arg("--json")
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let labeled_before = dict.features().filter(|f| !f.labels.is_empty()).count() as u64;
     let newly = [2u64, 5, 7, 11]
@@ -110,6 +119,10 @@ fn labels_written_by_the_server_stay_visible_to_other_processes() {
     drop(server);
     let back = store::load(&path).unwrap();
     for (i, id) in [2u64, 5, 7, 11].into_iter().enumerate() {
-        assert!(back.get(id).unwrap().labels.contains(&format!("by hand {i}")));
+        assert!(back
+            .get(id)
+            .unwrap()
+            .labels
+            .contains(&format!("by hand {i}")));
     }
 }

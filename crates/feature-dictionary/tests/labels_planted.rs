@@ -340,7 +340,10 @@ fn a_min_confidence_outside_0_to_1_is_refused_and_the_dictionary_left_alone() {
         let e = label::label_dictionary(&mut dict, &o, None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("min_confidence") && e.contains("0..=1"), "{c}: {e}");
+        assert!(
+            e.contains("min_confidence") && e.contains("0..=1"),
+            "{c}: {e}"
+        );
         assert_eq!(dict, before, "{c}");
     }
     // Both ends are allowed, and what is stored reads back.

@@ -278,7 +278,10 @@ mod tests {
             let e = check_not_input(out, &[("dictionary", &other), ("tokens", &input)])
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains("is the tokens") && e.contains("another --out"), "{e}");
+            assert!(
+                e.contains("is the tokens") && e.contains("another --out"),
+                "{e}"
+            );
         }
         // A missing input is never the output.
         check_not_input(&other, &[("tokens", &dir.path().join("missing.json"))]).unwrap();
