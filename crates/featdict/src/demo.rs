@@ -37,7 +37,7 @@ pub struct DemoArgs {
     #[arg(long)]
     serve: bool,
     /// Address for --serve.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value = "127.0.0.1:8080", requires = "serve")]
     addr: std::net::SocketAddr,
 }
 

@@ -345,3 +345,12 @@ fn analysis_options_that_change_nothing_are_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `demo --addr` only matters with --serve; alone it was silently ignored.
+#[test]
+fn demo_addr_requires_serve() {
+    let out = featdict(&["demo", "--addr", "127.0.0.1:9999", "--data", "/nonexistent"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--serve"), "{err}");
+}

@@ -197,7 +197,7 @@ async fn uniform_errors(uri: axum::http::Uri, res: Response) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let api = uri.path().starts_with("/api/");
+    let api = uri.path() == "/api" || uri.path().starts_with("/api/");
     let ours = ctype.starts_with("application/json") || (!api && ctype.starts_with("text/html"));
     if !(status.is_client_error() || status.is_server_error()) || ours {
         return res;

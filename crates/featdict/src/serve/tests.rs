@@ -653,3 +653,23 @@ fn a_waiting_label_write_does_not_stall_other_requests() {
     let gained = s.dict.get(4).unwrap().labels.is_empty() as usize;
     assert_eq!(labeled, s.dict.statistics().labeled_features + gained);
 }
+
+/// `/api` without the slash is an API path too: a JSON 404, not the HTML error page.
+#[test]
+fn the_api_root_answers_json() {
+    let s = start(3);
+    for p in ["/api", "/api/", "/api/features", "/api/features/"] {
+        let r = get(s.addr, p);
+        assert_eq!(r.status, 404, "{p}");
+        assert!(
+            r.headers["content-type"].starts_with("application/json"),
+            "{p}: {}",
+            r.body
+        );
+        assert!(r.json()["error"].is_string(), "{p}");
+    }
+    // Pages still get the HTML error page.
+    let r = get(s.addr, "/apix");
+    assert_eq!(r.status, 404);
+    assert!(r.headers["content-type"].starts_with("text/html"));
+}
