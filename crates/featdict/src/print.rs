@@ -145,8 +145,8 @@ fn stats_lines(
             "statistics": st,
         }));
     }
-    println!("model        {}", or_dash(model));
-    println!("sae          {}", or_dash(sae));
+    println!("model        {}", visible(or_dash(model)));
+    println!("sae          {}", visible(or_dash(sae)));
     println!("layer        {layer}");
     println!(
         "features     {num_features} ({} in file)",

@@ -274,6 +274,33 @@ fn control_and_bidi_characters_in_tokens_print_escaped() {
         text.contains(r"a\rb \u{1b}[2J \u{202e}evil x\ny t\tu [[\u{2066}iso]]"),
         "{text}"
     );
+    // Names stored in the dictionary are printed escaped too.
+    let named = dir.path().join("named.fdict");
+    let out = featdict(&[
+        "build",
+        s(&acts),
+        "--tokens",
+        s(&toks),
+        "--out",
+        s(&named),
+        "-q",
+        "--model-name",
+        "m\u{1b}[31mred",
+        "--sae-name",
+        "s\rX",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = featdict(&["stats", s(&named)]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(r"m\u{1b}[31mred") && text.contains(r"s\rX"),
+        "{text}"
+    );
+    assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text}");
     // search's `matched` column is quoted and escaped once, as show's top tokens are.
     let out = featdict(&["search", s(&dict), "--token", "x\ny"]);
     let text = String::from_utf8(out.stdout).unwrap();
