@@ -568,3 +568,28 @@ fn correlations_of_a_build_reach_the_neuronpedia_export_and_fdict_neighbours() {
     neuronpedia::write_from_reader(&r, &np2).unwrap();
     assert_eq!(std::fs::read(&np).unwrap(), std::fs::read(&np2).unwrap());
 }
+
+/// A reader whose file was replaced on disk (every rewrite renames a new file over the old)
+/// refuses to write a label into the file it still has open, where it would be lost.
+#[test]
+fn a_label_is_not_written_into_a_replaced_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fd = dir.path().join("s.fdict");
+    let spec = Spec {
+        n_features: 10,
+        ..Default::default()
+    };
+    synthetic::write_fdict(&spec, &fd, &mut |_| {}).unwrap();
+    let mut w = FdictReader::open_rw(&fd).unwrap();
+    assert!(!w.is_replaced());
+    w.add_manual_label(1, "kept").unwrap();
+    synthetic::write_fdict(&spec, &fd, &mut |_| {}).unwrap();
+    assert!(w.is_replaced());
+    let e = w.add_manual_label(1, "lost").unwrap_err().to_string();
+    assert!(
+        e.contains("was replaced or removed after it was opened"),
+        "{e}"
+    );
+    std::fs::remove_file(&fd).unwrap();
+    assert!(w.is_replaced());
+}

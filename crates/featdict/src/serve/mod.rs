@@ -67,6 +67,8 @@ pub struct ServeArgs {
 
 /// What the handlers share.
 pub struct AppState {
+    /// The served file (reopened when another program replaces it).
+    path: PathBuf,
     writer: Mutex<FdictReader>,
     readers: Vec<Mutex<FdictReader>>,
     next: AtomicUsize,
@@ -87,6 +89,7 @@ impl AppState {
             .collect::<Result<Vec<_>, _>>()?;
         let totals = RwLock::new((writer.summary().clone(), writer.statistics().clone()));
         Ok(Self {
+            path: path.to_path_buf(),
             writer: Mutex::new(writer),
             readers,
             next: AtomicUsize::new(0),
@@ -118,13 +121,43 @@ impl AppState {
 
     fn read<T>(&self, f: impl FnOnce(&FdictReader) -> T) -> T {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.readers.len();
-        let r = self.readers[i].lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.readers[i].lock().unwrap_or_else(|p| p.into_inner());
+        if self.follow_replacement(&mut r, FdictReader::open) {
+            *self.totals.write().unwrap_or_else(|p| p.into_inner()) =
+                (r.summary().clone(), r.statistics().clone());
+        }
         f(&r)
     }
 
     fn write<T>(&self, f: impl FnOnce(&mut FdictReader) -> T) -> T {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if self.follow_replacement(&mut w, FdictReader::open_rw) {
+            *self.totals.write().unwrap_or_else(|p| p.into_inner()) =
+                (w.summary().clone(), w.statistics().clone());
+        }
         f(&mut w)
+    }
+
+    /// When another program has rewritten the served file (`featdict label`, `build`,
+    /// `import` replace it by a rename), switches `conn` to the new file: serving the old
+    /// one would show stale features, and labels written to it would be lost with it. If
+    /// the new file cannot be opened the old connection stays (a write then reports the
+    /// replacement). Returns whether it switched.
+    fn follow_replacement(
+        &self,
+        conn: &mut FdictReader,
+        open: impl Fn(&Path) -> feature_dictionary::Result<FdictReader>,
+    ) -> bool {
+        if !conn.is_replaced() {
+            return false;
+        }
+        match open(&self.path) {
+            Ok(fresh) => {
+                *conn = fresh;
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 

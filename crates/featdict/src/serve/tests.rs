@@ -673,3 +673,58 @@ fn the_api_root_answers_json() {
     assert_eq!(r.status, 404);
     assert!(r.headers["content-type"].starts_with("text/html"));
 }
+
+/// Another program rewriting the served file (`featdict label`, `build` and `import` write
+/// a new file and rename it over the old one) must not make the server keep showing the old
+/// file, nor write labels into it, where they would be lost with it.
+#[test]
+fn a_file_replaced_while_served_is_followed() {
+    let s = start(12);
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/features/2/labels",
+        Some("application/json"),
+        br#"{"text": "before the rewrite"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The rewrite: the served dictionary with a changed description on feature 5.
+    let mut rewritten = store::fdict::FdictReader::open(&s.path)
+        .unwrap()
+        .load_all()
+        .unwrap();
+    rewritten
+        .feature_set
+        .features
+        .get_mut(&5)
+        .unwrap()
+        .description = "written by another program".into();
+    store::save(&rewritten, &s.path).unwrap();
+    // Every reader follows: the new description is served...
+    for _ in 0..8 {
+        let v = get(s.addr, "/api/features/5").json();
+        assert_eq!(v["description"], "written by another program");
+    }
+    // ...and a label written now lands in the new file, beside the earlier one.
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/features/5/labels",
+        Some("application/json"),
+        br#"{"text": "after the rewrite"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let fresh = store::fdict::FdictReader::open(&s.path).unwrap();
+    assert_eq!(
+        fresh.feature(5).unwrap().unwrap().labels[0],
+        "after the rewrite"
+    );
+    assert_eq!(
+        fresh.feature(2).unwrap().unwrap().labels[0],
+        "before the rewrite"
+    );
+    assert_eq!(
+        get(s.addr, "/api/stats").json()["statistics"]["labeled_features"],
+        fresh.statistics().labeled_features
+    );
+}

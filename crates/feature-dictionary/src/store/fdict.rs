@@ -614,6 +614,24 @@ pub struct FdictReader {
     path: PathBuf,
     statistics: Statistics,
     summary: Summary,
+    /// The file's identity when opened (see [`FdictReader::is_replaced`]).
+    identity: Option<FileIdentity>,
+}
+
+/// Device and inode of a file (`None` where the platform has no such notion).
+type FileIdentity = (u64, u64);
+
+fn file_identity(md: &std::fs::Metadata) -> Option<FileIdentity> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((md.dev(), md.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = md;
+        None
+    }
 }
 
 impl FdictReader {
@@ -630,6 +648,22 @@ impl FdictReader {
     /// Opens `path` for reading and for manual-label writes.
     pub fn open_rw(path: &Path) -> Result<Self> {
         Self::open_with(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+    }
+
+    /// Whether the file at this reader's path is no longer the one it opened: every
+    /// rewrite (`featdict build`, `label`, `import`) writes a new file and renames it over
+    /// the old, which an open connection keeps reading — and writing, into a file nobody
+    /// will see again.
+    pub fn is_replaced(&self) -> bool {
+        match self.identity {
+            Some(opened) => {
+                std::fs::metadata(&self.path)
+                    .ok()
+                    .and_then(|md| file_identity(&md))
+                    != Some(opened)
+            }
+            None => false,
+        }
     }
 
     fn open_with(path: &Path, flags: OpenFlags) -> Result<Self> {
@@ -656,6 +690,7 @@ impl FdictReader {
         if md.len() < 100 {
             return Err(not_fdict());
         }
+        let identity = file_identity(&md);
         let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(|e| sql_err(path, "cannot open", e))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
@@ -711,6 +746,7 @@ impl FdictReader {
             path: path.to_path_buf(),
             statistics,
             summary,
+            identity,
         })
     }
 
@@ -942,6 +978,12 @@ impl FdictReader {
     /// wait for each other instead of losing updates.
     pub fn add_manual_label(&mut self, id: u64, text: &str) -> Result<Option<Feature>> {
         let text = validate_label(text)?;
+        if self.is_replaced() {
+            return Err(Error::Invalid(format!(
+                "{}: the file was replaced or removed after it was opened (another program rewrote it); the label {text:?} was not written: open the file again",
+                self.path.display()
+            )));
+        }
         let key = match i64::try_from(id) {
             Ok(k) => k,
             Err(_) => return Ok(None),
