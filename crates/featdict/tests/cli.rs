@@ -1,21 +1,13 @@
 //! The `featdict` binary end to end: happy paths with `--json`, and bad inputs that must give
 //! a clear error naming the file, a non-zero exit and no panic.
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use feature_dictionary::ingest::npy;
-
-fn featdict(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_featdict"))
-        .args(args)
-        .output()
-        .expect("run featdict")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// 3 sequences of 4 tokens, 5 features; feature 4 never fires.
 fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
@@ -44,27 +36,6 @@ fn build(acts: &Path, tokens: &Path, out: &Path, extra: &[&str]) -> Output {
 /// `featdict build ACTS --tokens TOKENS` into a path that must never be written.
 fn build_expecting_failure(acts: &Path, tokens: &Path) -> Output {
     build(acts, tokens, Path::new("/tmp/never.json"), &[])
-}
-
-fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn assert_clean_error(out: &Output, must_contain: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {err}"
-    );
-    assert!(!err.contains("panicked"), "panic: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    for m in must_contain {
-        assert!(err.contains(m), "stderr lacks {m:?}: {err}");
-    }
 }
 
 #[test]

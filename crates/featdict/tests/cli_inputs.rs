@@ -1,15 +1,10 @@
 //! `featdict build` on real input formats (delphi shards, token ids + tokenizer.json, an SAE
 //! run in-process, dense safetensors) and `featdict encode`, through the binary.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::*;
 
-fn featdict(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_featdict"))
-        .args(args)
-        .output()
-        .expect("run featdict")
-}
+use std::path::{Path, PathBuf};
 
 fn ok(args: &[&str]) -> serde_json::Value {
     let out = featdict(args);
@@ -30,10 +25,6 @@ fn fails(args: &[&str], needles: &[&str]) {
 
 fn fx() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../feature-dictionary/tests/fixtures/smollm2")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

@@ -1,37 +1,14 @@
 //! Misuse of the CLI that must be refused before anything is written: an output that is one
 //! of the command's inputs, options that contradict each other or cannot be stored.
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use feature_dictionary::ingest::npy;
 use feature_dictionary::query::synthetic::{self, Spec};
 use feature_dictionary::store;
-
-fn featdict(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_featdict"))
-        .args(args)
-        .output()
-        .expect("run featdict")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn assert_clean_error(out: &Output, must_contain: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stdout: {}; stderr: {err}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(!err.contains("panicked"), "panic: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    for m in must_contain {
-        assert!(err.contains(m), "stderr lacks {m:?}: {err}");
-    }
-}
 
 /// A 30-feature synthetic dictionary saved as `d.json` and `d.fdict` in `dir`.
 fn dictionaries(dir: &Path) -> (PathBuf, PathBuf) {
