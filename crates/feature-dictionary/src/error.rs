@@ -42,6 +42,16 @@ pub enum Error {
     /// Arguments or configuration that cannot work together.
     #[error("{0}")]
     Invalid(String),
+    /// A dictionary file cannot be written now: another connection held its lock past the
+    /// busy timeout, or another program replaced the file after it was opened. Nothing was
+    /// written; trying again (after reopening the file) may succeed.
+    #[error("{}: {message}", path.display())]
+    Unavailable {
+        /// File involved.
+        path: PathBuf,
+        /// What stood in the way.
+        message: String,
+    },
 }
 
 impl Error {

@@ -593,3 +593,31 @@ fn a_label_is_not_written_into_a_replaced_file() {
     std::fs::remove_file(&fd).unwrap();
     assert!(w.is_replaced());
 }
+
+/// A label write that cannot get the file's lock in time (another writer holds it) is
+/// `Error::Unavailable` — nothing written, try again — and succeeds once the lock is free.
+#[test]
+fn a_label_write_behind_another_writer_is_unavailable_then_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let fd = dir.path().join("s.fdict");
+    let spec = Spec {
+        n_features: 10,
+        ..Default::default()
+    };
+    synthetic::write_fdict(&spec, &fd, &mut |_| {}).unwrap();
+    let mut w = FdictReader::open_rw(&fd).unwrap();
+    w.connection()
+        .busy_timeout(std::time::Duration::from_millis(50))
+        .unwrap();
+    let other = FdictReader::open_rw(&fd).unwrap();
+    other.connection().execute_batch("BEGIN IMMEDIATE").unwrap();
+    let e = w.add_manual_label(3, "patient").unwrap_err();
+    assert!(
+        matches!(e, feature_dictionary::Error::Unavailable { .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("try again"), "{e}");
+    other.connection().execute_batch("ROLLBACK").unwrap();
+    let f = w.add_manual_label(3, "patient").unwrap().unwrap();
+    assert_eq!(f.labels[0], "patient");
+}

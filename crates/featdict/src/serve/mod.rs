@@ -350,6 +350,9 @@ impl From<LibError> for ApiError {
     fn from(e: LibError) -> Self {
         match e {
             LibError::Invalid(m) => ApiError::bad(m),
+            e @ LibError::Unavailable { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
             other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         }
     }

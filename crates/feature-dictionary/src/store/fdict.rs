@@ -979,17 +979,27 @@ impl FdictReader {
     pub fn add_manual_label(&mut self, id: u64, text: &str) -> Result<Option<Feature>> {
         let text = validate_label(text)?;
         if self.is_replaced() {
-            return Err(Error::Invalid(format!(
-                "{}: the file was replaced or removed after it was opened (another program rewrote it); the label {text:?} was not written: open the file again",
-                self.path.display()
-            )));
+            return Err(Error::Unavailable {
+                path: self.path.clone(),
+                message: format!("the file was replaced or removed after it was opened (another program rewrote it); the label {text:?} was not written: open the file again"),
+            });
         }
         let key = match i64::try_from(id) {
             Ok(k) => k,
             Err(_) => return Ok(None),
         };
         let path = self.path.clone();
-        let e = |e| sql_err(&path, "cannot write label", e);
+        let e = |e: rusqlite::Error| match e.sqlite_error_code() {
+            // Another writer (a second server, a `featdict label` in place) kept the lock
+            // past the busy timeout: nothing was written, and trying again can work.
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                Error::Unavailable {
+                    path: path.clone(),
+                    message: format!("cannot write label now: {e}; try again"),
+                }
+            }
+            _ => sql_err(&path, "cannot write label", e),
+        };
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
