@@ -556,6 +556,62 @@ fn token_id_and_tokenizer_files_reject_corruption() {
     }
 }
 
+#[test]
+fn empty_input_files_say_what_they_should_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = |name: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, b"").unwrap();
+        p
+    };
+    let check = |e: String, name: &str, expected: &str| {
+        assert!(
+            e.contains(name) && e.contains("empty") && e.contains(expected),
+            "{e}"
+        );
+    };
+    let p = empty("acts.npy");
+    check(
+        feature_dictionary::ingest::npy::open(&p)
+            .unwrap_err()
+            .to_string(),
+        "acts.npy",
+        "expected a NumPy .npy array",
+    );
+    let p = empty("tokens.json");
+    check(
+        feature_dictionary::ingest::TokenSequences::from_json_file(&p)
+            .unwrap_err()
+            .to_string(),
+        "tokens.json",
+        "expected a JSON list of lists of token strings",
+    );
+    let p = empty("ids.npy");
+    check(
+        TokenIdMatrix::from_npy(&p).unwrap_err().to_string(),
+        "ids.npy",
+        "expected a NumPy .npy array of token ids",
+    );
+    let p = empty("tokenizer.json");
+    check(
+        Tokenizer::from_file(&p).unwrap_err().to_string(),
+        "tokenizer.json",
+        "expected a HuggingFace tokenizer.json",
+    );
+    let p = empty("acts.safetensors");
+    check(
+        SafeTensors::open(&p).unwrap_err().to_string(),
+        "acts.safetensors",
+        "expected a .safetensors file",
+    );
+    // A directory where a file is expected says what file.
+    let e = Tokenizer::from_file(dir.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("is a directory") && e.contains("tokenizer.json"),
+        "{e}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 

@@ -44,12 +44,25 @@ impl DenseDtype {
 
 /// Maps a whole file read-only, with errors that say what is wrong with the path.
 pub fn map_file(path: &Path) -> Result<Mmap> {
+    map_file_expecting(path, "a non-empty input file")
+}
+
+/// Like [`map_file`], saying in its errors what the file should have held (`expected`,
+/// e.g. "a NumPy .npy array"), so an empty file or a directory reads as what it is
+/// instead of what it should be.
+pub fn map_file_expecting(path: &Path, expected: &str) -> Result<Mmap> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
-        return Err(Error::format(path, "is a directory; expected a file"));
+        return Err(Error::format(
+            path,
+            format!("is a directory; expected a file holding {expected}"),
+        ));
     }
     if meta.len() == 0 {
-        return Err(Error::format(path, "file is empty"));
+        return Err(Error::format(
+            path,
+            format!("file is empty (0 bytes); expected {expected}"),
+        ));
     }
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     // SAFETY: the map is read-only; like every reader of memory-mapped files we rely on the

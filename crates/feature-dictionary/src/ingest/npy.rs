@@ -165,7 +165,7 @@ pub fn dense_dtype(path: &Path, descr: &str) -> Result<DenseDtype> {
 /// Opens an `.npy` file of activations shaped `[tokens, features]` or
 /// `[sequences, seq_len, features]`.
 pub fn open(path: &Path) -> Result<DenseMatrix> {
-    let map = super::dense::map_file(path)?;
+    let map = super::dense::map_file_expecting(path, "a NumPy .npy array of activations")?;
     let header = parse_header(path, &map)?;
     if header.fortran_order {
         return Err(Error::format(

@@ -265,7 +265,7 @@ fn check_layout(
 impl SafeTensors {
     /// Maps and parses `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let map = super::dense::map_file(path)?;
+        let map = super::dense::map_file_expecting(path, "a .safetensors file")?;
         let (tensors, metadata) = parse(path, &map)?;
         Ok(Self {
             path: path.to_path_buf(),

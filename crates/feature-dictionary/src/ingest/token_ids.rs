@@ -64,7 +64,7 @@ impl TokenIdMatrix {
 
     /// Reads an `.npy` of int32/int64 (or uint16/uint32) token ids.
     pub fn from_npy(path: &Path) -> Result<Self> {
-        let map = super::dense::map_file(path)?;
+        let map = super::dense::map_file_expecting(path, "a NumPy .npy array of token ids")?;
         Self::from_npy_bytes(path, &map)
     }
 

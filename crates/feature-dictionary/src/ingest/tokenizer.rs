@@ -106,7 +106,7 @@ fn decoder_kind(v: &Value) -> Decoder {
 impl Tokenizer {
     /// Reads a `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let map = super::dense::map_file(path)?;
+        let map = super::dense::map_file_expecting(path, "a HuggingFace tokenizer.json")?;
         Self::from_slice(path, &map)
     }
 

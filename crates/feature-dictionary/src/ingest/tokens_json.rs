@@ -52,7 +52,10 @@ impl TokenSequences {
 
     /// Reads a tokens JSON file.
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let map = super::dense::map_file(path)?;
+        let map = super::dense::map_file_expecting(
+            path,
+            "a JSON list of lists of token strings (one list per sequence)",
+        )?;
         let mut de = serde_json::Deserializer::from_slice(&map);
         let mut state = Builder::default();
         Outer(&mut state)
