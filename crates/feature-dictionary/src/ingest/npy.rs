@@ -32,10 +32,19 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<NpyHeader> {
             "file is empty; expected a NumPy .npy array",
         ));
     }
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+    if !bytes.starts_with(MAGIC) {
         return Err(Error::format(
             path,
             "not a NumPy .npy file: expected the magic bytes \\x93NUMPY at the start",
+        ));
+    }
+    if bytes.len() < 8 {
+        return Err(Error::format(
+            path,
+            format!(
+                "truncated .npy header: the file ends after {} bytes, before the format version",
+                bytes.len()
+            ),
         ));
     }
     let major = bytes[6];
@@ -53,7 +62,15 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<NpyHeader> {
         }
     };
     if bytes.len() < start + len_bytes {
-        return Err(Error::format(path, "truncated .npy header"));
+        return Err(Error::format(
+            path,
+            format!(
+                "truncated .npy header: format {major}.{} needs {} bytes before the header text but the file has only {}",
+                bytes[7],
+                start + len_bytes,
+                bytes.len()
+            ),
+        ));
     }
     let header_len = if len_bytes == 2 {
         u16::from_le_bytes([bytes[8], bytes[9]]) as usize
@@ -227,6 +244,29 @@ mod tests {
         assert_eq!(p.shape, vec![3, 4, 5]);
         assert!(!p.fortran_order);
         assert_eq!(p.data_offset, 10 + dict.len());
+    }
+
+    #[test]
+    fn a_truncated_header_is_not_called_a_missing_magic() {
+        let p = Path::new("cut.npy");
+        // Magic present, cut before/inside the header length: truncated, not "not a .npy".
+        for bytes in [
+            &b"\x93NUMPY"[..],
+            b"\x93NUMPY\x01",
+            b"\x93NUMPY\x01\x00\x50",
+            b"\x93NUMPY\x02\x00\x50\x00",
+        ] {
+            let e = parse_header(p, bytes).unwrap_err().to_string();
+            assert!(
+                e.contains("cut.npy") && e.contains("truncated .npy header"),
+                "{} bytes: {e}",
+                bytes.len()
+            );
+        }
+        let e = parse_header(p, b"PK\x03\x04 not npy")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("magic bytes"), "{e}");
     }
 
     #[test]
