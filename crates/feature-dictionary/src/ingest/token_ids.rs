@@ -41,9 +41,10 @@ impl TokenIdMatrix {
                 Error::format(
                     path,
                     format!(
-                        "token id {v} at sequence {}, position {} is not a valid id",
+                        "token id {v} at sequence {}, position {} is not a valid id; expected ids from 0 to {}",
                         i as u64 / seq_len.max(1),
-                        i as u64 % seq_len.max(1)
+                        i as u64 % seq_len.max(1),
+                        u32::MAX
                     ),
                 )
             })?;
@@ -86,7 +87,7 @@ impl TokenIdMatrix {
             other => {
                 return Err(Error::format(
                     path,
-                    format!("token ids have dtype {other}; expected int32 or int64 (<i4, <i8)"),
+                    format!("token ids have dtype {other}; expected little-endian int32, int64, uint16, uint32 or uint64 (<i4, <i8, <u2, <u4, <u8)"),
                 ))
             }
         };
@@ -120,9 +121,10 @@ impl TokenIdMatrix {
                 return Err(Error::format(
                     path,
                     format!(
-                        "token id {v} at sequence {}, position {} is not a valid id",
+                        "token id {v} at sequence {}, position {} is not a valid id; expected ids from 0 to {}",
                         i as u64 / l,
-                        i as u64 % l
+                        i as u64 % l,
+                        u32::MAX
                     ),
                 ));
             }
@@ -208,6 +210,31 @@ mod tests {
         assert!(TokenIdMatrix::from_npy_bytes(p, &npy("<f4", "(1, 2)", &neg)).is_err());
         assert!(TokenIdMatrix::from_npy_bytes(p, &npy("<i4", "(2, 2)", &neg)).is_err());
         assert!(TokenIdMatrix::from_npy_bytes(p, &npy("<i4", "(2,)", &neg)).is_err());
+    }
+
+    #[test]
+    fn id_errors_say_what_was_expected() {
+        let p = Path::new("ids.npy");
+        let neg: Vec<u8> = [3i32, -2].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let e = TokenIdMatrix::from_npy_bytes(p, &npy("<i4", "(1, 2)", &neg))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ids.npy")
+                && e.contains("token id -2 at sequence 0, position 1")
+                && e.contains("expected ids from 0 to 4294967295"),
+            "{e}"
+        );
+        // The dtype message lists every dtype that is read (uint16/uint32/uint64 too).
+        let e = TokenIdMatrix::from_npy_bytes(p, &npy("<i2", "(1, 2)", &[0; 4]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("<i2"), "{e}");
+        for (descr, size) in [("<u2", 2), ("<u4", 4), ("<u8", 8), ("<i4", 4), ("<i8", 8)] {
+            assert!(e.contains(descr), "{descr} missing from: {e}");
+            let m = TokenIdMatrix::from_npy_bytes(p, &npy(descr, "(1, 2)", &vec![0; 2 * size]));
+            assert_eq!(m.unwrap().ids, vec![0, 0], "{descr}");
+        }
     }
 
     #[test]
