@@ -612,6 +612,48 @@ fn empty_input_files_say_what_they_should_hold() {
     );
 }
 
+/// A C-order float64 `.npy` of `shape` (format 1.0).
+fn f64_npy(path: &Path, shape: &str, data: &[f64]) {
+    let dict = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}\n");
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend((dict.len() as u16).to_le_bytes());
+    b.extend(dict.as_bytes());
+    for v in data {
+        b.extend(v.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn a_finite_float64_beyond_float32_is_named_not_called_nan_or_inf() {
+    use feature_dictionary::ingest::{npy, DenseSource, TokenSequences};
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("acts64.npy");
+    // 2 sequences x 3 positions x 2 features; 1e39 fits a float64, not a float32.
+    let mut data = vec![0.5f64; 12];
+    data[2 * 4 + 1] = 1e39; // sequence 1, position 1, feature 1
+    f64_npy(&p, "(2, 3, 2)", &data);
+    let tokens = TokenSequences::from_strings(&[vec!["a", "b", "c"], vec!["d", "e", "f"]]);
+    let mut source = DenseSource::new(npy::open(&p).unwrap(), tokens, 2, 1 << 20).unwrap();
+    let e = match source.next_batch() {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a float64 beyond the float32 range was read as a value"),
+    };
+    assert!(
+        e.contains("acts64.npy")
+            && e.contains("1e39")
+            && e.contains("sequence 1, position 1, feature 1")
+            && e.contains("float32"),
+        "{e}"
+    );
+    // A real infinity is still left to the build's non-finite handling (--allow-nonfinite).
+    data[2 * 4 + 1] = f64::INFINITY;
+    f64_npy(&p, "(2, 3, 2)", &data);
+    let tokens = TokenSequences::from_strings(&[vec!["a", "b", "c"], vec!["d", "e", "f"]]);
+    let mut source = DenseSource::new(npy::open(&p).unwrap(), tokens, 2, 1 << 20).unwrap();
+    assert!(source.next_batch().unwrap().is_some());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 

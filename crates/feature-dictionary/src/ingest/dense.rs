@@ -261,6 +261,21 @@ impl DenseMatrix {
         buffer
     }
 
+    /// The first float64 value in `rows` that is finite but too large for float32 (it would
+    /// become ±Inf, which the build reports as a non-finite input): `(row, feature, value)`.
+    pub fn first_f32_overflow(&self, rows: std::ops::Range<u64>) -> Option<(u64, usize, f64)> {
+        if self.dtype != DenseDtype::F64 {
+            return None;
+        }
+        let start = rows.start;
+        self.bytes(rows)
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .enumerate()
+            .find(|(_, v)| v.is_finite() && !(*v as f32).is_finite())
+            .map(|(i, v)| (start + (i / self.n_features) as u64, i % self.n_features, v))
+    }
+
     /// Tells the kernel that rows before `row` will not be read again, so resident memory
     /// stays bounded however large the file is (the page cache keeps them if it wants).
     pub fn release_before(&self, row: u64) {
@@ -369,6 +384,18 @@ impl ActivationSource for DenseSource {
         let (sequences, positions) = self.planner.row_coordinates(plan.load.clone());
         let tokens = self.tokens.ids()[plan.load.start as usize..plan.load.end as usize].to_vec();
         let values = self.matrix.rows_f32(plan.load.clone(), &mut self.buffer);
+        if self.matrix.dtype() == DenseDtype::F64 && values.iter().any(|v| v.is_infinite()) {
+            if let Some((row, feature, v)) = self.matrix.first_f32_overflow(plan.load.clone()) {
+                let (s, p) = self.planner.row_coordinates(row..row + 1);
+                return Err(Error::format(
+                    self.matrix.path(),
+                    format!(
+                        "float64 activation {v:e} at sequence {}, position {}, feature {feature} is outside the float32 range (±3.4e38) the statistics are computed in; expected finite values below that magnitude",
+                        s[0], p[0]
+                    ),
+                ));
+            }
+        }
         let base = plan.load.start;
         Ok(Some(ActivationBatch {
             n_features: self.matrix.n_features(),
