@@ -112,6 +112,8 @@ impl Tokenizer {
 
     /// Parses `tokenizer.json` bytes (`path` is used in messages).
     pub fn from_slice(path: &Path, bytes: &[u8]) -> Result<Self> {
+        // A UTF-8 byte order mark is allowed before JSON text (RFC 8259).
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         let root: Value = serde_json::from_slice(bytes).map_err(|e| {
             Error::format(path, format!("not a tokenizer.json: invalid JSON ({e})"))
         })?;
@@ -225,6 +227,13 @@ mod tests {
         assert_eq!(t.decode(3), Some("\u{FFFD}"));
         assert_eq!(t.decode(5), Some("<|endoftext|>"));
         assert_eq!(t.len(), 6);
+    }
+
+    #[test]
+    fn a_utf8_byte_order_mark_is_ignored() {
+        let json = "\u{FEFF}{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\u{120}a\":0}},\"decoder\":{\"type\":\"ByteLevel\"}}";
+        let t = Tokenizer::from_slice(Path::new("tokenizer.json"), json.as_bytes()).unwrap();
+        assert_eq!(t.decode(0), Some(" a"));
     }
 
     #[test]

@@ -56,7 +56,9 @@ impl TokenSequences {
             path,
             "a JSON list of lists of token strings (one list per sequence)",
         )?;
-        let mut de = serde_json::Deserializer::from_slice(&map);
+        // RFC 8259 lets a parser ignore a UTF-8 byte order mark; editors on Windows write one.
+        let text = map.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&map);
+        let mut de = serde_json::Deserializer::from_slice(text);
         let mut state = Builder::default();
         Outer(&mut state)
             .deserialize(&mut de)
@@ -170,5 +172,22 @@ impl<'de> Visitor<'de> for Inner<'_> {
         }
         self.0.lengths.push((self.0.ids.len() - before) as u64);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_utf8_byte_order_mark_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokens.json");
+        std::fs::write(&p, b"\xEF\xBB\xBF[[\"a\", \" b\"], [\"a\"]]").unwrap();
+        let t = TokenSequences::from_json_file(&p).unwrap();
+        assert_eq!(t.n_sequences(), 2);
+        assert_eq!(t.lengths().collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(t.vocab().token(t.ids()[1]), " b");
+        assert_eq!(t.ids()[2], t.ids()[0]);
     }
 }
