@@ -216,8 +216,19 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
             .any(|f| f.metadata.extra.contains_key(label::ngram::TOP_NGRAMS_KEY))
         && !a.strategies.is_empty()
     {
+        // Without token_frequency, ngram_analysis still labels single tokens (1-grams).
+        let adds = if options
+            .config
+            .strategies
+            .contains(&LabelingStrategy::TokenFrequency)
+            || !options.config.ngram_sizes.contains(&1)
+        {
+            "adds nothing"
+        } else {
+            "adds only single-token (1-gram) labels"
+        };
         eprintln!(
-            "note: {} has no n-gram counts (build with --ngrams); ngram_analysis adds nothing",
+            "note: {} has no n-gram counts (build with --ngrams); ngram_analysis {adds}",
             a.dict.display()
         );
     }

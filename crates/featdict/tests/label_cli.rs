@@ -298,3 +298,43 @@ fn polysemantic_takes_the_embedding_tensor_name() {
         vec![vec!["cat", "dog", "wolf"], vec!["one", "three", "two"]]
     );
 }
+
+#[test]
+fn the_no_ngrams_note_does_not_deny_the_unigram_labels_it_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = write_inputs(dir.path());
+    let dict = dir.path().join("plain.json").to_string_lossy().into_owned();
+    let (ok, _, err) = featdict(&["build", &acts, "--tokens", &toks, "--out", &dict]);
+    assert!(ok, "{err}");
+    let out = dir.path().join("l.json").to_string_lossy().into_owned();
+    let (ok, stdout, err) = featdict(&[
+        "label",
+        &dict,
+        "--strategies",
+        "ngram_analysis",
+        "--out",
+        &out,
+    ]);
+    assert!(ok, "{err}");
+    // Unigram labels are written (feature 0 fires exactly on "cat")...
+    let d: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let labels = &d["feature_set"]["features"]["0"]["labels"];
+    assert_eq!(labels[0], "ngram:cat", "{labels}");
+    assert!(stdout.contains("ngram_analysis"), "{stdout}");
+    // ...so the note must not say the strategy adds nothing.
+    assert!(
+        err.contains("no n-gram counts") && !err.contains("adds nothing"),
+        "{err}"
+    );
+    // Beside token_frequency it really adds nothing, and says so.
+    let (ok, _, err) = featdict(&[
+        "label",
+        &dict,
+        "--strategies",
+        "token_frequency,ngram_analysis",
+        "--out",
+        &out,
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("adds nothing"), "{err}");
+}
