@@ -178,7 +178,11 @@ impl Tokenizer {
             strings[id as usize] = match decoder {
                 Decoder::ByteLevel => decode_byte_level(&tok, &byte_map),
                 Decoder::Metaspace => decode_metaspace(&tok),
-                Decoder::WordPiece => tok.strip_prefix("##").unwrap_or(&tok).to_string(),
+                // The bare "##" token is text ("##"), not an empty continuation.
+                Decoder::WordPiece => match tok.strip_prefix("##") {
+                    Some(rest) if !rest.is_empty() => rest.to_string(),
+                    _ => tok,
+                },
                 Decoder::Identity => tok,
             };
         }
@@ -234,6 +238,17 @@ mod tests {
         let json = "\u{FEFF}{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\u{120}a\":0}},\"decoder\":{\"type\":\"ByteLevel\"}}";
         let t = Tokenizer::from_slice(Path::new("tokenizer.json"), json.as_bytes()).unwrap();
         assert_eq!(t.decode(0), Some(" a"));
+    }
+
+    #[test]
+    fn wordpiece_continuations_drop_the_marker_but_a_bare_marker_stays() {
+        let json = r###"{"model":{"type":"WordPiece","vocab":{"[UNK]":0,"play":1,"##ing":2,"##":3,"#":4}},
+            "decoder":{"type":"WordPiece","prefix":"##","cleanup":true}}"###;
+        let t = Tokenizer::from_slice(Path::new("tokenizer.json"), json.as_bytes()).unwrap();
+        assert_eq!(t.decode(1), Some("play"));
+        assert_eq!(t.decode(2), Some("ing"));
+        assert_eq!(t.decode(3), Some("##"));
+        assert_eq!(t.decode(4), Some("#"));
     }
 
     #[test]
