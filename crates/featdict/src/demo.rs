@@ -10,6 +10,7 @@ use feature_dictionary::ingest;
 use feature_dictionary::label::{self, LabelOptions, Rank};
 use feature_dictionary::model::{DictionaryConfig, Feature, LabelingStrategy};
 use feature_dictionary::store;
+use feature_dictionary::store::fdict::FdictReader;
 use serde_json::json;
 
 use crate::print;
@@ -163,6 +164,27 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         },
     };
     label::label_dictionary(&mut dict, &label_options, None)?;
+    // `--serve` labels go into the sibling .fdict, which every run rebuilds: keep them.
+    let fdict = a.out.with_extension("fdict");
+    let kept = if fdict.is_file() {
+        match FdictReader::open(&fdict).and_then(|r| r.manual_labels()) {
+            Ok(earlier) => feature_dictionary::label::manual::carry_over(&mut dict, &earlier),
+            // --serve would overwrite the file and whatever labels it holds.
+            Err(e) if a.serve => bail!(
+                "cannot read the manual labels of the earlier {} ({e}); move it away to start afresh",
+                fdict.display()
+            ),
+            Err(e) => {
+                eprintln!("warning: manual labels of {} not carried over: {e}", fdict.display());
+                0
+            }
+        }
+    } else {
+        0
+    };
+    if kept > 0 && !a.json {
+        eprintln!("kept {kept} manual label(s) from {}", fdict.display());
+    }
     store::save(&dict, &a.out)?;
     let took = started.elapsed().as_secs_f64();
     summarize(
@@ -175,7 +197,6 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         a.json,
     )?;
     if a.serve {
-        let fdict = a.out.with_extension("fdict");
         store::save(&dict, &fdict)?;
         crate::serve::run(crate::serve::ServeArgs {
             dict: fdict,

@@ -53,6 +53,30 @@ fn demo_builds_labels_and_summarizes_real_features() {
     assert_eq!(dict.config.model_name, "SmolLM2-135M-Instruct");
     let total: u64 = dict.features().map(|f| f.activation_count).sum();
     assert!((total as f64 / 102_400.0 - l0).abs() < 1e-9);
+
+    // A label written while browsing (`--serve` keeps the dictionary as a sibling .fdict)
+    // survives the next demo run, which rebuilds everything.
+    let fdict = out.with_extension("fdict");
+    feature_dictionary::store::save(&dict, &fdict).unwrap();
+    feature_dictionary::store::fdict::FdictReader::open_rw(&fdict)
+        .unwrap()
+        .add_manual_label(7, "written in the browser")
+        .unwrap();
+    let again = Command::new(env!("CARGO_BIN_EXE_featdict"))
+        .args(["demo", "--data"])
+        .arg(demo_dir())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("kept 1 manual label(s)"));
+    let rebuilt = feature_dictionary::store::load(&out).unwrap();
+    assert_eq!(rebuilt.get(7).unwrap().labels[0], "written in the browser");
 }
 
 /// The delphi cache and a dense re-encoding of its first sequences from the shipped float16

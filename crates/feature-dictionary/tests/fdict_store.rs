@@ -621,3 +621,36 @@ fn a_label_write_behind_another_writer_is_unavailable_then_works() {
     let f = w.add_manual_label(3, "patient").unwrap().unwrap();
     assert_eq!(f.labels[0], "patient");
 }
+
+/// Manual labels read back from a `.fdict` carry over into a rebuilt dictionary of the same
+/// features, in the same order (newest first), with descriptions that mention them.
+#[test]
+fn manual_labels_carry_over_into_a_rebuilt_dictionary() {
+    let dir = tempfile::tempdir().unwrap();
+    let fd = dir.path().join("s.fdict");
+    let spec = Spec {
+        n_features: 10,
+        ..Default::default()
+    };
+    synthetic::write_fdict(&spec, &fd, &mut |_| {}).unwrap();
+    let mut w = FdictReader::open_rw(&fd).unwrap();
+    w.add_manual_label(2, "first").unwrap();
+    w.add_manual_label(2, "second").unwrap();
+    w.add_manual_label(5, "only").unwrap();
+    let earlier = w.manual_labels().unwrap();
+    assert_eq!(
+        earlier,
+        vec![
+            (2, "second".to_string()),
+            (2, "first".to_string()),
+            (5, "only".to_string())
+        ]
+    );
+    let mut rebuilt = synthetic::dictionary(&spec);
+    rebuilt.feature_set.features.remove(&5);
+    let kept = feature_dictionary::label::manual::carry_over(&mut rebuilt, &earlier);
+    assert_eq!(kept, 2, "feature 5 is not in the rebuilt dictionary");
+    let f = rebuilt.get(2).unwrap();
+    assert_eq!(&f.labels[..2], &["second".to_string(), "first".to_string()]);
+    assert!(f.description.contains("second"), "{}", f.description);
+}

@@ -3,6 +3,24 @@
 
 use crate::model::{Feature, Label, LabelingStrategy};
 
+/// Gives `dict` the manual labels `(feature id, text)` of an earlier dictionary of the same
+/// features (each feature's in rank order, newest first, as [`crate::store::fdict::FdictReader::manual_labels`]
+/// lists them), so rebuilding a dictionary does not lose what a person wrote. Labels of ids
+/// `dict` does not hold are skipped. Returns how many labels were kept.
+pub fn carry_over(dict: &mut crate::FeatureDictionary, labels: &[(u64, String)]) -> usize {
+    let total = dict.feature_set.total_tokens_processed;
+    let mut kept = 0;
+    // Oldest first, so each feature ends with its newest label first again.
+    for (id, text) in labels.iter().rev() {
+        if let Some(f) = dict.feature_set.features.get_mut(id) {
+            set_manual_label(f, text);
+            f.description = super::describe::describe(f, total);
+            kept += 1;
+        }
+    }
+    kept
+}
+
 /// Adds the manual label `text` to `feature` (moving it first if it already exists) and
 /// refreshes `labels` / `confidence`.
 pub fn set_manual_label(feature: &mut Feature, text: &str) {

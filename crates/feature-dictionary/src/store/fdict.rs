@@ -650,6 +650,24 @@ impl FdictReader {
         Self::open_with(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
     }
 
+    /// Every manual label in the file as `(feature id, text)`, each feature's in rank order
+    /// (the newest first).
+    pub fn manual_labels(&self) -> Result<Vec<(u64, String)>> {
+        let e = |e| sql_err(&self.path, "cannot read labels", e);
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT feature_id, text FROM labels WHERE strategy = ?1 ORDER BY feature_id, rank",
+            )
+            .map_err(e)?;
+        let rows = st
+            .query_map([LabelingStrategy::Manual.as_str()], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+            })
+            .map_err(e)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(e)
+    }
+
     /// Whether the file at this reader's path is no longer the one it opened: every
     /// rewrite (`featdict build`, `label`, `import`) writes a new file and renames it over
     /// the old, which an open connection keeps reading — and writing, into a file nobody
