@@ -26,13 +26,6 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     (acts, toks)
 }
 
-/// `featdict build ACTS --tokens TOKENS --out OUT EXTRA...`.
-fn build(acts: &Path, tokens: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["build", s(acts), "--tokens", s(tokens), "--out", s(out)];
-    args.extend_from_slice(extra);
-    featdict(&args)
-}
-
 /// `featdict build ACTS --tokens TOKENS` into a path that must never be written.
 fn build_expecting_failure(acts: &Path, tokens: &Path) -> Output {
     build(acts, tokens, Path::new("/tmp/never.json"), &[])

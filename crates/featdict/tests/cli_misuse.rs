@@ -72,33 +72,13 @@ fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
     npy::write_f32(&acts, &[6, 3], &data).unwrap();
     let tokens = r#"[["a","b","c"],["d","e","f"]]"#;
     std::fs::write(&toks, tokens).unwrap();
-    let out = featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&toks),
-        "--out",
-        s(&toks),
-        "-q",
-    ]);
+    let out = build(&acts, &toks, &toks, &["-q"]);
     assert_clean_error(&out, &[s(&toks), "the tokens", "another --out"]);
     assert_eq!(std::fs::read_to_string(&toks).unwrap(), tokens);
     // A different output still works.
     let good = dir.path().join("built.json");
-    let out = featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&toks),
-        "--out",
-        s(&good),
-        "-q",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = build(&acts, &toks, &good, &["-q"]);
+    assert_success(&out);
 }
 
 #[test]
@@ -128,11 +108,7 @@ fn export_neuronpedia_writes_only_json_names() {
         "--out",
         s(&ok),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ok).unwrap()).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 30);
 }
@@ -190,11 +166,7 @@ fn label_set_refuses_the_options_of_automatic_labeling() {
     assert_eq!(std::fs::read(&json).unwrap(), before);
     // --set alone still works.
     let out = featdict(&["label", s(&json), "3", "--set", "hand label"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(store::load(&json)
         .unwrap()
         .get(3)
@@ -222,26 +194,10 @@ fn control_and_bidi_characters_in_tokens_print_escaped() {
     ]];
     std::fs::write(&toks, serde_json::to_string(&tokens).unwrap()).unwrap();
     let dict = dir.path().join("d.json");
-    let out = featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&toks),
-        "--out",
-        s(&dict),
-        "-q",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = build(&acts, &toks, &dict, &["-q"]);
+    assert_success(&out);
     let out = featdict(&["show", s(&dict), "0"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = String::from_utf8(out.stdout).unwrap();
     for raw in ['\r', '\u{1b}', '\u{202e}', '\u{2066}', '\t'] {
         assert!(!text.contains(raw), "raw {raw:?} in: {text}");
@@ -253,24 +209,13 @@ fn control_and_bidi_characters_in_tokens_print_escaped() {
     );
     // Names stored in the dictionary are printed escaped too.
     let named = dir.path().join("named.fdict");
-    let out = featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&toks),
-        "--out",
-        s(&named),
-        "-q",
-        "--model-name",
-        "m\u{1b}[31mred",
-        "--sae-name",
-        "s\rX",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = build(
+        &acts,
+        &toks,
+        &named,
+        &["-q", "--model-name", "m\u{1b}[31mred", "--sae-name", "s\rX"],
     );
+    assert_success(&out);
     let out = featdict(&["stats", s(&named)]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -312,42 +257,20 @@ fn analysis_options_that_change_nothing_are_refused() {
     npy::write_f32(&acts, &[8, 3], &data).unwrap();
     std::fs::write(&toks, r#"[["a","b","c","d"],["e","f","g","h"]]"#).unwrap();
     let dict = dir.path().join("d.json");
-    let out = featdict(&[
-        "build",
-        s(&acts),
-        "--tokens",
-        s(&toks),
-        "--out",
-        s(&dict),
-        "-q",
-        "--correlation",
-        "exact",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = build(&acts, &toks, &dict, &["-q", "--correlation", "exact"]);
+    assert_success(&out);
     // --min nan: nothing is >= NaN, so "none" was printed for every feature.
     let out = featdict(&["correlated", s(&dict), "0", "--min", "nan"]);
     assert_clean_error(&out, &["must be a number, got NaN"]);
     let out = featdict(&["correlated", s(&dict), "0", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     // similar --tensor names a tensor of --sae; without --sae it was silently ignored.
     let out = featdict(&["similar", s(&dict), "0", "--tensor", "W_dec"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--sae"), "{err}");
     let out = featdict(&["similar", s(&dict), "0", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 }
 
 /// `demo --addr` only matters with --serve; alone it was silently ignored.

@@ -1,6 +1,6 @@
 //! Integration tests on the bundled real demo dataset (data/demo).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn demo_dir() -> PathBuf {
@@ -10,17 +10,23 @@ fn demo_dir() -> PathBuf {
 /// `featdict demo` end to end: every token of the cache is accounted for, TopK's L0 of 32
 /// shows in the counts, and the features it calls interesting carry labels whose precision
 /// and recall are real fractions backed by examples.
+/// Runs `featdict demo` on the bundled data, writing `out`, with `extra` options.
+fn run_demo(out: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_featdict"))
+        .args(["demo", "--data"])
+        .arg(demo_dir())
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn demo_builds_labels_and_summarizes_real_features() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo.json");
-    let run = Command::new(env!("CARGO_BIN_EXE_featdict"))
-        .args(["demo", "--json", "--data"])
-        .arg(demo_dir())
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = run_demo(&out, &["--json"]);
     assert!(
         run.status.success(),
         "{}",
@@ -62,13 +68,7 @@ fn demo_builds_labels_and_summarizes_real_features() {
         .unwrap()
         .add_manual_label(7, "written in the browser")
         .unwrap();
-    let again = Command::new(env!("CARGO_BIN_EXE_featdict"))
-        .args(["demo", "--data"])
-        .arg(demo_dir())
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let again = run_demo(&out, &[]);
     assert!(
         again.status.success(),
         "{}",

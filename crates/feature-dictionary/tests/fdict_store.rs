@@ -1,7 +1,7 @@
 //! The native `.fdict` store: lossless round trips, the reader API, manual labels, search
 //! equivalence between SQL and memory, bad input, and the Neuronpedia export.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use feature_dictionary::model::{DictionaryConfig, LabelingStrategy};
 use feature_dictionary::query::synthetic::{self, Spec};
@@ -10,6 +10,19 @@ use feature_dictionary::store::{self, fdict::FdictReader, neuronpedia, seed_json
 use feature_dictionary::{build, ingest, FeatureDictionary};
 
 /// A real build over a constructed corpus: 3 sequences, 6 features with distinct patterns.
+/// A synthetic `.fdict` of `n_features` features as `s.fdict` in a fresh temporary
+/// directory (removed when the returned guard drops), with the spec that made it.
+fn synthetic_fdict(n_features: u64) -> (tempfile::TempDir, PathBuf, Spec) {
+    let dir = tempfile::tempdir().unwrap();
+    let fd = dir.path().join("s.fdict");
+    let spec = Spec {
+        n_features,
+        ..Default::default()
+    };
+    synthetic::write_fdict(&spec, &fd, &mut |_| {}).unwrap();
+    (dir, fd, spec)
+}
+
 fn built_dictionary(dir: &Path) -> FeatureDictionary {
     let words = [
         "the",
@@ -114,14 +127,8 @@ fn json_to_fdict_to_json_is_lossless() {
 
 #[test]
 fn synthetic_round_trip_and_reader_lookups() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = Spec {
-        n_features: 300,
-        ..Default::default()
-    };
+    let (_dir, fd, spec) = synthetic_fdict(300);
     let dict = synthetic::dictionary(&spec);
-    let fd = dir.path().join("s.fdict");
-    synthetic::write_fdict(&spec, &fd, &mut |_| {}).unwrap();
     let r = FdictReader::open(&fd).unwrap();
     for id in [0u64, 1, 17, 299] {
         assert_eq!(r.feature(id).unwrap().as_ref(), dict.get(id));
@@ -240,13 +247,7 @@ fn sql_and_memory_search_rank_the_same() {
 
 #[test]
 fn manual_labels_persist_and_rank_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = Spec {
-        n_features: 50,
-        ..Default::default()
-    };
-    let fd = dir.path().join("s.fdict");
-    synthetic::write_fdict(&spec, &fd, &mut |_| {}).unwrap();
+    let (_dir, fd, spec) = synthetic_fdict(50);
     let dead = synthetic::dictionary(&spec)
         .features()
         .find(|f| f.labels.is_empty())
@@ -357,13 +358,7 @@ fn bad_files_are_clear_errors() {
 
 #[test]
 fn failed_write_keeps_the_previous_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let fd = dir.path().join("s.fdict");
-    let spec = Spec {
-        n_features: 20,
-        ..Default::default()
-    };
-    synthetic::write_fdict(&spec, &fd, &mut |_| {}).unwrap();
+    let (dir, fd, spec) = synthetic_fdict(20);
     let (config, fs) = {
         let d = synthetic::dictionary(&spec);
         (d.config.clone(), d.feature_set.clone())
@@ -573,13 +568,7 @@ fn correlations_of_a_build_reach_the_neuronpedia_export_and_fdict_neighbours() {
 /// refuses to write a label into the file it still has open, where it would be lost.
 #[test]
 fn a_label_is_not_written_into_a_replaced_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let fd = dir.path().join("s.fdict");
-    let spec = Spec {
-        n_features: 10,
-        ..Default::default()
-    };
-    synthetic::write_fdict(&spec, &fd, &mut |_| {}).unwrap();
+    let (_dir, fd, spec) = synthetic_fdict(10);
     let mut w = FdictReader::open_rw(&fd).unwrap();
     assert!(!w.is_replaced());
     w.add_manual_label(1, "kept").unwrap();
@@ -598,13 +587,7 @@ fn a_label_is_not_written_into_a_replaced_file() {
 /// `Error::Unavailable` — nothing written, try again — and succeeds once the lock is free.
 #[test]
 fn a_label_write_behind_another_writer_is_unavailable_then_works() {
-    let dir = tempfile::tempdir().unwrap();
-    let fd = dir.path().join("s.fdict");
-    let spec = Spec {
-        n_features: 10,
-        ..Default::default()
-    };
-    synthetic::write_fdict(&spec, &fd, &mut |_| {}).unwrap();
+    let (_dir, fd, _) = synthetic_fdict(10);
     let mut w = FdictReader::open_rw(&fd).unwrap();
     w.connection()
         .busy_timeout(std::time::Duration::from_millis(50))
@@ -626,13 +609,7 @@ fn a_label_write_behind_another_writer_is_unavailable_then_works() {
 /// features, in the same order (newest first), with descriptions that mention them.
 #[test]
 fn manual_labels_carry_over_into_a_rebuilt_dictionary() {
-    let dir = tempfile::tempdir().unwrap();
-    let fd = dir.path().join("s.fdict");
-    let spec = Spec {
-        n_features: 10,
-        ..Default::default()
-    };
-    synthetic::write_fdict(&spec, &fd, &mut |_| {}).unwrap();
+    let (_dir, fd, spec) = synthetic_fdict(10);
     let mut w = FdictReader::open_rw(&fd).unwrap();
     w.add_manual_label(2, "first").unwrap();
     w.add_manual_label(2, "second").unwrap();

@@ -13,6 +13,13 @@ pub fn featdict(args: &[&str]) -> Output {
         .expect("run featdict")
 }
 
+/// `featdict build ACTS --tokens TOKENS --out OUT` with `extra` options.
+pub fn build(acts: &Path, tokens: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["build", s(acts), "--tokens", s(tokens), "--out", s(out)];
+    args.extend_from_slice(extra);
+    featdict(&args)
+}
+
 /// A path as a command-line argument.
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
