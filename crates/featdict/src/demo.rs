@@ -31,7 +31,8 @@ pub struct DemoArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Machine-readable summary.
+    /// Machine-readable summary (pretty JSON; with --serve, JSON Lines: the summary on one
+    /// line, then `{"url", "dict"}` once the server listens).
     #[arg(long)]
     json: bool,
     /// Then browse the dictionary in the web UI (written as a `.fdict` next to --out).
@@ -182,20 +183,12 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     } else {
         0
     };
-    if kept > 0 && !a.json {
+    if kept > 0 {
         eprintln!("kept {kept} manual label(s) from {}", fdict.display());
     }
     store::save(&dict, &a.out)?;
     let took = started.elapsed().as_secs_f64();
-    summarize(
-        &dict,
-        &data,
-        &a.out,
-        a.count,
-        took,
-        timings.accumulate_seconds,
-        a.json,
-    )?;
+    summarize(&dict, &data, &a, took, timings.accumulate_seconds)?;
     if a.serve {
         store::save(&dict, &fdict)?;
         crate::serve::run(crate::serve::ServeArgs {
@@ -210,12 +203,11 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
 fn summarize(
     dict: &FeatureDictionary,
     data: &Path,
-    out: &Path,
-    n: usize,
+    a: &DemoArgs,
     took: f64,
     pass: f64,
-    as_json: bool,
 ) -> Result<()> {
+    let (out, n, as_json, one_line) = (&a.out, a.count, a.json, a.serve);
     let st = dict.statistics();
     let mut ranked: Vec<&Feature> = dict.features().filter(|f| interest(f) > 0.0).collect();
     ranked.sort_by(|a, b| interest(b).total_cmp(&interest(a)).then(a.id.cmp(&b.id)));
@@ -236,16 +228,20 @@ fn summarize(
                 })
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "data": data,
-                "output": out,
-                "seconds": took,
-                "statistics": st,
-                "interesting_features": rows,
-            }))?
-        );
+        let summary = json!({
+            "data": data,
+            "output": out,
+            "seconds": took,
+            "statistics": st,
+            "interesting_features": rows,
+        });
+        // The server prints its address as a second document: one line each keeps stdout
+        // parseable line by line.
+        if one_line {
+            println!("{summary}");
+        } else {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
         return Ok(());
     }
     println!(

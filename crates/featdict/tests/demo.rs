@@ -68,13 +68,31 @@ fn demo_builds_labels_and_summarizes_real_features() {
         .unwrap()
         .add_manual_label(7, "written in the browser")
         .unwrap();
-    let again = run_demo(&out, &[]);
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    assert!(String::from_utf8_lossy(&again.stderr).contains("kept 1 manual label(s)"));
+    // This run also serves: with --json its stdout is JSON Lines (the summary, then the
+    // address once listening), parseable line by line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_featdict"))
+        .args(["demo", "--data"])
+        .arg(demo_dir())
+        .arg("--out")
+        .arg(&out)
+        .args(["--json", "--serve", "--addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let summary: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let listening: serde_json::Value =
+        serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    child.kill().unwrap();
+    let stopped = child.wait_with_output().unwrap();
+    assert_eq!(summary["statistics"]["total_features"], 4608);
+    assert!(listening["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
+    assert_eq!(listening["dict"], fdict.to_str().unwrap());
+    assert!(String::from_utf8_lossy(&stopped.stderr).contains("kept 1 manual label(s)"));
     let rebuilt = feature_dictionary::store::load(&out).unwrap();
     assert_eq!(rebuilt.get(7).unwrap().labels[0], "written in the browser");
 }
