@@ -36,8 +36,9 @@ pub fn default_threads() -> usize {
 /// batch's transpose holds 8 bytes per nonzero value (≈ 50 MiB at 5 % density).
 pub const VALUES_PER_BATCH: usize = 128 << 20;
 
-/// Values per dense batch when values are converted into a buffer (f16, bf16, f64, or an
-/// unaligned f32 file): 32 Mi values, a 128 MiB buffer.
+/// Values per dense batch when values are converted into a buffer (f16, bf16, f64, an
+/// unaligned f32 file, or a Fortran-order file, whose rows are gathered from its columns):
+/// 32 Mi values, a 128 MiB buffer.
 pub const CONVERTED_VALUES_PER_BATCH: usize = 32 << 20;
 
 /// Streams every batch of `source` into `acc`; `progress` gets the rows done so far.

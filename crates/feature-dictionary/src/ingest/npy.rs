@@ -180,18 +180,17 @@ pub fn dense_dtype(path: &Path, descr: &str) -> Result<DenseDtype> {
 }
 
 /// Opens an `.npy` file of activations shaped `[tokens, features]` or
-/// `[sequences, seq_len, features]`.
+/// `[sequences, seq_len, features]`, in C order or in Fortran (column-major) order (what
+/// `np.save` writes for a transposed array such as `acts.T`), read as the same rows.
 pub fn open(path: &Path) -> Result<DenseMatrix> {
     let map = super::dense::map_file_expecting(path, "a NumPy .npy array of activations")?;
     let header = parse_header(path, &map)?;
-    if header.fortran_order {
-        return Err(Error::format(
-            path,
-            "array is stored in Fortran (column-major) order; expected C order — save it with numpy.ascontiguousarray",
-        ));
-    }
     let dtype = dense_dtype(path, &header.descr)?;
-    DenseMatrix::new(path, map, header.data_offset, dtype, &header.shape)
+    if header.fortran_order {
+        DenseMatrix::new_fortran_order(path, map, header.data_offset, dtype, &header.shape)
+    } else {
+        DenseMatrix::new(path, map, header.data_offset, dtype, &header.shape)
+    }
 }
 
 /// Writes a C-order little-endian float32 `.npy` (format 1.0) of `shape`.
