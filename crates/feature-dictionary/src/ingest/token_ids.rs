@@ -72,12 +72,6 @@ impl TokenIdMatrix {
     /// Parses `.npy` bytes already in memory.
     pub fn from_npy_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
         let h = super::npy::parse_header(path, bytes)?;
-        if h.fortran_order {
-            return Err(Error::format(
-                path,
-                "token ids are stored in Fortran order; expected C order",
-            ));
-        }
         let (size, signed) = match h.descr.as_str() {
             "<i4" => (4, true),
             "<i8" => (8, true),
@@ -109,6 +103,16 @@ impl TokenIdMatrix {
                 ),
             ));
         }
+        // Fortran order (`np.save` of a transposed array): reordered into C order here, so
+        // what follows (and its error locations) sees `[sequences, seq_len]` row by row.
+        let c_order;
+        let data = match *h.shape.as_slice() {
+            [n_seq, seq_len] if h.fortran_order => {
+                c_order = fortran_to_c_order(data, n_seq as usize, seq_len as usize, size);
+                &c_order[..]
+            }
+            _ => data,
+        };
         if size == 8 && !signed {
             // Mapped to i64 below, a huge uint64 would be reported as some other number.
             if let Some((i, v)) = data
@@ -176,6 +180,23 @@ impl TokenIdMatrix {
         let lengths = vec![self.seq_len; self.n_sequences as usize];
         Ok(TokenSequences::new(path, vocab, self.ids, &lengths))
     }
+}
+
+/// The bytes of a Fortran-order `[n_seq, seq_len]` array of `size`-byte elements (element
+/// `(s, l)` at `s + n_seq·l`) in C order (at `s·seq_len + l`).
+fn fortran_to_c_order(data: &[u8], n_seq: usize, seq_len: usize, size: usize) -> Vec<u8> {
+    if data.is_empty() {
+        // A shape such as (2**60, 0) holds nothing; don't loop over its sequences.
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(data.len());
+    for s in 0..n_seq {
+        for l in 0..seq_len {
+            let at = (s + n_seq * l) * size;
+            out.extend_from_slice(&data[at..at + size]);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -252,5 +273,74 @@ mod tests {
             e.contains(&format!("token id {big} at sequence 1, position 1")),
             "{e}"
         );
+    }
+
+    /// `npy(...)` with `'fortran_order': True` (same header length).
+    fn fortran(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = npy(descr, shape, data);
+        let at = b.windows(5).position(|w| w == b"False").unwrap();
+        b[at..at + 5].copy_from_slice(b"True ");
+        b
+    }
+
+    #[test]
+    fn fortran_order_ids_read_as_c_order() {
+        let p = Path::new("ids.npy");
+        // ids[s][l] = 10·s + l for 3 sequences of 4 tokens.
+        let c: Vec<i64> = (0..3)
+            .flat_map(|s| (0..4).map(move |l| 10 * s + l))
+            .collect();
+        let f: Vec<i64> = (0..4)
+            .flat_map(|l| (0..3).map(move |s| 10 * s + l))
+            .collect();
+        for (descr, size) in [("<i4", 4), ("<i8", 8), ("<u2", 2), ("<u4", 4), ("<u8", 8)] {
+            let bytes = |v: &[i64]| -> Vec<u8> {
+                v.iter()
+                    .flat_map(|&x| x.to_le_bytes()[..size].to_vec())
+                    .collect()
+            };
+            let from_c = TokenIdMatrix::from_npy_bytes(p, &npy(descr, "(3, 4)", &bytes(&c)));
+            let from_f = TokenIdMatrix::from_npy_bytes(p, &fortran(descr, "(3, 4)", &bytes(&f)));
+            let (from_c, from_f) = (from_c.unwrap(), from_f.unwrap());
+            assert_eq!(from_f, from_c, "{descr}");
+            assert_eq!(from_f.ids[4 + 2], 12, "{descr}");
+            assert_eq!((from_f.n_sequences, from_f.seq_len), (3, 4));
+        }
+        // 1-D and single-row/column arrays are the same in both orders.
+        let one: Vec<u8> = [5i32, 6].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(
+            TokenIdMatrix::from_npy_bytes(p, &fortran("<i4", "(1, 2)", &one)).unwrap(),
+            TokenIdMatrix::from_npy_bytes(p, &npy("<i4", "(1, 2)", &one)).unwrap()
+        );
+        assert!(TokenIdMatrix::from_npy_bytes(p, &fortran("<i4", "(2,)", &one)).is_err());
+        // A bad id is reported where it is in the array, not where it is in the file.
+        let mut bad = f.clone();
+        bad[3 + 2] = -7; // sequence 2, position 1
+        let e = TokenIdMatrix::from_npy_bytes(p, &fortran("<i8", "(3, 4)", &bytes8(&bad)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("token id -7 at sequence 2, position 1"), "{e}");
+        let mut big: Vec<u64> = f.iter().map(|&v| v as u64).collect();
+        big[3 * 3 + 1] = 1 << 40; // sequence 1, position 3
+        let big: Vec<u8> = big.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let e = TokenIdMatrix::from_npy_bytes(p, &fortran("<u8", "(3, 4)", &big))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "token id {} at sequence 1, position 3",
+                1u64 << 40
+            )),
+            "{e}"
+        );
+        // Nothing to reorder in a shape with no elements, however many sequences it claims.
+        let e = TokenIdMatrix::from_npy_bytes(p, &fortran("<i4", "(1152921504606846976, 0)", &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sequences of length 0"), "{e}");
+    }
+
+    fn bytes8(v: &[i64]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
     }
 }
