@@ -459,7 +459,10 @@ impl DenseMatrix {
     /// - `[tokens, F]`: they are a prefix of each of the F columns. Dropping those takes one
     ///   `madvise` per column, so it is done in steps, once every column has at least
     ///   [`COLUMN_RELEASE_BYTES`] behind the scan: resident memory behind the scan stays below
-    ///   F × that, whatever the number of tokens.
+    ///   F × that, whatever the number of tokens. Ahead of the scan the kernel maps what it
+    ///   chooses: recent kernels map a page-cache folio whole on a fault, up to 2 MiB on
+    ///   x86-64, so up to about F × 4 MiB (two folios when a batch straddles them) can be
+    ///   mapped there — bounded too, and clean page cache the kernel can reclaim.
     /// - `[S, L, F]`: they are a prefix of each of the F × L per-position runs of S values
     ///   (row `(s, l)` of feature `f` is at `s + S·l + S·L·f`). A run is S × 4 bytes for
     ///   float32, often a page or less, so little of it lies on whole pages behind the scan
