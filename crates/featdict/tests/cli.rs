@@ -305,6 +305,58 @@ fn peak_memory_does_not_grow_with_tokens() {
     );
 }
 
+/// A Fortran-order `[tokens, F]` file (`np.save(path, acts.T)`, each feature's column
+/// contiguous) builds the same dictionary as its C-order copy, and its columns' pages are
+/// dropped behind the scan (in steps of 64 KiB per column), so the whole file never stays
+/// mapped. What stays mapped ahead of the scan is the kernel's choice: it maps page-cache
+/// folios whole, up to 2 MiB on x86-64, two per column when a batch straddles them.
+#[test]
+fn fortran_order_columns_are_not_all_kept_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    // 4 columns of 16 MiB (4 Mi tokens), so what is dropped dwarfs what the kernel maps ahead.
+    let (f, n_seq) = (4, 32 * 1024);
+    let (c_order, toks) = synthetic(dir.path(), "long", n_seq, f);
+    let run = |acts: &Path, out: &Path| {
+        let o = build(
+            acts,
+            &toks,
+            out,
+            &["--json", "-q", "--batch-values", "262144"],
+        );
+        assert_success(&o);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            v["statistics"]["total_tokens_processed"],
+            (n_seq * 128) as u64
+        );
+        v["peak_rss_bytes"].as_u64().expect("Linux reports VmHWM") as f64
+    };
+    let (out_c, out_f) = (dir.path().join("c.json"), dir.path().join("f.json"));
+    let peak_c = run(&c_order, &out_c);
+    let bytes = std::fs::read(&c_order).unwrap();
+    let header = npy::parse_header(&c_order, &bytes).unwrap();
+    std::fs::remove_file(&c_order).unwrap(); // not both on disk at once
+    let fortran = dir.path().join("long-fortran.npy");
+    let data = &bytes[header.data_offset..];
+    write_npy(&fortran, "<f4", &[n_seq * 128, f], true, data);
+    let file = data.len() as f64;
+    drop(bytes);
+    let peak_f = run(&fortran, &out_f);
+    eprintln!(
+        "peak RSS over a {:.0} MiB file: C order {:.1} MiB, Fortran order {:.1} MiB",
+        file / 1048576.0,
+        peak_c / 1048576.0,
+        peak_f / 1048576.0
+    );
+    assert!(
+        std::fs::read(&out_c).unwrap() == std::fs::read(&out_f).unwrap(),
+        "the two orders built different dictionaries"
+    );
+    // Kept whole, the file would add 64 MiB; at most 4 columns × 2 folios × 2 MiB (plus
+    // 64 KiB behind the scan, and a 1 MiB gather buffer) may be mapped.
+    assert!(peak_f < peak_c + file / 2.0, "C {peak_c} Fortran {peak_f}");
+}
+
 #[test]
 fn top_k_zero_keeps_statistics_without_examples() {
     let dir = tempfile::tempdir().unwrap();

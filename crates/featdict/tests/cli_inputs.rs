@@ -651,3 +651,155 @@ fn encode_writes_only_a_safetensors_file_that_is_not_its_input() {
     );
     assert_eq!(std::fs::read(&copy).unwrap(), before);
 }
+
+/// A float16's bits for `v`, which must be 0, NaN or a normal float16 exactly.
+fn f16_bits(v: f32) -> u16 {
+    if v == 0.0 {
+        return 0;
+    }
+    if v.is_nan() {
+        return 0x7e00;
+    }
+    let b = v.to_bits();
+    let e = ((b >> 23) & 0xff) as i32 - 127 + 15;
+    assert!(e > 0 && e < 31 && b & 0x1fff == 0, "{v} is not a float16");
+    (((b >> 16) & 0x8000) | (e as u32) << 10 | ((b >> 13) & 0x3ff)) as u16
+}
+
+/// `n_seq` sequences of `seq_len` rows × `f` features, sparse, on a 1/8 grid (exact in
+/// float16): feature j fires at every (2 + j mod 4)-th position, and at random elsewhere.
+fn sparse_grid(n_seq: usize, seq_len: usize, f: usize) -> Vec<f32> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut v = Vec::with_capacity(n_seq * seq_len * f);
+    for _ in 0..n_seq {
+        for p in 0..seq_len {
+            for j in 0..f {
+                let fires = p % (2 + j % 4) == 0 || next() % 5 == 0;
+                v.push(if fires {
+                    (1 + next() % 40) as f32 / 8.0
+                } else {
+                    0.0
+                });
+            }
+        }
+    }
+    v
+}
+
+/// The dictionary `featdict build` wrote, as JSON.
+fn built(acts: &Path, tokens: (&str, &Path), out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "build",
+        s(acts),
+        tokens.0,
+        s(tokens.1),
+        "--out",
+        s(out),
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    assert_success(&featdict(&args));
+    serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+}
+
+/// A Fortran-order `.npy` (`np.save(path, acts.T)`) builds the dictionary its C-order copy
+/// builds, whatever the batch size (batches of 2 and 7 rows cut through sequences) and
+/// thread count; so do Fortran-order token ids.
+#[test]
+fn fortran_order_npy_builds_what_c_order_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (n_seq, seq_len, f) = (6, 10, 12);
+    let values = sparse_grid(n_seq, seq_len, f);
+    let tokens: Vec<Vec<String>> = (0..n_seq)
+        .map(|q| {
+            (0..seq_len)
+                .map(|p| format!("w{}", (q * 7 + p * 3) % 11))
+                .collect()
+        })
+        .collect();
+    let toks = tmp.path().join("tokens.json");
+    std::fs::write(&toks, serde_json::to_string(&tokens).unwrap()).unwrap();
+    let ids: Vec<u8> = (0..n_seq * seq_len)
+        .flat_map(|r| (((r / seq_len) * 7 + (r % seq_len) * 3) % 11).to_le_bytes())
+        .collect();
+    let (ids_c, ids_f) = (tmp.path().join("ids-c.npy"), tmp.path().join("ids-f.npy"));
+    write_npy(&ids_c, "<i8", &[n_seq, seq_len], false, &ids);
+    write_npy(&ids_f, "<i8", &[n_seq, seq_len], true, &ids);
+
+    let f16: Vec<u8> = values
+        .iter()
+        .flat_map(|&v| f16_bits(v).to_le_bytes())
+        .collect();
+    let f32: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    for (name, descr, shape, bytes) in [
+        ("f16-3d", "<f2", vec![n_seq, seq_len, f], &f16),
+        ("f32-2d", "<f4", vec![n_seq * seq_len, f], &f32),
+    ] {
+        let (c, fo) = (
+            tmp.path().join(format!("{name}-c.npy")),
+            tmp.path().join(format!("{name}-f.npy")),
+        );
+        write_npy(&c, descr, &shape, false, bytes);
+        write_npy(&fo, descr, &shape, true, bytes);
+        let out = tmp.path().join(format!("{name}.json"));
+        let reference = built(&c, ("--tokens", &toks), &out, &["--threads", "1"]);
+        assert_eq!(
+            reference["feature_set"]["features"]["0"]["activation_count"].as_u64(),
+            Some(values.iter().step_by(f).filter(|&&v| v >= 0.01).count() as u64),
+            "{name}"
+        );
+        for threads in ["1", "2"] {
+            for batch in [2 * f, 7 * f, 1 << 20] {
+                let batch = batch.to_string();
+                let got = built(
+                    &fo,
+                    ("--tokens", &toks),
+                    &out,
+                    &["--threads", threads, "--batch-values", &batch],
+                );
+                assert!(
+                    got == reference,
+                    "{name}: threads {threads}, --batch-values {batch}"
+                );
+            }
+        }
+        // Token ids in either order (shown as [id] without a tokenizer).
+        let by_ids = built(&c, ("--token-ids", &ids_c), &out, &[]);
+        assert!(
+            built(
+                &fo,
+                ("--token-ids", &ids_f),
+                &out,
+                &["--batch-values", "36"]
+            ) == by_ids
+        );
+        assert_eq!(
+            reference["feature_set"]["features"]["3"]["activation_count"],
+            by_ids["feature_set"]["features"]["3"]["activation_count"]
+        );
+    }
+
+    // A NaN is reported at its sequence, position and feature.
+    let mut with_nan = values.clone();
+    with_nan[(4 * seq_len + 7) * f + 9] = f32::NAN;
+    let bytes: Vec<u8> = with_nan
+        .iter()
+        .flat_map(|&v| f16_bits(v).to_le_bytes())
+        .collect();
+    let fo = tmp.path().join("nan-f.npy");
+    write_npy(&fo, "<f2", &[n_seq, seq_len, f], true, &bytes);
+    let out = tmp.path().join("nan.json");
+    for batch in ["24", "1000000"] {
+        assert_clean_error(
+            &build(&fo, &toks, &out, &["-q", "--batch-values", batch]),
+            &[s(&fo), "non-finite", "sequence 4, position 7, feature 9"],
+        );
+        assert!(!out.exists());
+    }
+}
