@@ -146,6 +146,9 @@ def _as_float_2d(activations: Any, what: str = "activations") -> np.ndarray:
             f"{what} must be [seq_len, num_features]; got an array of shape {arr.shape}"
             + (" (use process_batch for [batch, seq_len, num_features])" if arr.ndim == 3 else "")
         )
+    # The engine reads rows in place, so a Fortran-ordered array (np.asfortranarray, a
+    # transposed array or torch tensor) or a strided view is copied into C order here, the
+    # same values; a C-contiguous array is passed through without a copy.
     return np.ascontiguousarray(arr)
 
 
@@ -297,6 +300,8 @@ class FeatureExtractor:
             if arr.dtype not in (np.float32, np.float16):
                 _check_numeric(arr, "batch_activations")
                 arr = arr.astype(np.float32)
+            # A copy only when not C-contiguous (Fortran-ordered, transposed or strided: see
+            # _as_float_2d); reshaping that to rows is then a view.
             arr = np.ascontiguousarray(arr).reshape(b * l, f)
             return self._run(arr, toks, [l] * b, batch_contexts)
         seqs = list(batch_activations)

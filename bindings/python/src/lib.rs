@@ -510,7 +510,8 @@ fn settings_difference(a: &Settings, b: &Settings) -> Option<String> {
 }
 
 /// A 2-D numpy array's values (it must be C-contiguous: the engine reads rows in place) and
-/// its shape.
+/// its shape. The Python layer (`extraction.py`) copies Fortran-ordered and strided arrays
+/// into C order before calling in, so the error is for direct callers of `_engine`.
 fn contiguous<'a, T: numpy::Element>(
     acts: &'a PyReadonlyArray2<'_, T>,
 ) -> PyResult<(&'a [T], [usize; 2])> {
