@@ -209,7 +209,8 @@ impl Ctx<'_> {
         let sketch = &part.tokens[local];
         let mut toks: Vec<(u32, u64)> = sketch.entries().collect();
         // Ties by token id: with tokenizer ids that is the tokenizer's order (what truth
-        // tables such as "smaller token id" rely on).
+        // tables such as "smaller token id" rely on); a string several ids decode to is
+        // counted under, and ordered by, the smallest of them.
         toks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let held: u64 = toks.iter().map(|t| t.1).sum();
         let mut entropy = 0.0;

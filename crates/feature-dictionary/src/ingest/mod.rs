@@ -51,7 +51,8 @@ pub struct SparseRows {
 pub struct ActivationBatch<'a> {
     /// Features per row.
     pub n_features: usize,
-    /// Token id of each row.
+    /// Token id of each row, one id per distinct string: token statistics are keyed by id,
+    /// so ids of the vocabulary that share a string arrive as one (see [`Vocab`]).
     pub tokens: Vec<TokenId>,
     /// Sequence index of each row.
     pub sequences: Vec<u64>,
@@ -105,7 +106,7 @@ pub trait ActivationSource {
     fn n_features(&self) -> usize;
     /// Total rows to be accumulated, when known (for progress bars).
     fn n_tokens_hint(&self) -> Option<u64>;
-    /// Strings of the token ids the batches carry.
+    /// Strings of the token ids the batches carry (batches carry one id per string).
     fn vocab(&self) -> &Vocab;
     /// A name for messages (usually the activation file's path).
     fn describe(&self) -> &std::path::Path;

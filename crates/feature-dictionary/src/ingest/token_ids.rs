@@ -1,5 +1,6 @@
 //! Token ids (`.npy` int32/int64 `[sequences, seq_len]`, or a delphi cache's `tokens`
-//! tensor) turned into [`TokenSequences`] whose vocabulary is the tokenizer's.
+//! tensor) turned into [`TokenSequences`] whose vocabulary is the tokenizer's, with ids
+//! that decode to the same string pooled under one id.
 
 use std::path::Path;
 
@@ -145,6 +146,9 @@ impl TokenIdMatrix {
 
     /// Pairs the ids with `vocab` (a tokenizer's, ids = tokenizer ids). Without one, each
     /// token is shown as its id in brackets, e.g. `[1024]`.
+    ///
+    /// Ids that decode to the same string become one id, the smallest
+    /// ([`TokenSequences::new`]); this matrix keeps the ids as given.
     pub fn into_sequences(self, path: &Path, vocab: Option<Vocab>) -> Result<TokenSequences> {
         let vocab = match vocab {
             Some(v) => {

@@ -22,7 +22,25 @@ pub struct TokenSequences {
 
 impl TokenSequences {
     /// Builds from ids and sequence lengths.
-    pub fn new(path: impl Into<PathBuf>, vocab: Vocab, ids: Vec<TokenId>, lengths: &[u64]) -> Self {
+    ///
+    /// When ids of `vocab` share a string (a tokenizer's vocabulary), each id is replaced by
+    /// its string's canonical id ([`Vocab::canonical_ids`]): every statistic downstream is
+    /// keyed by id, and a string must be counted once whichever ids stood for it.
+    pub fn new(
+        path: impl Into<PathBuf>,
+        vocab: Vocab,
+        mut ids: Vec<TokenId>,
+        lengths: &[u64],
+    ) -> Self {
+        if vocab.has_shared_strings() {
+            let canonical = vocab.canonical_ids();
+            for id in &mut ids {
+                // An id outside the vocabulary (readers refuse those) is left as it is.
+                if let Some(&c) = canonical.get(*id as usize) {
+                    *id = c;
+                }
+            }
+        }
         let mut offsets = Vec::with_capacity(lengths.len() + 1);
         offsets.push(0);
         let mut acc = 0;
@@ -82,7 +100,9 @@ impl TokenSequences {
         &self.vocab
     }
 
-    /// All token ids, sequence after sequence.
+    /// All token ids, sequence after sequence: one id per distinct string (for token-id
+    /// input, the smallest tokenizer id with the token's string, not necessarily the id in
+    /// the input).
     pub fn ids(&self) -> &[TokenId] {
         &self.ids
     }

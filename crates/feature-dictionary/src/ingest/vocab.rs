@@ -8,7 +8,14 @@ pub type TokenId = u32;
 /// The strings of all tokens seen, addressed by [`TokenId`].
 ///
 /// Ids are either interned in order of first appearance (token-string inputs) or given by a
-/// tokenizer's vocabulary (token-id inputs), in which case two ids may share a string.
+/// tokenizer's vocabulary (token-id inputs), in which case two ids may share a string: in a
+/// byte-level BPE vocabulary every id holding part of a multi-byte UTF-8 character decodes
+/// on its own to U+FFFD (SmolLM2's 49,152 ids: 265 to "\u{FFFD}", 37 to " \u{FFFD}", 10 to
+/// "\u{FFFD}\u{FFFD}").
+///
+/// A dictionary counts tokens by their string, so the ids that batches carry must be one per
+/// string: [`TokenSequences::new`](super::TokenSequences::new) replaces every id by its
+/// string's canonical id ([`Vocab::canonical_ids`], the smallest id with that string).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Vocab {
     strings: Vec<String>,
@@ -21,10 +28,12 @@ impl Vocab {
         Self::default()
     }
 
-    /// A vocabulary whose ids are the positions in `strings` (e.g. a tokenizer's).
+    /// A vocabulary whose ids are the positions in `strings` (e.g. a tokenizer's); strings
+    /// may repeat.
     pub fn from_strings(strings: Vec<String>) -> Self {
         let mut index = HashMap::with_capacity(strings.len());
         for (i, s) in strings.iter().enumerate() {
+            // The first id wins: the canonical id of a shared string is its smallest.
             index.entry(s.clone()).or_insert(i as TokenId);
         }
         Self { strings, index }
@@ -41,7 +50,18 @@ impl Vocab {
         id
     }
 
-    /// Id of `token` if known.
+    /// Whether some ids share a string (only possible with [`Vocab::from_strings`]).
+    pub fn has_shared_strings(&self) -> bool {
+        self.index.len() < self.strings.len()
+    }
+
+    /// The canonical id of every id: the smallest id with the same string (an id whose
+    /// string no other id has is its own canonical id).
+    pub fn canonical_ids(&self) -> Vec<TokenId> {
+        self.strings.iter().map(|s| self.index[s]).collect()
+    }
+
+    /// Id of `token` if known (the smallest, when several ids share it).
     pub fn get(&self, token: &str) -> Option<TokenId> {
         self.index.get(token).copied()
     }
@@ -76,5 +96,30 @@ impl Vocab {
     pub fn join<'a>(&self, tokens: impl IntoIterator<Item = &'a str>) -> String {
         let sep = if self.tokens_carry_spaces() { "" } else { " " };
         tokens.into_iter().collect::<Vec<_>>().join(sep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_strings_have_their_smallest_id_as_canonical_id() {
+        let v = Vocab::from_strings(
+            ["a", "\u{FFFD}", "b", "\u{FFFD}", "a", "\u{FFFD}"]
+                .map(String::from)
+                .to_vec(),
+        );
+        assert!(v.has_shared_strings());
+        assert_eq!(v.canonical_ids(), vec![0, 1, 2, 1, 0, 1]);
+        assert_eq!(v.get("\u{FFFD}"), Some(1));
+        assert_eq!(v.token(5), "\u{FFFD}");
+
+        let mut interned = Vocab::new();
+        for t in ["x", "y", "x"] {
+            interned.intern(t);
+        }
+        assert!(!interned.has_shared_strings());
+        assert_eq!(interned.canonical_ids(), vec![0, 1]);
     }
 }

@@ -1,9 +1,10 @@
 //! `token_frequency`: the tokens a feature fires on, each scored over all tokens processed.
 //!
-//! Evidence is `metadata.top_tokens` — per token: firings of the feature, occurrences in the
-//! corpus — which the accumulator counts exactly while a feature fires on at most
-//! `token_sketch_capacity` distinct tokens (otherwise firings are Misra–Gries lower bounds,
-//! error ≤ firings / (capacity + 1), and the label's evidence says so).
+//! Evidence is `metadata.top_tokens` — per token string: firings of the feature, occurrences
+//! in the corpus, whichever token ids the string was read as — which the accumulator counts
+//! exactly while a feature fires on at most `token_sketch_capacity` distinct tokens
+//! (otherwise firings are Misra–Gries lower bounds, error ≤ firings / (capacity + 1), and the
+//! label's evidence says so).
 //!
 //! Label text: `token:` followed by the token exactly as stored (`token: the` for " the").
 
@@ -28,9 +29,10 @@ pub struct ScoredToken {
 /// Ties (equal precision and firings under [`super::Rank::Precision`]) keep the order of
 /// `top_tokens`, which finalize writes by firings descending, then token id ascending — so
 /// the ranking is exactly "highest precision, then more firings, then smaller token id".
-/// Token ids are the tokenizer's when the input carried ids; with token-string input (a
-/// tokens JSON) they are assigned in order of first appearance, so exact ties then resolve
-/// by first appearance instead.
+/// Token ids are the tokenizer's when the input carried ids (for a string that several ids
+/// decode to, e.g. U+FFFD, the smallest of them: its firings and occurrences are those of
+/// all its ids); with token-string input (a tokens JSON) they are assigned in order of first
+/// appearance, so exact ties then resolve by first appearance instead.
 pub fn scored_tokens(feature: &Feature, options: &LabelOptions) -> Vec<ScoredToken> {
     let total = feature.activation_count;
     let mut v: Vec<ScoredToken> = feature

@@ -228,7 +228,8 @@ pub struct PositionStats {
 /// A token the feature fires on, with its corpus-wide count.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenCount {
-    /// Token as a person reads it.
+    /// Token as a person reads it. Counts are per string: with token-id input, every id that
+    /// decodes to this string is counted here.
     pub token: String,
     /// Firings of the feature on this token (a lower bound when the sketch was not exact).
     pub firings: u64,
@@ -391,8 +392,8 @@ pub struct FeatureSetMetadata {
     /// Non-finite activation values skipped during the build.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub nonfinite_values: u64,
-    /// Occurrences of every token in the corpus, `[token, count]`, most common first —
-    /// the denominators of label precision.
+    /// Occurrences of every token string in the corpus (ids that decode alike counted
+    /// together), `[token, count]`, most common first — the denominators of label precision.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub token_counts: Vec<(String, u64)>,
     /// Features left out of this file by an output filter (e.g. `--drop-dead`).
