@@ -803,3 +803,118 @@ fn fortran_order_npy_builds_what_c_order_builds() {
         assert!(!out.exists());
     }
 }
+
+/// `build --token-ids --tokenizer` counts the ids that decode to one string (here three
+/// partial UTF-8 bytes, all U+FFFD) as one token, as `build --tokens` does with the decoded
+/// strings: the same top tokens, corpus counts, label precision/recall and token search.
+#[test]
+fn token_ids_that_decode_alike_are_one_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    // Byte-level BPE: `Ã` (0xC3), `Â` (0xC2) and `â` (0xE2) are lone UTF-8 lead bytes.
+    std::fs::write(
+        p("tokenizer.json"),
+        r#"{"model":{"type":"BPE","vocab":{"\u0120a":0,"\u00c3":1,"\u00c2":2,"\u00e2":3}},
+            "decoder":{"type":"ByteLevel"}}"#,
+    )
+    .unwrap();
+    let ids = [0u32, 1, 0, 2, 3, 0, 1, 2];
+    write_ids(&p("ids.npy"), &ids, 2, 4);
+    let strings: Vec<Vec<&str>> = ids
+        .chunks(4)
+        .map(|s| {
+            s.iter()
+                .map(|&t| if t == 0 { " a" } else { "\u{FFFD}" })
+                .collect()
+        })
+        .collect();
+    std::fs::write(p("tokens.json"), serde_json::to_string(&strings).unwrap()).unwrap();
+    // Feature 0 fires on ids 1 and 2 (not 3); feature 1 on every token.
+    let acts: Vec<f32> = ids
+        .iter()
+        .enumerate()
+        .flat_map(|(r, &t)| {
+            [
+                if t == 1 || t == 2 {
+                    1.0 + r as f32
+                } else {
+                    0.0
+                },
+                0.5,
+            ]
+        })
+        .collect();
+    feature_dictionary::ingest::npy::write_f32(&p("acts.npy"), &[8, 2], &acts).unwrap();
+
+    let (by_ids, by_strings) = (p("ids.fdict"), p("strings.fdict"));
+    ok(&[
+        "build",
+        s(&p("acts.npy")),
+        "--token-ids",
+        s(&p("ids.npy")),
+        "--tokenizer",
+        s(&p("tokenizer.json")),
+        "--out",
+        s(&by_ids),
+        "-q",
+    ]);
+    ok(&[
+        "build",
+        s(&p("acts.npy")),
+        "--tokens",
+        s(&p("tokens.json")),
+        "--out",
+        s(&by_strings),
+        "-q",
+    ]);
+    for d in [&by_ids, &by_strings] {
+        ok(&["label", s(d), "--strategies", "token_frequency"]);
+    }
+
+    let fffd = |firings, occurrences| feature_dictionary::model::TokenCount {
+        token: "\u{FFFD}".into(),
+        firings,
+        occurrences,
+    };
+    let a = feature_dictionary::store::load(&by_ids).unwrap();
+    let b = feature_dictionary::store::load(&by_strings).unwrap();
+    let f0 = a.get(0).unwrap();
+    assert_eq!(f0.metadata.top_tokens, vec![fffd(4, 5)]);
+    let label = &f0.metadata.label_details[0];
+    assert_eq!(label.text, "token:\u{FFFD}");
+    assert_eq!((label.precision, label.recall), (Some(0.8), Some(1.0)));
+    assert_eq!(
+        a.feature_set.metadata.token_counts,
+        vec![("\u{FFFD}".to_string(), 5), (" a".to_string(), 3)]
+    );
+    for id in [0, 1] {
+        let (x, y) = (a.get(id).unwrap(), b.get(id).unwrap());
+        assert_eq!(x.metadata.top_tokens, y.metadata.top_tokens, "feature {id}");
+        assert_eq!(
+            x.metadata.label_details, y.metadata.label_details,
+            "feature {id}"
+        );
+    }
+    assert_eq!(
+        a.feature_set.metadata.token_counts,
+        b.feature_set.metadata.token_counts
+    );
+
+    // Token search over the .fdict sees the pooled firings (one row per token and feature).
+    let v = ok(&[
+        "search",
+        s(&by_ids),
+        "--token",
+        "\u{FFFD}",
+        "--by",
+        "firings",
+        "--json",
+    ]);
+    let hits: Vec<(u64, f64)> = v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["id"].as_u64().unwrap(), h["score"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(hits, vec![(1, 5.0), (0, 4.0)]);
+}
