@@ -287,7 +287,8 @@ impl Accumulator {
     }
 
     /// Like [`Accumulator::merge`], for an accumulator whose token ids index a different
-    /// vocabulary: `map[old_id]` is the id in this accumulator's vocabulary.
+    /// vocabulary: `map[old_id]` is the id in this accumulator's vocabulary. Several old ids
+    /// may map to one (e.g. a tokenizer's ids mapped by string); their counts add up.
     pub fn merge_remapped(&mut self, mut other: Accumulator, map: &[TokenId]) -> Result<()> {
         let mut counts = vec![0u64; self.token_counts.len()];
         for (old, &c) in other.token_counts.iter().enumerate() {

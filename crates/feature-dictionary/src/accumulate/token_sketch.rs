@@ -236,10 +236,20 @@ impl TokenSketch {
         self.rebuild(entries);
     }
 
-    /// Remaps token ids (merging accumulators built with different vocabularies).
+    /// Remaps token ids (merging accumulators built with different vocabularies). Ids
+    /// mapped to one id add up: exact counts stay exact; a summary count pooled from `m` ids
+    /// may undercount by up to `m × error`.
     pub fn remap(&mut self, map: &[TokenId]) {
-        let entries: Vec<(TokenId, u64)> =
-            self.entries().map(|(t, c)| (map[t as usize], c)).collect();
+        let mut pooled: std::collections::HashMap<TokenId, u64> =
+            std::collections::HashMap::with_capacity(self.len);
+        for (t, c) in self.entries() {
+            *pooled.entry(map[t as usize]).or_default() += c;
+        }
+        // `rebuild` inserts without looking for an existing entry: two entries for one id
+        // would show the token twice with split counts. Sorted so the table's layout does
+        // not depend on hash-map iteration order.
+        let mut entries: Vec<(TokenId, u64)> = pooled.into_iter().collect();
+        entries.sort_unstable();
         self.rebuild(entries);
     }
 }
@@ -278,5 +288,22 @@ mod tests {
         assert!(s.error <= n / 17);
         let heavy = s.entries().find(|e| e.0 == 5000).unwrap().1;
         assert!(heavy <= 500 && heavy + s.error >= 500);
+    }
+
+    #[test]
+    fn remapping_several_ids_to_one_adds_their_counts() {
+        let mut s = TokenSketch::default();
+        for (t, n) in [(1, 3), (3, 2), (2, 1), (5, 4)] {
+            s.add_n(t, n, 64);
+        }
+        // Ids 1, 3 and 5 share a string whose id in the other vocabulary is 7.
+        s.remap(&[0, 7, 8, 7, 9, 7]);
+        let mut got: Vec<_> = s.entries().collect();
+        got.sort();
+        assert_eq!(got, vec![(7, 9), (8, 1)]);
+        assert_eq!(s.len(), 2);
+        assert!(s.is_exact());
+        s.add(7, 64);
+        assert_eq!(s.entries().find(|e| e.0 == 7), Some((7, 10)));
     }
 }
