@@ -76,7 +76,10 @@ pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
 
 /// The file's text before and after the entries of the features object: the dictionary
 /// serialized with no features, cut inside its empty `"features":{}`.
-fn around_features(dict: &FeatureDictionary, config: &DictionaryConfig) -> Result<(String, String)> {
+fn around_features(
+    dict: &FeatureDictionary,
+    config: &DictionaryConfig,
+) -> Result<(String, String)> {
     let set = &dict.feature_set;
     let empty = FeatureSet {
         layer: set.layer,
@@ -189,7 +192,9 @@ mod tests {
             vec![],
             vec![5],
             (0..FEATURES_PER_TASK as u64 + 3).collect(),
-            (0..2 * FEATURES_PER_WAVE as u64 + 77).map(|i| 3 * i + 1).collect(),
+            (0..2 * FEATURES_PER_WAVE as u64 + 77)
+                .map(|i| 3 * i + 1)
+                .collect(),
         ];
         for ids in cases {
             let dict = dictionary(ids.iter().copied());
