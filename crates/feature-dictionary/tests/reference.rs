@@ -12,22 +12,8 @@ use feature_dictionary::model::{DictionaryConfig, FeatureType};
 use feature_dictionary::FeatureDictionary;
 use proptest::prelude::*;
 
-/// xorshift64*: reproducible without a rand dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+mod common;
+use common::Rng;
 
 /// A random corpus: sequences of varied length (1 included), activations with deliberate
 /// ties (values on a 1/8 grid) and a skewed token distribution.
