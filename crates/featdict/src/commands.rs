@@ -349,7 +349,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     ex.ngram_capacity = a.ngrams;
     ex.correlation = a.correlation;
     let options = BuildOptions {
-        threads: a.threads.unwrap_or_else(build::default_threads).max(1),
+        threads: worker_threads(a.threads),
         allow_nonfinite: a.allow_nonfinite,
     };
 
@@ -445,7 +445,7 @@ fn cmd_encode(a: EncodeArgs) -> Result<()> {
     let options = feature_dictionary::sae::write::EncodeOptions {
         f16: !a.f32,
         seq_len: a.seq_len,
-        threads: a.threads.unwrap_or_else(build::default_threads).max(1),
+        threads: worker_threads(a.threads),
     };
     let summary = feature_dictionary::sae::write::encode_to_delphi(
         &sae,
@@ -583,4 +583,16 @@ fn cmd_search(a: SearchArgs) -> Result<()> {
         (hits, briefs)
     };
     print::search(&query, &hits, &briefs, a.json)
+}
+
+/// The worker threads of a command: `--threads`, or every core. The engine's parts that run
+/// on rayon's pool (SAE encoding, the JSON write) get the same number, so `--threads 1` keeps
+/// the whole command on one core.
+pub(crate) fn worker_threads(requested: Option<usize>) -> usize {
+    let n = requested.unwrap_or_else(build::default_threads).max(1);
+    // Only the first call can size the global pool; a process runs one command.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+    n
 }

@@ -138,7 +138,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         ..Default::default()
     };
     config.extraction.ngram_capacity = 4096;
-    let threads = a.threads.unwrap_or_else(build::default_threads).max(1);
+    let threads = crate::commands::worker_threads(a.threads);
     let spec = ingest::open::InputSpec {
         acts: Some(&latents),
         tokenizer: Some(&tokenizer),
