@@ -17,7 +17,7 @@ use crate::print;
 /// `featdict build` reads activations once, in bounded memory, and writes a dictionary;
 /// the other commands read a dictionary (`.json`, or the native `.fdict`).
 #[derive(Parser, Debug)]
-#[command(name = "featdict", version, about, long_about = None)]
+#[command(name = "featdict", version)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -158,9 +158,9 @@ struct BuildArgs {
     /// Distinct tokens counted exactly per feature before the token sketch approximates.
     #[arg(long, default_value_t = 1024)]
     token_capacity: usize,
-    /// Activation values per batch [default: 134217728 for f32 files, read in place; 33554432
-    /// for f16/bf16/f64, converted into a buffer of 4 bytes × this]. The batch's transpose
-    /// also holds 8 bytes per nonzero value.
+    /// Activation values per batch [default: 134217728 for C-order f32 files, read in place;
+    /// 33554432 for f16/bf16/f64 and Fortran-order files, converted into a buffer of 4 bytes ×
+    /// this]. The batch's transpose also holds 8 bytes per nonzero value.
     #[arg(
         long,
         default_value_t = 0,

@@ -467,3 +467,26 @@ fn labels_with_newlines_print_on_one_line() {
         assert!(!text.contains("token:\n"), "{text}");
     }
 }
+
+#[test]
+fn top_level_help_is_the_cli_doc_comment() {
+    // `-h` gives its first paragraph, `--help` all of it (not the package description).
+    let short = featdict(&["-h"]);
+    let long = featdict(&["--help"]);
+    assert!(short.status.success() && long.status.success());
+    let short = String::from_utf8(short.stdout).unwrap();
+    let long = String::from_utf8(long.stdout).unwrap();
+    let about =
+        "Turn sparse-autoencoder activations into a searchable, labeled dictionary of features";
+    assert!(short.starts_with(about), "{short}");
+    assert!(!short.contains("reads activations once"), "{short}");
+    assert!(long.starts_with(about), "{long}");
+    assert!(
+        long.contains("reads activations once, in bounded memory"),
+        "{long}"
+    );
+    assert!(
+        !long.contains("Command-line interface of feature-dictionary"),
+        "{long}"
+    );
+}

@@ -60,7 +60,8 @@ pub struct ServeArgs {
     /// the manual-label form) to the network.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
-    /// Print the listening address as JSON (`{"url": …}`) instead of a sentence.
+    /// Print the listening address as JSON (`{"url": …, "dict": …}`, the served `.fdict`)
+    /// instead of a sentence.
     #[arg(long)]
     pub json: bool,
 }
