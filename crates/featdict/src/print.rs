@@ -331,7 +331,7 @@ pub fn encode_summary(
         }));
     }
     println!(
-        "wrote {}: {} latents over {} tokens in {} sequences (mean L0 {:.2}; locations {}, activations {}) in {:.2}s ({:.0} tokens/s)",
+        "wrote {}: {} nonzero latents over {} tokens in {} sequences (mean L0 {:.2}; locations {}, activations {}) in {:.2}s ({:.0} tokens/s)",
         out.display(),
         s.entries,
         s.tokens,

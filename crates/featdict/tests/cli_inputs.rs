@@ -95,6 +95,27 @@ fn delphi_shards_with_tokenizer_and_sae_build_and_encode() {
     ]);
     assert_eq!(v["summary"]["entries"], 256 * 24);
     assert_eq!(v["summary"]["locations_dtype"], "U16");
+    // The sentence counts stored entries as nonzero latents, not the SAE's latents.
+    let lat_text = tmp.path().join("lat_text.safetensors");
+    let out = featdict(&[
+        "encode",
+        s(&resid),
+        "--sae",
+        s(&sae),
+        "--token-ids",
+        s(&ids4),
+        "--out",
+        s(&lat_text),
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "{} nonzero latents over 256 tokens in 4 sequences (mean L0 24.00",
+            256 * 24
+        )),
+        "{text}"
+    );
     let d3 = tmp.path().join("d3.json");
     ok(&[
         "build",
