@@ -631,3 +631,59 @@ fn manual_labels_carry_over_into_a_rebuilt_dictionary() {
     assert_eq!(&f.labels[..2], &["second".to_string(), "first".to_string()]);
     assert!(f.description.contains("second"), "{}", f.description);
 }
+
+/// A dictionary rewritten (renamed over) while another connection has written labels into
+/// the old file reads back as exactly the new file; the old connection writes nothing more;
+/// labels written into the new file survive the old connection's close. The old file is
+/// also tried in WAL mode (how earlier versions wrote it), where its un-checkpointed pages
+/// used to be read as part of the new file.
+#[test]
+fn a_rewrite_under_an_open_writer_reads_back_as_the_new_file() {
+    for old_in_wal in [false, true] {
+        let (dir, fd, spec) = synthetic_fdict(200);
+        let reference = dir.path().join("ref.fdict");
+        synthetic::write_fdict(&spec, &reference, &mut |_| {}).unwrap();
+        let expected = store::load(&reference).unwrap();
+        if old_in_wal {
+            let c = rusqlite::Connection::open(&fd).unwrap();
+            let mode: String = c
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+        }
+        let mut old = FdictReader::open_rw(&fd).unwrap();
+        for id in 0..50 {
+            old.add_manual_label(id, &format!("written into the old file {id}"))
+                .unwrap();
+        }
+        synthetic::write_fdict(&spec, &fd, &mut |_| {}).unwrap();
+        let journal: String = FdictReader::open(&fd)
+            .unwrap()
+            .connection()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(journal, "delete");
+        let fresh = store::load(&fd).unwrap();
+        assert!(
+            fresh.feature_set == expected.feature_set,
+            "old file in WAL: {old_in_wal}: the new file reads back with other content"
+        );
+        assert!(old.add_manual_label(3, "lost").is_err());
+        let mut new = FdictReader::open_rw(&fd).unwrap();
+        new.add_manual_label(3, "written into the new file")
+            .unwrap();
+        drop(old);
+        let other = FdictReader::open(&fd).unwrap();
+        assert_eq!(
+            other.feature(3).unwrap().unwrap().labels[0],
+            "written into the new file"
+        );
+        drop(new);
+        let again = store::load(&fd).unwrap();
+        assert_eq!(again.get(3).unwrap().labels[0], "written into the new file");
+        assert_eq!(
+            again.get(4).unwrap().labels,
+            expected.get(4).unwrap().labels
+        );
+    }
+}

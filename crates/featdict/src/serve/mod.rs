@@ -11,8 +11,8 @@
 //! hostile tokens or labels show as text; request bodies are capped at 64 KiB; unknown ids
 //! give 404 and bad queries 400. Manual labels are written through one connection behind a
 //! mutex, each in an immediate SQLite transaction, so concurrent writes serialize and none
-//! is lost; reads go through a small pool of other connections (WAL lets them run while a
-//! write is in progress).
+//! is lost; reads go through a small pool of other connections (SQLite's locks let them
+//! share the file: a commit waits for reads in progress, reads wait out a commit).
 //!
 //! A `.json` dictionary is served through a sibling `.fdict` (created on first use, reused
 //! after), which is where its manual labels are kept.

@@ -1,4 +1,4 @@
-//! The native dictionary file `.fdict`: one SQLite database (WAL) that opens without loading
+//! The native dictionary file `.fdict`: one SQLite database (rollback journal) that opens without loading
 //! everything.
 //!
 //! # Layout
@@ -26,13 +26,19 @@
 //!
 //! # Writing
 //! [`FdictWriter`] builds the database in a temporary file next to the target (journal off,
-//! one transaction, indexes created after the bulk insert), switches it to WAL, syncs it and
-//! renames it over the target. A crash at any point leaves the previous file intact (and at
-//! worst a `.NAME.tmp-PID` file, which the next write of that target removes). Later edits
-//! (manual labels) go through [`FdictReader::add_manual_label`] in an immediate transaction.
+//! one transaction, indexes created after the bulk insert), syncs it and renames it over the
+//! target. A crash at any point leaves the previous file intact (and at worst a
+//! `.NAME.tmp-PID` file, which the next write of that target removes). Later edits (manual
+//! labels) go through [`FdictReader::add_manual_label`] in an immediate transaction.
 //!
-//! Do not overwrite a `.fdict` that a server has open: SQLite's WAL files belong to the open
-//! database, not to the new file renamed over it.
+//! Files use SQLite's rollback journal, not WAL, because every rewrite renames a new file
+//! over one that a server may hold open. WAL's side files (`-wal`, `-shm`) are found by
+//! name and outlive such a rename: pages the open connection had not checkpointed were read
+//! as part of the new file (a fresh reader saw the old file's labels in the new one), and
+//! its close deleted the side files the new file's connections were using. A rollback
+//! journal exists only while a label is being written, and the writer holds the old file's
+//! write lock across the rename so that no such write is in progress or starts in it
+//! afterwards (a label writer that waited re-checks and finds the file replaced).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -385,7 +391,8 @@ impl FdictWriter {
         Ok(())
     }
 
-    /// Writes statistics and indexes, switches to WAL, syncs and renames over the target.
+    /// Writes statistics and indexes, syncs and renames over the target (holding the old
+    /// target's write lock across the rename, see the module docs).
     pub fn finish(mut self) -> Result<()> {
         let stats = std::mem::take(&mut self.stats).finish(self.total_tokens);
         let conn = self.conn.take().expect("connection open until finish");
@@ -397,14 +404,15 @@ impl FdictWriter {
         )
         .map_err(e)?;
         conn.execute_batch(INDEXES).map_err(e)?;
-        conn.execute_batch("COMMIT; PRAGMA journal_mode = WAL;")
-            .map_err(e)?;
+        conn.execute_batch("COMMIT;").map_err(e)?;
         conn.close().map_err(|(_, err)| e(err))?;
         let sync = std::fs::File::open(&self.tmp).and_then(|f| f.sync_all());
         if let Err(err) = sync {
             return Err(Error::io(&self.path, err));
         }
+        let old_file_lock = lock_for_replacement(&self.path);
         std::fs::rename(&self.tmp, &self.path).map_err(|err| Error::io(&self.path, err))?;
+        drop(old_file_lock);
         if let Some(dir) = self.path.parent() {
             // Make the rename itself durable (best effort: not every platform allows it).
             let dir = if dir.as_os_str().is_empty() {
@@ -608,7 +616,8 @@ fn insert_fts(conn: &Connection, f: &Feature) -> rusqlite::Result<()> {
 /// An open `.fdict`: fetches single features, statistics and search results on demand.
 ///
 /// One reader holds one SQLite connection (not `Sync`); share it behind a mutex or open one
-/// per thread — WAL lets readers and one writer work at the same time.
+/// per thread. Readers and one label writer share the file through SQLite's locks (a commit
+/// waits for reads in progress; reads wait out a commit, within the busy timeout).
 pub struct FdictReader {
     conn: Connection,
     path: PathBuf,
@@ -616,6 +625,60 @@ pub struct FdictReader {
     summary: Summary,
     /// The file's identity when opened (see [`FdictReader::is_replaced`]).
     identity: Option<FileIdentity>,
+}
+
+/// Whether the file at `path` is no longer the one whose identity was `opened`.
+fn file_replaced(path: &Path, opened: Option<FileIdentity>) -> bool {
+    match opened {
+        Some(opened) => {
+            std::fs::metadata(path)
+                .ok()
+                .and_then(|md| file_identity(&md))
+                != Some(opened)
+        }
+        None => false,
+    }
+}
+
+/// Why a label was not written into a file that another program replaced.
+fn replaced_error(path: &Path, text: &str) -> Error {
+    Error::Unavailable {
+        path: path.to_path_buf(),
+        message: format!("the file was replaced or removed after it was opened (another program rewrote it); the label {text:?} was not written: open the file again"),
+    }
+}
+
+/// The write lock of the `.fdict` at `path`, if there is one, held while a new file is
+/// renamed over it: a label write already in it finishes first, and one waiting for it
+/// finds the file replaced once it gets the lock ([`FdictReader::add_manual_label`]), so no
+/// write is in progress in the old file (no journal of it under the shared name) when the
+/// new one takes its place.
+///
+/// A file written by an earlier version may be in WAL mode, and SQLite opens any database
+/// in WAL mode while a `-wal` file of its name exists, header notwithstanding: the WAL is
+/// checkpointed into the old file and its side files removed before the rename, so the new
+/// file is never read through them. Best effort: a file that cannot be locked within the
+/// timeout (or is not a database) is replaced anyway.
+fn lock_for_replacement(path: &Path) -> Option<Connection> {
+    if !is_fdict(path).unwrap_or(false) {
+        return None;
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).ok()?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).ok()?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .ok()?;
+    let wal = mode.eq_ignore_ascii_case("wal");
+    if wal {
+        let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+    conn.execute_batch("BEGIN IMMEDIATE").ok()?;
+    if wal {
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+    Some(conn)
 }
 
 /// Device and inode of a file (`None` where the platform has no such notion).
@@ -638,8 +701,9 @@ impl FdictReader {
     /// Opens `path` for reading.
     ///
     /// The connection is read-write when the file allows it, because only a writable
-    /// connection removes the WAL side files (`-wal`, `-shm`) when it closes; a read-only
-    /// file is opened read-only (and then leaves them, as SQLite does).
+    /// connection can roll back a journal a crashed label writer left (and, for a file an
+    /// earlier version wrote in WAL mode, remove the WAL side files when it closes); a
+    /// read-only file is opened read-only.
     pub fn open(path: &Path) -> Result<Self> {
         Self::open_with(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
             .or_else(|_| Self::open_with(path, OpenFlags::SQLITE_OPEN_READ_ONLY))
@@ -673,24 +737,17 @@ impl FdictReader {
     /// the old, which an open connection keeps reading — and writing, into a file nobody
     /// will see again.
     pub fn is_replaced(&self) -> bool {
-        match self.identity {
-            Some(opened) => {
-                std::fs::metadata(&self.path)
-                    .ok()
-                    .and_then(|md| file_identity(&md))
-                    != Some(opened)
-            }
-            None => false,
-        }
+        file_replaced(&self.path, self.identity)
     }
 
     fn open_with(path: &Path, flags: OpenFlags) -> Result<Self> {
         // The file is checked by `stat` and by SQLite, never opened and closed here: closing
         // any descriptor of a file drops every POSIX lock the process holds on it, those of
         // connections already open included (a server's writer, when its readers open). Then
-        // another process closing its own connection believes it is the last one, checkpoints
-        // and deletes the WAL, and the labels this process writes afterwards go to a deleted
-        // file: invisible to everyone else and lost when it exits.
+        // another process may take a lock this process believes it holds: a commit under a
+        // reader's feet, or (for a file in WAL mode, as earlier versions wrote) another
+        // process closing its own connection believes it is the last one, checkpoints and
+        // deletes the WAL, and the labels this process writes afterwards go to a deleted file.
         let not_fdict = || {
             Error::format(
                 path,
@@ -997,10 +1054,7 @@ impl FdictReader {
     pub fn add_manual_label(&mut self, id: u64, text: &str) -> Result<Option<Feature>> {
         let text = validate_label(text)?;
         if self.is_replaced() {
-            return Err(Error::Unavailable {
-                path: self.path.clone(),
-                message: format!("the file was replaced or removed after it was opened (another program rewrote it); the label {text:?} was not written: open the file again"),
-            });
+            return Err(replaced_error(&self.path, &text));
         }
         let key = match i64::try_from(id) {
             Ok(k) => k,
@@ -1022,6 +1076,11 @@ impl FdictReader {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(e)?;
+        // A rewrite holds the old file's write lock across its rename: having waited for the
+        // lock, this may now hold the lock of a file that is no longer there.
+        if file_replaced(&self.path, self.identity) {
+            return Err(replaced_error(&self.path, &text));
+        }
         let body: Option<String> = tx
             .query_row("SELECT body FROM features WHERE id = ?1", [key], |r| {
                 r.get(0)
