@@ -88,9 +88,10 @@ fn labels_written_by_the_server_stay_visible_to_other_processes() {
     let path = dir.path().join("d.fdict");
     store::save(&dict, &path).unwrap();
     let server = serve(&path);
-    // Each CLI run opens and closes its own connection. The server's connections must keep
-    // it from taking itself for the last one: that one checkpoints and deletes the WAL, and
-    // the server went on writing into the deleted file.
+    // Each CLI run opens and closes its own connection, which must not disturb the server's
+    // (in WAL mode, as earlier versions wrote files, the CLI took itself for the last
+    // connection, checkpointed and deleted the WAL, and the server wrote into the deleted
+    // file).
     for (i, id) in [2u64, 5, 7, 11].into_iter().enumerate() {
         let text = format!("by hand {i}");
         assert!(post_label(&server.1, id, &text).contains(" 200 "));
@@ -125,4 +126,58 @@ fn labels_written_by_the_server_stay_visible_to_other_processes() {
             .labels
             .contains(&format!("by hand {i}")));
     }
+}
+
+/// `featdict label` rewrites the file (a new file renamed over the old) while the server has
+/// written a label into it: the rewrite carries that label, other processes read exactly the
+/// new file, and the server's next label lands in the new file.
+#[test]
+fn a_file_rewritten_while_served_keeps_every_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let dict = synthetic::dictionary(&Spec {
+        n_features: 20,
+        vocab_words: 30,
+        ..Default::default()
+    });
+    let path = dir.path().join("d.fdict");
+    store::save(&dict, &path).unwrap();
+    let server = serve(&path);
+    assert!(post_label(&server.1, 2, "before the rewrite").contains(" 200 "));
+    let relabel = featdict()
+        .arg("label")
+        .arg(&path)
+        .args(["--strategies", "token_frequency"])
+        .output()
+        .unwrap();
+    assert!(
+        relabel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&relabel.stderr)
+    );
+    assert!(labels_by_cli(&path, 2).contains(&"before the rewrite".to_string()));
+    assert!(post_label(&server.1, 7, "after the rewrite").contains(" 200 "));
+    assert!(labels_by_cli(&path, 7).contains(&"after the rewrite".to_string()));
+    drop(server);
+    let back = store::load(&path).unwrap();
+    assert!(back
+        .get(2)
+        .unwrap()
+        .labels
+        .contains(&"before the rewrite".to_string()));
+    assert!(back
+        .get(7)
+        .unwrap()
+        .labels
+        .contains(&"after the rewrite".to_string()));
+    // A rollback journal: no side files outlive a connection to be found under the name of
+    // the next file renamed over this one.
+    assert_eq!(journal_mode_of(&path), "delete");
+}
+
+/// The journal mode a fresh connection sees for `path`.
+fn journal_mode_of(path: &Path) -> String {
+    let r = feature_dictionary::store::fdict::FdictReader::open(path).unwrap();
+    r.connection()
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap()
 }
