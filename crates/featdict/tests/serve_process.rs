@@ -7,10 +7,22 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use feature_dictionary::query::synthetic::{self, Spec};
-use feature_dictionary::store;
+use feature_dictionary::{store, FeatureDictionary};
 
-fn featdict() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_featdict"))
+mod common;
+use common::{assert_success, s};
+
+/// A small synthetic dictionary saved as `d.fdict` in `dir`, and its server.
+fn served_dictionary(dir: &Path) -> (FeatureDictionary, std::path::PathBuf, Server) {
+    let dict = synthetic::dictionary(&Spec {
+        n_features: 20,
+        vocab_words: 30,
+        ..Default::default()
+    });
+    let path = dir.join("d.fdict");
+    store::save(&dict, &path).unwrap();
+    let server = serve(&path);
+    (dict, path, server)
 }
 
 /// Kills the server when the test ends, passed or not.
@@ -24,7 +36,7 @@ impl Drop for Server {
 }
 
 fn serve(dict: &Path) -> Server {
-    let mut child = featdict()
+    let mut child = Command::new(env!("CARGO_BIN_EXE_featdict"))
         .arg("serve")
         .arg(dict)
         .args(["--addr", "127.0.0.1:0", "--json"])
@@ -61,18 +73,8 @@ fn post_label(addr: &str, id: u64, text: &str) -> String {
 }
 
 fn labels_by_cli(dict: &Path, id: u64) -> Vec<String> {
-    let out = featdict()
-        .arg("show")
-        .arg(dict)
-        .arg(id.to_string())
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::featdict(&["show", s(dict), &id.to_string(), "--json"]);
+    assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     serde_json::from_value(v["labels"].clone()).unwrap()
 }
@@ -80,14 +82,7 @@ fn labels_by_cli(dict: &Path, id: u64) -> Vec<String> {
 #[test]
 fn labels_written_by_the_server_stay_visible_to_other_processes() {
     let dir = tempfile::tempdir().unwrap();
-    let dict = synthetic::dictionary(&Spec {
-        n_features: 20,
-        vocab_words: 30,
-        ..Default::default()
-    });
-    let path = dir.path().join("d.fdict");
-    store::save(&dict, &path).unwrap();
-    let server = serve(&path);
+    let (dict, path, server) = served_dictionary(dir.path());
     // Each CLI run opens and closes its own connection, which must not disturb the server's
     // (in WAL mode, as earlier versions wrote files, the CLI took itself for the last
     // connection, checkpointed and deleted the WAL, and the server wrote into the deleted
@@ -100,12 +95,8 @@ fn labels_written_by_the_server_stay_visible_to_other_processes() {
             "label {i} on feature {id} is not in the file"
         );
     }
-    let out = featdict()
-        .arg("stats")
-        .arg(&path)
-        .arg("--json")
-        .output()
-        .unwrap();
+    let out = common::featdict(&["stats", s(&path), "--json"]);
+    assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let labeled_before = dict.features().filter(|f| !f.labels.is_empty()).count() as u64;
     let newly = [2u64, 5, 7, 11]
@@ -134,26 +125,14 @@ fn labels_written_by_the_server_stay_visible_to_other_processes() {
 #[test]
 fn a_file_rewritten_while_served_keeps_every_label() {
     let dir = tempfile::tempdir().unwrap();
-    let dict = synthetic::dictionary(&Spec {
-        n_features: 20,
-        vocab_words: 30,
-        ..Default::default()
-    });
-    let path = dir.path().join("d.fdict");
-    store::save(&dict, &path).unwrap();
-    let server = serve(&path);
+    let (_, path, server) = served_dictionary(dir.path());
     assert!(post_label(&server.1, 2, "before the rewrite").contains(" 200 "));
-    let relabel = featdict()
-        .arg("label")
-        .arg(&path)
-        .args(["--strategies", "token_frequency"])
-        .output()
-        .unwrap();
-    assert!(
-        relabel.status.success(),
-        "{}",
-        String::from_utf8_lossy(&relabel.stderr)
-    );
+    assert_success(&common::featdict(&[
+        "label",
+        s(&path),
+        "--strategies",
+        "token_frequency",
+    ]));
     assert!(labels_by_cli(&path, 2).contains(&"before the rewrite".to_string()));
     assert!(post_label(&server.1, 7, "after the rewrite").contains(" 200 "));
     assert!(labels_by_cli(&path, 7).contains(&"after the rewrite".to_string()));
