@@ -312,6 +312,22 @@ fn encode_f32(resid: &Path, sae: &Path, ids: &Path, out: &Path) {
     ]);
 }
 
+/// `build RESID --sae SAE --token-ids IDS --out OUT --json`: its JSON summary.
+fn build_with_sae(resid: &Path, sae: &Path, ids: &Path, out: &Path) -> serde_json::Value {
+    ok(&[
+        "build",
+        s(resid),
+        "--sae",
+        s(sae),
+        "--token-ids",
+        s(ids),
+        "--out",
+        s(out),
+        "--json",
+        "-q",
+    ])
+}
+
 /// `encode` then `build` must describe the SAE's latents like `build --sae` does, including
 /// latents above the largest one that fired: a lone latents file has absolute indices and no
 /// name range, so without the SAE width the dictionary lost its trailing dead latents.
@@ -339,18 +355,7 @@ fn encoded_latents_keep_the_sae_width_when_the_last_latents_never_fire() {
     write_ids(&ids, &[7, 8, 9], 1, 3);
 
     let direct = tmp.path().join("direct.json");
-    let v = ok(&[
-        "build",
-        s(&resid),
-        "--sae",
-        s(&sae),
-        "--token-ids",
-        s(&ids),
-        "--out",
-        s(&direct),
-        "--json",
-        "-q",
-    ]);
+    let v = build_with_sae(&resid, &sae, &ids, &direct);
     assert_eq!(v["statistics"]["total_features"], 4);
     assert_eq!(v["statistics"]["dead_features"], 2);
 
@@ -534,18 +539,7 @@ fn sparsify_directory_encodes_and_builds() {
     }
 
     let direct = tmp.path().join("direct.json");
-    let v = ok(&[
-        "build",
-        s(&resid),
-        "--sae",
-        s(&sae),
-        "--token-ids",
-        s(&ids),
-        "--out",
-        s(&direct),
-        "--json",
-        "-q",
-    ]);
+    let v = build_with_sae(&resid, &sae, &ids, &direct);
     assert_eq!(v["statistics"]["total_features"], 64);
     assert_eq!(v["statistics"]["total_tokens_processed"], 32);
     let via = tmp.path().join("via.json");
