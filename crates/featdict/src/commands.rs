@@ -355,16 +355,15 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
 
     // A bad --out would otherwise only show after the whole pass.
     store::check_output(&a.out)?;
-    let inputs: Vec<(&str, &Path)> = [
-        ("activations", Some(&a.acts)),
-        ("tokens", a.tokens.as_ref()),
-        ("token ids", a.token_ids.as_ref()),
-        ("tokenizer", a.tokenizer.as_ref()),
-    ]
-    .into_iter()
-    .filter_map(|(what, p)| p.map(|p| (what, p.as_path())))
-    .collect();
-    store::check_not_input(&a.out, &inputs)?;
+    store::check_not_input(
+        &a.out,
+        &given_inputs(&[
+            ("activations", Some(&a.acts)),
+            ("tokens", a.tokens.as_ref()),
+            ("token ids", a.token_ids.as_ref()),
+            ("tokenizer", a.tokenizer.as_ref()),
+        ]),
+    )?;
     let started = std::time::Instant::now();
     let spec = ingest::open::InputSpec {
         acts: Some(&a.acts),
@@ -423,11 +422,13 @@ fn cmd_encode(a: EncodeArgs) -> Result<()> {
         );
     }
     store::check_output_location(&a.out)?;
-    let mut inputs = vec![("residuals", a.residuals.as_path())];
-    if let Some(ids) = &a.token_ids {
-        inputs.push(("token ids", ids.as_path()));
-    }
-    store::check_not_input(&a.out, &inputs)?;
+    store::check_not_input(
+        &a.out,
+        &given_inputs(&[
+            ("residuals", Some(&a.residuals)),
+            ("token ids", a.token_ids.as_ref()),
+        ]),
+    )?;
     let started = std::time::Instant::now();
     let sae = feature_dictionary::sae::Sae::load(&a.sae)?;
     let residuals = match a.residuals.extension().and_then(|e| e.to_str()) {
@@ -595,4 +596,14 @@ pub(crate) fn worker_threads(requested: Option<usize>) -> usize {
         .num_threads(n)
         .build_global();
     n
+}
+
+/// The inputs a command was given, from its optional ones, for [`store::check_not_input`].
+pub(crate) fn given_inputs<'a>(
+    inputs: &[(&'a str, Option<&'a std::path::PathBuf>)],
+) -> Vec<(&'a str, &'a Path)> {
+    inputs
+        .iter()
+        .filter_map(|&(what, p)| p.map(|p| (what, p.as_path())))
+        .collect()
 }

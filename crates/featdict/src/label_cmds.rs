@@ -101,15 +101,14 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
     if let Some(out) = &a.out {
         // Checked before the labeling, which may take long; --out DICT is the default anyway.
         store::check_output(out)?;
-        let inputs: Vec<(&str, &std::path::Path)> = [
-            ("patterns file", a.patterns.as_ref()),
-            ("embeddings", a.embeddings.as_ref()),
-            ("embedding vocabulary", a.embedding_vocab.as_ref()),
-        ]
-        .into_iter()
-        .filter_map(|(what, p)| p.map(|p| (what, p.as_path())))
-        .collect();
-        store::check_not_input(out, &inputs)?;
+        store::check_not_input(
+            out,
+            &crate::commands::given_inputs(&[
+                ("patterns file", a.patterns.as_ref()),
+                ("embeddings", a.embeddings.as_ref()),
+                ("embedding vocabulary", a.embedding_vocab.as_ref()),
+            ]),
+        )?;
     }
     let mut dict = crate::commands::load(&a.dict)?;
     let out = a.out.clone().unwrap_or_else(|| a.dict.clone());
