@@ -687,3 +687,29 @@ fn a_rewrite_under_an_open_writer_reads_back_as_the_new_file() {
         );
     }
 }
+
+#[test]
+fn pipelined_write_gives_the_bytes_of_one_add_per_feature() {
+    // `fdict::write` serializes the next wave of features while it inserts this one; the
+    // file must be the one a single `add` per feature writes. No feature, one, and several
+    // waves (256 features each) with a partial last one.
+    let dir = tempfile::tempdir().unwrap();
+    for n_features in [0, 1, 3 * 256 + 77] {
+        let spec = Spec {
+            n_features,
+            ..Default::default()
+        };
+        let one_by_one = dir.path().join(format!("add-{n_features}.fdict"));
+        synthetic::write_fdict(&spec, &one_by_one, &mut |_| {}).unwrap();
+        let pipelined = dir.path().join(format!("write-{n_features}.fdict"));
+        let dict = synthetic::dictionary(&spec);
+        store::fdict::write(&dict, &pipelined).unwrap();
+        let (a, b) = (
+            std::fs::read(&one_by_one).unwrap(),
+            std::fs::read(&pipelined).unwrap(),
+        );
+        assert!(a == b, "{n_features} features: the files differ");
+        let back = FdictReader::open(&pipelined).unwrap().load_all().unwrap();
+        assert_eq!(back.feature_set, dict.feature_set, "{n_features} features");
+    }
+}

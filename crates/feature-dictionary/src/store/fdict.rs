@@ -186,11 +186,36 @@ pub fn is_fdict(path: &Path) -> Result<bool> {
     Ok(got == head.len() && &head == SQLITE_MAGIC)
 }
 
+/// Features whose JSON bodies [`write`] serializes while the previous wave is inserted.
+const WRITE_WAVE: usize = 256;
+
 /// Writes `dict` as an `.fdict` at `path` (temporary file + rename).
+///
+/// SQLite inserts on one thread; serializing the features' JSON bodies took about as long
+/// again, so the next wave's bodies are serialized on the other threads while this wave is
+/// inserted. The rows and their order are those of one [`FdictWriter::add`] per feature.
 pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
+    use rayon::prelude::*;
     let mut w = FdictWriter::create(path, &dict.config, &dict.feature_set)?;
-    for f in dict.features() {
-        w.add(f)?;
+    let features: Vec<&Feature> = dict.features().collect();
+    let serialize = |wave: &[&Feature]| -> Result<Vec<String>> {
+        wave.par_iter().map(|f| to_json(*f)).collect()
+    };
+    let mut waves = features.chunks(WRITE_WAVE);
+    let mut current = waves.next().map(|wave| (wave, serialize(wave)));
+    while let Some((wave, bodies)) = current {
+        let bodies = bodies?;
+        let (inserted, next) = rayon::join(
+            || -> Result<()> {
+                for (f, body) in wave.iter().zip(&bodies) {
+                    w.add_with_body(f, body)?;
+                }
+                Ok(())
+            },
+            || waves.next().map(|wave| (wave, serialize(wave))),
+        );
+        inserted?;
+        current = next;
     }
     w.finish()
 }
@@ -342,6 +367,13 @@ impl FdictWriter {
 
     /// Adds one feature; ids must be strictly increasing.
     pub fn add(&mut self, f: &Feature) -> Result<()> {
+        self.check_next_id(f)?;
+        self.last_id = Some(f.id);
+        self.stats.add(f);
+        self.insert(f, &to_json(f)?)
+    }
+
+    fn check_next_id(&self, f: &Feature) -> Result<()> {
         if let Some(last) = self.last_id {
             if f.id <= last {
                 return Err(Error::Invalid(format!(
@@ -361,9 +393,18 @@ impl FdictWriter {
                 i64::MAX
             )));
         }
+        Ok(())
+    }
+
+    /// [`FdictWriter::add`] with the feature's JSON body already serialized (`to_json(f)`).
+    fn add_with_body(&mut self, f: &Feature, body: &str) -> Result<()> {
+        self.check_next_id(f)?;
         self.last_id = Some(f.id);
         self.stats.add(f);
-        let body = to_json(f)?;
+        self.insert(f, body)
+    }
+
+    fn insert(&mut self, f: &Feature, body: &str) -> Result<()> {
         let tmp = self.tmp.clone();
         let e = |e| sql_err(&tmp, "cannot write", e);
         let mut token_rows = Vec::with_capacity(f.metadata.top_tokens.len());
@@ -383,7 +424,7 @@ impl FdictWriter {
             token_rows.push((id, t));
         }
         let conn = self.conn();
-        insert_feature_row(conn, f, &body).map_err(e)?;
+        insert_feature_row(conn, f, body).map_err(e)?;
         insert_top_tokens(conn, f.id, &token_rows).map_err(e)?;
         insert_labels(conn, f).map_err(e)?;
         insert_neighbours(conn, f).map_err(e)?;
