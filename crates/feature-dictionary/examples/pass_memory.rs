@@ -57,7 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let b = (a + chunk).min(rows);
             let batch = ActivationBatch {
                 n_features,
-                tokens: tokens.ids()[a..b].to_vec(),
+                tokens: tokens.ids(a as u64..b as u64)?,
                 sequences: sequences[a..b]
                     .iter()
                     .map(|s| s + (pass * n_sequences) as u64)

@@ -67,7 +67,9 @@ fn tokenizer_json_decodes_token_ids_exactly_like_tokens_json() {
     let seqs = ids
         .into_sequences(Path::new("token_ids.npy"), Some(tok.into_vocab()))
         .unwrap();
-    let first: Vec<String> = seqs.ids()[..64]
+    let first: Vec<String> = seqs
+        .ids(0..64)
+        .unwrap()
         .iter()
         .map(|&i| seqs.vocab().token(i).into_owned())
         .collect();

@@ -508,7 +508,7 @@ impl ActivationSource for DelphiSource {
         }
         Ok(Some(ActivationBatch {
             n_features: self.cache.n_features,
-            tokens: self.tokens.ids()[base as usize..offsets[s1] as usize].to_vec(),
+            tokens: self.tokens.ids(base..offsets[s1])?,
             sequences,
             positions,
             core: 0..n_rows,

@@ -619,7 +619,7 @@ impl ActivationSource for DenseSource {
         self.matrix
             .release_before(plan.load.start.saturating_sub(self.window));
         let (sequences, positions) = self.planner.row_coordinates(plan.load.clone());
-        let tokens = self.tokens.ids()[plan.load.start as usize..plan.load.end as usize].to_vec();
+        let tokens = self.tokens.ids(plan.load.clone())?;
         let values = self.matrix.rows_f32(plan.load.clone(), &mut self.buffer);
         if self.matrix.dtype() == DenseDtype::F64 && values.iter().any(|v| v.is_infinite()) {
             if let Some((row, feature, v)) = self.matrix.first_f32_overflow(plan.load.clone()) {

@@ -1,23 +1,44 @@
 //! Token sequences from a JSON file: a list of lists of token strings, one list per sequence.
 //!
-//! The file is parsed in one streaming pass straight into interned ids (4 bytes per token),
-//! never into a tree of strings.
+//! Opening the file parses it once, streaming, into the vocabulary and the sequence lengths
+//! (never into a tree of strings) and notes where each sequence's list lies in the file.
+//! The ids themselves are not kept: a batch's tokens are parsed again from their sequences'
+//! bytes when the batch is read, so memory does not grow with the number of tokens.
 
 use std::fmt;
+use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
 use super::{TokenId, Vocab};
 use crate::error::{Error, Result};
 
 /// Token ids of every sequence, with the strings behind them.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TokenSequences {
     path: PathBuf,
     vocab: Vocab,
-    ids: Vec<TokenId>,
+    ids: IdStore,
     offsets: Vec<u64>,
+}
+
+/// Where the ids are read from.
+#[derive(Debug)]
+enum IdStore {
+    /// All of them, in memory (sequences given in memory, token-id arrays).
+    Memory(Vec<TokenId>),
+    /// A tokens JSON file, parsed again sequence by sequence as batches ask for rows.
+    Json(JsonSpans),
+}
+
+/// The open tokens JSON file and the byte range of each sequence's list in it.
+#[derive(Debug)]
+struct JsonSpans {
+    file: File,
+    spans: Vec<(u64, u64)>,
 }
 
 impl TokenSequences {
@@ -51,7 +72,7 @@ impl TokenSequences {
         Self {
             path: path.into(),
             vocab,
-            ids,
+            ids: IdStore::Memory(ids),
             offsets,
         }
     }
@@ -87,7 +108,22 @@ impl TokenSequences {
                     format!("expected a JSON list of lists of token strings (one list per sequence): {e}"),
                 )
             })?;
-        Ok(Self::new(path, state.vocab, state.ids, &state.lengths))
+        let bom = (map.len() - text.len()) as u64;
+        let spans = sequence_spans(text, bom);
+        if spans.len() != state.lengths.len() {
+            return Err(Error::format(
+                path,
+                format!(
+                    "found {} sequence lists where the parse found {} (did the file change while it was read?)",
+                    spans.len(),
+                    state.lengths.len()
+                ),
+            ));
+        }
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut seqs = Self::new(path, state.vocab, Vec::new(), &state.lengths);
+        seqs.ids = IdStore::Json(JsonSpans { file, spans });
+        Ok(seqs)
     }
 
     /// The tokens file.
@@ -100,11 +136,75 @@ impl TokenSequences {
         &self.vocab
     }
 
-    /// All token ids, sequence after sequence: one id per distinct string (for token-id
-    /// input, the smallest tokenizer id with the token's string, not necessarily the id in
-    /// the input).
-    pub fn ids(&self) -> &[TokenId] {
-        &self.ids
+    /// The token ids of `rows` (rows count tokens sequence after sequence, as in
+    /// [`TokenSequences::offsets`]): one id per distinct string (for token-id input, the
+    /// smallest tokenizer id with the token's string, not necessarily the id in the input).
+    ///
+    /// From a tokens JSON file, the sequences holding `rows` are read and parsed again; an
+    /// error means the file changed since it was opened.
+    pub fn ids(&self, rows: Range<u64>) -> Result<Vec<TokenId>> {
+        let total = self.n_tokens();
+        if rows.start > rows.end || rows.end > total {
+            return Err(Error::Invalid(format!(
+                "{}: rows {}..{} asked of {total} tokens",
+                self.path.display(),
+                rows.start,
+                rows.end
+            )));
+        }
+        match &self.ids {
+            IdStore::Memory(ids) => Ok(ids[rows.start as usize..rows.end as usize].to_vec()),
+            IdStore::Json(_) if rows.is_empty() => Ok(Vec::new()),
+            IdStore::Json(json) => self.json_ids(json, rows),
+        }
+    }
+
+    fn json_ids(&self, json: &JsonSpans, rows: Range<u64>) -> Result<Vec<TokenId>> {
+        let first = self.offsets.partition_point(|&o| o <= rows.start) - 1;
+        let end = self.offsets.partition_point(|&o| o < rows.end);
+        let base = json.spans[first].0;
+        let mut bytes = vec![0u8; (json.spans[end - 1].1 - base) as usize];
+        read_at(&json.file, &mut bytes, base).map_err(|e| Error::io(&self.path, e))?;
+        // The accumulator's threads wait for the batch: parse its sequences on all of them.
+        let parsed = (first..end)
+            .into_par_iter()
+            .with_min_len(64)
+            .map(|s| {
+                let (a, b) = json.spans[s];
+                self.parse_sequence(s, &bytes[(a - base) as usize..(b - base) as usize])
+            })
+            .collect::<Result<Vec<Vec<TokenId>>>>()?;
+        let mut ids = Vec::with_capacity((self.offsets[end] - self.offsets[first]) as usize);
+        for sequence in parsed {
+            ids.extend(sequence);
+        }
+        let skip = (rows.start - self.offsets[first]) as usize;
+        ids.truncate(skip + (rows.end - rows.start) as usize);
+        ids.drain(..skip);
+        Ok(ids)
+    }
+
+    /// The ids of sequence `s` from its list's bytes `list`.
+    fn parse_sequence(&self, s: usize, list: &[u8]) -> Result<Vec<TokenId>> {
+        let expected = self.offsets[s + 1] - self.offsets[s];
+        let mut ids = Vec::with_capacity(expected as usize);
+        let parsed = serde_json::Deserializer::from_slice(list)
+            .deserialize_seq(Lookup {
+                vocab: &self.vocab,
+                ids: &mut ids,
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|known| known.then_some(()).ok_or("an unknown token".to_string()));
+        if parsed.is_err() || ids.len() as u64 != expected {
+            return Err(Error::format(
+                &self.path,
+                format!(
+                    "sequence {s} no longer reads as the {expected} tokens it held when the file was opened ({}); was the file changed during the build?",
+                    parsed.err().unwrap_or_else(|| format!("{} tokens", ids.len()))
+                ),
+            ));
+        }
+        Ok(ids)
     }
 
     /// First row of each sequence, then the total.
@@ -144,10 +244,89 @@ impl TokenSequences {
     }
 }
 
+/// Fills `buf` from `file` at `offset` without moving a shared cursor (so `&self` suffices).
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::FileExt;
+        let mut done = 0;
+        while done < buf.len() {
+            match file.seek_read(&mut buf[done..], offset + done as u64)? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => done += n,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The byte range `(start, end)` of each sequence's list in `text` (a JSON list of lists of
+/// strings that has parsed), offset by `base`: a scan of brackets outside strings.
+fn sequence_spans(text: &[u8], base: u64) -> Vec<(u64, u64)> {
+    let mut spans = Vec::new();
+    let (mut depth, mut in_string, mut escaped, mut start) = (0u32, false, false, 0);
+    for (i, &b) in text.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' => {
+                depth += 1;
+                if depth == 2 {
+                    start = i;
+                }
+            }
+            b']' => {
+                if depth == 2 {
+                    spans.push((base + start as u64, base + i as u64 + 1));
+                }
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+    spans
+}
+
+/// Parses one sequence's list into ids of a complete vocabulary; `false` when a token is
+/// not in it.
+struct Lookup<'a> {
+    vocab: &'a Vocab,
+    ids: &'a mut Vec<TokenId>,
+}
+
+impl<'de> Visitor<'de> for Lookup<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of token strings")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<bool, A::Error> {
+        while let Some(tok) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
+            match self.vocab.get(&tok) {
+                Some(id) => self.ids.push(id),
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+}
+
 #[derive(Default)]
 struct Builder {
     vocab: Vocab,
-    ids: Vec<TokenId>,
     lengths: Vec<u64>,
 }
 
@@ -185,12 +364,12 @@ impl<'de> Visitor<'de> for Inner<'_> {
         f.write_str("a list of token strings")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
-        let before = self.0.ids.len();
+        let mut length = 0;
         while let Some(tok) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
-            let id = self.0.vocab.intern(&tok);
-            self.0.ids.push(id);
+            self.0.vocab.intern(&tok);
+            length += 1;
         }
-        self.0.lengths.push((self.0.ids.len() - before) as u64);
+        self.0.lengths.push(length);
         Ok(())
     }
 }
@@ -207,7 +386,73 @@ mod tests {
         let t = TokenSequences::from_json_file(&p).unwrap();
         assert_eq!(t.n_sequences(), 2);
         assert_eq!(t.lengths().collect::<Vec<_>>(), vec![2, 1]);
-        assert_eq!(t.vocab().token(t.ids()[1]), " b");
-        assert_eq!(t.ids()[2], t.ids()[0]);
+        let ids = t.ids(0..3).unwrap();
+        assert_eq!(t.vocab().token(ids[1]), " b");
+        assert_eq!(ids[2], ids[0]);
+    }
+
+    /// Every row range read from the file equals the same range of the sequences given in
+    /// memory: ranges within one sequence, across several, starting or ending at sequence
+    /// edges, through empty sequences, over strings holding brackets, quotes, backslashes
+    /// and escapes.
+    #[test]
+    fn any_row_range_reads_back_as_the_tokens_of_the_file() {
+        let sequences: Vec<Vec<&str>> = vec![
+            vec!["a", " b", "]", "[", "c"],
+            vec![],
+            vec!["\\\\", "\"]\"", "x"],
+            vec!["é", "\u{1F600}", "\n"],
+            vec![],
+            vec!["a"],
+            vec![],
+        ];
+        let text = concat!(
+            "\u{FEFF}[ [\"a\", \" b\", \"]\", \"[\", \"c\"],\n  [],\n",
+            "  [\"\\\\\\\\\", \"\\\"]\\\"\", \"\\u0078\"],",
+            "[\"\\u00e9\", \"\\ud83d\\ude00\", \"\\n\"] , [] ,[\"a\"],[]\n]\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokens.json");
+        std::fs::write(&p, text).unwrap();
+        let from_file = TokenSequences::from_json_file(&p).unwrap();
+        let in_memory = TokenSequences::from_strings(&sequences);
+        assert!(matches!(from_file.ids, IdStore::Json(_)));
+        assert_eq!(from_file.offsets(), in_memory.offsets());
+        let n = in_memory.n_tokens();
+        assert_eq!(n, 12);
+        for a in 0..=n {
+            for b in a..=n {
+                let got: Vec<String> = from_file
+                    .ids(a..b)
+                    .unwrap()
+                    .into_iter()
+                    .map(|id| from_file.vocab().token(id).into_owned())
+                    .collect();
+                let want: Vec<String> = in_memory
+                    .ids(a..b)
+                    .unwrap()
+                    .into_iter()
+                    .map(|id| in_memory.vocab().token(id).into_owned())
+                    .collect();
+                assert_eq!(got, want, "rows {a}..{b}");
+            }
+        }
+        assert!(from_file.ids(3..n + 1).is_err());
+    }
+
+    #[test]
+    fn a_file_changed_after_opening_is_an_error_not_other_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokens.json");
+        std::fs::write(&p, r#"[["a", "b"], ["c", "d"]]"#).unwrap();
+        let t = TokenSequences::from_json_file(&p).unwrap();
+        // Same length, other tokens: "e" was never seen when the file was opened.
+        std::fs::write(&p, r#"[["a", "b"], ["e", "d"]]"#).unwrap();
+        assert_eq!(t.ids(0..2).unwrap().len(), 2);
+        let e = t.ids(1..4).unwrap_err().to_string();
+        assert!(
+            e.contains("tokens.json") && e.contains("sequence 1") && e.contains("changed"),
+            "{e}"
+        );
     }
 }

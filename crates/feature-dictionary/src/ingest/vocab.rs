@@ -1,6 +1,6 @@
 //! Token strings ↔ compact ids.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// Token id as carried by batches.
 pub type TokenId = u32;
@@ -19,7 +19,9 @@ pub type TokenId = u32;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Vocab {
     strings: Vec<String>,
-    index: HashMap<String, TokenId>,
+    /// String → smallest id. Fx, not SipHash: every token of an input is looked up here
+    /// (twice for a tokens JSON), and the strings come from the user's own files.
+    index: FxHashMap<String, TokenId>,
 }
 
 impl Vocab {
@@ -31,7 +33,7 @@ impl Vocab {
     /// A vocabulary whose ids are the positions in `strings` (e.g. a tokenizer's); strings
     /// may repeat.
     pub fn from_strings(strings: Vec<String>) -> Self {
-        let mut index = HashMap::with_capacity(strings.len());
+        let mut index = FxHashMap::with_capacity_and_hasher(strings.len(), Default::default());
         for (i, s) in strings.iter().enumerate() {
             // The first id wins: the canonical id of a shared string is its smallest.
             index.entry(s.clone()).or_insert(i as TokenId);
