@@ -82,7 +82,7 @@ pub fn open_tokens(
             }
             TokenSequences::from_json_file(json)
         }
-        (None, Some(ids)) => TokenIdMatrix::from_npy(ids)?.into_sequences(ids, vocab),
+        (None, Some(ids)) => super::token_ids::open_npy(ids, vocab),
         (None, None) => match cache_ids {
             Some((ids, path)) => ids.clone().into_sequences(path, vocab),
             None => Err(Error::Invalid(

@@ -4,6 +4,10 @@
 
 use std::path::Path;
 
+use memmap2::UncheckedAdvice;
+use rustc_hash::FxHashMap;
+
+use super::npy::NpyHeader;
 use super::{TokenId, TokenSequences, Vocab};
 use crate::error::{Error, Result};
 
@@ -38,17 +42,8 @@ impl TokenIdMatrix {
         }
         let mut ids = Vec::new();
         for (i, v) in values.enumerate() {
-            let id = u32::try_from(v).map_err(|_| {
-                Error::format(
-                    path,
-                    format!(
-                        "token id {v} at sequence {}, position {} is not a valid id; expected ids from 0 to {}",
-                        i as u64 / seq_len.max(1),
-                        i as u64 % seq_len.max(1),
-                        u32::MAX
-                    ),
-                )
-            })?;
+            let id =
+                u32::try_from(v).map_err(|_| invalid_id(path, v as i128, i as u64, seq_len))?;
             ids.push(id);
         }
         if n_sequences.checked_mul(seq_len) != Some(ids.len() as u64) {
@@ -72,38 +67,8 @@ impl TokenIdMatrix {
 
     /// Parses `.npy` bytes already in memory.
     pub fn from_npy_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let h = super::npy::parse_header(path, bytes)?;
-        let (size, signed) = match h.descr.as_str() {
-            "<i4" => (4, true),
-            "<i8" => (8, true),
-            "<u4" => (4, false),
-            "<u2" | "|u2" => (2, false),
-            "<u8" => (8, false),
-            other => {
-                return Err(Error::format(
-                    path,
-                    format!("token ids have dtype {other}; expected little-endian int32, int64, uint16, uint32 or uint64 (<i4, <i8, <u2, <u4, <u8)"),
-                ))
-            }
-        };
-        let n = h
-            .shape
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d))
-            .and_then(|n| n.checked_mul(size as u64));
+        let (h, size, signed) = id_layout(path, bytes)?;
         let data = &bytes[h.data_offset..];
-        if n != Some(data.len() as u64) {
-            return Err(Error::format(
-                path,
-                format!(
-                    "token id file is truncated or has trailing bytes: shape {:?} of {} needs {} data bytes but {} follow the header",
-                    h.shape,
-                    h.descr,
-                    n.map_or("an absurd number of".to_string(), |n| n.to_string()),
-                    data.len()
-                ),
-            ));
-        }
         // Fortran order (`np.save` of a transposed array): reordered into C order here, so
         // what follows (and its error locations) sees `[sequences, seq_len]` row by row.
         let c_order;
@@ -123,24 +88,10 @@ impl TokenIdMatrix {
                 .find(|&(_, v)| v > u32::MAX as u64)
             {
                 let l = h.shape.get(1).copied().unwrap_or(1).max(1);
-                return Err(Error::format(
-                    path,
-                    format!(
-                        "token id {v} at sequence {}, position {} is not a valid id; expected ids from 0 to {}",
-                        i as u64 / l,
-                        i as u64 % l,
-                        u32::MAX
-                    ),
-                ));
+                return Err(invalid_id(path, v as i128, i as u64, l));
             }
         }
-        let values = data.chunks_exact(size).map(|c| match (size, signed) {
-            (2, _) => u16::from_le_bytes([c[0], c[1]]) as i64,
-            (4, true) => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64,
-            (4, false) => u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64,
-            (_, true) => i64::from_le_bytes(c.try_into().expect("8 bytes")),
-            (_, false) => u64::from_le_bytes(c.try_into().expect("8 bytes")) as i64,
-        });
+        let values = data.chunks_exact(size).map(|c| decode_id(c, signed) as i64);
         Self::from_i64(path, values, &h.shape)
     }
 
@@ -158,15 +109,7 @@ impl TokenIdMatrix {
                     .enumerate()
                     .find(|(_, &id)| id as usize >= v.len())
                 {
-                    return Err(Error::format(
-                        path,
-                        format!(
-                            "token id {bad} at sequence {}, position {} is outside the tokenizer's vocabulary of {} ids — is it the model's tokenizer?",
-                            i as u64 / self.seq_len.max(1),
-                            i as u64 % self.seq_len.max(1),
-                            v.len()
-                        ),
-                    ));
+                    return Err(outside_vocab(path, bad, i as u64, self.seq_len, v.len()));
                 }
                 v
             }
@@ -183,6 +126,231 @@ impl TokenIdMatrix {
         };
         let lengths = vec![self.seq_len; self.n_sequences as usize];
         Ok(TokenSequences::new(path, vocab, self.ids, &lengths))
+    }
+}
+
+/// The header of a token-id `.npy`, its element size and signedness, after checking the
+/// dtype and that the data is exactly as long as the shape says.
+fn id_layout(path: &Path, bytes: &[u8]) -> Result<(NpyHeader, usize, bool)> {
+    let h = super::npy::parse_header(path, bytes)?;
+    let (size, signed) = match h.descr.as_str() {
+        "<i4" => (4, true),
+        "<i8" => (8, true),
+        "<u4" => (4, false),
+        "<u2" | "|u2" => (2, false),
+        "<u8" => (8, false),
+        other => {
+            return Err(Error::format(
+                path,
+                format!("token ids have dtype {other}; expected little-endian int32, int64, uint16, uint32 or uint64 (<i4, <i8, <u2, <u4, <u8)"),
+            ))
+        }
+    };
+    let n = h
+        .shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .and_then(|n| n.checked_mul(size as u64));
+    let data = &bytes[h.data_offset..];
+    if n != Some(data.len() as u64) {
+        return Err(Error::format(
+            path,
+            format!(
+                "token id file is truncated or has trailing bytes: shape {:?} of {} needs {} data bytes but {} follow the header",
+                h.shape,
+                h.descr,
+                n.map_or("an absurd number of".to_string(), |n| n.to_string()),
+                data.len()
+            ),
+        ));
+    }
+    Ok((h, size, signed))
+}
+
+/// The id in `bytes` (2, 4 or 8 little-endian bytes), whatever its value.
+#[inline]
+fn decode_id(bytes: &[u8], signed: bool) -> i128 {
+    match (bytes.len(), signed) {
+        (2, _) => u16::from_le_bytes([bytes[0], bytes[1]]) as i128,
+        (4, true) => i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as i128,
+        (4, false) => u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as i128,
+        (_, true) => i64::from_le_bytes(bytes.try_into().expect("8 bytes")) as i128,
+        (_, false) => u64::from_le_bytes(bytes.try_into().expect("8 bytes")) as i128,
+    }
+}
+
+/// The error of an id outside 0..=u32::MAX at flat index `i` of rows of `seq_len`.
+fn invalid_id(path: &Path, v: i128, i: u64, seq_len: u64) -> Error {
+    let l = seq_len.max(1);
+    Error::format(
+        path,
+        format!(
+            "token id {v} at sequence {}, position {} is not a valid id; expected ids from 0 to {}",
+            i / l,
+            i % l,
+            u32::MAX
+        ),
+    )
+}
+
+/// The error of an id that `vocab` (`n_vocab` ids) does not have.
+fn outside_vocab(path: &Path, id: u32, i: u64, seq_len: u64, n_vocab: usize) -> Error {
+    let l = seq_len.max(1);
+    Error::format(
+        path,
+        format!(
+            "token id {id} at sequence {}, position {} is outside the tokenizer's vocabulary of {n_vocab} ids — is it the model's tokenizer?",
+            i / l,
+            i % l,
+        ),
+    )
+}
+
+/// Token ids checked per step when a C-order file is opened by [`open_npy`] (their pages
+/// are dropped after each step, so the check does not leave the file resident).
+const CHECK_IDS: usize = 1 << 20;
+
+/// Opens a token-id `.npy` (`[sequences, seq_len]`) for a build, with `vocab` (a
+/// tokenizer's) or, without one, each id shown as `[id]`.
+///
+/// Every id is checked here, with the errors of [`TokenIdMatrix::from_npy`] and
+/// [`TokenIdMatrix::into_sequences`]. A C-order file is then read batch by batch as the
+/// build asks for rows ([`TokenSequences::ids`]), so its ids are never all in memory; a
+/// Fortran-order file is reordered into memory whole.
+pub fn open_npy(path: &Path, vocab: Option<Vocab>) -> Result<TokenSequences> {
+    let map = super::dense::map_file_expecting(path, "a NumPy .npy array of token ids")?;
+    let (h, size, signed) = id_layout(path, &map)?;
+    if h.fortran_order {
+        return TokenIdMatrix::from_npy_bytes(path, &map)?.into_sequences(path, vocab);
+    }
+    let (n_sequences, seq_len) = match *h.shape.as_slice() {
+        [s, l] => (s, l),
+        _ => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "token ids have shape {:?}; expected [sequences, seq_len]",
+                    h.shape
+                ),
+            ))
+        }
+    };
+    if seq_len == 0 && n_sequences > 0 {
+        return Err(Error::format(
+            path,
+            format!("token ids have shape {:?}: sequences of length 0", h.shape),
+        ));
+    }
+    let mut interned: Option<(Vocab, FxHashMap<u32, TokenId>)> = match vocab {
+        Some(_) => None,
+        None => Some(Default::default()),
+    };
+    let n_vocab = vocab.as_ref().map_or(0, Vocab::len);
+    let data = &map[h.data_offset..];
+    for (step, chunk) in data.chunks(CHECK_IDS * size).enumerate() {
+        for (j, bytes) in chunk.chunks_exact(size).enumerate() {
+            let i = (step * CHECK_IDS + j) as u64;
+            let v = decode_id(bytes, signed);
+            let id = u32::try_from(v).map_err(|_| invalid_id(path, v, i, seq_len))?;
+            match &mut interned {
+                Some((names, ids)) => {
+                    ids.entry(id)
+                        .or_insert_with(|| names.intern(&format!("[{id}]")));
+                }
+                None if id as usize >= n_vocab => {
+                    return Err(outside_vocab(path, id, i, seq_len, n_vocab))
+                }
+                None => {}
+            }
+        }
+        let end = (chunk.as_ptr() as usize - map.as_ptr() as usize + chunk.len()) & !4095;
+        // SAFETY: a read-only shared file mapping; dropping pages only makes later reads
+        // fault them back in from the file.
+        let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, 0, end) };
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let (vocab, remap) = match (vocab, interned) {
+        (_, Some((names, ids))) => (names, IdRemap::Interned(ids)),
+        (Some(v), None) if v.has_shared_strings() => {
+            let canonical = v.canonical_ids();
+            (v, IdRemap::Canonical(canonical))
+        }
+        (Some(v), None) => (v, IdRemap::AsIs),
+        (None, None) => unreachable!("interned is Some exactly when there is no vocabulary"),
+    };
+    let ids = IdArrayFile {
+        file,
+        data_offset: h.data_offset as u64,
+        size,
+        signed,
+        remap,
+        n_vocab: vocab.len(),
+    };
+    let lengths = vec![seq_len; n_sequences as usize];
+    Ok(TokenSequences::from_id_file(path, vocab, &lengths, ids))
+}
+
+/// How ids read from a file become the ids batches carry.
+#[derive(Debug)]
+enum IdRemap {
+    /// Unchanged (a tokenizer vocabulary whose strings are all distinct).
+    AsIs,
+    /// To their string's canonical id ([`Vocab::canonical_ids`]).
+    Canonical(Vec<TokenId>),
+    /// To the id of their `[id]` name (no tokenizer).
+    Interned(FxHashMap<u32, TokenId>),
+}
+
+/// A C-order token-id `.npy` whose every id [`open_npy`] has checked, read row range by
+/// row range.
+#[derive(Debug)]
+pub(super) struct IdArrayFile {
+    file: std::fs::File,
+    data_offset: u64,
+    size: usize,
+    signed: bool,
+    remap: IdRemap,
+    n_vocab: usize,
+}
+
+impl IdArrayFile {
+    /// The batch ids of `rows` (flat indices into the array).
+    pub(super) fn read(&self, path: &Path, rows: std::ops::Range<u64>) -> Result<Vec<TokenId>> {
+        let mut bytes = vec![0u8; (rows.end - rows.start) as usize * self.size];
+        let at = self.data_offset + rows.start * self.size as u64;
+        super::tokens_json::read_at(&self.file, &mut bytes, at).map_err(|e| Error::io(path, e))?;
+        let changed = |row: u64| {
+            Error::format(
+                path,
+                format!("the token id at row {row} is not the one checked when the file was opened; was the file changed during the build?"),
+            )
+        };
+        let mut ids = Vec::with_capacity(bytes.len() / self.size);
+        for (j, b) in bytes.chunks_exact(self.size).enumerate() {
+            let row = rows.start + j as u64;
+            let id = u32::try_from(decode_id(b, self.signed)).map_err(|_| changed(row))?;
+            let id = match &self.remap {
+                IdRemap::AsIs => (id as usize) < self.n_vocab,
+                IdRemap::Canonical(c) => match c.get(id as usize) {
+                    Some(&c) => {
+                        ids.push(c);
+                        continue;
+                    }
+                    None => false,
+                },
+                IdRemap::Interned(m) => match m.get(&id) {
+                    Some(&i) => {
+                        ids.push(i);
+                        continue;
+                    }
+                    None => false,
+                },
+            }
+            .then_some(id)
+            .ok_or_else(|| changed(row))?;
+            ids.push(id);
+        }
+        Ok(ids)
     }
 }
 
@@ -346,5 +514,125 @@ mod tests {
 
     fn bytes8(v: &[i64]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    /// The strings of rows `a..b` of `t`.
+    fn strings(t: &TokenSequences, a: u64, b: u64) -> Vec<String> {
+        t.ids(a..b)
+            .unwrap()
+            .into_iter()
+            .map(|id| t.vocab().token(id).into_owned())
+            .collect()
+    }
+
+    /// `open_npy` reads ids from the file as rows are asked for; every row range must hold
+    /// the tokens of the array read whole, for every dtype, with a tokenizer vocabulary
+    /// (strings shared by several ids included), without one, and in Fortran order.
+    #[test]
+    fn ids_read_from_the_file_equal_the_array_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        // 3 sequences of 4; ids 0..6 of a vocabulary where 1, 3 and 5 share a string.
+        let c: Vec<i64> = vec![0, 1, 2, 3, 4, 5, 5, 4, 3, 2, 1, 0];
+        let vocab = || {
+            Vocab::from_strings(
+                ["a", "\u{FFFD}", " b", "\u{FFFD}", "c", "\u{FFFD}"]
+                    .map(String::from)
+                    .to_vec(),
+            )
+        };
+        for (descr, size) in [("<i4", 4), ("<i8", 8), ("<u2", 2), ("<u4", 4), ("<u8", 8)] {
+            let bytes = |v: &[i64]| -> Vec<u8> {
+                v.iter()
+                    .flat_map(|&x| x.to_le_bytes()[..size].to_vec())
+                    .collect()
+            };
+            let file = npy(descr, "(3, 4)", &bytes(&c));
+            let p = dir
+                .path()
+                .join(format!("ids{size}{descr}.npy").replace('<', ""));
+            std::fs::write(&p, &file).unwrap();
+            for with_vocab in [true, false] {
+                let v = with_vocab.then(vocab);
+                let lazy = open_npy(&p, v.clone()).unwrap();
+                assert!(matches!(
+                    lazy.ids,
+                    super::super::tokens_json::IdStore::Array(_)
+                ));
+                let whole = TokenIdMatrix::from_npy_bytes(&p, &file)
+                    .unwrap()
+                    .into_sequences(&p, v)
+                    .unwrap();
+                assert_eq!(lazy.offsets(), whole.offsets());
+                for a in 0..=12 {
+                    for b in a..=12 {
+                        assert_eq!(
+                            strings(&lazy, a, b),
+                            strings(&whole, a, b),
+                            "{descr} {a}..{b}"
+                        );
+                    }
+                }
+                // One id per string: the three ids of U+FFFD read as one.
+                if with_vocab {
+                    let ids = lazy.ids(0..12).unwrap();
+                    assert_eq!((ids[1], ids[3], ids[5]), (1, 1, 1), "{descr}");
+                }
+            }
+        }
+        // Fortran order is read whole, with the same tokens.
+        let f: Vec<i64> = (0..4)
+            .flat_map(|l| (0..3).map(move |s| (l, s)))
+            .map(|(l, s)| c[s * 4 + l])
+            .collect();
+        let p = dir.path().join("fortran.npy");
+        std::fs::write(&p, fortran("<i8", "(3, 4)", &bytes8(&f))).unwrap();
+        let from_f = open_npy(&p, Some(vocab())).unwrap();
+        let p = dir.path().join("ids8i8.npy");
+        let from_c = open_npy(&p, Some(vocab())).unwrap();
+        assert_eq!(strings(&from_f, 0, 12), strings(&from_c, 0, 12));
+    }
+
+    #[test]
+    fn open_npy_refuses_bad_ids_where_they_are_and_notices_a_changed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ids.npy");
+        let small = || Some(Vocab::from_strings(vec!["a".into(), "b".into()]));
+        std::fs::write(&p, npy("<i8", "(2, 3)", &bytes8(&[0, 1, 0, 1, -4, 0]))).unwrap();
+        let e = open_npy(&p, small()).unwrap_err().to_string();
+        assert!(
+            e.contains("ids.npy") && e.contains("token id -4 at sequence 1, position 1"),
+            "{e}"
+        );
+        std::fs::write(&p, npy("<i8", "(2, 3)", &bytes8(&[0, 1, 0, 1, 0, 2]))).unwrap();
+        let e = open_npy(&p, small()).unwrap_err().to_string();
+        assert!(
+            e.contains("token id 2 at sequence 1, position 2 is outside the tokenizer's vocabulary of 2 ids"),
+            "{e}"
+        );
+        let big: Vec<u8> = [0u64, 1 << 33]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        std::fs::write(&p, npy("<u8", "(1, 2)", &big)).unwrap();
+        let e = open_npy(&p, None).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "token id {} at sequence 0, position 1",
+                1u64 << 33
+            )),
+            "{e}"
+        );
+        std::fs::write(&p, npy("<i4", "(3,)", &[0; 12])).unwrap();
+        assert!(open_npy(&p, None)
+            .unwrap_err()
+            .to_string()
+            .contains("expected [sequences, seq_len]"));
+
+        std::fs::write(&p, npy("<i8", "(2, 3)", &bytes8(&[0, 1, 0, 1, 1, 0]))).unwrap();
+        let t = open_npy(&p, small()).unwrap();
+        std::fs::write(&p, npy("<i8", "(2, 3)", &bytes8(&[0, 1, 0, 1, 7, 0]))).unwrap();
+        assert_eq!(t.ids(0..3).unwrap().len(), 3);
+        let e = t.ids(2..6).unwrap_err().to_string();
+        assert!(e.contains("row 4") && e.contains("changed"), "{e}");
     }
 }

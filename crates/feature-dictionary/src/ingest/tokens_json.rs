@@ -21,22 +21,24 @@ use crate::error::{Error, Result};
 pub struct TokenSequences {
     path: PathBuf,
     vocab: Vocab,
-    ids: IdStore,
+    pub(super) ids: IdStore,
     offsets: Vec<u64>,
 }
 
 /// Where the ids are read from.
 #[derive(Debug)]
-enum IdStore {
+pub(super) enum IdStore {
     /// All of them, in memory (sequences given in memory, token-id arrays).
     Memory(Vec<TokenId>),
     /// A tokens JSON file, parsed again sequence by sequence as batches ask for rows.
     Json(JsonSpans),
+    /// A C-order token-id array, read as batches ask for rows.
+    Array(super::token_ids::IdArrayFile),
 }
 
 /// The open tokens JSON file and the byte range of each sequence's list in it.
 #[derive(Debug)]
-struct JsonSpans {
+pub(super) struct JsonSpans {
     file: File,
     spans: Vec<(u64, u64)>,
 }
@@ -75,6 +77,20 @@ impl TokenSequences {
             ids: IdStore::Memory(ids),
             offsets,
         }
+    }
+
+    /// Sequences of `lengths` whose ids `ids` reads from a token-id file (already mapped to
+    /// one id per string of `vocab`).
+    pub(super) fn from_id_file(
+        path: &Path,
+        vocab: Vocab,
+        lengths: &[u64],
+        ids: super::token_ids::IdArrayFile,
+    ) -> Self {
+        let mut seqs = Self::new(path, Vocab::new(), Vec::new(), lengths);
+        seqs.vocab = vocab;
+        seqs.ids = IdStore::Array(ids);
+        seqs
     }
 
     /// Builds from in-memory string sequences (used by tests and bindings).
@@ -156,6 +172,7 @@ impl TokenSequences {
             IdStore::Memory(ids) => Ok(ids[rows.start as usize..rows.end as usize].to_vec()),
             IdStore::Json(_) if rows.is_empty() => Ok(Vec::new()),
             IdStore::Json(json) => self.json_ids(json, rows),
+            IdStore::Array(array) => array.read(&self.path, rows),
         }
     }
 
@@ -245,7 +262,7 @@ impl TokenSequences {
 }
 
 /// Fills `buf` from `file` at `offset` without moving a shared cursor (so `&self` suffices).
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+pub(super) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileExt;
