@@ -127,7 +127,7 @@ fn demo_sae_reproduces_the_cached_latents() {
     use feature_dictionary::ingest::delphi::{DelphiCache, DelphiSource};
     use feature_dictionary::ingest::{ActivationSource, BatchValues, TokenSequences};
     let first_rows = |cache: DelphiCache| -> Vec<(usize, u32, f32)> {
-        let dummy: Vec<Vec<String>> = (0..cache.token_ids().map_or(4, |t| t.n_sequences as usize))
+        let dummy: Vec<Vec<String>> = (0..cache.token_shape().map_or(4, |(s, _)| s as usize))
             .map(|_| vec!["t".to_string(); 64])
             .collect();
         let mut src = DelphiSource::new(cache, TokenSequences::from_strings(&dummy), 256).unwrap();

@@ -24,8 +24,10 @@ fn read_delphi(bytes: Vec<u8>) -> Result<u64, String> {
     let st = SafeTensors::from_bytes(p, bytes).map_err(|e| e.to_string())?;
     let cache =
         DelphiCache::from_shards(p, vec![(st, Some((0, 63)))]).map_err(|e| e.to_string())?;
-    let ids = cache.token_ids().cloned().ok_or("no tokens")?;
-    let tokens = ids.into_sequences(p, None).map_err(|e| e.to_string())?;
+    let tokens = cache
+        .token_sequences(None)
+        .map_err(|e| e.to_string())?
+        .ok_or("no tokens")?;
     let mut src = DelphiSource::new(cache, tokens, 7).map_err(|e| e.to_string())?;
     let mut n = 0;
     while let Some(b) = src.next_batch().map_err(|e| e.to_string())? {
@@ -68,12 +70,7 @@ fn delphi_shards_of_every_location_dtype_read_and_sort_rows() {
     let p = Path::new("0_63.safetensors");
     let st = SafeTensors::from_bytes(p, small_shard("I32")).unwrap();
     let cache = DelphiCache::from_shards(p, vec![(st, Some((0, 63)))]).unwrap();
-    let tokens = cache
-        .token_ids()
-        .cloned()
-        .unwrap()
-        .into_sequences(p, None)
-        .unwrap();
+    let tokens = cache.token_sequences(None).unwrap().unwrap();
     let mut src = DelphiSource::new(cache, tokens, 100).unwrap();
     let b = src.next_batch().unwrap().unwrap();
     assert_eq!(b.value(0, 1), 2.0);

@@ -210,13 +210,26 @@ fn two_shard_delphi_cache_gives_the_dictionary_of_the_equivalent_dense_input() {
     let shards = smollm2().join("shards_first8");
     let cache = DelphiCache::open(&shards).unwrap();
     assert_eq!(cache.n_features(), 3072);
-    let ids = cache.token_ids().unwrap().clone();
+    let ids = cache.token_ids().unwrap().unwrap();
     assert_eq!((ids.n_sequences, ids.seq_len), (8, 64));
     let vocab = smollm2_tokenizer().into_vocab();
-    let tokens = ids
+    // The cache's tokens as a build reads them (from the shard, row range by row range)
+    // are those of the matrix read whole, over every range of a few rows.
+    let tokens = cache.token_sequences(Some(vocab.clone())).unwrap().unwrap();
+    let whole = ids
         .clone()
         .into_sequences(&shards, Some(vocab.clone()))
         .unwrap();
+    assert_eq!(tokens.offsets(), whole.offsets());
+    for a in (0..512).step_by(37) {
+        for b in [a, a + 1, (a + 100).min(512), 512] {
+            assert_eq!(
+                tokens.ids(a..b).unwrap(),
+                whole.ids(a..b).unwrap(),
+                "rows {a}..{b}"
+            );
+        }
+    }
     // Small batches so several batches (and sequence ranges) are exercised.
     let mut source = DelphiSource::new(cache, tokens, 150).unwrap();
     let sparse = build::build(&mut source, config(), &options(), &mut |_| {}).unwrap();
@@ -295,12 +308,7 @@ fn sae_build_matches_encode_then_delphi_build() {
     assert_eq!(summary.locations_dtype, "U16");
     assert!((summary.mean_l0 - 24.0).abs() < 0.5, "{summary:?}");
     let cache = DelphiCache::open(&out).unwrap();
-    let tokens = cache
-        .token_ids()
-        .unwrap()
-        .clone()
-        .into_sequences(&out, Some(vocab))
-        .unwrap();
+    let tokens = cache.token_sequences(Some(vocab)).unwrap().unwrap();
     let mut src = DelphiSource::new(cache, tokens, 1000).unwrap();
     let two_step = build::build(&mut src, config(), &options(), &mut |_| {}).unwrap();
     assert_eq!(

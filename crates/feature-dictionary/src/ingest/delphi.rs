@@ -9,6 +9,7 @@
 //! entries (on disk, paged in on demand) plus one batch — never tokens × features.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::safetensors::{float_dtype, IntReader, SafeTensors, TensorInfo};
 use super::token_ids::TokenIdMatrix;
@@ -21,7 +22,8 @@ pub const D_SAE_KEY: &str = "d_sae";
 /// One shard file and its latent range.
 #[derive(Debug)]
 struct Shard {
-    file: SafeTensors,
+    /// Shared with the token sequences that read the cache's `tokens` from it.
+    file: Arc<SafeTensors>,
     /// First latent (global index) of the shard.
     start: u64,
     /// Latents in the shard (`end − start + 1`), or `None` for a lone file named otherwise.
@@ -36,7 +38,8 @@ pub struct DelphiCache {
     path: PathBuf,
     shards: Vec<Shard>,
     n_features: usize,
-    tokens: Option<TokenIdMatrix>,
+    /// The `tokens` tensor: index of the first shard holding it, and where it lies there.
+    tokens: Option<(usize, TensorInfo)>,
 }
 
 /// `<start>_<end>` from a shard file name.
@@ -117,8 +120,8 @@ impl DelphiCache {
             return Err(Error::format(path, "no shards"));
         }
         let lone = files.len() == 1;
-        let mut shards = Vec::with_capacity(files.len());
-        let mut tokens: Option<(TokenIdMatrix, PathBuf)> = None;
+        let mut shards: Vec<Shard> = Vec::with_capacity(files.len());
+        let mut tokens: Option<(usize, TensorInfo)> = None;
         for (file, range) in files {
             let p = file.path().to_path_buf();
             let locations = file.tensor("locations")?.clone();
@@ -144,21 +147,28 @@ impl DelphiCache {
             }
             file.expect_shape(&activations, &[n])?;
             if let Some(t) = file.get("tokens") {
+                // Checked (as ids) when the sequences are made; here only the same values
+                // in every shard, read where they lie, never copied out.
                 let reader = IntReader::new(&p, t, file.bytes(t))?;
-                let values = (0..reader.len()).map(|i| reader.get(i).unwrap_or(-1));
-                let m = TokenIdMatrix::from_i64(&p, values, &t.shape)?;
                 match &tokens {
-                    None => tokens = Some((m, p.clone())),
-                    Some((first, fp)) if *first != m => {
-                        return Err(Error::format(
-                            &p,
-                            format!(
-                                "its \"tokens\" tensor differs from the one in {}; shards of one cache repeat the same tokens",
-                                fp.display()
-                            ),
-                        ))
+                    None => tokens = Some((shards.len(), t.clone())),
+                    Some((first, ft)) => {
+                        let first: &SafeTensors = &shards[*first].file;
+                        let theirs = IntReader::new(first.path(), ft, first.bytes(ft))?;
+                        let same = ft.shape == t.shape
+                            && (0..reader.len()).all(|i| {
+                                matches!((reader.get(i), theirs.get(i)), (Ok(a), Ok(b)) if a == b)
+                            });
+                        if !same {
+                            return Err(Error::format(
+                                &p,
+                                format!(
+                                    "its \"tokens\" tensor differs from the one in {}; shards of one cache repeat the same tokens",
+                                    first.path().display()
+                                ),
+                            ));
+                        }
                     }
-                    Some(_) => {}
                 }
             }
             let (start, width) = match range {
@@ -180,7 +190,7 @@ impl DelphiCache {
                 }
             };
             shards.push(Shard {
-                file,
+                file: Arc::new(file),
                 start,
                 width,
                 locations,
@@ -279,7 +289,7 @@ impl DelphiCache {
             path: path.to_path_buf(),
             shards,
             n_features,
-            tokens: tokens.map(|t| t.0),
+            tokens,
         })
     }
 
@@ -288,9 +298,33 @@ impl DelphiCache {
         self.n_features
     }
 
-    /// The cache's `tokens` matrix, when its shards carry one.
-    pub fn token_ids(&self) -> Option<&TokenIdMatrix> {
-        self.tokens.as_ref()
+    /// The cache's `tokens` matrix read whole, when its shards carry one.
+    pub fn token_ids(&self) -> Result<Option<TokenIdMatrix>> {
+        let Some((shard, t)) = &self.tokens else {
+            return Ok(None);
+        };
+        let file = &self.shards[*shard].file;
+        let reader = IntReader::new(file.path(), t, file.bytes(t))?;
+        let values = (0..reader.len()).map(|i| reader.get(i).unwrap_or(-1));
+        TokenIdMatrix::from_i64(file.path(), values, &t.shape).map(Some)
+    }
+
+    /// `[sequences, seq_len]` of the cache's `tokens`, when its shards carry them.
+    pub fn token_shape(&self) -> Option<(u64, u64)> {
+        match self.tokens.as_ref()?.1.shape.as_slice() {
+            &[s, l] => Some((s, l)),
+            _ => None,
+        }
+    }
+
+    /// The cache's `tokens` as sequences for a build, with `vocab` (a tokenizer's) or,
+    /// without one, each id shown as `[id]`: every id is checked here, then read from the
+    /// shard as batches ask for rows (never copied out whole).
+    pub fn token_sequences(&self, vocab: Option<Vocab>) -> Result<Option<TokenSequences>> {
+        let Some((shard, t)) = &self.tokens else {
+            return Ok(None);
+        };
+        super::token_ids::tensor_sequences(self.shards[*shard].file.clone(), t, vocab).map(Some)
     }
 
     /// Total stored entries.
@@ -326,14 +360,14 @@ impl DelphiSource {
     /// Indexes `cache` against `tokens` (which must cover every stored (sequence,
     /// position)); batches hold whole sequences, about `max_rows` rows each.
     pub fn new(cache: DelphiCache, tokens: TokenSequences, max_rows: usize) -> Result<Self> {
-        if let Some(t) = cache.token_ids() {
-            if t.n_sequences != tokens.n_sequences() as u64 {
+        if let Some((n_sequences, _)) = cache.token_shape() {
+            if n_sequences != tokens.n_sequences() as u64 {
                 return Err(Error::format(
                     tokens.path(),
                     format!(
                         "the cache {} has tokens for {} sequences but the given tokens have {}",
                         cache.path().display(),
-                        t.n_sequences,
+                        n_sequences,
                         tokens.n_sequences()
                     ),
                 ));

@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use super::delphi::{is_delphi_file, DelphiCache, DelphiSource};
-use super::token_ids::TokenIdMatrix;
 use super::tokenizer::Tokenizer;
 use super::{ActivationSource, DenseSource, TokenSequences};
 use crate::error::{Error, Result};
@@ -61,11 +60,9 @@ pub fn input_kind(acts: &Path, tensor: Option<&str>) -> InputKind {
     }
 }
 
-/// Reads the token sequences named by `spec` (`cache_ids` are a delphi cache's tokens).
-pub fn open_tokens(
-    spec: &InputSpec,
-    cache_ids: Option<(&TokenIdMatrix, &Path)>,
-) -> Result<TokenSequences> {
+/// Reads the token sequences named by `spec` (`cache`: a delphi cache, whose own tokens are
+/// used when `spec` names none).
+pub fn open_tokens(spec: &InputSpec, cache: Option<&DelphiCache>) -> Result<TokenSequences> {
     let vocab = match spec.tokenizer {
         Some(p) => Some(Tokenizer::from_file(p)?.into_vocab()),
         None => None,
@@ -83,8 +80,8 @@ pub fn open_tokens(
             TokenSequences::from_json_file(json)
         }
         (None, Some(ids)) => super::token_ids::open_npy(ids, vocab),
-        (None, None) => match cache_ids {
-            Some((ids, path)) => ids.clone().into_sequences(path, vocab),
+        (None, None) => match cache.map(|c| c.token_sequences(vocab)).transpose()?.flatten() {
+            Some(sequences) => Ok(sequences),
             None => Err(Error::Invalid(
                 "no tokens: pass --tokens TOKENS.json or --token-ids IDS.npy (with --tokenizer tokenizer.json to show them as text)".into(),
             )),
@@ -107,7 +104,7 @@ pub fn open_source(spec: &InputSpec) -> Result<Box<dyn ActivationSource>> {
                 )));
             }
             let cache = DelphiCache::open(acts)?;
-            let tokens = open_tokens(spec, cache.token_ids().map(|t| (t, acts)))?;
+            let tokens = open_tokens(spec, Some(&cache))?;
             Ok(Box::new(DelphiSource::new(
                 cache,
                 tokens,

@@ -526,6 +526,22 @@ impl<'a> IntReader<'a> {
         self.bytes.len() / self.size
     }
 
+    /// Bytes per element.
+    pub fn element_size(&self) -> usize {
+        self.size
+    }
+
+    /// Whether elements are signed.
+    pub fn is_signed(&self) -> bool {
+        self.signed
+    }
+
+    /// The little-endian bytes of element `i` (must be `< len()`).
+    #[inline]
+    pub fn element_bytes(&self, i: usize) -> &[u8] {
+        &self.bytes[i * self.size..(i + 1) * self.size]
+    }
+
     /// Whether the tensor is empty.
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()

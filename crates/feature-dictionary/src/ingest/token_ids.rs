@@ -167,11 +167,14 @@ fn id_layout(path: &Path, bytes: &[u8]) -> Result<(NpyHeader, usize, bool)> {
     Ok((h, size, signed))
 }
 
-/// The id in `bytes` (2, 4 or 8 little-endian bytes), whatever its value.
+/// The id in `bytes` (1, 2, 4 or 8 little-endian bytes), whatever its value.
 #[inline]
 fn decode_id(bytes: &[u8], signed: bool) -> i128 {
     match (bytes.len(), signed) {
-        (2, _) => u16::from_le_bytes([bytes[0], bytes[1]]) as i128,
+        (1, false) => bytes[0] as i128,
+        (1, true) => bytes[0] as i8 as i128,
+        (2, false) => u16::from_le_bytes([bytes[0], bytes[1]]) as i128,
+        (2, true) => i16::from_le_bytes([bytes[0], bytes[1]]) as i128,
         (4, true) => i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as i128,
         (4, false) => u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as i128,
         (_, true) => i64::from_le_bytes(bytes.try_into().expect("8 bytes")) as i128,
@@ -241,27 +244,11 @@ pub fn open_npy(path: &Path, vocab: Option<Vocab>) -> Result<TokenSequences> {
             format!("token ids have shape {:?}: sequences of length 0", h.shape),
         ));
     }
-    let mut interned: Option<(Vocab, FxHashMap<u32, TokenId>)> = match vocab {
-        Some(_) => None,
-        None => Some(Default::default()),
-    };
-    let n_vocab = vocab.as_ref().map_or(0, Vocab::len);
     let data = &map[h.data_offset..];
+    let mut check = IdCheck::new(path, vocab, seq_len);
     for (step, chunk) in data.chunks(CHECK_IDS * size).enumerate() {
         for (j, bytes) in chunk.chunks_exact(size).enumerate() {
-            let i = (step * CHECK_IDS + j) as u64;
-            let v = decode_id(bytes, signed);
-            let id = u32::try_from(v).map_err(|_| invalid_id(path, v, i, seq_len))?;
-            match &mut interned {
-                Some((names, ids)) => {
-                    ids.entry(id)
-                        .or_insert_with(|| names.intern(&format!("[{id}]")));
-                }
-                None if id as usize >= n_vocab => {
-                    return Err(outside_vocab(path, id, i, seq_len, n_vocab))
-                }
-                None => {}
-            }
+            check.id((step * CHECK_IDS + j) as u64, decode_id(bytes, signed))?;
         }
         let end = (chunk.as_ptr() as usize - map.as_ptr() as usize + chunk.len()) & !4095;
         // SAFETY: a read-only shared file mapping; dropping pages only makes later reads
@@ -269,25 +256,113 @@ pub fn open_npy(path: &Path, vocab: Option<Vocab>) -> Result<TokenSequences> {
         let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, 0, end) };
     }
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let (vocab, remap) = match (vocab, interned) {
-        (_, Some((names, ids))) => (names, IdRemap::Interned(ids)),
-        (Some(v), None) if v.has_shared_strings() => {
-            let canonical = v.canonical_ids();
-            (v, IdRemap::Canonical(canonical))
-        }
-        (Some(v), None) => (v, IdRemap::AsIs),
-        (None, None) => unreachable!("interned is Some exactly when there is no vocabulary"),
-    };
-    let ids = IdArrayFile {
-        file,
-        data_offset: h.data_offset as u64,
+    let (vocab, remap) = check.finish();
+    let ids = IdReader {
+        source: IdBytes::File {
+            file,
+            data_offset: h.data_offset as u64,
+        },
         size,
         signed,
-        remap,
         n_vocab: vocab.len(),
+        remap,
     };
     let lengths = vec![seq_len; n_sequences as usize];
-    Ok(TokenSequences::from_id_file(path, vocab, &lengths, ids))
+    Ok(TokenSequences::from_id_reader(path, vocab, &lengths, ids))
+}
+
+/// Token sequences whose ids are read, as batches ask for rows, from integer tensor
+/// `tensor` (`[sequences, seq_len]`, C order) of `file` (a delphi cache's `tokens`), with
+/// `vocab` (a tokenizer's) or, without one, each id shown as `[id]`. Every id is checked
+/// here, as [`open_npy`] checks a file's.
+pub fn tensor_sequences(
+    file: std::sync::Arc<super::safetensors::SafeTensors>,
+    tensor: &super::safetensors::TensorInfo,
+    vocab: Option<Vocab>,
+) -> Result<TokenSequences> {
+    let path = file.path().to_path_buf();
+    let reader = super::safetensors::IntReader::new(&path, tensor, file.bytes(tensor))?;
+    let (n_sequences, seq_len) = match *tensor.shape.as_slice() {
+        [s, l] if l > 0 || s == 0 => (s, l),
+        _ => {
+            return Err(Error::format(
+                &path,
+                format!(
+                    "tensor {:?} has shape {:?}; expected [sequences, seq_len] with seq_len > 0",
+                    tensor.name, tensor.shape
+                ),
+            ))
+        }
+    };
+    let (size, signed) = (reader.element_size(), reader.is_signed());
+    let mut check = IdCheck::new(&path, vocab, seq_len);
+    for i in 0..reader.len() {
+        check.id(i as u64, decode_id(reader.element_bytes(i), signed))?;
+    }
+    let (vocab, remap) = check.finish();
+    let ids = IdReader {
+        source: IdBytes::Tensor {
+            file: file.clone(),
+            tensor: tensor.clone(),
+        },
+        size,
+        signed,
+        n_vocab: vocab.len(),
+        remap,
+    };
+    let lengths = vec![seq_len; n_sequences as usize];
+    Ok(TokenSequences::from_id_reader(&path, vocab, &lengths, ids))
+}
+
+/// Checks ids one by one (each a valid id of the vocabulary, or, without one, interned as
+/// `[id]`), then gives the vocabulary and how to map the ids read later.
+struct IdCheck<'a> {
+    path: &'a Path,
+    seq_len: u64,
+    vocab: Option<Vocab>,
+    n_vocab: usize,
+    interned: Option<(Vocab, FxHashMap<u32, TokenId>)>,
+}
+
+impl<'a> IdCheck<'a> {
+    fn new(path: &'a Path, vocab: Option<Vocab>, seq_len: u64) -> Self {
+        Self {
+            path,
+            seq_len,
+            n_vocab: vocab.as_ref().map_or(0, Vocab::len),
+            interned: vocab.is_none().then(Default::default),
+            vocab,
+        }
+    }
+
+    /// Checks id `v`, element `i` of the array.
+    #[inline]
+    fn id(&mut self, i: u64, v: i128) -> Result<()> {
+        let id = u32::try_from(v).map_err(|_| invalid_id(self.path, v, i, self.seq_len))?;
+        match &mut self.interned {
+            Some((names, ids)) => {
+                ids.entry(id)
+                    .or_insert_with(|| names.intern(&format!("[{id}]")));
+            }
+            None if id as usize >= self.n_vocab => {
+                return Err(outside_vocab(self.path, id, i, self.seq_len, self.n_vocab))
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> (Vocab, IdRemap) {
+        match (self.vocab, self.interned) {
+            (_, Some((names, ids))) => (names, IdRemap::Interned(ids)),
+            (Some(v), None) if v.has_shared_strings() => {
+                let canonical = v.canonical_ids();
+                (v, IdRemap::Canonical(canonical))
+            }
+            (Some(v), None) => (v, IdRemap::AsIs),
+            (None, None) => unreachable!("interned is Some exactly when there is no vocabulary"),
+        }
+    }
 }
 
 /// How ids read from a file become the ids batches carry.
@@ -301,24 +376,50 @@ enum IdRemap {
     Interned(FxHashMap<u32, TokenId>),
 }
 
-/// A C-order token-id `.npy` whose every id [`open_npy`] has checked, read row range by
-/// row range.
+/// Where an [`IdReader`]'s bytes are.
 #[derive(Debug)]
-pub(super) struct IdArrayFile {
-    file: std::fs::File,
-    data_offset: u64,
+enum IdBytes {
+    /// In a file (a token-id `.npy`), read with `pread` so nothing stays mapped.
+    File {
+        file: std::fs::File,
+        data_offset: u64,
+    },
+    /// A tensor of a safetensors file that stays mapped anyway (a delphi cache shard).
+    Tensor {
+        file: std::sync::Arc<super::safetensors::SafeTensors>,
+        tensor: super::safetensors::TensorInfo,
+    },
+}
+
+/// A C-order `[sequences, seq_len]` id array whose every id has been checked, read row range
+/// by row range.
+#[derive(Debug)]
+pub(super) struct IdReader {
+    source: IdBytes,
     size: usize,
     signed: bool,
     remap: IdRemap,
     n_vocab: usize,
 }
 
-impl IdArrayFile {
+impl IdReader {
     /// The batch ids of `rows` (flat indices into the array).
     pub(super) fn read(&self, path: &Path, rows: std::ops::Range<u64>) -> Result<Vec<TokenId>> {
-        let mut bytes = vec![0u8; (rows.end - rows.start) as usize * self.size];
-        let at = self.data_offset + rows.start * self.size as u64;
-        super::tokens_json::read_at(&self.file, &mut bytes, at).map_err(|e| Error::io(path, e))?;
+        let (a, b) = (
+            rows.start as usize * self.size,
+            rows.end as usize * self.size,
+        );
+        let read;
+        let bytes = match &self.source {
+            IdBytes::File { file, data_offset } => {
+                let mut buf = vec![0u8; b - a];
+                super::tokens_json::read_at(file, &mut buf, data_offset + a as u64)
+                    .map_err(|e| Error::io(path, e))?;
+                read = buf;
+                &read[..]
+            }
+            IdBytes::Tensor { file, tensor } => &file.bytes(tensor)[a..b],
+        };
         let changed = |row: u64| {
             Error::format(
                 path,
@@ -330,25 +431,11 @@ impl IdArrayFile {
             let row = rows.start + j as u64;
             let id = u32::try_from(decode_id(b, self.signed)).map_err(|_| changed(row))?;
             let id = match &self.remap {
-                IdRemap::AsIs => (id as usize) < self.n_vocab,
-                IdRemap::Canonical(c) => match c.get(id as usize) {
-                    Some(&c) => {
-                        ids.push(c);
-                        continue;
-                    }
-                    None => false,
-                },
-                IdRemap::Interned(m) => match m.get(&id) {
-                    Some(&i) => {
-                        ids.push(i);
-                        continue;
-                    }
-                    None => false,
-                },
-            }
-            .then_some(id)
-            .ok_or_else(|| changed(row))?;
-            ids.push(id);
+                IdRemap::AsIs => ((id as usize) < self.n_vocab).then_some(id),
+                IdRemap::Canonical(c) => c.get(id as usize).copied(),
+                IdRemap::Interned(m) => m.get(&id).copied(),
+            };
+            ids.push(id.ok_or_else(|| changed(row))?);
         }
         Ok(ids)
     }

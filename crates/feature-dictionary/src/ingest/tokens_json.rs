@@ -33,7 +33,7 @@ pub(super) enum IdStore {
     /// A tokens JSON file, parsed again sequence by sequence as batches ask for rows.
     Json(JsonSpans),
     /// A C-order token-id array, read as batches ask for rows.
-    Array(super::token_ids::IdArrayFile),
+    Array(super::token_ids::IdReader),
 }
 
 /// The open tokens JSON file and the byte range of each sequence's list in it.
@@ -79,13 +79,13 @@ impl TokenSequences {
         }
     }
 
-    /// Sequences of `lengths` whose ids `ids` reads from a token-id file (already mapped to
+    /// Sequences of `lengths` whose ids `ids` reads from a token-id array (already mapped to
     /// one id per string of `vocab`).
-    pub(super) fn from_id_file(
+    pub(super) fn from_id_reader(
         path: &Path,
         vocab: Vocab,
         lengths: &[u64],
-        ids: super::token_ids::IdArrayFile,
+        ids: super::token_ids::IdReader,
     ) -> Self {
         let mut seqs = Self::new(path, Vocab::new(), Vec::new(), lengths);
         seqs.vocab = vocab;
