@@ -280,6 +280,14 @@ pub(super) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Resu
         }
         Ok(())
     }
+    #[cfg(not(any(unix, windows)))]
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        // A handle of its own, so its cursor is nobody else's.
+        let mut file = file.try_clone()?;
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(buf)
+    }
 }
 
 /// The byte range `(start, end)` of each sequence's list in `text` (a JSON list of lists of
