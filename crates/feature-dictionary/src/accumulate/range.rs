@@ -304,10 +304,7 @@ impl FeatureRange {
         }
         prefetch(&self.sample_thresholds[local * N_BANDS]);
         prefetch(&self.sample_thresholds[local * N_BANDS + N_BANDS - 1]);
-        let tokens = &self.tokens[local];
-        for &(row, _) in column {
-            tokens.prefetch(batch.tokens[row as usize]);
-        }
+        self.tokens[local].prefetch_for(column.iter().map(|&(row, _)| batch.tokens[row as usize]));
     }
 
     /// A value at least k firings of this feature reach, read from its histogram (the bins
