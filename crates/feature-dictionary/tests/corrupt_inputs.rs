@@ -712,3 +712,65 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn shards_must_repeat_the_same_tokens_whatever_their_dtype() {
+    // Two shards (latents 0–63 and 64–127), each with one entry, and a `tokens` tensor.
+    let shard = |first: bool, dtype: &str, tokens: &[i64]| -> SafeTensors {
+        let locs: Vec<u8> = [0i32, 1, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let acts: Vec<u8> = 1.5f32.to_le_bytes().to_vec();
+        let toks: Vec<u8> = tokens
+            .iter()
+            .flat_map(|&v| match dtype {
+                "I32" => (v as i32).to_le_bytes().to_vec(),
+                _ => v.to_le_bytes().to_vec(),
+            })
+            .collect();
+        let name = if first {
+            "0_63.safetensors"
+        } else {
+            "64_127.safetensors"
+        };
+        let bytes = serialize(&[
+            ("locations", "I32", vec![1, 3], &locs),
+            ("activations", "F32", vec![1], &acts),
+            ("tokens", dtype, vec![2, 4], &toks),
+        ]);
+        SafeTensors::from_bytes(Path::new(name), bytes).unwrap()
+    };
+    let open = |a: SafeTensors, b: SafeTensors| {
+        DelphiCache::from_shards(
+            Path::new("cache"),
+            vec![(a, Some((0, 63))), (b, Some((64, 127)))],
+        )
+    };
+    let ids = [5i64, 6, 7, 8, 9, 10, 11, 12];
+    // The same values, as I64 in one shard and I32 in the other: one cache, whose tokens read
+    // back as those values.
+    let cache = open(shard(true, "I64", &ids), shard(false, "I32", &ids)).unwrap();
+    let tokens = cache.token_sequences(None).unwrap().unwrap();
+    let names: Vec<String> = tokens
+        .ids(0..8)
+        .unwrap()
+        .into_iter()
+        .map(|id| tokens.vocab().token(id).into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["[5]", "[6]", "[7]", "[8]", "[9]", "[10]", "[11]", "[12]"]
+    );
+    assert!(open(shard(true, "I64", &ids), shard(false, "I64", &ids)).is_ok());
+    // One value differs, in either dtype pairing: an error naming both shards.
+    let mut other = ids;
+    other[6] = 99;
+    for dtype in ["I64", "I32"] {
+        let e = open(shard(true, "I64", &ids), shard(false, dtype, &other))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("64_127.safetensors")
+                && e.contains("differs from the one in 0_63.safetensors"),
+            "{dtype}: {e}"
+        );
+    }
+}

@@ -16,7 +16,8 @@ use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use super::{TokenId, Vocab};
 use crate::error::{Error, Result};
 
-/// Token ids of every sequence, with the strings behind them.
+/// Token sequences: their lengths, the strings behind their ids, and where the ids are read
+/// from when a batch asks for its rows ([`TokenSequences::ids`]).
 #[derive(Debug)]
 pub struct TokenSequences {
     path: PathBuf,
@@ -28,7 +29,7 @@ pub struct TokenSequences {
 /// Where the ids are read from.
 #[derive(Debug)]
 pub(super) enum IdStore {
-    /// All of them, in memory (sequences given in memory, token-id arrays).
+    /// All of them, in memory (sequences given in memory, a Fortran-order token-id array).
     Memory(Vec<TokenId>),
     /// A tokens JSON file, parsed again sequence by sequence as batches ask for rows.
     Json(JsonSpans),
