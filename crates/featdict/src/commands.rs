@@ -187,7 +187,8 @@ struct BuildArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// No progress bar.
+    /// No progress display (the bar of the pass, and what opening, finalizing and writing
+    /// show while they run).
     #[arg(long, short)]
     quiet: bool,
 }
@@ -376,7 +377,11 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         threads: options.threads,
         batch_values: a.batch_values,
     };
+    // Opening reads the tokens whole once (a large tokens JSON takes seconds) and checks
+    // every token id.
+    let opening = status(a.quiet, format!("opening {}", a.acts.display()));
     let mut source = ingest::open::open_source(&spec)?;
+    opening.finish_and_clear();
     let total = source.n_tokens_hint().unwrap_or(0);
     let bar = if a.quiet {
         ProgressBar::hidden()
@@ -384,15 +389,30 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         let bar = ProgressBar::new(total);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} accumulating [{bar:40}] {pos}/{len} tokens ({per_sec}, eta {eta})",
+                "{spinner} accumulating [{bar:40}] {pos}/{len} tokens ({rate}, eta {eta})",
             )
             .expect("valid template")
+            // indicatif's own {per_sec} prints four decimals of tokens per second.
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} tokens/s", state.per_sec());
+                },
+            )
             .progress_chars("=> "),
         );
         bar
     };
+    let n_features = source.n_features();
     let (dict, timings) = build::build_timed(source.as_mut(), config, &options, &mut |done| {
-        bar.set_position(done)
+        bar.set_position(done);
+        if done == total && !bar.is_hidden() {
+            // Finalizing follows the last batch inside the build; say so while it runs.
+            bar.set_style(spinner_style());
+            bar.set_message(format!("finalizing {n_features} features"));
+            bar.reset_elapsed();
+            bar.enable_steady_tick(STATUS_TICK);
+        }
     })?;
     bar.finish_and_clear();
     let mut dict = dict;
@@ -401,7 +421,9 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         dict.drop_rare(1);
     }
     let write_started = std::time::Instant::now();
+    let writing = status(a.quiet, format!("writing {}", a.out.display()));
     store::save(&dict, &a.out)?;
+    writing.finish_and_clear();
     let write_seconds = write_started.elapsed().as_secs_f64();
     print::build_summary(
         &dict,
@@ -411,6 +433,26 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         write_seconds,
         a.json,
     )
+}
+
+/// How often a status spinner redraws.
+const STATUS_TICK: std::time::Duration = std::time::Duration::from_millis(120);
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template")
+}
+
+/// A spinner on stderr saying what runs (`message`) until it is finished; hidden with
+/// `quiet` (and, as every progress display, when stderr is not a terminal).
+fn status(quiet: bool, message: String) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_style(spinner_style());
+    spinner.set_message(message);
+    spinner.enable_steady_tick(STATUS_TICK);
+    spinner
 }
 
 fn cmd_encode(a: EncodeArgs) -> Result<()> {
