@@ -444,7 +444,7 @@ fn spinner_style() -> ProgressStyle {
 
 /// A spinner on stderr saying what runs (`message`) until it is finished; hidden with
 /// `quiet` (and, as every progress display, when stderr is not a terminal).
-fn status(quiet: bool, message: String) -> ProgressBar {
+pub(crate) fn status(quiet: bool, message: String) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }

@@ -98,6 +98,7 @@ fn parse_strategy(s: &str) -> Result<LabelingStrategy> {
 
 /// `featdict label`.
 pub fn cmd_label(a: LabelArgs) -> Result<()> {
+    use crate::commands::status;
     if let Some(out) = &a.out {
         // Checked before the labeling, which may take long; --out DICT is the default anyway.
         store::check_output(out)?;
@@ -110,7 +111,9 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
             ]),
         )?;
     }
+    let reading = status(false, format!("reading {}", a.dict.display()));
     let mut dict = crate::commands::load(&a.dict)?;
+    reading.finish_and_clear();
     let out = a.out.clone().unwrap_or_else(|| a.dict.clone());
     if let Some(id) = a.id {
         if !dict.feature_set.features.contains_key(&id) {
@@ -241,12 +244,22 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
             dict.feature_set.features.insert(id, f);
             r
         }
-        None => label::label_dictionary(&mut dict, &options, embeddings.as_ref())?,
+        None => {
+            let labeling = status(
+                false,
+                format!("labeling {} features", dict.feature_set.len()),
+            );
+            let r = label::label_dictionary(&mut dict, &options, embeddings.as_ref())?;
+            labeling.finish_and_clear();
+            r
+        }
     };
     if a.id.is_none() {
         dict.config.labeling = options.config.clone();
     }
+    let writing = status(false, format!("writing {}", out.display()));
     store::save(&dict, &out).with_context(|| format!("writing {}", out.display()))?;
+    writing.finish_and_clear();
     if a.json {
         let shown: Vec<_> = match a.id {
             Some(id) => vec![dict.get(id).expect("present")],
