@@ -455,6 +455,15 @@ pub(crate) fn status(quiet: bool, message: String) -> ProgressBar {
     spinner
 }
 
+/// Runs `work` under a [`status`] spinner saying `message` (never hidden by a flag: it only
+/// shows on a terminal, and goes away when `work` ends).
+pub(crate) fn with_status<T>(message: String, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let spinner = status(false, message);
+    let result = work();
+    spinner.finish_and_clear();
+    result
+}
+
 fn cmd_encode(a: EncodeArgs) -> Result<()> {
     // `featdict build` reads a delphi cache only under this name.
     if a.out.extension().and_then(|e| e.to_str()) != Some("safetensors") {
@@ -582,11 +591,14 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
         let n = store::neuronpedia::write_from_reader(&r, &a.out)?;
         return print::wrote(&a.out, n, &a.format, a.json);
     }
-    let dict = load(&a.dict)?;
-    match a.format.as_str() {
-        "json" => store::save(&dict, &a.out)?,
-        _ => store::neuronpedia::write(&dict, &a.out)?,
-    }
+    let dict = with_status(format!("reading {}", a.dict.display()), || load(&a.dict))?;
+    with_status(format!("writing {}", a.out.display()), || {
+        match a.format.as_str() {
+            "json" => store::save(&dict, &a.out)?,
+            _ => store::neuronpedia::write(&dict, &a.out)?,
+        }
+        Ok(())
+    })?;
     print::wrote(&a.out, dict.feature_set.len(), &a.format, a.json)
 }
 
@@ -596,8 +608,10 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
     }
     store::check_output_location(&a.out)?;
     store::check_not_input(&a.out, &[("dictionary", &a.input)])?;
-    let dict = load(&a.input)?;
-    store::save(&dict, &a.out)?;
+    let dict = with_status(format!("reading {}", a.input.display()), || load(&a.input))?;
+    with_status(format!("writing {}", a.out.display()), || {
+        Ok(store::save(&dict, &a.out)?)
+    })?;
     print::wrote(&a.out, dict.feature_set.len(), "fdict", a.json)
 }
 

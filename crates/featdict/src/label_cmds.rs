@@ -98,7 +98,7 @@ fn parse_strategy(s: &str) -> Result<LabelingStrategy> {
 
 /// `featdict label`.
 pub fn cmd_label(a: LabelArgs) -> Result<()> {
-    use crate::commands::status;
+    use crate::commands::with_status;
     if let Some(out) = &a.out {
         // Checked before the labeling, which may take long; --out DICT is the default anyway.
         store::check_output(out)?;
@@ -111,9 +111,9 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
             ]),
         )?;
     }
-    let reading = status(false, format!("reading {}", a.dict.display()));
-    let mut dict = crate::commands::load(&a.dict)?;
-    reading.finish_and_clear();
+    let mut dict = with_status(format!("reading {}", a.dict.display()), || {
+        crate::commands::load(&a.dict)
+    })?;
     let out = a.out.clone().unwrap_or_else(|| a.dict.clone());
     if let Some(id) = a.id {
         if !dict.feature_set.features.contains_key(&id) {
@@ -244,22 +244,23 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
             dict.feature_set.features.insert(id, f);
             r
         }
-        None => {
-            let labeling = status(
-                false,
-                format!("labeling {} features", dict.feature_set.len()),
-            );
-            let r = label::label_dictionary(&mut dict, &options, embeddings.as_ref())?;
-            labeling.finish_and_clear();
-            r
-        }
+        None => with_status(
+            format!("labeling {} features", dict.feature_set.len()),
+            || {
+                Ok(label::label_dictionary(
+                    &mut dict,
+                    &options,
+                    embeddings.as_ref(),
+                )?)
+            },
+        )?,
     };
     if a.id.is_none() {
         dict.config.labeling = options.config.clone();
     }
-    let writing = status(false, format!("writing {}", out.display()));
-    store::save(&dict, &out).with_context(|| format!("writing {}", out.display()))?;
-    writing.finish_and_clear();
+    with_status(format!("writing {}", out.display()), || {
+        store::save(&dict, &out).with_context(|| format!("writing {}", out.display()))
+    })?;
     if a.json {
         let shown: Vec<_> = match a.id {
             Some(id) => vec![dict.get(id).expect("present")],

@@ -186,9 +186,14 @@ pub fn prepare(dict: &Path) -> Result<(PathBuf, Option<String>)> {
         );
         return Ok((sibling, Some(note)));
     }
-    let d =
-        store::load(dict).with_context(|| format!("cannot read dictionary {}", dict.display()))?;
-    store::save(&d, &sibling)?;
+    crate::commands::with_status(
+        format!("converting {} to {}", dict.display(), sibling.display()),
+        || {
+            let d = store::load(dict)
+                .with_context(|| format!("cannot read dictionary {}", dict.display()))?;
+            Ok(store::save(&d, &sibling)?)
+        },
+    )?;
     let note = format!(
         "converted {} to {} (manual labels are stored there)",
         dict.display(),
