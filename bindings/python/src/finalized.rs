@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use feature_dictionary::model::{
     DictionaryConfig, Feature, FeatureActivation, FeatureMetadata, FeatureSet, FeatureSetMetadata,
-    FeatureType,
+    FeatureType, FeatureView,
 };
 use feature_dictionary::{store, Error, FeatureDictionary};
 use pyo3::exceptions::{PyKeyError, PyValueError};
@@ -378,7 +378,12 @@ pub fn save(
         .allow_threads(|| serde_json::from_str(text))
         .map_err(|e| crate::to_py(invalid(e.to_string())))?;
     let set = saved.feature_set;
+    let path = std::path::Path::new(path);
+    let fdict = path.extension().and_then(|e| e.to_str()) == Some("fdict");
     let mut features = std::collections::BTreeMap::new();
+    // The JSON writer lends a feature's examples and metadata from the engine's copy
+    // (`FeatureView`) instead of cloning them in: id → (examples from, metadata from).
+    let mut lent: HashMap<u64, (Option<&Feature>, Option<&Feature>)> = HashMap::new();
     for (key, p) in set.features {
         let id: u64 = key.parse().map_err(|_| {
             crate::to_py(invalid(format!("feature key {key:?} is not an integer id")))
@@ -387,16 +392,23 @@ pub fn save(
             Some((fin, src_id)) => Some(fin.feature(*src_id)?),
             None => None,
         };
-        let top_activations = match (p.top_activations, base) {
-            (Some(v), _) => v,
-            (None, Some(b)) => b.top_activations.clone(),
-            (None, None) => Vec::new(),
+        // Lent parts are found again by the feature's own id, so only when it is its key.
+        let lend = !fdict && p.id == id;
+        let (top_activations, top_from) = match (p.top_activations, base) {
+            (Some(v), _) => (v, None),
+            (None, Some(b)) if lend => (Vec::new(), Some(b)),
+            (None, Some(b)) => (b.top_activations.clone(), None),
+            (None, None) => (Vec::new(), None),
         };
-        let metadata = match (p.metadata, base) {
-            (Some(m), _) => m,
-            (None, Some(b)) => b.metadata.clone(),
-            (None, None) => FeatureMetadata::default(),
+        let (metadata, metadata_from) = match (p.metadata, base) {
+            (Some(m), _) => (m, None),
+            (None, Some(b)) if lend => (FeatureMetadata::default(), Some(b)),
+            (None, Some(b)) => (b.metadata.clone(), None),
+            (None, None) => (FeatureMetadata::default(), None),
         };
+        if top_from.is_some() || metadata_from.is_some() {
+            lent.insert(p.id, (top_from, metadata_from));
+        }
         features.insert(
             id,
             Feature {
@@ -427,13 +439,22 @@ pub fn save(
             metadata: set.metadata,
         },
     );
-    let path = std::path::Path::new(path);
-    let fdict = path.extension().and_then(|e| e.to_str()) == Some("fdict");
     py.allow_threads(|| {
         if fdict {
             store::fdict::write(&dict, path)
         } else {
-            store::seed_json::write(&dict, path)
+            store::seed_json::write_with(&dict, path, |f| {
+                let mut view = FeatureView::from(f);
+                if let Some(&(top_from, metadata_from)) = lent.get(&f.id) {
+                    if let Some(b) = top_from {
+                        view.top_activations = &b.top_activations;
+                    }
+                    if let Some(b) = metadata_from {
+                        view.metadata = &b.metadata;
+                    }
+                }
+                view
+            })
         }
     })
     .map_err(crate::to_py)

@@ -713,3 +713,38 @@ fn pipelined_write_gives_the_bytes_of_one_add_per_feature() {
         assert_eq!(back.feature_set, dict.feature_set, "{n_features} features");
     }
 }
+
+#[test]
+fn a_feature_view_writes_the_json_of_its_feature() {
+    // Every field set: examples with contexts, labels with details, unknown metadata keys.
+    let dir = tempfile::tempdir().unwrap();
+    let dict = built_dictionary(dir.path());
+    for f in dict.features() {
+        let view = feature_dictionary::model::FeatureView::from(f);
+        assert_eq!(
+            serde_json::to_string(&view).unwrap(),
+            serde_json::to_string(f).unwrap(),
+            "feature {}",
+            f.id
+        );
+    }
+    // Written from a copy that kept only scalars and labels, the examples and metadata lent
+    // from the full one: the file `write` makes from the full copy.
+    let mut shell = dict.clone();
+    for f in shell.feature_set.features.values_mut() {
+        f.top_activations.clear();
+        f.metadata = Default::default();
+    }
+    let (full, lent) = (dir.path().join("full.json"), dir.path().join("lent.json"));
+    seed_json::write(&dict, &full).unwrap();
+    seed_json::write_with(&shell, &lent, |f| {
+        let whole = dict.get(f.id).unwrap();
+        feature_dictionary::model::FeatureView {
+            top_activations: &whole.top_activations,
+            metadata: &whole.metadata,
+            ..f.into()
+        }
+    })
+    .unwrap();
+    assert!(std::fs::read(&full).unwrap() == std::fs::read(&lent).unwrap());
+}

@@ -347,6 +347,59 @@ fn default_type() -> FeatureType {
     FeatureType::Sparse
 }
 
+/// A [`Feature`] to serialize whose examples and metadata may be borrowed from elsewhere:
+/// its JSON is exactly that of the `Feature` it describes (same fields, same order), so a
+/// writer can take the large parts of a feature from another copy without cloning them.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FeatureView<'a> {
+    /// [`Feature::id`].
+    pub id: u64,
+    /// [`Feature::dimension`].
+    pub dimension: usize,
+    /// [`Feature::bias`].
+    pub bias: f64,
+    /// [`Feature::activation_count`].
+    pub activation_count: u64,
+    /// [`Feature::mean_activation`].
+    pub mean_activation: f64,
+    /// [`Feature::max_activation`].
+    pub max_activation: f64,
+    /// [`Feature::activation_frequency`].
+    pub activation_frequency: f64,
+    /// [`Feature::top_activations`].
+    pub top_activations: &'a [FeatureActivation],
+    /// [`Feature::labels`].
+    pub labels: &'a [String],
+    /// [`Feature::description`].
+    pub description: &'a str,
+    /// [`Feature::confidence`].
+    pub confidence: f64,
+    /// [`Feature::feature_type`].
+    pub feature_type: FeatureType,
+    /// [`Feature::metadata`].
+    pub metadata: &'a FeatureMetadata,
+}
+
+impl<'a> From<&'a Feature> for FeatureView<'a> {
+    fn from(f: &'a Feature) -> Self {
+        Self {
+            id: f.id,
+            dimension: f.dimension,
+            bias: f.bias,
+            activation_count: f.activation_count,
+            mean_activation: f.mean_activation,
+            max_activation: f.max_activation,
+            activation_frequency: f.activation_frequency,
+            top_activations: &f.top_activations,
+            labels: &f.labels,
+            description: &f.description,
+            confidence: f.confidence,
+            feature_type: f.feature_type,
+            metadata: &f.metadata,
+        }
+    }
+}
+
 impl Feature {
     /// A feature that has not fired.
     pub fn new(id: u64, dimension: usize) -> Self {

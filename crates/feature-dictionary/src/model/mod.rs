@@ -13,6 +13,7 @@ mod label;
 pub use config::{DictionaryConfig, ExtractionConfig, LabelingConfig};
 pub use feature::{
     ActivationMetadata, Feature, FeatureActivation, FeatureMetadata, FeatureSet,
-    FeatureSetMetadata, FeatureType, HistogramSummary, PositionStats, QuantileGroup, TokenCount,
+    FeatureSetMetadata, FeatureType, FeatureView, HistogramSummary, PositionStats, QuantileGroup,
+    TokenCount,
 };
 pub use label::{Label, LabelingStrategy};

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dictionary::{FeatureDictionary, Statistics};
 use crate::error::{Error, Result};
-use crate::model::{DictionaryConfig, Feature, FeatureSet};
+use crate::model::{DictionaryConfig, Feature, FeatureSet, FeatureView};
 
 /// Features serialized per parallel task, and per wave of tasks written before the next
 /// wave starts: a wave bounds the text held at once (tens of KB per feature with its
@@ -42,6 +42,17 @@ struct Saved {
 /// (nearly all of the file) are serialized on all cores: serde_json writes ~300 MB/s on one,
 /// which made writing the largest part of a build.
 pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
+    write_with(dict, path, |f| f.into())
+}
+
+/// [`write`], with each feature written as `view(feature)`: a caller whose features hold
+/// only their scalar fields and labels (all the header's statistics need) lends their
+/// examples and metadata from another copy instead of cloning them in.
+pub fn write_with<'a>(
+    dict: &'a FeatureDictionary,
+    path: &Path,
+    view: impl Fn(&'a Feature) -> FeatureView<'a> + Sync,
+) -> Result<()> {
     let mut config = dict.config.clone();
     config.num_features = dict.num_features();
     let features = &dict.feature_set.features;
@@ -61,7 +72,7 @@ pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
                             buf.push(b',');
                         }
                         write!(buf, "\"{id}\":")?;
-                        serde_json::to_writer(&mut buf, f).map_err(std::io::Error::other)?;
+                        serde_json::to_writer(&mut buf, &view(f)).map_err(std::io::Error::other)?;
                     }
                     Ok(buf)
                 })
