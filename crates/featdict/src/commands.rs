@@ -44,7 +44,7 @@ enum Command {
     /// the number of tokens.
     ///
     /// ACTS may also be a dense .safetensors tensor (F32/F16/BF16; --tensor NAME picks one),
-    /// or a delphi latent cache: a <start>_<end>.safetensors shard or a directory of them
+    /// or a delphi latent cache: a `<start>_<end>.safetensors` shard or a directory of them
     /// (its `tokens` tensor supplies the tokens). Tokens may be token ids (--token-ids
     /// IDS.npy) shown as text with --tokenizer tokenizer.json. With --sae DIR, ACTS are
     /// residual activations encoded by that SAE (SAELens, Gemma Scope or EleutherAI

@@ -2,7 +2,8 @@
 //! examples with readable tokens, quantile-stratified samples, token statistics.
 //!
 //! Dead features are kept (type `dead`); dropping them is an output option
-//! ([`FeatureDictionary::without_dead`]), never data loss.
+//! ([`FeatureDictionary::without_rare`](crate::FeatureDictionary::without_rare),
+//! `featdict build --drop-dead`), never data loss.
 
 use std::collections::BTreeMap;
 

@@ -458,7 +458,7 @@ impl DenseMatrix {
     /// In a column-major file the rows behind the scan are not one prefix of the file:
     /// - `[tokens, F]`: they are a prefix of each of the F columns. Dropping those takes one
     ///   `madvise` per column, so it is done in steps, once every column has at least
-    ///   [`COLUMN_RELEASE_BYTES`] behind the scan: resident memory behind the scan stays below
+    ///   `COLUMN_RELEASE_BYTES` behind the scan: resident memory behind the scan stays below
     ///   F × that, whatever the number of tokens. Ahead of the scan the kernel maps what it
     ///   chooses: recent kernels map a page-cache folio whole on a fault, up to 2 MiB on
     ///   x86-64, so up to about F × 4 MiB (two folios when a batch straddles them) can be

@@ -4,7 +4,7 @@
 //!
 //! Every architecture shares one loading path ([`Sae::load`]) and one matrix multiply
 //! (`x'·W_enc` with the `gemm` crate on all cores); the per-architecture files only turn a
-//! row of pre-activations into latents ([`Activation`]). The dense latents of a block live
+//! row of pre-activations into latents (`Activation`). The dense latents of a block live
 //! in one reusable buffer and are sparsified at once, so the dense latents of the whole
 //! input never exist.
 

@@ -190,7 +190,7 @@ pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
     })
 }
 
-/// Writes every feature of an open `.fdict` like [`write`], one feature at a time (the
+/// Writes every feature of an open `.fdict` like [`write()`], one feature at a time (the
 /// dictionary is never held in memory). Returns the number of features written.
 pub fn write_from_reader(r: &super::fdict::FdictReader, path: &Path) -> Result<usize> {
     let total = r.statistics().total_tokens_processed;

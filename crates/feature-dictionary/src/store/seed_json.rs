@@ -45,7 +45,7 @@ pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
     write_with(dict, path, |f| f.into())
 }
 
-/// [`write`], with each feature written as `view(feature)`: a caller whose features hold
+/// [`write()`], with each feature written as `view(feature)`: a caller whose features hold
 /// only their scalar fields and labels (all the header's statistics need) lends their
 /// examples and metadata from another copy instead of cloning them in.
 pub fn write_with<'a>(
@@ -121,7 +121,7 @@ fn around_features(
     Ok((text[..open].to_string(), text[open..].to_string()))
 }
 
-/// Serializes `dict` to a JSON string (what [`write`] puts in the file).
+/// Serializes `dict` to a JSON string (what [`write()`] puts in the file).
 pub fn to_string(dict: &FeatureDictionary) -> Result<String> {
     let saved = SavedRef {
         config: &dict.config,
