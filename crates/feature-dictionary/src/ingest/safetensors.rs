@@ -550,25 +550,29 @@ impl<'a> IntReader<'a> {
     /// Element `i` (must be `< len()`).
     #[inline]
     pub fn get(&self, i: usize) -> Result<i64> {
-        let b = &self.bytes[i * self.size..(i + 1) * self.size];
-        Ok(match (self.size, self.signed) {
-            (1, false) => b[0] as i64,
-            (1, true) => b[0] as i8 as i64,
-            (2, false) => u16::from_le_bytes([b[0], b[1]]) as i64,
-            (2, true) => i16::from_le_bytes([b[0], b[1]]) as i64,
-            (4, false) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64,
-            (4, true) => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64,
-            (_, true) => i64::from_le_bytes(b.try_into().expect("8 bytes")),
-            (_, false) => {
-                let v = u64::from_le_bytes(b.try_into().expect("8 bytes"));
-                i64::try_from(v).map_err(|_| {
-                    Error::format(
-                        self.path,
-                        format!("tensor {:?} holds the absurd value {v}", self.name),
-                    )
-                })?
-            }
+        let v = le_int(self.element_bytes(i), self.signed);
+        i64::try_from(v).map_err(|_| {
+            Error::format(
+                self.path,
+                format!("tensor {:?} holds the absurd value {v}", self.name),
+            )
         })
+    }
+}
+
+/// The little-endian integer in `bytes` (1, 2, 4 or 8 of them), signed or not, whatever its
+/// value.
+#[inline]
+pub(crate) fn le_int(bytes: &[u8], signed: bool) -> i128 {
+    match (bytes.len(), signed) {
+        (1, false) => bytes[0] as i128,
+        (1, true) => bytes[0] as i8 as i128,
+        (2, false) => u16::from_le_bytes([bytes[0], bytes[1]]) as i128,
+        (2, true) => i16::from_le_bytes([bytes[0], bytes[1]]) as i128,
+        (4, false) => u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as i128,
+        (4, true) => i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as i128,
+        (_, true) => i64::from_le_bytes(bytes.try_into().expect("8 bytes")) as i128,
+        (_, false) => u64::from_le_bytes(bytes.try_into().expect("8 bytes")) as i128,
     }
 }
 

@@ -8,6 +8,7 @@ use memmap2::UncheckedAdvice;
 use rustc_hash::FxHashMap;
 
 use super::npy::NpyHeader;
+use super::safetensors::le_int;
 use super::{TokenId, TokenSequences, Vocab};
 use crate::error::{Error, Result};
 
@@ -91,7 +92,7 @@ impl TokenIdMatrix {
                 return Err(invalid_id(path, v as i128, i as u64, l));
             }
         }
-        let values = data.chunks_exact(size).map(|c| decode_id(c, signed) as i64);
+        let values = data.chunks_exact(size).map(|c| le_int(c, signed) as i64);
         Self::from_i64(path, values, &h.shape)
     }
 
@@ -167,21 +168,6 @@ fn id_layout(path: &Path, bytes: &[u8]) -> Result<(NpyHeader, usize, bool)> {
     Ok((h, size, signed))
 }
 
-/// The id in `bytes` (1, 2, 4 or 8 little-endian bytes), whatever its value.
-#[inline]
-fn decode_id(bytes: &[u8], signed: bool) -> i128 {
-    match (bytes.len(), signed) {
-        (1, false) => bytes[0] as i128,
-        (1, true) => bytes[0] as i8 as i128,
-        (2, false) => u16::from_le_bytes([bytes[0], bytes[1]]) as i128,
-        (2, true) => i16::from_le_bytes([bytes[0], bytes[1]]) as i128,
-        (4, true) => i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as i128,
-        (4, false) => u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as i128,
-        (_, true) => i64::from_le_bytes(bytes.try_into().expect("8 bytes")) as i128,
-        (_, false) => u64::from_le_bytes(bytes.try_into().expect("8 bytes")) as i128,
-    }
-}
-
 /// The error of an id outside 0..=u32::MAX at flat index `i` of rows of `seq_len`.
 fn invalid_id(path: &Path, v: i128, i: u64, seq_len: u64) -> Error {
     let l = seq_len.max(1);
@@ -248,7 +234,7 @@ pub fn open_npy(path: &Path, vocab: Option<Vocab>) -> Result<TokenSequences> {
     let mut check = IdCheck::new(path, vocab, seq_len);
     for (step, chunk) in data.chunks(CHECK_IDS * size).enumerate() {
         for (j, bytes) in chunk.chunks_exact(size).enumerate() {
-            check.id((step * CHECK_IDS + j) as u64, decode_id(bytes, signed))?;
+            check.id((step * CHECK_IDS + j) as u64, le_int(bytes, signed))?;
         }
         let end = (chunk.as_ptr() as usize - map.as_ptr() as usize + chunk.len()) & !4095;
         // SAFETY: a read-only shared file mapping; dropping pages only makes later reads
@@ -297,7 +283,7 @@ pub fn tensor_sequences(
     let (size, signed) = (reader.element_size(), reader.is_signed());
     let mut check = IdCheck::new(&path, vocab, seq_len);
     for i in 0..reader.len() {
-        check.id(i as u64, decode_id(reader.element_bytes(i), signed))?;
+        check.id(i as u64, le_int(reader.element_bytes(i), signed))?;
     }
     let (vocab, remap) = check.finish();
     let ids = IdReader {
@@ -429,7 +415,7 @@ impl IdReader {
         let mut ids = Vec::with_capacity(bytes.len() / self.size);
         for (j, b) in bytes.chunks_exact(self.size).enumerate() {
             let row = rows.start + j as u64;
-            let id = u32::try_from(decode_id(b, self.signed)).map_err(|_| changed(row))?;
+            let id = u32::try_from(le_int(b, self.signed)).map_err(|_| changed(row))?;
             let id = match &self.remap {
                 IdRemap::AsIs => ((id as usize) < self.n_vocab).then_some(id),
                 IdRemap::Canonical(c) => c.get(id as usize).copied(),
