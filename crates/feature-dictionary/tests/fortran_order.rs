@@ -45,40 +45,15 @@ impl Dtype {
     }
 }
 
-/// Writes `values` (the array of `shape` in C order, i.e. row-major) as a format 1.0 `.npy`,
-/// in C order or in Fortran order. The Fortran layout is built here from NumPy's definition
-/// (element `(i0, …, in)` at `i0 + d0·(i1 + d1·(…))`), independently of the reader.
+/// Writes `values` (the array of `shape` in C order, i.e. row-major) as a `.npy` of `dtype`,
+/// in C order or in Fortran order. The Fortran layout comes from `npy::write_bytes`, which
+/// follows NumPy's definition independently of the reader.
 fn write_npy(path: &Path, dtype: Dtype, shape: &[usize], fortran: bool, values: &[f64]) {
-    let n: usize = shape.iter().product();
-    assert_eq!(n, values.len());
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let order = if fortran { "True" } else { "False" };
-    let mut header = format!(
-        "{{'descr': '{}', 'fortran_order': {order}, 'shape': ({}), }}",
-        dtype.descr(),
-        dims.join(", ")
-    );
-    let total = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - total % 64) % 64));
-    header.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend((header.len() as u16).to_le_bytes());
-    b.extend(header.as_bytes());
-    for k in 0..n {
-        // File element k holds the array element whose C-order index is `c`.
-        let c = if fortran {
-            let (mut rest, mut index) = (k, vec![0; shape.len()]);
-            for (i, &d) in shape.iter().enumerate() {
-                index[i] = rest % d;
-                rest /= d;
-            }
-            index.iter().zip(shape).fold(0, |acc, (&i, &d)| acc * d + i)
-        } else {
-            k
-        };
-        dtype.encode(values[c], &mut b);
+    let mut bytes = Vec::new();
+    for &v in values {
+        dtype.encode(v, &mut bytes);
     }
-    std::fs::write(path, b).unwrap();
+    npy::write_bytes(path, dtype.descr(), shape, fortran, &bytes).unwrap();
 }
 
 /// A sparse random corpus: `rows × f` values (about a fifth nonzero, on a grid f16 holds

@@ -50,51 +50,9 @@ pub fn assert_success(out: &Output) {
     );
 }
 
-/// Writes a format 1.0 `.npy` of `shape` and dtype `descr` (e.g. `<f2`, `<f4`, `<i8`) from
-/// `c_order` (its elements' little-endian bytes, row-major), in C order or, with `fortran`,
-/// in Fortran order — what `np.save` writes for a transposed array: element `(i0, …, in)`
-/// at flat index `i0 + d0·(i1 + d1·(…))`, laid out here from that definition alone.
+/// Writes a `.npy` of `shape` and dtype `descr` from `c_order` (its elements' little-endian
+/// bytes, row-major), in C order or, with `fortran`, in Fortran order (what `np.save` writes
+/// for a transposed array; see `npy::write_bytes`).
 pub fn write_npy(path: &Path, descr: &str, shape: &[usize], fortran: bool, c_order: &[u8]) {
-    let n: usize = shape.iter().product();
-    let size = c_order.len() / n.max(1);
-    assert_eq!(
-        n * size,
-        c_order.len(),
-        "{shape:?} vs {} bytes",
-        c_order.len()
-    );
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let order = if fortran { "True" } else { "False" };
-    let mut header =
-        format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {tuple}, }}");
-    let total = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - total % 64) % 64));
-    header.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend((header.len() as u16).to_le_bytes());
-    b.extend(header.as_bytes());
-    for k in 0..n {
-        let c = if fortran {
-            // File element k is the array element whose first index varies fastest.
-            let (mut rest, mut at) = (k, 0);
-            let mut index = Vec::with_capacity(shape.len());
-            for &d in shape {
-                index.push(rest % d);
-                rest /= d;
-            }
-            for (&i, &d) in index.iter().zip(shape) {
-                at = at * d + i;
-            }
-            at
-        } else {
-            k
-        };
-        b.extend_from_slice(&c_order[c * size..(c + 1) * size]);
-    }
-    std::fs::write(path, b).unwrap();
+    feature_dictionary::ingest::npy::write_bytes(path, descr, shape, fortran, c_order).unwrap();
 }

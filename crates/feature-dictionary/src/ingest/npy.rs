@@ -195,12 +195,36 @@ pub fn open(path: &Path) -> Result<DenseMatrix> {
 
 /// Writes a C-order little-endian float32 `.npy` (format 1.0) of `shape`.
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
-    let n: usize = shape.iter().product();
-    if n != data.len() {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    if shape.iter().product::<usize>() != data.len() {
         return Err(Error::Invalid(format!(
-            "{}: shape {shape:?} holds {n} values but {} were given",
+            "{}: shape {shape:?} holds {} values but {} were given",
             path.display(),
+            shape.iter().product::<usize>(),
             data.len()
+        )));
+    }
+    write_bytes(path, "<f4", shape, false, &bytes)
+}
+
+/// Writes a format 1.0 `.npy` of `shape` and dtype `descr` (`<f2`, `<f4`, `<i8`, …) from
+/// `c_order`, its elements' little-endian bytes in row-major order. With `fortran_order` the
+/// file holds them as `np.save` writes a transposed array: element `(i0, …, in)` at flat
+/// index `i0 + d0·(i1 + d1·(…))`.
+pub fn write_bytes(
+    path: &Path,
+    descr: &str,
+    shape: &[usize],
+    fortran_order: bool,
+    c_order: &[u8],
+) -> Result<()> {
+    let n: usize = shape.iter().product();
+    let size = c_order.len() / n.max(1);
+    if n * size != c_order.len() || (n > 0 && size == 0) {
+        return Err(Error::Invalid(format!(
+            "{}: shape {shape:?} ({n} elements) does not divide {} bytes",
+            path.display(),
+            c_order.len()
         )));
     }
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
@@ -209,7 +233,9 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     } else {
         format!("({})", dims.join(", "))
     };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    let order = if fortran_order { "True" } else { "False" };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {tuple}, }}");
     // Pad so the data starts on a 64-byte boundary, ending the header with a newline.
     let total = MAGIC.len() + 4 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
@@ -220,8 +246,19 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
         w.write_all(&[1, 0])?;
         w.write_all(&(header.len() as u16).to_le_bytes())?;
         w.write_all(header.as_bytes())?;
-        for v in data {
-            w.write_all(&v.to_le_bytes())?;
+        if !fortran_order {
+            return w.write_all(c_order);
+        }
+        let mut index = vec![0; shape.len()];
+        for k in 0..n {
+            // File element k is the array element whose first index varies fastest.
+            let mut rest = k;
+            for (i, &d) in index.iter_mut().zip(shape) {
+                *i = rest % d;
+                rest /= d;
+            }
+            let c = index.iter().zip(shape).fold(0, |at, (&i, &d)| at * d + i);
+            w.write_all(&c_order[c * size..(c + 1) * size])?;
         }
         Ok(())
     })
@@ -230,6 +267,34 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fortran_order_writes_the_first_index_fastest() {
+        // [[0, 1, 2], [3, 4, 5]] and, for rank 3, element (i, j, k) = 100i + 10j + k.
+        let dir = tempfile::tempdir().unwrap();
+        let data = |path: &Path| {
+            let b = std::fs::read(path).unwrap();
+            let h = parse_header(path, &b).unwrap();
+            assert!(h.fortran_order);
+            b[h.data_offset..]
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect::<Vec<_>>()
+        };
+        let le = |v: &[u16]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let p = dir.path().join("a.npy");
+        write_bytes(&p, "<u2", &[2, 3], true, &le(&[0, 1, 2, 3, 4, 5])).unwrap();
+        assert_eq!(data(&p), [0, 3, 1, 4, 2, 5]);
+        let c: Vec<u16> = (0..2)
+            .flat_map(|i| (0..2).flat_map(move |j| (0..3).map(move |k| 100 * i + 10 * j + k)))
+            .collect();
+        write_bytes(&p, "<u2", &[2, 2, 3], true, &le(&c)).unwrap();
+        assert_eq!(
+            data(&p),
+            [0, 100, 10, 110, 1, 101, 11, 111, 2, 102, 12, 112]
+        );
+        assert!(write_bytes(&p, "<u2", &[2, 3], false, &[0; 7]).is_err());
+    }
 
     #[test]
     fn parses_v1_header() {
