@@ -198,14 +198,8 @@ fn delphi_shards_with_tokenizer_and_sae_build_and_encode() {
 }
 
 fn write_ids(path: &Path, ids: &[u32], n: usize, l: usize) {
-    let dict = format!("{{'descr': '<i4', 'fortran_order': False, 'shape': ({n}, {l}), }}");
-    let mut h = b"\x93NUMPY\x01\x00".to_vec();
-    h.extend((dict.len() as u16).to_le_bytes());
-    h.extend(dict.as_bytes());
-    for &v in ids {
-        h.extend((v as i32).to_le_bytes());
-    }
-    std::fs::write(path, h).unwrap();
+    let bytes: Vec<u8> = ids.iter().flat_map(|&v| (v as i32).to_le_bytes()).collect();
+    feature_dictionary::ingest::npy::write_bytes(path, "<i4", &[n, l], false, &bytes).unwrap();
 }
 
 /// `similar --sae` takes the SAE directory the README and `build --sae` take, as well as
