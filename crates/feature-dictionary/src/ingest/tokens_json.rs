@@ -65,19 +65,7 @@ impl TokenSequences {
                 }
             }
         }
-        let mut offsets = Vec::with_capacity(lengths.len() + 1);
-        offsets.push(0);
-        let mut acc = 0;
-        for l in lengths {
-            acc += l;
-            offsets.push(acc);
-        }
-        Self {
-            path: path.into(),
-            vocab,
-            ids: IdStore::Memory(ids),
-            offsets,
-        }
+        Self::with_store(path.into(), vocab, IdStore::Memory(ids), lengths)
     }
 
     /// Sequences of `lengths` whose ids `ids` reads from a token-id array (already mapped to
@@ -88,10 +76,23 @@ impl TokenSequences {
         lengths: &[u64],
         ids: super::token_ids::IdReader,
     ) -> Self {
-        let mut seqs = Self::new(path, Vocab::new(), Vec::new(), lengths);
-        seqs.vocab = vocab;
-        seqs.ids = IdStore::Array(ids);
-        seqs
+        Self::with_store(path.to_path_buf(), vocab, IdStore::Array(ids), lengths)
+    }
+
+    fn with_store(path: PathBuf, vocab: Vocab, ids: IdStore, lengths: &[u64]) -> Self {
+        let mut offsets = Vec::with_capacity(lengths.len() + 1);
+        offsets.push(0);
+        let mut acc = 0;
+        for l in lengths {
+            acc += l;
+            offsets.push(acc);
+        }
+        Self {
+            path,
+            vocab,
+            ids,
+            offsets,
+        }
     }
 
     /// Builds from in-memory string sequences (used by tests and bindings).
@@ -138,9 +139,12 @@ impl TokenSequences {
             ));
         }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut seqs = Self::new(path, state.vocab, Vec::new(), &state.lengths);
-        seqs.ids = IdStore::Json(JsonSpans { file, spans });
-        Ok(seqs)
+        Ok(Self::with_store(
+            path.to_path_buf(),
+            state.vocab,
+            IdStore::Json(JsonSpans { file, spans }),
+            &state.lengths,
+        ))
     }
 
     /// The tokens file.
