@@ -27,7 +27,9 @@ const AUTOMATIC: [&str; 10] = [
 /// Arguments of `featdict label`.
 #[derive(Args, Debug)]
 pub struct LabelArgs {
-    /// Dictionary file (read, labeled, written back atomically unless --out is given).
+    /// Dictionary file, labeled and written back unless --out is given: a .fdict in place
+    /// (one transaction that rewrites only the features whose labels changed), a .json as a
+    /// new file renamed over the old.
     dict: PathBuf,
     /// Only this feature (required with --set / --clear-manual).
     id: Option<u64>,
@@ -96,6 +98,19 @@ fn parse_strategy(s: &str) -> Result<LabelingStrategy> {
     })
 }
 
+/// Whether the labels go back into DICT itself and DICT is a `.fdict`: then only what
+/// labeling changes is rewritten, in one transaction, instead of a whole new file.
+fn labels_in_place(a: &LabelArgs) -> Result<bool> {
+    let same_file = match &a.out {
+        None => true,
+        Some(out) => match (std::fs::canonicalize(out), std::fs::canonicalize(&a.dict)) {
+            (Ok(out), Ok(dict)) => out == dict,
+            _ => false,
+        },
+    };
+    Ok(same_file && store::fdict::is_fdict(&a.dict)?)
+}
+
 /// `featdict label`.
 pub fn cmd_label(a: LabelArgs) -> Result<()> {
     use crate::commands::with_status;
@@ -111,37 +126,40 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
             ]),
         )?;
     }
-    let mut dict = with_status(format!("reading {}", a.dict.display()), || {
-        crate::commands::load(&a.dict)
-    })?;
     let out = a.out.clone().unwrap_or_else(|| a.dict.clone());
-    if let Some(id) = a.id {
-        if !dict.feature_set.features.contains_key(&id) {
-            bail!(
-                "feature {id} is not in {} (it holds {} features, ids 0..{})",
-                a.dict.display(),
-                dict.feature_set.len(),
-                dict.num_features()
-            );
-        }
-    }
+    let in_place = labels_in_place(&a)?;
     if a.set.is_some() || a.clear_manual {
         let id = a.id.expect("clap requires ID");
-        let total = dict.feature_set.total_tokens_processed;
-        let f = dict.feature_set.features.get_mut(&id).expect("checked");
-        let what = if let Some(text) = &a.set {
-            // The server's label form refuses these texts; a label set here must be one it
-            // could also have taken (and an empty one would show as a blank label).
-            let text = &store::fdict::validate_label(text).context("--set")?;
-            manual::set_manual_label(f, text);
-            format!("set manual label {text:?} on feature {id}")
+        let (labels, what) = if in_place {
+            let mut reader = store::fdict::FdictReader::open_rw(&a.dict)
+                .with_context(|| format!("cannot read dictionary {}", a.dict.display()))?;
+            let total = reader.summary().total_tokens_processed;
+            let (stored, num_features) = (
+                reader.summary().stored_features,
+                reader.summary().num_features,
+            );
+            let edited =
+                reader.edit_labels(id, "no label was changed", |f| edit_manual(&a, f, total))?;
+            let Some((f, what)) = edited else {
+                bail!(not_stored(&a, id, stored, num_features));
+            };
+            (f.labels, what)
         } else {
-            let n = manual::clear_manual_labels(f);
-            format!("removed {n} manual label(s) from feature {id}")
+            let mut dict = with_status(format!("reading {}", a.dict.display()), || {
+                crate::commands::load(&a.dict)
+            })?;
+            let total = dict.feature_set.total_tokens_processed;
+            let (stored, num_features) = (dict.feature_set.len(), dict.num_features());
+            let Some(f) = dict.feature_set.features.get_mut(&id) else {
+                bail!(not_stored(&a, id, stored, num_features));
+            };
+            let what = edit_manual(&a, f, total)?;
+            let labels = f.labels.clone();
+            with_status(format!("writing {}", out.display()), || {
+                store::save(&dict, &out).with_context(|| format!("writing {}", out.display()))
+            })?;
+            (labels, what)
         };
-        f.description = label::describe::describe(f, total);
-        let labels = f.labels.clone();
-        store::save(&dict, &out)?;
         if a.json {
             println!(
                 "{}",
@@ -153,6 +171,133 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
         return Ok(());
     }
 
+    let embeddings = match &a.embeddings {
+        Some(path) => Some(TokenEmbeddings::load(
+            path,
+            a.embedding_tensor.as_deref(),
+            a.embedding_vocab.as_deref(),
+        )?),
+        None => None,
+    };
+    let shown = if a.json { 10 } else { 5 };
+    let (report, features) = if in_place {
+        let mut reader = store::fdict::FdictReader::open_rw(&a.dict)
+            .with_context(|| format!("cannot read dictionary {}", a.dict.display()))?;
+        let ((report, features), rewritten) =
+            with_status(format!("labeling {} in place", a.dict.display()), || {
+                reader.relabel(|dict| -> Result<_> {
+                    let report = label_features(&a, dict, embeddings.as_ref())?;
+                    Ok((report, shown_features(&a, dict, shown)))
+                })
+            })
+            .with_context(|| format!("labeling {}", a.dict.display()))?;
+        if !a.json {
+            eprintln!("rewrote the labels of {rewritten} feature(s) in place");
+        }
+        (report, features)
+    } else {
+        let mut dict = with_status(format!("reading {}", a.dict.display()), || {
+            crate::commands::load(&a.dict)
+        })?;
+        let report = label_features(&a, &mut dict, embeddings.as_ref())?;
+        with_status(format!("writing {}", out.display()), || {
+            store::save(&dict, &out).with_context(|| format!("writing {}", out.display()))
+        })?;
+        let features = shown_features(&a, &dict, shown);
+        (report, features)
+    };
+    if a.json {
+        let rows: Vec<_> = features
+            .iter()
+            .map(|f| json!({"id": f.id, "labels": f.metadata.label_details, "description": f.description}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"output": out, "report": report, "features": rows})
+            )?
+        );
+        return Ok(());
+    }
+    println!(
+        "labeled {} of {} features ({} with manual labels); wrote {}",
+        report.labeled,
+        report.features,
+        report.manual,
+        out.display()
+    );
+    for (s, n) in &report.per_strategy {
+        println!("  {s:<20} {n} labels");
+    }
+    for f in features {
+        println!("  #{}: {}", f.id, crate::print::visible(&f.description));
+    }
+    Ok(())
+}
+
+/// Why feature `id` cannot be labeled: DICT does not hold it.
+fn not_stored(a: &LabelArgs, id: u64, stored: usize, num_features: usize) -> String {
+    format!(
+        "feature {id} is not in {} (it holds {stored} features, ids 0..{num_features})",
+        a.dict.display(),
+    )
+}
+
+/// `--set TEXT` or `--clear-manual` on one feature (then described anew: the description
+/// names its best labels); says what it did.
+fn edit_manual(
+    a: &LabelArgs,
+    f: &mut feature_dictionary::model::Feature,
+    total_tokens: u64,
+) -> feature_dictionary::Result<String> {
+    let id = f.id;
+    let what = if let Some(text) = &a.set {
+        // The server's label form refuses these texts; a label set here must be one it
+        // could also have taken (and an empty one would show as a blank label).
+        let text = store::fdict::validate_label(text)?;
+        manual::set_manual_label(f, &text);
+        format!("set manual label {text:?} on feature {id}")
+    } else {
+        let n = manual::clear_manual_labels(f);
+        format!("removed {n} manual label(s) from feature {id}")
+    };
+    f.description = label::describe::describe(f, total_tokens);
+    Ok(what)
+}
+
+/// The features the summary shows after labeling: feature ID, or the first `n` labeled.
+fn shown_features(
+    a: &LabelArgs,
+    dict: &feature_dictionary::FeatureDictionary,
+    n: usize,
+) -> Vec<feature_dictionary::model::Feature> {
+    match a.id {
+        Some(id) => dict.get(id).into_iter().cloned().collect(),
+        None => dict
+            .features()
+            .filter(|f| !f.labels.is_empty())
+            .take(n)
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Runs automatic labeling on `dict` (all features, or feature ID) with the options given.
+fn label_features(
+    a: &LabelArgs,
+    dict: &mut feature_dictionary::FeatureDictionary,
+    embeddings: Option<&TokenEmbeddings>,
+) -> Result<label::LabelReport> {
+    if let Some(id) = a.id {
+        if !dict.feature_set.features.contains_key(&id) {
+            bail!(not_stored(
+                a,
+                id,
+                dict.feature_set.len(),
+                dict.num_features()
+            ));
+        }
+    }
     let mut options = LabelOptions {
         config: dict.config.labeling.clone(),
         min_occurrences: a.min_occurrences,
@@ -179,27 +324,17 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
                 .push(LabelingStrategy::PatternMatching);
         }
     }
-    let embeddings = match &a.embeddings {
-        Some(path) => {
-            let e = TokenEmbeddings::load(
-                path,
-                a.embedding_tensor.as_deref(),
-                a.embedding_vocab.as_deref(),
-            )?;
-            if !options
-                .config
-                .strategies
-                .contains(&LabelingStrategy::SemanticClustering)
-            {
-                options
-                    .config
-                    .strategies
-                    .push(LabelingStrategy::SemanticClustering);
-            }
-            Some(e)
-        }
-        None => None,
-    };
+    if embeddings.is_some()
+        && !options
+            .config
+            .strategies
+            .contains(&LabelingStrategy::SemanticClustering)
+    {
+        options
+            .config
+            .strategies
+            .push(LabelingStrategy::SemanticClustering);
+    }
     if let Some(v) = a.min_confidence {
         options.config.min_confidence = v;
     }
@@ -239,69 +374,15 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
             // One feature: label a copy holding just it, then put it back.
             let mut one = dict.clone();
             one.feature_set.features.retain(|&k, _| k == id);
-            let r = label::label_dictionary(&mut one, &options, embeddings.as_ref())?;
+            let r = label::label_dictionary(&mut one, &options, embeddings)?;
             let f = one.feature_set.features.remove(&id).expect("kept");
             dict.feature_set.features.insert(id, f);
             r
         }
-        None => with_status(
-            format!("labeling {} features", dict.feature_set.len()),
-            || {
-                Ok(label::label_dictionary(
-                    &mut dict,
-                    &options,
-                    embeddings.as_ref(),
-                )?)
-            },
-        )?,
+        None => label::label_dictionary(dict, &options, embeddings)?,
     };
     if a.id.is_none() {
         dict.config.labeling = options.config.clone();
     }
-    with_status(format!("writing {}", out.display()), || {
-        store::save(&dict, &out).with_context(|| format!("writing {}", out.display()))
-    })?;
-    if a.json {
-        let shown: Vec<_> = match a.id {
-            Some(id) => vec![dict.get(id).expect("present")],
-            None => dict
-                .features()
-                .filter(|f| !f.labels.is_empty())
-                .take(10)
-                .collect(),
-        };
-        let rows: Vec<_> = shown
-            .iter()
-            .map(|f| json!({"id": f.id, "labels": f.metadata.label_details, "description": f.description}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"output": out, "report": report, "features": rows})
-            )?
-        );
-        return Ok(());
-    }
-    println!(
-        "labeled {} of {} features ({} with manual labels); wrote {}",
-        report.labeled,
-        report.features,
-        report.manual,
-        out.display()
-    );
-    for (s, n) in &report.per_strategy {
-        println!("  {s:<20} {n} labels");
-    }
-    let shown: Vec<_> = match a.id {
-        Some(id) => vec![dict.get(id).expect("present")],
-        None => dict
-            .features()
-            .filter(|f| !f.labels.is_empty())
-            .take(5)
-            .collect(),
-    };
-    for f in shown {
-        println!("  #{}: {}", f.id, crate::print::visible(&f.description));
-    }
-    Ok(())
+    Ok(report)
 }

@@ -338,3 +338,89 @@ fn the_no_ngrams_note_does_not_deny_the_unigram_labels_it_adds() {
     assert!(ok, "{err}");
     assert!(err.contains("adds nothing"), "{err}");
 }
+
+/// `label` on a `.fdict` without `--out` rewrites, in the file itself, only what labeling
+/// changes; the result reads exactly as a new file written with `--out`: the same features,
+/// config and statistics, and the same label and full-text search hits. `--set` and
+/// `--clear-manual` edit the one feature in place too, description included.
+#[test]
+fn labeling_a_fdict_in_place_equals_writing_a_new_one() {
+    use feature_dictionary::store::{self, fdict::FdictReader};
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = write_inputs(dir.path());
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (in_place, copy, rewritten) = (path("a.fdict"), path("b.fdict"), path("c.fdict"));
+    let (ok, _, err) = featdict(&[
+        "build", &acts, "--tokens", &toks, "--out", &in_place, "--ngrams", "64", "-q",
+    ]);
+    assert!(ok, "{err}");
+    std::fs::copy(&in_place, &copy).unwrap();
+    let inode = |p: &str| std::fs::metadata(p).unwrap().ino();
+    let before = inode(&in_place);
+
+    let options = [
+        "--strategies",
+        "token_frequency,ngram_analysis,pattern_matching",
+        "--min-confidence",
+        "0.2",
+    ];
+    let (ok, out, err) = featdict(&[&["label", &in_place][..], &options].concat());
+    assert!(ok, "{err}");
+    assert!(err.contains("in place"), "{err}");
+    assert!(out.contains("labeled 3 of 3 features"), "{out}");
+    assert_eq!(inode(&in_place), before, "the file itself was written");
+    let (ok, _, err) = featdict(&[&["label", &copy, "--out", &rewritten][..], &options].concat());
+    assert!(ok, "{err}");
+
+    let (a, c) = (
+        store::load(Path::new(&in_place)).unwrap(),
+        store::load(Path::new(&rewritten)).unwrap(),
+    );
+    assert_eq!(a.config, c.config);
+    assert_eq!(a.feature_set, c.feature_set);
+    assert_eq!(a.get(1).unwrap().labels[0], "ngram:river bank");
+    let stats = |p: &str| {
+        FdictReader::open(Path::new(p))
+            .unwrap()
+            .statistics()
+            .clone()
+    };
+    assert_eq!(stats(&in_place), stats(&rewritten));
+    assert_eq!(stats(&in_place), a.statistics());
+    let search = |p: &str, how: &str, what: &str| {
+        let (ok, out, err) = featdict(&["search", p, how, what, "--json"]);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["hits"].clone()
+    };
+    for (how, what) in [("--label", "river"), ("--text", "bank"), ("--label", "cat")] {
+        let hits = search(&in_place, how, what);
+        assert!(!hits.as_array().unwrap().is_empty(), "{how} {what}");
+        assert_eq!(hits, search(&rewritten, how, what), "{how} {what}");
+    }
+
+    // Labeling again with the same options changes nothing, so rewrites nothing.
+    let (ok, _, err) = featdict(&[&["label", &in_place][..], &options].concat());
+    assert!(ok, "{err}");
+    assert!(err.contains("rewrote the labels of 0 feature(s)"), "{err}");
+
+    let (ok, out, err) = featdict(&["label", &in_place, "0", "--set", "felines"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("set manual label \"felines\""), "{out}");
+    assert_eq!(inode(&in_place), before);
+    let f = store::load(Path::new(&in_place)).unwrap();
+    let f0 = f.get(0).unwrap();
+    assert_eq!(f0.labels[0], "felines");
+    assert!(f0.description.contains("felines"), "{}", f0.description);
+    assert_eq!(search(&in_place, "--label", "FELINE")[0]["id"], 0);
+    assert_eq!(stats(&in_place), f.statistics());
+    let (ok, _, err) = featdict(&["label", &in_place, "0", "--clear-manual"]);
+    assert!(ok, "{err}");
+    assert_eq!(store::load(Path::new(&in_place)).unwrap(), a);
+    assert!(search(&in_place, "--label", "feline")
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let (ok, _, err) = featdict(&["label", &in_place, "7", "--set", "x"]);
+    assert!(!ok && err.contains("feature 7 is not in"), "{err}");
+}

@@ -264,6 +264,12 @@ fn manual_labels_persist_and_rank_first() {
         f.metadata.label_details[0].strategy,
         LabelingStrategy::Manual
     );
+    // The description names the best labels: it is written anew with the label.
+    assert!(
+        f.description.contains("capital letters"),
+        "{}",
+        f.description
+    );
     // The same text again changes nothing.
     w.add_manual_label(dead, "capital letters").unwrap();
     assert_eq!(w.statistics().labeled_features, before + 1);
@@ -316,6 +322,64 @@ fn manual_labels_persist_and_rank_first() {
         )
         .unwrap();
     assert_eq!(rows, 1);
+}
+
+/// `relabel` stores exactly the label edits of its closure, in place; an error or a change
+/// of the feature set leaves the file as it was.
+#[test]
+fn relabel_in_place_stores_label_edits_or_nothing() {
+    use feature_dictionary::Error;
+    let (_dir, fd, _) = synthetic_fdict(40);
+    let original = store::load(&fd).unwrap();
+    let retitle = |d: &mut FeatureDictionary, ids: &[u64]| {
+        for &id in ids {
+            let f = d.feature_set.features.get_mut(&id).unwrap();
+            feature_dictionary::label::manual::set_manual_label(f, &format!("edited {id}"));
+            f.description = format!("edited feature {id}");
+        }
+    };
+    let mut w = FdictReader::open_rw(&fd).unwrap();
+    let failed = w.relabel(|d| -> Result<(), Error> {
+        retitle(d, &[1, 2, 3]);
+        Err(Error::Invalid("the labeler failed".into()))
+    });
+    assert!(failed
+        .unwrap_err()
+        .to_string()
+        .contains("the labeler failed"));
+    let removed = w.relabel(|d| -> Result<(), Error> {
+        d.feature_set.features.remove(&5);
+        Ok(())
+    });
+    let e = removed.unwrap_err().to_string();
+    assert!(e.contains("s.fdict") && e.contains("add or remove"), "{e}");
+    assert_eq!(store::load(&fd).unwrap(), original);
+    assert!(!fd.with_extension("fdict-journal").exists());
+
+    let ((), rewritten) = w
+        .relabel(|d| -> Result<(), Error> {
+            retitle(d, &[0, 7]);
+            d.config.labeling.min_confidence = 0.5;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(rewritten, 2);
+    let mut expected = original.clone();
+    retitle(&mut expected, &[0, 7]);
+    expected.config.labeling.min_confidence = 0.5;
+    drop(w);
+    let stored = store::load(&fd).unwrap();
+    assert_eq!(stored, expected);
+    let r = FdictReader::open(&fd).unwrap();
+    assert_eq!(r.statistics(), &expected.statistics());
+    for id in [0, 7] {
+        let hits = r.search(&Query::Label(format!("edited {id}")), 5).unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![id]);
+        let hits = r
+            .search(&Query::Text(format!("edited feature {id}")), 50)
+            .unwrap();
+        assert_eq!(hits[0].id, id);
+    }
 }
 
 #[test]

@@ -195,29 +195,40 @@ const WRITE_WAVE: usize = 256;
 /// again, so the next wave's bodies are serialized on the other threads while this wave is
 /// inserted. The rows and their order are those of one [`FdictWriter::add`] per feature.
 pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
-    use rayon::prelude::*;
     let mut w = FdictWriter::create(path, &dict.config, &dict.feature_set)?;
     let features: Vec<&Feature> = dict.features().collect();
+    for_each_serialized(&features, |f, body| w.add_with_body(f, body))?;
+    w.finish()
+}
+
+/// Calls `store` with each feature and its JSON body, in order, while the bodies of the
+/// next [`WRITE_WAVE`] features are serialized on the other threads (`store` itself runs on
+/// the calling thread: a SQLite connection may not be shared).
+fn for_each_serialized(
+    features: &[&Feature],
+    mut store: impl FnMut(&Feature, &str) -> Result<()>,
+) -> Result<()> {
+    use rayon::prelude::*;
     let serialize = |wave: &[&Feature]| -> Result<Vec<String>> {
         wave.par_iter().map(|f| to_json(*f)).collect()
     };
     let mut waves = features.chunks(WRITE_WAVE);
     let mut current = waves.next().map(|wave| (wave, serialize(wave)));
-    while let Some((wave, bodies)) = current {
+    while let Some((wave, bodies)) = current.take() {
         let bodies = bodies?;
-        let (inserted, next) = rayon::join(
-            || -> Result<()> {
-                for (f, body) in wave.iter().zip(&bodies) {
-                    w.add_with_body(f, body)?;
-                }
-                Ok(())
-            },
-            || waves.next().map(|wave| (wave, serialize(wave))),
-        );
-        inserted?;
+        let mut next = None;
+        rayon::in_place_scope(|scope| {
+            if let Some(following) = waves.next() {
+                let (next, serialize) = (&mut next, &serialize);
+                scope.spawn(move |_| *next = Some((following, serialize(following))));
+            }
+            wave.iter()
+                .zip(&bodies)
+                .try_for_each(|(f, body)| store(f, body))
+        })?;
         current = next;
     }
-    w.finish()
+    Ok(())
 }
 
 /// Reads a whole `.fdict` into memory.
@@ -681,11 +692,111 @@ fn file_replaced(path: &Path, opened: Option<FileIdentity>) -> bool {
     }
 }
 
-/// Why a label was not written into a file that another program replaced.
-fn replaced_error(path: &Path, text: &str) -> Error {
+/// Why labels were not written into a file that another program replaced; `unwritten`
+/// says which.
+fn replaced_error(path: &Path, unwritten: &str) -> Error {
     Error::Unavailable {
         path: path.to_path_buf(),
-        message: format!("the file was replaced or removed after it was opened (another program rewrote it); the label {text:?} was not written: open the file again"),
+        message: format!("the file was replaced or removed after it was opened (another program rewrote it); {unwritten}: open the file again"),
+    }
+}
+
+/// The fields of a feature that labeling changes; the rest of its rows stay as stored.
+#[derive(PartialEq)]
+struct LabelFields {
+    labels: Vec<String>,
+    confidence: u64,
+    details: Vec<crate::model::Label>,
+    description: String,
+}
+
+impl LabelFields {
+    fn of(f: &Feature) -> Self {
+        Self {
+            labels: f.labels.clone(),
+            confidence: f.confidence.to_bits(),
+            details: f.metadata.label_details.clone(),
+            description: f.description.clone(),
+        }
+    }
+}
+
+/// Writes the rows of `f` that its labels and description make: its row and JSON `body`,
+/// its label rows and its full-text entries (its top tokens and neighbours stay).
+fn store_label_rows(conn: &Connection, f: &Feature, body: &str) -> rusqlite::Result<()> {
+    insert_feature_row(conn, f, body)?;
+    insert_labels(conn, f)?;
+    conn.prepare_cached("DELETE FROM fts WHERE rowid = ?1")?
+        .execute([f.id as i64])?;
+    conn.prepare_cached("DELETE FROM labels_tri WHERE rowid = ?1")?
+        .execute([f.id as i64])?;
+    insert_fts(conn, f)
+}
+
+/// An immediate transaction on a reader's connection (the file's write lock, taken before
+/// anything is read), rolled back unless committed.
+struct WriteTx<'a> {
+    conn: &'a Connection,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl<'a> WriteTx<'a> {
+    /// Takes the write lock of `reader`'s file; fails when another program replaced the
+    /// file since the reader opened it (before or while waiting for the lock).
+    fn begin(reader: &'a FdictReader, unwritten: &str) -> Result<Self> {
+        if reader.is_replaced() {
+            return Err(replaced_error(&reader.path, unwritten));
+        }
+        reader
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|err| write_err(&reader.path, err))?;
+        let tx = Self {
+            conn: &reader.conn,
+            path: reader.path.clone(),
+            committed: false,
+        };
+        // A rewrite holds the old file's write lock across its rename: having waited for
+        // the lock, this may now hold the lock of a file that is no longer there.
+        if reader.is_replaced() {
+            return Err(replaced_error(&reader.path, unwritten));
+        }
+        Ok(tx)
+    }
+
+    fn err(&self, e: rusqlite::Error) -> Error {
+        write_err(&self.path, e)
+    }
+
+    fn commit(mut self) -> Result<()> {
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(|err| self.err(err))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+/// A failed label write as an error: another writer keeping the lock past the busy timeout
+/// is [`Error::Unavailable`] (nothing was written, and trying again can work).
+fn write_err(path: &Path, e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            Error::Unavailable {
+                path: path.to_path_buf(),
+                message: format!("cannot write labels now: {e}; try again"),
+            }
+        }
+        _ => sql_err(path, "cannot write labels", e),
+    }
+}
+
+impl Drop for WriteTx<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
     }
 }
 
@@ -1087,42 +1198,53 @@ impl FdictReader {
     }
 
     /// Adds a manual label to feature `id` (first in `labels` and `label_details`, strategy
-    /// `manual`, confidence 1). Adding a text the feature already has as a manual label
-    /// changes nothing. Returns the updated feature, or `None` when `id` is not stored.
+    /// `manual`, confidence 1) and describes the feature anew (the description names its
+    /// best labels). Adding a text the feature already has as a manual label changes
+    /// nothing. Returns the updated feature, or `None` when `id` is not stored.
     ///
     /// Runs in one immediate transaction: concurrent writers (other threads or processes)
     /// wait for each other instead of losing updates.
     pub fn add_manual_label(&mut self, id: u64, text: &str) -> Result<Option<Feature>> {
         let text = validate_label(text)?;
-        if self.is_replaced() {
-            return Err(replaced_error(&self.path, &text));
-        }
-        let key = match i64::try_from(id) {
-            Ok(k) => k,
-            Err(_) => return Ok(None),
-        };
-        let path = self.path.clone();
-        let e = |e: rusqlite::Error| match e.sqlite_error_code() {
-            // Another writer (a second server, a `featdict label` in place) kept the lock
-            // past the busy timeout: nothing was written, and trying again can work.
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-                Error::Unavailable {
-                    path: path.clone(),
-                    message: format!("cannot write label now: {e}; try again"),
-                }
+        let unwritten = format!("the label {text:?} was not written");
+        let total_tokens = self.summary.total_tokens_processed;
+        self.edit_labels(id, &unwritten, |f| -> Result<()> {
+            let already = f
+                .metadata
+                .label_details
+                .iter()
+                .any(|l| l.strategy == LabelingStrategy::Manual && l.text == text);
+            if !already {
+                // The same edit as `featdict label --set`: an automatic label with the same
+                // text is replaced (it was kept beside the manual one, listed twice), and an
+                // original-library file's bare label texts are kept.
+                crate::label::manual::set_manual_label(f, &text);
+                f.description = crate::label::describe::describe(f, total_tokens);
             }
-            _ => sql_err(&path, "cannot write label", e),
+            Ok(())
+        })
+        .map(|edited| edited.map(|(f, ())| f))
+    }
+
+    /// Runs `edit` on feature `id` and stores what it changed of the feature's labels,
+    /// confidence and description in place, in one immediate transaction (the feature is
+    /// read inside it, so a concurrent writer's label is never lost). `edit` must change
+    /// nothing else: the feature's top tokens and neighbours are not rewritten. Returns the
+    /// edited feature and what `edit` returned, or `None` when `id` is not stored.
+    /// `unwritten` says what was not written when the file turns out to be replaced.
+    pub fn edit_labels<R, E: From<Error>>(
+        &mut self,
+        id: u64,
+        unwritten: &str,
+        edit: impl FnOnce(&mut Feature) -> std::result::Result<R, E>,
+    ) -> std::result::Result<Option<(Feature, R)>, E> {
+        let Ok(key) = i64::try_from(id) else {
+            return Ok(None);
         };
-        let tx = self
+        let tx = WriteTx::begin(self, unwritten)?;
+        let e = |err| tx.err(err);
+        let body: Option<String> = self
             .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(e)?;
-        // A rewrite holds the old file's write lock across its rename: having waited for the
-        // lock, this may now hold the lock of a file that is no longer there.
-        if file_replaced(&self.path, self.identity) {
-            return Err(replaced_error(&self.path, &text));
-        }
-        let body: Option<String> = tx
             .query_row("SELECT body FROM features WHERE id = ?1", [key], |r| {
                 r.get(0)
             })
@@ -1131,52 +1253,93 @@ impl FdictReader {
         let Some(body) = body else {
             return Ok(None);
         };
-        let mut f: Feature = serde_json::from_str(&body).map_err(|err| {
-            Error::format(
-                &path,
-                format!("feature {id}: body is not a feature JSON: {err}"),
-            )
-        })?;
-        let already = f
-            .metadata
-            .label_details
-            .iter()
-            .any(|l| l.strategy == LabelingStrategy::Manual && l.text == text);
-        if already {
-            return Ok(Some(f));
+        let mut f = self.parse_body(id, &body)?;
+        let before = LabelFields::of(&f);
+        let out = edit(&mut f)?;
+        if LabelFields::of(&f) == before {
+            return Ok(Some((f, out)));
         }
-        let was_labeled = !f.labels.is_empty();
-        // The same edit as `featdict label --set`: an automatic label with the same text is
-        // replaced (it was kept beside the manual one, listed twice), and an original-library
-        // file's bare label texts are kept.
-        crate::label::manual::set_manual_label(&mut f, &text);
-        let body = to_json(&f)?;
-        insert_feature_row(&tx, &f, &body).map_err(e)?;
-        insert_labels(&tx, &f).map_err(e)?;
-        tx.execute("DELETE FROM fts WHERE rowid = ?1", [key])
-            .map_err(e)?;
-        tx.execute("DELETE FROM labels_tri WHERE rowid = ?1", [key])
-            .map_err(e)?;
-        insert_fts(&tx, &f).map_err(e)?;
+        store_label_rows(&self.conn, &f, &to_json(&f)?).map_err(e)?;
         // Re-read the statistics inside the transaction: another connection may have
         // changed them since this reader opened.
-        let stats: String = tx
+        let mut stats = self.read_statistics(&tx)?;
+        stats.labeled_features = (stats.labeled_features + !f.labels.is_empty() as usize)
+            .saturating_sub(!before.labels.is_empty() as usize);
+        self.write_meta(&tx, "statistics", &to_json(&stats)?)?;
+        tx.commit()?;
+        self.statistics = stats;
+        Ok(Some((f, out)))
+    }
+
+    /// Loads the whole dictionary, runs `edit` on it (labeling) and stores, in place, what it
+    /// changed of the features' labels, confidences and descriptions, and the dictionary's
+    /// config. One immediate transaction spans the load and the store, so no label another
+    /// writer adds meanwhile is lost (it waits, within its busy timeout) and a crash leaves
+    /// the file as it was. `edit` must change nothing else of the features (their top
+    /// tokens and neighbours are not rewritten) and must not add or remove features.
+    /// Returns what `edit` returned and how many features were rewritten.
+    ///
+    /// Cheaper than writing a new file: the token and neighbour tables and their indexes,
+    /// most of the file, stay as they are.
+    pub fn relabel<R, E: From<Error>>(
+        &mut self,
+        edit: impl FnOnce(&mut FeatureDictionary) -> std::result::Result<R, E>,
+    ) -> std::result::Result<(R, usize), E> {
+        let tx = WriteTx::begin(self, "no labels were written")?;
+        let mut dict = self.load_all()?;
+        let before: Vec<(u64, LabelFields)> = dict
+            .features()
+            .map(|f| (f.id, LabelFields::of(f)))
+            .collect();
+        let out = edit(&mut dict)?;
+        let same_features = dict.feature_set.len() == before.len()
+            && before.iter().all(|(id, _)| dict.get(*id).is_some());
+        if !same_features {
+            return Err(Error::Invalid(format!(
+                "{}: relabeling must not add or remove features ({} before, {} after)",
+                self.path.display(),
+                before.len(),
+                dict.feature_set.len()
+            ))
+            .into());
+        }
+        let changed: Vec<&Feature> = before
+            .iter()
+            .filter_map(|(id, old)| {
+                let f = dict.get(*id)?;
+                (LabelFields::of(f) != *old).then_some(f)
+            })
+            .collect();
+        for_each_serialized(&changed, |f, body| {
+            store_label_rows(&self.conn, f, body).map_err(|err| tx.err(err))
+        })?;
+        let mut stats = self.read_statistics(&tx)?;
+        stats.labeled_features = dict.features().filter(|f| !f.labels.is_empty()).count();
+        self.write_meta(&tx, "statistics", &to_json(&stats)?)?;
+        self.write_meta(&tx, "config", &to_json(&dict.config)?)?;
+        tx.commit()?;
+        self.statistics = stats;
+        Ok((out, changed.len()))
+    }
+
+    fn read_statistics(&self, tx: &WriteTx) -> Result<Statistics> {
+        let stats: String = self
+            .conn
             .query_row("SELECT value FROM meta WHERE key = 'statistics'", [], |r| {
                 r.get(0)
             })
-            .map_err(e)?;
-        let mut stats: Statistics = parse_meta(&path, "statistics", Some(stats))?;
-        if !was_labeled {
-            stats.labeled_features += 1;
-        }
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'statistics'",
-            [to_json(&stats)?],
-        )
-        .map_err(e)?;
-        tx.commit().map_err(e)?;
-        self.statistics = stats;
-        Ok(Some(f))
+            .map_err(|err| tx.err(err))?;
+        parse_meta(&self.path, "statistics", Some(stats))
+    }
+
+    fn write_meta(&self, tx: &WriteTx, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE meta SET value = ?2 WHERE key = ?1",
+                params![key, value],
+            )
+            .map_err(|err| tx.err(err))?;
+        Ok(())
     }
 
     /// Re-reads the statistics (after another connection wrote labels).
