@@ -169,7 +169,8 @@ struct BuildArgs {
     )]
     batch_values: usize,
     /// Count the 2- and 3-grams ending at each firing token, exactly up to this many distinct
-    /// n-grams per feature (0 = off; needed by `featdict label --strategies ngram_analysis`).
+    /// n-grams per feature (0 = off; the 2- and 3-gram labels of `featdict label
+    /// --strategies ngram_analysis` need them).
     #[arg(long, default_value_t = 0)]
     ngrams: usize,
     /// Keep co-activation for `featdict correlated`: off; exact (Pearson of activations over
