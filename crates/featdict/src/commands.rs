@@ -357,15 +357,19 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
 
     // A bad --out would otherwise only show after the whole pass.
     store::check_output(&a.out)?;
-    store::check_not_input(
-        &a.out,
-        &given_inputs(&[
-            ("activations", Some(&a.acts)),
-            ("tokens", a.tokens.as_ref()),
-            ("token ids", a.token_ids.as_ref()),
-            ("tokenizer", a.tokenizer.as_ref()),
-        ]),
-    )?;
+    let sae_files = a
+        .sae
+        .as_deref()
+        .map(feature_dictionary::sae::input_files)
+        .unwrap_or_default();
+    let mut inputs = given_inputs(&[
+        ("activations", Some(&a.acts)),
+        ("tokens", a.tokens.as_ref()),
+        ("token ids", a.token_ids.as_ref()),
+        ("tokenizer", a.tokenizer.as_ref()),
+    ]);
+    inputs.extend(sae_files.iter().map(|p| ("SAE file", p.as_path())));
+    store::check_not_input(&a.out, &inputs)?;
     let started = std::time::Instant::now();
     let spec = ingest::open::InputSpec {
         acts: Some(&a.acts),
@@ -474,13 +478,13 @@ fn cmd_encode(a: EncodeArgs) -> Result<()> {
         );
     }
     store::check_output_location(&a.out)?;
-    store::check_not_input(
-        &a.out,
-        &given_inputs(&[
-            ("residuals", Some(&a.residuals)),
-            ("token ids", a.token_ids.as_ref()),
-        ]),
-    )?;
+    let sae_files = feature_dictionary::sae::input_files(&a.sae);
+    let mut inputs = given_inputs(&[
+        ("residuals", Some(&a.residuals)),
+        ("token ids", a.token_ids.as_ref()),
+    ]);
+    inputs.extend(sae_files.iter().map(|p| ("SAE file", p.as_path())));
+    store::check_not_input(&a.out, &inputs)?;
     let started = std::time::Instant::now();
     let sae = feature_dictionary::sae::Sae::load(&a.sae)?;
     let residuals = match a.residuals.extension().and_then(|e| e.to_str()) {

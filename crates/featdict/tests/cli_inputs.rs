@@ -927,3 +927,55 @@ fn token_ids_that_decode_alike_are_one_token() {
         .collect();
     assert_eq!(hits, vec![(1, 5.0), (0, 4.0)]);
 }
+
+/// The SAE's own files are inputs like any other: `encode` and `build --sae` refuse to write
+/// their output over them, and leave them as they were.
+#[test]
+fn an_output_over_an_sae_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sae = tmp.path().join("sae");
+    std::fs::create_dir(&sae).unwrap();
+    for name in ["cfg.json", "sae_weights.safetensors"] {
+        std::fs::copy(fx().join("sae").join(name), sae.join(name)).unwrap();
+    }
+    let before = |name: &str| std::fs::read(sae.join(name)).unwrap();
+    let (cfg, weights) = (before("cfg.json"), before("sae_weights.safetensors"));
+    let resid = fx().join("residuals_first4.npy");
+    let ids = fx().join("token_ids.npy");
+    let weights_out = sae.join("sae_weights.safetensors");
+    fails(
+        &[
+            "encode",
+            s(&resid),
+            "--sae",
+            s(&sae),
+            "--seq-len",
+            "64",
+            "--out",
+            s(&weights_out),
+        ],
+        &[
+            "is the SAE file",
+            "sae_weights.safetensors",
+            "another --out",
+        ],
+    );
+    let cfg_out = sae.join("cfg.json");
+    fails(
+        &[
+            "build",
+            s(&resid),
+            "--sae",
+            s(&sae),
+            "--token-ids",
+            s(&ids),
+            "--tokenizer",
+            s(&fx().join("tokenizer.json")),
+            "--out",
+            s(&cfg_out),
+        ],
+        &["is the SAE file", "cfg.json"],
+    );
+    assert_eq!(before("cfg.json"), cfg);
+    assert_eq!(before("sae_weights.safetensors"), weights);
+}

@@ -124,6 +124,21 @@ impl std::fmt::Debug for Sae {
     }
 }
 
+/// The files [`Sae::load`] may read from the SAE directory `dir` (those that exist): a
+/// command that writes must not take one of them for its output.
+pub fn input_files(dir: &Path) -> Vec<PathBuf> {
+    [
+        "cfg.json",
+        "sae_weights.safetensors",
+        "sae.safetensors",
+        "params.npz",
+    ]
+    .iter()
+    .map(|name| dir.join(name))
+    .filter(|p| p.exists())
+    .collect()
+}
+
 impl Sae {
     /// Loads an SAE directory: `cfg.json` + `sae_weights.safetensors` (SAELens),
     /// `params.npz` (Gemma Scope JumpReLU; `cfg.json` optional), or `cfg.json` +

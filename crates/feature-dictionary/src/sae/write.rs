@@ -63,10 +63,12 @@ pub fn encode_to_delphi(
         (Some((_, l)), _, _) => l,
         (None, Some(t), _) => t.seq_len,
         (None, None, Some(l)) => l,
-        (None, None, None) => return Err(Error::Invalid(format!(
+        (None, None, None) => {
+            return Err(Error::Invalid(format!(
             "{}: 2-D residuals need the sequence length: pass token ids (--token-ids) or --seq-len",
             residuals.path().display()
-        ))),
+        )))
+        }
     };
     if let Some(given) = options.seq_len.filter(|&l| l != seq_len) {
         let from = if residuals.sequence_shape().is_some() {

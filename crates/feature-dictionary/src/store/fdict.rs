@@ -317,6 +317,7 @@ impl FdictWriter {
         config: &DictionaryConfig,
         feature_set: &FeatureSet,
     ) -> Result<Self> {
+        let path = &super::output_target(path)?;
         let tmp = super::temp_path_for(path)?;
         for suffix in ["", "-journal", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
@@ -463,7 +464,7 @@ impl FdictWriter {
             return Err(Error::io(&self.path, err));
         }
         let old_file_lock = lock_for_replacement(&self.path);
-        std::fs::rename(&self.tmp, &self.path).map_err(|err| Error::io(&self.path, err))?;
+        super::replace_file(&self.tmp, &self.path).map_err(|err| Error::io(&self.path, err))?;
         drop(old_file_lock);
         if let Some(dir) = self.path.parent() {
             // Make the rename itself durable (best effort: not every platform allows it).

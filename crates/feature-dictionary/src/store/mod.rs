@@ -64,16 +64,12 @@ pub fn check_output(path: &Path) -> Result<()> {
     check_output_location(path)
 }
 
-/// The location half of [`check_output`], for outputs of any format: `path` is not a
-/// directory and its directory exists.
+/// The location half of [`check_output`], for outputs of any format: `path` does not exist
+/// yet or is a regular file (or a symbolic link to one, see [`output_target`]), and its
+/// directory exists.
 pub fn check_output_location(path: &Path) -> Result<()> {
-    if path.is_dir() {
-        return Err(Error::format(
-            path,
-            "is a directory; expected a file path to write",
-        ));
-    }
-    let (dir, _) = dir_and_name(path)?;
+    let target = output_target(path)?;
+    let (dir, _) = dir_and_name(&target)?;
     if !dir.is_dir() {
         return Err(missing_directory(path, dir));
     }
@@ -203,13 +199,67 @@ fn remove_stale_temps(dir: &Path, name: &str) {
     }
 }
 
+/// The file a write of `path` replaces: `path` itself, or, when `path` is a symbolic link,
+/// the file it points to (the link stays a link). Refuses a path that exists but is not a
+/// regular file: renaming a new file over a device, a FIFO or a socket would replace it
+/// (`/dev/null` with a dictionary, when run as root).
+pub fn output_target(path: &Path) -> Result<std::path::PathBuf> {
+    let link = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path.to_path_buf()),
+        Err(e) => return Err(Error::io(path, e)),
+        Ok(md) => md.file_type().is_symlink(),
+    };
+    let target = if link {
+        std::fs::canonicalize(path).map_err(|e| {
+            let to = std::fs::read_link(path)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            Error::io(
+                path,
+                std::io::Error::new(
+                    e.kind(),
+                    format!("is a symbolic link to {to:?}, which cannot be written: {e}"),
+                ),
+            )
+        })?
+    } else {
+        path.to_path_buf()
+    };
+    let md = std::fs::metadata(&target).map_err(|e| Error::io(path, e))?;
+    let kind = md.file_type();
+    if kind.is_dir() {
+        return Err(Error::format(
+            path,
+            "is a directory; expected a file path to write",
+        ));
+    }
+    if !kind.is_file() {
+        return Err(Error::format(
+            path,
+            "is not a regular file (a device, FIFO or socket); expected a file path to write, which would be replaced",
+        ));
+    }
+    Ok(target)
+}
+
+/// Renames the finished temporary file `tmp` over `target`, giving it the permissions of the
+/// file it replaces: a dictionary kept private (0600) stays private when rewritten.
+pub(crate) fn replace_file(tmp: &Path, target: &Path) -> std::io::Result<()> {
+    if let Ok(md) = std::fs::metadata(target) {
+        std::fs::set_permissions(tmp, md.permissions())?;
+    }
+    std::fs::rename(tmp, target)
+}
+
 /// Writes `path` atomically: `write` fills a temporary file next to it, which is then
-/// flushed, synced and renamed over `path`.
+/// flushed, synced and renamed over `path` (over the file it links to, for a symbolic link;
+/// see [`output_target`]), keeping the replaced file's permissions.
 pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    let tmp = temp_path_for(path)?;
+    let target = output_target(path)?;
+    let tmp = temp_path_for(&target)?;
     let result = (|| -> std::io::Result<()> {
         let file = std::fs::File::create(&tmp)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -222,7 +272,7 @@ pub fn write_atomically(
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(path, e));
     }
-    std::fs::rename(&tmp, path).map_err(|e| {
+    replace_file(&tmp, &target).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
@@ -258,6 +308,59 @@ mod tests {
         }
         // The output and the five kept files; no temp file of this write is left either.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1 + 5);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_replace_regular_files_only_keep_their_mode_and_write_through_links() {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // (Not /dev/null: were this check ever broken, the test run as root would replace it.)
+        for bad in [fifo.as_path(), dir.path()] {
+            let e = write_atomically(bad, |w| w.write_all(b"{}")).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains(&bad.display().to_string()), "{e}");
+            assert!(
+                e.contains("not a regular file") || e.contains("is a directory"),
+                "{e}"
+            );
+            check_output_location(bad).unwrap_err();
+        }
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+
+        // A private file stays private when rewritten.
+        let private = dir.path().join("private.json");
+        std::fs::write(&private, b"old").unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_atomically(&private, |w| w.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read(&private).unwrap(), b"new");
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        // Through a symbolic link the linked file is written and the link stays a link.
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&private, &link).unwrap();
+        write_atomically(&link, |w| w.write_all(b"via link")).unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&private).unwrap(), b"via link");
+        let dangling = dir.path().join("dangling.json");
+        std::os::unix::fs::symlink(dir.path().join("nowhere/x.json"), &dangling).unwrap();
+        let e = write_atomically(&dangling, |w| w.write_all(b"{}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("symbolic link") && e.contains("nowhere"), "{e}");
     }
 
     #[test]
