@@ -306,8 +306,12 @@ class FeatureDictionary:
             config = dataclasses.replace(config, labeling=dataclasses.replace(labeling, patterns=usable))
         num = cfg_data.get("num_features") or fs.metadata.get("num_features") or (max(fs.features) + 1 if fs.features else 0)
         dim = cfg_data.get("feature_dim") or next((f.dimension for f in fs), 0)
-        d = cls(num_features=max(1, num), feature_dim=dim, config=config)
+        # A loaded dictionary never processes (see _check_live): its accumulator is made for
+        # one feature, not num_features (gigabytes for millions of features, and an aborted
+        # allocation for a damaged file's absurd count).
+        d = cls(num_features=1, feature_dim=dim, config=config)
         d.num_features = num
+        d.extractor.num_features = num
         d.extractor.feature_set = fs
         d._finalized = True
         d._loaded_from = os.fspath(path)

@@ -281,7 +281,7 @@ impl Engine {
         let settings = Settings::from_config(&extraction).map_err(to_py)?;
         let threads = threads.unwrap_or_else(default_threads).max(1);
         Ok(Self {
-            acc: Accumulator::new(num_features, settings, threads),
+            acc: Accumulator::try_new(num_features, settings, threads).map_err(to_py)?,
             vocab: Vocab::new(),
             first_sequence: sequence_offset,
             next_sequence: sequence_offset,

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use feature_dictionary::build::{self, BuildOptions};
 use feature_dictionary::dictionary::TopBy;
 use feature_dictionary::model::DictionaryConfig;
-use feature_dictionary::{ingest, store, FeatureDictionary};
+use feature_dictionary::{accumulate, ingest, store, FeatureDictionary};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::print;
@@ -132,10 +132,10 @@ struct BuildArgs {
     #[arg(long)]
     out: PathBuf,
     /// Top examples kept per feature.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = at_most::<{ accumulate::MAX_TOP_K }>)]
     top_k: usize,
     /// Tokens of context kept on each side of an example.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_most::<{ accumulate::MAX_CONTEXT_WINDOW }>)]
     context: usize,
     /// An activation >= this counts as a firing (must be > 0).
     #[arg(long, default_value_t = 0.01)]
@@ -150,13 +150,13 @@ struct BuildArgs {
     #[arg(long, default_value_t = 0)]
     layer: i64,
     /// Worker threads (default: all cores). The result does not depend on it.
-    #[arg(long)]
+    #[arg(long, value_parser = at_most::<MAX_THREADS>)]
     threads: Option<usize>,
     /// Examples sampled per activation band (for quantile-stratified examples).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_most::<{ accumulate::MAX_SAMPLES_PER_BAND }>)]
     samples_per_band: usize,
     /// Distinct tokens counted exactly per feature before the token sketch approximates.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = at_most::<{ accumulate::MAX_TOKEN_CAPACITY }>)]
     token_capacity: usize,
     /// Activation values per batch [default: 134217728 for C-order f32 files, read in place;
     /// 33554432 for f16/bf16/f64 and Fortran-order files, converted into a buffer of 4 bytes ×
@@ -171,7 +171,7 @@ struct BuildArgs {
     /// Count the 2- and 3-grams ending at each firing token, exactly up to this many distinct
     /// n-grams per feature (0 = off; the 2- and 3-gram labels of `featdict label
     /// --strategies ngram_analysis` need them).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = at_most::<{ accumulate::MAX_NGRAM_CAPACITY }>)]
     ngrams: usize,
     /// Keep co-activation for `featdict correlated`: off; exact (Pearson of activations over
     /// all tokens, dense F×F matrix, at most 4,096 features); sketch (phi of firings from
@@ -219,7 +219,7 @@ struct EncodeArgs {
     #[arg(long)]
     f32: bool,
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = at_most::<MAX_THREADS>)]
     threads: Option<usize>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
@@ -650,6 +650,20 @@ fn cmd_search(a: SearchArgs) -> Result<()> {
 /// The worker threads of a command: `--threads`, or every core. The engine's parts that run
 /// on rayon's pool (SAE encoding, the JSON write) get the same number, so `--threads 1` keeps
 /// the whole command on one core.
+/// Most worker threads a command takes: far more than any machine's cores, and few enough
+/// that a mistyped count does not spend minutes starting threads.
+pub(crate) const MAX_THREADS: usize = 1024;
+
+/// A clap parser of counts up to `MAX`: larger ones are beyond any use and would only
+/// exhaust memory (or time) midway, so they are refused with the option's name.
+pub(crate) fn at_most<const MAX: usize>(s: &str) -> std::result::Result<usize, String> {
+    let v: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if v > MAX {
+        return Err(format!("{v} is more than {MAX}, the largest accepted"));
+    }
+    Ok(v)
+}
+
 pub(crate) fn worker_threads(requested: Option<usize>) -> usize {
     let n = requested.unwrap_or_else(build::default_threads).max(1);
     // Only the first call can size the global pool; a process runs one command.

@@ -106,7 +106,7 @@ pub fn build_timed(
 ) -> Result<(FeatureDictionary, BuildTimings)> {
     let settings = Settings::from_config(&config.extraction)?;
     let t0 = std::time::Instant::now();
-    let mut acc = Accumulator::new(source.n_features(), settings, options.threads);
+    let mut acc = Accumulator::try_new(source.n_features(), settings, options.threads)?;
     accumulate_source(source, &mut acc, options, progress)?;
     let t1 = std::time::Instant::now();
     let dict = finalize(&acc, source.vocab(), config);

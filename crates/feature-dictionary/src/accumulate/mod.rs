@@ -33,6 +33,17 @@ use crate::ingest::{ActivationBatch, TokenId};
 use crate::model::ExtractionConfig;
 use range::FeatureRange;
 
+/// Largest top-k ([`Settings::top_k`]) accepted.
+pub const MAX_TOP_K: usize = 100_000;
+/// Largest context window ([`Settings::context_window`]) accepted.
+pub const MAX_CONTEXT_WINDOW: usize = 1_024;
+/// Largest number of samples per band ([`Settings::samples_per_band`]) accepted.
+pub const MAX_SAMPLES_PER_BAND: usize = 10_000;
+/// Largest token-table capacity ([`Settings::token_sketch_capacity`]) accepted.
+pub const MAX_TOKEN_CAPACITY: usize = 1 << 24;
+/// Largest per-feature n-gram capacity ([`Settings::ngram_capacity`]) accepted.
+pub const MAX_NGRAM_CAPACITY: usize = 1 << 24;
+
 /// The accumulation parameters, validated.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
@@ -73,6 +84,32 @@ impl Settings {
                 "token_sketch_capacity must be at least 1".into(),
             ));
         }
+        // Per-feature (or per-corpus) sizes: far beyond any use, these would only exhaust
+        // memory midway through a pass (or abort it at once), so they are refused up front.
+        let limits: [(&str, usize, usize); 7] = [
+            (
+                "max_examples_per_feature",
+                c.max_examples_per_feature,
+                MAX_TOP_K,
+            ),
+            ("context_window", c.context_window, MAX_CONTEXT_WINDOW),
+            ("samples_per_band", c.samples_per_band, MAX_SAMPLES_PER_BAND),
+            (
+                "token_sketch_capacity",
+                c.token_sketch_capacity,
+                MAX_TOKEN_CAPACITY,
+            ),
+            ("ngram_capacity", c.ngram_capacity, MAX_NGRAM_CAPACITY),
+            ("ngram_corpus_capacity", c.ngram_corpus_capacity, 1 << 30),
+            ("correlation_capacity", c.correlation_capacity, 1 << 16),
+        ];
+        for (name, value, max) in limits {
+            if value > max {
+                return Err(Error::Invalid(format!(
+                    "{name} must be at most {max}, got {value}"
+                )));
+            }
+        }
         Ok(Self {
             threshold: c.min_activation as f32,
             top_k: c.max_examples_per_feature,
@@ -109,13 +146,31 @@ pub struct Accumulator {
 
 impl Accumulator {
     /// An empty accumulator for `n_features` features whose updates use `threads` threads.
+    ///
+    /// Aborts, as any allocation does, when the per-feature state does not fit in memory;
+    /// [`Accumulator::try_new`] returns an error instead.
     pub fn new(n_features: usize, settings: Settings, threads: usize) -> Self {
+        match Self::try_new(n_features, settings, threads) {
+            Ok(acc) => acc,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`Accumulator::new`], or an error when the state every feature starts with (about
+    /// 1.2 KiB each) cannot be allocated: an absurd feature count (a mistyped size, a
+    /// damaged file's header) must be an error, not an aborted process.
+    pub fn try_new(n_features: usize, settings: Settings, threads: usize) -> Result<Self> {
         let threads = threads.clamp(1, n_features.max(1));
         let mut parts = Vec::with_capacity(threads);
         for t in 0..threads {
             let a = n_features * t / threads;
             let b = n_features * (t + 1) / threads;
-            parts.push(FeatureRange::new(a, b - a));
+            parts.push(FeatureRange::try_new(a, b - a).map_err(|_| {
+                Error::Invalid(format!(
+                    "cannot allocate the state of {n_features} features (about {} GiB): is the feature count right?",
+                    (n_features as f64 * FeatureRange::BYTES_PER_FEATURE as f64 / (1u64 << 30) as f64).ceil()
+                ))
+            })?);
         }
         let corpus_ngrams = (settings.ngram_capacity > 0)
             .then(|| ngrams::CorpusNgrams::new(settings.ngram_corpus_capacity));
@@ -133,7 +188,7 @@ impl Accumulator {
                 settings.correlation_capacity,
             )),
         };
-        Self {
+        Ok(Self {
             coactivation,
             corpus_ngrams,
             settings,
@@ -142,7 +197,7 @@ impl Accumulator {
             total_sequences: 0,
             token_counts: Vec::new(),
             parts,
-        }
+        })
     }
 
     /// The settings.
@@ -330,4 +385,55 @@ fn repartition(parts: Vec<FeatureRange>, like: &[FeatureRange]) -> Vec<FeatureRa
     }
     out.reverse();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sizes beyond any use are refused up front, each by its name, instead of exhausting
+    /// memory midway through a pass (13 × 2³² sample slots aborted the process at once).
+    #[test]
+    fn absurd_sizes_are_errors() {
+        let ok = ExtractionConfig::default();
+        Settings::from_config(&ok).unwrap();
+        let cases: [(&str, fn(&mut ExtractionConfig)); 5] = [
+            ("samples_per_band", |c| {
+                c.samples_per_band = u32::MAX as usize
+            }),
+            ("max_examples_per_feature", |c| {
+                c.max_examples_per_feature = MAX_TOP_K + 1
+            }),
+            ("context_window", |c| {
+                c.context_window = MAX_CONTEXT_WINDOW + 1
+            }),
+            ("token_sketch_capacity", |c| {
+                c.token_sketch_capacity = usize::MAX
+            }),
+            ("ngram_capacity", |c| {
+                c.ngram_capacity = MAX_NGRAM_CAPACITY + 1
+            }),
+        ];
+        for (name, set) in cases {
+            let mut c = ok.clone();
+            set(&mut c);
+            let e = Settings::from_config(&c).unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains("at most"), "{e}");
+        }
+        let mut edge = ok.clone();
+        edge.samples_per_band = MAX_SAMPLES_PER_BAND;
+        edge.context_window = MAX_CONTEXT_WINDOW;
+        Settings::from_config(&edge).unwrap();
+
+        // A feature count no memory holds is an error, not an aborted process.
+        let settings = Settings::from_config(&ok).unwrap();
+        let e = Accumulator::try_new(1 << 50, settings.clone(), 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot allocate") && e.contains("GiB"), "{e}");
+        assert_eq!(
+            Accumulator::try_new(10, settings, 2).unwrap().n_features(),
+            10
+        );
+    }
 }

@@ -134,24 +134,61 @@ const TILE_MASK: u32 = TILE as u32 - 1;
 /// Rows a batch may have: a bucket key packs the row above the tile's feature bits.
 pub const MAX_BATCH_ROWS: usize = 1 << (32 - TILE_BITS);
 
+/// `len` copies of `value`, or an error when they cannot be allocated.
+fn try_filled<T: Clone>(len: usize, value: T) -> Result<Vec<T>, std::collections::TryReserveError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)?;
+    v.resize(len, value);
+    Ok(v)
+}
+
+/// `len` zeros, allocated as `vec![0; len]` allocates them (memory the OS hands out zeroed
+/// and untouched until used, so the state of features that never fire costs no page), or an
+/// error when they cannot be allocated.
+fn try_zeroed<T: Clone + Default>(len: usize) -> Result<Vec<T>, std::collections::TryReserveError> {
+    // A failed reservation is the failure `vec!` would abort on; a successful one is released
+    // at once and `vec!` takes the same amount again.
+    Vec::<T>::new().try_reserve_exact(len)?;
+    Ok(vec![T::default(); len])
+}
+
 impl FeatureRange {
+    /// Bytes of the state every feature starts with (before any firing).
+    pub const BYTES_PER_FEATURE: usize = std::mem::size_of::<Moments>()
+        + std::mem::size_of::<[u64; 3]>()
+        + N_BINS * std::mem::size_of::<u32>()
+        + std::mem::size_of::<TopK>()
+        + std::mem::size_of::<BandSamples>()
+        + N_BANDS * std::mem::size_of::<u64>()
+        + std::mem::size_of::<TokenSketch>()
+        + std::mem::size_of::<NgramTable>();
+
     /// Empty state for features `start..start + len`.
     pub fn new(start: usize, len: usize) -> Self {
-        Self {
+        match Self::try_new(start, len) {
+            Ok(range) => range,
+            Err(e) => panic!("cannot allocate the state of {len} features: {e}"),
+        }
+    }
+
+    /// [`FeatureRange::new`], or an error when its state cannot be allocated.
+    pub fn try_new(start: usize, len: usize) -> Result<Self, std::collections::TryReserveError> {
+        let scaled = |per: usize| len.saturating_mul(per);
+        Ok(Self {
             start,
-            moments: vec![Moments::default(); len],
-            pos_buckets: vec![[0; 3]; len],
-            hist: vec![0; len * N_BINS],
+            moments: try_filled(len, Moments::default())?,
+            pos_buckets: try_zeroed(len)?,
+            hist: try_zeroed(scaled(N_BINS))?,
             hist_spill: Vec::new(),
             rows_since_spill: 0,
-            topk: vec![TopK::default(); len],
-            samples: vec![BandSamples::default(); len],
-            sample_thresholds: vec![u64::MAX; len * N_BANDS],
-            tokens: vec![TokenSketch::default(); len],
-            ngrams: vec![NgramTable::default(); len],
+            topk: try_filled(len, TopK::default())?,
+            samples: try_filled(len, BandSamples::default())?,
+            sample_thresholds: try_filled(scaled(N_BANDS), u64::MAX)?,
+            tokens: try_filled(len, TokenSketch::default())?,
+            ngrams: try_filled(len, NgramTable::default())?,
             first_nonfinite: None,
             scratch: Scratch::default(),
-        }
+        })
     }
 
     /// Number of features.
