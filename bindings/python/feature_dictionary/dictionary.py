@@ -13,8 +13,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from . import _engine
 from .analysis import ActivationStats, FeatureAnalyzer
-from .extraction import ExtractionConfig, FeatureExtractor, no_gc, search_token
-from .features import top_token_entries
+from .extraction import ExtractionConfig, FeatureExtractor, _check_count, no_gc, search_token
+from .features import first_non_finite, top_token_entries
 from .features import Feature, FeatureSet, FeatureType
 from .labeling import FeatureLabeler, LabelingConfig, compile_pattern
 
@@ -74,6 +74,9 @@ class FeatureDictionary:
     """
 
     def __init__(self, num_features: int, feature_dim: int, config: Optional[DictionaryConfig] = None, sequence_offset: int = 0):
+        # int() would truncate 8.7 to 8 without a word.
+        _check_count(num_features, "num_features")
+        _check_count(feature_dim, "feature_dim")
         self.num_features = int(num_features)
         self.feature_dim = int(feature_dim)
         self.config = config or DictionaryConfig()
@@ -195,6 +198,7 @@ class FeatureDictionary:
         ``frequency`` (ties by id)."""
         if by not in _TOP_BY:
             raise ValueError(f"unknown metric {by!r}; expected activation_count, max_activation or frequency")
+        _check_count(n, "n")
         key = _TOP_BY[by]
         return sorted(self.features, key=lambda f: (-key(f), f.id))[:n]
 
@@ -203,6 +207,7 @@ class FeatureDictionary:
 
     def find_similar(self, feature_id: int, top_k: int = 5) -> List[Tuple[int, float]]:
         """Features with the most similar firing-token distributions (cosine over all tokens)."""
+        _check_count(top_k, "top_k")
         f = self.get_feature(feature_id)
         if f is None:
             return []
@@ -273,7 +278,7 @@ class FeatureDictionary:
             text = json.dumps(data, allow_nan=False)
         except ValueError:
             # JSON has no NaN or infinity: say which value, not a column of the encoded text.
-            where, value = _first_non_finite(data)
+            where, value = first_non_finite(data)
             raise ValueError(
                 f"{os.fspath(path)}: cannot save {where} = {value!r}: JSON has no NaN or infinity"
             ) from None
@@ -337,18 +342,3 @@ class FeatureDictionary:
 def create_dictionary(num_features: int, feature_dim: int, model_name: str = "", sae_name: str = "", layer: int = 0) -> FeatureDictionary:
     """A dictionary with default settings for the named model/SAE/layer."""
     return FeatureDictionary(num_features, feature_dim, DictionaryConfig(model_name=model_name, sae_name=sae_name, layer=layer))
-
-
-def _first_non_finite(obj: Any, where: str = "") -> Tuple[str, Any]:
-    """The path (``feature_set.features["3"].confidence``) and value of the first NaN or
-    infinity in JSON-like ``obj``; ``("", None)`` when there is none."""
-    if isinstance(obj, float):
-        return (where, obj) if not math.isfinite(obj) else ("", None)
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
-    for k, v in items:
-        sub = f'{where}["{k}"]' if isinstance(obj, dict) and not str(k).isidentifier() else (
-            f"{where}.{k}" if isinstance(obj, dict) else f"{where}[{k}]")
-        found = _first_non_finite(v, sub.lstrip("."))
-        if found[0]:
-            return found
-    return ("", None)

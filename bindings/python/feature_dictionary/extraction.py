@@ -169,6 +169,13 @@ def _check_context(context: Any, what: str = "context") -> str:
 
 
 def _check_tokens(tokens: Sequence[str], rows: int, what: str = "tokens") -> List[str]:
+    if isinstance(tokens, (str, bytes)):
+        # A string is a sequence too, of characters: taken as tokens it would silently make
+        # every character a token.
+        raise TypeError(
+            f"{what} must be a list of token strings (one per activation row), got a single "
+            f"{type(tokens).__name__} {tokens[:40]!r}"
+        )
     try:
         toks = list(tokens)
     except TypeError:
@@ -192,6 +199,8 @@ class FeatureExtractor:
         config: Optional[ExtractionConfig] = None,
         sequence_offset: int = 0,
     ):
+        _check_count(num_features, "num_features")
+        _check_count(feature_dim, "feature_dim")
         if num_features <= 0:
             raise ValueError(f"num_features must be at least 1, got {num_features}")
         _check_count(sequence_offset, "sequence_offset")
@@ -337,19 +346,39 @@ class FeatureExtractor:
                 f"activations have {arr.shape[1]} features per token but the extractor was made for {self.num_features}"
             )
         first_seq = self._engine.next_sequence
-        tokens_before = self._engine.total_tokens
         try:
             if contexts is not None and not any(contexts):
                 contexts = None
-            if arr.dtype == np.float16:
-                n = self._engine.process_f16(arr, tokens, seq_lens, contexts)
-            else:
-                n = self._engine.process_f32(arr, tokens, seq_lens, contexts)
+            try:
+                if arr.dtype == np.float16:
+                    n = self._engine.process_f16(arr, tokens, seq_lens, contexts)
+                else:
+                    n = self._engine.process_f32(arr, tokens, seq_lens, contexts)
+            except UnicodeEncodeError:
+                # A lone surrogate (e.g. from decoding bytes with "surrogateescape") cannot
+                # cross into the engine; say which token, not just the codec's complaint.
+                for i, t in enumerate(tokens):
+                    try:
+                        t.encode("utf-8")
+                    except UnicodeEncodeError as e:
+                        raise ValueError(
+                            f"token {i} ({t!r}) is not valid Unicode text ({e.reason}); tokens must be "
+                            "strings UTF-8 can encode"
+                        ) from None
+                raise
         except ValueError:
-            # Non-finite values: the engine skipped them but folded the rest of the batch in
-            # before raising, so the Python-side state must take the batch in too.
-            if self._engine.total_tokens != tokens_before:
-                self._after_run(arr, tokens, seq_lens, first_seq, contexts)
+            # Non-finite values: the engine refused the batch holding them whole, but the
+            # batches before it (a call larger than one engine batch) were accumulated; the
+            # Python-side state takes in exactly those sequences.
+            done = self._engine.next_sequence - first_seq
+            if done:
+                k = rows = nonempty = 0
+                while nonempty < done:
+                    nonempty += seq_lens[k] > 0
+                    rows += seq_lens[k]
+                    k += 1
+                self._after_run(arr[:rows], tokens[:rows], seq_lens[:k], first_seq,
+                                None if contexts is None else contexts[:k])
             raise
         self._after_run(arr, tokens, seq_lens, first_seq, contexts)
         return n
@@ -504,6 +533,7 @@ class FeatureExtractor:
     # -- queries -----------------------------------------------------------------------
     def get_top_features(self, n: int = 10) -> List[Feature]:
         """The ``n`` features that fired most (ties by id)."""
+        _check_count(n, "n")
         return sorted(self.features, key=lambda f: (-f.activation_count, f.id))[:n]
 
     def get_feature_by_token(self, token: str, min_activation: float = 0.0) -> List[Tuple[int, float]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from enum import Enum
@@ -192,6 +193,8 @@ class Feature:
 
     def get_top_tokens(self, n: int = 10) -> List[Tuple[str, float]]:
         """Tokens of the ``n`` highest-activating examples, with their activations."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
         return [(a.token, a.activation) for a in self.top_activations[:n]]
 
     def to_dict(self) -> dict:
@@ -366,19 +369,32 @@ class FeatureSet:
 
 
 def _write_json_atomically(path: str, data: Any) -> None:
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    """Writes ``data`` as JSON through the engine's writer (temp file + rename, the replaced
+    file's permissions kept, devices and FIFOs refused); NaN and infinity are refused by
+    name, as JSON has none (``json.dump`` would write a bare ``NaN`` no reader takes)."""
+    from . import _engine
+
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        text = json.dumps(data, allow_nan=False)
+    except ValueError:
+        where, value = first_non_finite(data)
+        raise ValueError(f"{os.fspath(path)}: cannot save {where} = {value!r}: JSON has no NaN or infinity") from None
+    _engine.write_text_atomically(os.fspath(path), text)
+
+
+def first_non_finite(obj: Any, where: str = "") -> Tuple[str, Any]:
+    """The path (``feature_set.features["3"].confidence``) and value of the first NaN or
+    infinity in JSON-like ``obj``; ``("", None)`` when there is none."""
+    if isinstance(obj, float):
+        return (where, obj) if not math.isfinite(obj) else ("", None)
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for k, v in items:
+        sub = f'{where}["{k}"]' if isinstance(obj, dict) and not str(k).isidentifier() else (
+            f"{where}.{k}" if isinstance(obj, dict) else f"{where}[{k}]")
+        found = first_non_finite(v, sub.lstrip("."))
+        if found[0]:
+            return found
+    return ("", None)
 
 
 def top_token_entries(feature: Feature) -> List[Tuple[str, int, int]]:

@@ -120,10 +120,10 @@ impl Engine {
         }
         let ids: Vec<TokenId> = tokens.iter().map(|t| self.vocab.intern(t)).collect();
         let before = self.total_firings();
-        let nonfinite_before = self.acc.nonfinite().0;
         let first_sequence = self.next_sequence;
         let acc = &mut self.acc;
-        py.allow_threads(|| -> Result<(), Error> {
+        // (input sequences accumulated, the non-finite values that stopped the rest)
+        let (done, refused) = py.allow_threads(|| -> Result<_, Error> {
             // Whole sequences per batch, up to VALUES_PER_BATCH values (at least one sequence):
             // bounded buffers for f16, long batches for the accumulator.
             let mut buffer: Vec<f32> = Vec::new();
@@ -169,16 +169,21 @@ impl Engine {
                         core: 0..n,
                         values: BatchValues::Dense(data),
                     };
-                    acc.update(&batch)?;
+                    // A batch holding NaN/Inf is refused whole, before anything of it is
+                    // accumulated: the caller fixes the input and passes it again, and nothing
+                    // is counted twice.
+                    if let Some(found) = acc.update_if_finite(&batch)? {
+                        return Ok((s, Some(found)));
+                    }
                 }
                 row0 += n;
                 s = s_end;
             }
-            Ok(())
+            Ok((seq_lens.len(), None))
         })
         .map_err(to_py)?;
         let mut seq = self.next_sequence;
-        for (i, &len) in seq_lens.iter().enumerate() {
+        for (i, &len) in seq_lens[..done].iter().enumerate() {
             if len == 0 {
                 continue;
             }
@@ -189,14 +194,32 @@ impl Engine {
         }
         self.next_sequence = seq;
         self.forget_unused_contexts();
-        let (nonfinite, first) = self.acc.nonfinite();
-        if nonfinite > nonfinite_before {
-            let at = first
-                .map(|(s, p, f)| format!(", first at sequence {s}, position {p}, feature {f}"))
-                .unwrap_or_default();
+        if let Some(found) = refused {
+            // Sequences are numbered from `first_sequence`, empty ones skipped: the input's own
+            // index is what the caller can find.
+            let mut numbered = first_sequence;
+            let mut index = 0;
+            for (i, &len) in seq_lens.iter().enumerate() {
+                if len == 0 {
+                    continue;
+                }
+                if numbered == found.sequence {
+                    index = i;
+                    break;
+                }
+                numbered += 1;
+            }
+            let kept = if done == 0 {
+                "nothing of this call was accumulated".to_string()
+            } else {
+                format!(
+                    "the first {done} of its {} sequences were accumulated, the rest not (pass sequences {done}.. again once fixed)",
+                    seq_lens.len()
+                )
+            };
             return Err(PyValueError::new_err(format!(
-                "activations contain {} non-finite value(s) (NaN/Inf){at}; they were skipped and are never folded into statistics",
-                nonfinite - nonfinite_before
+                "activations contain {} non-finite value(s) (NaN/Inf), first at sequence {index} of this input, position {}, feature {}; NaN/Inf are never folded into statistics, and {kept}",
+                found.count, found.position, found.feature
             )));
         }
         Ok(self.total_firings() - before)
@@ -523,9 +546,23 @@ fn contiguous<'a, T: numpy::Element>(
 }
 
 /// The compiled module.
+/// Writes `text` to `path` as the engine writes every file: a temporary file synced and
+/// renamed over it (through a symbolic link to the linked file), keeping the replaced file's
+/// permissions, and refusing a path that is not a regular file (a device, a FIFO).
+#[pyfunction]
+fn write_text_atomically(py: Python<'_>, path: &str, text: &str) -> PyResult<()> {
+    use std::io::Write;
+    let path = std::path::Path::new(path);
+    py.allow_threads(|| {
+        feature_dictionary::store::write_atomically(path, |w| w.write_all(text.as_bytes()))
+    })
+        .map_err(to_py)
+}
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
+    m.add_function(wrap_pyfunction!(write_text_atomically, m)?)?;
     m.add_function(wrap_pyfunction!(finalized::save, m)?)?;
     m.add_class::<Finalized>()?;
     m.add_function(wrap_pyfunction!(finalized::load, m)?)?;

@@ -218,10 +218,11 @@ def test_mock_sae_is_sparse_with_the_requested_density():
     assert (MockSAE(input_dim=8, num_features=5, sparsity=1.0).encode(np.zeros((2, 8))) > 0).all()
 
 
-def test_non_finite_input_keeps_python_state_consistent_with_the_engine():
-    # The engine folds the finite values of a batch in and then raises; the snapshot read
-    # before, the co-activation matrix and the callbacks must follow it, and the skipped
-    # values (NaN and +Inf alike) must count as non-firings everywhere.
+def test_non_finite_input_is_refused_whole_and_a_fixed_retry_counts_once():
+    # A batch holding NaN/Inf is refused before anything of it is accumulated (the engine's
+    # statistics, the co-activation matrix, the callbacks alike), so passing the corrected
+    # batch again counts its tokens once. It used to fold the finite values in and then
+    # raise, and the natural retry counted the batch twice.
     ex = FeatureExtractor(2, 2, config=ExtractionConfig(track_coactivation=True, include_dead_features=True))
     seen = []
     ex.add_callback(lambda a: seen.append((a.feature_id, a.position, a.activation)))
@@ -229,8 +230,14 @@ def test_non_finite_input_keeps_python_state_consistent_with_the_engine():
     assert ex.features[0].activation_count == 2
     seen.clear()
     bad = np.array([[1, np.nan], [3, 3], [np.inf, 0.5]], np.float32)
-    with pytest.raises(ValueError, match="2 non-finite"):
+    with pytest.raises(ValueError, match=r"2 non-finite value\(s\) \(NaN/Inf\), first at sequence 0 of this input, "
+                                         r"position 0, feature 1; .*nothing of this call was accumulated"):
         ex.process_activations(bad, ["p", "q", "r"])
+    assert ex.total_tokens == 3
+    assert ex.features[0].activation_count == 2 and ex.features[1].activation_count == 2
+    assert seen == []
+    fixed = np.nan_to_num(bad, nan=0.0, posinf=0.0)
+    ex.process_activations(fixed, ["p", "q", "r"])
     assert ex.total_tokens == 6
     assert ex.features[0].activation_count == 4 and ex.features[1].activation_count == 4
     assert sorted(seen) == [(0, 0, 1.0), (0, 1, 3.0), (1, 1, 3.0), (1, 2, 0.5)]

@@ -2,7 +2,7 @@
 
 use crate::accumulate::{Accumulator, Settings};
 use crate::dictionary::FeatureDictionary;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::finalize::finalize;
 use crate::ingest::ActivationSource;
 use crate::model::DictionaryConfig;
@@ -51,21 +51,13 @@ pub fn accumulate_source(
     let path = source.describe().to_path_buf();
     let mut done = 0u64;
     while let Some(batch) = source.next_batch()? {
-        acc.update(&batch)?;
+        if options.allow_nonfinite {
+            acc.update(&batch)?;
+        } else if let Some(found) = acc.update_if_finite(&batch)? {
+            return Err(found.error(&path));
+        }
         done += batch.core.len() as u64;
         progress(done);
-        if !options.allow_nonfinite {
-            let (count, first) = acc.nonfinite();
-            if let (true, Some((sequence, position, feature))) = (count > 0, first) {
-                return Err(Error::NonFinite {
-                    path,
-                    count,
-                    sequence,
-                    position,
-                    feature,
-                });
-            }
-        }
     }
     Ok(())
 }

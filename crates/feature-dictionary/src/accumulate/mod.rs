@@ -44,6 +44,47 @@ pub const MAX_TOKEN_CAPACITY: usize = 1 << 24;
 /// Largest per-feature n-gram capacity ([`Settings::ngram_capacity`]) accepted.
 pub const MAX_NGRAM_CAPACITY: usize = 1 << 24;
 
+/// The NaN and ±∞ values of a batch's core rows, which are never folded into statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonFiniteValues {
+    /// How many.
+    pub count: u64,
+    /// Sequence of the first (in sequence, position, feature order).
+    pub sequence: u64,
+    /// Position of the first.
+    pub position: u32,
+    /// Feature of the first.
+    pub feature: u64,
+}
+
+impl NonFiniteValues {
+    /// Both counts, and the earlier first value.
+    fn combine(a: Option<Self>, b: Option<Self>) -> Option<Self> {
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let key = |v: &Self| (v.sequence, v.position, v.feature);
+                let first = if key(&b) < key(&a) { b } else { a };
+                Some(Self {
+                    count: a.count + b.count,
+                    ..first
+                })
+            }
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// As the error of a read of `path`.
+    pub fn error(&self, path: &std::path::Path) -> Error {
+        Error::NonFinite {
+            path: path.to_path_buf(),
+            count: self.count,
+            sequence: self.sequence,
+            position: self.position,
+            feature: self.feature,
+        }
+    }
+}
+
 /// The accumulation parameters, validated.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
@@ -212,6 +253,24 @@ impl Accumulator {
 
     /// Accumulates the core rows of `batch`.
     pub fn update(&mut self, batch: &ActivationBatch<'_>) -> Result<()> {
+        self.update_unless_nonfinite(batch, false).map(|_| ())
+    }
+
+    /// [`Accumulator::update`], unless the batch holds NaN or ±∞ on its core rows: then
+    /// nothing of it is accumulated (so the caller can refuse the batch, and a corrected
+    /// one given again is not counted twice) and those values are returned.
+    pub fn update_if_finite(
+        &mut self,
+        batch: &ActivationBatch<'_>,
+    ) -> Result<Option<NonFiniteValues>> {
+        self.update_unless_nonfinite(batch, true)
+    }
+
+    fn update_unless_nonfinite(
+        &mut self,
+        batch: &ActivationBatch<'_>,
+        refuse_nonfinite: bool,
+    ) -> Result<Option<NonFiniteValues>> {
         if batch.n_features != self.n_features {
             return Err(Error::Invalid(format!(
                 "batch has {} features but the accumulator was made for {}",
@@ -234,6 +293,31 @@ impl Accumulator {
                 self.n_features
             )));
         }
+        // Phase 1 changes nothing: every part transposes its features of the batch (and
+        // looks for non-finite values when asked to refuse them).
+        let found = if self.parts.len() == 1 {
+            self.parts[0].prepare(batch, refuse_nonfinite)
+        } else {
+            std::thread::scope(|scope| {
+                let mut parts = self.parts.iter_mut();
+                let first = parts.next().expect("at least one part");
+                let others: Vec<_> = parts
+                    .map(|part| scope.spawn(move || part.prepare(batch, refuse_nonfinite)))
+                    .collect();
+                let mut found = first.prepare(batch, refuse_nonfinite);
+                for handle in others {
+                    let theirs = handle.join().expect("prepare does not panic");
+                    found = NonFiniteValues::combine(found, theirs);
+                }
+                found
+            })
+        };
+        if let Some(found) = found {
+            for part in &mut self.parts {
+                part.discard_prepared();
+            }
+            return Ok(Some(found));
+        }
         if let Some(c) = &mut self.coactivation {
             c.update(batch, self.settings.threshold);
         }
@@ -253,18 +337,18 @@ impl Accumulator {
         self.total_tokens += batch.core.len() as u64;
         let settings = &self.settings;
         if self.parts.len() == 1 {
-            self.parts[0].update(batch, settings);
+            self.parts[0].replay_prepared(batch, settings);
         } else {
             std::thread::scope(|scope| {
                 let mut parts = self.parts.iter_mut();
                 let first = parts.next().expect("at least one part");
                 for part in parts {
-                    scope.spawn(move || part.update(batch, settings));
+                    scope.spawn(move || part.replay_prepared(batch, settings));
                 }
-                first.update(batch, settings);
+                first.replay_prepared(batch, settings);
             });
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Total non-finite values seen and the first one's (sequence, position, feature).
@@ -397,7 +481,8 @@ mod tests {
     fn absurd_sizes_are_errors() {
         let ok = ExtractionConfig::default();
         Settings::from_config(&ok).unwrap();
-        let cases: [(&str, fn(&mut ExtractionConfig)); 5] = [
+        type Edit = fn(&mut ExtractionConfig);
+        let cases: [(&str, Edit); 5] = [
             ("samples_per_band", |c| {
                 c.samples_per_band = u32::MAX as usize
             }),
@@ -435,5 +520,51 @@ mod tests {
             Accumulator::try_new(10, settings, 2).unwrap().n_features(),
             10
         );
+    }
+
+    /// `update_if_finite` refuses a batch with NaN/±∞ on a core row before any of it is
+    /// accumulated, on any thread count, and names the earliest; margin rows (context only)
+    /// do not count. `update` takes the same batch and leaves the values out.
+    #[test]
+    fn a_batch_with_nonfinite_values_is_refused_whole() {
+        let (rows, features) = (6usize, 10usize);
+        let mut values: Vec<f32> = (0..rows * features)
+            .map(|i| if i % 3 == 0 { 1.0 + i as f32 } else { 0.0 })
+            .collect();
+        values[4 * features + 7] = f32::NAN;
+        values[2 * features + 9] = f32::INFINITY;
+        values[features + 2] = f32::NEG_INFINITY; // row 1: a margin row below
+        let make = |core: std::ops::Range<usize>| ActivationBatch {
+            n_features: features,
+            tokens: (0..rows as TokenId).collect(),
+            sequences: vec![0; rows],
+            positions: (0..rows as u32).collect(),
+            core,
+            values: crate::ingest::BatchValues::Dense(&values),
+        };
+        let settings = Settings::from_config(&ExtractionConfig::default()).unwrap();
+        for threads in [1, 2, 3] {
+            let fresh = Accumulator::new(features, settings.clone(), threads);
+            let mut acc = fresh.clone();
+            let found = acc.update_if_finite(&make(2..rows)).unwrap().unwrap();
+            let expected = NonFiniteValues {
+                count: 2,
+                sequence: 0,
+                position: 2,
+                feature: 9,
+            };
+            assert_eq!(found, expected, "{threads} threads");
+            assert_eq!(acc, fresh, "{threads} threads");
+            let all = acc.update_if_finite(&make(0..rows)).unwrap().unwrap();
+            assert_eq!((all.count, all.position, all.feature), (3, 1, 2));
+            assert_eq!(acc, fresh);
+            // Without the non-finite rows the batch is taken.
+            assert_eq!(acc.update_if_finite(&make(0..1)).unwrap(), None);
+            assert_eq!(acc.total_tokens, 1);
+            let mut lenient = fresh.clone();
+            lenient.update(&make(0..rows)).unwrap();
+            assert_eq!(lenient.nonfinite(), (3, Some((0, 1, 2))));
+            assert_eq!(lenient.total_tokens, rows as u64);
+        }
     }
 }

@@ -9,7 +9,7 @@ use super::ngrams::{self, NgramTable};
 use super::samples::{self, band_of_bin, BandSamples, N_BANDS};
 use super::token_sketch::TokenSketch;
 use super::topk::{ContextActivations, ContextTokens, Example, TopK};
-use super::Settings;
+use super::{NonFiniteValues, Settings};
 use crate::ingest::{ActivationBatch, BatchValues, TokenId};
 
 /// Scalars touched by every firing.
@@ -234,6 +234,77 @@ impl FeatureRange {
     /// (the context activations of a feature are its own nonzeros on neighbouring rows), not
     /// gathered from rows that lie a whole dense row apart in memory.
     pub fn update(&mut self, batch: &ActivationBatch<'_>, settings: &Settings) {
+        self.prepare(batch, false);
+        self.replay_prepared(batch, settings);
+    }
+
+    /// The first phase of [`FeatureRange::update`], which changes no state: transposes the
+    /// batch into the scratch buckets. With `find_nonfinite`, also returns the NaN and ±∞
+    /// values on the batch's core rows (so an update can be refused before anything of the
+    /// batch is accumulated); `None` when there are none or they were not looked for.
+    pub(crate) fn prepare(
+        &mut self,
+        batch: &ActivationBatch<'_>,
+        find_nonfinite: bool,
+    ) -> Option<NonFiniteValues> {
+        let mut buckets = std::mem::take(&mut self.scratch.buckets);
+        buckets.resize_with(self.len().div_ceil(TILE), TileBucket::default);
+        self.transpose(batch, &mut buckets);
+        let found = if find_nonfinite {
+            self.nonfinite_in(&buckets, batch)
+        } else {
+            None
+        };
+        self.scratch.buckets = buckets;
+        found
+    }
+
+    /// Drops what [`FeatureRange::prepare`] transposed, for an update that was refused.
+    pub(crate) fn discard_prepared(&mut self) {
+        for bucket in &mut self.scratch.buckets {
+            bucket.clear();
+        }
+    }
+
+    /// The NaN and ±∞ values on core rows among the transposed `buckets`.
+    fn nonfinite_in(
+        &self,
+        buckets: &[TileBucket],
+        batch: &ActivationBatch<'_>,
+    ) -> Option<NonFiniteValues> {
+        let mut found: Option<NonFiniteValues> = None;
+        for (t, bucket) in buckets.iter().enumerate() {
+            // Cheap in the common case: a pass over the values that finds nothing.
+            if bucket.values.iter().all(|v| v.is_finite()) {
+                continue;
+            }
+            for (&key, v) in bucket.keys.iter().zip(&bucket.values) {
+                let row = (key >> TILE_BITS) as usize;
+                if v.is_finite() || !batch.core.contains(&row) {
+                    continue;
+                }
+                let here = (
+                    batch.sequences[row],
+                    batch.positions[row],
+                    (self.start + t * TILE + (key & TILE_MASK) as usize) as u64,
+                );
+                let f = found.get_or_insert(NonFiniteValues {
+                    count: 0,
+                    sequence: here.0,
+                    position: here.1,
+                    feature: here.2,
+                });
+                f.count += 1;
+                if here < (f.sequence, f.position, f.feature) {
+                    (f.sequence, f.position, f.feature) = here;
+                }
+            }
+        }
+        found
+    }
+
+    /// The second phase of [`FeatureRange::update`]: accumulates the prepared batch.
+    pub(crate) fn replay_prepared(&mut self, batch: &ActivationBatch<'_>, settings: &Settings) {
         let rows = batch.core.len() as u64;
         if self.rows_since_spill + rows > u32::MAX as u64 {
             self.spill_histograms();
@@ -252,8 +323,6 @@ impl FeatureRange {
         );
         sequence_spans(&batch.sequences, &mut self.scratch.spans);
         let mut buckets = std::mem::take(&mut self.scratch.buckets);
-        buckets.resize_with(self.len().div_ceil(TILE), TileBucket::default);
-        self.transpose(batch, &mut buckets);
         let mut column = std::mem::take(&mut self.scratch.grouped);
         for (t, bucket) in buckets.iter_mut().enumerate() {
             let first = t * TILE;
