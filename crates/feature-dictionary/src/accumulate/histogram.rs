@@ -38,7 +38,9 @@ pub fn upper_edge(b: usize) -> f64 {
 }
 
 /// The `q`-quantile (0 ≤ q ≤ 1) of the values binned in `counts`, interpolated linearly
-/// inside the bin and clamped to the exact `[min, max]`.
+/// inside the bin and clamped to the exact `[min, max]`. The first and last bins also hold
+/// every value below and above the histogram's range, so their span reaches `min` and
+/// `max`: a quantile there is only bounded by them (not within one bin width).
 pub fn quantile(counts: &[u64], q: f64, min: f64, max: f64) -> f64 {
     let total: u64 = counts.iter().sum();
     if total == 0 {
@@ -51,8 +53,12 @@ pub fn quantile(counts: &[u64], q: f64, min: f64, max: f64) -> f64 {
             continue;
         }
         if (seen + c) as f64 >= target {
-            let lo = lower_edge(b).max(min);
-            let hi = upper_edge(b).min(max);
+            let lo = if b == 0 { min } else { lower_edge(b).max(min) };
+            let hi = if b == counts.len() - 1 {
+                max
+            } else {
+                upper_edge(b).min(max)
+            };
             let frac = ((target - seen as f64) / c as f64).clamp(0.0, 1.0);
             return (lo + (hi - lo) * frac).clamp(min, max);
         }
@@ -80,6 +86,27 @@ mod tests {
         assert_eq!(bin(1e9), N_BINS - 1);
         assert_eq!(lower_edge(bin(1.0)), 1.0);
         assert_eq!(upper_edge(bin(1.0)), 1.125);
+    }
+
+    /// Values beyond the range share the edge bins: their quantiles spread over the exact
+    /// `[min, max]` instead of sticking to the bin's nominal edge (p75 of half 1e5, half 1e6
+    /// came out as 1e5).
+    #[test]
+    fn quantiles_in_the_edge_bins_reach_min_and_max() {
+        let mut top = vec![0u64; N_BINS];
+        top[N_BINS - 1] = 40;
+        let p75 = quantile(&top, 0.75, 1e5, 1e6);
+        assert!((p75 - 7.75e5).abs() < 1e-6, "{p75}");
+        assert_eq!(quantile(&top, 1.0, 1e5, 1e6), 1e6);
+        let mut bottom = vec![0u64; N_BINS];
+        bottom[0] = 40;
+        let p10 = quantile(&bottom, 0.1, 1e-5, 1e-4);
+        assert!((p10 - 1.9e-5).abs() < 1e-12, "{p10}");
+        assert_eq!(quantile(&bottom, 0.0, 1e-5, 1e-4), 1e-5);
+        // Inside the range nothing changes: bin edges bound the interpolation.
+        let mut mid = vec![0u64; N_BINS];
+        mid[bin(1.0)] = 10;
+        assert_eq!(quantile(&mid, 0.5, 1.0, 1.1), 1.0 + 0.5 * 0.1);
     }
 
     #[test]
