@@ -418,6 +418,46 @@ fn bad_files_are_clear_errors() {
         &dir.path().join("x.bin")
     )
     .is_err());
+
+    // A .fdict cut short (a copy interrupted) says so, with its size.
+    let (_keep, full, _) = synthetic_fdict(3000);
+    let bytes = std::fs::read(&full).unwrap();
+    let half = dir.path().join("half.fdict");
+    std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
+    let e = store::load(&half).unwrap_err().to_string();
+    assert!(
+        e.contains("half.fdict") && e.contains("damaged or truncated"),
+        "{e}"
+    );
+    assert!(e.contains(&(bytes.len() / 2).to_string()), "{e}");
+    // JSON of another shape names what it found, not serde's internal struct.
+    let list = dir.path().join("list.json");
+    std::fs::write(&list, b" [] ").unwrap();
+    let e = store::load(&list).unwrap_err().to_string();
+    assert!(
+        e.contains("list.json") && e.contains("found an array"),
+        "{e}"
+    );
+    assert!(!e.contains("struct"), "{e}");
+    // A feature stored under another id's key is refused by the file that holds it.
+    let mut v: serde_json::Value =
+        serde_json::from_str(&seed_json::to_string(&dict).unwrap()).unwrap();
+    let first = v["feature_set"]["features"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    v["feature_set"]["features"][&first]["id"] = serde_json::json!(999_999);
+    let renumbered = dir.path().join("renumbered.json");
+    std::fs::write(&renumbered, v.to_string()).unwrap();
+    let e = store::load(&renumbered).unwrap_err().to_string();
+    assert!(
+        e.contains("renumbered.json")
+            && e.contains(&format!("features[\"{first}\"] holds feature id 999999")),
+        "{e}"
+    );
 }
 
 #[test]

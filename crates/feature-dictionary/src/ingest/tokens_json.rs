@@ -121,9 +121,18 @@ impl TokenSequences {
             .deserialize(&mut de)
             .and_then(|()| de.end())
             .map_err(|e| {
+                // serde_json reports a lone surrogate escape (a high half not followed by its
+                // low half) as "unexpected end of hex escape" or "lone leading surrogate":
+                // say what that means for a tokens file.
+                let message = e.to_string();
+                let hint = if message.contains("hex escape") || message.contains("surrogate") {
+                    " (an escape \\uD800–\\uDFFF that is not half of a surrogate pair is not a character; write the token's text as UTF-8, or replace undecodable bytes with U+FFFD)"
+                } else {
+                    ""
+                };
                 Error::format(
                     path,
-                    format!("expected a JSON list of lists of token strings (one list per sequence): {e}"),
+                    format!("expected a JSON list of lists of token strings (one list per sequence): {message}{hint}"),
                 )
             })?;
         let bom = (map.len() - text.len()) as u64;
@@ -419,6 +428,27 @@ mod tests {
         let ids = t.ids(0..3).unwrap();
         assert_eq!(t.vocab().token(ids[1]), " b");
         assert_eq!(ids[2], ids[0]);
+    }
+
+    /// A lone surrogate escape (what Python's `json.dump` writes for a token decoded with
+    /// "surrogateescape") is named as such, not only as serde's "end of hex escape"; a proper
+    /// surrogate pair is one character.
+    #[test]
+    fn a_lone_surrogate_escape_is_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokens.json");
+        std::fs::write(&p, br#"[["\ud800", "a"]]"#).unwrap();
+        let e = TokenSequences::from_json_file(&p)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("tokens.json") && e.contains("surrogate pair"),
+            "{e}"
+        );
+        std::fs::write(&p, br#"[["\ud83d\ude00", "a"]]"#).unwrap();
+        let t = TokenSequences::from_json_file(&p).unwrap();
+        assert_eq!(t.vocab().token(t.ids(0..1).unwrap()[0]), "\u{1F600}");
     }
 
     /// Every row range read from the file equals the same range of the sequences given in

@@ -928,6 +928,16 @@ impl FdictReader {
         }) {
             return Err(match e.sqlite_error_code() {
                 Some(rusqlite::ErrorCode::NotADatabase) => not_fdict(),
+                // SQLite cannot say more (its header's page count, which would tell a file
+                // cut short, is read only by opening the file, which would drop this
+                // process's locks on it; see above).
+                Some(rusqlite::ErrorCode::DatabaseCorrupt) => Error::format(
+                    path,
+                    format!(
+                        "is damaged or truncated (a copy cut short?): SQLite finds the {} bytes malformed ({e}); copy or write it again",
+                        md.len()
+                    ),
+                ),
                 _ => sql_err(path, "cannot open", e),
             });
         }

@@ -134,12 +134,41 @@ pub fn to_string(dict: &FeatureDictionary) -> Result<String> {
 /// Reads a dictionary written by us or by the original library.
 pub fn read(path: &Path) -> Result<FeatureDictionary> {
     let map = crate::ingest::map_file(path)?;
+    let expected = "expected a JSON object {\"config\", \"feature_set\", \"statistics\"}";
+    // serde's message for another JSON type names the internal struct ("invalid length 1,
+    // expected struct Saved with 2 elements" for `[]`): say what the file holds instead.
+    let first = map.iter().find(|b| !b.is_ascii_whitespace());
+    if let Some(&b) = first.filter(|&&b| b != b'{') {
+        let found = match b {
+            b'[' => "an array",
+            b'"' => "a string",
+            b'-' | b'0'..=b'9' => "a number",
+            b't' | b'f' => "a boolean",
+            b'n' => "null",
+            _ => "something that is not JSON",
+        };
+        return Err(Error::format(
+            path,
+            format!("not a feature dictionary JSON ({expected}, found {found})"),
+        ));
+    }
     let saved: Saved = serde_json::from_slice(&map).map_err(|e| {
         Error::format(
             path,
-            format!("not a feature dictionary JSON (expected {{\"config\", \"feature_set\", \"statistics\"}}): {e}"),
+            format!("not a feature dictionary JSON ({expected}): {e}"),
         )
     })?;
+    // The original keys each feature by its id; a key that says otherwise would show one
+    // feature under two ids (and a .fdict cannot hold it).
+    if let Some((key, f)) = saved.feature_set.features.iter().find(|(k, f)| **k != f.id) {
+        return Err(Error::format(
+            path,
+            format!(
+                "feature_set.features[\"{key}\"] holds feature id {}; each feature must be stored under its own id",
+                f.id
+            ),
+        ));
+    }
     let mut config = saved.config.unwrap_or_default();
     if config.model_name.is_empty() {
         config.model_name = saved.feature_set.model_name.clone();
