@@ -388,12 +388,18 @@ pub fn save(
         let id: u64 = key.parse().map_err(|_| {
             crate::to_py(invalid(format!("feature key {key:?} is not an integer id")))
         })?;
+        // `load` refuses such a file (one feature shown under two ids): never write one.
+        if p.id != id {
+            return Err(crate::to_py(invalid(format!(
+                "features[{key:?}] holds feature id {}; each feature must be stored under its own id",
+                p.id
+            ))));
+        }
         let base = match sources.get(&key) {
             Some((fin, src_id)) => Some(fin.feature(*src_id)?),
             None => None,
         };
-        // Lent parts are found again by the feature's own id, so only when it is its key.
-        let lend = !fdict && p.id == id;
+        let lend = !fdict;
         let (top_activations, top_from) = match (p.top_activations, base) {
             (Some(v), _) => (v, None),
             (None, Some(b)) if lend => (Vec::new(), Some(b)),

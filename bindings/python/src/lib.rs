@@ -123,65 +123,66 @@ impl Engine {
         let first_sequence = self.next_sequence;
         let acc = &mut self.acc;
         // (input sequences accumulated, the non-finite values that stopped the rest)
-        let (done, refused) = py.allow_threads(|| -> Result<_, Error> {
-            // Whole sequences per batch, up to VALUES_PER_BATCH values (at least one sequence):
-            // bounded buffers for f16, long batches for the accumulator.
-            let mut buffer: Vec<f32> = Vec::new();
-            let mut seq = first_sequence;
-            let mut s = 0;
-            let mut row0 = 0usize;
-            while s < seq_lens.len() {
-                let mut s_end = s;
-                let mut n = 0usize;
-                while s_end < seq_lens.len()
-                    && (n == 0 || (n + seq_lens[s_end]) * n_features <= VALUES_PER_BATCH)
-                {
-                    n += seq_lens[s_end];
-                    s_end += 1;
-                }
-                let mut sequences = Vec::with_capacity(n);
-                let mut positions = Vec::with_capacity(n);
-                for &len in &seq_lens[s..s_end] {
-                    if len == 0 {
-                        continue;
+        let (done, refused) = py
+            .allow_threads(|| -> Result<_, Error> {
+                // Whole sequences per batch, up to VALUES_PER_BATCH values (at least one sequence):
+                // bounded buffers for f16, long batches for the accumulator.
+                let mut buffer: Vec<f32> = Vec::new();
+                let mut seq = first_sequence;
+                let mut s = 0;
+                let mut row0 = 0usize;
+                while s < seq_lens.len() {
+                    let mut s_end = s;
+                    let mut n = 0usize;
+                    while s_end < seq_lens.len()
+                        && (n == 0 || (n + seq_lens[s_end]) * n_features <= VALUES_PER_BATCH)
+                    {
+                        n += seq_lens[s_end];
+                        s_end += 1;
                     }
-                    sequences.extend(std::iter::repeat_n(seq, len));
-                    positions.extend(0..len as u32);
-                    seq += 1;
-                }
-                let range = row0 * n_features..(row0 + n) * n_features;
-                let data: &[f32] = match values {
-                    Values::F32(v) => &v[range],
-                    Values::F16(v) => {
-                        use half::slice::HalfFloatSliceExt;
-                        buffer.clear();
-                        buffer.resize(range.len(), 0.0);
-                        v[range].convert_to_f32_slice(&mut buffer);
-                        &buffer
+                    let mut sequences = Vec::with_capacity(n);
+                    let mut positions = Vec::with_capacity(n);
+                    for &len in &seq_lens[s..s_end] {
+                        if len == 0 {
+                            continue;
+                        }
+                        sequences.extend(std::iter::repeat_n(seq, len));
+                        positions.extend(0..len as u32);
+                        seq += 1;
                     }
-                };
-                if n > 0 {
-                    let batch = ActivationBatch {
-                        n_features,
-                        tokens: ids[row0..row0 + n].to_vec(),
-                        sequences,
-                        positions,
-                        core: 0..n,
-                        values: BatchValues::Dense(data),
+                    let range = row0 * n_features..(row0 + n) * n_features;
+                    let data: &[f32] = match values {
+                        Values::F32(v) => &v[range],
+                        Values::F16(v) => {
+                            use half::slice::HalfFloatSliceExt;
+                            buffer.clear();
+                            buffer.resize(range.len(), 0.0);
+                            v[range].convert_to_f32_slice(&mut buffer);
+                            &buffer
+                        }
                     };
-                    // A batch holding NaN/Inf is refused whole, before anything of it is
-                    // accumulated: the caller fixes the input and passes it again, and nothing
-                    // is counted twice.
-                    if let Some(found) = acc.update_if_finite(&batch)? {
-                        return Ok((s, Some(found)));
+                    if n > 0 {
+                        let batch = ActivationBatch {
+                            n_features,
+                            tokens: ids[row0..row0 + n].to_vec(),
+                            sequences,
+                            positions,
+                            core: 0..n,
+                            values: BatchValues::Dense(data),
+                        };
+                        // A batch holding NaN/Inf is refused whole, before anything of it is
+                        // accumulated: the caller fixes the input and passes it again, and nothing
+                        // is counted twice.
+                        if let Some(found) = acc.update_if_finite(&batch)? {
+                            return Ok((s, Some(found)));
+                        }
                     }
+                    row0 += n;
+                    s = s_end;
                 }
-                row0 += n;
-                s = s_end;
-            }
-            Ok((seq_lens.len(), None))
-        })
-        .map_err(to_py)?;
+                Ok((seq_lens.len(), None))
+            })
+            .map_err(to_py)?;
         let mut seq = self.next_sequence;
         for (i, &len) in seq_lens[..done].iter().enumerate() {
             if len == 0 {
@@ -556,7 +557,7 @@ fn write_text_atomically(py: Python<'_>, path: &str, text: &str) -> PyResult<()>
     py.allow_threads(|| {
         feature_dictionary::store::write_atomically(path, |w| w.write_all(text.as_bytes()))
     })
-        .map_err(to_py)
+    .map_err(to_py)
 }
 
 #[pymodule]

@@ -110,3 +110,14 @@ def test_a_nan_in_a_later_sequence_refuses_the_call_whole():
     acts[3, 2, 5] = 0.5
     d.process_batch(acts, tokens)
     assert d.extractor.total_tokens == 10 + seqs * seq_len
+
+
+def test_a_feature_saved_under_another_id_is_refused(tmp_path):
+    # load refuses a file whose features[key] holds another id; save never writes one.
+    d = create_dictionary(F, 16)
+    d.process(_acts(), [f"t{i}" for i in range(10)])
+    d.finalize()
+    next(iter(d)).id = 99
+    with pytest.raises(ValueError, match=r'features\["0"\] holds feature id 99'):
+        d.save(str(tmp_path / "d.json"))
+    assert not (tmp_path / "d.json").exists()
