@@ -180,7 +180,8 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
         None => None,
     };
     let shown = if a.json { 10 } else { 5 };
-    let (report, features) = if in_place {
+    // Features whose rows were rewritten in place (`None`: a whole new file was written).
+    let (report, features, rewritten) = if in_place {
         let mut reader = store::fdict::FdictReader::open_rw(&a.dict)
             .with_context(|| format!("cannot read dictionary {}", a.dict.display()))?;
         let ((report, features), rewritten) =
@@ -191,10 +192,7 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
                 })
             })
             .with_context(|| format!("labeling {}", a.dict.display()))?;
-        if !a.json {
-            eprintln!("rewrote the labels of {rewritten} feature(s) in place");
-        }
-        (report, features)
+        (report, features, Some(rewritten))
     } else {
         let mut dict = with_status(format!("reading {}", a.dict.display()), || {
             crate::commands::load(&a.dict)
@@ -204,7 +202,7 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
             store::save(&dict, &out).with_context(|| format!("writing {}", out.display()))
         })?;
         let features = shown_features(&a, &dict, shown);
-        (report, features)
+        (report, features, None)
     };
     if a.json {
         let rows: Vec<_> = features
@@ -214,17 +212,21 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &json!({"output": out, "report": report, "features": rows})
+                &json!({"output": out, "report": report, "features": rows, "rewritten_in_place": rewritten})
             )?
         );
         return Ok(());
     }
+    let wrote = match rewritten {
+        Some(n) => format!(
+            "rewrote the labels of {n} of them in {} in place",
+            out.display()
+        ),
+        None => format!("wrote {}", out.display()),
+    };
     println!(
-        "labeled {} of {} features ({} with manual labels); wrote {}",
-        report.labeled,
-        report.features,
-        report.manual,
-        out.display()
+        "labeled {} of {} features ({} with manual labels); {wrote}",
+        report.labeled, report.features, report.manual,
     );
     for (s, n) in &report.per_strategy {
         println!("  {s:<20} {n} labels");
