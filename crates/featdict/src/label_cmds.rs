@@ -284,6 +284,13 @@ fn shown_features(
     }
 }
 
+/// Adds `strategy` unless it is there: giving its input (patterns, embeddings) asks for it.
+fn ensure_strategy(strategies: &mut Vec<LabelingStrategy>, strategy: LabelingStrategy) {
+    if !strategies.contains(&strategy) {
+        strategies.push(strategy);
+    }
+}
+
 /// Runs automatic labeling on `dict` (all features, or feature ID) with the options given.
 fn label_features(
     a: &LabelArgs,
@@ -315,27 +322,16 @@ fn label_features(
     if let Some(path) = &a.patterns {
         let user = pattern::load_patterns(path)?;
         options.config.patterns.extend(user);
-        if !options
-            .config
-            .strategies
-            .contains(&LabelingStrategy::PatternMatching)
-        {
-            options
-                .config
-                .strategies
-                .push(LabelingStrategy::PatternMatching);
-        }
+        ensure_strategy(
+            &mut options.config.strategies,
+            LabelingStrategy::PatternMatching,
+        );
     }
-    if embeddings.is_some()
-        && !options
-            .config
-            .strategies
-            .contains(&LabelingStrategy::SemanticClustering)
-    {
-        options
-            .config
-            .strategies
-            .push(LabelingStrategy::SemanticClustering);
+    if embeddings.is_some() {
+        ensure_strategy(
+            &mut options.config.strategies,
+            LabelingStrategy::SemanticClustering,
+        );
     }
     if let Some(v) = a.min_confidence {
         options.config.min_confidence = v;
