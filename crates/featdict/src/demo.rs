@@ -191,11 +191,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     summarize(&dict, &data, &a, took, timings.accumulate_seconds)?;
     if a.serve {
         store::save(&dict, &fdict)?;
-        crate::serve::run(crate::serve::ServeArgs {
-            dict: fdict,
-            addr: a.addr,
-            json: a.json,
-        })?;
+        crate::serve::run(crate::serve::ServeArgs::new(fdict, a.addr, a.json))?;
     }
     Ok(())
 }

@@ -36,10 +36,16 @@ impl Drop for Server {
 }
 
 fn serve(dict: &Path) -> Server {
+    serve_with(dict, &[])
+}
+
+/// `featdict serve DICT --addr 127.0.0.1:0 --json` with `extra` arguments.
+fn serve_with(dict: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_featdict"))
         .arg("serve")
         .arg(dict)
         .args(["--addr", "127.0.0.1:0", "--json"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -159,4 +165,39 @@ fn journal_mode_of(path: &Path) -> String {
     r.connection()
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .unwrap()
+}
+
+/// `--read-timeout` closes a connection that never finishes its headers, and the server
+/// keeps answering others; nonsensical values are refused before anything starts.
+#[test]
+fn read_timeout_closes_stalled_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, path, _) = served_dictionary(dir.path());
+    let server = serve_with(&path, &["--read-timeout", "0.5"]);
+    let mut stalled = TcpStream::connect(&server.1).unwrap();
+    write!(stalled, "GET / HTTP/1.1\r\nHost: {}\r\n", server.1).unwrap();
+    stalled
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    match stalled.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("still open after {:?}: {e}", started.elapsed()),
+    }
+    assert!(post_label(&server.1, 1, "still served").contains(" 200 "));
+    for bad in ["0", "-1", "nan", "inf", "1e9", "soon"] {
+        let flag = format!("--read-timeout={bad}");
+        let out = common::featdict(&["serve", s(&path), &flag]);
+        assert!(!out.status.success(), "--read-timeout {bad} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--read-timeout") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+    let out = common::featdict(&["serve", s(&path), "--max-connections", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-connections"));
 }

@@ -269,7 +269,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             .build()?;
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
-        rt.spawn(super::serve(listener, state));
+        rt.spawn(super::serve(listener, state, Default::default()));
         let mut http_lookup = Vec::new();
         for &id in ids.iter().take(a.queries * 2) {
             let t = Instant::now();

@@ -9,7 +9,8 @@
 //! Safety: binds 127.0.0.1 unless told otherwise; every text from the dictionary is
 //! HTML-escaped and pages send a Content-Security-Policy that forbids inline scripts, so
 //! hostile tokens or labels show as text; request bodies are capped at 64 KiB; unknown ids
-//! give 404 and bad queries 400. Manual labels are written through one connection behind a
+//! give 404 and bad queries 400. Connections are capped in number and closed when a client
+//! stalls ([`ServeOptions`]). Manual labels are written through one connection behind a
 //! mutex, each in an immediate SQLite transaction, so concurrent writes serialize and none
 //! is lost; reads go through a small pool of other connections (SQLite's locks let them
 //! share the file: a commit waits for reads in progress, reads wait out a commit).
@@ -19,6 +20,7 @@
 
 pub mod bench;
 mod html;
+mod listen;
 mod pages;
 
 #[cfg(test)]
@@ -28,10 +30,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query as UrlQuery, State};
+use axum::extract::{
+    DefaultBodyLimit, Extension, FromRequest, Path as UrlPath, Query as UrlQuery, Request, State,
+};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -50,6 +55,11 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub const MAX_LIMIT: usize = 1000;
 /// Read connections kept open.
 const READERS: usize = 4;
+/// Default of `--read-timeout`, in seconds.
+pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 15;
+/// Default of `--max-connections`: far more than a browser opens (six per server), far
+/// fewer than the usual limit of 1,024 open files.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
 
 /// Arguments of `featdict serve`.
 #[derive(Args, Debug)]
@@ -64,7 +74,80 @@ pub struct ServeArgs {
     /// instead of a sentence.
     #[arg(long)]
     pub json: bool,
+    /// Seconds a client has to send a request's headers (and a label's body) and to take
+    /// each part of an answer; an idle connection is closed after as long. Without a limit,
+    /// connections that never finish a request would pile up until no file descriptor is
+    /// left.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_READ_TIMEOUT_SECS as f64, value_parser = parse_seconds)]
+    pub read_timeout: f64,
+    /// Connections served at once; further ones wait until one closes.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = parse_connections)]
+    pub max_connections: usize,
 }
+
+impl ServeArgs {
+    /// The defaults for serving `dict` at `addr` (what `featdict serve DICT --addr ADDR`
+    /// means).
+    pub fn new(dict: PathBuf, addr: SocketAddr, json: bool) -> Self {
+        Self {
+            dict,
+            addr,
+            json,
+            read_timeout: DEFAULT_READ_TIMEOUT_SECS as f64,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+
+    /// The connection settings these arguments ask for.
+    pub fn options(&self) -> ServeOptions {
+        ServeOptions {
+            read_timeout: Duration::from_secs_f64(self.read_timeout),
+            max_connections: self.max_connections,
+        }
+    }
+}
+
+/// `--read-timeout`: positive seconds, at most an hour (a longer one is no limit).
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.001..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0.001 and 3600"
+        )),
+    }
+}
+
+/// `--max-connections`: 1 to 100,000.
+fn parse_connections(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number between 1 and 100000")),
+    }
+}
+
+/// How connections are served.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Time a client has to send a request's headers, to send a label's body and to take
+    /// each part of an answer; an idle keep-alive connection is closed after it too.
+    pub read_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's listen queue.
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            read_timeout: Duration::from_secs(DEFAULT_READ_TIMEOUT_SECS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// What the label handler needs from [`ServeOptions`] (handlers see the router's state,
+/// which is the dictionary's).
+#[derive(Clone, Copy)]
+struct BodyTimeout(Duration);
 
 /// What the handlers share.
 pub struct AppState {
@@ -202,8 +285,8 @@ pub fn prepare(dict: &Path) -> Result<(PathBuf, Option<String>)> {
     Ok((sibling, Some(note)))
 }
 
-/// The router over `state`.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The router over `state`; label bodies must arrive within `body_timeout`.
+pub fn router(state: Arc<AppState>, body_timeout: Duration) -> Router {
     Router::new()
         .route("/", get(pages::overview))
         .route("/search", get(pages::search))
@@ -219,6 +302,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::post(api_add_label),
         )
         .fallback(pages::not_found)
+        .layer(Extension(BodyTimeout(body_timeout)))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(uniform_errors))
         .layer(axum::middleware::map_response(security_headers))
@@ -286,8 +370,13 @@ async fn security_headers(mut res: Response) -> Response {
 }
 
 /// Serves `state` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    options: ServeOptions,
+) -> std::io::Result<()> {
+    let app = router(state, options.read_timeout);
+    listen::accept_loop(listener, app, options.max_connections, options.read_timeout).await
 }
 
 /// `featdict serve`.
@@ -297,6 +386,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         eprintln!("{n}");
     }
     let state = Arc::new(AppState::open(&path)?);
+    let options = args.options();
     if !args.addr.ip().is_loopback() {
         eprintln!(
             "warning: listening on {}, reachable from other machines; anyone who can reach it can add labels",
@@ -324,7 +414,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             );
         }
         tokio::select! {
-            r = serve(listener, state) => r.context("server failed"),
+            r = serve(listener, state, options) => r.context("server failed"),
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     })
@@ -503,10 +593,26 @@ struct LabelBody {
 async fn api_add_label(
     State(st): State<Arc<AppState>>,
     UrlPath(raw): UrlPath<String>,
+    Extension(BodyTimeout(limit)): Extension<BodyTimeout>,
     headers: HeaderMap,
-    body: Bytes,
+    req: Request,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
+    // Read here rather than by an extractor, so that a client trickling its body cannot
+    // keep the connection (one of a capped number) forever; the size limit still applies.
+    let body = match tokio::time::timeout(limit, Bytes::from_request(req, &())).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(rejection)) => return Ok(rejection.into_response()),
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    limit.as_secs_f64()
+                ),
+            ))
+        }
+    };
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -24,6 +24,10 @@ struct Server {
 }
 
 fn start(n: u64) -> Server {
+    start_with(n, super::ServeOptions::default())
+}
+
+fn start_with(n: u64, options: super::ServeOptions) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec {
         n_features: n,
@@ -43,7 +47,7 @@ fn start(n: u64) -> Server {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    rt.spawn(super::serve(listener, state));
+    rt.spawn(super::serve(listener, state, options));
     Server {
         addr,
         dict,
@@ -727,4 +731,167 @@ fn a_file_replaced_while_served_is_followed() {
         get(s.addr, "/api/stats").json()["statistics"]["labeled_features"],
         fresh.statistics().labeled_features
     );
+}
+
+/// Options with a short read timeout, so that tests of it are quick.
+fn quick_timeout(ms: u64, max_connections: usize) -> super::ServeOptions {
+    super::ServeOptions {
+        read_timeout: std::time::Duration::from_millis(ms),
+        max_connections,
+    }
+}
+
+/// Reads from `s` until the server closes the connection; returns what it sent and how long
+/// after `since` it closed. Fails the test if the connection is still open after `patience`.
+fn read_until_closed(
+    s: &mut TcpStream,
+    since: std::time::Instant,
+    patience: std::time::Duration,
+) -> (Vec<u8>, std::time::Duration) {
+    let started = since;
+    s.set_read_timeout(Some(patience)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "connection still open after {:?} ({e}); got {:?}",
+                started.elapsed(),
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    (got, started.elapsed())
+}
+
+/// A connection that never finishes its request headers, or never sends any, is closed
+/// after the read timeout; it used to be held forever, and enough of them exhausted the
+/// process's file descriptors.
+#[test]
+fn stalled_connections_are_closed_after_the_read_timeout() {
+    let s = start_with(5, quick_timeout(400, 64));
+    let connected = std::time::Instant::now();
+    let mut partial = TcpStream::connect(s.addr).unwrap();
+    partial
+        .write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\n", s.addr).as_bytes())
+        .unwrap();
+    let mut silent = TcpStream::connect(s.addr).unwrap();
+    // Requests on other connections are answered meanwhile.
+    assert_eq!(get(s.addr, "/api/stats").status, 200);
+    for conn in [&mut partial, &mut silent] {
+        let (got, took) = read_until_closed(conn, connected, std::time::Duration::from_secs(10));
+        assert!(
+            took >= std::time::Duration::from_millis(300),
+            "closed after {took:?}, before the timeout"
+        );
+        assert!(
+            !String::from_utf8_lossy(&got).contains(" 200 "),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    // An idle keep-alive connection, after a complete request, is closed too.
+    let mut kept = TcpStream::connect(s.addr).unwrap();
+    kept.write_all(format!("GET /api/stats HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr).as_bytes())
+        .unwrap();
+    let (got, _) = read_until_closed(
+        &mut kept,
+        std::time::Instant::now(),
+        std::time::Duration::from_secs(10),
+    );
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200 "));
+}
+
+/// Beyond `max_connections`, a connection waits until one closes instead of taking a
+/// descriptor: with both slots held by silent clients, a request is answered only once the
+/// timeout has closed them.
+#[test]
+fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let s = start_with(5, quick_timeout(800, 2));
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(s.addr).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let r = get(s.addr, "/api/stats");
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        took >= std::time::Duration::from_millis(500),
+        "answered after {took:?}, while both slots were held"
+    );
+    drop(held);
+    // With the slots free, answers come at once.
+    let started = std::time::Instant::now();
+    assert_eq!(get(s.addr, "/api/stats").status, 200);
+    assert!(started.elapsed() < std::time::Duration::from_millis(700));
+}
+
+/// A label whose body never fully arrives is answered 408 after the timeout, and nothing
+/// is written.
+#[test]
+fn a_trickled_label_body_times_out_and_writes_nothing() {
+    let s = start_with(8, quick_timeout(400, 64));
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.write_all(
+        format!(
+            "POST /api/features/3/labels HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"text\": \"never fin",
+            s.addr
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let sent = std::time::Instant::now();
+    let (got, took) = read_until_closed(&mut c, sent, std::time::Duration::from_secs(10));
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    assert!(text.contains("\"error\""), "{text}");
+    assert!(took >= std::time::Duration::from_millis(300), "{took:?}");
+    let f = FdictReader::open(&s.path)
+        .unwrap()
+        .feature(3)
+        .unwrap()
+        .unwrap();
+    assert_eq!(&f, s.dict.get(3).unwrap());
+}
+
+/// A client that asks and never reads the answers is disconnected once the server's writes
+/// have waited for the timeout, instead of holding its connection forever.
+#[test]
+fn a_client_that_never_reads_is_disconnected() {
+    let s = start_with(40, quick_timeout(500, 64));
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    // Enough pipelined page requests to fill both sides' socket buffers many times over.
+    let one = format!("GET /features/1 HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr);
+    let page = get(s.addr, "/features/1").body.len().max(1);
+    let n = (64 << 20) / page + 1;
+    c.set_write_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut sent = 0;
+    for _ in 0..n {
+        if c.write_all(one.as_bytes()).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent > 0);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // The server has given up: draining what it sent ends in a close, not in more waiting.
+    let (got, _) = read_until_closed(
+        &mut c,
+        std::time::Instant::now(),
+        std::time::Duration::from_secs(10),
+    );
+    let answered = String::from_utf8_lossy(&got)
+        .matches("HTTP/1.1 200 ")
+        .count();
+    assert!(
+        answered < sent,
+        "all {sent} answered: the server never stalled"
+    );
+    // And it still serves others.
+    assert_eq!(get(s.addr, "/api/stats").status, 200);
 }
