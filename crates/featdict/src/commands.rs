@@ -94,7 +94,17 @@ enum Command {
     Search(SearchArgs),
     /// Browse a dictionary in a web browser: JSON API and HTML pages.
     ///
-    /// Binds 127.0.0.1 unless --addr says otherwise. A `.json` DICT is first converted into a
+    /// Binds 127.0.0.1 unless --addr says otherwise. It answers only requests addressed to it:
+    /// the Host header must be the address it listens on (any IP address with its port
+    /// when that is 0.0.0.0 or ::), a loopback address or `localhost` with its port, or a
+    /// name given by --allow-host; other names are refused (403), because a site that makes
+    /// its own name resolve to this machine (DNS rebinding) could otherwise read and change
+    /// the dictionary. Requests that change something (label POSTs) are refused too when the
+    /// browser says they come from a page of another site (an Origin other than
+    /// `http://HOST`, or Sec-Fetch-Site other than same-origin or none); programs such as
+    /// curl send neither header and are served.
+    ///
+    /// A `.json` DICT is first converted into a
     /// sibling `.fdict` (same name, `.fdict` extension) that holds manual labels; an existing
     /// sibling is reused so labels survive restarts (delete it to rebuild from the JSON).
     Serve(crate::serve::ServeArgs),

@@ -201,3 +201,69 @@ fn read_timeout_closes_stalled_connections() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--max-connections"));
 }
+
+/// One raw HTTP/1.1 request with `headers` (which must include Host); returns the whole
+/// answer.
+fn raw(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(head.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// What a hostile page can make a browser send: a cross-site form POST (CSRF) and, after
+/// DNS rebinding, requests carrying its own name as Host. Both are refused and nothing is
+/// written; `--allow-host` lets a name in.
+#[test]
+fn cross_site_posts_and_foreign_hosts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, path, _) = served_dictionary(dir.path());
+    let server = serve_with(&path, &["--allow-host", "tunnel.example:9999"]);
+    let addr = server.1.clone();
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    let before = labels_by_cli(&path, 3);
+    let out = raw(
+        &addr,
+        "POST",
+        "/api/features/3/labels",
+        &[
+            ("Host", &addr),
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        "text=written-by-evil.example",
+    );
+    assert!(out.starts_with("HTTP/1.1 403 "), "{out}");
+    assert!(
+        out.contains("\"error\"") && out.contains("evil.example"),
+        "{out}"
+    );
+    let rebound = format!("evil.example:{port}");
+    let out = raw(&addr, "GET", "/api/stats", &[("Host", &rebound)], "");
+    assert!(out.starts_with("HTTP/1.1 403 "), "{out}");
+    let out = raw(&addr, "GET", "/", &[("Host", &rebound)], "");
+    assert!(
+        out.starts_with("HTTP/1.1 403 ") && out.contains("text/html"),
+        "{out}"
+    );
+    assert_eq!(labels_by_cli(&path, 3), before);
+    // Curl-like clients and the allowed name are served.
+    assert!(post_label(&addr, 3, "by curl").contains(" 200 "));
+    let out = raw(
+        &addr,
+        "GET",
+        "/api/stats",
+        &[("Host", "tunnel.example:9999")],
+        "",
+    );
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    let out = common::featdict(&["serve", s(&path), "--allow-host", "http://x/"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-host"));
+}

@@ -30,7 +30,9 @@ pub struct HostGuard {
 /// Checks an `--allow-host` value: `NAME` or `NAME:PORT` (`[V6]:PORT`).
 pub fn parse_allowed_host(s: &str) -> Result<String, String> {
     let t = s.trim();
-    let plain = t.strip_prefix('[').map_or(t, |r| r.split(']').next().unwrap_or(""));
+    let plain = t
+        .strip_prefix('[')
+        .map_or(t, |r| r.split(']').next().unwrap_or(""));
     let ok = split_host(t).is_some()
         && !plain.is_empty()
         && plain
@@ -129,7 +131,9 @@ fn split_host(host: &str) -> Option<(&str, u16)> {
 /// Whether `host` (as [`split_host`] takes it) names its port.
 fn has_port(host: &str) -> bool {
     match host.strip_prefix('[') {
-        Some(rest) => rest.split_once(']').is_some_and(|(_, after)| !after.is_empty()),
+        Some(rest) => rest
+            .split_once(']')
+            .is_some_and(|(_, after)| !after.is_empty()),
         None => host.contains(':'),
     }
 }

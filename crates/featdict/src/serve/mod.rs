@@ -19,6 +19,7 @@
 //! after), which is where its manual labels are kept.
 
 pub mod bench;
+mod guard;
 mod html;
 mod listen;
 mod pages;
@@ -67,9 +68,17 @@ pub struct ServeArgs {
     /// Dictionary file (.fdict, or .json served through a sibling .fdict).
     pub dict: PathBuf,
     /// Address to listen on. Anything but a loopback address exposes the dictionary (and
-    /// the manual-label form) to the network.
+    /// the manual-label form) to the network; requests must then name this address (or,
+    /// for 0.0.0.0 and ::, one of the machine's IP addresses) with the port, or a name
+    /// given by --allow-host.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+    /// Also answer requests addressed to HOST (`NAME` with the server's port, or
+    /// `NAME:PORT`): the machine's name when listening on 0.0.0.0, or `localhost:9000` behind
+    /// an SSH tunnel from port 9000. Repeatable. Only names you trust: whoever controls a
+    /// name's DNS can point it at this machine.
+    #[arg(long = "allow-host", value_name = "HOST", value_parser = guard::parse_allowed_host)]
+    pub allow_host: Vec<String>,
     /// Print the listening address as JSON (`{"url": …, "dict": …}`, the served `.fdict`)
     /// instead of a sentence.
     #[arg(long)]
@@ -93,6 +102,7 @@ impl ServeArgs {
             dict,
             addr,
             json,
+            allow_host: Vec::new(),
             read_timeout: DEFAULT_READ_TIMEOUT_SECS as f64,
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
@@ -103,6 +113,7 @@ impl ServeArgs {
         ServeOptions {
             read_timeout: Duration::from_secs_f64(self.read_timeout),
             max_connections: self.max_connections,
+            allowed_hosts: self.allow_host.clone(),
         }
     }
 }
@@ -133,6 +144,9 @@ pub struct ServeOptions {
     pub read_timeout: Duration,
     /// Connections served at once; more wait in the kernel's listen queue.
     pub max_connections: usize,
+    /// `Host` values answered besides the listening address, loopback addresses and
+    /// `localhost` (see `--allow-host`).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServeOptions {
@@ -140,6 +154,7 @@ impl Default for ServeOptions {
         Self {
             read_timeout: Duration::from_secs(DEFAULT_READ_TIMEOUT_SECS),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -285,8 +300,9 @@ pub fn prepare(dict: &Path) -> Result<(PathBuf, Option<String>)> {
     Ok((sibling, Some(note)))
 }
 
-/// The router over `state`; label bodies must arrive within `body_timeout`.
-pub fn router(state: Arc<AppState>, body_timeout: Duration) -> Router {
+/// The router over `state` for a server listening on `local`.
+pub fn router(state: Arc<AppState>, local: SocketAddr, options: &ServeOptions) -> Router {
+    let hosts = guard::HostGuard::new(local, &options.allowed_hosts);
     Router::new()
         .route("/", get(pages::overview))
         .route("/search", get(pages::search))
@@ -302,9 +318,13 @@ pub fn router(state: Arc<AppState>, body_timeout: Duration) -> Router {
             axum::routing::post(api_add_label),
         )
         .fallback(pages::not_found)
-        .layer(Extension(BodyTimeout(body_timeout)))
+        .layer(Extension(BodyTimeout(options.read_timeout)))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(uniform_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            hosts,
+            guard::refuse_foreign,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -375,7 +395,7 @@ pub async fn serve(
     state: Arc<AppState>,
     options: ServeOptions,
 ) -> std::io::Result<()> {
-    let app = router(state, options.read_timeout);
+    let app = router(state, listener.local_addr()?, &options);
     listen::accept_loop(listener, app, options.max_connections, options.read_timeout).await
 }
 

@@ -70,10 +70,31 @@ impl Resp {
 }
 
 fn request(addr: SocketAddr, method: &str, path: &str, ctype: Option<&str>, body: &[u8]) -> Resp {
+    let ctype: Vec<(&str, &str)> = ctype.map(|c| ("Content-Type", c)).into_iter().collect();
+    request_with(addr, method, path, &ctype, body)
+}
+
+/// A request with `headers`; `Host: {addr}` unless they name another Host (`Host` with an
+/// empty value: none at all).
+fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
     let mut s = TcpStream::connect(addr).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(c) = ctype {
-        head.push_str(&format!("Content-Type: {c}\r\n"));
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    match headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        None => head.push_str(&format!("Host: {addr}\r\n")),
+        Some((_, "")) => {}
+        Some((_, h)) => head.push_str(&format!("Host: {h}\r\n")),
+    }
+    for (k, v) in headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+    {
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
     if method == "POST" {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
@@ -738,6 +759,7 @@ fn quick_timeout(ms: u64, max_connections: usize) -> super::ServeOptions {
     super::ServeOptions {
         read_timeout: std::time::Duration::from_millis(ms),
         max_connections,
+        ..Default::default()
     }
 }
 
@@ -894,4 +916,227 @@ fn a_client_that_never_reads_is_disconnected() {
     );
     // And it still serves others.
     assert_eq!(get(s.addr, "/api/stats").status, 200);
+}
+
+/// A page of another site can make the browser POST the label form here; the browser says
+/// where the page came from (Origin, Sec-Fetch-Site), and such a POST is refused without
+/// writing anything. A request without either (curl, scripts) or from the server's own page
+/// is served.
+#[test]
+fn label_posts_from_other_sites_are_refused() {
+    let s = start(10);
+    let own = format!("http://{}", s.addr);
+    let form = "application/x-www-form-urlencoded";
+    for (origin, site) in [
+        (Some("http://evil.example"), None),
+        (Some("http://evil.example"), Some("cross-site")),
+        (Some("null"), None),
+        (Some("https://127.0.0.1"), None),
+        // Another server on this machine is another origin (the port differs).
+        (Some("http://127.0.0.1:1"), Some("same-site")),
+        (Some(own.as_str()), Some("cross-site")),
+        (None, Some("cross-site")),
+        (None, Some("same-site")),
+    ] {
+        let mut headers = vec![("Content-Type", form)];
+        headers.extend(origin.map(|o| ("Origin", o)));
+        headers.extend(site.map(|v| ("Sec-Fetch-Site", v)));
+        for path in ["/api/features/3/labels", "/api/features/3/labels?x=1"] {
+            let r = request_with(s.addr, "POST", path, &headers, b"text=written-by-evil");
+            assert_eq!(r.status, 403, "{origin:?} {site:?}: {}", r.body);
+            assert!(r.headers["content-type"].starts_with("application/json"));
+            let msg = r.json()["error"].as_str().unwrap().to_string();
+            assert!(msg.contains("refused"), "{msg}");
+        }
+    }
+    // Nothing was written.
+    let f = FdictReader::open(&s.path)
+        .unwrap()
+        .feature(3)
+        .unwrap()
+        .unwrap();
+    assert_eq!(&f, s.dict.get(3).unwrap());
+    // The server's own page, a browser's direct navigation and curl are served.
+    for (i, headers) in [
+        vec![("Origin", own.as_str()), ("Sec-Fetch-Site", "same-origin")],
+        vec![("Origin", own.as_str())],
+        vec![("Sec-Fetch-Site", "same-origin")],
+        vec![("Sec-Fetch-Site", "none")],
+        vec![],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut headers = headers;
+        headers.push(("Content-Type", form));
+        let body = format!("text=mine+{i}");
+        let r = request_with(
+            s.addr,
+            "POST",
+            "/api/features/3/labels",
+            &headers,
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 303, "{headers:?}: {}", r.body);
+    }
+    let labels = FdictReader::open(&s.path)
+        .unwrap()
+        .feature(3)
+        .unwrap()
+        .unwrap()
+        .labels;
+    assert!(labels.contains(&"mine 0".to_string()) && labels.contains(&"mine 4".to_string()));
+    // Reads carry no Origin check: a cross-site GET cannot read the answer anyway.
+    let r = request_with(
+        s.addr,
+        "GET",
+        "/api/features/3",
+        &[("Origin", "http://evil.example")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+}
+
+/// A site that makes its own name resolve to 127.0.0.1 (DNS rebinding) could read and
+/// write through the browser; its requests carry its name in Host, and are refused.
+#[test]
+fn requests_for_other_hosts_are_refused() {
+    let s = start(10);
+    let port = s.addr.port();
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".to_string(),
+        format!("localhost.evil.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+        // The right name on another port is another server.
+        format!("localhost:{}", port.wrapping_add(1)),
+        format!("127.0.0.1:{port}x"),
+        format!("127.0.0.1:{port}:{port}"),
+        "[::1".to_string(),
+        ":80".to_string(),
+    ] {
+        for (path, json) in [("/api/stats", true), ("/", false), ("/features/1", false)] {
+            let r = request_with(s.addr, "GET", path, &[("Host", &host)], b"");
+            assert_eq!(r.status, 403, "Host {host} {path}: {}", r.body);
+            if json {
+                assert!(r.json()["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not an address of this server"));
+            } else {
+                assert!(r.headers["content-type"].starts_with("text/html"));
+                assert!(
+                    r.body.contains("not an address of this server"),
+                    "{}",
+                    r.body
+                );
+                assert!(r.headers["content-security-policy"].contains("script-src 'self'"));
+            }
+        }
+    }
+    // What the client sent comes back escaped in the page.
+    let r = request_with(s.addr, "GET", "/", &[("Host", "<b>x</b>")], b"");
+    assert_eq!(r.status, 403);
+    assert!(
+        r.body.contains("&lt;b&gt;x&lt;/b&gt;") && !r.body.contains("<b>x"),
+        "{}",
+        r.body
+    );
+    // A POST to another host is refused before it is read: nothing written.
+    let r = request_with(
+        s.addr,
+        "POST",
+        "/api/features/2/labels",
+        &[
+            ("Host", "evil.example"),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"text": "rebound"}"#,
+    );
+    assert_eq!(r.status, 403);
+    let f = FdictReader::open(&s.path)
+        .unwrap()
+        .feature(2)
+        .unwrap()
+        .unwrap();
+    assert_eq!(&f, s.dict.get(2).unwrap());
+    // No Host at all is a malformed HTTP/1.1 request.
+    let r = request_with(s.addr, "GET", "/api/stats", &[("Host", "")], b"");
+    assert_eq!(r.status, 400, "{}", r.body);
+    // An absolute request target names the host too.
+    let r = request_with(
+        s.addr,
+        "GET",
+        &format!("http://evil.example:{port}/api/stats"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    // The server's own names, in any case, are served.
+    for host in [
+        s.addr.to_string(),
+        format!("localhost:{port}"),
+        format!("LocalHost:{port}"),
+        format!("127.0.0.2:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let r = request_with(s.addr, "GET", "/api/stats", &[("Host", &host)], b"");
+        assert_eq!(r.status, 200, "Host {host}: {}", r.body);
+    }
+}
+
+/// Which Host values a server on another address accepts: its own address, loopback
+/// names, `--allow-host` names, and on 0.0.0.0 any IP literal (no name: a name can be
+/// pointed at this machine by whoever owns it).
+#[test]
+fn host_rules_follow_the_listening_address() {
+    use super::guard::{parse_allowed_host, HostGuard};
+    let lan: SocketAddr = "192.168.1.5:8080".parse().unwrap();
+    let g = HostGuard::new(lan, &[]);
+    for ok in [
+        "192.168.1.5:8080",
+        "localhost:8080",
+        "127.0.0.1:8080",
+        "[::1]:8080",
+    ] {
+        assert!(g.allows(ok), "{ok}");
+    }
+    for no in [
+        "192.168.1.6:8080",
+        "192.168.1.5",
+        "192.168.1.5:80",
+        "myhost:8080",
+        "evil.example:8080",
+    ] {
+        assert!(!g.allows(no), "{no}");
+    }
+    let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+    let g = HostGuard::new(any, &["myhost.lan".into(), "tunnel:9000".into()]);
+    for ok in [
+        "10.0.0.7:8080",
+        "[fe80::1]:8080",
+        "myhost.lan:8080",
+        "MYHOST.LAN:8080",
+        "tunnel:9000",
+        "localhost:8080",
+    ] {
+        assert!(g.allows(ok), "{ok}");
+    }
+    for no in [
+        "10.0.0.7:9000",
+        "myhost.lan:9000",
+        "tunnel:8080",
+        "evil.example:8080",
+        "myhost.lan",
+    ] {
+        assert!(!g.allows(no), "{no}");
+    }
+    let port80: SocketAddr = "127.0.0.1:80".parse().unwrap();
+    assert!(HostGuard::new(port80, &[]).allows("localhost"));
+    for ok in ["myhost", "myhost.lan:9000", "[::1]:9000", "localhost:9000"] {
+        assert!(parse_allowed_host(ok).is_ok(), "{ok}");
+    }
+    for no in ["", "a b", "http://x", "x:port", "x:", "[::1", "x/y"] {
+        assert!(parse_allowed_host(no).is_err(), "{no:?}");
+    }
 }
