@@ -41,13 +41,18 @@ fn serve(dict: &Path) -> Server {
 
 /// `featdict serve DICT --addr 127.0.0.1:0 --json` with `extra` arguments.
 fn serve_with(dict: &Path, extra: &[&str]) -> Server {
+    serve_logging(dict, extra, Stdio::null())
+}
+
+/// [`serve_with`], its stderr going to `log`.
+fn serve_logging(dict: &Path, extra: &[&str], log: impl Into<Stdio>) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_featdict"))
         .arg("serve")
         .arg(dict)
         .args(["--addr", "127.0.0.1:0", "--json"])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -266,4 +271,59 @@ fn cross_site_posts_and_foreign_hosts_are_refused() {
     let out = common::featdict(&["serve", s(&path), "--allow-host", "http://x/"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-host"));
+}
+
+/// A GET's status code.
+fn status_of(addr: &str, path: &str) -> u16 {
+    let out = raw(addr, "GET", path, &[("Host", addr)], "");
+    out.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0)
+}
+
+/// The served file truncated (by a rename, as a crashed copy would leave it) and then
+/// removed: 503 instead of the old file's features, each problem logged once however many
+/// requests meet it, and the dictionary served again once a valid one is back.
+#[test]
+fn a_broken_replacement_is_reported_once_and_recovered_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let dict = synthetic::dictionary(&Spec {
+        n_features: 20,
+        vocab_words: 30,
+        ..Default::default()
+    });
+    let path = dir.path().join("d.fdict");
+    store::save(&dict, &path).unwrap();
+    let log = dir.path().join("serve.log");
+    let server = serve_logging(&path, &[], std::fs::File::create(&log).unwrap());
+    let addr = server.1.clone();
+    assert_eq!(status_of(&addr, "/api/features/1"), 200);
+    let bytes = std::fs::read(&path).unwrap();
+    let tmp = dir.path().join("t.fdict");
+    std::fs::write(&tmp, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    for _ in 0..5 {
+        for p in ["/api/features/1", "/api/stats", "/"] {
+            assert_eq!(status_of(&addr, p), 503, "{p}");
+        }
+    }
+    std::fs::remove_file(&path).unwrap();
+    for _ in 0..5 {
+        assert_eq!(status_of(&addr, "/api/stats"), 503);
+    }
+    store::save(&dict, &path).unwrap();
+    for p in ["/api/features/1", "/api/stats", "/"] {
+        assert_eq!(status_of(&addr, p), 200, "{p}");
+    }
+    drop(server);
+    let log = std::fs::read_to_string(&log).unwrap();
+    let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 2, "{log}");
+    assert!(
+        errors[0].contains("d.fdict") && errors[0].contains("malformed"),
+        "{log}"
+    );
+    assert!(
+        errors[1].contains("d.fdict") && errors[1].contains("removed"),
+        "{log}"
+    );
+    assert_eq!(log.matches("valid dictionary again").count(), 1, "{log}");
 }

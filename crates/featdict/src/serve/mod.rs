@@ -9,8 +9,10 @@
 //! Safety: binds 127.0.0.1 unless told otherwise; every text from the dictionary is
 //! HTML-escaped and pages send a Content-Security-Policy that forbids inline scripts, so
 //! hostile tokens or labels show as text; request bodies are capped at 64 KiB; unknown ids
-//! give 404 and bad queries 400. Connections are capped in number and closed when a client
-//! stalls ([`ServeOptions`]). Manual labels are written through one connection behind a
+//! give 404 and bad queries 400. Requests for another Host, and label POSTs another site's
+//! page sent, are refused (`guard`). Connections are capped in number and closed when a
+//! client stalls ([`ServeOptions`]). A served file replaced or removed is followed: the new
+//! file is served, or 503 while there is none that opens. Manual labels are written through one connection behind a
 //! mutex, each in an immediate SQLite transaction, so concurrent writes serialize and none
 //! is lost; reads go through a small pool of other connections (SQLite's locks let them
 //! share the file: a commit waits for reads in progress, reads wait out a commit).
@@ -176,6 +178,9 @@ pub struct AppState {
     /// for SQLite's lock (up to the busy timeout), and those handlers run on the async
     /// workers, which would all stall behind it.
     totals: RwLock<(Summary, Statistics)>,
+    /// Why the file at `path` cannot be served, while it cannot (it was replaced by
+    /// something that is not a dictionary, or removed); kept to report each problem once.
+    problem: Mutex<Option<String>>,
 }
 
 impl AppState {
@@ -193,6 +198,7 @@ impl AppState {
             readers,
             next: AtomicUsize::new(0),
             totals,
+            problem: Mutex::new(None),
         })
     }
 
@@ -204,12 +210,20 @@ impl AppState {
             .clone()
     }
 
+    /// The summary and statistics of the file at the served path as it is now: an error
+    /// when it was replaced by something unreadable or removed, instead of the figures of a
+    /// file that is gone.
+    pub(crate) fn current_totals(&self) -> Result<(Summary, Statistics), ApiError> {
+        self.read(|_| Ok(()))?;
+        Ok(self.totals())
+    }
+
     /// Adds a manual label (see [`FdictReader::add_manual_label`]) and refreshes the totals.
     fn add_manual_label(
         &self,
         id: u64,
         text: &str,
-    ) -> Result<Option<feature_dictionary::model::Feature>, LibError> {
+    ) -> Result<Option<feature_dictionary::model::Feature>, ApiError> {
         self.write(|w| {
             let f = w.add_manual_label(id, text)?;
             *self.totals.write().unwrap_or_else(|p| p.into_inner()) =
@@ -218,19 +232,24 @@ impl AppState {
         })
     }
 
-    fn read<T>(&self, f: impl FnOnce(&FdictReader) -> T) -> T {
+    /// Runs `f` on a reading connection to the file now at the served path.
+    fn read<T>(&self, f: impl FnOnce(&FdictReader) -> Result<T, ApiError>) -> Result<T, ApiError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.readers.len();
         let mut r = self.readers[i].lock().unwrap_or_else(|p| p.into_inner());
-        if self.follow_replacement(&mut r, FdictReader::open) {
+        if self.follow_replacement(&mut r, FdictReader::open)? {
             *self.totals.write().unwrap_or_else(|p| p.into_inner()) =
                 (r.summary().clone(), r.statistics().clone());
         }
         f(&r)
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut FdictReader) -> T) -> T {
+    /// Runs `f` on the writing connection to the file now at the served path.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut FdictReader) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if self.follow_replacement(&mut w, FdictReader::open_rw) {
+        if self.follow_replacement(&mut w, FdictReader::open_rw)? {
             *self.totals.write().unwrap_or_else(|p| p.into_inner()) =
                 (w.summary().clone(), w.statistics().clone());
         }
@@ -239,24 +258,55 @@ impl AppState {
 
     /// When another program has rewritten the served file (`featdict label`, `build`,
     /// `import` replace it by a rename), switches `conn` to the new file: serving the old
-    /// one would show stale features, and labels written to it would be lost with it. If
-    /// the new file cannot be opened the old connection stays (a write then reports the
-    /// replacement). Returns whether it switched.
+    /// one would show stale features, and labels written to it would be lost with it.
+    /// Returns whether it switched.
+    ///
+    /// When the file was removed, or replaced by one that does not open as a dictionary,
+    /// the answer is 503 naming the file and the reason — never the old file's features —
+    /// until a valid dictionary is at the path again, which the next request picks up.
     fn follow_replacement(
         &self,
         conn: &mut FdictReader,
         open: impl Fn(&Path) -> feature_dictionary::Result<FdictReader>,
-    ) -> bool {
+    ) -> Result<bool, ApiError> {
         if !conn.is_replaced() {
-            return false;
+            return Ok(false);
         }
         match open(&self.path) {
             Ok(fresh) => {
                 *conn = fresh;
-                true
+                let mut problem = self.problem.lock().unwrap_or_else(|p| p.into_inner());
+                if problem.take().is_some() {
+                    eprintln!(
+                        "{} is a valid dictionary again; serving it",
+                        self.path.display()
+                    );
+                }
+                Ok(true)
             }
-            Err(_) => false,
+            Err(e) => Err(self.unavailable(&e)),
         }
+    }
+
+    /// The 503 for a served file that cannot be read now; logs each new reason once (every
+    /// request retries, and so meets the same reason again).
+    fn unavailable(&self, e: &LibError) -> ApiError {
+        let reason = match e {
+            LibError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                format!("{}: the file was removed", self.path.display())
+            }
+            e => e.to_string(),
+        };
+        let message = format!(
+            "{reason} (the served dictionary was replaced or removed, and what is there now cannot be served; a valid dictionary at {} is served again as soon as it appears)",
+            self.path.display()
+        );
+        let mut problem = self.problem.lock().unwrap_or_else(|p| p.into_inner());
+        if problem.as_deref() != Some(message.as_str()) {
+            eprintln!("error: {message}");
+            *problem = Some(message.clone());
+        }
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
 }
 
@@ -503,7 +553,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn api_stats(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let (summary, statistics) = st.totals();
+    let (summary, statistics) = blocking(move || st.current_totals()).await?;
     Ok(Json(json!({"summary": summary, "statistics": statistics})).into_response())
 }
 
@@ -512,7 +562,7 @@ async fn api_feature(
     UrlPath(raw): UrlPath<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
-    let f = blocking(move || Ok(st.read(|r| r.feature(id))?)).await?;
+    let f = blocking(move || st.read(|r| Ok(r.feature(id)?))).await?;
     match f {
         Some(f) => Ok(Json(f).into_response()),
         None => Err(ApiError::not_found(format!(
@@ -653,7 +703,7 @@ async fn api_add_label(
         ));
     };
     let st2 = st.clone();
-    let f = blocking(move || Ok(st2.add_manual_label(id, &text)?)).await?;
+    let f = blocking(move || st2.add_manual_label(id, &text)).await?;
     let Some(f) = f else {
         return Err(ApiError::not_found(format!(
             "feature {id} is not in this dictionary"

@@ -42,10 +42,15 @@ pub async fn not_found() -> Response {
 }
 
 pub async fn overview(State(st): State<Arc<AppState>>) -> Response {
-    let (summary, stats) = st.totals();
-    let ids: Vec<u64> = stats.top_features.iter().map(|t| t.0).collect();
-    let briefs = match blocking(move || Ok(st.read(|r| r.briefs(&ids))?)).await {
-        Ok(b) => b,
+    let got = blocking(move || {
+        let (summary, stats) = st.current_totals()?;
+        let ids: Vec<u64> = stats.top_features.iter().map(|t| t.0).collect();
+        let briefs = st.read(|r| Ok(r.briefs(&ids)?))?;
+        Ok((summary, stats, briefs))
+    })
+    .await;
+    let (summary, stats, briefs) = match got {
+        Ok(got) => got,
         Err(e) => return error_page(e),
     };
     let mut b = String::new();

@@ -1140,3 +1140,88 @@ fn host_rules_follow_the_listening_address() {
         assert!(parse_allowed_host(no).is_err(), "{no:?}");
     }
 }
+
+/// Replaces `path` the way other programs do (a new file renamed over it) with `bytes`.
+fn replace_with(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A served file replaced by a truncated or foreign file, or removed, gives 503 naming the
+/// file and the reason on every page and API path — it used to go on serving the old
+/// file's features — and a valid dictionary put back at the path is served again.
+#[test]
+fn a_file_replaced_by_garbage_or_removed_answers_503_then_recovers() {
+    let s = start(12);
+    let original = std::fs::read(&s.path).unwrap();
+    let earlier = store::load(&s.path).unwrap();
+    assert_eq!(get(s.addr, "/api/features/1").status, 200);
+    let name = s.path.display().to_string();
+    let check_unavailable = |why: &str| {
+        for p in ["/api/features/1", "/api/stats", "/api/search?text=fires"] {
+            let r = get(s.addr, p);
+            assert_eq!(r.status, 503, "{why} {p}: {}", r.body);
+            let msg = r.json()["error"].as_str().unwrap().to_string();
+            assert!(msg.contains(&name) && msg.contains(why), "{p}: {msg}");
+        }
+        for p in ["/", "/features/1", "/search?kind=text&q=fires"] {
+            let r = get(s.addr, p);
+            assert_eq!(r.status, 503, "{why} {p}: {}", r.body);
+            assert!(r.headers["content-type"].starts_with("text/html"));
+            assert!(
+                r.body.contains(&name) && r.body.contains(why),
+                "{p}: {}",
+                r.body
+            );
+            assert!(
+                !r.body.contains("id=\"types\""),
+                "{p} shows the old overview"
+            );
+        }
+        let r = request(
+            s.addr,
+            "POST",
+            "/api/features/1/labels",
+            Some("application/json"),
+            br#"{"text": "into nothing"}"#,
+        );
+        assert_eq!(r.status, 503, "{why}: {}", r.body);
+    };
+    replace_with(&s.path, &original[..original.len() / 3]);
+    check_unavailable("malformed");
+    replace_with(&s.path, b"{\"not\": \"a dictionary, and long enough to pass the size check ................................................................\"}");
+    check_unavailable("not a .fdict");
+    std::fs::remove_file(&s.path).unwrap();
+    check_unavailable("removed");
+    // A valid dictionary at the path again: served at once, labels included.
+    let mut next = earlier;
+    next.feature_set.features.get_mut(&1).unwrap().description = "the new file".into();
+    store::save(&next, &s.path).unwrap();
+    for p in [
+        "/api/features/1",
+        "/api/stats",
+        "/",
+        "/features/1",
+        "/api/search?text=fires",
+    ] {
+        assert_eq!(get(s.addr, p).status, 200, "{p}");
+    }
+    assert_eq!(
+        get(s.addr, "/api/features/1").json()["description"],
+        "the new file"
+    );
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/features/1/labels",
+        Some("application/json"),
+        br#"{"text": "after recovery"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let fresh = FdictReader::open(&s.path).unwrap();
+    assert_eq!(
+        fresh.feature(1).unwrap().unwrap().labels[0],
+        "after recovery"
+    );
+}
