@@ -106,7 +106,10 @@ enum Command {
     ///
     /// A `.json` DICT is first converted into a
     /// sibling `.fdict` (same name, `.fdict` extension) that holds manual labels; an existing
-    /// sibling is reused so labels survive restarts (delete it to rebuild from the JSON).
+    /// sibling is reused so labels survive restarts (delete it to rebuild from the JSON),
+    /// unless the JSON changed since it was converted (a different size or modification
+    /// time than recorded in it, or newer than a sibling without a record): then it is
+    /// converted again and its manual labels carried over.
     Serve(crate::serve::ServeArgs),
     /// Write a synthetic `.fdict` with N features (for benchmarks).
     #[command(hide = true)]

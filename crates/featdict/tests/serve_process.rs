@@ -327,3 +327,28 @@ fn a_broken_replacement_is_reported_once_and_recovered_from() {
     );
     assert_eq!(log.matches("valid dictionary again").count(), 1, "{log}");
 }
+
+/// `featdict serve X.json` after X.json was rebuilt serves the rebuilt dictionary, not the
+/// `.fdict` made from the old one, with the label written through the first server kept.
+#[test]
+fn a_rebuilt_json_is_served_with_the_labels_written_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("d.json");
+    let spec = |n| Spec {
+        n_features: n,
+        vocab_words: 30,
+        ..Default::default()
+    };
+    store::save(&synthetic::dictionary(&spec(20)), &json).unwrap();
+    let server = serve(&json);
+    assert!(post_label(&server.1, 2, "written before the rebuild").contains(" 200 "));
+    drop(server);
+    store::save(&synthetic::dictionary(&spec(7)), &json).unwrap();
+    let server = serve(&json);
+    let out = raw(&server.1, "GET", "/api/stats", &[("Host", &server.1)], "");
+    let body = out.split("\r\n\r\n").nth(1).unwrap();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["statistics"]["total_features"], 7, "{body}");
+    let sibling = dir.path().join("d.fdict");
+    assert_eq!(labels_by_cli(&sibling, 2)[0], "written before the rebuild");
+}

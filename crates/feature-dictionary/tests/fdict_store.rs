@@ -852,3 +852,32 @@ fn a_feature_view_writes_the_json_of_its_feature() {
     .unwrap();
     assert!(std::fs::read(&full).unwrap() == std::fs::read(&lent).unwrap());
 }
+
+/// Other programs' notes in the `meta` table round-trip, survive label writes in place, and
+/// cannot overwrite the dictionary's own keys.
+#[test]
+fn meta_values_of_other_programs_are_kept_apart_from_the_dictionarys() {
+    let (_dir, fd, _) = synthetic_fdict(6);
+    let mut w = FdictReader::open_rw(&fd).unwrap();
+    assert_eq!(w.meta_value("note").unwrap(), None);
+    w.set_meta_value("note", "one").unwrap();
+    w.set_meta_value("note", "two").unwrap();
+    w.add_manual_label(1, "by hand").unwrap();
+    drop(w);
+    let r = FdictReader::open(&fd).unwrap();
+    assert_eq!(r.meta_value("note").unwrap().as_deref(), Some("two"));
+    for own in [
+        "format",
+        "schema_version",
+        "statistics",
+        "config",
+        "feature_set",
+    ] {
+        let e = r.set_meta_value(own, "x").unwrap_err().to_string();
+        assert!(e.contains(own), "{e}");
+    }
+    drop(r);
+    // Still a valid dictionary, with its label.
+    let back = store::load(&fd).unwrap();
+    assert_eq!(back.get(1).unwrap().labels[0], "by hand");
+}

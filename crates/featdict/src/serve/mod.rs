@@ -18,7 +18,8 @@
 //! share the file: a commit waits for reads in progress, reads wait out a commit).
 //!
 //! A `.json` dictionary is served through a sibling `.fdict` (created on first use, reused
-//! after), which is where its manual labels are kept.
+//! while the JSON is unchanged, converted again with its manual labels when it changed),
+//! which is where its manual labels are kept.
 
 pub mod bench;
 mod guard;
@@ -310,8 +311,90 @@ impl AppState {
     }
 }
 
-/// The `.fdict` to serve for `dict`: itself, or for a JSON dictionary its sibling `.fdict`
-/// (created when missing). Returns the path and a note for the user, if any.
+/// The `meta` key of a sibling `.fdict` that records the JSON it was converted from.
+const SOURCE_KEY: &str = "serve_source_json";
+
+/// What identifies the content of a JSON dictionary without reading it: its size and
+/// modification time (what `make` trusts too), recorded in the sibling at conversion.
+#[derive(Debug, PartialEq, serde::Serialize, Deserialize)]
+struct SourceStamp {
+    size: u64,
+    modified_secs: u64,
+    modified_nanos: u32,
+}
+
+impl SourceStamp {
+    fn of(md: &std::fs::Metadata) -> Option<Self> {
+        let t = md
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        Some(Self {
+            size: md.len(),
+            modified_secs: t.as_secs(),
+            modified_nanos: t.subsec_nanos(),
+        })
+    }
+}
+
+/// Why the sibling `.fdict` no longer shows `json`, if it does not: `json` differs from the
+/// file it was converted from (as recorded in it), or — for a sibling without a record,
+/// written by an earlier version or by `featdict import` — `json` was modified after it.
+fn sibling_outdated(json: &Path, sibling: &Path, recorded: Option<&str>) -> Result<Option<String>> {
+    let md = std::fs::metadata(json).with_context(|| format!("cannot read {}", json.display()))?;
+    let now = SourceStamp::of(&md);
+    if let Some(was) = recorded.and_then(|r| serde_json::from_str::<SourceStamp>(r).ok()) {
+        return Ok((now.as_ref() != Some(&was)).then(|| {
+            format!(
+                "{} changed since {} was converted from it",
+                json.display(),
+                sibling.display()
+            )
+        }));
+    }
+    let sibling_modified = std::fs::metadata(sibling)
+        .and_then(|m| m.modified())
+        .with_context(|| format!("cannot read {}", sibling.display()))?;
+    Ok(match md.modified() {
+        Ok(t) if t > sibling_modified => Some(format!(
+            "{} is newer than {}",
+            json.display(),
+            sibling.display()
+        )),
+        _ => None,
+    })
+}
+
+/// Converts `json` into `sibling` (replacing it), carrying over the manual labels of the
+/// `earlier` sibling, and records which JSON it was made from. Returns the labels kept
+/// and those whose features the JSON no longer holds.
+fn convert_sibling(
+    json: &Path,
+    sibling: &Path,
+    earlier: &[(u64, String)],
+) -> Result<(usize, usize)> {
+    // The stamp is taken before reading: a JSON rewritten while it is read then looks
+    // changed next time, and is converted again rather than trusted.
+    let stamp = std::fs::metadata(json)
+        .ok()
+        .and_then(|m| SourceStamp::of(&m));
+    let mut d =
+        store::load(json).with_context(|| format!("cannot read dictionary {}", json.display()))?;
+    let kept = feature_dictionary::label::manual::carry_over(&mut d, earlier);
+    store::save(&d, sibling)?;
+    if let Some(stamp) = stamp {
+        let value = serde_json::to_string(&stamp)?;
+        FdictReader::open_rw(sibling)
+            .and_then(|w| w.set_meta_value(SOURCE_KEY, &value))
+            .with_context(|| format!("cannot record the source of {}", sibling.display()))?;
+    }
+    Ok((kept, earlier.len() - kept))
+}
+
+/// The `.fdict` to serve for `dict`: itself, or for a JSON dictionary its sibling `.fdict`,
+/// created when missing and converted again (keeping its manual labels) when the JSON
+/// changed since. Returns the path and a note for the user, if any.
 pub fn prepare(dict: &Path) -> Result<(PathBuf, Option<String>)> {
     if fdict::is_fdict(dict)? {
         return Ok((dict.to_path_buf(), None));
@@ -327,20 +410,50 @@ pub fn prepare(dict: &Path) -> Result<(PathBuf, Option<String>)> {
         );
     }
     if sibling.exists() {
-        let note = format!(
-            "serving {} (the .fdict beside {}; it holds manual labels — delete it to rebuild from the JSON)",
-            sibling.display(),
-            dict.display()
+        // Its manual labels are read now, while it is known to be readable: converting
+        // again would otherwise replace the only copy of them.
+        let (recorded, earlier) = FdictReader::open(&sibling)
+            .and_then(|r| Ok((r.meta_value(SOURCE_KEY)?, r.manual_labels()?)))
+            .with_context(|| {
+                format!(
+                    "cannot read {} (the .fdict beside {}, which holds its manual labels); move it away to convert {} afresh",
+                    sibling.display(),
+                    dict.display(),
+                    dict.display()
+                )
+            })?;
+        let Some(why) = sibling_outdated(dict, &sibling, recorded.as_deref())? else {
+            let note = format!(
+                "serving {} (the .fdict beside {}; it holds manual labels — delete it to rebuild from the JSON)",
+                sibling.display(),
+                dict.display()
+            );
+            return Ok((sibling, Some(note)));
+        };
+        let (kept, dropped) = crate::commands::with_status(
+            format!(
+                "converting {} to {} again ({why})",
+                dict.display(),
+                sibling.display()
+            ),
+            || convert_sibling(dict, &sibling, &earlier),
+        )?;
+        let mut note = format!(
+            "converted {} to {} again ({why}); kept {kept} manual label(s)",
+            dict.display(),
+            sibling.display()
         );
+        if dropped > 0 {
+            note.push_str(&format!(
+                "; {dropped} manual label(s) of features {} no longer holds were dropped",
+                dict.display()
+            ));
+        }
         return Ok((sibling, Some(note)));
     }
     crate::commands::with_status(
         format!("converting {} to {}", dict.display(), sibling.display()),
-        || {
-            let d = store::load(dict)
-                .with_context(|| format!("cannot read dictionary {}", dict.display()))?;
-            Ok(store::save(&d, &sibling)?)
-        },
+        || convert_sibling(dict, &sibling, &[]),
     )?;
     let note = format!(
         "converted {} to {} (manual labels are stored there)",

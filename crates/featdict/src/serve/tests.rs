@@ -1225,3 +1225,113 @@ fn a_file_replaced_by_garbage_or_removed_answers_503_then_recovers() {
         "after recovery"
     );
 }
+
+/// Sets the modification time of `path` to `secs` seconds after the epoch.
+fn set_mtime(path: &std::path::Path, secs: u64) {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    std::fs::File::options()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+/// A JSON dictionary rebuilt after its sibling `.fdict` was made is converted again (it
+/// used to be served from the stale sibling), and the manual labels written into the
+/// sibling are carried over to features the new JSON still has.
+#[test]
+fn a_changed_json_is_converted_again_keeping_manual_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("d.json");
+    let first = synthetic::dictionary(&Spec {
+        n_features: 10,
+        ..Default::default()
+    });
+    store::save(&first, &json).unwrap();
+    let (sibling, _) = super::prepare(&json).unwrap();
+    let w = FdictReader::open_rw(&sibling).unwrap();
+    let mut w = w;
+    w.add_manual_label(3, "kept by hand").unwrap();
+    w.add_manual_label(8, "feature gone").unwrap();
+    drop(w);
+    // The JSON is rebuilt with fewer features and other descriptions.
+    let mut second = synthetic::dictionary(&Spec {
+        n_features: 6,
+        ..Default::default()
+    });
+    second.feature_set.features.get_mut(&5).unwrap().description = "from the rebuild".into();
+    store::save(&second, &json).unwrap();
+    let (p, note) = super::prepare(&json).unwrap();
+    assert_eq!(p, sibling);
+    let note = note.unwrap();
+    assert!(
+        note.contains("again") && note.contains("kept 1 manual label"),
+        "{note}"
+    );
+    assert!(note.contains("1 manual label(s) of features"), "{note}");
+    let served = store::load(&sibling).unwrap();
+    assert_eq!(served.num_features(), 6);
+    assert_eq!(served.get(5).unwrap().description, "from the rebuild");
+    let f3 = served.get(3).unwrap();
+    assert_eq!(f3.labels[0], "kept by hand");
+    assert_eq!(
+        f3.metadata.label_details[0].strategy,
+        LabelingStrategy::Manual
+    );
+    // Unchanged since: reused as it is.
+    let before = std::fs::read(&sibling).unwrap();
+    let (_, note) = super::prepare(&json).unwrap();
+    assert!(note.unwrap().contains("holds manual labels"));
+    assert_eq!(std::fs::read(&sibling).unwrap(), before);
+    // A JSON that differs from the recorded one is converted again even when it is older
+    // than the sibling (restored from a backup, copied with its times).
+    store::save(&first, &json).unwrap();
+    set_mtime(&json, 1_000_000_000);
+    let (_, note) = super::prepare(&json).unwrap();
+    assert!(note.unwrap().contains("changed since"));
+    assert_eq!(store::load(&sibling).unwrap().num_features(), 10);
+    assert_eq!(
+        store::load(&sibling).unwrap().get(3).unwrap().labels[0],
+        "kept by hand"
+    );
+}
+
+/// A sibling without a record of its source (written by `featdict import` or an earlier
+/// version) is reused while the JSON is older, converted again once the JSON is newer; an
+/// unreadable sibling is an error naming it, and is left alone (it may hold labels).
+#[test]
+fn siblings_without_a_record_go_by_modification_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("d.json");
+    let sibling = dir.path().join("d.fdict");
+    let small = synthetic::dictionary(&Spec {
+        n_features: 4,
+        ..Default::default()
+    });
+    store::save(&small, &json).unwrap();
+    let big = synthetic::dictionary(&Spec {
+        n_features: 9,
+        ..Default::default()
+    });
+    store::save(&big, &sibling).unwrap();
+    set_mtime(&json, 1_000_000_000);
+    let (_, note) = super::prepare(&json).unwrap();
+    assert!(note.unwrap().contains("holds manual labels"));
+    assert_eq!(store::load(&sibling).unwrap().num_features(), 9);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    set_mtime(&json, now + 60);
+    let (_, note) = super::prepare(&json).unwrap();
+    assert!(note.unwrap().contains("is newer than"));
+    assert_eq!(store::load(&sibling).unwrap().num_features(), 4);
+    // Now it has a record: the same JSON is not converted a third time.
+    let (_, note) = super::prepare(&json).unwrap();
+    assert!(note.unwrap().contains("holds manual labels"));
+    std::fs::write(&sibling, b"garbage that is no database, but long enough for the size check of the reader to pass on to SQLite..").unwrap();
+    let e = format!("{:#}", super::prepare(&json).unwrap_err());
+    assert!(e.contains("d.fdict") && e.contains("move it away"), "{e}");
+    assert!(std::fs::read(&sibling).unwrap().starts_with(b"garbage"));
+}

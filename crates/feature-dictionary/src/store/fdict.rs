@@ -57,6 +57,17 @@ use crate::model::{
 /// The first 16 bytes of every SQLite database (and so of every `.fdict`).
 pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
+/// The `meta` keys the dictionary itself writes (see the layout above).
+const OWN_META_KEYS: [&str; 7] = [
+    "format",
+    "schema_version",
+    "writer",
+    "config",
+    "feature_set",
+    "statistics",
+    "summary",
+];
+
 /// Value of the `format` meta key.
 pub const FORMAT: &str = "feature-dictionary/fdict";
 
@@ -883,6 +894,33 @@ impl FdictReader {
             })
             .map_err(e)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(e)
+    }
+
+    /// The value of `key` in the `meta` table, if the file has one.
+    pub fn meta_value(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err("cannot read meta", e))
+    }
+
+    /// Records `value` under `key` in the `meta` table, for other programs' notes about
+    /// the file (such as which file it was converted from). The dictionary's own keys,
+    /// which the other methods keep consistent with its rows, are refused.
+    pub fn set_meta_value(&self, key: &str, value: &str) -> Result<()> {
+        if OWN_META_KEYS.contains(&key) {
+            return Err(Error::Invalid(format!(
+                "meta key {key:?} belongs to the dictionary and is not set directly"
+            )));
+        }
+        self.conn
+            .execute(
+                "INSERT INTO meta(key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map_err(|e| write_err(&self.path, e))?;
+        Ok(())
     }
 
     /// Whether the file at this reader's path is no longer the one it opened: every
