@@ -495,6 +495,11 @@ pub fn router(state: Arc<AppState>, local: SocketAddr, options: &ServeOptions) -
 /// axum answers some bad requests itself, before a handler runs: an id that is not UTF-8
 /// (400), a body over [`BODY_LIMIT`] (413), a wrong method (405). Those answers are plain
 /// text; API clients expect `{"error": …}` and browsers a page, so they are rewrapped.
+///
+/// hyper's own answers cannot be: a request target over 64 KiB (414), a request head over
+/// its buffer (431) or an unparseable request line (400) are answered by its parser with an
+/// empty body before the request reaches any service, and hyper offers no hook to change
+/// them (the URI limit is a constant).
 async fn uniform_errors(uri: axum::http::Uri, res: Response) -> Response {
     let status = res.status();
     let ctype = res

@@ -1335,3 +1335,17 @@ fn siblings_without_a_record_go_by_modification_time() {
     assert!(e.contains("d.fdict") && e.contains("move it away"), "{e}");
     assert!(std::fs::read(&sibling).unwrap().starts_with(b"garbage"));
 }
+
+/// A request target over hyper's 64 KiB limit is answered 414 by hyper itself (with an
+/// empty body: it never reaches the router, see `uniform_errors`), the connection closes,
+/// and the server goes on; one just under the limit reaches the API and gets JSON.
+#[test]
+fn an_overlong_url_is_refused_cleanly() {
+    let s = start(5);
+    let r = get(s.addr, &format!("/api/search?text={}", "a".repeat(70_000)));
+    assert_eq!(r.status, 414);
+    let r = get(s.addr, &format!("/api/search?limit={}", "9".repeat(60_000)));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("limit"));
+    assert_eq!(get(s.addr, "/api/stats").status, 200);
+}
