@@ -323,6 +323,92 @@ fn corrupt_sae_directories_are_errors() {
     }
 }
 
+/// A NaN or ±Inf in any tensor an SAE reads (encoder, biases, thresholds, gates, decoder,
+/// skip connection; every architecture and dtype of the fixtures, and a Gemma Scope .npz)
+/// is an error at load naming the weight file, the tensor and the element: encoding used to
+/// turn it into NaN latents blamed on the residuals file.
+#[test]
+fn nonfinite_sae_weights_are_errors_naming_tensor_and_element() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    let mut dirs: Vec<_> = std::fs::read_dir(fixtures().join("sae"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    for src in dirs {
+        let name = src.file_name().unwrap().to_str().unwrap().to_string();
+        let file = ["sae_weights.safetensors", "sae.safetensors"]
+            .into_iter()
+            .find(|f| src.join(f).is_file());
+        let Some(file) = file else { continue };
+        let st = SafeTensors::open(&src.join(file)).unwrap();
+        let tensors: Vec<(String, Vec<u64>)> = st
+            .tensors()
+            .iter()
+            .map(|t| (t.name.clone(), t.shape.clone()))
+            .collect();
+        drop(st);
+        for (tensor, shape) in tensors {
+            for (bad, shown) in [(f32::NAN, "NaN"), (f32::NEG_INFINITY, "-inf")] {
+                let d = tmp.path().join(format!("{name}-{tensor}"));
+                copy_dir(&src, &d);
+                rewrite_tensors(&d.join(file), |parts| {
+                    let (_, dtype, _, bytes) =
+                        parts.iter_mut().find(|p| p.0 == tensor).expect("tensor");
+                    let v = match dtype.as_str() {
+                        "F32" => bad.to_le_bytes().to_vec(),
+                        "F16" => half::f16::from_f32(bad).to_le_bytes().to_vec(),
+                        "BF16" => half::bf16::from_f32(bad).to_le_bytes().to_vec(),
+                        other => panic!("{name}: dtype {other}"),
+                    };
+                    // The last element: row r-1, column c-1 of a matrix.
+                    let at = bytes.len() - v.len();
+                    bytes[at..].copy_from_slice(&v);
+                });
+                let e = Sae::load(&d).unwrap_err().to_string();
+                let at = match shape[..] {
+                    [r, c] => format!("row {}, column {}", r - 1, c - 1),
+                    [n] => format!("index {}", n - 1),
+                    _ => panic!("{name}: {tensor} {shape:?}"),
+                };
+                let want = format!(
+                    "{}: tensor {tensor:?} {shape:?} holds {shown} at {at} (the only non-finite value); every weight of an SAE must be finite",
+                    d.join(file).display()
+                );
+                assert!(e.starts_with(&want), "{name}:\n{e}\n{want}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 2 * 60, "{checked}");
+    // Gemma Scope's params.npz: the same check on the arrays of a zip.
+    let npz = fixtures().join("sae/gemmascope_npz/params.npz");
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&npz).unwrap()).unwrap();
+    let d = tmp.path().join("gemmascope");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut out = zip::ZipWriter::new(std::fs::File::create(d.join("params.npz")).unwrap());
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        if entry.name() == "threshold.npy" {
+            // float32 [64]: the last 4 bytes are element 63.
+            let at = bytes.len() - 4;
+            bytes[at..].copy_from_slice(&f32::INFINITY.to_le_bytes());
+        }
+        out.start_file(entry.name(), zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut out, &bytes).unwrap();
+    }
+    out.finish().unwrap();
+    let e = Sae::load(&d).unwrap_err().to_string();
+    assert!(
+        e.contains("params.npz: tensor \"threshold\" [64] holds inf at index 63"),
+        "{e}"
+    );
+}
+
 /// Rewrites `file` (a safetensors file) with `edit` applied to its (name, dtype, shape,
 /// bytes) list.
 fn rewrite_tensors(file: &Path, edit: impl FnOnce(&mut Vec<(String, String, Vec<u64>, Vec<u8>)>)) {

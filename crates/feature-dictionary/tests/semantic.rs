@@ -262,3 +262,54 @@ fn semantic_labels_polysemantic_features_and_logit_lens() {
     assert_eq!(lens.suppressed[0], (" the".to_string(), -1.0));
     assert!(un.lens(7, &[1.0], 3).is_err());
 }
+
+/// A NaN in an embedding or unembedding matrix silently removed its token from every
+/// cosine and logit ranking: in safetensors and in GGUF (a value of F32 and F16, a block
+/// scale of Q8_0) it is an error naming the file, the tensor and the row.
+#[test]
+fn nonfinite_embeddings_are_errors_naming_file_tensor_and_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let toks = tokens();
+    let vocab = dir.path().join("vocab.json");
+    std::fs::write(&vocab, serde_json::to_string(&toks).unwrap()).unwrap();
+    let mut m = embedding_matrix();
+    m.data[4 * D + 7] = f32::NAN;
+    let st = dir.path().join("nan.safetensors");
+    weights::write_safetensors(&st, &[("embeddings", &m)]).unwrap();
+    let errors = [
+        TokenEmbeddings::load(&st, None, Some(&vocab)).unwrap_err(),
+        Unembedding::load(&st, None, Some(&vocab)).unwrap_err(),
+    ];
+    for e in errors.map(|e| e.to_string()) {
+        assert!(e.contains(st.to_str().unwrap()), "{e}");
+        assert!(
+            e.contains("tensor \"embeddings\" [15, 32] holds NaN at row 4, column 7 (the only non-finite value)"),
+            "{e}"
+        );
+    }
+    for kind in [0u32, 1] {
+        let g = dir.path().join(format!("nan{kind}.gguf"));
+        write_gguf(&g, &toks, &m, kind);
+        let e = TokenEmbeddings::load(&g, None, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(g.to_str().unwrap()), "{e}");
+        assert!(
+            e.contains("tensor \"token_embd.weight\" [15, 32] holds NaN at row 4, column 7"),
+            "{e}"
+        );
+    }
+    // Q8_0: one 32-value block per row; a NaN scale makes all of row 4 NaN.
+    let g = dir.path().join("nan8.gguf");
+    write_gguf(&g, &toks, &embedding_matrix(), 8);
+    let mut bytes = std::fs::read(&g).unwrap();
+    let block4 = bytes.len() - (toks.len() - 4) * 34;
+    bytes[block4..block4 + 2].copy_from_slice(&half::f16::NAN.to_le_bytes());
+    std::fs::write(&g, bytes).unwrap();
+    let e = Unembedding::load(&g, None, None).unwrap_err().to_string();
+    assert!(
+        e.contains("holds NaN at row 4, column 0 (32 non-finite values in all)"),
+        "{e}"
+    );
+}

@@ -169,7 +169,8 @@ impl Gguf {
         self.tensors.iter().map(|t| t.name.as_str()).collect()
     }
 
-    /// Tensor `name` as a row-major `[dims[1], dims[0]]` f32 matrix.
+    /// Tensor `name` as a row-major `[dims[1], dims[0]]` f32 matrix; a NaN or ±Inf in it
+    /// (after dequantisation) is an error naming its row and column.
     pub fn matrix(&self, name: &str) -> Result<Matrix> {
         let t = self
             .tensors
@@ -257,6 +258,14 @@ impl Gguf {
                 }
             }
         }
+        // Quantised blocks scale by an f16 factor, which can itself be NaN or Inf.
+        crate::finite::check(
+            &self.path,
+            name,
+            &[rows as u64, cols as u64],
+            &data,
+            super::weights::NONFINITE_WHY,
+        )?;
         Ok(Matrix { rows, cols, data })
     }
 }

@@ -1,5 +1,5 @@
 //! Minimal readers for weight tensors the analyses need (decoder directions, unembeddings):
-//! one named tensor from a `.safetensors` file, as f32.
+//! one named tensor from a `.safetensors` file, as f32, checked to be finite.
 //!
 //! safetensors layout: 8-byte little-endian header length, a JSON header
 //! `{name: {"dtype", "shape", "data_offsets": [begin, end]}}`, then the raw little-endian
@@ -8,6 +8,10 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+
+/// Why a matrix with a NaN or ±Inf is refused when read: its row's cosines and logits would
+/// be NaN, and rankings skip NaN, so the feature or token would silently drop out.
+pub(crate) const NONFINITE_WHY: &str = "every value of a weight matrix must be finite (a NaN row would silently drop out of every ranking)";
 
 /// A dense row-major f32 matrix.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,12 +47,13 @@ impl Matrix {
 }
 
 /// Reads the 2-D tensor `name` of a safetensors file (F32, F16, BF16 or F64) as f32,
-/// through the validating reader of `ingest::safetensors`.
+/// through the validating reader of `ingest::safetensors`; a NaN or ±Inf in it is an error
+/// naming its row and column.
 pub fn read_safetensors_matrix(path: &Path, name: &str) -> Result<Matrix> {
     safetensors_matrix(&crate::ingest::safetensors::SafeTensors::open(path)?, name)
 }
 
-/// The 2-D tensor `name` of an opened safetensors file, as f32.
+/// The 2-D tensor `name` of an opened safetensors file, as f32 (all finite).
 pub fn safetensors_matrix(
     file: &crate::ingest::safetensors::SafeTensors,
     name: &str,
@@ -65,6 +70,7 @@ pub fn safetensors_matrix(
         ));
     };
     let data = file.to_f32(t)?;
+    crate::finite::check(path, name, &t.shape, &data, NONFINITE_WHY)?;
     Ok(Matrix {
         rows: rows as usize,
         cols: cols as usize,

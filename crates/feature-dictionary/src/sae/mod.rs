@@ -218,7 +218,8 @@ impl Sae {
         Self::from_parts(dir, config, weights)
     }
 
-    /// Builds an SAE from a config and its weights (checks every shape).
+    /// Builds an SAE from a config and its weights (checks every shape, and that every
+    /// tensor it reads, and the decoder, is finite).
     pub fn from_parts(path: &Path, config: SaeConfig, mut weights: Weights) -> Result<Self> {
         let (d_in, d_sae) = (config.d_in, config.d_sae);
         let w_enc = match config.format {
@@ -269,6 +270,11 @@ impl Sae {
             Architecture::Gated => Box::new(gated::Gated::load(&mut cx)?),
             Architecture::GroupMax => Box::new(groupmax::GroupMax::load(&mut cx)?),
         };
+        // The tensors read to encode were checked as they were taken. The decoder and the
+        // skip connection are not read, but a non-finite one still means a damaged SAE, and
+        // a NaN decoder row would break `similar` and `logits` on it later.
+        weights.check_finite(&["W_dec", "w_dec"])?;
+        weights.check_finite(&["W_skip"])?;
         Ok(Self {
             path: path.to_path_buf(),
             config,

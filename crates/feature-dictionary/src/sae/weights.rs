@@ -1,5 +1,6 @@
 //! SAE weight files: SAELens `sae_weights.safetensors` or Gemma Scope `params.npz` (a zip of
-//! `.npy` arrays, stored or deflated). Every tensor is converted to f32 once at load.
+//! `.npy` arrays, stored or deflated). Every tensor is converted to f32 once at load, and
+//! every tensor an SAE reads is checked to be finite when it is taken.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -7,6 +8,11 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::ingest::safetensors::{decode_floats, float_dtype, SafeTensors};
+
+/// Why a non-finite weight is refused at load rather than met later: encoding would turn it
+/// into NaN latents, reported against the residuals, and decoder analyses into empty answers.
+const NONFINITE_WHY: &str =
+    "every weight of an SAE must be finite (the file is damaged or its training diverged)";
 
 /// Named float tensors read from one weight file.
 #[derive(Debug)]
@@ -137,7 +143,8 @@ impl Weights {
         v.join(", ")
     }
 
-    /// Removes and returns the tensor found under any of `names`, checking its shape.
+    /// Removes and returns the tensor found under any of `names`, checking its shape and
+    /// that every value is finite.
     pub fn take(&mut self, names: &[&str], shape: &[usize]) -> Result<Vec<f32>> {
         match self.take_opt(names, shape)? {
             Some(t) => Ok(t),
@@ -168,6 +175,18 @@ impl Weights {
                 ),
             ));
         }
+        crate::finite::check(&self.path, name, &s, &data, NONFINITE_WHY)?;
         Ok(Some(data))
+    }
+
+    /// Fails when the tensor found under any of `names` (one not taken, e.g. a decoder that
+    /// encoding does not read) holds a NaN or ±Inf; an absent tensor passes.
+    pub fn check_finite(&self, names: &[&str]) -> Result<()> {
+        match names.iter().find_map(|n| self.tensors.get_key_value(*n)) {
+            Some((name, (shape, data))) => {
+                crate::finite::check(&self.path, name, shape, data, NONFINITE_WHY)
+            }
+            None => Ok(()),
+        }
     }
 }

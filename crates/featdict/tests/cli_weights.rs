@@ -1,0 +1,253 @@
+//! Weight inputs of the analysis commands and `build --sae`, through the binary: non-finite
+//! SAE weights, decoders, unembeddings and embeddings are errors naming the file, the tensor
+//! and the element.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+
+use feature_dictionary::analyze::weights::{write_safetensors, Matrix};
+use feature_dictionary::ingest::npy;
+use feature_dictionary::ingest::safetensors::{serialize, SafeTensors};
+
+fn matrix(rows: usize, cols: usize, data: &[f32]) -> Matrix {
+    assert_eq!(data.len(), rows * cols);
+    Matrix {
+        rows,
+        cols,
+        data: data.to_vec(),
+    }
+}
+
+/// Tokens of the small dictionaries: one per embedding row.
+const TOKENS: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+/// A dictionary of 4 features over 2 sequences of 4 tokens; every feature fires unless
+/// `dead` names one that never does. Returns the `.json` path.
+fn small_dict(dir: &Path, name: &str, dead: Option<usize>, extra: &[&str]) -> PathBuf {
+    let acts = dir.join(format!("{name}.npy"));
+    let toks = dir.join(format!("{name}.tokens.json"));
+    let data: Vec<f32> = (0..8 * 4)
+        .map(|i| {
+            let (row, f) = (i / 4, i % 4);
+            if Some(f) == dead || (row + f) % 2 == 1 {
+                0.0
+            } else {
+                1.0 + row as f32
+            }
+        })
+        .collect();
+    npy::write_f32(&acts, &[8, 4], &data).unwrap();
+    std::fs::write(&toks, r#"[["a","b","c","d"],["a","c","e","b"]]"#).unwrap();
+    let out = dir.join(format!("{name}.json"));
+    assert_success(&build(&acts, &toks, &out, &[&["-q"], extra].concat()));
+    out
+}
+
+/// A decoder `W_dec [4, 3]`: 0 and 1 close, 2 opposite to 0, and row `zero` (if any) all
+/// zeros.
+fn decoder(path: &Path, zero: &[usize]) {
+    let mut d = vec![
+        1.0, 0.0, 0.0, //
+        0.9, 0.1, 0.0, //
+        -1.0, 0.0, 0.0, //
+        0.0, 0.5, 0.5,
+    ];
+    for &z in zero {
+        d[z * 3..z * 3 + 3].fill(0.0);
+    }
+    write_safetensors(path, &[("W_dec", &matrix(4, 3, &d))]).unwrap();
+}
+
+/// An unembedding (or embedding) `[5, 3]` under `name`, with its vocabulary list.
+fn token_matrix(dir: &Path, file: &str, name: &str, data: &[f32]) -> (PathBuf, PathBuf) {
+    let path = dir.join(file);
+    write_safetensors(&path, &[(name, &matrix(5, 3, data))]).unwrap();
+    let vocab = dir.join("vocab.json");
+    std::fs::write(&vocab, serde_json::to_string(&TOKENS).unwrap()).unwrap();
+    (path, vocab)
+}
+
+const TOKEN_ROWS: [f32; 15] = [
+    1.0, 0.0, 0.0, //
+    0.0, 1.0, 0.0, //
+    0.0, 0.0, 1.0, //
+    0.7, 0.7, 0.0, //
+    0.0, 0.7, 0.7,
+];
+
+#[test]
+fn nonfinite_sae_weights_are_blamed_on_the_sae_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../feature-dictionary/tests/fixtures/sae/standard_f32");
+    let inputs = fixture.join("inputs.npy");
+    let toks = tmp.path().join("toks.json");
+    let seqs: Vec<Vec<String>> = (0..4)
+        .map(|s| (0..8).map(|p| format!("w{}", (s * 8 + p) % 13)).collect())
+        .collect();
+    std::fs::write(&toks, serde_json::to_string(&seqs).unwrap()).unwrap();
+    let weights = std::fs::read(fixture.join("sae_weights.safetensors")).unwrap();
+    let st = SafeTensors::from_bytes(Path::new("w"), weights).unwrap();
+    let d_sae = 64;
+    // (tensor, flat index, value, where the message must say it is)
+    for (tensor, flat, value, at) in [
+        (
+            "W_enc",
+            3 * d_sae + 2,
+            f32::NAN,
+            "holds NaN at row 3, column 2",
+        ),
+        ("b_enc", 5, f32::INFINITY, "holds inf at index 5"),
+        ("b_dec", 7, f32::NAN, "holds NaN at index 7"),
+        // Encoding never reads W_dec, but `similar` and `logits` would.
+        (
+            "W_dec",
+            9 * 16 + 4,
+            f32::NEG_INFINITY,
+            "holds -inf at row 9, column 4",
+        ),
+    ] {
+        let sae = tmp.path().join(format!("sae-{tensor}"));
+        std::fs::create_dir_all(&sae).unwrap();
+        std::fs::copy(fixture.join("cfg.json"), sae.join("cfg.json")).unwrap();
+        let bytes: Vec<Vec<u8>> = st
+            .tensors()
+            .iter()
+            .map(|t| {
+                let mut b = st.bytes(t).to_vec();
+                if t.name == tensor {
+                    b[flat * 4..flat * 4 + 4].copy_from_slice(&value.to_le_bytes());
+                }
+                b
+            })
+            .collect();
+        let parts: Vec<(&str, &str, Vec<u64>, &[u8])> = st
+            .tensors()
+            .iter()
+            .zip(&bytes)
+            .map(|(t, b)| (t.name.as_str(), t.dtype.as_str(), t.shape.clone(), &b[..]))
+            .collect();
+        let file = sae.join("sae_weights.safetensors");
+        std::fs::write(&file, serialize(&parts)).unwrap();
+        let out = tmp.path().join("d.json");
+        let built = featdict(&[
+            "build",
+            s(&inputs),
+            "--sae",
+            s(&sae),
+            "--tokens",
+            s(&toks),
+            "--out",
+            s(&out),
+            "-q",
+        ]);
+        let quoted = format!("tensor {tensor:?}");
+        assert_clean_error(&built, &[s(&file), &quoted, at, "must be finite"]);
+        let err = String::from_utf8_lossy(&built.stderr);
+        assert!(!err.contains("inputs.npy"), "{err}");
+        assert!(!out.exists());
+        let lat = tmp.path().join("lat.safetensors");
+        let encoded = featdict(&[
+            "encode",
+            s(&inputs),
+            "--sae",
+            s(&sae),
+            "--f32",
+            "--out",
+            s(&lat),
+        ]);
+        assert_clean_error(&encoded, &[s(&file), &quoted, at]);
+    }
+}
+
+#[test]
+fn nonfinite_decoder_rows_are_errors_in_similar_and_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dict = small_dict(tmp.path(), "d", None, &[]);
+    let (un, vocab) = token_matrix(tmp.path(), "U.safetensors", "W_U", &TOKEN_ROWS);
+    let dec = tmp.path().join("dec.safetensors");
+    let mut d = vec![0.5f32; 12];
+    d[3 * 3 + 2] = f32::NAN;
+    write_safetensors(&dec, &[("W_dec", &matrix(4, 3, &d))]).unwrap();
+    let similar = featdict(&["similar", s(&dict), "1", "--sae", s(&dec)]);
+    assert_clean_error(
+        &similar,
+        &[s(&dec), "tensor \"W_dec\"", "NaN at row 3, column 2"],
+    );
+    let logits = featdict(&[
+        "logits",
+        s(&dict),
+        "1",
+        "--sae",
+        s(&dec),
+        "--unembed",
+        s(&un),
+        "--unembed-tensor",
+        "W_U",
+        "--unembed-vocab",
+        s(&vocab),
+    ]);
+    assert_clean_error(
+        &logits,
+        &[s(&dec), "tensor \"W_dec\"", "NaN at row 3, column 2"],
+    );
+}
+
+#[test]
+fn nonfinite_unembedding_and_embedding_rows_are_errors_naming_file_tensor_and_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dict = small_dict(tmp.path(), "d", None, &[]);
+    let dec = tmp.path().join("dec.safetensors");
+    decoder(&dec, &[]);
+    let mut rows = TOKEN_ROWS;
+    rows[4 * 3 + 1] = f32::NAN;
+    // The NaN row of the unembedding silently dropped token "e" from the lens.
+    let (un, vocab) = token_matrix(tmp.path(), "U_nan.safetensors", "W_U", &rows);
+    let out = featdict(&[
+        "logits",
+        s(&dict),
+        "0",
+        "--sae",
+        s(&dec),
+        "--unembed",
+        s(&un),
+        "--unembed-tensor",
+        "W_U",
+        "--unembed-vocab",
+        s(&vocab),
+    ]);
+    assert_clean_error(&out, &[s(&un), "tensor \"W_U\"", "NaN at row 4, column 1"]);
+    // The NaN row of an embedding matrix changed polysemantic and semantic labels.
+    let (emb, vocab) = token_matrix(tmp.path(), "E_nan.safetensors", "token_embd.weight", &rows);
+    let out = featdict(&[
+        "polysemantic",
+        s(&dict),
+        "--embeddings",
+        s(&emb),
+        "--embedding-vocab",
+        s(&vocab),
+    ]);
+    let needles = [
+        s(&emb),
+        "tensor \"token_embd.weight\"",
+        "NaN at row 4, column 1",
+    ];
+    assert_clean_error(&out, &needles);
+    let labeled = tmp.path().join("labeled.json");
+    let out = featdict(&[
+        "label",
+        s(&dict),
+        "--strategies",
+        "semantic_clustering",
+        "--embeddings",
+        s(&emb),
+        "--embedding-vocab",
+        s(&vocab),
+        "--out",
+        s(&labeled),
+    ]);
+    assert_clean_error(&out, &needles);
+    assert!(!labeled.exists());
+}
