@@ -94,21 +94,25 @@ fn first_label(dict: &FeatureDictionary, id: u64) -> String {
 pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
     let dict = crate::commands::load(&a.dict)?;
     check_id(&dict, &a.dict, a.id)?;
-    let (method, rows): (&str, Vec<(u64, f64)>) = match &a.sae {
+    // Features without a decoder direction (all-zero rows), when ranking by decoder cosine.
+    let (method, rows, zero_rows): (&str, Vec<(u64, f64)>, Option<usize>) = match &a.sae {
         Some(path) => {
             let path = sae_weights(path)?;
             let dirs = similar::Directions::load(&path, &a.tensor, Some(dict.num_features()))?;
+            let nb = dirs.similar_to(a.id as usize, a.n)?;
             (
                 "decoder cosine",
-                dirs.similar_to(a.id as usize, a.n)
+                nb.similar
                     .into_iter()
                     .map(|(j, s)| (j as u64, s as f64))
                     .collect(),
+                Some(nb.zero_rows_skipped),
             )
         }
         None => (
             "firing-token profile cosine",
             similar::similar_by_tokens(&dict, a.id, a.n)?,
+            None,
         ),
     };
     if a.json {
@@ -116,15 +120,23 @@ pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
             .iter()
             .map(|(j, s)| json!({"id": j, "similarity": s, "labels": dict.get(*j).map(|f| &f.labels)}))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"id": a.id, "method": method, "similar": v}))?
-        );
+        let mut out = json!({"id": a.id, "method": method, "similar": v});
+        if let Some(z) = zero_rows {
+            out["zero_rows_skipped"] = json!(z);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     println!("features most similar to #{} ({method})", a.id);
     for (j, s) in rows {
         println!("  #{j:<8} {s:>8.4}  {}", first_label(&dict, j));
+    }
+    match zero_rows {
+        Some(1) => println!("  (1 feature skipped: its decoder row is all zeros)"),
+        Some(z) if z > 1 => {
+            println!("  ({z} features skipped: their decoder rows are all zeros)")
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -213,12 +225,21 @@ pub fn cmd_logits(a: LogitsArgs) -> Result<()> {
             w.cols
         );
     }
+    let direction = w.row(a.id as usize);
+    if direction.iter().all(|&v| v == 0.0) {
+        bail!(
+            "{}: tensor {:?}: feature {}'s decoder row is all zeros: it has no direction, so it promotes and suppresses no token",
+            sae.display(),
+            a.tensor,
+            a.id
+        );
+    }
     let un = Unembedding::load(
         &a.unembed,
         a.unembed_tensor.as_deref(),
         a.unembed_vocab.as_deref(),
     )?;
-    let lens = un.lens(a.id, w.row(a.id as usize), a.n)?;
+    let lens = un.lens(a.id, direction, a.n)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&lens)?);
         return Ok(());

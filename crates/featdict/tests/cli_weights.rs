@@ -1,6 +1,6 @@
 //! Weight inputs of the analysis commands and `build --sae`, through the binary: non-finite
 //! SAE weights, decoders, unembeddings and embeddings are errors naming the file, the tensor
-//! and the element.
+//! and the element; all-zero decoder rows are refused as queries and skipped as neighbours.
 
 mod common;
 use common::*;
@@ -10,6 +10,20 @@ use std::path::{Path, PathBuf};
 use feature_dictionary::analyze::weights::{write_safetensors, Matrix};
 use feature_dictionary::ingest::npy;
 use feature_dictionary::ingest::safetensors::{serialize, SafeTensors};
+
+/// The JSON a successful command printed.
+fn ok_json(args: &[&str]) -> serde_json::Value {
+    let out = featdict(args);
+    assert_success(&out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// What a successful command printed.
+fn ok_text(args: &[&str]) -> String {
+    let out = featdict(args);
+    assert_success(&out);
+    String::from_utf8(out.stdout).unwrap()
+}
 
 fn matrix(rows: usize, cols: usize, data: &[f32]) -> Matrix {
     assert_eq!(data.len(), rows * cols);
@@ -193,6 +207,78 @@ fn nonfinite_decoder_rows_are_errors_in_similar_and_logits() {
         &logits,
         &[s(&dec), "tensor \"W_dec\"", "NaN at row 3, column 2"],
     );
+}
+
+#[test]
+fn all_zero_decoder_rows_are_refused_as_queries_and_skipped_as_neighbours() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dict = small_dict(tmp.path(), "d", None, &[]);
+    let dec = tmp.path().join("dec.safetensors");
+    decoder(&dec, &[3]);
+    // Feature 3 has no direction: its "most similar" list was every feature at 0.0000.
+    let out = featdict(&["similar", s(&dict), "3", "--sae", s(&dec)]);
+    assert_clean_error(
+        &out,
+        &[
+            s(&dec),
+            "tensor \"W_dec\"",
+            "feature 3's decoder row is all zeros: it has no direction to compare",
+        ],
+    );
+    // As a candidate it is left out and counted, not listed at 0 above feature 2's -1.
+    let v = ok_json(&["similar", s(&dict), "0", "--sae", s(&dec), "--json"]);
+    let ids: Vec<u64> = v["similar"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2]);
+    assert_eq!(v["zero_rows_skipped"], 1);
+    let text = ok_text(&["similar", s(&dict), "0", "--sae", s(&dec)]);
+    assert!(
+        text.contains("(1 feature skipped: its decoder row is all zeros)"),
+        "{text}"
+    );
+    // Nothing skipped: the count is 0 and the text says nothing.
+    decoder(&dec, &[]);
+    let v = ok_json(&["similar", s(&dict), "0", "--sae", s(&dec), "--json"]);
+    assert_eq!(v["similar"].as_array().unwrap().len(), 3);
+    assert_eq!(v["zero_rows_skipped"], 0);
+    let text = ok_text(&["similar", s(&dict), "0", "--sae", s(&dec)]);
+    assert!(!text.contains("skipped"), "{text}");
+    // Without --sae there is no decoder, and no such key.
+    let v = ok_json(&["similar", s(&dict), "0", "--json"]);
+    assert!(v.get("zero_rows_skipped").is_none(), "{v}");
+    // The logit lens of a zero row would list every token at 0 as "promoted".
+    decoder(&dec, &[3]);
+    let (un, vocab) = token_matrix(tmp.path(), "U.safetensors", "W_U", &TOKEN_ROWS);
+    let logits = |id: &str| {
+        featdict(&[
+            "logits",
+            s(&dict),
+            id,
+            "--sae",
+            s(&dec),
+            "--unembed",
+            s(&un),
+            "--unembed-tensor",
+            "W_U",
+            "--unembed-vocab",
+            s(&vocab),
+            "--json",
+        ])
+    };
+    assert_clean_error(
+        &logits("3"),
+        &[
+            s(&dec),
+            "tensor \"W_dec\"",
+            "feature 3's decoder row is all zeros",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&logits("0").stdout).unwrap();
+    assert_eq!(v["promoted"][0][0], "a");
 }
 
 #[test]

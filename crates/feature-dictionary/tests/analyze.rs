@@ -216,7 +216,9 @@ fn decoder_cosine_neighbours_equal_brute_force() {
             }
         }
         // The one-row query agrees with the blocked GEMM up to summation order.
-        for (a, b) in dirs.similar_to(i, 5).iter().zip(got) {
+        let one = dirs.similar_to(i, 5).unwrap();
+        assert_eq!(one.zero_rows_skipped, 0);
+        for (a, b) in one.similar.iter().zip(got) {
             assert!((a.1 - b.1).abs() < 1e-5, "row {i}");
         }
     }
@@ -228,6 +230,75 @@ fn decoder_cosine_neighbours_equal_brute_force() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("7 features"), "{err}");
+}
+
+/// A feature whose decoder row is all zeros has no direction: asking for its neighbours is
+/// an error naming the file and tensor, and as a candidate it is skipped and counted rather
+/// than listed at cosine 0 (above every negative cosine). All-pairs neighbours leave it out
+/// both ways. A non-finite decoder value is an error naming its row and column.
+#[test]
+fn zero_decoder_rows_have_no_neighbours_and_are_no_neighbours() {
+    // 0 and 1 close, 2 opposite to 0, 3 and 5 all zeros, 4 orthogonal to 0.
+    let m = weights::Matrix {
+        rows: 6,
+        cols: 3,
+        data: vec![
+            1.0, 0.0, 0.0, //
+            0.9, 0.1, 0.0, //
+            -1.0, 0.0, 0.0, //
+            0.0, 0.0, 0.0, //
+            0.0, 0.0, 1.0, //
+            0.0, 0.0, 0.0,
+        ],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sae.safetensors");
+    weights::write_safetensors(&path, &[("W_dec", &m)]).unwrap();
+    let dirs = similar::Directions::load(&path, "W_dec", Some(6)).unwrap();
+    let nb = dirs.similar_to(0, 10).unwrap();
+    let ids: Vec<u32> = nb.similar.iter().map(|p| p.0).collect();
+    assert_eq!(ids, [1, 4, 2]);
+    assert_eq!(nb.zero_rows_skipped, 2);
+    for z in [3, 5] {
+        let e = dirs.similar_to(z, 10).unwrap_err().to_string();
+        assert!(e.contains(path.to_str().unwrap()), "{e}");
+        assert!(
+            e.contains(&format!(
+                "tensor \"W_dec\": feature {z}'s decoder row is all zeros: it has no direction to compare"
+            )),
+            "{e}"
+        );
+    }
+    let e = dirs.similar_to(6, 10).unwrap_err().to_string();
+    assert!(
+        e.contains("feature 6 has no decoder row (there are 6 rows)"),
+        "{e}"
+    );
+    // Built from a matrix, the error has no file to name.
+    let e = similar::Directions::new(m.clone())
+        .similar_to(3, 1)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "feature 3's decoder row is all zeros: it has no direction to compare"
+    );
+    let all = dirs.all_neighbours(10, 2);
+    let ids = |i: usize| -> Vec<u32> { all[i].iter().map(|p| p.0).collect() };
+    assert_eq!(ids(0), [1, 4, 2]);
+    assert_eq!(ids(2), [4, 1, 0]);
+    assert!(ids(3).is_empty() && ids(5).is_empty());
+    let mut nan = m;
+    nan.data[4 * 3 + 1] = f32::NAN;
+    weights::write_safetensors(&path, &[("W_dec", &nan)]).unwrap();
+    let e = similar::Directions::load(&path, "W_dec", Some(6))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(path.to_str().unwrap()), "{e}");
+    assert!(
+        e.contains("tensor \"W_dec\" [6, 3] holds NaN at row 4, column 1"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -313,3 +313,22 @@ fn nonfinite_embeddings_are_errors_naming_file_tensor_and_row() {
         "{e}"
     );
 }
+
+/// A token whose embedding row is all zeros has no direction: it is left out like a token
+/// without an embedding (a cosine of 0 with everything made it a cluster of its own), and
+/// a zero decoder direction has no logit lens.
+#[test]
+fn zero_rows_and_directions_have_no_direction() {
+    let toks = tokens();
+    let mut m = embedding_matrix();
+    m.data[5 * D..6 * D].fill(0.0);
+    let emb = TokenEmbeddings::new(m, toks.clone()).unwrap();
+    assert!(emb.get(&toks[5]).is_none() && emb.id(&toks[5]).is_none());
+    assert_eq!(emb.id(&toks[6]), Some(6));
+    let un = Unembedding::new(embedding_matrix(), toks).unwrap();
+    let e = un.lens(3, &[0.0; D], 4).unwrap_err().to_string();
+    assert!(
+        e.contains("feature 3's decoder direction is all zeros"),
+        "{e}"
+    );
+}

@@ -30,6 +30,10 @@ pub struct TokenEmbeddings {
 
 impl TokenEmbeddings {
     /// From a matrix and the token string of each row (already decoded text).
+    ///
+    /// A token whose row is all zeros has no direction (some models leave unused or padding
+    /// tokens at zero): it is left out, as a token without an embedding is, rather than
+    /// given a cosine of 0 with everything, which would make it a cluster of its own.
     pub fn new(matrix: Matrix, tokens: Vec<String>) -> Result<Self> {
         if tokens.len() != matrix.rows {
             return Err(Error::Invalid(format!(
@@ -38,11 +42,13 @@ impl TokenEmbeddings {
                 tokens.len()
             )));
         }
+        let unit = super::similar::Directions::new(matrix).unit;
         let mut index = HashMap::with_capacity(tokens.len());
         for (i, t) in tokens.into_iter().enumerate() {
-            index.entry(t).or_insert(i);
+            if unit.row(i).iter().any(|&v| v != 0.0) {
+                index.entry(t).or_insert(i);
+            }
         }
-        let unit = super::similar::Directions::new(matrix).unit;
         Ok(Self { index, unit })
     }
 

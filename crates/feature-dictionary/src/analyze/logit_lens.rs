@@ -64,13 +64,19 @@ impl Unembedding {
         Self::new(m, tokens)
     }
 
-    /// The logit lens of feature `id` with decoder direction `direction` (length d).
+    /// The logit lens of feature `id` with decoder direction `direction` (length d). An
+    /// all-zero direction is an error: every token would score 0 and be listed as promoted.
     pub fn lens(&self, id: u64, direction: &[f32], k: usize) -> Result<LogitLens> {
         if direction.len() != self.matrix.cols {
             return Err(Error::Invalid(format!(
                 "decoder direction has {} dimensions but the unembedding has {}",
                 direction.len(),
                 self.matrix.cols
+            )));
+        }
+        if direction.iter().all(|&v| v == 0.0) {
+            return Err(Error::Invalid(format!(
+                "feature {id}'s decoder direction is all zeros: it promotes and suppresses no token"
             )));
         }
         let scores: Vec<f32> = (0..self.matrix.rows)

@@ -10,7 +10,7 @@
 //!   index over the tokens of the top-20 examples).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::weights::{read_safetensors_matrix, Matrix};
 use crate::dictionary::FeatureDictionary;
@@ -25,6 +25,18 @@ const BLOCK: usize = 256;
 pub struct Directions {
     /// `[features, d]`, rows of norm 1 (zero rows stay zero).
     pub unit: Matrix,
+    /// The file and tensor the rows came from, for errors about a row.
+    source: Option<(PathBuf, String)>,
+}
+
+/// The neighbours of one feature by decoder cosine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Neighbours {
+    /// `(feature, cosine)`, best first, ties by smaller id.
+    pub similar: Vec<(u32, f32)>,
+    /// Features left out because their decoder row is all zeros: with no direction, their
+    /// cosine with everything would be a meaningless 0.
+    pub zero_rows_skipped: usize,
 }
 
 impl Directions {
@@ -37,11 +49,15 @@ impl Directions {
                 row.iter_mut().for_each(|v| *v = (*v as f64 / norm) as f32);
             }
         }
-        Self { unit: m }
+        Self {
+            unit: m,
+            source: None,
+        }
     }
 
-    /// Loads tensor `name` (e.g. `W_dec`) from a safetensors file; `n_features` (when known)
-    /// picks the orientation: a `[d, F]` tensor is transposed.
+    /// Loads tensor `name` (e.g. `W_dec`) from a safetensors file (every value finite);
+    /// `n_features` (when known) picks the orientation: a `[d, F]` tensor is transposed.
+    /// Errors about a row then name the file and tensor.
     pub fn load(path: &Path, name: &str, n_features: Option<usize>) -> Result<Self> {
         let m = read_safetensors_matrix(path, name)?;
         let m = match n_features {
@@ -58,7 +74,10 @@ impl Directions {
             }
             None => m,
         };
-        Ok(Self::new(m))
+        Ok(Self {
+            source: Some((path.to_path_buf(), name.to_string())),
+            ..Self::new(m)
+        })
     }
 
     /// Number of features.
@@ -71,11 +90,51 @@ impl Directions {
         self.unit.rows == 0
     }
 
-    /// The `k` features whose directions are closest to feature `id` (self excluded).
-    pub fn similar_to(&self, id: usize, k: usize) -> Vec<(u32, f32)> {
+    /// Whether feature `i`'s row is all zeros (no direction).
+    fn is_zero(&self, i: usize) -> bool {
+        self.unit.row(i).iter().all(|&v| v == 0.0)
+    }
+
+    /// The `k` features whose directions are closest to feature `id` (self excluded), and
+    /// how many features were left out for having an all-zero row. An `id` beyond the rows,
+    /// or whose own row is all zeros, is an error.
+    pub fn similar_to(&self, id: usize, k: usize) -> Result<Neighbours> {
+        if id >= self.len() {
+            return Err(self.error(format!(
+                "feature {id} has no decoder row (there are {} rows)",
+                self.len()
+            )));
+        }
+        if self.is_zero(id) {
+            return Err(self.error(format!(
+                "feature {id}'s decoder row is all zeros: it has no direction to compare"
+            )));
+        }
         let q = self.unit.row(id);
-        let scores: Vec<f32> = (0..self.len()).map(|j| dot(q, self.unit.row(j))).collect();
-        top_k(&scores, id, k)
+        let mut zero_rows_skipped = 0;
+        let scores: Vec<f32> = (0..self.len())
+            .map(|j| {
+                if self.is_zero(j) {
+                    zero_rows_skipped += 1;
+                    // top_k leaves non-finite scores out.
+                    f32::NAN
+                } else {
+                    dot(q, self.unit.row(j))
+                }
+            })
+            .collect();
+        Ok(Neighbours {
+            similar: top_k(&scores, id, k),
+            zero_rows_skipped,
+        })
+    }
+
+    /// An error about this matrix, naming its file and tensor when it was loaded from one.
+    fn error(&self, message: String) -> Error {
+        match &self.source {
+            Some((path, name)) => Error::format(path, format!("tensor {name:?}: {message}")),
+            None => Error::Invalid(message),
+        }
     }
 
     /// Every feature's `k` nearest neighbours by cosine (self excluded), best first,
@@ -86,12 +145,18 @@ impl Directions {
     /// row's and the column's bounded top-k list — half the flops of the full product.
     /// Blocks are dealt round-robin to threads (later blocks are shorter); each thread keeps
     /// its own top-k lists, merged at the end.
+    ///
+    /// A feature whose row is all zeros has no direction: it gets no neighbours and is no
+    /// one's neighbour (its cosine of 0 with everything would rank it among the nearest of
+    /// features that have no closer partner).
     pub fn all_neighbours(&self, k: usize, threads: usize) -> Vec<Vec<(u32, f32)>> {
         let n = self.len();
         let d = self.unit.cols;
         if n == 0 || k == 0 {
             return vec![Vec::new(); n];
         }
+        let zero: Vec<bool> = (0..n).map(|i| self.is_zero(i)).collect();
+        let zero = &zero;
         let n_blocks = n.div_ceil(BLOCK);
         let threads = threads.clamp(1, n_blocks);
         let a = &self.unit.data;
@@ -138,7 +203,7 @@ impl Directions {
                                 let line = &tile[r * cols..(r + 1) * cols];
                                 for (c, &s) in line.iter().enumerate() {
                                     let j = r0 + c;
-                                    if j == i || !s.is_finite() {
+                                    if j == i || !s.is_finite() || zero[i] || zero[j] {
                                         continue;
                                     }
                                     rows[i].offer(k, s, j as u32);
