@@ -145,9 +145,14 @@ pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
 pub fn cmd_correlated(a: CorrelatedArgs) -> Result<()> {
     let dict = crate::commands::load(&a.dict)?;
     check_id(&dict, &a.dict, a.id)?;
+    let Some(m) = correlation::method(&dict) else {
+        bail!(
+            "{}: this dictionary holds no co-activation data; rebuild it with --correlation exact (≤ 4,096 features) or --correlation sketch",
+            a.dict.display()
+        );
+    };
     let mut rows = correlation::correlated(&dict, a.id, a.min)?;
     rows.truncate(a.n);
-    let m = correlation::method(&dict).expect("checked by correlated");
     if a.json {
         let v: Vec<_> = rows
             .iter()
@@ -239,6 +244,17 @@ pub fn cmd_logits(a: LogitsArgs) -> Result<()> {
         a.unembed_tensor.as_deref(),
         a.unembed_vocab.as_deref(),
     )?;
+    if direction.len() != un.matrix.cols {
+        bail!(
+            "{}: tensor {:?} has {}-dimensional decoder rows but the unembedding {} has {}-dimensional token rows ({} tokens); both must come from the same model",
+            sae.display(),
+            a.tensor,
+            direction.len(),
+            a.unembed.display(),
+            un.matrix.cols,
+            un.matrix.rows
+        );
+    }
     let lens = un.lens(a.id, direction, a.n)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&lens)?);

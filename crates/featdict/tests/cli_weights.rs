@@ -1,6 +1,7 @@
 //! Weight inputs of the analysis commands and `build --sae`, through the binary: non-finite
 //! SAE weights, decoders, unembeddings and embeddings are errors naming the file, the tensor
-//! and the element; all-zero decoder rows are refused as queries and skipped as neighbours.
+//! and the element; all-zero decoder rows are refused as queries and skipped as neighbours;
+//! shape mismatches name every file involved.
 
 mod common;
 use common::*;
@@ -336,4 +337,71 @@ fn nonfinite_unembedding_and_embedding_rows_are_errors_naming_file_tensor_and_ro
     ]);
     assert_clean_error(&out, &needles);
     assert!(!labeled.exists());
+}
+
+#[test]
+fn shape_mismatches_name_every_file_involved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dict = small_dict(tmp.path(), "d", None, &[]);
+    let dec = tmp.path().join("dec.safetensors");
+    decoder(&dec, &[]);
+    let (un, _) = token_matrix(tmp.path(), "U.safetensors", "W_U", &TOKEN_ROWS);
+    let short = tmp.path().join("short.json");
+    std::fs::write(&short, r#"["a","b","c","d"]"#).unwrap();
+    let logits = |un: &Path, vocab: &Path| {
+        featdict(&[
+            "logits",
+            s(&dict),
+            "0",
+            "--sae",
+            s(&dec),
+            "--unembed",
+            s(un),
+            "--unembed-tensor",
+            "W_U",
+            "--unembed-vocab",
+            s(vocab),
+        ])
+    };
+    assert_clean_error(
+        &logits(&un, &short),
+        &[s(&un), s(&short), "5×3", "4 tokens"],
+    );
+    // A [5, 2] unembedding of another model: 2-dimensional rows against 3.
+    let narrow = tmp.path().join("narrow.safetensors");
+    write_safetensors(&narrow, &[("W_U", &matrix(5, 2, &[1.0; 10]))]).unwrap();
+    let vocab = tmp.path().join("vocab.json");
+    assert_clean_error(
+        &logits(&narrow, &vocab),
+        &[
+            s(&dec),
+            "\"W_dec\"",
+            "3-dimensional",
+            s(&narrow),
+            "2-dimensional",
+        ],
+    );
+    let (emb, _) = token_matrix(
+        tmp.path(),
+        "E.safetensors",
+        "token_embd.weight",
+        &TOKEN_ROWS,
+    );
+    let out = featdict(&[
+        "polysemantic",
+        s(&dict),
+        "--embeddings",
+        s(&emb),
+        "--embedding-vocab",
+        s(&short),
+    ]);
+    assert_clean_error(&out, &[s(&emb), s(&short), "5×3", "4 tokens"]);
+}
+
+#[test]
+fn correlated_names_the_dictionary_without_co_activation_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dict = small_dict(tmp.path(), "d", None, &[]);
+    let out = featdict(&["correlated", s(&dict), "0"]);
+    assert_clean_error(&out, &[s(&dict), "no co-activation data", "--correlation"]);
 }

@@ -314,6 +314,49 @@ fn nonfinite_embeddings_are_errors_naming_file_tensor_and_row() {
     );
 }
 
+/// A matrix and a vocabulary of different sizes: the error names both files.
+#[test]
+fn vocabulary_size_mismatches_name_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("emb.safetensors");
+    weights::write_safetensors(&st, &[("embeddings", &embedding_matrix())]).unwrap();
+    let vocab = dir.path().join("short.json");
+    std::fs::write(&vocab, serde_json::to_string(&tokens()[1..]).unwrap()).unwrap();
+    let e = TokenEmbeddings::load(&st, None, Some(&vocab))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(st.to_str().unwrap())
+            && e.contains(&format!(
+                "the embedding matrix is 15×32 but the vocabulary {} has 14 tokens",
+                vocab.display()
+            )),
+        "{e}"
+    );
+    let e = Unembedding::load(&st, None, Some(&vocab))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(st.to_str().unwrap())
+            && e.contains(&format!(
+                "the unembedding is 15×32 but the vocabulary {} has 14 tokens",
+                vocab.display()
+            )),
+        "{e}"
+    );
+    // A GGUF file's vocabulary is its own token list.
+    let g = dir.path().join("short.gguf");
+    write_gguf(&g, &tokens()[1..], &embedding_matrix(), 0);
+    let e = TokenEmbeddings::load(&g, None, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("its tokenizer.ggml.tokens list has 14 tokens"),
+        "{e}"
+    );
+}
+
 /// A token whose embedding row is all zeros has no direction: it is left out like a token
 /// without an embedding (a cosine of 0 with everything made it a cluster of its own), and
 /// a zero decoder direction has no logit lens.

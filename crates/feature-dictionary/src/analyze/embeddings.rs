@@ -42,6 +42,11 @@ impl TokenEmbeddings {
                 tokens.len()
             )));
         }
+        Ok(Self::indexed(matrix, tokens))
+    }
+
+    /// Normalises the rows and indexes the tokens (the lengths agree).
+    fn indexed(matrix: Matrix, tokens: Vec<String>) -> Self {
         let unit = super::similar::Directions::new(matrix).unit;
         let mut index = HashMap::with_capacity(tokens.len());
         for (i, t) in tokens.into_iter().enumerate() {
@@ -49,14 +54,39 @@ impl TokenEmbeddings {
                 index.entry(t).or_insert(i);
             }
         }
-        Ok(Self { index, unit })
+        Self { index, unit }
     }
 
     /// Loads embeddings from `path` (`.gguf`, or `.safetensors` with `vocab`).
     pub fn load(path: &Path, tensor: Option<&str>, vocab: Option<&Path>) -> Result<Self> {
         let (m, tokens) = load_token_matrix(path, tensor, &["token_embd.weight"], vocab)?;
-        Self::new(m, tokens)
+        if tokens.len() != m.rows {
+            return Err(Error::format(
+                path,
+                format!(
+                    "the embedding matrix is {}×{} but {} has {} tokens; expected one row per token",
+                    m.rows,
+                    m.cols,
+                    vocab_source(path, vocab),
+                    tokens.len()
+                ),
+            ));
+        }
+        Ok(Self::indexed(m, tokens))
     }
+}
+
+/// Where the token strings of the matrix in `path` come from, for messages: the `vocab`
+/// file, or a GGUF file's own token list.
+pub(crate) fn vocab_source(path: &Path, vocab: Option<&Path>) -> String {
+    match vocab {
+        Some(v) if !is_gguf(path) => format!("the vocabulary {}", v.display()),
+        _ => "its tokenizer.ggml.tokens list".to_string(),
+    }
+}
+
+fn is_gguf(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()) == Some("gguf")
 }
 
 /// A `[vocab, d]` matrix and the decoded token string of each row, from a GGUF file (tensor
@@ -69,7 +99,7 @@ pub fn load_token_matrix(
     vocab: Option<&Path>,
 ) -> Result<(Matrix, Vec<String>)> {
     {
-        if path.extension().and_then(|e| e.to_str()) == Some("gguf") {
+        if is_gguf(path) {
             let g = Gguf::open(path)?;
             let tokens = g.tokens.clone().ok_or_else(|| {
                 Error::format(path, "GGUF file has no tokenizer.ggml.tokens list")

@@ -34,17 +34,22 @@ pub struct Unembedding {
 impl Unembedding {
     /// Checks shapes (a `[d, vocab]` matrix is transposed).
     pub fn new(matrix: Matrix, tokens: Vec<String>) -> Result<Self> {
+        Self::oriented(matrix, tokens).map_err(|(shape, n)| {
+            Error::Invalid(format!(
+                "unembedding is {shape} but the vocabulary has {n} tokens"
+            ))
+        })
+    }
+
+    /// The unembedding with one row per token, or its shape and the vocabulary size when
+    /// neither dimension is the vocabulary's.
+    fn oriented(matrix: Matrix, tokens: Vec<String>) -> std::result::Result<Self, (String, usize)> {
         let matrix = if matrix.rows == tokens.len() {
             matrix
         } else if matrix.cols == tokens.len() {
             matrix.transposed()
         } else {
-            return Err(Error::Invalid(format!(
-                "unembedding is {}×{} but the vocabulary has {} tokens",
-                matrix.rows,
-                matrix.cols,
-                tokens.len()
-            )));
+            return Err((format!("{}×{}", matrix.rows, matrix.cols), tokens.len()));
         };
         Ok(Self { matrix, tokens })
     }
@@ -61,7 +66,15 @@ impl Unembedding {
             &["output.weight", "token_embd.weight"],
             vocab,
         )?;
-        Self::new(m, tokens)
+        Self::oriented(m, tokens).map_err(|(shape, n)| {
+            Error::format(
+                path,
+                format!(
+                    "the unembedding is {shape} but {} has {n} tokens; one of its dimensions must be the vocabulary size",
+                    super::embeddings::vocab_source(path, vocab)
+                ),
+            )
+        })
     }
 
     /// The logit lens of feature `id` with decoder direction `direction` (length d). An
@@ -69,7 +82,7 @@ impl Unembedding {
     pub fn lens(&self, id: u64, direction: &[f32], k: usize) -> Result<LogitLens> {
         if direction.len() != self.matrix.cols {
             return Err(Error::Invalid(format!(
-                "decoder direction has {} dimensions but the unembedding has {}",
+                "feature {id}'s decoder direction has {} dimensions but the unembedding has {}",
                 direction.len(),
                 self.matrix.cols
             )));
