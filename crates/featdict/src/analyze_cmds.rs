@@ -26,8 +26,8 @@ pub struct SimilarArgs {
     /// Decoder tensor name in --sae ([d_sae, d_in] or [d_in, d_sae]).
     #[arg(long, default_value = "W_dec", requires = "sae")]
     tensor: String,
-    /// Neighbours shown.
-    #[arg(short = 'n', long = "count", default_value_t = 10)]
+    /// Neighbours shown (at least 1).
+    #[arg(short = 'n', long = "count", default_value_t = 10, value_parser = crate::commands::at_least_one)]
     n: usize,
     /// Machine-readable output.
     #[arg(long)]
@@ -44,8 +44,8 @@ pub struct CorrelatedArgs {
     /// Smallest correlation shown (only positive correlations are stored).
     #[arg(long, default_value_t = 0.0)]
     min: f64,
-    /// Partners shown.
-    #[arg(short = 'n', long = "count", default_value_t = 10)]
+    /// Partners shown (at least 1).
+    #[arg(short = 'n', long = "count", default_value_t = 10, value_parser = crate::commands::at_least_one)]
     n: usize,
     /// Machine-readable output.
     #[arg(long)]
@@ -202,8 +202,8 @@ pub struct LogitsArgs {
     /// Token strings of a safetensors unembedding: tokenizer.json or a JSON list.
     #[arg(long)]
     unembed_vocab: Option<PathBuf>,
-    /// Tokens shown each way.
-    #[arg(short = 'n', long = "count", default_value_t = 10)]
+    /// Tokens shown each way (at least 1).
+    #[arg(short = 'n', long = "count", default_value_t = 10, value_parser = crate::commands::at_least_one)]
     n: usize,
     /// Machine-readable output.
     #[arg(long)]

@@ -269,8 +269,8 @@ struct TopArgs {
     /// Metric: activation_count, max_activation or frequency.
     #[arg(long, default_value = "activation_count")]
     by: TopBy,
-    /// Number of features.
-    #[arg(short = 'n', long = "count", default_value_t = 10)]
+    /// Number of features (at least 1).
+    #[arg(short = 'n', long = "count", default_value_t = 10, value_parser = at_least_one)]
     n: usize,
     /// Machine-readable output.
     #[arg(long)]
@@ -582,8 +582,9 @@ struct SearchArgs {
     json: bool,
 }
 
-/// A count that must be positive.
-fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+/// A count of results to show, which must be positive: with 0, a list would print as
+/// empty ("no match", "none") whatever the dictionary holds.
+pub(crate) fn at_least_one(s: &str) -> std::result::Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),

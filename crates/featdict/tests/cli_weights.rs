@@ -1,7 +1,7 @@
 //! Weight inputs of the analysis commands and `build --sae`, through the binary: non-finite
 //! SAE weights, decoders, unembeddings and embeddings are errors naming the file, the tensor
 //! and the element; all-zero decoder rows are refused as queries and skipped as neighbours;
-//! shape mismatches name every file involved.
+//! shape mismatches name every file involved; result counts of 0 are refused.
 
 mod common;
 use common::*;
@@ -24,6 +24,14 @@ fn ok_text(args: &[&str]) -> String {
     let out = featdict(args);
     assert_success(&out);
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// A clap usage error (exit code 2) holding `needle`.
+fn usage_error(args: &[&str], needle: &str) {
+    let out = featdict(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
 }
 
 fn matrix(rows: usize, cols: usize, data: &[f32]) -> Matrix {
@@ -404,4 +412,38 @@ fn correlated_names_the_dictionary_without_co_activation_data() {
     let dict = small_dict(tmp.path(), "d", None, &[]);
     let out = featdict(&["correlated", s(&dict), "0"]);
     assert_clean_error(&out, &[s(&dict), "no co-activation data", "--correlation"]);
+}
+
+/// `-n 0` showed an empty list ("none with correlation >= 0" for `correlated`) whatever the
+/// dictionary holds; every result count refuses it, as `search -n 0` does.
+#[test]
+fn result_counts_of_zero_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dict = small_dict(tmp.path(), "c", None, &["--correlation", "exact"]);
+    let dec = tmp.path().join("dec.safetensors");
+    decoder(&dec, &[]);
+    let (un, vocab) = token_matrix(tmp.path(), "U.safetensors", "W_U", &TOKEN_ROWS);
+    let d = s(&dict);
+    for args in [
+        vec!["correlated", d, "0"],
+        vec!["similar", d, "0"],
+        vec!["similar", d, "0", "--sae", s(&dec)],
+        vec!["top", d],
+        vec![
+            "logits",
+            d,
+            "0",
+            "--sae",
+            s(&dec),
+            "--unembed",
+            s(&un),
+            "--unembed-tensor",
+            "W_U",
+            "--unembed-vocab",
+            s(&vocab),
+        ],
+    ] {
+        usage_error(&[&args[..], &["-n", "0"]].concat(), "must be at least 1");
+        assert_success(&featdict(&[&args[..], &["-n", "1"]].concat()));
+    }
 }
