@@ -73,12 +73,7 @@ fn sae_weights(path: &std::path::Path) -> Result<PathBuf> {
 
 fn check_id(dict: &FeatureDictionary, path: &std::path::Path, id: u64) -> Result<()> {
     if dict.get(id).is_none() {
-        bail!(
-            "feature {id} is not in {} (it holds {} features, ids 0..{})",
-            path.display(),
-            dict.feature_set.len(),
-            dict.num_features()
-        );
+        bail!(crate::commands::not_in_dict(dict, path, id));
     }
     Ok(())
 }

@@ -296,26 +296,14 @@ pub fn run(cli: Cli) -> Result<()> {
             // One row from the native file, without loading the dictionary.
             let r = store::fdict::FdictReader::open(&a.dict)?;
             let Some(f) = r.feature(a.id)? else {
-                bail!(
-                    "feature {} is not in {} (it holds {} features, ids 0..{})",
-                    a.id,
-                    a.dict.display(),
-                    r.statistics().total_features,
-                    r.summary().num_features
-                );
+                bail!(not_in_fdict(&r, &a.dict, a.id));
             };
             print::feature(&f, a.examples, a.json)
         }
         Command::Show(a) => {
             let dict = load(&a.dict)?;
             let Some(f) = dict.get(a.id) else {
-                bail!(
-                    "feature {} is not in {} (it holds {} features, ids 0..{})",
-                    a.id,
-                    a.dict.display(),
-                    dict.feature_set.len(),
-                    dict.num_features()
-                );
+                bail!(not_in_dict(&dict, &a.dict, a.id));
             };
             print::feature(f, a.examples, a.json)
         }
@@ -346,6 +334,65 @@ pub fn run(cli: Cli) -> Result<()> {
 
 pub(crate) fn load(path: &Path) -> Result<FeatureDictionary> {
     store::load(path).with_context(|| format!("cannot read dictionary {}", path.display()))
+}
+
+/// Why feature `id` is not in the dictionary file `path`, which stores `stored` of the SAE's
+/// `num_features` features (`dropped`: `build --drop-dead` left it out). Every command that
+/// looks a feature up says it in these words. A dropped id lies inside "ids 0..N", so
+/// without the reason the message would contradict itself.
+pub(crate) fn feature_not_found(
+    path: &Path,
+    id: u64,
+    stored: usize,
+    num_features: usize,
+    dropped: bool,
+) -> String {
+    let path = path.display();
+    if dropped {
+        format!(
+            "feature {id} is dead (it never fired) and was dropped from {path} at build time (--drop-dead); it holds {stored} of the {num_features} features"
+        )
+    } else if id < num_features as u64 {
+        format!(
+            "feature {id} is not stored in {path} (it holds {stored} of the {num_features} features, ids 0..{num_features})"
+        )
+    } else {
+        format!("feature {id} is not in {path} (it holds {stored} features, ids 0..{num_features})")
+    }
+}
+
+/// [`feature_not_found`] for a dictionary in memory.
+pub(crate) fn not_in_dict(dict: &FeatureDictionary, path: &Path, id: u64) -> String {
+    let dropped = dict.feature_set.metadata.omitted_features.contains(&id);
+    feature_not_found(
+        path,
+        id,
+        dict.feature_set.len(),
+        dict.num_features(),
+        dropped,
+    )
+}
+
+/// [`feature_not_found`] for an open `.fdict`.
+pub(crate) fn not_in_fdict(r: &store::fdict::FdictReader, path: &Path, id: u64) -> String {
+    let s = r.summary();
+    let dropped = id < s.num_features as u64 && fdict_omitted(r).contains(&id);
+    feature_not_found(path, id, s.stored_features, s.num_features, dropped)
+}
+
+/// The ids `build --drop-dead` left out of a `.fdict`, from the feature set it stores in its
+/// `meta` table (read only to explain a missing feature, so a failure reads as "none").
+fn fdict_omitted(r: &store::fdict::FdictReader) -> Vec<u64> {
+    r.connection()
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'feature_set'",
+            [],
+            |row| row.get::<_, String>(0),
+        )
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| serde_json::from_value(v["metadata"]["omitted_features"].clone()).ok())
+        .unwrap_or_default()
 }
 
 fn cmd_build(a: BuildArgs) -> Result<()> {

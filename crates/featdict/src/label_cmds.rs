@@ -134,14 +134,10 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
             let mut reader = store::fdict::FdictReader::open_rw(&a.dict)
                 .with_context(|| format!("cannot read dictionary {}", a.dict.display()))?;
             let total = reader.summary().total_tokens_processed;
-            let (stored, num_features) = (
-                reader.summary().stored_features,
-                reader.summary().num_features,
-            );
             let edited =
                 reader.edit_labels(id, "no label was changed", |f| edit_manual(&a, f, total))?;
             let Some((f, what)) = edited else {
-                bail!(not_stored(&a, id, stored, num_features));
+                bail!(crate::commands::not_in_fdict(&reader, &a.dict, id));
             };
             (f.labels, what)
         } else {
@@ -149,10 +145,10 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
                 crate::commands::load(&a.dict)
             })?;
             let total = dict.feature_set.total_tokens_processed;
-            let (stored, num_features) = (dict.feature_set.len(), dict.num_features());
-            let Some(f) = dict.feature_set.features.get_mut(&id) else {
-                bail!(not_stored(&a, id, stored, num_features));
-            };
+            if dict.get(id).is_none() {
+                bail!(crate::commands::not_in_dict(&dict, &a.dict, id));
+            }
+            let f = dict.feature_set.features.get_mut(&id).expect("checked");
             let what = edit_manual(&a, f, total)?;
             let labels = f.labels.clone();
             with_status(format!("writing {}", out.display()), || {
@@ -237,14 +233,6 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
     Ok(())
 }
 
-/// Why feature `id` cannot be labeled: DICT does not hold it.
-fn not_stored(a: &LabelArgs, id: u64, stored: usize, num_features: usize) -> String {
-    format!(
-        "feature {id} is not in {} (it holds {stored} features, ids 0..{num_features})",
-        a.dict.display(),
-    )
-}
-
 /// `--set TEXT` or `--clear-manual` on one feature (then described anew: the description
 /// names its best labels); says what it did.
 fn edit_manual(
@@ -299,12 +287,7 @@ fn label_features(
 ) -> Result<label::LabelReport> {
     if let Some(id) = a.id {
         if !dict.feature_set.features.contains_key(&id) {
-            bail!(not_stored(
-                a,
-                id,
-                dict.feature_set.len(),
-                dict.num_features()
-            ));
+            bail!(crate::commands::not_in_dict(dict, &a.dict, id));
         }
     }
     let mut options = LabelOptions {

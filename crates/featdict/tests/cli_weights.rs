@@ -1,7 +1,8 @@
 //! Weight inputs of the analysis commands and `build --sae`, through the binary: non-finite
 //! SAE weights, decoders, unembeddings and embeddings are errors naming the file, the tensor
 //! and the element; all-zero decoder rows are refused as queries and skipped as neighbours;
-//! shape mismatches name every file involved; result counts of 0 are refused.
+//! shape mismatches name every file involved; result counts of 0 are refused; a dropped dead
+//! feature is named as such.
 
 mod common;
 use common::*;
@@ -446,4 +447,58 @@ fn result_counts_of_zero_are_refused() {
         usage_error(&[&args[..], &["-n", "0"]].concat(), "must be at least 1");
         assert_success(&featdict(&[&args[..], &["-n", "1"]].concat()));
     }
+}
+
+/// A feature `build --drop-dead` left out was reported as "not in dd.json (it holds 3
+/// features, ids 0..4)", which reads as a contradiction; every command now says it is
+/// dead and was dropped.
+#[test]
+fn a_dropped_dead_feature_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = small_dict(tmp.path(), "dd", Some(2), &["--drop-dead"]);
+    let fdict = tmp.path().join("dd.fdict");
+    assert_success(&featdict(&["import", s(&json), "--out", s(&fdict)]));
+    let dec = tmp.path().join("dec.safetensors");
+    decoder(&dec, &[]);
+    for d in [&json, &fdict] {
+        let dead = [
+            "feature 2 is dead (it never fired) and was dropped from",
+            s(d),
+            "at build time (--drop-dead); it holds 3 of the 4 features",
+        ];
+        let out_of_range = ["feature 9 is not in", s(d), "ids 0..4"];
+        for cmd in [
+            vec!["show", s(d)],
+            vec!["similar", s(d)],
+            vec!["similar", s(d), "--sae", s(&dec)],
+            vec!["correlated", s(d)],
+            vec!["label", s(d), "--set", "x"],
+        ] {
+            // The id goes right after DICT.
+            let with = |id: &str| {
+                let mut v = cmd.clone();
+                v.insert(2, id);
+                featdict(&v)
+            };
+            assert_clean_error(&with("2"), &dead);
+            assert_clean_error(&with("9"), &out_of_range);
+        }
+        assert_clean_error(&featdict(&["compare", s(d), "0", "2"]), &dead);
+        assert_success(&featdict(&["show", s(d), "1"]));
+    }
+    // Absent without a record of why (a file another tool wrote): in range, but not stored.
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    v["feature_set"]["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("omitted_features");
+    std::fs::write(&json, serde_json::to_vec(&v).unwrap()).unwrap();
+    assert_clean_error(
+        &featdict(&["show", s(&json), "2"]),
+        &[
+            "feature 2 is not stored in",
+            s(&json),
+            "(it holds 3 of the 4 features, ids 0..4)",
+        ],
+    );
 }
