@@ -203,7 +203,12 @@ impl Directions {
                                 let line = &tile[r * cols..(r + 1) * cols];
                                 for (c, &s) in line.iter().enumerate() {
                                     let j = r0 + c;
-                                    if j == i || !s.is_finite() || zero[i] || zero[j] {
+                                    // A zero row scores exactly 0 with every row, so
+                                    // only such scores need the (rarely true) row test.
+                                    if j == i
+                                        || !s.is_finite()
+                                        || (s == 0.0 && (zero[i] || zero[j]))
+                                    {
                                         continue;
                                     }
                                     rows[i].offer(k, s, j as u32);
