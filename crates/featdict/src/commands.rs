@@ -376,23 +376,10 @@ pub(crate) fn not_in_dict(dict: &FeatureDictionary, path: &Path, id: u64) -> Str
 /// [`feature_not_found`] for an open `.fdict`.
 pub(crate) fn not_in_fdict(r: &store::fdict::FdictReader, path: &Path, id: u64) -> String {
     let s = r.summary();
-    let dropped = id < s.num_features as u64 && fdict_omitted(r).contains(&id);
+    // Read only to explain a missing feature: a failure reads as "none dropped".
+    let dropped =
+        id < s.num_features as u64 && r.omitted_features().unwrap_or_default().contains(&id);
     feature_not_found(path, id, s.stored_features, s.num_features, dropped)
-}
-
-/// The ids `build --drop-dead` left out of a `.fdict`, from the feature set it stores in its
-/// `meta` table (read only to explain a missing feature, so a failure reads as "none").
-fn fdict_omitted(r: &store::fdict::FdictReader) -> Vec<u64> {
-    r.connection()
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'feature_set'",
-            [],
-            |row| row.get::<_, String>(0),
-        )
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|v| serde_json::from_value(v["metadata"]["omitted_features"].clone()).ok())
-        .unwrap_or_default()
 }
 
 fn cmd_build(a: BuildArgs) -> Result<()> {

@@ -904,6 +904,31 @@ impl FdictReader {
             .map_err(|e| self.err("cannot read meta", e))
     }
 
+    /// The ids `build --drop-dead` left out of the file (listed in its feature set's
+    /// metadata), to explain a missing feature; empty when none were.
+    pub fn omitted_features(&self) -> Result<Vec<u64>> {
+        #[derive(Deserialize, Default)]
+        struct Shell {
+            #[serde(default)]
+            metadata: ShellMetadata,
+        }
+        #[derive(Deserialize, Default)]
+        struct ShellMetadata {
+            #[serde(default)]
+            omitted_features: Vec<u64>,
+        }
+        let Some(text) = self.meta_value("feature_set")? else {
+            return Ok(Vec::new());
+        };
+        let shell: Shell = serde_json::from_str(&text).map_err(|e| {
+            Error::format(
+                &self.path,
+                format!("meta feature_set is not a feature set: {e}"),
+            )
+        })?;
+        Ok(shell.metadata.omitted_features)
+    }
+
     /// Records `value` under `key` in the `meta` table, for other programs' notes about
     /// the file (such as which file it was converted from). The dictionary's own keys,
     /// which the other methods keep consistent with its rows, are refused.
