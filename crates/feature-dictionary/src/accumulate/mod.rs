@@ -294,29 +294,48 @@ impl Accumulator {
             )));
         }
         // Phase 1 changes nothing: every part transposes its features of the batch (and
-        // looks for non-finite values when asked to refuse them).
+        // looks for non-finite values when asked to refuse them). Phase 2, unless they
+        // refuse the batch, replays it. Each part runs both phases on one thread, which
+        // waits for the others between them, so its transposed batch stays in its caches.
+        let settings = &self.settings;
         let found = if self.parts.len() == 1 {
-            self.parts[0].prepare(batch, refuse_nonfinite)
+            let part = &mut self.parts[0];
+            let found = part.prepare(batch, refuse_nonfinite);
+            match found {
+                Some(_) => part.discard_prepared(),
+                None => part.replay_prepared(batch, settings),
+            }
+            found
         } else {
+            let prepared = std::sync::Barrier::new(self.parts.len());
+            let found = std::sync::Mutex::new(None);
+            let run = |part: &mut FeatureRange| {
+                let mine = part.prepare(batch, refuse_nonfinite);
+                {
+                    let mut all = found.lock().unwrap_or_else(|e| e.into_inner());
+                    *all = NonFiniteValues::combine(*all, mine);
+                }
+                prepared.wait();
+                // Every part's finding is in by now: all parts decide alike.
+                let refused = found.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+                if refused {
+                    part.discard_prepared();
+                } else {
+                    part.replay_prepared(batch, settings);
+                }
+            };
             std::thread::scope(|scope| {
                 let mut parts = self.parts.iter_mut();
                 let first = parts.next().expect("at least one part");
-                let others: Vec<_> = parts
-                    .map(|part| scope.spawn(move || part.prepare(batch, refuse_nonfinite)))
-                    .collect();
-                let mut found = first.prepare(batch, refuse_nonfinite);
-                for handle in others {
-                    let theirs = handle.join().expect("prepare does not panic");
-                    found = NonFiniteValues::combine(found, theirs);
+                for part in parts {
+                    scope.spawn(|| run(part));
                 }
-                found
-            })
+                run(first);
+            });
+            found.into_inner().unwrap_or_else(|e| e.into_inner())
         };
-        if let Some(found) = found {
-            for part in &mut self.parts {
-                part.discard_prepared();
-            }
-            return Ok(Some(found));
+        if found.is_some() {
+            return Ok(found);
         }
         if let Some(c) = &mut self.coactivation {
             c.update(batch, self.settings.threshold);
@@ -335,19 +354,6 @@ impl Accumulator {
             }
         }
         self.total_tokens += batch.core.len() as u64;
-        let settings = &self.settings;
-        if self.parts.len() == 1 {
-            self.parts[0].replay_prepared(batch, settings);
-        } else {
-            std::thread::scope(|scope| {
-                let mut parts = self.parts.iter_mut();
-                let first = parts.next().expect("at least one part");
-                for part in parts {
-                    scope.spawn(move || part.replay_prepared(batch, settings));
-                }
-                first.replay_prepared(batch, settings);
-            });
-        }
         Ok(None)
     }
 
