@@ -237,7 +237,11 @@ impl AppState {
     fn read<T>(&self, f: impl FnOnce(&FdictReader) -> Result<T, ApiError>) -> Result<T, ApiError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.readers.len();
         let mut r = self.readers[i].lock().unwrap_or_else(|p| p.into_inner());
-        if self.follow_replacement(&mut r, FdictReader::open)? {
+        // Replaced by a rename (`build`, `import`, `label --out`), or written in place by
+        // another program (`label` on this file): the totals shown must follow either way.
+        let switched = self.follow_replacement(&mut r, FdictReader::open)?;
+        let relabeled = r.refresh_if_changed().map_err(|e| self.unavailable(&e))?;
+        if switched || relabeled {
             *self.totals.write().unwrap_or_else(|p| p.into_inner()) =
                 (r.summary().clone(), r.statistics().clone());
         }

@@ -754,6 +754,46 @@ fn a_file_replaced_while_served_is_followed() {
     );
 }
 
+/// `featdict label` on the served file writes it in place (the same file, no rename): the
+/// features served come from the file as always, and the totals follow too (they are kept
+/// in memory, and used to stay as they were until the server's own next label).
+#[test]
+fn labels_written_in_place_by_another_program_show_in_the_totals() {
+    let s = start(12);
+    let before = get(s.addr, "/api/stats").json()["statistics"]["labeled_features"]
+        .as_u64()
+        .unwrap();
+    let unlabeled: Vec<u64> = s
+        .dict
+        .features()
+        .filter(|f| f.labels.is_empty())
+        .map(|f| f.id)
+        .take(3)
+        .collect();
+    assert!(!unlabeled.is_empty());
+    let mut other = store::fdict::FdictReader::open_rw(&s.path).unwrap();
+    other
+        .relabel(|d| -> feature_dictionary::Result<()> {
+            for id in &unlabeled {
+                let f = d.feature_set.features.get_mut(id).unwrap();
+                feature_dictionary::label::manual::set_manual_label(f, "from another program");
+            }
+            Ok(())
+        })
+        .unwrap();
+    // Every reader follows (requests go round the reading connections).
+    for _ in 0..8 {
+        let v = get(s.addr, "/api/stats").json();
+        assert_eq!(
+            v["statistics"]["labeled_features"].as_u64().unwrap(),
+            before + unlabeled.len() as u64,
+            "{v}"
+        );
+    }
+    let f = get(s.addr, &format!("/api/features/{}", unlabeled[0])).json();
+    assert_eq!(f["labels"][0], "from another program");
+}
+
 /// Options with a short read timeout, so that tests of it are quick.
 fn quick_timeout(ms: u64, max_connections: usize) -> super::ServeOptions {
     super::ServeOptions {

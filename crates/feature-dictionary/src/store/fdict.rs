@@ -689,6 +689,9 @@ pub struct FdictReader {
     summary: Summary,
     /// The file's identity when opened (see [`FdictReader::is_replaced`]).
     identity: Option<FileIdentity>,
+    /// SQLite's `data_version` when `statistics` were read: it changes when another
+    /// connection commits (see [`FdictReader::refresh_if_changed`]).
+    data_version: i64,
 }
 
 /// Whether the file at `path` is no longer the one whose identity was `opened`.
@@ -1042,12 +1045,14 @@ impl FdictReader {
             stored_features: statistics.total_features,
             total_tokens_processed: statistics.total_tokens_processed,
         };
+        let data_version = data_version(&conn).map_err(|e| sql_err(path, "cannot open", e))?;
         Ok(Self {
             conn,
             path: path.to_path_buf(),
             statistics,
             summary,
             identity,
+            data_version,
         })
     }
 
@@ -1416,8 +1421,14 @@ impl FdictReader {
         Ok(())
     }
 
-    /// Re-reads the statistics (after another connection wrote labels).
-    pub fn refresh(&mut self) -> Result<()> {
+    /// Re-reads the statistics when another connection (another program's `featdict label`
+    /// in place, a server's label) has committed to the file since they were read; returns
+    /// whether it did. Features are always read from the file; only these figures are kept.
+    pub fn refresh_if_changed(&mut self) -> Result<bool> {
+        let version = data_version(&self.conn).map_err(|e| self.err("cannot read meta", e))?;
+        if version == self.data_version {
+            return Ok(false);
+        }
         let stats: String = self
             .conn
             .query_row("SELECT value FROM meta WHERE key = 'statistics'", [], |r| {
@@ -1425,8 +1436,17 @@ impl FdictReader {
             })
             .map_err(|e| self.err("cannot read meta", e))?;
         self.statistics = parse_meta(&self.path, "statistics", Some(stats))?;
-        Ok(())
+        self.summary.stored_features = self.statistics.total_features;
+        self.summary.total_tokens_processed = self.statistics.total_tokens_processed;
+        self.data_version = version;
+        Ok(true)
     }
+}
+
+/// SQLite's `PRAGMA data_version` of `conn`: it differs between two reads exactly when
+/// another connection committed in between.
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
 }
 
 /// Checks a manual label's text: trimmed, non-empty, at most [`MAX_LABEL_CHARS`] characters,
