@@ -359,6 +359,24 @@ struct PartialSaved {
     feature_set: PartialSet,
 }
 
+/// Feature `f` to write, with its examples and metadata from the engine's copy named in
+/// `lent` (id → (examples from, metadata from)) when Python never converted them.
+fn lent_view<'a>(
+    f: &'a Feature,
+    lent: &HashMap<u64, (Option<&'a Feature>, Option<&'a Feature>)>,
+) -> FeatureView<'a> {
+    let mut view = FeatureView::from(f);
+    if let Some(&(top_from, metadata_from)) = lent.get(&f.id) {
+        if let Some(b) = top_from {
+            view.top_activations = &b.top_activations;
+        }
+        if let Some(b) = metadata_from {
+            view.metadata = &b.metadata;
+        }
+    }
+    view
+}
+
 /// Validates `text` (`{"config", "feature_set", ...}` as `FeatureDictionary.export_all()`
 /// gives it) against the engine's model and writes it atomically: a path ending in `.fdict`
 /// as the SQLite file, any other path as the original's JSON (the original's `save` wrote
@@ -381,7 +399,7 @@ pub fn save(
     let path = std::path::Path::new(path);
     let fdict = path.extension().and_then(|e| e.to_str()) == Some("fdict");
     let mut features = std::collections::BTreeMap::new();
-    // The JSON writer lends a feature's examples and metadata from the engine's copy
+    // Both writers lend a feature's examples and metadata from the engine's copy
     // (`FeatureView`) instead of cloning them in: id → (examples from, metadata from).
     let mut lent: HashMap<u64, (Option<&Feature>, Option<&Feature>)> = HashMap::new();
     for (key, p) in set.features {
@@ -399,17 +417,14 @@ pub fn save(
             Some((fin, src_id)) => Some(fin.feature(*src_id)?),
             None => None,
         };
-        let lend = !fdict;
         let (top_activations, top_from) = match (p.top_activations, base) {
             (Some(v), _) => (v, None),
-            (None, Some(b)) if lend => (Vec::new(), Some(b)),
-            (None, Some(b)) => (b.top_activations.clone(), None),
+            (None, Some(b)) => (Vec::new(), Some(b)),
             (None, None) => (Vec::new(), None),
         };
         let (metadata, metadata_from) = match (p.metadata, base) {
             (Some(m), _) => (m, None),
-            (None, Some(b)) if lend => (FeatureMetadata::default(), Some(b)),
-            (None, Some(b)) => (b.metadata.clone(), None),
+            (None, Some(b)) => (FeatureMetadata::default(), Some(b)),
             (None, None) => (FeatureMetadata::default(), None),
         };
         if top_from.is_some() || metadata_from.is_some() {
@@ -447,20 +462,9 @@ pub fn save(
     );
     py.allow_threads(|| {
         if fdict {
-            store::fdict::write(&dict, path)
+            store::fdict::write_with(&dict, path, |f| lent_view(f, &lent))
         } else {
-            store::seed_json::write_with(&dict, path, |f| {
-                let mut view = FeatureView::from(f);
-                if let Some(&(top_from, metadata_from)) = lent.get(&f.id) {
-                    if let Some(b) = top_from {
-                        view.top_activations = &b.top_activations;
-                    }
-                    if let Some(b) = metadata_from {
-                        view.metadata = &b.metadata;
-                    }
-                }
-                view
-            })
+            store::seed_json::write_with(&dict, path, |f| lent_view(f, &lent))
         }
     })
     .map_err(crate::to_py)

@@ -64,10 +64,15 @@ impl std::str::FromStr for TopBy {
 /// The original's importance score: `0.7 · min(100 · frequency, 1) + 0.3 · min(max / 5, 1)`
 /// (0 for dead features). Kept as is so rankings match the original's summaries.
 pub fn importance(f: &Feature) -> f64 {
-    if f.activation_count == 0 {
+    importance_of(f.activation_count, f.activation_frequency, f.max_activation)
+}
+
+/// [`importance`] from the three fields it reads.
+pub fn importance_of(activation_count: u64, activation_frequency: f64, max_activation: f64) -> f64 {
+    if activation_count == 0 {
         return 0.0;
     }
-    0.7 * (f.activation_frequency * 100.0).min(1.0) + 0.3 * (f.max_activation / 5.0).min(1.0)
+    0.7 * (activation_frequency * 100.0).min(1.0) + 0.3 * (max_activation / 5.0).min(1.0)
 }
 
 impl FeatureDictionary {

@@ -1,6 +1,7 @@
 //! `manual`: labels written by a person. They are stored with strategy `manual` and
 //! confidence 1, always listed first, and automatic labeling never removes them.
 
+use crate::model::FeatureView;
 use crate::model::{Feature, Label, LabelingStrategy};
 
 /// Gives `dict` the manual labels `(feature id, text)` of an earlier dictionary of the same
@@ -59,15 +60,15 @@ pub fn clear_manual_labels(feature: &mut Feature) -> usize {
 /// Gives every label text without scored details (a file of the original library stores
 /// texts only) a detail, so that rewriting `labels` from the details keeps it.
 fn adopt_bare_labels(feature: &mut Feature) {
-    feature.metadata.label_details = label_details(feature);
+    feature.metadata.label_details = label_details(FeatureView::from(&*feature));
 }
 
 /// The feature's scored labels, plus a detail for each label text that has none: the
 /// strategy its prefix names and the feature's confidence (the original keeps only the best
 /// one).
-pub(crate) fn label_details(feature: &Feature) -> Vec<Label> {
+pub(crate) fn label_details(feature: FeatureView<'_>) -> Vec<Label> {
     let mut details = feature.metadata.label_details.clone();
-    for text in &feature.labels {
+    for text in feature.labels {
         if details.iter().any(|l| &l.text == text) {
             continue;
         }

@@ -48,10 +48,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::analyze::correlation::PARTNERS_KEY;
-use crate::dictionary::{importance, FeatureDictionary, Statistics, TopBy};
+use crate::dictionary::{importance_of, FeatureDictionary, Statistics, TopBy};
 use crate::error::{Error, Result};
 use crate::model::{
-    DictionaryConfig, Feature, FeatureSet, FeatureType, LabelingStrategy, TokenCount,
+    DictionaryConfig, Feature, FeatureMetadata, FeatureSet, FeatureType, FeatureView,
+    LabelingStrategy, TokenCount,
 };
 
 /// The first 16 bytes of every SQLite database (and so of every `.fdict`).
@@ -206,23 +207,33 @@ const WRITE_WAVE: usize = 256;
 /// again, so the next wave's bodies are serialized on the other threads while this wave is
 /// inserted. The rows and their order are those of one [`FdictWriter::add`] per feature.
 pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
+    write_with(dict, path, FeatureView::from)
+}
+
+/// [`write()`], with each feature written as `view(feature)`: a caller whose features hold
+/// only their scalar fields and labels lends their examples and metadata from another copy
+/// instead of cloning them in (as [`super::seed_json::write_with`]).
+pub fn write_with<'a>(
+    dict: &'a FeatureDictionary,
+    path: &Path,
+    view: impl Fn(&'a Feature) -> FeatureView<'a>,
+) -> Result<()> {
     let mut w = FdictWriter::create(path, &dict.config, &dict.feature_set)?;
-    let features: Vec<&Feature> = dict.features().collect();
-    for_each_serialized(&features, |f, body| w.add_with_body(f, body))?;
+    let features: Vec<FeatureView<'a>> = dict.features().map(view).collect();
+    for_each_serialized(&features, |f, body| w.add_with_body(*f, body))?;
     w.finish()
 }
 
 /// Calls `store` with each feature and its JSON body, in order, while the bodies of the
 /// next [`WRITE_WAVE`] features are serialized on the other threads (`store` itself runs on
 /// the calling thread: a SQLite connection may not be shared).
-fn for_each_serialized(
-    features: &[&Feature],
-    mut store: impl FnMut(&Feature, &str) -> Result<()>,
+fn for_each_serialized<T: Serialize + Sync>(
+    features: &[T],
+    mut store: impl FnMut(&T, &str) -> Result<()>,
 ) -> Result<()> {
     use rayon::prelude::*;
-    let serialize = |wave: &[&Feature]| -> Result<Vec<String>> {
-        wave.par_iter().map(|f| to_json(*f)).collect()
-    };
+    let serialize =
+        |wave: &[T]| -> Result<Vec<String>> { wave.par_iter().map(|f| to_json(f)).collect() };
     let mut waves = features.chunks(WRITE_WAVE);
     let mut current = waves.next().map(|wave| (wave, serialize(wave)));
     while let Some((wave, bodies)) = current.take() {
@@ -261,14 +272,17 @@ struct StatsAcc {
 }
 
 impl StatsAcc {
-    fn add(&mut self, f: &Feature) {
+    fn add(&mut self, f: FeatureView<'_>) {
         self.n += 1;
         self.active += (f.activation_count > 0) as usize;
         self.dead += (f.feature_type == FeatureType::Dead) as usize;
         self.labeled += (!f.labels.is_empty()) as usize;
         self.freq_sum += f.activation_frequency;
         *self.types.entry(f.feature_type).or_default() += 1;
-        self.top.push((f.id, importance(f)));
+        self.top.push((
+            f.id,
+            importance_of(f.activation_count, f.activation_frequency, f.max_activation),
+        ));
         if self.top.len() >= 4096 {
             self.trim_top();
         }
@@ -390,13 +404,16 @@ impl FdictWriter {
 
     /// Adds one feature; ids must be strictly increasing.
     pub fn add(&mut self, f: &Feature) -> Result<()> {
-        self.check_next_id(f)?;
-        self.last_id = Some(f.id);
-        self.stats.add(f);
-        self.insert(f, &to_json(f)?)
+        self.add_view(FeatureView::from(f))
     }
 
-    fn check_next_id(&self, f: &Feature) -> Result<()> {
+    /// [`FdictWriter::add`] of a feature whose examples and metadata may be borrowed from
+    /// another copy ([`FeatureView`]): the same rows as adding the feature it describes.
+    pub fn add_view(&mut self, f: FeatureView<'_>) -> Result<()> {
+        self.add_with_body(f, &to_json(&f)?)
+    }
+
+    fn check_next_id(&self, f: FeatureView<'_>) -> Result<()> {
         if let Some(last) = self.last_id {
             if f.id <= last {
                 return Err(Error::Invalid(format!(
@@ -420,14 +437,14 @@ impl FdictWriter {
     }
 
     /// [`FdictWriter::add`] with the feature's JSON body already serialized (`to_json(f)`).
-    fn add_with_body(&mut self, f: &Feature, body: &str) -> Result<()> {
+    fn add_with_body(&mut self, f: FeatureView<'_>, body: &str) -> Result<()> {
         self.check_next_id(f)?;
         self.last_id = Some(f.id);
         self.stats.add(f);
         self.insert(f, body)
     }
 
-    fn insert(&mut self, f: &Feature, body: &str) -> Result<()> {
+    fn insert(&mut self, f: FeatureView<'_>, body: &str) -> Result<()> {
         let tmp = self.tmp.clone();
         let e = |e| sql_err(&tmp, "cannot write", e);
         let mut token_rows = Vec::with_capacity(f.metadata.top_tokens.len());
@@ -558,7 +575,7 @@ pub fn precision(firings: u64, occurrences: u64) -> f64 {
     firings as f64 / occurrences.max(1) as f64
 }
 
-fn insert_feature_row(conn: &Connection, f: &Feature, body: &str) -> rusqlite::Result<()> {
+fn insert_feature_row(conn: &Connection, f: FeatureView<'_>, body: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO features(id, feature_type, activation_count, activation_frequency,
              max_activation, mean_activation, confidence, labels, description, top_token, body)
@@ -580,7 +597,7 @@ fn insert_feature_row(conn: &Connection, f: &Feature, body: &str) -> rusqlite::R
     Ok(())
 }
 
-fn insert_labels(conn: &Connection, f: &Feature) -> rusqlite::Result<()> {
+fn insert_labels(conn: &Connection, f: FeatureView<'_>) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM labels WHERE feature_id = ?1")?
         .execute(params![f.id as i64])?;
     let mut st = conn.prepare_cached(
@@ -605,9 +622,14 @@ fn insert_labels(conn: &Connection, f: &Feature) -> rusqlite::Result<()> {
 /// Correlated features of `f` as `(id, score)`: the partners a build stored, else those of a
 /// `correlated_features` key.
 pub fn correlated_of(f: &Feature) -> Vec<(u64, f64)> {
-    let built = neighbours_of(f, PARTNERS_KEY);
+    correlated_in(&f.metadata)
+}
+
+/// [`correlated_of`] a feature's metadata.
+fn correlated_in(metadata: &FeatureMetadata) -> Vec<(u64, f64)> {
+    let built = neighbours_in(metadata, PARTNERS_KEY);
     if built.is_empty() {
-        neighbours_of(f, "correlated_features")
+        neighbours_in(metadata, "correlated_features")
     } else {
         built
     }
@@ -615,7 +637,12 @@ pub fn correlated_of(f: &Feature) -> Vec<(u64, f64)> {
 
 /// Neighbours listed in a feature's metadata under `key`, as `(id, score)`.
 pub fn neighbours_of(f: &Feature, key: &str) -> Vec<(u64, f64)> {
-    let Some(Value::Array(items)) = f.metadata.extra.get(key) else {
+    neighbours_in(&f.metadata, key)
+}
+
+/// [`neighbours_of`] a feature's metadata.
+fn neighbours_in(metadata: &FeatureMetadata, key: &str) -> Vec<(u64, f64)> {
+    let Some(Value::Array(items)) = metadata.extra.get(key) else {
         return Vec::new();
     };
     items
@@ -635,12 +662,15 @@ pub fn neighbours_of(f: &Feature, key: &str) -> Vec<(u64, f64)> {
         .collect()
 }
 
-fn insert_neighbours(conn: &Connection, f: &Feature) -> rusqlite::Result<()> {
+fn insert_neighbours(conn: &Connection, f: FeatureView<'_>) -> rusqlite::Result<()> {
     let mut st = conn.prepare_cached(
         "INSERT INTO neighbours(feature_id, kind, other_id, score) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    let similar = neighbours_of(f, "similar_features");
-    for (kind, list) in [("correlated", correlated_of(f)), ("similar", similar)] {
+    let similar = neighbours_in(f.metadata, "similar_features");
+    for (kind, list) in [
+        ("correlated", correlated_in(f.metadata)),
+        ("similar", similar),
+    ] {
         for (other, score) in list {
             st.execute(params![f.id as i64, kind, other as i64, score])?;
         }
@@ -651,6 +681,11 @@ fn insert_neighbours(conn: &Connection, f: &Feature) -> rusqlite::Result<()> {
 /// The full-text index's columns for `f`: labels (one per line), description, and the top
 /// tokens (trimmed, one per line).
 pub fn fts_columns(f: &Feature) -> (String, String, String) {
+    fts_columns_of(f.into())
+}
+
+/// [`fts_columns`] of a [`FeatureView`].
+fn fts_columns_of(f: FeatureView<'_>) -> (String, String, String) {
     let tokens = f
         .metadata
         .top_tokens
@@ -659,11 +694,11 @@ pub fn fts_columns(f: &Feature) -> (String, String, String) {
         .map(|t| t.token.trim())
         .collect::<Vec<_>>()
         .join("\n");
-    (f.labels.join("\n"), f.description.clone(), tokens)
+    (f.labels.join("\n"), f.description.to_string(), tokens)
 }
 
-fn insert_fts(conn: &Connection, f: &Feature) -> rusqlite::Result<()> {
-    let (labels, description, tokens) = fts_columns(f);
+fn insert_fts(conn: &Connection, f: FeatureView<'_>) -> rusqlite::Result<()> {
+    let (labels, description, tokens) = fts_columns_of(f);
     conn.prepare_cached(
         "INSERT INTO fts(rowid, labels, description, tokens) VALUES (?1, ?2, ?3, ?4)",
     )?
@@ -738,7 +773,7 @@ impl LabelFields {
 
 /// Writes the rows of `f` that its labels and description make: its row and JSON `body`,
 /// its label rows and its full-text entries (its top tokens and neighbours stay).
-fn store_label_rows(conn: &Connection, f: &Feature, body: &str) -> rusqlite::Result<()> {
+fn store_label_rows(conn: &Connection, f: FeatureView<'_>, body: &str) -> rusqlite::Result<()> {
     insert_feature_row(conn, f, body)?;
     insert_labels(conn, f)?;
     conn.prepare_cached("DELETE FROM fts WHERE rowid = ?1")?
@@ -1338,7 +1373,7 @@ impl FdictReader {
         if LabelFields::of(&f) == before {
             return Ok(Some((f, out)));
         }
-        store_label_rows(&self.conn, &f, &to_json(&f)?).map_err(e)?;
+        store_label_rows(&self.conn, (&f).into(), &to_json(&f)?).map_err(e)?;
         // Re-read the statistics inside the transaction: another connection may have
         // changed them since this reader opened.
         let mut stats = self.read_statistics(&tx)?;
@@ -1390,7 +1425,7 @@ impl FdictReader {
             })
             .collect();
         for_each_serialized(&changed, |f, body| {
-            store_label_rows(&self.conn, f, body).map_err(|err| tx.err(err))
+            store_label_rows(&self.conn, (*f).into(), body).map_err(|err| tx.err(err))
         })?;
         let mut stats = self.read_statistics(&tx)?;
         stats.labeled_features = dict.features().filter(|f| !f.labels.is_empty()).count();
