@@ -211,7 +211,7 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
             .iter()
             .map(|(k, v)| format!("{k} {v:.3}"))
             .collect();
-        println!("  quantiles (±1 histogram bin) {}", q.join("  "));
+        println!("  quantiles (from the histogram) {}", q.join("  "));
     }
     if let Some(p) = &m.positions {
         println!(

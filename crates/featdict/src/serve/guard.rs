@@ -162,6 +162,13 @@ pub(super) fn check(
     uri: &axum::http::Uri,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
+    // A header given twice is checked in every copy: which one a later reader takes is not
+    // ours to know. Two Hosts cannot both be right.
+    if headers.get_all(header::HOST).iter().count() > 1 {
+        return Err(ApiError::bad(
+            "request refused: it has more than one Host header",
+        ));
+    }
     let host = headers
         .get(header::HOST)
         .map(|h| h.to_str().unwrap_or("\u{fffd}"));
@@ -187,7 +194,7 @@ pub(super) fn check(
     if !changes_state(method) {
         return Ok(());
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
+    for origin in headers.get_all(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("\u{fffd}");
         let own = format!("http://{named}");
         if !origin.eq_ignore_ascii_case(&own) {
@@ -200,7 +207,7 @@ pub(super) fn check(
             ));
         }
     }
-    if let Some(site) = headers.get("sec-fetch-site") {
+    for site in headers.get_all("sec-fetch-site") {
         let site = site.to_str().unwrap_or("\u{fffd}");
         if !(site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none")) {
             return Err(ApiError::new(

@@ -1040,6 +1040,40 @@ fn label_posts_from_other_sites_are_refused() {
 /// A site that makes its own name resolve to 127.0.0.1 (DNS rebinding) could read and
 /// write through the browser; its requests carry its name in Host, and are refused.
 #[test]
+fn headers_given_twice_are_checked_in_every_copy() {
+    let s = start(10);
+    let addr = s.addr;
+    let own = format!("http://{addr}");
+    let body = br#"{"text": "twice"}"#;
+    for headers in [
+        vec![("Origin", own.as_str()), ("Origin", "http://evil.example")],
+        vec![
+            ("Sec-Fetch-Site", "same-origin"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+    ] {
+        let mut all = vec![("Content-Type", "application/json")];
+        all.extend(headers.iter().copied());
+        let r = request_with(addr, "POST", "/api/features/1/labels", &all, body);
+        assert_eq!(r.status, 403, "{headers:?}: {}", r.body);
+    }
+    // Two Hosts, the first this server's: refused, whatever a later reader would take.
+    let mut c = TcpStream::connect(addr).unwrap();
+    let port = addr.port();
+    write!(
+        c,
+        "GET /api/stats HTTP/1.1\r\nHost: {addr}\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("more than one Host"), "{answer}");
+    let f = get(addr, "/api/features/1").json();
+    assert!(!f["labels"].to_string().contains("twice"), "{f}");
+}
+
+#[test]
 fn requests_for_other_hosts_are_refused() {
     let s = start(10);
     let port = s.addr.port();

@@ -347,7 +347,16 @@ impl FdictWriter {
         for suffix in ["", "-journal", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
         }
-        let conn = Connection::open(&tmp).map_err(|e| sql_err(&tmp, "cannot create", e))?;
+        let conn = Connection::open(&tmp).map_err(|e| {
+            sql_err(
+                path,
+                &format!(
+                    "cannot create the temporary file {} beside it (is the directory writable?)",
+                    tmp.display()
+                ),
+                e,
+            )
+        })?;
         let e = |e| sql_err(&tmp, "cannot write", e);
         // Nothing is visible until the rename, so the temporary file needs no journal.
         conn.execute_batch(
@@ -838,6 +847,19 @@ fn write_err(path: &Path, e: rusqlite::Error) -> Error {
                 message: format!("cannot write labels now: {e}; try again"),
             }
         }
+        // SQLite says "readonly database" also when the file is writable but its directory
+        // is not (the journal is a file beside it).
+        Some(rusqlite::ErrorCode::ReadOnly) => sql_err(
+            path,
+            &format!(
+                "cannot write labels (SQLite writes a journal file beside the dictionary: are both the file and its directory {} writable?)",
+                path.parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .display()
+            ),
+            e,
+        ),
         _ => sql_err(path, "cannot write labels", e),
     }
 }
