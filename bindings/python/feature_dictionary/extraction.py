@@ -140,7 +140,7 @@ def _as_float_2d(activations: Any, what: str = "activations") -> np.ndarray:
         arr = arr.reshape(0, 0)  # an empty sequence ([] or np.array([]))
     if arr.dtype not in (np.float32, np.float16):
         _check_numeric(arr, what)
-        arr = arr.astype(np.float32)
+        arr = _to_float32(arr, what)
     if arr.ndim != 2:
         raise ValueError(
             f"{what} must be [seq_len, num_features]; got an array of shape {arr.shape}"
@@ -150,6 +150,23 @@ def _as_float_2d(activations: Any, what: str = "activations") -> np.ndarray:
     # transposed array or torch tensor) or a strided view is copied into C order here, the
     # same values; a C-contiguous array is passed through without a copy.
     return np.ascontiguousarray(arr)
+
+
+def _to_float32(arr: np.ndarray, what: str) -> np.ndarray:
+    """``arr`` as float32, the engine's type. A finite value beyond float32's range would
+    become ±infinity and then be refused as non-finite, which the input never held: it is
+    named instead."""
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.floating) and np.isinf(out).any():
+        beyond = np.isinf(out) & np.isfinite(arr)
+        if beyond.any():
+            at = tuple(int(i) for i in np.argwhere(beyond)[0])
+            raise ValueError(
+                f"{what}{list(at)} = {float(arr[at])!r} is beyond the range of float32 "
+                f"(±{float(np.finfo(np.float32).max):.4g}), in which activations are computed"
+            )
+    return out
 
 
 def _check_numeric(arr: np.ndarray, what: str) -> None:
@@ -308,7 +325,7 @@ class FeatureExtractor:
             arr = batch_activations
             if arr.dtype not in (np.float32, np.float16):
                 _check_numeric(arr, "batch_activations")
-                arr = arr.astype(np.float32)
+                arr = _to_float32(arr, "batch_activations")
             # A copy only when not C-contiguous (Fortran-ordered, transposed or strided: see
             # _as_float_2d); reshaping that to rows is then a view.
             arr = np.ascontiguousarray(arr).reshape(b * l, f)

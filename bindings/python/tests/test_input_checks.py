@@ -121,3 +121,20 @@ def test_a_feature_saved_under_another_id_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r'features\["0"\] holds feature id 99'):
         d.save(str(tmp_path / "d.json"))
     assert not (tmp_path / "d.json").exists()
+
+
+def test_a_float64_beyond_float32_is_named_not_called_non_finite():
+    d = create_dictionary(F, 16)
+    acts = _acts().astype(np.float64)
+    acts[2, 3] = 1e39
+    with pytest.raises(ValueError, match=r"activations\[2, 3\] = 1e\+39 is beyond the range of float32"):
+        d.process(acts, [f"t{i}" for i in range(10)])
+    batch = np.stack([_acts().astype(np.float64)] * 2)
+    batch[1, 4, 0] = -5e40
+    with pytest.raises(ValueError, match=r"batch_activations\[1, 4, 0\] = -5e\+40 is beyond"):
+        d.process_batch(batch, [[f"t{i}" for i in range(10)]] * 2)
+    # A real infinity is still the engine's non-finite refusal.
+    acts[2, 3] = np.inf
+    with pytest.raises(ValueError, match="non-finite"):
+        d.process(acts, [f"t{i}" for i in range(10)])
+    assert d.extractor.total_tokens == 0
