@@ -13,6 +13,29 @@ use feature_dictionary::analyze::weights::{write_safetensors, Matrix};
 use feature_dictionary::ingest::npy;
 use feature_dictionary::ingest::safetensors::{serialize, SafeTensors};
 
+/// `featdict logits DICT ID --sae DEC --unembed UN --unembed-tensor W_U --unembed-vocab VOCAB`.
+fn logits_args<'a>(
+    dict: &'a Path,
+    id: &'a str,
+    dec: &'a Path,
+    un: &'a Path,
+    vocab: &'a Path,
+) -> Vec<&'a str> {
+    vec![
+        "logits",
+        s(dict),
+        id,
+        "--sae",
+        s(dec),
+        "--unembed",
+        s(un),
+        "--unembed-tensor",
+        "W_U",
+        "--unembed-vocab",
+        s(vocab),
+    ]
+}
+
 /// The JSON a successful command printed.
 fn ok_json(args: &[&str]) -> serde_json::Value {
     let out = featdict(args);
@@ -200,19 +223,7 @@ fn nonfinite_decoder_rows_are_errors_in_similar_and_logits() {
         &similar,
         &[s(&dec), "tensor \"W_dec\"", "NaN at row 3, column 2"],
     );
-    let logits = featdict(&[
-        "logits",
-        s(&dict),
-        "1",
-        "--sae",
-        s(&dec),
-        "--unembed",
-        s(&un),
-        "--unembed-tensor",
-        "W_U",
-        "--unembed-vocab",
-        s(&vocab),
-    ]);
+    let logits = featdict(&logits_args(&dict, "1", &dec, &un, &vocab));
     assert_clean_error(
         &logits,
         &[s(&dec), "tensor \"W_dec\"", "NaN at row 3, column 2"],
@@ -264,20 +275,7 @@ fn all_zero_decoder_rows_are_refused_as_queries_and_skipped_as_neighbours() {
     decoder(&dec, &[3]);
     let (un, vocab) = token_matrix(tmp.path(), "U.safetensors", "W_U", &TOKEN_ROWS);
     let logits = |id: &str| {
-        featdict(&[
-            "logits",
-            s(&dict),
-            id,
-            "--sae",
-            s(&dec),
-            "--unembed",
-            s(&un),
-            "--unembed-tensor",
-            "W_U",
-            "--unembed-vocab",
-            s(&vocab),
-            "--json",
-        ])
+        featdict(&[&logits_args(&dict, id, &dec, &un, &vocab)[..], &["--json"]].concat())
     };
     assert_clean_error(
         &logits("3"),
@@ -301,19 +299,7 @@ fn nonfinite_unembedding_and_embedding_rows_are_errors_naming_file_tensor_and_ro
     rows[4 * 3 + 1] = f32::NAN;
     // The NaN row of the unembedding silently dropped token "e" from the lens.
     let (un, vocab) = token_matrix(tmp.path(), "U_nan.safetensors", "W_U", &rows);
-    let out = featdict(&[
-        "logits",
-        s(&dict),
-        "0",
-        "--sae",
-        s(&dec),
-        "--unembed",
-        s(&un),
-        "--unembed-tensor",
-        "W_U",
-        "--unembed-vocab",
-        s(&vocab),
-    ]);
+    let out = featdict(&logits_args(&dict, "0", &dec, &un, &vocab));
     assert_clean_error(&out, &[s(&un), "tensor \"W_U\"", "NaN at row 4, column 1"]);
     // The NaN row of an embedding matrix changed polysemantic and semantic labels.
     let (emb, vocab) = token_matrix(tmp.path(), "E_nan.safetensors", "token_embd.weight", &rows);
@@ -357,21 +343,7 @@ fn shape_mismatches_name_every_file_involved() {
     let (un, _) = token_matrix(tmp.path(), "U.safetensors", "W_U", &TOKEN_ROWS);
     let short = tmp.path().join("short.json");
     std::fs::write(&short, r#"["a","b","c","d"]"#).unwrap();
-    let logits = |un: &Path, vocab: &Path| {
-        featdict(&[
-            "logits",
-            s(&dict),
-            "0",
-            "--sae",
-            s(&dec),
-            "--unembed",
-            s(un),
-            "--unembed-tensor",
-            "W_U",
-            "--unembed-vocab",
-            s(vocab),
-        ])
-    };
+    let logits = |un: &Path, vocab: &Path| featdict(&logits_args(&dict, "0", &dec, un, vocab));
     assert_clean_error(
         &logits(&un, &short),
         &[s(&un), s(&short), "5×3", "4 tokens"],
@@ -430,19 +402,7 @@ fn result_counts_of_zero_are_refused() {
         vec!["similar", d, "0"],
         vec!["similar", d, "0", "--sae", s(&dec)],
         vec!["top", d],
-        vec![
-            "logits",
-            d,
-            "0",
-            "--sae",
-            s(&dec),
-            "--unembed",
-            s(&un),
-            "--unembed-tensor",
-            "W_U",
-            "--unembed-vocab",
-            s(&vocab),
-        ],
+        logits_args(&dict, "0", &dec, &un, &vocab),
     ] {
         usage_error(&[&args[..], &["-n", "0"]].concat(), "must be at least 1");
         assert_success(&featdict(&[&args[..], &["-n", "1"]].concat()));
