@@ -342,6 +342,7 @@ impl FdictWriter {
         config: &DictionaryConfig,
         feature_set: &FeatureSet,
     ) -> Result<Self> {
+        super::check_link_format(path)?;
         let path = &super::output_target(path)?;
         let tmp = super::temp_path_for(path)?;
         for suffix in ["", "-journal", "-wal", "-shm"] {

@@ -61,7 +61,27 @@ pub fn check_output(path: &Path) -> Result<()> {
     if !matches!(extension, Some("json" | "fdict")) {
         return Err(unsupported_extension(path, extension));
     }
-    check_output_location(path)
+    check_output_location(path)?;
+    check_link_format(path)
+}
+
+/// The path's extension decides the format written; through a symbolic link whose target
+/// names the other dictionary format (`d.json` → `d.fdict`), the file would be written in a
+/// format its own name contradicts, so that is refused.
+pub(crate) fn check_link_format(path: &Path) -> Result<()> {
+    let format = |p: &Path| match p.extension().and_then(|e| e.to_str()) {
+        Some(e @ ("json" | "fdict")) => Some(e.to_string()),
+        _ => None,
+    };
+    let target = output_target(path)?;
+    match (format(path), format(&target)) {
+        (Some(asked), Some(named)) if asked != named => Err(Error::Invalid(format!(
+            "{}: is a symbolic link to {}; writing .{asked} through it would put a .{asked} dictionary in a file named .{named}; give the target's path, or a link with its extension",
+            path.display(),
+            target.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The location half of [`check_output`], for outputs of any format: `path` does not exist
@@ -361,6 +381,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("symbolic link") && e.contains("nowhere"), "{e}");
+
+        // A link named for one dictionary format that points at a file named for the other.
+        let fdict_file = dir.path().join("d.fdict");
+        std::fs::write(&fdict_file, b"kept").unwrap();
+        let json_link = dir.path().join("d.json");
+        std::os::unix::fs::symlink(&fdict_file, &json_link).unwrap();
+        let e = check_output(&json_link).unwrap_err().to_string();
+        assert!(
+            e.contains("d.json") && e.contains("d.fdict") && e.contains("symbolic link"),
+            "{e}"
+        );
+        let set = crate::model::FeatureSet {
+            layer: 0,
+            features: Default::default(),
+            total_tokens_processed: 0,
+            model_name: String::new(),
+            sae_name: String::new(),
+            metadata: Default::default(),
+        };
+        let dict = crate::FeatureDictionary::new(Default::default(), set);
+        save(&dict, &json_link).unwrap_err();
+        let fdict_link = dir.path().join("other.fdict");
+        let json_file = dir.path().join("real.json");
+        std::fs::write(&json_file, b"kept").unwrap();
+        std::os::unix::fs::symlink(&json_file, &fdict_link).unwrap();
+        save(&dict, &fdict_link).unwrap_err();
+        assert_eq!(std::fs::read(&json_file).unwrap(), b"kept");
+        assert_eq!(std::fs::read(&fdict_file).unwrap(), b"kept");
+        // The extension agrees (or the target names no format): allowed.
+        check_output(&link).unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"").unwrap();
+        let plain_link = dir.path().join("plain.json");
+        std::os::unix::fs::symlink(&plain, &plain_link).unwrap();
+        check_output(&plain_link).unwrap();
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub fn write_with<'a>(
     path: &Path,
     view: impl Fn(&'a Feature) -> FeatureView<'a> + Sync,
 ) -> Result<()> {
+    super::check_link_format(path)?;
     let mut config = dict.config.clone();
     config.num_features = dict.num_features();
     let features = &dict.feature_set.features;
