@@ -315,8 +315,8 @@ class FeatureAnalyzer:
         f1 = self.feature_set.get_feature(feature_id_1)
         f2 = self.feature_set.get_feature(feature_id_2)
         if f1 is None or f2 is None:
-            missing = feature_id_1 if f1 is None else feature_id_2
-            return {"error": f"Feature {missing} not found"}
+            # The original's text, which callers may compare against.
+            return {"error": "Feature not found"}
         t1, t2 = _firing_tokens(f1), _firing_tokens(f2)
         inter = set(t1) & set(t2)
         union = set(t1) | set(t2)
@@ -344,11 +344,20 @@ class FeatureAnalyzer:
 
     def get_summary(self) -> Dict[str, Any]:
         """``FeatureSet.get_statistics()`` plus ``type_distribution``, ``top_features`` (ten
-        most important), ``num_features`` and ``omitted_features``."""
+        most important), ``num_features`` and ``omitted_features``. As the original, features
+        are re-classified against the tokens processed first (``classify_all_types``) when
+        the set has a token count; ``type_distribution["dead"]`` also counts the never-firing
+        features ``finalize`` left out of the set, as ``dead_features`` does."""
+        if self.feature_set.total_tokens_processed > 0:
+            counts = self.feature_set.classify_all_types()
+        else:
+            # No token count (a hand-made set): the original's re-classification would call
+            # every feature dead, so the types are taken as they are.
+            counts = {ft: 0 for ft in FeatureType}
+            for f in self.feature_set:
+                counts[f.feature_type] += 1
         stats = self.feature_set.get_statistics()
-        counts = {ft: 0 for ft in FeatureType}
-        for f in self.feature_set:
-            counts[f.feature_type] += 1
+        counts[FeatureType.DEAD] += self.feature_set.dead_left_out()
         stats["type_distribution"] = {ft.value: c for ft, c in counts.items()}
         stats["top_features"] = self.compute_feature_importance()[:10]
         md = self.feature_set.metadata

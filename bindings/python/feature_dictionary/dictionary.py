@@ -203,7 +203,13 @@ class FeatureDictionary:
         return sorted(self.features, key=lambda f: (-key(f), f.id))[:n]
 
     def get_features_by_type(self, feature_type: Union[FeatureType, str]) -> List[Feature]:
-        return self.features.get_features_by_type(FeatureType(feature_type))
+        """Features of this type (a ``FeatureType`` or its value, e.g. ``"dense"``); none for
+        a value that is no type, as in the original."""
+        try:
+            feature_type = FeatureType(feature_type)
+        except ValueError:
+            return []
+        return self.features.get_features_by_type(feature_type)
 
     def find_similar(self, feature_id: int, top_k: int = 5) -> List[Tuple[int, float]]:
         """Features with the most similar firing-token distributions (cosine over all tokens)."""

@@ -9,7 +9,10 @@ would have produced.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -205,8 +208,39 @@ def _check_tokens(tokens: Sequence[str], rows: int, what: str = "tokens") -> Lis
     return toks
 
 
+@contextlib.contextmanager
+def _interrupt_after_call():
+    """Holds Ctrl-C back until the engine and the Python-side state (co-activation sums,
+    callbacks) have both taken in the call: the engine cannot stop midway (it runs without
+    the GIL), and an interrupt landing between the two would leave them disagreeing about
+    which data the dictionary holds. The interrupt is raised when the call is done. Only in
+    the main thread, with Python's own SIGINT handler installed (a program's own handler is
+    left alone)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    except BaseException as e:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt() from e
+        raise
+    signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt(
+            "interrupted after this call was processed in full: the dictionary holds its data, so do not pass it again"
+        )
+
+
 class FeatureExtractor:
-    """Extracts per-feature statistics from SAE activations over every token."""
+    """Extracts per-feature statistics from SAE activations over every token.
+
+    One extractor may be used from several threads: its calls take turns (a call waits,
+    with the GIL released, while another one runs)."""
 
     def __init__(
         self,
@@ -249,27 +283,80 @@ class FeatureExtractor:
         self._lo: Optional[np.ndarray] = np.full(self.num_features, np.inf) if track else None
         self._hi: Optional[np.ndarray] = np.full(self.num_features, -np.inf) if track else None
         self._feature_set: Optional[FeatureSet] = None
+        # The set handed out by ``features``/``finalize``: later ones are moved into it, so a
+        # reference kept to it (or an analyzer built on it) sees them, as with the original's
+        # single live set.
+        self._handed: Optional[FeatureSet] = None
         self._finalized = False
+        self._lock = threading.RLock()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    def _adopt(self, fs: FeatureSet) -> FeatureSet:
+        """Moves the new set ``fs`` into the one handed out before (same object, new
+        contents); a feature that was there keeps its object too, with the weights a user set
+        on it (``decoder_weight``, ``encoder_weight``, ``bias``: not the engine's)."""
+        old = self._handed
+        if old is None or old is fs:
+            self._handed = fs
+            return fs
+        for fid, new in fs.features.items():
+            kept = old.features.get(fid)
+            if kept is None or type(kept) is not type(new):
+                continue
+            user = {k: kept.__dict__[k] for k in ("decoder_weight", "encoder_weight", "bias") if k in kept.__dict__}
+            kept.__dict__.clear()
+            kept.__dict__.update(new.__dict__)
+            for k, v in user.items():
+                engine_value = new.__dict__.get(k)
+                if engine_value is None or (k == "bias" and engine_value == 0.0):
+                    kept.__dict__[k] = v
+            fs.features[fid] = kept
+        old.__dict__.clear()
+        old.__dict__.update(fs.__dict__)
+        return old
 
     # -- state -------------------------------------------------------------------------
     @property
     def total_tokens(self) -> int:
         """Tokens processed so far."""
-        return self._engine.total_tokens
+        with self._lock:
+            return self._engine.total_tokens
+
+    @property
+    def _total_tokens(self) -> int:
+        """The original's name of ``total_tokens`` (kept for code that read it)."""
+        return self.total_tokens
+
+    def _get_context_tokens(self, tokens: Sequence[str], position: int, window: int) -> List[str]:
+        """The original's helper: the tokens within ``window`` of ``position``. Kept for code
+        that called it; the engine builds the examples' contexts itself (``context_window``
+        tokens either side), so overriding it changes nothing."""
+        return list(tokens[max(0, position - window) : position + window + 1])
 
     @property
     def sequence_offset(self) -> int:
         """Index of this extractor's first sequence (example ``metadata["sequence"]``)."""
-        return self._engine.first_sequence
+        with self._lock:
+            return self._engine.first_sequence
 
     @property
     def features(self) -> FeatureSet:
         """The current features: the finalized set, or a fresh snapshot of the live state
         (so statistics are right before ``finalize()`` too)."""
-        if self._feature_set is None:
-            self._feature_set, _ = self._build(include_all=True)
-            self._finalized = False
-        return self._feature_set
+        with self._lock:
+            if self._feature_set is None:
+                fs, _ = self._build(include_all=True)
+                self._feature_set = self._adopt(fs)
+                self._finalized = False
+            return self._feature_set
 
     @property
     def feature_set(self) -> FeatureSet:
@@ -278,6 +365,7 @@ class FeatureExtractor:
     @feature_set.setter
     def feature_set(self, value: FeatureSet) -> None:
         self._feature_set = value
+        self._handed = value
         self._finalized = True
 
     def add_callback(self, callback: Callable[[FeatureActivation], None]) -> None:
@@ -356,6 +444,11 @@ class FeatureExtractor:
             yield self.process_activations(*item)
 
     def _run(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int], contexts: Optional[List[str]] = None) -> int:
+        with self._lock, _interrupt_after_call():
+            return self._run_locked(arr, tokens, seq_lens, contexts)
+
+    def _run_locked(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int],
+                    contexts: Optional[List[str]] = None) -> int:
         if arr.shape[0] == 0:
             return 0
         if arr.shape[1] != self.num_features:
@@ -457,6 +550,12 @@ class FeatureExtractor:
         when the shard was created with ``sequence_offset``)."""
         if other is self:
             raise ValueError("cannot merge an extractor into itself")
+        # Both locks, in one order whoever merges which into which.
+        first, second = sorted((self, other), key=id)
+        with first._lock, second._lock:
+            return self._merge_locked(other)
+
+    def _merge_locked(self, other: "FeatureExtractor") -> int:
         if other.num_features != self.num_features:
             raise ValueError(f"cannot merge {other.num_features} features into {self.num_features}")
         if (self._coact is None) != (other._coact is None):
@@ -486,6 +585,10 @@ class FeatureExtractor:
         """The engine's finalized features as a ``FeatureSet`` (examples and metadata are
         converted on first access). With ``labeler``, the engine labels and describes them as
         that ``FeatureLabeler`` would, when it can; returns whether it did."""
+        with self._lock:
+            return self._build_locked(include_all, labeler)
+
+    def _build_locked(self, include_all: bool, labeler: Any = None) -> Tuple[FeatureSet, bool]:
         min_count = None
         if not include_all and not self.config.include_dead_features:
             min_count = int(self.config.min_activation_count)
@@ -542,10 +645,12 @@ class FeatureExtractor:
     def _finalize(self, labeler: Any = None) -> Tuple[FeatureSet, bool]:
         """``finalize()``, labeled by the engine as ``labeler`` would when it can (see
         ``FeatureLabeler._label_engine``); returns the set and whether it was labeled."""
-        fs, labeled = self._build(include_all=False, labeler=labeler)
-        self._feature_set = fs
-        self._finalized = True
-        return fs, labeled
+        with self._lock:
+            fs, labeled = self._build(include_all=False, labeler=labeler)
+            fs = self._adopt(fs)
+            self._feature_set = fs
+            self._finalized = True
+            return fs, labeled
 
     # -- queries -----------------------------------------------------------------------
     def get_top_features(self, n: int = 10) -> List[Feature]:
@@ -560,30 +665,54 @@ class FeatureExtractor:
         return search_token(self.features, token, min_activation)
 
 
-def _token_index(fs: FeatureSet) -> Dict[str, List[Tuple[int, int]]]:
-    """token.strip() → [(feature id, firings)], built once per feature set."""
-    idx = getattr(fs, "_token_index", None)
-    if idx is None:
-        idx = {}
+def _token_index(fs: FeatureSet) -> Tuple[Dict[str, List[Tuple[int, int]]], set]:
+    """token.strip() → [(feature id, firings)] over the features still as the engine made
+    them (unconverted, so nobody can have changed them), and the set of their ids; built
+    once per feature set. Converted and hand-made features are read at each search instead:
+    their examples and token lists are plain Python objects a user may change."""
+    cached = getattr(fs, "_token_index", None)
+    if cached is None:
+        idx: Dict[str, List[Tuple[int, int]]] = {}
+        ids = set()
         for f in fs:
             src = _engine_source(f, "metadata", "top_activations")
-            if src is not None:  # the same entries, read from the engine's copy
+            if src is not None:
+                ids.add(f.id)
                 for key, firings in src[0].index_entries(src[1]):
                     idx.setdefault(key, []).append((f.id, firings))
-                continue
-            seen = set()
-            for entry in top_token_entries(f):
-                key = entry[0].strip()
-                if key not in seen:
-                    seen.add(key)
-                    idx.setdefault(key, []).append((f.id, entry[1]))
-            for a in f.top_activations:  # hand-made features without token statistics
-                key = a.token.strip()
-                if key not in seen:
-                    seen.add(key)
-                    idx.setdefault(key, []).append((f.id, 1))
-        fs._token_index = idx  # type: ignore[attr-defined]
-    return idx
+        cached = fs._token_index = (idx, ids)  # type: ignore[attr-defined]
+    return cached
+
+
+def _live_token_entries(f: Feature) -> Iterator[Tuple[str, int]]:
+    """(token.strip(), firings) of a converted or hand-made feature, each token once."""
+    seen = set()
+    for entry in top_token_entries(f):
+        key = entry[0].strip()
+        if key not in seen:
+            seen.add(key)
+            yield key, entry[1]
+    for a in f.top_activations:  # hand-made features without token statistics
+        key = a.token.strip()
+        if key not in seen:
+            seen.add(key)
+            yield key, 1
+
+
+def _features_on_token(fs: FeatureSet, key: str) -> List[int]:
+    """Ids of the features of ``fs`` that fired on the (stripped) token ``key``."""
+    idx, indexed = _token_index(fs)
+    found = []
+    for fid, _firings in idx.get(key, []):
+        f = fs.features.get(fid)
+        if f is not None and _engine_source(f, "metadata", "top_activations") is not None:
+            found.append(fid)
+    for fid, f in fs.features.items():
+        if fid in indexed and _engine_source(f, "metadata", "top_activations") is not None:
+            continue
+        if any(k == key for k, _ in _live_token_entries(f)):
+            found.append(fid)
+    return found
 
 
 def _examples(f: Feature) -> Iterator[FeatureActivation]:
@@ -594,9 +723,11 @@ def _examples(f: Feature) -> Iterator[FeatureActivation]:
 
 
 def search_token(fs: FeatureSet, token: str, min_activation: float = 0.0) -> List[Tuple[int, float]]:
+    if not isinstance(token, str):
+        return []  # as the original, whose comparison of each example's token never matched
     key = token.strip()
     out = []
-    for fid, _firings in _token_index(fs).get(key, []):
+    for fid in _features_on_token(fs, key):
         f = fs.features[fid]
         src = _engine_source(f, "metadata", "top_activations")
         if src is not None:

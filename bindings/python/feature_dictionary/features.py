@@ -167,9 +167,13 @@ class Feature:
         """Records one firing by hand (count, running mean, max, top examples).
 
         Bulk data goes through ``FeatureExtractor``; this is for hand-made features. The
-        example list stays sorted with one insertion (no re-sort per activation).
+        example list stays sorted with one insertion (no re-sort per activation). A feature
+        still typed DEAD (the default of one that never fired) becomes SPARSE, the original's
+        default, until ``classify_type`` gives it its class from the token count.
         """
         self.activation_count += 1
+        if self.feature_type == FeatureType.DEAD:
+            self.feature_type = FeatureType.SPARSE
         self.mean_activation += (activation.activation - self.mean_activation) / self.activation_count
         if self.activation_count == 1 or activation.activation > self.max_activation:
             self.max_activation = activation.activation
@@ -285,9 +289,13 @@ class FeatureSet:
         return counts
 
     def get_statistics(self) -> Dict[str, Any]:
+        """The original's statistics of the features in the set; ``dead_features`` also
+        counts the never-firing features ``finalize`` left out of it (listed in
+        ``metadata["dead_features"]``), so it agrees with ``FeatureAnalyzer.get_dead_features``."""
         n = len(self.features)
         active = sum(1 for f in self.features.values() if f.activation_count > 0)
         dead = sum(1 for f in self.features.values() if f.feature_type == FeatureType.DEAD)
+        dead += self.dead_left_out()
         labeled = sum(1 for f in self.features.values() if f.labels)
         mean_freq = sum(f.activation_frequency for f in self.features.values()) / n if n else 0.0
         return {
@@ -298,6 +306,11 @@ class FeatureSet:
             "mean_activation_frequency": mean_freq,
             "total_tokens_processed": self.total_tokens_processed,
         }
+
+    def dead_left_out(self) -> int:
+        """Never-firing features ``finalize`` left out of the set (``metadata["dead_features"]``
+        names them; a feature added back by hand is not counted twice)."""
+        return sum(1 for i in self.metadata.get("dead_features", []) if int(i) not in self.features)
 
     def to_dict(self) -> dict:
         with no_gc():  # converts every feature's lazy fields: millions of objects, all kept

@@ -219,13 +219,13 @@ class FeatureLabeler:
         labels: List[Label] = []
         for strategy in self.config.strategies:
             if strategy == LabelingStrategy.TOKEN_FREQUENCY:
-                labels.extend(self._by_tokens(feature))
+                labels.extend(self._label_by_token_frequency(feature))
             elif strategy == LabelingStrategy.NGRAM_ANALYSIS:
-                labels.extend(self._by_ngrams(feature))
+                labels.extend(self._label_by_ngrams(feature))
             elif strategy == LabelingStrategy.PATTERN_MATCHING:
-                labels.extend(self._by_patterns(feature))
+                labels.extend(self._label_by_patterns(feature))
             elif strategy == LabelingStrategy.SEMANTIC_CLUSTERING:
-                labels.extend(self._by_clusters(feature))
+                labels.extend(self._label_by_clusters(feature))
         labels = [l for l in labels if l.confidence >= self.config.min_confidence]
         seen, unique = set(), []
         for l in sorted(labels, key=lambda l: (-l.confidence, l.text)):
@@ -325,7 +325,7 @@ class FeatureLabeler:
         fin.label(text)
         return True
 
-    def _by_tokens(self, feature: Feature) -> List[Label]:
+    def _label_by_token_frequency(self, feature: Feature) -> List[Label]:
         total = feature.activation_count or len(feature.top_activations)
         out = []
         for tok, firings, occ in self._token_stats(feature):
@@ -338,7 +338,7 @@ class FeatureLabeler:
                 )
         return out
 
-    def _by_patterns(self, feature: Feature) -> List[Label]:
+    def _label_by_patterns(self, feature: Feature) -> List[Label]:
         total = feature.activation_count or len(feature.top_activations)
         stats = self._token_stats(feature)
         out = []
@@ -356,7 +356,7 @@ class FeatureLabeler:
             out.append(self._scored(f"pattern:{name}", LabelingStrategy.PATTERN_MATCHING, firings, occ, total, top, pattern=self.patterns[name]))
         return out
 
-    def _by_ngrams(self, feature: Feature) -> List[Label]:
+    def _label_by_ngrams(self, feature: Feature) -> List[Label]:
         """N-grams (n ≥ 2) *ending at the firing token*, over the stored examples (top and
         quantile samples): confidence = share of those examples showing the n-gram. Single
         tokens are TOKEN_FREQUENCY's job (scored over the whole corpus)."""
@@ -405,7 +405,7 @@ class FeatureLabeler:
             )
         return out
 
-    def _by_clusters(self, feature: Feature) -> List[Label]:
+    def _label_by_clusters(self, feature: Feature) -> List[Label]:
         """Groups the firing tokens (over all tokens) into clusters — by embedding cosine
         ≥ 0.5 when token embeddings were given, else by case/space-normalized form — and
         labels each large cluster with its share of firings (``cluster:a|b|c``)."""
@@ -441,7 +441,7 @@ class FeatureLabeler:
         parts = [f"A {feature.feature_type.value} feature"]
         if feature.activation_count > 0:
             parts[0] += (
-                f" that fired on {feature.activation_count} tokens "
+                f" that fired on {feature.activation_count} token{'' if feature.activation_count == 1 else 's'} "
                 f"(frequency: {feature.activation_frequency:.4f}, mean activation {feature.mean_activation:.3f}, "
                 f"max {feature.max_activation:.3f})"
             )
@@ -483,7 +483,8 @@ class FeatureLabeler:
 #: is labeled in Python.
 _ENGINE_EQUIVALENT = (
     "label_feature", "label_features", "set_corpus", "generate_description", "_token_stats",
-    "_scored", "_by_tokens", "_by_patterns", "_by_ngrams", "_pattern_occurrences", "_regex",
+    "_scored", "_label_by_token_frequency", "_label_by_patterns", "_label_by_ngrams",
+    "_pattern_occurrences", "_regex",
 )
 _ENGINE_STRATEGIES = frozenset((
     LabelingStrategy.TOKEN_FREQUENCY, LabelingStrategy.NGRAM_ANALYSIS,

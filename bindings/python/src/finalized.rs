@@ -249,7 +249,7 @@ impl Finalized {
             .filter(|a| labels::py_strip(&a.token) == key)
             .map(|a| a.activation)
             .reduce(f32::max)
-            .map(crate::topy::f32_as_json))
+            .map(f64::from))
     }
 
     /// Every distinct token a feature fired on, sorted.

@@ -340,8 +340,9 @@ pub fn describe(f: &Feature) -> String {
     let mut first = format!("A {} feature", f.feature_type.as_str());
     if f.activation_count > 0 {
         first += &format!(
-            " that fired on {} tokens (frequency: {}, mean activation {}, max {})",
+            " that fired on {} token{} (frequency: {}, mean activation {}, max {})",
             f.activation_count,
+            if f.activation_count == 1 { "" } else { "s" },
             py_fixed(f.activation_frequency, 4),
             py_fixed(f.mean_activation, 3),
             py_fixed(f.max_activation, 3)

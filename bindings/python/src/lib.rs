@@ -16,7 +16,7 @@ use feature_dictionary::model::{DictionaryConfig, ExtractionConfig};
 use feature_dictionary::Error;
 use finalized::Finalized;
 use numpy::{PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyIOError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use serde::{Deserialize, Serialize};
@@ -26,13 +26,42 @@ mod finalized;
 mod labels;
 mod topy;
 
-/// The engine's errors as Python exceptions: I/O problems as `OSError`, everything else
-/// (malformed files, bad input) as `ValueError`; the message names the file.
+/// The engine's errors as Python exceptions: I/O problems as `OSError` with the errno of
+/// their kind, so Python makes them the subclass the original's `open` raised
+/// (`FileNotFoundError`, `PermissionError`, `IsADirectoryError`, ...) and sets `filename`;
+/// everything else (malformed files, bad input) as `ValueError`. The message names the file.
 fn to_py(e: Error) -> PyErr {
-    match e {
-        Error::Io { .. } => PyIOError::new_err(e.to_string()),
-        _ => PyValueError::new_err(e.to_string()),
+    use std::io::ErrorKind;
+    let errno = match &e {
+        Error::Io { source, .. } => source.raw_os_error().or(match source.kind() {
+            ErrorKind::NotFound => Some(libc_errno::ENOENT),
+            ErrorKind::PermissionDenied => Some(libc_errno::EACCES),
+            ErrorKind::IsADirectory => Some(libc_errno::EISDIR),
+            ErrorKind::NotADirectory => Some(libc_errno::ENOTDIR),
+            ErrorKind::AlreadyExists => Some(libc_errno::EEXIST),
+            _ => None,
+        }),
+        // A directory where a dictionary file was expected: what `open` says of one.
+        Error::Format { path, .. } if path.is_dir() => Some(libc_errno::EISDIR),
+        _ => return PyValueError::new_err(e.to_string()),
+    };
+    let path = match &e {
+        Error::Io { path, .. } | Error::Format { path, .. } => path.display().to_string(),
+        _ => String::new(),
+    };
+    match errno {
+        Some(errno) => PyOSError::new_err((errno, e.to_string(), path)),
+        None => PyOSError::new_err(e.to_string()),
     }
+}
+
+/// The POSIX error numbers `to_py` gives (the same on Linux and macOS).
+mod libc_errno {
+    pub const ENOENT: i32 = 2;
+    pub const EACCES: i32 = 13;
+    pub const EEXIST: i32 = 17;
+    pub const ENOTDIR: i32 = 20;
+    pub const EISDIR: i32 = 21;
 }
 
 /// The accumulation state of one dictionary (or one shard of it).

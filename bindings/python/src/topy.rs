@@ -1,11 +1,13 @@
 //! A serde serializer that builds Python objects directly, giving exactly what
 //! `json.loads(serde_json::to_string(value))` would give — same keys, lists for sequences and
-//! tuples, `None` for non-finite floats, and f32 values as the float their shortest decimal
-//! parses to — without the JSON text in between.
+//! tuples, `None` for non-finite floats — without the JSON text in between; f32 values become
+//! the float holding exactly their value (the JSON has their shortest decimal, which reads
+//! back as the same f32).
 //!
 //! Going through text cost more than everything else in `finalize()` (a 16,384-feature
 //! dictionary is ~290 MB of JSON), and the equivalence keeps the Python objects identical to
-//! those of a saved and reloaded file.
+//! those of a saved file loaded back with `FeatureDictionary.load` (which reads it through
+//! the same model).
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -49,13 +51,6 @@ fn py_str<'py>(py: Python<'py>, strings: &RefCell<Strings>, s: &str) -> Bound<'p
     let v = PyString::new(py, s);
     map.insert(s.into(), v.clone().unbind());
     v
-}
-
-/// The value a Python `float` gets from serde_json's text for `v` (its shortest decimal).
-pub fn f32_as_json(v: f32) -> f64 {
-    let mut buf = zmij::Buffer::new();
-    // The shortest decimal always parses; fall back to the exact value rather than panic.
-    buf.format_finite(v).parse().unwrap_or(v as f64)
 }
 
 /// A serializer error carrying the Python exception.
@@ -270,7 +265,9 @@ impl<'a, 'py> ser::Serializer for ToPy<'a, 'py> {
     fn serialize_f32(self, v: f32) -> Result<Self::Ok> {
         // serde_json writes non-finite floats as null.
         if v.is_finite() {
-            self.obj(f32_as_json(v))
+            // Exactly the float32 value, as `float(np.float32(x))` (the original's examples
+            // held the input's values); its statistics (f64) are then equal where they should be.
+            self.obj(v as f64)
         } else {
             Ok(self.py.None().into_bound(self.py))
         }

@@ -87,8 +87,8 @@ def test_finalize_uses_python_for_what_the_engine_does_not_do():
     acts, tokens = planted()
 
     class Custom(FeatureLabeler):
-        def _by_tokens(self, feature):
-            return [l for l in super()._by_tokens(feature) if l.text != "token:cat"]
+        def _label_by_token_frequency(self, feature):
+            return [l for l in super()._label_by_token_frequency(feature) if l.text != "token:cat"]
 
     d = build(acts, tokens)
     d.labeler = Custom(LabelingConfig())
@@ -107,14 +107,36 @@ def test_lazy_features_equal_the_saved_json_route_exactly(tmp_path):
     d.finalize()
     path = tmp_path / "d.json"
     d.save(str(path))
-    # What finalize() built before: the engine's JSON parsed by json.loads.
+    # The engine's JSON parsed by json.loads: the same, but for float32 values (example
+    # activations), which the file spells as their shortest decimal and Python holds exactly.
     data = json.loads(path.read_text())
     reference = FeatureSet.from_dict(data["feature_set"])
-    assert reference == d.features  # every field, every float bit, every example
+    assert_same_but_float32_spelling(reference.to_dict(), d.features.to_dict())
     assert d.features.metadata == reference.metadata
     assert d.features.metadata["dead_features"] or d.features.metadata["omitted_features"]
+    # Loaded back through the engine's model: every field, every float bit, every example.
     loaded = FeatureDictionary.load(str(path))
-    assert loaded.features == reference
+    assert loaded.features == d.features
+    f = next(f for f in d.features if f.activation_count == 1 or f.top_activations)
+    assert f.max_activation == f.top_activations[0].activation
+
+
+def assert_same_but_float32_spelling(from_json, ours, where="$"):
+    """Equal, except that a float of ``ours`` holding exactly a float32 value may be spelled
+    in the JSON as that float32's shortest decimal (which reads back as the same float32)."""
+    if isinstance(ours, float) and isinstance(from_json, float) and from_json != ours:
+        assert float(np.float32(ours)) == ours, f"{where}: {from_json!r} != {ours!r}"
+        assert np.float32(from_json) == np.float32(ours), f"{where}: {from_json!r} != {ours!r}"
+    elif isinstance(ours, dict):
+        assert isinstance(from_json, dict) and from_json.keys() == ours.keys(), where
+        for k in ours:
+            assert_same_but_float32_spelling(from_json[k], ours[k], f"{where}.{k}")
+    elif isinstance(ours, (list, tuple)):
+        assert isinstance(from_json, (list, tuple)) and len(from_json) == len(ours), where
+        for i, (a, b) in enumerate(zip(from_json, ours)):
+            assert_same_but_float32_spelling(a, b, f"{where}[{i}]")
+    else:
+        assert from_json == ours, f"{where}: {from_json!r} != {ours!r}"
 
 
 def test_lazy_fields_are_converted_once_and_then_plain_attributes():

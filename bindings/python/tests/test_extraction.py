@@ -124,11 +124,18 @@ def test_statistics_are_right_before_finalize_and_finalize_is_not_destructive(co
     ref6 = Reference(acts[:6], tokens[:6])
     assert ex.features[3].activation_count == ref6.count(3)  # before finalize
     first = ex.finalize()
+    assert first.total_tokens_processed == 6 * acts.shape[1]
+    held_feature = first[3]
+    assert held_feature.activation_count == ref6.count(3)
     ex.process_batch(acts[6:], tokens[6:])
     again = ex.finalize()
     whole = build(acts, tokens)
-    assert first.total_tokens_processed == 6 * acts.shape[1]
     assert_same(again.to_dict(), whole.features.to_dict(), skip=("model_name", "sae_name", "layer"))
+    # As in the original, finalize() returns the extractor's one live set: what was held
+    # from the first finalize() now shows all tokens, feature objects included.
+    assert first is again and again[3] is held_feature
+    assert first.total_tokens_processed == acts.shape[0] * acts.shape[1]
+    assert held_feature.activation_count == Reference(acts, tokens).count(3)
 
 
 def test_top_features_and_feature_by_token(corpus):

@@ -1,0 +1,195 @@
+"""Behaviour ported code relies on: the original's live feature set, its exceptions, its
+lenient queries, its override hooks, and consistent numbers (dead counts, float32 values)
+— each checked against what the original did or against brute force."""
+
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+from conftest import Reference, build, random_corpus
+
+from feature_dictionary import (
+    ExtractionConfig,
+    Feature,
+    FeatureActivation,
+    FeatureAnalyzer,
+    FeatureDictionary,
+    FeatureExtractor,
+    FeatureLabeler,
+    FeatureSet,
+    FeatureType,
+)
+
+
+def test_an_interrupt_during_a_call_surfaces_after_it_with_every_state_consistent():
+    acts, tokens = random_corpus(seed=5, n_features=48)
+    clean = build(acts, tokens)
+    clean.finalize()
+    d = FeatureDictionary(48, 16)
+    d.config.extraction.include_dead_features = True
+    d.extractor.config.include_dead_features = True
+    sent = []
+
+    def interrupt_once(_activation):
+        # Runs inside the call, after the engine took the data and before the call ends: the
+        # moment where an interrupt used to leave the co-activation sums behind the engine.
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    d.extractor.add_callback(interrupt_once)
+    with pytest.raises(KeyboardInterrupt, match="processed in full"):
+        d.process_batch(acts, tokens)
+    assert sent and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    d.extractor._callbacks.clear()
+    d.finalize()
+    assert d.extractor.total_tokens == clean.extractor.total_tokens
+    np.testing.assert_array_equal(d.extractor._coact, clean.extractor._coact)
+    for fid in (0, 7, 31):
+        assert d.get_correlated(fid, 0.0) == clean.get_correlated(fid, 0.0)
+
+
+def test_one_extractor_used_from_two_threads_takes_every_call_in_turn():
+    acts, tokens = random_corpus(seed=6, n_seq=24, n_features=48)
+    ex = FeatureExtractor(48, 16, config=ExtractionConfig(include_dead_features=True))
+    errors, reads = [], []
+
+    def work(part):
+        try:
+            for i in range(part, 24, 2):
+                ex.process_activations(acts[i], tokens[i])
+                reads.append((ex.total_tokens, len(ex.features)))
+        except Exception as e:  # noqa: BLE001 - any error fails the test below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert ex.total_tokens == acts.shape[0] * acts.shape[1]
+    ref = Reference(acts, tokens)
+    fs = ex.finalize()
+    assert [fs[j].activation_count for j in range(48)] == [ref.count(j) for j in range(48)]
+    assert len(reads) == 24 and all(n == 48 for _, n in reads)
+
+
+def test_user_weights_on_features_survive_more_processing():
+    acts, tokens = random_corpus(seed=7)
+    ex = FeatureExtractor(acts.shape[2], 16, config=ExtractionConfig(include_dead_features=True))
+    ex.process_batch(acts[:4], tokens[:4])
+    fs = ex.features
+    fs[2].decoder_weight = [1.0, 0.0]
+    fs[2].bias = 0.5
+    analyzer = FeatureAnalyzer(fs)
+    ex.process_batch(acts[4:], tokens[4:])
+    ex.finalize()
+    assert ex.features is fs and fs[2].decoder_weight == [1.0, 0.0] and fs[2].bias == 0.5
+    assert analyzer.get_summary()["total_tokens_processed"] == acts.shape[0] * acts.shape[1]
+
+
+def test_dead_features_are_counted_alike_by_every_statistic():
+    acts, tokens = random_corpus(seed=8, n_features=48)
+    acts[:, :, [2, 3]] = 0.0  # never fire
+    d = build(acts, tokens, include_dead_features=False)
+    d.finalize()
+    dead = d.analyzer.get_dead_features()
+    assert dead == [2, 3] and 2 not in d.features.features
+    stats = d.get_statistics()
+    assert stats["dead_features"] == 2 and stats["type_distribution"]["dead"] == 2
+    assert d.features.get_statistics()["dead_features"] == 2
+    assert stats["total_features"] == 46
+
+
+def test_a_hand_made_feature_is_not_dead_once_it_fired_and_summaries_reclassify():
+    f = Feature(id=0, dimension=4)
+    assert f.feature_type == FeatureType.DEAD
+    for v in (1.0, 2.0, 3.0):
+        f.add_activation(FeatureActivation(0, "x", 0, v))
+    assert f.feature_type == FeatureType.SPARSE  # the original's default
+    fs = FeatureSet(layer=0, total_tokens_processed=10)
+    fs.add_feature(f)
+    summary = FeatureAnalyzer(fs).get_summary()
+    assert summary["type_distribution"]["dense"] == 1 and summary["dead_features"] == 0
+    assert f.activation_frequency == pytest.approx(0.3)
+    assert "fired on 3 tokens" in FeatureLabeler().generate_description(f)
+    g = Feature(id=1, dimension=4)
+    g.add_activation(FeatureActivation(1, "y", 0, 1.0))
+    assert "fired on 1 token " in FeatureLabeler().generate_description(g)
+
+
+def test_token_search_sees_features_added_and_examples_edited_after_the_first_search():
+    acts, tokens = random_corpus(seed=9)
+    d = build(acts, tokens)
+    d.finalize()
+    assert d.search_by_token("zzz") == []
+    f = Feature(id=1000, dimension=16)
+    f.add_activation(FeatureActivation(1000, "zzz", 0, 2.0))
+    d.features.add_feature(f)
+    assert d.search_by_token("zzz") == [(1000, 2.0)]
+    target = next(g for g in d.features if g.top_activations and g.id != 1000)
+    target.top_activations[0].token = "renamed"
+    target.metadata.pop("top_tokens", None)
+    hits = dict(d.search_by_token("renamed"))
+    assert target.id in hits
+    assert d.search_by_token(None) == []
+
+
+def test_example_activations_are_the_input_float32_values_exactly():
+    acts, tokens = random_corpus(seed=10)
+    d = build(acts, tokens)
+    d.finalize()
+    for f in d.features:
+        for a in f.top_activations:
+            seq, pos = a.metadata["sequence"], a.position
+            assert a.activation == float(acts[seq, pos, f.id])
+        if f.top_activations:
+            assert f.max_activation == f.top_activations[0].activation
+            assert d.get_feature_stats(f.id).min_activation == float(
+                acts[:, :, f.id][acts[:, :, f.id] >= np.float32(0.01)].min()
+            )
+
+
+def test_file_errors_are_the_oserror_subclasses_open_raises(tmp_path):
+    missing = tmp_path / "nope.json"
+    with pytest.raises(FileNotFoundError) as e:
+        FeatureDictionary.load(str(missing))
+    assert e.value.filename == str(missing) and "nope.json" in str(e.value)
+    with pytest.raises(IsADirectoryError):
+        FeatureDictionary.load(str(tmp_path))
+    acts, tokens = random_corpus(seed=11)
+    d = build(acts, tokens)
+    d.finalize()
+    with pytest.raises(FileNotFoundError):
+        d.save(str(tmp_path / "no-such-dir" / "d.json"))
+    with pytest.raises(FileNotFoundError):
+        d.features.save(str(tmp_path / "no-such-dir" / "fs.json"))
+
+
+def test_lenient_queries_answer_as_the_original():
+    acts, tokens = random_corpus(seed=12)
+    d = build(acts, tokens)
+    d.finalize()
+    assert d.get_features_by_type("bogus") == []
+    assert d.get_features_by_type("dead") == d.get_features_by_type(FeatureType.DEAD)
+    assert d.analyzer.compare_features(0, 99_999) == {"error": "Feature not found"}
+
+
+def test_the_originals_private_names_still_work():
+    acts, tokens = random_corpus(seed=13)
+    ex = FeatureExtractor(acts.shape[2], 16)
+    ex.process_batch(acts, tokens)
+    assert ex._total_tokens == ex.total_tokens == acts.shape[0] * acts.shape[1]
+    assert ex._get_context_tokens(list("abcdefg"), 3, 2) == list("bcdef")
+    assert ex._get_context_tokens(list("abc"), 0, 5) == list("abc")
+
+    class NoCats(FeatureLabeler):
+        def _label_by_token_frequency(self, feature):
+            return [l for l in super()._label_by_token_frequency(feature) if l.text != "token:cat"]
+
+    fs = ex.finalize()
+    NoCats().label_features(fs)
+    assert all("token:cat" not in f.labels for f in fs)
