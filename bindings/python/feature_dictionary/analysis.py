@@ -148,8 +148,12 @@ class FeatureAnalyzer:
             row = pearson[feature_id]
             return {int(j): float(row[j]) for j in np.nonzero(np.isfinite(row))[0] if j != feature_id}
         f = self.feature_set.get_feature(feature_id)
-        if f is not None and "correlated_features" in f.metadata:
-            return {int(j): float(r) for j, r in f.metadata["correlated_features"]}
+        if f is not None:
+            # Ours, or those `featdict build --correlation` stored (Pearson, or φ of firings
+            # for a sketch: the file's metadata["correlation"] says which).
+            for key in ("correlated_features", "correlated"):
+                if key in f.metadata:
+                    return {int(j): float(r) for j, r in f.metadata[key]}
         return None
 
     def find_correlated_features(self, feature_id: int, min_correlation: float = 0.5) -> List[Tuple[int, float]]:

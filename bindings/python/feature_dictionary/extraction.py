@@ -604,6 +604,9 @@ class FeatureExtractor:
                 partners[str(fid)] = [[int(j), float(row[j])] for j in best if np.isfinite(row[j]) and row[j] > 0]
             fin.set_metadata("correlated_features", json.dumps(partners))
         fs = FeatureSet._from_engine(fin)
+        if pearson is not None:
+            # How the partners were computed, as `featdict build --correlation` records it.
+            fs.metadata["correlation"] = {"mode": "exact", "measure": "pearson", "exact": True}
         labeled = labeler is not None and labeler._label_engine(fin, fs)
         with no_gc():
             fs._add_engine_features(fin)

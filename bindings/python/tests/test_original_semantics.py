@@ -193,3 +193,27 @@ def test_the_originals_private_names_still_work():
     fs = ex.finalize()
     NoCats().label_features(fs)
     assert all("token:cat" not in f.labels for f in fs)
+
+
+def test_correlations_stored_by_featdict_build_are_read_too(tmp_path):
+    import json
+    import warnings
+
+    acts, tokens = random_corpus(seed=14, n_features=24)
+    d = build(acts, tokens)
+    d.finalize()
+    assert d.features.metadata["correlation"] == {"mode": "exact", "measure": "pearson", "exact": True}
+    want = d.get_correlated(0, 0.0)
+    assert want
+    path = tmp_path / "d.json"
+    d.save(str(path))
+    data = json.loads(path.read_text())
+    # `featdict build --correlation exact` keeps the same [[partner, r], ...] under "correlated".
+    for f in data["feature_set"]["features"].values():
+        f["metadata"]["correlated"] = f["metadata"].pop("correlated_features")
+    path.write_text(json.dumps(data))
+    loaded = FeatureDictionary.load(str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to the Jaccard estimate
+        got = loaded.get_correlated(0, 0.0)
+    assert [j for j, _ in got] == [j for j, _ in want][: len(got)] and got

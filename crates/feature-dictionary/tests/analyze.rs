@@ -133,6 +133,39 @@ fn exact_correlation_equals_brute_force_pearson() {
 }
 
 #[test]
+fn partners_stored_by_the_python_package_are_read_as_a_builds() {
+    let rows = 700;
+    let x = data(rows);
+    let built = build_merged(&x, rows, "exact");
+    // The Python package's layout: partners under `correlated_features`, and (before it
+    // recorded one) no method in the feature set's metadata.
+    let mut py = built.clone();
+    py.feature_set
+        .metadata
+        .extra
+        .remove(correlation::METHOD_KEY);
+    for f in py.feature_set.features.values_mut() {
+        let partners = f.metadata.extra.remove(correlation::PARTNERS_KEY).unwrap();
+        f.metadata
+            .extra
+            .insert(correlation::PYTHON_PARTNERS_KEY.into(), partners);
+    }
+    let m = correlation::method(&py).unwrap();
+    assert_eq!((m.mode.as_str(), m.measure.as_str()), ("exact", "pearson"));
+    for i in 0..F as u64 {
+        assert_eq!(
+            correlation::correlated(&py, i, f64::NEG_INFINITY).unwrap(),
+            correlation::correlated(&built, i, f64::NEG_INFINITY).unwrap()
+        );
+    }
+    // Without partners under either key there is still nothing to answer with.
+    for f in py.feature_set.features.values_mut() {
+        f.metadata.extra.remove(correlation::PYTHON_PARTNERS_KEY);
+    }
+    assert!(correlation::method(&py).is_none());
+}
+
+#[test]
 fn sketch_correlation_is_phi_of_firings() {
     let rows = 700;
     let x = data(rows);

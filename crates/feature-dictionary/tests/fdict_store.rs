@@ -511,17 +511,16 @@ fn neuronpedia_export_shape() {
         let values: Vec<f64> =
             serde_json::from_value(o["freq_hist_data_bar_values"].clone()).unwrap();
         if f.activation_count > 0 {
-            assert_eq!(heights.len(), 50);
+            let single_value = f.max_activation == f.metadata.min_activation.unwrap() as f64;
+            // One bar when every firing had the same value, else 50 increasing bin centres.
+            assert_eq!(heights.len(), if single_value { 1 } else { 50 });
             assert_eq!(
                 heights.iter().sum::<u64>(),
                 f.activation_count,
                 "feature {}",
                 f.id
             );
-            assert!(
-                values.windows(2).all(|w| w[0] < w[1])
-                    || f.max_activation == f.metadata.min_activation.unwrap() as f64
-            );
+            assert!(values.windows(2).all(|w| w[0] < w[1]));
         } else {
             assert!(heights.is_empty());
         }
@@ -534,6 +533,22 @@ fn neuronpedia_export_shape() {
             .map(|g| g.examples.len())
             .sum();
         assert_eq!(acts.len(), n_top + n_q);
+        // A quantile group's examples carry its share of the feature's firings.
+        let shares: Vec<f64> = acts[n_top..]
+            .iter()
+            .map(|a| a["bin_contains"].as_f64().unwrap())
+            .collect();
+        let want: Vec<f64> = f
+            .metadata
+            .quantile_examples
+            .iter()
+            .flat_map(|g| {
+                let share = g.count as f64 / f.activation_count as f64;
+                g.examples.iter().map(move |_| share)
+            })
+            .collect();
+        assert_eq!(shares, want);
+        assert!(shares.iter().all(|&x| (0.0..=1.0).contains(&x)));
         for (a, ex) in acts.iter().zip(&f.top_activations) {
             assert_eq!(a["bin_min"], -1.0);
             assert_eq!(a["bin_max"], -1.0);

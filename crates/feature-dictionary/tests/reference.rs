@@ -224,6 +224,21 @@ fn every_statistic_matches_brute_force() {
             assert_eq!(t.occurrences, occurrences[t.token.as_str()]);
         }
 
+        // Each group's count is exactly the firings between its bounds (the upper one
+        // included for the group that ends at the maximum).
+        let groups = &got.metadata.quantile_examples;
+        for (i, g) in groups.iter().enumerate() {
+            let top = i + 1 == groups.len() && g.max_activation == got.max_activation;
+            let inside = fired
+                .iter()
+                .filter(|&&(_, v)| {
+                    let v = v as f64;
+                    v >= g.min_activation
+                        && (v < g.max_activation || (top && v <= g.max_activation))
+                })
+                .count() as u64;
+            assert_eq!(g.count, inside, "feature {feat}, group {i}: {g:?}");
+        }
         // Quantile-stratified samples are real firings of this feature in their group.
         for g in &got.metadata.quantile_examples {
             for ex in &g.examples {

@@ -59,14 +59,28 @@ pub fn store_method(fs: &mut FeatureSet, c: &Coactivation) {
     );
 }
 
-/// The method a dictionary's correlations were computed with, if any.
+/// The method a dictionary's correlations were computed with, if any. A dictionary the
+/// Python package saved before it recorded the method holds Pearson correlations over all
+/// tokens under `correlated_features` (its co-activation matrix is exact).
 pub fn method(dict: &FeatureDictionary) -> Option<CorrelationMethod> {
     dict.feature_set
         .metadata
         .extra
         .get(METHOD_KEY)
         .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .or_else(|| {
+            dict.features()
+                .any(|f| f.metadata.extra.contains_key(PYTHON_PARTNERS_KEY))
+                .then(|| CorrelationMethod {
+                    mode: "exact".into(),
+                    measure: "pearson".into(),
+                    exact: true,
+                })
+        })
 }
+
+/// Key in `Feature.metadata` under which the Python package stores partners.
+pub const PYTHON_PARTNERS_KEY: &str = "correlated_features";
 
 /// The original's `find_correlated_features(id, min_correlation)`: stored partners of `id`
 /// with correlation ≥ `min_correlation`, best first.
@@ -89,12 +103,9 @@ pub fn correlated(
             "this dictionary holds no co-activation data; rebuild it with --correlation exact (≤ 4,096 features) or --correlation sketch".into(),
         ));
     }
-    let partners: Vec<(u64, f64)> = f
-        .metadata
-        .extra
-        .get(PARTNERS_KEY)
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default();
+    // A build stores them under PARTNERS_KEY; the Python package under
+    // `correlated_features` (the same [[partner, r], …]).
+    let partners = crate::store::fdict::correlated_of(f);
     Ok(partners
         .into_iter()
         .filter(|p| p.1 >= min_correlation)

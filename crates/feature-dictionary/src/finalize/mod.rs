@@ -241,8 +241,11 @@ impl Ctx<'_> {
         f
     }
 
-    /// Equal-count groups from the histogram, each with samples whose activation lies in it
-    /// (smallest hashes first, so the choice is deterministic and unbiased within a band).
+    /// About equal-count groups from the histogram, each with samples whose activation lies
+    /// in it (smallest hashes first, so the choice is deterministic and unbiased within a
+    /// band). A group ends on the histogram bin edge nearest its decile, so its bounds are
+    /// real bin edges (the outer ones the feature's min and max) and its `count` is exactly
+    /// the firings between them; deciles that fall in one bin leave empty groups, dropped.
     fn quantile_groups(
         &self,
         id: u64,
@@ -252,19 +255,44 @@ impl Ctx<'_> {
         lo: f64,
         hi: f64,
     ) -> Vec<QuantileGroup> {
-        let count: u64 = hist.iter().sum();
+        let total: u64 = hist.iter().sum();
         let mut pool: Vec<_> = part.samples[local].items.iter().collect();
         pool.sort_by_key(|s| (s.hash, s.example.sequence, s.example.position));
         debug_assert!(pool.iter().all(|s| (s.band as usize) < N_BANDS));
         let mut groups = Vec::new();
-        let mut edge_lo = lo;
+        // Firings in bins [0, end): the prefix sums tell how many a boundary at an edge leaves
+        // below it.
+        let mut below = vec![0u64; hist.len() + 1];
+        for (b, &c) in hist.iter().enumerate() {
+            below[b + 1] = below[b] + c;
+        }
+        let (mut start, mut edge_lo) = (0usize, lo);
         for g in 0..N_QUANTILE_GROUPS {
-            let edge_hi = if g + 1 == N_QUANTILE_GROUPS {
+            let last = g + 1 == N_QUANTILE_GROUPS;
+            let end = if last {
+                hist.len()
+            } else {
+                // The edge whose count below is nearest the decile (the lower edge on a tie).
+                let target = total as f64 * (g + 1) as f64 / N_QUANTILE_GROUPS as f64;
+                let above = below.partition_point(|&c| (c as f64) < target).max(start);
+                if above > start && target - below[above - 1] as f64 <= below[above] as f64 - target
+                {
+                    above - 1
+                } else {
+                    above
+                }
+            };
+            // Bin 0 holds everything below its upper edge and the last bin everything above
+            // its lower one, so inner edges only: the outer bounds are the min and max.
+            // An edge at or past the maximum closes the last group (which includes the max).
+            let last = last || end >= hist.len() || histogram::lower_edge(end) >= hi;
+            let end = if last { hist.len() } else { end };
+            let edge_hi = if last {
                 hi
             } else {
-                histogram::quantile(hist, (g + 1) as f64 / N_QUANTILE_GROUPS as f64, lo, hi)
+                histogram::lower_edge(end).clamp(lo, hi)
             };
-            let last = g + 1 == N_QUANTILE_GROUPS;
+            let count = below[end.min(hist.len())] - below[start];
             let examples: Vec<FeatureActivation> = pool
                 .iter()
                 .filter(|s| {
@@ -277,11 +305,14 @@ impl Ctx<'_> {
             groups.push(QuantileGroup {
                 min_activation: edge_lo,
                 max_activation: edge_hi,
-                count: count / N_QUANTILE_GROUPS as u64
-                    + ((g as u64) < count % N_QUANTILE_GROUPS as u64) as u64,
+                count,
                 examples,
             });
+            start = end.max(start);
             edge_lo = edge_hi;
+            if last {
+                break;
+            }
         }
         groups.retain(|g| !g.examples.is_empty());
         groups

@@ -639,7 +639,7 @@ pub fn correlated_of(f: &Feature) -> Vec<(u64, f64)> {
 fn correlated_in(metadata: &FeatureMetadata) -> Vec<(u64, f64)> {
     let built = neighbours_in(metadata, PARTNERS_KEY);
     if built.is_empty() {
-        neighbours_in(metadata, "correlated_features")
+        neighbours_in(metadata, crate::analyze::correlation::PYTHON_PARTNERS_KEY)
     } else {
         built
     }

@@ -18,7 +18,10 @@
 //!   `logit_lens: {pos_str, pos_values, neg_str, neg_values}`; correlated features are the
 //!   partners a `--correlation` build stored (or a `correlated_features` metadata key).
 //! - `activations`: the top examples form one group with `bin_min = bin_max = -1` and
-//!   `bin_contains = -1`; each quantile group gives its activation range and firing count.
+//!   `bin_contains = -1`; each quantile group gives its activation range and, as
+//!   `bin_contains`, the share of the feature's firings in it (a fraction in [0, 1], which
+//!   SAEDashboard shows as "Contains X%").
+//! - A feature whose firings all had one value gets one histogram bar at that value.
 //!   Every example lists its context tokens, this feature's activation on each of them
 //!   (`context_activations`; zeros except the firing token when absent) and the index of the
 //!   firing token.
@@ -46,6 +49,10 @@ pub fn equal_width_histogram(
     let total: u64 = hist.counts.iter().map(|c| c.1).sum();
     if bins == 0 || total == 0 || !(min.is_finite() && max.is_finite()) || max < min {
         return (Vec::new(), Vec::new());
+    }
+    if max == min {
+        // Every firing had the same value: one bar (fifty zero-width bins would say nothing).
+        return (vec![total], vec![min]);
     }
     let width = (max - min) / bins as f64;
     let centres: Vec<f64> = (0..bins).map(|i| min + width * (i as f64 + 0.5)).collect();
@@ -151,12 +158,13 @@ pub fn feature_json(f: &Feature, total_tokens: u64) -> Value {
         .collect();
     for g in &f.metadata.quantile_examples {
         for a in &g.examples {
-            activations.push(example(
-                a,
-                g.min_activation,
-                g.max_activation,
-                g.count as f64,
-            ));
+            // SAEDashboard's "Contains X%": the share of the feature's firings in the group.
+            let share = if f.activation_count == 0 {
+                0.0
+            } else {
+                g.count as f64 / f.activation_count as f64
+            };
+            activations.push(example(a, g.min_activation, g.max_activation, share));
         }
     }
     json!({
