@@ -751,6 +751,44 @@ fn manual_labels_carry_over_into_a_rebuilt_dictionary() {
     assert!(f.description.contains("second"), "{}", f.description);
 }
 
+/// A file an earlier version wrote in WAL mode leaves it when opened for writing: labels go
+/// into the `.fdict` itself, so a copy of that file alone holds them (in WAL mode they sat
+/// in the `-wal` side file until a checkpoint).
+#[test]
+fn a_wal_file_opened_for_labels_leaves_wal_mode() {
+    let (dir, fd, _spec) = synthetic_fdict(20);
+    let c = rusqlite::Connection::open(&fd).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    drop(c);
+    let mut w = FdictReader::open_rw(&fd).unwrap();
+    let journal: String = w
+        .connection()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "delete");
+    w.add_manual_label(4, "kept in the file itself").unwrap();
+    assert!(
+        !dir.path().join("s.fdict-wal").exists() || {
+            std::fs::metadata(dir.path().join("s.fdict-wal"))
+                .unwrap()
+                .len()
+                == 0
+        }
+    );
+    let copy = dir.path().join("copy.fdict");
+    std::fs::copy(&fd, &copy).unwrap();
+    drop(w);
+    let f = FdictReader::open(&copy)
+        .unwrap()
+        .feature(4)
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.labels[0], "kept in the file itself");
+}
+
 /// A dictionary rewritten (renamed over) while another connection has written labels into
 /// the old file reads back as exactly the new file; the old connection writes nothing more;
 /// labels written into the new file survive the old connection's close. The old file is

@@ -258,7 +258,10 @@ impl AppState {
             *self.totals.write().unwrap_or_else(|p| p.into_inner()) =
                 (w.summary().clone(), w.statistics().clone());
         }
-        f(&mut w)
+        let result = f(&mut w);
+        // Its own commit changed the file: not another program's overwrite.
+        w.restamp();
+        result
     }
 
     /// When another program has rewritten the served file (`featdict label`, `build`,
@@ -274,7 +277,9 @@ impl AppState {
         conn: &mut FdictReader,
         open: impl Fn(&Path) -> feature_dictionary::Result<FdictReader>,
     ) -> Result<bool, ApiError> {
-        if !conn.is_replaced() {
+        // Renamed over (`build`, `import`, `label --out`), or written in place by a program
+        // that is not SQLite (`cp other.fdict served.fdict`).
+        if !conn.is_replaced() && !conn.is_overwritten() {
             return Ok(false);
         }
         match open(&self.path) {

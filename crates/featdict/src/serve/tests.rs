@@ -229,6 +229,18 @@ fn search_api_matches_library_and_rejects_bad_queries() {
         assert_eq!(v["kind"], q.kind());
         assert_eq!(v["hits"][0]["feature"]["id"], want[0].id);
     }
+    // Thousands of repeated words once kept the server busy for minutes: refused at once.
+    let many = vec!["the"; 8000].join("+");
+    let started = std::time::Instant::now();
+    let r = get(s.addr, &format!("/api/search?text={many}"));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("at most 32"), "{}", r.body);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let r = get(
+        s.addr,
+        &format!("/api/search?text={}", vec!["fires"; 32].join("+")),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
     for bad in [
         "",
         "token=a&label=b",
@@ -751,6 +763,70 @@ fn a_file_replaced_while_served_is_followed() {
     assert_eq!(
         get(s.addr, "/api/stats").json()["statistics"]["labeled_features"],
         fresh.statistics().labeled_features
+    );
+}
+
+/// `cp other.fdict served.fdict` writes the served file in place (same inode, no SQLite
+/// commit): the server reads the new content instead of its cached pages of the old one
+/// ("database disk image is malformed"), and a label lands in the new content intact.
+#[test]
+fn a_file_copied_over_in_place_is_followed() {
+    let s = start(12);
+    // Every reader and the writer have the old content open and cached.
+    for i in 0..8 {
+        assert_eq!(get(s.addr, &format!("/features/{}", i % 12)).status, 200);
+    }
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/features/2/labels",
+        Some("application/json"),
+        br#"{"text": "in the old content"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut other = s.dict.clone();
+    for f in other.feature_set.features.values_mut() {
+        f.description = format!("copied over, feature {}", f.id);
+    }
+    other.feature_set.features.remove(&11);
+    let elsewhere = s.path.with_file_name("other.fdict");
+    store::save(&other, &elsewhere).unwrap();
+    let inode =
+        |p: &std::path::Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let before = inode(&s.path);
+    std::fs::write(&s.path, std::fs::read(&elsewhere).unwrap()).unwrap();
+    assert_eq!(
+        inode(&s.path),
+        before,
+        "an in-place write, not a replacement"
+    );
+    for i in 0..8 {
+        let r = get(s.addr, &format!("/features/{i}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = get(s.addr, &format!("/api/features/{i}")).json();
+        assert_eq!(v["description"], format!("copied over, feature {i}"));
+    }
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/features/3/labels",
+        Some("application/json"),
+        br#"{"text": "in the copied content"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let fresh = FdictReader::open(&s.path).unwrap();
+    assert_eq!(
+        fresh.feature(3).unwrap().unwrap().labels[0],
+        "in the copied content"
+    );
+    assert!(fresh.feature(11).unwrap().is_none());
+    // Every feature of the file still reads (a label written through stale pages corrupts it).
+    let all = fresh.load_all().unwrap();
+    assert_eq!(all.feature_set.features.len(), 11);
+    assert_eq!(all.get(4).unwrap().description, "copied over, feature 4");
+    assert_eq!(
+        get(s.addr, "/api/stats").json()["statistics"]["total_features"],
+        11
     );
 }
 

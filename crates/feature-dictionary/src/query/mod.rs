@@ -143,8 +143,19 @@ fn text_words(text: &str) -> Result<Vec<String>> {
             "full-text query {text:?} has no words (letters or digits)"
         )));
     }
+    // SQLite's full-text ranking costs grow with the square of the query's words: a few
+    // thousand repeated words kept a server busy for minutes.
+    if w.len() > MAX_TEXT_WORDS {
+        return Err(Error::Invalid(format!(
+            "full-text query has {} words; at most {MAX_TEXT_WORDS} are allowed",
+            w.len()
+        )));
+    }
     Ok(w)
 }
+
+/// Words a full-text query may have.
+pub const MAX_TEXT_WORDS: usize = 32;
 
 fn token_score(by: TokenRank, firings: u64, occurrences: u64) -> f64 {
     match by {

@@ -737,6 +737,18 @@ pub struct FdictReader {
     /// SQLite's `data_version` when `statistics` were read: it changes when another
     /// connection commits (see [`FdictReader::refresh_if_changed`]).
     data_version: i64,
+    /// The file's size and modification time as last explained: at opening, after a commit
+    /// another connection made (`data_version`), after [`FdictReader::restamp`] (this
+    /// connection's own writes). A change nothing explains is another program writing the
+    /// file in place (see [`FdictReader::is_overwritten`]).
+    stamp: Option<ContentStamp>,
+}
+
+/// Size and modification time of a file.
+type ContentStamp = (u64, std::time::SystemTime);
+
+fn content_stamp(md: &std::fs::Metadata) -> Option<ContentStamp> {
+    md.modified().ok().map(|t| (md.len(), t))
 }
 
 /// Whether the file at `path` is no longer the one whose identity was `opened`.
@@ -906,6 +918,21 @@ fn lock_for_replacement(path: &Path) -> Option<Connection> {
     Some(conn)
 }
 
+/// Takes a file an earlier version wrote in WAL mode out of it (best effort: it needs the
+/// file to itself). In WAL mode the labels written sit in the `-wal` side file until a
+/// checkpoint, so a copy of the `.fdict` alone lacks them, and a `-wal` left beside a file
+/// copied over it would be replayed into the new content.
+fn leave_wal_mode(conn: &Connection) {
+    let wal = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+        .is_ok_and(|m| m.eq_ignore_ascii_case("wal"));
+    if wal {
+        let _ = conn.query_row("PRAGMA journal_mode = DELETE", [], |r| {
+            r.get::<_, String>(0)
+        });
+    }
+}
+
 /// Device and inode of a file (`None` where the platform has no such notion).
 type FileIdentity = (u64, u64);
 
@@ -1043,6 +1070,7 @@ impl FdictReader {
             return Err(not_fdict());
         }
         let identity = file_identity(&md);
+        let stamp = content_stamp(&md);
         let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(|e| sql_err(path, "cannot open", e))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
@@ -1103,6 +1131,9 @@ impl FdictReader {
             stored_features: statistics.total_features,
             total_tokens_processed: statistics.total_tokens_processed,
         };
+        if flags.contains(OpenFlags::SQLITE_OPEN_READ_WRITE) {
+            leave_wal_mode(&conn);
+        }
         let data_version = data_version(&conn).map_err(|e| sql_err(path, "cannot open", e))?;
         Ok(Self {
             conn,
@@ -1111,7 +1142,42 @@ impl FdictReader {
             summary,
             identity,
             data_version,
+            stamp,
         })
+    }
+
+    /// Whether another program wrote the file in place since this reader last looked (a
+    /// `cp` over it, say): its size or modification time changed and no SQLite commit
+    /// explains it. SQLite would go on reading its cached pages of the old content
+    /// ("database disk image is malformed") and a label write would corrupt the new one, so
+    /// the reader must be opened again. A commit by another connection (which
+    /// [`FdictReader::refresh_if_changed`] follows) is not an overwrite; a false alarm only
+    /// costs a reopening.
+    pub fn is_overwritten(&mut self) -> bool {
+        let Some(now) = std::fs::metadata(&self.path)
+            .ok()
+            .and_then(|md| content_stamp(&md))
+        else {
+            return false; // removed: `is_replaced` says so
+        };
+        if Some(now) == self.stamp {
+            return false;
+        }
+        match data_version(&self.conn) {
+            Ok(v) if v != self.data_version => {
+                self.stamp = Some(now);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Records the file's size and modification time as this connection's own doing (call
+    /// after writing through it): its own commits do not change its `data_version`.
+    pub fn restamp(&mut self) {
+        self.stamp = std::fs::metadata(&self.path)
+            .ok()
+            .and_then(|md| content_stamp(&md));
     }
 
     /// The file this reader has open.
