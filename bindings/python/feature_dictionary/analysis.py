@@ -277,10 +277,14 @@ class FeatureAnalyzer:
         return [fid for fid, f in self.feature_set.features.items() if f.activation_frequency >= min_frequency]
 
     def compute_feature_importance(self) -> List[Tuple[int, float]]:
-        """``(id, importance)`` for all features, best first (ties by id)."""
-        scores = [(fid, importance(f)) for fid, f in self.feature_set.features.items()]
-        scores.sort(key=lambda x: (-x[1], x[0]))
-        return scores
+        """``(id, importance)`` for all features, best first. The score saturates at 1.0
+        (hundreds of features on a real SAE), so ties go to more firings, then the larger
+        max, then the smaller id (the original left them in id order), as `featdict` ranks."""
+        ranked = sorted(
+            self.feature_set.features.items(),
+            key=lambda kv: (-importance(kv[1]), -kv[1].activation_count, -kv[1].max_activation, kv[0]),
+        )
+        return [(fid, importance(f)) for fid, f in ranked]
 
     def get_position_distribution(self, feature_id: int) -> Dict[str, int]:
         """Firings by position over all tokens: start (< 5), early (< 20), middle (< 50), late;

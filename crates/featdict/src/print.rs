@@ -172,7 +172,7 @@ fn stats_lines(
     for (t, c) in &st.type_distribution {
         println!("  {t:<13}{c}");
     }
-    println!("most important (0.7·min(100·freq,1) + 0.3·min(max/5,1))");
+    println!("most important (0.7·min(100·freq,1) + 0.3·min(max/5,1); ties by firings)");
     for (id, score) in &st.top_features {
         println!("  #{id:<8}{score:.3}");
     }

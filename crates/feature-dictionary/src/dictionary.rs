@@ -75,6 +75,55 @@ pub fn importance_of(activation_count: u64, activation_frequency: f64, max_activ
     0.7 * (activation_frequency * 100.0).min(1.0) + 0.3 * (max_activation / 5.0).min(1.0)
 }
 
+/// A feature's place in the importance ranking: its [`importance`], then — the score
+/// saturates at 1.0 for every feature firing on ≥ 1 % of tokens with a max ≥ 5, hundreds of
+/// them on real SAEs — its firings, its max, and its id.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportanceRank {
+    /// The feature.
+    pub id: u64,
+    /// Its importance score.
+    pub score: f64,
+    firings: u64,
+    max: f64,
+}
+
+impl ImportanceRank {
+    /// The rank of a feature from the fields it reads.
+    pub fn new(
+        id: u64,
+        activation_count: u64,
+        activation_frequency: f64,
+        max_activation: f64,
+    ) -> Self {
+        Self {
+            id,
+            score: importance_of(activation_count, activation_frequency, max_activation),
+            firings: activation_count,
+            max: max_activation,
+        }
+    }
+
+    /// The rank of `f`.
+    pub fn of(f: &Feature) -> Self {
+        Self::new(
+            f.id,
+            f.activation_count,
+            f.activation_frequency,
+            f.max_activation,
+        )
+    }
+
+    /// Best first.
+    pub fn order(a: &Self, b: &Self) -> std::cmp::Ordering {
+        b.score
+            .total_cmp(&a.score)
+            .then(b.firings.cmp(&a.firings))
+            .then(b.max.total_cmp(&a.max))
+            .then(a.id.cmp(&b.id))
+    }
+}
+
 impl FeatureDictionary {
     /// Wraps a config and a feature set.
     pub fn new(config: DictionaryConfig, feature_set: FeatureSet) -> Self {
@@ -142,9 +191,9 @@ impl FeatureDictionary {
             .into_iter()
             .map(|(t, c)| (t.as_str().to_string(), c))
             .collect();
-        let mut scores: Vec<(u64, f64)> = self.features().map(|f| (f.id, importance(f))).collect();
-        scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scores.truncate(10);
+        let mut ranks: Vec<ImportanceRank> = self.features().map(ImportanceRank::of).collect();
+        ranks.sort_by(ImportanceRank::order);
+        let scores: Vec<(u64, f64)> = ranks.iter().take(10).map(|r| (r.id, r.score)).collect();
         Statistics {
             total_features: n,
             active_features: active,

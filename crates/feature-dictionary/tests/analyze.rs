@@ -456,3 +456,52 @@ fn embedding_lookup_reports_the_real_problem() {
         assert!((got - want / norm).abs() < 1e-6, "{got} vs {}", want / norm);
     }
 }
+
+/// The importance score saturates (every feature firing on ≥ 1 % of tokens with a max ≥ 5
+/// scores 1.0): ties go to more firings, then the larger max, then the smaller id — in the
+/// ranking, in the statistics and in a `.fdict`'s statistics alike.
+#[test]
+fn importance_ties_go_to_the_feature_that_fired_more() {
+    use feature_dictionary::model::{Feature, FeatureSet};
+    let mut fs = FeatureSet {
+        layer: 0,
+        features: Default::default(),
+        total_tokens_processed: 1000,
+        model_name: String::new(),
+        sae_name: String::new(),
+        metadata: Default::default(),
+    };
+    // (id, firings, max): ids 0..4 all score 1.0.
+    for (id, count, max) in [
+        (0, 20, 6.0),
+        (1, 900, 5.0),
+        (2, 900, 9.0),
+        (3, 50, 7.0),
+        (4, 5, 9.0),
+    ] {
+        let mut f = Feature::new(id, 8);
+        f.activation_count = count;
+        f.activation_frequency = count as f64 / 1000.0;
+        f.max_activation = max;
+        fs.features.insert(id, f);
+    }
+    let dict = FeatureDictionary::new(DictionaryConfig::default(), fs);
+    let ranked: Vec<u64> = analyze::importance_ranking(&dict)
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(ranked, vec![2, 1, 3, 0, 4]);
+    let top: Vec<u64> = dict.statistics().top_features.iter().map(|t| t.0).collect();
+    assert_eq!(top, ranked);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.fdict");
+    feature_dictionary::store::save(&dict, &path).unwrap();
+    let stored = feature_dictionary::store::fdict::FdictReader::open(&path).unwrap();
+    let top: Vec<u64> = stored
+        .statistics()
+        .top_features
+        .iter()
+        .map(|t| t.0)
+        .collect();
+    assert_eq!(top, ranked);
+}

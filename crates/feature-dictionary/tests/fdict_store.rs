@@ -276,9 +276,27 @@ fn manual_labels_persist_and_rank_first() {
     assert!(w.add_manual_label(10_000, "x").unwrap().is_none());
     assert!(w.add_manual_label(dead, "   ").is_err());
     assert!(w.add_manual_label(dead, &"x".repeat(500)).is_err());
+    // A bounded number per feature: one more is refused, the same text again still changes
+    // nothing.
+    let other = (0..10_000)
+        .find(|&i| i != dead && w.feature(i).unwrap().is_some())
+        .unwrap();
+    let newly_labeled = w.feature(other).unwrap().unwrap().labels.is_empty() as u64;
+    for i in 0..store::fdict::MAX_MANUAL_LABELS {
+        w.add_manual_label(other, &format!("label {i}")).unwrap();
+    }
+    let e = w
+        .add_manual_label(other, "one too many")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at most 50"), "{e}");
+    w.add_manual_label(other, "label 7").unwrap();
     drop(w);
     let r = FdictReader::open(&fd).unwrap();
-    assert_eq!(r.statistics().labeled_features, before + 1);
+    assert_eq!(
+        r.statistics().labeled_features,
+        before + 1 + newly_labeled as usize
+    );
     let g = r.feature(dead).unwrap().unwrap();
     assert_eq!(g.labels, vec!["capital letters"]);
     let hits = r.search(&Query::Label("CAPITAL".into()), 5).unwrap();
@@ -292,7 +310,10 @@ fn manual_labels_persist_and_rank_first() {
 
     // A manual label with the text of an automatic one replaces it (as `label --set` does):
     // it was listed twice, once per strategy.
-    let labeled = all.features().find(|f| f.labels.len() >= 2).unwrap();
+    let labeled = all
+        .features()
+        .find(|f| f.labels.len() >= 2 && f.id != other)
+        .unwrap();
     let auto = labeled.labels[1].clone();
     let mut w = FdictReader::open_rw(&fd).unwrap();
     let f = w.add_manual_label(labeled.id, &auto).unwrap().unwrap();

@@ -40,6 +40,34 @@ pub fn token(s: &str) -> String {
     esc(&visible)
 }
 
+/// Text written from tokens (labels, their evidence, descriptions), escaped: whitespace and
+/// control characters as [`token`] shows them, so `token:\n` and `token: ` do not both read
+/// "token:", and bidirectional controls as `�`: such text is not isolated token by token, so
+/// one override would reverse everything after it (the rest of a description, the next
+/// labels).
+pub fn text(s: &str) -> String {
+    let neutral: String = s
+        .chars()
+        .map(|c| if is_bidi_control(c) { '\u{fffd}' } else { c })
+        .collect();
+    token(&neutral)
+}
+
+/// Labels for a table cell: each one [`text`], in its own `<bdi>`, comma-separated.
+pub fn labels(labels: &[String]) -> String {
+    labels
+        .iter()
+        .map(|l| format!("<bdi>{}</bdi>", text(l)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Unicode's explicit bidirectional formatting characters (marks, embeddings, overrides,
+/// isolates).
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Percent-encodes a query-parameter value (everything but unreserved characters).
 pub fn url(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -518,7 +518,10 @@ async fn uniform_errors(uri: axum::http::Uri, res: Response) -> Response {
         .unwrap_or("")
         .to_string();
     let api = uri.path() == "/api" || uri.path().starts_with("/api/");
-    let ours = ctype.starts_with("application/json") || (!api && ctype.starts_with("text/html"));
+    // The label route answers its page's form (posted without JavaScript) with a page.
+    let form_route = uri.path().ends_with("/labels");
+    let ours = ctype.starts_with("application/json")
+        || ((!api || form_route) && ctype.starts_with("text/html"));
     if !(status.is_client_error() || status.is_server_error()) || ours {
         return res;
     }
@@ -793,8 +796,30 @@ async fn api_add_label(
     Extension(BodyTimeout(limit)): Extension<BodyTimeout>,
     headers: HeaderMap,
     req: Request,
+) -> Response {
+    // The page's form (posted without JavaScript) gets its errors as a page, scripts JSON.
+    let from_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| {
+            c.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    match add_label(st, &raw, limit, headers, req).await {
+        Ok(r) => r,
+        Err(e) if from_form => pages::error_page(e),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn add_label(
+    st: Arc<AppState>,
+    raw: &str,
+    limit: Duration,
+    headers: HeaderMap,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&raw)?;
+    let id = parse_id(raw)?;
     // Read here rather than by an extractor, so that a client trickling its body cannot
     // keep the connection (one of a capped number) forever; the size limit still applies.
     let body = match tokio::time::timeout(limit, Bytes::from_request(req, &())).await {
@@ -817,8 +842,7 @@ async fn api_add_label(
         .to_ascii_lowercase();
     let is_form = ctype.starts_with("application/x-www-form-urlencoded");
     let text = if is_form {
-        let form: LabelBody = serde_urlencoded_form(&body)?;
-        form.text
+        form_field(&body, "text")?
     } else if ctype.starts_with("application/json") {
         let b: LabelBody = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad(format!("body must be JSON {{\"text\": \"…\"}}: {e}")))?;
@@ -845,8 +869,43 @@ async fn api_add_label(
     )
 }
 
-/// Parses an `application/x-www-form-urlencoded` body.
-fn serde_urlencoded_form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_urlencoded::from_bytes(body)
-        .map_err(|e| ApiError::bad(format!("form must have a `text` field: {e}")))
+/// The value of field `name` of an `application/x-www-form-urlencoded` body. Bytes that are
+/// not UTF-8 are refused, not turned into U+FFFD and stored so.
+fn form_field(body: &[u8], name: &str) -> Result<String, ApiError> {
+    for pair in body.split(|&b| b == b'&') {
+        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &pair[..0]),
+        };
+        if form_decode(key, "field name")? == name {
+            return form_decode(value, "`text` field");
+        }
+    }
+    Err(ApiError::bad(format!("form must have a `{name}` field")))
+}
+
+/// Decodes one urlencoded component (`+` is a space, `%XX` a byte).
+fn form_decode(raw: &[u8], what: &str) -> Result<String, ApiError> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                raw.get(i + 1).and_then(|&b| hex(b)),
+                raw.get(i + 2).and_then(|&b| hex(b)),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out)
+        .map_err(|_| ApiError::bad(format!("the form's {what} is not valid UTF-8 text")))
 }

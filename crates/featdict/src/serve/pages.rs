@@ -107,7 +107,7 @@ pub async fn overview(State(st): State<Arc<AppState>>) -> Response {
             br.and_then(|x| x.top_token.as_deref())
                 .map(|t| format!("<span class=\"token\">{}</span>", html::token(t)))
                 .unwrap_or_default(),
-            esc(&br.map(|x| x.labels.join(", ")).unwrap_or_default())
+            br.map(|x| html::labels(&x.labels)).unwrap_or_default()
         );
     }
     b.push_str("</table>");
@@ -207,8 +207,8 @@ pub async fn search(
             if h.matched.is_empty() { String::new() } else { format!("<span class=\"token\">{}</span>", html::token(&h.matched)) },
             esc(br.map_or("", |x| x.feature_type.as_str())),
             br.map_or(0, |x| x.activation_count),
-            esc(&br.map(|x| x.labels.join(", ")).unwrap_or_default()),
-            esc(br.map_or("", |x| x.description.as_str())),
+            br.map(|x| html::labels(&x.labels)).unwrap_or_default(),
+            html::text(br.map_or("", |x| x.description.as_str())),
             id = h.id,
         );
     }
@@ -256,7 +256,11 @@ fn feature_body(f: &Feature, neighbours: &[(String, u64, f64)]) -> String {
         esc(f.feature_type.as_str())
     );
     if !f.description.is_empty() {
-        let _ = write!(b, "<p id=\"description\">{}</p>", esc(&f.description));
+        let _ = write!(
+            b,
+            "<p id=\"description\">{}</p>",
+            html::text(&f.description)
+        );
     }
     b.push_str("<div class=\"stats-grid\"><table id=\"stats\">");
     let rows: Vec<(&str, String)> = vec![
@@ -293,12 +297,12 @@ fn feature_body(f: &Feature, neighbours: &[(String, u64, f64)]) -> String {
             let _ = write!(
                 b,
                 "<tr><td>{}</td><td>{}</td><td class=\"n\">{:.3}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
-                esc(&l.text),
+                html::labels(std::slice::from_ref(&l.text)),
                 esc(l.strategy.as_str()),
                 l.confidence,
                 num(l.precision, 3),
                 num(l.recall, 3),
-                esc(&l.evidence.join("; "))
+                l.evidence.iter().map(|e| format!("<bdi>{}</bdi>", html::text(e))).collect::<Vec<_>>().join("; ")
             );
         }
         for t in f
@@ -306,7 +310,7 @@ fn feature_body(f: &Feature, neighbours: &[(String, u64, f64)]) -> String {
             .iter()
             .filter(|t| !m.label_details.iter().any(|l| &l.text == *t))
         {
-            let _ = write!(b, "<tr><td>{}</td><td class=\"muted\">–</td><td></td><td></td><td></td><td></td></tr>", esc(t));
+            let _ = write!(b, "<tr><td>{}</td><td class=\"muted\">–</td><td></td><td></td><td></td><td></td></tr>", html::labels(std::slice::from_ref(t)));
         }
         b.push_str("</table>");
     }

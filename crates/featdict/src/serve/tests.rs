@@ -421,6 +421,51 @@ fn manual_labels_via_json_and_form() {
         f.metadata.label_details.len(),
         s.dict.get(4).unwrap().metadata.label_details.len() + 2
     );
+    // Refused: text that would reorder what is shown after it, invisible text, bytes that are
+    // not UTF-8 (they were stored as U+FFFD). A form's error comes back as a page.
+    for (ctype, body, says) in [
+        (
+            "application/json",
+            br#"{"text": "safe \u202eretaw"}"#.to_vec(),
+            "U+202E",
+        ),
+        (
+            "application/json",
+            br#"{"text": "\u200b\u200b"}"#.to_vec(),
+            "no visible characters",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            b"text=%FF%FE".to_vec(),
+            "not valid UTF-8",
+        ),
+    ] {
+        let r = request(s.addr, "POST", "/api/features/6/labels", Some(ctype), &body);
+        assert_eq!(r.status, 400, "{ctype}: {}", r.body);
+        assert!(r.body.contains(says), "{}", r.body);
+        let html = ctype.starts_with("application/x-www");
+        assert_eq!(
+            r.headers["content-type"].starts_with("text/html"),
+            html,
+            "{ctype}"
+        );
+    }
+    assert_eq!(
+        get(s.addr, "/api/features/6").json()["labels"],
+        serde_json::to_value(&s.dict.get(6).unwrap().labels).unwrap()
+    );
+}
+
+#[test]
+fn labels_and_descriptions_show_whitespace_and_neutralize_bidi_controls() {
+    assert_eq!(html::text("token:\n"), "token:↵");
+    assert_eq!(html::text("token: "), "token: ");
+    assert_eq!(html::text("a\u{202e}b <i>"), "a\u{fffd}b &lt;i&gt;");
+    assert_eq!(html::text("nul\0"), "nul␀");
+    assert_eq!(
+        html::labels(&["token:\t".into(), "x\u{2067}".into()]),
+        "<bdi>token:⇥</bdi>, <bdi>x\u{fffd}</bdi>"
+    );
 }
 
 #[test]

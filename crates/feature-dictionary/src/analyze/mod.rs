@@ -20,7 +20,7 @@ pub mod weights;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dictionary::{importance, FeatureDictionary};
+use crate::dictionary::FeatureDictionary;
 use crate::model::{Feature, FeatureType};
 
 /// The original's `ActivationStats`, computed over all tokens.
@@ -91,11 +91,15 @@ pub fn position_distribution(f: &Feature) -> Option<[(&'static str, u64); 4]> {
 
 /// Features ranked by the original's importance score
 /// `0.7·min(100·frequency, 1) + 0.3·min(max_activation / 5, 1)` (0 for dead features), best
-/// first, ties by id.
+/// first; ties (the score saturates) by firings, then max, then id
+/// ([`crate::dictionary::ImportanceRank`]).
 pub fn importance_ranking(dict: &FeatureDictionary) -> Vec<(u64, f64)> {
-    let mut v: Vec<(u64, f64)> = dict.features().map(|f| (f.id, importance(f))).collect();
-    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    v
+    let mut v: Vec<_> = dict
+        .features()
+        .map(crate::dictionary::ImportanceRank::of)
+        .collect();
+    v.sort_by(crate::dictionary::ImportanceRank::order);
+    v.into_iter().map(|r| (r.id, r.score)).collect()
 }
 
 /// Ids of the features of one frequency class (dead: never fired; ultra-sparse: < 0.01 %;

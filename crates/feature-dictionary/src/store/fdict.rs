@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::analyze::correlation::PARTNERS_KEY;
-use crate::dictionary::{importance_of, FeatureDictionary, Statistics, TopBy};
+use crate::dictionary::{FeatureDictionary, ImportanceRank, Statistics, TopBy};
 use crate::error::{Error, Result};
 use crate::model::{
     DictionaryConfig, Feature, FeatureMetadata, FeatureSet, FeatureType, FeatureView,
@@ -77,6 +77,9 @@ pub const SCHEMA_VERSION: i64 = 1;
 
 /// Label texts longer than this are refused (manual labels are short phrases).
 pub const MAX_LABEL_CHARS: usize = 200;
+
+/// Manual labels one feature may have (written by [`FdictReader::add_manual_label`]).
+pub const MAX_MANUAL_LABELS: usize = 50;
 
 /// Top tokens per feature that go into the full-text index (all of them go into
 /// `top_tokens`, which token and regex search use).
@@ -268,7 +271,7 @@ struct StatsAcc {
     labeled: usize,
     freq_sum: f64,
     types: HashMap<FeatureType, usize>,
-    top: Vec<(u64, f64)>,
+    top: Vec<ImportanceRank>,
 }
 
 impl StatsAcc {
@@ -279,9 +282,11 @@ impl StatsAcc {
         self.labeled += (!f.labels.is_empty()) as usize;
         self.freq_sum += f.activation_frequency;
         *self.types.entry(f.feature_type).or_default() += 1;
-        self.top.push((
+        self.top.push(ImportanceRank::new(
             f.id,
-            importance_of(f.activation_count, f.activation_frequency, f.max_activation),
+            f.activation_count,
+            f.activation_frequency,
+            f.max_activation,
         ));
         if self.top.len() >= 4096 {
             self.trim_top();
@@ -289,8 +294,7 @@ impl StatsAcc {
     }
 
     fn trim_top(&mut self) {
-        self.top
-            .sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        self.top.sort_by(ImportanceRank::order);
         self.top.truncate(10);
     }
 
@@ -316,7 +320,7 @@ impl StatsAcc {
                     )
                 })
                 .collect(),
-            top_features: self.top,
+            top_features: self.top.iter().map(|r| (r.id, r.score)).collect(),
         }
     }
 }
@@ -1417,6 +1421,18 @@ impl FdictReader {
                 .label_details
                 .iter()
                 .any(|l| l.strategy == LabelingStrategy::Manual && l.text == text);
+            let manual = f
+                .metadata
+                .label_details
+                .iter()
+                .filter(|l| l.strategy == LabelingStrategy::Manual)
+                .count();
+            if !already && manual >= MAX_MANUAL_LABELS {
+                // Unbounded, one visitor could grow a page (and every write of it) without end.
+                return Err(Error::Invalid(format!(
+                    "feature {id} already has {manual} manual labels; at most {MAX_MANUAL_LABELS} are kept"
+                )));
+            }
             if !already {
                 // The same edit as `featdict label --set`: an automatic label with the same
                 // text is replaced (it was kept beside the manual one, listed twice), and an
@@ -1589,6 +1605,23 @@ pub fn validate_label(text: &str) -> Result<String> {
     if t.chars().any(char::is_control) {
         return Err(Error::Invalid(
             "label text contains control characters (newline, tab, …)".into(),
+        ));
+    }
+    // An override (U+202E …) reverses the text shown after the label: other labels, the
+    // description that quotes it.
+    if let Some(c) = t.chars().find(|&c| {
+        matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }) {
+        return Err(Error::Invalid(format!(
+            "label text contains the bidirectional control character U+{:04X}, which would reorder the text shown after it",
+            c as u32
+        )));
+    }
+    if t.chars().all(|c| {
+        c.is_whitespace() || matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}')
+    }) {
+        return Err(Error::Invalid(
+            "label text has no visible characters (only zero-width ones)".into(),
         ));
     }
     Ok(t.to_string())
