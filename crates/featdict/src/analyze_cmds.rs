@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
+use feature_dictionary::accumulate::coactivation::PARTNERS_STORED;
 use feature_dictionary::analyze::{correlation, similar};
 use feature_dictionary::FeatureDictionary;
 use serde_json::json;
@@ -161,15 +162,22 @@ pub fn cmd_correlated(a: CorrelatedArgs) -> Result<()> {
     }
     let what = if m.measure == "pearson" {
         "Pearson correlation of activations over all tokens"
+    } else if m.exact {
+        "phi correlation of firings over all tokens (sketch, exact here: nothing was evicted)"
     } else {
-        "phi correlation of firings over all tokens (sketch)"
+        "phi correlation of firings over all tokens (sketch, approximate: co-firing counts are lower bounds, and partners can be missing)"
     };
     println!("features correlated with #{} ({what})", a.id);
     if rows.is_empty() {
         println!("  none with correlation >= {}", a.min);
     }
+    let shown = rows.len();
     for (j, r) in rows {
         println!("  #{j:<8} {r:>8.4}  {}", first_label(&dict, j));
+    }
+    let stored = correlation::correlated(&dict, a.id, f64::NEG_INFINITY)?.len();
+    if a.n > shown && stored >= PARTNERS_STORED {
+        println!("  (only the {PARTNERS_STORED} strongest partners of each feature are stored)");
     }
     Ok(())
 }
@@ -373,12 +381,16 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
         format!("#{}", a.a),
         format!("#{}", a.b)
     );
-    let rows: [(&str, f64, f64); 8] = [
-        (
-            "firings",
-            c.a.activation_count as f64,
-            c.b.activation_count as f64,
-        ),
+    // Counts print as integers, measurements with six decimals.
+    println!(
+        "{:<22}{:>14}{:>14}",
+        "firings", c.a.activation_count, c.b.activation_count
+    );
+    println!(
+        "{:<22}{:>14}{:>14}",
+        "distinct tokens", c.a.unique_tokens, c.b.unique_tokens
+    );
+    let rows: [(&str, f64, f64); 6] = [
         (
             "frequency",
             c.a.activation_frequency,
@@ -388,11 +400,6 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
         ("std activation", c.a.std_activation, c.b.std_activation),
         ("max activation", c.a.max_activation, c.b.max_activation),
         ("mean position", c.a.mean_position, c.b.mean_position),
-        (
-            "distinct tokens",
-            c.a.unique_tokens as f64,
-            c.b.unique_tokens as f64,
-        ),
         ("token entropy (bits)", c.a.token_entropy, c.b.token_entropy),
     ];
     for (name, x, y) in rows {

@@ -338,7 +338,7 @@ pub(crate) fn load(path: &Path) -> Result<FeatureDictionary> {
 
 /// Why feature `id` is not in the dictionary file `path`, which stores `stored` of the SAE's
 /// `num_features` features (`dropped`: `build --drop-dead` left it out). Every command that
-/// looks a feature up says it in these words. A dropped id lies inside "ids 0..N", so
+/// looks a feature up says it in these words. A dropped id lies inside "ids 0 to N-1", so
 /// without the reason the message would contradict itself.
 pub(crate) fn feature_not_found(
     path: &Path,
@@ -354,10 +354,13 @@ pub(crate) fn feature_not_found(
         )
     } else if id < num_features as u64 {
         format!(
-            "feature {id} is not stored in {path} (it holds {stored} of the {num_features} features, ids 0..{num_features})"
+            "feature {id} is not stored in {path} (it holds {stored} of the {num_features} features, ids 0 to {})", num_features.saturating_sub(1)
         )
     } else {
-        format!("feature {id} is not in {path} (it holds {stored} features, ids 0..{num_features})")
+        format!(
+            "feature {id} is not in {path} (it holds {stored} features, ids 0 to {})",
+            num_features.saturating_sub(1)
+        )
     }
 }
 
@@ -456,6 +459,8 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         bar
     };
     let n_features = source.n_features();
+    // Each feature's `dimension` (the original's field): the residual width an SAE reads.
+    config.feature_dim = source.input_dim().unwrap_or(config.feature_dim);
     let (dict, timings) = build::build_timed(source.as_mut(), config, &options, &mut |done| {
         bar.set_position(done);
         if done == total && !bar.is_hidden() {

@@ -160,7 +160,7 @@ fn stats_lines(
     let left_out = num_features.saturating_sub(st.total_features);
     if left_out > 0 {
         println!(
-            "dead         {} in file; {left_out} more features left out of the file (fewer firings than min_activation_count when built)",
+            "dead         {} in file; {left_out} more features left out of the file when it was built (never fired, with --drop-dead; or fewer firings than min_activation_count, in Python)",
             st.dead_features
         );
     } else {

@@ -127,7 +127,16 @@ fn delphi_shards_with_tokenizer_and_sae_build_and_encode() {
         "--json",
         "-q",
     ]);
+    // The same dictionary, feature_dim included: `encode` records the SAE's d_in.
     assert_eq!(std::fs::read(&d2).unwrap(), std::fs::read(&d3).unwrap());
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&d2).unwrap()).unwrap();
+    let d_in = v["config"]["feature_dim"].as_u64().unwrap();
+    assert!(d_in > 0);
+    assert!(v["feature_set"]["features"]
+        .as_object()
+        .unwrap()
+        .values()
+        .all(|f| f["dimension"] == d_in));
 
     // Errors: SAE on a latent cache, both token kinds, tokenizer with JSON tokens, bad tensor.
     let out = tmp.path().join("x.json");

@@ -410,7 +410,7 @@ fn result_counts_of_zero_are_refused() {
 }
 
 /// A feature `build --drop-dead` left out was reported as "not in dd.json (it holds 3
-/// features, ids 0..4)", which reads as a contradiction; every command now says it is
+/// features, ids 0 to 3)", which reads as a contradiction; every command now says it is
 /// dead and was dropped.
 #[test]
 fn a_dropped_dead_feature_is_named_as_such() {
@@ -426,7 +426,7 @@ fn a_dropped_dead_feature_is_named_as_such() {
             s(d),
             "at build time (--drop-dead); it holds 3 of the 4 features",
         ];
-        let out_of_range = ["feature 9 is not in", s(d), "ids 0..4"];
+        let out_of_range = ["feature 9 is not in", s(d), "ids 0 to 3"];
         for cmd in [
             vec!["show", s(d)],
             vec!["similar", s(d)],
@@ -458,7 +458,53 @@ fn a_dropped_dead_feature_is_named_as_such() {
         &[
             "feature 2 is not stored in",
             s(&json),
-            "(it holds 3 of the 4 features, ids 0..4)",
+            "(it holds 3 of the 4 features, ids 0 to 3)",
         ],
     );
+}
+
+/// Without `--unembed-tensor`, `logits` finds the unembedding under the names models give
+/// it (`lm_head.weight`, `W_U`), before the embedding names of tied models: the same lens as
+/// naming the tensor.
+#[test]
+fn logits_finds_the_unembedding_by_its_usual_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dict = small_dict(tmp.path(), "d", None, &[]);
+    let dec = tmp.path().join("dec.safetensors");
+    decoder(&dec, &[]);
+    let (named, vocab) = token_matrix(tmp.path(), "U.safetensors", "W_U", &TOKEN_ROWS);
+    let want = ok_json(
+        &[
+            &logits_args(&dict, "0", &dec, &named, &vocab)[..],
+            &["--json"],
+        ]
+        .concat(),
+    );
+    for name in ["lm_head.weight", "W_U"] {
+        let un = tmp.path().join(format!("{name}.safetensors"));
+        // The embedding beside it differs: picking it would change the lens.
+        let mut other = TOKEN_ROWS;
+        other.reverse();
+        write_safetensors(
+            &un,
+            &[
+                (name, &matrix(5, 3, &TOKEN_ROWS)),
+                ("model.embed_tokens.weight", &matrix(5, 3, &other)),
+            ],
+        )
+        .unwrap();
+        let got = ok_json(&[
+            "logits",
+            s(&dict),
+            "0",
+            "--sae",
+            s(&dec),
+            "--unembed",
+            s(&un),
+            "--unembed-vocab",
+            s(&vocab),
+            "--json",
+        ]);
+        assert_eq!(got, want, "{name}");
+    }
 }

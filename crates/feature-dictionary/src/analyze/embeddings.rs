@@ -59,7 +59,13 @@ impl TokenEmbeddings {
 
     /// Loads embeddings from `path` (`.gguf`, or `.safetensors` with `vocab`).
     pub fn load(path: &Path, tensor: Option<&str>, vocab: Option<&Path>) -> Result<Self> {
-        let (m, tokens) = load_token_matrix(path, tensor, &["token_embd.weight"], vocab)?;
+        let (m, tokens) = load_token_matrix(
+            path,
+            tensor,
+            &["token_embd.weight"],
+            &EMBEDDING_NAMES,
+            vocab,
+        )?;
         if tokens.len() != m.rows {
             return Err(Error::format(
                 path,
@@ -89,13 +95,24 @@ fn is_gguf(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()) == Some("gguf")
 }
 
+/// Names an input-embedding matrix goes by in safetensors files (llama.cpp, HuggingFace,
+/// TransformerLens, plain).
+pub const EMBEDDING_NAMES: [&str; 5] = [
+    "token_embd.weight",
+    "model.embed_tokens.weight",
+    "embed_tokens.weight",
+    "W_E",
+    "embeddings",
+];
+
 /// A `[vocab, d]` matrix and the decoded token string of each row, from a GGUF file (tensor
-/// `tensor`, else the first of `gguf_names` present) or a safetensors file (`tensor`, else a
-/// usual embedding name) with a `vocab` file.
+/// `tensor`, else the first of `gguf_names` present) or a safetensors file (`tensor`, else
+/// the first of `safetensors_names` present) with a `vocab` file.
 pub fn load_token_matrix(
     path: &Path,
     tensor: Option<&str>,
     gguf_names: &[&str],
+    safetensors_names: &[&str],
     vocab: Option<&Path>,
 ) -> Result<(Matrix, Vec<String>)> {
     {
@@ -124,13 +141,7 @@ pub fn load_token_matrix(
         let m = match tensor {
             Some(t) => read_safetensors_matrix(path, t)?,
             None => {
-                let names = [
-                    "token_embd.weight",
-                    "model.embed_tokens.weight",
-                    "embed_tokens.weight",
-                    "W_E",
-                    "embeddings",
-                ];
+                let names = safetensors_names;
                 // Only the choice of name is a guess: the file's own errors (missing,
                 // damaged, a tensor of the wrong shape or dtype) are reported as they are.
                 let file = SafeTensors::open(path)?;

@@ -54,16 +54,22 @@ impl Unembedding {
         Ok(Self { matrix, tokens })
     }
 
-    /// Loads from a GGUF (`output.weight`, else `token_embd.weight`) or safetensors file.
+    /// Loads from a GGUF (`output.weight`, else `token_embd.weight`) or safetensors file
+    /// (`lm_head.weight`, `W_U`, `output.weight`, else an embedding name).
     pub fn load(
         path: &std::path::Path,
         tensor: Option<&str>,
         vocab: Option<&std::path::Path>,
     ) -> Result<Self> {
+        // The unembedding's own names first (HuggingFace, TransformerLens, llama.cpp), then
+        // the embedding's: models with tied embeddings store only that.
+        let mut names = vec!["lm_head.weight", "W_U", "output.weight"];
+        names.extend(super::embeddings::EMBEDDING_NAMES);
         let (m, tokens) = super::embeddings::load_token_matrix(
             path,
             tensor,
             &["output.weight", "token_embd.weight"],
+            &names,
             vocab,
         )?;
         Self::oriented(m, tokens).map_err(|(shape, n)| {

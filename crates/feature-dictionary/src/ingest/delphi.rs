@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 
 /// `__metadata__` key holding the SAE width of a latents file written by `featdict encode`.
 pub const D_SAE_KEY: &str = "d_sae";
+/// `__metadata__` key holding the residual width the SAE read (`featdict encode`), which
+/// becomes the dictionary's `feature_dim` as when `build --sae` encodes itself.
+pub const D_IN_KEY: &str = "d_in";
 
 /// One shard file and its latent range.
 #[derive(Debug)]
@@ -456,6 +459,17 @@ impl DelphiSource {
 impl ActivationSource for DelphiSource {
     fn n_features(&self) -> usize {
         self.cache.n_features
+    }
+
+    fn input_dim(&self) -> Option<usize> {
+        // Only a width every shard that records one agrees on.
+        let mut dims = self
+            .cache
+            .shards
+            .iter()
+            .filter_map(|s| s.file.metadata(D_IN_KEY)?.parse::<usize>().ok());
+        let first = dims.next()?;
+        dims.all(|d| d == first).then_some(first)
     }
 
     fn n_tokens_hint(&self) -> Option<u64> {

@@ -112,6 +112,11 @@ pub trait ActivationSource {
     fn describe(&self) -> &std::path::Path;
     /// The next batch, or `None` when exhausted.
     fn next_batch(&mut self) -> Result<Option<ActivationBatch<'_>>>;
+    /// The dimension of the model activations the features were encoded from, when known
+    /// (an SAE encoding residuals knows its `d_in`; a file of latents does not).
+    fn input_dim(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Plans batches over rows grouped into sequences: whole sequences up to `max_rows` per

@@ -60,6 +60,10 @@ impl<S: ActivationSource> ActivationSource for SaeSource<S> {
         self.inner.describe()
     }
 
+    fn input_dim(&self) -> Option<usize> {
+        Some(self.sae.d_in())
+    }
+
     fn next_batch(&mut self) -> Result<Option<ActivationBatch<'_>>> {
         let Some(batch) = self.inner.next_batch()? else {
             return Ok(None);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::{EncodeBuffers, Sae};
 use crate::error::{Error, Result};
-use crate::ingest::delphi::D_SAE_KEY;
+use crate::ingest::delphi::{D_IN_KEY, D_SAE_KEY};
 use crate::ingest::safetensors::header_bytes_with_metadata;
 use crate::ingest::token_ids::TokenIdMatrix;
 use crate::ingest::{DenseMatrix, SparseRows};
@@ -200,7 +200,8 @@ pub fn encode_to_delphi(
     // The file's locations are absolute latent indices; its width says how many latents
     // there are when the last ones never fired.
     let d_sae = sae.d_sae().to_string();
-    let header = header_bytes_with_metadata(&entries, &[(D_SAE_KEY, &d_sae)]);
+    let d_in = sae.d_in().to_string();
+    let header = header_bytes_with_metadata(&entries, &[(D_SAE_KEY, &d_sae), (D_IN_KEY, &d_in)]);
     crate::store::write_atomically(out, |w| {
         w.write_all(&header)?;
         let mut r = std::io::BufReader::new(std::fs::File::open(&scratch.locations)?);
