@@ -192,6 +192,12 @@ struct BuildArgs {
     /// firings per token).
     #[arg(long, default_value = "off", value_parser = ["off", "exact", "sketch"])]
     correlation: String,
+    /// Partners each feature's table holds in `--correlation sketch` (memory ≈ 32 bytes per
+    /// partner per feature). Counts are exact while a feature co-fires with at most this
+    /// many others; beyond, each is a lower bound within (its co-firing pairs) / (capacity
+    /// + 1), so a larger table loses fewer partners.
+    #[arg(long, default_value_t = feature_dictionary::model::DEFAULT_CORRELATION_CAPACITY, value_parser = at_most::<{ accumulate::MAX_CORRELATION_CAPACITY }>)]
+    correlation_capacity: usize,
     /// Skip NaN/Inf activations (counted and reported) instead of failing.
     #[arg(long)]
     allow_nonfinite: bool,
@@ -400,6 +406,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     ex.token_sketch_capacity = a.token_capacity;
     ex.ngram_capacity = a.ngrams;
     ex.correlation = a.correlation;
+    ex.correlation_capacity = a.correlation_capacity;
     let options = BuildOptions {
         threads: worker_threads(a.threads),
         allow_nonfinite: a.allow_nonfinite,

@@ -11,12 +11,16 @@
 //!   Memory F(F+1)/2 × 8 bytes (67 MB at F = 4,096); cost ℓ(ℓ+1)/2 adds per row of ℓ firings.
 //! * **`sketch`** (any F): per feature, co-firing counts with its partners in a bounded
 //!   Misra–Gries table ([`super::ngrams::NgramTable`] keyed by partner id, `capacity`
-//!   partners): exact while a feature co-fires with at most `capacity` distinct partners,
-//!   otherwise each count is a lower bound within N_i / (capacity + 1). It reports the
-//!   Pearson correlation of the firing *indicators* (the φ coefficient)
-//!   φ = (N·nᵢⱼ − nᵢnⱼ) / √(nᵢ(N − nᵢ)·nⱼ(N − nⱼ)), which only needs counts; partners
-//!   co-firing more than N_i / (capacity + 1) times are never lost. Cost ℓ(ℓ − 1) table
-//!   updates per row — affordable for sparse codes, not for dense ones.
+//!   partners, 1,024 by default): exact while a feature co-fires with at most `capacity`
+//!   distinct partners. Beyond, the table's stream is every co-firing *pair*: feature i's
+//!   table takes Pᵢ = Σ over its firings of (ℓ − 1) updates (ℓ the features firing on that
+//!   token), so each count is a lower bound within Pᵢ / (capacity + 1), and only partners
+//!   co-firing more often than that are sure to be kept. It reports the Pearson
+//!   correlation of the firing *indicators* (the φ coefficient)
+//!   φ = (N·nᵢⱼ − nᵢnⱼ) / √(nᵢ(N − nᵢ)·nⱼ(N − nⱼ)), which only needs counts. On real
+//!   latents (SmolLM2, 3,072 features, ℓ = 24; test `labels_real`) the default finds every
+//!   feature's five strongest partners with φ within 0.1 (64 partners lost 44 % of them).
+//!   Cost ℓ(ℓ − 1) table updates per row — affordable for sparse codes, not for dense ones.
 //! * **`off`** (default): nothing is kept; the hot loop is unchanged.
 
 use super::ngrams::NgramTable;

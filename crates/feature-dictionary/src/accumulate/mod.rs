@@ -43,6 +43,8 @@ pub const MAX_SAMPLES_PER_BAND: usize = 10_000;
 pub const MAX_TOKEN_CAPACITY: usize = 1 << 24;
 /// Largest per-feature n-gram capacity ([`Settings::ngram_capacity`]) accepted.
 pub const MAX_NGRAM_CAPACITY: usize = 1 << 24;
+/// Largest per-feature partner table of the correlation sketch.
+pub const MAX_CORRELATION_CAPACITY: usize = 1 << 16;
 
 /// The NaN and ±∞ values of a batch's core rows, which are never folded into statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +144,11 @@ impl Settings {
             ),
             ("ngram_capacity", c.ngram_capacity, MAX_NGRAM_CAPACITY),
             ("ngram_corpus_capacity", c.ngram_corpus_capacity, 1 << 30),
-            ("correlation_capacity", c.correlation_capacity, 1 << 16),
+            (
+                "correlation_capacity",
+                c.correlation_capacity,
+                MAX_CORRELATION_CAPACITY,
+            ),
         ];
         for (name, value, max) in limits {
             if value > max {

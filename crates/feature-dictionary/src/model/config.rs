@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 
 use super::LabelingStrategy;
 
+/// Partners per feature in the correlation sketch by default (see
+/// [`ExtractionConfig::correlation_capacity`]).
+pub const DEFAULT_CORRELATION_CAPACITY: usize = 1024;
+
 /// How activations are turned into statistics and examples (the original's `ExtractionConfig`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -63,7 +67,7 @@ impl Default for ExtractionConfig {
             ngram_capacity: 0,
             ngram_corpus_capacity: 1 << 20,
             correlation: "off".into(),
-            correlation_capacity: 64,
+            correlation_capacity: DEFAULT_CORRELATION_CAPACITY,
         }
     }
 }

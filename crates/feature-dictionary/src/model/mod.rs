@@ -10,7 +10,9 @@ mod config;
 mod feature;
 mod label;
 
-pub use config::{DictionaryConfig, ExtractionConfig, LabelingConfig};
+pub use config::{
+    DictionaryConfig, ExtractionConfig, LabelingConfig, DEFAULT_CORRELATION_CAPACITY,
+};
 pub use feature::{
     ActivationMetadata, Feature, FeatureActivation, FeatureMetadata, FeatureSet,
     FeatureSetMetadata, FeatureType, FeatureView, HistogramSummary, PositionStats, QuantileGroup,
