@@ -110,6 +110,11 @@ enum Command {
     /// unless the JSON changed since it was converted (a different size or modification
     /// time than recorded in it, or newer than a sibling without a record): then it is
     /// converted again and its manual labels carried over.
+    ///
+    /// Pages: / (overview), /search, /features/ID. JSON API: GET /api/stats,
+    /// GET /api/features/ID, GET /api/search?token=|label=|pattern=|text=…[&by=precision|firings]
+    /// [&limit=1..1000], POST /api/features/ID/labels with {"text": "…"} (see the README,
+    /// "Using featdict", for the fields).
     Serve(crate::serve::ServeArgs),
     /// Write a synthetic `.fdict` with N features (for benchmarks).
     #[command(hide = true)]

@@ -1544,3 +1544,28 @@ fn an_overlong_url_is_refused_cleanly() {
     assert!(r.json()["error"].as_str().unwrap().contains("limit"));
     assert_eq!(get(s.addr, "/api/stats").status, 200);
 }
+
+/// Quantile groups no band sample fell in are left out of a dictionary; the page says how
+/// many are shown and how many firings they hold, instead of letting them pass for all.
+#[test]
+fn a_page_says_when_quantile_groups_are_missing() {
+    let s = start(6);
+    let full = get(s.addr, "/features/2").body;
+    assert!(
+        !full.contains("equal-count groups have sampled examples"),
+        "{full}"
+    );
+    let mut d = s.dict.clone();
+    let f = d.feature_set.features.get_mut(&2).unwrap();
+    let kept = f.metadata.quantile_examples[1].count;
+    f.metadata.quantile_examples.remove(0);
+    let total = f.activation_count;
+    store::save(&d, &s.path).unwrap();
+    let page = get(s.addr, "/features/2").body;
+    assert!(
+        page.contains(&format!(
+            "1 of the ~10 equal-count groups have sampled examples ({kept} of {total} firings"
+        )),
+        "{page}"
+    );
+}
