@@ -829,6 +829,20 @@ fn a_file_copied_over_in_place_is_followed() {
         br#"{"text": "in the old content"}"#,
     );
     assert_eq!(r.status, 200, "{}", r.body);
+    // Another program's label, in place through SQLite: a commit, not an overwrite; the
+    // server's next label follows it (and must still notice the copy below).
+    FdictReader::open_rw(&s.path)
+        .unwrap()
+        .add_manual_label(5, "by another program")
+        .unwrap();
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/features/6/labels",
+        Some("application/json"),
+        br#"{"text": "after the other program"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
     let mut other = s.dict.clone();
     for f in other.feature_set.features.values_mut() {
         f.description = format!("copied over, feature {}", f.id);

@@ -746,6 +746,10 @@ pub struct FdictReader {
     /// connection's own writes). A change nothing explains is another program writing the
     /// file in place (see [`FdictReader::is_overwritten`]).
     stamp: Option<ContentStamp>,
+    /// `data_version` when `stamp` was taken (kept apart from `data_version`, which only
+    /// [`FdictReader::refresh_if_changed`] moves: a writer that never calls it would
+    /// otherwise take every later change for a commit).
+    stamp_version: i64,
 }
 
 /// Size and modification time of a file.
@@ -1147,6 +1151,7 @@ impl FdictReader {
             identity,
             data_version,
             stamp,
+            stamp_version: data_version,
         })
     }
 
@@ -1168,8 +1173,9 @@ impl FdictReader {
             return false;
         }
         match data_version(&self.conn) {
-            Ok(v) if v != self.data_version => {
+            Ok(v) if v != self.stamp_version => {
                 self.stamp = Some(now);
+                self.stamp_version = v;
                 false
             }
             _ => true,
@@ -1182,6 +1188,9 @@ impl FdictReader {
         self.stamp = std::fs::metadata(&self.path)
             .ok()
             .and_then(|md| content_stamp(&md));
+        if let Ok(v) = data_version(&self.conn) {
+            self.stamp_version = v;
+        }
     }
 
     /// The file this reader has open.
