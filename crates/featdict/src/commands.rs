@@ -265,7 +265,8 @@ struct ShowArgs {
     dict: PathBuf,
     /// Feature id.
     id: u64,
-    /// Examples shown.
+    /// Top examples shown (the quantile-stratified ones, one per group, are shown unless
+    /// this is 0: `-n 0` shows no examples).
     #[arg(long, short = 'n', default_value_t = 10)]
     examples: usize,
     /// Machine-readable output (the whole feature).

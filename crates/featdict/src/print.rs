@@ -243,7 +243,8 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
             );
         }
     }
-    if !f.top_activations.is_empty() {
+    // `-n 0` asks for no examples at all (quantile-stratified ones included).
+    if n_examples > 0 && !f.top_activations.is_empty() {
         println!("  top examples (activation  seq:pos  context)");
         for a in f.top_activations.iter().take(n_examples) {
             println!(
@@ -255,7 +256,7 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
             );
         }
     }
-    if !m.quantile_examples.is_empty() {
+    if n_examples > 0 && !m.quantile_examples.is_empty() {
         println!("  quantile-stratified examples");
         for g in &m.quantile_examples {
             if let Some(a) = g.examples.first() {

@@ -75,6 +75,13 @@ fn build_stats_show_top_with_json() {
     let out = featdict(&["show", s(&out_path), "0"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("[[A]] cat ran!"), "{text}");
+    assert!(text.contains("quantile-stratified examples"), "{text}");
+    // `-n 0`: the statistics without any example.
+    let out = featdict(&["show", s(&out_path), "0", "-n", "0"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(!text.contains("[[") && !text.contains("examples"), "{text}");
+    assert!(text.contains("firings") || text.contains("count"), "{text}");
 
     let out = featdict(&[
         "top",

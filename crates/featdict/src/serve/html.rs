@@ -20,12 +20,17 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-/// A token as a person reads it, escaped: newlines and tabs become visible marks, and so do
-/// the other control characters (a carriage return broke the line like a newline; ESC, NUL
-/// and the like showed as nothing), as their Unicode control pictures (`␍`, `␛`, `␀`).
+/// A token as a person reads it, escaped: the empty token shows as `∅`; newlines and tabs
+/// become visible marks, and so do the other control characters (a carriage return broke
+/// the line like a newline; ESC, NUL and the like showed as nothing), as their Unicode
+/// control pictures (`␍`, `␛`, `␀`).
 /// Bidirectional overrides stay: the stylesheet isolates every token (`unicode-bidi:
 /// isolate`), so one reorders only its own token, not the context after it.
 pub fn token(s: &str) -> String {
+    if s.is_empty() {
+        // An empty token would be an invisible (and unclickable) span or link.
+        return "∅".into();
+    }
     let visible: String = s
         .chars()
         .map(|c| match c {

@@ -229,21 +229,43 @@ pub async fn feature(State(st): State<Arc<AppState>>, UrlPath(raw): UrlPath<Stri
             } else {
                 Vec::new()
             };
-            Ok((f, n))
+            Ok((f, n, r.summary().num_features as u64))
         })
     })
     .await;
     match got {
-        Ok((Some(f), neighbours)) => Html(page(
+        Ok((Some(f), neighbours, num_features)) => Html(page(
             &format!("feature {id}"),
-            &feature_body(&f, &neighbours),
+            &format!(
+                "{}{}",
+                neighbour_links(id, num_features),
+                feature_body(&f, &neighbours)
+            ),
         ))
         .into_response(),
-        Ok((None, _)) => error_page(ApiError::not_found(format!(
+        Ok((None, _, _)) => error_page(ApiError::not_found(format!(
             "feature {id} is not in this dictionary"
         ))),
         Err(e) => error_page(e),
     }
+}
+
+/// Links to the features before and after `id` (by id, within the SAE's features).
+fn neighbour_links(id: u64, num_features: u64) -> String {
+    let mut links = Vec::new();
+    if id > 0 {
+        links.push(format!(
+            "<a href=\"/features/{p}\" rel=\"prev\">← #{p}</a>",
+            p = id - 1
+        ));
+    }
+    if id + 1 < num_features {
+        links.push(format!(
+            "<a href=\"/features/{n}\" rel=\"next\">#{n} →</a>",
+            n = id + 1
+        ));
+    }
+    format!("<nav class=\"pager\">{}</nav>", links.join(" · "))
 }
 
 fn feature_body(f: &Feature, neighbours: &[(String, u64, f64)]) -> String {

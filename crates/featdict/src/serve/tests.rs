@@ -457,6 +457,23 @@ fn manual_labels_via_json_and_form() {
 }
 
 #[test]
+fn feature_pages_link_their_neighbours_and_show_the_empty_token() {
+    let s = start(5);
+    let first = get(s.addr, "/features/0").body;
+    assert!(
+        first.contains("<a href=\"/features/1\" rel=\"next\">#1 →</a>"),
+        "{first}"
+    );
+    assert!(!first.contains("rel=\"prev\""));
+    let mid = get(s.addr, "/features/2").body;
+    assert!(mid.contains("href=\"/features/1\" rel=\"prev\""));
+    assert!(mid.contains("href=\"/features/3\" rel=\"next\""));
+    let last = get(s.addr, "/features/4").body;
+    assert!(!last.contains("rel=\"next\""), "{last}");
+    assert_eq!(html::token(""), "∅");
+}
+
+#[test]
 fn labels_and_descriptions_show_whitespace_and_neutralize_bidi_controls() {
     assert_eq!(html::text("token:\n"), "token:↵");
     assert_eq!(html::text("token: "), "token: ");
