@@ -1,7 +1,7 @@
 //! `featdict serve`: a JSON API and server-rendered HTML pages over one dictionary.
 //!
 //! - JSON: `GET /api/stats`, `GET /api/features/{id}`, `GET /api/search?token=|label=|
-//!   pattern=|text=…[&by=precision|firings][&limit=N]`, `POST /api/features/{id}/labels`
+//!   pattern=|text=…[&by=precision|firings][&limit=N][&offset=N]`, `POST /api/features/{id}/labels`
 //!   (`{"text": "…"}` as JSON, or `text=…` as a form, which redirects back to the page).
 //! - HTML: `/` (overview), `/search`, `/features/{id}`; CSS and JS are compiled into the
 //!   binary (`include_str!`), so the UI works offline, without a build step or a CDN.
@@ -705,9 +705,14 @@ async fn api_feature(
 pub(crate) struct SearchRequest {
     pub query: Query,
     pub limit: usize,
+    /// Hits skipped (the page's start).
+    pub offset: usize,
 }
 
-/// Reads `token=`/`label=`/`pattern=`/`text=` (exactly one), `by=` and `limit=`.
+/// The largest `offset=` of a search (the hits before it are ranked too).
+pub const MAX_OFFSET: usize = 100_000;
+
+/// Reads `token=`/`label=`/`pattern=`/`text=` (exactly one), `by=`, `limit=` and `offset=`.
 pub(crate) fn parse_search(
     params: &std::collections::HashMap<String, String>,
 ) -> Result<SearchRequest, ApiError> {
@@ -723,6 +728,18 @@ pub(crate) fn parse_search(
             .filter(|&n| (1..=MAX_LIMIT).contains(&n))
             .ok_or_else(|| {
                 ApiError::bad(format!("limit {s:?} must be an integer in 1..={MAX_LIMIT}"))
+            })?,
+    };
+    let offset = match params.get("offset").map(String::as_str) {
+        None | Some("") => 0,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n <= MAX_OFFSET)
+            .ok_or_else(|| {
+                ApiError::bad(format!(
+                    "offset {s:?} must be an integer in 0..={MAX_OFFSET}"
+                ))
             })?,
     };
     let given: Vec<(&str, &String)> = ["token", "label", "pattern", "text"]
@@ -746,19 +763,35 @@ pub(crate) fn parse_search(
             ))
         }
     };
-    Ok(SearchRequest { query, limit })
+    Ok(SearchRequest {
+        query,
+        limit,
+        offset,
+    })
 }
 
-/// Runs a search and fetches the hits' briefs.
+/// One page of a search's hits, with their briefs.
+pub(crate) struct SearchPage {
+    pub hits: Vec<Hit>,
+    pub briefs: Vec<FeatureBrief>,
+    /// Whether hits follow this page.
+    pub more: bool,
+}
+
+/// Runs a search and fetches the page's hits and briefs.
 pub(crate) async fn run_search(
     st: Arc<AppState>,
     req: SearchRequest,
-) -> Result<(Vec<Hit>, Vec<FeatureBrief>), ApiError> {
+) -> Result<SearchPage, ApiError> {
     blocking(move || {
         st.read(|r| {
-            let hits = r.search(&req.query, req.limit)?;
+            // One hit past the page tells whether another page follows.
+            let mut hits = r.search(&req.query, req.offset + req.limit + 1)?;
+            let more = hits.len() > req.offset + req.limit;
+            hits.truncate(req.offset + req.limit);
+            let hits: Vec<Hit> = hits.into_iter().skip(req.offset).collect();
             let briefs = r.briefs(&hits.iter().map(|h| h.id).collect::<Vec<_>>())?;
-            Ok((hits, briefs))
+            Ok(SearchPage { hits, briefs, more })
         })
     })
     .await
@@ -770,19 +803,24 @@ async fn api_search(
 ) -> Result<Response, ApiError> {
     let req = parse_search(&params)?;
     let kind = req.query.kind();
-    let (hits, briefs) = run_search(st, req).await?;
-    let rows: Vec<_> = hits
+    let offset = req.offset;
+    let page = run_search(st, req).await?;
+    let rows: Vec<_> = page
+        .hits
         .iter()
         .map(|h| {
             json!({
                 "id": h.id,
                 "score": h.score,
                 "matched": h.matched,
-                "feature": briefs.iter().find(|b| b.id == h.id),
+                "feature": page.briefs.iter().find(|b| b.id == h.id),
             })
         })
         .collect();
-    Ok(Json(json!({"kind": kind, "hits": rows})).into_response())
+    Ok(
+        Json(json!({"kind": kind, "offset": offset, "more": page.more, "hits": rows}))
+            .into_response(),
+    )
 }
 
 #[derive(Deserialize)]

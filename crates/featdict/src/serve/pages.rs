@@ -179,26 +179,56 @@ pub async fn search(
     };
     p.insert(key.to_string(), q.clone());
     p.insert("by".into(), by.to_string());
-    if let Some(l) = params.get("limit") {
-        p.insert("limit".into(), l.clone());
+    for k in ["limit", "offset"] {
+        if let Some(v) = params.get(k) {
+            p.insert(k.into(), v.clone());
+        }
     }
-    let result = match parse_search(&p) {
+    let request = parse_search(&p);
+    let (offset, limit) = request.as_ref().map_or((0, 0), |r| (r.offset, r.limit));
+    let result = match request {
         Ok(req) => run_search(st, req).await,
         Err(e) => Err(e),
     };
-    let (hits, briefs) = match result {
+    let found = match result {
         Ok(r) => r,
         Err(e) => {
             let _ = write!(b, "<p class=\"error\">{}</p>", esc(&e.message));
             return (e.status, Html(page("search", &b))).into_response();
         }
     };
+    let (hits, briefs) = (&found.hits, &found.briefs);
     if hits.is_empty() {
-        b.push_str("<p id=\"results\">No feature matches.</p>");
+        b.push_str("<p id=\"results\">No feature matches");
+        if offset > 0 {
+            let _ = write!(b, " after the first {offset}");
+        }
+        b.push_str(".</p>");
         return Html(page("search", &b)).into_response();
     }
+    // Previous and next pages keep the query, its kind, ranking and page size.
+    let page_link = |from: usize, text: &str, rel: &str| {
+        format!(
+            "<a href=\"/search?kind={}&amp;q={}&amp;by={}&amp;limit={limit}&amp;offset={from}\" rel=\"{rel}\">{text}</a>",
+            html::url(key),
+            html::url(&q),
+            html::url(by)
+        )
+    };
+    let mut pager = vec![format!("results {}–{}", offset + 1, offset + hits.len())];
+    if offset > 0 {
+        pager.push(page_link(
+            offset.saturating_sub(limit),
+            "← previous",
+            "prev",
+        ));
+    }
+    if found.more {
+        pager.push(page_link(offset + limit, "next →", "next"));
+    }
+    let _ = write!(b, "<nav class=\"pager\">{}</nav>", pager.join(" · "));
     b.push_str("<table id=\"results\"><tr><th>feature</th><th class=\"n\">score</th><th>matched</th><th>type</th><th class=\"n\">firings</th><th>labels</th><th>description</th></tr>");
-    for h in &hits {
+    for h in hits {
         let br = briefs.iter().find(|x| x.id == h.id);
         let _ = write!(
             b,

@@ -229,6 +229,42 @@ fn search_api_matches_library_and_rejects_bad_queries() {
         assert_eq!(v["kind"], q.kind());
         assert_eq!(v["hits"][0]["feature"]["id"], want[0].id);
     }
+    // Pages: offset and limit cut the same ranking; `more` says whether hits follow.
+    let all = reader
+        .search(&Query::Label("a".into()), 1000)
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id)
+        .collect::<Vec<_>>();
+    assert!(all.len() > 5, "{}", all.len());
+    let mut paged = Vec::new();
+    let mut offset = 0;
+    loop {
+        let v = get(
+            s.addr,
+            &format!("/api/search?label=a&limit=3&offset={offset}"),
+        )
+        .json();
+        assert_eq!(v["offset"], offset);
+        paged.extend(
+            v["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["id"].as_u64().unwrap()),
+        );
+        if !v["more"].as_bool().unwrap() {
+            break;
+        }
+        offset += 3;
+    }
+    assert_eq!(paged, all);
+    let r = get(s.addr, "/search?kind=label&q=a&limit=3&offset=3");
+    assert!(r.body.contains("results 4–6"), "{}", r.body);
+    assert!(r.body.contains("offset=0\" rel=\"prev\""), "{}", r.body);
+    assert!(r.body.contains("offset=6\" rel=\"next\""), "{}", r.body);
+    assert_eq!(get(s.addr, "/api/search?label=a&offset=-1").status, 400);
+    assert_eq!(get(s.addr, "/api/search?label=a&offset=100001").status, 400);
     // Thousands of repeated words once kept the server busy for minutes: refused at once.
     let many = vec!["the"; 8000].join("+");
     let started = std::time::Instant::now();
