@@ -2,7 +2,8 @@
 //!
 //! - JSON: `GET /api/stats`, `GET /api/features/{id}`, `GET /api/search?token=|label=|
 //!   pattern=|text=…[&by=precision|firings][&limit=N][&offset=N]`, `POST /api/features/{id}/labels`
-//!   (`{"text": "…"}` as JSON, or `text=…` as a form, which redirects back to the page).
+//!   (`{"text": "…"}` as JSON, or `text=…` as a form, which redirects back to the page),
+//!   `POST /api/features/{id}/labels/remove` (the same bodies; manual labels only).
 //! - HTML: `/` (overview), `/search`, `/features/{id}`; CSS and JS are compiled into the
 //!   binary (`include_str!`), so the UI works offline, without a build step or a CDN.
 //!
@@ -230,6 +231,21 @@ impl AppState {
             *self.totals.write().unwrap_or_else(|p| p.into_inner()) =
                 (w.summary().clone(), w.statistics().clone());
             Ok(f)
+        })
+    }
+
+    /// Removes a manual label (see [`FdictReader::remove_manual_label`]) and refreshes the
+    /// totals.
+    fn remove_manual_label(
+        &self,
+        id: u64,
+        text: &str,
+    ) -> Result<Option<(feature_dictionary::model::Feature, bool)>, ApiError> {
+        self.write(|w| {
+            let edited = w.remove_manual_label(id, text)?;
+            *self.totals.write().unwrap_or_else(|p| p.into_inner()) =
+                (w.summary().clone(), w.statistics().clone());
+            Ok(edited)
         })
     }
 
@@ -489,6 +505,10 @@ pub fn router(state: Arc<AppState>, local: SocketAddr, options: &ServeOptions) -
             "/api/features/{id}/labels",
             axum::routing::post(api_add_label),
         )
+        .route(
+            "/api/features/{id}/labels/remove",
+            axum::routing::post(api_remove_label),
+        )
         .fallback(pages::not_found)
         .layer(Extension(BodyTimeout(options.read_timeout)))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -518,8 +538,8 @@ async fn uniform_errors(uri: axum::http::Uri, res: Response) -> Response {
         .unwrap_or("")
         .to_string();
     let api = uri.path() == "/api" || uri.path().starts_with("/api/");
-    // The label route answers its page's form (posted without JavaScript) with a page.
-    let form_route = uri.path().ends_with("/labels");
+    // The label routes answer their page's forms (posted without JavaScript) with a page.
+    let form_route = uri.path().ends_with("/labels") || uri.path().ends_with("/labels/remove");
     let ours = ctype.starts_with("application/json")
         || ((!api || form_route) && ctype.starts_with("text/html"));
     if !(status.is_client_error() || status.is_server_error()) || ours {
@@ -828,12 +848,40 @@ struct LabelBody {
     text: String,
 }
 
+/// What a label request does.
+#[derive(Clone, Copy)]
+enum LabelAction {
+    Add,
+    Remove,
+}
+
 async fn api_add_label(
+    st: State<Arc<AppState>>,
+    raw: UrlPath<String>,
+    limit: Extension<BodyTimeout>,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
+    label_request(st, raw, limit, headers, req, LabelAction::Add).await
+}
+
+async fn api_remove_label(
+    st: State<Arc<AppState>>,
+    raw: UrlPath<String>,
+    limit: Extension<BodyTimeout>,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
+    label_request(st, raw, limit, headers, req, LabelAction::Remove).await
+}
+
+async fn label_request(
     State(st): State<Arc<AppState>>,
     UrlPath(raw): UrlPath<String>,
     Extension(BodyTimeout(limit)): Extension<BodyTimeout>,
     headers: HeaderMap,
     req: Request,
+    action: LabelAction,
 ) -> Response {
     // The page's form (posted without JavaScript) gets its errors as a page, scripts JSON.
     let from_form = headers
@@ -843,19 +891,20 @@ async fn api_add_label(
             c.to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
         });
-    match add_label(st, &raw, limit, headers, req).await {
+    match edit_label(st, &raw, limit, headers, req, action).await {
         Ok(r) => r,
         Err(e) if from_form => pages::error_page(e),
         Err(e) => e.into_response(),
     }
 }
 
-async fn add_label(
+async fn edit_label(
     st: Arc<AppState>,
     raw: &str,
     limit: Duration,
     headers: HeaderMap,
     req: Request,
+    action: LabelAction,
 ) -> Result<Response, ApiError> {
     let id = parse_id(raw)?;
     // Read here rather than by an extractor, so that a client trickling its body cannot
@@ -892,8 +941,22 @@ async fn add_label(
         ));
     };
     let st2 = st.clone();
-    let f = blocking(move || st2.add_manual_label(id, &text)).await?;
-    let Some(f) = f else {
+    let edited = match action {
+        LabelAction::Add => blocking(move || st2.add_manual_label(id, &text))
+            .await?
+            .map(|f| (f, true)),
+        LabelAction::Remove => {
+            let shown = text.clone();
+            let edited = blocking(move || st2.remove_manual_label(id, &text)).await?;
+            if let Some((_, false)) = edited {
+                return Err(ApiError::not_found(format!(
+                    "feature {id} has no manual label {shown:?} (automatic labels are not removed)"
+                )));
+            }
+            edited
+        }
+    };
+    let Some((f, _)) = edited else {
         return Err(ApiError::not_found(format!(
             "feature {id} is not in this dictionary"
         )));

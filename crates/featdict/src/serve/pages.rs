@@ -350,7 +350,17 @@ fn feature_body(f: &Feature, neighbours: &[(String, u64, f64)]) -> String {
                 b,
                 "<tr><td>{}</td><td>{}</td><td class=\"n\">{:.3}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
                 html::labels(std::slice::from_ref(&l.text)),
-                esc(l.strategy.as_str()),
+                if l.strategy == feature_dictionary::model::LabelingStrategy::Manual {
+                    // A plain form: removing works without the script too.
+                    format!(
+                        "manual <form method=\"post\" action=\"/api/features/{}/labels/remove\" class=\"remove-label\">\
+                         <input type=\"hidden\" name=\"text\" value=\"{}\"><button title=\"remove this manual label\">remove</button></form>",
+                        f.id,
+                        esc(&l.text)
+                    )
+                } else {
+                    esc(l.strategy.as_str())
+                },
                 l.confidence,
                 num(l.precision, 3),
                 num(l.recall, 3),

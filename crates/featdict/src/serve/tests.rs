@@ -510,6 +510,91 @@ fn feature_pages_link_their_neighbours_and_show_the_empty_token() {
 }
 
 #[test]
+fn manual_labels_can_be_removed_automatic_ones_not() {
+    let s = start(8);
+    for text in ["first", "second"] {
+        let r = request(
+            s.addr,
+            "POST",
+            "/api/features/3/labels",
+            Some("application/json"),
+            format!("{{\"text\": \"{text}\"}}").as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let page = get(s.addr, "/features/3").body;
+    assert_eq!(page.matches("class=\"remove-label\"").count(), 2, "{page}");
+    // By JSON, then by the page's form (which redirects back).
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/features/3/labels/remove",
+        Some("application/json"),
+        br#"{"text": "second"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["labels"][0], "first");
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/features/3/labels/remove",
+        Some("application/x-www-form-urlencoded"),
+        b"text=first",
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let stored = FdictReader::open(&s.path)
+        .unwrap()
+        .feature(3)
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.labels, s.dict.get(3).unwrap().labels);
+    assert!(
+        !stored.description.contains("second"),
+        "{}",
+        stored.description
+    );
+    // An automatic label, a label never set, a feature not stored.
+    let labeled = s.dict.features().find(|f| !f.labels.is_empty()).unwrap();
+    let automatic = labeled.labels[0].clone();
+    for (id, text, says) in [
+        (labeled.id, automatic.as_str(), "no manual label"),
+        (3, "never set", "no manual label"),
+        (999, "x", "not in this dictionary"),
+    ] {
+        let r = request(
+            s.addr,
+            "POST",
+            &format!("/api/features/{id}/labels/remove"),
+            Some("application/json"),
+            serde_json::json!({ "text": text }).to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 404, "{}", r.body);
+        assert!(r.body.contains(says), "{}", r.body);
+    }
+    assert_eq!(
+        FdictReader::open(&s.path)
+            .unwrap()
+            .feature(labeled.id)
+            .unwrap()
+            .unwrap()
+            .labels,
+        labeled.labels
+    );
+    // From another site's page: refused like adding.
+    let r = request_with(
+        s.addr,
+        "POST",
+        "/api/features/3/labels/remove",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Origin", "http://evil.example"),
+        ],
+        b"text=first",
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+}
+
+#[test]
 fn labels_and_descriptions_show_whitespace_and_neutralize_bidi_controls() {
     assert_eq!(html::text("token:\n"), "token:↵");
     assert_eq!(html::text("token: "), "token: ");

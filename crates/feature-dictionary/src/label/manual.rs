@@ -57,6 +57,20 @@ pub fn clear_manual_labels(feature: &mut Feature) -> usize {
     removed
 }
 
+/// Removes the manual label `text` of `feature` (automatic labels stay); returns whether it
+/// had one.
+pub fn remove_manual_label(feature: &mut Feature, text: &str) -> bool {
+    adopt_bare_labels(feature);
+    let before = feature.metadata.label_details.len();
+    let details: Vec<Label> = std::mem::take(&mut feature.metadata.label_details)
+        .into_iter()
+        .filter(|l| !(l.strategy == LabelingStrategy::Manual && l.text == text))
+        .collect();
+    let removed = details.len() < before;
+    super::apply(feature, details);
+    removed
+}
+
 /// Gives every label text without scored details (a file of the original library stores
 /// texts only) a detail, so that rewriting `labels` from the details keeps it.
 fn adopt_bare_labels(feature: &mut Feature) {

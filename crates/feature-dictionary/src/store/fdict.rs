@@ -1454,6 +1454,22 @@ impl FdictReader {
         .map(|edited| edited.map(|(f, ())| f))
     }
 
+    /// Removes the manual label `text` of feature `id` and rewrites its description, in one
+    /// transaction. Returns the feature and whether it had that label (`None`: `id` is not
+    /// stored); automatic labels are never removed.
+    pub fn remove_manual_label(&mut self, id: u64, text: &str) -> Result<Option<(Feature, bool)>> {
+        let text = text.trim().to_string();
+        let unwritten = format!("the label {text:?} was not removed");
+        let total_tokens = self.summary.total_tokens_processed;
+        self.edit_labels(id, &unwritten, |f| -> Result<bool> {
+            let removed = crate::label::manual::remove_manual_label(f, &text);
+            if removed {
+                f.description = crate::label::describe::describe(f, total_tokens);
+            }
+            Ok(removed)
+        })
+    }
+
     /// Runs `edit` on feature `id` and stores what it changed of the feature's labels,
     /// confidence and description in place, in one immediate transaction (the feature is
     /// read inside it, so a concurrent writer's label is never lost). `edit` must change
