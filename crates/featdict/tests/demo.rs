@@ -59,6 +59,25 @@ fn demo_builds_labels_and_summarizes_real_features() {
     assert_eq!(dict.config.model_name, "SmolLM2-135M-Instruct");
     let total: u64 = dict.features().map(|f| f.activation_count).sum();
     assert!((total as f64 / 102_400.0 - l0).abs() < 1e-9);
+    // Every feature stores its 10 nearest decoder directions, as `similar --sae` ranks them.
+    let dirs = feature_dictionary::analyze::similar::Directions::load(
+        &demo_dir().join("sae/sae_weights.safetensors"),
+        "W_dec",
+        Some(4608),
+    )
+    .unwrap();
+    for id in [0u64, 34, 4607] {
+        let stored = feature_dictionary::store::fdict::neighbours_of(
+            dict.get(id).unwrap(),
+            feature_dictionary::analyze::similar::SIMILAR_KEY,
+        );
+        let want = dirs.similar_to(id as usize, 10).unwrap().similar;
+        assert_eq!(stored.len(), 10);
+        for ((j, c), (wj, wc)) in stored.iter().zip(&want) {
+            assert_eq!(*j, *wj as u64, "feature {id}");
+            assert!((c - *wc as f64).abs() < 1e-6, "feature {id}: {c} vs {wc}");
+        }
+    }
 
     // A label written while browsing (`--serve` keeps the dictionary as a sibling .fdict)
     // survives the next demo run, which rebuilds everything.

@@ -270,6 +270,35 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// Key in `Feature.metadata` of the stored decoder-cosine neighbours
+/// (`[[id, cosine], …]`, best first), which a `.fdict` and `featdict serve` show as similar
+/// features.
+pub const SIMILAR_KEY: &str = "similar_features";
+
+/// Stores every feature's `k` nearest decoder directions ([`Directions::all_neighbours`])
+/// in its metadata under [`SIMILAR_KEY`]; returns how many features got some.
+pub fn store_neighbours(
+    dict: &mut FeatureDictionary,
+    dirs: &Directions,
+    k: usize,
+    threads: usize,
+) -> usize {
+    let all = dirs.all_neighbours(k, threads);
+    let mut stored = 0;
+    for f in dict.feature_set.features.values_mut() {
+        let Some(list) = all.get(f.id as usize).filter(|l| !l.is_empty()) else {
+            continue;
+        };
+        let pairs: Vec<(u32, f64)> = list.iter().map(|&(j, c)| (j, c as f64)).collect();
+        f.metadata.extra.insert(
+            SIMILAR_KEY.into(),
+            serde_json::to_value(pairs).expect("pairs serialize"),
+        );
+        stored += 1;
+    }
+    stored
+}
+
 /// Best `k` of `scores` except index `skip`: score desc, then index asc.
 pub fn top_k(scores: &[f32], skip: usize, k: usize) -> Vec<(u32, f32)> {
     let mut v: Vec<(u32, f32)> = scores

@@ -680,7 +680,7 @@ fn insert_neighbours(conn: &Connection, f: FeatureView<'_>) -> rusqlite::Result<
     let mut st = conn.prepare_cached(
         "INSERT INTO neighbours(feature_id, kind, other_id, score) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    let similar = neighbours_in(f.metadata, "similar_features");
+    let similar = neighbours_in(f.metadata, crate::analyze::similar::SIMILAR_KEY);
     for (kind, list) in [
         ("correlated", correlated_in(f.metadata)),
         ("similar", similar),
