@@ -113,7 +113,7 @@ enum Command {
     ///
     /// Pages: / (overview), /search, /features/ID. JSON API: GET /api/stats,
     /// GET /api/features/ID, GET /api/search?token=|label=|pattern=|text=…[&by=precision|firings]
-    /// [&limit=1..1000][&offset=N], POST /api/features/ID/labels with {"text": "…"} to add a
+    /// [&limit=1..1000] [&offset=N], POST /api/features/ID/labels with {"text": "…"} to add a
     /// manual label and POST /api/features/ID/labels/remove to remove one (see the README,
     /// "Using featdict", for the fields).
     Serve(crate::serve::ServeArgs),
