@@ -56,7 +56,7 @@ pub struct CorrelatedArgs {
 /// The weights file of `--sae`: the path itself, or for an SAE directory (what
 /// `build --sae` takes) its `sae_weights.safetensors` (SAELens) or `sae.safetensors`
 /// (sparsify).
-fn sae_weights(path: &std::path::Path) -> Result<PathBuf> {
+pub(crate) fn sae_weights(path: &std::path::Path) -> Result<PathBuf> {
     if !path.is_dir() {
         return Ok(path.to_path_buf());
     }

@@ -127,8 +127,9 @@ fn delphi_shards_with_tokenizer_and_sae_build_and_encode() {
         "--json",
         "-q",
     ]);
-    // The same dictionary, feature_dim included: `encode` records the SAE's d_in.
-    assert_eq!(std::fs::read(&d2).unwrap(), std::fs::read(&d3).unwrap());
+    // The same dictionary, feature_dim included (`encode` records the SAE's d_in), but for
+    // the similar features only a build holding the SAE's decoder stores.
+    assert_eq!(without_similar(&d2), json_of(&d3));
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&d2).unwrap()).unwrap();
     let d_in = v["config"]["feature_dim"].as_u64().unwrap();
     assert!(d_in > 0);
@@ -361,6 +362,25 @@ fn encoded_latents_keep_the_sae_width_when_the_last_latents_never_fire() {
     let v = build_with_sae(&resid, &sae, &ids, &direct);
     assert_eq!(v["statistics"]["total_features"], 4);
     assert_eq!(v["statistics"]["dead_features"], 2);
+    // This SAE has no decoder: the dictionary is written without similar features, and
+    // (unless -q) a warning says why.
+    let loud = tmp.path().join("loud.json");
+    let out = featdict(&[
+        "build",
+        s(&resid),
+        "--sae",
+        s(&sae),
+        "--token-ids",
+        s(&ids),
+        "--out",
+        s(&loud),
+    ]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("similar features not stored") && err.contains("W_dec"),
+        "{err}"
+    );
 
     let lat = tmp.path().join("lat.safetensors");
     encode_f32(&resid, &sae, &ids, &lat);
@@ -547,10 +567,7 @@ fn sparsify_directory_encodes_and_builds() {
     assert_eq!(v["statistics"]["total_tokens_processed"], 32);
     let via = tmp.path().join("via.json");
     ok(&["build", s(&lat), "--out", s(&via), "-q"]);
-    assert_eq!(
-        std::fs::read(&direct).unwrap(),
-        std::fs::read(&via).unwrap()
-    );
+    assert_eq!(without_similar(&direct), json_of(&via));
 
     // `similar --sae` finds the decoder (W_dec) in sae.safetensors.
     let by_dir = ok(&["similar", s(&direct), "5", "--sae", s(&sae), "--json"]);
@@ -564,6 +581,23 @@ fn sparsify_directory_encodes_and_builds() {
     ]);
     assert_eq!(by_dir, by_file);
     assert_eq!(by_dir["method"], "decoder cosine");
+    // What the build stored for feature 5 is that same ranking.
+    let stored =
+        json_of(&direct)["feature_set"]["features"]["5"]["metadata"]["similar_features"].clone();
+    let ranked: Vec<(u64, f64)> = by_dir["similar"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_u64().unwrap(), r["similarity"].as_f64().unwrap()))
+        .collect();
+    let stored: Vec<(u64, f64)> = serde_json::from_value(stored).unwrap();
+    assert_eq!(
+        stored.iter().map(|p| p.0).collect::<Vec<_>>(),
+        ranked.iter().map(|p| p.0).collect::<Vec<_>>()
+    );
+    for (a, b) in stored.iter().zip(&ranked) {
+        assert!((a.1 - b.1).abs() < 1e-6, "{a:?} vs {b:?}");
+    }
 
     let out = tmp.path().join("x.safetensors");
     fails(
@@ -987,4 +1021,26 @@ fn an_output_over_an_sae_file_is_refused() {
     );
     assert_eq!(before("cfg.json"), cfg);
     assert_eq!(before("sae_weights.safetensors"), weights);
+}
+
+fn json_of(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// A dictionary `build --sae` wrote, without each feature's decoder-cosine neighbours
+/// (`similar_features`), which only a build holding the decoder stores, and which it must
+/// have stored, each equal to what `featdict similar --sae` ranks.
+fn without_similar(path: &Path) -> serde_json::Value {
+    let mut v = json_of(path);
+    let mut with = 0;
+    for f in v["feature_set"]["features"]
+        .as_object_mut()
+        .unwrap()
+        .values_mut()
+    {
+        let meta = f["metadata"].as_object_mut().unwrap();
+        with += meta.remove("similar_features").is_some() as usize;
+    }
+    assert!(with > 0, "{}: no similar features stored", path.display());
+    v
 }
