@@ -516,7 +516,7 @@ const MAX_SIMILAR_FEATURES: usize = 1 << 16;
 /// With the SAE at hand, stores every feature's 10 nearest decoder directions (what the
 /// pages show as similar features). A decoder that cannot be read as `W_dec` only costs the
 /// neighbours, with a warning: the dictionary is written anyway.
-fn store_similar(dict: &mut FeatureDictionary, sae: &Path, threads: usize, quiet: bool) {
+pub(crate) fn store_similar(dict: &mut FeatureDictionary, sae: &Path, threads: usize, quiet: bool) {
     let n = dict.num_features();
     if n > MAX_SIMILAR_FEATURES {
         if !quiet {

@@ -165,14 +165,9 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         },
     };
     label::label_dictionary(&mut dict, &label_options, None)?;
-    // Each feature's nearest decoder directions, for the pages' "similar" links.
-    let weights = data.join("sae/sae_weights.safetensors");
-    let dirs = feature_dictionary::analyze::similar::Directions::load(
-        &weights,
-        "W_dec",
-        Some(dict.num_features()),
-    )?;
-    feature_dictionary::analyze::similar::store_neighbours(&mut dict, &dirs, 10, threads);
+    // Each feature's nearest decoder directions, for the pages' "similar" links, as
+    // `build --sae` stores them.
+    crate::commands::store_similar(&mut dict, &data.join("sae"), threads, false);
     // `--serve` labels go into the sibling .fdict, which every run rebuilds: keep them.
     let fdict = a.out.with_extension("fdict");
     let kept = if fdict.is_file() {

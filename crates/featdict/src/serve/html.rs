@@ -53,7 +53,13 @@ pub fn token(s: &str) -> String {
 pub fn text(s: &str) -> String {
     let neutral: String = s
         .chars()
-        .map(|c| if is_bidi_control(c) { '\u{fffd}' } else { c })
+        .map(|c| {
+            if feature_dictionary::store::fdict::is_bidi_control(c) {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
         .collect();
     token(&neutral)
 }
@@ -65,12 +71,6 @@ pub fn labels(labels: &[String]) -> String {
         .map(|l| format!("<bdi>{}</bdi>", text(l)))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Unicode's explicit bidirectional formatting characters (marks, embeddings, overrides,
-/// isolates).
-pub fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Percent-encodes a query-parameter value (everything but unreserved characters).

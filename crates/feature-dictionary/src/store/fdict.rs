@@ -1634,9 +1634,7 @@ pub fn validate_label(text: &str) -> Result<String> {
     }
     // An override (U+202E …) reverses the text shown after the label: other labels, the
     // description that quotes it.
-    if let Some(c) = t.chars().find(|&c| {
-        matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    }) {
+    if let Some(c) = t.chars().find(|&c| is_bidi_control(c)) {
         return Err(Error::Invalid(format!(
             "label text contains the bidirectional control character U+{:04X}, which would reorder the text shown after it",
             c as u32
@@ -1650,6 +1648,13 @@ pub fn validate_label(text: &str) -> Result<String> {
         ));
     }
     Ok(t.to_string())
+}
+
+/// Unicode's explicit bidirectional formatting characters (marks, embeddings, overrides,
+/// isolates): refused in manual labels, and neutralized where the server shows text that is
+/// not isolated token by token.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 fn split_labels(s: &str) -> Vec<String> {
