@@ -46,27 +46,25 @@ pub fn set_manual_label(feature: &mut Feature, text: &str) {
 
 /// Removes every manual label of `feature`; returns how many were removed.
 pub fn clear_manual_labels(feature: &mut Feature) -> usize {
-    adopt_bare_labels(feature);
-    let before = feature.metadata.label_details.len();
-    let details: Vec<Label> = std::mem::take(&mut feature.metadata.label_details)
-        .into_iter()
-        .filter(|l| l.strategy != LabelingStrategy::Manual)
-        .collect();
-    let removed = before - details.len();
-    super::apply(feature, details);
-    removed
+    remove_manual_labels_where(feature, |_| true)
 }
 
 /// Removes the manual label `text` of `feature` (automatic labels stay); returns whether it
 /// had one.
 pub fn remove_manual_label(feature: &mut Feature, text: &str) -> bool {
+    remove_manual_labels_where(feature, |l| l.text == text) > 0
+}
+
+/// Removes the manual labels `remove` picks and refreshes `labels` / `confidence`; returns
+/// how many were removed.
+fn remove_manual_labels_where(feature: &mut Feature, remove: impl Fn(&Label) -> bool) -> usize {
     adopt_bare_labels(feature);
     let before = feature.metadata.label_details.len();
     let details: Vec<Label> = std::mem::take(&mut feature.metadata.label_details)
         .into_iter()
-        .filter(|l| !(l.strategy == LabelingStrategy::Manual && l.text == text))
+        .filter(|l| !(l.strategy == LabelingStrategy::Manual && remove(l)))
         .collect();
-    let removed = details.len() < before;
+    let removed = before - details.len();
     super::apply(feature, details);
     removed
 }
