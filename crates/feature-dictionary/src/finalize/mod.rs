@@ -292,7 +292,7 @@ impl Ctx<'_> {
             } else {
                 histogram::lower_edge(end).clamp(lo, hi)
             };
-            let count = below[end.min(hist.len())] - below[start];
+            let count = below[end] - below[start];
             let examples: Vec<FeatureActivation> = pool
                 .iter()
                 .filter(|s| {
@@ -308,7 +308,7 @@ impl Ctx<'_> {
                 count,
                 examples,
             });
-            start = end.max(start);
+            start = end;
             edge_lo = edge_hi;
             if last {
                 break;
