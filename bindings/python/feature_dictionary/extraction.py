@@ -36,7 +36,7 @@ _COUNT_FIELDS = (
     "context_window",
     "batch_size",
     "min_activation_count",
-    "samples_per_band",
+    "samples_per_group",
     "token_sketch_capacity",
 )
 
@@ -48,7 +48,8 @@ class ExtractionConfig:
     An activation *fires* when ``value >= min_activation`` and ``value > activation_threshold``.
     ``batch_size`` is the number of sequences handed to the engine per call by
     ``process_batch`` (bounding the float32 copy made of list inputs). The last four fields
-    are ours: band samples per activation band (quantile-stratified examples), distinct tokens
+    are ours: examples per quantile group (a uniform sample of ten times as many firings,
+    split into ten equal-count groups at ``finalize``), distinct tokens
     counted exactly per feature, co-activation tracking (``None`` = automatic, on up to
     ``COACTIVATION_AUTO_LIMIT`` features) and engine threads (``None`` = all cores).
     """
@@ -62,7 +63,7 @@ class ExtractionConfig:
     include_dead_features: bool = False
     collect_context: bool = True
     collect_positions: bool = True
-    samples_per_band: int = 4
+    samples_per_group: int = 4
     token_sketch_capacity: int = 1024
     track_coactivation: Optional[bool] = None
     threads: Optional[int] = None
@@ -81,13 +82,16 @@ class ExtractionConfig:
             "include_dead_features": self.include_dead_features,
             "collect_context": self.collect_context,
             "collect_positions": self.collect_positions,
-            "samples_per_band": self.samples_per_band,
+            "samples_per_group": self.samples_per_group,
             "token_sketch_capacity": self.token_sketch_capacity,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> "ExtractionConfig":
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        # Files written before the example sample became uniform call it samples_per_band.
+        if "samples_per_band" in data and "samples_per_group" not in data:
+            known["samples_per_group"] = data["samples_per_band"]
         return cls(**known)
 
     def firing_threshold(self) -> float:

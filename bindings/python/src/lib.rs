@@ -526,7 +526,11 @@ fn settings_difference(a: &Settings, b: &Settings) -> Option<String> {
     for (name, x, y) in [
         ("max_examples_per_feature", a.top_k, b.top_k),
         ("context_window", a.context_window, b.context_window),
-        ("samples_per_band", a.samples_per_band, b.samples_per_band),
+        (
+            "samples_per_group",
+            a.samples_per_group,
+            b.samples_per_group,
+        ),
         (
             "token_sketch_capacity",
             a.token_sketch_capacity,

@@ -191,7 +191,7 @@ def test_bad_inputs_give_clear_errors():
         FeatureExtractor(4, 2, config=ExtractionConfig(min_activation=float("nan")))
     with pytest.raises(ValueError):
         FeatureExtractor(0, 2)
-    for field in ("max_examples_per_feature", "context_window", "samples_per_band"):
+    for field in ("max_examples_per_feature", "context_window", "samples_per_group"):
         with pytest.raises(ValueError, match=f"ExtractionConfig.{field} must be a non-negative integer, got -1"):
             FeatureExtractor(4, 2, config=ExtractionConfig(**{field: -1}))
     with pytest.raises(ValueError, match="max_examples_per_feature must be a non-negative integer, got 2.5"):
@@ -365,3 +365,12 @@ def test_contexts_of_sequences_without_kept_examples_are_not_held():
         for group in d[f].metadata.get("quantile_examples", []):
             for ex in group["examples"]:
                 assert ex["context"].startswith(f"{ex['metadata']['sequence']}:"), ex
+
+
+def test_config_from_dict_reads_the_old_name_of_samples_per_group():
+    # Files written while the samples were kept per activation band call it samples_per_band.
+    from feature_dictionary.extraction import ExtractionConfig
+
+    assert ExtractionConfig.from_dict({"samples_per_band": 7}).samples_per_group == 7
+    both = {"samples_per_band": 7, "samples_per_group": 2}
+    assert ExtractionConfig.from_dict(both).samples_per_group == 2

@@ -53,8 +53,8 @@ def test_counts_must_be_non_negative_integers():
 def test_sizes_no_memory_holds_are_errors_not_a_killed_interpreter(tmp_path):
     with pytest.raises(ValueError, match="cannot allocate the state of 1000000000000 features"):
         create_dictionary(10**12, 16)
-    with pytest.raises(ValueError, match="samples_per_band must be at most 10000"):
-        FeatureDictionary(F, 16).extractor.__class__(F, 16, config=ExtractionConfig(samples_per_band=2**32 - 1))
+    with pytest.raises(ValueError, match="samples_per_group must be at most 1000"):
+        FeatureDictionary(F, 16).extractor.__class__(F, 16, config=ExtractionConfig(samples_per_group=2**32 - 1))
     # A file's config may claim any feature count: loading reads the features it holds and
     # allocates nothing per claimed feature.
     d = create_dictionary(F, 16)

@@ -34,7 +34,7 @@ def test_merge_without_offsets_shifts_the_second_shard():
     a = build(acts[:5], tokens[:5])
     b = build(acts[5:], tokens[5:])
     assert a.merge(b) == 5
-    # band samples were drawn with the shard's own numbering; everything else is exact
+    # samples were drawn with the shard's own numbering; everything else is exact
     assert_same(a.features.to_dict(), whole.features.to_dict(), skip=("quantile_examples",))
     assert {ex.metadata["sequence"] for f in a for ex in f.top_activations} <= set(range(10))
 

@@ -171,9 +171,11 @@ struct BuildArgs {
     /// Worker threads (default: all cores). The result does not depend on it.
     #[arg(long, value_parser = at_most::<MAX_THREADS>)]
     threads: Option<usize>,
-    /// Examples sampled per activation band (for quantile-stratified examples).
-    #[arg(long, default_value_t = 4, value_parser = at_most::<{ accumulate::MAX_SAMPLES_PER_BAND }>)]
-    samples_per_band: usize,
+    /// Examples per quantile group (the quantile-stratified examples): each feature keeps a
+    /// uniform sample of 10 × this many of its firings, split into 10 equal-count groups at
+    /// the end.
+    #[arg(long, visible_alias = "samples-per-band", default_value_t = 4, value_parser = at_most::<{ accumulate::MAX_SAMPLES_PER_GROUP }>)]
+    samples_per_group: usize,
     /// Distinct tokens counted exactly per feature before the token sketch approximates.
     #[arg(long, default_value_t = 1024, value_parser = at_most::<{ accumulate::MAX_TOKEN_CAPACITY }>)]
     token_capacity: usize,
@@ -409,7 +411,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     ex.max_examples_per_feature = a.top_k;
     ex.context_window = a.context;
     ex.min_activation = a.min_activation;
-    ex.samples_per_band = a.samples_per_band;
+    ex.samples_per_group = a.samples_per_group;
     ex.token_sketch_capacity = a.token_capacity;
     ex.ngram_capacity = a.ngrams;
     ex.correlation = a.correlation;

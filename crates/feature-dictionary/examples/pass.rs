@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let repeats: usize = args.get(4).map_or(Ok(3), |t| t.parse())?;
     let mut config = ExtractionConfig::default();
     if let Ok(v) = std::env::var("SPB") {
-        config.samples_per_band = v.parse()?;
+        config.samples_per_group = v.parse()?;
     }
     if let Ok(v) = std::env::var("TSC") {
         config.token_sketch_capacity = v.parse()?;

@@ -463,13 +463,13 @@ fn real_example_latents_agree_with_a_direct_read() {
     assert_eq!(dict.feature_set.total_tokens_processed, 256);
 }
 
-/// The band samples are exactly, per feature and band, the `s` firings with the smallest
-/// hash of (feature, sequence, position), whatever the batch size (a column can hold from a
-/// few firings to all of them) and for several `s` (1, the default 4, and more than a band
-/// holds).
+/// The samples are exactly, per feature, the `10 × s` firings with the smallest hash of
+/// (feature, sequence, position), whatever the batch size (a column can hold from a few
+/// firings to all of them) and for several `s` (1, the default 4, and more than a feature
+/// fires).
 #[test]
-fn band_samples_are_the_smallest_hashes_of_each_band() {
-    use feature_dictionary::accumulate::samples::{band_of_bin, firing_hash};
+fn samples_are_the_smallest_hashes_of_each_feature() {
+    use feature_dictionary::accumulate::samples::{firing_hash, QUANTILE_GROUPS};
     let dir = tempfile::tempdir().unwrap();
     let c = corpus(11, 80, 29, 0.3);
     let (acts, toks) = write(&c, dir.path(), "c");
@@ -479,8 +479,9 @@ fn band_samples_are_the_smallest_hashes_of_each_band() {
         seq_pos.extend((0..*len as u32).map(|p| (s as u64, p)));
     }
     for s in [1usize, 4, 50] {
+        let m = QUANTILE_GROUPS * s;
         let mut cfg = config(5, 2);
-        cfg.extraction.samples_per_band = s;
+        cfg.extraction.samples_per_group = s;
         for (threads, vpb) in [(1, 29 * 8), (2, 29 * 50), (2, 1 << 20)] {
             let mut src = source(&acts, &toks, 2, vpb);
             let mut acc = Accumulator::new(
@@ -497,31 +498,19 @@ fn band_samples_are_the_smallest_hashes_of_each_band() {
             for range in acc.features() {
                 for local in 0..range.len() {
                     let feat = range.start + local;
-                    let mut expected: Vec<(u8, u64, u64, u32)> = (0..rows)
+                    let mut kept: Vec<(u64, u64, u32)> = (0..rows)
                         .filter(|&r| c.acts[r * c.f + feat] >= 0.01)
                         .map(|r| {
-                            let v = c.acts[r * c.f + feat];
                             let (seq, pos) = seq_pos[r];
-                            let band = band_of_bin(histogram::bin(v)) as u8;
-                            (band, firing_hash(feat as u64, seq, pos), seq, pos)
+                            (firing_hash(feat as u64, seq, pos), seq, pos)
                         })
                         .collect();
-                    expected.sort();
-                    let mut kept = Vec::new();
-                    for e in expected {
-                        if kept
-                            .iter()
-                            .filter(|k: &&(u8, u64, u64, u32)| k.0 == e.0)
-                            .count()
-                            < s
-                        {
-                            kept.push(e);
-                        }
-                    }
-                    let mut got: Vec<(u8, u64, u64, u32)> = range.samples[local]
+                    kept.sort();
+                    kept.truncate(m);
+                    let mut got: Vec<(u64, u64, u32)> = range.samples[local]
                         .items
                         .iter()
-                        .map(|it| (it.band, it.hash, it.example.sequence, it.example.position))
+                        .map(|it| (it.hash, it.example.sequence, it.example.position))
                         .collect();
                     got.sort();
                     assert_eq!(
@@ -532,9 +521,52 @@ fn band_samples_are_the_smallest_hashes_of_each_band() {
                 }
             }
             assert!(
-                checked > c.f * s.min(3),
+                checked >= c.f * m.min(30),
                 "too few samples to check: {checked}"
             );
         }
+    }
+}
+
+/// A feature whose firings crowd the low end of its range (as real features' do) still gets
+/// examples in (nearly) every equal-count group: the sample is uniform over its firings, so
+/// each decile expects `samples_per_group` of them. (Samples kept per two-octave band left
+/// this one with at most 4 examples for the 7 deciles below 0.2, and at most 7 groups.)
+#[test]
+fn quantile_groups_of_a_crowded_feature_all_get_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = corpus(5, 400, 2, 0.0);
+    let mut rng = Rng(77);
+    for r in 0..c.acts.len() / c.f {
+        let u = rng.unit();
+        c.acts[r * c.f] = (0.05 * (4.0 * u * u * u).exp()) as f32;
+    }
+    let rows = c.acts.len() / c.f;
+    let (acts, toks) = write(&c, dir.path(), "c");
+    let cfg = config(5, 2);
+    let s = cfg.extraction.samples_per_group;
+    let d = build_dict(&acts, &toks, &cfg, 2, 1 << 20);
+    let f = &d.feature_set.features[&0];
+    assert_eq!(f.activation_count, rows as u64);
+    let groups = &f.metadata.quantile_examples;
+    let below = |x: f64| {
+        c.acts
+            .iter()
+            .step_by(c.f)
+            .filter(|&&v| (v as f64) < x)
+            .count()
+    };
+    assert!(below(0.2) as f64 > 0.65 * rows as f64, "not crowded");
+    assert!(groups.len() >= 9, "{} groups", groups.len());
+    let examples: usize = groups.iter().map(|g| g.examples.len()).sum();
+    assert!(examples >= 20, "{examples} examples");
+    for g in groups {
+        assert!(!g.examples.is_empty() && g.examples.len() <= s, "{g:?}");
+        // About a tenth of the firings each (deciles snap to bin edges).
+        assert!(
+            g.count as f64 > 0.04 * rows as f64 && (g.count as f64) < 0.2 * rows as f64,
+            "{} of {rows}",
+            g.count
+        );
     }
 }

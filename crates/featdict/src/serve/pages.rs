@@ -418,13 +418,13 @@ fn feature_body(f: &Feature, neighbours: &[(String, u64, f64)]) -> String {
         b.push_str("<h2>Examples across the activation range</h2><div class=\"examples\" id=\"quantile-examples\">");
         let shown: u64 = m.quantile_examples.iter().map(|g| g.count).sum();
         if shown < f.activation_count {
-            // Groups no band sample fell in are left out; say so rather than let the
+            // Groups no sample fell in are left out; say so rather than let the
             // ranges shown pass for all of them.
             let _ = write!(
                 b,
                 "<p class=\"muted\">{} of the ~10 equal-count groups have sampled examples \
                  ({shown} of {} firings lie in them); build with a larger \
-                 <code>--samples-per-band</code> for more.</p>",
+                 <code>--samples-per-group</code> for more.</p>",
                 m.quantile_examples.len(),
                 f.activation_count
             );

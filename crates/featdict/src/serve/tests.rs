@@ -1697,7 +1697,7 @@ fn an_overlong_url_is_refused_cleanly() {
     assert_eq!(get(s.addr, "/api/stats").status, 200);
 }
 
-/// Quantile groups no band sample fell in are left out of a dictionary; the page says how
+/// Quantile groups no sample fell in are left out of a dictionary; the page says how
 /// many are shown and how many firings they hold, instead of letting them pass for all.
 #[test]
 fn a_page_says_when_quantile_groups_are_missing() {

@@ -9,7 +9,7 @@
 //! | counts, Σx, Σx², min, max, positions | exact (sums in f64)                    |
 //! | top-k examples (+ context)          | exact: the union's top k               |
 //! | fixed-edge histogram                | exact: bin-wise sum                     |
-//! | band samples                        | exact: per band, the s smallest hashes  |
+//! | uniform example samples             | exact: the union's m smallest hashes    |
 //! | global token counts                 | exact                                   |
 //! | per-feature firing tokens           | exact up to `token_sketch_capacity` distinct tokens, then Misra–Gries (error bound in [`token_sketch`]) |
 //!
@@ -37,8 +37,8 @@ use range::FeatureRange;
 pub const MAX_TOP_K: usize = 100_000;
 /// Largest context window ([`Settings::context_window`]) accepted.
 pub const MAX_CONTEXT_WINDOW: usize = 1_024;
-/// Largest number of samples per band ([`Settings::samples_per_band`]) accepted.
-pub const MAX_SAMPLES_PER_BAND: usize = 10_000;
+/// Largest number of samples per quantile group ([`Settings::samples_per_group`]) accepted.
+pub const MAX_SAMPLES_PER_GROUP: usize = 1_000;
 /// Largest token-table capacity ([`Settings::token_sketch_capacity`]) accepted.
 pub const MAX_TOKEN_CAPACITY: usize = 1 << 24;
 /// Largest per-feature n-gram capacity ([`Settings::ngram_capacity`]) accepted.
@@ -97,8 +97,10 @@ pub struct Settings {
     pub top_k: usize,
     /// Context tokens on each side of an example.
     pub context_window: usize,
-    /// Samples per activation band.
-    pub samples_per_band: usize,
+    /// Samples per quantile group.
+    pub samples_per_group: usize,
+    /// Firings sampled per feature: [`samples::QUANTILE_GROUPS`] × `samples_per_group`.
+    pub sample_size: usize,
     /// Distinct tokens counted exactly per feature.
     pub token_sketch_capacity: usize,
     /// Whether position statistics are kept.
@@ -136,7 +138,11 @@ impl Settings {
                 MAX_TOP_K,
             ),
             ("context_window", c.context_window, MAX_CONTEXT_WINDOW),
-            ("samples_per_band", c.samples_per_band, MAX_SAMPLES_PER_BAND),
+            (
+                "samples_per_group",
+                c.samples_per_group,
+                MAX_SAMPLES_PER_GROUP,
+            ),
             (
                 "token_sketch_capacity",
                 c.token_sketch_capacity,
@@ -161,7 +167,8 @@ impl Settings {
             threshold: c.min_activation as f32,
             top_k: c.max_examples_per_feature,
             context_window: c.context_window,
-            samples_per_band: c.samples_per_band,
+            samples_per_group: c.samples_per_group,
+            sample_size: samples::QUANTILE_GROUPS * c.samples_per_group,
             token_sketch_capacity: c.token_sketch_capacity,
             collect_positions: c.collect_positions,
             ngram_capacity: c.ngram_capacity,
@@ -380,7 +387,7 @@ impl Accumulator {
         self.parts.iter()
     }
 
-    /// The sequence indices that some kept example (top-k or band sample, of any feature)
+    /// The sequence indices that some kept example (top-k or sample, of any feature)
     /// comes from: what per-sequence data kept beside the accumulator may still be needed
     /// for (later examples come from later sequences).
     pub fn example_sequences(&self) -> std::collections::HashSet<u64> {
@@ -495,8 +502,8 @@ mod tests {
         Settings::from_config(&ok).unwrap();
         type Edit = fn(&mut ExtractionConfig);
         let cases: [(&str, Edit); 5] = [
-            ("samples_per_band", |c| {
-                c.samples_per_band = u32::MAX as usize
+            ("samples_per_group", |c| {
+                c.samples_per_group = u32::MAX as usize
             }),
             ("max_examples_per_feature", |c| {
                 c.max_examples_per_feature = MAX_TOP_K + 1
@@ -518,7 +525,7 @@ mod tests {
             assert!(e.contains(name) && e.contains("at most"), "{e}");
         }
         let mut edge = ok.clone();
-        edge.samples_per_band = MAX_SAMPLES_PER_BAND;
+        edge.samples_per_group = MAX_SAMPLES_PER_GROUP;
         edge.context_window = MAX_CONTEXT_WINDOW;
         Settings::from_config(&edge).unwrap();
 

@@ -6,7 +6,7 @@
 
 use super::histogram::{self, N_BINS};
 use super::ngrams::{self, NgramTable};
-use super::samples::{self, band_of_bin, BandSamples, N_BANDS};
+use super::samples::{self, Samples};
 use super::token_sketch::TokenSketch;
 use super::topk::{ContextActivations, ContextTokens, Example, TopK};
 use super::{NonFiniteValues, Settings};
@@ -69,9 +69,9 @@ pub struct FeatureRange {
     rows_since_spill: u64,
     /// Top-k examples per feature.
     pub topk: Vec<TopK>,
-    /// Band samples per feature.
-    pub samples: Vec<BandSamples>,
-    /// Sample admission thresholds, `N_BANDS` per feature.
+    /// Uniform example samples per feature.
+    pub samples: Vec<Samples>,
+    /// Sample admission threshold per feature (a firing hashing below it enters).
     pub sample_thresholds: Vec<u64>,
     /// Firing tokens per feature.
     pub tokens: Vec<TokenSketch>,
@@ -104,19 +104,20 @@ struct Scratch {
     firings: Vec<u32>,
     /// The tokens of those firings (same length and meaning as `firings`).
     tokens: Vec<TokenId>,
-    /// One column's sample candidates: `(index in the column, band, hash)` of the firings
-    /// whose hash was below their band's running cutoff when seen (reused like `firings`).
-    candidates: Vec<(u32, u32, u64)>,
+    /// One column's sample candidates: `(index in the column, hash)` of the firings whose
+    /// hash was below the running cutoff when seen (reused like `firings`).
+    candidates: Vec<(u32, u64)>,
     /// How many entries of `candidates` the current column filled.
     n_candidates: usize,
-    /// Per band, the smallest candidate hashes of the current column (`samples_per_band`
-    /// slots per band).
+    /// The smallest candidate hashes of the current column (one slot per sample).
     smallest: Vec<u64>,
-    /// How many of each band's `smallest` slots the current column filled.
-    held: [u32; N_BANDS],
+    /// How many of the `smallest` slots the current column filled.
+    held: u32,
+    /// The hashes `admit_samples` chooses its cutoff among.
+    union: Vec<u64>,
     /// Top-k slots admitted in the current column.
     topk_slots: Vec<u32>,
-    /// Band samples (indices in `items`) admitted in the current column.
+    /// Samples (indices in `items`) admitted in the current column.
     sample_items: Vec<u32>,
 }
 
@@ -158,8 +159,8 @@ impl FeatureRange {
         + std::mem::size_of::<[u64; 3]>()
         + N_BINS * std::mem::size_of::<u32>()
         + std::mem::size_of::<TopK>()
-        + std::mem::size_of::<BandSamples>()
-        + N_BANDS * std::mem::size_of::<u64>()
+        + std::mem::size_of::<Samples>()
+        + std::mem::size_of::<u64>()
         + std::mem::size_of::<TokenSketch>()
         + std::mem::size_of::<NgramTable>();
 
@@ -182,8 +183,8 @@ impl FeatureRange {
             hist_spill: Vec::new(),
             rows_since_spill: 0,
             topk: try_filled(len, TopK::default())?,
-            samples: try_filled(len, BandSamples::default())?,
-            sample_thresholds: try_filled(scaled(N_BANDS), u64::MAX)?,
+            samples: try_filled(len, Samples::default())?,
+            sample_thresholds: try_filled(len, u64::MAX)?,
             tokens: try_filled(len, TokenSketch::default())?,
             ngrams: try_filled(len, NgramTable::default())?,
             first_nonfinite: None,
@@ -310,7 +311,7 @@ impl FeatureRange {
             self.spill_histograms();
         }
         self.rows_since_spill += rows;
-        if settings.samples_per_band == 0 {
+        if settings.sample_size == 0 {
             self.sample_thresholds.iter_mut().for_each(|t| *t = 0);
         }
         self.scratch.row_keys.clear();
@@ -408,8 +409,7 @@ impl FeatureRange {
         for line in (0..N_BINS).step_by(16) {
             prefetch(&self.hist[local * N_BINS + line]);
         }
-        prefetch(&self.sample_thresholds[local * N_BANDS]);
-        prefetch(&self.sample_thresholds[local * N_BANDS + N_BANDS - 1]);
+        prefetch(&self.sample_thresholds[local]);
         self.tokens[local].prefetch_for(column.iter().map(|&(row, _)| batch.tokens[row as usize]));
     }
 
@@ -522,24 +522,23 @@ impl FeatureRange {
             firings.resize(column.len(), 0);
             tokens.resize(column.len(), 0);
         }
-        // Band samples keep the `s` smallest firing hashes per band. Admitting every firing
-        // that beats the band's current cutoff would admit s·ln(n) of them, each writing a
-        // cold example; instead this pass tracks the `s` smallest hashes among the column's
+        // A feature's sample keeps the `m` smallest firing hashes. Admitting every firing
+        // that beats the current cutoff would admit m·ln(n) of them, each writing a
+        // cold example; instead this pass tracks the `m` smallest hashes among the column's
         // firings (in a small hot array) and lists the firings that beat the running cutoff
         // as candidates; `admit_samples` then admits only the candidates that end up in the
-        // sample, at most `s` per band.
-        let s = settings.samples_per_band;
+        // sample, at most `m`.
+        let m = settings.sample_size;
         let feature_key = samples::feature_key((self.start + local) as u64);
         let row_keys = &self.scratch.row_keys[..];
-        let mut running = [0u64; N_BANDS];
-        running.copy_from_slice(&self.sample_thresholds[local * N_BANDS..(local + 1) * N_BANDS]);
-        let mut held = [0u32; N_BANDS];
+        let mut running = self.sample_thresholds[local];
+        let mut held = 0u32;
         let mut candidates = std::mem::take(&mut self.scratch.candidates);
         if candidates.len() < column.len() {
-            candidates.resize(column.len(), (0, 0, 0));
+            candidates.resize(column.len(), (0, 0));
         }
         let mut smallest = std::mem::take(&mut self.scratch.smallest);
-        smallest.resize(N_BANDS * s, u64::MAX);
+        smallest.resize(m, u64::MAX);
         let mut n_candidates = 0;
         let mut n = 0;
         let mut m = self.moments[local];
@@ -576,15 +575,12 @@ impl FeatureRange {
             }
             let bin = histogram::bin(v);
             hist[bin] += 1;
-            let band = band_of_bin(bin);
             let h = samples::mix(feature_key ^ row_keys[row as usize]);
-            // `running` is 0 for every band when sampling is off (s == 0).
-            if h < running[band] {
-                candidates[n_candidates] = (at as u32, band as u32, h);
+            // `running` is 0 when sampling is off (m == 0).
+            if h < running {
+                candidates[n_candidates] = (at as u32, h);
                 n_candidates += 1;
-                running[band] =
-                    keep_smallest(&mut smallest[band * s..(band + 1) * s], &mut held[band], h)
-                        .min(running[band]);
+                running = keep_smallest(&mut smallest, &mut held, h).min(running);
             }
         }
         self.scratch.held = held;
@@ -604,12 +600,11 @@ impl FeatureRange {
         (firings, tokens, n, n_candidates > 0)
     }
 
-    /// Pass 2 of the band samples: for each band with candidates, the cutoff is the `s`-th
-    /// smallest hash of the band's current samples and the column's candidates (the
-    /// smallest `s` of those are in `scratch.smallest`, so the union of the two is small), and
-    /// only candidates at or below it are admitted: the same samples as offering every
-    /// firing in turn, with at most `s` example writes per band. The admitted samples'
-    /// indices are appended to `admitted`.
+    /// Pass 2 of the samples: the cutoff is the `m`-th smallest hash of the feature's
+    /// current samples and the column's candidates (the smallest `m` of those are in
+    /// `scratch.smallest`, so the union of the two is small), and only candidates at or below
+    /// it are admitted: the same sample as offering every firing in turn, with at most `m`
+    /// example writes. The admitted samples' indices are appended to `admitted`.
     fn admit_samples(
         &mut self,
         local: usize,
@@ -618,36 +613,31 @@ impl FeatureRange {
         settings: &Settings,
         admitted: &mut Vec<u32>,
     ) {
-        let s = settings.samples_per_band;
-        let mut cut = [0u64; N_BANDS];
-        let mut union = Vec::with_capacity(2 * s);
-        for (band, cut) in cut.iter_mut().enumerate() {
-            let held = self.scratch.held[band] as usize;
-            if held == 0 {
-                continue;
-            }
-            union.clear();
-            self.samples[local].band_hashes(s, band, &mut union);
-            union.extend_from_slice(&self.scratch.smallest[band * s..band * s + held]);
-            *cut = if union.len() < s {
-                u64::MAX
-            } else {
-                *union.select_nth_unstable(s - 1).1
-            };
-        }
-        for i in 0..self.scratch.n_candidates {
-            let (at, band, h) = self.scratch.candidates[i];
-            let band = band as usize;
-            if h > cut[band] {
-                continue;
-            }
-            let (at, (row, v)) = (at as usize, column[at as usize]);
-            let (threshold, item) = self.samples[local].insert_with(s, band as u8, h, |ex| {
+        let m = settings.sample_size;
+        let held = self.scratch.held as usize;
+        let mut union = std::mem::take(&mut self.scratch.union);
+        union.clear();
+        self.samples[local].hashes_into(&mut union);
+        union.extend_from_slice(&self.scratch.smallest[..held]);
+        let cut = if union.len() < m {
+            u64::MAX
+        } else {
+            *union.select_nth_unstable(m - 1).1
+        };
+        self.scratch.union = union;
+        let offers = self.scratch.candidates[..self.scratch.n_candidates]
+            .iter()
+            .map(|&(at, h)| (h, at as usize));
+        self.sample_thresholds[local] = self.samples[local].admit(
+            m,
+            cut,
+            offers,
+            |at, ex| {
+                let (row, v) = column[at];
                 record_example(ex, v, row as usize, at, batch)
-            });
-            self.sample_thresholds[local * N_BANDS + band] = threshold;
-            admitted.push(item as u32);
-        }
+            },
+            admitted,
+        );
     }
 
     /// Keeps the earliest non-finite value's (sequence, position, feature): columns replay
@@ -736,16 +726,10 @@ impl FeatureRange {
         for (i, t) in other.topk.into_iter().enumerate() {
             self.topk[i].merge(t, k);
         }
-        let s = settings.samples_per_band;
+        let m = settings.sample_size;
         for (i, smp) in other.samples.into_iter().enumerate() {
-            self.samples[i].merge(smp, s);
-            for band in 0..N_BANDS {
-                self.sample_thresholds[i * N_BANDS + band] = if s == 0 {
-                    0
-                } else {
-                    self.samples[i].threshold(band, s)
-                };
-            }
+            self.samples[i].merge(smp, m);
+            self.sample_thresholds[i] = self.samples[i].threshold(m);
         }
         for (a, b) in self.tokens.iter_mut().zip(&other.tokens) {
             a.merge(b, settings.token_sketch_capacity);
@@ -805,7 +789,7 @@ impl FeatureRange {
             rows_since_spill: self.rows_since_spill,
             topk: self.topk.split_off(at),
             samples: self.samples.split_off(at),
-            sample_thresholds: self.sample_thresholds.split_off(at * N_BANDS),
+            sample_thresholds: self.sample_thresholds.split_off(at),
             tokens: self.tokens.split_off(at),
             ngrams: self.ngrams.split_off(at),
             first_nonfinite: None,
@@ -815,7 +799,7 @@ impl FeatureRange {
 
     /// Adds `offset` to every stored sequence index, for merging a shard that numbered its
     /// sequences from 0. Example ranks do not change (every example moves by the same
-    /// amount); band samples keep the hashes they were admitted with.
+    /// amount); samples keep the hashes they were admitted with.
     pub fn shift_sequences(&mut self, offset: u64) {
         for t in &mut self.topk {
             t.for_each_mut(|e| e.sequence += offset);
@@ -907,28 +891,49 @@ fn fill_context(
     ex.pending = NO_PENDING;
 }
 
-/// Adds hash `h` to `smallest`, the (at most `smallest.len()`) smallest hashes seen, of
+/// Adds hash `h` to `heap`, a max-heap of the (at most `heap.len()`) smallest hashes seen, of
 /// which `held` are filled; returns the largest held once all are filled (the hash a firing
-/// must beat to enter), else `u64::MAX`.
+/// must beat to enter), else `u64::MAX`. Once full, `h` must be below that largest. A heap,
+/// as a sample of 40 would make a scan for the largest cost as much as the firing's
+/// statistics.
 #[inline(always)]
-fn keep_smallest(smallest: &mut [u64], held: &mut u32, h: u64) -> u64 {
+fn keep_smallest(heap: &mut [u64], held: &mut u32, h: u64) -> u64 {
     let len = *held as usize;
-    if len < smallest.len() {
-        smallest[len] = h;
+    if len < heap.len() {
+        let mut i = len;
+        heap[i] = h;
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if heap[parent] >= heap[i] {
+                break;
+            }
+            heap.swap(parent, i);
+            i = parent;
+        }
         *held += 1;
-        if len + 1 < smallest.len() {
+        if len + 1 < heap.len() {
             return u64::MAX;
         }
     } else {
-        let mut largest = 0;
-        for (j, &x) in smallest.iter().enumerate() {
-            if x > smallest[largest] {
-                largest = j;
+        heap[0] = h;
+        let mut i = 0;
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut largest = i;
+            if l < len && heap[l] > heap[largest] {
+                largest = l;
             }
+            if r < len && heap[r] > heap[largest] {
+                largest = r;
+            }
+            if largest == i {
+                break;
+            }
+            heap.swap(i, largest);
+            i = largest;
         }
-        smallest[largest] = h;
     }
-    smallest.iter().copied().max().unwrap_or(u64::MAX)
+    heap[0]
 }
 
 /// For every row, the rows `(first, end)` its sequence spans in the batch (batches hold

@@ -1,27 +1,19 @@
-//! Activation-band samples for quantile-stratified examples.
+//! Uniform example samples for quantile-stratified examples.
 //!
-//! Firings are grouped into bands of two octaves (16 histogram bins). In each band a feature
-//! keeps the `s` firings with the smallest hash of (feature, sequence, position): a bottom-k
-//! sample, uniformly random over the band's firings, yet deterministic (the same input gives
-//! the same samples whatever the thread count or order) and exactly mergeable (the union's
-//! `s` smallest hashes). At finalize the bands' samples are regrouped into equal-count
-//! (quantile) groups using the histogram.
+//! Each feature keeps the `m` firings with the smallest hash of (feature, sequence, position):
+//! a bottom-m sample, uniformly random over all its firings, yet deterministic (the same input
+//! gives the same sample whatever the thread count or order) and exactly mergeable (the
+//! union's `m` smallest hashes). At finalize the sample is split into the equal-count
+//! (quantile) groups the histogram defines; the groups having equal counts, each expects
+//! `m / QUANTILE_GROUPS` samples. (Samples kept per fixed activation band instead leave most
+//! groups of a real feature empty: its dense low range falls in one band, which holds as
+//! many samples as its sparse tail.)
 
-use super::histogram::{BINS_PER_OCTAVE, N_BINS};
 use super::topk::Example;
 
-/// Histogram bins per band (two octaves: fine enough to stratify, coarse enough that
-/// sampling stays rare in the hot loop).
-const BINS_PER_BAND: usize = 2 * BINS_PER_OCTAVE as usize;
-
-/// Number of activation bands.
-pub const N_BANDS: usize = N_BINS.div_ceil(BINS_PER_BAND);
-
-/// Band of a histogram bin.
-#[inline(always)]
-pub fn band_of_bin(bin: usize) -> usize {
-    bin / BINS_PER_BAND
-}
+/// Number of equal-count groups the quantile-stratified examples are split into (as delphi's
+/// "quantiles" sampler); a feature samples `QUANTILE_GROUPS × samples_per_group` firings.
+pub const QUANTILE_GROUPS: usize = 10;
 
 /// Deterministic 64-bit hash of a firing (SplitMix64 finalizer), computed as
 /// `mix(feature_key(feature) ^ row_key(sequence, position))` so the row part can be computed
@@ -56,149 +48,129 @@ pub fn mix(mut z: u64) -> u64 {
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
 pub struct Sample {
-    /// Band index.
-    pub band: u8,
     /// Sampling priority (smaller wins).
     pub hash: u64,
     /// The example.
     pub example: Example,
 }
 
-/// All bands' samples of one feature.
+/// One feature's sample.
 #[derive(Debug, Clone, Default)]
 #[cfg_attr(feature = "serde-state", derive(serde::Serialize, serde::Deserialize))]
-pub struct BandSamples {
-    /// Samples, any order (their band and hash must not be changed from outside).
+pub struct Samples {
+    /// Samples, any order (their hashes must not be changed from outside).
     pub items: Vec<Sample>,
-    /// `s` slots per band: `(hash, index into items)`, `EMPTY_SLOT` when free. Finding the
-    /// sample a newcomer replaces then reads one band's slots (one cache line for s = 4)
-    /// instead of every sample. Derived from `items`, rebuilt when stale.
+    /// `hashes[i] == items[i].hash`: finding the sample a newcomer replaces then reads one
+    /// compact array instead of every example. Derived, rebuilt when stale.
     #[cfg_attr(feature = "serde-state", serde(skip))]
-    slots: Vec<(u64, u32)>,
+    hashes: Vec<u64>,
 }
 
-const EMPTY_SLOT: (u64, u32) = (u64::MAX, u32::MAX);
-
-/// Equal when they hold the same samples (the slot index is derived).
-impl PartialEq for BandSamples {
+/// Equal when they hold the same samples (the hash index is derived).
+impl PartialEq for Samples {
     fn eq(&self, other: &Self) -> bool {
         self.items == other.items
     }
 }
 
-impl BandSamples {
-    /// Admission threshold of `band` with `s` slots: a firing enters when its hash is below.
-    pub fn threshold(&self, band: usize, s: usize) -> u64 {
-        if s == 0 {
-            return 0;
-        }
-        let mut n = 0;
-        let mut max = 0;
-        for it in self.items.iter().filter(|it| it.band as usize == band) {
-            n += 1;
-            max = max.max(it.hash);
-        }
-        if n < s {
+impl Samples {
+    /// Admission threshold with room for `m` samples: a firing enters when its hash is below.
+    pub fn threshold(&self, m: usize) -> u64 {
+        if m == 0 {
+            0
+        } else if self.items.len() < m {
             u64::MAX
         } else {
-            max
-        }
-    }
-
-    fn rebuild_slots(&mut self, s: usize) {
-        self.slots.clear();
-        self.slots.resize(N_BANDS * s, EMPTY_SLOT);
-        let mut used = [0usize; N_BANDS];
-        for (i, it) in self.items.iter().enumerate() {
-            let b = it.band as usize;
-            assert!(used[b] < s, "band {b} holds more than {s} samples");
-            self.slots[b * s + used[b]] = (it.hash, i as u32);
-            used[b] += 1;
-        }
-    }
-
-    /// Appends the hashes of `band`'s samples (with `s` slots per band) to `out`.
-    pub fn band_hashes(&mut self, s: usize, band: usize, out: &mut Vec<u64>) {
-        if self.slots.len() != N_BANDS * s {
-            self.rebuild_slots(s);
-        }
-        out.extend(
-            self.slots[band * s..(band + 1) * s]
+            self.items
                 .iter()
-                .filter(|slot| slot.1 != u32::MAX)
-                .map(|slot| slot.0),
-        );
+                .map(|it| it.hash)
+                .max()
+                .unwrap_or(u64::MAX)
+        }
     }
 
-    /// Adds a sample that beat the band's threshold, filling its example in place (an
-    /// evicted sample's buffers are reused); returns the band's new threshold and the
-    /// sample's index in `items`.
-    pub fn insert_with(
+    fn sync_hashes(&mut self) {
+        if self.hashes.len() != self.items.len() {
+            self.hashes.clear();
+            self.hashes.extend(self.items.iter().map(|it| it.hash));
+        }
+    }
+
+    /// Appends the hashes of the samples to `out`.
+    pub fn hashes_into(&mut self, out: &mut Vec<u64>) {
+        self.sync_hashes();
+        out.extend_from_slice(&self.hashes);
+    }
+
+    /// Admits the offers `(hash, firing)` whose hash is at most `cut`, the `m`-th smallest
+    /// hash of the sample and the offers together, filling each admitted example in place
+    /// (an evicted sample's buffers are reused) and appending its index in `items` to
+    /// `admitted`; returns the new admission threshold. Samples above `cut` are the ones
+    /// replaced, each once, so this is one pass over the sample whatever the offers.
+    /// (Offers tied at `cut` beyond the sample's room are left out.)
+    pub fn admit(
         &mut self,
-        s: usize,
-        band: u8,
-        hash: u64,
-        fill: impl FnOnce(&mut Example),
-    ) -> (u64, usize) {
-        if self.slots.len() != N_BANDS * s {
-            self.rebuild_slots(s);
+        m: usize,
+        cut: u64,
+        offers: impl IntoIterator<Item = (u64, usize)>,
+        mut fill: impl FnMut(usize, &mut Example),
+        admitted: &mut Vec<u32>,
+    ) -> u64 {
+        self.sync_hashes();
+        let mut evict = 0;
+        for (hash, firing) in offers {
+            if hash > cut {
+                continue;
+            }
+            let item = if self.items.len() < m {
+                if self.items.len() == self.items.capacity() {
+                    // Doubling, but never past `m`: a full sample wastes no slots, and a
+                    // feature firing a few times holds a few.
+                    let grown = (2 * self.items.len()).clamp(8, m);
+                    self.items.reserve_exact(grown - self.items.len());
+                    self.hashes.reserve_exact(grown - self.hashes.len());
+                }
+                self.items.push(Sample {
+                    hash,
+                    example: Example::default(),
+                });
+                self.hashes.push(hash);
+                self.items.len() - 1
+            } else {
+                // Samples admitted here hash at most `cut`, so the scan never returns to them.
+                while evict < self.hashes.len() && self.hashes[evict] <= cut {
+                    evict += 1;
+                }
+                if evict == self.hashes.len() {
+                    continue;
+                }
+                evict
+            };
+            self.hashes[item] = hash;
+            let it = &mut self.items[item];
+            it.hash = hash;
+            fill(firing, &mut it.example);
+            admitted.push(item as u32);
         }
-        let slots = &mut self.slots[band as usize * s..(band as usize + 1) * s];
-        // The slot to take: a free one, else the largest hash (which the caller beat).
-        let mut take = 0;
-        for (j, slot) in slots.iter().enumerate() {
-            if slot.1 == u32::MAX {
-                take = j;
-                break;
-            }
-            if slot.0 > slots[take].0 {
-                take = j;
-            }
-        }
-        let item = if slots[take].1 == u32::MAX {
-            if self.items.is_empty() {
-                // Most features sample a handful of bands: room for two of them at once.
-                self.items.reserve_exact(2 * s);
-            }
-            self.items.push(Sample {
-                band,
-                hash,
-                example: Example::default(),
-            });
-            self.items.len() - 1
-        } else {
-            slots[take].1 as usize
-        };
-        slots[take] = (hash, item as u32);
-        let it = &mut self.items[item];
-        it.band = band;
-        it.hash = hash;
-        fill(&mut it.example);
-        let threshold = if slots.iter().any(|sl| sl.1 == u32::MAX) {
+        self.threshold_of_hashes(m)
+    }
+
+    fn threshold_of_hashes(&self, m: usize) -> u64 {
+        if m == 0 {
+            0
+        } else if self.hashes.len() < m {
             u64::MAX
         } else {
-            slots.iter().map(|sl| sl.0).max().unwrap_or(u64::MAX)
-        };
-        (threshold, item)
+            self.hashes.iter().copied().max().unwrap_or(u64::MAX)
+        }
     }
 
-    /// Exact merge: per band, the `s` smallest hashes of the union.
-    pub fn merge(&mut self, other: BandSamples, s: usize) {
+    /// Exact merge: the `m` smallest hashes of the union.
+    pub fn merge(&mut self, other: Samples, m: usize) {
         self.items.extend(other.items);
         self.items
-            .sort_by_key(|it| (it.band, it.hash, it.example.sequence, it.example.position));
-        let mut kept = Vec::with_capacity(self.items.len());
-        let mut run = (u8::MAX, 0usize);
-        for it in self.items.drain(..) {
-            if it.band != run.0 {
-                run = (it.band, 0);
-            }
-            if run.1 < s {
-                kept.push(it);
-                run.1 += 1;
-            }
-        }
-        self.items = kept;
-        self.slots.clear();
+            .sort_by_key(|it| (it.hash, it.example.sequence, it.example.position));
+        self.items.truncate(m);
+        self.hashes.clear();
     }
 }

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use crate::accumulate::histogram::{self, N_BINS};
 use crate::accumulate::range::FeatureRange;
-use crate::accumulate::samples::N_BANDS;
 use crate::accumulate::topk::Example;
 use crate::accumulate::Accumulator;
 use crate::dictionary::FeatureDictionary;
@@ -31,7 +30,7 @@ pub const QUANTILES: [(&str, f64); 7] = [
 ];
 
 /// Number of equal-count groups for stratified examples (as delphi's "quantiles" sampler).
-pub const N_QUANTILE_GROUPS: usize = 10;
+pub const N_QUANTILE_GROUPS: usize = crate::accumulate::samples::QUANTILE_GROUPS;
 
 /// Builds the dictionary from an accumulator. `config.num_features` is set from it.
 pub fn finalize(
@@ -48,7 +47,7 @@ pub fn finalize(
         collect_positions: config.extraction.collect_positions,
         total_tokens: acc.total_tokens,
         token_counts: &acc.token_counts,
-        samples_per_group: config.extraction.samples_per_band,
+        samples_per_group: config.extraction.samples_per_group,
         dimension: config.feature_dim,
         corpus_ngrams: acc.corpus_ngrams.as_ref(),
         coactivation: acc.coactivation.as_ref(),
@@ -241,9 +240,9 @@ impl Ctx<'_> {
         f
     }
 
-    /// About equal-count groups from the histogram, each with samples whose activation lies
-    /// in it (smallest hashes first, so the choice is deterministic and unbiased within a
-    /// band). A group ends on the histogram bin edge nearest its decile, so its bounds are
+    /// About equal-count groups from the histogram, each with the feature's samples whose
+    /// activation lies in it (smallest hashes first, so the choice is deterministic and
+    /// uniform within the group). A group ends on the histogram bin edge nearest its decile, so its bounds are
     /// real bin edges (the outer ones the feature's min and max) and its `count` is exactly
     /// the firings between them; deciles that fall in one bin leave empty groups, dropped.
     fn quantile_groups(
@@ -258,7 +257,6 @@ impl Ctx<'_> {
         let total: u64 = hist.iter().sum();
         let mut pool: Vec<_> = part.samples[local].items.iter().collect();
         pool.sort_by_key(|s| (s.hash, s.example.sequence, s.example.position));
-        debug_assert!(pool.iter().all(|s| (s.band as usize) < N_BANDS));
         let mut groups = Vec::new();
         // Firings in bins [0, end): the prefix sums tell how many a boundary at an edge leaves
         // below it.

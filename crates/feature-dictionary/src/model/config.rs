@@ -32,8 +32,11 @@ pub struct ExtractionConfig {
     pub collect_context: bool,
     /// Keep position statistics.
     pub collect_positions: bool,
-    /// Examples kept per activation band for quantile-stratified samples (ours).
-    pub samples_per_band: usize,
+    /// Examples per quantile group of the quantile-stratified samples: each feature keeps a
+    /// uniform sample of 10 × this many firings (ours; `samples_per_band` in files written
+    /// before the sample became uniform, read as this).
+    #[serde(alias = "samples_per_band")]
+    pub samples_per_group: usize,
     /// Distinct tokens tracked exactly per feature before the token sketch starts to
     /// approximate (ours; see `accumulate::token_sketch`).
     pub token_sketch_capacity: usize,
@@ -62,7 +65,7 @@ impl Default for ExtractionConfig {
             include_dead_features: true,
             collect_context: true,
             collect_positions: true,
-            samples_per_band: 4,
+            samples_per_group: 4,
             token_sketch_capacity: 1024,
             ngram_capacity: 0,
             ngram_corpus_capacity: 1 << 20,
@@ -146,5 +149,22 @@ impl Default for DictionaryConfig {
             num_features: 0,
             feature_dim: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dictionaries written while the samples were kept per activation band name the
+    /// setting `samples_per_band`; they load with it as `samples_per_group`.
+    #[test]
+    fn the_old_name_of_samples_per_group_is_read() {
+        let old: ExtractionConfig =
+            serde_json::from_str(r#"{"samples_per_band": 7, "context_window": 3}"#).unwrap();
+        assert_eq!((old.samples_per_group, old.context_window), (7, 3));
+        let new = serde_json::to_value(&old).unwrap();
+        assert_eq!(new["samples_per_group"], 7);
+        assert!(new.get("samples_per_band").is_none());
     }
 }
