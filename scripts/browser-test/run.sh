@@ -63,6 +63,8 @@ page="${url}features/1"
 chrome --virtual-time-budget=3000 --dump-dom "$page" >"$out/feature-1.dom.html"
 chrome --virtual-time-budget=3000 --window-size=1280,1800 --screenshot="$out/feature-1.png" "$page" >/dev/null
 chrome --virtual-time-budget=3000 --window-size=1280,900 --screenshot="$out/overview.png" "$url" >/dev/null
+chrome --virtual-time-budget=3000 --dump-dom "${url}features?order=max_activation&limit=50" >"$out/features.dom.html"
+chrome --virtual-time-budget=3000 --window-size=1280,1400 --screenshot="$out/features.png" "${url}features" >/dev/null
 
 dom="$out/feature-1.dom.html"
 passed=0; failed=0
@@ -81,7 +83,13 @@ check "no injected <img> element" test "$(count '<img')" -eq 0
 check "only the bundled <script> element" test "$(count '<script')" -eq 1
 check "histogram SVG present" grep -q '<svg class="hist"' "$dom"
 check "screenshot saved" test -s "$out/feature-1.png"
+list="$out/features.dom.html"
+check "feature list shows a page of 50 linked features" test "$(grep -o '<tr><td><a href="/features/[0-9]*">' "$list" | wc -l)" -eq 50
+check "feature list links its next page" grep -q 'rel="next"' "$list"
+check "feature list keeps the chosen order selected" grep -q '<option value="max_activation" selected' "$list"
+check "feature list shows hostile tokens as text" test "$(grep -o '<img' "$list" | wc -l)" -eq 0
+check "feature list screenshot saved" test -s "$out/features.png"
 
-echo "screenshot: $out/feature-1.png"
+echo "screenshots: $out/feature-1.png $out/features.png"
 echo "browser test: $passed passed, $failed failed"
 [[ "$failed" == 0 ]]

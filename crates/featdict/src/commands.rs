@@ -111,7 +111,9 @@ enum Command {
     /// time than recorded in it, or newer than a sibling without a record): then it is
     /// converted again and its manual labels carried over.
     ///
-    /// Pages: / (overview), /search, /features/ID. JSON API: GET /api/stats,
+    /// Pages: / (overview), /features (every feature, sorted, filtered by type, paged), /search,
+    /// /features/ID. JSON API: GET /api/stats, GET /api/features?order=activation_count|
+    /// max_activation|confidence|id&type=TYPE&limit=1..1000&offset=N (each optional),
     /// GET /api/features/ID, GET /api/search?token=|label=|pattern=|text=…[&by=precision|firings]
     /// [&limit=1..1000] [&offset=N], POST /api/features/ID/labels with {"text": "…"} to add a
     /// manual label and POST /api/features/ID/labels/remove to remove one (see the README,

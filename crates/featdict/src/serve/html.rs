@@ -100,6 +100,7 @@ pub fn page(title: &str, body: &str) -> String {
 <body>
 <header>
 <a class="home" href="/">featdict</a>
+<a class="browse" href="/features">features</a>
 <form class="quick" action="/search" method="get">
 <select name="kind" aria-label="search kind"><option value="text">full text</option><option value="token">token</option><option value="label">label</option><option value="pattern">regex</option></select>
 <input name="q" placeholder="search features" aria-label="query">

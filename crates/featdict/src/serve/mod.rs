@@ -1,10 +1,13 @@
 //! `featdict serve`: a JSON API and server-rendered HTML pages over one dictionary.
 //!
-//! - JSON: `GET /api/stats`, `GET /api/features/{id}`, `GET /api/search?token=|label=|
+//! - JSON: `GET /api/stats`, `GET /api/features[?order=activation_count|max_activation|
+//!   confidence|id][&type=sparse|…][&limit=N][&offset=N]` (a page of feature briefs),
+//!   `GET /api/features/{id}`, `GET /api/search?token=|label=|
 //!   pattern=|text=…[&by=precision|firings][&limit=N][&offset=N]`, `POST /api/features/{id}/labels`
 //!   (`{"text": "…"}` as JSON, or `text=…` as a form, which redirects back to the page),
 //!   `POST /api/features/{id}/labels/remove` (the same bodies; manual labels only).
-//! - HTML: `/` (overview), `/search`, `/features/{id}`; CSS and JS are compiled into the
+//! - HTML: `/` (overview), `/features` (every feature, sorted and filtered, paged),
+//!   `/search`, `/features/{id}`; CSS and JS are compiled into the
 //!   binary (`include_str!`), so the UI works offline, without a build step or a CDN.
 //!
 //! Safety: binds 127.0.0.1 unless told otherwise; every text from the dictionary is
@@ -48,15 +51,16 @@ use axum::routing::get;
 use axum::{Json, Router};
 use clap::Args;
 use feature_dictionary::dictionary::Statistics;
+use feature_dictionary::model::FeatureType;
 use feature_dictionary::query::{Hit, Query, Search, TokenRank};
-use feature_dictionary::store::fdict::{self, FdictReader, FeatureBrief, Summary};
+use feature_dictionary::store::fdict::{self, FdictReader, FeatureBrief, FeatureOrder, Summary};
 use feature_dictionary::{store, Error as LibError};
 use serde::Deserialize;
 use serde_json::json;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
-/// Largest `limit` a search accepts.
+/// Largest `limit` a search or listing accepts.
 pub const MAX_LIMIT: usize = 1000;
 /// Read connections kept open.
 const READERS: usize = 4;
@@ -494,12 +498,14 @@ pub fn router(state: Arc<AppState>, local: SocketAddr, options: &ServeOptions) -
     Router::new()
         .route("/", get(pages::overview))
         .route("/search", get(pages::search))
+        .route("/features", get(pages::features))
         .route("/features/{id}", get(pages::feature))
         .route("/go", get(pages::go))
         .route("/assets/style.css", get(pages::style))
         .route("/assets/app.js", get(pages::script))
         .route("/api/stats", get(api_stats))
         .route("/api/search", get(api_search))
+        .route("/api/features", get(api_list))
         .route("/api/features/{id}", get(api_feature))
         .route(
             "/api/features/{id}/labels",
@@ -719,6 +725,109 @@ async fn api_feature(
             "feature {id} is not in this dictionary"
         ))),
     }
+}
+
+/// A parsed feature listing request.
+pub(crate) struct ListRequest {
+    pub order: FeatureOrder,
+    pub feature_type: Option<FeatureType>,
+    pub limit: usize,
+    /// Features skipped (the page's start).
+    pub offset: u64,
+}
+
+/// Features a listing shows when `limit=` is not given.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+
+/// Reads `order=` (default `activation_count`), `type=`, `limit=` and `offset=` of a listing.
+pub(crate) fn parse_list(
+    params: &std::collections::HashMap<String, String>,
+) -> Result<ListRequest, ApiError> {
+    let order = match params.get("order").map(String::as_str) {
+        None | Some("") => FeatureOrder::ActivationCount,
+        Some(s) => s.parse().map_err(ApiError::bad)?,
+    };
+    let feature_type = match params.get("type").map(String::as_str) {
+        None | Some("") | Some("all") => None,
+        Some(s) => Some(FeatureType::parse(s).ok_or_else(|| {
+            let names: Vec<&str> = FeatureType::ALL.iter().map(|t| t.as_str()).collect();
+            ApiError::bad(format!(
+                "unknown feature type {s:?}: expected one of {}",
+                names.join(", ")
+            ))
+        })?),
+    };
+    let limit = match params.get("limit").map(String::as_str) {
+        None | Some("") => DEFAULT_LIST_LIMIT,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| (1..=MAX_LIMIT).contains(&n))
+            .ok_or_else(|| {
+                ApiError::bad(format!("limit {s:?} must be an integer in 1..={MAX_LIMIT}"))
+            })?,
+    };
+    let offset = match params.get("offset").map(String::as_str) {
+        None | Some("") => 0,
+        Some(s) => s
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n <= u32::MAX as u64)
+            .ok_or_else(|| {
+                ApiError::bad(format!(
+                    "offset {s:?} must be an integer in 0..={}",
+                    u32::MAX
+                ))
+            })?,
+    };
+    Ok(ListRequest {
+        order,
+        feature_type,
+        limit,
+        offset,
+    })
+}
+
+/// One page of a listing: its features' briefs, in order.
+pub(crate) struct ListPage {
+    pub briefs: Vec<FeatureBrief>,
+    /// Whether features follow this page.
+    pub more: bool,
+}
+
+/// Runs a listing and fetches the page's briefs.
+pub(crate) async fn run_list(st: Arc<AppState>, req: ListRequest) -> Result<ListPage, ApiError> {
+    blocking(move || {
+        st.read(|r| {
+            // One id past the page tells whether another page follows.
+            let mut ids =
+                r.list_features(req.order, req.feature_type, req.offset, req.limit + 1)?;
+            let more = ids.len() > req.limit;
+            ids.truncate(req.limit);
+            Ok(ListPage {
+                briefs: r.briefs(&ids)?,
+                more,
+            })
+        })
+    })
+    .await
+}
+
+async fn api_list(
+    State(st): State<Arc<AppState>>,
+    UrlQuery(params): UrlQuery<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let req = parse_list(&params)?;
+    let (order, feature_type, offset) = (req.order, req.feature_type, req.offset);
+    let page = run_list(st, req).await?;
+    Ok(Json(json!({
+        "order": order.as_str(),
+        "type": feature_type.map(|t| t.as_str()),
+        "offset": offset,
+        "more": page.more,
+        "features": page.briefs,
+    }))
+    .into_response())
 }
 
 /// A parsed search request.

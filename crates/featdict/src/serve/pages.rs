@@ -1,4 +1,4 @@
-//! Server-rendered pages: overview, search and feature. Everything taken from the
+//! Server-rendered pages: overview, feature list, search and feature. Everything taken from the
 //! dictionary or the request is escaped with [`html::esc`] / [`html::token`].
 
 use std::collections::HashMap;
@@ -8,10 +8,12 @@ use std::sync::Arc;
 use axum::extract::{Path as UrlPath, Query as UrlQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use feature_dictionary::model::{Feature, FeatureActivation, HistogramSummary};
+use feature_dictionary::model::{Feature, FeatureActivation, FeatureType, HistogramSummary};
 
 use super::html::{self, esc, num, page};
-use super::{blocking, parse_id, parse_search, run_search, ApiError, AppState};
+use super::{
+    blocking, parse_id, parse_list, parse_search, run_list, run_search, ApiError, AppState,
+};
 
 const STYLE: &str = include_str!("assets/style.css");
 const SCRIPT: &str = include_str!("assets/app.js");
@@ -117,6 +119,114 @@ pub async fn overview(State(st): State<Arc<AppState>>) -> Response {
          <button>Open</button></form>",
     );
     Html(page("overview", &b)).into_response()
+}
+
+/// `/features`: every feature of the file, in a chosen order and of a chosen type, a page
+/// at a time.
+pub async fn features(
+    State(st): State<Arc<AppState>>,
+    UrlQuery(params): UrlQuery<HashMap<String, String>>,
+) -> Response {
+    let order = params
+        .get("order")
+        .map(String::as_str)
+        .unwrap_or("activation_count");
+    let kind = params.get("type").map(String::as_str).unwrap_or("all");
+    let opt = |v: &str, label: &str, cur: &str| {
+        format!(
+            "<option value=\"{}\"{}>{}</option>",
+            esc(v),
+            if v == cur { " selected" } else { "" },
+            esc(label)
+        )
+    };
+    let orders: String = [
+        ("activation_count", "most firings"),
+        ("max_activation", "largest activation"),
+        ("confidence", "most confident"),
+        ("id", "id"),
+    ]
+    .iter()
+    .map(|(v, l)| opt(v, l, order))
+    .collect();
+    let mut types = opt("all", "all types", kind);
+    for t in FeatureType::ALL {
+        types.push_str(&opt(t.as_str(), t.as_str(), kind));
+    }
+    let mut b = format!(
+        "<h1>Features</h1><form action=\"/features\" method=\"get\" class=\"search\">\
+         <select name=\"order\" aria-label=\"order\">{orders}</select> \
+         <select name=\"type\" aria-label=\"feature type\">{types}</select> \
+         <button>Show</button></form>"
+    );
+    let request = match parse_list(&params) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = write!(b, "<p class=\"error\">{}</p>", esc(&e.message));
+            return (e.status, Html(page("features", &b))).into_response();
+        }
+    };
+    let (offset, limit) = (request.offset, request.limit as u64);
+    let (order, feature_type) = (request.order, request.feature_type);
+    let found = match run_list(st, request).await {
+        Ok(found) => found,
+        Err(e) => {
+            let _ = write!(b, "<p class=\"error\">{}</p>", esc(&e.message));
+            return (e.status, Html(page("features", &b))).into_response();
+        }
+    };
+    if found.briefs.is_empty() {
+        b.push_str("<p id=\"results\">No feature");
+        if offset > 0 {
+            let _ = write!(b, " after the first {offset}");
+        }
+        b.push_str(".</p>");
+        return Html(page("features", &b)).into_response();
+    }
+    // Previous and next pages keep the order, the type and the page size.
+    let page_link = |from: u64, text: &str, rel: &str| {
+        format!(
+            "<a href=\"/features?order={}&amp;type={}&amp;limit={limit}&amp;offset={from}\" rel=\"{rel}\">{text}</a>",
+            order.as_str(),
+            feature_type.map_or("all", |t| t.as_str()),
+        )
+    };
+    let shown = found.briefs.len() as u64;
+    let mut pager = vec![format!("features {}–{}", offset + 1, offset + shown)];
+    if offset > 0 {
+        pager.push(page_link(
+            offset.saturating_sub(limit),
+            "← previous",
+            "prev",
+        ));
+    }
+    if found.more {
+        pager.push(page_link(offset + limit, "next →", "next"));
+    }
+    let _ = write!(b, "<nav class=\"pager\">{}</nav>", pager.join(" · "));
+    b.push_str(
+        "<table id=\"results\"><tr><th>feature</th><th>type</th><th class=\"n\">firings</th>\
+         <th class=\"n\">frequency</th><th class=\"n\">max</th><th>top token</th><th>labels</th></tr>",
+    );
+    for x in &found.briefs {
+        let _ = write!(
+            b,
+            "<tr><td><a href=\"/features/{id}\">#{id}</a></td><td>{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{:.6}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&x.feature_type),
+            x.activation_count,
+            x.activation_frequency,
+            num(Some(x.max_activation), 3),
+            x.top_token
+                .as_deref()
+                .map(|t| format!("<span class=\"token\">{}</span>", html::token(t)))
+                .unwrap_or_default(),
+            html::labels(&x.labels),
+            id = x.id,
+        );
+    }
+    b.push_str("</table>");
+    Html(page("features", &b)).into_response()
 }
 
 /// `/go?id=N` (the overview's form) redirects to the feature page.

@@ -878,7 +878,8 @@ fn a_waiting_label_write_does_not_stall_other_requests() {
 #[test]
 fn the_api_root_answers_json() {
     let s = start(3);
-    for p in ["/api", "/api/", "/api/features", "/api/features/"] {
+    // (`/api/features` is the feature listing.)
+    for p in ["/api", "/api/", "/api/features/", "/api/nothing"] {
         let r = get(s.addr, p);
         assert_eq!(r.status, 404, "{p}");
         assert!(
@@ -1720,4 +1721,121 @@ fn a_page_says_when_quantile_groups_are_missing() {
         )),
         "{page}"
     );
+}
+
+/// `/api/features` and `/features` list every feature of the file in the order asked (ties
+/// by id), of one type when asked, a page at a time; bad parameters are 400s that say what
+/// was expected.
+#[test]
+fn features_are_listed_in_order_filtered_by_type_and_paged() {
+    let s = start(50);
+    let all: Vec<&feature_dictionary::model::Feature> =
+        s.dict.feature_set.features.values().collect();
+    let ranked = |key: &dyn Fn(&feature_dictionary::model::Feature) -> f64| {
+        let mut v: Vec<(f64, u64)> = all.iter().map(|f| (-key(f), f.id)).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v.into_iter().map(|(_, id)| id).collect::<Vec<u64>>()
+    };
+    let ids = |body: &Value| -> Vec<u64> {
+        body["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_u64().unwrap())
+            .collect()
+    };
+    let by_count = ranked(&|f| f.activation_count as f64);
+    let by_max = ranked(&|f| f.max_activation);
+    let by_confidence = ranked(&|f| f.confidence);
+    let mut by_id: Vec<u64> = all.iter().map(|f| f.id).collect();
+    by_id.sort();
+    for (order, expected) in [
+        ("activation_count", &by_count),
+        ("frequency", &by_count),
+        ("max_activation", &by_max),
+        ("confidence", &by_confidence),
+        ("id", &by_id),
+    ] {
+        let mut got: Vec<u64> = Vec::new();
+        let mut offset = 0;
+        loop {
+            let r = get(
+                s.addr,
+                &format!("/api/features?order={order}&limit=7&offset={offset}"),
+            );
+            assert_eq!(r.status, 200, "{}", r.body);
+            let body = r.json();
+            let page = ids(&body);
+            got.extend(&page);
+            offset += 7;
+            if !body["more"].as_bool().unwrap() {
+                break;
+            }
+            assert_eq!(page.len(), 7);
+        }
+        assert_eq!(&got, expected, "order {order}");
+    }
+    // The default order is by firings, 100 to a page.
+    assert_eq!(ids(&get(s.addr, "/api/features").json()), by_count);
+    let sparse: Vec<u64> = by_count
+        .iter()
+        .copied()
+        .filter(|id| s.dict.get(*id).unwrap().feature_type.as_str() == "sparse")
+        .collect();
+    assert!(!sparse.is_empty() && sparse.len() < all.len());
+    let r = get(s.addr, "/api/features?type=sparse&limit=1000").json();
+    assert_eq!(ids(&r), sparse);
+    assert_eq!(r["type"], "sparse");
+
+    for (query, says) in [
+        ("order=loudest", "unknown order"),
+        ("type=rare", "unknown feature type"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("offset=-1", "offset"),
+    ] {
+        let r = get(s.addr, &format!("/api/features?{query}"));
+        assert_eq!(r.status, 400, "{query}");
+        assert!(
+            r.json()["error"].as_str().unwrap().contains(says),
+            "{query}: {}",
+            r.body
+        );
+        let p = get(s.addr, &format!("/features?{query}"));
+        assert_eq!(p.status, 400, "{query}");
+        assert!(p.body.contains("class=\"error\""));
+    }
+
+    let p = get(
+        s.addr,
+        "/features?order=max_activation&type=all&limit=5&offset=5",
+    );
+    assert_eq!(p.status, 200);
+    let linked: Vec<u64> = p
+        .body
+        .match_indices("<tr><td><a href=\"/features/")
+        .map(|(i, m)| {
+            let rest = &p.body[i + m.len()..];
+            rest[..rest.find('"').unwrap()].parse().unwrap()
+        })
+        .collect();
+    assert_eq!(linked, by_max[5..10]);
+    assert!(p.body.contains("features 6–10"));
+    assert!(p.body.contains(
+        "href=\"/features?order=max_activation&amp;type=all&amp;limit=5&amp;offset=0\" rel=\"prev\""
+    ));
+    assert!(p.body.contains(
+        "href=\"/features?order=max_activation&amp;type=all&amp;limit=5&amp;offset=10\" rel=\"next\""
+    ));
+    assert!(p
+        .body
+        .contains("<option value=\"max_activation\" selected>"));
+    assert!(!p.body.contains(HOSTILE_TOKEN) && !p.body.contains(HOSTILE_LABEL));
+    // Every page links the listing from its header.
+    assert!(get(s.addr, "/")
+        .body
+        .contains("<a class=\"browse\" href=\"/features\">"));
+    let past = get(s.addr, "/features?offset=4000");
+    assert_eq!(past.status, 200);
+    assert!(past.body.contains("No feature after the first 4000."));
 }

@@ -20,7 +20,9 @@
 //!   `labels_tri` (FTS5, trigram): label texts (and the feature's confidence, unindexed, so
 //!   ranking needs no join), for case-insensitive substring search.
 //! - Index `features_by_confidence(confidence DESC, id, labels)` covers the ranked scan of
-//!   label search, so it reads the index alone.
+//!   label search, so it reads the index alone; `features_by_count` and `features_by_max`
+//!   (`activation_count` or `max_activation` DESC, `id`, `feature_type`) give the feature
+//!   listing its orders (and its type filter) without sorting the table.
 //!
 //! Histograms and samples live in the body only: nothing queries inside them.
 //!
@@ -134,6 +136,8 @@ const INDEXES: &str = "
 CREATE INDEX top_tokens_by_precision ON top_tokens(token_id, precision DESC, feature_id);
 CREATE INDEX top_tokens_by_firings ON top_tokens(token_id, firings DESC, feature_id);
 CREATE INDEX features_by_confidence ON features(confidence DESC, id, labels);
+CREATE INDEX features_by_count ON features(activation_count DESC, id, feature_type);
+CREATE INDEX features_by_max ON features(max_activation DESC, id, feature_type);
 CREATE INDEX neighbours_by_feature ON neighbours(feature_id);
 ";
 
@@ -1338,6 +1342,46 @@ impl FdictReader {
         Ok(rows)
     }
 
+    /// A page of the ids of the features in the file (`feature_type` only, when given), in
+    /// `order`: `limit` ids after the first `offset`. Files written since 2026-11-27 index
+    /// the firing-count and max-activation orders; in older ones those orders sort the
+    /// table (seconds on a million features).
+    pub fn list_features(
+        &self,
+        order: FeatureOrder,
+        feature_type: Option<FeatureType>,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>> {
+        let by = match order {
+            FeatureOrder::Id => "id",
+            FeatureOrder::ActivationCount => "activation_count DESC, id",
+            FeatureOrder::MaxActivation => "max_activation DESC, id",
+            FeatureOrder::Confidence => "confidence DESC, id",
+        };
+        let filter = if feature_type.is_some() {
+            "WHERE feature_type = ?3"
+        } else {
+            "WHERE ?3 IS NULL"
+        };
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT id FROM features {filter} ORDER BY {by} LIMIT ?1 OFFSET ?2"
+            ))
+            .map_err(|e| self.err("cannot list features", e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let ids: Vec<i64> = st
+            .query_map(
+                params![limit, offset, feature_type.map(|t| t.as_str())],
+                |r| r.get(0),
+            )
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err("cannot list features", e))?;
+        Ok(ids.into_iter().map(|id| id as u64).collect())
+    }
+
     /// The `n` features ranked highest by `by`, ties by id — the ranking of
     /// [`FeatureDictionary::top_features`], read from the scalar columns so only the `n`
     /// bodies are parsed.
@@ -1612,6 +1656,56 @@ impl FdictReader {
 /// another connection committed in between.
 fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+}
+
+/// The order of a feature listing ([`FdictReader::list_features`]); ties by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureOrder {
+    /// By id, ascending.
+    Id,
+    /// Most firings first (the same order as by firing frequency).
+    ActivationCount,
+    /// Largest maximum activation first.
+    MaxActivation,
+    /// Highest labeling confidence first.
+    Confidence,
+}
+
+impl FeatureOrder {
+    /// Every order, with the name its `FromStr` reads.
+    pub const ALL: [(FeatureOrder, &'static str); 4] = [
+        (FeatureOrder::Id, "id"),
+        (FeatureOrder::ActivationCount, "activation_count"),
+        (FeatureOrder::MaxActivation, "max_activation"),
+        (FeatureOrder::Confidence, "confidence"),
+    ];
+
+    /// The name its `FromStr` reads.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(o, _)| *o == self)
+            .map_or("id", |(_, name)| name)
+    }
+}
+
+impl std::str::FromStr for FeatureOrder {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "frequency" | "activation_frequency" => Ok(FeatureOrder::ActivationCount),
+            _ => Self::ALL
+                .iter()
+                .find(|(_, name)| *name == s)
+                .map(|(o, _)| *o)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown order {s:?}: expected one of id, activation_count, frequency, \
+                         max_activation, confidence"
+                    )
+                }),
+        }
+    }
 }
 
 /// Checks a manual label's text: trimmed, non-empty, at most [`MAX_LABEL_CHARS`] characters,
