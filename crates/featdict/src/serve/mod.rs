@@ -757,35 +757,39 @@ pub(crate) fn parse_list(
             ))
         })?),
     };
-    let limit = match params.get("limit").map(String::as_str) {
-        None | Some("") => DEFAULT_LIST_LIMIT,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| (1..=MAX_LIMIT).contains(&n))
-            .ok_or_else(|| {
-                ApiError::bad(format!("limit {s:?} must be an integer in 1..={MAX_LIMIT}"))
-            })?,
-    };
-    let offset = match params.get("offset").map(String::as_str) {
-        None | Some("") => 0,
-        Some(s) => s
-            .parse::<u64>()
-            .ok()
-            .filter(|&n| n <= u32::MAX as u64)
-            .ok_or_else(|| {
-                ApiError::bad(format!(
-                    "offset {s:?} must be an integer in 0..={}",
-                    u32::MAX
-                ))
-            })?,
-    };
     Ok(ListRequest {
         order,
         feature_type,
-        limit,
-        offset,
+        limit: bounded(
+            params,
+            "limit",
+            DEFAULT_LIST_LIMIT as u64,
+            1,
+            MAX_LIMIT as u64,
+        )? as usize,
+        offset: bounded(params, "offset", 0, 0, u32::MAX as u64)?,
     })
+}
+
+/// The integer parameter `key` (`default` when absent or empty), which must lie in
+/// `min..=max`.
+fn bounded(
+    params: &std::collections::HashMap<String, String>,
+    key: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ApiError> {
+    match params.get(key).map(String::as_str) {
+        None | Some("") => Ok(default),
+        Some(s) => s
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad(format!("{key} {s:?} must be an integer in {min}..={max}"))
+            }),
+    }
 }
 
 /// One page of a listing: its features' briefs, in order.
@@ -849,28 +853,8 @@ pub(crate) fn parse_search(
         None | Some("") => TokenRank::Precision,
         Some(s) => s.parse().map_err(ApiError::bad)?,
     };
-    let limit = match params.get("limit").map(String::as_str) {
-        None | Some("") => 20,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| (1..=MAX_LIMIT).contains(&n))
-            .ok_or_else(|| {
-                ApiError::bad(format!("limit {s:?} must be an integer in 1..={MAX_LIMIT}"))
-            })?,
-    };
-    let offset = match params.get("offset").map(String::as_str) {
-        None | Some("") => 0,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n <= MAX_OFFSET)
-            .ok_or_else(|| {
-                ApiError::bad(format!(
-                    "offset {s:?} must be an integer in 0..={MAX_OFFSET}"
-                ))
-            })?,
-    };
+    let limit = bounded(params, "limit", 20, 1, MAX_LIMIT as u64)? as usize;
+    let offset = bounded(params, "offset", 0, 0, MAX_OFFSET as u64)? as usize;
     let given: Vec<(&str, &String)> = ["token", "label", "pattern", "text"]
         .into_iter()
         .filter_map(|k| params.get(k).filter(|v| !v.is_empty()).map(|v| (k, v)))

@@ -161,49 +161,32 @@ pub async fn features(
     );
     let request = match parse_list(&params) {
         Ok(r) => r,
-        Err(e) => {
-            let _ = write!(b, "<p class=\"error\">{}</p>", esc(&e.message));
-            return (e.status, Html(page("features", &b))).into_response();
-        }
+        Err(e) => return error_in("features", b, e),
     };
     let (offset, limit) = (request.offset, request.limit as u64);
     let (order, feature_type) = (request.order, request.feature_type);
     let found = match run_list(st, request).await {
         Ok(found) => found,
-        Err(e) => {
-            let _ = write!(b, "<p class=\"error\">{}</p>", esc(&e.message));
-            return (e.status, Html(page("features", &b))).into_response();
-        }
+        Err(e) => return error_in("features", b, e),
     };
     if found.briefs.is_empty() {
-        b.push_str("<p id=\"results\">No feature");
-        if offset > 0 {
-            let _ = write!(b, " after the first {offset}");
-        }
-        b.push_str(".</p>");
-        return Html(page("features", &b)).into_response();
+        return nothing_found("features", b, "No feature", offset);
     }
     // Previous and next pages keep the order, the type and the page size.
-    let page_link = |from: u64, text: &str, rel: &str| {
+    let pages = Pages {
+        what: "features",
+        offset,
+        shown: found.briefs.len() as u64,
+        limit,
+        more: found.more,
+    };
+    b.push_str(&pages.nav(|from| {
         format!(
-            "<a href=\"/features?order={}&amp;type={}&amp;limit={limit}&amp;offset={from}\" rel=\"{rel}\">{text}</a>",
+            "/features?order={}&amp;type={}&amp;limit={limit}&amp;offset={from}",
             order.as_str(),
             feature_type.map_or("all", |t| t.as_str()),
         )
-    };
-    let shown = found.briefs.len() as u64;
-    let mut pager = vec![format!("features {}–{}", offset + 1, offset + shown)];
-    if offset > 0 {
-        pager.push(page_link(
-            offset.saturating_sub(limit),
-            "← previous",
-            "prev",
-        ));
-    }
-    if found.more {
-        pager.push(page_link(offset + limit, "next →", "next"));
-    }
-    let _ = write!(b, "<nav class=\"pager\">{}</nav>", pager.join(" · "));
+    }));
     b.push_str(
         "<table id=\"results\"><tr><th>feature</th><th>type</th><th class=\"n\">firings</th>\
          <th class=\"n\">frequency</th><th class=\"n\">max</th><th>top token</th><th>labels</th></tr>",
@@ -227,6 +210,59 @@ pub async fn features(
     }
     b.push_str("</table>");
     Html(page("features", &b)).into_response()
+}
+
+/// `body` (the page so far) with `e` appended, as page `title` with `e`'s status.
+fn error_in(title: &str, mut body: String, e: ApiError) -> Response {
+    let _ = write!(body, "<p class=\"error\">{}</p>", esc(&e.message));
+    (e.status, Html(page(title, &body))).into_response()
+}
+
+/// `body` with "`nothing`." (or "`nothing` after the first N." past the first page).
+fn nothing_found(title: &str, mut body: String, nothing: &str, offset: u64) -> Response {
+    let _ = write!(body, "<p id=\"results\">{nothing}");
+    if offset > 0 {
+        let _ = write!(body, " after the first {offset}");
+    }
+    body.push_str(".</p>");
+    Html(page(title, &body)).into_response()
+}
+
+/// Where a page of a paged list stands, for its navigation.
+struct Pages {
+    /// What is listed ("results", "features").
+    what: &'static str,
+    offset: u64,
+    shown: u64,
+    limit: u64,
+    /// Whether more follow.
+    more: bool,
+}
+
+impl Pages {
+    /// "what a–b · ← previous · next →", the links made by `href(offset)` (already escaped).
+    fn nav(&self, href: impl Fn(u64) -> String) -> String {
+        let link = |from: u64, text: &str, rel: &str| {
+            format!("<a href=\"{}\" rel=\"{rel}\">{text}</a>", href(from))
+        };
+        let mut parts = vec![format!(
+            "{} {}–{}",
+            self.what,
+            self.offset + 1,
+            self.offset + self.shown
+        )];
+        if self.offset > 0 {
+            parts.push(link(
+                self.offset.saturating_sub(self.limit),
+                "← previous",
+                "prev",
+            ));
+        }
+        if self.more {
+            parts.push(link(self.offset + self.limit, "next →", "next"));
+        }
+        format!("<nav class=\"pager\">{}</nav>", parts.join(" · "))
+    }
 }
 
 /// `/go?id=N` (the overview's form) redirects to the feature page.
@@ -302,41 +338,28 @@ pub async fn search(
     };
     let found = match result {
         Ok(r) => r,
-        Err(e) => {
-            let _ = write!(b, "<p class=\"error\">{}</p>", esc(&e.message));
-            return (e.status, Html(page("search", &b))).into_response();
-        }
+        Err(e) => return error_in("search", b, e),
     };
     let (hits, briefs) = (&found.hits, &found.briefs);
     if hits.is_empty() {
-        b.push_str("<p id=\"results\">No feature matches");
-        if offset > 0 {
-            let _ = write!(b, " after the first {offset}");
-        }
-        b.push_str(".</p>");
-        return Html(page("search", &b)).into_response();
+        return nothing_found("search", b, "No feature matches", offset as u64);
     }
     // Previous and next pages keep the query, its kind, ranking and page size.
-    let page_link = |from: usize, text: &str, rel: &str| {
+    let pages = Pages {
+        what: "results",
+        offset: offset as u64,
+        shown: hits.len() as u64,
+        limit: limit as u64,
+        more: found.more,
+    };
+    b.push_str(&pages.nav(|from| {
         format!(
-            "<a href=\"/search?kind={}&amp;q={}&amp;by={}&amp;limit={limit}&amp;offset={from}\" rel=\"{rel}\">{text}</a>",
+            "/search?kind={}&amp;q={}&amp;by={}&amp;limit={limit}&amp;offset={from}",
             html::url(key),
             html::url(&q),
             html::url(by)
         )
-    };
-    let mut pager = vec![format!("results {}–{}", offset + 1, offset + hits.len())];
-    if offset > 0 {
-        pager.push(page_link(
-            offset.saturating_sub(limit),
-            "← previous",
-            "prev",
-        ));
-    }
-    if found.more {
-        pager.push(page_link(offset + limit, "next →", "next"));
-    }
-    let _ = write!(b, "<nav class=\"pager\">{}</nav>", pager.join(" · "));
+    }));
     b.push_str("<table id=\"results\"><tr><th>feature</th><th class=\"n\">score</th><th>matched</th><th>type</th><th class=\"n\">firings</th><th>labels</th><th>description</th></tr>");
     for h in hits {
         let br = briefs.iter().find(|x| x.id == h.id);
