@@ -113,7 +113,8 @@ enum Command {
     ///
     /// Pages: / (overview), /features (every feature, sorted, filtered by type, paged), /search,
     /// /features/ID. JSON API: GET /api/stats, GET /api/features?order=activation_count|
-    /// max_activation|confidence|id&type=TYPE&limit=1..1000&offset=N (each optional),
+    /// max_activation|confidence|id&type=all|dead|ultra_sparse|sparse|moderate|dense&
+    /// limit=1..1000&offset=N (each optional; by default the most firing first, 100 a page),
     /// GET /api/features/ID, GET /api/search?token=|label=|pattern=|text=…[&by=precision|firings]
     /// [&limit=1..1000] [&offset=N], POST /api/features/ID/labels with {"text": "…"} to add a
     /// manual label and POST /api/features/ID/labels/remove to remove one (see the README,

@@ -118,6 +118,16 @@ pub fn page(title: &str, body: &str) -> String {
     )
 }
 
+/// A firing frequency: six decimals, or three significant digits in scientific notation
+/// below 0.0001, where six decimals would show a feature that fires as never firing.
+pub fn frequency(f: f64) -> String {
+    if f > 0.0 && f < 1e-4 {
+        format!("{f:.2e}")
+    } else {
+        format!("{f:.6}")
+    }
+}
+
 /// Formats a float with `digits` decimals, or a dash when absent.
 pub fn num(v: Option<f64>, digits: usize) -> String {
     match v {

@@ -192,8 +192,16 @@ pub struct AppState {
 impl AppState {
     /// Opens `path` (an `.fdict`) with one writing and a few reading connections.
     pub fn open(path: &Path) -> Result<Self> {
-        let writer = FdictReader::open_rw(path)
+        let mut writer = FdictReader::open_rw(path)
             .with_context(|| format!("cannot open {} for writing labels", path.display()))?;
+        let added = writer.add_listing_indexes()?;
+        if !added.is_empty() {
+            eprintln!(
+                "added the feature-listing indexes {} to {} (once: it was written before they existed)",
+                added.join(", "),
+                path.display()
+            );
+        }
         let readers = (0..READERS)
             .map(|_| FdictReader::open(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
@@ -822,12 +830,13 @@ async fn api_list(
     UrlQuery(params): UrlQuery<std::collections::HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let req = parse_list(&params)?;
-    let (order, feature_type, offset) = (req.order, req.feature_type, req.offset);
+    let (order, feature_type, offset, limit) = (req.order, req.feature_type, req.offset, req.limit);
     let page = run_list(st, req).await?;
     Ok(Json(json!({
         "order": order.as_str(),
         "type": feature_type.map(|t| t.as_str()),
         "offset": offset,
+        "limit": limit,
         "more": page.more,
         "features": page.briefs,
     }))

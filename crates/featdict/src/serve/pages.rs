@@ -153,10 +153,21 @@ pub async fn features(
     for t in FeatureType::ALL {
         types.push_str(&opt(t.as_str(), t.as_str(), kind));
     }
+    // A page size given in the URL is kept when the form changes the order or the type.
+    let limit_field = params
+        .get("limit")
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            format!(
+                "<input type=\"hidden\" name=\"limit\" value=\"{}\">",
+                esc(l)
+            )
+        })
+        .unwrap_or_default();
     let mut b = format!(
         "<h1>Features</h1><form action=\"/features\" method=\"get\" class=\"search\">\
          <select name=\"order\" aria-label=\"order\">{orders}</select> \
-         <select name=\"type\" aria-label=\"feature type\">{types}</select> \
+         <select name=\"type\" aria-label=\"feature type\">{types}</select>{limit_field} \
          <button>Show</button></form>"
     );
     let request = match parse_list(&params) {
@@ -169,10 +180,24 @@ pub async fn features(
         Ok(found) => found,
         Err(e) => return error_in("features", b, e),
     };
+    // Previous and next pages keep the order, the type and the page size.
+    let href = |from: u64| {
+        format!(
+            "/features?order={}&amp;type={}&amp;limit={limit}&amp;offset={from}",
+            order.as_str(),
+            feature_type.map_or("all", |t| t.as_str()),
+        )
+    };
     if found.briefs.is_empty() {
+        if offset > 0 {
+            let _ = write!(
+                b,
+                "<p><a href=\"{}\" rel=\"first\">first page</a></p>",
+                href(0)
+            );
+        }
         return nothing_found("features", b, "No feature", offset);
     }
-    // Previous and next pages keep the order, the type and the page size.
     let pages = Pages {
         what: "features",
         offset,
@@ -180,26 +205,22 @@ pub async fn features(
         limit,
         more: found.more,
     };
-    b.push_str(&pages.nav(|from| {
-        format!(
-            "/features?order={}&amp;type={}&amp;limit={limit}&amp;offset={from}",
-            order.as_str(),
-            feature_type.map_or("all", |t| t.as_str()),
-        )
-    }));
+    b.push_str(&pages.nav(href));
     b.push_str(
         "<table id=\"results\"><tr><th>feature</th><th>type</th><th class=\"n\">firings</th>\
-         <th class=\"n\">frequency</th><th class=\"n\">max</th><th>top token</th><th>labels</th></tr>",
+         <th class=\"n\">frequency</th><th class=\"n\">max</th><th class=\"n\">confidence</th>\
+         <th>top token</th><th>labels</th></tr>",
     );
     for x in &found.briefs {
         let _ = write!(
             b,
             "<tr><td><a href=\"/features/{id}\">#{id}</a></td><td>{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{:.6}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
             esc(&x.feature_type),
             x.activation_count,
-            x.activation_frequency,
+            html::frequency(x.activation_frequency),
             num(Some(x.max_activation), 3),
+            num(Some(x.confidence), 2),
             x.top_token
                 .as_deref()
                 .map(|t| format!("<span class=\"token\">{}</span>", html::token(t)))

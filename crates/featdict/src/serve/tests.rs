@@ -703,6 +703,10 @@ fn escaping_helpers() {
     assert_eq!(html::token("h\r\u{1b}[0m\0\u{7f}\u{85}<"), "h␍␛[0m␀␡�&lt;");
     // Right-to-left text and overrides are kept; the stylesheet isolates each token.
     assert_eq!(html::token("\u{202e}ab\u{5d0}"), "\u{202e}ab\u{5d0}");
+    // A feature that fires does not show a frequency of zero.
+    assert_eq!(html::frequency(0.0), "0.000000");
+    assert_eq!(html::frequency(0.0123456), "0.012346");
+    assert_eq!(html::frequency(3.2e-7), "3.20e-7");
 }
 
 /// A token with a right-to-left override reorders the tokens after it unless every token is
@@ -1835,7 +1839,69 @@ fn features_are_listed_in_order_filtered_by_type_and_paged() {
     assert!(get(s.addr, "/")
         .body
         .contains("<a class=\"browse\" href=\"/features\">"));
-    let past = get(s.addr, "/features?offset=4000");
+    let past = get(s.addr, "/features?offset=4000&limit=7");
     assert_eq!(past.status, 200);
     assert!(past.body.contains("No feature after the first 4000."));
+    assert!(past.body.contains(
+        "<a href=\"/features?order=activation_count&amp;type=all&amp;limit=7&amp;offset=0\" rel=\"first\">"
+    ));
+    // The form keeps the page size given.
+    assert!(past
+        .body
+        .contains("<input type=\"hidden\" name=\"limit\" value=\"7\">"));
+    let r = get(s.addr, "/api/features?limit=3&type=all").json();
+    assert_eq!((r["limit"].as_u64(), r["type"].is_null()), (Some(3), true));
+}
+
+/// A file written before the listing's indexes existed gets them when first served (and
+/// the label search's index in its newer form), with the same listing.
+#[test]
+fn a_file_without_the_listing_indexes_gets_them_when_served() {
+    let s = start(30);
+    let listing = |addr| {
+        ["activation_count", "max_activation", "confidence", "id"]
+            .map(|o| get(addr, &format!("/api/features?order={o}&type=sparse")).body)
+    };
+    let before = listing(s.addr);
+    let old = s._dir.path().join("old.fdict");
+    std::fs::copy(&s.path, &old).unwrap();
+    let conn = FdictReader::open_rw(&old).unwrap();
+    conn.connection()
+        .execute_batch(
+            "DROP INDEX features_by_count; DROP INDEX features_by_max; DROP INDEX features_by_id;
+         DROP INDEX features_by_confidence;
+         CREATE INDEX features_by_confidence ON features(confidence DESC, id, labels);",
+        )
+        .unwrap();
+    let indexes = |r: &FdictReader| -> Vec<String> {
+        let mut st = r
+            .connection()
+            .prepare("SELECT sql FROM sqlite_master WHERE type = 'index' AND name LIKE 'features_by_%' ORDER BY name")
+            .unwrap();
+        st.query_map([], |row| row.get::<_, String>(0))
+            .unwrap()
+            .map(|sql| sql.unwrap())
+            .collect()
+    };
+    assert_eq!(indexes(&conn).len(), 1);
+    drop(conn);
+    let state = AppState::open(&old).unwrap();
+    drop(state);
+    let conn = FdictReader::open(&old).unwrap();
+    assert_eq!(
+        indexes(&conn),
+        [
+            "CREATE INDEX features_by_confidence ON features(confidence DESC, id, labels, feature_type)",
+            "CREATE INDEX features_by_count ON features(activation_count DESC, id, feature_type)",
+            "CREATE INDEX features_by_id ON features(id, feature_type)",
+            "CREATE INDEX features_by_max ON features(max_activation DESC, id, feature_type)",
+        ]
+    );
+    drop(conn);
+    // Opening it again changes nothing; the listing is the one of the new file.
+    let mut again = FdictReader::open_rw(&old).unwrap();
+    assert!(again.add_listing_indexes().unwrap().is_empty());
+    drop(again);
+    std::fs::copy(&old, &s.path).unwrap();
+    assert_eq!(listing(s.addr), before);
 }

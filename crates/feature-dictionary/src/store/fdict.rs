@@ -19,10 +19,11 @@
 //! - `fts` (FTS5, unicode61): labels, description and top tokens, for bm25-ranked full text;
 //!   `labels_tri` (FTS5, trigram): label texts (and the feature's confidence, unindexed, so
 //!   ranking needs no join), for case-insensitive substring search.
-//! - Index `features_by_confidence(confidence DESC, id, labels)` covers the ranked scan of
-//!   label search, so it reads the index alone; `features_by_count` and `features_by_max`
-//!   (`activation_count` or `max_activation` DESC, `id`, `feature_type`) give the feature
-//!   listing its orders (and its type filter) without sorting the table.
+//! - Index `features_by_confidence(confidence DESC, id, labels, feature_type)` covers the
+//!   ranked scan of label search, so it reads the index alone; it, `features_by_count`,
+//!   `features_by_max` (`activation_count` or `max_activation` DESC, `id`, `feature_type`)
+//!   and `features_by_id(id, feature_type)` give the feature listing its orders and its type
+//!   filter without reading the table.
 //!
 //! Histograms and samples live in the body only: nothing queries inside them.
 //!
@@ -135,11 +136,29 @@ CREATE VIRTUAL TABLE labels_tri USING fts5(labels, confidence UNINDEXED, tokeniz
 const INDEXES: &str = "
 CREATE INDEX top_tokens_by_precision ON top_tokens(token_id, precision DESC, feature_id);
 CREATE INDEX top_tokens_by_firings ON top_tokens(token_id, firings DESC, feature_id);
-CREATE INDEX features_by_confidence ON features(confidence DESC, id, labels);
-CREATE INDEX features_by_count ON features(activation_count DESC, id, feature_type);
-CREATE INDEX features_by_max ON features(max_activation DESC, id, feature_type);
 CREATE INDEX neighbours_by_feature ON neighbours(feature_id);
 ";
+
+/// The indexes of [`FdictReader::list_features`] (and of label search, which reads
+/// `features_by_confidence` alone): each ends with the feature type, so a listing of one type
+/// filters the index without reading the table. Created after the bulk insert with the
+/// others, and by [`FdictReader::add_listing_indexes`] in files written before they existed.
+const LISTING_INDEXES: [(&str, &str); 4] = [
+    (
+        "features_by_confidence",
+        "features(confidence DESC, id, labels, feature_type)",
+    ),
+    (
+        "features_by_count",
+        "features(activation_count DESC, id, feature_type)",
+    ),
+    (
+        "features_by_max",
+        "features(max_activation DESC, id, feature_type)",
+    ),
+    // Narrower than the table, so paging by id walks it instead of the features' bodies.
+    ("features_by_id", "features(id, feature_type)"),
+];
 
 /// Small facts about a dictionary, read when it is opened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -503,6 +522,10 @@ impl FdictWriter {
         )
         .map_err(e)?;
         conn.execute_batch(INDEXES).map_err(e)?;
+        for (name, on) in LISTING_INDEXES {
+            conn.execute_batch(&format!("CREATE INDEX {name} ON {on}"))
+                .map_err(e)?;
+        }
         conn.execute_batch("COMMIT;").map_err(e)?;
         conn.close().map_err(|(_, err)| e(err))?;
         let sync = std::fs::File::open(&self.tmp).and_then(|f| f.sync_all());
@@ -1184,6 +1207,39 @@ impl FdictReader {
             }
             _ => true,
         }
+    }
+
+    /// Adds the indexes of the feature listing that a file written before they existed
+    /// lacks (or has in an older form), in one transaction; returns their names. Without
+    /// them a listing sorts or filters the whole table: seconds on a million features.
+    pub fn add_listing_indexes(&mut self) -> Result<Vec<&'static str>> {
+        let path = self.path.clone();
+        let e = |err| sql_err(&path, "cannot add the feature-listing indexes", err);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let mut added = Vec::new();
+        for (name, on) in LISTING_INDEXES {
+            let sql: Option<String> = tx
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(e)?;
+            let wanted = format!("CREATE INDEX {name} ON {on}");
+            if sql.as_deref() == Some(wanted.as_str()) {
+                continue;
+            }
+            tx.execute_batch(&format!("DROP INDEX IF EXISTS {name}; {wanted}"))
+                .map_err(e)?;
+            added.push(name);
+        }
+        tx.commit().map_err(e)?;
+        self.restamp();
+        Ok(added)
     }
 
     /// Records the file's size and modification time as this connection's own doing (call
