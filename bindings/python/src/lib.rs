@@ -73,6 +73,15 @@ struct Engine {
     first_sequence: u64,
     /// Index the next sequence will get.
     next_sequence: u64,
+    /// The sequence indices this engine holds, as sorted, disjoint `[start, end)` ranges: a
+    /// merge of shards numbered apart leaves gaps that a later shard may fill, so the extent
+    /// `first_sequence..next_sequence` alone would see overlaps where there are none.
+    covered: Vec<(u64, u64)>,
+    /// Per vocabulary id, where the token first occurred: (sequence, position). One build
+    /// interns tokens in that order, so ids (which break ties between equally frequent
+    /// tokens) follow it; [`Engine::merge`] puts the ids back in this order, so merged shards
+    /// equal one build whatever the order they are merged in.
+    first_seen: Vec<(u64, u32)>,
     /// The `context` text given with a sequence (`process(acts, tokens, context)`), by
     /// sequence index; only non-empty ones. Finalize gives it to that sequence's examples, as
     /// the original library did. Contexts of sequences no kept example comes from are
@@ -93,6 +102,35 @@ enum Values<'a> {
 }
 
 impl Engine {
+    /// Renumbers the vocabulary in the order its tokens first occurred (and the state with
+    /// it), as one build over all the data would have numbered it; nothing to do when the
+    /// ids already are in that order (shards merged in sequence order).
+    fn order_vocab_by_first_seen(&mut self, py: Python<'_>) -> PyResult<()> {
+        if self.first_seen.is_sorted() {
+            return Ok(());
+        }
+        let mut order: Vec<TokenId> = (0..self.first_seen.len() as TokenId).collect();
+        order.sort_by_key(|&id| (self.first_seen[id as usize], id));
+        let mut map = vec![0 as TokenId; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            map[old as usize] = new as TokenId;
+        }
+        let strings: Vec<String> = order
+            .iter()
+            .map(|&old| self.vocab.token(old).into_owned())
+            .collect();
+        let acc = &mut self.acc;
+        let len = strings.len();
+        py.allow_threads(|| acc.remap_tokens(&map, len))
+            .map_err(to_py)?;
+        self.vocab = Vocab::from_strings(strings);
+        self.first_seen = order
+            .iter()
+            .map(|&old| self.first_seen[old as usize])
+            .collect();
+        Ok(())
+    }
+
     /// Drops the contexts of sequences that no kept example comes from (no later example
     /// can: examples only come from new sequences). The scan of every example runs only once
     /// the map has doubled since the last clean-up, so its cost is amortized over the
@@ -147,7 +185,25 @@ impl Engine {
                 )));
             }
         }
-        let ids: Vec<TokenId> = tokens.iter().map(|t| self.vocab.intern(t)).collect();
+        let mut ids: Vec<TokenId> = Vec::with_capacity(tokens.len());
+        let mut at = (self.next_sequence, 0u32);
+        let mut lens = seq_lens.iter().copied().filter(|&len| len > 0);
+        let mut left = 0;
+        for t in &tokens {
+            if left == 0 {
+                left = lens.next().unwrap_or(usize::MAX);
+                if !ids.is_empty() {
+                    at = (at.0 + 1, 0);
+                }
+            }
+            let id = self.vocab.intern(t);
+            if id as usize == self.first_seen.len() {
+                self.first_seen.push(at);
+            }
+            ids.push(id);
+            at.1 += 1;
+            left -= 1;
+        }
         let before = self.total_firings();
         let first_sequence = self.next_sequence;
         let acc = &mut self.acc;
@@ -222,6 +278,7 @@ impl Engine {
             }
             seq += 1;
         }
+        add_range(&mut self.covered, self.next_sequence, seq);
         self.next_sequence = seq;
         self.forget_unused_contexts();
         if let Some(found) = refused {
@@ -256,14 +313,16 @@ impl Engine {
     }
 }
 
-/// What pickling an [`Engine`] stores (bincode): the whole accumulator, the vocabulary and the
-/// sequence numbering.
+/// What pickling an [`Engine`] stores (bincode, after [`STATE_MAGIC`] and
+/// [`STATE_VERSION`]): the whole accumulator, the vocabulary and the sequence numbering.
 #[derive(Serialize)]
 struct StateRef<'a> {
     acc: &'a Accumulator,
     vocab: Vec<std::borrow::Cow<'a, str>>,
     first_sequence: u64,
     next_sequence: u64,
+    covered: &'a [(u64, u64)],
+    first_seen: &'a [(u64, u32)],
     contexts: &'a BTreeMap<u64, String>,
 }
 
@@ -274,14 +333,41 @@ struct State {
     vocab: Vec<String>,
     first_sequence: u64,
     next_sequence: u64,
+    covered: Vec<(u64, u64)>,
+    first_seen: Vec<(u64, u32)>,
     contexts: BTreeMap<u64, String>,
 }
+
+/// Starts a pickled engine state, so a state from another version is told apart from
+/// damaged bytes.
+const STATE_MAGIC: &[u8; 8] = b"FDENGINE";
+/// The layout of the pickled state; bumped whenever the engine's state changes shape (2:
+/// uniform example samples and covered sequence ranges, 2026-11-27).
+const STATE_VERSION: u32 = 2;
 
 /// Rebuilds an engine pickled by `Engine.__reduce__`.
 #[pyfunction]
 fn engine_from_state(py: Python<'_>, state: &[u8]) -> PyResult<Engine> {
+    let older = || {
+        PyValueError::new_err(
+            "this dictionary was pickled by an older feature_dictionary whose engine state \
+             has another layout; build it again from its activations with this version",
+        )
+    };
+    let Some(rest) = state.strip_prefix(STATE_MAGIC.as_slice()) else {
+        return Err(older());
+    };
+    let (version, body) = rest.split_at_checked(4).ok_or_else(older)?;
+    let version = u32::from_le_bytes(version.try_into().expect("4 bytes"));
+    if version != STATE_VERSION {
+        return Err(PyValueError::new_err(format!(
+            "this dictionary was pickled by a feature_dictionary with engine state version \
+             {version}; this one reads version {STATE_VERSION}: build it again from its \
+             activations, or unpickle it with the version that pickled it"
+        )));
+    }
     let state: State = py
-        .allow_threads(|| bincode::deserialize(state))
+        .allow_threads(|| bincode::deserialize(body))
         .map_err(|e| {
             PyValueError::new_err(format!("not a pickled feature_dictionary engine: {e}"))
         })?;
@@ -290,9 +376,34 @@ fn engine_from_state(py: Python<'_>, state: &[u8]) -> PyResult<Engine> {
         vocab: Vocab::from_strings(state.vocab),
         first_sequence: state.first_sequence,
         next_sequence: state.next_sequence,
+        covered: state.covered,
+        first_seen: state.first_seen,
         contexts_kept: state.contexts.len(),
         contexts: state.contexts,
     })
+}
+
+/// Adds `[start, end)` to `ranges` (sorted, disjoint), joining the ranges it meets or touches.
+fn add_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
+    if start >= end {
+        return;
+    }
+    ranges.push((start, end));
+    ranges.sort_unstable();
+    let mut joined: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for &(a, b) in ranges.iter() {
+        match joined.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => joined.push((a, b)),
+        }
+    }
+    *ranges = joined;
+}
+
+/// Whether a range of `a` and one of `b` share a sequence.
+fn ranges_intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> bool {
+    a.iter()
+        .any(|&(a0, a1)| b.iter().any(|&(b0, b1)| a0 < b1 && b0 < a1))
 }
 
 #[pymethods]
@@ -307,9 +418,13 @@ impl Engine {
                 .collect(),
             first_sequence: self.first_sequence,
             next_sequence: self.next_sequence,
+            covered: &self.covered,
+            first_seen: &self.first_seen,
             contexts: &self.contexts,
         };
-        let bytes = bincode::serialize(&state)
+        let mut bytes = STATE_MAGIC.to_vec();
+        bytes.extend_from_slice(&STATE_VERSION.to_le_bytes());
+        bincode::serialize_into(&mut bytes, &state)
             .map_err(|e| PyValueError::new_err(format!("cannot pickle the engine: {e}")))?;
         let rebuild = py
             .import("feature_dictionary._engine")?
@@ -338,6 +453,8 @@ impl Engine {
             vocab: Vocab::new(),
             first_sequence: sequence_offset,
             next_sequence: sequence_offset,
+            covered: Vec::new(),
+            first_seen: Vec::new(),
             contexts: BTreeMap::new(),
             contexts_kept: 0,
         })
@@ -421,10 +538,21 @@ impl Engine {
         let mut theirs = other.acc.clone();
         let (a0, a1) = (self.first_sequence, self.next_sequence);
         let (b0, b1) = (other.first_sequence, other.next_sequence);
-        let overlap = a0 < a1 && b0 < b1 && b0 < a1 && a0 < b1;
+        let overlap = ranges_intersect(&self.covered, &other.covered);
+        // Past everything this engine holds, so the shifted ranges cannot meet any of it.
         let shift = if overlap { a1 - b0 } else { 0 };
+        let their_ranges = other.covered.clone();
         let map: Vec<TokenId> = (0..other.vocab.len() as TokenId)
-            .map(|id| self.vocab.intern(&other.vocab.token(id)))
+            .map(|id| {
+                let ours = self.vocab.intern(&other.vocab.token(id));
+                let (seq, pos) = other.first_seen[id as usize];
+                let theirs = (seq + shift, pos);
+                match self.first_seen.get_mut(ours as usize) {
+                    Some(seen) => *seen = (*seen).min(theirs),
+                    None => self.first_seen.push(theirs),
+                }
+                ours
+            })
             .collect();
         for (&seq, c) in &other.contexts {
             self.contexts.insert(seq + shift, c.clone());
@@ -446,6 +574,10 @@ impl Engine {
             };
             self.next_sequence = a1.max(b1 + shift);
         }
+        for (start, end) in their_ranges {
+            add_range(&mut self.covered, start + shift, end + shift);
+        }
+        self.order_vocab_by_first_seen(py)?;
         self.forget_unused_contexts();
         Ok(shift)
     }

@@ -97,8 +97,41 @@ def test_pickle_round_trip_keeps_the_live_state():
     assert_same(e.features.to_dict(), d.features.to_dict())
     from feature_dictionary import _engine
 
-    with pytest.raises(ValueError, match="not a pickled"):
+    # A state from another version is told apart from damaged bytes.
+    with pytest.raises(ValueError, match="pickled by an older feature_dictionary"):
         _engine.engine_from_state(b"junk")
+    with pytest.raises(ValueError, match="engine state version 1; this one reads version 2"):
+        _engine.engine_from_state(b"FDENGINE" + (1).to_bytes(4, "little") + b"junk")
+    with pytest.raises(ValueError, match="not a pickled"):
+        _engine.engine_from_state(b"FDENGINE" + (2).to_bytes(4, "little") + b"junk")
+
+
+def test_shards_merged_out_of_order_equal_one_build():
+    # As workers finish: the last shard first, then the first, then the middle one, which
+    # falls in the gap the first two left and must not be shifted.
+    import pickle
+
+    acts, tokens = random_corpus(seed=12, n_seq=10)
+    whole = FeatureDictionary(acts.shape[2], 8, config())
+    whole.process_batch(acts, tokens)
+    whole.finalize()
+    shards = []
+    for lo, hi in [(0, 3), (3, 7), (7, 10)]:
+        d = FeatureDictionary(acts.shape[2], 8, config(), sequence_offset=lo)
+        d.process_batch(acts[lo:hi], tokens[lo:hi])
+        shards.append(d)
+    first, middle, last = shards
+    assert last.merge(first) == 0
+    # The covered ranges travel with a pickled shard.
+    last = pickle.loads(pickle.dumps(last))
+    assert last.merge(middle) == 0
+    last.finalize()
+    assert_same(last.features.to_dict(), whole.features.to_dict())
+    assert {ex.metadata["sequence"] for f in last for ex in f.top_activations} <= set(range(10))
+    # A shard that really overlaps is still moved past everything held.
+    again = FeatureDictionary(acts.shape[2], 8, config(), sequence_offset=3)
+    again.process_batch(acts[3:4], tokens[3:4])
+    assert last.merge(again) == 7
 
 
 def test_a_settings_mismatch_names_the_settings_that_differ():

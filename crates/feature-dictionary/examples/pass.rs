@@ -2,8 +2,8 @@
 //!
 //! `cargo run --release --example pass -- ACTS.npy TOKENS.json [THREADS] [REPEATS]`
 //!
-//! Environment knobs, to weigh one statistic's share: `SPB=N` samples per band (0 turns
-//! band samples off), `TOPK=N` top examples, `TSC=N` token sketch capacity, `NOPOS=1`
+//! Environment knobs, to weigh one statistic's share: `SPG=N` samples per quantile group
+//! (0 turns the example sample off), `TOPK=N` top examples, `TSC=N` token sketch capacity, `NOPOS=1`
 //! no position statistics.
 
 use std::path::Path;
@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads: usize = args.get(3).map_or(Ok(2), |t| t.parse())?;
     let repeats: usize = args.get(4).map_or(Ok(3), |t| t.parse())?;
     let mut config = ExtractionConfig::default();
-    if let Ok(v) = std::env::var("SPB") {
+    if let Ok(v) = std::env::var("SPG") {
         config.samples_per_group = v.parse()?;
     }
     if let Ok(v) = std::env::var("TSC") {

@@ -448,22 +448,29 @@ impl Accumulator {
     /// vocabulary: `map[old_id]` is the id in this accumulator's vocabulary. Several old ids
     /// may map to one (e.g. a tokenizer's ids mapped by string); their counts add up.
     pub fn merge_remapped(&mut self, mut other: Accumulator, map: &[TokenId]) -> Result<()> {
-        let mut counts = vec![0u64; self.token_counts.len()];
-        for (old, &c) in other.token_counts.iter().enumerate() {
+        other.remap_tokens(map, self.token_counts.len())?;
+        self.merge(other)
+    }
+
+    /// Rewrites every token id through `map` (old id → new id, one-to-one), e.g. to put a
+    /// vocabulary in another order; the global token counts get at least `min_len` entries.
+    pub fn remap_tokens(&mut self, map: &[TokenId], min_len: usize) -> Result<()> {
+        let mut counts = vec![0u64; min_len];
+        for (old, &c) in self.token_counts.iter().enumerate() {
             let new = map[old] as usize;
             if new >= counts.len() {
                 counts.resize(new + 1, 0);
             }
             counts[new] += c;
         }
-        other.token_counts = counts;
-        if let Some(c) = &mut other.corpus_ngrams {
+        self.token_counts = counts;
+        if let Some(c) = &mut self.corpus_ngrams {
             c.remap(map).map_err(Error::Invalid)?;
         }
-        for p in &mut other.parts {
+        for p in &mut self.parts {
             p.remap_tokens(map);
         }
-        self.merge(other)
+        Ok(())
     }
 }
 

@@ -237,16 +237,18 @@ pub struct TokenCount {
     pub occurrences: u64,
 }
 
-/// Examples sampled from one activation band, for quantile-stratified browsing.
+/// One of about ten equal-count groups of a feature's firings (bounded by histogram bin
+/// edges), with examples from the feature's uniform sample that fall in it, for
+/// quantile-stratified browsing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuantileGroup {
-    /// Lower activation edge of the band.
+    /// Lower activation edge of the group.
     pub min_activation: f64,
-    /// Upper activation edge of the band.
+    /// Upper activation edge of the group (included for the last group).
     pub max_activation: f64,
-    /// Firings in the band (exact).
+    /// Firings in the group (exact).
     pub count: u64,
-    /// Deterministic pseudo-random examples from the band.
+    /// Deterministic pseudo-random examples from the group.
     pub examples: Vec<FeatureActivation>,
 }
 
