@@ -15,7 +15,8 @@
 //! hostile tokens or labels show as text; request bodies are capped at 64 KiB; unknown ids
 //! give 404 and bad queries 400. Requests for another Host, and label POSTs another site's
 //! page sent, are refused (`guard`). Connections are capped in number and closed when a
-//! client stalls ([`ServeOptions`]). A served file replaced or removed is followed: the new
+//! client stalls ([`ServeOptions`]); a read running past [`QUERY_TIME_LIMIT`] is stopped
+//! (503). A served file replaced or removed is followed: the new
 //! file is served, or 503 while there is none that opens. Manual labels are written through one connection behind a
 //! mutex, each in an immediate SQLite transaction, so concurrent writes serialize and none
 //! is lost; reads go through a small pool of other connections (SQLite's locks let them
@@ -187,7 +188,18 @@ pub struct AppState {
     /// Why the file at `path` cannot be served, while it cannot (it was replaced by
     /// something that is not a dictionary, or removed); kept to report each problem once.
     problem: Mutex<Option<String>>,
+    /// How long one request's reading may run before SQLite is told to stop it.
+    query_time_limit: Duration,
 }
+
+/// How long one request's reading may run ([`AppState::read`]): far beyond any query of a
+/// million-feature file (the slowest, a full-text search for words in every description,
+/// takes ~1.4 s), yet short enough that a few runaway requests do not hold every reading
+/// connection (a client that gives up does not stop the query it started).
+pub const QUERY_TIME_LIMIT: Duration = Duration::from_secs(10);
+
+/// SQLite virtual-machine steps between two looks at the clock of a running query.
+const QUERY_CLOCK_STEPS: i32 = 10_000;
 
 impl AppState {
     /// Opens `path` (an `.fdict`) with one writing and a few reading connections.
@@ -213,6 +225,7 @@ impl AppState {
             next: AtomicUsize::new(0),
             totals,
             problem: Mutex::new(None),
+            query_time_limit: QUERY_TIME_LIMIT,
         })
     }
 
@@ -273,7 +286,24 @@ impl AppState {
             *self.totals.write().unwrap_or_else(|p| p.into_inner()) =
                 (r.summary().clone(), r.statistics().clone());
         }
-        f(&r)
+        let limit = self.query_time_limit;
+        let deadline = std::time::Instant::now() + limit;
+        r.connection().progress_handler(
+            QUERY_CLOCK_STEPS,
+            Some(move || std::time::Instant::now() >= deadline),
+        );
+        let result = f(&r);
+        r.connection().progress_handler(0, None::<fn() -> bool>);
+        match result {
+            Err(_) if std::time::Instant::now() >= deadline => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the query was stopped after {} s; narrow it (a more selective word, token or pattern)",
+                    limit.as_secs_f64()
+                ),
+            )),
+            other => other,
+        }
     }
 
     /// Runs `f` on the writing connection to the file now at the served path.

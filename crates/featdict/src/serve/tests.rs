@@ -1905,3 +1905,37 @@ fn a_file_without_the_listing_indexes_gets_them_when_served() {
     std::fs::copy(&old, &s.path).unwrap();
     assert_eq!(listing(s.addr), before);
 }
+
+/// A read that runs past the time limit is stopped (SQLite interrupts it) and answered 503
+/// with what to do, instead of holding a reading connection for as long as it takes; the
+/// connection then serves the next request as usual.
+#[test]
+fn a_query_past_the_time_limit_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        n_features: 3000,
+        vocab_words: 80,
+        ..Default::default()
+    };
+    let path = dir.path().join("d.fdict");
+    store::save(&synthetic::dictionary(&spec), &path).unwrap();
+    let mut state = AppState::open(&path).unwrap();
+    // Every word of the synthetic descriptions: bm25 over every row, far more than the
+    // steps between two looks at the clock.
+    let query = Query::Text("fires times".into());
+    let ok = (0..super::READERS)
+        .map(|_| state.read(|r| Ok(r.search(&query, 5)?.len())))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    assert!(ok.iter().all(|&n| n == 5), "{ok:?}");
+    state.query_time_limit = std::time::Duration::ZERO;
+    let e = state
+        .read(|r| Ok(r.search(&query, 5)?.len()))
+        .expect_err("stopped");
+    assert_eq!(e.status, 503);
+    assert!(e.message.contains("stopped after 0 s"), "{}", e.message);
+    state.query_time_limit = super::QUERY_TIME_LIMIT;
+    for _ in 0..super::READERS {
+        assert_eq!(state.read(|r| Ok(r.search(&query, 5)?.len())).unwrap(), 5);
+    }
+}
