@@ -63,7 +63,7 @@ class ExtractionConfig:
     include_dead_features: bool = False
     collect_context: bool = True
     collect_positions: bool = True
-    samples_per_group: int = 4
+    samples_per_group: int = 2
     token_sketch_capacity: int = 1024
     track_coactivation: Optional[bool] = None
     threads: Optional[int] = None

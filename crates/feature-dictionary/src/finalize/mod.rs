@@ -47,7 +47,6 @@ pub fn finalize(
         collect_positions: config.extraction.collect_positions,
         total_tokens: acc.total_tokens,
         token_counts: &acc.token_counts,
-        samples_per_group: config.extraction.samples_per_group,
         dimension: config.feature_dim,
         corpus_ngrams: acc.corpus_ngrams.as_ref(),
         coactivation: acc.coactivation.as_ref(),
@@ -110,7 +109,6 @@ struct Ctx<'a> {
     collect_positions: bool,
     total_tokens: u64,
     token_counts: &'a [u64],
-    samples_per_group: usize,
     dimension: usize,
     corpus_ngrams: Option<&'a crate::accumulate::ngrams::CorpusNgrams>,
     coactivation: Option<&'a crate::accumulate::coactivation::Coactivation>,
@@ -240,11 +238,12 @@ impl Ctx<'_> {
         f
     }
 
-    /// About equal-count groups from the histogram, each with the feature's samples whose
-    /// activation lies in it (smallest hashes first, so the choice is deterministic and
-    /// uniform within the group). A group ends on the histogram bin edge nearest its decile, so its bounds are
-    /// real bin edges (the outer ones the feature's min and max) and its `count` is exactly
-    /// the firings between them; deciles that fall in one bin leave empty groups, dropped.
+    /// About equal-count groups from the histogram, each with every one of the feature's
+    /// samples whose activation lies in it (smallest hashes first): a uniform sample of the
+    /// group's firings, `samples_per_group` of them on average. A group ends on the
+    /// histogram bin edge nearest its decile, so its bounds are real bin edges (the outer ones
+    /// the feature's min and max) and its `count` is exactly the firings between them;
+    /// deciles that fall in one bin leave empty groups, dropped.
     fn quantile_groups(
         &self,
         id: u64,
@@ -297,7 +296,6 @@ impl Ctx<'_> {
                     let a = s.example.activation as f64;
                     a >= edge_lo && (a < edge_hi || (last && a <= edge_hi))
                 })
-                .take(self.samples_per_group)
                 .map(|s| self.activation(id, &s.example))
                 .collect();
             groups.push(QuantileGroup {

@@ -32,8 +32,8 @@ pub struct ExtractionConfig {
     pub collect_context: bool,
     /// Keep position statistics.
     pub collect_positions: bool,
-    /// Examples per quantile group of the quantile-stratified samples: each feature keeps a
-    /// uniform sample of 10 × this many firings (ours; `samples_per_band` in files written
+    /// Examples per quantile group, on average, of the quantile-stratified samples: each
+    /// feature keeps a uniform sample of 10 × this many firings (ours; `samples_per_band` in files written
     /// before the sample became uniform, read as this).
     #[serde(alias = "samples_per_band")]
     pub samples_per_group: usize,
@@ -65,7 +65,7 @@ impl Default for ExtractionConfig {
             include_dead_features: true,
             collect_context: true,
             collect_positions: true,
-            samples_per_group: 4,
+            samples_per_group: 2,
             token_sketch_capacity: 1024,
             ngram_capacity: 0,
             ngram_corpus_capacity: 1 << 20,
