@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use feature_dictionary::build::{self, BuildOptions};
 use feature_dictionary::dictionary::TopBy;
-use feature_dictionary::model::DictionaryConfig;
+use feature_dictionary::model::{DictionaryConfig, FeatureType};
 use feature_dictionary::{accumulate, ingest, store, FeatureDictionary};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -291,9 +291,23 @@ struct TopArgs {
     /// Number of features (at least 1).
     #[arg(short = 'n', long = "count", default_value_t = 10, value_parser = at_least_one)]
     n: usize,
+    /// Only features of this type: dead, ultra_sparse, sparse, moderate or dense.
+    #[arg(long = "type", value_parser = feature_type)]
+    feature_type: Option<FeatureType>,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+}
+
+/// Parses a feature type by the name the dictionary uses for it.
+fn feature_type(s: &str) -> Result<FeatureType, String> {
+    FeatureType::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = FeatureType::ALL.iter().map(|t| t.as_str()).collect();
+        format!(
+            "unknown feature type {s:?}: expected one of {}",
+            names.join(", ")
+        )
+    })
 }
 
 /// Runs a parsed command line.
@@ -329,12 +343,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Top(a) if store::fdict::is_fdict(&a.dict)? => {
             // Ranked by SQLite over the scalar columns; only the n bodies are parsed.
             let r = store::fdict::FdictReader::open(&a.dict)?;
-            let top = r.top_features(a.by, a.n)?;
+            let top = r.top_features(a.by, a.feature_type, a.n)?;
             print::top(&top.iter().collect::<Vec<_>>(), a.json)
         }
         Command::Top(a) => {
             let dict = load(&a.dict)?;
-            print::top(&dict.top_features(a.by, a.n), a.json)
+            print::top(&dict.top_features(a.by, a.feature_type, a.n), a.json)
         }
         Command::Label(a) => crate::label_cmds::cmd_label(a),
         Command::Similar(a) => crate::analyze_cmds::cmd_similar(a),

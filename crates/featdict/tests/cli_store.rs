@@ -190,5 +190,52 @@ fn top_on_fdict_ranks_as_on_json_ties_included() {
             assert_eq!(ids.len(), n.parse::<usize>().unwrap().min(300));
             assert_eq!(&ids[..3], &[3, 7, 41], "--by {by}");
         }
+        // Of one type only: the same ranking, filtered.
+        let typed = |path: &std::path::Path, t: &str| {
+            let out = featdict(&[
+                "top".as_ref(),
+                path.as_os_str(),
+                "--by".as_ref(),
+                by.as_ref(),
+                "--type".as_ref(),
+                t.as_ref(),
+                "-n".as_ref(),
+                "1000".as_ref(),
+                "--json".as_ref(),
+            ]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        };
+        for t in ["sparse", "dead"] {
+            let (a, b) = (typed(&json, t), typed(&fd, t));
+            assert_eq!(a, b, "--by {by} --type {t}");
+            let ids: Vec<u64> = a
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_u64().unwrap())
+                .collect();
+            let expected: Vec<u64> = dict
+                .top_features(by.parse().unwrap(), None, 1000)
+                .into_iter()
+                .filter(|f| f.feature_type.as_str() == t)
+                .map(|f| f.id)
+                .collect();
+            assert!(!expected.is_empty(), "no {t} feature");
+            assert_eq!(ids, expected, "--by {by} --type {t}");
+        }
     }
+    let bad = featdict(&[
+        "top".as_ref(),
+        fd.as_os_str(),
+        "--type".as_ref(),
+        "rare".as_ref(),
+    ]);
+    assert!(!bad.status.success());
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("unknown feature type \"rare\""), "{said}");
 }

@@ -159,13 +159,16 @@ impl FeatureDictionary {
     }
 
     /// The `n` best features by `by` (ties by id).
-    pub fn top_features(&self, by: TopBy, n: usize) -> Vec<&Feature> {
+    pub fn top_features(&self, by: TopBy, only: Option<FeatureType>, n: usize) -> Vec<&Feature> {
         let key = |f: &Feature| match by {
             TopBy::ActivationCount => f.activation_count as f64,
             TopBy::MaxActivation => f.max_activation,
             TopBy::Frequency => f.activation_frequency,
         };
-        let mut v: Vec<&Feature> = self.features().collect();
+        let mut v: Vec<&Feature> = self
+            .features()
+            .filter(|f| only.is_none_or(|t| f.feature_type == t))
+            .collect();
         v.sort_by(|a, b| key(b).total_cmp(&key(a)).then(a.id.cmp(&b.id)));
         v.truncate(n);
         v

@@ -1438,24 +1438,37 @@ impl FdictReader {
         Ok(ids.into_iter().map(|id| id as u64).collect())
     }
 
-    /// The `n` features ranked highest by `by`, ties by id — the ranking of
-    /// [`FeatureDictionary::top_features`], read from the scalar columns so only the `n`
-    /// bodies are parsed.
-    pub fn top_features(&self, by: TopBy, n: usize) -> Result<Vec<Feature>> {
+    /// The `n` features ranked highest by `by` (of type `only`, when given), ties by id — the
+    /// ranking of [`FeatureDictionary::top_features`], read from the scalar columns (through
+    /// the listing's indexes for the firing count and the maximum) so only the `n` bodies are
+    /// parsed.
+    pub fn top_features(
+        &self,
+        by: TopBy,
+        only: Option<FeatureType>,
+        n: usize,
+    ) -> Result<Vec<Feature>> {
         let column = match by {
             TopBy::ActivationCount => "activation_count",
             TopBy::MaxActivation => "max_activation",
             TopBy::Frequency => "activation_frequency",
         };
+        let filter = if only.is_some() {
+            "WHERE feature_type = ?2"
+        } else {
+            "WHERE ?2 IS NULL"
+        };
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
         let mut st = self
             .conn
             .prepare(&format!(
-                "SELECT id, body FROM features ORDER BY {column} DESC, id LIMIT ?1"
+                "SELECT id, body FROM features {filter} ORDER BY {column} DESC, id LIMIT ?1"
             ))
             .map_err(|e| self.err("cannot rank features", e))?;
         let rows: Vec<(i64, String)> = st
-            .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map(params![limit, only.map(|t| t.as_str())], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .and_then(|rows| rows.collect())
             .map_err(|e| self.err("cannot rank features", e))?;
         rows.iter()
