@@ -142,6 +142,30 @@ fn import_export_search_round_trip() {
     assert!(!out.status.success());
 }
 
+/// `featdict top PATH --by BY -n N [--type T] --json`, parsed.
+fn top(path: &std::path::Path, by: &str, n: &str, only: Option<&str>) -> serde_json::Value {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "top".as_ref(),
+        path.as_os_str(),
+        "--by".as_ref(),
+        by.as_ref(),
+        "-n".as_ref(),
+        n.as_ref(),
+        "--json".as_ref(),
+    ];
+    if let Some(t) = only {
+        args.push("--type".as_ref());
+        args.push(t.as_ref());
+    }
+    let out = featdict(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn top_on_fdict_ranks_as_on_json_ties_included() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,24 +186,7 @@ fn top_on_fdict_ranks_as_on_json_ties_included() {
     store::save(&dict, &fd).unwrap();
     for by in ["activation_count", "max_activation", "frequency"] {
         for n in ["3", "40", "1000"] {
-            let run = |path: &std::path::Path| {
-                let out = featdict(&[
-                    "top".as_ref(),
-                    path.as_os_str(),
-                    "--by".as_ref(),
-                    by.as_ref(),
-                    "-n".as_ref(),
-                    n.as_ref(),
-                    "--json".as_ref(),
-                ]);
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-            };
-            let (a, b) = (run(&json), run(&fd));
+            let (a, b) = (top(&json, by, n, None), top(&fd, by, n, None));
             assert_eq!(a, b, "--by {by} -n {n}");
             let ids: Vec<u64> = a
                 .as_array()
@@ -191,27 +198,11 @@ fn top_on_fdict_ranks_as_on_json_ties_included() {
             assert_eq!(&ids[..3], &[3, 7, 41], "--by {by}");
         }
         // Of one type only: the same ranking, filtered.
-        let typed = |path: &std::path::Path, t: &str| {
-            let out = featdict(&[
-                "top".as_ref(),
-                path.as_os_str(),
-                "--by".as_ref(),
-                by.as_ref(),
-                "--type".as_ref(),
-                t.as_ref(),
-                "-n".as_ref(),
-                "1000".as_ref(),
-                "--json".as_ref(),
-            ]);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-        };
         for t in ["sparse", "dead"] {
-            let (a, b) = (typed(&json, t), typed(&fd, t));
+            let (a, b) = (
+                top(&json, by, "1000", Some(t)),
+                top(&fd, by, "1000", Some(t)),
+            );
             assert_eq!(a, b, "--by {by} --type {t}");
             let ids: Vec<u64> = a
                 .as_array()

@@ -1399,9 +1399,8 @@ impl FdictReader {
     }
 
     /// A page of the ids of the features in the file (`feature_type` only, when given), in
-    /// `order`: `limit` ids after the first `offset`. Files written since 2026-11-27 index
-    /// the firing-count and max-activation orders; in older ones those orders sort the
-    /// table (seconds on a million features).
+    /// `order`: `limit` ids after the first `offset`, read from the listing's indexes (which
+    /// `featdict serve` adds to files written before they existed).
     pub fn list_features(
         &self,
         order: FeatureOrder,
@@ -1415,6 +1414,18 @@ impl FdictReader {
             FeatureOrder::MaxActivation => "max_activation DESC, id",
             FeatureOrder::Confidence => "confidence DESC, id",
         };
+        self.ranked_ids(by, feature_type, offset, limit)
+    }
+
+    /// The ids of the features (`feature_type` only, when given) in the SQL order `by`:
+    /// `limit` after the first `offset`.
+    fn ranked_ids(
+        &self,
+        by: &str,
+        feature_type: Option<FeatureType>,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>> {
         let filter = if feature_type.is_some() {
             "WHERE feature_type = ?3"
         } else {
@@ -1448,32 +1459,16 @@ impl FdictReader {
         only: Option<FeatureType>,
         n: usize,
     ) -> Result<Vec<Feature>> {
-        let column = match by {
-            TopBy::ActivationCount => "activation_count",
-            TopBy::MaxActivation => "max_activation",
-            TopBy::Frequency => "activation_frequency",
+        let order = match by {
+            TopBy::ActivationCount => "activation_count DESC, id",
+            TopBy::MaxActivation => "max_activation DESC, id",
+            TopBy::Frequency => "activation_frequency DESC, id",
         };
-        let filter = if only.is_some() {
-            "WHERE feature_type = ?2"
-        } else {
-            "WHERE ?2 IS NULL"
-        };
-        let limit = i64::try_from(n).unwrap_or(i64::MAX);
-        let mut st = self
-            .conn
-            .prepare(&format!(
-                "SELECT id, body FROM features {filter} ORDER BY {column} DESC, id LIMIT ?1"
-            ))
-            .map_err(|e| self.err("cannot rank features", e))?;
-        let rows: Vec<(i64, String)> = st
-            .query_map(params![limit, only.map(|t| t.as_str())], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .and_then(|rows| rows.collect())
-            .map_err(|e| self.err("cannot rank features", e))?;
-        rows.iter()
-            .map(|(id, body)| self.parse_body(*id as u64, body))
-            .collect()
+        let mut out = Vec::new();
+        for id in self.ranked_ids(order, only, 0, n)? {
+            out.extend(self.feature(id)?);
+        }
+        Ok(out)
     }
 
     /// Calls `visit` with every feature in id order, one at a time.
