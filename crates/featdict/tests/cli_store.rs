@@ -142,6 +142,15 @@ fn import_export_search_round_trip() {
     assert!(!out.status.success());
 }
 
+/// The ids of `featdict top --json` output, in order.
+fn ids_of(top: &serde_json::Value) -> Vec<u64> {
+    top.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect()
+}
+
 /// `featdict top PATH --by BY -n N [--type T] --json`, parsed.
 fn top(path: &std::path::Path, by: &str, n: &str, only: Option<&str>) -> serde_json::Value {
     let mut args: Vec<&std::ffi::OsStr> = vec![
@@ -188,12 +197,7 @@ fn top_on_fdict_ranks_as_on_json_ties_included() {
         for n in ["3", "40", "1000"] {
             let (a, b) = (top(&json, by, n, None), top(&fd, by, n, None));
             assert_eq!(a, b, "--by {by} -n {n}");
-            let ids: Vec<u64> = a
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["id"].as_u64().unwrap())
-                .collect();
+            let ids = ids_of(&a);
             assert_eq!(ids.len(), n.parse::<usize>().unwrap().min(300));
             assert_eq!(&ids[..3], &[3, 7, 41], "--by {by}");
         }
@@ -204,12 +208,7 @@ fn top_on_fdict_ranks_as_on_json_ties_included() {
                 top(&fd, by, "1000", Some(t)),
             );
             assert_eq!(a, b, "--by {by} --type {t}");
-            let ids: Vec<u64> = a
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["id"].as_u64().unwrap())
-                .collect();
+            let ids = ids_of(&a);
             let expected: Vec<u64> = dict
                 .top_features(by.parse().unwrap(), None, 1000)
                 .into_iter()
