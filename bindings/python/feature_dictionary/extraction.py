@@ -13,7 +13,8 @@ import contextlib
 import json
 import signal
 import threading
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import InitVar, dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -67,6 +68,18 @@ class ExtractionConfig:
     token_sketch_capacity: int = 1024
     track_coactivation: Optional[bool] = None
     threads: Optional[int] = None
+    # The name of samples_per_group before 2026-11-27; accepted with a DeprecationWarning.
+    samples_per_band: InitVar[Optional[int]] = None
+
+    def __post_init__(self, samples_per_band: Optional[int]) -> None:
+        if samples_per_band is not None:
+            warnings.warn(
+                "ExtractionConfig(samples_per_band=...) is now samples_per_group "
+                "(examples per quantile group, on average)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            self.samples_per_group = samples_per_band
 
     def to_dict(self) -> dict:
         return {k: _plain(v) for k, v in self._fields().items()}
@@ -88,7 +101,9 @@ class ExtractionConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ExtractionConfig":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known = {
+            k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "samples_per_band"
+        }
         # Files written before the example sample became uniform call it samples_per_band.
         if "samples_per_band" in data and "samples_per_group" not in data:
             known["samples_per_group"] = data["samples_per_band"]

@@ -374,3 +374,18 @@ def test_config_from_dict_reads_the_old_name_of_samples_per_group():
     assert ExtractionConfig.from_dict({"samples_per_band": 7}).samples_per_group == 7
     both = {"samples_per_band": 7, "samples_per_group": 2}
     assert ExtractionConfig.from_dict(both).samples_per_group == 2
+
+
+def test_the_old_constructor_keyword_of_samples_per_group_still_works():
+    import warnings
+
+    from feature_dictionary.extraction import ExtractionConfig
+
+    with pytest.warns(DeprecationWarning, match="samples_per_group"):
+        c = ExtractionConfig(samples_per_band=5)
+    assert c.samples_per_group == 5 and "samples_per_band" not in c.to_dict()
+    # Files are read without a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ExtractionConfig.from_dict({"samples_per_band": 6}).samples_per_group == 6
+        assert ExtractionConfig().samples_per_group == 2
