@@ -115,8 +115,6 @@ struct Scratch {
     held: u32,
     /// The hashes `admit_samples` chooses its cutoff among.
     union: Vec<u64>,
-    /// The candidates as `admit_samples` offers them: `(hash, index in the column)`.
-    offers: Vec<(u64, usize)>,
     /// Top-k slots admitted in the current column.
     topk_slots: Vec<u32>,
     /// Samples (indices in `items`) admitted in the current column.
@@ -627,24 +625,16 @@ impl FeatureRange {
             *union.select_nth_unstable(m - 1).1
         };
         self.scratch.union = union;
-        let mut offers = std::mem::take(&mut self.scratch.offers);
-        offers.clear();
-        offers.extend(
-            self.scratch.candidates[..self.scratch.n_candidates]
-                .iter()
-                .map(|&(at, h)| (h, at as usize)),
-        );
         self.sample_thresholds[local] = self.samples[local].admit(
             m,
             cut,
-            &offers,
+            &self.scratch.candidates[..self.scratch.n_candidates],
             |at, ex| {
                 let (row, v) = column[at];
                 record_example(ex, v, row as usize, at, batch)
             },
             admitted,
         );
-        self.scratch.offers = offers;
     }
 
     /// Keeps the earliest non-finite value's (sequence, position, feature): columns replay

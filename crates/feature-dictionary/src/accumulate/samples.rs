@@ -102,7 +102,7 @@ impl Samples {
         out.extend_from_slice(&self.hashes);
     }
 
-    /// Admits the offers `(hash, firing)` whose hash is at most `cut`, the `m`-th smallest
+    /// Admits the offers `(firing, hash)` whose hash is at most `cut`, the `m`-th smallest
     /// hash of the sample and the offers together, filling each admitted example in place
     /// (an evicted sample's buffers are reused) and appending its index in `items` to
     /// `admitted`; returns the new admission threshold. Samples above `cut` are the ones
@@ -112,21 +112,21 @@ impl Samples {
         &mut self,
         m: usize,
         cut: u64,
-        offers: &[(u64, usize)],
+        offers: &[(u32, u64)],
         mut fill: impl FnMut(usize, &mut Example),
         admitted: &mut Vec<u32>,
     ) -> u64 {
         self.sync_hashes();
         // Room for what this call adds, at once: grown step by step, a first column's
         // samples were copied three times on their way to 40 (a fifth of a cold pass).
-        let entering = offers.iter().filter(|o| o.0 <= cut).count();
+        let entering = offers.iter().filter(|o| o.1 <= cut).count();
         let room = (self.items.len() + entering).min(m);
         if room > self.items.capacity() {
             self.items.reserve_exact(room - self.items.len());
             self.hashes.reserve_exact(room - self.hashes.len());
         }
         let mut evict = 0;
-        for &(hash, firing) in offers {
+        for &(firing, hash) in offers {
             if hash > cut {
                 continue;
             }
@@ -150,7 +150,7 @@ impl Samples {
             self.hashes[item] = hash;
             let it = &mut self.items[item];
             it.hash = hash;
-            fill(firing, &mut it.example);
+            fill(firing as usize, &mut it.example);
             admitted.push(item as u32);
         }
         self.threshold_of_hashes(m)
