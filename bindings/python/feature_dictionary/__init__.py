@@ -7,7 +7,7 @@ mergeable shards.
 
 from .analysis import ActivationStats, FeatureAnalyzer
 from .dictionary import DictionaryConfig, FeatureDictionary, create_dictionary
-from .extraction import ExtractionConfig, FeatureExtractor, MockSAE
+from .extraction import CallInterrupted, ExtractionConfig, FeatureExtractor, MockSAE
 from .features import Feature, FeatureActivation, FeatureSet, FeatureType
 from .labeling import FeatureLabeler, Label, LabelingConfig, LabelingStrategy
 
@@ -30,4 +30,5 @@ __all__ = [
     "FeatureDictionary",
     "DictionaryConfig",
     "create_dictionary",
+    "CallInterrupted",
 ]

@@ -227,22 +227,45 @@ def _check_tokens(tokens: Sequence[str], rows: int, what: str = "tokens") -> Lis
     return toks
 
 
+class CallInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``process``/``process_batch``: says how many of the call's sequences the
+    dictionary holds (``sequences_done`` of ``sequences_total``), every state alike (engine,
+    co-activation sums, callbacks). Pass the sequences from ``sequences_done`` on again to
+    complete the call; none of the ones before."""
+
+    def __init__(self, sequences_done: int, sequences_total: int):
+        self.sequences_done = sequences_done
+        self.sequences_total = sequences_total
+        if sequences_done >= sequences_total:
+            text = ("interrupted after this call was processed in full: the dictionary holds its data, "
+                    "so do not pass it again")
+        else:
+            text = (f"interrupted: the first {sequences_done} of the {sequences_total} sequences of this "
+                    f"call were accumulated, the rest were not; pass sequences {sequences_done}.. again "
+                    "to complete it")
+        super().__init__(text)
+
+
 @contextlib.contextmanager
-def _interrupt_after_call():
-    """Holds Ctrl-C back until the engine and the Python-side state (co-activation sums,
-    callbacks) have both taken in the call: the engine cannot stop midway (it runs without
-    the GIL), and an interrupt landing between the two would leave them disagreeing about
-    which data the dictionary holds. The interrupt is raised when the call is done. Only in
+def _interrupt_between_batches(n_sequences: int):
+    """Holds Ctrl-C back while the engine and the Python-side state (co-activation sums,
+    callbacks) take in a call, so that they never disagree about which data the dictionary
+    holds. Yields the ``stop`` callable the engine asks between its batches (it runs without
+    the GIL and takes a batch in whole): a Ctrl-C stops a long call at the next batch, and a
+    short one when it is done, with a ``CallInterrupted`` that says how far it got. Only in
     the main thread, with Python's own SIGINT handler installed (a program's own handler is
-    left alone)."""
+    left alone, and the call then runs to its end)."""
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield
+        yield None
         return
     caught = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
-        yield
+        yield caught.__len__
+    except CallInterrupted:
+        signal.signal(signal.SIGINT, previous)
+        raise
     except BaseException as e:
         signal.signal(signal.SIGINT, previous)
         if caught:
@@ -250,9 +273,7 @@ def _interrupt_after_call():
         raise
     signal.signal(signal.SIGINT, previous)
     if caught:
-        raise KeyboardInterrupt(
-            "interrupted after this call was processed in full: the dictionary holds its data, so do not pass it again"
-        )
+        raise CallInterrupted(n_sequences, n_sequences)
 
 
 class FeatureExtractor:
@@ -454,7 +475,11 @@ class FeatureExtractor:
             dtype = np.float16 if all(a.dtype == np.float16 for a in arrs) else np.float32
             arr = np.concatenate([a.astype(dtype, copy=False) for a in arrs], axis=0)
             ctx = None if batch_contexts is None else batch_contexts[start : start + len(arrs)]
-            total += self._run(arr, toks, [a.shape[0] for a in arrs], ctx)
+            try:
+                total += self._run(arr, toks, [a.shape[0] for a in arrs], ctx)
+            except CallInterrupted as e:
+                # Counted over the whole batch, not the chunk the interrupt stopped.
+                raise CallInterrupted(start + e.sequences_done, len(seqs)) from None
         return total
 
     def stream_activations(self, activation_stream: Iterable[Tuple[Any, Sequence[str]]]) -> Iterator[int]:
@@ -463,11 +488,11 @@ class FeatureExtractor:
             yield self.process_activations(*item)
 
     def _run(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int], contexts: Optional[List[str]] = None) -> int:
-        with self._lock, _interrupt_after_call():
-            return self._run_locked(arr, tokens, seq_lens, contexts)
+        with self._lock, _interrupt_between_batches(len(seq_lens)) as stop:
+            return self._run_locked(arr, tokens, seq_lens, contexts, stop)
 
     def _run_locked(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int],
-                    contexts: Optional[List[str]] = None) -> int:
+                    contexts: Optional[List[str]] = None, stop: Optional[Callable[[], int]] = None) -> int:
         if arr.shape[0] == 0:
             return 0
         if arr.shape[1] != self.num_features:
@@ -480,9 +505,9 @@ class FeatureExtractor:
                 contexts = None
             try:
                 if arr.dtype == np.float16:
-                    n = self._engine.process_f16(arr, tokens, seq_lens, contexts)
+                    n, done = self._engine.process_f16(arr, tokens, seq_lens, contexts, stop)
                 else:
-                    n = self._engine.process_f32(arr, tokens, seq_lens, contexts)
+                    n, done = self._engine.process_f32(arr, tokens, seq_lens, contexts, stop)
             except UnicodeEncodeError:
                 # A lone surrogate (e.g. from decoding bytes with "surrogateescape") cannot
                 # cross into the engine; say which token, not just the codec's complaint.
@@ -509,6 +534,11 @@ class FeatureExtractor:
                 self._after_run(arr[:rows], tokens[:rows], seq_lens[:k], first_seq,
                                 None if contexts is None else contexts[:k])
             raise
+        if done < len(seq_lens):
+            rows = sum(seq_lens[:done])
+            self._after_run(arr[:rows], tokens[:rows], seq_lens[:done], first_seq,
+                            None if contexts is None else contexts[:done])
+            raise CallInterrupted(done, len(seq_lens))
         self._after_run(arr, tokens, seq_lens, first_seq, contexts)
         return n
 

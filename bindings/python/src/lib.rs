@@ -90,6 +90,10 @@ struct Engine {
     contexts: BTreeMap<u64, String>,
     /// How many contexts were left after the last clean-up.
     contexts_kept: usize,
+    /// Values per batch handed to the accumulator (a call is stopped, if at all, between
+    /// batches). Settable so tests can make a small call span many batches.
+    #[pyo3(get, set)]
+    values_per_batch: usize,
 }
 
 /// Contexts held before the first clean-up is worth a scan of every example.
@@ -152,7 +156,10 @@ impl Engine {
             .sum()
     }
 
-    /// Accumulates `rows × n_features` values holding sequences of `seq_lens` rows.
+    /// Accumulates `rows × n_features` values holding sequences of `seq_lens` rows; returns
+    /// the firings recorded and the input sequences accumulated (all of them unless `stop`,
+    /// asked between batches after Python's signal handlers ran, answered true).
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         py: Python<'_>,
@@ -161,7 +168,8 @@ impl Engine {
         tokens: Vec<String>,
         seq_lens: Vec<usize>,
         contexts: Option<Vec<String>>,
-    ) -> PyResult<u64> {
+        stop: Option<PyObject>,
+    ) -> PyResult<(u64, usize)> {
         let n_features = self.acc.n_features();
         let [rows, cols] = shape;
         if cols != n_features {
@@ -207,20 +215,35 @@ impl Engine {
         let before = self.total_firings();
         let first_sequence = self.next_sequence;
         let acc = &mut self.acc;
+        let values_per_batch = self.values_per_batch.max(1);
         // (input sequences accumulated, the non-finite values that stopped the rest)
         let (done, refused) = py
             .allow_threads(|| -> Result<_, Error> {
-                // Whole sequences per batch, up to VALUES_PER_BATCH values (at least one sequence):
+                // Between batches only: a batch is taken in whole or not at all.
+                let stop_asked = || {
+                    stop.as_ref().is_some_and(|stop| {
+                        Python::with_gil(|py| {
+                            // Runs the caller's SIGINT handler, which records a Ctrl-C for
+                            // `stop` to report (an error from a handler stops the call too).
+                            py.check_signals().is_err()
+                                || stop.call0(py).and_then(|r| r.is_truthy(py)).unwrap_or(true)
+                        })
+                    })
+                };
+                // Whole sequences per batch, up to `values_per_batch` values (at least one sequence):
                 // bounded buffers for f16, long batches for the accumulator.
                 let mut buffer: Vec<f32> = Vec::new();
                 let mut seq = first_sequence;
                 let mut s = 0;
                 let mut row0 = 0usize;
                 while s < seq_lens.len() {
+                    if s > 0 && stop_asked() {
+                        return Ok((s, None));
+                    }
                     let mut s_end = s;
                     let mut n = 0usize;
                     while s_end < seq_lens.len()
-                        && (n == 0 || (n + seq_lens[s_end]) * n_features <= VALUES_PER_BATCH)
+                        && (n == 0 || (n + seq_lens[s_end]) * n_features <= values_per_batch)
                     {
                         n += seq_lens[s_end];
                         s_end += 1;
@@ -309,7 +332,7 @@ impl Engine {
                 found.count, found.position, found.feature
             )));
         }
-        Ok(self.total_firings() - before)
+        Ok((self.total_firings() - before, done))
     }
 }
 
@@ -380,6 +403,7 @@ fn engine_from_state(py: Python<'_>, state: &[u8]) -> PyResult<Engine> {
         first_seen: state.first_seen,
         contexts_kept: state.contexts.len(),
         contexts: state.contexts,
+        values_per_batch: VALUES_PER_BATCH,
     })
 }
 
@@ -457,6 +481,7 @@ impl Engine {
             first_seen: Vec::new(),
             contexts: BTreeMap::new(),
             contexts_kept: 0,
+            values_per_batch: VALUES_PER_BATCH,
         })
     }
 
@@ -498,8 +523,10 @@ impl Engine {
 
     /// Accumulates C-contiguous float32 `[rows, F]` activations of sequences with
     /// `seq_lens` rows each (and, optionally, one `context` text per sequence); returns the
-    /// number of firings recorded.
-    #[pyo3(signature = (acts, tokens, seq_lens, contexts=None))]
+    /// number of firings recorded and of input sequences accumulated. `stop`, a callable, is
+    /// asked between batches (after Python's signal handlers ran) whether to stop there; the
+    /// sequences count says how far the call got.
+    #[pyo3(signature = (acts, tokens, seq_lens, contexts=None, stop=None))]
     fn process_f32(
         &mut self,
         py: Python<'_>,
@@ -507,13 +534,22 @@ impl Engine {
         tokens: Vec<String>,
         seq_lens: Vec<usize>,
         contexts: Option<Vec<String>>,
-    ) -> PyResult<u64> {
+        stop: Option<PyObject>,
+    ) -> PyResult<(u64, usize)> {
         let (slice, shape) = contiguous(&acts)?;
-        self.run(py, Values::F32(slice), shape, tokens, seq_lens, contexts)
+        self.run(
+            py,
+            Values::F32(slice),
+            shape,
+            tokens,
+            seq_lens,
+            contexts,
+            stop,
+        )
     }
 
     /// Like `process_f32` for float16 arrays (converted batch by batch, never as a whole).
-    #[pyo3(signature = (acts, tokens, seq_lens, contexts=None))]
+    #[pyo3(signature = (acts, tokens, seq_lens, contexts=None, stop=None))]
     fn process_f16(
         &mut self,
         py: Python<'_>,
@@ -521,9 +557,18 @@ impl Engine {
         tokens: Vec<String>,
         seq_lens: Vec<usize>,
         contexts: Option<Vec<String>>,
-    ) -> PyResult<u64> {
+        stop: Option<PyObject>,
+    ) -> PyResult<(u64, usize)> {
         let (slice, shape) = contiguous(&acts)?;
-        self.run(py, Values::F16(slice), shape, tokens, seq_lens, contexts)
+        self.run(
+            py,
+            Values::F16(slice),
+            shape,
+            tokens,
+            seq_lens,
+            contexts,
+            stop,
+        )
     }
 
     /// Folds another engine's state in (same feature count and extraction settings). When the

@@ -2,15 +2,19 @@
 lenient queries, its override hooks, and consistent numbers (dead counts, float32 values)
 — each checked against what the original did or against brute force."""
 
+import contextlib
 import os
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
-from conftest import Reference, build, random_corpus
+from conftest import Reference, assert_same, build, random_corpus
 
+from feature_dictionary import extraction
 from feature_dictionary import (
+    CallInterrupted,
     ExtractionConfig,
     Feature,
     FeatureActivation,
@@ -49,6 +53,88 @@ def test_an_interrupt_during_a_call_surfaces_after_it_with_every_state_consisten
     np.testing.assert_array_equal(d.extractor._coact, clean.extractor._coact)
     for fid in (0, 7, 31):
         assert d.get_correlated(fid, 0.0) == clean.get_correlated(fid, 0.0)
+
+
+def _stop_at_check(n):
+    """Stands in for the Ctrl-C check: asks the engine to stop at its ``n``-th check."""
+
+    @contextlib.contextmanager
+    def interrupt(_n_sequences):
+        asked = []
+        yield lambda: asked.append(1) or len(asked) >= n
+
+    return interrupt
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_a_call_stopped_between_batches_holds_exactly_the_sequences_before_the_stop(monkeypatch, as_list):
+    acts, tokens = random_corpus(seed=8, n_seq=10, n_features=48)
+    d = FeatureDictionary(48, 16)
+    d.config.extraction.include_dead_features = True
+    d.extractor.config.include_dead_features = True
+    d.extractor._engine.values_per_batch = 2 * 40 * 48  # two sequences per engine batch
+    monkeypatch.setattr(extraction, "_interrupt_between_batches", _stop_at_check(2))
+    with pytest.raises(CallInterrupted, match="first 4 of the 10 sequences") as stopped:
+        d.process_batch(list(acts) if as_list else acts, tokens)
+    assert isinstance(stopped.value, KeyboardInterrupt)
+    assert (stopped.value.sequences_done, stopped.value.sequences_total) == (4, 10)
+    # Every state holds the four sequences: as a build over them alone.
+    prefix = build(acts[:4], tokens[:4])
+    assert d.extractor.total_tokens == prefix.extractor.total_tokens == 4 * 40
+    np.testing.assert_array_equal(d.extractor._coact, prefix.extractor._coact)
+    d.finalize()
+    prefix.finalize()
+    for fid in (0, 7, 31):
+        assert d.get_feature(fid).to_dict() == prefix.get_feature(fid).to_dict()
+    # Passing the rest completes it: as one build over all ten.
+    monkeypatch.undo()
+    d.process_batch(acts[4:], tokens[4:])
+    whole = build(acts, tokens)
+    d.finalize()
+    whole.finalize()
+    # (the co-activation sums of two calls add in another order: equal to rounding)
+    np.testing.assert_allclose(d.extractor._coact, whole.extractor._coact, rtol=1e-13)
+    for fid in range(48):
+        assert_same(d.get_feature(fid).to_dict(), whole.get_feature(fid).to_dict(), rel=1e-13)
+
+
+def test_ctrl_c_stops_a_long_call_at_its_next_batch():
+    # A real SIGINT, sent from another thread while the engine runs: the call must stop
+    # before its end and say how far it got. Where the signal lands is up to the scheduler,
+    # so a try that sends it too early (before the call) or too late is made again, larger.
+    for attempt in range(6):
+        n_seq = 2000 << attempt
+        acts, tokens = random_corpus(seed=9, n_seq=n_seq, seq_len=4, n_features=32)
+        d = FeatureDictionary(32, 16)
+        d.extractor._engine.values_per_batch = 4 * 32  # one sequence per engine batch
+        go = threading.Event()
+
+        def send():
+            go.wait()
+            time.sleep(0.02)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        try:
+            go.set()
+            d.process_batch(acts, tokens)
+        except CallInterrupted as e:
+            stopped = e
+            if e.sequences_done < n_seq:
+                break
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sender.join()
+    else:
+        pytest.fail("no SIGINT landed while the engine ran")
+    done = stopped.sequences_done
+    assert 0 < done < n_seq and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    prefix = FeatureDictionary(32, 16)
+    prefix.process_batch(acts[:done], tokens[:done])
+    assert d.extractor.total_tokens == prefix.extractor.total_tokens == done * 4
+    np.testing.assert_array_equal(d.extractor._coact, prefix.extractor._coact)
 
 
 def test_one_extractor_used_from_two_threads_takes_every_call_in_turn():
