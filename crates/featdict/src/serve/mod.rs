@@ -565,6 +565,34 @@ pub fn router(state: Arc<AppState>, local: SocketAddr, options: &ServeOptions) -
         .with_state(state)
 }
 
+/// A request's query parameters. A parameter given twice is refused (400): taking either
+/// value would be a guess about what the client meant.
+pub(crate) struct Params(pub std::collections::HashMap<String, String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let UrlQuery(pairs) = UrlQuery::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .map_err(IntoResponse::into_response)?;
+        let mut params = std::collections::HashMap::with_capacity(pairs.len());
+        for (key, value) in pairs {
+            if params.contains_key(&key) {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    format!("query parameter `{key}` is given more than once; give it once"),
+                )
+                    .into_response());
+            }
+            params.insert(key, value);
+        }
+        Ok(Params(params))
+    }
+}
+
 /// axum answers some bad requests itself, before a handler runs: an id that is not UTF-8
 /// (400), a body over [`BODY_LIMIT`] (413), a wrong method (405). Those answers are plain
 /// text; API clients expect `{"error": …}` and browsers a page, so they are rewrapped.
@@ -790,7 +818,7 @@ pub(crate) fn parse_list(
         Some(s) => Some(FeatureType::parse(s).ok_or_else(|| {
             let names: Vec<&str> = FeatureType::ALL.iter().map(|t| t.as_str()).collect();
             ApiError::bad(format!(
-                "unknown feature type {s:?}: expected one of {}",
+                "unknown feature type {s:?}: expected all or one of {}",
                 names.join(", ")
             ))
         })?),
@@ -857,14 +885,14 @@ pub(crate) async fn run_list(st: Arc<AppState>, req: ListRequest) -> Result<List
 
 async fn api_list(
     State(st): State<Arc<AppState>>,
-    UrlQuery(params): UrlQuery<std::collections::HashMap<String, String>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     let req = parse_list(&params)?;
     let (order, feature_type, offset, limit) = (req.order, req.feature_type, req.offset, req.limit);
     let page = run_list(st, req).await?;
     Ok(Json(json!({
         "order": order.as_str(),
-        "type": feature_type.map(|t| t.as_str()),
+        "type": feature_type.map_or("all", |t| t.as_str()),
         "offset": offset,
         "limit": limit,
         "more": page.more,
@@ -951,7 +979,7 @@ pub(crate) async fn run_search(
 
 async fn api_search(
     State(st): State<Arc<AppState>>,
-    UrlQuery(params): UrlQuery<std::collections::HashMap<String, String>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     let req = parse_search(&params)?;
     let kind = req.query.kind();

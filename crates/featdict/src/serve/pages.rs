@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use axum::extract::{Path as UrlPath, Query as UrlQuery, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use feature_dictionary::model::{Feature, FeatureActivation, FeatureType, HistogramSummary};
 
 use super::html::{self, esc, num, page};
 use super::{
-    blocking, parse_id, parse_list, parse_search, run_list, run_search, ApiError, AppState,
+    blocking, parse_id, parse_list, parse_search, run_list, run_search, ApiError, AppState, Params,
 };
 
 const STYLE: &str = include_str!("assets/style.css");
@@ -123,10 +123,7 @@ pub async fn overview(State(st): State<Arc<AppState>>) -> Response {
 
 /// `/features`: every feature of the file, in a chosen order and of a chosen type, a page
 /// at a time.
-pub async fn features(
-    State(st): State<Arc<AppState>>,
-    UrlQuery(params): UrlQuery<HashMap<String, String>>,
-) -> Response {
+pub async fn features(State(st): State<Arc<AppState>>, Params(params): Params) -> Response {
     let order = params
         .get("order")
         .map(String::as_str)
@@ -287,7 +284,7 @@ impl Pages {
 }
 
 /// `/go?id=N` (the overview's form) redirects to the feature page.
-pub async fn go(UrlQuery(params): UrlQuery<HashMap<String, String>>) -> Response {
+pub async fn go(Params(params): Params) -> Response {
     let raw = params
         .get("id")
         .map(|s| s.trim().to_string())
@@ -298,10 +295,7 @@ pub async fn go(UrlQuery(params): UrlQuery<HashMap<String, String>>) -> Response
     }
 }
 
-pub async fn search(
-    State(st): State<Arc<AppState>>,
-    UrlQuery(params): UrlQuery<HashMap<String, String>>,
-) -> Response {
+pub async fn search(State(st): State<Arc<AppState>>, Params(params): Params) -> Response {
     let kind = params.get("kind").map(String::as_str).unwrap_or("text");
     let q = params.get("q").cloned().unwrap_or_default();
     let by = params.get("by").map(String::as_str).unwrap_or("precision");

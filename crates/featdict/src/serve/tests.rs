@@ -1797,6 +1797,7 @@ fn features_are_listed_in_order_filtered_by_type_and_paged() {
         ("limit=0", "limit"),
         ("limit=1001", "limit"),
         ("offset=-1", "offset"),
+        ("limit=3&limit=5", "`limit` is given more than once"),
     ] {
         let r = get(s.addr, &format!("/api/features?{query}"));
         assert_eq!(r.status, 400, "{query}");
@@ -1850,7 +1851,25 @@ fn features_are_listed_in_order_filtered_by_type_and_paged() {
         .body
         .contains("<input type=\"hidden\" name=\"limit\" value=\"7\">"));
     let r = get(s.addr, "/api/features?limit=3&type=all").json();
-    assert_eq!((r["limit"].as_u64(), r["type"].is_null()), (Some(3), true));
+    assert_eq!(
+        (r["limit"].as_u64(), r["type"].as_str()),
+        (Some(3), Some("all"))
+    );
+    assert_eq!(get(s.addr, "/api/features").json()["type"], "all");
+    // A repeated parameter is refused wherever parameters are read, not resolved by a guess.
+    for path in [
+        "/api/search?token=a&token=b",
+        "/search?q=a&q=b",
+        "/go?id=1&id=2",
+    ] {
+        let r = get(s.addr, path);
+        assert_eq!(r.status, 400, "{path}");
+        assert!(
+            r.body.contains("is given more than once"),
+            "{path}: {}",
+            r.body
+        );
+    }
 }
 
 /// A file written before the listing's indexes existed gets them when first served (and

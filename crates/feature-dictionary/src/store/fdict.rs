@@ -1764,8 +1764,8 @@ impl std::str::FromStr for FeatureOrder {
                 .map(|(o, _)| *o)
                 .ok_or_else(|| {
                     format!(
-                        "unknown order {s:?}: expected one of id, activation_count, frequency, \
-                         max_activation, confidence"
+                        "unknown order {s:?}: expected one of id, activation_count, frequency (or \
+                         activation_frequency), max_activation, confidence"
                     )
                 }),
         }
