@@ -134,7 +134,7 @@ class FeatureAnalyzer:
             counts = Counter(a.token for a in feature.top_activations)
             total = sum(counts.values())
             s.unique_tokens = len(counts)
-            s.token_entropy = -sum(c / total * math.log2(c / total) for c in counts.values()) if total else 0.0
+            s.token_entropy = 0.0 - sum(c / total * math.log2(c / total) for c in counts.values()) if total else 0.0
         return s
 
     def compute_all_stats(self) -> Dict[int, ActivationStats]:
@@ -181,7 +181,8 @@ class FeatureAnalyzer:
                     f"no co-activation data for feature {feature_id} (tracked automatically up to "
                     "2,048 features; set ExtractionConfig(track_coactivation=True) or decoder_weight): "
                     "falling back to the Jaccard overlap of the tokens (sequence, position) of the "
-                    "stored examples, an estimate",
+                    "stored examples, an estimate (examples that store no sequence, as in files of "
+                    "the original library, cannot be matched)",
                     stacklevel=2,
                 )
                 row = self._example_overlap(ref)
@@ -190,25 +191,28 @@ class FeatureAnalyzer:
         return out
 
     def _example_overlap(self, ref: Feature) -> Dict[int, float]:
-        """Jaccard index of the (sequence, position) sets of stored examples."""
+        """Jaccard index of the (sequence, position) sets of stored examples. Examples that
+        do not say their sequence (those of files written by the original library) are left
+        out: matched by position alone, unrelated tokens of different sequences would count
+        as co-firing (the original's defect)."""
+
+        def tokens_of(f: Feature) -> Set[Tuple[int, int]]:
+            return {(ex.metadata["sequence"], ex.position) for ex in _examples(f) if "sequence" in ex.metadata}
+
         index = getattr(self.feature_set, "_example_index", None)
         if index is None:
             index = defaultdict(set)
             for f in self.feature_set:
-                for ex in _examples(f):
-                    index[(ex.metadata.get("sequence", 0), ex.position)].add(f.id)
+                for c in tokens_of(f):
+                    index[c].add(f.id)
             self.feature_set._example_index = index  # type: ignore[attr-defined]
-        mine = {(ex.metadata.get("sequence", 0), ex.position) for ex in _examples(ref)}
+        mine = tokens_of(ref)
         inter: Dict[int, int] = defaultdict(int)
         for c in mine:
             for j in index.get(c, ()):
                 if j != ref.id:
                     inter[j] += 1
-        out = {}
-        for j, n in inter.items():
-            theirs = {(ex.metadata.get("sequence", 0), ex.position) for ex in _examples(self.feature_set.features[j])}
-            out[j] = n / len(mine | theirs)
-        return out
+        return {j: n / len(mine | tokens_of(self.feature_set.features[j])) for j, n in inter.items()}
 
     def find_polysemantic_features(self, min_clusters: int = 2, min_cluster_size: int = 3) -> List[Tuple[int, List[Set[str]]]]:
         """Features whose firing tokens fall into ≥ ``min_clusters`` groups of ≥

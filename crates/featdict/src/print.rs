@@ -250,7 +250,10 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
             println!(
                 "    {:>9.4}  {:>6}:{:<4} {}",
                 a.activation,
-                a.metadata.sequence,
+                // A file of the original library says no sequence.
+                a.metadata
+                    .sequence
+                    .map_or_else(|| "?".to_string(), |s| s.to_string()),
                 a.position,
                 context_line(a)
             );

@@ -171,7 +171,7 @@ fn every_statistic_matches_brute_force() {
         for (ex, &(r, v)) in got.top_activations.iter().zip(&order) {
             assert_eq!(
                 (ex.metadata.sequence, ex.position, ex.activation),
-                (seq_of[r], pos_of[r], v)
+                (Some(seq_of[r]), pos_of[r], v)
             );
             assert_eq!(ex.token, tok_of[r]);
             // Context: ± w tokens clipped at the sequence edges, with this feature's values.
@@ -243,7 +243,7 @@ fn every_statistic_matches_brute_force() {
         for g in &got.metadata.quantile_examples {
             for ex in &g.examples {
                 let r = (0..rows)
-                    .find(|&r| seq_of[r] == ex.metadata.sequence && pos_of[r] == ex.position)
+                    .find(|&r| Some(seq_of[r]) == ex.metadata.sequence && pos_of[r] == ex.position)
                     .unwrap();
                 assert_eq!(c.acts[r * c.f + feat], ex.activation);
                 assert!(

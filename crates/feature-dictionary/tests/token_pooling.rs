@@ -315,7 +315,7 @@ fn ids_sharing_a_string_are_counted_as_one_token() {
 
     // Contexts still show the decoded strings, whichever id stood at a position.
     let top = &f0.top_activations[0];
-    assert_eq!((top.metadata.sequence, top.position), (2, 5));
+    assert_eq!((top.metadata.sequence, top.position), (Some(2), 5));
     assert_eq!(top.token, FFFD);
     assert_eq!(
         top.context_tokens,

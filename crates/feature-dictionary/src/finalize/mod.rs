@@ -134,7 +134,7 @@ impl Ctx<'_> {
             context,
             context_tokens,
             metadata: ActivationMetadata {
-                sequence: ex.sequence,
+                sequence: Some(ex.sequence),
                 context_start: ex.context_start,
                 context_activations: ex.context_activations.to_vec(),
                 extra: Default::default(),

@@ -69,9 +69,11 @@ impl FeatureType {
 /// Extra facts about an example, stored in the original's `metadata` slot.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ActivationMetadata {
-    /// Index of the sequence in the input (0-based, across all inputs of a build).
-    #[serde(default)]
-    pub sequence: u64,
+    /// Index of the sequence in the input (0-based, across all inputs of a build); `None`
+    /// for an example read from a file that does not say (the original library stores
+    /// none), which is then written without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
     /// Position of `context_tokens[0]` in the sequence.
     #[serde(default)]
     pub context_start: u32,
@@ -126,7 +128,7 @@ struct RawFeatureActivation {
 #[derive(Default, Deserialize)]
 struct RawActivationMetadata {
     #[serde(default)]
-    sequence: u64,
+    sequence: Option<u64>,
     #[serde(default)]
     context_start: Option<u32>,
     #[serde(default)]

@@ -178,7 +178,7 @@ pub fn feature(spec: &Spec, id: u64) -> Feature {
             context: ctx.concat(),
             context_tokens: ctx,
             metadata: ActivationMetadata {
-                sequence: seq,
+                sequence: Some(seq),
                 context_start: pos - 3,
                 context_activations: acts,
                 extra: Default::default(),
