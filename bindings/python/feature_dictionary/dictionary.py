@@ -326,6 +326,7 @@ class FeatureDictionary:
         d.extractor.feature_set = fs
         d._finalized = True
         d._loaded_from = os.fspath(path)
+        d.extractor._loaded_from = d._loaded_from
         d._analyzer = FeatureAnalyzer(fs)
         if config.labeling is not labeling:
             d.config = dataclasses.replace(config, labeling=labeling)

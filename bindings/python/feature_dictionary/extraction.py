@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import signal
 import threading
 import warnings
@@ -97,6 +98,8 @@ class ExtractionConfig:
             "collect_positions": self.collect_positions,
             "samples_per_group": self.samples_per_group,
             "token_sketch_capacity": self.token_sketch_capacity,
+            "track_coactivation": self.track_coactivation,
+            "threads": self.threads,
         }
 
     @classmethod
@@ -115,9 +118,23 @@ class ExtractionConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
+            # Activations are compared in float32: a threshold beyond its range would be ±inf.
+            if abs(float(v)) > float(np.finfo(np.float32).max):
+                raise ValueError(
+                    f"{name} = {v!r} is beyond the range of float32 (±{float(np.finfo(np.float32).max):.4g}), "
+                    "in which activations are compared"
+                )
         thr = np.float32(self.min_activation)
         if self.activation_threshold >= thr:
             thr = np.nextafter(np.float32(self.activation_threshold), np.float32(np.inf))
+        if not thr > 0:
+            # The engine counts firings as value >= threshold and treats 0 as "did not fire"
+            # (sparse inputs store no zeros), so the threshold must be above 0.
+            raise ValueError(
+                f"the firing threshold must be above 0 (min_activation={self.min_activation!r}, "
+                f"activation_threshold={self.activation_threshold!r}): an activation fires when it is "
+                ">= min_activation and > activation_threshold"
+            )
         return float(thr)
 
     def engine_dict(self) -> dict:
@@ -126,6 +143,8 @@ class ExtractionConfig:
         for name in _COUNT_FIELDS:
             _check_count(getattr(self, name), f"ExtractionConfig.{name}")
         d = self.to_dict()
+        # Python-side settings: co-activation is tracked here, threads are passed apart.
+        del d["track_coactivation"], d["threads"]
         d["min_activation"] = self.firing_threshold()
         return d
 
@@ -139,6 +158,8 @@ def _check_count(value: Any, name: str, none_means: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         allowed = f"None ({none_means}) or a non-negative integer" if none_means else "a non-negative integer"
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if value >= 2**63:
+        raise ValueError(f"{name} must be below 2**63, got {value!r}")
 
 
 def _plain(value: Any) -> Any:
@@ -328,6 +349,8 @@ class FeatureExtractor:
         # single live set.
         self._handed: Optional[FeatureSet] = None
         self._finalized = False
+        # Set by FeatureDictionary.load: the engine then holds nothing of the file.
+        self._loaded_from: Optional[str] = None
         self._lock = threading.RLock()
 
     def __getstate__(self) -> dict:
@@ -461,25 +484,46 @@ class FeatureExtractor:
         seqs = list(batch_activations)
         if len(seqs) != len(batch_tokens):
             raise ValueError(f"{len(batch_tokens)} token lists for {len(seqs)} activation sequences")
+        self._check_live("process_batch")
+        # The sequences go to the engine `batch_size` at a time (each chunk is copied into
+        # one array), so a bad sequence found in a later chunk would leave the chunks before
+        # it accumulated: what can be checked without converting is checked first.
+        for i, (a, t) in enumerate(zip(seqs, batch_tokens)):
+            if isinstance(a, np.ndarray) and a.ndim == 2:
+                what = f"batch_activations[{i}]"
+                if a.dtype not in (np.float32, np.float16):
+                    _check_numeric(a, what)
+                if a.shape[0] and a.shape[1] != self.num_features:
+                    raise ValueError(
+                        f"{what} has {a.shape[1]} features per token but the extractor was made for {self.num_features}"
+                    )
+                _check_tokens(t, a.shape[0], f"batch_tokens[{i}]")
         step = max(1, int(self.config.batch_size))
         total = 0
         for start in range(0, len(seqs), step):
-            arrs = [_as_float_2d(a, f"batch_activations[{start + i}]") for i, a in enumerate(seqs[start : start + step])]
-            toks = []
-            for i, (a, t) in enumerate(zip(arrs, batch_tokens[start : start + step])):
-                toks.extend(_check_tokens(t, a.shape[0], f"batch_tokens[{start + i}]"))
-            if not arrs:
-                continue
-            if len({a.shape[1] for a in arrs}) > 1:
-                raise ValueError("all sequences of a batch must have the same number of features")
-            dtype = np.float16 if all(a.dtype == np.float16 for a in arrs) else np.float32
-            arr = np.concatenate([a.astype(dtype, copy=False) for a in arrs], axis=0)
-            ctx = None if batch_contexts is None else batch_contexts[start : start + len(arrs)]
             try:
-                total += self._run(arr, toks, [a.shape[0] for a in arrs], ctx)
+                arrs = [_as_float_2d(a, f"batch_activations[{start + i}]") for i, a in enumerate(seqs[start : start + step])]
+                toks = []
+                for i, (a, t) in enumerate(zip(arrs, batch_tokens[start : start + step])):
+                    toks.extend(_check_tokens(t, a.shape[0], f"batch_tokens[{start + i}]"))
+                if not arrs:
+                    continue
+                if len({a.shape[1] for a in arrs}) > 1:
+                    raise ValueError("all sequences of a batch must have the same number of features")
+                dtype = np.float16 if all(a.dtype == np.float16 for a in arrs) else np.float32
+                arr = np.concatenate([a.astype(dtype, copy=False) for a in arrs], axis=0)
+                ctx = None if batch_contexts is None else batch_contexts[start : start + len(arrs)]
+                total += self._run(arr, toks, [a.shape[0] for a in arrs], ctx, part_of=(start, len(seqs)))
             except CallInterrupted as e:
                 # Counted over the whole batch, not the chunk the interrupt stopped.
                 raise CallInterrupted(start + e.sequences_done, len(seqs)) from None
+            except (ValueError, TypeError) as e:
+                if start == 0 or getattr(e, "counted_over_input", False):
+                    raise
+                raise type(e)(
+                    f"{e} (the first {start} of the {len(seqs)} sequences of this batch were accumulated "
+                    f"before it, the rest not: pass sequences {start}.. again once fixed)"
+                ) from None
         return total
 
     def stream_activations(self, activation_stream: Iterable[Tuple[Any, Sequence[str]]]) -> Iterator[int]:
@@ -487,12 +531,27 @@ class FeatureExtractor:
         for item in activation_stream:
             yield self.process_activations(*item)
 
-    def _run(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int], contexts: Optional[List[str]] = None) -> int:
+    def _check_live(self, method: str) -> None:
+        loaded_from = getattr(self, "_loaded_from", None)
+        if loaded_from is not None:
+            raise RuntimeError(
+                f"this extractor belongs to a dictionary loaded from {loaded_from}, which holds "
+                f"finalized statistics only; {method}() needs the accumulator state. Build a new "
+                "dictionary over the new activations (or process all shards with sequence_offset "
+                "and merge them before finalize)."
+            )
+
+    def _run(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int], contexts: Optional[List[str]] = None,
+             part_of: Optional[Tuple[int, int]] = None) -> int:
+        """``part_of`` = (offset, total) when these sequences are one part of a caller's
+        input: errors then count that input's sequences."""
+        self._check_live("processing")
         with self._lock, _interrupt_between_batches(len(seq_lens)) as stop:
-            return self._run_locked(arr, tokens, seq_lens, contexts, stop)
+            return self._run_locked(arr, tokens, seq_lens, contexts, stop, part_of)
 
     def _run_locked(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int],
-                    contexts: Optional[List[str]] = None, stop: Optional[Callable[[], int]] = None) -> int:
+                    contexts: Optional[List[str]] = None, stop: Optional[Callable[[], int]] = None,
+                    part_of: Optional[Tuple[int, int]] = None) -> int:
         if arr.shape[0] == 0:
             return 0
         if arr.shape[1] != self.num_features:
@@ -505,9 +564,9 @@ class FeatureExtractor:
                 contexts = None
             try:
                 if arr.dtype == np.float16:
-                    n, done = self._engine.process_f16(arr, tokens, seq_lens, contexts, stop)
+                    n, done = self._engine.process_f16(arr, tokens, seq_lens, contexts, stop, part_of)
                 else:
-                    n, done = self._engine.process_f32(arr, tokens, seq_lens, contexts, stop)
+                    n, done = self._engine.process_f32(arr, tokens, seq_lens, contexts, stop, part_of)
             except UnicodeEncodeError:
                 # A lone surrogate (e.g. from decoding bytes with "surrogateescape") cannot
                 # cross into the engine; say which token, not just the codec's complaint.
@@ -519,6 +578,10 @@ class FeatureExtractor:
                             f"token {i} ({t!r}) is not valid Unicode text ({e.reason}); tokens must be "
                             "strings UTF-8 can encode"
                         ) from None
+                raise
+            except ValueError as e:
+                # The engine's message already counts the caller's whole input (`part_of`).
+                e.counted_over_input = True
                 raise
         except ValueError:
             # Non-finite values: the engine refused the batch holding them whole, but the
@@ -566,6 +629,10 @@ class FeatureExtractor:
     def _fire_callbacks(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int], first_seq: int,
                         contexts: Optional[List[str]] = None) -> None:
         w = self.config.context_window
+        # As the stored examples: no context text with collect_context off, and the context
+        # tokens joined the way the corpus so far calls for (see Engine.tokens_carry_spaces).
+        collect = self.config.collect_context
+        sep = "" if self._engine.tokens_carry_spaces else " "
         row0, seq = 0, first_seq
         for i, length in enumerate(seq_lens):
             if length == 0:
@@ -581,8 +648,7 @@ class FeatureExtractor:
                     token=toks[r],
                     position=r,
                     activation=float(block[r, c]),
-                    context=(contexts[i] if contexts and contexts[i] else
-                             "".join(ctx) if any(t[:1].isspace() for t in ctx) else " ".join(ctx)),
+                    context=("" if not collect else contexts[i] if contexts and contexts[i] else sep.join(ctx)),
                     context_tokens=ctx,
                     metadata={"sequence": seq, "context_start": a},
                 )
@@ -599,6 +665,8 @@ class FeatureExtractor:
         when the shard was created with ``sequence_offset``)."""
         if other is self:
             raise ValueError("cannot merge an extractor into itself")
+        self._check_live("merge")
+        other._check_live("merge")
         # Both locks, in one order whoever merges which into which.
         first, second = sorted((self, other), key=id)
         with first._lock, second._lock:
@@ -607,6 +675,11 @@ class FeatureExtractor:
     def _merge_locked(self, other: "FeatureExtractor") -> int:
         if other.num_features != self.num_features:
             raise ValueError(f"cannot merge {other.num_features} features into {self.num_features}")
+        if other.feature_dim != self.feature_dim:
+            raise ValueError(
+                f"cannot merge features of dimension {other.feature_dim} into ones of dimension "
+                f"{self.feature_dim}: the two were made for different SAEs"
+            )
         if (self._coact is None) != (other._coact is None):
             raise ValueError("cannot merge extractors that differ in track_coactivation")
         shift = self._engine.merge(other._engine)
@@ -697,6 +770,7 @@ class FeatureExtractor:
     def _finalize(self, labeler: Any = None) -> Tuple[FeatureSet, bool]:
         """``finalize()``, labeled by the engine as ``labeler`` would when it can (see
         ``FeatureLabeler._label_engine``); returns the set and whether it was labeled."""
+        self._check_live("finalize")
         with self._lock:
             fs, labeled = self._build(include_all=False, labeler=labeler)
             fs = self._adopt(fs)
@@ -774,6 +848,12 @@ def _examples(f: Feature) -> Iterator[FeatureActivation]:
             yield FeatureActivation.from_dict(ex)
 
 
+def _smallest_firing(f: Feature) -> float:
+    """The smallest activation of ``f`` over all tokens (-inf when unknown)."""
+    value = f.metadata.get("min_activation") if isinstance(f.metadata, dict) else None
+    return float(value) if isinstance(value, (int, float)) else -math.inf
+
+
 def search_token(fs: FeatureSet, token: str, min_activation: float = 0.0) -> List[Tuple[int, float]]:
     if not isinstance(token, str):
         return []  # as the original, whose comparison of each example's token never matched
@@ -787,7 +867,12 @@ def search_token(fs: FeatureSet, token: str, min_activation: float = 0.0) -> Lis
         else:
             best = max((a.activation for a in _examples(f) if a.token.strip() == key), default=None)
         if best is None:
-            # The feature fired on the token but no stored example shows it: its typical value.
+            # The feature fired on the token but no stored example shows how strongly: its
+            # typical value stands in, but only when every firing of it reaches
+            # `min_activation` (its smallest does); otherwise whether this token's did is
+            # unknown, and the feature is not claimed.
+            if min_activation > 0 and not min_activation <= _smallest_firing(f):
+                continue
             best = f.mean_activation
         if best >= min_activation:
             out.append((fid, float(best)))

@@ -16,6 +16,7 @@ import contextlib
 import gc
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from enum import Enum
@@ -197,9 +198,10 @@ class Feature:
 
     def get_top_tokens(self, n: int = 10) -> List[Tuple[str, float]]:
         """Tokens of the ``n`` highest-activating examples, with their activations."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        # numbers.Integral: numpy integers too, as slicing (the original's `[:n]`) accepts.
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"n must be a non-negative integer, got {n!r}")
-        return [(a.token, a.activation) for a in self.top_activations[:n]]
+        return [(a.token, a.activation) for a in self.top_activations[: int(n)]]
 
     def to_dict(self) -> dict:
         return self._to_dict_parts(keep_lazy=False)[0]

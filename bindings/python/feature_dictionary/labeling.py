@@ -540,14 +540,15 @@ def _cosine_sparse(a: Dict[str, float], b: Dict[str, float]) -> float:
     dot = sum(x * b.get(k, 0.0) for k, x in a.items())
     na = sum(x * x for x in a.values()) ** 0.5
     nb = sum(x * x for x in b.values()) ** 0.5
-    return dot / (na * nb) if na and nb else 0.0
+    # Clamped: rounding can take the cosine of equal vectors past 1.
+    return max(-1.0, min(1.0, dot / (na * nb))) if na and nb else 0.0
 
 
 def _cosine_dense(a, b) -> float:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    return float(a @ b / (na * nb)) if na and nb else 0.0
+    return max(-1.0, min(1.0, float(a @ b / (na * nb)))) if na and nb else 0.0
 
 
 def _cluster_tokens(tokens: List[str], embeddings: Optional[Dict[str, np.ndarray]]) -> List[List[str]]:

@@ -158,7 +158,9 @@ impl Engine {
 
     /// Accumulates `rows × n_features` values holding sequences of `seq_lens` rows; returns
     /// the firings recorded and the input sequences accumulated (all of them unless `stop`,
-    /// asked between batches after Python's signal handlers ran, answered true).
+    /// asked between batches after Python's signal handlers ran, answered true). `part_of`:
+    /// where this call's sequences start in the caller's input, and how many that has, for
+    /// the error's numbers.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
@@ -169,6 +171,7 @@ impl Engine {
         seq_lens: Vec<usize>,
         contexts: Option<Vec<String>>,
         stop: Option<PyObject>,
+        part_of: Option<(usize, usize)>,
     ) -> PyResult<(u64, usize)> {
         let n_features = self.acc.n_features();
         let [rows, cols] = shape;
@@ -319,12 +322,14 @@ impl Engine {
                 }
                 numbered += 1;
             }
+            // Counted over the caller's whole input when this call is one part of it.
+            let (offset, total) = part_of.unwrap_or((0, seq_lens.len()));
+            let (index, done) = (index + offset, done + offset);
             let kept = if done == 0 {
                 "nothing of this call was accumulated".to_string()
             } else {
                 format!(
-                    "the first {done} of its {} sequences were accumulated, the rest not (pass sequences {done}.. again once fixed)",
-                    seq_lens.len()
+                    "the first {done} of its {total} sequences were accumulated, the rest not (pass sequences {done}.. again once fixed)"
                 )
             };
             return Err(PyValueError::new_err(format!(
@@ -515,6 +520,13 @@ impl Engine {
         self.first_sequence
     }
 
+    /// Whether the tokens seen so far carry their own leading spaces (byte-level BPE
+    /// style): contexts are then shown concatenated, otherwise joined with spaces.
+    #[getter]
+    fn tokens_carry_spaces(&self) -> bool {
+        self.vocab.tokens_carry_spaces()
+    }
+
     /// Firings (activation ≥ min_activation) accumulated, over all features.
     #[getter]
     fn firings(&self) -> u64 {
@@ -525,8 +537,10 @@ impl Engine {
     /// `seq_lens` rows each (and, optionally, one `context` text per sequence); returns the
     /// number of firings recorded and of input sequences accumulated. `stop`, a callable, is
     /// asked between batches (after Python's signal handlers ran) whether to stop there; the
-    /// sequences count says how far the call got.
-    #[pyo3(signature = (acts, tokens, seq_lens, contexts=None, stop=None))]
+    /// sequences count says how far the call got. `part_of` = (offset, total) when the call
+    /// is one part of a larger input, so that errors count that input's sequences.
+    #[pyo3(signature = (acts, tokens, seq_lens, contexts=None, stop=None, part_of=None))]
+    #[allow(clippy::too_many_arguments)]
     fn process_f32(
         &mut self,
         py: Python<'_>,
@@ -535,6 +549,7 @@ impl Engine {
         seq_lens: Vec<usize>,
         contexts: Option<Vec<String>>,
         stop: Option<PyObject>,
+        part_of: Option<(usize, usize)>,
     ) -> PyResult<(u64, usize)> {
         let (slice, shape) = contiguous(&acts)?;
         self.run(
@@ -545,11 +560,13 @@ impl Engine {
             seq_lens,
             contexts,
             stop,
+            part_of,
         )
     }
 
     /// Like `process_f32` for float16 arrays (converted batch by batch, never as a whole).
-    #[pyo3(signature = (acts, tokens, seq_lens, contexts=None, stop=None))]
+    #[pyo3(signature = (acts, tokens, seq_lens, contexts=None, stop=None, part_of=None))]
+    #[allow(clippy::too_many_arguments)]
     fn process_f16(
         &mut self,
         py: Python<'_>,
@@ -558,6 +575,7 @@ impl Engine {
         seq_lens: Vec<usize>,
         contexts: Option<Vec<String>>,
         stop: Option<PyObject>,
+        part_of: Option<(usize, usize)>,
     ) -> PyResult<(u64, usize)> {
         let (slice, shape) = contiguous(&acts)?;
         self.run(
@@ -568,6 +586,7 @@ impl Engine {
             seq_lens,
             contexts,
             stop,
+            part_of,
         )
     }
 
@@ -678,7 +697,7 @@ fn set_contexts(
             .iter_mut()
             .flat_map(|g| g.examples.iter_mut());
         for a in f.top_activations.iter_mut().chain(samples) {
-            if let Some(c) = contexts.get(&a.metadata.sequence) {
+            if let Some(c) = a.metadata.sequence.and_then(|s| contexts.get(&s)) {
                 a.context.clone_from(c);
             }
         }

@@ -1,0 +1,201 @@
+"""What a call holds when part of its input is bad, what a loaded file allows, and the
+smaller contracts around them (each case once found wrong by an audit)."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from conftest import random_corpus
+
+from feature_dictionary.labeling import _cosine_sparse
+from feature_dictionary import (
+    DictionaryConfig,
+    ExtractionConfig,
+    FeatureActivation,
+    FeatureDictionary,
+)
+
+
+def _dictionary(n_features=4, **extraction):
+    return FeatureDictionary(n_features, 4, DictionaryConfig(extraction=ExtractionConfig(**extraction)))
+
+
+def _three_sequences():
+    return [np.ones((5, 4), np.float32) for _ in range(3)], [list("abcde")] * 3
+
+
+@pytest.mark.parametrize(
+    "spoil, error, says",
+    [
+        (lambda seqs, toks: toks.__setitem__(2, list("abcd")), ValueError, "batch_tokens[2]"),
+        (lambda seqs, toks: toks.__setitem__(2, ["a", "b", 3, "d", "e"]), TypeError, "must be strings"),
+        (lambda seqs, toks: seqs.__setitem__(2, np.ones((5, 6), np.float32)), ValueError, "batch_activations[2] has 6 features"),
+        (lambda seqs, toks: seqs.__setitem__(2, np.ones((5, 4), np.complex64)), TypeError, "real numbers"),
+    ],
+)
+def test_a_bad_sequence_in_a_later_chunk_is_refused_before_any_chunk_is_accumulated(spoil, error, says):
+    d = _dictionary(batch_size=2)
+    seqs, toks = _three_sequences()
+    toks = list(toks)
+    spoil(seqs, toks)
+    with pytest.raises(error, match=says.replace("[", r"\[").replace("]", r"\]")):
+        d.process_batch(seqs, toks)
+    assert d.extractor.total_tokens == 0
+
+
+def test_nan_in_a_later_chunk_counts_the_whole_input_and_a_retry_of_the_rest_counts_once():
+    d = _dictionary(batch_size=2)
+    seqs, toks = _three_sequences()
+    seqs[2][1, 1] = np.nan
+    with pytest.raises(ValueError) as refused:
+        d.process_batch(seqs, toks)
+    message = str(refused.value)
+    assert "first at sequence 2 of this input, position 1, feature 1" in message
+    assert "the first 2 of its 3 sequences were accumulated" in message
+    assert d.extractor.total_tokens == 10
+    seqs[2][1, 1] = 0.5
+    d.process_batch(seqs[2:], toks[2:])
+    d.finalize()
+    assert d.features.total_tokens_processed == 15
+    assert d[1].activation_count == 15
+
+
+def test_a_list_that_cannot_be_converted_in_a_later_chunk_says_what_was_kept():
+    d = _dictionary(batch_size=2)
+    seqs, toks = _three_sequences()
+    seqs = [s.tolist() for s in seqs]
+    seqs[2][3] = [1.0, 2.0]  # ragged: found only when the chunk is converted
+    with pytest.raises(ValueError, match=r"the first 2 of the 3 sequences of this batch were accumulated"):
+        d.process_batch(seqs, toks)
+    assert d.extractor.total_tokens == 10
+
+
+def _original_file(path, features):
+    """A file as the original library wrote it: examples without sequence indices."""
+
+    def feat(i, tok, position):
+        ex = {"feature_id": i, "token": tok, "position": position, "activation": 2.0, "context": "",
+              "context_tokens": ["a", "b", "c", tok], "metadata": {}}
+        return {"id": i, "dimension": 8, "activation_count": 1, "mean_activation": 2.0, "max_activation": 2.0,
+                "activation_frequency": 0.01, "top_activations": [ex], "labels": [], "description": "",
+                "confidence": 0.0, "feature_type": "moderate", "metadata": {}}
+
+    data = {"config": {}, "feature_set": {"layer": 0, "features": {str(i): feat(i, t, p) for i, (t, p) in enumerate(features)},
+            "total_tokens_processed": 100, "model_name": "", "sae_name": "", "metadata": {}}, "statistics": {}}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_examples_of_an_original_file_are_not_matched_by_position_alone(tmp_path):
+    # Two features firing at position 3 of sequences nobody knows: the original called them
+    # perfectly correlated; nothing says they fired on the same token.
+    d = FeatureDictionary.load(_original_file(tmp_path / "orig.json", [("cat", 3), ("dog", 3)]))
+    assert "sequence" not in d[0].top_activations[0].metadata
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert d.get_correlated(0, 0.0) == []
+    # Saved again, the examples still say no sequence (rather than a made-up 0).
+    d.save(tmp_path / "again.json")
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert "sequence" not in again["feature_set"]["features"]["0"]["top_activations"][0]["metadata"]
+    d.save(tmp_path / "again.fdict")
+    back = FeatureDictionary.load(tmp_path / "again.fdict")
+    assert "sequence" not in back[1].top_activations[0].metadata
+
+
+def test_examples_built_here_are_matched_by_sequence_and_position():
+    acts, tokens = random_corpus(seed=3, n_seq=4, n_features=6, density=0.5)
+    d = _dictionary(6, track_coactivation=False, include_dead_features=True)
+    d.process_batch(acts, tokens)
+    d.finalize()
+    assert all("sequence" in ex.metadata for f in d for ex in f.top_activations)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        related = d.get_correlated(0, 0.0)
+    assert related and all(0 < r <= 1 for _, r in related)
+
+
+def test_search_by_token_with_min_activation_claims_no_feature_it_cannot_show_reached_it():
+    a = np.full((1000, 1), 5.0, np.float32)
+    a[:10, 0] = 0.1
+    a[500, 0] = 0.2
+    toks = ["b"] * 1000
+    toks[500] = "a"
+    d = FeatureDictionary(1, 1)
+    d.process(a, toks)
+    d.finalize()
+    assert all(ex.token == "b" for ex in d[0].top_activations)
+    # It fired on "a" (at 0.2), shown by its mean when nothing is asked of the activation...
+    assert d.search_by_token("a") == [(0, pytest.approx(d[0].mean_activation))]
+    # ... and by its mean while every firing of it reaches the minimum (its smallest is 0.1)...
+    assert [fid for fid, _ in d.search_by_token("a", min_activation=0.1)] == [0]
+    # ... but not claimed to reach 1.0 on "a", which it never did.
+    assert d.search_by_token("a", min_activation=1.0) == []
+    assert [fid for fid, _ in d.search_by_token("b", min_activation=1.0)] == [0]
+
+
+def test_a_loaded_dictionary_extractor_refuses_to_process_merge_or_finalize(tmp_path):
+    d = FeatureDictionary(3, 1)
+    d.process(np.ones((5, 3), np.float32), list("abcde"))
+    d.finalize()
+    d.save(tmp_path / "one.json")
+    loaded = FeatureDictionary.load(tmp_path / "one.json")
+    for call in (
+        lambda: loaded.extractor.process_activations(np.ones((2, 3), np.float32), ["a", "b"]),
+        lambda: loaded.extractor.process_batch([np.ones((2, 3), np.float32)], [["a", "b"]]),
+        lambda: loaded.extractor.finalize(),
+        lambda: loaded.extractor.merge(d.extractor),
+        lambda: d.extractor.merge(loaded.extractor),
+    ):
+        with pytest.raises(RuntimeError, match="loaded from .*one.json"):
+            call()
+    assert loaded[0].activation_count == 5 and loaded.features.total_tokens_processed == 5
+
+
+def test_callbacks_see_the_context_a_stored_example_would_have():
+    seen = []
+    d = _dictionary(1, collect_context=False)
+    d.add_callback(seen.append)
+    d.process(np.array([[1.0], [0.0]], np.float32), ["hello", "world"], context="DOC")
+    d.finalize()
+    assert [a.context for a in seen] == [""] == [ex.context for ex in d[0].top_activations]
+    assert seen[0].context_tokens == ["hello", "world"]
+
+    seen.clear()
+    d = _dictionary(1)
+    d.add_callback(seen.append)
+    # The corpus's tokens carry their own spaces (" x"), so contexts are concatenated, even
+    # where a window holds no such token.
+    d.process(np.array([[0.0]], np.float32), [" x"])
+    d.process(np.array([[1.0], [0.0]], np.float32), ["hello", "world"])
+    d.finalize()
+    assert [a.context for a in seen] == ["helloworld"] == [ex.context for ex in d[0].top_activations]
+
+
+def test_small_argument_contracts():
+    d = FeatureDictionary(2, 1)
+    d.process(np.array([[1.0, 1.0], [2.0, 2.0], [0.0, 0.0]], np.float32), ["a", "b", "c"])
+    d.finalize()
+    # numpy integers count, as the original's slicing took them
+    assert d[0].get_top_tokens(np.int64(1)) == [("b", 2.0)]
+    # rounding never takes a cosine past 1 (unclamped, these equal vectors give 1 + 2**-52)
+    assert _cosine_sparse(*[{"a": 0.5692038748222122, "b": 255.0690257394217}] * 2) == 1.0
+    with pytest.raises(ValueError, match="num_features must be below 2\\*\\*63"):
+        FeatureDictionary(2**64, 4)
+    with pytest.raises(ValueError, match="min_activation = 1e\\+39 is beyond the range of float32"):
+        ExtractionConfig(min_activation=1e39).engine_dict()
+    with pytest.raises(ValueError, match=r"min_activation=-1.0, activation_threshold=-1.0"):
+        ExtractionConfig(min_activation=-1.0, activation_threshold=-1.0).engine_dict()
+    with pytest.raises(ValueError, match="dimension 5 into ones of dimension 4"):
+        FeatureDictionary(8, 4).merge(FeatureDictionary(8, 5))
+
+
+def test_the_python_side_settings_survive_to_dict_and_from_dict():
+    cfg = ExtractionConfig(track_coactivation=True, threads=1)
+    assert ExtractionConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_a_feature_activation_made_by_hand_keeps_the_metadata_it_was_given():
+    a = FeatureActivation(feature_id=1, token="x", position=2, activation=1.0)
+    assert a.metadata == {}
