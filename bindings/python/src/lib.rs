@@ -8,6 +8,7 @@
 //! processing, merging and finalizing can be interleaved. [`finalized::load`] reads saved
 //! dictionaries (JSON or `.fdict`) into the same form.
 
+use feature_dictionary::accumulate::distinct::text_key;
 use feature_dictionary::accumulate::{Accumulator, Settings};
 use feature_dictionary::build::{default_threads, VALUES_PER_BATCH};
 use feature_dictionary::finalize::finalize;
@@ -82,6 +83,9 @@ struct Engine {
     /// tokens) follow it; [`Engine::merge`] puts the ids back in this order, so merged shards
     /// equal one build whatever the order they are merged in.
     first_seen: Vec<(u64, u32)>,
+    /// Per vocabulary id, the key of its text: what the distinct-token estimate counts a
+    /// token by, since ids are renumbered when shards merge and texts are not.
+    token_keys: Vec<u64>,
     /// The `context` text given with a sequence (`process(acts, tokens, context)`), by
     /// sequence index; only non-empty ones. Finalize gives it to that sequence's examples, as
     /// the original library did. Contexts of sequences no kept example comes from are
@@ -131,6 +135,10 @@ impl Engine {
         self.first_seen = order
             .iter()
             .map(|&old| self.first_seen[old as usize])
+            .collect();
+        self.token_keys = order
+            .iter()
+            .map(|&old| self.token_keys[old as usize])
             .collect();
         Ok(())
     }
@@ -210,6 +218,7 @@ impl Engine {
             let id = self.vocab.intern(t);
             if id as usize == self.first_seen.len() {
                 self.first_seen.push(at);
+                self.token_keys.push(text_key(t));
             }
             ids.push(id);
             at.1 += 1;
@@ -217,7 +226,7 @@ impl Engine {
         }
         let before = self.total_firings();
         let first_sequence = self.next_sequence;
-        let acc = &mut self.acc;
+        let (acc, token_keys) = (&mut self.acc, &self.token_keys[..]);
         let values_per_batch = self.values_per_batch.max(1);
         // (input sequences accumulated, the non-finite values that stopped the rest)
         let (done, refused) = py
@@ -280,6 +289,7 @@ impl Engine {
                             positions,
                             core: 0..n,
                             values: BatchValues::Dense(data),
+                            token_keys: Some(token_keys),
                         };
                         // A batch holding NaN/Inf is refused whole, before anything of it is
                         // accumulated: the caller fixes the input and passes it again, and nothing
@@ -370,8 +380,9 @@ struct State {
 /// damaged bytes.
 const STATE_MAGIC: &[u8; 8] = b"FDENGINE";
 /// The layout of the pickled state; bumped whenever the engine's state changes shape (2:
-/// uniform example samples and covered sequence ranges, 2026-11-27).
-const STATE_VERSION: u32 = 2;
+/// uniform example samples and covered sequence ranges, 2026-11-27; 3: distinct-token
+/// estimates, 2026-11-28).
+const STATE_VERSION: u32 = 3;
 
 /// Rebuilds an engine pickled by `Engine.__reduce__`.
 #[pyfunction]
@@ -399,8 +410,10 @@ fn engine_from_state(py: Python<'_>, state: &[u8]) -> PyResult<Engine> {
         .map_err(|e| {
             PyValueError::new_err(format!("not a pickled feature_dictionary engine: {e}"))
         })?;
+    let token_keys = state.vocab.iter().map(|t| text_key(t)).collect();
     Ok(Engine {
         acc: state.acc,
+        token_keys,
         vocab: Vocab::from_strings(state.vocab),
         first_sequence: state.first_sequence,
         next_sequence: state.next_sequence,
@@ -484,6 +497,7 @@ impl Engine {
             next_sequence: sequence_offset,
             covered: Vec::new(),
             first_seen: Vec::new(),
+            token_keys: Vec::new(),
             contexts: BTreeMap::new(),
             contexts_kept: 0,
             values_per_batch: VALUES_PER_BATCH,
@@ -618,16 +632,20 @@ impl Engine {
                 ours
             })
             .collect();
+        for id in self.token_keys.len()..self.vocab.len() {
+            let key = text_key(&self.vocab.token(id as TokenId));
+            self.token_keys.push(key);
+        }
         for (&seq, c) in &other.contexts {
             self.contexts.insert(seq + shift, c.clone());
         }
         drop(other);
-        let acc = &mut self.acc;
+        let (acc, keys) = (&mut self.acc, &self.token_keys);
         py.allow_threads(|| {
             if shift > 0 {
                 theirs.shift_sequences(shift);
             }
-            acc.merge_remapped(theirs, &map)
+            acc.merge_remapped(theirs, &map, Some(keys))
         })
         .map_err(to_py)?;
         if b0 < b1 {

@@ -386,11 +386,22 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
         "{:<22}{:>14}{:>14}",
         "firings", c.a.activation_count, c.b.activation_count
     );
+    // "≈": past its token table's capacity a feature's distinct tokens and entropy are
+    // estimates.
+    let approx = |s: &feature_dictionary::analyze::ActivationStats| {
+        if s.token_stats_exact {
+            ""
+        } else {
+            "≈"
+        }
+    };
     println!(
         "{:<22}{:>14}{:>14}",
-        "distinct tokens", c.a.unique_tokens, c.b.unique_tokens
+        "distinct tokens",
+        format!("{}{}", approx(&c.a), c.a.unique_tokens),
+        format!("{}{}", approx(&c.b), c.b.unique_tokens)
     );
-    let rows: [(&str, f64, f64); 6] = [
+    let rows: [(&str, f64, f64); 5] = [
         (
             "frequency",
             c.a.activation_frequency,
@@ -400,11 +411,16 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
         ("std activation", c.a.std_activation, c.b.std_activation),
         ("max activation", c.a.max_activation, c.b.max_activation),
         ("mean position", c.a.mean_position, c.b.mean_position),
-        ("token entropy (bits)", c.a.token_entropy, c.b.token_entropy),
     ];
     for (name, x, y) in rows {
         println!("{name:<22}{x:>14.6}{y:>14.6}");
     }
+    println!(
+        "{:<22}{:>14}{:>14}",
+        "token entropy (bits)",
+        format!("{}{:.6}", approx(&c.a), c.a.token_entropy),
+        format!("{}{:.6}", approx(&c.b), c.b.token_entropy)
+    );
     println!("token-profile cosine  {:.4}", c.token_profile_cosine);
     match c.correlation {
         Some(r) => println!("correlation           {r:.4}"),

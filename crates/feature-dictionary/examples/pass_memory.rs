@@ -65,6 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 positions: positions[a..b].to_vec(),
                 core: 0..b - a,
                 values: BatchValues::Dense(&values[a * n_features..b * n_features]),
+                token_keys: None,
             };
             acc.update(&batch)?;
         }

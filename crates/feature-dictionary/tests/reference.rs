@@ -329,10 +329,10 @@ fn merged(
         match &mut total {
             None => {
                 let mut empty = Accumulator::new(c.f, acc.settings().clone(), 2);
-                empty.merge_remapped(acc, &map).unwrap();
+                empty.merge_remapped(acc, &map, None).unwrap();
                 total = Some(empty);
             }
-            Some(t) => t.merge_remapped(acc, &map).unwrap(),
+            Some(t) => t.merge_remapped(acc, &map, None).unwrap(),
         }
     }
     finalize(&total.unwrap(), &vocab, cfg.clone())

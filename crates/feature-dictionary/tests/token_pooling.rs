@@ -428,8 +428,8 @@ fn shards_with_one_tokenizer_merge_exactly() {
         .collect();
     assert_eq!(strings.len(), 8);
     let mut total = Accumulator::new(N_FEATURES, a.settings().clone(), 2);
-    total.merge_remapped(a, &map).unwrap();
-    total.merge_remapped(b, &map).unwrap();
+    total.merge_remapped(a, &map, None).unwrap();
+    total.merge_remapped(b, &map, None).unwrap();
     let by_strings = json(&build_with(from_strings(&inp), 1));
     assert_same(&json(&finalize(&total, &strings, config())), &by_strings);
 }

@@ -463,6 +463,12 @@ fn feature_body(f: &Feature, neighbours: &[(String, u64, f64)]) -> String {
         );
     }
     b.push_str("<div class=\"stats-grid\"><table id=\"stats\">");
+    // Estimates once the feature fired on more distinct tokens than its table holds.
+    let approx = if m.token_counts_exact == Some(false) {
+        "≈ "
+    } else {
+        ""
+    };
     let rows: Vec<(&str, String)> = vec![
         ("firings", f.activation_count.to_string()),
         ("frequency", format!("{:.6}", f.activation_frequency)),
@@ -472,9 +478,13 @@ fn feature_body(f: &Feature, neighbours: &[(String, u64, f64)]) -> String {
         ("max", format!("{:.4}", f.max_activation)),
         (
             "distinct tokens",
-            m.unique_tokens.map_or("–".into(), |u| u.to_string()),
+            m.unique_tokens
+                .map_or("–".into(), |u| format!("{approx}{u}")),
         ),
-        ("token entropy (bits)", num(m.token_entropy, 3)),
+        (
+            "token entropy (bits)",
+            format!("{approx}{}", num(m.token_entropy, 3)),
+        ),
     ];
     for (k, v) in rows {
         let _ = write!(b, "<tr><th>{k}</th><td class=\"n\">{v}</td></tr>");

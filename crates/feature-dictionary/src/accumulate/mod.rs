@@ -12,6 +12,7 @@
 //! | uniform example samples             | exact: the union's m smallest hashes    |
 //! | global token counts                 | exact                                   |
 //! | per-feature firing tokens           | exact up to `token_sketch_capacity` distinct tokens, then Misra–Gries (error bound in [`token_sketch`]) |
+//! | distinct firing tokens, beyond that | HyperLogLog, ≈ 3 % standard error: register-wise max ([`distinct`]) |
 //!
 //! **Threads.** Within one accumulator, threads own disjoint feature ranges
 //! ([`range::FeatureRange`]): each feature is updated by one thread, in token order, so the
@@ -19,6 +20,7 @@
 //! floats in a thread-dependent order). Shards and machines combine through `merge`.
 
 pub mod coactivation;
+pub mod distinct;
 pub mod histogram;
 pub mod ngrams;
 pub mod range;
@@ -406,6 +408,11 @@ impl Accumulator {
     /// Folds in the state of another part of the corpus, accumulated with the same settings
     /// and token ids. Sequence indices of the two parts should not collide.
     pub fn merge(&mut self, other: Accumulator) -> Result<()> {
+        self.merge_keyed(other, None)
+    }
+
+    /// [`Accumulator::merge`] for batches that gave `token_keys` (the same keys here).
+    pub fn merge_keyed(&mut self, other: Accumulator, token_keys: Option<&[u64]>) -> Result<()> {
         if other.n_features != self.n_features || other.settings != self.settings {
             return Err(Error::Invalid(format!(
                 "cannot merge accumulators with different shapes or settings ({} vs {} features)",
@@ -430,7 +437,7 @@ impl Accumulator {
         let settings = &self.settings;
         std::thread::scope(|scope| {
             for (mine, theirs) in self.parts.iter_mut().zip(others) {
-                scope.spawn(move || mine.merge(theirs, settings));
+                scope.spawn(move || mine.merge(theirs, settings, distinct::TokenKeys(token_keys)));
             }
         });
         Ok(())
@@ -447,9 +454,15 @@ impl Accumulator {
     /// Like [`Accumulator::merge`], for an accumulator whose token ids index a different
     /// vocabulary: `map[old_id]` is the id in this accumulator's vocabulary. Several old ids
     /// may map to one (e.g. a tokenizer's ids mapped by string); their counts add up.
-    pub fn merge_remapped(&mut self, mut other: Accumulator, map: &[TokenId]) -> Result<()> {
+    /// `token_keys`: as the batches gave them, indexed by this vocabulary's ids.
+    pub fn merge_remapped(
+        &mut self,
+        mut other: Accumulator,
+        map: &[TokenId],
+        token_keys: Option<&[u64]>,
+    ) -> Result<()> {
         other.remap_tokens(map, self.token_counts.len())?;
-        self.merge(other)
+        self.merge_keyed(other, token_keys)
     }
 
     /// Rewrites every token id through `map` (old id → new id, one-to-one), e.g. to put a
@@ -567,6 +580,7 @@ mod tests {
             positions: (0..rows as u32).collect(),
             core,
             values: crate::ingest::BatchValues::Dense(&values),
+            token_keys: None,
         };
         let settings = Settings::from_config(&ExtractionConfig::default()).unwrap();
         for threads in [1, 2, 3] {

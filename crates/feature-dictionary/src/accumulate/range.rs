@@ -4,6 +4,7 @@
 //! column is replayed against its feature's state while that state is hot in L1. Hot
 //! scalars (count, sums, extrema, positions) sit together in one cache line per feature.
 
+use super::distinct::TokenKeys;
 use super::histogram::{self, N_BINS};
 use super::ngrams::{self, NgramTable};
 use super::samples::{self, Samples};
@@ -447,7 +448,11 @@ impl FeatureRange {
     ) {
         let (firings, tokens, n, sample_candidates) =
             self.count_firings(local, column, batch, settings);
-        self.tokens[local].add_all(&tokens[..n], settings.token_sketch_capacity);
+        self.tokens[local].add_all(
+            &tokens[..n],
+            settings.token_sketch_capacity,
+            TokenKeys(batch.token_keys),
+        );
         self.scratch.tokens = tokens;
 
         let k = settings.top_k;
@@ -682,8 +687,9 @@ impl FeatureRange {
         Some(self.topk[local].insert_with(k, |ex| record_example(ex, v, row, at, batch)))
     }
 
-    /// Folds `other` (same features, other tokens) into `self`.
-    pub fn merge(&mut self, other: FeatureRange, settings: &Settings) {
+    /// Folds `other` (same features, other tokens) into `self`; `keys` as for the batches
+    /// (see [`TokenKeys`]).
+    pub fn merge(&mut self, other: FeatureRange, settings: &Settings, keys: TokenKeys<'_>) {
         assert_eq!(
             (self.start, self.len()),
             (other.start, other.len()),
@@ -729,7 +735,7 @@ impl FeatureRange {
             self.sample_thresholds[i] = self.samples[i].threshold(m);
         }
         for (a, b) in self.tokens.iter_mut().zip(&other.tokens) {
-            a.merge(b, settings.token_sketch_capacity);
+            a.merge(b, settings.token_sketch_capacity, keys);
         }
         for (a, b) in self.ngrams.iter_mut().zip(&other.ngrams) {
             if !b.is_empty() {

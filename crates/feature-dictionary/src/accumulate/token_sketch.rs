@@ -8,7 +8,11 @@
 //! so every token with more than N / (capacity + 1) firings is kept. Merging follows
 //! Agarwal et al. (2012): add counts, then subtract the (capacity+1)-th largest; the same
 //! bound holds for the merged stream. `error == 0` means the counts are exact.
+//!
+//! Once tokens are dropped the table no longer tells how many distinct tokens there were:
+//! from the first drop on, a [`DistinctSketch`] estimates it (see [`super::distinct`]).
 
+use super::distinct::{DistinctSketch, TokenKeys};
 use super::scan::prefetch;
 use crate::ingest::TokenId;
 
@@ -32,6 +36,9 @@ pub struct TokenSketch {
     pub error: u64,
     /// Whether a count saturated at `u32::MAX`.
     pub saturated: bool,
+    /// The distinct-token estimate, kept from the first time a token was dropped (until
+    /// then the table holds every distinct token).
+    pub distinct: Option<Box<DistinctSketch>>,
 }
 
 #[inline(always)]
@@ -40,14 +47,14 @@ fn slot_of(token: TokenId, mask: usize) -> usize {
 }
 
 impl TokenSketch {
-    /// Counts one firing on `token`.
+    /// Counts one firing on `token` (keys: the ids themselves).
     #[inline]
     pub fn add(&mut self, token: TokenId, capacity: usize) {
-        self.add_n(token, 1, capacity);
+        self.add_n(token, 1, capacity, TokenKeys::default());
     }
 
     /// Counts `n` firings on `token`.
-    pub fn add_n(&mut self, token: TokenId, n: u64, capacity: usize) {
+    pub fn add_n(&mut self, token: TokenId, n: u64, capacity: usize, keys: TokenKeys<'_>) {
         if !self.slots.is_empty() {
             let mask = self.slots.len() - 1;
             let mut i = slot_of(token, mask);
@@ -67,13 +74,41 @@ impl TokenSketch {
                 i = (i + 1) & mask;
             }
         }
-        if self.len < capacity.max(1) {
+        let full = self.len >= capacity.max(1);
+        if full {
+            self.start_distinct(keys);
+        }
+        if let Some(d) = &mut self.distinct {
+            d.insert(keys.key(token));
+        }
+        if full {
+            self.misra_gries_step(token, n, capacity, keys);
+        } else {
             if self.overloaded_with(self.len + 1) {
                 self.grow();
             }
             self.insert_new(token, n);
-        } else {
-            self.misra_gries_step(token, n, capacity);
+        }
+    }
+
+    /// Starts the distinct-token estimate before the table first drops a token: the table
+    /// holds every distinct token so far, and the sketch takes them all in.
+    fn start_distinct(&mut self, keys: TokenKeys<'_>) {
+        if self.distinct.is_none() {
+            let mut d = DistinctSketch::default();
+            for (t, _) in self.entries() {
+                d.insert(keys.key(t));
+            }
+            self.distinct = Some(Box::new(d));
+        }
+    }
+
+    /// Distinct tokens fired on, and whether that is exact: the table's size until a token
+    /// was dropped, then the estimate (never below the tokens the table still holds).
+    pub fn distinct_tokens(&self) -> (u64, bool) {
+        match &self.distinct {
+            None => (self.len as u64, true),
+            Some(d) => ((d.estimate().round() as u64).max(self.len as u64), false),
         }
     }
 
@@ -112,11 +147,11 @@ impl TokenSketch {
     /// each in order. When the table cannot reach capacity (no Misra–Gries step can occur)
     /// the probes skip `add`'s capacity checks. The replay fetches the slots ahead, one column
     /// early, with [`TokenSketch::prefetch`].
-    pub fn add_all(&mut self, tokens: &[TokenId], capacity: usize) {
+    pub fn add_all(&mut self, tokens: &[TokenId], capacity: usize, keys: TokenKeys<'_>) {
         let capacity = capacity.max(1);
         if self.len + tokens.len() > capacity {
             for &t in tokens {
-                self.add(t, capacity);
+                self.add_n(t, 1, capacity, keys);
             }
             return;
         }
@@ -165,7 +200,7 @@ impl TokenSketch {
     }
 
     #[cold]
-    fn misra_gries_step(&mut self, token: TokenId, n: u64, capacity: usize) {
+    fn misra_gries_step(&mut self, token: TokenId, n: u64, capacity: usize, keys: TokenKeys<'_>) {
         // Cancel units of the newcomer against every held token.
         let dec = n.min(self.entries().map(|e| e.1).min().unwrap_or(0));
         self.error += dec;
@@ -176,7 +211,7 @@ impl TokenSketch {
             .collect();
         self.rebuild(entries);
         if remaining > 0 {
-            self.add_n(token, remaining, capacity);
+            self.add_n(token, remaining, capacity, keys);
         }
     }
 
@@ -245,8 +280,22 @@ impl TokenSketch {
         self.error == 0 && !self.saturated
     }
 
-    /// Merges `other` (see the module doc for the guarantee).
-    pub fn merge(&mut self, other: &TokenSketch, capacity: usize) {
+    /// Merges `other` (see the module doc for the guarantee). `keys` must give both
+    /// tables' ids the same keys (the ids of `other` already mean this table's tokens).
+    pub fn merge(&mut self, other: &TokenSketch, capacity: usize, keys: TokenKeys<'_>) {
+        // The union may drop tokens: both sides' distinct tokens go into the estimate first
+        // (a side without one holds all of its tokens).
+        if self.distinct.is_some()
+            || other.distinct.is_some()
+            || self.len + other.len > capacity.max(1)
+        {
+            self.start_distinct(keys);
+            let d = self.distinct.as_mut().expect("started above");
+            match &other.distinct {
+                Some(theirs) => d.union(theirs),
+                None => other.entries().for_each(|(t, _)| d.insert(keys.key(t))),
+            }
+        }
         let (entries, error) = super::summary::merge(
             self.entries(),
             self.error,
@@ -261,7 +310,9 @@ impl TokenSketch {
 
     /// Remaps token ids (merging accumulators built with different vocabularies). Ids
     /// mapped to one id add up: exact counts stay exact; a summary count pooled from `m` ids
-    /// may undercount by up to `m × error`.
+    /// may undercount by up to `m × error`. The distinct-token estimate is kept as it is:
+    /// exact for keys that do not depend on ids (texts), while with ids as keys it counts the
+    /// ids before the remap (pooled ids count apart).
     pub fn remap(&mut self, map: &[TokenId]) {
         let mut pooled: std::collections::HashMap<TokenId, u64> =
             std::collections::HashMap::with_capacity(self.len);
@@ -279,6 +330,7 @@ impl TokenSketch {
 
 #[cfg(test)]
 mod tests {
+    use super::super::distinct::text_key;
     use super::*;
 
     #[test]
@@ -313,11 +365,90 @@ mod tests {
         assert!(heavy <= 500 && heavy + s.error >= 500);
     }
 
+    /// A stream of firings on `distinct` tokens (ids from `first`), each token a few times.
+    fn stream(first: u32, distinct: u32) -> Vec<TokenId> {
+        (0..3).flat_map(|_| first..first + distinct).collect()
+    }
+
+    #[test]
+    fn distinct_tokens_are_exact_within_capacity_and_estimated_beyond() {
+        let mut s = TokenSketch::default();
+        s.add_all(&stream(0, 60), 64, TokenKeys::default());
+        assert_eq!(s.distinct_tokens(), (60, true));
+        assert!(s.distinct.is_none());
+        for (distinct, capacity) in [(65u32, 64usize), (5_000, 64), (5_000, 1024), (40_000, 16)] {
+            let mut s = TokenSketch::default();
+            s.add_all(&stream(0, distinct), capacity, TokenKeys::default());
+            let (estimate, exact) = s.distinct_tokens();
+            assert!(!exact && s.len() <= capacity);
+            let error = (estimate as f64 / distinct as f64 - 1.0).abs();
+            assert!(
+                error < 0.07,
+                "{distinct} distinct, capacity {capacity}: {estimate}"
+            );
+        }
+    }
+
+    #[test]
+    fn merged_sketches_estimate_the_union_in_any_order() {
+        // Two halves that each fit the table, and a third that overflows on its own; the
+        // three overlap.
+        let parts = [stream(0, 600), stream(400, 600), stream(900, 3_000)];
+        let capacity = 1024;
+        let mut one = TokenSketch::default();
+        for p in &parts {
+            one.add_all(p, capacity, TokenKeys::default());
+        }
+        let sketch = |p: &[TokenId]| {
+            let mut s = TokenSketch::default();
+            s.add_all(p, capacity, TokenKeys::default());
+            s
+        };
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+            let mut merged = sketch(&parts[order[0]]);
+            for &i in &order[1..] {
+                merged.merge(&sketch(&parts[i]), capacity, TokenKeys::default());
+            }
+            // The estimate of the union is the one pass's (its registers are the same).
+            assert_eq!(merged.distinct, one.distinct);
+        }
+        let (estimate, exact) = one.distinct_tokens();
+        assert!(!exact && (estimate as f64 / 3_900.0 - 1.0).abs() < 0.07);
+        // Two parts whose union still fits stay exact.
+        let mut small = sketch(&stream(0, 300));
+        small.merge(&sketch(&stream(200, 300)), capacity, TokenKeys::default());
+        assert_eq!(small.distinct_tokens(), (500, true));
+    }
+
+    #[test]
+    fn text_keys_keep_the_estimate_right_when_ids_are_renumbered() {
+        // Two shards interned their own vocabularies: the same word has other ids in each.
+        let words: Vec<String> = (0..3_000).map(|i| format!("w{i}")).collect();
+        let capacity = 256;
+        let shard = |range: std::ops::Range<usize>| {
+            let keys: Vec<u64> = words[range.clone()].iter().map(|w| text_key(w)).collect();
+            let mut s = TokenSketch::default();
+            let ids: Vec<TokenId> = (0..range.len() as TokenId).collect();
+            s.add_all(&ids, capacity, TokenKeys(Some(&keys)));
+            s
+        };
+        let all_keys: Vec<u64> = words.iter().map(|w| text_key(w)).collect();
+        let mut a = shard(0..2_000);
+        let mut b = shard(1_000..3_000);
+        // b's id i is word 1000 + i in the merged vocabulary.
+        b.remap(&(1_000..3_000).collect::<Vec<TokenId>>());
+        a.merge(&b, capacity, TokenKeys(Some(&all_keys)));
+        let mut one = TokenSketch::default();
+        let ids: Vec<TokenId> = (0..3_000).collect();
+        one.add_all(&ids, capacity, TokenKeys(Some(&all_keys)));
+        assert_eq!(a.distinct, one.distinct);
+    }
+
     #[test]
     fn remapping_several_ids_to_one_adds_their_counts() {
         let mut s = TokenSketch::default();
         for (t, n) in [(1, 3), (3, 2), (2, 1), (5, 4)] {
-            s.add_n(t, n, 64);
+            s.add_n(t, n, 64, TokenKeys::default());
         }
         // Ids 1, 3 and 5 share a string whose id in the other vocabulary is 7.
         s.remap(&[0, 7, 8, 7, 9, 7]);

@@ -48,6 +48,15 @@ pub struct ActivationStats {
     pub unique_tokens: u64,
     /// Shannon entropy (bits) of the firing-token distribution.
     pub token_entropy: f64,
+    /// Whether `unique_tokens` and `token_entropy` are exact (ours): false when the
+    /// feature fired on more distinct tokens than its token table holds, and they are
+    /// estimates (see `FeatureMetadata::unique_tokens`).
+    #[serde(default = "exact_by_default")]
+    pub token_stats_exact: bool,
+}
+
+fn exact_by_default() -> bool {
+    true
 }
 
 impl ActivationStats {
@@ -67,6 +76,7 @@ impl ActivationStats {
             position_variance: pos.variance,
             unique_tokens: m.unique_tokens.unwrap_or(0),
             token_entropy: m.token_entropy.unwrap_or(0.0),
+            token_stats_exact: m.token_counts_exact.unwrap_or(true),
         }
     }
 }

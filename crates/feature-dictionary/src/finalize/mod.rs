@@ -210,16 +210,14 @@ impl Ctx<'_> {
         // tables such as "smaller token id" rely on); a string several ids decode to is
         // counted under, and ordered by, the smallest of them.
         toks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let held: u64 = toks.iter().map(|t| t.1).sum();
-        let mut entropy = 0.0;
-        if held > 0 {
-            for &(_, c) in &toks {
-                let p = c as f64 / held as f64;
-                entropy -= p * p.log2();
-            }
-        }
-        f.metadata.unique_tokens = Some(sketch.len() as u64);
-        f.metadata.token_entropy = Some(entropy);
+        let (distinct, exact) = sketch.distinct_tokens();
+        f.metadata.unique_tokens = Some(distinct);
+        f.metadata.token_entropy = Some(token_entropy(
+            toks.iter().map(|t| t.1),
+            m.count,
+            distinct,
+            exact,
+        ));
         f.metadata.token_counts_exact = Some(sketch.is_exact());
         f.metadata.top_tokens = toks
             .into_iter()
@@ -312,5 +310,56 @@ impl Ctx<'_> {
         }
         groups.retain(|g| !g.examples.is_empty());
         groups
+    }
+}
+
+/// Shannon entropy (bits) of a feature's firing tokens. Exact from exact counts. From a
+/// summary (`exact` false: `counts` undercount, and tokens were dropped), an estimate: the
+/// firings the table does not account for are taken as spread evenly over the distinct
+/// tokens it no longer holds (at least one).
+fn token_entropy(
+    counts: impl Iterator<Item = u64> + Clone,
+    firings: u64,
+    distinct: u64,
+    exact: bool,
+) -> f64 {
+    let held: u64 = counts.clone().sum();
+    let total = if exact { held } else { firings.max(held) };
+    if total == 0 {
+        return 0.0;
+    }
+    let n = total as f64;
+    let mut entropy = 0.0;
+    let mut kept = 0u64;
+    for c in counts {
+        let p = c as f64 / n;
+        entropy -= p * p.log2();
+        kept += 1;
+    }
+    let rest = total - held;
+    if !exact && rest > 0 {
+        let others = distinct.saturating_sub(kept).max(1) as f64;
+        let p = rest as f64 / n / others;
+        entropy -= others * p * p.log2();
+    }
+    entropy.max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_entropy;
+
+    #[test]
+    fn token_entropy_is_exact_from_exact_counts_and_estimated_from_a_summary() {
+        // Exact: four tokens fired on 1, 1, 2 and 4 times.
+        let exact = token_entropy([1u64, 1, 2, 4].into_iter(), 8, 4, true);
+        assert!((exact - 1.75).abs() < 1e-12);
+        // 1,000 tokens fired on 10 times each (log2(1000) bits); the summary kept 100 of
+        // them: the other 9,000 firings spread evenly over the other 900 tokens.
+        let estimated = token_entropy(std::iter::repeat_n(10u64, 100), 10_000, 1_000, false);
+        assert!((estimated - 1000f64.log2()).abs() < 1e-9);
+        // A summary holding nothing of a feature that fired still has entropy ≥ 0.
+        assert_eq!(token_entropy(std::iter::empty(), 3, 1, false), 0.0);
+        assert_eq!(token_entropy(std::iter::empty(), 0, 0, true), 0.0);
     }
 }

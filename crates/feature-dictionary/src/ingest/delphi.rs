@@ -571,6 +571,7 @@ impl ActivationSource for DelphiSource {
                 indices,
                 values,
             }),
+            token_keys: None,
         }))
     }
 }

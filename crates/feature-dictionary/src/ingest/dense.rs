@@ -641,6 +641,7 @@ impl ActivationSource for DenseSource {
             positions,
             core: (plan.core.start - base) as usize..(plan.core.end - base) as usize,
             values: BatchValues::Dense(values),
+            token_keys: None,
         }))
     }
 }

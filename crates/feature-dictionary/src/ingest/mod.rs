@@ -62,6 +62,9 @@ pub struct ActivationBatch<'a> {
     pub core: Range<usize>,
     /// Activation values.
     pub values: BatchValues<'a>,
+    /// Per token id, the key the distinct-token estimate counts it by; `None`: the id
+    /// itself (see [`crate::accumulate::distinct::TokenKeys`]).
+    pub token_keys: Option<&'a [u64]>,
 }
 
 impl ActivationBatch<'_> {

@@ -284,10 +284,13 @@ pub struct FeatureMetadata {
     /// Tokens the feature fires on most, with corpus counts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub top_tokens: Vec<TokenCount>,
-    /// Distinct tokens fired on (exact when `token_counts_exact`).
+    /// Distinct tokens fired on: exact when `token_counts_exact`, otherwise a HyperLogLog
+    /// estimate (≈ 3 % standard error; see `accumulate::distinct`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_tokens: Option<u64>,
-    /// Shannon entropy (bits) of the firing-token distribution.
+    /// Shannon entropy (bits) of the firing-token distribution: exact when
+    /// `token_counts_exact`, otherwise estimated (the firings the token table no longer
+    /// accounts for spread evenly over the distinct tokens it no longer holds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_entropy: Option<f64>,
     /// Whether per-token firing counts are exact (the sketch never evicted).

@@ -84,6 +84,7 @@ impl<S: ActivationSource> ActivationSource for SaeSource<S> {
             positions: batch.positions,
             core: batch.core,
             values: BatchValues::Sparse(rows),
+            token_keys: None,
         }))
     }
 }

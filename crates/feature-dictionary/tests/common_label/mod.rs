@@ -61,6 +61,7 @@ impl Rows {
             positions: self.positions.clone(),
             core: 0..self.tokens.len(),
             values: BatchValues::Sparse(sp),
+            token_keys: None,
         }
     }
 }
