@@ -131,11 +131,14 @@ pub fn stats(dict: &FeatureDictionary, as_json: bool) -> Result<()> {
 }
 
 /// The body of `featdict stats`, shared by loaded dictionaries and `.fdict` summaries.
+/// `stored` are the statistics of the features in the file; every number printed is over
+/// all `num_features` features, those left out of the file counted as dead.
 fn stats_lines(
     (model, sae, layer, num_features): (&str, &str, i64, usize),
-    st: &feature_dictionary::dictionary::Statistics,
+    stored: &feature_dictionary::dictionary::Statistics,
     as_json: bool,
 ) -> Result<()> {
+    let st = stored.over_all_features(num_features);
     if as_json {
         return out_json(&json!({
             "model_name": model,
@@ -150,17 +153,16 @@ fn stats_lines(
     println!("layer        {layer}");
     println!(
         "features     {num_features} ({} in file)",
-        st.total_features
+        stored.total_features
     );
     println!("tokens       {}", st.total_tokens_processed);
     println!("active       {}", st.active_features);
     // A dictionary built with --drop-dead (or the original's include_dead_features=False)
-    // holds fewer features than the SAE has; the statistics count only those in the file
-    // (the original's rule), so the ones left out are reported beside them.
-    let left_out = num_features.saturating_sub(st.total_features);
+    // holds fewer features than the SAE has; say which of the dead are not in the file.
+    let left_out = num_features.saturating_sub(stored.total_features);
     if left_out > 0 {
         println!(
-            "dead         {} in file; {left_out} more features left out of the file when it was built (never fired, with --drop-dead; or fewer firings than min_activation_count, in Python)",
+            "dead         {} ({left_out} left out of the file when it was built: never fired, with --drop-dead; or, in Python, fewer firings than min_activation_count)",
             st.dead_features
         );
     } else {

@@ -115,14 +115,58 @@ fn build_stats_show_top_with_json() {
         serde_json::json!([4])
     );
     assert_eq!(v["config"]["num_features"], 5);
-    // `stats` counts what the file holds and names the features left out.
-    let out = featdict(&["stats", s(&dropped)]);
-    let text = String::from_utf8_lossy(&out.stdout);
+    // `stats` counts every feature of the dictionary, those left out of the file as dead
+    // (frequency 0): the mean frequency, dead count and types are those of the full build
+    // (the mean was over the 4 stored features, 5/4 of the right one).
+    let mut texts = Vec::new();
+    for d in [&out_path, &dropped] {
+        let fdict = d.with_extension("fdict");
+        assert_success(&featdict(&["import", s(d), "--out", s(&fdict)]));
+        for d in [d, &fdict] {
+            let out = featdict(&["stats", s(d)]);
+            assert_success(&out);
+            texts.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+    }
+    let (full, dropped_text) = (&texts[0], &texts[2]);
+    assert_eq!(texts[0], texts[1]);
+    assert_eq!(texts[2], texts[3]);
     assert!(
-        text.contains("features     5 (4 in file)")
-            && text.contains("dead         0 in file; 1 more features left out of the file"),
-        "{text}"
+        dropped_text.contains("features     5 (4 in file)")
+            && dropped_text.contains("dead         1 (1 left out of the file when it was built"),
+        "{dropped_text}"
     );
+    // The first number on the line of `key`.
+    let value = |t: &str, key: &str| {
+        let line = t
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} in {t}"));
+        line.split_whitespace()
+            .find(|w| w.parse::<f64>().is_ok())
+            .unwrap()
+            .to_string()
+    };
+    for key in [
+        "mean freq",
+        "active",
+        "dead ",
+        "ultra_sparse",
+        "sparse",
+        "moderate",
+        "dense",
+    ] {
+        assert_eq!(
+            value(full, key),
+            value(dropped_text, key),
+            "{key}: {full}\n{dropped_text}"
+        );
+    }
+    let out = featdict(&["stats", s(&dropped), "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["stored_features"], 4);
+    assert_eq!(st["statistics"]["dead_features"], 1);
+    assert_eq!(st["statistics"]["type_distribution"]["dead"], 1);
 }
 
 #[test]

@@ -36,6 +36,32 @@ pub struct Statistics {
     pub top_features: Vec<(u64, f64)>,
 }
 
+impl Statistics {
+    /// These statistics, of the features a file stores, over all `num_features` features of
+    /// the SAE. A file built with `--drop-dead` (or the original's
+    /// `include_dead_features=False`) stores only the features that fired, and its own
+    /// statistics (the original's rule) count only those: its mean frequency is then the mean
+    /// over active features, and its dead count 0. Here every feature left out counts as dead,
+    /// with frequency 0, so the numbers are those of the whole dictionary whatever was stored.
+    /// (Python's `min_activation_count` above 1 also leaves out features that fired a few
+    /// times; they count as dead here too, their few firings missing from the mean.)
+    pub fn over_all_features(&self, num_features: usize) -> Statistics {
+        let left_out = num_features.saturating_sub(self.total_features);
+        let mut all = self.clone();
+        if left_out == 0 {
+            return all;
+        }
+        all.total_features = num_features;
+        all.dead_features += left_out;
+        *all.type_distribution
+            .entry(FeatureType::Dead.as_str().to_string())
+            .or_default() += left_out;
+        all.mean_activation_frequency =
+            self.mean_activation_frequency * self.total_features as f64 / num_features as f64;
+        all
+    }
+}
+
 /// Metric for ranking features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopBy {
@@ -233,5 +259,33 @@ impl FeatureDictionary {
         }
         self.feature_set.metadata.omitted_features.extend(dropped);
         self.config.num_features = num_features;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_left_out_count_as_dead_in_the_whole_dictionary() {
+        let stored = Statistics {
+            total_features: 2,
+            active_features: 2,
+            dead_features: 0,
+            labeled_features: 1,
+            mean_activation_frequency: 0.3,
+            total_tokens_processed: 10,
+            type_distribution: [("dead".to_string(), 0), ("dense".to_string(), 2)].into(),
+            top_features: vec![(0, 1.0)],
+        };
+        let all = stored.over_all_features(6);
+        assert_eq!(all.total_features, 6);
+        assert_eq!(all.active_features, 2);
+        assert_eq!(all.dead_features, 4);
+        assert_eq!(all.type_distribution["dead"], 4);
+        assert_eq!(all.type_distribution["dense"], 2);
+        assert!((all.mean_activation_frequency - 0.1).abs() < 1e-12);
+        // Nothing left out: unchanged.
+        assert_eq!(stored.over_all_features(2), stored);
     }
 }

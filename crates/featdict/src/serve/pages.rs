@@ -55,6 +55,8 @@ pub async fn overview(State(st): State<Arc<AppState>>) -> Response {
         Ok(got) => got,
         Err(e) => return error_page(e),
     };
+    // Counts and mean over every feature of the SAE, those left out of the file as dead.
+    let all = stats.over_all_features(summary.num_features);
     let mut b = String::new();
     let _ = write!(
         b,
@@ -83,15 +85,15 @@ pub async fn overview(State(st): State<Arc<AppState>>) -> Response {
          <tr><th>mean frequency</th><td class=\"n\">{:.6}</td></tr></table>",
         summary.num_features,
         stats.total_features,
-        stats.active_features,
-        stats.dead_features,
-        stats.labeled_features,
-        stats.total_tokens_processed,
-        stats.mean_activation_frequency
+        all.active_features,
+        all.dead_features,
+        all.labeled_features,
+        all.total_tokens_processed,
+        all.mean_activation_frequency
     );
     b.push_str("<table id=\"types\"><tr><th>type</th><th class=\"n\">features</th><th></th></tr>");
-    let total = stats.total_features.max(1) as f64;
-    for (t, c) in &stats.type_distribution {
+    let total = all.total_features.max(1) as f64;
+    for (t, c) in &all.type_distribution {
         let _ = write!(
             b,
             "<tr><td>{}</td><td class=\"n\">{c}</td><td><span class=\"bar\" style=\"width:{:.1}px\"></span></td></tr>",
