@@ -245,6 +245,7 @@ fn edit_manual(
         // The server's label form refuses these texts; a label set here must be one it
         // could also have taken (and an empty one would show as a blank label).
         let text = store::fdict::validate_label(text)?;
+        manual::check_room_for(f, &text)?;
         manual::set_manual_label(f, &text);
         format!("set manual label {text:?} on feature {id}")
     } else {

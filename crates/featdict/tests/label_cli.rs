@@ -151,6 +151,40 @@ fn manual_label_text_is_checked_like_the_server_does() {
     assert_eq!(f["labels"][0], "river bank");
 }
 
+/// `label --set` keeps at most as many manual labels per feature as the server does (it
+/// added any number: 55 on one feature), on a `.json` and on a `.fdict` in place.
+#[test]
+fn manual_labels_per_feature_are_bounded_like_the_server_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = write_inputs(dir.path());
+    for ext in ["json", "fdict"] {
+        let dict = dir
+            .path()
+            .join(format!("d.{ext}"))
+            .to_string_lossy()
+            .into_owned();
+        let (ok, _, err) = featdict(&["build", &acts, "--tokens", &toks, "--out", &dict, "-q"]);
+        assert!(ok, "{err}");
+        let max = feature_dictionary::label::manual::MAX_MANUAL_LABELS;
+        for i in 0..max {
+            let (ok, _, err) = featdict(&["label", &dict, "1", "--set", &format!("label {i}")]);
+            assert!(ok, "{ext} label {i}: {err}");
+        }
+        let before = std::fs::read(&dict).unwrap();
+        let (ok, _, err) = featdict(&["label", &dict, "1", "--set", "one too many"]);
+        assert!(!ok, "{ext}: a 51st manual label was accepted");
+        assert!(
+            err.starts_with("error: ")
+                && err.contains("feature 1 already has 50 manual labels; at most 50 are kept"),
+            "{ext}: {err}"
+        );
+        assert_eq!(std::fs::read(&dict).unwrap(), before, "{ext}: file changed");
+        // A text the feature already has is no new label.
+        let (ok, _, err) = featdict(&["label", &dict, "1", "--set", "label 7"]);
+        assert!(ok, "{ext}: {err}");
+    }
+}
+
 /// A dictionary saved by the original library holds label texts only (no scored
 /// `label_details`). Setting a manual label adds it first and keeps those labels, on a
 /// `.json` as on a `.fdict`, and clearing it gives them back unchanged.

@@ -131,6 +131,15 @@ impl Settings {
                 "token_sketch_capacity must be at least 1".into(),
             ));
         }
+        let correlation: coactivation::CorrelationMode =
+            c.correlation.parse().map_err(Error::Invalid)?;
+        // An empty partner table keeps no partner, yet its Misra–Gries bound would claim
+        // every count exact, so `correlated` would report whatever the table misread.
+        if correlation == coactivation::CorrelationMode::Sketch && c.correlation_capacity == 0 {
+            return Err(Error::Invalid(
+                "correlation_capacity must be at least 1 with correlation \"sketch\", got 0".into(),
+            ));
+        }
         // Per-feature (or per-corpus) sizes: far beyond any use, these would only exhaust
         // memory midway through a pass (or abort it at once), so they are refused up front.
         let limits: [(&str, usize, usize); 7] = [
@@ -175,7 +184,7 @@ impl Settings {
             collect_positions: c.collect_positions,
             ngram_capacity: c.ngram_capacity,
             ngram_corpus_capacity: c.ngram_corpus_capacity,
-            correlation: c.correlation.parse().map_err(Error::Invalid)?,
+            correlation,
             correlation_capacity: c.correlation_capacity,
         })
     }
@@ -544,6 +553,18 @@ mod tests {
             let e = Settings::from_config(&c).unwrap_err().to_string();
             assert!(e.contains(name) && e.contains("at most"), "{e}");
         }
+        // A sketch without partner slots is refused; with correlations off it is unused.
+        let mut c = ok.clone();
+        c.correlation = "sketch".into();
+        c.correlation_capacity = 0;
+        let e = Settings::from_config(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("correlation_capacity must be at least 1") && e.contains("sketch"),
+            "{e}"
+        );
+        c.correlation = "off".into();
+        Settings::from_config(&c).unwrap();
+
         let mut edge = ok.clone();
         edge.samples_per_group = MAX_SAMPLES_PER_GROUP;
         edge.context_window = MAX_CONTEXT_WINDOW;

@@ -22,8 +22,35 @@ pub fn carry_over(dict: &mut crate::FeatureDictionary, labels: &[(u64, String)])
     kept
 }
 
+/// Manual labels one feature may have. Unbounded, one visitor of the server (or one script
+/// running `featdict label --set`) could grow a feature, its page and every write of it
+/// without end.
+pub const MAX_MANUAL_LABELS: usize = 50;
+
+/// Refuses the manual label `text` on `feature` when it would be one more than
+/// [`MAX_MANUAL_LABELS`]; a text the feature already has as a manual label adds none. Every
+/// path that adds manual labels (the server, `featdict label --set`) checks here.
+pub fn check_room_for(feature: &Feature, text: &str) -> crate::Result<()> {
+    let manual = || {
+        feature
+            .metadata
+            .label_details
+            .iter()
+            .filter(|l| l.strategy == LabelingStrategy::Manual)
+    };
+    let count = manual().count();
+    if count >= MAX_MANUAL_LABELS && !manual().any(|l| l.text == text) {
+        return Err(crate::Error::Invalid(format!(
+            "feature {} already has {count} manual labels; at most {MAX_MANUAL_LABELS} are kept",
+            feature.id
+        )));
+    }
+    Ok(())
+}
+
 /// Adds the manual label `text` to `feature` (moving it first if it already exists) and
-/// refreshes `labels` / `confidence`.
+/// refreshes `labels` / `confidence`. Callers that take labels from people check
+/// [`check_room_for`] first.
 pub fn set_manual_label(feature: &mut Feature, text: &str) {
     adopt_bare_labels(feature);
     let mut details: Vec<Label> = std::mem::take(&mut feature.metadata.label_details)

@@ -81,8 +81,7 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// Label texts longer than this are refused (manual labels are short phrases).
 pub const MAX_LABEL_CHARS: usize = 200;
 
-/// Manual labels one feature may have (written by [`FdictReader::add_manual_label`]).
-pub const MAX_MANUAL_LABELS: usize = 50;
+pub use crate::label::manual::MAX_MANUAL_LABELS;
 
 /// Top tokens per feature that go into the full-text index (all of them go into
 /// `top_tokens`, which token and regex search use).
@@ -1538,18 +1537,7 @@ impl FdictReader {
                 .label_details
                 .iter()
                 .any(|l| l.strategy == LabelingStrategy::Manual && l.text == text);
-            let manual = f
-                .metadata
-                .label_details
-                .iter()
-                .filter(|l| l.strategy == LabelingStrategy::Manual)
-                .count();
-            if !already && manual >= MAX_MANUAL_LABELS {
-                // Unbounded, one visitor could grow a page (and every write of it) without end.
-                return Err(Error::Invalid(format!(
-                    "feature {id} already has {manual} manual labels; at most {MAX_MANUAL_LABELS} are kept"
-                )));
-            }
+            crate::label::manual::check_room_for(f, &text)?;
             if !already {
                 // The same edit as `featdict label --set`: an automatic label with the same
                 // text is replaced (it was kept beside the manual one, listed twice), and an
