@@ -77,7 +77,8 @@ pub struct LabelArgs {
     /// Candidates occurring fewer times in the corpus are ignored.
     #[arg(long, default_value_t = 1)]
     min_occurrences: u64,
-    /// Write the labeled dictionary here instead of over DICT.
+    /// Write the labeled dictionary here instead of into DICT (another file: an --out that
+    /// is DICT, or another input, is refused; leave --out out to label DICT itself).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Machine-readable output.
@@ -98,28 +99,24 @@ fn parse_strategy(s: &str) -> Result<LabelingStrategy> {
     })
 }
 
-/// Whether the labels go back into DICT itself and DICT is a `.fdict`: then only what
-/// labeling changes is rewritten, in one transaction, instead of a whole new file.
+/// Whether the labels go back into DICT itself (no --out) and DICT is a `.fdict`: then only
+/// what labeling changes is rewritten, in one transaction, instead of a whole new file.
 fn labels_in_place(a: &LabelArgs) -> Result<bool> {
-    let same_file = match &a.out {
-        None => true,
-        Some(out) => match (std::fs::canonicalize(out), std::fs::canonicalize(&a.dict)) {
-            (Ok(out), Ok(dict)) => out == dict,
-            _ => false,
-        },
-    };
-    Ok(same_file && store::fdict::is_fdict(&a.dict)?)
+    Ok(a.out.is_none() && store::fdict::is_fdict(&a.dict)?)
 }
 
 /// `featdict label`.
 pub fn cmd_label(a: LabelArgs) -> Result<()> {
     use crate::commands::with_status;
     if let Some(out) = &a.out {
-        // Checked before the labeling, which may take long; --out DICT is the default anyway.
+        // Checked before the labeling, which may take long.
         store::check_output(out)?;
+        // As every command that writes a file: --out naming an input is refused (through
+        // any path or link), DICT included; without --out the labels go into DICT.
         store::check_not_input(
             out,
             &crate::commands::given_inputs(&[
+                ("dictionary", Some(&a.dict)),
                 ("patterns file", a.patterns.as_ref()),
                 ("embeddings", a.embeddings.as_ref()),
                 ("embedding vocabulary", a.embedding_vocab.as_ref()),

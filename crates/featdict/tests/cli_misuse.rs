@@ -60,6 +60,28 @@ fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
         s(&dotted),
     ]);
     assert_clean_error(&out, &["this command reads"]);
+    // label --out DICT (it was accepted), as the same path or another spelling of it, on
+    // either format, with or without --set; without --out, label writes DICT itself.
+    for input in [&json, &fdict] {
+        let dotted = dir.path().join(".").join(input.file_name().unwrap());
+        for out_path in [input, &dotted] {
+            for extra in [&[][..], &["3", "--set", "hand label"][..]] {
+                let mut args = vec!["label", s(input)];
+                args.extend_from_slice(extra);
+                args.extend_from_slice(&["--out", s(out_path)]);
+                let out = featdict(&args);
+                assert_clean_error(
+                    &out,
+                    &[
+                        s(out_path),
+                        "the dictionary",
+                        "this command reads",
+                        "another --out",
+                    ],
+                );
+            }
+        }
+    }
     assert_eq!(std::fs::read(&json).unwrap(), json_bytes);
     assert_eq!(std::fs::read(&fdict).unwrap(), fdict_bytes);
     store::load(&json).unwrap();
