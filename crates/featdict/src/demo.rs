@@ -266,17 +266,16 @@ fn summarize(
     println!("types: {}", types.join(", "));
     println!();
     println!(
-        "{n} most clearly labeled features (best label's F1 over all tokens, word labels first, one per label; ≥ 20 firings):"
+        "{n} most clearly labeled features (best label's F1 over all tokens, manual labels and word labels first, one per label; ≥ 20 firings):"
     );
     for f in ranked {
         let l = &f.metadata.label_details[0];
         println!(
-            "\n#{:<5} {:<28} precision {:.2} recall {:.2}  fires {} times (max {:.2})",
+            "\n#{:<5} {:<28} {}  fires {} (max {:.2})",
             f.id,
             print::visible(&l.text),
-            l.precision.unwrap_or(0.0),
-            l.recall.unwrap_or(0.0),
-            f.activation_count,
+            print::label_scores(l),
+            print::times(f.activation_count),
             f.max_activation
         );
         for ex in f.top_activations.iter().take(3) {

@@ -29,15 +29,24 @@ fn main() -> ExitCode {
 }
 
 /// The error and its causes on one line ("reading X: cause"), each cause once: the engine's
-/// I/O errors already end with their OS error, which the chain would repeat.
+/// I/O errors already end with their OS error, which the chain would repeat, and its errors
+/// start with the file they are about, which a context naming that file ("cannot read
+/// dictionary X") already said.
 fn one_line(e: &anyhow::Error) -> String {
     let mut line = e.to_string();
     for cause in e.chain().skip(1) {
         let cause = cause.to_string();
-        if !line.contains(&cause) {
-            line.push_str(": ");
-            line.push_str(&cause);
+        if line.contains(&cause) {
+            continue;
         }
+        // The longest "X: " the cause starts with whose X ends the line so far.
+        let named = cause
+            .match_indices(": ")
+            .map(|(i, _)| i)
+            .filter(|&i| i > 0 && line.ends_with(&cause[..i]))
+            .last();
+        line.push_str(": ");
+        line.push_str(named.map_or(cause.as_str(), |i| &cause[i + 2..]));
     }
     line
 }
@@ -82,3 +91,26 @@ fn exit_quietly_on_closed_pipe() {
 
 #[cfg(not(unix))]
 fn exit_quietly_on_closed_pipe() {}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_file_named_by_the_context_and_the_cause_is_said_once() {
+        let e = anyhow::anyhow!("pats.toml: not a feature dictionary JSON")
+            .context("cannot read dictionary pats.toml");
+        assert_eq!(
+            one_line(&e),
+            "cannot read dictionary pats.toml: not a feature dictionary JSON"
+        );
+        // Another file in the cause is kept, and so is a cause that repeats nothing.
+        let e = anyhow::anyhow!("b.json: truncated").context("cannot read dictionary a.json");
+        assert_eq!(
+            one_line(&e),
+            "cannot read dictionary a.json: b.json: truncated"
+        );
+        let e = anyhow::anyhow!("Permission denied").context("writing x");
+        assert_eq!(one_line(&e), "writing x: Permission denied");
+    }
+}

@@ -39,6 +39,23 @@ fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// A label's precision and recall over the corpus, or `(manual)` for a label a person wrote,
+/// which has neither: printed as numbers they would read as a measured 0.
+pub fn label_scores(l: &feature_dictionary::model::Label) -> String {
+    match (l.precision, l.recall) {
+        (Some(p), Some(r)) => format!("precision {p:.2} recall {r:.2}"),
+        _ if l.strategy == feature_dictionary::model::LabelingStrategy::Manual => {
+            "(manual)".to_string()
+        }
+        _ => format!("({}, confidence {:.2})", l.strategy.as_str(), l.confidence),
+    }
+}
+
+/// `n` firings as "1 time" / "n times".
+pub fn times(n: u64) -> String {
+    feature_dictionary::count_of(n, "time", "times")
+}
+
 /// Context with the firing token marked `[[token]]`.
 pub fn context_line(a: &FeatureActivation) -> String {
     let mut s = String::new();
@@ -145,6 +162,7 @@ fn stats_lines(
             "sae_name": sae,
             "layer": layer,
             "num_features": num_features,
+            "stored_features": stored.total_features,
             "statistics": st,
         }));
     }
@@ -197,8 +215,9 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
     let m = &f.metadata;
     println!("feature #{}  ({})", f.id, f.feature_type.as_str());
     println!(
-        "  fires {} times, frequency {:.6}",
-        f.activation_count, f.activation_frequency
+        "  fires {}, frequency {:.6}",
+        times(f.activation_count),
+        f.activation_frequency
     );
     if f.activation_count > 0 {
         println!(
@@ -337,11 +356,11 @@ pub fn encode_summary(
         }));
     }
     println!(
-        "wrote {}: {} nonzero latents over {} tokens in {} sequences (mean L0 {:.2}; locations {}, activations {}) in {:.2}s ({:.0} tokens/s)",
+        "wrote {}: {} nonzero latents over {} in {} (mean L0 {:.2}; locations {}, activations {}) in {:.2}s ({:.0} tokens/s)",
         out.display(),
         s.entries,
-        s.tokens,
-        s.sequences,
+        feature_dictionary::count_of(s.tokens, "token", "tokens"),
+        feature_dictionary::count_of(s.sequences, "sequence", "sequences"),
         s.mean_l0,
         s.locations_dtype,
         s.activations_dtype,
@@ -415,4 +434,30 @@ pub fn stats_summary(
         st,
         as_json,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use feature_dictionary::model::{Label, LabelingStrategy};
+
+    /// A manual label has no precision or recall; it was shown as measured zeros.
+    #[test]
+    fn a_manual_label_shows_as_manual_not_as_zero_scores() {
+        let mut l = Label {
+            text: "my label".into(),
+            strategy: LabelingStrategy::Manual,
+            confidence: 1.0,
+            precision: None,
+            recall: None,
+            evidence: vec![],
+        };
+        assert_eq!(label_scores(&l), "(manual)");
+        l.strategy = LabelingStrategy::TokenFrequency;
+        l.precision = Some(0.5);
+        l.recall = Some(0.25);
+        assert_eq!(label_scores(&l), "precision 0.50 recall 0.25");
+        assert_eq!(times(1), "1 time");
+        assert_eq!(times(2), "2 times");
+    }
 }

@@ -267,6 +267,22 @@ fn empty_files_and_directories() {
 fn malformed_inputs_and_arguments() {
     let dir = tempfile::tempdir().unwrap();
     let (acts, toks) = fixture(dir.path());
+    // Counts of 1 in the singular (it said "2 tokens in 1 sequences").
+    let short = dir.path().join("short.json");
+    std::fs::write(&short, r#"[["a", "b"]]"#).unwrap();
+    let out = build_expecting_failure(&acts, &short);
+    assert_clean_error(
+        &out,
+        &["has 12 rows (tokens) but the tokens file has 2 tokens in 1 sequence"],
+    );
+    // A file that is not a dictionary: its name once (it said "cannot read dictionary
+    // p.toml: p.toml: not …").
+    let toml = dir.path().join("p.toml");
+    std::fs::write(&toml, "a = \"b\"\n").unwrap();
+    let out = featdict(&["stats", s(&toml)]);
+    assert_clean_error(&out, &[&format!("cannot read dictionary {}: ", s(&toml))]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches(s(&toml)).count(), 1, "{err}");
     let bad_tokens = dir.path().join("bad.json");
     std::fs::write(&bad_tokens, r#"[["a", 3]]"#).unwrap();
     let out = build_expecting_failure(&acts, &bad_tokens);

@@ -149,6 +149,42 @@ fn delphi_shards_with_tokenizer_and_sae_build_and_encode() {
         &["build", s(&resid), "--sae", s(&sae), "--out", s(&out)],
         &["no tokens", "--token-ids"],
     );
+    // A delphi shard written without token ids: the error names the shard and what it
+    // lacks (it said only "no tokens"), and so for a directory of such shards.
+    let bare_dir = tmp.path().join("bare");
+    std::fs::create_dir(&bare_dir).unwrap();
+    let bare = bare_dir.join("0_3071.safetensors");
+    ok(&[
+        "encode",
+        s(&resid),
+        "--sae",
+        s(&sae),
+        "--seq-len",
+        "64",
+        "--out",
+        s(&bare),
+        "--json",
+    ]);
+    fails(
+        &["build", s(&bare), "--tokenizer", s(&tok), "--out", s(&out)],
+        &[
+            &format!(
+                "error: {}: this delphi cache shard has no `tokens` tensor",
+                bare.display()
+            ),
+            "--token-ids",
+        ],
+    );
+    fails(
+        &["build", s(&bare_dir), "--out", s(&out)],
+        &[
+            &format!(
+                "error: {}: no shard of this delphi cache has a `tokens` tensor",
+                bare_dir.display()
+            ),
+            "--tokens TOKENS.json",
+        ],
+    );
     fails(
         &[
             "build",

@@ -46,5 +46,12 @@ pub mod store;
 pub use dictionary::FeatureDictionary;
 pub use error::{Error, Result};
 
+/// `n` with the noun in the number it needs: "1 sequence", "2 sequences". For every message
+/// whose count may be 1.
+pub fn count_of(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Written into `feature_set.metadata.format` so files say who wrote them.
 pub const FORMAT_MARKER: &str = "feature-dictionary/1";

@@ -374,9 +374,9 @@ impl DelphiSource {
                 return Err(Error::format(
                     tokens.path(),
                     format!(
-                        "the cache {} has tokens for {} sequences but the given tokens have {}",
+                        "the cache {} has tokens for {} but the given tokens have {}",
                         cache.path().display(),
-                        n_sequences,
+                        crate::count_of(n_sequences, "sequence", "sequences"),
                         tokens.n_sequences()
                     ),
                 ));

@@ -554,11 +554,11 @@ impl DenseSource {
                 return Err(Error::format(
                     tokens.path(),
                     format!(
-                        "token/activation length mismatch: {} is shaped [{s} sequences, {l} tokens, {} features] but the tokens file has {} sequences with {} tokens in all (lengths {})",
+                        "token/activation length mismatch: {} is shaped [{s} sequences, {l} tokens, {} features] but the tokens file has {} with {} in all (lengths {})",
                         matrix.path().display(),
                         matrix.n_features(),
-                        tokens.n_sequences(),
-                        n_tok,
+                        crate::count_of(tokens.n_sequences() as u64, "sequence", "sequences"),
+                        crate::count_of(n_tok, "token", "tokens"),
                         tokens.describe_lengths()
                     ),
                 ));
@@ -567,10 +567,11 @@ impl DenseSource {
             return Err(Error::format(
                 tokens.path(),
                 format!(
-                    "token/activation length mismatch: {} has {} rows (tokens) but the tokens file has {n_tok} tokens in {} sequences",
+                    "token/activation length mismatch: {} has {} (tokens) but the tokens file has {} in {}",
                     matrix.path().display(),
-                    matrix.n_rows(),
-                    tokens.n_sequences()
+                    crate::count_of(matrix.n_rows(), "row", "rows"),
+                    crate::count_of(n_tok, "token", "tokens"),
+                    crate::count_of(tokens.n_sequences() as u64, "sequence", "sequences")
                 ),
             ));
         }

@@ -69,7 +69,8 @@ pub fn open_tokens(spec: &InputSpec, cache: Option<&DelphiCache>) -> Result<Toke
     };
     match (spec.tokens_json, spec.token_ids) {
         (Some(_), Some(_)) => Err(Error::Invalid(
-            "give tokens either as --tokens (JSON strings) or as --token-ids (ids), not both".into(),
+            "give tokens either as --tokens (JSON strings) or as --token-ids (ids), not both"
+                .into(),
         )),
         (Some(json), None) => {
             if spec.tokenizer.is_some() {
@@ -80,12 +81,27 @@ pub fn open_tokens(spec: &InputSpec, cache: Option<&DelphiCache>) -> Result<Toke
             TokenSequences::from_json_file(json)
         }
         (None, Some(ids)) => super::token_ids::open_npy(ids, vocab),
-        (None, None) => match cache.map(|c| c.token_sequences(vocab)).transpose()?.flatten() {
-            Some(sequences) => Ok(sequences),
-            None => Err(Error::Invalid(
-                "no tokens: pass --tokens TOKENS.json or --token-ids IDS.npy (with --tokenizer tokenizer.json to show them as text)".into(),
-            )),
-        },
+        (None, None) => {
+            const PASS: &str = "pass --tokens TOKENS.json or --token-ids IDS.npy (with --tokenizer tokenizer.json to show them as text)";
+            match cache {
+                Some(c) => match c.token_sequences(vocab)? {
+                    Some(sequences) => Ok(sequences),
+                    // Said about the cache: its tokens were what was looked for.
+                    None => {
+                        let lacks = if c.path().is_dir() {
+                            "no shard of this delphi cache has a `tokens` tensor"
+                        } else {
+                            "this delphi cache shard has no `tokens` tensor"
+                        };
+                        Err(Error::format(
+                            c.path(),
+                            format!("{lacks} to take the tokens from; {PASS}"),
+                        ))
+                    }
+                },
+                None => Err(Error::Invalid(format!("no tokens: {PASS}"))),
+            }
+        }
     }
 }
 

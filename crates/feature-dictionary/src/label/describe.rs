@@ -25,9 +25,10 @@ pub fn describe(feature: &Feature, total_tokens: u64) -> String {
         first.make_ascii_uppercase();
     }
     let mut s = format!(
-        "{kind_cap} feature firing on {}% of {total_tokens} tokens ({} times; mean activation {:.3}, max {:.3})",
+        "{kind_cap} feature firing on {}% of {} ({}; mean activation {:.3}, max {:.3})",
         percent(feature.activation_frequency * 100.0),
-        feature.activation_count,
+        crate::count_of(total_tokens, "token", "tokens"),
+        crate::count_of(feature.activation_count, "time", "times"),
         feature.mean_activation,
         feature.max_activation,
     );
@@ -131,6 +132,9 @@ mod tests {
         // Common frequencies keep two decimals.
         let d = describe(&feature(24, 12_800), 12_800);
         assert!(d.contains("firing on 0.19% of 12800"), "{d}");
+        // One firing is "1 time" (it said "1 times").
+        let d = describe(&feature(1, 256), 256);
+        assert!(d.contains("firing on 0.39% of 256 tokens (1 time;"), "{d}");
     }
 
     #[test]
