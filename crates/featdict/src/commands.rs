@@ -679,9 +679,10 @@ struct SearchArgs {
     /// Full text over labels, descriptions and top tokens (every word must occur; bm25).
     #[arg(long, group = "kind")]
     text: Option<String>,
-    /// Ranking for --token and --pattern: precision or firings.
-    #[arg(long, default_value = "precision")]
-    by: feature_dictionary::query::TokenRank,
+    /// Ranking for --token and --pattern: precision (default) or firings. Refused with
+    /// --label (ranked by confidence) and --text (ranked by bm25).
+    #[arg(long)]
+    by: Option<feature_dictionary::query::TokenRank>,
     /// Results shown (at least 1: with 0, "no match" would hide every match).
     #[arg(short = 'n', long = "limit", default_value_t = 20, value_parser = at_least_one)]
     limit: usize,
@@ -745,13 +746,14 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
 fn cmd_search(a: SearchArgs) -> Result<()> {
     use feature_dictionary::query::{Query, Search};
     use feature_dictionary::store::fdict::{self, FdictReader, FeatureBrief};
-    let query = match (a.token, a.label, a.pattern, a.text) {
-        (Some(token), None, None, None) => Query::Token { token, by: a.by },
-        (None, Some(l), None, None) => Query::Label(l),
-        (None, None, Some(pattern), None) => Query::Pattern { pattern, by: a.by },
-        (None, None, None, Some(t)) => Query::Text(t),
+    let (kind, value) = match (a.token, a.label, a.pattern, a.text) {
+        (Some(token), None, None, None) => ("token", token),
+        (None, Some(l), None, None) => ("label", l),
+        (None, None, Some(pattern), None) => ("pattern", pattern),
+        (None, None, None, Some(t)) => ("text", t),
         _ => bail!("give exactly one of --token, --label, --pattern, --text"),
     };
+    let query = Query::new(kind, value, a.by).with_context(|| format!("--{kind}"))?;
     let (hits, briefs) = if fdict::is_fdict(&a.dict)? {
         let r = FdictReader::open(&a.dict)?;
         let hits = r.search(&query, a.limit)?;

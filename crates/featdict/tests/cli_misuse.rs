@@ -303,3 +303,36 @@ fn demo_addr_requires_serve() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--serve"), "{err}");
 }
+
+/// `search` refuses an empty query of every kind, as it did an empty --label (an empty
+/// --token printed "no match", rc 0), and --by beside --label or --text, which it ignored.
+#[test]
+fn empty_searches_and_rankings_that_do_not_apply_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, fdict) = dictionaries(dir.path());
+    for d in [&json, &fdict] {
+        for (kind, says) in [
+            ("--token", "empty token query"),
+            ("--pattern", "empty pattern"),
+            ("--text", "has no words"),
+            ("--label", "empty label query"),
+        ] {
+            let out = featdict(&["search", s(d), kind, ""]);
+            assert_clean_error(&out, &[kind, says]);
+        }
+        for kind in ["--label", "--text"] {
+            let out = featdict(&["search", s(d), kind, "the", "--by", "firings"]);
+            assert_clean_error(
+                &out,
+                &[
+                    kind,
+                    "a ranking by firings applies only to token and pattern searches",
+                ],
+            );
+        }
+        for kind in ["--token", "--pattern"] {
+            let out = featdict(&["search", s(d), kind, "a", "--by", "firings"]);
+            assert_success(&out);
+        }
+    }
+}

@@ -916,9 +916,9 @@ pub const MAX_OFFSET: usize = 100_000;
 pub(crate) fn parse_search(
     params: &std::collections::HashMap<String, String>,
 ) -> Result<SearchRequest, ApiError> {
-    let by: TokenRank = match params.get("by").map(String::as_str) {
-        None | Some("") => TokenRank::Precision,
-        Some(s) => s.parse().map_err(ApiError::bad)?,
+    let by: Option<TokenRank> = match params.get("by").map(String::as_str) {
+        None | Some("") => None,
+        Some(s) => Some(s.parse().map_err(ApiError::bad)?),
     };
     let limit = bounded(params, "limit", 20, 1, MAX_LIMIT as u64)? as usize;
     let offset = bounded(params, "offset", 0, 0, MAX_OFFSET as u64)? as usize;
@@ -927,16 +927,7 @@ pub(crate) fn parse_search(
         .filter_map(|k| params.get(k).filter(|v| !v.is_empty()).map(|v| (k, v)))
         .collect();
     let query = match given.as_slice() {
-        [("token", v)] => Query::Token {
-            token: (*v).clone(),
-            by,
-        },
-        [("label", v)] => Query::Label((*v).clone()),
-        [("pattern", v)] => Query::Pattern {
-            pattern: (*v).clone(),
-            by,
-        },
-        [("text", v)] => Query::Text((*v).clone()),
+        [(kind, v)] => Query::new(kind, (*v).clone(), by)?,
         _ => {
             return Err(ApiError::bad(
                 "give exactly one non-empty parameter of token, label, pattern, text",

@@ -341,7 +341,11 @@ pub async fn search(State(st): State<Arc<AppState>>, Params(params): Params) -> 
         }
     };
     p.insert(key.to_string(), q.clone());
-    p.insert("by".into(), by.to_string());
+    // The form sends its ranking with every kind; the default one goes unsaid for a label
+    // or text search, and "by firings" there is refused, as by the API.
+    if matches!(key, "token" | "pattern") || by != "precision" {
+        p.insert("by".into(), by.to_string());
+    }
     for k in ["limit", "offset"] {
         if let Some(v) = params.get(k) {
             p.insert(k.into(), v.clone());

@@ -288,11 +288,42 @@ fn search_api_matches_library_and_rejects_bad_queries() {
         "token=x&limit=abc",
         "token=x&limit=100000",
         "token=x&by=magic",
+        // `by` ranks token and pattern searches only (it was accepted and ignored).
+        "label=a&by=firings",
+        "text=fires&by=firings",
+        "label=a&by=precision",
     ] {
         let r = get(s.addr, &format!("/api/search?{bad}"));
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
         assert!(r.json()["error"].is_string(), "{bad}");
     }
+    let r = get(s.addr, "/api/search?label=a&by=firings");
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("a ranking by firings applies only to token and pattern searches"),
+        "{}",
+        r.body
+    );
+    // The page's form sends its ranking with every kind: the default passes, "by firings"
+    // with a label or text search is refused, as by the API.
+    assert_eq!(
+        get(s.addr, "/search?kind=label&q=a&by=precision").status,
+        200
+    );
+    let r = get(s.addr, "/search?kind=text&q=fires&by=firings");
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body
+            .contains("applies only to token and pattern searches"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        get(s.addr, "/search?kind=pattern&q=a&by=firings").status,
+        200
+    );
     // The HTML search page answers the same, escaped.
     let r = get(s.addr, "/search?kind=label&q=%3Cscript%3E");
     assert_eq!(r.status, 200);

@@ -12,17 +12,19 @@ use crate::store::fdict::fts_columns;
 impl Search for FeatureDictionary {
     fn search(&self, query: &Query, limit: usize) -> Result<Vec<Hit>> {
         let mut hits: Vec<Hit> = match query {
-            Query::Token { token, by } => self
-                .features()
-                .filter_map(|f| {
-                    let t = f.metadata.top_tokens.iter().find(|t| &t.token == token)?;
-                    Some(Hit {
-                        id: f.id,
-                        score: token_score(*by, t.firings, t.occurrences),
-                        matched: t.token.clone(),
+            Query::Token { token, by } => {
+                super::check_token(token)?;
+                self.features()
+                    .filter_map(|f| {
+                        let t = f.metadata.top_tokens.iter().find(|t| &t.token == token)?;
+                        Some(Hit {
+                            id: f.id,
+                            score: token_score(*by, t.firings, t.occurrences),
+                            matched: t.token.clone(),
+                        })
                     })
-                })
-                .collect(),
+                    .collect()
+            }
             Query::Pattern { pattern, by } => {
                 let re = super::compile_pattern(pattern)?;
                 let mut verdict: HashMap<&str, bool> = HashMap::new();

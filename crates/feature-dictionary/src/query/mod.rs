@@ -38,6 +38,16 @@ pub enum TokenRank {
     Firings,
 }
 
+impl TokenRank {
+    /// The name it is given by: `precision` or `firings`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRank::Precision => "precision",
+            TokenRank::Firings => "firings",
+        }
+    }
+}
+
 impl std::str::FromStr for TokenRank {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
@@ -75,6 +85,57 @@ pub enum Query {
 }
 
 impl Query {
+    /// The search of `kind` (`token`, `label`, `pattern` or `text`) for `value`, ranked `by`
+    /// (token and pattern searches; precision when `None`), as the CLI and the server take
+    /// it. Refused: an empty value (an empty token is no token, and matches nothing: "no
+    /// match" would read as an answer), and a ranking for a label or text search, which rank
+    /// by confidence and bm25 whatever it says.
+    pub fn new(kind: &str, value: String, by: Option<TokenRank>) -> Result<Query> {
+        let query = match kind {
+            "token" => {
+                check_token(&value)?;
+                Query::Token {
+                    token: value,
+                    by: by.unwrap_or_default(),
+                }
+            }
+            "pattern" => {
+                if value.is_empty() {
+                    return Err(Error::Invalid("empty pattern".into()));
+                }
+                Query::Pattern {
+                    pattern: value,
+                    by: by.unwrap_or_default(),
+                }
+            }
+            "label" => {
+                label_needle(&value)?;
+                Query::Label(value)
+            }
+            "text" => {
+                text_words(&value)?;
+                Query::Text(value)
+            }
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown search kind {other:?}: expected token, label, pattern or text"
+                )))
+            }
+        };
+        if let (Some(by), Query::Label(_) | Query::Text(_)) = (by, &query) {
+            let ranks = match query {
+                Query::Label(_) => "by the feature's confidence",
+                _ => "by bm25",
+            };
+            return Err(Error::Invalid(format!(
+                "a ranking by {} applies only to token and pattern searches; a {} search ranks {ranks}",
+                by.as_str(),
+                query.kind()
+            )));
+        }
+        Ok(query)
+    }
+
     /// Which kind of search this is: `token`, `label`, `pattern` or `text`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -127,6 +188,14 @@ pub fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Refuses an empty token query: no token is empty, so it would only ever find nothing.
+fn check_token(token: &str) -> Result<()> {
+    if token.is_empty() {
+        return Err(Error::Invalid("empty token query".into()));
+    }
+    Ok(())
+}
+
 /// The label query checked and lowercased.
 fn label_needle(text: &str) -> Result<String> {
     if text.trim().is_empty() {
@@ -167,4 +236,45 @@ fn token_score(by: TokenRank, firings: u64, occurrences: u64) -> f64 {
 /// Sorts hits best first, ties by id.
 fn rank(hits: &mut [Hit]) {
     hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_queries_and_rankings_that_do_not_apply_are_refused() {
+        for kind in ["token", "pattern", "label", "text"] {
+            let e = Query::new(kind, String::new(), None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("empty") || e.contains("no words"), "{kind}: {e}");
+        }
+        // A space is a token (byte-level BPE has one); only the empty string is refused.
+        assert!(Query::new("token", " ".into(), None).is_ok());
+        for kind in ["label", "text"] {
+            let e = Query::new(kind, "the".into(), Some(TokenRank::Firings))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("a ranking by firings applies only to token and pattern searches"),
+                "{kind}: {e}"
+            );
+        }
+        assert_eq!(
+            Query::new("pattern", "^a".into(), Some(TokenRank::Firings)).unwrap(),
+            Query::Pattern {
+                pattern: "^a".into(),
+                by: TokenRank::Firings
+            }
+        );
+        assert_eq!(
+            Query::new("token", "a".into(), None).unwrap(),
+            Query::Token {
+                token: "a".into(),
+                by: TokenRank::Precision
+            }
+        );
+        assert!(Query::new("regex", "a".into(), None).is_err());
+    }
 }

@@ -106,6 +106,7 @@ impl Search for FdictReader {
         let conn = self.connection();
         match query {
             Query::Token { token, by } => {
+                super::check_token(token)?;
                 let sql = match by {
                     TokenRank::Precision => {
                         "SELECT t.feature_id, t.precision FROM tokens k
