@@ -291,23 +291,21 @@ struct TopArgs {
     /// Number of features (at least 1).
     #[arg(short = 'n', long = "count", default_value_t = 10, value_parser = at_least_one)]
     n: usize,
-    /// Only features of this type: dead, ultra_sparse, sparse, moderate or dense.
-    #[arg(long = "type", value_parser = feature_type)]
-    feature_type: Option<FeatureType>,
+    /// Only features of this type: dead, ultra_sparse, sparse, moderate or dense; all (the
+    /// default) for every type.
+    #[arg(long = "type", value_parser = type_filter)]
+    feature_type: Option<TypeFilter>,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
 }
 
-/// Parses a feature type by the name the dictionary uses for it.
-fn feature_type(s: &str) -> Result<FeatureType, String> {
-    FeatureType::parse(s).ok_or_else(|| {
-        let names: Vec<&str> = FeatureType::ALL.iter().map(|t| t.as_str()).collect();
-        format!(
-            "unknown feature type {s:?}: expected one of {}",
-            names.join(", ")
-        )
-    })
+/// A `--type` filter: one type, or every type (`None`, from `all`).
+#[derive(Debug, Clone, Copy)]
+struct TypeFilter(Option<FeatureType>);
+
+fn type_filter(s: &str) -> Result<TypeFilter, String> {
+    FeatureType::parse_filter(s).map(TypeFilter)
 }
 
 /// Runs a parsed command line.
@@ -343,12 +341,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Top(a) if store::fdict::is_fdict(&a.dict)? => {
             // Ranked by SQLite over the scalar columns; only the n bodies are parsed.
             let r = store::fdict::FdictReader::open(&a.dict)?;
-            let top = r.top_features(a.by, a.feature_type, a.n)?;
+            let top = r.top_features(a.by, a.feature_type.and_then(|t| t.0), a.n)?;
             print::top(&top.iter().collect::<Vec<_>>(), a.json)
         }
         Command::Top(a) => {
             let dict = load(&a.dict)?;
-            print::top(&dict.top_features(a.by, a.feature_type, a.n), a.json)
+            print::top(
+                &dict.top_features(a.by, a.feature_type.and_then(|t| t.0), a.n),
+                a.json,
+            )
         }
         Command::Label(a) => crate::label_cmds::cmd_label(a),
         Command::Similar(a) => crate::analyze_cmds::cmd_similar(a),

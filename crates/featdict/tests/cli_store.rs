@@ -218,6 +218,14 @@ fn top_on_fdict_ranks_as_on_json_ties_included() {
             assert!(!expected.is_empty(), "no {t} feature");
             assert_eq!(ids, expected, "--by {by} --type {t}");
         }
+        // `all`, as the server's type=all, is every type (it was refused).
+        for d in [&json, &fd] {
+            assert_eq!(
+                top(d, by, "1000", Some("all")),
+                top(d, by, "1000", None),
+                "{by}"
+            );
+        }
     }
     let bad = featdict(&[
         "top".as_ref(),
@@ -227,5 +235,8 @@ fn top_on_fdict_ranks_as_on_json_ties_included() {
     ]);
     assert!(!bad.status.success());
     let said = String::from_utf8_lossy(&bad.stderr);
-    assert!(said.contains("unknown feature type \"rare\""), "{said}");
+    assert!(
+        said.contains("unknown feature type \"rare\": expected all or one of "),
+        "{said}"
+    );
 }

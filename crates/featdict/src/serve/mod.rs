@@ -814,14 +814,8 @@ pub(crate) fn parse_list(
         Some(s) => s.parse().map_err(ApiError::bad)?,
     };
     let feature_type = match params.get("type").map(String::as_str) {
-        None | Some("") | Some("all") => None,
-        Some(s) => Some(FeatureType::parse(s).ok_or_else(|| {
-            let names: Vec<&str> = FeatureType::ALL.iter().map(|t| t.as_str()).collect();
-            ApiError::bad(format!(
-                "unknown feature type {s:?}: expected all or one of {}",
-                names.join(", ")
-            ))
-        })?),
+        None | Some("") => None,
+        Some(s) => FeatureType::parse_filter(s).map_err(ApiError::bad)?,
     };
     Ok(ListRequest {
         order,

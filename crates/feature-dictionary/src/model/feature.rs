@@ -64,6 +64,21 @@ impl FeatureType {
     pub fn parse(s: &str) -> Option<FeatureType> {
         Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
+
+    /// Parses a filter by type, as `featdict top --type` and the server's `type=` take it:
+    /// a type's name, or `all` (`None`: every type). The error lists every accepted name.
+    pub fn parse_filter(s: &str) -> Result<Option<FeatureType>, String> {
+        if s == "all" {
+            return Ok(None);
+        }
+        Self::parse(s).map(Some).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
+            format!(
+                "unknown feature type {s:?}: expected all or one of {}",
+                names.join(", ")
+            )
+        })
+    }
 }
 
 /// Extra facts about an example, stored in the original's `metadata` slot.
