@@ -205,7 +205,8 @@ pub struct LogitsArgs {
     /// Token strings of a safetensors unembedding: tokenizer.json or a JSON list.
     #[arg(long)]
     unembed_vocab: Option<PathBuf>,
-    /// Tokens shown each way (at least 1).
+    /// Tokens shown each way (at least 1; at most half the unembedding's vocabulary, so that
+    /// no token is listed as both promoted and suppressed).
     #[arg(short = 'n', long = "count", default_value_t = 10, value_parser = crate::commands::at_least_one)]
     n: usize,
     /// Machine-readable output.
@@ -256,6 +257,14 @@ pub fn cmd_logits(a: LogitsArgs) -> Result<()> {
             a.unembed.display(),
             un.matrix.cols,
             un.matrix.rows
+        );
+    }
+    if a.n > un.max_per_side() {
+        eprintln!(
+            "note: -n {} is more than half the vocabulary of {} tokens; showing {} each way, so no token is both promoted and suppressed",
+            a.n,
+            un.matrix.rows,
+            un.max_per_side()
         );
     }
     let lens = un.lens(a.id, direction, a.n)?;

@@ -287,6 +287,33 @@ fn all_zero_decoder_rows_are_refused_as_queries_and_skipped_as_neighbours() {
     );
     let v: serde_json::Value = serde_json::from_slice(&logits("0").stdout).unwrap();
     assert_eq!(v["promoted"][0][0], "a");
+    // -n 10 over 5 tokens listed every token both ways: now 2 each way, none on both sides,
+    // and a note says why.
+    let out = featdict(
+        &[
+            &logits_args(&dict, "0", &dec, &un, &vocab)[..],
+            &["-n", "10", "--json"],
+        ]
+        .concat(),
+    );
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tokens = |side: &str| -> Vec<String> {
+        v[side]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (promoted, suppressed) = (tokens("promoted"), tokens("suppressed"));
+    assert_eq!((promoted.len(), suppressed.len()), (2, 2), "{v}");
+    assert!(promoted.iter().all(|t| !suppressed.contains(t)), "{v}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("showing 2 each way"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -83,9 +83,18 @@ impl Unembedding {
         })
     }
 
-    /// The logit lens of feature `id` with decoder direction `direction` (length d). An
-    /// all-zero direction is an error: every token would score 0 and be listed as promoted.
+    /// Tokens listed each way at most: half the vocabulary, so that no token is listed as
+    /// both promoted and suppressed.
+    pub fn max_per_side(&self) -> usize {
+        self.matrix.rows / 2
+    }
+
+    /// The logit lens of feature `id` with decoder direction `direction` (length d): up to
+    /// `k` tokens each way, at most [`max_per_side`](Self::max_per_side), and never one
+    /// token on both sides. An all-zero direction is an error: every token would score 0
+    /// and be listed as promoted.
     pub fn lens(&self, id: u64, direction: &[f32], k: usize) -> Result<LogitLens> {
+        let k = k.min(self.max_per_side());
         if direction.len() != self.matrix.cols {
             return Err(Error::Invalid(format!(
                 "feature {id}'s decoder direction has {} dimensions but the unembedding has {}",
@@ -108,18 +117,49 @@ impl Unembedding {
                     .sum()
             })
             .collect();
-        let neg: Vec<f32> = scores.iter().map(|s| -s).collect();
+        let promoted = top_k(&scores, usize::MAX, k);
+        let mut neg: Vec<f32> = scores.iter().map(|s| -s).collect();
+        // Tied scores could otherwise rank one token on both sides; non-finite is skipped.
+        for &(t, _) in &promoted {
+            neg[t as usize] = f32::NAN;
+        }
         let name = |(t, s): (u32, f32)| (self.tokens[t as usize].clone(), s);
         Ok(LogitLens {
             feature: id,
-            promoted: top_k(&scores, usize::MAX, k)
-                .into_iter()
-                .map(name)
-                .collect(),
+            promoted: promoted.into_iter().map(name).collect(),
             suppressed: top_k(&neg, usize::MAX, k)
                 .into_iter()
                 .map(|(t, s)| name((t, -s)))
                 .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Asked for more tokens than half the vocabulary (or with every score tied), the two
+    /// lists listed the same tokens as promoted and suppressed.
+    #[test]
+    fn no_token_is_both_promoted_and_suppressed() {
+        let tokens: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        for rows in [vec![1.0f32, 2.0, 3.0, 4.0, 5.0], vec![1.0; 5]] {
+            let un = Unembedding::new(
+                Matrix {
+                    rows: 5,
+                    cols: 1,
+                    data: rows,
+                },
+                tokens.clone(),
+            )
+            .unwrap();
+            assert_eq!(un.max_per_side(), 2);
+            let lens = un.lens(0, &[1.0], 10).unwrap();
+            assert_eq!((lens.promoted.len(), lens.suppressed.len()), (2, 2));
+            for (t, _) in &lens.promoted {
+                assert!(lens.suppressed.iter().all(|(u, _)| u != t), "{lens:?}");
+            }
+        }
     }
 }
