@@ -107,8 +107,10 @@ impl TokenSketch {
     /// was dropped, then the estimate (never below the tokens the table still holds).
     pub fn distinct_tokens(&self) -> (u64, bool) {
         match &self.distinct {
-            None => (self.len as u64, true),
-            Some(d) => ((d.estimate().round() as u64).max(self.len as u64), false),
+            Some(d) if self.error > 0 => {
+                ((d.estimate().round() as u64).max(self.len as u64), false)
+            }
+            _ => (self.len as u64, true),
         }
     }
 
@@ -306,6 +308,11 @@ impl TokenSketch {
         self.error = error;
         self.saturated |= other.saturated;
         self.rebuild(entries);
+        if self.error == 0 {
+            // Nothing was dropped after all (the two shared tokens): the table holds every
+            // distinct token again, and the estimate restarts from it if it ever overflows.
+            self.distinct = None;
+        }
     }
 
     /// Remaps token ids (merging accumulators built with different vocabularies). Ids
@@ -414,10 +421,14 @@ mod tests {
         }
         let (estimate, exact) = one.distinct_tokens();
         assert!(!exact && (estimate as f64 / 3_900.0 - 1.0).abs() < 0.07);
-        // Two parts whose union still fits stay exact.
+        // Two parts whose union still fits stay exact, also when the two alone would not.
         let mut small = sketch(&stream(0, 300));
         small.merge(&sketch(&stream(200, 300)), capacity, TokenKeys::default());
         assert_eq!(small.distinct_tokens(), (500, true));
+        let mut overlapping = sketch(&stream(0, 700));
+        overlapping.merge(&sketch(&stream(200, 700)), capacity, TokenKeys::default());
+        assert_eq!(overlapping.distinct_tokens(), (900, true));
+        assert!(overlapping.is_exact() && overlapping.distinct.is_none());
     }
 
     #[test]
