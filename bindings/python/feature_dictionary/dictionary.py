@@ -283,10 +283,12 @@ class FeatureDictionary:
         try:
             text = json.dumps(data, allow_nan=False)
         except ValueError:
-            # JSON has no NaN or infinity: say which value, not a column of the encoded text.
+            # Neither format stores NaN or infinity (the .fdict keeps each feature as JSON
+            # too): say which value, not a column of the encoded text.
             where, value = first_non_finite(data)
             raise ValueError(
-                f"{os.fspath(path)}: cannot save {where} = {value!r}: JSON has no NaN or infinity"
+                f"{os.fspath(path)}: cannot save {where} = {value!r}: a dictionary holds no NaN or "
+                "infinity (JSON, the .fdict's feature bodies included, has none)"
             ) from None
         _engine.save(text, os.fspath(path), sources)
 

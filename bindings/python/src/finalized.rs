@@ -392,9 +392,19 @@ pub fn save(
 ) -> PyResult<()> {
     let invalid =
         |e: String| Error::Invalid(format!("{path}: dictionary does not match the model: {e}"));
+    // The path of the field at fault (`feature_set.features.3.activation_count`): the
+    // text was made by the package, so its line and column would tell the user nothing.
     let saved: PartialSaved = py
-        .allow_threads(|| serde_json::from_str(text))
-        .map_err(|e| crate::to_py(invalid(e.to_string())))?;
+        .allow_threads(|| {
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
+        })
+        .map_err(|e| {
+            crate::to_py(invalid(format!(
+                "{} is {}",
+                e.path(),
+                strip_position(&e.inner().to_string())
+            )))
+        })?;
     let set = saved.feature_set;
     let path = std::path::Path::new(path);
     let fdict = path.extension().and_then(|e| e.to_str()) == Some("fdict");
@@ -468,4 +478,12 @@ pub fn save(
         }
     })
     .map_err(crate::to_py)
+}
+
+/// A serde_json message without its " at line L column C" suffix.
+fn strip_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    }
 }

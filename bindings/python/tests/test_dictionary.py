@@ -103,7 +103,7 @@ def test_a_non_finite_value_is_named_when_saving(tmp_path, corpus):
     d = build(acts, tokens)
     d.finalize()
     d.features.get_feature(3).confidence = float("nan")
-    with pytest.raises(ValueError, match=r'cannot save feature_set\.features\["3"\]\.confidence = nan: JSON has no NaN'):
+    with pytest.raises(ValueError, match=r'cannot save feature_set\.features\["3"\]\.confidence = nan: a dictionary holds no NaN'):
         d.save(str(tmp_path / "d.json"))
     assert not (tmp_path / "d.json").exists()
     d.features.get_feature(3).confidence = 0.5

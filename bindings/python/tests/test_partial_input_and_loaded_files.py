@@ -199,3 +199,18 @@ def test_the_python_side_settings_survive_to_dict_and_from_dict():
 def test_a_feature_activation_made_by_hand_keeps_the_metadata_it_was_given():
     a = FeatureActivation(feature_id=1, token="x", position=2, activation=1.0)
     assert a.metadata == {}
+
+
+@pytest.mark.parametrize("name", ["x.json", "x.fdict"])
+def test_a_value_the_model_cannot_hold_is_named_by_its_field_when_saving(tmp_path, name):
+    d = FeatureDictionary(2, 1)
+    d.process(np.array([[1.0, 0.0], [2.0, 1.0]], np.float32), ["a", "b"])
+    d.finalize()
+    d[1].activation_count = -1
+    with pytest.raises(
+        ValueError,
+        match=r"dictionary does not match the model: feature_set\.features\.1\.activation_count is "
+        r"invalid value: integer .-1., expected u64$",
+    ):
+        d.save(tmp_path / name)
+    assert not (tmp_path / name).exists()
