@@ -11,17 +11,18 @@
 use feature_dictionary::accumulate::distinct::text_key;
 use feature_dictionary::accumulate::{Accumulator, Settings};
 use feature_dictionary::build::{default_threads, VALUES_PER_BATCH};
-use feature_dictionary::finalize::finalize;
+use feature_dictionary::finalize::finalize_unless;
 use feature_dictionary::ingest::{ActivationBatch, BatchValues, TokenId, Vocab};
 use feature_dictionary::model::{DictionaryConfig, ExtractionConfig};
 use feature_dictionary::Error;
 use finalized::Finalized;
 use numpy::{PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 mod finalized;
 mod labels;
@@ -677,9 +678,11 @@ impl Engine {
         let config: DictionaryConfig = serde_json::from_str(config_json)
             .map_err(|e| PyValueError::new_err(format!("invalid dictionary config: {e}")))?;
         let (acc, vocab, contexts) = (&self.acc, &self.vocab, &self.contexts);
-        let dict = py.allow_threads(|| {
+        // Ctrl-C stops a long finalize (millions of features) within a moment: the state
+        // is only read, so nothing is lost and finalize can be called again.
+        let dict = interruptible(py, |stop| {
             let collect_context = config.extraction.collect_context;
-            let mut dict = finalize(acc, vocab, config);
+            let mut dict = finalize_unless(acc, vocab, config, stop)?;
             if collect_context && !contexts.is_empty() {
                 set_contexts(&mut dict, contexts);
             }
@@ -695,10 +698,58 @@ impl Engine {
                     .extra
                     .insert("dead_features".into(), serde_json::json!(dead));
             }
-            dict
-        });
+            Some(dict)
+        })?
+        .ok_or_else(|| PyKeyboardInterrupt::new_err("finalize was interrupted"))?;
         Ok(Finalized::new(dict))
     }
+}
+
+/// How often a thread waiting for [`interruptible`] work looks for Ctrl-C.
+const SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Runs `work` on another thread, with the GIL released, while this one runs Python's
+/// signal handlers every [`SIGNAL_POLL`]: when one raises (Ctrl-C: `KeyboardInterrupt`),
+/// `work` is asked to stop through its flag, and that error is returned once it has.
+/// (A call that simply ran without the GIL would take Ctrl-C only when it ended.)
+pub(crate) fn interruptible<T: Send>(
+    py: Python<'_>,
+    work: impl FnOnce(&AtomicBool) -> T + Send,
+) -> PyResult<T> {
+    use std::sync::mpsc::{channel, RecvTimeoutError};
+    let stop = AtomicBool::new(false);
+    let (done, finished) = channel();
+    std::thread::scope(|scope| {
+        let stop = &stop;
+        scope.spawn(move || {
+            // The receiver may be gone after an interrupt: the result is then not wanted.
+            let _ = done.send(work(stop));
+        });
+        // The receiver goes into each wait and comes back out (it cannot be shared).
+        let mut finished = finished;
+        loop {
+            let (received, back) = py.allow_threads(move || {
+                let received = finished.recv_timeout(SIGNAL_POLL);
+                (received, finished)
+            });
+            finished = back;
+            match received {
+                Ok(result) => return Ok(result),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(interrupt) = py.check_signals() {
+                        stop.store(true, Ordering::Relaxed);
+                        // Waits for the worker to give up (the scope joins it).
+                        let _ = py.allow_threads(move || finished.recv());
+                        return Err(interrupt);
+                    }
+                }
+                // The worker panicked: the scope's join passes the panic on.
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(PyRuntimeError::new_err("the engine's worker thread failed"))
+                }
+            }
+        }
+    })
 }
 
 /// Gives every example (top and quantile samples) of a sequence processed with a `context`
@@ -807,6 +858,23 @@ fn write_text_atomically(py: Python<'_>, path: &str, text: &str) -> PyResult<()>
     .map_err(to_py)
 }
 
+/// Waits up to `seconds` inside [`interruptible`] for its stop flag; returns whether the
+/// flag came. Lets the tests check that Ctrl-C reaches long engine work (finalize) without
+/// building a dictionary big enough to take long.
+#[pyfunction]
+fn _wait_for_interrupt(py: Python<'_>, seconds: f64) -> PyResult<bool> {
+    interruptible(py, |stop| {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
+        while std::time::Instant::now() < end {
+            if stop.load(Ordering::Relaxed) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        false
+    })
+}
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
@@ -815,6 +883,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Finalized>()?;
     m.add_function(wrap_pyfunction!(finalized::load, m)?)?;
     m.add_function(wrap_pyfunction!(engine_from_state, m)?)?;
+    m.add_function(wrap_pyfunction!(_wait_for_interrupt, m)?)?;
     m.add("FORMAT_MARKER", feature_dictionary::FORMAT_MARKER)?;
     Ok(())
 }

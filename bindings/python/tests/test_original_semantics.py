@@ -137,6 +137,21 @@ def test_ctrl_c_stops_a_long_call_at_its_next_batch():
     np.testing.assert_array_equal(d.extractor._coact, prefix.extractor._coact)
 
 
+def test_ctrl_c_reaches_long_engine_work_such_as_finalize():
+    # finalize runs in the engine without the GIL; Ctrl-C used to wait for its end (minutes
+    # at millions of features). The engine's waiting thread now runs the signal handlers
+    # and stops the work: a wait of a minute ends at the interrupt.
+    from feature_dictionary import _engine
+
+    timer = threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        _engine._wait_for_interrupt(60.0)
+    assert time.perf_counter() - started < 30
+    timer.join()
+
+
 def test_one_extractor_used_from_two_threads_takes_every_call_in_turn():
     acts, tokens = random_corpus(seed=6, n_seq=24, n_features=48)
     ex = FeatureExtractor(48, 16, config=ExtractionConfig(include_dead_features=True))

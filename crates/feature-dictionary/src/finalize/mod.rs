@@ -6,6 +6,7 @@
 //! `featdict build --drop-dead`), never data loss.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::accumulate::histogram::{self, N_BINS};
 use crate::accumulate::range::FeatureRange;
@@ -33,11 +34,23 @@ pub const QUANTILES: [(&str, f64); 7] = [
 pub const N_QUANTILE_GROUPS: usize = crate::accumulate::samples::QUANTILE_GROUPS;
 
 /// Builds the dictionary from an accumulator. `config.num_features` is set from it.
-pub fn finalize(
+pub fn finalize(acc: &Accumulator, vocab: &Vocab, config: DictionaryConfig) -> FeatureDictionary {
+    finalize_unless(acc, vocab, config, &AtomicBool::new(false))
+        .expect("a finalize nobody stops runs to its end")
+}
+
+/// Features each thread finalizes between looks at the stop flag.
+const FEATURES_PER_STOP_CHECK: usize = 256;
+
+/// [`finalize`], given up soon after `stop` is set (each thread looks at it every
+/// [`FEATURES_PER_STOP_CHECK`] features): `None` then. The accumulator is only read, so a
+/// finalize given up leaves nothing behind (the Python package stops one on Ctrl-C).
+pub fn finalize_unless(
     acc: &Accumulator,
     vocab: &Vocab,
     mut config: DictionaryConfig,
-) -> FeatureDictionary {
+    stop: &AtomicBool,
+) -> Option<FeatureDictionary> {
     config.num_features = acc.n_features();
     let carry_spaces = vocab.tokens_carry_spaces();
     let ctx = Ctx {
@@ -59,7 +72,11 @@ pub fn finalize(
                 let ctx = &ctx;
                 scope.spawn(move || {
                     (0..part.len())
-                        .map(|local| ctx.feature(part, local))
+                        .map_while(|local| {
+                            let go_on = local % FEATURES_PER_STOP_CHECK != 0
+                                || !stop.load(Ordering::Relaxed);
+                            go_on.then(|| ctx.feature(part, local))
+                        })
                         .collect()
                 })
             })
@@ -69,6 +86,9 @@ pub fn finalize(
             .map(|h| h.join().expect("finalize thread panicked"))
             .collect()
     });
+    if stop.load(Ordering::Relaxed) {
+        return None;
+    }
     let features: BTreeMap<u64, Feature> = parts.into_iter().flatten().map(|f| (f.id, f)).collect();
     let mut token_counts: Vec<(String, u64)> = acc
         .token_counts
@@ -99,7 +119,7 @@ pub fn finalize(
     if let Some(c) = &acc.coactivation {
         crate::analyze::correlation::store_method(&mut feature_set, c);
     }
-    FeatureDictionary::new(config, feature_set)
+    Some(FeatureDictionary::new(config, feature_set))
 }
 
 struct Ctx<'a> {
@@ -348,6 +368,38 @@ fn token_entropy(
 #[cfg(test)]
 mod tests {
     use super::token_entropy;
+
+    #[test]
+    fn a_finalize_asked_to_stop_gives_up_and_one_left_alone_is_whole() {
+        use crate::accumulate::{Accumulator, Settings};
+        use crate::ingest::{ActivationBatch, BatchValues, Vocab};
+        use crate::model::{DictionaryConfig, ExtractionConfig};
+        use std::sync::atomic::AtomicBool;
+        let settings = Settings::from_config(&ExtractionConfig::default()).unwrap();
+        let (rows, features) = (8usize, 1_000usize);
+        let values: Vec<f32> = (0..rows * features).map(|i| (i % 7) as f32).collect();
+        let mut vocab = Vocab::new();
+        let tokens: Vec<u32> = (0..rows).map(|i| vocab.intern(&format!("t{i}"))).collect();
+        let mut acc = Accumulator::new(features, settings, 2);
+        acc.update(&ActivationBatch {
+            n_features: features,
+            tokens,
+            sequences: vec![0; rows],
+            positions: (0..rows as u32).collect(),
+            core: 0..rows,
+            values: BatchValues::Dense(&values),
+            token_keys: None,
+        })
+        .unwrap();
+        let config = DictionaryConfig::default();
+        assert!(
+            super::finalize_unless(&acc, &vocab, config.clone(), &AtomicBool::new(true)).is_none()
+        );
+        let whole =
+            super::finalize_unless(&acc, &vocab, config.clone(), &AtomicBool::new(false)).unwrap();
+        assert_eq!(whole.feature_set.features.len(), features);
+        assert_eq!(whole, super::finalize(&acc, &vocab, config));
+    }
 
     #[test]
     fn token_entropy_is_exact_from_exact_counts_and_estimated_from_a_summary() {
