@@ -42,8 +42,8 @@ pub fn finalize(acc: &Accumulator, vocab: &Vocab, config: DictionaryConfig) -> F
 /// Features each thread finalizes between looks at the stop flag.
 const FEATURES_PER_STOP_CHECK: usize = 256;
 
-/// [`finalize`], given up soon after `stop` is set (each thread looks at it every
-/// [`FEATURES_PER_STOP_CHECK`] features): `None` then. The accumulator is only read, so a
+/// [`finalize`], given up soon after `stop` is set (each thread looks at it every 256
+/// features): `None` then. The accumulator is only read, so a
 /// finalize given up leaves nothing behind (the Python package stops one on Ctrl-C).
 pub fn finalize_unless(
     acc: &Accumulator,
