@@ -265,8 +265,8 @@ impl Finalized {
             .map_err(|e| PyValueError::new_err(format!("invalid labeling plan: {e}")))?;
         let set = &mut self.dict.feature_set;
         let threads = feature_dictionary::build::default_threads();
-        py.allow_threads(|| labels::label_set(set, &plan, threads));
-        Ok(())
+        // Ctrl-C gives up the labeling (the set, partly labeled, is then never adopted).
+        crate::interruptible(py, |stop| labels::label_set(set, &plan, threads, stop))
     }
 
     /// Stores `values_json` (`{"<id>": value}`) under `key` in those features' metadata.

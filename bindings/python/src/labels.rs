@@ -12,6 +12,7 @@
 //! set of token forms it matches and its corpus occurrences.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustc_hash::FxHashMap;
 
@@ -384,13 +385,19 @@ pub fn describe(f: &Feature) -> String {
 
 /// Labels and describes every feature of `set`, features split among `threads` threads
 /// (each feature is labeled on its own, so the result does not depend on the split).
-pub fn label_set(set: &mut FeatureSet, plan: &Plan, threads: usize) {
+///
+/// Gives up soon after `stop` is set (each thread looks at it before every feature), leaving
+/// the set partly labeled: the caller then drops it.
+pub fn label_set(set: &mut FeatureSet, plan: &Plan, threads: usize, stop: &AtomicBool) {
     let mut features: Vec<&mut Feature> = set.features.values_mut().collect();
     let chunk = features.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
         for part in features.chunks_mut(chunk) {
             scope.spawn(move || {
                 for f in part.iter_mut() {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
                     label_feature(f, plan);
                     f.description = describe(f);
                 }
