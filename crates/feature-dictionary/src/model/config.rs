@@ -114,6 +114,7 @@ impl Default for LabelingConfig {
 #[serde(default)]
 pub struct DictionaryConfig {
     /// Extraction settings.
+    #[serde(deserialize_with = "extraction_with_either_sample_key")]
     pub extraction: ExtractionConfig,
     /// Labeling settings.
     pub labeling: LabelingConfig,
@@ -152,6 +153,22 @@ impl Default for DictionaryConfig {
     }
 }
 
+/// Reads the extraction settings of a saved dictionary, which may name the example sample
+/// both `samples_per_group` and `samples_per_band` (its name before 2026-11-27; a file edited
+/// by hand, or passed through a tool that kept the old key): the new name wins, as in the
+/// Python package, instead of serde refusing a "duplicate field".
+fn extraction_with_either_sample_key<'de, D>(d: D) -> Result<ExtractionConfig, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error as _;
+    let mut fields = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+    if fields.contains_key("samples_per_group") {
+        fields.remove("samples_per_band");
+    }
+    serde_json::from_value(serde_json::Value::Object(fields)).map_err(D::Error::custom)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +183,19 @@ mod tests {
         let new = serde_json::to_value(&old).unwrap();
         assert_eq!(new["samples_per_group"], 7);
         assert!(new.get("samples_per_band").is_none());
+        // Both names in a saved dictionary's config: the new one wins.
+        let both: DictionaryConfig = serde_json::from_str(
+            r#"{"extraction": {"samples_per_band": 7, "samples_per_group": 3}, "layer": 2}"#,
+        )
+        .unwrap();
+        assert_eq!((both.extraction.samples_per_group, both.layer), (3, 2));
+        let old: DictionaryConfig =
+            serde_json::from_str(r#"{"extraction": {"samples_per_band": 7}}"#).unwrap();
+        assert_eq!(old.extraction.samples_per_group, 7);
+        let bad = serde_json::from_str::<DictionaryConfig>(
+            r#"{"extraction": {"samples_per_group": "many"}}"#,
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("expected usize"), "{bad}");
     }
 }
