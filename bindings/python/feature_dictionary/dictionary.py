@@ -169,7 +169,8 @@ class FeatureDictionary:
 
     def search_by_token(self, token: str, min_activation: float = 0.0) -> List[Tuple[int, float]]:
         """``(feature_id, activation)`` of features that fired on ``token`` anywhere in the
-        corpus (surrounding whitespace ignored), highest stored activation first."""
+        corpus (surrounding whitespace ignored, but a token of whitespace only is matched
+        as itself), highest stored activation first."""
         return search_token(self.features, token, min_activation)
 
     def search_by_label(self, label: str) -> List[Feature]:

@@ -488,9 +488,20 @@ class FeatureExtractor:
         # The sequences go to the engine `batch_size` at a time (each chunk is copied into
         # one array), so a bad sequence found in a later chunk would leave the chunks before
         # it accumulated: what can be checked without converting is checked first.
+        # Sequences given as lists are converted here, all of them (their Python floats
+        # take several times the memory of the arrays made of them); arrays are checked
+        # without a copy. What only the engine sees (NaN/Inf), or a float64 value beyond
+        # float32 found when a chunk is converted, can still stop a later chunk: the error
+        # then says how many sequences were kept.
         for i, (a, t) in enumerate(zip(seqs, batch_tokens)):
-            if isinstance(a, np.ndarray) and a.ndim == 2:
-                what = f"batch_activations[{i}]"
+            what = f"batch_activations[{i}]"
+            if hasattr(a, "detach") and hasattr(a, "cpu"):
+                a = seqs[i] = a.detach().cpu().numpy()
+            if not isinstance(a, np.ndarray):
+                a = seqs[i] = _as_float_2d(a, what)
+            elif not (a.ndim == 2 or (a.size == 0 and a.ndim < 2)):
+                raise ValueError(f"{what} must be [seq_len, num_features]; got an array of shape {a.shape}")
+            if a.ndim == 2:
                 if a.dtype not in (np.float32, np.float16):
                     _check_numeric(a, what)
                 if a.shape[0] and a.shape[1] != self.num_features:
@@ -792,7 +803,7 @@ class FeatureExtractor:
 
 
 def _token_index(fs: FeatureSet) -> Tuple[Dict[str, List[Tuple[int, int]]], set]:
-    """token.strip() → [(feature id, firings)] over the features still as the engine made
+    """search key (see ``_search_key``) → [(feature id, firings)] over the features still as the engine made
     them (unconverted, so nobody can have changed them), and the set of their ids; built
     once per feature set. Converted and hand-made features are read at each search instead:
     their examples and token lists are plain Python objects a user may change."""
@@ -810,16 +821,22 @@ def _token_index(fs: FeatureSet) -> Tuple[Dict[str, List[Tuple[int, int]]], set]
     return cached
 
 
+def _search_key(token: str) -> str:
+    """What a token is searched by: stripped, unless it is whitespace only ("\n" and " "
+    would both become "", and one search would find every such token)."""
+    return token.strip() or token
+
+
 def _live_token_entries(f: Feature) -> Iterator[Tuple[str, int]]:
-    """(token.strip(), firings) of a converted or hand-made feature, each token once."""
+    """(search key, firings) of a converted or hand-made feature, each token once."""
     seen = set()
     for entry in top_token_entries(f):
-        key = entry[0].strip()
+        key = _search_key(entry[0])
         if key not in seen:
             seen.add(key)
             yield key, entry[1]
     for a in f.top_activations:  # hand-made features without token statistics
-        key = a.token.strip()
+        key = _search_key(a.token)
         if key not in seen:
             seen.add(key)
             yield key, 1
@@ -857,7 +874,7 @@ def _smallest_firing(f: Feature) -> float:
 def search_token(fs: FeatureSet, token: str, min_activation: float = 0.0) -> List[Tuple[int, float]]:
     if not isinstance(token, str):
         return []  # as the original, whose comparison of each example's token never matched
-    key = token.strip()
+    key = _search_key(token)
     out = []
     for fid in _features_on_token(fs, key):
         f = fs.features[fid]
@@ -865,7 +882,7 @@ def search_token(fs: FeatureSet, token: str, min_activation: float = 0.0) -> Lis
         if src is not None:
             best = src[0].best_example_activation(src[1], key)
         else:
-            best = max((a.activation for a in _examples(f) if a.token.strip() == key), default=None)
+            best = max((a.activation for a in _examples(f) if _search_key(a.token) == key), default=None)
         if best is None:
             # The feature fired on the token but no stored example shows how strongly: its
             # typical value stands in, but only when every firing of it reaches

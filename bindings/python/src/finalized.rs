@@ -225,7 +225,7 @@ impl Finalized {
             .map(|t| (t.token.as_str(), t.firings));
         let examples = f.top_activations.iter().map(|a| (a.token.as_str(), 1));
         for (token, firings) in tokens.chain(examples) {
-            let key = labels::py_strip(token);
+            let key = labels::search_key(token);
             if seen.insert(key) {
                 out.push((key.to_string(), firings));
             }
@@ -246,7 +246,7 @@ impl Finalized {
         Ok(f.top_activations
             .iter()
             .chain(samples)
-            .filter(|a| labels::py_strip(&a.token) == key)
+            .filter(|a| labels::search_key(&a.token) == key)
             .map(|a| a.activation)
             .reduce(f32::max)
             .map(f64::from))

@@ -62,6 +62,16 @@ pub struct PatternPlan {
 
 /// Python's `str.strip()`: Rust's whitespace plus the four information separators
 /// U+001C–U+001F, which Python counts as whitespace and Unicode does not.
+/// The key a token is searched by (`search_by_token`): stripped as Python's `str.strip()`
+/// does, except that a token of whitespace only stays itself — stripped, every such token
+/// ("\n", "\t", " ") would be the empty string, and one search would find them all.
+pub fn search_key(s: &str) -> &str {
+    match py_strip(s) {
+        "" => s,
+        stripped => stripped,
+    }
+}
+
 pub fn py_strip(s: &str) -> &str {
     // Most tokens start and end with a visible ASCII character: nothing to strip.
     let b = s.as_bytes();

@@ -61,12 +61,11 @@ def test_nan_in_a_later_chunk_counts_the_whole_input_and_a_retry_of_the_rest_cou
     assert d[1].activation_count == 15
 
 
-def test_a_list_that_cannot_be_converted_in_a_later_chunk_says_what_was_kept():
+def test_a_value_found_only_when_a_later_chunk_is_converted_says_what_was_kept():
     d = _dictionary(batch_size=2)
     seqs, toks = _three_sequences()
-    seqs = [s.tolist() for s in seqs]
-    seqs[2][3] = [1.0, 2.0]  # ragged: found only when the chunk is converted
-    with pytest.raises(ValueError, match=r"the first 2 of the 3 sequences of this batch were accumulated"):
+    seqs[2] = np.full((5, 4), 1e39)  # float64 beyond float32: seen when converted
+    with pytest.raises(ValueError, match=r"beyond the range of float32.*the first 2 of the 3 sequences of this batch were accumulated"):
         d.process_batch(seqs, toks)
     assert d.extractor.total_tokens == 10
 
@@ -214,3 +213,33 @@ def test_a_value_the_model_cannot_hold_is_named_by_its_field_when_saving(tmp_pat
     ):
         d.save(tmp_path / name)
     assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        (np.ones(4, np.float32), ValueError),  # 1-D
+        (np.ones((1, 5, 4), np.float32), ValueError),  # 3-D
+        ([[1.0, 2.0, 3.0, 4.0], [1.0]], ValueError),  # ragged lists
+        (None, TypeError),
+    ],
+)
+def test_a_malformed_sequence_in_a_later_chunk_is_refused_before_any_chunk_is_accumulated(bad, error):
+    d = _dictionary(batch_size=2)
+    seqs, toks = _three_sequences()
+    seqs[2] = bad
+    with pytest.raises(error):
+        d.process_batch(seqs, toks)
+    assert d.extractor.total_tokens == 0
+
+
+def test_search_by_token_tells_whitespace_only_tokens_apart():
+    d = FeatureDictionary(3, 1)
+    a = np.zeros((4, 3), np.float32)
+    a[0, 0] = a[1, 1] = a[2, 2] = 1.0
+    d.process(a, ["\n", " ", " x ", "y"])
+    d.finalize()
+    assert [fid for fid, _ in d.search_by_token("\n")] == [0]
+    assert [fid for fid, _ in d.search_by_token(" ")] == [1]
+    assert [fid for fid, _ in d.search_by_token("x")] == [2]
+    assert d.search_by_token("\t") == []
