@@ -288,6 +288,16 @@ fn label_features(
             bail!(crate::commands::not_in_dict(dict, &a.dict, id));
         }
     }
+    // Labels are scored by per-token firing counts over the corpus; a file without any (the
+    // original library's) would come out with every computed label gone.
+    if dict.feature_set.metadata.token_counts.is_empty()
+        && dict.features().all(|f| f.metadata.top_tokens.is_empty())
+    {
+        bail!(
+            "{}: this dictionary holds no per-token firing counts (a file of the original library, or a dictionary of no tokens), which labels are scored by; its labels are left as they are. Build it again with `featdict build` to label it, or set manual labels with `featdict label DICT ID --set TEXT`",
+            a.dict.display()
+        );
+    }
     let mut options = LabelOptions {
         config: dict.config.labeling.clone(),
         min_occurrences: a.min_occurrences,

@@ -238,6 +238,13 @@ fn manual_label_keeps_the_labels_of_an_original_library_file() {
             serde_json::json!(["token:the", "pattern:article"]),
             "{dict}"
         );
+        // Labeling the whole file has nothing to score labels by: refused, labels kept
+        // (it used to write the file back with every label gone).
+        let before = std::fs::read(dict).unwrap();
+        let (ok, _, err) = featdict(&["label", dict]);
+        assert!(!ok && err.contains("no per-token firing counts"), "{err}");
+        assert!(err.contains("its labels are left as they are"), "{err}");
+        assert_eq!(std::fs::read(dict).unwrap(), before, "{dict}");
     }
 }
 
