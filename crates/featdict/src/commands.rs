@@ -106,10 +106,11 @@ enum Command {
     ///
     /// A `.json` DICT is first converted into a
     /// sibling `.fdict` (same name, `.fdict` extension) that holds manual labels; an existing
-    /// sibling is reused so labels survive restarts (delete it to rebuild from the JSON),
-    /// unless the JSON changed since it was converted (a different size or modification
-    /// time than recorded in it, or newer than a sibling without a record): then it is
-    /// converted again and its manual labels carried over.
+    /// sibling is reused so labels survive restarts, unless the JSON changed since it was
+    /// converted (a different size or modification time than recorded in it, or newer than
+    /// a sibling without a record): then it is converted again and its manual labels
+    /// carried over. That is checked at startup: a JSON rewritten while the server runs is
+    /// served as it was until the next start.
     ///
     /// Pages: / (overview), /features (every feature, sorted, filtered by type, paged), /search,
     /// /features/ID. JSON API: GET /api/stats, GET /api/features?order=activation_count|

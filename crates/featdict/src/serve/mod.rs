@@ -491,7 +491,7 @@ pub fn prepare(dict: &Path) -> Result<(PathBuf, Option<String>)> {
             })?;
         let Some(why) = sibling_outdated(dict, &sibling, recorded.as_deref())? else {
             let note = format!(
-                "serving {} (the .fdict beside {}; it holds manual labels — delete it to rebuild from the JSON)",
+                "serving {} (converted from {} earlier, with the manual labels set since; converted again, keeping them, when the JSON changes and the server is started again)",
                 sibling.display(),
                 dict.display()
             );
