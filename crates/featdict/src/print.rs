@@ -56,17 +56,23 @@ pub fn times(n: u64) -> String {
     feature_dictionary::count_of(n, "time", "times")
 }
 
-/// Context with the firing token marked `[[token]]`.
-pub fn context_line(a: &FeatureActivation) -> String {
-    let mut s = String::new();
-    let at = a.token_index_in_context();
-    // Byte-level BPE tokens carry their own spaces; word tokens need one between them.
-    let sep = if a.context_tokens.iter().any(|t| t.starts_with(' ')) {
+/// What goes between a window's tokens when shown: nothing when they carry their own
+/// spaces (byte-level BPE: some token starts with whitespace), a space between words
+/// otherwise. Decided per window, the same way in the terminal and on the feature page.
+pub fn context_separator(tokens: &[String]) -> &'static str {
+    if tokens.iter().any(|t| t.starts_with(char::is_whitespace)) {
         ""
     } else {
         " "
-    };
-    for (i, t) in a.context_tokens.iter().enumerate() {
+    }
+}
+
+/// Context with the firing token marked `[[token]]`.
+pub fn context_line(a: &FeatureActivation) -> String {
+    let mut s = String::new();
+    let (tokens, at, _) = a.shown_context();
+    let sep = context_separator(&tokens);
+    for (i, t) in tokens.iter().enumerate() {
         if i > 0 {
             s.push_str(sep);
         }
@@ -437,7 +443,7 @@ pub fn stats_summary(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use feature_dictionary::model::{Label, LabelingStrategy};
 
@@ -459,5 +465,40 @@ mod tests {
         assert_eq!(label_scores(&l), "precision 0.50 recall 0.25");
         assert_eq!(times(1), "1 time");
         assert_eq!(times(2), "2 times");
+    }
+
+    /// An example, with its context tokens starting at position `start`.
+    pub(crate) fn example(
+        token: &str,
+        position: u32,
+        start: u32,
+        context: &[&str],
+    ) -> FeatureActivation {
+        FeatureActivation {
+            feature_id: 0,
+            token: token.into(),
+            position,
+            activation: 2.0,
+            context: String::new(),
+            context_tokens: context.iter().map(|t| t.to_string()).collect(),
+            metadata: feature_dictionary::model::ActivationMetadata {
+                context_start: start,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn contexts_show_words_spaced_bpe_tokens_joined_and_a_bare_example_its_token() {
+        assert_eq!(
+            context_line(&example("sat", 2, 0, &["The", "cat", "sat", "on"])),
+            "The cat [[sat]] on"
+        );
+        assert_eq!(
+            context_line(&example(" sat", 2, 0, &["The", " cat", " sat", " on"])),
+            "The cat[[ sat]] on"
+        );
+        // The original library's files may store no context: the firing token is shown.
+        assert_eq!(context_line(&example("<dog>", 7, 0, &[])), "[[<dog>]]");
     }
 }

@@ -629,21 +629,19 @@ fn feature_body(f: &Feature, neighbours: &[(String, u64, f64)]) -> String {
 /// One example: each context token shaded by this feature's activation on it (relative to
 /// the feature's max), the firing token outlined; the exact value is in the tooltip.
 fn example_html(a: &FeatureActivation, scale: f64) -> String {
-    let at = a.token_index_in_context();
-    let acts = &a.metadata.context_activations;
-    let have = acts.len() == a.context_tokens.len();
+    let (tokens, at, acts) = a.shown_context();
+    // Word tokens (no token carries its own space) are shown with spaces between them, as
+    // in the terminal.
+    let sep = crate::print::context_separator(&tokens);
     let mut s = format!(
         "<div class=\"example\"><span class=\"act\">{:.3}</span><span class=\"ctx\">",
         a.activation
     );
-    for (i, t) in a.context_tokens.iter().enumerate() {
-        let v = if have {
-            acts[i] as f64
-        } else if i == at {
-            a.activation as f64
-        } else {
-            0.0
-        };
+    for (i, t) in tokens.iter().enumerate() {
+        if i > 0 {
+            s.push_str(sep);
+        }
+        let v = acts[i] as f64;
         let alpha = (v / scale).clamp(0.0, 1.0);
         let class = if i == at { "tok fire" } else { "tok" };
         if alpha > 0.0 {
@@ -704,4 +702,28 @@ pub(super) fn histogram_svg(h: &HistogramSummary) -> String {
         max as u64
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::print::tests::example;
+
+    #[test]
+    fn examples_show_words_spaced_and_a_bare_example_its_escaped_token() {
+        let words = super::example_html(&example("sat", 2, 0, &["The", "cat", "sat"]), 2.0);
+        assert!(
+            words.contains(">The</span> <span")
+                && words.contains(">cat</span> <span class=\"tok fire\""),
+            "{words}"
+        );
+        let bpe = super::example_html(&example(" sat", 1, 0, &["The", " sat"]), 2.0);
+        assert!(bpe.contains(">The</span><span"), "{bpe}");
+        // No stored context (a file of the original library): the firing token, escaped.
+        let bare = super::example_html(&example("<dog>", 7, 0, &[]), 2.0);
+        assert!(
+            bare.contains("class=\"tok fire\"") && bare.contains("&lt;dog&gt;"),
+            "{bare}"
+        );
+        assert!(!bare.contains("<dog>"), "{bare}");
+    }
 }

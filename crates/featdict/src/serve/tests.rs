@@ -708,7 +708,7 @@ fn json_dictionaries_are_served_through_a_sibling_fdict() {
     drop(w);
     let (p2, note) = super::prepare(&json).unwrap();
     assert_eq!(p2, p);
-    assert!(note.unwrap().contains("holds manual labels"));
+    assert!(note.unwrap().contains("with the manual labels set since"));
     assert_eq!(
         FdictReader::open(&p2)
             .unwrap()
@@ -1665,7 +1665,7 @@ fn a_changed_json_is_converted_again_keeping_manual_labels() {
     // Unchanged since: reused as it is.
     let before = std::fs::read(&sibling).unwrap();
     let (_, note) = super::prepare(&json).unwrap();
-    assert!(note.unwrap().contains("holds manual labels"));
+    assert!(note.unwrap().contains("with the manual labels set since"));
     assert_eq!(std::fs::read(&sibling).unwrap(), before);
     // A JSON that differs from the recorded one is converted again even when it is older
     // than the sibling (restored from a backup, copied with its times).
@@ -1700,7 +1700,7 @@ fn siblings_without_a_record_go_by_modification_time() {
     store::save(&big, &sibling).unwrap();
     set_mtime(&json, 1_000_000_000);
     let (_, note) = super::prepare(&json).unwrap();
-    assert!(note.unwrap().contains("holds manual labels"));
+    assert!(note.unwrap().contains("with the manual labels set since"));
     assert_eq!(store::load(&sibling).unwrap().num_features(), 9);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1712,7 +1712,7 @@ fn siblings_without_a_record_go_by_modification_time() {
     assert_eq!(store::load(&sibling).unwrap().num_features(), 4);
     // Now it has a record: the same JSON is not converted a third time.
     let (_, note) = super::prepare(&json).unwrap();
-    assert!(note.unwrap().contains("holds manual labels"));
+    assert!(note.unwrap().contains("with the manual labels set since"));
     std::fs::write(&sibling, b"garbage that is no database, but long enough for the size check of the reader to pass on to SQLite..").unwrap();
     let e = format!("{:#}", super::prepare(&json).unwrap_err());
     assert!(e.contains("d.fdict") && e.contains("move it away"), "{e}");

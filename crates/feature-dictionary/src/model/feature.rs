@@ -197,6 +197,27 @@ impl FeatureActivation {
     pub fn token_index_in_context(&self) -> usize {
         self.position.saturating_sub(self.metadata.context_start) as usize
     }
+
+    /// The tokens to show for this example, with the firing token's index and each token's
+    /// activation: the context, or — for an example stored without one (files of the
+    /// original library may hold `context_tokens: []`) — the firing token alone, which
+    /// would otherwise not be shown at all. Activations are this feature's on each token
+    /// when stored, else the example's own on the firing token and 0 elsewhere.
+    pub fn shown_context(&self) -> (std::borrow::Cow<'_, [String]>, usize, Vec<f32>) {
+        if self.context_tokens.is_empty() {
+            let only = vec![self.token.clone()];
+            return (std::borrow::Cow::Owned(only), 0, vec![self.activation]);
+        }
+        let at = self.token_index_in_context();
+        let acts = if self.metadata.context_activations.len() == self.context_tokens.len() {
+            self.metadata.context_activations.clone()
+        } else {
+            (0..self.context_tokens.len())
+                .map(|i| if i == at { self.activation } else { 0.0 })
+                .collect()
+        };
+        (std::borrow::Cow::Borrowed(&self.context_tokens), at, acts)
+    }
 }
 
 /// A sparse view of the fixed-edge log histogram. With `B = bins_per_octave`, bin `b` lies in

@@ -115,19 +115,12 @@ fn round_preserving_sum(mass: &[f64], total: u64) -> Vec<u64> {
 }
 
 fn example(a: &FeatureActivation, bin_min: f64, bin_max: f64, bin_contains: f64) -> Value {
-    let at = a.token_index_in_context();
-    let values: Vec<f32> = if a.metadata.context_activations.len() == a.context_tokens.len() {
-        a.metadata.context_activations.clone()
-    } else {
-        (0..a.context_tokens.len())
-            .map(|i| if i == at { a.activation } else { 0.0 })
-            .collect()
-    };
+    let (tokens, at, values) = a.shown_context();
     json!({
         "bin_min": bin_min,
         "bin_max": bin_max,
         "bin_contains": bin_contains,
-        "tokens": a.context_tokens,
+        "tokens": tokens,
         "values": values,
         "qualifying_token_index": at,
     })
