@@ -484,7 +484,7 @@ class FeatureExtractor:
         seqs = list(batch_activations)
         if len(seqs) != len(batch_tokens):
             raise ValueError(f"{len(batch_tokens)} token lists for {len(seqs)} activation sequences")
-        self._check_live("process_batch")
+        self._check_live("process_batch()")
         # The sequences go to the engine `batch_size` at a time (each chunk is copied into
         # one array), so a bad sequence found in a later chunk would leave the chunks before
         # it accumulated: what can be checked without converting is checked first.
@@ -547,7 +547,7 @@ class FeatureExtractor:
         if loaded_from is not None:
             raise RuntimeError(
                 f"this extractor belongs to a dictionary loaded from {loaded_from}, which holds "
-                f"finalized statistics only; {method}() needs the accumulator state. Build a new "
+                f"finalized statistics only; {method} needs the accumulator state. Build a new "
                 "dictionary over the new activations (or process all shards with sequence_offset "
                 "and merge them before finalize)."
             )
@@ -556,7 +556,7 @@ class FeatureExtractor:
              part_of: Optional[Tuple[int, int]] = None) -> int:
         """``part_of`` = (offset, total) when these sequences are one part of a caller's
         input: errors then count that input's sequences."""
-        self._check_live("processing")
+        self._check_live("processing activations")
         with self._lock, _interrupt_between_batches(len(seq_lens)) as stop:
             return self._run_locked(arr, tokens, seq_lens, contexts, stop, part_of)
 
@@ -676,8 +676,8 @@ class FeatureExtractor:
         when the shard was created with ``sequence_offset``)."""
         if other is self:
             raise ValueError("cannot merge an extractor into itself")
-        self._check_live("merge")
-        other._check_live("merge")
+        self._check_live("merge()")
+        other._check_live("merge()")
         # Both locks, in one order whoever merges which into which.
         first, second = sorted((self, other), key=id)
         with first._lock, second._lock:
@@ -781,7 +781,7 @@ class FeatureExtractor:
     def _finalize(self, labeler: Any = None) -> Tuple[FeatureSet, bool]:
         """``finalize()``, labeled by the engine as ``labeler`` would when it can (see
         ``FeatureLabeler._label_engine``); returns the set and whether it was labeled."""
-        self._check_live("finalize")
+        self._check_live("finalize()")
         with self._lock:
             fs, labeled = self._build(include_all=False, labeler=labeler)
             fs = self._adopt(fs)

@@ -1116,18 +1116,25 @@ async fn edit_label(
 }
 
 /// The value of field `name` of an `application/x-www-form-urlencoded` body. Bytes that are
-/// not UTF-8 are refused, not turned into U+FFFD and stored so.
+/// not UTF-8 are refused, not turned into U+FFFD and stored so; so is the field given
+/// twice, as a repeated query parameter is (taking one would be a guess).
 fn form_field(body: &[u8], name: &str) -> Result<String, ApiError> {
+    let mut found = None;
     for pair in body.split(|&b| b == b'&') {
         let (key, value) = match pair.iter().position(|&b| b == b'=') {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &pair[..0]),
         };
         if form_decode(key, "field name")? == name {
-            return form_decode(value, "`text` field");
+            if found.is_some() {
+                return Err(ApiError::bad(format!(
+                    "form field `{name}` is given more than once; give it once"
+                )));
+            }
+            found = Some(form_decode(value, "`text` field")?);
         }
     }
-    Err(ApiError::bad(format!("form must have a `{name}` field")))
+    found.ok_or_else(|| ApiError::bad(format!("form must have a `{name}` field")))
 }
 
 /// Decodes one urlencoded component (`+` is a space, `%XX` a byte).

@@ -415,6 +415,16 @@ fn manual_labels_via_json_and_form() {
     );
     assert_eq!(r.status, 303);
     assert_eq!(r.headers["location"], "/features/4");
+    // The field twice: refused, nothing added (either value would be a guess).
+    let r = request(
+        s.addr,
+        "POST",
+        "/api/features/4/labels",
+        Some("application/x-www-form-urlencoded"),
+        b"text=a&text=b",
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("given more than once"), "{}", r.body);
     let v = get(s.addr, "/api/features/4").json();
     assert_eq!(v["labels"][0], "from a form!");
     assert_eq!(v["labels"][1], "<b>bold</b> claim");
