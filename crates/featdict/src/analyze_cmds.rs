@@ -395,8 +395,13 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
         "{:<22}{:>14}{:>14}",
         "firings", c.a.activation_count, c.b.activation_count
     );
-    // "≈": past its token table's capacity a feature's distinct tokens and entropy are
-    // estimates.
+    // A statistic the file does not hold (an original-library file has no std, positions
+    // or token counts) shows as "–", not as a measured 0; "≈": past its token table's
+    // capacity a feature's distinct tokens and entropy are estimates.
+    let (fa, fb) = (
+        dict.get(a.a).expect("checked"),
+        dict.get(a.b).expect("checked"),
+    );
     let approx = |s: &feature_dictionary::analyze::ActivationStats| {
         if s.token_stats_exact {
             ""
@@ -404,33 +409,63 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
             "≈"
         }
     };
-    println!(
-        "{:<22}{:>14}{:>14}",
+    let row = |name: &str, x: Option<String>, y: Option<String>| {
+        let dash = || "–".to_string();
+        println!(
+            "{name:<22}{:>14}{:>14}",
+            x.unwrap_or_else(dash),
+            y.unwrap_or_else(dash)
+        );
+    };
+    let decimals = |v: f64| format!("{v:.6}");
+    row(
         "distinct tokens",
-        format!("{}{}", approx(&c.a), c.a.unique_tokens),
-        format!("{}{}", approx(&c.b), c.b.unique_tokens)
+        fa.metadata
+            .unique_tokens
+            .map(|u| format!("{}{u}", approx(&c.a))),
+        fb.metadata
+            .unique_tokens
+            .map(|u| format!("{}{u}", approx(&c.b))),
     );
-    let rows: [(&str, f64, f64); 5] = [
-        (
-            "frequency",
-            c.a.activation_frequency,
-            c.b.activation_frequency,
-        ),
-        ("mean activation", c.a.mean_activation, c.b.mean_activation),
-        ("std activation", c.a.std_activation, c.b.std_activation),
-        ("max activation", c.a.max_activation, c.b.max_activation),
-        ("mean position", c.a.mean_position, c.b.mean_position),
-    ];
-    for (name, x, y) in rows {
-        println!("{name:<22}{x:>14.6}{y:>14.6}");
-    }
-    println!(
-        "{:<22}{:>14}{:>14}",
+    row(
+        "frequency",
+        Some(decimals(c.a.activation_frequency)),
+        Some(decimals(c.b.activation_frequency)),
+    );
+    row(
+        "mean activation",
+        Some(decimals(c.a.mean_activation)),
+        Some(decimals(c.b.mean_activation)),
+    );
+    row(
+        "std activation",
+        fa.metadata.std_activation.map(decimals),
+        fb.metadata.std_activation.map(decimals),
+    );
+    row(
+        "max activation",
+        Some(decimals(c.a.max_activation)),
+        Some(decimals(c.b.max_activation)),
+    );
+    row(
+        "mean position",
+        fa.metadata.positions.as_ref().map(|p| decimals(p.mean)),
+        fb.metadata.positions.as_ref().map(|p| decimals(p.mean)),
+    );
+    row(
         "token entropy (bits)",
-        format!("{}{:.6}", approx(&c.a), c.a.token_entropy),
-        format!("{}{:.6}", approx(&c.b), c.b.token_entropy)
+        fa.metadata
+            .token_entropy
+            .map(|e| format!("{}{e:.6}", approx(&c.a))),
+        fb.metadata
+            .token_entropy
+            .map(|e| format!("{}{e:.6}", approx(&c.b))),
     );
-    println!("token-profile cosine  {:.4}", c.token_profile_cosine);
+    if fa.metadata.top_tokens.is_empty() || fb.metadata.top_tokens.is_empty() {
+        println!("token-profile cosine  – (no per-token counts stored)");
+    } else {
+        println!("token-profile cosine  {:.4}", c.token_profile_cosine);
+    }
     match c.correlation {
         Some(r) => println!("correlation           {r:.4}"),
         None => println!("correlation           - (not stored for this pair)"),

@@ -226,11 +226,13 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
         f.activation_frequency
     );
     if f.activation_count > 0 {
+        // "–" for what the file does not hold (an original-library file has no std or min).
+        let or_dash = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:.4}"));
         println!(
-            "  activation mean {:.4}  std {:.4}  min {:.4}  max {:.4}",
+            "  activation mean {:.4}  std {}  min {}  max {:.4}",
             f.mean_activation,
-            m.std_activation.unwrap_or(0.0),
-            m.min_activation.unwrap_or(0.0),
+            or_dash(m.std_activation),
+            or_dash(m.min_activation.map(f64::from)),
             f.max_activation
         );
         let q: Vec<String> = m
@@ -238,7 +240,9 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
             .iter()
             .map(|(k, v)| format!("{k} {v:.3}"))
             .collect();
-        println!("  quantiles (from the histogram) {}", q.join("  "));
+        if !q.is_empty() {
+            println!("  quantiles (from the histogram) {}", q.join("  "));
+        }
     }
     if let Some(p) = &m.positions {
         println!(

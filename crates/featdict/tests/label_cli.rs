@@ -238,6 +238,23 @@ fn manual_label_keeps_the_labels_of_an_original_library_file() {
             serde_json::json!(["token:the", "pattern:article"]),
             "{dict}"
         );
+        // What the file does not hold shows as unknown, not as a measured 0.
+        let (ok, out, err) = featdict(&["show", dict, "0"]);
+        assert!(ok && out.contains("std –  min –"), "{out}{err}");
+        let (ok, out, err) = featdict(&["compare", dict, "0", "1"]);
+        assert!(ok, "{err}");
+        let std_row = out
+            .lines()
+            .find(|l| l.starts_with("std activation"))
+            .unwrap();
+        assert_eq!(
+            std_row.split_whitespace().collect::<Vec<_>>(),
+            ["std", "activation", "–", "–"]
+        );
+        assert!(
+            out.contains("token-profile cosine  – (no per-token counts stored)"),
+            "{out}"
+        );
         // Labeling the whole file has nothing to score labels by: refused, labels kept
         // (it used to write the file back with every label gone).
         let before = std::fs::read(dict).unwrap();
