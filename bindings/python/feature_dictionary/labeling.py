@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import _engine
 from .features import top_token_entries
 from .features import Feature, FeatureSet
 
@@ -191,9 +192,23 @@ class FeatureLabeler:
         self._embeddings = {t: np.asarray(v, dtype=np.float64) for t, v in embeddings.items()}
 
     def add_manual_label(self, feature_id: int, text: str, confidence: float = 1.0, evidence: Sequence[str] = ()) -> Label:
-        """A person's label: always kept (first) and never overwritten by automatic labeling."""
+        """A person's label: always kept (first) and never overwritten by automatic labeling.
+
+        The text is checked as ``featdict label --set`` and the web UI check it (trimmed;
+        1–200 characters, no control or bidirectional-control characters), and a feature
+        keeps at most ``MAX_MANUAL_LABELS`` (50): a label one face takes, the others can
+        show and remove."""
+        if not isinstance(text, str):
+            raise TypeError(f"a manual label is a string, got {type(text).__name__} {text!r}")
+        text = _engine.validate_label(text)
+        held = self._manual[feature_id]
+        if len(held) >= _engine.MAX_MANUAL_LABELS and all(l.text != text for l in held):
+            raise ValueError(
+                f"feature {feature_id} already has {len(held)} manual labels; at most "
+                f"{_engine.MAX_MANUAL_LABELS} are kept"
+            )
         label = Label(text=text, confidence=float(confidence), strategy=LabelingStrategy.MANUAL, evidence=list(evidence))
-        self._manual[feature_id].append(label)
+        held.append(label)
         return label
 
     def _pattern_occurrences(self, name: str) -> int:

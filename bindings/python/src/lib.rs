@@ -875,6 +875,14 @@ fn _wait_for_interrupt(py: Python<'_>, seconds: f64) -> PyResult<bool> {
     })
 }
 
+/// A manual label's text as every face keeps it (trimmed), or a `ValueError` saying why it
+/// is refused: empty, over 200 characters, control or bidirectional-control characters,
+/// nothing visible — the rules of `featdict label --set` and the server.
+#[pyfunction]
+fn validate_label(text: &str) -> PyResult<String> {
+    feature_dictionary::store::fdict::validate_label(text).map_err(to_py)
+}
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
@@ -884,6 +892,11 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(finalized::load, m)?)?;
     m.add_function(wrap_pyfunction!(engine_from_state, m)?)?;
     m.add_function(wrap_pyfunction!(_wait_for_interrupt, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_label, m)?)?;
+    m.add(
+        "MAX_MANUAL_LABELS",
+        feature_dictionary::store::fdict::MAX_MANUAL_LABELS,
+    )?;
     m.add("FORMAT_MARKER", feature_dictionary::FORMAT_MARKER)?;
     Ok(())
 }

@@ -243,3 +243,30 @@ def test_search_by_token_tells_whitespace_only_tokens_apart():
     assert [fid for fid, _ in d.search_by_token(" ")] == [1]
     assert [fid for fid, _ in d.search_by_token("x")] == [2]
     assert d.search_by_token("\t") == []
+
+
+def test_manual_labels_are_checked_as_the_cli_and_the_server_check_them(tmp_path):
+    d = FeatureDictionary(2, 1)
+    d.process(np.array([[1.0, 0.0], [2.0, 1.0]], np.float32), ["a", "b"])
+    for bad, says in [
+        ("", "empty"),
+        ("x" * 201, "at most 200"),
+        ("two\nlines", "control characters"),
+        ("evil\u202etxt", r"U\+202E"),
+        ("\u200b", "no visible characters"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            d.labeler.add_manual_label(0, bad)
+    with pytest.raises(TypeError, match="a manual label is a string"):
+        d.labeler.add_manual_label(0, 7)
+    # Kept trimmed, as the CLI and the server keep it (so the page's remove button finds it).
+    assert d.labeler.add_manual_label(0, "  padded  ").text == "padded"
+    for i in range(49):
+        d.labeler.add_manual_label(1, f"label {i}")
+    d.labeler.add_manual_label(1, "the fiftieth")
+    with pytest.raises(ValueError, match="at most 50 are kept"):
+        d.labeler.add_manual_label(1, "one more")
+    d.finalize()
+    assert d[0].labels[0] == "padded"
+    d.save(tmp_path / "m.fdict")
+    assert FeatureDictionary.load(tmp_path / "m.fdict")[0].labels[0] == "padded"
