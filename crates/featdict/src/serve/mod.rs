@@ -776,7 +776,13 @@ async fn blocking<T: Send + 'static>(
 
 async fn api_stats(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let (summary, statistics) = blocking(move || st.current_totals()).await?;
-    Ok(Json(json!({"summary": summary, "statistics": statistics})).into_response())
+    // The saved block counts the stored features only (the original's rule); the overview
+    // page and `featdict stats` count every feature, those left out of the file as dead.
+    let all_features = statistics.over_all_features(summary.num_features);
+    Ok(
+        Json(json!({"summary": summary, "statistics": statistics, "all_features": all_features}))
+            .into_response(),
+    )
 }
 
 async fn api_feature(

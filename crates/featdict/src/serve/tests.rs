@@ -161,6 +161,8 @@ fn stats_and_feature_lookup() {
         v["statistics"],
         serde_json::to_value(s.dict.statistics()).unwrap()
     );
+    // Every feature is stored here: over all features is the same.
+    assert_eq!(v["all_features"], v["statistics"]);
     for id in [0u64, 1, 77, 119] {
         let r = get(s.addr, &format!("/api/features/{id}"));
         assert_eq!(r.status, 200);
