@@ -309,6 +309,18 @@ fn type_filter(s: &str) -> Result<TypeFilter, String> {
     FeatureType::parse_filter(s).map(TypeFilter)
 }
 
+/// `top --type dead` on a file that left features out (`--drop-dead`): those are the dead
+/// ones, and not in the list (it shows the stored ones only), which is said on stderr.
+fn note_dead_left_out(dict: &Path, only: Option<FeatureType>, all: usize, stored: usize) {
+    if only == Some(FeatureType::Dead) && stored < all {
+        eprintln!(
+            "note: {} stores {stored} of its {all} features; dead features left out when it was built (--drop-dead), not listed: {}",
+            dict.display(),
+            all - stored
+        );
+    }
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -342,15 +354,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Top(a) if store::fdict::is_fdict(&a.dict)? => {
             // Ranked by SQLite over the scalar columns; only the n bodies are parsed.
             let r = store::fdict::FdictReader::open(&a.dict)?;
-            let top = r.top_features(a.by, a.feature_type.and_then(|t| t.0), a.n)?;
+            let only = a.feature_type.and_then(|t| t.0);
+            let top = r.top_features(a.by, only, a.n)?;
+            let (all, stored) = (r.summary().num_features, r.summary().stored_features);
+            note_dead_left_out(&a.dict, only, all, stored);
             print::top(&top.iter().collect::<Vec<_>>(), a.json)
         }
         Command::Top(a) => {
             let dict = load(&a.dict)?;
-            print::top(
-                &dict.top_features(a.by, a.feature_type.and_then(|t| t.0), a.n),
-                a.json,
-            )
+            let only = a.feature_type.and_then(|t| t.0);
+            note_dead_left_out(&a.dict, only, dict.num_features(), dict.feature_set.len());
+            print::top(&dict.top_features(a.by, only, a.n), a.json)
         }
         Command::Label(a) => crate::label_cmds::cmd_label(a),
         Command::Similar(a) => crate::analyze_cmds::cmd_similar(a),

@@ -122,6 +122,19 @@ fn build_stats_show_top_with_json() {
     for d in [&out_path, &dropped] {
         let fdict = d.with_extension("fdict");
         assert_success(&featdict(&["import", s(d), "--out", s(&fdict)]));
+        // `top --type dead` lists the stored dead features; the ones left out are said.
+        for f in [d, &fdict] {
+            let out = featdict(&["top", s(f), "--type", "dead"]);
+            assert_success(&out);
+            let note = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                note.contains(
+                    "dead features left out when it was built (--drop-dead), not listed: 1"
+                ),
+                d == &dropped,
+                "{note}"
+            );
+        }
         for d in [d, &fdict] {
             let out = featdict(&["stats", s(d)]);
             assert_success(&out);

@@ -413,16 +413,16 @@ pub async fn feature(State(st): State<Arc<AppState>>, UrlPath(raw): UrlPath<Stri
             } else {
                 Vec::new()
             };
-            Ok((f, n, r.summary().num_features as u64))
+            Ok((f, n, r.adjacent_ids(id)?))
         })
     })
     .await;
     match got {
-        Ok((Some(f), neighbours, num_features)) => Html(page(
+        Ok((Some(f), neighbours, adjacent)) => Html(page(
             &format!("feature {id}"),
             &format!(
                 "{}{}",
-                neighbour_links(id, num_features),
+                neighbour_links(adjacent),
                 feature_body(&f, &neighbours)
             ),
         ))
@@ -434,20 +434,15 @@ pub async fn feature(State(st): State<Arc<AppState>>, UrlPath(raw): UrlPath<Stri
     }
 }
 
-/// Links to the features before and after `id` (by id, within the SAE's features).
-fn neighbour_links(id: u64, num_features: u64) -> String {
+/// Links to the stored features before and after this one (by id: a file built with
+/// `--drop-dead` skips the dead features' ids, which would answer 404).
+fn neighbour_links((prev, next): (Option<u64>, Option<u64>)) -> String {
     let mut links = Vec::new();
-    if id > 0 {
-        links.push(format!(
-            "<a href=\"/features/{p}\" rel=\"prev\">← #{p}</a>",
-            p = id - 1
-        ));
+    if let Some(p) = prev {
+        links.push(format!("<a href=\"/features/{p}\" rel=\"prev\">← #{p}</a>"));
     }
-    if id + 1 < num_features {
-        links.push(format!(
-            "<a href=\"/features/{n}\" rel=\"next\">#{n} →</a>",
-            n = id + 1
-        ));
+    if let Some(n) = next {
+        links.push(format!("<a href=\"/features/{n}\" rel=\"next\">#{n} →</a>"));
     }
     format!("<nav class=\"pager\">{}</nav>", links.join(" · "))
 }

@@ -2001,3 +2001,24 @@ fn a_query_past_the_time_limit_is_stopped() {
         assert_eq!(state.read(|r| Ok(r.search(&query, 5)?.len())).unwrap(), 5);
     }
 }
+
+/// A file built with `--drop-dead` skips ids: the page's previous/next links go to the
+/// stored neighbours (they went to id ± 1, which answered 404).
+#[test]
+fn pages_link_the_stored_neighbours_of_a_file_with_features_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dict = synthetic::dictionary(&Spec {
+        n_features: 6,
+        vocab_words: 20,
+        ..Default::default()
+    });
+    for id in [1, 2, 5] {
+        dict.feature_set.features.remove(&id);
+    }
+    let path = dir.path().join("gaps.fdict");
+    store::save(&dict, &path).unwrap();
+    let r = FdictReader::open(&path).unwrap();
+    assert_eq!(r.adjacent_ids(0).unwrap(), (None, Some(3)));
+    assert_eq!(r.adjacent_ids(3).unwrap(), (Some(0), Some(4)));
+    assert_eq!(r.adjacent_ids(4).unwrap(), (Some(3), None));
+}

@@ -1397,6 +1397,24 @@ impl FdictReader {
         Ok(rows)
     }
 
+    /// The stored ids just below and just above `id` (a file built with `--drop-dead`
+    /// skips the ids of dead features), for a page's previous/next links.
+    pub fn adjacent_ids(&self, id: u64) -> Result<(Option<u64>, Option<u64>)> {
+        let key = i64::try_from(id).unwrap_or(i64::MAX);
+        let one = |sql: &str| -> Result<Option<u64>> {
+            let found: Option<i64> = self
+                .conn
+                .prepare_cached(sql)
+                .and_then(|mut st| st.query_row([key], |r| r.get(0)))
+                .map_err(|e| self.err("cannot read feature ids", e))?;
+            Ok(found.map(|v| v as u64))
+        };
+        Ok((
+            one("SELECT max(id) FROM features WHERE id < ?1")?,
+            one("SELECT min(id) FROM features WHERE id > ?1")?,
+        ))
+    }
+
     /// A page of the ids of the features in the file (`feature_type` only, when given), in
     /// `order`: `limit` ids after the first `offset`, read from the listing's indexes (which
     /// `featdict serve` adds to files written before they existed).
