@@ -485,14 +485,14 @@ class FeatureExtractor:
         if len(seqs) != len(batch_tokens):
             raise ValueError(f"{len(batch_tokens)} token lists for {len(seqs)} activation sequences")
         self._check_live("process_batch()")
-        # The sequences go to the engine `batch_size` at a time (each chunk is copied into
-        # one array), so a bad sequence found in a later chunk would leave the chunks before
-        # it accumulated: what can be checked without converting is checked first.
-        # Sequences given as lists are converted here, all of them (their Python floats
-        # take several times the memory of the arrays made of them); arrays are checked
-        # without a copy. What only the engine sees (NaN/Inf), or a float64 value beyond
-        # float32 found when a chunk is converted, can still stop a later chunk: the error
-        # then says how many sequences were kept.
+        # The sequences go to the engine `batch_size` at a time (each chunk copied into one
+        # array), so a bad sequence found in a later chunk would leave the chunks before it
+        # accumulated: everything but the values is checked first. Sequences given as lists
+        # are converted here (their Python floats take several times the memory of the
+        # arrays made of them); arrays are checked without a copy. What only the values
+        # show (NaN/Inf in the engine, a float64 beyond float32 when a chunk is converted)
+        # can still stop a later chunk: the error then says how many sequences were kept.
+        token_lists: List[List[str]] = []
         for i, (a, t) in enumerate(zip(seqs, batch_tokens)):
             what = f"batch_activations[{i}]"
             if hasattr(a, "detach") and hasattr(a, "cpu"):
@@ -501,22 +501,19 @@ class FeatureExtractor:
                 a = seqs[i] = _as_float_2d(a, what)
             elif not (a.ndim == 2 or (a.size == 0 and a.ndim < 2)):
                 raise ValueError(f"{what} must be [seq_len, num_features]; got an array of shape {a.shape}")
-            if a.ndim == 2:
-                if a.dtype not in (np.float32, np.float16):
-                    _check_numeric(a, what)
-                if a.shape[0] and a.shape[1] != self.num_features:
-                    raise ValueError(
-                        f"{what} has {a.shape[1]} features per token but the extractor was made for {self.num_features}"
-                    )
-                _check_tokens(t, a.shape[0], f"batch_tokens[{i}]")
+            if a.dtype not in (np.float32, np.float16):
+                _check_numeric(a, what)
+            if a.ndim == 2 and a.shape[0] and a.shape[1] != self.num_features:
+                raise ValueError(
+                    f"{what} has {a.shape[1]} features per token but the extractor was made for {self.num_features}"
+                )
+            token_lists.append(_check_tokens(t, a.shape[0] if a.ndim == 2 else 0, f"batch_tokens[{i}]"))
         step = max(1, int(self.config.batch_size))
         total = 0
         for start in range(0, len(seqs), step):
             try:
                 arrs = [_as_float_2d(a, f"batch_activations[{start + i}]") for i, a in enumerate(seqs[start : start + step])]
-                toks = []
-                for i, (a, t) in enumerate(zip(arrs, batch_tokens[start : start + step])):
-                    toks.extend(_check_tokens(t, a.shape[0], f"batch_tokens[{start + i}]"))
+                toks = [t for ts in token_lists[start : start + step] for t in ts]
                 if not arrs:
                     continue
                 if len({a.shape[1] for a in arrs}) > 1:
