@@ -297,10 +297,12 @@ fn finite_or_none(py: Python<'_>, v: f64) -> PyObject {
 /// Reads a dictionary file — the native `.fdict` (SQLite) or the JSON of this package or of
 /// the original library, told apart by content — into a [`Finalized`].
 #[pyfunction]
+///
+/// Ctrl-C stops the wait at once (`KeyboardInterrupt`): reading changes nothing, so the
+/// read is left to end on its own thread and its result is dropped.
 pub fn load(py: Python<'_>, path: &str) -> PyResult<Finalized> {
-    let dict = py
-        .allow_threads(|| store::load(std::path::Path::new(path)))
-        .map_err(crate::to_py)?;
+    let path = std::path::PathBuf::from(path);
+    let dict = crate::abandonable(py, move || store::load(&path))?.map_err(crate::to_py)?;
     Ok(Finalized::new(dict))
 }
 
@@ -470,13 +472,15 @@ pub fn save(
             metadata: set.metadata,
         },
     );
-    py.allow_threads(|| {
+    // Ctrl-C stops the write between waves of features: the temporary file
+    // is removed and the file at `path` keeps what it held.
+    crate::interruptible(py, |stop| {
         if fdict {
-            store::fdict::write_with(&dict, path, |f| lent_view(f, &lent))
+            store::fdict::write_with(&dict, path, |f| lent_view(f, &lent), stop)
         } else {
-            store::seed_json::write_with(&dict, path, |f| lent_view(f, &lent))
+            store::seed_json::write_with(&dict, path, |f| lent_view(f, &lent), stop)
         }
-    })
+    })?
     .map_err(crate::to_py)
 }
 

@@ -752,6 +752,41 @@ pub(crate) fn interruptible<T: Send>(
     })
 }
 
+/// Runs `work` on a thread of its own, with the GIL released, while this one runs Python's
+/// signal handlers every [`SIGNAL_POLL`]: when one raises (Ctrl-C), that error is returned
+/// at once and the thread is left to finish on its own, its result dropped. For work that
+/// changes nothing outside itself (reading a file) and has no flag to look at: waiting for
+/// it to end would hold Ctrl-C as long as the work.
+pub(crate) fn abandonable<T: Send + 'static>(
+    py: Python<'_>,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> PyResult<T> {
+    use std::sync::mpsc::{channel, RecvTimeoutError};
+    let (done, finished) = channel();
+    std::thread::Builder::new()
+        .name("feature-dictionary-load".into())
+        .spawn(move || {
+            // The receiver is gone after an interrupt: the result is then not wanted.
+            let _ = done.send(work());
+        })
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start a thread: {e}")))?;
+    let mut finished = finished;
+    loop {
+        let (received, back) = py.allow_threads(move || {
+            let received = finished.recv_timeout(SIGNAL_POLL);
+            (received, finished)
+        });
+        finished = back;
+        match received {
+            Ok(result) => return Ok(result),
+            Err(RecvTimeoutError::Timeout) => py.check_signals()?,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(PyRuntimeError::new_err("the engine's worker thread failed"))
+            }
+        }
+    }
+}
+
 /// Gives every example (top and quantile samples) of a sequence processed with a `context`
 /// text that text, as the original library's `FeatureActivation.context`; examples of
 /// sequences without one keep the context tokens joined.

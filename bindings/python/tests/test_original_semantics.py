@@ -152,6 +152,56 @@ def test_ctrl_c_reaches_long_engine_work_such_as_finalize():
     timer.join()
 
 
+def test_ctrl_c_stops_a_load_at_once(tmp_path):
+    # A read that blocks (a FIFO nobody writes to yet) stands for a long one: Ctrl-C used
+    # to wait for its end. The read is left to its own thread and dropped.
+    fifo = tmp_path / "d.json"
+    os.mkfifo(fifo)
+    timer = threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        FeatureDictionary.load(fifo)
+    assert time.perf_counter() - started < 10
+    timer.join()
+    # Lets the abandoned reader go: it reads an empty file, fails, and its thread ends.
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize("suffix", [".json", ".fdict"])
+def test_ctrl_c_stops_a_save_and_keeps_the_previous_file(tmp_path, monkeypatch, suffix):
+    # SIGINT lands 10 ms into the engine's write (after Python made the text); when the
+    # write was done by then, it is made again with a larger dictionary.
+    from feature_dictionary import dictionary as dictionary_module
+
+    engine_save = dictionary_module._engine.save
+
+    def save_then_interrupted(text, path, sources):
+        threading.Timer(0.01, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        return engine_save(text, path, sources)
+
+    monkeypatch.setattr(dictionary_module._engine, "save", save_then_interrupted)
+    path = tmp_path / f"d{suffix}"
+    for attempt in range(6):
+        path.write_bytes(b"previous")
+        acts, tokens = random_corpus(seed=3, n_seq=8, seq_len=64, n_features=256 << attempt,
+                                     density=0.2)
+        d = FeatureDictionary(256 << attempt, 16)
+        d.process_batch(acts, tokens)
+        d.finalize()
+        try:
+            d.save(path)
+            time.sleep(0.2)  # the signal, had it not landed yet
+        except KeyboardInterrupt:
+            pass
+        if path.read_bytes() == b"previous":
+            break
+    else:
+        pytest.fail("every save ended before Ctrl-C stopped it")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
 def test_one_extractor_used_from_two_threads_takes_every_call_in_turn():
     acts, tokens = random_corpus(seed=6, n_seq=24, n_features=48)
     ex = FeatureExtractor(48, 16, config=ExtractionConfig(include_dead_features=True))

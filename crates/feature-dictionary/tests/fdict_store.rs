@@ -915,16 +915,60 @@ fn a_feature_view_writes_the_json_of_its_feature() {
     }
     let (full, lent) = (dir.path().join("full.json"), dir.path().join("lent.json"));
     seed_json::write(&dict, &full).unwrap();
-    seed_json::write_with(&shell, &lent, |f| {
-        let whole = dict.get(f.id).unwrap();
-        feature_dictionary::model::FeatureView {
-            top_activations: &whole.top_activations,
-            metadata: &whole.metadata,
-            ..f.into()
-        }
-    })
+    seed_json::write_with(
+        &shell,
+        &lent,
+        |f| {
+            let whole = dict.get(f.id).unwrap();
+            feature_dictionary::model::FeatureView {
+                top_activations: &whole.top_activations,
+                metadata: &whole.metadata,
+                ..f.into()
+            }
+        },
+        &std::sync::atomic::AtomicBool::new(false),
+    )
     .unwrap();
     assert!(std::fs::read(&full).unwrap() == std::fs::read(&lent).unwrap());
+}
+
+/// A write whose stop flag is set gives up with an `Interrupted` I/O error naming the file,
+/// leaving the file it would have replaced as it was and no temporary file behind (the
+/// Python package stops a save so on Ctrl-C).
+#[test]
+fn a_stopped_write_leaves_the_previous_file_and_no_temporary_file() {
+    use std::sync::atomic::AtomicBool;
+    let (inputs, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dict = built_dictionary(inputs.path());
+    let stop = AtomicBool::new(true);
+    for name in ["d.json", "d.fdict"] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, b"previous").unwrap();
+        let err = if name.ends_with(".json") {
+            seed_json::write_with(&dict, &path, |f| f.into(), &stop)
+        } else {
+            store::fdict::write_with(&dict, &path, |f| f.into(), &stop)
+        }
+        .unwrap_err();
+        match &err {
+            feature_dictionary::Error::Io { source, .. } => {
+                assert_eq!(source.kind(), std::io::ErrorKind::Interrupted, "{err}")
+            }
+            other => panic!("{name}: expected an I/O error, got {other}"),
+        }
+        assert!(err.to_string().contains(name), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"previous");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    // Unset, the same calls write.
+    let go = AtomicBool::new(false);
+    seed_json::write_with(&dict, &dir.path().join("d.json"), |f| f.into(), &go).unwrap();
+    store::fdict::write_with(&dict, &dir.path().join("d.fdict"), |f| f.into(), &go).unwrap();
+    assert_eq!(store::load(&dir.path().join("d.fdict")).unwrap(), dict);
 }
 
 /// Other programs' notes in the `meta` table round-trip, survive label writes in place, and

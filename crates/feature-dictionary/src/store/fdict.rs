@@ -45,6 +45,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -232,28 +233,46 @@ const WRITE_WAVE: usize = 256;
 /// again, so the next wave's bodies are serialized on the other threads while this wave is
 /// inserted. The rows and their order are those of one [`FdictWriter::add`] per feature.
 pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
-    write_with(dict, path, FeatureView::from)
+    write_with(dict, path, FeatureView::from, &AtomicBool::new(false))
 }
 
 /// [`write()`], with each feature written as `view(feature)`: a caller whose features hold
 /// only their scalar fields and labels lends their examples and metadata from another copy
 /// instead of cloning them in (as [`super::seed_json::write_with`]).
+///
+/// Given up soon after `stop` is set (it is looked at before each wave of features is
+/// inserted), as [`super::seed_json::write_with`]: the temporary database is removed, the
+/// file at `path` is left as it was, and the error is an I/O error of kind
+/// [`std::io::ErrorKind::Interrupted`].
 pub fn write_with<'a>(
     dict: &'a FeatureDictionary,
     path: &Path,
     view: impl Fn(&'a Feature) -> FeatureView<'a>,
+    stop: &AtomicBool,
 ) -> Result<()> {
     let mut w = FdictWriter::create(path, &dict.config, &dict.feature_set)?;
     let features: Vec<FeatureView<'a>> = dict.features().map(view).collect();
-    for_each_serialized(&features, |f, body| w.add_with_body(*f, body))?;
+    for_each_serialized(
+        &features,
+        || {
+            if stop.load(Ordering::Relaxed) {
+                Err(Error::io(path, super::stopped()))
+            } else {
+                Ok(())
+            }
+        },
+        |f, body| w.add_with_body(*f, body),
+    )?;
     w.finish()
 }
 
 /// Calls `store` with each feature and its JSON body, in order, while the bodies of the
 /// next [`WRITE_WAVE`] features are serialized on the other threads (`store` itself runs on
-/// the calling thread: a SQLite connection may not be shared).
+/// the calling thread: a SQLite connection may not be shared). `go_on` is asked before each
+/// wave; its error ends the loop.
 fn for_each_serialized<T: Serialize + Sync>(
     features: &[T],
+    go_on: impl Fn() -> Result<()>,
     mut store: impl FnMut(&T, &str) -> Result<()>,
 ) -> Result<()> {
     use rayon::prelude::*;
@@ -262,6 +281,7 @@ fn for_each_serialized<T: Serialize + Sync>(
     let mut waves = features.chunks(WRITE_WAVE);
     let mut current = waves.next().map(|wave| (wave, serialize(wave)));
     while let Some((wave, bodies)) = current.take() {
+        go_on()?;
         let bodies = bodies?;
         let mut next = None;
         rayon::in_place_scope(|scope| {
@@ -1668,9 +1688,11 @@ impl FdictReader {
                 (LabelFields::of(f) != *old).then_some(f)
             })
             .collect();
-        for_each_serialized(&changed, |f, body| {
-            store_label_rows(&self.conn, (*f).into(), body).map_err(|err| tx.err(err))
-        })?;
+        for_each_serialized(
+            &changed,
+            || Ok(()),
+            |f, body| store_label_rows(&self.conn, (*f).into(), body).map_err(|err| tx.err(err)),
+        )?;
         let mut stats = self.read_statistics(&tx)?;
         stats.labeled_features = dict.features().filter(|f| !f.labels.is_empty()).count();
         self.write_meta(&tx, "statistics", &to_json(&stats)?)?;

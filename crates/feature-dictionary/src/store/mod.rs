@@ -271,6 +271,11 @@ pub(crate) fn replace_file(tmp: &Path, target: &Path) -> std::io::Result<()> {
     std::fs::rename(tmp, target)
 }
 
+/// The error a write given up on its stop flag ends with.
+fn stopped() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Interrupted, "the write was stopped")
+}
+
 /// Writes `path` atomically: `write` fills a temporary file next to it, which is then
 /// flushed, synced and renamed over `path` (over the file it links to, for a symbolic link;
 /// see [`output_target`]), keeping the replaced file's permissions.

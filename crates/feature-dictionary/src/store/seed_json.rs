@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -42,16 +43,22 @@ struct Saved {
 /// (nearly all of the file) are serialized on all cores: serde_json writes ~300 MB/s on one,
 /// which made writing the largest part of a build.
 pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
-    write_with(dict, path, |f| f.into())
+    write_with(dict, path, |f| f.into(), &AtomicBool::new(false))
 }
 
 /// [`write()`], with each feature written as `view(feature)`: a caller whose features hold
 /// only their scalar fields and labels (all the header's statistics need) lends their
 /// examples and metadata from another copy instead of cloning them in.
+///
+/// Given up soon after `stop` is set (it is looked at before each wave of
+/// 2,048 features): the temporary file is removed, the file at `path` is left as it was, and
+/// the error is an I/O error of kind [`std::io::ErrorKind::Interrupted`] (the Python
+/// package stops a save so on Ctrl-C).
 pub fn write_with<'a>(
     dict: &'a FeatureDictionary,
     path: &Path,
     view: impl Fn(&'a Feature) -> FeatureView<'a> + Sync,
+    stop: &AtomicBool,
 ) -> Result<()> {
     super::check_link_format(path)?;
     let mut config = dict.config.clone();
@@ -63,6 +70,9 @@ pub fn write_with<'a>(
         let ids: Vec<(&u64, &Feature)> = features.iter().collect();
         let first = features.keys().next().copied();
         for wave in ids.chunks(FEATURES_PER_WAVE) {
+            if stop.load(Ordering::Relaxed) {
+                return Err(super::stopped());
+            }
             let parts: Vec<Vec<u8>> = wave
                 .par_chunks(FEATURES_PER_TASK)
                 .map(|task| {
