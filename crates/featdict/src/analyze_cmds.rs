@@ -19,7 +19,8 @@ pub struct SimilarArgs {
     /// Feature id.
     id: u64,
     /// SAE directory or its weights file (SAELens sae_weights.safetensors, EleutherAI
-    /// sparsify sae.safetensors; both keep the decoder as W_dec): rank by cosine
+    /// sparsify sae.safetensors, both with the decoder as W_dec; Gemma Scope params.npz,
+    /// whose w_dec the default finds too): rank by cosine
     /// of decoder directions. Without it, features are ranked by the cosine of their
     /// firing-token count vectors over the whole corpus.
     #[arg(long)]
@@ -54,20 +55,20 @@ pub struct CorrelatedArgs {
 }
 
 /// The weights file of `--sae`: the path itself, or for an SAE directory (what
-/// `build --sae` takes) its `sae_weights.safetensors` (SAELens) or `sae.safetensors`
-/// (sparsify).
+/// `build --sae` takes) its `sae_weights.safetensors` (SAELens), `sae.safetensors`
+/// (sparsify) or `params.npz` (Gemma Scope).
 pub(crate) fn sae_weights(path: &std::path::Path) -> Result<PathBuf> {
     if !path.is_dir() {
         return Ok(path.to_path_buf());
     }
-    for name in ["sae_weights.safetensors", "sae.safetensors"] {
+    for name in ["sae_weights.safetensors", "sae.safetensors", "params.npz"] {
         let w = path.join(name);
         if w.is_file() {
             return Ok(w);
         }
     }
     bail!(
-        "{}: a directory without sae_weights.safetensors or sae.safetensors; expected an SAELens or sparsify SAE directory, or a .safetensors file holding the decoder",
+        "{}: a directory without sae_weights.safetensors, sae.safetensors or params.npz; expected an SAELens, sparsify or Gemma Scope SAE directory, or a .safetensors or .npz file holding the decoder",
         path.display()
     );
 }
@@ -189,7 +190,8 @@ pub struct LogitsArgs {
     dict: PathBuf,
     /// Feature id.
     id: u64,
-    /// SAE directory or its weights file (.safetensors) holding the decoder.
+    /// SAE directory or its weights file holding the decoder (.safetensors, or a Gemma
+    /// Scope params.npz, whose w_dec the default tensor name finds too).
     #[arg(long)]
     sae: PathBuf,
     /// Decoder tensor name in --sae.
@@ -220,7 +222,7 @@ pub fn cmd_logits(a: LogitsArgs) -> Result<()> {
     let dict = crate::commands::load(&a.dict)?;
     check_id(&dict, &a.dict, a.id)?;
     let sae = sae_weights(&a.sae)?;
-    let mut w = weights::read_safetensors_matrix(&sae, &a.tensor)?;
+    let mut w = weights::read_weight_matrix(&sae, &a.tensor)?;
     let n = dict.num_features();
     if w.rows != n && w.cols == n {
         w = w.transposed();

@@ -221,7 +221,7 @@ struct BuildArgs {
     #[arg(long)]
     json: bool,
     /// No progress display (the bar of the pass, and what opening, finalizing and writing
-    /// show while they run).
+    /// show while they run). Warnings about the input or the output still print.
     #[arg(long, short)]
     quiet: bool,
 }
@@ -554,12 +554,12 @@ const MAX_SIMILAR_FEATURES: usize = 1 << 16;
 /// neighbours, with a warning: the dictionary is written anyway.
 pub(crate) fn store_similar(dict: &mut FeatureDictionary, sae: &Path, threads: usize, quiet: bool) {
     let n = dict.num_features();
+    // Said even with -q, which hides progress only: the file lacks what a build with
+    // --sae is documented to store.
     if n > MAX_SIMILAR_FEATURES {
-        if !quiet {
-            eprintln!(
-                "note: {n} features: similar features are not stored (the all-pairs decoder product is too large); `featdict similar DICT ID --sae` finds them one at a time"
-            );
-        }
+        eprintln!(
+            "note: {n} features: similar features are not stored (the all-pairs decoder product is too large); `featdict similar DICT ID --sae` finds them one at a time"
+        );
         return;
     }
     let spinner = status(quiet, format!("finding similar features of {n}"));
@@ -567,14 +567,13 @@ pub(crate) fn store_similar(dict: &mut FeatureDictionary, sae: &Path, threads: u
         feature_dictionary::analyze::similar::Directions::load(&w, "W_dec", Some(n))
             .map_err(anyhow::Error::from)
     });
-    match loaded {
-        Ok(dirs) => {
-            feature_dictionary::analyze::similar::store_neighbours(dict, &dirs, 10, threads);
-        }
-        Err(e) if !quiet => eprintln!("warning: similar features not stored: {e:#}"),
-        Err(_) => {}
-    }
+    let stored = loaded.map(|dirs| {
+        feature_dictionary::analyze::similar::store_neighbours(dict, &dirs, 10, threads)
+    });
     spinner.finish_and_clear();
+    if let Err(e) = stored {
+        eprintln!("warning: similar features not stored: {e:#}");
+    }
 }
 
 /// How often a status spinner redraws.

@@ -684,6 +684,134 @@ fn sparsify_directory_encodes_and_builds() {
     assert!(!out.exists());
 }
 
+/// A Gemma Scope SAE (`params.npz` alone, decoder `w_dec`): `build --sae` stores every
+/// feature's decoder neighbours and `similar` / `logits` read its decoder, from the
+/// directory or the file; the cosines are those of the rows of `w_dec`. (Only safetensors
+/// were read for the decoder: the build warned and stored none.)
+#[test]
+fn gemma_scope_npz_gives_decoder_neighbours() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sae = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../feature-dictionary/tests/fixtures/sae/gemmascope_npz");
+    let x = {
+        let m = feature_dictionary::ingest::npy::open(&sae.join("inputs.npy")).unwrap();
+        let mut buf = Vec::new();
+        m.rows_f32(0..m.n_rows(), &mut buf).to_vec()
+    };
+    let resid = tmp.path().join("resid.npy");
+    feature_dictionary::ingest::npy::write_f32(&resid, &[4, 8, 16], &x).unwrap();
+    let ids = tmp.path().join("ids.npy");
+    write_ids(&ids, &(0..32).collect::<Vec<u32>>(), 4, 8);
+    let dict = tmp.path().join("d.json");
+    let v = build_with_sae(&resid, &sae, &ids, &dict);
+    assert_eq!(v["statistics"]["total_features"], 64);
+
+    // Brute force: cosines of feature 5's decoder row with every other row, best first.
+    let mut w =
+        feature_dictionary::sae::weights::Weights::from_npz(&sae.join("params.npz")).unwrap();
+    let w_dec = w.take(&["w_dec"], &[64, 16]).unwrap();
+    let row = |i: usize| &w_dec[i * 16..(i + 1) * 16];
+    let dot = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| *x as f64 * *y as f64)
+            .sum::<f64>()
+    };
+    let mut want: Vec<(u64, f64)> = (0..64)
+        .filter(|&j| j != 5)
+        .map(|j| {
+            let c = dot(row(5), row(j)) / (dot(row(5), row(5)) * dot(row(j), row(j))).sqrt();
+            (j as u64, c)
+        })
+        .collect();
+    want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    want.truncate(10);
+
+    let stored: Vec<(u64, f64)> = serde_json::from_value(
+        json_of(&dict)["feature_set"]["features"]["5"]["metadata"]["similar_features"].clone(),
+    )
+    .unwrap();
+    let by_dir = ok(&["similar", s(&dict), "5", "--sae", s(&sae), "--json"]);
+    let by_file = ok(&[
+        "similar",
+        s(&dict),
+        "5",
+        "--sae",
+        s(&sae.join("params.npz")),
+        "--json",
+    ]);
+    assert_eq!(by_dir, by_file);
+    let ranked: Vec<(u64, f64)> = by_dir["similar"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_u64().unwrap(), r["similarity"].as_f64().unwrap()))
+        .collect();
+    for got in [&stored, &ranked] {
+        assert_eq!(got.len(), 10);
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                g.0 == w.0 && (g.1 - w.1).abs() < 1e-5,
+                "{got:?} vs {want:?}"
+            );
+        }
+    }
+    // A tensor the file does not have is named with what it does have.
+    fails(
+        &[
+            "similar",
+            s(&dict),
+            "5",
+            "--sae",
+            s(&sae),
+            "--tensor",
+            "W_enc",
+        ],
+        &["params.npz", "no array \"W_enc\"", "w_dec [64, 16]"],
+    );
+}
+
+/// `-q` hides progress, not the warning that a build with `--sae` stored no similar
+/// features (an SAE without a decoder), which it used to swallow.
+#[test]
+fn quiet_build_still_warns_when_no_neighbours_are_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../feature-dictionary/tests/fixtures/sae/sparsify_groupmax_f16");
+    let sae = tmp.path().join("layers.0");
+    std::fs::create_dir_all(&sae).unwrap();
+    for f in ["cfg.json", "sae.safetensors"] {
+        std::fs::copy(fixture.join(f), sae.join(f)).unwrap();
+    }
+    let m = feature_dictionary::ingest::npy::open(&fixture.join("inputs.npy")).unwrap();
+    let d_in = m.n_features();
+    let mut buf = Vec::new();
+    let x = m.rows_f32(0..m.n_rows(), &mut buf).to_vec();
+    let resid = tmp.path().join("resid.npy");
+    feature_dictionary::ingest::npy::write_f32(&resid, &[4, 8, d_in], &x[..32 * d_in]).unwrap();
+    let ids = tmp.path().join("ids.npy");
+    write_ids(&ids, &(0..32).collect::<Vec<u32>>(), 4, 8);
+    let out = tmp.path().join("d.json");
+    let run = featdict(&[
+        "build",
+        s(&resid),
+        "--sae",
+        s(&sae),
+        "--token-ids",
+        s(&ids),
+        "--out",
+        s(&out),
+        "-q",
+    ]);
+    assert_success(&run);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("warning: similar features not stored") && stderr.contains("W_dec"),
+        "{stderr}"
+    );
+    assert!(out.exists());
+}
+
 /// `encode` wrote its safetensors file under any name, which `build` then refused to read
 /// ("unsupported activation file extension"); and over its own residuals file.
 #[test]

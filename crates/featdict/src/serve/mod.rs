@@ -78,7 +78,7 @@ pub struct ServeArgs {
     pub dict: PathBuf,
     /// Address to listen on. Anything but a loopback address exposes the dictionary (and
     /// the manual-label form) to the network; requests must then name this address (or,
-    /// for 0.0.0.0 and ::, one of the machine's IP addresses) with the port, or a name
+    /// for 0.0.0.0 and ::, any IP address: DNS cannot repoint one) with the port, or a name
     /// given by --allow-host.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::weights::{read_safetensors_matrix, Matrix};
+use super::weights::{read_weight_matrix, Matrix};
 use crate::dictionary::FeatureDictionary;
 use crate::error::{Error, Result};
 use crate::model::Feature;
@@ -55,11 +55,12 @@ impl Directions {
         }
     }
 
-    /// Loads tensor `name` (e.g. `W_dec`) from a safetensors file (every value finite);
+    /// Loads tensor `name` (e.g. `W_dec`) from a safetensors or `.npz` file (see
+    /// [`read_weight_matrix`]; every value finite);
     /// `n_features` (when known) picks the orientation: a `[d, F]` tensor is transposed.
     /// Errors about a row then name the file and tensor.
     pub fn load(path: &Path, name: &str, n_features: Option<usize>) -> Result<Self> {
-        let m = read_safetensors_matrix(path, name)?;
+        let m = read_weight_matrix(path, name)?;
         let m = match n_features {
             Some(f) if m.rows == f => m,
             Some(f) if m.cols == f => m.transposed(),

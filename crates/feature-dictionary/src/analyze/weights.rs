@@ -1,5 +1,6 @@
 //! Minimal readers for weight tensors the analyses need (decoder directions, unembeddings):
-//! one named tensor from a `.safetensors` file, as f32, checked to be finite.
+//! one named tensor from a `.safetensors` file (or, for decoders, an `.npz` such as Gemma
+//! Scope's `params.npz`), as f32, checked to be finite.
 //!
 //! safetensors layout: 8-byte little-endian header length, a JSON header
 //! `{name: {"dtype", "shape", "data_offsets": [begin, end]}}`, then the raw little-endian
@@ -51,6 +52,49 @@ impl Matrix {
 /// naming its row and column.
 pub fn read_safetensors_matrix(path: &Path, name: &str) -> Result<Matrix> {
     safetensors_matrix(&crate::ingest::safetensors::SafeTensors::open(path)?, name)
+}
+
+/// Reads the 2-D tensor `name` of an SAE weight file as f32, all finite: a `.safetensors`
+/// file (SAELens, sparsify), or an `.npz` (told by content: Gemma Scope's `params.npz`,
+/// whose decoder is named `w_dec`, which a request for `W_dec` also finds there).
+pub fn read_weight_matrix(path: &Path, name: &str) -> Result<Matrix> {
+    if !is_zip(path)? {
+        return read_safetensors_matrix(path, name);
+    }
+    let mut npz = crate::sae::weights::Weights::from_npz(path)?;
+    let names: &[&str] = if name == "W_dec" {
+        &["W_dec", "w_dec"]
+    } else {
+        &[name]
+    };
+    let Some(shape) = npz.shape(names).map(<[u64]>::to_vec) else {
+        return Err(Error::format(
+            path,
+            format!("no array {name:?} in this .npz; it has {}", npz.list()),
+        ));
+    };
+    let [rows, cols] = shape[..] else {
+        return Err(Error::format(
+            path,
+            format!("array {name:?} has shape {shape:?}; expected 2 dimensions"),
+        ));
+    };
+    let data = npz.take(names, &[rows as usize, cols as usize])?;
+    Ok(Matrix {
+        rows: rows as usize,
+        cols: cols as usize,
+        data,
+    })
+}
+
+/// Whether `path` starts as a zip archive (an `.npz`) does.
+fn is_zip(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(4);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4).read_to_end(&mut head))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(head == b"PK\x03\x04")
 }
 
 /// The 2-D tensor `name` of an opened safetensors file, as f32 (all finite).

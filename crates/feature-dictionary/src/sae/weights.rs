@@ -131,7 +131,8 @@ impl Weights {
             .map(|t| t.0.as_slice())
     }
 
-    fn list(&self) -> String {
+    /// The tensors of the file with their shapes, sorted, as error messages list them.
+    pub fn list(&self) -> String {
         let mut v: Vec<String> = self
             .tensors
             .iter()
