@@ -7,7 +7,8 @@
 # Usage: scripts/browser-test/run.sh [OUT_DIR]   (default: target/browser-test)
 # Env:   FEATDICT=path/to/featdict (default: builds and uses target/debug/featdict)
 #        CHROMIUM=path/to/chromium (default: chromium or chromium-browser on PATH)
-# Needs Debian's `chromium` (installed here when missing and running as root).
+# Needs Debian's `chromium` (installed here when missing and running as root; skipped with a
+# message when missing otherwise, except under CI, where that fails).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -24,9 +25,14 @@ if [[ -z "$chromium" ]]; then
   if [[ "$(id -u)" == 0 ]]; then
     apt-get update -qq && apt-get install -y -qq chromium >/dev/null
     chromium="$(command -v chromium)"
-  else
+  elif [[ -n "${CI:-}" ]]; then
     echo "browser test: chromium not found (apt-get install chromium)" >&2
     exit 1
+  else
+    # Outside CI a machine without chromium (and no root to install it) still runs the
+    # rest of the suite; the skip is said loudly, never passed off as a pass.
+    echo "browser test SKIPPED: chromium not found, and installing it needs root (apt-get install chromium, or set CHROMIUM=path)" >&2
+    exit 0
   fi
 fi
 
