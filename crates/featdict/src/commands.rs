@@ -173,7 +173,7 @@ struct BuildArgs {
     #[arg(long, default_value_t = 0)]
     layer: i64,
     /// Worker threads (default: all cores). The result does not depend on it.
-    #[arg(long, value_parser = at_most::<MAX_THREADS>)]
+    #[arg(long, value_parser = one_to::<MAX_THREADS>)]
     threads: Option<usize>,
     /// Examples per quantile group, on average (the quantile-stratified examples): each
     /// feature keeps a uniform sample of 10 × this many of its firings, split into 10
@@ -182,7 +182,7 @@ struct BuildArgs {
     #[arg(long, visible_alias = "samples-per-band", default_value_t = 2, value_parser = at_most::<{ accumulate::MAX_SAMPLES_PER_GROUP }>)]
     samples_per_group: usize,
     /// Distinct tokens counted exactly per feature before the token sketch approximates.
-    #[arg(long, default_value_t = 1024, value_parser = at_most::<{ accumulate::MAX_TOKEN_CAPACITY }>)]
+    #[arg(long, default_value_t = 1024, value_parser = one_to::<{ accumulate::MAX_TOKEN_CAPACITY }>)]
     token_capacity: usize,
     /// Activation values per batch [default: 134217728 for C-order f32 files, read in place;
     /// 33554432 for f16/bf16/f64 and Fortran-order files, converted into a buffer of 4 bytes ×
@@ -251,7 +251,7 @@ struct EncodeArgs {
     #[arg(long)]
     f32: bool,
     /// Worker threads (default: all cores).
-    #[arg(long, value_parser = at_most::<MAX_THREADS>)]
+    #[arg(long, value_parser = one_to::<MAX_THREADS>)]
     threads: Option<usize>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
@@ -801,6 +801,15 @@ pub(crate) fn at_most<const MAX: usize>(s: &str) -> std::result::Result<usize, S
         return Err(format!("{v} is more than {MAX}, the largest accepted"));
     }
     Ok(v)
+}
+
+/// [`at_most`] for a count that must also be at least 1 (0 would mean nothing to count
+/// with, and was taken as 1 or refused later under the config's name, not the flag's).
+pub(crate) fn one_to<const MAX: usize>(s: &str) -> std::result::Result<usize, String> {
+    match at_most::<MAX>(s)? {
+        0 => Err("must be at least 1".into()),
+        v => Ok(v),
+    }
 }
 
 pub(crate) fn worker_threads(requested: Option<usize>) -> usize {

@@ -29,7 +29,7 @@ pub struct DemoArgs {
     #[arg(short = 'n', long, default_value_t = 10)]
     count: usize,
     /// Worker threads (default: all cores).
-    #[arg(long, value_parser = crate::commands::at_most::<{ crate::commands::MAX_THREADS }>)]
+    #[arg(long, value_parser = crate::commands::one_to::<{ crate::commands::MAX_THREADS }>)]
     threads: Option<usize>,
     /// Machine-readable summary (pretty JSON; with --serve, JSON Lines: the summary on one
     /// line, then `{"url", "dict"}` once the server listens).

@@ -270,6 +270,30 @@ fn search_refuses_a_limit_of_zero() {
     }
 }
 
+/// Counts of 0 are refused under the flag's name: `--threads 0` ran on one thread, and
+/// `--token-capacity 0` failed later naming the config key `token_sketch_capacity`.
+#[test]
+fn build_counts_of_zero_are_refused_by_their_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let acts = dir.path().join("acts.npy");
+    let toks = dir.path().join("tokens.json");
+    npy::write_f32(&acts, &[4, 2], &[1.0; 8]).unwrap();
+    std::fs::write(&toks, r#"[["a","b","c","d"]]"#).unwrap();
+    let dict = dir.path().join("d.json");
+    for flag in ["--threads", "--token-capacity"] {
+        let out = build(&acts, &toks, &dict, &["-q", flag, "0"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(flag) && err.contains("must be at least 1"),
+            "{err}"
+        );
+        assert!(!dict.exists());
+        assert_success(&build(&acts, &toks, &dict, &["-q", flag, "1"]));
+        std::fs::remove_file(&dict).unwrap();
+    }
+}
+
 #[test]
 fn analysis_options_that_change_nothing_are_refused() {
     let dir = tempfile::tempdir().unwrap();
