@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use feature_dictionary::model::{DictionaryConfig, LabelingStrategy};
 use feature_dictionary::query::synthetic::{self, Spec};
-use feature_dictionary::query::{Query, Search, TokenRank};
+use feature_dictionary::query::{Query, Search, TokenBasis, TokenRank};
 use feature_dictionary::store::{self, fdict::FdictReader, neuronpedia, seed_json};
 use feature_dictionary::{build, ingest, FeatureDictionary};
 
@@ -169,7 +169,7 @@ fn sql_and_memory_search_rank_the_same() {
     store::save(&dict, &fd).unwrap();
     let r = FdictReader::open(&fd).unwrap();
     let common = synthetic::token(&spec, 0);
-    for by in [TokenRank::Precision, TokenRank::Firings] {
+    for by in [None, Some(TokenRank::Precision), Some(TokenRank::Firings)] {
         let queries = [
             Query::Token {
                 token: common.clone(),
@@ -208,7 +208,7 @@ fn sql_and_memory_search_rank_the_same() {
         .search(
             &Query::Token {
                 token: common.clone(),
-                by: TokenRank::Firings,
+                by: Some(TokenRank::Firings),
             },
             10_000,
         )
@@ -235,13 +235,126 @@ fn sql_and_memory_search_rank_the_same() {
     for bad in [
         Query::Pattern {
             pattern: "(".into(),
-            by: TokenRank::Precision,
+            by: Some(TokenRank::Precision),
         },
         Query::Text("  ".into()),
         Query::Label("".into()),
     ] {
         assert!(r.search(&bad, 5).is_err(), "{bad:?}");
         assert!(dict.search(&bad, 5).is_err(), "{bad:?}");
+    }
+}
+
+/// A dictionary without per-token counts (top tokens stripped from a synthetic one, whose
+/// small vocabulary gives many ties) is searched by its examples' tokens: identically in
+/// memory, through the `example_tokens` table, and in a file written before that table
+/// existed (read feature by feature), including samples that repeat a top example (counted
+/// once), examples naming no sequence (each counted) and features without examples.
+#[test]
+fn sql_and_memory_search_rank_the_same_over_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        n_features: 400,
+        vocab_words: 30,
+        ..Default::default()
+    };
+    let mut dict = synthetic::dictionary(&spec);
+    for f in dict.feature_set.features.values_mut() {
+        f.metadata.top_tokens.clear();
+        let group = f.metadata.quantile_examples.last_mut();
+        if let (true, Some(again), Some(g)) = (f.id % 3 == 0, f.top_activations.first(), group) {
+            g.examples.push(again.clone());
+        }
+        if f.id % 5 == 0 {
+            let samples = f.metadata.quantile_examples.iter_mut();
+            for a in f
+                .top_activations
+                .iter_mut()
+                .chain(samples.flat_map(|g| &mut g.examples))
+            {
+                a.metadata.sequence = None;
+            }
+        }
+        if f.id % 7 == 0 {
+            f.top_activations.clear();
+            f.metadata.quantile_examples.clear();
+        }
+    }
+    let fd = dir.path().join("s.fdict");
+    store::save(&dict, &fd).unwrap();
+    let old = dir.path().join("old.fdict");
+    store::save(&dict, &old).unwrap();
+    FdictReader::open_rw(&old)
+        .unwrap()
+        .connection()
+        .execute_batch("DROP TABLE example_tokens")
+        .unwrap();
+    let readers = [
+        FdictReader::open(&fd).unwrap(),
+        FdictReader::open(&old).unwrap(),
+    ];
+    for by in [None, Some(TokenRank::Firings)] {
+        let mut queries: Vec<Query> = (0..6)
+            .map(|i| Query::Token {
+                token: synthetic::token(&spec, i),
+                by,
+            })
+            .collect();
+        for p in ["^ ?ka", "(?i)LO$", ".", "^$", "no such token"] {
+            queries.push(Query::Pattern {
+                pattern: p.into(),
+                by,
+            });
+        }
+        for r in &readers {
+            for limit in [1, 5, 1000] {
+                for q in &queries {
+                    assert_same_hits(r, &dict, q, limit);
+                    let found = r.find(q, limit).unwrap();
+                    assert_eq!(found.basis, Some(TokenBasis::Examples));
+                    assert_eq!(found.by, Some(TokenRank::Firings));
+                }
+            }
+        }
+    }
+    // Brute-force reference: stored examples firing on the token, each firing once.
+    let common = synthetic::token(&spec, 0);
+    let mut want: Vec<(u64, u64)> = dict
+        .features()
+        .filter_map(|f| {
+            let samples = f
+                .metadata
+                .quantile_examples
+                .iter()
+                .flat_map(|g| &g.examples);
+            let mut seen = std::collections::HashSet::new();
+            let n = f
+                .top_activations
+                .iter()
+                .chain(samples)
+                .filter(|a| a.token == common)
+                .filter(|a| match a.metadata.sequence {
+                    Some(s) => seen.insert((s, a.position)),
+                    None => true,
+                })
+                .count() as u64;
+            (n > 0).then_some((f.id, n))
+        })
+        .collect();
+    want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    assert!(want.len() > 10 && want.iter().any(|w| w.1 == 4) && want.iter().any(|w| w.1 == 3));
+    let q = Query::Token {
+        token: common,
+        by: None,
+    };
+    for r in &readers {
+        let got: Vec<(u64, u64)> = r
+            .search(&q, 10_000)
+            .unwrap()
+            .iter()
+            .map(|h| (h.id, h.score as u64))
+            .collect();
+        assert_eq!(got, want);
     }
 }
 

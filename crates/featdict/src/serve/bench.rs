@@ -145,7 +145,7 @@ fn make_queries(r: &FdictReader, n: usize, rng: &mut Rng) -> Result<Vec<(String,
             "token".into(),
             Query::Token {
                 token: tok,
-                by: TokenRank::Precision,
+                by: Some(TokenRank::Precision),
             },
         ));
         out.push(("label".into(), Query::Label(frag)));
@@ -153,7 +153,7 @@ fn make_queries(r: &FdictReader, n: usize, rng: &mut Rng) -> Result<Vec<(String,
             "pattern".into(),
             Query::Pattern {
                 pattern: format!("^ ?{}", regex_escape(&prefix)),
-                by: TokenRank::Precision,
+                by: Some(TokenRank::Precision),
             },
         ));
         out.push(("text".into(), Query::Text(word)));

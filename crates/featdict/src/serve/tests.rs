@@ -201,7 +201,7 @@ fn search_api_matches_library_and_rejects_bad_queries() {
             format!("token={}&by=firings", html::url(&tok)),
             Query::Token {
                 token: tok.clone(),
-                by: TokenRank::Firings,
+                by: Some(TokenRank::Firings),
             },
         ),
         ("label=TOKEN%3A".to_string(), Query::Label("TOKEN:".into())),
@@ -209,7 +209,7 @@ fn search_api_matches_library_and_rejects_bad_queries() {
             "pattern=%5E%20%3Fka&limit=7".to_string(),
             Query::Pattern {
                 pattern: "^ ?ka".into(),
-                by: TokenRank::Precision,
+                by: Some(TokenRank::Precision),
             },
         ),
         ("text=fires".to_string(), Query::Text("fires".into())),

@@ -1,63 +1,70 @@
 //! Search over a loaded [`FeatureDictionary`]: one linear scan per query, ranked exactly as
-//! the SQL implementation ranks (see the module docs of [`crate::query`]).
+//! the SQL implementation ranks (see the module docs of [`crate::query`]). On the
+//! [`TokenBasis::Examples`] basis each feature's example tokens are counted as it is
+//! scanned; nothing is kept between queries, since the dictionary may change in between.
 
 use std::collections::HashMap;
 
-use super::{label_needle, rank, text_words, token_score, words, Hit, Query, Search};
+use super::{
+    example_token_counts, label_needle, rank, text_words, token_score, words, Found, Hit, Query,
+    Search, TokenBasis, TokenRank,
+};
 use crate::dictionary::FeatureDictionary;
 use crate::error::Result;
 use crate::model::Feature;
 use crate::store::fdict::fts_columns;
 
 impl Search for FeatureDictionary {
-    fn search(&self, query: &Query, limit: usize) -> Result<Vec<Hit>> {
-        let mut hits: Vec<Hit> = match query {
-            Query::Token { token, by } => {
+    fn token_basis(&self) -> Result<TokenBasis> {
+        Ok(TokenBasis::given_counts(
+            self.features().any(|f| !f.metadata.top_tokens.is_empty()),
+        ))
+    }
+
+    fn find(&self, query: &Query, limit: usize) -> Result<Found> {
+        let (mut hits, basis, by): (Vec<Hit>, _, _) = match query {
+            Query::Token { token, .. } => {
                 super::check_token(token)?;
-                self.features()
-                    .filter_map(|f| {
-                        let t = f.metadata.top_tokens.iter().find(|t| &t.token == token)?;
-                        Some(Hit {
-                            id: f.id,
-                            score: token_score(*by, t.firings, t.occurrences),
-                            matched: t.token.clone(),
+                let (basis, by) = token_ranking(self, query)?;
+                let hits = match basis {
+                    TokenBasis::TopTokens => self
+                        .features()
+                        .filter_map(|f| {
+                            let t = f.metadata.top_tokens.iter().find(|t| &t.token == token)?;
+                            Some(Hit {
+                                id: f.id,
+                                score: token_score(by, t.firings, t.occurrences),
+                                matched: t.token.clone(),
+                            })
                         })
-                    })
-                    .collect()
+                        .collect(),
+                    TokenBasis::Examples => {
+                        let mut m = TokenMatch::Exact(token);
+                        self.features()
+                            .filter_map(|f| example_hit(f, &mut m))
+                            .collect()
+                    }
+                };
+                (hits, Some(basis), Some(by))
             }
-            Query::Pattern { pattern, by } => {
+            Query::Pattern { pattern, .. } => {
                 let re = super::compile_pattern(pattern)?;
-                let mut verdict: HashMap<&str, bool> = HashMap::new();
-                self.features()
-                    .filter_map(|f| {
-                        let mut best: Option<(f64, &str)> = None;
-                        for t in &f.metadata.top_tokens {
-                            let ok = *verdict
-                                .entry(t.token.as_str())
-                                .or_insert_with(|| re.is_match(&t.token));
-                            if !ok {
-                                continue;
-                            }
-                            let s = token_score(*by, t.firings, t.occurrences);
-                            let better = match best {
-                                None => true,
-                                Some((bs, bt)) => s > bs || (s == bs && t.token.as_str() < bt),
-                            };
-                            if better {
-                                best = Some((s, &t.token));
-                            }
-                        }
-                        best.map(|(score, t)| Hit {
-                            id: f.id,
-                            score,
-                            matched: t.to_string(),
-                        })
-                    })
-                    .collect()
+                let (basis, by) = token_ranking(self, query)?;
+                let hits = match basis {
+                    TokenBasis::TopTokens => top_token_pattern(self, &re, by),
+                    TokenBasis::Examples => {
+                        let mut m = TokenMatch::regex(&re);
+                        self.features()
+                            .filter_map(|f| example_hit(f, &mut m))
+                            .collect()
+                    }
+                };
+                (hits, Some(basis), Some(by))
             }
             Query::Label(text) => {
                 let needle = label_needle(text)?;
-                self.features()
+                let hits = self
+                    .features()
                     .filter_map(|f| {
                         let l = f
                             .labels
@@ -69,14 +76,103 @@ impl Search for FeatureDictionary {
                             matched: l.clone(),
                         })
                     })
-                    .collect()
+                    .collect();
+                (hits, None, None)
             }
-            Query::Text(text) => bm25(self, &text_words(text)?),
+            Query::Text(text) => (bm25(self, &text_words(text)?), None, None),
         };
         rank(&mut hits);
         hits.truncate(limit);
-        Ok(hits)
+        Ok(Found { hits, basis, by })
     }
+}
+
+/// The basis of `dict`'s token searches and the ranking `query` applies on it.
+fn token_ranking(dict: &FeatureDictionary, query: &Query) -> Result<(TokenBasis, TokenRank)> {
+    let basis = dict.token_basis()?;
+    let by = query
+        .ranking(basis)?
+        .expect("token and pattern searches have a ranking");
+    Ok((basis, by))
+}
+
+/// Pattern search over top tokens: each feature by its best matching token.
+fn top_token_pattern(dict: &FeatureDictionary, re: &regex::Regex, by: TokenRank) -> Vec<Hit> {
+    let mut verdict: HashMap<&str, bool> = HashMap::new();
+    dict.features()
+        .filter_map(|f| {
+            let mut best: Option<(f64, &str)> = None;
+            for t in &f.metadata.top_tokens {
+                let ok = *verdict
+                    .entry(t.token.as_str())
+                    .or_insert_with(|| re.is_match(&t.token));
+                if !ok {
+                    continue;
+                }
+                let s = token_score(by, t.firings, t.occurrences);
+                let better = match best {
+                    None => true,
+                    Some((bs, bt)) => s > bs || (s == bs && t.token.as_str() < bt),
+                };
+                if better {
+                    best = Some((s, &t.token));
+                }
+            }
+            best.map(|(score, t)| Hit {
+                id: f.id,
+                score,
+                matched: t.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// What a token search (exactly) or a pattern search (by regex) looks for among a feature's
+/// example tokens.
+pub(super) enum TokenMatch<'q> {
+    /// This token exactly.
+    Exact(&'q str),
+    /// Tokens this regex matches, with the verdicts on tokens seen so far (most tokens
+    /// recur across features).
+    Regex(&'q regex::Regex, HashMap<String, bool>),
+}
+
+impl<'q> TokenMatch<'q> {
+    /// Tokens matching `re`.
+    pub(super) fn regex(re: &'q regex::Regex) -> Self {
+        TokenMatch::Regex(re, HashMap::new())
+    }
+
+    fn matches(&mut self, token: &str) -> bool {
+        match self {
+            TokenMatch::Exact(t) => *t == token,
+            TokenMatch::Regex(re, verdict) => match verdict.get(token) {
+                Some(&ok) => ok,
+                None => *verdict
+                    .entry(token.to_string())
+                    .or_insert(re.is_match(token)),
+            },
+        }
+    }
+}
+
+/// `f` as a hit of a search on the [`TokenBasis::Examples`] basis, if one of its example
+/// tokens matches: scored by how many of its stored examples fire on its best matching token
+/// (ties to the lexicographically smaller token). The SQL search of a file without the
+/// `example_tokens` table calls this too, feature by feature.
+pub(super) fn example_hit(f: &Feature, m: &mut TokenMatch<'_>) -> Option<Hit> {
+    let mut best: Option<(u64, &str)> = None;
+    // Sorted by token, so the first of equal counts is the smaller token.
+    for (t, n) in example_token_counts(&f.top_activations, &f.metadata) {
+        if best.is_none_or(|(bn, _)| n > bn) && m.matches(t) {
+            best = Some((n, t));
+        }
+    }
+    best.map(|(n, t)| Hit {
+        id: f.id,
+        score: n as f64,
+        matched: t.to_string(),
+    })
 }
 
 /// Words of the row the full-text index holds for `f`.

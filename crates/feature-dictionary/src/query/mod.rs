@@ -7,7 +7,7 @@
 //!
 //! Rankings (ties always go to the smaller feature id):
 //! - [`Query::Token`]: features whose `top_tokens` hold the token exactly, by that token's
-//!   precision (firings / occurrences) or firings.
+//!   precision (firings / occurrences, the default) or firings.
 //! - [`Query::Pattern`]: features with a top token matching a regex (unanchored; use `^…$`
 //!   for whole tokens), by the best matching token's precision or firings (ties between
 //!   tokens to the lexicographically smaller token, which is reported as `matched`).
@@ -18,14 +18,31 @@
 //!   b = 0.75, the whole row as one document), reported as `score = -bm25` so that higher is
 //!   better. The in-memory ranking recomputes FTS5's formula; it does not strip diacritics
 //!   as FTS5's tokenizer does, so accented words can rank differently.
+//!
+//! # Dictionaries without per-token counts
+//! Files of the original library store no `top_tokens` (nor corpus token counts). When no
+//! feature of a dictionary has any, token and pattern searches fall back to the
+//! [`TokenBasis::Examples`] basis: the firing tokens of each feature's stored examples (top
+//! examples and quantile samples, each firing counted once, see [`example_token_counts`]),
+//! matched exactly as above. A feature is scored by how many of its stored examples fire on
+//! the token (for a pattern, on its best matching token), which is the `firings` ranking and
+//! the default there. Precision needs the token's occurrences among all tokens processed,
+//! which such a file does not hold, so asking for it is refused ([`Query::ranking`]) rather
+//! than answered with counts. A feature may fire on a token none of its stored examples
+//! shows: such a search can miss it, and says so — [`Search::find`] reports the basis, which
+//! the CLI and the server show ([`TokenBasis::note`]). The basis is the whole dictionary's:
+//! one with per-token counts is searched by them alone, exactly as before.
 
 pub mod memory;
 pub mod sql;
 pub mod synthetic;
 
+use std::collections::{BTreeMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::model::{FeatureActivation, FeatureMetadata};
 
 /// What a token or pattern search ranks by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -34,7 +51,8 @@ pub enum TokenRank {
     /// Firings on the token / occurrences of the token.
     #[default]
     Precision,
-    /// Firings on the token.
+    /// Firings on the token (on the [`TokenBasis::Examples`] basis: the stored examples
+    /// firing on it).
     Firings,
 }
 
@@ -61,6 +79,54 @@ impl std::str::FromStr for TokenRank {
     }
 }
 
+/// Where a dictionary's token and pattern searches find the tokens a feature fires on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenBasis {
+    /// The per-token firing counts over every token processed (`metadata.top_tokens`).
+    TopTokens,
+    /// The firing tokens of the stored examples: the dictionary holds no per-token counts
+    /// at all (no feature has `top_tokens`, as in files of the original library), so this
+    /// is all it can tell about which tokens a feature fires on. A feature is found only
+    /// when one of its stored examples fires on the token.
+    Examples,
+}
+
+impl TokenBasis {
+    /// The name it is reported by: `top_tokens` or `examples`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenBasis::TopTokens => "top_tokens",
+            TokenBasis::Examples => "examples",
+        }
+    }
+
+    /// The basis of a dictionary whose features have (`true`) or all lack (`false`)
+    /// per-token counts. The whole dictionary has one basis: a feature without counts in a
+    /// dictionary with them has not fired, and ranking some features by examples and others
+    /// by counts would compare scores that mean different things.
+    pub fn given_counts(any_top_tokens: bool) -> TokenBasis {
+        if any_top_tokens {
+            TokenBasis::TopTokens
+        } else {
+            TokenBasis::Examples
+        }
+    }
+
+    /// What a reader should be told about hits found on this basis (`None` for
+    /// [`TokenBasis::TopTokens`], the ordinary case): the CLI and the server show the same
+    /// words.
+    pub fn note(self) -> Option<&'static str> {
+        match self {
+            TokenBasis::TopTokens => None,
+            TokenBasis::Examples => Some(EXAMPLES_NOTE),
+        }
+    }
+}
+
+/// See [`TokenBasis::note`].
+const EXAMPLES_NOTE: &str = "this dictionary holds no per-token counts (a file of the original library): token and regex searches look only at the firing tokens of its stored examples, not at every token the features fired on, and rank by how many of those examples fire on the token";
+
 /// A search.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Query {
@@ -68,17 +134,17 @@ pub enum Query {
     Token {
         /// The token as stored (byte-level BPE tokens carry their leading space).
         token: String,
-        /// Ranking.
-        by: TokenRank,
+        /// Ranking; `None` for the dictionary's default (see [`Query::ranking`]).
+        by: Option<TokenRank>,
     },
     /// Case-insensitive substring of a label.
     Label(String),
-    /// Regex over top tokens.
+    /// Regex over the tokens features fire on.
     Pattern {
         /// Regex (Rust `regex` syntax).
         pattern: String,
-        /// Ranking.
-        by: TokenRank,
+        /// Ranking; `None` for the dictionary's default (see [`Query::ranking`]).
+        by: Option<TokenRank>,
     },
     /// Full text over labels, descriptions and top tokens.
     Text(String),
@@ -86,27 +152,21 @@ pub enum Query {
 
 impl Query {
     /// The search of `kind` (`token`, `label`, `pattern` or `text`) for `value`, ranked `by`
-    /// (token and pattern searches; precision when `None`), as the CLI and the server take
-    /// it. Refused: an empty value (an empty token is no token, and matches nothing: "no
+    /// (token and pattern searches; the dictionary's default when `None`, see
+    /// [`Query::ranking`]), as the CLI and the server take it. Refused: an empty value (an empty token is no token, and matches nothing: "no
     /// match" would read as an answer), and a ranking for a label or text search, which rank
     /// by confidence and bm25 whatever it says.
     pub fn new(kind: &str, value: String, by: Option<TokenRank>) -> Result<Query> {
         let query = match kind {
             "token" => {
                 check_token(&value)?;
-                Query::Token {
-                    token: value,
-                    by: by.unwrap_or_default(),
-                }
+                Query::Token { token: value, by }
             }
             "pattern" => {
                 if value.is_empty() {
                     return Err(Error::Invalid("empty pattern".into()));
                 }
-                Query::Pattern {
-                    pattern: value,
-                    by: by.unwrap_or_default(),
-                }
+                Query::Pattern { pattern: value, by }
             }
             "label" => {
                 label_needle(&value)?;
@@ -136,6 +196,25 @@ impl Query {
         Ok(query)
     }
 
+    /// The ranking a token or pattern search applies on a dictionary of `basis` (`None` for
+    /// a label or text search): the one asked for, else precision over top tokens and
+    /// firings over examples. Precision asked for over examples is refused: it needs the
+    /// token's occurrences among all tokens processed, which such a dictionary does not
+    /// hold, and counts given instead would pass for fractions.
+    pub fn ranking(&self, basis: TokenBasis) -> Result<Option<TokenRank>> {
+        let (Query::Token { by, .. } | Query::Pattern { by, .. }) = self else {
+            return Ok(None);
+        };
+        match (basis, by) {
+            (TokenBasis::Examples, Some(TokenRank::Precision)) => Err(Error::Invalid(
+                "a ranking by precision needs each token's occurrences among all tokens processed, which this dictionary does not hold: it has no per-token counts (a file of the original library), so token and regex searches look at the firing tokens of its stored examples and rank by how many of them fire on the token; ask for firings, or for no ranking".into(),
+            )),
+            (_, Some(by)) => Ok(Some(*by)),
+            (TokenBasis::TopTokens, None) => Ok(Some(TokenRank::Precision)),
+            (TokenBasis::Examples, None) => Ok(Some(TokenRank::Firings)),
+        }
+    }
+
     /// Which kind of search this is: `token`, `label`, `pattern` or `text`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -158,11 +237,32 @@ pub struct Hit {
     pub matched: String,
 }
 
+/// The hits of a search, with how a token or pattern search found and ranked them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// The best hits, best first.
+    pub hits: Vec<Hit>,
+    /// Where a token or pattern search looked (`None` for label and text searches).
+    pub basis: Option<TokenBasis>,
+    /// The ranking a token or pattern search applied (`None` for label and text searches).
+    pub by: Option<TokenRank>,
+}
+
 /// Searching a dictionary.
 pub trait Search {
-    /// The best `limit` hits for `query`, best first. Bad queries (empty text, invalid
-    /// regex) give [`Error::Invalid`].
-    fn search(&self, query: &Query, limit: usize) -> Result<Vec<Hit>>;
+    /// Where this dictionary's token and pattern searches look: [`TokenBasis::Examples`]
+    /// when no feature has per-token counts, else [`TokenBasis::TopTokens`].
+    fn token_basis(&self) -> Result<TokenBasis>;
+
+    /// The best `limit` hits for `query`, best first, with the basis and ranking of a token
+    /// or pattern search. Bad queries (empty text, invalid regex, a ranking by precision
+    /// over examples) give [`Error::Invalid`].
+    fn find(&self, query: &Query, limit: usize) -> Result<Found>;
+
+    /// The hits of [`Search::find`] alone.
+    fn search(&self, query: &Query, limit: usize) -> Result<Vec<Hit>> {
+        self.find(query, limit).map(|f| f.hits)
+    }
 }
 
 /// Largest compiled regex accepted (bounds memory and time of pattern search).
@@ -226,6 +326,29 @@ fn text_words(text: &str) -> Result<Vec<String>> {
 /// Words a full-text query may have.
 pub const MAX_TEXT_WORDS: usize = 32;
 
+/// How many of a feature's stored examples (its top examples, then its quantile samples)
+/// fire on each token, sorted by token: the counts [`TokenBasis::Examples`] searches rank by.
+/// Each firing counts once: examples naming the same sequence and position (a sample that
+/// is also a top example) are one; examples naming no sequence (the original library's)
+/// cannot be told apart and each count.
+pub fn example_token_counts<'a>(
+    top: &'a [FeatureActivation],
+    metadata: &'a FeatureMetadata,
+) -> Vec<(&'a str, u64)> {
+    let samples = metadata.quantile_examples.iter().flat_map(|g| &g.examples);
+    let mut seen: HashSet<(u64, u32)> = HashSet::new();
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for a in top.iter().chain(samples) {
+        if let Some(sequence) = a.metadata.sequence {
+            if !seen.insert((sequence, a.position)) {
+                continue;
+            }
+        }
+        *counts.entry(a.token.as_str()).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
 fn token_score(by: TokenRank, firings: u64, occurrences: u64) -> f64 {
     match by {
         TokenRank::Precision => crate::store::fdict::precision(firings, occurrences),
@@ -265,14 +388,14 @@ mod tests {
             Query::new("pattern", "^a".into(), Some(TokenRank::Firings)).unwrap(),
             Query::Pattern {
                 pattern: "^a".into(),
-                by: TokenRank::Firings
+                by: Some(TokenRank::Firings)
             }
         );
         assert_eq!(
             Query::new("token", "a".into(), None).unwrap(),
             Query::Token {
                 token: "a".into(),
-                by: TokenRank::Precision
+                by: None
             }
         );
         assert!(Query::new("regex", "a".into(), None).is_err());

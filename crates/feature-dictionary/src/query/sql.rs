@@ -1,11 +1,14 @@
-//! Search over an open `.fdict` through its indexes: `top_tokens` by token, the trigram
-//! index for label substrings, FTS5 bm25 for full text. Ranks exactly as [`super::memory`].
+//! Search over an open `.fdict` through its indexes: `top_tokens` by token (in a dictionary
+//! without per-token counts, `example_tokens`; in such a file written before that table
+//! existed, the examples of every feature's body), the trigram index for label substrings,
+//! FTS5 bm25 for full text. Ranks exactly as [`super::memory`].
 
 use std::collections::HashMap;
 
 use rusqlite::params;
 
-use super::{label_needle, rank, text_words, Hit, Query, Search, TokenRank};
+use super::memory::{example_hit, TokenMatch};
+use super::{label_needle, rank, text_words, Found, Hit, Query, Search, TokenBasis, TokenRank};
 use crate::error::Result;
 use crate::store::fdict::FdictReader;
 
@@ -100,115 +103,243 @@ fn label_search(r: &FdictReader, text: &str, limit: usize, cap: usize) -> Result
 }
 
 impl Search for FdictReader {
-    fn search(&self, query: &Query, limit: usize) -> Result<Vec<Hit>> {
-        let limit_sql = limit.min(i64::MAX as usize) as i64;
-        let e = |err| self.err("search failed", err);
-        let conn = self.connection();
-        match query {
-            Query::Token { token, by } => {
+    fn token_basis(&self) -> Result<TokenBasis> {
+        let any: bool = self
+            .connection()
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM top_tokens)")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(|e| self.err("search failed", e))?;
+        Ok(TokenBasis::given_counts(any))
+    }
+
+    fn find(&self, query: &Query, limit: usize) -> Result<Found> {
+        let (hits, basis, by) = match query {
+            Query::Token { token, .. } => {
                 super::check_token(token)?;
-                let sql = match by {
-                    TokenRank::Precision => {
-                        "SELECT t.feature_id, t.precision FROM tokens k
-                         JOIN top_tokens t INDEXED BY top_tokens_by_precision ON t.token_id = k.id
-                         WHERE k.token = ?1 ORDER BY t.precision DESC, t.feature_id LIMIT ?2"
+                let (basis, by) = ranking(self, query)?;
+                let hits = match basis {
+                    TokenBasis::TopTokens => top_token_search(self, token, by, limit)?,
+                    TokenBasis::Examples if has_example_tokens(self)? => {
+                        example_token_search(self, token, limit)?
                     }
-                    TokenRank::Firings => {
-                        "SELECT t.feature_id, t.firings FROM tokens k
-                         JOIN top_tokens t INDEXED BY top_tokens_by_firings ON t.token_id = k.id
-                         WHERE k.token = ?1 ORDER BY t.firings DESC, t.feature_id LIMIT ?2"
+                    TokenBasis::Examples => {
+                        scan_examples(self, &mut TokenMatch::Exact(token), limit)?
                     }
                 };
-                let mut st = conn.prepare_cached(sql).map_err(e)?;
-                let rows = st
-                    .query_map(params![token, limit_sql], |r| {
-                        Ok(Hit {
-                            id: r.get::<_, i64>(0)? as u64,
-                            score: r.get(1)?,
-                            matched: token.clone(),
-                        })
-                    })
-                    .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
-                    .map_err(e)?;
-                Ok(rows)
+                (hits, Some(basis), Some(by))
             }
-            Query::Pattern { pattern, by } => {
+            Query::Pattern { pattern, .. } => {
                 let re = super::compile_pattern(pattern)?;
-                let mut tokens: Vec<(i64, String)> = Vec::new();
-                {
-                    let mut st = conn
-                        .prepare_cached("SELECT id, token FROM tokens")
-                        .map_err(e)?;
-                    let mut rows = st.query([]).map_err(e)?;
-                    while let Some(r) = rows.next().map_err(e)? {
-                        let t: String = r.get(1).map_err(e)?;
-                        if re.is_match(&t) {
-                            tokens.push((r.get(0).map_err(e)?, t));
-                        }
+                let (basis, by) = ranking(self, query)?;
+                let hits = match basis {
+                    TokenBasis::TopTokens => top_pattern_search(self, &re, by, limit)?,
+                    TokenBasis::Examples if has_example_tokens(self)? => {
+                        example_pattern_search(self, &re, limit)?
                     }
-                }
-                // A feature in the overall top `limit` (by its best matching token) is in the
-                // top `limit` of that token's list, so the union of per-token top lists holds
-                // the answer.
-                let sql = match by {
-                    TokenRank::Precision => {
-                        "SELECT feature_id, precision FROM top_tokens INDEXED BY top_tokens_by_precision
-                         WHERE token_id = ?1 ORDER BY precision DESC, feature_id LIMIT ?2"
-                    }
-                    TokenRank::Firings => {
-                        "SELECT feature_id, firings FROM top_tokens INDEXED BY top_tokens_by_firings
-                         WHERE token_id = ?1 ORDER BY firings DESC, feature_id LIMIT ?2"
+                    TokenBasis::Examples => {
+                        scan_examples(self, &mut TokenMatch::regex(&re), limit)?
                     }
                 };
-                let mut st = conn.prepare_cached(sql).map_err(e)?;
-                let mut best: HashMap<u64, (f64, String)> = HashMap::new();
-                for (tid, token) in &tokens {
-                    let mut rows = st.query(params![tid, limit_sql]).map_err(e)?;
-                    while let Some(r) = rows.next().map_err(e)? {
-                        let id = r.get::<_, i64>(0).map_err(e)? as u64;
-                        let s: f64 = r.get(1).map_err(e)?;
-                        let slot = best.entry(id).or_insert((f64::NEG_INFINITY, String::new()));
-                        if s > slot.0 || (s == slot.0 && token < &slot.1) {
-                            *slot = (s, token.clone());
-                        }
-                    }
-                }
-                let mut hits: Vec<Hit> = best
-                    .into_iter()
-                    .map(|(id, (score, matched))| Hit { id, score, matched })
-                    .collect();
-                rank(&mut hits);
-                hits.truncate(limit);
-                Ok(hits)
+                (hits, Some(basis), Some(by))
             }
-            Query::Label(text) => label_search(self, text, limit, SCAN_CAP),
-            Query::Text(text) => {
-                let words = text_words(text)?;
-                let arg = words
-                    .iter()
-                    .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let mut st = conn
-                    .prepare_cached(
-                        "SELECT rowid, -bm25(fts) AS s FROM fts WHERE fts MATCH ?1
-                         ORDER BY bm25(fts), rowid LIMIT ?2",
-                    )
-                    .map_err(e)?;
-                let rows = st
-                    .query_map(params![arg, limit_sql], |r| {
-                        Ok(Hit {
-                            id: r.get::<_, i64>(0)? as u64,
-                            score: r.get(1)?,
-                            matched: String::new(),
-                        })
-                    })
-                    .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
-                    .map_err(e)?;
-                Ok(rows)
+            Query::Label(text) => (label_search(self, text, limit, SCAN_CAP)?, None, None),
+            Query::Text(text) => (text_search(self, text, limit)?, None, None),
+        };
+        Ok(Found { hits, basis, by })
+    }
+}
+
+/// The basis of `r`'s token searches and the ranking `query` applies on it.
+fn ranking(r: &FdictReader, query: &Query) -> Result<(TokenBasis, TokenRank)> {
+    let basis = r.token_basis()?;
+    let by = query
+        .ranking(basis)?
+        .expect("token and pattern searches have a ranking");
+    Ok((basis, by))
+}
+
+/// `LIMIT` of a query returning `limit` rows.
+fn sql_limit(limit: usize) -> i64 {
+    limit.min(i64::MAX as usize) as i64
+}
+
+/// Token search over the `top_tokens` table.
+fn top_token_search(r: &FdictReader, token: &str, by: TokenRank, limit: usize) -> Result<Vec<Hit>> {
+    let e = |err| r.err("search failed", err);
+    let sql = match by {
+        TokenRank::Precision => {
+            "SELECT t.feature_id, t.precision FROM tokens k
+             JOIN top_tokens t INDEXED BY top_tokens_by_precision ON t.token_id = k.id
+             WHERE k.token = ?1 ORDER BY t.precision DESC, t.feature_id LIMIT ?2"
+        }
+        TokenRank::Firings => {
+            "SELECT t.feature_id, t.firings FROM tokens k
+             JOIN top_tokens t INDEXED BY top_tokens_by_firings ON t.token_id = k.id
+             WHERE k.token = ?1 ORDER BY t.firings DESC, t.feature_id LIMIT ?2"
+        }
+    };
+    let mut st = r.connection().prepare_cached(sql).map_err(e)?;
+    st.query_map(params![token, sql_limit(limit)], |row| {
+        Ok(Hit {
+            id: row.get::<_, i64>(0)? as u64,
+            score: row.get(1)?,
+            matched: token.to_string(),
+        })
+    })
+    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+    .map_err(e)
+}
+
+/// Pattern search over the `top_tokens` table.
+fn top_pattern_search(
+    r: &FdictReader,
+    re: &regex::Regex,
+    by: TokenRank,
+    limit: usize,
+) -> Result<Vec<Hit>> {
+    let per_token = match by {
+        TokenRank::Precision => {
+            "SELECT feature_id, precision FROM top_tokens INDEXED BY top_tokens_by_precision
+             WHERE token_id = ?1 ORDER BY precision DESC, feature_id LIMIT ?2"
+        }
+        TokenRank::Firings => {
+            "SELECT feature_id, firings FROM top_tokens INDEXED BY top_tokens_by_firings
+             WHERE token_id = ?1 ORDER BY firings DESC, feature_id LIMIT ?2"
+        }
+    };
+    pattern_union(r, re, "SELECT id, token FROM tokens", per_token, limit)
+}
+
+/// Pattern search through per-token ranked lists: `tokens` lists `(key, token)` of every
+/// token, and `per_token` the best `?2` `(feature_id, score)` of the token keyed `?1`. A
+/// feature in the overall top `limit` (by its best matching token) is in the top `limit` of
+/// that token's list, so the union of the matching tokens' lists holds the answer.
+fn pattern_union(
+    r: &FdictReader,
+    re: &regex::Regex,
+    tokens: &str,
+    per_token: &str,
+    limit: usize,
+) -> Result<Vec<Hit>> {
+    let e = |err| r.err("search failed", err);
+    let conn = r.connection();
+    let mut matching: Vec<(rusqlite::types::Value, String)> = Vec::new();
+    {
+        let mut st = conn.prepare_cached(tokens).map_err(e)?;
+        let mut rows = st.query([]).map_err(e)?;
+        while let Some(row) = rows.next().map_err(e)? {
+            let t: String = row.get(1).map_err(e)?;
+            if re.is_match(&t) {
+                matching.push((row.get(0).map_err(e)?, t));
             }
         }
     }
+    let mut st = conn.prepare_cached(per_token).map_err(e)?;
+    let mut best: HashMap<u64, (f64, String)> = HashMap::new();
+    for (key, token) in &matching {
+        let mut rows = st.query(params![key, sql_limit(limit)]).map_err(e)?;
+        while let Some(row) = rows.next().map_err(e)? {
+            let id = row.get::<_, i64>(0).map_err(e)? as u64;
+            let s: f64 = row.get(1).map_err(e)?;
+            let slot = best.entry(id).or_insert((f64::NEG_INFINITY, String::new()));
+            if s > slot.0 || (s == slot.0 && token < &slot.1) {
+                *slot = (s, token.clone());
+            }
+        }
+    }
+    let mut hits: Vec<Hit> = best
+        .into_iter()
+        .map(|(id, (score, matched))| Hit { id, score, matched })
+        .collect();
+    rank(&mut hits);
+    hits.truncate(limit);
+    Ok(hits)
+}
+
+/// Whether the file holds the `example_tokens` table (files written before it existed do
+/// not).
+fn has_example_tokens(r: &FdictReader) -> Result<bool> {
+    r.connection()
+        .prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'example_tokens')",
+        )
+        .and_then(|mut st| st.query_row([], |row| row.get(0)))
+        .map_err(|e| r.err("search failed", e))
+}
+
+/// The ranked list of one token in `example_tokens`.
+const EXAMPLE_TOKEN_LIST: &str = "SELECT feature_id, examples FROM example_tokens
+     INDEXED BY example_tokens_by_examples
+     WHERE token = ?1 ORDER BY examples DESC, feature_id LIMIT ?2";
+
+/// Token search over the `example_tokens` table.
+fn example_token_search(r: &FdictReader, token: &str, limit: usize) -> Result<Vec<Hit>> {
+    let e = |err| r.err("search failed", err);
+    let mut st = r
+        .connection()
+        .prepare_cached(EXAMPLE_TOKEN_LIST)
+        .map_err(e)?;
+    st.query_map(params![token, sql_limit(limit)], |row| {
+        Ok(Hit {
+            id: row.get::<_, i64>(0)? as u64,
+            score: row.get::<_, i64>(1)? as f64,
+            matched: token.to_string(),
+        })
+    })
+    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+    .map_err(e)
+}
+
+/// Pattern search over the `example_tokens` table.
+fn example_pattern_search(r: &FdictReader, re: &regex::Regex, limit: usize) -> Result<Vec<Hit>> {
+    pattern_union(
+        r,
+        re,
+        "SELECT DISTINCT token, token FROM example_tokens INDEXED BY example_tokens_by_examples",
+        EXAMPLE_TOKEN_LIST,
+        limit,
+    )
+}
+
+/// Token or pattern search on the [`TokenBasis::Examples`] basis in a file written before
+/// `example_tokens` existed, whose examples are in the features' bodies only: every feature
+/// is read and scored as the in-memory search scores it.
+fn scan_examples(r: &FdictReader, m: &mut TokenMatch<'_>, limit: usize) -> Result<Vec<Hit>> {
+    let mut hits = Vec::new();
+    r.for_each_feature(|f| {
+        hits.extend(example_hit(f, m));
+        Ok(())
+    })?;
+    rank(&mut hits);
+    hits.truncate(limit);
+    Ok(hits)
+}
+
+/// Full-text search through FTS5.
+fn text_search(r: &FdictReader, text: &str, limit: usize) -> Result<Vec<Hit>> {
+    let e = |err| r.err("search failed", err);
+    let words = text_words(text)?;
+    let arg = words
+        .iter()
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut st = r
+        .connection()
+        .prepare_cached(
+            "SELECT rowid, -bm25(fts) AS s FROM fts WHERE fts MATCH ?1
+             ORDER BY bm25(fts), rowid LIMIT ?2",
+        )
+        .map_err(e)?;
+    st.query_map(params![arg, sql_limit(limit)], |row| {
+        Ok(Hit {
+            id: row.get::<_, i64>(0)? as u64,
+            score: row.get(1)?,
+            matched: String::new(),
+        })
+    })
+    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+    .map_err(e)
 }
 
 #[cfg(test)]

@@ -11,6 +11,11 @@
 //!   feature back, which is what makes JSON → `.fdict` → JSON lossless.
 //! - `tokens(id, token)`, `top_tokens(token_id, feature_id, firings, occurrences, precision)`:
 //!   each feature's fired-on tokens, indexed by token, for token and regex search.
+//! - `example_tokens(token, feature_id, examples)`: for each feature without `top_tokens`,
+//!   how many of its stored examples fire on each token ([`crate::query::example_token_counts`]),
+//!   indexed by token: what token and regex search use in a dictionary without per-token
+//!   counts (a file of the original library). Files written before this table existed lack
+//!   it; their searches read the examples from the bodies instead (see [`crate::query`]).
 //! - `labels(feature_id, rank, text, strategy, confidence, precision, recall)`: scored labels.
 //! - `neighbours(feature_id, kind, other_id, score)`: correlated (`kind = "correlated"`) and
 //!   similar (`"similar"`) features: the partners a `--correlation` build stored (metadata
@@ -112,6 +117,12 @@ CREATE TABLE top_tokens(
     precision REAL NOT NULL,
     PRIMARY KEY(feature_id, token_id)
 ) WITHOUT ROWID;
+CREATE TABLE example_tokens(
+    token TEXT NOT NULL,
+    feature_id INTEGER NOT NULL,
+    examples INTEGER NOT NULL,
+    PRIMARY KEY(feature_id, token)
+) WITHOUT ROWID;
 CREATE TABLE labels(
     feature_id INTEGER NOT NULL,
     rank INTEGER NOT NULL,
@@ -136,6 +147,7 @@ CREATE VIRTUAL TABLE labels_tri USING fts5(labels, confidence UNINDEXED, tokeniz
 const INDEXES: &str = "
 CREATE INDEX top_tokens_by_precision ON top_tokens(token_id, precision DESC, feature_id);
 CREATE INDEX top_tokens_by_firings ON top_tokens(token_id, firings DESC, feature_id);
+CREATE INDEX example_tokens_by_examples ON example_tokens(token, examples DESC, feature_id);
 CREATE INDEX neighbours_by_feature ON neighbours(feature_id);
 ";
 
@@ -522,6 +534,9 @@ impl FdictWriter {
         let conn = self.conn();
         insert_feature_row(conn, f, body).map_err(e)?;
         insert_top_tokens(conn, f.id, &token_rows).map_err(e)?;
+        if f.metadata.top_tokens.is_empty() {
+            insert_example_tokens(conn, f).map_err(e)?;
+        }
         insert_labels(conn, f).map_err(e)?;
         insert_neighbours(conn, f).map_err(e)?;
         insert_fts(conn, f).map_err(e)?;
@@ -622,6 +637,19 @@ fn insert_top_tokens(
     let mut st = conn.prepare_cached(single)?;
     for row in chunks.remainder() {
         bind(&mut st, std::slice::from_ref(row))?;
+    }
+    Ok(())
+}
+
+/// Inserts the counts of a feature's example tokens (written for features without top
+/// tokens only: a dictionary's searches use them only when no feature has any, and in our own
+/// builds those are the dead features, which have no examples either).
+fn insert_example_tokens(conn: &Connection, f: FeatureView<'_>) -> rusqlite::Result<()> {
+    let mut st = conn.prepare_cached(
+        "INSERT INTO example_tokens(token, feature_id, examples) VALUES (?1, ?2, ?3)",
+    )?;
+    for (token, n) in crate::query::example_token_counts(f.top_activations, f.metadata) {
+        st.execute(params![token, f.id as i64, n as i64])?;
     }
     Ok(())
 }

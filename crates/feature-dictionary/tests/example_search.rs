@@ -1,0 +1,274 @@
+//! Token and pattern search in dictionaries without per-token counts (files of the original
+//! library): features are found among the firing tokens of their stored examples, ranked by
+//! how many of those examples fire on the token, the same in memory and in a `.fdict`, and
+//! the basis is reported. The fixture's planted counts are listed in
+//! `tests/fixtures/original/README.md`.
+
+use std::path::{Path, PathBuf};
+
+use feature_dictionary::model::{
+    ActivationMetadata, DictionaryConfig, Feature, FeatureActivation, FeatureSet, TokenCount,
+};
+use feature_dictionary::query::{Found, Query, Search, TokenBasis, TokenRank};
+use feature_dictionary::store::{self, fdict::FdictReader};
+use feature_dictionary::{Error, FeatureDictionary};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/original/no_token_counts.json")
+}
+
+/// The fixture loaded, and converted to a `.fdict` as `featdict import` does; the second
+/// `.fdict` lacks the `example_tokens` table, as files written before it existed.
+fn both() -> (tempfile::TempDir, FeatureDictionary, [FdictReader; 2]) {
+    let dict = store::load(&fixture()).unwrap();
+    assert!(dict.features().all(|f| f.metadata.top_tokens.is_empty()));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orig.fdict");
+    store::save(&dict, &path).unwrap();
+    let old = dir.path().join("old.fdict");
+    store::save(&dict, &old).unwrap();
+    FdictReader::open_rw(&old)
+        .unwrap()
+        .connection()
+        .execute_batch("DROP TABLE example_tokens")
+        .unwrap();
+    let readers = [
+        FdictReader::open(&path).unwrap(),
+        FdictReader::open(&old).unwrap(),
+    ];
+    (dir, dict, readers)
+}
+
+fn token(t: &str, by: Option<TokenRank>) -> Query {
+    Query::Token {
+        token: t.into(),
+        by,
+    }
+}
+
+fn pattern(p: &str, by: Option<TokenRank>) -> Query {
+    Query::Pattern {
+        pattern: p.into(),
+        by,
+    }
+}
+
+/// `(id, score, matched)` of each hit.
+type Rows = Vec<(u64, f64, String)>;
+
+fn rows(found: &Found) -> Rows {
+    found
+        .hits
+        .iter()
+        .map(|h| (h.id, h.score, h.matched.clone()))
+        .collect()
+}
+
+fn want(rows: &[(u64, f64, &str)]) -> Rows {
+    rows.iter()
+        .map(|&(id, s, m)| (id, s, m.to_string()))
+        .collect()
+}
+
+/// The planted rankings, by token and by regex, with ties to the smaller id (and between a
+/// feature's tokens, to the smaller token), identical in memory and through SQL, with the
+/// basis and the ranking applied reported.
+#[test]
+fn an_original_library_file_is_searched_by_its_examples_tokens() {
+    let (_dir, dict, readers) = both();
+    let cases: Vec<(Query, Rows)> = vec![
+        (
+            token(" the", None),
+            want(&[
+                (3, 2.0, " the"),
+                (8, 2.0, " the"),
+                (2, 1.0, " the"),
+                (5, 1.0, " the"),
+            ]),
+        ),
+        (
+            token(" dog", Some(TokenRank::Firings)),
+            want(&[(5, 3.0, " dog"), (8, 2.0, " dog")]),
+        ),
+        // Tokens are exact, as over top tokens: the leading space and the case matter.
+        (token("the", None), want(&[])),
+        (token("The", None), want(&[(2, 1.0, "The")])),
+        (
+            pattern("^ ca", None),
+            want(&[(12, 2.0, " cathedral"), (3, 1.0, " cat")]),
+        ),
+        (
+            pattern("^ (dog|the)$", Some(TokenRank::Firings)),
+            want(&[
+                (5, 3.0, " dog"),
+                (3, 2.0, " the"),
+                (8, 2.0, " dog"),
+                (2, 1.0, " the"),
+            ]),
+        ),
+        // Unanchored, as over top tokens.
+        (
+            pattern("he", None),
+            want(&[
+                (3, 2.0, " the"),
+                (8, 2.0, " the"),
+                (12, 2.0, " cathedral"),
+                (2, 1.0, " the"),
+                (5, 1.0, " the"),
+            ]),
+        ),
+    ];
+    let searches: [(&str, &dyn Search); 3] = [
+        ("memory", &dict),
+        ("sql", &readers[0]),
+        ("sql without example_tokens", &readers[1]),
+    ];
+    for (name, s) in searches {
+        assert_eq!(s.token_basis().unwrap(), TokenBasis::Examples, "{name}");
+        for (q, expected) in &cases {
+            for limit in [1, 2, 3, 100] {
+                let found = s.find(q, limit).unwrap();
+                let cut: Vec<_> = expected.iter().take(limit).cloned().collect();
+                assert_eq!(rows(&found), cut, "{name}: {q:?} limit {limit}");
+                assert_eq!(found.basis, Some(TokenBasis::Examples), "{name}: {q:?}");
+                assert_eq!(found.by, Some(TokenRank::Firings), "{name}: {q:?}");
+            }
+        }
+    }
+    // The converted file holds each feature's example-token counts (two tokens each for
+    // features 2, 3, 5, 8 and 12).
+    let rows_in = |r: &FdictReader| -> i64 {
+        r.connection()
+            .query_row("SELECT count(*) FROM example_tokens", [], |row| row.get(0))
+            .unwrap()
+    };
+    assert_eq!(rows_in(&readers[0]), 10);
+    // Label and full-text searches have no token basis.
+    let found = readers[0].find(&Query::Label("token:".into()), 10).unwrap();
+    assert_eq!((found.basis, found.by), (None, None));
+    assert_eq!(
+        found.hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+        [5, 3, 2]
+    );
+}
+
+/// Precision is firings over the token's occurrences among all tokens, which such a file does
+/// not hold: asked for, it is refused (in memory and through SQL), not replaced by counts.
+#[test]
+fn precision_over_examples_is_refused() {
+    let (_dir, dict, [r, old]) = both();
+    for q in [
+        token(" the", Some(TokenRank::Precision)),
+        pattern("^ the$", Some(TokenRank::Precision)),
+    ] {
+        let errors = [&dict as &dyn Search, &r, &old].map(|s| s.find(&q, 5).unwrap_err());
+        for e in errors {
+            let Error::Invalid(m) = e else {
+                panic!("{q:?}: {e}")
+            };
+            assert!(m.starts_with("a ranking by precision needs"), "{m}");
+            assert!(m.contains("no per-token counts"), "{m}");
+        }
+    }
+    // Checked before anything is read: a bad regex is still named as such.
+    let e = r
+        .find(&pattern("(", Some(TokenRank::Precision)), 5)
+        .unwrap_err();
+    assert!(e.to_string().contains("invalid regex"), "{e}");
+}
+
+/// One example each: firing token `token` at `position` of sequence `sequence`.
+fn example(id: u64, token: &str, sequence: Option<u64>, position: u32) -> FeatureActivation {
+    FeatureActivation {
+        feature_id: id,
+        token: token.into(),
+        position,
+        activation: 1.0,
+        context: String::new(),
+        context_tokens: Vec::new(),
+        metadata: ActivationMetadata {
+            sequence,
+            ..Default::default()
+        },
+    }
+}
+
+fn dictionary(features: Vec<Feature>) -> FeatureDictionary {
+    let set = FeatureSet {
+        layer: 0,
+        features: features.into_iter().map(|f| (f.id, f)).collect(),
+        total_tokens_processed: 100,
+        model_name: "m".into(),
+        sae_name: "s".into(),
+        metadata: Default::default(),
+    };
+    FeatureDictionary::new(DictionaryConfig::default(), set)
+}
+
+/// Quantile samples count too, each firing once: a sample that repeats a top example (same
+/// sequence and position) is not counted again; examples naming no sequence each count.
+#[test]
+fn samples_count_once_per_firing() {
+    use feature_dictionary::model::QuantileGroup;
+    let mut a = Feature::new(0, 4);
+    a.top_activations = vec![example(0, " x", Some(1), 4), example(0, " y", Some(2), 4)];
+    a.metadata.quantile_examples = vec![QuantileGroup {
+        min_activation: 0.0,
+        max_activation: 1.0,
+        count: 10,
+        examples: vec![
+            example(0, " x", Some(1), 4), // the top example again
+            example(0, " y", Some(2), 5),
+            example(0, " y", Some(3), 4),
+        ],
+    }];
+    let mut b = Feature::new(1, 4);
+    b.top_activations = vec![example(1, " x", None, 4), example(1, " x", None, 4)];
+    let dict = dictionary(vec![a, b]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.fdict");
+    store::save(&dict, &path).unwrap();
+    let r = FdictReader::open(&path).unwrap();
+    for q in [token(" x", None), pattern("x", None)] {
+        let want = want(&[(1, 2.0, " x"), (0, 1.0, " x")]);
+        assert_eq!(rows(&dict.find(&q, 10).unwrap()), want, "{q:?}");
+        assert_eq!(rows(&r.find(&q, 10).unwrap()), want, "{q:?}");
+    }
+    let want = want(&[(0, 3.0, " y")]);
+    assert_eq!(rows(&dict.find(&token(" y", None), 10).unwrap()), want);
+    assert_eq!(rows(&r.find(&token(" y", None), 10).unwrap()), want);
+}
+
+/// A dictionary with per-token counts is searched by them alone, as before: a feature
+/// without counts is not found through its examples (the two bases are never mixed), and
+/// precision is the default.
+#[test]
+fn counts_anywhere_mean_no_example_search() {
+    let mut a = Feature::new(0, 4);
+    a.activation_count = 3;
+    a.top_activations = vec![example(0, " a", Some(0), 1)];
+    a.metadata.top_tokens = vec![TokenCount {
+        token: " a".into(),
+        firings: 3,
+        occurrences: 12,
+    }];
+    let mut b = Feature::new(1, 4);
+    b.activation_count = 1;
+    b.top_activations = vec![example(1, " b", Some(0), 2), example(1, " a", Some(0), 1)];
+    let dict = dictionary(vec![a, b]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.fdict");
+    store::save(&dict, &path).unwrap();
+    let r = FdictReader::open(&path).unwrap();
+    for s in [&dict as &dyn Search, &r] {
+        assert_eq!(s.token_basis().unwrap(), TokenBasis::TopTokens);
+        let found = s.find(&token(" b", None), 10).unwrap();
+        assert!(found.hits.is_empty());
+        assert_eq!(found.basis, Some(TokenBasis::TopTokens));
+        let found = s.find(&token(" a", None), 10).unwrap();
+        assert_eq!(rows(&found), want(&[(0, 0.25, " a")]));
+        assert_eq!(found.by, Some(TokenRank::Precision));
+        let found = s.find(&pattern(".", Some(TokenRank::Firings)), 10).unwrap();
+        assert_eq!(rows(&found), want(&[(0, 3.0, " a")]));
+    }
+}
