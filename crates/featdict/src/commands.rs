@@ -91,6 +91,12 @@ enum Command {
     /// Exactly one of --token, --label, --pattern, --text. On a `.fdict` the search uses the
     /// file's indexes (FTS5 bm25 for --text) without loading the dictionary; on a `.json`
     /// it loads the dictionary and ranks the same way in memory.
+    ///
+    /// A dictionary without per-token counts (as files of the original library) has no top
+    /// tokens: --token and --pattern then look at the firing tokens of its stored examples
+    /// and rank by how many of them fire on the token (--by firings; --by precision is
+    /// refused). The output says so: a `note:` line, and `"basis": "examples"` with --json
+    /// (otherwise `"top_tokens"`).
     Search(SearchArgs),
     /// Browse a dictionary in a web browser: JSON API and HTML pages.
     ///
@@ -682,20 +688,24 @@ struct ImportArgs {
 struct SearchArgs {
     /// Dictionary file (.fdict or .json).
     dict: PathBuf,
-    /// Features whose top tokens include this exact token (mind leading spaces: " the").
+    /// Features whose top tokens include this exact token (mind leading spaces: " the");
+    /// without top tokens, features with a stored example firing on it.
     #[arg(long, group = "kind")]
     token: Option<String>,
     /// Features with a label containing this text (case-insensitive).
     #[arg(long, group = "kind")]
     label: Option<String>,
-    /// Features with a top token matching this regex (unanchored).
+    /// Features with a top token matching this regex (unanchored); without top tokens, with
+    /// a stored example firing on a matching token.
     #[arg(long, group = "kind")]
     pattern: Option<String>,
     /// Full text over labels, descriptions and top tokens (every word must occur; bm25).
     #[arg(long, group = "kind")]
     text: Option<String>,
-    /// Ranking for --token and --pattern: precision (default) or firings. Refused with
-    /// --label (ranked by confidence) and --text (ranked by bm25).
+    /// Ranking for --token and --pattern: precision (default) or firings. Without top
+    /// tokens, firings (the stored examples firing on the token) is the default and
+    /// precision is refused. Refused with --label (ranked by confidence) and --text (ranked
+    /// by bm25).
     #[arg(long)]
     by: Option<feature_dictionary::query::TokenRank>,
     /// Results shown (at least 1: with 0, "no match" would hide every match).
@@ -759,7 +769,7 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
 }
 
 fn cmd_search(a: SearchArgs) -> Result<()> {
-    use feature_dictionary::query::{Query, Search};
+    use feature_dictionary::query::Query;
     use feature_dictionary::store::fdict::{self, FdictReader, FeatureBrief};
     let (kind, value) = match (a.token, a.label, a.pattern, a.text) {
         (Some(token), None, None, None) => ("token", token),
@@ -769,21 +779,38 @@ fn cmd_search(a: SearchArgs) -> Result<()> {
         _ => bail!("give exactly one of --token, --label, --pattern, --text"),
     };
     let query = Query::new(kind, value, a.by).with_context(|| format!("--{kind}"))?;
-    let (hits, briefs) = if fdict::is_fdict(&a.dict)? {
+    let (found, briefs) = if fdict::is_fdict(&a.dict)? {
         let r = FdictReader::open(&a.dict)?;
-        let hits = r.search(&query, a.limit)?;
-        let briefs = r.briefs(&hits.iter().map(|h| h.id).collect::<Vec<_>>())?;
-        (hits, briefs)
+        let found = find(&r, &query, a.limit)?;
+        let briefs = r.briefs(&found.hits.iter().map(|h| h.id).collect::<Vec<_>>())?;
+        (found, briefs)
     } else {
         let dict = load(&a.dict)?;
-        let hits = dict.search(&query, a.limit)?;
-        let briefs = hits
+        let found = find(&dict, &query, a.limit)?;
+        let briefs = found
+            .hits
             .iter()
             .filter_map(|h| dict.get(h.id).map(FeatureBrief::of))
             .collect();
-        (hits, briefs)
+        (found, briefs)
     };
-    print::search(&query, &hits, &briefs, a.json)
+    print::search(&query, &found, &briefs, a.json)
+}
+
+/// `query`'s hits in `d`; a ranking `--by` asked for that the dictionary cannot give is
+/// refused first, naming the option.
+fn find(
+    d: &impl feature_dictionary::query::Search,
+    query: &feature_dictionary::query::Query,
+    limit: usize,
+) -> Result<feature_dictionary::query::Found> {
+    use feature_dictionary::query::Query;
+    if let Query::Token { by: Some(by), .. } | Query::Pattern { by: Some(by), .. } = query {
+        query
+            .ranking(d.token_basis()?)
+            .with_context(|| format!("--by {}", by.as_str()))?;
+    }
+    Ok(d.find(query, limit)?)
 }
 
 /// The worker threads of a command: `--threads`, or every core. The engine's parts that run

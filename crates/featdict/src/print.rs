@@ -389,20 +389,32 @@ pub fn wrote(out: &Path, features: usize, format: &str, as_json: bool) -> Result
     Ok(())
 }
 
-/// `featdict search`.
+/// `featdict search`. A token or pattern search reports its basis and ranking (`basis`, `by`
+/// in JSON); one over stored examples says so above its results, found or not, since only
+/// there can a reader tell that a missing feature may fire on the token all the same.
 pub fn search(
     query: &feature_dictionary::query::Query,
-    hits: &[feature_dictionary::query::Hit],
+    found: &feature_dictionary::query::Found,
     briefs: &[feature_dictionary::store::fdict::FeatureBrief],
     as_json: bool,
 ) -> Result<()> {
+    let hits = &found.hits;
     let brief = |id: u64| briefs.iter().find(|b| b.id == id);
     if as_json {
         let rows: Vec<_> = hits
             .iter()
             .map(|h| json!({"id": h.id, "score": h.score, "matched": h.matched, "feature": brief(h.id)}))
             .collect();
-        return out_json(&json!({"kind": query.kind(), "hits": rows}));
+        let mut out = json!({"kind": query.kind()});
+        if let (Some(basis), Some(by)) = (found.basis, found.by) {
+            out["basis"] = json!(basis.as_str());
+            out["by"] = json!(by.as_str());
+        }
+        out["hits"] = json!(rows);
+        return out_json(&out);
+    }
+    if let Some(note) = found.basis.and_then(|b| b.note()) {
+        println!("note: {note}");
     }
     if hits.is_empty() {
         println!("no match");

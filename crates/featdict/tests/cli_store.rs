@@ -240,3 +240,161 @@ fn top_on_fdict_ranks_as_on_json_ties_included() {
         "{said}"
     );
 }
+
+/// `featdict search` on a file of the original library (no per-token counts; planted counts
+/// in the fixture's README), as JSON and converted to `.fdict`: token and pattern searches
+/// find features by their stored examples' tokens, ranked by how many fire on the token
+/// (ties to the smaller id), say so in a note and in `basis`, and refuse precision.
+#[test]
+fn search_in_an_original_library_file_uses_the_stored_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../feature-dictionary/tests/fixtures/original/no_token_counts.json");
+    let fd = dir.path().join("orig.fdict");
+    let out = featdict(&[
+        "import".as_ref(),
+        json.as_os_str(),
+        "--out".as_ref(),
+        fd.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let search = |d: &std::path::Path, args: &[&str]| {
+        let mut all: Vec<&std::ffi::OsStr> = vec!["search".as_ref(), d.as_os_str()];
+        all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+        featdict(&all)
+    };
+    let json_of = |out: &std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let hits = |v: &serde_json::Value| -> Vec<(u64, f64, String)> {
+        v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let m = h["matched"].as_str().unwrap().to_string();
+                (h["id"].as_u64().unwrap(), h["score"].as_f64().unwrap(), m)
+            })
+            .collect()
+    };
+    let note = "note: this dictionary holds no per-token counts (as files of the original library): token and regex searches look only at the firing tokens of its stored examples";
+    for d in [json.as_path(), fd.as_path()] {
+        let v = json_of(&search(d, &["--token", " the", "--json"]));
+        assert_eq!(
+            (&v["kind"], &v["basis"], &v["by"]),
+            (&"token".into(), &"examples".into(), &"firings".into())
+        );
+        let want: Vec<_> = [(3, 2.0), (8, 2.0), (2, 1.0), (5, 1.0)]
+            .map(|(id, s)| (id, s, " the".to_string()))
+            .to_vec();
+        assert_eq!(hits(&v), want, "{}", d.display());
+        assert_eq!(v["hits"][0]["feature"]["labels"][0], "token:the");
+        let v = json_of(&search(
+            d,
+            &["--pattern", "^ (dog|the)$", "--by", "firings", "--json"],
+        ));
+        assert_eq!(
+            (&v["basis"], &v["by"]),
+            (&"examples".into(), &"firings".into())
+        );
+        let want: Vec<_> = [
+            (5, 3.0, " dog"),
+            (3, 2.0, " the"),
+            (8, 2.0, " dog"),
+            (2, 1.0, " the"),
+        ]
+        .map(|(id, s, m)| (id, s, m.to_string()))
+        .to_vec();
+        assert_eq!(hits(&v), want, "{}", d.display());
+        // The text output: the note first, then the ranking (the count column is the
+        // feature's firings over all tokens, as stored).
+        let out = search(d, &["--token", " the", "-n", "3"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with(note), "{text}");
+        let rows: Vec<Vec<&str>> = lines[2..]
+            .iter()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                vec!["3", "2.0000", "12", "\"", "the\"", "token:the"],
+                vec!["8", "2.0000", "7", "\"", "the\""],
+                vec!["2", "1.0000", "9", "\"", "the\"", "token:the"],
+            ],
+            "{text}"
+        );
+        // Nothing found says why it may have missed: tokens are exact, and only the stored
+        // examples were looked at.
+        let out = search(d, &["--token", "the"]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(text.lines().nth(1), Some("no match"), "{text}");
+        assert!(text.starts_with(note), "{text}");
+        // Precision needs corpus occurrences: refused, naming the option.
+        let out = search(d, &["--token", " the", "--by", "precision"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.starts_with("error: --by precision: a ranking by precision needs"),
+            "{err}"
+        );
+        // A label search has no token basis.
+        let v = json_of(&search(d, &["--label", "token:", "--json"]));
+        assert!(v.get("basis").is_none() && v.get("by").is_none(), "{v}");
+        assert_eq!(hits(&v).iter().map(|h| h.0).collect::<Vec<_>>(), [5, 3, 2]);
+    }
+}
+
+/// A dictionary with per-token counts is searched by them as before: no note, and the basis
+/// and the default ranking reported as `top_tokens` and `precision`.
+#[test]
+fn search_with_per_token_counts_reports_top_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        n_features: 40,
+        ..Default::default()
+    };
+    let dict = synthetic::dictionary(&spec);
+    let fd = dir.path().join("d.fdict");
+    store::save(&dict, &fd).unwrap();
+    let token = dict.get(0).unwrap().metadata.top_tokens[0].token.clone();
+    let args = |json: bool| {
+        let mut a: Vec<&std::ffi::OsStr> = vec![
+            "search".as_ref(),
+            fd.as_os_str(),
+            "--token".as_ref(),
+            token.as_ref(),
+        ];
+        if json {
+            a.push("--json".as_ref());
+        }
+        featdict(&a)
+    };
+    let v: serde_json::Value = serde_json::from_slice(&args(true).stdout).unwrap();
+    assert_eq!(
+        (&v["basis"], &v["by"]),
+        (&"top_tokens".into(), &"precision".into())
+    );
+    assert!(
+        v["hits"].as_array().unwrap().iter().any(|h| h["id"] == 0),
+        "{v}"
+    );
+    let text = String::from_utf8(args(false).stdout).unwrap();
+    assert!(text.starts_with("      id       score"), "{text}");
+    assert!(!text.contains("note:"), "{text}");
+}

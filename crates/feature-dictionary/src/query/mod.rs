@@ -125,7 +125,7 @@ impl TokenBasis {
 }
 
 /// See [`TokenBasis::note`].
-const EXAMPLES_NOTE: &str = "this dictionary holds no per-token counts (a file of the original library): token and regex searches look only at the firing tokens of its stored examples, not at every token the features fired on, and rank by how many of those examples fire on the token";
+const EXAMPLES_NOTE: &str = "this dictionary holds no per-token counts (as files of the original library): token and regex searches look only at the firing tokens of its stored examples, not at every token the features fired on, and rank by how many of those examples fire on the token";
 
 /// A search.
 #[derive(Debug, Clone, PartialEq)]
@@ -207,7 +207,7 @@ impl Query {
         };
         match (basis, by) {
             (TokenBasis::Examples, Some(TokenRank::Precision)) => Err(Error::Invalid(
-                "a ranking by precision needs each token's occurrences among all tokens processed, which this dictionary does not hold: it has no per-token counts (a file of the original library), so token and regex searches look at the firing tokens of its stored examples and rank by how many of them fire on the token; ask for firings, or for no ranking".into(),
+                "a ranking by precision needs each token's occurrences among all tokens processed, which this dictionary does not hold: it has no per-token counts (as files of the original library), so token and regex searches look at the firing tokens of its stored examples and rank by how many of them fire on the token; ask for firings, or for no ranking".into(),
             )),
             (_, Some(by)) => Ok(Some(*by)),
             (TokenBasis::TopTokens, None) => Ok(Some(TokenRank::Precision)),
