@@ -3,7 +3,9 @@
 //! - JSON: `GET /api/stats`, `GET /api/features[?order=activation_count|max_activation|
 //!   confidence|id][&type=sparse|…][&limit=N][&offset=N]` (a page of feature briefs),
 //!   `GET /api/features/{id}`, `GET /api/search?token=|label=|
-//!   pattern=|text=…[&by=precision|firings][&limit=N][&offset=N]`, `POST /api/features/{id}/labels`
+//!   pattern=|text=…[&by=precision|firings][&limit=N][&offset=N]` (a token or pattern
+//!   search also answers its `basis`, `top_tokens` or `examples`, and the ranking `by` it
+//!   applied; see [`feature_dictionary::query`]), `POST /api/features/{id}/labels`
 //!   (`{"text": "…"}` as JSON, or `text=…` as a form, which redirects back to the page),
 //!   `POST /api/features/{id}/labels/remove` (the same bodies; manual labels only).
 //! - HTML: `/` (overview), `/features` (every feature, sorted and filtered, paged),
@@ -53,7 +55,7 @@ use axum::{Json, Router};
 use clap::Args;
 use feature_dictionary::dictionary::Statistics;
 use feature_dictionary::model::FeatureType;
-use feature_dictionary::query::{Hit, Query, Search, TokenRank};
+use feature_dictionary::query::{Hit, Query, Search, TokenBasis, TokenRank};
 use feature_dictionary::store::fdict::{self, FdictReader, FeatureBrief, FeatureOrder, Summary};
 use feature_dictionary::{store, Error as LibError};
 use serde::Deserialize;
@@ -947,6 +949,10 @@ pub(crate) struct SearchPage {
     pub briefs: Vec<FeatureBrief>,
     /// Whether hits follow this page.
     pub more: bool,
+    /// Where a token or pattern search looked (`None` for label and text searches).
+    pub basis: Option<TokenBasis>,
+    /// The ranking a token or pattern search applied.
+    pub by: Option<TokenRank>,
 }
 
 /// Runs a search and fetches the page's hits and briefs.
@@ -957,12 +963,19 @@ pub(crate) async fn run_search(
     blocking(move || {
         st.read(|r| {
             // One hit past the page tells whether another page follows.
-            let mut hits = r.search(&req.query, req.offset + req.limit + 1)?;
+            let found = r.find(&req.query, req.offset + req.limit + 1)?;
+            let mut hits = found.hits;
             let more = hits.len() > req.offset + req.limit;
             hits.truncate(req.offset + req.limit);
             let hits: Vec<Hit> = hits.into_iter().skip(req.offset).collect();
             let briefs = r.briefs(&hits.iter().map(|h| h.id).collect::<Vec<_>>())?;
-            Ok(SearchPage { hits, briefs, more })
+            Ok(SearchPage {
+                hits,
+                briefs,
+                more,
+                basis: found.basis,
+                by: found.by,
+            })
         })
     })
     .await
@@ -988,10 +1001,17 @@ async fn api_search(
             })
         })
         .collect();
-    Ok(
-        Json(json!({"kind": kind, "offset": offset, "more": page.more, "hits": rows}))
-            .into_response(),
-    )
+    let mut out = json!({"kind": kind, "offset": offset, "more": page.more, "hits": rows});
+    if let (Some(basis), Some(by)) = (page.basis, page.by) {
+        out["basis"] = json!(basis.as_str());
+        out["by"] = json!(by.as_str());
+    }
+    Ok(Json(out).into_response())
+}
+
+/// Where the served dictionary's token and pattern searches look.
+pub(crate) async fn token_basis(st: Arc<AppState>) -> Result<TokenBasis, ApiError> {
+    blocking(move || st.read(|r| Ok(r.token_basis()?))).await
 }
 
 #[derive(Deserialize)]

@@ -9,6 +9,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use feature_dictionary::model::{Feature, FeatureActivation, FeatureType, HistogramSummary};
+use feature_dictionary::query::TokenBasis;
 
 use super::html::{self, esc, num, page};
 use super::{
@@ -238,6 +239,15 @@ fn error_in(title: &str, mut body: String, e: ApiError) -> Response {
     (e.status, Html(page(title, &body))).into_response()
 }
 
+/// Appends a note on how results were found (shown above them).
+fn push_note(body: &mut String, note: &str) {
+    let _ = write!(
+        body,
+        "<p class=\"note\" id=\"basis\">Note: {}.</p>",
+        esc(note)
+    );
+}
+
 /// `body` with "`nothing`." (or "`nothing` after the first N." past the first page).
 fn nothing_found(title: &str, mut body: String, nothing: &str, offset: u64) -> Response {
     let _ = write!(body, "<p id=\"results\">{nothing}");
@@ -300,7 +310,16 @@ pub async fn go(Params(params): Params) -> Response {
 pub async fn search(State(st): State<Arc<AppState>>, Params(params): Params) -> Response {
     let kind = params.get("kind").map(String::as_str).unwrap_or("text");
     let q = params.get("q").cloned().unwrap_or_default();
-    let by = params.get("by").map(String::as_str).unwrap_or("precision");
+    // The form offers only the rankings the dictionary can give, defaulting to its own; an
+    // error here leaves the ordinary form, and the search below reports the error.
+    let basis = super::token_basis(st.clone()).await.ok();
+    let examples = basis == Some(TokenBasis::Examples);
+    let default_by = if examples { "firings" } else { "precision" };
+    let by = params
+        .get("by")
+        .map(String::as_str)
+        .filter(|b| !b.is_empty())
+        .unwrap_or(default_by);
     let mut b = String::new();
     let opt = |v: &str, label: &str, cur: &str| {
         format!(
@@ -308,24 +327,39 @@ pub async fn search(State(st): State<Arc<AppState>>, Params(params): Params) -> 
             if v == cur { " selected" } else { "" }
         )
     };
+    let (precision, firings, over) = if examples {
+        (
+            "<option value=\"precision\" disabled>by precision (needs per-token counts)</option>"
+                .to_string(),
+            opt("firings", "by examples firing on it", by),
+            "the tokens of stored examples",
+        )
+    } else {
+        (
+            opt("precision", "by precision", by),
+            opt("firings", "by firings", by),
+            "top tokens",
+        )
+    };
     let _ = write!(
         b,
         "<h1>Search</h1><form action=\"/search\" method=\"get\" class=\"search\">\
          <select name=\"kind\">{}{}{}{}</select> \
          <input name=\"q\" value=\"{}\" size=\"40\" placeholder=\"query\"> \
-         <select name=\"by\" title=\"ranking for token and regex search\">{}{}</select> \
+         <select name=\"by\" title=\"ranking for token and regex search\">{precision}{firings}</select> \
          <button>Search</button></form>\
          <p class=\"muted\">token: exact token (mind leading spaces) · label: substring, any case · \
-         regex: over top tokens · full text: labels, descriptions and tokens, bm25-ranked</p>",
+         regex: over {over} · full text: labels, descriptions and tokens, bm25-ranked</p>",
         opt("text", "full text", kind),
         opt("token", "token", kind),
         opt("label", "label", kind),
         opt("pattern", "regex", kind),
         esc(&q),
-        opt("precision", "by precision", by),
-        opt("firings", "by firings", by),
     );
     if q.is_empty() {
+        if let Some(note) = basis.and_then(|basis| basis.note()) {
+            push_note(&mut b, note);
+        }
         return Html(page("search", &b)).into_response();
     }
     let mut p: HashMap<String, String> = HashMap::new();
@@ -341,9 +375,9 @@ pub async fn search(State(st): State<Arc<AppState>>, Params(params): Params) -> 
         }
     };
     p.insert(key.to_string(), q.clone());
-    // The form sends its ranking with every kind; the default one goes unsaid for a label
-    // or text search, and "by firings" there is refused, as by the API.
-    if matches!(key, "token" | "pattern") || by != "precision" {
+    // The form sends its ranking with every kind; the dictionary's default one goes unsaid
+    // for a label or text search, and another one there is refused, as by the API.
+    if matches!(key, "token" | "pattern") || by != default_by {
         p.insert("by".into(), by.to_string());
     }
     for k in ["limit", "offset"] {
@@ -362,6 +396,9 @@ pub async fn search(State(st): State<Arc<AppState>>, Params(params): Params) -> 
         Err(e) => return error_in("search", b, e),
     };
     let (hits, briefs) = (&found.hits, &found.briefs);
+    if let Some(note) = found.basis.and_then(|basis| basis.note()) {
+        push_note(&mut b, note);
+    }
     if hits.is_empty() {
         return nothing_found("search", b, "No feature matches", offset as u64);
     }

@@ -37,7 +37,22 @@ fn start_with(n: u64, options: super::ServeOptions) -> Server {
     let dict = synthetic::dictionary(&spec);
     let path = dir.path().join("d.fdict");
     store::save(&dict, &path).unwrap();
-    let state = Arc::new(AppState::open(&path).unwrap());
+    let (addr, rt) = serve_file(&path, options);
+    Server {
+        addr,
+        dict,
+        path,
+        _rt: rt,
+        _dir: dir,
+    }
+}
+
+/// A server on the `.fdict` at `path` (it stops when the runtime drops).
+fn serve_file(
+    path: &std::path::Path,
+    options: super::ServeOptions,
+) -> (SocketAddr, tokio::runtime::Runtime) {
+    let state = Arc::new(AppState::open(path).unwrap());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -48,13 +63,7 @@ fn start_with(n: u64, options: super::ServeOptions) -> Server {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     rt.spawn(super::serve(listener, state, options));
-    Server {
-        addr,
-        dict,
-        path,
-        _rt: rt,
-        _dir: dir,
-    }
+    (addr, rt)
 }
 
 struct Resp {
@@ -209,7 +218,7 @@ fn search_api_matches_library_and_rejects_bad_queries() {
             "pattern=%5E%20%3Fka&limit=7".to_string(),
             Query::Pattern {
                 pattern: "^ ?ka".into(),
-                by: Some(TokenRank::Precision),
+                by: None,
             },
         ),
         ("text=fires".to_string(), Query::Text("fires".into())),
@@ -230,7 +239,29 @@ fn search_api_matches_library_and_rejects_bad_queries() {
         assert_eq!(got, want.iter().map(|h| h.id).collect::<Vec<_>>(), "{qs}");
         assert_eq!(v["kind"], q.kind());
         assert_eq!(v["hits"][0]["feature"]["id"], want[0].id);
+        // Token and pattern searches say they ranked by top tokens (precision unless
+        // asked otherwise); label and text searches have no token basis.
+        match q {
+            Query::Token { .. } | Query::Pattern { .. } => {
+                assert_eq!(v["basis"], "top_tokens", "{qs}");
+                let by = if qs.contains("by=firings") {
+                    "firings"
+                } else {
+                    "precision"
+                };
+                assert_eq!(v["by"], by, "{qs}");
+            }
+            _ => assert!(v.get("basis").is_none() && v.get("by").is_none(), "{qs}"),
+        }
     }
+    // The page of a dictionary with per-token counts shows no note on them.
+    let r = get(s.addr, &format!("/search?kind=token&q={}", html::url(&tok)));
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("id=\"results\""), "{}", r.body);
+    assert!(!r.body.contains("class=\"note\""), "{}", r.body);
+    assert!(r
+        .body
+        .contains("<option value=\"precision\" selected>by precision</option>"));
     // Pages: offset and limit cut the same ranking; `more` says whether hits follow.
     let all = reader
         .search(&Query::Label("a".into()), 1000)
@@ -732,6 +763,119 @@ fn json_dictionaries_are_served_through_a_sibling_fdict() {
     );
     let (p3, note) = super::prepare(&p).unwrap();
     assert_eq!((p3, note), (p.clone(), None));
+}
+
+/// A dictionary of the original library (no per-token counts; planted counts in the
+/// fixture's README), served as JSON through its sibling `.fdict`: `/api/search` finds
+/// features by their stored examples' tokens, ranked as `featdict search` ranks them, says
+/// so (`basis`) and refuses precision; the search page shows the note and offers only the
+/// ranking it can give.
+#[test]
+fn an_original_library_file_is_searched_by_its_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("orig.json");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../feature-dictionary/tests/fixtures/original/no_token_counts.json");
+    std::fs::copy(fixture, &json).unwrap();
+    let (path, _) = super::prepare(&json).unwrap();
+    let (addr, _rt) = serve_file(&path, super::ServeOptions::default());
+    let hits = |v: &Value| -> Vec<(u64, f64, String)> {
+        v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let m = h["matched"].as_str().unwrap().to_string();
+                (h["id"].as_u64().unwrap(), h["score"].as_f64().unwrap(), m)
+            })
+            .collect()
+    };
+    let owned = |rows: &[(u64, f64, &str)]| -> Vec<(u64, f64, String)> {
+        rows.iter()
+            .map(|&(i, s, m)| (i, s, m.to_string()))
+            .collect()
+    };
+    let v = get(addr, "/api/search?token=%20the").json();
+    assert_eq!(
+        (&v["kind"], &v["basis"], &v["by"]),
+        (&"token".into(), &"examples".into(), &"firings".into())
+    );
+    assert_eq!(
+        hits(&v),
+        owned(&[
+            (3, 2.0, " the"),
+            (8, 2.0, " the"),
+            (2, 1.0, " the"),
+            (5, 1.0, " the")
+        ])
+    );
+    assert_eq!(v["hits"][0]["feature"]["labels"][0], "token:the");
+    let v = get(addr, "/api/search?pattern=%5E%20(dog%7Cthe)%24&by=firings").json();
+    assert_eq!(
+        (&v["basis"], &v["by"]),
+        (&"examples".into(), &"firings".into())
+    );
+    assert_eq!(
+        hits(&v),
+        owned(&[
+            (5, 3.0, " dog"),
+            (3, 2.0, " the"),
+            (8, 2.0, " dog"),
+            (2, 1.0, " the")
+        ])
+    );
+    // Pages cut the same ranking.
+    let v = get(addr, "/api/search?token=%20the&limit=2&offset=1").json();
+    assert_eq!(hits(&v), owned(&[(8, 2.0, " the"), (2, 1.0, " the")]));
+    assert_eq!(v["more"], true);
+    // Precision needs the corpus occurrences such a file lacks: refused, not replaced.
+    for qs in ["token=%20the&by=precision", "pattern=the&by=precision"] {
+        let r = get(addr, &format!("/api/search?{qs}"));
+        assert_eq!(r.status, 400, "{qs}: {}", r.body);
+        let e = r.json()["error"].as_str().unwrap().to_string();
+        assert!(e.starts_with("a ranking by precision needs"), "{e}");
+    }
+    let v = get(addr, "/api/search?label=token%3A").json();
+    assert!(v.get("basis").is_none(), "{v}");
+    assert_eq!(hits(&v).iter().map(|h| h.0).collect::<Vec<_>>(), [5, 3, 2]);
+    // The page: the note above the results, the same ranking, and only the ranking by
+    // examples offered (and selected by default).
+    let note = "Note: this dictionary holds no per-token counts (as files of the original library): token and regex searches look only at the firing tokens of its stored examples";
+    let r = get(addr, "/search?kind=token&q=%20the");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let at = |needle: &str| {
+        r.body
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle}: {}", r.body))
+    };
+    assert!(at(note) < at("id=\"results\""));
+    assert!(at("href=\"/features/3\"") < at("href=\"/features/8\""));
+    assert!(at("href=\"/features/8\"") < at("href=\"/features/2\""));
+    assert!(at("href=\"/features/2\"") < at("href=\"/features/5\""));
+    at("<option value=\"precision\" disabled>");
+    at("<option value=\"firings\" selected>by examples firing on it</option>");
+    at("regex: over the tokens of stored examples");
+    // Nothing found says so with the note; the empty form shows it too.
+    let r = get(addr, "/search?kind=token&q=the");
+    assert!(
+        r.body.contains("No feature matches") && r.body.contains(note),
+        "{}",
+        r.body
+    );
+    let r = get(addr, "/search");
+    assert!(r.body.contains(note), "{}", r.body);
+    // The form's default ranking goes unsaid for a label search; precision asked for in
+    // the address is refused as by the API.
+    let r = get(addr, "/search?kind=label&q=token&by=firings");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains(note), "{}", r.body);
+    let r = get(addr, "/search?kind=token&q=%20the&by=precision");
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body.contains("a ranking by precision needs"),
+        "{}",
+        r.body
+    );
 }
 
 #[test]
