@@ -103,8 +103,8 @@ impl TokenBasis {
 
     /// The basis of a dictionary whose features have (`true`) or all lack (`false`)
     /// per-token counts. The whole dictionary has one basis: a feature without counts in a
-    /// dictionary with them has not fired, and ranking some features by examples and others
-    /// by counts would compare scores that mean different things.
+    /// dictionary built with them has not fired, and ranking some features by examples and
+    /// others by counts would compare scores that mean different things.
     pub fn given_counts(any_top_tokens: bool) -> TokenBasis {
         if any_top_tokens {
             TokenBasis::TopTokens
