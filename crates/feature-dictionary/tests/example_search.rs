@@ -272,3 +272,62 @@ fn counts_anywhere_mean_no_example_search() {
         assert_eq!(rows(&found), want(&[(0, 3.0, " a")]));
     }
 }
+
+/// A file written before `example_tokens` existed gets the table added once (as the server
+/// does when it opens one), filled as the writer fills it: the same rows as a new file,
+/// and the same answers.
+#[test]
+fn an_older_file_gets_the_example_token_table_added() {
+    let (dir, _dict, [new, old]) = both();
+    drop(old);
+    let old_path = dir.path().join("old.fdict");
+    let mut rw = FdictReader::open_rw(&old_path).unwrap();
+    assert_eq!(rw.add_example_tokens().unwrap(), Some(5));
+    assert_eq!(rw.add_example_tokens().unwrap(), None);
+    drop(rw);
+    let upgraded = FdictReader::open(&old_path).unwrap();
+    let table = |r: &FdictReader| -> Vec<(String, i64, i64)> {
+        let mut st = r
+            .connection()
+            .prepare(
+                "SELECT token, feature_id, examples FROM example_tokens ORDER BY feature_id, token",
+            )
+            .unwrap();
+        st.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(table(&upgraded), table(&new));
+    let indexed: bool = upgraded
+        .connection()
+        .query_row(
+            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'example_tokens_by_examples')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(indexed);
+    for q in [token(" the", None), pattern("^ (dog|the)$", None)] {
+        assert_eq!(
+            rows(&upgraded.find(&q, 100).unwrap()),
+            rows(&new.find(&q, 100).unwrap())
+        );
+    }
+    // A file whose every feature has per-token counts gets the table, empty.
+    let counted = dir.path().join("counted.fdict");
+    let mut f = Feature::new(0, 4);
+    f.activation_count = 1;
+    f.metadata.top_tokens = vec![TokenCount {
+        token: "a".into(),
+        firings: 1,
+        occurrences: 1,
+    }];
+    f.top_activations = vec![example(0, "a", Some(0), 0)];
+    store::save(&dictionary(vec![f]), &counted).unwrap();
+    let mut rw = FdictReader::open_rw(&counted).unwrap();
+    rw.connection()
+        .execute_batch("DROP TABLE example_tokens")
+        .unwrap();
+    assert_eq!(rw.add_example_tokens().unwrap(), Some(0));
+}

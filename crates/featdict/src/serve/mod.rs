@@ -216,6 +216,12 @@ impl AppState {
                 path.display()
             );
         }
+        if let Some(filled) = writer.add_example_tokens()? {
+            eprintln!(
+                "added the example-token table to {} ({filled} features' example tokens, which token and pattern searches use when no feature has per-token counts; once: it was written before the table existed)",
+                path.display()
+            );
+        }
         let readers = (0..READERS)
             .map(|_| FdictReader::open(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;

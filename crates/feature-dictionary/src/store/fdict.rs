@@ -117,12 +117,6 @@ CREATE TABLE top_tokens(
     precision REAL NOT NULL,
     PRIMARY KEY(feature_id, token_id)
 ) WITHOUT ROWID;
-CREATE TABLE example_tokens(
-    token TEXT NOT NULL,
-    feature_id INTEGER NOT NULL,
-    examples INTEGER NOT NULL,
-    PRIMARY KEY(feature_id, token)
-) WITHOUT ROWID;
 CREATE TABLE labels(
     feature_id INTEGER NOT NULL,
     rank INTEGER NOT NULL,
@@ -147,9 +141,23 @@ CREATE VIRTUAL TABLE labels_tri USING fts5(labels, confidence UNINDEXED, tokeniz
 const INDEXES: &str = "
 CREATE INDEX top_tokens_by_precision ON top_tokens(token_id, precision DESC, feature_id);
 CREATE INDEX top_tokens_by_firings ON top_tokens(token_id, firings DESC, feature_id);
-CREATE INDEX example_tokens_by_examples ON example_tokens(token, examples DESC, feature_id);
 CREATE INDEX neighbours_by_feature ON neighbours(feature_id);
 ";
+
+/// The table of a dictionary's example tokens (see the layout above), part of the schema;
+/// also added by [`FdictReader::add_example_tokens`] to files written before it existed.
+const EXAMPLE_TOKENS_TABLE: &str = "
+CREATE TABLE example_tokens(
+    token TEXT NOT NULL,
+    feature_id INTEGER NOT NULL,
+    examples INTEGER NOT NULL,
+    PRIMARY KEY(feature_id, token)
+) WITHOUT ROWID;
+";
+
+/// The index of `example_tokens`, created after the bulk insert with the others.
+const EXAMPLE_TOKENS_INDEX: &str =
+    "CREATE INDEX example_tokens_by_examples ON example_tokens(token, examples DESC, feature_id);";
 
 /// The indexes of [`FdictReader::list_features`] (and of label search, which reads
 /// `features_by_confidence` alone): each ends with the feature type, so a listing of one type
@@ -424,6 +432,7 @@ impl FdictWriter {
         )
         .map_err(e)?;
         conn.execute_batch(SCHEMA).map_err(e)?;
+        conn.execute_batch(EXAMPLE_TOKENS_TABLE).map_err(e)?;
 
         let mut shell = feature_set.clone();
         shell.features.clear();
@@ -556,6 +565,7 @@ impl FdictWriter {
         )
         .map_err(e)?;
         conn.execute_batch(INDEXES).map_err(e)?;
+        conn.execute_batch(EXAMPLE_TOKENS_INDEX).map_err(e)?;
         for (name, on) in LISTING_INDEXES {
             conn.execute_batch(&format!("CREATE INDEX {name} ON {on}"))
                 .map_err(e)?;
@@ -639,6 +649,16 @@ fn insert_top_tokens(
         bind(&mut st, std::slice::from_ref(row))?;
     }
     Ok(())
+}
+
+/// Feature `id`'s stored JSON body, or an error naming the file at `path`.
+fn parse_body(path: &Path, id: u64, body: &str) -> Result<Feature> {
+    serde_json::from_str(body).map_err(|e| {
+        Error::format(
+            path,
+            format!("feature {id}: body is not a feature JSON: {e}"),
+        )
+    })
 }
 
 /// Inserts the counts of a feature's example tokens (written for features without top
@@ -1289,6 +1309,57 @@ impl FdictReader {
         Ok(added)
     }
 
+    /// Adds the `example_tokens` table (and its index) that a file written before it existed
+    /// lacks, filled as the writer fills it, in one transaction; returns how many features
+    /// got rows, or `None` when the file already has the table. Without it, a token or
+    /// pattern search of a dictionary with no per-token counts (a file of the original
+    /// library) reads every feature's body: most of a second per search at 25k features.
+    pub fn add_example_tokens(&mut self) -> Result<Option<usize>> {
+        let path = self.path.clone();
+        let e = |err| sql_err(&path, "cannot add the example-token table", err);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let exists: bool = tx
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'example_tokens')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(e)?;
+        if exists {
+            return Ok(None);
+        }
+        tx.execute_batch(EXAMPLE_TOKENS_TABLE).map_err(e)?;
+        // The writer's rule: the features without top tokens (all of them in a file of the
+        // original library; only dead ones, without examples, in a build of ours).
+        let mut filled = 0;
+        {
+            let mut st = tx
+                .prepare(
+                    "SELECT id, body FROM features
+                     WHERE NOT EXISTS (SELECT 1 FROM top_tokens WHERE feature_id = features.id)
+                     ORDER BY id",
+                )
+                .map_err(e)?;
+            let mut rows = st.query([]).map_err(e)?;
+            while let Some(row) = rows.next().map_err(e)? {
+                let id: i64 = row.get(0).map_err(e)?;
+                let body: String = row.get(1).map_err(e)?;
+                let f = parse_body(&path, id as u64, &body)?;
+                if !f.top_activations.is_empty() {
+                    insert_example_tokens(&tx, FeatureView::from(&f)).map_err(e)?;
+                    filled += 1;
+                }
+            }
+        }
+        tx.execute_batch(EXAMPLE_TOKENS_INDEX).map_err(e)?;
+        tx.commit().map_err(e)?;
+        self.restamp();
+        Ok(Some(filled))
+    }
+
     /// Records the file's size and modification time as this connection's own doing (call
     /// after writing through it): its own commits do not change its `data_version`.
     pub fn restamp(&mut self) {
@@ -1338,12 +1409,7 @@ impl FdictReader {
     }
 
     fn parse_body(&self, id: u64, body: &str) -> Result<Feature> {
-        serde_json::from_str(body).map_err(|e| {
-            Error::format(
-                &self.path,
-                format!("feature {id}: body is not a feature JSON: {e}"),
-            )
-        })
+        parse_body(&self.path, id, body)
     }
 
     /// Scalar columns of several features (for search result lists), in the order given;
