@@ -318,6 +318,12 @@ fn malformed_inputs_and_arguments() {
     let garbage = dir.path().join("g.json");
     std::fs::write(&garbage, b"{\"feature_set\": 3}").unwrap();
     let out = featdict(&["stats", s(&garbage)]);
+    assert_clean_error(
+        &out,
+        &[s(&garbage), "feature_set: invalid type: integer `3`"],
+    );
+    std::fs::write(&garbage, b"[]").unwrap();
+    let out = featdict(&["stats", s(&garbage)]);
     assert_clean_error(&out, &[s(&garbage), "not a feature dictionary JSON"]);
 }
 

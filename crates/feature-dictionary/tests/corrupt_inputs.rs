@@ -860,3 +860,148 @@ fn shards_must_repeat_the_same_tokens_whatever_their_dtype() {
         );
     }
 }
+
+/// A dictionary JSON as a person edits it: the original's layout, indented, one feature (3)
+/// with two examples, each context holding its token where `context_start` says.
+fn dictionary_json() -> serde_json::Value {
+    let example = |token: &str, position: u32, start: u32, context: &[&str]| {
+        serde_json::json!({
+            "feature_id": 3, "token": token, "position": position, "activation": 2.0,
+            "context": context.join(" "), "context_tokens": context,
+            "metadata": {"sequence": 0, "context_start": start,
+                         "context_activations": vec![0.5; context.len()]}
+        })
+    };
+    serde_json::json!({
+        "config": {"extraction": {"context_window": 2}, "name": "d"},
+        "feature_set": {
+            "layer": 0,
+            "features": {"3": {
+                "id": 3, "dimension": 4, "activation_count": 2, "mean_activation": 1.5,
+                "max_activation": 2.0, "activation_frequency": 0.1,
+                "top_activations": [
+                    example("the", 1, 0, &["in", "the", "city"]),
+                    example("York", 10, 8, &["in", "New", "York", "City", "."]),
+                ],
+                "labels": ["token:York"], "description": "", "confidence": 0.5,
+                "feature_type": "moderate",
+                "metadata": {"std_activation": 0.5, "quantile_examples": [{
+                    "min_activation": 1.0, "max_activation": 2.0, "count": 2,
+                    "examples": [example("York", 10, 8, &["in", "New", "York", "City", "."])]
+                }]}
+            }},
+            "total_tokens_processed": 20, "model_name": "", "sae_name": "", "metadata": {}
+        },
+        "statistics": {}
+    })
+}
+
+/// Loads `doc` written indented to `path`; the error, with the line serde_json names
+/// checked against the line of `needle` in the text (`None`: any line).
+fn load_error(path: &Path, doc: &serde_json::Value, needle: Option<&str>) -> String {
+    let text = serde_json::to_string_pretty(doc).unwrap();
+    std::fs::write(path, &text).unwrap();
+    let e = feature_dictionary::store::load(path)
+        .unwrap_err()
+        .to_string();
+    let line = match needle {
+        Some(needle) => {
+            1 + text
+                .lines()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("{needle:?} is not in the text"))
+        }
+        None => 1 + text.lines().count(),
+    };
+    let said = e
+        .rsplit_once(" at line ")
+        .map(|(_, at)| at.split_once(' ').unwrap().0);
+    match needle {
+        Some(_) => assert_eq!(said, Some(line.to_string().as_str()), "{e}"),
+        None => assert!(
+            said.is_some_and(|l| l.parse::<usize>().unwrap() <= line),
+            "{e}"
+        ),
+    }
+    e
+}
+
+/// A value of the wrong type in a hand-edited dictionary is named by its path in the
+/// document, after the file, with serde's line and column still given: "invalid type:
+/// string, expected f64 at line 40" alone does not say which of a million features to fix.
+#[test]
+fn type_errors_in_a_dictionary_json_name_the_file_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hand.json");
+    let file = path.display().to_string();
+    std::fs::write(&path, dictionary_json().to_string()).unwrap();
+    feature_dictionary::store::load(&path).unwrap();
+
+    let mut doc = dictionary_json();
+    doc["feature_set"]["features"]["3"]["metadata"]["std_activation"] = "x".into();
+    let e = load_error(&path, &doc, Some("\"std_activation\": \"x\""));
+    assert!(
+        e.starts_with(&format!(
+            "{file}: feature_set.features[\"3\"].metadata.std_activation: invalid type: string \"x\", expected f64 at line"
+        )),
+        "{e}"
+    );
+
+    let mut doc = dictionary_json();
+    doc["feature_set"]["features"]["3"]["top_activations"][1]["position"] = (-1).into();
+    let e = load_error(&path, &doc, Some("\"position\": -1"));
+    assert!(
+        e.starts_with(&format!(
+            "{file}: feature_set.features[\"3\"].top_activations[1].position: invalid value: integer `-1`, expected u32 at line"
+        )),
+        "{e}"
+    );
+
+    let mut doc = dictionary_json();
+    doc["feature_set"]["features"]["3"]["labels"][0] = 5.25.into();
+    let e = load_error(&path, &doc, Some("5.25"));
+    assert!(
+        e.contains(
+            "feature_set.features[\"3\"].labels[0]: invalid type: floating point `5.25`, expected a string"
+        ),
+        "{e}"
+    );
+
+    // The extraction settings are read through a buffer of their own; still named.
+    let mut doc = dictionary_json();
+    doc["config"]["extraction"]["context_window"] = "wide".into();
+    let e = load_error(&path, &doc, None);
+    assert!(
+        e.starts_with(&format!(
+            "{file}: config.extraction: context_window: invalid type: string \"wide\", expected usize at line"
+        )),
+        "{e}"
+    );
+
+    // A file cut short: where the text ends (keys are written sorted, so inside the
+    // quantile group's example, before the top examples).
+    let text = serde_json::to_string_pretty(&dictionary_json()).unwrap();
+    let cut = text.find("\"City\"").unwrap();
+    std::fs::write(&path, &text[..cut]).unwrap();
+    let e = feature_dictionary::store::load(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{file}: feature_set.features[\"3\"].metadata.quantile_examples[0].examples[0].context_tokens: EOF while parsing"
+        )),
+        "{e}"
+    );
+
+    // What is wrong with the document as a whole still says what it should be.
+    std::fs::write(&path, r#"{"config": {}}"#).unwrap();
+    let e = feature_dictionary::store::load(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{file}: not a feature dictionary JSON (expected a JSON object"
+        )) && e.contains("missing field `feature_set`"),
+        "{e}"
+    );
+}

@@ -166,7 +166,15 @@ where
     if fields.contains_key("samples_per_group") {
         fields.remove("samples_per_band");
     }
-    serde_json::from_value(serde_json::Value::Object(fields)).map_err(D::Error::custom)
+    // Read from the buffered value, the settings are past the reach of the reader's own
+    // path tracking: name the setting at fault here.
+    serde_path_to_error::deserialize(serde_json::Value::Object(fields)).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." => D::Error::custom(e.into_inner()),
+            _ => D::Error::custom(format!("{path}: {}", e.into_inner())),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -196,6 +204,10 @@ mod tests {
             r#"{"extraction": {"samples_per_group": "many"}}"#,
         )
         .unwrap_err();
-        assert!(bad.to_string().contains("expected usize"), "{bad}");
+        assert!(
+            bad.to_string()
+                .contains("samples_per_group: invalid type: string \"many\", expected usize"),
+            "{bad}"
+        );
     }
 }

@@ -653,7 +653,7 @@ fn insert_top_tokens(
 
 /// Feature `id`'s stored JSON body, or an error naming the file at `path`.
 fn parse_body(path: &Path, id: u64, body: &str) -> Result<Feature> {
-    serde_json::from_str(body).map_err(|e| {
+    super::json::from_str(body).map_err(|e| {
         Error::format(
             path,
             format!("feature {id}: body is not a feature JSON: {e}"),
@@ -1951,7 +1951,7 @@ fn parse_meta<T: for<'de> Deserialize<'de>>(
     v: Option<String>,
 ) -> Result<T> {
     let v = v.ok_or_else(|| Error::format(path, format!("meta key {key:?} is missing")))?;
-    serde_json::from_str(&v)
+    super::json::from_str(&v)
         .map_err(|e| Error::format(path, format!("meta key {key:?} is not valid: {e}")))
 }
 

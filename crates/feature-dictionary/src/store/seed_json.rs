@@ -163,11 +163,15 @@ pub fn read(path: &Path) -> Result<FeatureDictionary> {
             format!("not a feature dictionary JSON ({expected}, found {found})"),
         ));
     }
-    let saved: Saved = serde_json::from_slice(&map).map_err(|e| {
-        Error::format(
-            path,
-            format!("not a feature dictionary JSON ({expected}): {e}"),
-        )
+    // An error inside the dictionary names its field (a hand-edited file's mistake); one
+    // about the document as a whole says what the document should be.
+    let saved: Saved = super::json::from_slice(&map).map_err(|e| {
+        let message = if e.path.is_empty() {
+            format!("not a feature dictionary JSON ({expected}): {e}")
+        } else {
+            e.to_string()
+        };
+        Error::format(path, message)
     })?;
     // The original keys each feature by its id; a key that says otherwise would show one
     // feature under two ids (and a .fdict cannot hold it).
