@@ -233,12 +233,10 @@ fn by_ngrams(f: &Feature, plan: &Plan, out: &mut Vec<Label>) {
     let mut gram: Vec<&str> = Vec::new();
     for ex in examples {
         n_examples += 1;
-        let i = ex.position as i64 - ex.metadata.context_start as i64;
         let ctx = &ex.context_tokens;
-        if i < 0 || i as usize >= ctx.len() {
+        let Some(i) = ex.token_index_in_context() else {
             continue;
-        }
-        let i = i as usize;
+        };
         for &n in &sizes {
             if i + 1 >= n {
                 gram.clear();

@@ -67,7 +67,8 @@ pub fn context_separator(tokens: &[String]) -> &'static str {
     }
 }
 
-/// Context with the firing token marked `[[token]]`.
+/// Context with the firing token marked `[[token]]`; with none marked when the example's
+/// context does not say where its token is (see `FeatureActivation::token_index_in_context`).
 pub fn context_line(a: &FeatureActivation) -> String {
     let mut s = String::new();
     let (tokens, at, _) = a.shown_context();
@@ -76,7 +77,7 @@ pub fn context_line(a: &FeatureActivation) -> String {
         if i > 0 {
             s.push_str(sep);
         }
-        if i == at {
+        if Some(i) == at {
             let _ = write!(s, "[[{}]]", visible(t));
         } else {
             s.push_str(&visible(t));
@@ -516,5 +517,16 @@ pub(crate) mod tests {
         );
         // The original library's files may store no context: the firing token is shown.
         assert_eq!(context_line(&example("<dog>", 7, 0, &[])), "[[<dog>]]");
+        // A context that does not hold the token where the example says: nothing marked,
+        // rather than the token that happens to be there.
+        assert_eq!(context_line(&example("cat", 2, 3, &["a", "b"])), "a b");
+        assert_eq!(
+            context_line(&example("cat", 2, 0, &["The", "dog", "sat"])),
+            "The dog sat"
+        );
+        assert_eq!(
+            context_line(&example("cat", 9, 0, &["The", "cat"])),
+            "The cat"
+        );
     }
 }

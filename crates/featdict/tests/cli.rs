@@ -576,3 +576,56 @@ fn top_level_help_is_the_cli_doc_comment() {
         "{long}"
     );
 }
+
+/// `show` highlights an example's firing token only where its context holds it: an
+/// example of the original library (no `context_start`) whose context lacks its token is
+/// shown unmarked, where index `position` used to mark another token; a hand-edited start
+/// that points elsewhere is a load error naming the file, the example and its feature.
+#[test]
+fn show_marks_only_the_token_an_example_fired_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = |pos: u32, ctx: &[&str], metadata: serde_json::Value| {
+        serde_json::json!({"feature_id": 1, "token": "York", "position": pos, "activation": 2.0,
+                           "context": "", "context_tokens": ctx, "metadata": metadata})
+    };
+    let doc = |examples: Vec<serde_json::Value>| {
+        serde_json::json!({
+            "config": {},
+            "feature_set": {"layer": 0, "features": {"1": {
+                "id": 1, "dimension": 4, "activation_count": 2, "feature_type": "dense",
+                "top_activations": examples, "metadata": {}}}, "total_tokens_processed": 9}
+        })
+    };
+    let path = dir.path().join("orig.json");
+    std::fs::write(
+        &path,
+        doc(vec![
+            example(1, &["New", "York", "City"], serde_json::json!({})),
+            example(1, &["in", "Boston", "."], serde_json::json!({})),
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let out = featdict(&["show", s(&path), "1"]);
+    assert_success(&out);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("New [[York]] City"), "{text}");
+    assert!(text.contains("?:1    in Boston ."), "{text}");
+    std::fs::write(
+        &path,
+        doc(vec![example(
+            1,
+            &["New", "York", "City"],
+            serde_json::json!({"context_start": 1}),
+        )])
+        .to_string(),
+    )
+    .unwrap();
+    assert_clean_error(
+        &featdict(&["show", s(&path), "1"]),
+        &[
+            s(&path),
+            "feature_set.features[\"1\"].top_activations[0]: an example of feature 1 whose context_tokens[0] (position 1 − metadata.context_start 1) is \"New\", not its token; expected context_start 0",
+        ],
+    );
+}

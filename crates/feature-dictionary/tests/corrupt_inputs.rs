@@ -1005,3 +1005,87 @@ fn type_errors_in_a_dictionary_json_name_the_file_and_the_field() {
         "{e}"
     );
 }
+
+/// An example whose `context_start` does not put its token at `context_tokens[position −
+/// context_start]` was shown with another token highlighted (or none); neither our writer
+/// nor the original library (which stores no `context_start`) writes one, so reading it is
+/// an error naming the file, the example's place and feature, what its context holds there
+/// and which start would be right. So are context activations that are not one per token.
+#[test]
+fn examples_whose_context_does_not_hold_them_are_refused_with_what_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hand.json");
+    let file = path.display().to_string();
+    let at = "feature_set.features[\"3\"].top_activations[1]";
+    let edited = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut doc = dictionary_json();
+        edit(&mut doc["feature_set"]["features"]["3"]["top_activations"][1]);
+        std::fs::write(&path, doc.to_string()).unwrap();
+        feature_dictionary::store::load(&path)
+    };
+    let refused = |edit: &dyn Fn(&mut serde_json::Value), says: &str| {
+        let e = edited(edit).unwrap_err().to_string();
+        let want = format!("{file}: {at}: an example of feature 3 {says} at line 1 column ");
+        assert!(e.starts_with(&want), "\n{e}\nwanted\n{want}");
+    };
+    let start =
+        |s: u32| move |ex: &mut serde_json::Value| ex["metadata"]["context_start"] = s.into();
+    // Position 10, context ["in", "New", "York", "City", "."], "York" at index 2: start 8.
+    refused(
+        &start(11),
+        "whose metadata.context_start (11) is after its position (10); expected context_start 8, where context_tokens hold its token \"York\"",
+    );
+    refused(
+        &start(2),
+        "whose firing token would be context_tokens[8] (position 10 − metadata.context_start 2), past its 5 context tokens; expected context_start 8, where context_tokens hold its token \"York\"",
+    );
+    refused(
+        &start(7),
+        "whose context_tokens[3] (position 10 − metadata.context_start 7) is \"City\", not its token; expected context_start 8, where context_tokens hold its token \"York\"",
+    );
+    refused(
+        &|ex| ex["context_tokens"] = serde_json::json!(["York", "York", "x", "York", "y"]),
+        "whose context_tokens[2] (position 10 − metadata.context_start 8) is \"x\", not its token; expected one of context_start 10, 9, 7, where context_tokens hold its token \"York\"",
+    );
+    refused(
+        &|ex| ex["token"] = "Boston".into(),
+        "whose context_tokens[2] (position 10 − metadata.context_start 8) is \"York\", not its token; expected context_tokens to hold its token \"Boston\" at or before index 10, but they do not",
+    );
+    refused(
+        &|ex| ex["metadata"]["context_activations"] = serde_json::json!([0.0, 1.0, 2.0, 0.5]),
+        "with 4 metadata.context_activations values for its 5 context tokens; expected one per context token (or none)",
+    );
+    // In a quantile group's examples too.
+    let mut doc = dictionary_json();
+    doc["feature_set"]["features"]["3"]["metadata"]["quantile_examples"][0]["examples"][0]
+        ["metadata"]["context_start"] = 9.into();
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let e = feature_dictionary::store::load(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{file}: feature_set.features[\"3\"].metadata.quantile_examples[0].examples[0]: an example of feature 3 whose context_tokens[1]"
+        )),
+        "{e}"
+    );
+
+    // What fits is read as written: no context activations (the original stores none), and
+    // no context at all, where there is nothing to point into.
+    let d = edited(&|ex| ex["metadata"]["context_activations"] = serde_json::json!([])).unwrap();
+    let ex = &d.get(3).unwrap().top_activations[1];
+    assert_eq!(
+        (ex.metadata.context_start, ex.token_index_in_context()),
+        (8, Some(2))
+    );
+    let d = edited(&|ex| {
+        ex["context_tokens"] = serde_json::json!([]);
+        ex["metadata"]["context_activations"] = serde_json::json!([]);
+    })
+    .unwrap();
+    let (tokens, at, acts) = d.get(3).unwrap().top_activations[1].shown_context();
+    assert_eq!(
+        (tokens.to_vec(), at, acts),
+        (vec!["York".to_string()], Some(0), vec![2.0])
+    );
+}

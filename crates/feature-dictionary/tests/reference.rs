@@ -186,7 +186,7 @@ fn every_statistic_matches_brute_force() {
                 .map(|q| c.acts[(first_row + q) * c.f + feat])
                 .collect();
             assert_eq!(ex.metadata.context_activations, expect);
-            assert_eq!(ex.context_tokens[ex.token_index_in_context()], ex.token);
+            assert_eq!(ex.token_index_in_context(), Some(p - lo));
         }
 
         // Histogram: exact counts per fixed bin.

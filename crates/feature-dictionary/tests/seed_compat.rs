@@ -163,10 +163,45 @@ fn examples_of_the_original_get_their_context_start_inferred() {
         .iter()
         .map(|a| a.metadata.context_start)
         .collect();
-    assert_eq!(starts, vec![5, 0, 5, 2]);
-    for a in &d.get(1).unwrap().top_activations[..3] {
-        assert_eq!(a.context_tokens[a.token_index_in_context()], "York");
+    // The last example's context does not hold its token: no start puts it there, so it is
+    // placed nowhere (a start past its position) rather than on another token.
+    assert_eq!(starts, vec![5, 0, 5, 4]);
+    let examples = &d.get(1).unwrap().top_activations;
+    for a in &examples[..3] {
+        assert_eq!(
+            a.context_tokens[a.token_index_in_context().unwrap()],
+            "York"
+        );
     }
+    assert_eq!(examples[3].token_index_in_context(), None);
+    assert_eq!(examples[3].shown_context().1, None);
+    // Written back, that start would be refused on reading; it is left out instead, so the
+    // file reads back the same, as JSON and as .fdict.
+    for name in ["again.json", "again.fdict"] {
+        let again = dir.path().join(name);
+        feature_dictionary::store::save(&d, &again).unwrap();
+        let back = feature_dictionary::store::load(&again).unwrap();
+        assert_eq!(back.feature_set, d.feature_set, "{name}");
+    }
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("again.json")).unwrap())
+            .unwrap();
+    let starts: Vec<Option<u64>> = written["feature_set"]["features"]["1"]["top_activations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["metadata"]["context_start"].as_u64())
+        .collect();
+    assert_eq!(starts, vec![Some(5), Some(0), Some(5), None]);
+    // A Neuronpedia export says it does not know rather than point at another token.
+    let np = feature_dictionary::store::neuronpedia::feature_json(d.get(1).unwrap(), 20);
+    let at: Vec<Value> = np["activations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["qualifying_token_index"].clone())
+        .collect();
+    assert_eq!(at, vec![5.into(), 2.into(), 2.into(), Value::Null]);
     // Our own files say where the context starts; that is kept as written.
     let ours = serde_json::json!({"feature_id": 1, "token": "b", "position": 4, "activation": 1.0,
         "context_tokens": ["b", "b"], "metadata": {"context_start": 3}});

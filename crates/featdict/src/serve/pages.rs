@@ -659,7 +659,8 @@ fn feature_body(f: &Feature, neighbours: &[(String, u64, f64)]) -> String {
 }
 
 /// One example: each context token shaded by this feature's activation on it (relative to
-/// the feature's max), the firing token outlined; the exact value is in the tooltip.
+/// the feature's max), the firing token outlined (none, for an example whose context does
+/// not hold its token); the exact value is in the tooltip.
 fn example_html(a: &FeatureActivation, scale: f64) -> String {
     let (tokens, at, acts) = a.shown_context();
     // Word tokens (no token carries its own space) are shown with spaces between them, as
@@ -675,7 +676,7 @@ fn example_html(a: &FeatureActivation, scale: f64) -> String {
         }
         let v = acts[i] as f64;
         let alpha = (v / scale).clamp(0.0, 1.0);
-        let class = if i == at { "tok fire" } else { "tok" };
+        let class = if Some(i) == at { "tok fire" } else { "tok" };
         if alpha > 0.0 {
             let _ = write!(
                 s,

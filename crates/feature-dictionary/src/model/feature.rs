@@ -103,8 +103,14 @@ pub struct ActivationMetadata {
 
 /// One example: a token where the feature fired, with its context (the original's
 /// `FeatureActivation`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(from = "RawFeatureActivation")]
+///
+/// Reading one checks that its context holds it: a `metadata.context_start` that does not
+/// put the example's token at `context_tokens[position − context_start]`, or
+/// `metadata.context_activations` not one per context token, is an error (the example would
+/// be shown with the wrong token highlighted). Without `context_start` (the original
+/// library stores none) it is inferred; see [`FeatureActivation::token_index_in_context`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawFeatureActivation")]
 pub struct FeatureActivation {
     /// Feature index.
     pub feature_id: u64,
@@ -152,13 +158,34 @@ struct RawActivationMetadata {
     extra: Map<String, Value>,
 }
 
-impl From<RawFeatureActivation> for FeatureActivation {
-    fn from(raw: RawFeatureActivation) -> Self {
+impl TryFrom<RawFeatureActivation> for FeatureActivation {
+    type Error = String;
+
+    fn try_from(raw: RawFeatureActivation) -> Result<Self, String> {
         let m = raw.metadata;
-        let context_start = m
-            .context_start
-            .unwrap_or_else(|| infer_context_start(raw.position, &raw.context_tokens, &raw.token));
-        FeatureActivation {
+        let context_start = match m.context_start {
+            Some(start) => {
+                check_context_start(
+                    &raw.token,
+                    raw.feature_id,
+                    raw.position,
+                    start,
+                    &raw.context_tokens,
+                )?;
+                start
+            }
+            None => infer_context_start(raw.position, &raw.context_tokens, &raw.token),
+        };
+        let (acts, tokens) = (m.context_activations.len(), raw.context_tokens.len());
+        if acts != 0 && acts != tokens {
+            return Err(format!(
+                "an example of feature {} with {} for its {}; expected one per context token (or none)",
+                raw.feature_id,
+                crate::count_of(acts as u64, "metadata.context_activations value", "metadata.context_activations values"),
+                crate::count_of(tokens as u64, "context token", "context tokens"),
+            ));
+        }
+        Ok(FeatureActivation {
             feature_id: raw.feature_id,
             token: raw.token,
             position: raw.position,
@@ -171,52 +198,171 @@ impl From<RawFeatureActivation> for FeatureActivation {
                 context_activations: m.context_activations,
                 extra: m.extra,
             },
-        }
+        })
     }
+}
+
+/// Indices of `context` where `token` sits at or before `position` (where a context starting
+/// at a position ≥ 0 can hold the firing token).
+fn token_indices<'a>(
+    context: &'a [String],
+    token: &'a str,
+    position: u32,
+) -> impl Iterator<Item = usize> + 'a {
+    context
+        .iter()
+        .enumerate()
+        .take((position as usize).saturating_add(1))
+        .filter(move |(_, t)| *t == token)
+        .map(|(k, _)| k)
+}
+
+/// Refuses a stored `context_start` that does not put `token` at `context[position −
+/// context_start]`, saying what it found and which context starts would. An example
+/// stored without context tokens has nothing to point into.
+fn check_context_start(
+    token: &str,
+    feature: u64,
+    position: u32,
+    start: u32,
+    context: &[String],
+) -> Result<(), String> {
+    if context.is_empty() {
+        return Ok(());
+    }
+    let found = match position.checked_sub(start) {
+        None => format!("metadata.context_start ({start}) is after its position ({position})"),
+        Some(i) => match context.get(i as usize) {
+            None => format!(
+                "firing token would be context_tokens[{i}] (position {position} − metadata.context_start {start}), past its {}",
+                crate::count_of(context.len() as u64, "context token", "context tokens")
+            ),
+            Some(t) if t == token => return Ok(()),
+            Some(t) => format!(
+                "context_tokens[{i}] (position {position} − metadata.context_start {start}) is {t:?}, not its token"
+            ),
+        },
+    };
+    let mut starts: Vec<String> = token_indices(context, token, position)
+        .map(|k| (position - k as u32).to_string())
+        .collect();
+    if starts.len() > 5 {
+        starts.truncate(5);
+        starts.push("…".into());
+    }
+    let expected = match starts.as_slice() {
+        [] => format!("expected context_tokens to hold its token {token:?} at or before index {position}, but they do not"),
+        [one] => format!("expected context_start {one}, where context_tokens hold its token {token:?}"),
+        _ => format!(
+            "expected one of context_start {}, where context_tokens hold its token {token:?}",
+            starts.join(", ")
+        ),
+    };
+    Err(format!(
+        "an example of feature {feature} whose {found}; {expected}"
+    ))
 }
 
 /// Where the context of an example of the original library starts: it stores none, and its
 /// window is clipped at the sequence start, so the firing token sits at `min(position,
-/// centre)`; of the context tokens equal to the firing token, the one nearest that index
-/// (the first on a tie) is taken, as the Python package's n-gram labeler does. Read as 0, an
-/// example at position 10 had its firing token looked for at index 10.
+/// centre)`; of the context tokens equal to the firing token (at an index ≤ `position`, as
+/// a context cannot start before the sequence), the one nearest that index (the first on a
+/// tie) is taken, as the Python package's n-gram labeler does. Read as 0, an example at
+/// position 10 had its firing token looked for at index 10.
+///
+/// When the context holds no such token, no start would highlight the right one: the
+/// start returned is then past `position` (or 0 for the largest position), which places
+/// the token nowhere ([`FeatureActivation::token_index_in_context`] is `None`), and such a
+/// start is not written back (the example is read the same way again).
 fn infer_context_start(position: u32, context: &[String], token: &str) -> u32 {
     let centre = (position as usize).min(context.len() / 2);
-    let at = context
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| *t == token)
-        .map(|(k, _)| k)
-        .min_by_key(|&k| k.abs_diff(centre))
-        .unwrap_or(centre);
-    position.saturating_sub(at as u32)
+    match token_indices(context, token, position).min_by_key(|&k| k.abs_diff(centre)) {
+        Some(at) => position - at as u32,
+        None => position.checked_add(1).unwrap_or(0),
+    }
 }
 
 impl FeatureActivation {
-    /// Index of the firing token inside `context_tokens`.
-    pub fn token_index_in_context(&self) -> usize {
-        self.position.saturating_sub(self.metadata.context_start) as usize
+    /// Index of the firing token inside `context_tokens`: `position − context_start`, when
+    /// that is an index of the context and the token there is this example's. `None` for an
+    /// example whose context does not hold its token where it says (one of the original
+    /// library with a context not holding its token; a reader refuses other such examples),
+    /// which is then shown with no token highlighted rather than the wrong one.
+    pub fn token_index_in_context(&self) -> Option<usize> {
+        let i = self.position.checked_sub(self.metadata.context_start)? as usize;
+        (self.context_tokens.get(i)? == &self.token).then_some(i)
     }
 
-    /// The tokens to show for this example, with the firing token's index and each token's
-    /// activation: the context, or — for an example stored without one (files of the
-    /// original library may hold `context_tokens: []`) — the firing token alone, which
+    /// The tokens to show for this example, with the firing token's index (`None`: its
+    /// place in the context is unknown, see [`Self::token_index_in_context`]) and each
+    /// token's activation: the context, or — for an example stored without one (files of
+    /// the original library may hold `context_tokens: []`) — the firing token alone, which
     /// would otherwise not be shown at all. Activations are this feature's on each token
     /// when stored, else the example's own on the firing token and 0 elsewhere.
-    pub fn shown_context(&self) -> (std::borrow::Cow<'_, [String]>, usize, Vec<f32>) {
+    pub fn shown_context(&self) -> (std::borrow::Cow<'_, [String]>, Option<usize>, Vec<f32>) {
         if self.context_tokens.is_empty() {
             let only = vec![self.token.clone()];
-            return (std::borrow::Cow::Owned(only), 0, vec![self.activation]);
+            return (
+                std::borrow::Cow::Owned(only),
+                Some(0),
+                vec![self.activation],
+            );
         }
         let at = self.token_index_in_context();
         let acts = if self.metadata.context_activations.len() == self.context_tokens.len() {
             self.metadata.context_activations.clone()
         } else {
             (0..self.context_tokens.len())
-                .map(|i| if i == at { self.activation } else { 0.0 })
+                .map(|i| if Some(i) == at { self.activation } else { 0.0 })
                 .collect()
         };
         (std::borrow::Cow::Borrowed(&self.context_tokens), at, acts)
+    }
+}
+
+/// Written as the derived form would be, except that a `context_start` that does not place
+/// the token in a non-empty context (inferred for an example of the original library whose
+/// context lacks its token) is left out: written, it would be refused when read back.
+impl Serialize for FeatureActivation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename = "FeatureActivation")]
+        struct Out<'a> {
+            feature_id: u64,
+            token: &'a str,
+            position: u32,
+            activation: f32,
+            context: &'a str,
+            context_tokens: &'a [String],
+            metadata: OutMetadata<'a>,
+        }
+        #[derive(Serialize)]
+        struct OutMetadata<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            sequence: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            context_start: Option<u32>,
+            context_activations: &'a [f32],
+            #[serde(flatten)]
+            extra: &'a Map<String, Value>,
+        }
+        let m = &self.metadata;
+        let placed = self.context_tokens.is_empty() || self.token_index_in_context().is_some();
+        Out {
+            feature_id: self.feature_id,
+            token: &self.token,
+            position: self.position,
+            activation: self.activation,
+            context: &self.context,
+            context_tokens: &self.context_tokens,
+            metadata: OutMetadata {
+                sequence: m.sequence,
+                context_start: placed.then_some(m.context_start),
+                context_activations: &m.context_activations,
+                extra: &m.extra,
+            },
+        }
+        .serialize(s)
     }
 }
 

@@ -24,7 +24,8 @@
 //! - A feature whose firings all had one value gets one histogram bar at that value.
 //!   Every example lists its context tokens, this feature's activation on each of them
 //!   (`context_activations`; zeros except the firing token when absent) and the index of the
-//!   firing token.
+//!   firing token (`null` for an example of the original library whose context does not
+//!   hold its token, rather than an index pointing at another token).
 
 use std::io::Write;
 use std::path::Path;
