@@ -6,7 +6,9 @@ use anyhow::{bail, Result};
 use clap::Args;
 use feature_dictionary::accumulate::coactivation::PARTNERS_STORED;
 use feature_dictionary::analyze::{correlation, similar};
+use feature_dictionary::model::Feature;
 use feature_dictionary::FeatureDictionary;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::print::visible;
@@ -365,9 +367,75 @@ pub struct CompareArgs {
     a: u64,
     /// Second feature id.
     b: u64,
-    /// Machine-readable output.
+    /// Machine-readable output; what the text prints as "–" (a statistic the file does not
+    /// hold, as in the original library's files) is null.
     #[arg(long)]
     json: bool,
+}
+
+/// One feature's statistics as `compare` shows them: `None` (JSON `null`, "–" in the text)
+/// for what the file does not hold — an original-library file has no std, min, positions or
+/// per-token counts — rather than a 0 that reads as measured.
+#[derive(Serialize)]
+struct ComparedStats {
+    feature_id: u64,
+    activation_count: u64,
+    mean_activation: f64,
+    std_activation: Option<f64>,
+    max_activation: f64,
+    min_activation: Option<f64>,
+    activation_frequency: f64,
+    mean_position: Option<f64>,
+    position_variance: Option<f64>,
+    unique_tokens: Option<u64>,
+    token_entropy: Option<f64>,
+    /// Whether `unique_tokens` and `token_entropy` are exact (false: estimates past the
+    /// token table's capacity); unknown when the file holds neither, or does not say.
+    token_stats_exact: Option<bool>,
+}
+
+impl ComparedStats {
+    fn of(f: &Feature) -> Self {
+        let m = &f.metadata;
+        let token_stats = m.unique_tokens.is_some() || m.token_entropy.is_some();
+        Self {
+            feature_id: f.id,
+            activation_count: f.activation_count,
+            mean_activation: f.mean_activation,
+            std_activation: m.std_activation,
+            max_activation: f.max_activation,
+            min_activation: m.min_activation.map(f64::from),
+            activation_frequency: f.activation_frequency,
+            mean_position: m.positions.as_ref().map(|p| p.mean),
+            position_variance: m.positions.as_ref().map(|p| p.variance),
+            unique_tokens: m.unique_tokens,
+            token_entropy: m.token_entropy,
+            token_stats_exact: m.token_counts_exact.filter(|_| token_stats),
+        }
+    }
+
+    /// "≈" before an estimate.
+    fn approx(&self) -> &'static str {
+        if self.token_stats_exact == Some(false) {
+            "≈"
+        } else {
+            ""
+        }
+    }
+}
+
+/// What `compare` prints, and `--json` gives.
+#[derive(Serialize)]
+struct Compared {
+    a: ComparedStats,
+    b: ComparedStats,
+    /// `None` unless both features have per-token counts.
+    token_profile_cosine: Option<f64>,
+    /// `None` unless both features have per-token counts (otherwise it is not known which
+    /// tokens they share).
+    shared_tokens: Option<Vec<(String, u64)>>,
+    shared_labels: Vec<String>,
+    correlation: Option<f64>,
 }
 
 /// `featdict compare`: two features' statistics over all tokens, shared tokens and labels,
@@ -377,11 +445,20 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
     let dict = crate::commands::load(&a.dict)?;
     check_id(&dict, &a.dict, a.a)?;
     check_id(&dict, &a.dict, a.b)?;
-    let c = analyze::compare(
-        &dict,
+    let (fa, fb) = (
         dict.get(a.a).expect("checked"),
         dict.get(a.b).expect("checked"),
     );
+    let c = analyze::compare(&dict, fa, fb);
+    let token_counts = !fa.metadata.top_tokens.is_empty() && !fb.metadata.top_tokens.is_empty();
+    let c = Compared {
+        a: ComparedStats::of(fa),
+        b: ComparedStats::of(fb),
+        token_profile_cosine: token_counts.then_some(c.token_profile_cosine),
+        shared_tokens: token_counts.then_some(c.shared_tokens),
+        shared_labels: c.shared_labels,
+        correlation: c.correlation,
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&c)?);
         return Ok(());
@@ -397,20 +474,6 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
         "{:<22}{:>14}{:>14}",
         "firings", c.a.activation_count, c.b.activation_count
     );
-    // A statistic the file does not hold (an original-library file has no std, positions
-    // or token counts) shows as "–", not as a measured 0; "≈": past its token table's
-    // capacity a feature's distinct tokens and entropy are estimates.
-    let (fa, fb) = (
-        dict.get(a.a).expect("checked"),
-        dict.get(a.b).expect("checked"),
-    );
-    let approx = |s: &feature_dictionary::analyze::ActivationStats| {
-        if s.token_stats_exact {
-            ""
-        } else {
-            "≈"
-        }
-    };
     let row = |name: &str, x: Option<String>, y: Option<String>| {
         let dash = || "–".to_string();
         println!(
@@ -422,12 +485,8 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
     let decimals = |v: f64| format!("{v:.6}");
     row(
         "distinct tokens",
-        fa.metadata
-            .unique_tokens
-            .map(|u| format!("{}{u}", approx(&c.a))),
-        fb.metadata
-            .unique_tokens
-            .map(|u| format!("{}{u}", approx(&c.b))),
+        c.a.unique_tokens.map(|u| format!("{}{u}", c.a.approx())),
+        c.b.unique_tokens.map(|u| format!("{}{u}", c.b.approx())),
     );
     row(
         "frequency",
@@ -441,8 +500,8 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
     );
     row(
         "std activation",
-        fa.metadata.std_activation.map(decimals),
-        fb.metadata.std_activation.map(decimals),
+        c.a.std_activation.map(decimals),
+        c.b.std_activation.map(decimals),
     );
     row(
         "max activation",
@@ -451,26 +510,21 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
     );
     row(
         "mean position",
-        fa.metadata.positions.as_ref().map(|p| decimals(p.mean)),
-        fb.metadata.positions.as_ref().map(|p| decimals(p.mean)),
+        c.a.mean_position.map(decimals),
+        c.b.mean_position.map(decimals),
     );
     row(
         "token entropy (bits)",
-        fa.metadata
-            .token_entropy
-            .map(|e| format!("{}{e:.6}", approx(&c.a))),
-        fb.metadata
-            .token_entropy
-            .map(|e| format!("{}{e:.6}", approx(&c.b))),
+        c.a.token_entropy.map(|e| format!("{}{e:.6}", c.a.approx())),
+        c.b.token_entropy.map(|e| format!("{}{e:.6}", c.b.approx())),
     );
-    if fa.metadata.top_tokens.is_empty() || fb.metadata.top_tokens.is_empty() {
-        println!("token-profile cosine  – (no per-token counts stored)");
-    } else {
-        println!("token-profile cosine  {:.4}", c.token_profile_cosine);
+    match c.token_profile_cosine {
+        Some(cos) => println!("token-profile cosine  {cos:.4}"),
+        None => println!("token-profile cosine  – (no per-token counts stored)"),
     }
     match c.correlation {
         Some(r) => println!("correlation           {r:.4}"),
-        None => println!("correlation           - (not stored for this pair)"),
+        None => println!("correlation           – (not stored for this pair)"),
     }
     if !c.shared_labels.is_empty() {
         println!(
@@ -478,9 +532,8 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
             visible(&c.shared_labels.join(", "))
         );
     }
-    if !c.shared_tokens.is_empty() {
-        let t: Vec<String> = c
-            .shared_tokens
+    if let Some(shared) = c.shared_tokens.as_ref().filter(|s| !s.is_empty()) {
+        let t: Vec<String> = shared
             .iter()
             .take(10)
             .map(|(t, n)| format!("{t:?}×{n}"))

@@ -327,6 +327,97 @@ fn malformed_inputs_and_arguments() {
     assert_clean_error(&out, &[s(&garbage), "not a feature dictionary JSON"]);
 }
 
+/// `compare --json` said 0 (and "exact") for what a file does not hold — the original
+/// library's files have no std, min, positions or per-token counts — where the text prints
+/// "–"; it says null there now, and the measured values where the file has them.
+#[test]
+fn compare_json_says_null_where_the_text_says_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let feature = |id: u64, metadata: serde_json::Value| {
+        serde_json::json!({
+            "id": id, "dimension": 8, "bias": 0.0, "activation_count": 3 + id,
+            "mean_activation": 1.5, "max_activation": 2.0, "activation_frequency": 0.1,
+            "top_activations": [], "labels": ["token:the"], "description": "",
+            "confidence": 0.7, "feature_type": "moderate", "metadata": metadata
+        })
+    };
+    let measured = |firings: u64| {
+        serde_json::json!({
+            "std_activation": 0.5, "min_activation": 0.25,
+            "positions": {"mean": 4.5, "variance": 2.0, "start": 1, "early": 2, "middle": 0, "late": 0},
+            "top_tokens": [{"token": "the", "firings": firings, "occurrences": 10}],
+            "unique_tokens": 1, "token_entropy": 0.0, "token_counts_exact": false
+        })
+    };
+    let doc = serde_json::json!({
+        "config": {},
+        "feature_set": {
+            "layer": 0,
+            "features": {"0": feature(0, serde_json::json!({})), "1": feature(1, measured(3)),
+                         "2": feature(2, measured(2))},
+            "total_tokens_processed": 30, "model_name": "", "sae_name": "", "metadata": {}
+        },
+        "statistics": {}
+    });
+    let path = dir.path().join("d.json");
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let compare = |a: &str, b: &str| {
+        let out = featdict(&["compare", s(&path), a, b, "--json"]);
+        assert_success(&out);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let v = compare("0", "1");
+    assert_eq!(
+        v["a"],
+        serde_json::json!({
+            "feature_id": 0, "activation_count": 3, "mean_activation": 1.5,
+            "std_activation": null, "max_activation": 2.0, "min_activation": null,
+            "activation_frequency": 0.1, "mean_position": null, "position_variance": null,
+            "unique_tokens": null, "token_entropy": null, "token_stats_exact": null
+        })
+    );
+    assert_eq!(
+        v["b"],
+        serde_json::json!({
+            "feature_id": 1, "activation_count": 4, "mean_activation": 1.5,
+            "std_activation": 0.5, "max_activation": 2.0, "min_activation": 0.25,
+            "activation_frequency": 0.1, "mean_position": 4.5, "position_variance": 2.0,
+            "unique_tokens": 1, "token_entropy": 0.0, "token_stats_exact": false
+        })
+    );
+    assert_eq!(v["token_profile_cosine"], serde_json::Value::Null);
+    assert_eq!(v["shared_tokens"], serde_json::Value::Null);
+    assert_eq!(v["shared_labels"], serde_json::json!(["token:the"]));
+    assert_eq!(v["correlation"], serde_json::Value::Null);
+    // Both with per-token counts: measured.
+    let v = compare("1", "2");
+    assert_eq!(v["token_profile_cosine"], 1.0);
+    assert_eq!(v["shared_tokens"], serde_json::json!([["the", 2]]));
+    // The text prints "–" in the same places.
+    let out = featdict(&["compare", s(&path), "0", "1"]);
+    assert_success(&out);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row = |name: &str| -> Vec<String> {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+        line[name.len()..]
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(row("std activation"), ["–", "0.500000"]);
+    assert_eq!(row("mean position"), ["–", "4.500000"]);
+    assert_eq!(row("distinct tokens"), ["–", "≈1"]);
+    assert_eq!(row("token entropy (bits)"), ["–", "≈0.000000"]);
+    assert!(
+        text.contains("token-profile cosine  – (no per-token counts stored)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("correlation           – (not stored for this pair)"),
+        "{text}"
+    );
+}
+
 /// Writes `n_seq` sequences of 128 tokens over `f` features at ~2 % density.
 fn synthetic(dir: &Path, name: &str, n_seq: usize, f: usize) -> (PathBuf, PathBuf) {
     let rows = n_seq * 128;
