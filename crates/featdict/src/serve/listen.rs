@@ -63,8 +63,13 @@ pub(super) async fn accept_loop(
         tokio::spawn(async move {
             let _slot = slot;
             let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new()).header_read_timeout(timeout);
-            let io = TokioIo::new(WriteDeadline::new(stream, timeout));
+            http.timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .max_buf_size(super::refusals::HEAD_LIMIT);
+            let io = TokioIo::new(WriteDeadline::new(
+                super::refusals::ExplainRefusals::new(stream),
+                timeout,
+            ));
             // The errors left here are the client's (a timeout, a reset, a malformed request,
             // which hyper has answered where it could); the connection just ends.
             let _ = http.serve_connection(io, service).await;

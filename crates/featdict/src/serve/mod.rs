@@ -14,7 +14,8 @@
 //!
 //! Safety: binds 127.0.0.1 unless told otherwise; every text from the dictionary is
 //! HTML-escaped and pages send a Content-Security-Policy that forbids inline scripts, so
-//! hostile tokens or labels show as text; request bodies are capped at 64 KiB; unknown ids
+//! hostile tokens or labels show as text; request bodies and URLs are capped at 64 KiB (a
+//! longer URL gets a 414 that says so, see `refusals`); unknown ids
 //! give 404 and bad queries 400. Requests for another Host, and label POSTs another site's
 //! page sent, are refused (`guard`). Connections are capped in number and closed when a
 //! client stalls ([`ServeOptions`]); a read running past [`QUERY_TIME_LIMIT`] is stopped
@@ -33,6 +34,7 @@ mod guard;
 mod html;
 mod listen;
 mod pages;
+mod refusals;
 
 #[cfg(test)]
 mod tests;
@@ -606,9 +608,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
 /// text; API clients expect `{"error": …}` and browsers a page, so they are rewrapped.
 ///
 /// hyper's own answers cannot be: a request target over 64 KiB (414), a request head over
-/// its buffer (431) or an unparseable request line (400) are answered by its parser with an
-/// empty body before the request reaches any service, and hyper offers no hook to change
-/// them (the URI limit is a constant).
+/// its buffer (431) or an unparseable request line (400) are answered by its parser before
+/// the request reaches any service, and hyper offers no hook to change them (the URI limit
+/// is a constant). The first two get their bodies in the connection's bytes instead (see
+/// `refusals`).
 async fn uniform_errors(uri: axum::http::Uri, res: Response) -> Response {
     let status = res.status();
     let ctype = res

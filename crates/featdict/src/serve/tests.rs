@@ -1875,17 +1875,49 @@ fn siblings_without_a_record_go_by_modification_time() {
     assert!(std::fs::read(&sibling).unwrap().starts_with(b"garbage"));
 }
 
-/// A request target over hyper's 64 KiB limit is answered 414 by hyper itself (with an
-/// empty body: it never reaches the router, see `uniform_errors`), the connection closes,
-/// and the server goes on; one just under the limit reaches the API and gets JSON.
+/// A request target over hyper's limit (65,534 bytes: `refusals::URL_LIMIT`) is answered
+/// 414 by hyper itself, before the router, and was sent with an empty body: it now says
+/// the limit, as JSON under /api/ (as every API error) and as plain text for pages, the
+/// connection closes and the server goes on. One exactly at the limit reaches the API. A URL
+/// longer than hyper's whole request buffer (which hyper answered 431) is the same error;
+/// too many header fields get 431 with their limits.
 #[test]
-fn an_overlong_url_is_refused_cleanly() {
+fn an_overlong_url_is_refused_with_the_limit_said() {
+    use super::refusals::URL_LIMIT;
     let s = start(5);
-    let r = get(s.addr, &format!("/api/search?text={}", "a".repeat(70_000)));
-    assert_eq!(r.status, 414);
-    let r = get(s.addr, &format!("/api/search?limit={}", "9".repeat(60_000)));
+    let said = format!(
+        "request URL too long: this server takes a path and query of at most {URL_LIMIT} bytes (64 KiB)"
+    );
+    let prefix = "/api/search?limit=";
+    let at_limit = format!("{prefix}{}", "9".repeat(URL_LIMIT - prefix.len()));
+    let r = get(s.addr, &at_limit);
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.json()["error"].as_str().unwrap().contains("limit"));
+    for over in [
+        format!("{at_limit}9"),
+        format!("/api/search?text={}", "a".repeat(600_000)),
+    ] {
+        let r = get(s.addr, &over);
+        assert_eq!(r.status, 414, "{} bytes: {}", over.len(), r.body);
+        assert_eq!(r.headers["content-type"], "application/json");
+        assert_eq!(r.headers["connection"], "close");
+        assert_eq!(r.json(), serde_json::json!({ "error": said }));
+    }
+    let r = get(s.addr, &format!("/search?text={}", "a".repeat(70_000)));
+    assert_eq!(r.status, 414);
+    assert_eq!(r.headers["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(r.body, format!("{said}\n"));
+    let names: Vec<String> = (0..101).map(|i| format!("X-Field-{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let r = request_with(s.addr, "GET", "/api/stats", &many, b"");
+    assert_eq!(r.status, 431, "{}", r.body);
+    let e = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("at most 100 header fields") && e.contains("408 KiB"),
+        "{e}"
+    );
+    let r = request_with(s.addr, "GET", "/api/stats", &many[..90], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(get(s.addr, "/api/stats").status, 200);
 }
 
