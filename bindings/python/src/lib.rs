@@ -716,7 +716,7 @@ pub(crate) fn interruptible<T: Send>(
     py: Python<'_>,
     work: impl FnOnce(&AtomicBool) -> T + Send,
 ) -> PyResult<T> {
-    use std::sync::mpsc::{channel, RecvTimeoutError};
+    use std::sync::mpsc::channel;
     let stop = AtomicBool::new(false);
     let (done, finished) = channel();
     std::thread::scope(|scope| {
@@ -725,31 +725,58 @@ pub(crate) fn interruptible<T: Send>(
             // The receiver may be gone after an interrupt: the result is then not wanted.
             let _ = done.send(work(stop));
         });
-        // The receiver goes into each wait and comes back out (it cannot be shared).
-        let mut finished = finished;
-        loop {
-            let (received, back) = py.allow_threads(move || {
-                let received = finished.recv_timeout(SIGNAL_POLL);
-                (received, finished)
-            });
-            finished = back;
-            match received {
-                Ok(result) => return Ok(result),
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Err(interrupt) = py.check_signals() {
-                        stop.store(true, Ordering::Relaxed);
-                        // Waits for the worker to give up (the scope joins it).
-                        let _ = py.allow_threads(move || finished.recv());
-                        return Err(interrupt);
-                    }
-                }
-                // The worker panicked: the scope's join passes the panic on.
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(PyRuntimeError::new_err("the engine's worker thread failed"))
-                }
+        match wait_running_signal_handlers(py, finished) {
+            Ok(result) => Ok(result),
+            Err(Waited::Interrupted(interrupt, finished)) => {
+                stop.store(true, Ordering::Relaxed);
+                // Waits for the worker to give up (the scope joins it).
+                let _ = py.allow_threads(move || finished.recv());
+                Err(interrupt)
             }
+            // The worker panicked: the scope's join passes the panic on.
+            Err(Waited::WorkerFailed(e)) => Err(e),
         }
     })
+}
+
+/// How [`wait_running_signal_handlers`] ended without a result.
+enum Waited<T> {
+    /// A signal handler raised this (Ctrl-C: `KeyboardInterrupt`); the receiver is given
+    /// back so that the caller may still wait for its worker.
+    Interrupted(PyErr, std::sync::mpsc::Receiver<T>),
+    /// The worker ended without sending (it panicked).
+    WorkerFailed(PyErr),
+}
+
+/// Waits for the one result of a worker thread on `finished`, with the GIL released,
+/// running Python's signal handlers every [`SIGNAL_POLL`].
+fn wait_running_signal_handlers<T: Send>(
+    py: Python<'_>,
+    finished: std::sync::mpsc::Receiver<T>,
+) -> Result<T, Waited<T>> {
+    use std::sync::mpsc::RecvTimeoutError;
+    // The receiver goes into each wait and comes back out (it cannot be shared).
+    let mut finished = finished;
+    loop {
+        let (received, back) = py.allow_threads(move || {
+            let received = finished.recv_timeout(SIGNAL_POLL);
+            (received, finished)
+        });
+        finished = back;
+        match received {
+            Ok(result) => return Ok(result),
+            Err(RecvTimeoutError::Timeout) => {
+                if let Err(interrupt) = py.check_signals() {
+                    return Err(Waited::Interrupted(interrupt, finished));
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Waited::WorkerFailed(PyRuntimeError::new_err(
+                    "the engine's worker thread failed",
+                )))
+            }
+        }
+    }
 }
 
 /// Runs `work` on a thread of its own, with the GIL released, while this one runs Python's
@@ -761,7 +788,7 @@ pub(crate) fn abandonable<T: Send + 'static>(
     py: Python<'_>,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> PyResult<T> {
-    use std::sync::mpsc::{channel, RecvTimeoutError};
+    use std::sync::mpsc::channel;
     let (done, finished) = channel();
     std::thread::Builder::new()
         .name("feature-dictionary-load".into())
@@ -770,21 +797,9 @@ pub(crate) fn abandonable<T: Send + 'static>(
             let _ = done.send(work());
         })
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start a thread: {e}")))?;
-    let mut finished = finished;
-    loop {
-        let (received, back) = py.allow_threads(move || {
-            let received = finished.recv_timeout(SIGNAL_POLL);
-            (received, finished)
-        });
-        finished = back;
-        match received {
-            Ok(result) => return Ok(result),
-            Err(RecvTimeoutError::Timeout) => py.check_signals()?,
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(PyRuntimeError::new_err("the engine's worker thread failed"))
-            }
-        }
-    }
+    wait_running_signal_handlers(py, finished).map_err(|waited| match waited {
+        Waited::Interrupted(e, _) | Waited::WorkerFailed(e) => e,
+    })
 }
 
 /// Gives every example (top and quantile samples) of a sequence processed with a `context`

@@ -248,6 +248,37 @@ fn write_ids(path: &Path, ids: &[u32], n: usize, l: usize) {
     feature_dictionary::ingest::npy::write_bytes(path, "<i4", &[n, l], false, &bytes).unwrap();
 }
 
+/// The first 32 residual rows of an SAE fixture's `inputs.npy` as 4 sequences of 8
+/// (`resid.npy` in `dir`), with token ids 0..32 (`ids.npy`), and the residual width.
+fn fixture_residuals(fixture: &Path, dir: &Path) -> (PathBuf, PathBuf, usize) {
+    let m = feature_dictionary::ingest::npy::open(&fixture.join("inputs.npy")).unwrap();
+    let d_in = m.n_features();
+    let mut buf = Vec::new();
+    let x = m.rows_f32(0..32, &mut buf);
+    let resid = dir.join("resid.npy");
+    feature_dictionary::ingest::npy::write_f32(&resid, &[4, 8, d_in], x).unwrap();
+    let ids = dir.join("ids.npy");
+    write_ids(&ids, &(0..32).collect::<Vec<u32>>(), 4, 8);
+    (resid, ids, d_in)
+}
+
+/// `similar DICT ID --sae` given the SAE directory and given its weights file `weights`:
+/// the same answer (returned), by decoder cosine.
+fn similar_by_dir_and_file(dict: &Path, id: &str, sae: &Path, weights: &str) -> serde_json::Value {
+    let by_dir = ok(&["similar", s(dict), id, "--sae", s(sae), "--json"]);
+    let by_file = ok(&[
+        "similar",
+        s(dict),
+        id,
+        "--sae",
+        s(&sae.join(weights)),
+        "--json",
+    ]);
+    assert_eq!(by_dir, by_file);
+    assert_eq!(by_dir["method"], "decoder cosine");
+    by_dir
+}
+
 /// `similar --sae` takes the SAE directory the README and `build --sae` take, as well as
 /// its weights file, with the same answer; a directory without weights is named.
 #[test]
@@ -262,17 +293,7 @@ fn similar_takes_the_sae_directory() {
         "-q",
     ]);
     let sae = fx().join("sae");
-    let by_dir = ok(&["similar", s(&d), "5", "--sae", s(&sae), "--json"]);
-    let by_file = ok(&[
-        "similar",
-        s(&d),
-        "5",
-        "--sae",
-        s(&sae.join("sae_weights.safetensors")),
-        "--json",
-    ]);
-    assert_eq!(by_dir, by_file);
-    assert_eq!(by_dir["method"], "decoder cosine");
+    let by_dir = similar_by_dir_and_file(&d, "5", &sae, "sae_weights.safetensors");
     assert_eq!(by_dir["similar"].as_array().unwrap().len(), 10);
     fails(
         &["similar", s(&d), "5", "--sae", s(tmp.path())],
@@ -398,8 +419,8 @@ fn encoded_latents_keep_the_sae_width_when_the_last_latents_never_fire() {
     let v = build_with_sae(&resid, &sae, &ids, &direct);
     assert_eq!(v["statistics"]["total_features"], 4);
     assert_eq!(v["statistics"]["dead_features"], 2);
-    // This SAE has no decoder: the dictionary is written without similar features, and
-    // (unless -q) a warning says why.
+    // This SAE has no decoder: the dictionary is written without similar features, and a
+    // warning says why, -q included (which hides progress only; it used to hide this too).
     let loud = tmp.path().join("loud.json");
     let out = featdict(&[
         "build",
@@ -410,6 +431,7 @@ fn encoded_latents_keep_the_sae_width_when_the_last_latents_never_fire() {
         s(&ids),
         "--out",
         s(&loud),
+        "-q",
     ]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -606,17 +628,7 @@ fn sparsify_directory_encodes_and_builds() {
     assert_eq!(without_similar(&direct), json_of(&via));
 
     // `similar --sae` finds the decoder (W_dec) in sae.safetensors.
-    let by_dir = ok(&["similar", s(&direct), "5", "--sae", s(&sae), "--json"]);
-    let by_file = ok(&[
-        "similar",
-        s(&direct),
-        "5",
-        "--sae",
-        s(&sae.join("sae.safetensors")),
-        "--json",
-    ]);
-    assert_eq!(by_dir, by_file);
-    assert_eq!(by_dir["method"], "decoder cosine");
+    let by_dir = similar_by_dir_and_file(&direct, "5", &sae, "sae.safetensors");
     // What the build stored for feature 5 is that same ranking.
     let stored =
         json_of(&direct)["feature_set"]["features"]["5"]["metadata"]["similar_features"].clone();
@@ -693,15 +705,7 @@ fn gemma_scope_npz_gives_decoder_neighbours() {
     let tmp = tempfile::tempdir().unwrap();
     let sae = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../feature-dictionary/tests/fixtures/sae/gemmascope_npz");
-    let x = {
-        let m = feature_dictionary::ingest::npy::open(&sae.join("inputs.npy")).unwrap();
-        let mut buf = Vec::new();
-        m.rows_f32(0..m.n_rows(), &mut buf).to_vec()
-    };
-    let resid = tmp.path().join("resid.npy");
-    feature_dictionary::ingest::npy::write_f32(&resid, &[4, 8, 16], &x).unwrap();
-    let ids = tmp.path().join("ids.npy");
-    write_ids(&ids, &(0..32).collect::<Vec<u32>>(), 4, 8);
+    let (resid, ids, _) = fixture_residuals(&sae, tmp.path());
     let dict = tmp.path().join("d.json");
     let v = build_with_sae(&resid, &sae, &ids, &dict);
     assert_eq!(v["statistics"]["total_features"], 64);
@@ -731,16 +735,7 @@ fn gemma_scope_npz_gives_decoder_neighbours() {
         json_of(&dict)["feature_set"]["features"]["5"]["metadata"]["similar_features"].clone(),
     )
     .unwrap();
-    let by_dir = ok(&["similar", s(&dict), "5", "--sae", s(&sae), "--json"]);
-    let by_file = ok(&[
-        "similar",
-        s(&dict),
-        "5",
-        "--sae",
-        s(&sae.join("params.npz")),
-        "--json",
-    ]);
-    assert_eq!(by_dir, by_file);
+    let by_dir = similar_by_dir_and_file(&dict, "5", &sae, "params.npz");
     let ranked: Vec<(u64, f64)> = by_dir["similar"]
         .as_array()
         .unwrap()
@@ -769,47 +764,6 @@ fn gemma_scope_npz_gives_decoder_neighbours() {
         ],
         &["params.npz", "no array \"W_enc\"", "w_dec [64, 16]"],
     );
-}
-
-/// `-q` hides progress, not the warning that a build with `--sae` stored no similar
-/// features (an SAE without a decoder), which it used to swallow.
-#[test]
-fn quiet_build_still_warns_when_no_neighbours_are_stored() {
-    let tmp = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../feature-dictionary/tests/fixtures/sae/sparsify_groupmax_f16");
-    let sae = tmp.path().join("layers.0");
-    std::fs::create_dir_all(&sae).unwrap();
-    for f in ["cfg.json", "sae.safetensors"] {
-        std::fs::copy(fixture.join(f), sae.join(f)).unwrap();
-    }
-    let m = feature_dictionary::ingest::npy::open(&fixture.join("inputs.npy")).unwrap();
-    let d_in = m.n_features();
-    let mut buf = Vec::new();
-    let x = m.rows_f32(0..m.n_rows(), &mut buf).to_vec();
-    let resid = tmp.path().join("resid.npy");
-    feature_dictionary::ingest::npy::write_f32(&resid, &[4, 8, d_in], &x[..32 * d_in]).unwrap();
-    let ids = tmp.path().join("ids.npy");
-    write_ids(&ids, &(0..32).collect::<Vec<u32>>(), 4, 8);
-    let out = tmp.path().join("d.json");
-    let run = featdict(&[
-        "build",
-        s(&resid),
-        "--sae",
-        s(&sae),
-        "--token-ids",
-        s(&ids),
-        "--out",
-        s(&out),
-        "-q",
-    ]);
-    assert_success(&run);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        stderr.contains("warning: similar features not stored") && stderr.contains("W_dec"),
-        "{stderr}"
-    );
-    assert!(out.exists());
 }
 
 /// `encode` wrote its safetensors file under any name, which `build` then refused to read
