@@ -218,11 +218,16 @@ impl AppState {
                 path.display()
             );
         }
-        if let Some(filled) = writer.add_example_tokens()? {
-            eprintln!(
+        // Only speeds searches up: a file that cannot take it (read-only) is served as it is.
+        match writer.add_example_tokens() {
+            Ok(Some(filled)) => eprintln!(
                 "added the example-token table to {} ({filled} features' example tokens, which token and pattern searches use when no feature has per-token counts; once: it was written before the table existed)",
                 path.display()
-            );
+            ),
+            Ok(None) => {}
+            Err(e) => eprintln!(
+                "warning: {e:#}; token and pattern searches of this file read every feature's examples instead"
+            ),
         }
         let readers = (0..READERS)
             .map(|_| FdictReader::open(path).map(Mutex::new))

@@ -219,7 +219,10 @@ fn token_indices<'a>(
 
 /// Refuses a stored `context_start` that does not put `token` at `context[position −
 /// context_start]`, saying what it found and which context starts would. An example
-/// stored without context tokens has nothing to point into.
+/// stored without context tokens has nothing to point into, and one whose context holds its
+/// token nowhere no start could place: it is read with the token placed nowhere (shown
+/// without a highlight), as an inferred start places it — earlier versions wrote such
+/// inferred starts for examples of the original library, and those files must still read.
 fn check_context_start(
     token: &str,
     feature: u64,
@@ -227,7 +230,7 @@ fn check_context_start(
     start: u32,
     context: &[String],
 ) -> Result<(), String> {
-    if context.is_empty() {
+    if context.is_empty() || token_indices(context, token, position).next().is_none() {
         return Ok(());
     }
     let found = match position.checked_sub(start) {
@@ -251,8 +254,9 @@ fn check_context_start(
         starts.push("…".into());
     }
     let expected = match starts.as_slice() {
-        [] => format!("expected context_tokens to hold its token {token:?} at or before index {position}, but they do not"),
-        [one] => format!("expected context_start {one}, where context_tokens hold its token {token:?}"),
+        [one] => {
+            format!("expected context_start {one}, where context_tokens hold its token {token:?}")
+        }
         _ => format!(
             "expected one of context_start {}, where context_tokens hold its token {token:?}",
             starts.join(", ")

@@ -1311,26 +1311,31 @@ impl FdictReader {
 
     /// Adds the `example_tokens` table (and its index) that a file written before it existed
     /// lacks, filled as the writer fills it, in one transaction; returns how many features
-    /// got rows, or `None` when the file already has the table. Without it, a token or
+    /// got rows, or `None` when the file needs none: it has the table, or its token
+    /// searches use top tokens (some feature has them) and never read it. Without it, a token or
     /// pattern search of a dictionary with no per-token counts (a file of the original
     /// library) reads every feature's body: most of a second per search at 25k features.
     pub fn add_example_tokens(&mut self) -> Result<Option<usize>> {
         let path = self.path.clone();
         let e = |err| sql_err(&path, "cannot add the example-token table", err);
-        let tx = self
+        // Looked at before any write, so that a file that needs nothing (a new one, or one
+        // whose searches use top tokens) is never written, and a read-only one still opens.
+        let needed: bool = self
             .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(e)?;
-        let exists: bool = tx
             .query_row(
-                "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'example_tokens')",
+                "SELECT NOT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'example_tokens')
+                    AND NOT EXISTS(SELECT 1 FROM top_tokens)",
                 [],
                 |r| r.get(0),
             )
             .map_err(e)?;
-        if exists {
+        if !needed {
             return Ok(None);
         }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e)?;
         tx.execute_batch(EXAMPLE_TOKENS_TABLE).map_err(e)?;
         // The writer's rule: the features without top tokens (all of them in a file of the
         // original library; only dead ones, without examples, in a build of ours).
