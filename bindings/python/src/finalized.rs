@@ -15,7 +15,7 @@ use feature_dictionary::model::{
     FeatureType, FeatureView,
 };
 use feature_dictionary::{store, Error, FeatureDictionary};
-use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyKeyboardInterrupt, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
@@ -472,16 +472,25 @@ pub fn save(
             metadata: set.metadata,
         },
     );
-    // Ctrl-C stops the write between waves of features: the temporary file
-    // is removed and the file at `path` keeps what it held.
-    crate::interruptible(py, |stop| {
+    // Ctrl-C stops the write between waves of features, or before the rename: the
+    // temporary file is removed and the file at `path` keeps what it held.
+    let written = crate::interruptible_with_result(py, |stop| {
         if fdict {
             store::fdict::write_with(&dict, path, |f| lent_view(f, &lent), stop)
         } else {
             store::seed_json::write_with(&dict, path, |f| lent_view(f, &lent), stop)
         }
-    })?
-    .map_err(crate::to_py)
+    });
+    match written {
+        Ok(result) => result.map_err(crate::to_py),
+        // Ctrl-C came after the last look at the flag: the new file is in place, which the
+        // interrupt must not hide.
+        Err((_, Some(Ok(())))) => Err(PyKeyboardInterrupt::new_err(format!(
+            "{}: interrupted after the save had finished: the file holds the new dictionary",
+            path.display()
+        ))),
+        Err((interrupt, _)) => Err(interrupt),
+    }
 }
 
 /// A serde_json message without its " at line L column C" suffix.

@@ -716,6 +716,16 @@ pub(crate) fn interruptible<T: Send>(
     py: Python<'_>,
     work: impl FnOnce(&AtomicBool) -> T + Send,
 ) -> PyResult<T> {
+    interruptible_with_result(py, work).map_err(|(interrupt, _)| interrupt)
+}
+
+/// [`interruptible`], whose interrupt comes with what `work` returned once it stopped (or
+/// `None` when it failed): a caller whose work may have finished before it saw the flag
+/// (a file already renamed into place) can say so.
+pub(crate) fn interruptible_with_result<T: Send>(
+    py: Python<'_>,
+    work: impl FnOnce(&AtomicBool) -> T + Send,
+) -> Result<T, (PyErr, Option<T>)> {
     use std::sync::mpsc::channel;
     let stop = AtomicBool::new(false);
     let (done, finished) = channel();
@@ -730,11 +740,11 @@ pub(crate) fn interruptible<T: Send>(
             Err(Waited::Interrupted(interrupt, finished)) => {
                 stop.store(true, Ordering::Relaxed);
                 // Waits for the worker to give up (the scope joins it).
-                let _ = py.allow_threads(move || finished.recv());
-                Err(interrupt)
+                let result = py.allow_threads(move || finished.recv()).ok();
+                Err((interrupt, result))
             }
             // The worker panicked: the scope's join passes the panic on.
-            Err(Waited::WorkerFailed(e)) => Err(e),
+            Err(Waited::WorkerFailed(e)) => Err((e, None)),
         }
     })
 }

@@ -283,7 +283,7 @@ pub fn write_with<'a>(
         },
         |f, body| w.add_with_body(*f, body),
     )?;
-    w.finish()
+    w.finish_unless(stop)
 }
 
 /// Calls `store` with each feature and its JSON body, in order, while the bodies of the
@@ -554,7 +554,14 @@ impl FdictWriter {
 
     /// Writes statistics and indexes, syncs and renames over the target (holding the old
     /// target's write lock across the rename, see the module docs).
-    pub fn finish(mut self) -> Result<()> {
+    pub fn finish(self) -> Result<()> {
+        self.finish_unless(&AtomicBool::new(false))
+    }
+
+    /// [`FdictWriter::finish`], given up (the target untouched, the temporary file removed,
+    /// an `Interrupted` I/O error) when `stop` is set by the time the indexes are built:
+    /// the last moment before the rename, which a stop must not follow.
+    pub fn finish_unless(mut self, stop: &AtomicBool) -> Result<()> {
         let stats = std::mem::take(&mut self.stats).finish(self.total_tokens);
         let conn = self.conn.take().expect("connection open until finish");
         let tmp = self.tmp.clone();
@@ -569,6 +576,10 @@ impl FdictWriter {
         for (name, on) in LISTING_INDEXES {
             conn.execute_batch(&format!("CREATE INDEX {name} ON {on}"))
                 .map_err(e)?;
+        }
+        if stop.load(Ordering::Relaxed) {
+            // `Drop` removes the temporary file (the connection closes first).
+            return Err(Error::io(&self.path, super::stopped()));
         }
         conn.execute_batch("COMMIT;").map_err(e)?;
         conn.close().map_err(|(_, err)| e(err))?;

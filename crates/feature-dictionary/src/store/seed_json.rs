@@ -51,7 +51,7 @@ pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
 /// examples and metadata from another copy instead of cloning them in.
 ///
 /// Given up soon after `stop` is set (it is looked at before each wave of
-/// 2,048 features): the temporary file is removed, the file at `path` is left as it was, and
+/// 2,048 features and once more before the rename): the temporary file is removed, the file at `path` is left as it was, and
 /// the error is an I/O error of kind [`std::io::ErrorKind::Interrupted`] (the Python
 /// package stops a save so on Ctrl-C).
 pub fn write_with<'a>(
@@ -92,7 +92,13 @@ pub fn write_with<'a>(
                 w.write_all(&part)?;
             }
         }
-        w.write_all(tail.as_bytes())
+        w.write_all(tail.as_bytes())?;
+        // The last look before `write_atomically` syncs and renames: a stop by now must
+        // leave the previous file.
+        if stop.load(Ordering::Relaxed) {
+            return Err(super::stopped());
+        }
+        Ok(())
     })
 }
 
