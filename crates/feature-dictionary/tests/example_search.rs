@@ -331,3 +331,33 @@ fn an_older_file_gets_the_example_token_table_added() {
         .unwrap();
     assert_eq!(rw.add_example_tokens().unwrap(), None);
 }
+
+/// A build of ours whose token tables all ended empty (a tiny `--token-capacity` over many
+/// distinct tokens) still counted tokens: its corpus counts are stored, so it is searched
+/// by top tokens (finding nothing, honestly) and not taken for a file of the original
+/// library, in memory and through SQL.
+#[test]
+fn corpus_token_counts_mean_a_build_that_counted() {
+    let mut a = Feature::new(0, 4);
+    a.activation_count = 2;
+    a.top_activations = vec![example(0, " a", Some(0), 1)];
+    let mut dict = dictionary(vec![a]);
+    dict.feature_set.metadata.token_counts = vec![(" a".into(), 3), (" b".into(), 1)];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.fdict");
+    store::save(&dict, &path).unwrap();
+    let r = FdictReader::open(&path).unwrap();
+    for (name, s) in [("memory", &dict as &dyn Search), ("sql", &r)] {
+        assert_eq!(s.token_basis().unwrap(), TokenBasis::TopTokens, "{name}");
+        let found = s.find(&token(" a", None), 10).unwrap();
+        assert_eq!(rows(&found), want(&[]), "{name}");
+        assert_eq!(
+            (found.basis, found.by),
+            (Some(TokenBasis::TopTokens), Some(TokenRank::Precision)),
+            "{name}"
+        );
+    }
+    // Without the corpus counts the same dictionary is searched by its examples.
+    dict.feature_set.metadata.token_counts.clear();
+    assert_eq!(dict.token_basis().unwrap(), TokenBasis::Examples);
+}

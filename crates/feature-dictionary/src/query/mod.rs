@@ -101,12 +101,14 @@ impl TokenBasis {
         }
     }
 
-    /// The basis of a dictionary whose features have (`true`) or all lack (`false`)
-    /// per-token counts. The whole dictionary has one basis: a feature without counts in a
-    /// dictionary built with them has not fired, and ranking some features by examples and
-    /// others by counts would compare scores that mean different things.
-    pub fn given_counts(any_top_tokens: bool) -> TokenBasis {
-        if any_top_tokens {
+    /// The basis of a dictionary built counting the tokens its features fire on (`true`:
+    /// some feature has top tokens, or the corpus token counts are stored) or not (`false`:
+    /// a file of the original library). The whole dictionary has one basis: a feature
+    /// without top tokens in a dictionary built with counts lost them (it never fired, or
+    /// its table held none at the end), and ranking some features by examples and others by
+    /// counts would compare scores that mean different things.
+    pub fn given_counts(token_counts: bool) -> TokenBasis {
+        if token_counts {
             TokenBasis::TopTokens
         } else {
             TokenBasis::Examples

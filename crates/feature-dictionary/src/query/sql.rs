@@ -104,12 +104,7 @@ fn label_search(r: &FdictReader, text: &str, limit: usize, cap: usize) -> Result
 
 impl Search for FdictReader {
     fn token_basis(&self) -> Result<TokenBasis> {
-        let any: bool = self
-            .connection()
-            .prepare_cached("SELECT EXISTS(SELECT 1 FROM top_tokens)")
-            .and_then(|mut st| st.query_row([], |r| r.get(0)))
-            .map_err(|e| self.err("search failed", e))?;
-        Ok(TokenBasis::given_counts(any))
+        Ok(TokenBasis::given_counts(self.has_token_counts()?))
     }
 
     fn find(&self, query: &Query, limit: usize) -> Result<Found> {

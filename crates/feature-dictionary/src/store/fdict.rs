@@ -673,8 +673,8 @@ fn parse_body(path: &Path, id: u64, body: &str) -> Result<Feature> {
 }
 
 /// Inserts the counts of a feature's example tokens (written for features without top
-/// tokens only: a dictionary's searches use them only when no feature has any, and in our own
-/// builds those are the dead features, which have no examples either).
+/// tokens only: a dictionary's searches use them only when it holds no per-token counts at
+/// all, and in our own builds such features are mostly dead ones, without examples).
 fn insert_example_tokens(conn: &Connection, f: FeatureView<'_>) -> rusqlite::Result<()> {
     let mut st = conn.prepare_cached(
         "INSERT INTO example_tokens(token, feature_id, examples) VALUES (?1, ?2, ?3)",
@@ -855,6 +855,9 @@ pub struct FdictReader {
     /// [`FdictReader::refresh_if_changed`] moves: a writer that never calls it would
     /// otherwise take every later change for a commit).
     stamp_version: i64,
+    /// Whether the dictionary holds per-token counts (see [`FdictReader::has_token_counts`]),
+    /// once asked: it takes parsing the corpus token counts, and no write changes it.
+    has_token_counts: std::sync::OnceLock<bool>,
 }
 
 /// Size and modification time of a file.
@@ -1257,7 +1260,29 @@ impl FdictReader {
             data_version,
             stamp,
             stamp_version: data_version,
+            has_token_counts: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Whether the dictionary was built counting the tokens its features fire on: some
+    /// feature has top tokens, or the corpus token counts are stored (a build of ours whose
+    /// token tables all ended empty, as a tiny `--token-capacity` can leave them, still
+    /// counted). Files of the original library have neither.
+    pub fn has_token_counts(&self) -> Result<bool> {
+        if let Some(&known) = self.has_token_counts.get() {
+            return Ok(known);
+        }
+        let known: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM top_tokens)
+                     OR COALESCE((SELECT json_array_length(value, '$.metadata.token_counts')
+                                  FROM meta WHERE key = 'feature_set'), 0) > 0",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err("cannot read the token counts", e))?;
+        Ok(*self.has_token_counts.get_or_init(|| known))
     }
 
     /// Whether another program wrote the file in place since this reader last looked (a
@@ -1331,16 +1356,15 @@ impl FdictReader {
         let e = |err| sql_err(&path, "cannot add the example-token table", err);
         // Looked at before any write, so that a file that needs nothing (a new one, or one
         // whose searches use top tokens) is never written, and a read-only one still opens.
-        let needed: bool = self
+        let has_table: bool = self
             .conn
             .query_row(
-                "SELECT NOT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'example_tokens')
-                    AND NOT EXISTS(SELECT 1 FROM top_tokens)",
+                "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'example_tokens')",
                 [],
                 |r| r.get(0),
             )
             .map_err(e)?;
-        if !needed {
+        if has_table || self.has_token_counts()? {
             return Ok(None);
         }
         let tx = self
