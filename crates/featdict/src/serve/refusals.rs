@@ -57,6 +57,10 @@ pub(super) struct ExplainRefusals<T> {
     line_is_request: bool,
     /// The latest request line, once its start was seen.
     request: Option<RequestLine>,
+    /// The first request line seen to run past the URL limit: the one hyper refuses (it
+    /// answers requests in order and closes at the first refusal), whatever pipelined lines
+    /// arrived after it.
+    first_long: Option<RequestLine>,
     /// The answer written in place of hyper's, and how much of it is written.
     replacement: Option<(Vec<u8>, usize)>,
     /// Whether an answer was replaced (the connection is being refused).
@@ -73,6 +77,7 @@ impl<T> ExplainRefusals<T> {
             line_head: Vec::with_capacity(LINE_HEAD),
             line_is_request: false,
             request: None,
+            first_long: None,
             replacement: None,
             refused: false,
             linger: None,
@@ -105,6 +110,9 @@ impl<T> ExplainRefusals<T> {
             if self.line_is_request && self.line_len > URL_LIMIT + "GET  HTTP/1.1\r".len() {
                 if let Some(r) = self.request.as_mut() {
                     r.long = true;
+                    if self.first_long.is_none() {
+                        self.first_long = Some(*r);
+                    }
                 }
             }
             if !ended {
@@ -130,7 +138,7 @@ impl<T> ExplainRefusals<T> {
         if !bodiless {
             return None;
         }
-        let request = self.request.unwrap_or_default();
+        let request = self.first_long.or(self.request).unwrap_or_default();
         // A URL too long to fit in hyper's buffer ends in 431 (the head never completed),
         // but what is wrong is still the URL.
         let (code, message) = match status {
@@ -139,7 +147,7 @@ impl<T> ExplainRefusals<T> {
             b"431 " => (
                 431,
                 format!(
-                    "request head too large: this server reads a request line and headers of at most {} KiB together, and at most {MAX_HEADER_FIELDS} header fields",
+                    "request head too large: this server reads a request line and headers of about {} KiB together (the exact bound depends on how the bytes arrive), and at most {MAX_HEADER_FIELDS} header fields",
                     HEAD_LIMIT / 1024
                 ),
             ),
@@ -374,6 +382,27 @@ mod tests {
         .unwrap();
         assert!(!r.api && !r.long);
         assert!(after(&[b"Host: x\r\n"]).request.is_none());
+    }
+
+    #[test]
+    fn a_refusal_answers_in_the_form_of_the_refused_request_not_a_later_one() {
+        let refusal = b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\n\r\n";
+        let long = format!(
+            "GET /search?q={} HTTP/1.1\r\n\r\n",
+            "a".repeat(URL_LIMIT + 10)
+        );
+        // A page with an overlong URL, then an API request pipelined behind it: text.
+        let c = after(&[long.as_bytes(), b"GET /api/stats HTTP/1.1\r\n\r\n"]);
+        let answer = String::from_utf8(c.replacement_for(refusal).unwrap()).unwrap();
+        assert!(answer.contains("content-type: text/plain"), "{answer}");
+        // And the other way round: JSON.
+        let long_api = long.replacen("/search", "/api/search", 1);
+        let c = after(&[long_api.as_bytes(), b"GET /features HTTP/1.1\r\n\r\n"]);
+        let answer = String::from_utf8(c.replacement_for(refusal).unwrap()).unwrap();
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{answer}"
+        );
     }
 
     #[test]
