@@ -285,15 +285,66 @@ fn example_token_search(r: &FdictReader, token: &str, limit: usize) -> Result<Ve
     .map_err(e)
 }
 
+/// Matching example tokens up to which a pattern search asks each one's ranked list; past
+/// it, one pass over the table is faster (`featdict search --pattern . -n 1000` over
+/// 30,000 features with 240,000 distinct example tokens: 2.1 s one query per token,
+/// 0.21–0.25 s in one pass, the same hits).
+const EXAMPLE_TOKENS_QUERIED_ONE_BY_ONE: usize = 32;
+
 /// Pattern search over the `example_tokens` table.
 fn example_pattern_search(r: &FdictReader, re: &regex::Regex, limit: usize) -> Result<Vec<Hit>> {
-    pattern_union(
-        r,
-        re,
-        "SELECT DISTINCT token, token FROM example_tokens INDEXED BY example_tokens_by_examples",
-        EXAMPLE_TOKEN_LIST,
-        limit,
-    )
+    const DISTINCT: &str =
+        "SELECT DISTINCT token, token FROM example_tokens INDEXED BY example_tokens_by_examples";
+    let e = |err| r.err("search failed", err);
+    let mut matching: std::collections::HashSet<String> = std::collections::HashSet::new();
+    {
+        let mut st = r.connection().prepare_cached(DISTINCT).map_err(e)?;
+        let mut rows = st.query([]).map_err(e)?;
+        while let Some(row) = rows.next().map_err(e)? {
+            let t: String = row.get(0).map_err(e)?;
+            if re.is_match(&t) {
+                matching.insert(t);
+            }
+        }
+    }
+    if matching.len() <= EXAMPLE_TOKENS_QUERIED_ONE_BY_ONE {
+        return pattern_union(r, re, DISTINCT, EXAMPLE_TOKEN_LIST, limit);
+    }
+    // Each feature's best matching token (ties to the smaller token), as `pattern_union`.
+    let mut best: HashMap<u64, (f64, String)> = HashMap::new();
+    let mut st = r
+        .connection()
+        .prepare_cached("SELECT token, feature_id, examples FROM example_tokens")
+        .map_err(e)?;
+    let mut rows = st.query([]).map_err(e)?;
+    while let Some(row) = rows.next().map_err(e)? {
+        let token = row.get_ref(0).map_err(e)?.as_str().map_err(|err| {
+            r.err(
+                "search failed",
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    Box::new(err),
+                ),
+            )
+        })?;
+        if !matching.contains(token) {
+            continue;
+        }
+        let id = row.get::<_, i64>(1).map_err(e)? as u64;
+        let score = row.get::<_, i64>(2).map_err(e)? as f64;
+        let slot = best.entry(id).or_insert((f64::NEG_INFINITY, String::new()));
+        if score > slot.0 || (score == slot.0 && token < slot.1.as_str()) {
+            *slot = (score, token.to_string());
+        }
+    }
+    let mut hits: Vec<Hit> = best
+        .into_iter()
+        .map(|(id, (score, matched))| Hit { id, score, matched })
+        .collect();
+    rank(&mut hits);
+    hits.truncate(limit);
+    Ok(hits)
 }
 
 /// Token or pattern search on the [`TokenBasis::Examples`] basis in a file written before
