@@ -58,7 +58,10 @@ pub fn read_safetensors_matrix(path: &Path, name: &str) -> Result<Matrix> {
 /// file (SAELens, sparsify), or an `.npz` (told by content: Gemma Scope's `params.npz`,
 /// whose decoder is named `w_dec`, which a request for `W_dec` also finds there).
 pub fn read_weight_matrix(path: &Path, name: &str) -> Result<Matrix> {
-    if !is_zip(path)? {
+    // An `.npz` that is not a zip (empty, damaged) is reported as a bad .npz, not as a
+    // bad safetensors file.
+    let npz_named = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"));
+    if !npz_named && !is_zip(path)? {
         return read_safetensors_matrix(path, name);
     }
     let mut npz = crate::sae::weights::Weights::from_npz(path)?;

@@ -131,8 +131,10 @@ pub struct FeatureActivation {
     pub metadata: ActivationMetadata,
 }
 
-/// [`FeatureActivation`] as read, before a missing `context_start` is inferred.
+/// [`FeatureActivation`] as read, before a missing `context_start` is inferred. (Its
+/// errors name what a file holds, not this type.)
 #[derive(Deserialize)]
+#[serde(expecting = "an example (a FeatureActivation object)")]
 struct RawFeatureActivation {
     feature_id: u64,
     token: String,
@@ -147,6 +149,7 @@ struct RawFeatureActivation {
 }
 
 #[derive(Default, Deserialize)]
+#[serde(expecting = "an example's metadata object")]
 struct RawActivationMetadata {
     #[serde(default)]
     sequence: Option<u64>,
