@@ -60,7 +60,9 @@ pub fn read_safetensors_matrix(path: &Path, name: &str) -> Result<Matrix> {
 pub fn read_weight_matrix(path: &Path, name: &str) -> Result<Matrix> {
     // An `.npz` that is not a zip (empty, damaged) is reported as a bad .npz, not as a
     // bad safetensors file.
-    let npz_named = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"));
+    let npz_named = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npz"));
     if !npz_named && !is_zip(path)? {
         return read_safetensors_matrix(path, name);
     }

@@ -230,25 +230,39 @@ fn pattern_union(
         }
     }
     let mut st = conn.prepare_cached(per_token).map_err(e)?;
-    let mut best: HashMap<u64, (f64, String)> = HashMap::new();
+    let mut best = BestTokens::new();
     for (key, token) in &matching {
         let mut rows = st.query(params![key, sql_limit(limit)]).map_err(e)?;
         while let Some(row) = rows.next().map_err(e)? {
             let id = row.get::<_, i64>(0).map_err(e)? as u64;
             let s: f64 = row.get(1).map_err(e)?;
-            let slot = best.entry(id).or_insert((f64::NEG_INFINITY, String::new()));
-            if s > slot.0 || (s == slot.0 && token < &slot.1) {
-                *slot = (s, token.clone());
-            }
+            keep_best(&mut best, id, s, token);
         }
     }
+    Ok(ranked_best(best, limit))
+}
+
+/// Each feature's best matching token so far: `(score, token)`.
+type BestTokens = HashMap<u64, (f64, String)>;
+
+/// Notes that feature `id` matches `token` with `score`; a feature keeps its best token,
+/// ties to the smaller token.
+fn keep_best(best: &mut BestTokens, id: u64, score: f64, token: &str) {
+    let slot = best.entry(id).or_insert((f64::NEG_INFINITY, String::new()));
+    if score > slot.0 || (score == slot.0 && token < slot.1.as_str()) {
+        *slot = (score, token.to_string());
+    }
+}
+
+/// The first `limit` features by their best token's score (ties to the smaller id).
+fn ranked_best(best: BestTokens, limit: usize) -> Vec<Hit> {
     let mut hits: Vec<Hit> = best
         .into_iter()
         .map(|(id, (score, matched))| Hit { id, score, matched })
         .collect();
     rank(&mut hits);
     hits.truncate(limit);
-    Ok(hits)
+    hits
 }
 
 /// Whether the file holds the `example_tokens` table (files written before it existed do
@@ -311,7 +325,7 @@ fn example_pattern_search(r: &FdictReader, re: &regex::Regex, limit: usize) -> R
         return pattern_union(r, re, DISTINCT, EXAMPLE_TOKEN_LIST, limit);
     }
     // Each feature's best matching token (ties to the smaller token), as `pattern_union`.
-    let mut best: HashMap<u64, (f64, String)> = HashMap::new();
+    let mut best = BestTokens::new();
     let mut st = r
         .connection()
         .prepare_cached("SELECT token, feature_id, examples FROM example_tokens")
@@ -333,18 +347,9 @@ fn example_pattern_search(r: &FdictReader, re: &regex::Regex, limit: usize) -> R
         }
         let id = row.get::<_, i64>(1).map_err(e)? as u64;
         let score = row.get::<_, i64>(2).map_err(e)? as f64;
-        let slot = best.entry(id).or_insert((f64::NEG_INFINITY, String::new()));
-        if score > slot.0 || (score == slot.0 && token < slot.1.as_str()) {
-            *slot = (score, token.to_string());
-        }
+        keep_best(&mut best, id, score, token);
     }
-    let mut hits: Vec<Hit> = best
-        .into_iter()
-        .map(|(id, (score, matched))| Hit { id, score, matched })
-        .collect();
-    rank(&mut hits);
-    hits.truncate(limit);
-    Ok(hits)
+    Ok(ranked_best(best, limit))
 }
 
 /// Token or pattern search on the [`TokenBasis::Examples`] basis in a file written before
