@@ -394,17 +394,16 @@ pub fn save(
 ) -> PyResult<()> {
     let invalid =
         |e: String| Error::Invalid(format!("{path}: dictionary does not match the model: {e}"));
-    // The path of the field at fault (`feature_set.features.3.activation_count`): the
-    // text was made by the package, so its line and column would tell the user nothing.
+    // The path of the field at fault (`feature_set.features["3"].activation_count`, as the
+    // readers name it): the text was made by the package, so its line and column would tell
+    // the user nothing.
     let saved: PartialSaved = py
-        .allow_threads(|| {
-            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text))
-        })
+        .allow_threads(|| store::json::from_str(text))
         .map_err(|e| {
             crate::to_py(invalid(format!(
                 "{} is {}",
-                e.path(),
-                strip_position(&e.inner().to_string())
+                e.path,
+                strip_position(&e.error.to_string())
             )))
         })?;
     let set = saved.feature_set;

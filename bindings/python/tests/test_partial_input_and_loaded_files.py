@@ -208,7 +208,7 @@ def test_a_value_the_model_cannot_hold_is_named_by_its_field_when_saving(tmp_pat
     d[1].activation_count = -1
     with pytest.raises(
         ValueError,
-        match=r"dictionary does not match the model: feature_set\.features\.1\.activation_count is "
+        match=r"dictionary does not match the model: feature_set\.features\[\"1\"\]\.activation_count is "
         r"invalid value: integer .-1., expected u64$",
     ):
         d.save(tmp_path / name)

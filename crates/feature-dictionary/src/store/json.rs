@@ -13,7 +13,7 @@ use serde_path_to_error::Segment;
 
 /// A JSON error with the path of the value it is about (empty: the document itself).
 #[derive(Debug)]
-pub(crate) struct JsonError {
+pub struct JsonError {
     /// Where in the document, as `feature_set.features["3"].top_activations[0].position`.
     pub path: String,
     /// serde_json's error, with its line and column.
@@ -32,13 +32,13 @@ impl fmt::Display for JsonError {
 
 /// Deserializes `bytes` as `T` (the whole input, as `serde_json::from_slice`); on failure,
 /// says at which field.
-pub(crate) fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonError> {
+pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonError> {
     serde_json::from_slice(bytes)
         .map_err(|error| locate::<T, _>(&mut serde_json::Deserializer::from_slice(bytes), error))
 }
 
 /// [`from_slice`] for text already known to be UTF-8 (serde_json then skips checking it).
-pub(crate) fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, JsonError> {
+pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, JsonError> {
     serde_json::from_str(text)
         .map_err(|error| locate::<T, _>(&mut serde_json::Deserializer::from_str(text), error))
 }

@@ -2,7 +2,7 @@
 //! directory and is renamed over the target, so a crash mid-write leaves the previous file.
 
 pub mod fdict;
-mod json;
+pub mod json;
 pub mod neuronpedia;
 pub mod seed_json;
 
