@@ -212,6 +212,33 @@ def _to_float32(arr: np.ndarray, what: str) -> np.ndarray:
     return out
 
 
+def _check_values(seqs: List[np.ndarray]) -> None:
+    """Refuses, before any of them is accumulated, sequences whose values the engine would
+    refuse (NaN/±inf) or that would become ±inf in float32, with the engine's wording: a
+    batch processed in several chunks is then accumulated whole or not at all."""
+    nonfinite = 0
+    first = None
+    for i, a in enumerate(seqs):
+        if a.size == 0:
+            continue
+        if a.dtype not in (np.float32, np.float16):
+            _to_float32(a, f"batch_activations[{i}]")
+            if not np.issubdtype(a.dtype, np.floating):
+                continue
+        bad = ~np.isfinite(a)
+        if bad.any():
+            nonfinite += int(bad.sum())
+            if first is None:
+                position, feature = (int(x) for x in np.argwhere(bad)[0])
+                first = (i, position, feature)
+    if first is not None:
+        raise ValueError(
+            f"activations contain {nonfinite} non-finite value(s) (NaN/Inf), first at sequence {first[0]} "
+            f"of this input, position {first[1]}, feature {first[2]}; NaN/Inf are never folded into "
+            "statistics, and nothing of this call was accumulated"
+        )
+
+
 def _check_numeric(arr: np.ndarray, what: str) -> None:
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{what} must be numbers (got dtype {arr.dtype})")
@@ -487,11 +514,11 @@ class FeatureExtractor:
         self._check_live("process_batch()")
         # The sequences go to the engine `batch_size` at a time (each chunk copied into one
         # array), so a bad sequence found in a later chunk would leave the chunks before it
-        # accumulated: everything but the values is checked first. Sequences given as lists
-        # are converted here (their Python floats take several times the memory of the
-        # arrays made of them); arrays are checked without a copy. What only the values
-        # show (NaN/Inf in the engine, a float64 beyond float32 when a chunk is converted)
-        # can still stop a later chunk: the error then says how many sequences were kept.
+        # accumulated: everything is checked first, the values too when there is more than
+        # one chunk (`_check_values`). Sequences given as lists are converted here (their
+        # Python floats take several times the memory of the arrays made of them); arrays
+        # are checked without a copy. Only an interrupt can still stop a later chunk: the
+        # error then says how many sequences were kept.
         token_lists: List[List[str]] = []
         for i, (a, t) in enumerate(zip(seqs, batch_tokens)):
             what = f"batch_activations[{i}]"
@@ -509,6 +536,8 @@ class FeatureExtractor:
                 )
             token_lists.append(_check_tokens(t, a.shape[0] if a.ndim == 2 else 0, f"batch_tokens[{i}]"))
         step = max(1, int(self.config.batch_size))
+        if len(seqs) > step:
+            _check_values(seqs)
         total = 0
         for start in range(0, len(seqs), step):
             try:
@@ -592,8 +621,8 @@ class FeatureExtractor:
                 e.counted_over_input = True
                 raise
         except ValueError:
-            # Non-finite values: the engine refused the batch holding them whole, but the
-            # batches before it (a call larger than one engine batch) were accumulated; the
+            # Non-finite values: the engine looks through an input of several batches before
+            # the first, so none was accumulated; should it ever have kept some, the
             # Python-side state takes in exactly those sequences.
             done = self._engine.next_sequence - first_seq
             if done:

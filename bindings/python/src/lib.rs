@@ -9,7 +9,7 @@
 //! dictionaries (JSON or `.fdict`) into the same form.
 
 use feature_dictionary::accumulate::distinct::text_key;
-use feature_dictionary::accumulate::{Accumulator, Settings};
+use feature_dictionary::accumulate::{Accumulator, NonFiniteValues, Settings};
 use feature_dictionary::build::{default_threads, VALUES_PER_BATCH};
 use feature_dictionary::finalize::finalize_unless;
 use feature_dictionary::ingest::{ActivationBatch, BatchValues, TokenId, Vocab};
@@ -243,6 +243,17 @@ impl Engine {
                         })
                     })
                 };
+                // Each engine batch is refused whole when it holds NaN/Inf, but the batches
+                // before it would already be in: an input of several batches is looked
+                // through first, so a call is accumulated whole or not at all.
+                let n_values = seq_lens.iter().sum::<usize>() * n_features;
+                if n_values > values_per_batch {
+                    if let Some(found) =
+                        first_nonfinite(&values, n_features, &seq_lens, first_sequence)
+                    {
+                        return Ok((0, Some(found)));
+                    }
+                }
                 // Whole sequences per batch, up to `values_per_batch` values (at least one sequence):
                 // bounded buffers for f16, long batches for the accumulator.
                 let mut buffer: Vec<f32> = Vec::new();
@@ -350,6 +361,55 @@ impl Engine {
         }
         Ok((self.total_firings() - before, done))
     }
+}
+
+/// The non-finite values of a whole input (`values`, rows of `n_features`, sequences of
+/// `seq_lens` numbered from `first_sequence`, empty ones skipped): how many, and where the
+/// first is; `None` when all are finite.
+fn first_nonfinite(
+    values: &Values<'_>,
+    n_features: usize,
+    seq_lens: &[usize],
+    first_sequence: u64,
+) -> Option<NonFiniteValues> {
+    // A branch-free test per chunk vectorises: the all-finite input costs one fast read.
+    const CHUNK: usize = 4096;
+    fn scan<T>(data: &[T], finite: impl Fn(&T) -> bool + Copy) -> Option<(usize, u64)> {
+        let mut first = None;
+        let mut count = 0u64;
+        for (c, chunk) in data.chunks(CHUNK).enumerate() {
+            if chunk.iter().fold(true, |all, v| all & finite(v)) {
+                continue;
+            }
+            let bad = chunk.iter().filter(|v| !finite(v)).count() as u64;
+            if first.is_none() {
+                let i = chunk.iter().position(|v| !finite(v)).expect("counted");
+                first = Some(c * CHUNK + i);
+            }
+            count += bad;
+        }
+        first.map(|i| (i, count))
+    }
+    let (flat, count) = match values {
+        Values::F32(v) => scan(v, |x| x.is_finite())?,
+        Values::F16(v) => scan(v, |x| x.is_finite())?,
+    };
+    let (row, feature) = (flat / n_features.max(1), flat % n_features.max(1));
+    let mut sequence = first_sequence;
+    let mut start = 0;
+    for &len in seq_lens.iter().filter(|&&len| len > 0) {
+        if row < start + len {
+            break;
+        }
+        start += len;
+        sequence += 1;
+    }
+    Some(NonFiniteValues {
+        count,
+        sequence,
+        position: (row - start) as u32,
+        feature: feature as u64,
+    })
 }
 
 /// What pickling an [`Engine`] stores (bincode, after [`STATE_MAGIC`] and

@@ -44,30 +44,58 @@ def test_a_bad_sequence_in_a_later_chunk_is_refused_before_any_chunk_is_accumula
     assert d.extractor.total_tokens == 0
 
 
-def test_nan_in_a_later_chunk_counts_the_whole_input_and_a_retry_of_the_rest_counts_once():
+def test_nan_in_a_later_chunk_is_refused_before_any_chunk_is_accumulated():
     d = _dictionary(batch_size=2)
     seqs, toks = _three_sequences()
     seqs[2][1, 1] = np.nan
+    seqs[2][4, 0] = -np.inf
     with pytest.raises(ValueError) as refused:
         d.process_batch(seqs, toks)
     message = str(refused.value)
+    assert "contain 2 non-finite value(s)" in message
     assert "first at sequence 2 of this input, position 1, feature 1" in message
-    assert "the first 2 of its 3 sequences were accumulated" in message
-    assert d.extractor.total_tokens == 10
+    assert "nothing of this call was accumulated" in message
+    assert d.extractor.total_tokens == 0
     seqs[2][1, 1] = 0.5
-    d.process_batch(seqs[2:], toks[2:])
+    seqs[2][4, 0] = 0.5
+    d.process_batch(seqs, toks)
     d.finalize()
     assert d.features.total_tokens_processed == 15
     assert d[1].activation_count == 15
 
 
-def test_a_value_found_only_when_a_later_chunk_is_converted_says_what_was_kept():
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_nan_in_a_later_engine_batch_is_refused_before_any_batch_is_accumulated(dtype):
+    d = _dictionary()
+    d.extractor._engine.values_per_batch = 5 * 4  # one sequence per engine batch
+    acts = np.full((4, 5, 4), 0.5, dtype)
+    acts[2, 3, 1] = np.inf
+    acts[3, 0, 0] = np.nan
+    tokens = [list("abcde")] * 4
+    with pytest.raises(ValueError) as refused:
+        d.process_batch(acts, tokens)
+    message = str(refused.value)
+    assert "contain 2 non-finite value(s)" in message
+    assert "first at sequence 2 of this input, position 3, feature 1" in message
+    assert "nothing of this call was accumulated" in message
+    assert d.extractor.total_tokens == 0
+    # The same through one sequence: its rows span several engine batches.
+    d.extractor._engine.values_per_batch = 4
+    with pytest.raises(ValueError, match="first at sequence 0 of this input, position 13, feature 1"):
+        d.process(acts.reshape(20, 4), list("abcde") * 4)
+    assert d.extractor.total_tokens == 0
+    acts[2, 3, 1] = acts[3, 0, 0] = 0.5
+    d.process_batch(acts, tokens)
+    assert d.extractor.total_tokens == 20
+
+
+def test_a_float64_beyond_float32_in_a_later_chunk_is_refused_before_any_chunk_is_accumulated():
     d = _dictionary(batch_size=2)
     seqs, toks = _three_sequences()
-    seqs[2] = np.full((5, 4), 1e39)  # float64 beyond float32: seen when converted
-    with pytest.raises(ValueError, match=r"beyond the range of float32.*the first 2 of the 3 sequences of this batch were accumulated"):
+    seqs[2] = np.full((5, 4), 1e39)
+    with pytest.raises(ValueError, match=r"batch_activations\[2\]\[0, 0\] = 1e\+39 is beyond the range of float32"):
         d.process_batch(seqs, toks)
-    assert d.extractor.total_tokens == 10
+    assert d.extractor.total_tokens == 0
 
 
 def _original_file(path, features):
