@@ -6,7 +6,8 @@
 //! So the connection's bytes are watched: reading, the start of each request line is noted
 //! (whether it asks for `/api/...`, and whether it ran past the URL limit); writing, hyper's
 //! body-less 414 or 431 is replaced by the same status with a short body saying what the
-//! limit is — `{"error": …}` for the API, as its other errors, plain text otherwise.
+//! limit is — `{"error": …}` for the API, as its other errors, plain text otherwise — and
+//! its body-less 400 (a request it could not parse) by one saying so.
 
 use std::future::Future;
 use std::io;
@@ -42,6 +43,8 @@ const LINE_HEAD: usize = 320;
 struct RequestLine {
     /// It asks for `/api` or a path under it.
     api: bool,
+    /// Its method is HEAD: the answer has headers only.
+    head: bool,
     /// It is longer than a request line with a target of [`URL_LIMIT`] bytes can be.
     long: bool,
 }
@@ -100,7 +103,11 @@ impl<T> ExplainRefusals<T> {
                 if self.line_head.len() == LINE_HEAD || ended {
                     if let Some(api) = request_target_is_api(&self.line_head) {
                         self.line_is_request = true;
-                        self.request = Some(RequestLine { api, long: false });
+                        self.request = Some(RequestLine {
+                            api,
+                            head: self.line_head.starts_with(b"HEAD "),
+                            long: false,
+                        });
                     }
                 }
             }
@@ -151,9 +158,17 @@ impl<T> ExplainRefusals<T> {
                     HEAD_LIMIT / 1024
                 ),
             ),
+            // Hyper answers a request it cannot parse with a bare 400; every 400 of ours
+            // says what was wrong.
+            b"400 " => (
+                400,
+                "malformed HTTP request: this server reads HTTP/1.1 requests, a request line \
+                 (`GET /path HTTP/1.1`) and header lines (`Name: value`), each ending in CRLF"
+                    .to_string(),
+            ),
             _ => return None,
         };
-        Some(response(code, request.api, &message))
+        Some(response(code, request, &message))
     }
 
     /// Writes what is left of the replacement answer.
@@ -204,14 +219,15 @@ fn url_message() -> String {
     )
 }
 
-/// A complete response with `message` as its body, closing the connection (hyper closes it
-/// after a refusal).
-fn response(code: u16, api: bool, message: &str) -> Vec<u8> {
+/// A complete response with `message` as its body (headers only to a HEAD request, which
+/// must get none), closing the connection (hyper closes it after a refusal).
+fn response(code: u16, request: RequestLine, message: &str) -> Vec<u8> {
     let reason = match code {
+        400 => "Bad Request",
         414 => "URI Too Long",
         _ => "Request Header Fields Too Large",
     };
-    let (ctype, body) = if api {
+    let (ctype, body) = if request.api {
         (
             "application/json",
             serde_json::json!({ "error": message }).to_string(),
@@ -220,8 +236,9 @@ fn response(code: u16, api: bool, message: &str) -> Vec<u8> {
         ("text/plain; charset=utf-8", format!("{message}\n"))
     };
     format!(
-        "HTTP/1.1 {code} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+        "HTTP/1.1 {code} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n{}",
+        body.len(),
+        if request.head { "" } else { &body }
     )
     .into_bytes()
 }
@@ -427,13 +444,31 @@ mod tests {
         let answer = String::from_utf8(c.replacement_for(refusal).unwrap()).unwrap();
         assert!(answer.contains("content-type: text/plain"), "{answer}");
         assert!(answer.ends_with("(64 KiB)\n"), "{answer}");
+        // A HEAD request: the same headers, no body.
+        let c = after(&[b"HEAD /api/stats?x HTTP/1.1\r\n"]);
+        let answer = String::from_utf8(c.replacement_for(refusal).unwrap()).unwrap();
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{answer}"
+        );
+        assert!(answer.ends_with("\r\n\r\n"), "{answer}");
         // Our own answers (with a body, or another status) pass unchanged.
         assert!(c
             .replacement_for(b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 5\r\n\r\nhello")
             .is_none());
         assert!(c
-            .replacement_for(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            .replacement_for(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 9\r\n\r\nbad input")
             .is_none());
+        // Hyper's bare 400 (a request it could not parse) is explained.
+        let answer = after(&[b"GET /features HTTP/1.1\r\n"])
+            .replacement_for(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            .unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("malformed HTTP request"), "{answer}");
         assert!(c
             .replacement_for(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
             .is_none());

@@ -1918,6 +1918,16 @@ fn an_overlong_url_is_refused_with_the_limit_said() {
     );
     let r = request_with(s.addr, "GET", "/api/stats", &many[..90], b"");
     assert_eq!(r.status, 200, "{}", r.body);
+    // HEAD gets the same status and headers, and no body.
+    let long = format!("/api/search?text={}", "a".repeat(70_000));
+    let r = request_with(s.addr, "HEAD", &long, &[], b"");
+    assert_eq!(r.status, 414);
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(r.body, "");
+    // A request hyper cannot parse: its bare 400 says what is wrong.
+    let r = request_with(s.addr, "GET", "/api/stats", &[("Bad Header", "x")], b"");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("malformed HTTP request"), "{}", r.body);
     assert_eq!(get(s.addr, "/api/stats").status, 200);
 }
 
