@@ -208,3 +208,48 @@ fn examples_of_the_original_get_their_context_start_inferred() {
     let a: feature_dictionary::model::FeatureActivation = serde_json::from_value(ours).unwrap();
     assert_eq!(a.metadata.context_start, 3);
 }
+
+/// A firing token repeated in its context: the original's window (`tokens[p − w .. p + w
+/// + 1]`, clipped at both sequence edges) puts it at `min(position, w)`. With the window of
+/// the file's configuration that index is exact; without it, a repeat the window could not
+/// have put there is never taken — here, near the end of a sequence, the context is short
+/// and its centre points at the wrong repeat.
+#[test]
+fn a_repeated_firing_token_is_placed_where_the_window_puts_it() {
+    let ex = |ctx: &[&str]| {
+        serde_json::json!({"feature_id": 1, "token": "York", "position": 100, "activation": 1.0,
+                           "context": "", "context_tokens": ctx, "metadata": {}})
+    };
+    // Context tokens 95..=101 of a sequence that ends at 101: the firing token is index 5.
+    let impossible_repeat = ex(&["a", "b", "York", "c", "d", "York", "e"]);
+    let possible_repeat = ex(&["a", "b", "c", "York", "d", "York", "e"]);
+    let file = |config: Option<Value>| {
+        let mut text = serde_json::json!({
+            "feature_set": {"layer": 0, "features": {"1": {
+                "id": 1, "dimension": 4, "activation_count": 2, "feature_type": "dense",
+                "top_activations": [impossible_repeat, possible_repeat], "metadata": {}}},
+                "total_tokens_processed": 200}
+        });
+        if let Some(config) = config {
+            text["config"] = config;
+        }
+        text.to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let starts = |text: String| -> Vec<u32> {
+        let path = dir.path().join("orig.json");
+        std::fs::write(&path, text).unwrap();
+        let d = feature_dictionary::store::load(&path).unwrap();
+        let examples = &d.get(1).unwrap().top_activations;
+        examples.iter().map(|a| a.metadata.context_start).collect()
+    };
+    // No configuration: the repeat at index 2 would leave 4 tokens after a window of 2; the
+    // one at index 3 is possible (a window of 3) and nearer the centre, so it is taken.
+    assert_eq!(starts(file(None)), vec![95, 97]);
+    // The original's configuration (window 5): both exact.
+    let config = serde_json::json!({"extraction": {"context_window": 5}});
+    assert_eq!(starts(file(Some(config))), vec![95, 95]);
+    // A window that does not put the token where the file says leaves the inference.
+    let config = serde_json::json!({"extraction": {"context_window": 4}});
+    assert_eq!(starts(file(Some(config))), vec![95, 97]);
+}

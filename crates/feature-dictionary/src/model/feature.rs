@@ -270,12 +270,16 @@ fn check_context_start(
     ))
 }
 
-/// Where the context of an example of the original library starts: it stores none, and its
-/// window is clipped at the sequence start, so the firing token sits at `min(position,
-/// centre)`; of the context tokens equal to the firing token (at an index ≤ `position`, as
-/// a context cannot start before the sequence), the one nearest that index (the first on a
-/// tie) is taken, as the Python package's n-gram labeler does. Read as 0, an example at
-/// position 10 had its firing token looked for at index 10.
+/// Where the context of an example of the original library starts: it stores none. Its
+/// context is `tokens[max(0, position − w) .. position + w + 1]` for a window `w`, clipped at
+/// both sequence edges, so the firing token sits at index `min(position, w)`: at `position`
+/// itself, or at an index `k < position` with no more than `k` tokens after it. Without `w`
+/// (see [`FeatureActivation::place_in_window`] for when it is known), of the context tokens
+/// equal to the firing token at such an index, the one nearest `min(position, centre)` is
+/// taken (the first on a tie), as the Python package's n-gram labeler does; when none is at
+/// such an index (a context made some other way), the nearest of all at an index ≤
+/// `position`. Read as 0, an example at position 10 had its firing token looked for at
+/// index 10.
 ///
 /// When the context holds no such token, no start would highlight the right one: the
 /// start returned is then past `position` (or 0 for the largest position), which places
@@ -283,13 +287,32 @@ fn check_context_start(
 /// start is not written back (the example is read the same way again).
 fn infer_context_start(position: u32, context: &[String], token: &str) -> u32 {
     let centre = (position as usize).min(context.len() / 2);
-    match token_indices(context, token, position).min_by_key(|&k| k.abs_diff(centre)) {
+    let nearest =
+        |indices: &mut dyn Iterator<Item = usize>| indices.min_by_key(|&k| k.abs_diff(centre));
+    let windowed = |&k: &usize| k == position as usize || 2 * k + 1 >= context.len();
+    let at = nearest(&mut token_indices(context, token, position).filter(windowed))
+        .or_else(|| nearest(&mut token_indices(context, token, position)));
+    match at {
         Some(at) => position - at as u32,
         None => position.checked_add(1).unwrap_or(0),
     }
 }
 
 impl FeatureActivation {
+    /// Places the firing token of an example of the original library (one without a
+    /// sequence index, whose context start was inferred) exactly, given the context window
+    /// `window` its file's configuration says it was collected with: at index
+    /// `min(position, window)`, when the token is there; otherwise the inferred start stays.
+    pub fn place_in_window(&mut self, window: usize) {
+        if self.metadata.sequence.is_some() {
+            return;
+        }
+        let at = (self.position as usize).min(window);
+        if self.context_tokens.get(at) == Some(&self.token) {
+            self.metadata.context_start = self.position - at as u32;
+        }
+    }
+
     /// Index of the firing token inside `context_tokens`: `position − context_start`, when
     /// that is an index of the context and the token there is this example's. `None` for an
     /// example whose context does not hold its token where it says (one of the original

@@ -190,14 +190,26 @@ pub fn read(path: &Path) -> Result<FeatureDictionary> {
             ),
         ));
     }
+    let mut feature_set = saved.feature_set;
+    // The original's examples say neither sequence nor context start; the window its
+    // configuration was collected with places each firing token exactly, where the
+    // inference from the context alone can pick a repeat of the token.
+    if let Some(config) = &saved.config {
+        let window = config.extraction.context_window;
+        for f in feature_set.features.values_mut() {
+            f.top_activations
+                .iter_mut()
+                .for_each(|a| a.place_in_window(window));
+        }
+    }
     let mut config = saved.config.unwrap_or_default();
     if config.model_name.is_empty() {
-        config.model_name = saved.feature_set.model_name.clone();
+        config.model_name = feature_set.model_name.clone();
     }
     if config.sae_name.is_empty() {
-        config.sae_name = saved.feature_set.sae_name.clone();
+        config.sae_name = feature_set.sae_name.clone();
     }
-    let mut dict = FeatureDictionary::new(config, saved.feature_set);
+    let mut dict = FeatureDictionary::new(config, feature_set);
     dict.config.num_features = dict.num_features();
     Ok(dict)
 }
