@@ -209,8 +209,8 @@ fn examples_of_the_original_get_their_context_start_inferred() {
     assert_eq!(a.metadata.context_start, 3);
 }
 
-/// A firing token repeated in its context: the original's window (`tokens[p − w .. p + w
-/// + 1]`, clipped at both sequence edges) puts it at `min(position, w)`. With the window of
+/// A firing token repeated in its context: the original's window (`tokens[p − w ..= p + w]`,
+/// clipped at both sequence edges) puts it at `min(position, w)`. With the window of
 /// the file's configuration that index is exact; without it, a repeat the window could not
 /// have put there is never taken — here, near the end of a sequence, the context is short
 /// and its centre points at the wrong repeat.
