@@ -442,8 +442,9 @@ struct State {
 const STATE_MAGIC: &[u8; 8] = b"FDENGINE";
 /// The layout of the pickled state; bumped whenever the engine's state changes shape (2:
 /// uniform example samples and covered sequence ranges, 2026-11-27; 3: distinct-token
-/// estimates, 2026-11-28).
-const STATE_VERSION: u32 = 3;
+/// estimates, 2026-11-28; 4: activation sums kept about each feature's first firing,
+/// 2026-11-28).
+const STATE_VERSION: u32 = 4;
 
 /// Rebuilds an engine pickled by `Engine.__reduce__`.
 #[pyfunction]

@@ -571,3 +571,46 @@ fn quantile_groups_of_a_crowded_feature_all_get_examples() {
         );
     }
 }
+
+/// Activations far from 0 and close to each other: Σx²/n − mean² cancelled to a std of 0.044
+/// for a feature firing 12,345 times at 98,765.43. The sums are kept about each feature's
+/// first firing, in one pass and across merged parts (whose first firings differ).
+#[test]
+fn std_of_activations_far_from_zero_is_exact() {
+    let mut c = corpus(7, 60, 3, 0.0);
+    let rows = c.acts.len() / c.f;
+    let mut rng = Rng(11);
+    for r in 0..rows {
+        c.acts[r * 3] = 98_765.43;
+        c.acts[r * 3 + 1] = 4096.0 + (rng.unit() as f32 - 0.5) / 16.0;
+        c.acts[r * 3 + 2] = 1.0 + rng.unit() as f32;
+    }
+    let exact = |feat: usize| {
+        let v: Vec<f64> = (0..rows).map(|r| c.acts[r * 3 + feat] as f64).collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        (mean, var.sqrt())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(4, 2);
+    let (acts, toks) = write(&c, dir.path(), "far");
+    let one = build_dict(&acts, &toks, &cfg, 2, 1 << 20);
+    let parts = merged(&c, &[17, 40], &[2, 0, 1], dir.path(), &cfg);
+    for (name, d) in [("one pass", &one), ("merged", &parts)] {
+        let constant = d.get(0).unwrap();
+        assert_eq!(constant.metadata.std_activation, Some(0.0), "{name}");
+        assert_eq!(constant.mean_activation, 98_765.43f32 as f64, "{name}");
+        for feat in [1, 2] {
+            let (mean, std) = exact(feat);
+            let got = d.get(feat as u64).unwrap();
+            let got_std = got.metadata.std_activation.unwrap();
+            assert!(
+                (got_std - std).abs() <= 1e-9 * std,
+                "{name}, feature {feat}: std {got_std} against {std}"
+            );
+            assert!((got.mean_activation - mean).abs() <= 1e-12 * mean, "{name}");
+            let sum = got.metadata.sum_activation.unwrap();
+            assert!((sum - mean * rows as f64).abs() <= 1e-9 * sum, "{name}");
+        }
+    }
+}

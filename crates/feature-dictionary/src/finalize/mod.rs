@@ -177,13 +177,11 @@ impl Ctx<'_> {
         if m.count == 0 {
             return f;
         }
-        let n = m.count as f64;
-        let mean = m.sum / n;
-        f.mean_activation = mean;
+        f.mean_activation = m.mean();
         f.max_activation = m.max as f64;
         f.metadata.min_activation = Some(m.min);
-        f.metadata.sum_activation = Some(m.sum);
-        f.metadata.std_activation = Some((m.sum_sq / n - mean * mean).max(0.0).sqrt());
+        f.metadata.sum_activation = Some(m.sum());
+        f.metadata.std_activation = Some(m.variance().sqrt());
         f.top_activations = part.topk[local]
             .sorted()
             .iter()
@@ -212,6 +210,7 @@ impl Ctx<'_> {
         f.metadata.quantile_examples = self.quantile_groups(id, part, local, hist, lo, hi);
 
         if self.collect_positions {
+            let n = m.count as f64;
             let mean_pos = m.pos_sum as f64 / n;
             let b = part.pos_buckets[local];
             f.metadata.positions = Some(PositionStats {
