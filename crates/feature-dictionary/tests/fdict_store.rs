@@ -1112,3 +1112,78 @@ fn meta_values_of_other_programs_are_kept_apart_from_the_dictionarys() {
     let back = store::load(&fd).unwrap();
     assert_eq!(back.get(1).unwrap().labels[0], "by hand");
 }
+
+/// Each log bin's firings stay in its range: a firing at exactly 4.0 between firings at 3
+/// and 5 was spread thin over nine bars and rounded away (the bars said 3, 3 and 5), and
+/// the extremes, which are known exactly, could lose their bars.
+#[test]
+fn equal_width_histogram_keeps_each_firing_in_its_log_bin() {
+    use feature_dictionary::accumulate::histogram;
+    use feature_dictionary::model::HistogramSummary;
+    let summary = |values: &[f32]| {
+        let mut counts = std::collections::BTreeMap::<u32, u64>::new();
+        for &v in values {
+            *counts.entry(histogram::bin(v) as u32).or_default() += 1;
+        }
+        HistogramSummary {
+            bins_per_octave: 8,
+            min_exponent: -10,
+            n_bins: 208,
+            counts: counts.into_iter().collect(),
+        }
+    };
+    let h = summary(&[3.0, 4.0, 5.0]);
+    let (heights, values) = neuronpedia::equal_width_histogram(&h, 3.0, 5.0, 50);
+    let bars: Vec<usize> = (0..50).filter(|&i| heights[i] > 0).collect();
+    assert_eq!(bars.len(), 3, "{heights:?}");
+    assert_eq!((bars[0], bars[2]), (0, 49));
+    // 4.0 is the lower edge of its log bin, [4, 4.5): its bar is the one in the middle.
+    assert!(
+        (4.24..4.28).contains(&values[bars[1]]),
+        "{}",
+        values[bars[1]]
+    );
+
+    // Random firings: at every bar edge, the firings the bars put below it differ from the
+    // true count by at most the firings of the log bin the edge falls in.
+    let mut state = 0x9e3779b97f4a7c15u64;
+    let mut unit = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for round in 0..40 {
+        let n = 1 + (unit() * 300.0) as usize;
+        let scale = [0.05, 1.0, 30.0, 5000.0][round % 4];
+        let values: Vec<f32> = (0..n)
+            .map(|_| (scale * (0.5 + unit() * unit() * 3.0)) as f32)
+            .collect();
+        let (lo, hi) = values
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let h = summary(&values);
+        let (heights, _) = neuronpedia::equal_width_histogram(&h, lo as f64, hi as f64, 50);
+        if lo == hi {
+            assert_eq!(heights, vec![n as u64]);
+            continue;
+        }
+        assert_eq!(heights.iter().sum::<u64>(), n as u64);
+        assert!(heights[0] >= 1 && heights[49] >= 1, "{heights:?}");
+        let width = (hi as f64 - lo as f64) / 50.0;
+        let mut below = 0u64;
+        for i in 1..50 {
+            below += heights[i - 1];
+            let edge = lo as f64 + width * i as f64;
+            let truly = values.iter().filter(|&&v| (v as f64) < edge).count() as u64;
+            let slack = values
+                .iter()
+                .filter(|&&v| histogram::bin(v) == histogram::bin(edge as f32))
+                .count() as u64;
+            assert!(
+                below.abs_diff(truly) <= slack,
+                "round {round}, edge {i}: {below} below against {truly} (slack {slack})"
+            );
+        }
+    }
+}

@@ -9,11 +9,12 @@
 //! - `frac_nonzero` is firings / tokens, a firing being an activation ≥ `min_activation`
 //!   (smaller nonzero values are not counted).
 //! - The 50 equal-width bins over `[min, max]` of the firing activations are derived from our
-//!   fixed-edge log histogram: each log bin's count is spread uniformly over its value range
-//!   (clipped to `[min, max]`) and split among the equal-width bins it overlaps, then rounded
-//!   to integers by largest remainder so the heights add up to the firing count exactly. A
-//!   bin's count can be off by the share of a neighbouring log bin (log bins are ≤ 12.5 %
-//!   wide). `freq_hist_data_bar_values` are the bin centres.
+//!   fixed-edge log histogram: one firing is at the minimum (the first bin) and one at the
+//!   maximum (the last); each log bin's other firings are spread uniformly over its value
+//!   range (clipped to `[min, max]`) and rounded to whole firings within that range (largest
+//!   remainder, ties to the middle of the range), so the heights add up to the firing count
+//!   exactly and no firing is placed outside the log bin that holds it (log bins are
+//!   ≤ 12.5 % wide). `freq_hist_data_bar_values` are the bin centres.
 //! - `pos_*` / `neg_*` (logit lens) are empty unless the feature metadata holds
 //!   `logit_lens: {pos_str, pos_values, neg_str, neg_values}`; correlated features are the
 //!   partners a `--correlation` build stored (or a `correlated_features` metadata key).
@@ -57,59 +58,90 @@ pub fn equal_width_histogram(
     }
     let width = (max - min) / bins as f64;
     let centres: Vec<f64> = (0..bins).map(|i| min + width * (i as f64 + 0.5)).collect();
-    let mut mass = vec![0.0f64; bins];
-    for &(b, c) in &hist.counts {
+    let bar_of = |v: f64| (((v - min) / width).max(0.0) as usize).min(bins - 1);
+    let mut heights = vec![0u64; bins];
+    let occupied: Vec<(usize, u64)> = hist
+        .counts
+        .iter()
+        .filter(|&&(_, c)| c > 0)
+        .map(|&(b, c)| (b as usize, c))
+        .collect();
+    let last = occupied.len() - 1;
+    for (k, &(b, mut c)) in occupied.iter().enumerate() {
         let lo = if b == 0 {
             min
         } else {
-            hist.lower_edge(b).max(min)
+            hist.lower_edge(b as u32).max(min)
         };
-        let hi = if b + 1 >= hist.n_bins {
+        let hi = if b + 1 >= hist.n_bins as usize {
             max
         } else {
-            hist.lower_edge(b + 1).min(max)
+            hist.lower_edge(b as u32 + 1).min(max)
         };
         let (lo, hi) = (lo.min(max), hi.max(lo.min(max)));
-        if width <= 0.0 || hi <= lo {
-            // A point mass (all values equal, or a log bin clipped to nothing): put it in
-            // the equal-width bin holding `lo`.
-            let i = if width <= 0.0 {
-                0
-            } else {
-                (((lo - min) / width) as usize).min(bins - 1)
-            };
-            mass[i] += c as f64;
+        // The lowest occupied log bin holds the minimum and the highest the maximum: one
+        // firing each is exactly there.
+        if k == 0 {
+            heights[0] += 1;
+            c -= 1;
+        }
+        if k == last && c > 0 {
+            heights[bins - 1] += 1;
+            c -= 1;
+        }
+        if c == 0 {
             continue;
         }
-        let first = (((lo - min) / width) as usize).min(bins - 1);
-        let last = (((hi - min) / width) as usize).min(bins - 1);
-        for (i, m) in mass.iter_mut().enumerate().take(last + 1).skip(first) {
-            let a = (min + width * i as f64).max(lo);
-            let z = (min + width * (i + 1) as f64).min(hi);
-            if z > a {
-                *m += c as f64 * (z - a) / (hi - lo);
-            }
+        if hi <= lo {
+            heights[bar_of(lo)] += c;
+            continue;
+        }
+        // The rest spread uniformly over the log bin's range and rounded within it, so
+        // that no firing leaves its log bin (the error stays below one log bin's width).
+        let (first, end) = (bar_of(lo), bar_of(hi));
+        let shares: Vec<(usize, f64)> = (first..=end)
+            .map(|i| {
+                let a = (min + width * i as f64).max(lo);
+                let z = (min + width * (i + 1) as f64).min(hi);
+                (i, c as f64 * (z - a).max(0.0) / (hi - lo))
+            })
+            .collect();
+        let centre = (lo + hi) / 2.0;
+        for (i, n) in round_preserving_sum(&shares, c, |i| (centres[i] - centre).abs()) {
+            heights[i] += n;
         }
     }
-    (round_preserving_sum(&mass, total), centres)
+    (heights, centres)
 }
 
-/// Rounds `mass` to integers summing to `total` (largest remainder; ties to the lower bin).
-fn round_preserving_sum(mass: &[f64], total: u64) -> Vec<u64> {
-    let mut out: Vec<u64> = mass.iter().map(|m| m.floor().max(0.0) as u64).collect();
-    let given: u64 = out.iter().sum();
-    let mut order: Vec<usize> = (0..mass.len()).collect();
+/// Rounds the `(bar, mass)` shares to integers summing to `total` (largest remainder; ties
+/// to the bar of smallest `distance`, as a firing of unknown value is likeliest in the
+/// middle of its range).
+fn round_preserving_sum(
+    shares: &[(usize, f64)],
+    total: u64,
+    distance: impl Fn(usize) -> f64,
+) -> Vec<(usize, u64)> {
+    let mut out: Vec<(usize, u64)> = shares
+        .iter()
+        .map(|&(i, m)| (i, m.floor().max(0.0) as u64))
+        .collect();
+    let given: u64 = out.iter().map(|o| o.1).sum();
+    let mut order: Vec<usize> = (0..shares.len()).collect();
+    // Remainders equal but for rounding (the equal shares of a uniform spread) are ties.
+    let remainder = |k: usize| ((shares[k].1 - shares[k].1.floor()) * 1e9).round() as i64;
     order.sort_by(|&a, &b| {
-        let ra = mass[a] - mass[a].floor();
-        let rb = mass[b] - mass[b].floor();
-        rb.total_cmp(&ra).then(a.cmp(&b))
+        remainder(b)
+            .cmp(&remainder(a))
+            .then(distance(shares[a].0).total_cmp(&distance(shares[b].0)))
+            .then(a.cmp(&b))
     });
     let mut left = total.saturating_sub(given);
-    for i in order.into_iter().cycle().take(mass.len() * 2) {
+    for k in order.into_iter().cycle().take(shares.len() * 2) {
         if left == 0 {
             break;
         }
-        out[i] += 1;
+        out[k].1 += 1;
         left -= 1;
     }
     out
