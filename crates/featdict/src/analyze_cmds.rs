@@ -108,11 +108,26 @@ pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
                 Some(nb.zero_rows_skipped),
             )
         }
-        None => (
-            "firing-token profile cosine",
-            similar::similar_by_tokens(&dict, a.id, a.n)?,
-            None,
-        ),
+        None => {
+            if !dict.has_token_counts() {
+                bail!(
+                    "{}: this dictionary holds no per-token firing counts (a file of the original library?), so firing-token profiles cannot be compared; pass --sae to rank by decoder cosine, or rebuild the dictionary with featdict build",
+                    a.dict.display()
+                );
+            }
+            if dict.get(a.id).is_some_and(|f| f.activation_count == 0) {
+                bail!(
+                    "{}: feature {} never fired, so it has no firing-token profile to compare; pass --sae to rank by decoder cosine",
+                    a.dict.display(),
+                    a.id
+                );
+            }
+            (
+                "firing-token profile cosine",
+                similar::similar_by_tokens(&dict, a.id, a.n)?,
+                None,
+            )
+        }
     };
     if a.json {
         let v: Vec<_> = rows
@@ -395,8 +410,11 @@ struct ComparedStats {
 }
 
 impl ComparedStats {
-    fn of(f: &Feature) -> Self {
+    /// `counts_stored`: the dictionary holds per-token counts, so a feature that never fired
+    /// fired on no token (rather than on tokens nobody counted).
+    fn of(f: &Feature, counts_stored: bool) -> Self {
         let m = &f.metadata;
+        let never_fired = counts_stored && f.activation_count == 0;
         let token_stats = m.unique_tokens.is_some() || m.token_entropy.is_some();
         Self {
             feature_id: f.id,
@@ -408,7 +426,7 @@ impl ComparedStats {
             activation_frequency: f.activation_frequency,
             mean_position: m.positions.as_ref().map(|p| p.mean),
             position_variance: m.positions.as_ref().map(|p| p.variance),
-            unique_tokens: m.unique_tokens,
+            unique_tokens: m.unique_tokens.or(never_fired.then_some(0)),
             token_entropy: m.token_entropy,
             token_stats_exact: m.token_counts_exact.filter(|_| token_stats),
         }
@@ -429,8 +447,12 @@ impl ComparedStats {
 struct Compared {
     a: ComparedStats,
     b: ComparedStats,
-    /// `None` unless both features have per-token counts.
+    /// `None` unless both features have per-token counts; `token_profile_missing` says why.
     token_profile_cosine: Option<f64>,
+    /// Why there is no token-profile cosine: "no per-token counts stored" or "feature N
+    /// never fired".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_profile_missing: Option<String>,
     /// `None` unless both features have per-token counts (otherwise it is not known which
     /// tokens they share).
     shared_tokens: Option<Vec<(String, u64)>>,
@@ -450,12 +472,30 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
         dict.get(a.b).expect("checked"),
     );
     let c = analyze::compare(&dict, fa, fb);
-    let token_counts = !fa.metadata.top_tokens.is_empty() && !fb.metadata.top_tokens.is_empty();
+    let counts_stored = dict.has_token_counts();
+    // Per feature: why its token profile is unknown, if it is.
+    let missing = |f: &Feature| {
+        if counts_stored && f.activation_count == 0 {
+            Some(format!("feature {} never fired", f.id))
+        } else if f.metadata.top_tokens.is_empty() {
+            Some("no per-token counts stored".to_string())
+        } else {
+            None
+        }
+    };
+    let token_profile_missing = missing(fa).or_else(|| missing(fb));
+    // A feature that never fired shares no token; one without counts, nobody knows.
+    let tokens_known = |f: &Feature| {
+        !f.metadata.top_tokens.is_empty() || (counts_stored && f.activation_count == 0)
+    };
     let c = Compared {
-        a: ComparedStats::of(fa),
-        b: ComparedStats::of(fb),
-        token_profile_cosine: token_counts.then_some(c.token_profile_cosine),
-        shared_tokens: token_counts.then_some(c.shared_tokens),
+        a: ComparedStats::of(fa, counts_stored),
+        b: ComparedStats::of(fb, counts_stored),
+        token_profile_cosine: token_profile_missing
+            .is_none()
+            .then_some(c.token_profile_cosine),
+        token_profile_missing,
+        shared_tokens: (tokens_known(fa) && tokens_known(fb)).then_some(c.shared_tokens),
         shared_labels: c.shared_labels,
         correlation: c.correlation,
     };
@@ -518,9 +558,12 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
         c.a.token_entropy.map(|e| format!("{}{e:.6}", c.a.approx())),
         c.b.token_entropy.map(|e| format!("{}{e:.6}", c.b.approx())),
     );
-    match c.token_profile_cosine {
-        Some(cos) => println!("token-profile cosine  {cos:.4}"),
-        None => println!("token-profile cosine  – (no per-token counts stored)"),
+    match (c.token_profile_cosine, &c.token_profile_missing) {
+        (Some(cos), _) => println!("token-profile cosine  {cos:.4}"),
+        (None, why) => println!(
+            "token-profile cosine  – ({})",
+            why.as_deref().unwrap_or("no per-token counts stored")
+        ),
     }
     match c.correlation {
         Some(r) => println!("correlation           {r:.4}"),

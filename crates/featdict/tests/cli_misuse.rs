@@ -360,3 +360,65 @@ fn empty_searches_and_rankings_that_do_not_apply_are_refused() {
         }
     }
 }
+
+/// A feature that never fired, in a dictionary with per-token counts, fired on no token:
+/// `compare` said its counts were not stored, and `similar` listed nothing, exit 0. So did
+/// `similar` on a file of the original library, which holds no counts at all.
+#[test]
+fn a_feature_that_never_fired_and_a_file_without_counts_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let acts = dir.path().join("acts.npy");
+    let toks = dir.path().join("tokens.json");
+    // Feature 2 is 0 everywhere.
+    let data: Vec<f32> = (0..8 * 3)
+        .map(|i| {
+            if i % 3 == 2 {
+                0.0
+            } else {
+                1.0 + (i % 4) as f32
+            }
+        })
+        .collect();
+    npy::write_f32(&acts, &[8, 3], &data).unwrap();
+    std::fs::write(&toks, r#"[["a","b","c","d"],["e","f","g","h"]]"#).unwrap();
+    let dict = dir.path().join("d.json");
+    assert_success(&build(&acts, &toks, &dict, &["-q"]));
+    let out = featdict(&["compare", s(&dict), "2", "0", "--json"]);
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["a"]["unique_tokens"], 0);
+    assert_eq!(v["token_profile_cosine"], serde_json::Value::Null);
+    assert_eq!(v["token_profile_missing"], "feature 2 never fired");
+    assert_eq!(v["shared_tokens"], serde_json::json!([]));
+    let out = featdict(&["compare", s(&dict), "2", "0"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("token-profile cosine  – (feature 2 never fired)"),
+        "{text}"
+    );
+    let out = featdict(&["similar", s(&dict), "2"]);
+    assert_clean_error(&out, &["feature 2 never fired", "--sae"]);
+    let out = featdict(&["similar", s(&dict), "0", "--json"]);
+    assert_success(&out);
+
+    let original = dir.path().join("original.json");
+    let ex = serde_json::json!({"feature_id": 0, "token": "a", "position": 0, "activation": 1.0,
+        "context": "", "context_tokens": ["a"], "metadata": {}});
+    let feature = |id: u64| {
+        let mut ex = ex.clone();
+        ex["feature_id"] = id.into();
+        serde_json::json!({"id": id, "dimension": 4, "activation_count": 1,
+            "mean_activation": 1.0, "max_activation": 1.0, "activation_frequency": 0.5,
+            "top_activations": [ex], "labels": [], "description": "", "confidence": 0.0,
+            "feature_type": "moderate", "metadata": {}})
+    };
+    let file = serde_json::json!({"config": {}, "statistics": {}, "feature_set": {"layer": 0,
+        "features": {"0": feature(0), "1": feature(1)}, "total_tokens_processed": 2,
+        "model_name": "", "sae_name": "", "metadata": {}}});
+    std::fs::write(&original, file.to_string()).unwrap();
+    let out = featdict(&["similar", s(&original), "0"]);
+    assert_clean_error(
+        &out,
+        &["original.json", "no per-token firing counts", "--sae"],
+    );
+}

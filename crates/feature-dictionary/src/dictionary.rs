@@ -159,6 +159,14 @@ impl FeatureDictionary {
         }
     }
 
+    /// Whether the dictionary holds per-token firing counts (a build of ours: the corpus
+    /// token counts, or any feature's top tokens); the original library's files hold none.
+    /// A feature without top tokens in such a dictionary never fired.
+    pub fn has_token_counts(&self) -> bool {
+        !self.feature_set.metadata.token_counts.is_empty()
+            || self.features().any(|f| !f.metadata.top_tokens.is_empty())
+    }
+
     /// Number of SAE features, dead and omitted ones included.
     pub fn num_features(&self) -> usize {
         if self.config.num_features > 0 {

@@ -16,11 +16,8 @@ use crate::store::fdict::fts_columns;
 
 impl Search for FeatureDictionary {
     fn token_basis(&self) -> Result<TokenBasis> {
-        // As `FdictReader::has_token_counts`: top tokens anywhere, or the corpus counts.
-        Ok(TokenBasis::given_counts(
-            !self.feature_set.metadata.token_counts.is_empty()
-                || self.features().any(|f| !f.metadata.top_tokens.is_empty()),
-        ))
+        // As `FdictReader::has_token_counts`.
+        Ok(TokenBasis::given_counts(self.has_token_counts()))
     }
 
     fn find(&self, query: &Query, limit: usize) -> Result<Found> {
