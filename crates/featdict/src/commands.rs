@@ -139,7 +139,8 @@ enum Command {
 struct BuildArgs {
     /// Activations: .npy, .safetensors (dense, or a delphi shard), or a delphi shard directory.
     acts: PathBuf,
-    /// Tokens JSON: a list of lists of token strings, one list per sequence.
+    /// Tokens JSON: a list of lists of token strings, one list per sequence. A pipe
+    /// (`/dev/stdin`, `<(zcat tokens.json.gz)`) works too; it is then held in memory.
     #[arg(long)]
     tokens: Option<PathBuf>,
     /// Token ids (.npy int32/int64 [sequences, seq_len]) instead of --tokens.

@@ -1162,3 +1162,56 @@ fn without_similar(path: &Path) -> serde_json::Value {
     assert!(with > 0, "{}: no similar features stored", path.display());
     v
 }
+
+/// Tokens from a pipe (`--tokens /dev/stdin`): they were reported as an empty file, and
+/// once read, read again from the pipe as batches asked. The dictionary equals the one
+/// built from the file; a pipe that gives nothing is said to be one.
+#[cfg(unix)]
+#[test]
+fn tokens_can_come_from_a_pipe() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let acts = dir.path().join("a.npy");
+    let toks = dir.path().join("t.json");
+    let data: Vec<f32> = (0..7 * 4).map(|i| ((i * 5) % 7) as f32 / 2.0).collect();
+    feature_dictionary::ingest::npy::write_f32(&acts, &[7, 4], &data).unwrap();
+    let text = r#"[["a","b","<c>"],["d","a","e","b"]]"#;
+    std::fs::write(&toks, text).unwrap();
+    let from_file = dir.path().join("file.json");
+    assert_success(&build(&acts, &toks, &from_file, &["-q"]));
+    let piped = |input: &str, out: &Path| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_featdict"))
+            .args([
+                "build",
+                s(&acts),
+                "--tokens",
+                "/dev/stdin",
+                "--out",
+                s(out),
+                "-q",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let from_pipe = dir.path().join("pipe.json");
+    assert_success(&piped(text, &from_pipe));
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap()
+            ["feature_set"]
+            .clone()
+    };
+    assert_eq!(read(&from_pipe), read(&from_file));
+    let out = piped("", &dir.path().join("none.json"));
+    assert_clean_error(&out, &["/dev/stdin", "pipe or stream that gave no bytes"]);
+}

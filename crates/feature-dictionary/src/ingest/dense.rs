@@ -60,6 +60,9 @@ pub fn map_file_expecting(path: &Path, expected: &str) -> Result<Mmap> {
             format!("is a directory; expected a file holding {expected}"),
         ));
     }
+    if !meta.is_file() {
+        return read_stream(path, expected);
+    }
     if meta.len() == 0 {
         return Err(Error::format(
             path,
@@ -74,6 +77,25 @@ pub fn map_file_expecting(path: &Path, expected: &str) -> Result<Mmap> {
     // hinting WILLNEED/SEQUENTIAL, measured slower than the page faults the scanning threads
     // take in parallel (BENCHMARKS.md, core accumulation).
     Ok(map)
+}
+
+/// A pipe, FIFO or other stream (`--tokens /dev/stdin`, `<(zcat tokens.json.gz)`), which
+/// cannot be mapped: read whole into memory, and handed on as a map like a file's.
+fn read_stream(path: &Path, expected: &str) -> Result<Mmap> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.is_empty() {
+        return Err(Error::format(
+            path,
+            format!("is a pipe or stream that gave no bytes; expected {expected}"),
+        ));
+    }
+    let mut map = memmap2::MmapMut::map_anon(bytes.len()).map_err(|e| Error::io(path, e))?;
+    map.copy_from_slice(&bytes);
+    map.make_read_only().map_err(|e| Error::io(path, e))
 }
 
 /// A validated dense matrix `[rows, features]` inside a memory-mapped file.

@@ -147,6 +147,23 @@ impl TokenSequences {
                 ),
             ));
         }
+        let is_file = std::fs::metadata(path).is_ok_and(|m| m.is_file());
+        if !is_file {
+            // A pipe or stream (`--tokens /dev/stdin`) cannot be read again as batches ask:
+            // its ids are kept from the text read now.
+            let mut sequences = Self::with_store(
+                path.to_path_buf(),
+                state.vocab,
+                IdStore::Memory(Vec::new()),
+                &state.lengths,
+            );
+            let mut ids = Vec::with_capacity(sequences.n_tokens() as usize);
+            for (s, &(a, b)) in spans.iter().enumerate() {
+                ids.extend(sequences.parse_sequence(s, &map[a as usize..b as usize])?);
+            }
+            sequences.ids = IdStore::Memory(ids);
+            return Ok(sequences);
+        }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         Ok(Self::with_store(
             path.to_path_buf(),
