@@ -262,6 +262,9 @@ class FeatureDictionary:
         fs.model_name = self.config.model_name
         fs.sae_name = self.config.sae_name
         fs.layer = self.config.layer
+        # As the original's save wrote export_all(), the file's statistics are
+        # get_statistics(); first, as it classifies the features' types again (in place).
+        statistics = self.get_statistics()
         # export_all() without converting the examples and metadata Python never read: the
         # engine takes those from its own copy (``sources``).
         features, sources = {}, {}
@@ -280,6 +283,7 @@ class FeatureDictionary:
                 "sae_name": fs.sae_name,
                 "metadata": fs.metadata,
             },
+            "statistics": statistics,
         }
         try:
             text = json.dumps(data, allow_nan=False)

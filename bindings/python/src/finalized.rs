@@ -359,6 +359,10 @@ struct PartialSaved {
     #[serde(default)]
     config: DictionaryConfig,
     feature_set: PartialSet,
+    /// `get_statistics()`, written as the JSON file's `statistics` (a `.fdict` computes
+    /// its own).
+    #[serde(default)]
+    statistics: Option<serde_json::Value>,
 }
 
 /// Feature `f` to write, with its examples and metadata from the engine's copy named in
@@ -407,6 +411,7 @@ pub fn save(
             )))
         })?;
     let set = saved.feature_set;
+    let statistics = saved.statistics;
     let path = std::path::Path::new(path);
     let fdict = path.extension().and_then(|e| e.to_str()) == Some("fdict");
     let mut features = std::collections::BTreeMap::new();
@@ -477,7 +482,13 @@ pub fn save(
         if fdict {
             store::fdict::write_with(&dict, path, |f| lent_view(f, &lent), stop)
         } else {
-            store::seed_json::write_with(&dict, path, |f| lent_view(f, &lent), stop)
+            store::seed_json::write_with_statistics(
+                &dict,
+                path,
+                |f| lent_view(f, &lent),
+                stop,
+                statistics.as_ref(),
+            )
         }
     });
     match written {

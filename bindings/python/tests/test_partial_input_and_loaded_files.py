@@ -298,3 +298,20 @@ def test_manual_labels_are_checked_as_the_cli_and_the_server_check_them(tmp_path
     assert d[0].labels[0] == "padded"
     d.save(tmp_path / "m.fdict")
     assert FeatureDictionary.load(tmp_path / "m.fdict")[0].labels[0] == "padded"
+
+
+def test_a_saved_json_holds_the_statistics_get_statistics_gives(tmp_path):
+    # The original's save wrote export_all(): its statistics block is get_statistics(),
+    # dead features left out of the set included.
+    d = FeatureDictionary(3, 4)
+    acts = np.zeros((1, 4, 3), np.float32)
+    acts[0, :, 0] = [1, 2, 3, 4]
+    d.process_batch(acts, [list("abcd")])
+    d.finalize()
+    assert len(d.features) == 1
+    d.save(tmp_path / "d.json")
+    saved = json.loads((tmp_path / "d.json").read_text())["statistics"]
+    expected = json.loads(json.dumps(d.get_statistics()))
+    assert saved == expected
+    assert saved["dead_features"] == 2 and saved["type_distribution"]["dead"] == 2
+    assert FeatureDictionary.load(tmp_path / "d.json").get_statistics() == d.get_statistics()

@@ -26,7 +26,16 @@ const FEATURES_PER_WAVE: usize = 2048;
 struct SavedRef<'a> {
     config: &'a DictionaryConfig,
     feature_set: &'a FeatureSet,
-    statistics: Statistics,
+    statistics: StatisticsBlock<'a>,
+}
+
+/// The file's `statistics`: [`FeatureDictionary::statistics`], or what a caller computed
+/// (the Python package writes its `get_statistics()`, as the original wrote `export_all()`).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum StatisticsBlock<'a> {
+    Computed(Statistics),
+    Given(&'a serde_json::Value),
 }
 
 #[derive(Deserialize)]
@@ -60,11 +69,23 @@ pub fn write_with<'a>(
     view: impl Fn(&'a Feature) -> FeatureView<'a> + Sync,
     stop: &AtomicBool,
 ) -> Result<()> {
+    write_with_statistics(dict, path, view, stop, None)
+}
+
+/// [`write_with`], with `statistics` (when given) as the file's `statistics` object instead
+/// of [`FeatureDictionary::statistics`].
+pub fn write_with_statistics<'a>(
+    dict: &'a FeatureDictionary,
+    path: &Path,
+    view: impl Fn(&'a Feature) -> FeatureView<'a> + Sync,
+    stop: &AtomicBool,
+    statistics: Option<&serde_json::Value>,
+) -> Result<()> {
     super::check_link_format(path)?;
     let mut config = dict.config.clone();
     config.num_features = dict.num_features();
     let features = &dict.feature_set.features;
-    let (head, tail) = around_features(dict, &config)?;
+    let (head, tail) = around_features(dict, &config, statistics)?;
     super::write_atomically(path, |w| {
         w.write_all(head.as_bytes())?;
         let ids: Vec<(&u64, &Feature)> = features.iter().collect();
@@ -107,6 +128,7 @@ pub fn write_with<'a>(
 fn around_features(
     dict: &FeatureDictionary,
     config: &DictionaryConfig,
+    statistics: Option<&serde_json::Value>,
 ) -> Result<(String, String)> {
     let set = &dict.feature_set;
     let empty = FeatureSet {
@@ -120,7 +142,10 @@ fn around_features(
     let text = serde_json::to_string(&SavedRef {
         config,
         feature_set: &empty,
-        statistics: dict.statistics(),
+        statistics: match statistics {
+            Some(given) => StatisticsBlock::Given(given),
+            None => StatisticsBlock::Computed(dict.statistics()),
+        },
     })
     .map_err(|e| Error::Invalid(e.to_string()))?;
     // `features` is the feature set's second field, after the integer `layer`, so its key is
@@ -143,7 +168,7 @@ pub fn to_string(dict: &FeatureDictionary) -> Result<String> {
     let saved = SavedRef {
         config: &dict.config,
         feature_set: &dict.feature_set,
-        statistics: dict.statistics(),
+        statistics: StatisticsBlock::Computed(dict.statistics()),
     };
     serde_json::to_string_pretty(&saved).map_err(|e| Error::Invalid(e.to_string()))
 }
@@ -225,7 +250,7 @@ mod tests {
         serde_json::to_vec(&SavedRef {
             config: &config,
             feature_set: &dict.feature_set,
-            statistics: dict.statistics(),
+            statistics: StatisticsBlock::Computed(dict.statistics()),
         })
         .unwrap()
     }
