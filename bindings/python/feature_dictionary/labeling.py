@@ -164,8 +164,12 @@ class FeatureLabeler:
         self.patterns.update(self.config.patterns)
         # Checked now: a bad pattern would otherwise surface only in finalize(), after all
         # the processing.
-        self._compiled: Dict[str, re.Pattern] = {
-            name: compile_pattern(p, f"LabelingConfig.patterns[{name!r}]") for name, p in self.config.patterns.items()
+        # name → (the pattern text it was compiled from, the regex): ``patterns`` is a
+        # public dict, and a text assigned into it directly must be matched, not the cached
+        # regex of the text before.
+        self._compiled: Dict[str, Tuple[str, re.Pattern]] = {
+            name: (p, compile_pattern(p, f"LabelingConfig.patterns[{name!r}]"))
+            for name, p in self.config.patterns.items()
         }
         self._corpus_counts: Optional[Dict[str, int]] = None
         self._manual: Dict[int, List[Label]] = defaultdict(list)
@@ -177,8 +181,7 @@ class FeatureLabeler:
         (anchor it with ``^…$`` to match whole tokens)."""
         rx = compile_pattern(pattern, f"pattern {name!r}")  # fail now, not during labeling
         self.patterns[name] = pattern
-        self._compiled[name] = rx
-        self.__dict__.get("_occ_cache", {}).pop(name, None)
+        self._compiled[name] = (pattern, rx)
 
     def set_corpus(self, feature_set: FeatureSet) -> None:
         """Uses the corpus token counts of ``feature_set`` as precision denominators for
@@ -214,16 +217,18 @@ class FeatureLabeler:
     def _pattern_occurrences(self, name: str) -> int:
         """Occurrences in the corpus of all tokens the pattern matches (cached)."""
         cache = self.__dict__.setdefault("_occ_cache", {})
-        if name not in cache:
+        key = (name, self.patterns[name])
+        if key not in cache:
             rx = self._regex(name)
-            cache[name] = sum(c for t, c in (self._corpus_counts or {}).items() if rx.search(_match_form(t)))
-        return cache[name]
+            cache[key] = sum(c for t, c in (self._corpus_counts or {}).items() if rx.search(_match_form(t)))
+        return cache[key]
 
     def _regex(self, name: str) -> re.Pattern:
-        rx = self._compiled.get(name)
-        if rx is None:
-            rx = self._compiled[name] = re.compile(self.patterns[name])
-        return rx
+        pattern = self.patterns[name]
+        held = self._compiled.get(name)
+        if held is None or held[0] != pattern:
+            held = self._compiled[name] = (pattern, compile_pattern(pattern, f"FeatureLabeler.patterns[{name!r}]"))
+        return held[1]
 
     # -- labeling ----------------------------------------------------------------------
     def label_feature(self, feature: Feature) -> List[Label]:

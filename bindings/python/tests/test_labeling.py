@@ -1,5 +1,6 @@
 """Labels scored by precision/recall over all tokens, on planted features."""
 
+import re
 import numpy as np
 import pytest
 
@@ -246,3 +247,29 @@ def test_a_loaded_file_with_patterns_python_cannot_compile_still_loads(tmp_path)
     assert [f.id for f in loaded] == [0, 1]
     loaded.save(str(tmp_path / "again.json"))
     assert json.loads((tmp_path / "again.json").read_text())["config"]["labeling"]["patterns"]["upper"] == r"\p{Lu}+"
+
+
+def test_a_pattern_assigned_into_the_patterns_dict_is_matched():
+    # `patterns` is a public dict; the original matched whatever it held when labeling. A
+    # regex compiled before the assignment was used instead.
+    def feature(tokens):
+        f = Feature(id=0, dimension=8)
+        for i, t in enumerate(tokens):
+            f.add_activation(FeatureActivation(0, t, i, 1.0, context_tokens=[t]))
+        return f
+
+    cfg = LabelingConfig(strategies=[LabelingStrategy.PATTERN_MATCHING], min_confidence=0.2, patterns={"mine": r"^zz$"})
+    labeler = FeatureLabeler(cfg)
+    words = feature(["abc", "abd", "abe"])
+    assert [l.text for l in labeler.label_feature(words)] == []
+    labeler.patterns["mine"] = r"^ab"
+    assert [l.text for l in labeler.label_feature(words)] == ["pattern:mine"]
+    # A built-in, compiled by a first use, then redefined.
+    labeler = FeatureLabeler(LabelingConfig(strategies=[LabelingStrategy.PATTERN_MATCHING], min_confidence=0.2))
+    assert [l.text for l in labeler.label_feature(feature(["1", "2", "3"]))] == ["pattern:number"]
+    labeler.patterns["number"] = r"^[a-z]+$"
+    assert "pattern:number" in [l.text for l in labeler.label_feature(words)]
+    # A text that is no regex is refused, naming the pattern.
+    labeler.patterns["number"] = "("
+    with pytest.raises(re.error, match=r"FeatureLabeler.patterns\[.number.\]"):
+        labeler.label_feature(words)
