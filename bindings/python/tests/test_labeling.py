@@ -1,6 +1,7 @@
 """Labels scored by precision/recall over all tokens, on planted features."""
 
 import re
+
 import numpy as np
 import pytest
 
