@@ -590,6 +590,8 @@ class FeatureExtractor:
                     contexts: Optional[List[str]] = None, stop: Optional[Callable[[], int]] = None,
                     part_of: Optional[Tuple[int, int]] = None) -> int:
         if arr.shape[0] == 0:
+            # Empty sequences still take their numbers, as within a larger call.
+            self._engine.skip_sequences(len(seq_lens))
             return 0
         if arr.shape[1] != self.num_features:
             raise ValueError(
@@ -626,13 +628,9 @@ class FeatureExtractor:
             # Python-side state takes in exactly those sequences.
             done = self._engine.next_sequence - first_seq
             if done:
-                k = rows = nonempty = 0
-                while nonempty < done:
-                    nonempty += seq_lens[k] > 0
-                    rows += seq_lens[k]
-                    k += 1
-                self._after_run(arr[:rows], tokens[:rows], seq_lens[:k], first_seq,
-                                None if contexts is None else contexts[:k])
+                rows = sum(seq_lens[:done])
+                self._after_run(arr[:rows], tokens[:rows], seq_lens[:done], first_seq,
+                                None if contexts is None else contexts[:done])
             raise
         if done < len(seq_lens):
             rows = sum(seq_lens[:done])
@@ -673,6 +671,7 @@ class FeatureExtractor:
         row0, seq = 0, first_seq
         for i, length in enumerate(seq_lens):
             if length == 0:
+                seq += 1  # numbered all the same, as the engine numbers it
                 continue
             block = arr[row0 : row0 + length].astype(np.float32)
             toks = tokens[row0 : row0 + length]

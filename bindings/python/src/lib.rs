@@ -205,25 +205,21 @@ impl Engine {
                 )));
             }
         }
+        // Every sequence of the input is numbered, an empty one too (as a build numbers the
+        // lists of a tokens file): a shard's `sequence_offset` is then the input index of its
+        // first sequence, whatever sequences are empty.
         let mut ids: Vec<TokenId> = Vec::with_capacity(tokens.len());
-        let mut at = (self.next_sequence, 0u32);
-        let mut lens = seq_lens.iter().copied().filter(|&len| len > 0);
-        let mut left = 0;
-        for t in &tokens {
-            if left == 0 {
-                left = lens.next().unwrap_or(usize::MAX);
-                if !ids.is_empty() {
-                    at = (at.0 + 1, 0);
+        let mut token_strings = tokens.iter();
+        for (k, &len) in seq_lens.iter().enumerate() {
+            let sequence = self.next_sequence + k as u64;
+            for (position, t) in token_strings.by_ref().take(len).enumerate() {
+                let id = self.vocab.intern(t);
+                if id as usize == self.first_seen.len() {
+                    self.first_seen.push((sequence, position as u32));
+                    self.token_keys.push(text_key(t));
                 }
+                ids.push(id);
             }
-            let id = self.vocab.intern(t);
-            if id as usize == self.first_seen.len() {
-                self.first_seen.push(at);
-                self.token_keys.push(text_key(t));
-            }
-            ids.push(id);
-            at.1 += 1;
-            left -= 1;
         }
         let before = self.total_firings();
         let first_sequence = self.next_sequence;
@@ -275,9 +271,6 @@ impl Engine {
                     let mut sequences = Vec::with_capacity(n);
                     let mut positions = Vec::with_capacity(n);
                     for &len in &seq_lens[s..s_end] {
-                        if len == 0 {
-                            continue;
-                        }
                         sequences.extend(std::iter::repeat_n(seq, len));
                         positions.extend(0..len as u32);
                         seq += 1;
@@ -316,34 +309,22 @@ impl Engine {
                 Ok((seq_lens.len(), None))
             })
             .map_err(to_py)?;
-        let mut seq = self.next_sequence;
         for (i, &len) in seq_lens[..done].iter().enumerate() {
             if len == 0 {
                 continue;
             }
             if let Some(c) = contexts.as_ref().map(|c| &c[i]).filter(|c| !c.is_empty()) {
-                self.contexts.insert(seq, c.clone());
+                self.contexts
+                    .insert(self.next_sequence + i as u64, c.clone());
             }
-            seq += 1;
         }
+        let seq = self.next_sequence + done as u64;
         add_range(&mut self.covered, self.next_sequence, seq);
         self.next_sequence = seq;
         self.forget_unused_contexts();
         if let Some(found) = refused {
-            // Sequences are numbered from `first_sequence`, empty ones skipped: the input's own
-            // index is what the caller can find.
-            let mut numbered = first_sequence;
-            let mut index = 0;
-            for (i, &len) in seq_lens.iter().enumerate() {
-                if len == 0 {
-                    continue;
-                }
-                if numbered == found.sequence {
-                    index = i;
-                    break;
-                }
-                numbered += 1;
-            }
+            // Sequences are numbered from `first_sequence` in input order.
+            let index = (found.sequence - first_sequence) as usize;
             // Counted over the caller's whole input when this call is one part of it.
             let (offset, total) = part_of.unwrap_or((0, seq_lens.len()));
             let (index, done) = (index + offset, done + offset);
@@ -364,7 +345,7 @@ impl Engine {
 }
 
 /// The non-finite values of a whole input (`values`, rows of `n_features`, sequences of
-/// `seq_lens` numbered from `first_sequence`, empty ones skipped): how many, and where the
+/// `seq_lens` numbered from `first_sequence`): how many, and where the
 /// first is; `None` when all are finite.
 fn first_nonfinite(
     values: &Values<'_>,
@@ -397,7 +378,7 @@ fn first_nonfinite(
     let (row, feature) = (flat / n_features.max(1), flat % n_features.max(1));
     let mut sequence = first_sequence;
     let mut start = 0;
-    for &len in seq_lens.iter().filter(|&&len| len > 0) {
+    for &len in seq_lens {
         if row < start + len {
             break;
         }
@@ -582,6 +563,17 @@ impl Engine {
     #[getter]
     fn total_sequences(&self) -> u64 {
         self.acc.total_sequences
+    }
+
+    /// Numbers `n` sequences with no tokens (a call whose sequences are all empty): they
+    /// take their numbers as the empty sequences of a larger call do.
+    fn skip_sequences(&mut self, n: u64) {
+        add_range(
+            &mut self.covered,
+            self.next_sequence,
+            self.next_sequence + n,
+        );
+        self.next_sequence += n;
     }
 
     /// Index the next sequence will get.

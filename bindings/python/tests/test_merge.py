@@ -172,3 +172,34 @@ def test_distinct_tokens_past_the_token_table_are_estimated_and_merge_like_one_b
         # The summaries' counts differ after a merge (its guarantee is a bound, not equality),
         # so the entropy estimates agree closely, not exactly.
         assert one.token_entropy == pytest.approx(merged.token_entropy, rel=1e-2)
+
+
+def test_empty_sequences_take_their_numbers_so_shards_with_them_merge_to_one_build():
+    # An empty sequence took no number: a shard holding one numbered its later sequences one
+    # lower than one build did, so `sequence_offset` = the index of the shard's first
+    # sequence made examples and samples disagree. An all-empty call takes its numbers too.
+    rng = np.random.default_rng(0)
+    f = 16
+    seqs = [(rng.random((8, f)) * (rng.random((8, f)) > 0.7)).astype(np.float32) for _ in range(40)]
+    toks = [[f"w{(i * 8 + j) % 11}" for j in range(8)] for i in range(40)]
+    for empty in (5, 6, 21):
+        seqs[empty] = np.zeros((0, f), np.float32)
+        toks[empty] = []
+    one = FeatureDictionary(f, 4, config())
+    one.process_batch(seqs, toks)
+    one.finalize()
+    a = FeatureDictionary(f, 4, config())
+    a.process_batch(seqs[:5], toks[:5])
+    a.process_batch(seqs[5:7], toks[5:7])  # nothing but empty sequences
+    a.process_batch(seqs[7:20], toks[7:20])
+    b = FeatureDictionary(f, 4, config(), sequence_offset=20)
+    b.process_batch(seqs[20:], toks[20:])
+    assert a.merge(b) == 0
+    a.finalize()
+    for feature in one:
+        got = a[feature.id]
+        assert [x.metadata["sequence"] for x in got.top_activations] == [
+            x.metadata["sequence"] for x in feature.top_activations
+        ]
+        assert_same(got.to_dict(), feature.to_dict())
+    assert one.extractor.total_tokens == a.extractor.total_tokens == 37 * 8
