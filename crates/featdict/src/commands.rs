@@ -739,20 +739,36 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
     }
     store::check_output_location(&a.out)?;
     store::check_not_input(&a.out, &[("dictionary", &a.dict)])?;
+    // A warning for an export that had to write 0 where nothing is known.
+    let report = |e: store::neuronpedia::Exported| {
+        if e.examples_without_context_activations > 0 {
+            eprintln!(
+                "warning: {} of the exported examples hold no activations for their context tokens ({} stores none, as files of the original library do); the export gives those tokens 0",
+                e.examples_without_context_activations,
+                a.dict.display()
+            );
+        }
+        e.features
+    };
     if a.format == "neuronpedia" && store::fdict::is_fdict(&a.dict)? {
         // Streams feature by feature: a large .fdict is never held in memory.
         let r = store::fdict::FdictReader::open(&a.dict)?;
-        let n = store::neuronpedia::write_from_reader(&r, &a.out)?;
+        let n = report(store::neuronpedia::write_from_reader(&r, &a.out)?);
         return print::wrote(&a.out, n, &a.format, a.json);
     }
     let dict = with_status(format!("reading {}", a.dict.display()), || load(&a.dict))?;
-    with_status(format!("writing {}", a.out.display()), || {
-        match a.format.as_str() {
-            "json" => store::save(&dict, &a.out)?,
-            _ => store::neuronpedia::write(&dict, &a.out)?,
-        }
-        Ok(())
+    let exported = with_status(format!("writing {}", a.out.display()), || {
+        Ok(match a.format.as_str() {
+            "json" => {
+                store::save(&dict, &a.out)?;
+                None
+            }
+            _ => Some(store::neuronpedia::write(&dict, &a.out)?),
+        })
     })?;
+    if let Some(e) = exported {
+        report(e);
+    }
     print::wrote(&a.out, dict.feature_set.len(), &a.format, a.json)
 }
 

@@ -193,7 +193,12 @@ fn examples_of_the_original_get_their_context_start_inferred() {
         .map(|a| a["metadata"]["context_start"].as_u64())
         .collect();
     assert_eq!(starts, vec![Some(5), Some(0), Some(5), None]);
-    // A Neuronpedia export says it does not know rather than point at another token.
+    // A Neuronpedia export says it does not know rather than point at another token; the
+    // activations of the other context tokens, which it must give, are counted as made up.
+    let exported =
+        feature_dictionary::store::neuronpedia::write(&d, &dir.path().join("np.json")).unwrap();
+    assert_eq!(exported.features, 1);
+    assert_eq!(exported.examples_without_context_activations, 4);
     let np = feature_dictionary::store::neuronpedia::feature_json(d.get(1).unwrap(), 20);
     let at: Vec<Value> = np["activations"]
         .as_array()

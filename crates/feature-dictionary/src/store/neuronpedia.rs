@@ -24,7 +24,8 @@
 //!   SAEDashboard shows as "Contains X%").
 //! - A feature whose firings all had one value gets one histogram bar at that value.
 //!   Every example lists its context tokens, this feature's activation on each of them
-//!   (`context_activations`; zeros except the firing token when absent) and the index of the
+//!   (`context_activations`; zeros except the firing token when absent, which
+//!   [`Exported`] counts so the caller can say so) and the index of the
 //!   firing token (`null` for an example of the original library whose context does not
 //!   hold its token, rather than an index pointing at another token).
 
@@ -208,9 +209,36 @@ pub fn feature_json(f: &Feature, total_tokens: u64) -> Value {
     })
 }
 
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exported {
+    /// Features written.
+    pub features: usize,
+    /// Examples (with a context of more than their own token) stored without this feature's
+    /// activation on each context token — the original library stores none —, whose other
+    /// tokens are written as 0 since the format has no "unknown".
+    pub examples_without_context_activations: usize,
+}
+
+impl Exported {
+    fn add(&mut self, f: &Feature) {
+        self.features += 1;
+        let examples = f.top_activations.iter().chain(
+            f.metadata
+                .quantile_examples
+                .iter()
+                .flat_map(|g| &g.examples),
+        );
+        self.examples_without_context_activations += examples
+            .filter(|a| a.context_tokens.len() > 1 && a.metadata.context_activations.is_empty())
+            .count();
+    }
+}
+
 /// Writes every feature of `dict` as a JSON array of Neuronpedia-style objects.
-pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
+pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<Exported> {
     let total = dict.feature_set.total_tokens_processed;
+    let mut exported = Exported::default();
     super::write_atomically(path, |w| {
         w.write_all(b"[")?;
         for (i, f) in dict.features().enumerate() {
@@ -219,26 +247,28 @@ pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<()> {
             }
             serde_json::to_writer(&mut *w, &feature_json(f, total))
                 .map_err(std::io::Error::other)?;
+            exported.add(f);
         }
         w.write_all(b"]\n")
-    })
+    })?;
+    Ok(exported)
 }
 
 /// Writes every feature of an open `.fdict` like [`write()`], one feature at a time (the
-/// dictionary is never held in memory). Returns the number of features written.
-pub fn write_from_reader(r: &super::fdict::FdictReader, path: &Path) -> Result<usize> {
+/// dictionary is never held in memory).
+pub fn write_from_reader(r: &super::fdict::FdictReader, path: &Path) -> Result<Exported> {
     let total = r.statistics().total_tokens_processed;
-    let mut n = 0usize;
+    let mut exported = Exported::default();
     let mut failure: Option<crate::Error> = None;
     super::write_atomically(path, |w| {
         w.write_all(b"[")?;
         let res = r.for_each_feature(|f| {
-            if n > 0 {
+            if exported.features > 0 {
                 w.write_all(b",\n").map_err(|e| crate::Error::io(path, e))?;
             }
             serde_json::to_writer(&mut *w, &feature_json(f, total))
                 .map_err(|e| crate::Error::io(path, std::io::Error::other(e)))?;
-            n += 1;
+            exported.add(f);
             Ok(())
         });
         if let Err(e) = res {
@@ -248,5 +278,5 @@ pub fn write_from_reader(r: &super::fdict::FdictReader, path: &Path) -> Result<u
         w.write_all(b"]\n")
     })
     .map_err(|e| failure.take().unwrap_or(e))?;
-    Ok(n)
+    Ok(exported)
 }
