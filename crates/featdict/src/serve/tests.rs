@@ -1173,7 +1173,14 @@ fn a_file_copied_over_in_place_is_followed() {
         br#"{"text": "after the other program"}"#,
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let mut other = s.dict.clone();
+    // Larger, so its tables and indexes begin on other pages than the served file's
+    // (SQLite's cached schema pointed into the old layout), and with a change counter of
+    // its own (the served file's was raised by the commits above).
+    let mut other = synthetic::dictionary(&Spec {
+        n_features: 3000,
+        vocab_words: 80,
+        ..Default::default()
+    });
     for f in other.feature_set.features.values_mut() {
         f.description = format!("copied over, feature {}", f.id);
     }
@@ -1211,12 +1218,14 @@ fn a_file_copied_over_in_place_is_followed() {
     assert!(fresh.feature(11).unwrap().is_none());
     // Every feature of the file still reads (a label written through stale pages corrupts it).
     let all = fresh.load_all().unwrap();
-    assert_eq!(all.feature_set.features.len(), 11);
+    assert_eq!(all.feature_set.features.len(), 2999);
     assert_eq!(all.get(4).unwrap().description, "copied over, feature 4");
-    assert_eq!(
-        get(s.addr, "/api/stats").json()["statistics"]["total_features"],
-        11
-    );
+    let stats = get(s.addr, "/api/stats").json();
+    assert_eq!(stats["statistics"]["total_features"], 2999);
+    assert_eq!(stats["summary"]["num_features"], 3000);
+    assert_eq!(stats["all_features"]["total_features"], 3000);
+    let r = get(s.addr, "/api/features?limit=3");
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 /// `featdict label` on the served file writes it in place (the same file, no rename): the

@@ -1286,29 +1286,20 @@ impl FdictReader {
     }
 
     /// Whether another program wrote the file in place since this reader last looked (a
-    /// `cp` over it, say): its size or modification time changed and no SQLite commit
-    /// explains it. SQLite would go on reading its cached pages of the old content
-    /// ("database disk image is malformed") and a label write would corrupt the new one, so
-    /// the reader must be opened again. A commit by another connection (which
-    /// [`FdictReader::refresh_if_changed`] follows) is not an overwrite; a false alarm only
-    /// costs a reopening.
+    /// `cp` over it, or a commit through another connection): its size or modification time
+    /// changed, and not by this connection ([`FdictReader::restamp`]). The reader must then
+    /// be opened again: SQLite would go on with the schema it read, whose tables and
+    /// indexes may begin on other pages in the new content ("database disk image is
+    /// malformed", and a label write would corrupt it). A commit through another
+    /// connection cannot be told from a copy by SQLite's own change counter (the copied
+    /// file has one too), so it is taken for one; a reopening costs milliseconds.
     pub fn is_overwritten(&mut self) -> bool {
-        let Some(now) = std::fs::metadata(&self.path)
+        match std::fs::metadata(&self.path)
             .ok()
             .and_then(|md| content_stamp(&md))
-        else {
-            return false; // removed: `is_replaced` says so
-        };
-        if Some(now) == self.stamp {
-            return false;
-        }
-        match data_version(&self.conn) {
-            Ok(v) if v != self.stamp_version => {
-                self.stamp = Some(now);
-                self.stamp_version = v;
-                false
-            }
-            _ => true,
+        {
+            Some(now) => Some(now) != self.stamp,
+            None => false, // removed: `is_replaced` says so
         }
     }
 
