@@ -375,9 +375,10 @@ pub async fn search(State(st): State<Arc<AppState>>, Params(params): Params) -> 
         }
     };
     p.insert(key.to_string(), q.clone());
-    // The form sends its ranking with every kind; the dictionary's default one goes unsaid
-    // for a label or text search, and another one there is refused, as by the API.
-    if matches!(key, "token" | "pattern") || by != default_by {
+    // The form sends its ranking with every kind (kept from the last token search, say);
+    // it ranks token and regex searches only, so a label or text search leaves it out
+    // (the API, which is not sent it by a form, refuses it there).
+    if matches!(key, "token" | "pattern") {
         p.insert("by".into(), by.to_string());
     }
     for k in ["limit", "offset"] {
