@@ -47,9 +47,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
-use axum::extract::{
-    DefaultBodyLimit, Extension, FromRequest, Path as UrlPath, Query as UrlQuery, Request, State,
-};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequest, Path as UrlPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -569,6 +567,7 @@ pub fn router(state: Arc<AppState>, local: SocketAddr, options: &ServeOptions) -
             axum::routing::post(api_remove_label),
         )
         .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn(refuse_bad_query))
         .layer(Extension(BodyTimeout(options.read_timeout)))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(uniform_errors))
@@ -580,8 +579,7 @@ pub fn router(state: Arc<AppState>, local: SocketAddr, options: &ServeOptions) -
         .with_state(state)
 }
 
-/// A request's query parameters. A parameter given twice is refused (400): taking either
-/// value would be a guess about what the client meant.
+/// A request's query parameters (see [`query_params`]).
 pub(crate) struct Params(pub std::collections::HashMap<String, String>);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
@@ -591,21 +589,56 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
         parts: &mut axum::http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        let UrlQuery(pairs) = UrlQuery::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-            .map_err(IntoResponse::into_response)?;
-        let mut params = std::collections::HashMap::with_capacity(pairs.len());
-        for (key, value) in pairs {
-            if params.contains_key(&key) {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    format!("query parameter `{key}` is given more than once; give it once"),
-                )
-                    .into_response());
-            }
-            params.insert(key, value);
-        }
-        Ok(Params(params))
+        query_params(parts.uri.query())
+            .map(Params)
+            .map_err(|message| (StatusCode::BAD_REQUEST, message).into_response())
     }
+}
+
+/// The parameters of a query string (`a=1&b=x+y`: percent-decoded, `+` a space). Refused,
+/// with the reason: a parameter given twice (taking either value would be a guess about
+/// what the client meant), and one whose bytes are not UTF-8 (decoded with U+FFFD in
+/// their place, `token=%FF` found the real token "\u{FFFD}").
+pub(crate) fn query_params(
+    query: Option<&str>,
+) -> Result<std::collections::HashMap<String, String>, String> {
+    let mut params = std::collections::HashMap::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |part: &str| {
+            percent_encoding::percent_decode_str(&part.replace('+', " "))
+                .decode_utf8()
+                .map(|text| text.into_owned())
+        };
+        let key = decode(key).map_err(|_| {
+            format!("a query parameter name ({key:?}) is not valid UTF-8 text once decoded")
+        })?;
+        let value = decode(value).map_err(|_| {
+            format!("query parameter `{key}` is not valid UTF-8 text once decoded ({value:?})")
+        })?;
+        if params.contains_key(&key) {
+            return Err(format!(
+                "query parameter `{key}` is given more than once; give it once"
+            ));
+        }
+        params.insert(key, value);
+    }
+    Ok(params)
+}
+
+/// Refuses a query [`query_params`] refuses on every route, those that read no parameter
+/// too: it is answered the same way everywhere.
+async fn refuse_bad_query(req: Request, next: axum::middleware::Next) -> Response {
+    if let Err(message) = query_params(req.uri().query()) {
+        let e = ApiError::new(StatusCode::BAD_REQUEST, message);
+        let path = req.uri().path();
+        return if path == "/api" || path.starts_with("/api/") {
+            e.into_response()
+        } else {
+            pages::error_page(e)
+        };
+    }
+    next.run(req).await
 }
 
 /// axum answers some bad requests itself, before a handler runs: an id that is not UTF-8

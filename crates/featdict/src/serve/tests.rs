@@ -2093,11 +2093,14 @@ fn features_are_listed_in_order_filtered_by_type_and_paged() {
         (Some(3), Some("all"))
     );
     assert_eq!(get(s.addr, "/api/features").json()["type"], "all");
-    // A repeated parameter is refused wherever parameters are read, not resolved by a guess.
+    // A repeated parameter is refused everywhere, not resolved by a guess, on routes that
+    // read no parameter too.
     for path in [
         "/api/search?token=a&token=b",
         "/search?q=a&q=b",
         "/go?id=1&id=2",
+        "/api/stats?x=1&x=2",
+        "/features/5?x=1&x=2",
     ] {
         let r = get(s.addr, path);
         assert_eq!(r.status, 400, "{path}");
@@ -2107,6 +2110,26 @@ fn features_are_listed_in_order_filtered_by_type_and_paged() {
             r.body
         );
     }
+    // Bytes that are not UTF-8 were decoded as U+FFFD, itself a token ("�") of many
+    // vocabularies, and searched for.
+    let r = get(s.addr, "/api/search?token=%FF");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("`token` is not valid UTF-8"),
+        "{}",
+        r.body
+    );
+    let r = get(s.addr, "/search?kind=token&q=%C3");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("class=\"error\""), "{}", r.body);
+    // Decoding: `+` is a space, `%2B` a plus, a key without `=` an empty value.
+    let parsed = super::query_params(Some("q=a+b%2Bc&flag&k%C3%A9=%E2%9C%93")).unwrap();
+    assert_eq!(parsed["q"], "a b+c");
+    assert_eq!(parsed["flag"], "");
+    assert_eq!(parsed["k\u{e9}"], "\u{2713}");
 }
 
 /// A file written before the listing's indexes existed gets them when first served (and
