@@ -1102,13 +1102,7 @@ async fn label_request(
     action: LabelAction,
 ) -> Response {
     // The page's form (posted without JavaScript) gets its errors as a page, scripts JSON.
-    let from_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| {
-            c.to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
+    let from_form = media_type(&headers) == "application/x-www-form-urlencoded";
     match edit_label(st, &raw, limit, headers, req, action).await {
         Ok(r) => r,
         Err(e) if from_form => pages::error_page(e),
@@ -1125,6 +1119,20 @@ async fn edit_label(
     action: LabelAction,
 ) -> Result<Response, ApiError> {
     let id = parse_id(raw)?;
+    // A body announced over the limit is refused now, not after waiting for it in vain.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body of {} bytes; this server takes at most {BODY_LIMIT} bytes (64 KiB)",
+                announced.unwrap_or_default()
+            ),
+        ));
+    }
     // Read here rather than by an extractor, so that a client trickling its body cannot
     // keep the connection (one of a capped number) forever; the size limit still applies.
     let body = match tokio::time::timeout(limit, Bytes::from_request(req, &())).await {
@@ -1140,15 +1148,10 @@ async fn edit_label(
             ))
         }
     };
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let is_form = ctype.starts_with("application/x-www-form-urlencoded");
-    let text = if is_form {
+    let ctype = media_type(&headers);
+    let text = if ctype == "application/x-www-form-urlencoded" {
         form_field(&body, "text")?
-    } else if ctype.starts_with("application/json") {
+    } else if ctype == "application/json" {
         let b: LabelBody = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad(format!("body must be JSON {{\"text\": \"…\"}}: {e}")))?;
         b.text
@@ -1179,13 +1182,28 @@ async fn edit_label(
             "feature {id} is not in this dictionary"
         )));
     };
-    if is_form {
+    if ctype == "application/x-www-form-urlencoded" {
         return Ok(Redirect::to(&format!("/features/{id}")).into_response());
     }
     Ok(
         Json(json!({"id": f.id, "labels": f.labels, "label_details": f.metadata.label_details}))
             .into_response(),
     )
+}
+
+/// The media type of a request's `Content-Type`, lower case, without its parameters
+/// (`application/json; charset=utf-8` is `application/json`; `application/jsonx` is not).
+fn media_type(headers: &HeaderMap) -> String {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// The value of field `name` of an `application/x-www-form-urlencoded` body. Bytes that are

@@ -515,10 +515,38 @@ fn manual_labels_via_json_and_form() {
             format!("{{\"text\": \"{}\"}}", "z".repeat(100_000)).into_bytes(),
             413,
         ),
+        // The media type is compared whole, its parameters aside.
+        (
+            "/api/features/4/labels",
+            Some("application/jsonx"),
+            br#"{"text": "x"}"#.to_vec(),
+            415,
+        ),
+        (
+            "/api/features/4/labels",
+            Some("Application/JSON; charset=utf-8"),
+            br#"{"text": "with a charset"}"#.to_vec(),
+            200,
+        ),
     ] {
         let r = request(s.addr, "POST", path, ctype, &body);
         assert_eq!(r.status, code, "{path} {ctype:?}: {}", r.body);
     }
+    // A body announced over the limit and never sent: refused at once (it was awaited
+    // until the read timeout, then answered 408).
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        c,
+        "POST /api/features/4/labels HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n",
+        s.addr
+    )
+    .unwrap();
+    let mut answer = [0u8; 512];
+    let n = c.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     // Stored on disk: a fresh reader sees the labels.
     let r = FdictReader::open(&s.path).unwrap();
     let f = r.feature(4).unwrap().unwrap();
@@ -528,7 +556,7 @@ fn manual_labels_via_json_and_form() {
     );
     assert_eq!(
         f.metadata.label_details.len(),
-        s.dict.get(4).unwrap().metadata.label_details.len() + 2
+        s.dict.get(4).unwrap().metadata.label_details.len() + 3
     );
     // Refused: text that would reorder what is shown after it, invisible text, bytes that are
     // not UTF-8 (they were stored as U+FFFD). A form's error comes back as a page.
