@@ -661,9 +661,13 @@ fn feature_body(f: &Feature, neighbours: &[(String, u64, f64)]) -> String {
 
 /// One example: each context token shaded by this feature's activation on it (relative to
 /// the feature's max), the firing token outlined (none, for an example whose context does
-/// not hold its token); the exact value is in the tooltip.
+/// not hold its token); the exact value is in the tooltip. An example stored without its
+/// context's activations (the original library stores none) has a value only on its
+/// firing token; the other tokens' tooltips say it is not stored rather than show a 0.
 fn example_html(a: &FeatureActivation, scale: f64) -> String {
     let (tokens, at, acts) = a.shown_context();
+    let known =
+        |i: usize| a.metadata.context_activations.len() == a.context_tokens.len() || Some(i) == at;
     // Word tokens (no token carries its own space) are shown with spaces between them, as
     // in the terminal.
     let sep = crate::print::context_separator(&tokens);
@@ -684,10 +688,16 @@ fn example_html(a: &FeatureActivation, scale: f64) -> String {
                 "<span class=\"{class}\" data-act=\"{v:.4}\" title=\"{v:.4}\" style=\"background-color: rgba(255, 110, 0, {alpha:.3})\">{}</span>",
                 html::token(t)
             );
-        } else {
+        } else if known(i) {
             let _ = write!(
                 s,
                 "<span class=\"{class}\" data-act=\"{v:.4}\" title=\"{v:.4}\">{}</span>",
+                html::token(t)
+            );
+        } else {
+            let _ = write!(
+                s,
+                "<span class=\"{class}\" title=\"activation not stored\">{}</span>",
                 html::token(t)
             );
         }

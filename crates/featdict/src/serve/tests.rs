@@ -903,6 +903,15 @@ fn an_original_library_file_is_searched_by_its_examples() {
         "{}",
         r.body
     );
+    // Its examples store no activations of their context tokens: the page shows the firing
+    // token's value and says the others are not stored, rather than show 0.
+    let page = get(addr, "/features/3").body;
+    assert!(page.contains("title=\"activation not stored\""), "{page}");
+    assert!(!page.contains("data-act=\"0.0000\""), "{page}");
+    assert!(
+        page.contains("<span class=\"tok fire\" data-act="),
+        "{page}"
+    );
 }
 
 #[test]
