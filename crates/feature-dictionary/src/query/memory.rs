@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 
 use super::{
-    example_token_counts, label_needle, rank, text_words, token_score, words, Found, Hit, Query,
-    Search, TokenBasis, TokenRank,
+    example_token_counts, label_needle, rank, text_words, token_score, Found, Hit, Query, Search,
+    TokenBasis, TokenRank,
 };
 use crate::dictionary::FeatureDictionary;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Feature;
 use crate::store::fdict::fts_columns;
 
@@ -78,7 +78,7 @@ impl Search for FeatureDictionary {
                     .collect();
                 (hits, None, None)
             }
-            Query::Text(text) => (bm25(self, &text_words(text)?), None, None),
+            Query::Text(text) => (text_hits(self, text, limit)?, None, None),
         };
         rank(&mut hits);
         hits.truncate(limit);
@@ -174,58 +174,29 @@ pub(super) fn example_hit(f: &Feature, m: &mut TokenMatch<'_>) -> Option<Hit> {
     })
 }
 
-/// Words of the row the full-text index holds for `f`.
-fn row_words(f: &Feature) -> Vec<String> {
-    let (labels, description, tokens) = fts_columns(f);
-    let mut w = words(&labels);
-    w.extend(words(&description));
-    w.extend(words(&tokens));
-    w
-}
-
-/// FTS5's `bm25()` (k1 = 1.2, b = 0.75, all column weights 1), negated so higher is better.
-fn bm25(dict: &FeatureDictionary, query: &[String]) -> Vec<Hit> {
-    const K1: f64 = 1.2;
-    const B: f64 = 0.75;
-    let rows: Vec<(u64, Vec<String>)> = dict.features().map(|f| (f.id, row_words(f))).collect();
-    let n_rows = rows.len() as f64;
-    let n_tokens: usize = rows.iter().map(|r| r.1.len()).sum();
-    if rows.is_empty() {
-        return Vec::new();
+/// Full text as a `.fdict` searches it, through an in-memory FTS5 table of the same rows:
+/// the same tokenizer (SQLite's `unicode61`, which folds case and the diacritics of Latin
+/// letters) and the same bm25, so a `.json` finds what its `.fdict` finds, in the same order.
+fn text_hits(dict: &FeatureDictionary, text: &str, limit: usize) -> Result<Vec<Hit>> {
+    let words = text_words(text)?;
+    let fail = |e: rusqlite::Error| Error::Invalid(format!("in-memory full-text search: {e}"));
+    let conn = rusqlite::Connection::open_in_memory().map_err(fail)?;
+    conn.execute_batch("CREATE VIRTUAL TABLE fts USING fts5(labels, description, tokens); BEGIN;")
+        .map_err(fail)?;
+    {
+        let mut insert = conn
+            .prepare("INSERT INTO fts(rowid, labels, description, tokens) VALUES (?1, ?2, ?3, ?4)")
+            .map_err(fail)?;
+        for f in dict.features() {
+            let id = i64::try_from(f.id).map_err(|_| {
+                Error::Invalid(format!("feature id {} is beyond a full-text row id", f.id))
+            })?;
+            let (labels, description, tokens) = fts_columns(f);
+            insert
+                .execute(rusqlite::params![id, labels, description, tokens])
+                .map_err(fail)?;
+        }
     }
-    let avgdl = n_tokens as f64 / n_rows;
-    let idf: Vec<f64> = query
-        .iter()
-        .map(|q| {
-            let n_hit = rows.iter().filter(|r| r.1.contains(q)).count() as f64;
-            let idf = ((n_rows - n_hit + 0.5) / (n_hit + 0.5)).ln();
-            if idf <= 0.0 {
-                1e-6
-            } else {
-                idf
-            }
-        })
-        .collect();
-    rows.iter()
-        .filter_map(|(id, w)| {
-            let freqs: Vec<f64> = query
-                .iter()
-                .map(|q| w.iter().filter(|x| *x == q).count() as f64)
-                .collect();
-            if freqs.contains(&0.0) {
-                return None;
-            }
-            let d = w.len() as f64;
-            let score: f64 = freqs
-                .iter()
-                .zip(&idf)
-                .map(|(&f, &idf)| idf * (f * (K1 + 1.0)) / (f + K1 * (1.0 - B + B * d / avgdl)))
-                .sum();
-            Some(Hit {
-                id: *id,
-                score,
-                matched: String::new(),
-            })
-        })
-        .collect()
+    conn.execute_batch("COMMIT;").map_err(fail)?;
+    super::sql::fts_hits(&conn, &words, limit).map_err(fail)
 }

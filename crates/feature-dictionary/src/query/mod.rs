@@ -14,10 +14,11 @@
 //! - [`Query::Label`]: features with a label containing the text, case-insensitively, by the
 //!   feature's confidence (its best label's).
 //! - [`Query::Text`]: full text over labels, description and the top 20 tokens; every word
-//!   must occur (words are runs of letters and digits, lowercased); ranked by bm25 (k1 = 1.2,
-//!   b = 0.75, the whole row as one document), reported as `score = -bm25` so that higher is
-//!   better. The in-memory ranking recomputes FTS5's formula; it does not strip diacritics
-//!   as FTS5's tokenizer does, so accented words can rank differently.
+//!   must occur (words are runs of letters, digits and combining marks, folded by SQLite's
+//!   FTS5 `unicode61` tokenizer: case, and the diacritics of Latin letters); ranked by bm25
+//!   (k1 = 1.2, b = 0.75, the whole row as one document), reported as `score = -bm25` so that
+//!   higher is better. A loaded dictionary is searched through an in-memory FTS5 table of
+//!   the same rows, so both give the same hits.
 //!
 //! # Dictionaries without per-token counts
 //! Files of the original library store no `top_tokens` (nor corpus token counts). When no
@@ -281,13 +282,24 @@ pub fn compile_pattern(pattern: &str) -> Result<regex::Regex> {
         .map_err(|e| Error::Invalid(format!("invalid regex {pattern:?}: {e}")))
 }
 
-/// Words of a text the way the full-text index splits it: runs of letters and digits,
-/// lowercased.
+/// Words of a query: runs of letters, digits and combining marks (a decomposed "e\u{301}" is
+/// one letter), lowercased. Each is matched as FTS5's `unicode61` tokenizer splits and folds
+/// it, which also removes the diacritics of Latin letters ("café" finds "cafe").
 pub fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
+    text.split(|c: char| !(c.is_alphanumeric() || is_combining_mark(c)))
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .collect()
+}
+
+/// The combining diacritical mark blocks (which Rust's `char` classes do not cover).
+fn is_combining_mark(c: char) -> bool {
+    matches!(c,
+        '\u{0300}'..='\u{036F}'
+            | '\u{1AB0}'..='\u{1AFF}'
+            | '\u{1DC0}'..='\u{1DFF}'
+            | '\u{20D0}'..='\u{20FF}'
+            | '\u{FE20}'..='\u{FE2F}')
 }
 
 /// Refuses an empty token query: no token is empty, so it would only ever find nothing.

@@ -368,29 +368,35 @@ fn scan_examples(r: &FdictReader, m: &mut TokenMatch<'_>, limit: usize) -> Resul
 
 /// Full-text search through FTS5.
 fn text_search(r: &FdictReader, text: &str, limit: usize) -> Result<Vec<Hit>> {
-    let e = |err| r.err("search failed", err);
     let words = text_words(text)?;
+    fts_hits(r.connection(), &words, limit).map_err(|err| r.err("search failed", err))
+}
+
+/// The rows of table `fts` (an FTS5 table of the `.fdict` layout) holding every one of
+/// `words`, by bm25, at most `limit`.
+pub(super) fn fts_hits(
+    conn: &rusqlite::Connection,
+    words: &[String],
+    limit: usize,
+) -> rusqlite::Result<Vec<Hit>> {
+    // Each word quoted: FTS5 splits and folds it as it split and folded the rows.
     let arg = words
         .iter()
         .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
         .collect::<Vec<_>>()
         .join(" ");
-    let mut st = r
-        .connection()
-        .prepare_cached(
-            "SELECT rowid, -bm25(fts) AS s FROM fts WHERE fts MATCH ?1
-             ORDER BY bm25(fts), rowid LIMIT ?2",
-        )
-        .map_err(e)?;
-    st.query_map(params![arg, sql_limit(limit)], |row| {
+    let mut st = conn.prepare_cached(
+        "SELECT rowid, -bm25(fts) AS s FROM fts WHERE fts MATCH ?1
+         ORDER BY bm25(fts), rowid LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![arg, sql_limit(limit)], |row| {
         Ok(Hit {
             id: row.get::<_, i64>(0)? as u64,
             score: row.get(1)?,
             matched: String::new(),
         })
-    })
-    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-    .map_err(e)
+    })?;
+    rows.collect()
 }
 
 #[cfg(test)]
