@@ -127,16 +127,16 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
     let in_place = labels_in_place(&a)?;
     if a.set.is_some() || a.clear_manual {
         let id = a.id.expect("clap requires ID");
-        let (labels, what) = if in_place {
+        let (labels, what, wrote) = if in_place {
             let mut reader = store::fdict::FdictReader::open_rw(&a.dict)
                 .with_context(|| format!("cannot read dictionary {}", a.dict.display()))?;
             let total = reader.summary().total_tokens_processed;
             let edited =
                 reader.edit_labels(id, "no label was changed", |f| edit_manual(&a, f, total))?;
-            let Some((f, what)) = edited else {
+            let Some((f, (what, changed))) = edited else {
                 bail!(crate::commands::not_in_fdict(&reader, &a.dict, id));
             };
-            (f.labels, what)
+            (f.labels, what, changed)
         } else {
             let mut dict = with_status(format!("reading {}", a.dict.display()), || {
                 crate::commands::load(&a.dict)
@@ -146,20 +146,30 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
                 bail!(crate::commands::not_in_dict(&dict, &a.dict, id));
             }
             let f = dict.feature_set.features.get_mut(&id).expect("checked");
-            let what = edit_manual(&a, f, total)?;
+            let (what, changed) = edit_manual(&a, f, total)?;
             let labels = f.labels.clone();
-            with_status(format!("writing {}", out.display()), || {
-                store::save(&dict, &out).with_context(|| format!("writing {}", out.display()))
-            })?;
-            (labels, what)
+            // Nothing changed and nothing to write elsewhere: the file is left as it was.
+            if changed || out != a.dict {
+                with_status(format!("writing {}", out.display()), || {
+                    store::save(&dict, &out).with_context(|| format!("writing {}", out.display()))
+                })?;
+            }
+            (labels, what, changed || out != a.dict)
         };
         if a.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&json!({"id": id, "labels": labels, "output": out}))?
+                serde_json::to_string_pretty(
+                    &json!({"id": id, "labels": labels, "output": out, "changed": wrote})
+                )?
             );
-        } else {
+        } else if wrote {
             println!("{what}; labels now {labels:?}; wrote {}", out.display());
+        } else {
+            println!(
+                "{what}; labels now {labels:?}; {} left as it was",
+                out.display()
+            );
         }
         return Ok(());
     }
@@ -231,12 +241,12 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
 }
 
 /// `--set TEXT` or `--clear-manual` on one feature (then described anew: the description
-/// names its best labels); says what it did.
+/// names its best labels); says what it did, and whether it changed anything.
 fn edit_manual(
     a: &LabelArgs,
     f: &mut feature_dictionary::model::Feature,
     total_tokens: u64,
-) -> feature_dictionary::Result<String> {
+) -> feature_dictionary::Result<(String, bool)> {
     let id = f.id;
     let what = if let Some(text) = &a.set {
         // The server's label form refuses these texts; a label set here must be one it
@@ -246,11 +256,14 @@ fn edit_manual(
         manual::set_manual_label(f, &text);
         format!("set manual label {text:?} on feature {id}")
     } else {
-        let n = manual::clear_manual_labels(f);
-        format!("removed {n} manual label(s) from feature {id}")
+        match manual::clear_manual_labels(f) {
+            // Its description too stays as it was (an original-library file's own text).
+            0 => return Ok((format!("feature {id} has no manual label"), false)),
+            n => format!("removed {n} manual label(s) from feature {id}"),
+        }
     };
     f.description = label::describe::describe(f, total_tokens);
-    Ok(what)
+    Ok((what, true))
 }
 
 /// The features the summary shows after labeling: feature ID, or the first `n` labeled.

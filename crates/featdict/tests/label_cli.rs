@@ -483,3 +483,42 @@ fn labeling_a_fdict_in_place_equals_writing_a_new_one() {
     let (ok, _, err) = featdict(&["label", &in_place, "7", "--set", "x"]);
     assert!(!ok && err.contains("feature 7 is not in"), "{err}");
 }
+
+/// `--clear-manual` on a feature without manual labels changes nothing and writes nothing:
+/// it used to give an original-library file's bare labels guessed details and replace its
+/// description, which could not be had back.
+#[test]
+fn clearing_no_manual_label_leaves_the_file_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../feature-dictionary/tests/fixtures/original/no_token_counts.json");
+    let json = dir.path().join("orig.json");
+    std::fs::copy(&fixture, &json).unwrap();
+    let before = std::fs::read(&json).unwrap();
+    let (ok, out, err) = featdict(&["label", json.to_str().unwrap(), "2", "--clear-manual"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("feature 2 has no manual label"), "{out}");
+    assert!(out.contains("left as it was"), "{out}");
+    assert_eq!(std::fs::read(&json).unwrap(), before);
+    // The same in place in a .fdict: not a byte changes.
+    let fdict = dir.path().join("orig.fdict");
+    let (ok, _, err) = featdict(&[
+        "import",
+        json.to_str().unwrap(),
+        "--out",
+        fdict.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let before = std::fs::read(&fdict).unwrap();
+    let (ok, out, err) = featdict(&[
+        "label",
+        fdict.to_str().unwrap(),
+        "2",
+        "--clear-manual",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["changed"], false);
+    assert_eq!(std::fs::read(&fdict).unwrap(), before);
+}

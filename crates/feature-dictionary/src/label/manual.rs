@@ -85,6 +85,12 @@ pub fn remove_manual_label(feature: &mut Feature, text: &str) -> bool {
 /// Removes the manual labels `remove` picks and refreshes `labels` / `confidence`; returns
 /// how many were removed.
 fn remove_manual_labels_where(feature: &mut Feature, remove: impl Fn(&Label) -> bool) -> usize {
+    let removes = |l: &Label| l.strategy == LabelingStrategy::Manual && remove(l);
+    if !feature.metadata.label_details.iter().any(removes) {
+        // Nothing to remove: the feature stays exactly as it was (an original-library
+        // file's bare labels are not given details).
+        return 0;
+    }
     adopt_bare_labels(feature);
     let before = feature.metadata.label_details.len();
     let details: Vec<Label> = std::mem::take(&mut feature.metadata.label_details)
