@@ -336,6 +336,31 @@ fn label_features(
             &mut options.config.strategies,
             LabelingStrategy::SemanticClustering,
         );
+    } else if a.strategies.is_empty()
+        && options
+            .config
+            .strategies
+            .contains(&LabelingStrategy::SemanticClustering)
+    {
+        // The strategies stored by an earlier `--embeddings` run: without embeddings now,
+        // that one cannot run, and labeling again must not fail for it.
+        options
+            .config
+            .strategies
+            .retain(|&s| s != LabelingStrategy::SemanticClustering);
+        eprintln!(
+            "note: {} was labeled with semantic_clustering before (--embeddings); without --embeddings this run leaves it out, and its semantic labels are replaced",
+            a.dict.display()
+        );
+    } else if options
+        .config
+        .strategies
+        .contains(&LabelingStrategy::SemanticClustering)
+    {
+        bail!(
+            "{}: --strategies semantic_clustering needs token embeddings (--embeddings FILE: a GGUF model, or a safetensors matrix with --embedding-vocab)",
+            a.dict.display()
+        );
     }
     if let Some(v) = a.min_confidence {
         options.config.min_confidence = v;

@@ -522,3 +522,32 @@ fn clearing_no_manual_label_leaves_the_file_as_it_was() {
     assert_eq!(v["changed"], false);
     assert_eq!(std::fs::read(&fdict).unwrap(), before);
 }
+
+/// A dictionary labeled with `--embeddings` stores semantic_clustering among its strategies;
+/// every later `label` without embeddings failed on it. It now leaves that strategy out and
+/// says so; asking for it outright without embeddings is refused naming the file.
+#[test]
+fn a_semantic_strategy_stored_by_an_earlier_run_does_not_stop_labeling() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = write_inputs(dir.path());
+    let dict = dir.path().join("d.json").to_string_lossy().into_owned();
+    let (ok, _, err) = featdict(&["build", &acts, "--tokens", &toks, "--out", &dict, "-q"]);
+    assert!(ok, "{err}");
+    let mut d: serde_json::Value = serde_json::from_slice(&std::fs::read(&dict).unwrap()).unwrap();
+    d["config"]["labeling"]["strategies"] =
+        serde_json::json!(["token_frequency", "semantic_clustering"]);
+    std::fs::write(&dict, d.to_string()).unwrap();
+    let (ok, out, err) = featdict(&["label", &dict]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("labeled with semantic_clustering before"),
+        "{err}"
+    );
+    assert!(out.contains("token_frequency"), "{out}");
+    let (ok, _, err) = featdict(&["label", &dict, "--strategies", "semantic_clustering"]);
+    assert!(!ok);
+    assert!(
+        err.contains("d.json") && err.contains("needs token embeddings"),
+        "{err}"
+    );
+}
