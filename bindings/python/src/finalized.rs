@@ -356,8 +356,10 @@ struct PartialSet {
 
 #[derive(Deserialize)]
 struct PartialSaved {
+    /// The Python config's keys; those it does not know (`ngram_capacity`, `correlation`,
+    /// … of a `featdict build`) are taken from the engine's copy (see [`save`]).
     #[serde(default)]
-    config: DictionaryConfig,
+    config: serde_json::Value,
     feature_set: PartialSet,
     /// `get_statistics()`, written as the JSON file's `statistics` (a `.fdict` computes
     /// its own).
@@ -412,6 +414,16 @@ pub fn save(
         })?;
     let set = saved.feature_set;
     let statistics = saved.statistics;
+    // The settings Python's config has no field for keep the values of the dictionary the
+    // features came from (a loaded file's `--ngrams 4096` was saved back as 0).
+    let mut config = match sources.values().next() {
+        Some((fin, _)) => serde_json::to_value(&fin.dict.config)
+            .map_err(|e| crate::to_py(invalid(e.to_string())))?,
+        None => serde_json::Value::Object(Default::default()),
+    };
+    overlay(&mut config, saved.config);
+    let config: DictionaryConfig = serde_json::from_value(config)
+        .map_err(|e| crate::to_py(invalid(format!("config: {e}"))))?;
     let path = std::path::Path::new(path);
     let fdict = path.extension().and_then(|e| e.to_str()) == Some("fdict");
     let mut features = std::collections::BTreeMap::new();
@@ -466,7 +478,7 @@ pub fn save(
         );
     }
     let dict = FeatureDictionary::new(
-        saved.config,
+        config,
         FeatureSet {
             layer: set.layer,
             features,
@@ -501,6 +513,28 @@ pub fn save(
         ))),
         Err((interrupt, _)) => Err(interrupt),
     }
+}
+
+/// Writes the config `top` over `base`: its settings replace theirs whole (a pattern map
+/// is the user's as it is now), and a setting only `base` has stays, at the top level and
+/// inside `extraction` and `labeling`.
+fn overlay(base: &mut serde_json::Value, top: serde_json::Value) {
+    fn merge(base: &mut serde_json::Value, top: serde_json::Value, sections: &[&str]) {
+        match (base, top) {
+            (serde_json::Value::Object(b), serde_json::Value::Object(t)) => {
+                for (k, v) in t {
+                    match b.get_mut(&k) {
+                        Some(slot) if sections.contains(&k.as_str()) => merge(slot, v, &[]),
+                        _ => {
+                            b.insert(k, v);
+                        }
+                    }
+                }
+            }
+            (slot, top) => *slot = top,
+        }
+    }
+    merge(base, top, &["extraction", "labeling"]);
 }
 
 /// A serde_json message without its " at line L column C" suffix.

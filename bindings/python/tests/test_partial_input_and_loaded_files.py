@@ -315,3 +315,26 @@ def test_a_saved_json_holds_the_statistics_get_statistics_gives(tmp_path):
     assert saved == expected
     assert saved["dead_features"] == 2 and saved["type_distribution"]["dead"] == 2
     assert FeatureDictionary.load(tmp_path / "d.json").get_statistics() == d.get_statistics()
+
+
+def test_settings_python_has_no_field_for_survive_load_and_save(tmp_path):
+    # A featdict build's settings beyond Python's ExtractionConfig (n-gram counting,
+    # correlation) were saved back as their defaults, while the data they made was kept.
+    d = FeatureDictionary(3, 4)
+    acts = np.zeros((1, 4, 3), np.float32)
+    acts[0, :, 0] = [1, 2, 3, 4]
+    d.process_batch(acts, [list("abcd")])
+    d.finalize()
+    d.save(tmp_path / "a.json")
+    text = json.loads((tmp_path / "a.json").read_text())
+    text["config"]["extraction"]["ngram_capacity"] = 4096
+    text["config"]["extraction"]["correlation"] = "sketch"
+    text["config"]["labeling"]["patterns"] = {"mine": "^a$"}
+    (tmp_path / "b.json").write_text(json.dumps(text))
+    loaded = FeatureDictionary.load(tmp_path / "b.json")
+    loaded.config.labeling.patterns = {}  # the user's edit wins, whole
+    loaded.save(tmp_path / "c.json")
+    again = json.loads((tmp_path / "c.json").read_text())["config"]
+    assert again["extraction"]["ngram_capacity"] == 4096
+    assert again["extraction"]["correlation"] == "sketch"
+    assert again["labeling"]["patterns"] == {}
