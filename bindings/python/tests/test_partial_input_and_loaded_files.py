@@ -300,14 +300,20 @@ def test_manual_labels_are_checked_as_the_cli_and_the_server_check_them(tmp_path
     assert FeatureDictionary.load(tmp_path / "m.fdict")[0].labels[0] == "padded"
 
 
-def test_a_saved_json_holds_the_statistics_get_statistics_gives(tmp_path):
-    # The original's save wrote export_all(): its statistics block is get_statistics(),
-    # dead features left out of the set included.
+def _one_live_feature_of_three():
+    """Feature 0 fires on all four tokens; features 1 and 2 never fire (left out)."""
     d = FeatureDictionary(3, 4)
     acts = np.zeros((1, 4, 3), np.float32)
     acts[0, :, 0] = [1, 2, 3, 4]
     d.process_batch(acts, [list("abcd")])
     d.finalize()
+    return d
+
+
+def test_a_saved_json_holds_the_statistics_get_statistics_gives(tmp_path):
+    # The original's save wrote export_all(): its statistics block is get_statistics(),
+    # dead features left out of the set included.
+    d = _one_live_feature_of_three()
     assert len(d.features) == 1
     d.save(tmp_path / "d.json")
     saved = json.loads((tmp_path / "d.json").read_text())["statistics"]
@@ -320,11 +326,7 @@ def test_a_saved_json_holds_the_statistics_get_statistics_gives(tmp_path):
 def test_settings_python_has_no_field_for_survive_load_and_save(tmp_path):
     # A featdict build's settings beyond Python's ExtractionConfig (n-gram counting,
     # correlation) were saved back as their defaults, while the data they made was kept.
-    d = FeatureDictionary(3, 4)
-    acts = np.zeros((1, 4, 3), np.float32)
-    acts[0, :, 0] = [1, 2, 3, 4]
-    d.process_batch(acts, [list("abcd")])
-    d.finalize()
+    d = _one_live_feature_of_three()
     d.save(tmp_path / "a.json")
     text = json.loads((tmp_path / "a.json").read_text())
     text["config"]["extraction"]["ngram_capacity"] = 4096

@@ -20,6 +20,19 @@ fn featdict(args: &[&str]) -> (bool, String, String) {
 
 /// A float32 .npy [rows, 3]: feature 0 fires on "cat", 1 on "bank" after "river", 2 on
 /// every "cat" and "dog" (correlated with 0).
+/// `featdict import JSON --out` the same name with `.fdict`; returns that path.
+fn imported(json: &Path) -> std::path::PathBuf {
+    let fdict = json.with_extension("fdict");
+    let (ok, _, err) = featdict(&[
+        "import",
+        json.to_str().unwrap(),
+        "--out",
+        fdict.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    fdict
+}
+
 fn write_inputs(dir: &Path) -> (String, String) {
     let words = [
         "the", "cat", "sat", "river", "bank", "money", "bank", "dog", "ran", ".",
@@ -210,14 +223,7 @@ fn manual_label_keeps_the_labels_of_an_original_library_file() {
     });
     let json = dir.path().join("orig.json");
     std::fs::write(&json, original.to_string()).unwrap();
-    let fdict = dir.path().join("orig.fdict");
-    let (ok, _, err) = featdict(&[
-        "import",
-        json.to_str().unwrap(),
-        "--out",
-        fdict.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    let fdict = imported(&json);
     for dict in [&json, &fdict] {
         let dict = dict.to_str().unwrap();
         let (ok, _, err) = featdict(&["label", dict, "0", "--set", "articles"]);
@@ -501,14 +507,7 @@ fn clearing_no_manual_label_leaves_the_file_as_it_was() {
     assert!(out.contains("left as it was"), "{out}");
     assert_eq!(std::fs::read(&json).unwrap(), before);
     // The same in place in a .fdict: not a byte changes.
-    let fdict = dir.path().join("orig.fdict");
-    let (ok, _, err) = featdict(&[
-        "import",
-        json.to_str().unwrap(),
-        "--out",
-        fdict.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    let fdict = imported(&json);
     let before = std::fs::read(&fdict).unwrap();
     let (ok, out, err) = featdict(&[
         "label",
