@@ -153,6 +153,16 @@ class FeatureAnalyzer:
             # for a sketch: the file's metadata["correlation"] says which).
             for key in ("correlated_features", "correlated"):
                 if key in f.metadata:
+                    kind = self.feature_set.metadata.get("correlation") or {}
+                    if kind.get("measure", "pearson") != "pearson":
+                        warnings.warn(
+                            f"the correlations stored in this dictionary are {kind.get('measure')} "
+                            f"(mode {kind.get('mode')!r}), not Pearson: `featdict build --correlation "
+                            "sketch` stores the φ coefficient of firings from a bounded table, whose "
+                            "co-firing counts are lower bounds and whose partners can be missing; build "
+                            "with --correlation exact (≤ 4,096 features) for Pearson",
+                            stacklevel=3,
+                        )
                     return {int(j): float(r) for j, r in f.metadata[key]}
         return None
 

@@ -237,3 +237,27 @@ def test_compare_a_feature_with_itself(tmp_path):
         assert c["pearson"] == 1.0  # was None: the correlation row leaves the feature itself out
         assert c["jaccard_similarity"] == 1.0 and c["token_cosine"] == pytest.approx(1.0)
         assert c["activation_count_1"] == c["activation_count_2"] == d[2].activation_count
+
+
+def test_sketch_correlations_of_a_loaded_file_are_flagged_as_not_pearson(tmp_path):
+    # `featdict build --correlation sketch` stores φ of firings from a bounded table; read
+    # back by the package they passed for Pearson without a word.
+    import json
+    import warnings
+
+    from feature_dictionary import FeatureDictionary
+
+    acts, tokens = random_corpus(seed=21, n_seq=4, n_features=6, density=0.4)
+    d = build(acts, tokens, track_coactivation=True)
+    d.finalize()
+    d.save(tmp_path / "p.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pearson (ours): no warning
+        pearson = FeatureDictionary.load(tmp_path / "p.json").get_correlated(0, min_correlation=-1.0)
+    assert pearson
+    text = json.loads((tmp_path / "p.json").read_text())
+    text["feature_set"]["metadata"]["correlation"] = {"mode": "sketch", "measure": "phi", "exact": False}
+    (tmp_path / "s.json").write_text(json.dumps(text))
+    sketch = FeatureDictionary.load(tmp_path / "s.json")
+    with pytest.warns(UserWarning, match="not Pearson"):
+        assert sketch.get_correlated(0, min_correlation=-1.0) == pearson
