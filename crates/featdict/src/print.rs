@@ -417,6 +417,10 @@ pub fn search(
     if let Some(note) = found.basis.and_then(|b| b.note()) {
         println!("note: {note}");
     }
+    let approximate = briefs.iter().filter(|b| !b.token_counts_exact).count();
+    if let Some(note) = feature_dictionary::query::lower_bounds_note(found.basis, approximate) {
+        println!("note: {note}");
+    }
     if hits.is_empty() {
         println!("no match");
         return Ok(());

@@ -1215,3 +1215,62 @@ fn tokens_can_come_from_a_pipe() {
     let out = piped("", &dir.path().join("none.json"));
     assert_clean_error(&out, &["/dev/stdin", "pipe or stream that gave no bytes"]);
 }
+
+/// A feature whose token sketch overflowed (`--token-capacity`) has lower-bound token
+/// counts: a token search ranked by them said nothing about it, where `show` and the
+/// feature page do.
+#[test]
+fn token_search_says_when_counts_are_lower_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let acts = dir.path().join("a.npy");
+    let toks = dir.path().join("t.json");
+    // Feature 0 fires on every token (four distinct ones), feature 1 only on "a".
+    let tokens = ["a", "b", "c", "d", "a", "b", "a", "a"];
+    let data: Vec<f32> = tokens
+        .iter()
+        .flat_map(|&t| [1.0f32, if t == "a" { 1.0 } else { 0.0 }])
+        .collect();
+    feature_dictionary::ingest::npy::write_f32(&acts, &[8, 2], &data).unwrap();
+    std::fs::write(&toks, serde_json::to_string(&[tokens]).unwrap()).unwrap();
+    let dict = dir.path().join("d.json");
+    assert_success(&build(
+        &acts,
+        &toks,
+        &dict,
+        &["-q", "--token-capacity", "2"],
+    ));
+    let out = featdict(&["search", s(&dict), "--token", "a"]);
+    assert_success(&out);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(
+            "note: 1 feature shown fired on more distinct tokens than the build's --token-capacity"
+        ),
+        "{text}"
+    );
+    let out = featdict(&["search", s(&dict), "--token", "a", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let exact: Vec<(u64, bool)> = v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["id"].as_u64().unwrap(),
+                h["feature"]["token_counts_exact"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(exact.len(), 2);
+    assert!(
+        exact.contains(&(0, false)) && exact.contains(&(1, true)),
+        "{exact:?}"
+    );
+    // The same from the .fdict.
+    let fdict = dir.path().join("d.fdict");
+    assert_success(&featdict(&["import", s(&dict), "--out", s(&fdict)]));
+    let out = featdict(&["search", s(&fdict), "--token", "a"]);
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .contains("note: 1 feature shown fired on more distinct tokens"));
+}

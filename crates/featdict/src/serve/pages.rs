@@ -400,6 +400,14 @@ pub async fn search(State(st): State<Arc<AppState>>, Params(params): Params) -> 
     if let Some(note) = found.basis.and_then(|basis| basis.note()) {
         push_note(&mut b, note);
     }
+    let approximate = briefs.iter().filter(|x| !x.token_counts_exact).count();
+    if let Some(note) = feature_dictionary::query::lower_bounds_note(found.basis, approximate) {
+        let _ = write!(
+            b,
+            "<p class=\"note\" id=\"lower-bounds\">Note: {}.</p>",
+            esc(&note)
+        );
+    }
     if hits.is_empty() {
         return nothing_found("search", b, "No feature matches", offset as u64);
     }

@@ -127,6 +127,19 @@ impl TokenBasis {
     }
 }
 
+/// The note for token and pattern search hits of which `approximate` have per-token counts
+/// that are lower bounds (their token sketch overflowed), `None` when none has.
+pub fn lower_bounds_note(basis: Option<TokenBasis>, approximate: usize) -> Option<String> {
+    (basis == Some(TokenBasis::TopTokens) && approximate > 0).then(|| {
+        format!(
+            "{} fired on more distinct tokens than the build's --token-capacity: {} token counts are lower bounds, so {} firings and precision here can be underestimated",
+            crate::count_of(approximate as u64, "feature shown", "features shown"),
+            if approximate == 1 { "its" } else { "their" },
+            if approximate == 1 { "its" } else { "their" },
+        )
+    })
+}
+
 /// See [`TokenBasis::note`].
 const EXAMPLES_NOTE: &str = "this dictionary holds no per-token counts (as files of the original library): token and regex searches look only at the firing tokens of its stored examples, not at every token the features fired on, and rank by how many of those examples fire on the token";
 

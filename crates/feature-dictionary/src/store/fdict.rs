@@ -1450,7 +1450,8 @@ impl FdictReader {
             .conn
             .prepare_cached(
                 "SELECT id, feature_type, activation_count, activation_frequency, max_activation,
-                        confidence, labels, description, top_token
+                        confidence, labels, description, top_token,
+                        instr(body, '\"token_counts_exact\":false') = 0
                  FROM features WHERE id = ?1",
             )
             .map_err(|e| self.err("cannot read features", e))?;
@@ -1471,6 +1472,7 @@ impl FdictReader {
                             labels: Vec::new(),
                             description: r.get(7)?,
                             top_token: r.get(8)?,
+                            token_counts_exact: r.get(9)?,
                         },
                         labels,
                     ))
@@ -2007,6 +2009,10 @@ pub struct FeatureBrief {
     pub description: String,
     /// Most frequent firing token.
     pub top_token: Option<String>,
+    /// Whether its per-token firing counts are exact; `false` once its token sketch
+    /// overflowed (`--token-capacity`): its top tokens' counts are then lower bounds, and a
+    /// token search ranks it by them.
+    pub token_counts_exact: bool,
 }
 
 impl FeatureBrief {
@@ -2022,6 +2028,7 @@ impl FeatureBrief {
             labels: f.labels.clone(),
             description: f.description.clone(),
             top_token: f.metadata.top_tokens.first().map(|t| t.token.clone()),
+            token_counts_exact: f.metadata.token_counts_exact != Some(false),
         }
     }
 }
