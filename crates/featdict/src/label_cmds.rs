@@ -262,7 +262,7 @@ fn edit_manual(
             n => format!("removed {n} manual label(s) from feature {id}"),
         }
     };
-    f.description = label::describe::describe(f, total_tokens);
+    label::manual::describe_after_edit(f, total_tokens);
     Ok((what, true))
 }
 

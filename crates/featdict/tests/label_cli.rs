@@ -520,6 +520,27 @@ fn clearing_no_manual_label_leaves_the_file_as_it_was() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["changed"], false);
     assert_eq!(std::fs::read(&fdict).unwrap(), before);
+    // A manual label set, then cleared, gives the feature back as the file had it: its bare
+    // labels with no made-up strategy or scores, its confidence and its description.
+    let original = feature_dictionary::store::load(&json).unwrap();
+    for dict in [&json, &fdict] {
+        let d = dict.to_str().unwrap();
+        let (ok, _, err) = featdict(&["label", d, "2", "--set", "mine"]);
+        assert!(ok, "{err}");
+        let set = feature_dictionary::store::load(dict).unwrap();
+        let f = set.get(2).unwrap();
+        assert_eq!(f.labels, ["mine", "token:the"]);
+        assert_eq!(
+            f.metadata.label_details.len(),
+            1,
+            "{:?}",
+            f.metadata.label_details
+        );
+        let (ok, _, err) = featdict(&["label", d, "2", "--clear-manual"]);
+        assert!(ok, "{err}");
+        let back = feature_dictionary::store::load(dict).unwrap();
+        assert_eq!(back.get(2), original.get(2), "{d}");
+    }
 }
 
 /// A dictionary labeled with `--embeddings` stores semantic_clustering among its strategies;

@@ -15,7 +15,7 @@ pub fn carry_over(dict: &mut crate::FeatureDictionary, labels: &[(u64, String)])
     for (id, text) in labels.iter().rev() {
         if let Some(f) = dict.feature_set.features.get_mut(id) {
             set_manual_label(f, text);
-            f.description = super::describe::describe(f, total);
+            describe_after_edit(f, total);
             kept += 1;
         }
     }
@@ -52,7 +52,8 @@ pub fn check_room_for(feature: &Feature, text: &str) -> crate::Result<()> {
 /// refreshes `labels` / `confidence`. Callers that take labels from people check
 /// [`check_room_for`] first.
 pub fn set_manual_label(feature: &mut Feature, text: &str) {
-    adopt_bare_labels(feature);
+    let bare = bare_labels(feature, text);
+    keep_bare_confidence(feature);
     let mut details: Vec<Label> = std::mem::take(&mut feature.metadata.label_details)
         .into_iter()
         .filter(|l| l.text != text)
@@ -68,7 +69,75 @@ pub fn set_manual_label(feature: &mut Feature, text: &str) {
             evidence: vec!["set by hand".into()],
         },
     );
+    apply_keeping_bare(feature, details, bare);
+}
+
+/// Where a feature whose labels were all bare (a file of the original library) keeps their
+/// confidence and its description, `{"confidence", "description"}`, while a manual label is
+/// first: removing that label gives both back.
+pub const BARE_LABELS_KEY: &str = "bare_labels_before_manual";
+
+/// The label texts of `feature` without scored details (a file of the original library
+/// stores texts only), except `but`: they stay as they are, with no made-up strategy or
+/// scores, through manual edits.
+fn bare_labels(feature: &Feature, but: &str) -> Vec<String> {
+    let details = &feature.metadata.label_details;
+    feature
+        .labels
+        .iter()
+        .filter(|t| t.as_str() != but && !details.iter().any(|l| &l.text == *t))
+        .cloned()
+        .collect()
+}
+
+/// Keeps aside the confidence (the original library's one number) and the description of
+/// a feature whose labels are all bare, before a manual label comes first:
+/// [`apply_keeping_bare`] and [`describe_after_edit`] give them back when only bare labels
+/// are left.
+fn keep_bare_confidence(feature: &mut Feature) {
+    let extra = &mut feature.metadata.extra;
+    if feature.metadata.label_details.is_empty()
+        && !feature.labels.is_empty()
+        && !extra.contains_key(BARE_LABELS_KEY)
+    {
+        extra.insert(
+            BARE_LABELS_KEY.into(),
+            serde_json::json!({"confidence": feature.confidence, "description": feature.description}),
+        );
+    }
+}
+
+/// The description of `feature` after a manual label edit: written anew (it names the best
+/// labels), or — when only bare labels are left — the one it had before its first manual
+/// label.
+pub fn describe_after_edit(feature: &mut Feature, total_tokens: u64) {
+    let kept = feature.metadata.extra.get(BARE_LABELS_KEY);
+    match kept
+        .and_then(|k| k.get("description"))
+        .and_then(|d| d.as_str())
+    {
+        Some(d) if feature.metadata.label_details.is_empty() => {
+            feature.description = d.to_string();
+            feature.metadata.extra.remove(BARE_LABELS_KEY);
+        }
+        _ => feature.description = super::describe::describe(feature, total_tokens),
+    }
+}
+
+/// [`super::apply`] of `details`, then the `bare` labels after them (with the confidence
+/// [`keep_bare_confidence`] kept, when only they are left).
+fn apply_keeping_bare(feature: &mut Feature, details: Vec<Label>, bare: Vec<String>) {
     super::apply(feature, details);
+    feature.labels.extend(bare);
+    if feature.metadata.label_details.is_empty() && !feature.labels.is_empty() {
+        let kept = feature.metadata.extra.get(BARE_LABELS_KEY);
+        if let Some(c) = kept
+            .and_then(|k| k.get("confidence"))
+            .and_then(|c| c.as_f64())
+        {
+            feature.confidence = c;
+        }
+    }
 }
 
 /// Removes every manual label of `feature`; returns how many were removed.
@@ -87,25 +156,18 @@ pub fn remove_manual_label(feature: &mut Feature, text: &str) -> bool {
 fn remove_manual_labels_where(feature: &mut Feature, remove: impl Fn(&Label) -> bool) -> usize {
     let removes = |l: &Label| l.strategy == LabelingStrategy::Manual && remove(l);
     if !feature.metadata.label_details.iter().any(removes) {
-        // Nothing to remove: the feature stays exactly as it was (an original-library
-        // file's bare labels are not given details).
+        // Nothing to remove: the feature stays exactly as it was.
         return 0;
     }
-    adopt_bare_labels(feature);
+    let bare = bare_labels(feature, "");
     let before = feature.metadata.label_details.len();
     let details: Vec<Label> = std::mem::take(&mut feature.metadata.label_details)
         .into_iter()
-        .filter(|l| !(l.strategy == LabelingStrategy::Manual && remove(l)))
+        .filter(|l| !removes(l))
         .collect();
     let removed = before - details.len();
-    super::apply(feature, details);
+    apply_keeping_bare(feature, details, bare);
     removed
-}
-
-/// Gives every label text without scored details (a file of the original library stores
-/// texts only) a detail, so that rewriting `labels` from the details keeps it.
-fn adopt_bare_labels(feature: &mut Feature) {
-    feature.metadata.label_details = label_details(FeatureView::from(&*feature));
 }
 
 /// The feature's scored labels, plus a detail for each label text that has none: the

@@ -1708,7 +1708,7 @@ impl FdictReader {
                 // text is replaced (it was kept beside the manual one, listed twice), and an
                 // original-library file's bare label texts are kept.
                 crate::label::manual::set_manual_label(f, &text);
-                f.description = crate::label::describe::describe(f, total_tokens);
+                crate::label::manual::describe_after_edit(f, total_tokens);
             }
             Ok(())
         })
@@ -1725,7 +1725,7 @@ impl FdictReader {
         self.edit_labels(id, &unwritten, |f| -> Result<bool> {
             let removed = crate::label::manual::remove_manual_label(f, &text);
             if removed {
-                f.description = crate::label::describe::describe(f, total_tokens);
+                crate::label::manual::describe_after_edit(f, total_tokens);
             }
             Ok(removed)
         })
