@@ -1214,6 +1214,44 @@ fn tokens_can_come_from_a_pipe() {
     assert_eq!(read(&from_pipe), read(&from_file));
     let out = piped("", &dir.path().join("none.json"));
     assert_clean_error(&out, &["/dev/stdin", "pipe or stream that gave no bytes"]);
+
+    // Token ids from a pipe: they were opened again to be read by position, which a pipe
+    // refuses ("Illegal seek") and a FIFO answers by waiting for a writer.
+    let ids_file = dir.path().join("ids.npy");
+    let ids: Vec<u8> = [0i32, 1, 2, 3, 4, 0, 1]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    feature_dictionary::ingest::npy::write_bytes(&ids_file, "<i4", &[1, 7], false, &ids).unwrap();
+    let by_ids = |tokens_from: &str, stdin: Stdio, out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_featdict"))
+            .args([
+                "build",
+                s(&acts),
+                "--token-ids",
+                tokens_from,
+                "--out",
+                s(out),
+                "-q",
+            ])
+            .stdin(stdin)
+            .output()
+            .unwrap()
+    };
+    let from_ids_file = dir.path().join("ids_file.json");
+    assert_success(&by_ids(s(&ids_file), Stdio::null(), &from_ids_file));
+    let from_ids_pipe = dir.path().join("ids_pipe.json");
+    let cat = Command::new("cat")
+        .arg(&ids_file)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_success(&by_ids(
+        "/dev/stdin",
+        Stdio::from(cat.stdout.unwrap()),
+        &from_ids_pipe,
+    ));
+    assert_eq!(read(&from_ids_pipe), read(&from_ids_file));
 }
 
 /// A feature whose token sketch overflowed (`--token-capacity`) has lower-bound token

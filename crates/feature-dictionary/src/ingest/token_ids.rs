@@ -205,11 +205,15 @@ const CHECK_IDS: usize = 1 << 20;
 /// Every id is checked here, with the errors of [`TokenIdMatrix::from_npy`] and
 /// [`TokenIdMatrix::into_sequences`]. A C-order file is then read batch by batch as the
 /// build asks for rows ([`TokenSequences::ids`]), so its ids are never all in memory; a
-/// Fortran-order file is reordered into memory whole.
+/// Fortran-order file is reordered into memory whole, and a pipe is kept there.
 pub fn open_npy(path: &Path, vocab: Option<Vocab>) -> Result<TokenSequences> {
     let map = super::dense::map_file_expecting(path, "a NumPy .npy array of token ids")?;
     let (h, size, signed) = id_layout(path, &map)?;
-    if h.fortran_order {
+    // A pipe or FIFO was read into memory whole and cannot be read again by position (nor
+    // opened again: a FIFO would wait for a writer): its ids are kept in memory, as a
+    // Fortran-order file's are.
+    let stream = !std::fs::metadata(path).is_ok_and(|m| m.is_file());
+    if h.fortran_order || stream {
         return TokenIdMatrix::from_npy_bytes(path, &map)?.into_sequences(path, vocab);
     }
     let (n_sequences, seq_len) = match *h.shape.as_slice() {
