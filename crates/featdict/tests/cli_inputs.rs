@@ -1241,16 +1241,14 @@ fn tokens_can_come_from_a_pipe() {
     let from_ids_file = dir.path().join("ids_file.json");
     assert_success(&by_ids(s(&ids_file), Stdio::null(), &from_ids_file));
     let from_ids_pipe = dir.path().join("ids_pipe.json");
-    let cat = Command::new("cat")
+    let mut cat = Command::new("cat")
         .arg(&ids_file)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    assert_success(&by_ids(
-        "/dev/stdin",
-        Stdio::from(cat.stdout.unwrap()),
-        &from_ids_pipe,
-    ));
+    let pipe = Stdio::from(cat.stdout.take().unwrap());
+    assert_success(&by_ids("/dev/stdin", pipe, &from_ids_pipe));
+    assert!(cat.wait().unwrap().success());
     assert_eq!(read(&from_ids_pipe), read(&from_ids_file));
 }
 
