@@ -60,6 +60,11 @@ pub(super) struct ExplainRefusals<T> {
     line_is_request: bool,
     /// The latest request line, once its start was seen.
     request: Option<RequestLine>,
+    /// The latest request's head has ended (a blank line came after its request line).
+    head_ended: bool,
+    /// A line that is no request line came after the latest request's head ended: a request
+    /// hyper cannot parse, of which nothing (API or page, HEAD or not) is known.
+    stray_line: bool,
     /// The first request line seen to run past the URL limit: the one hyper refuses (it
     /// answers requests in order and closes at the first refusal), whatever pipelined lines
     /// arrived after it.
@@ -80,6 +85,8 @@ impl<T> ExplainRefusals<T> {
             line_head: Vec::with_capacity(LINE_HEAD),
             line_is_request: false,
             request: None,
+            head_ended: false,
+            stray_line: false,
             first_long: None,
             replacement: None,
             refused: false,
@@ -103,6 +110,8 @@ impl<T> ExplainRefusals<T> {
                 if self.line_head.len() == LINE_HEAD || ended {
                     if let Some(api) = request_target_is_api(&self.line_head) {
                         self.line_is_request = true;
+                        self.head_ended = false;
+                        self.stray_line = false;
                         self.request = Some(RequestLine {
                             api,
                             head: self.line_head.starts_with(b"HEAD "),
@@ -124,6 +133,14 @@ impl<T> ExplainRefusals<T> {
             }
             if !ended {
                 return;
+            }
+            let blank = self.line_len == 0 || self.line_head == b"\r";
+            if self.request.is_some() && !self.line_is_request {
+                if blank {
+                    self.head_ended = true;
+                } else if self.head_ended {
+                    self.stray_line = true;
+                }
             }
             self.line_len = 0;
             self.line_head.clear();
@@ -167,6 +184,13 @@ impl<T> ExplainRefusals<T> {
                     .to_string(),
             ),
             _ => return None,
+        };
+        // A 400 after a complete request: the line refused is not that request's (it may
+        // be the answer to a HEAD, or to the API, and this is neither).
+        let request = if code == 400 && self.stray_line {
+            RequestLine::default()
+        } else {
+            request
         };
         Some(response(code, request, &message))
     }
@@ -459,6 +483,21 @@ mod tests {
         assert!(c
             .replacement_for(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 9\r\n\r\nbad input")
             .is_none());
+        // After a complete HEAD request, a line that is no request: answered as unknown
+        // (with its body), not as the HEAD before it.
+        let c = after(&[b"HEAD /api/stats HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n"]);
+        let answer = c
+            .replacement_for(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            .unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.contains("content-type: text/plain"), "{answer}");
+        assert!(answer.ends_with("CRLF\n"), "{answer}");
+        // A HEAD whose own header is malformed: its head has not ended, so it is that HEAD.
+        let c = after(&[b"HEAD /api/stats HTTP/1.1\r\nBad Header\r\n\r\n"]);
+        let answer = c
+            .replacement_for(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            .unwrap();
+        assert!(String::from_utf8(answer).unwrap().ends_with("\r\n\r\n"));
         // Hyper's bare 400 (a request it could not parse) is explained.
         let answer = after(&[b"GET /features HTTP/1.1\r\n"])
             .replacement_for(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
