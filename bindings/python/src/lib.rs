@@ -353,27 +353,9 @@ fn first_nonfinite(
     seq_lens: &[usize],
     first_sequence: u64,
 ) -> Option<NonFiniteValues> {
-    // A branch-free test per chunk vectorises: the all-finite input costs one fast read.
-    const CHUNK: usize = 4096;
-    fn scan<T>(data: &[T], finite: impl Fn(&T) -> bool + Copy) -> Option<(usize, u64)> {
-        let mut first = None;
-        let mut count = 0u64;
-        for (c, chunk) in data.chunks(CHUNK).enumerate() {
-            if chunk.iter().fold(true, |all, v| all & finite(v)) {
-                continue;
-            }
-            let bad = chunk.iter().filter(|v| !finite(v)).count() as u64;
-            if first.is_none() {
-                let i = chunk.iter().position(|v| !finite(v)).expect("counted");
-                first = Some(c * CHUNK + i);
-            }
-            count += bad;
-        }
-        first.map(|i| (i, count))
-    }
     let (flat, count) = match values {
-        Values::F32(v) => scan(v, |x| x.is_finite())?,
-        Values::F16(v) => scan(v, |x| x.is_finite())?,
+        Values::F32(v) => feature_dictionary::finite::nonfinite(v, |x| x.is_finite())?,
+        Values::F16(v) => feature_dictionary::finite::nonfinite(v, |x| x.is_finite())?,
     };
     let (row, feature) = (flat / n_features.max(1), flat % n_features.max(1));
     let mut sequence = first_sequence;
@@ -386,7 +368,7 @@ fn first_nonfinite(
         sequence += 1;
     }
     Some(NonFiniteValues {
-        count,
+        count: count as u64,
         sequence,
         position: (row - start) as u32,
         feature: feature as u64,

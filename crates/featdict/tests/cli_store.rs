@@ -22,17 +22,7 @@ fn import_export_search_round_trip() {
     let json = dir.path().join("d.json");
     store::save(&dict, &json).unwrap();
     let fd = dir.path().join("d.fdict");
-    let out = featdict(&[
-        "import".as_ref(),
-        json.as_os_str(),
-        "--out".as_ref(),
-        fd.as_os_str(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    imported(&json, &fd);
     let back = dir.path().join("back.json");
     let out = featdict(&[
         "export".as_ref(),
@@ -133,13 +123,28 @@ fn import_export_search_round_trip() {
     assert!(out.status.success());
     let f: feature_dictionary::model::Feature = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(&f, dict.get(1).unwrap());
-    let out = featdict(&[
+    let out = import(&json, &dir.path().join("x.json"));
+    assert!(!out.status.success());
+}
+
+/// `featdict import JSON --out OUT`.
+fn import(json: &std::path::Path, out: &std::path::Path) -> std::process::Output {
+    featdict(&[
         "import".as_ref(),
         json.as_os_str(),
         "--out".as_ref(),
-        dir.path().join("x.json").as_os_str(),
-    ]);
-    assert!(!out.status.success());
+        out.as_os_str(),
+    ])
+}
+
+/// [`import`], which must succeed.
+fn imported(json: &std::path::Path, out: &std::path::Path) {
+    let run = import(json, out);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 }
 
 /// The ids of `featdict top --json` output, in order.
@@ -251,17 +256,7 @@ fn search_in_an_original_library_file_uses_the_stored_examples() {
     let json = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../feature-dictionary/tests/fixtures/original/no_token_counts.json");
     let fd = dir.path().join("orig.fdict");
-    let out = featdict(&[
-        "import".as_ref(),
-        json.as_os_str(),
-        "--out".as_ref(),
-        fd.as_os_str(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    imported(&json, &fd);
     let search = |d: &std::path::Path, args: &[&str]| {
         let mut all: Vec<&std::ffi::OsStr> = vec!["search".as_ref(), d.as_os_str()];
         all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));

@@ -1,4 +1,5 @@
-//! The finiteness check of weight tensors (SAE weights, decoders, (un)embeddings).
+//! The finiteness check of weight tensors (SAE weights, decoders, (un)embeddings), and the
+//! scan for non-finite values it is made of (the Python package checks its inputs with it).
 //!
 //! A NaN or ±Inf weight does not fail on its own: it turns every latent, cosine or logit it
 //! touches into NaN, and those are then skipped or reported far from their cause (an SAE's
@@ -24,10 +25,9 @@ pub(crate) fn check(
     data: &[f32],
     why: &str,
 ) -> Result<()> {
-    let Some(first) = first_nonfinite(data) else {
+    let Some((first, count)) = nonfinite(data, |v| v.is_finite()) else {
         return Ok(());
     };
-    let count = data[first..].iter().filter(|v| !v.is_finite()).count();
     let value = data[first];
     let at = position(shape, first);
     let more = if count == 1 {
@@ -41,12 +41,21 @@ pub(crate) fn check(
     ))
 }
 
-/// Index of the first NaN or ±Inf.
-fn first_nonfinite(data: &[f32]) -> Option<usize> {
-    data.chunks(CHUNK).enumerate().find_map(|(c, chunk)| {
-        let bad = chunk.iter().fold(false, |acc, v| acc | !v.is_finite());
-        bad.then(|| c * CHUNK + chunk.iter().position(|v| !v.is_finite()).expect("found"))
-    })
+/// The index of the first value of `data` that is not `finite` (NaN or ±Inf, of any float
+/// type), and how many are not; `None` when all are. The all-finite case is one
+/// vectorised pass; only chunks holding a bad value are searched and counted.
+pub fn nonfinite<T>(data: &[T], finite: impl Fn(&T) -> bool + Copy) -> Option<(usize, usize)> {
+    let first = data.chunks(CHUNK).enumerate().find_map(|(c, chunk)| {
+        let bad = chunk.iter().fold(false, |acc, v| acc | !finite(v));
+        bad.then(|| c * CHUNK + chunk.iter().position(|v| !finite(v)).expect("found"))
+    })?;
+    let rest = &data[first..];
+    let count = rest
+        .chunks(CHUNK)
+        .filter(|chunk| !chunk.iter().fold(true, |all, v| all & finite(v)))
+        .map(|chunk| chunk.iter().filter(|v| !finite(v)).count())
+        .sum();
+    Some((first, count))
 }
 
 /// "row r, column c" for a matrix, "index i" for a vector, "index [i, j, k]" otherwise.

@@ -35,7 +35,7 @@ pub mod build;
 pub mod dictionary;
 mod error;
 pub mod finalize;
-mod finite;
+pub mod finite;
 pub mod ingest;
 pub mod label;
 pub mod model;

@@ -4,6 +4,8 @@
 //! the basis is reported. The fixture's planted counts are listed in
 //! `tests/fixtures/original/README.md`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use feature_dictionary::model::{
@@ -23,19 +25,7 @@ fn both() -> (tempfile::TempDir, FeatureDictionary, [FdictReader; 2]) {
     let dict = store::load(&fixture()).unwrap();
     assert!(dict.features().all(|f| f.metadata.top_tokens.is_empty()));
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("orig.fdict");
-    store::save(&dict, &path).unwrap();
-    let old = dir.path().join("old.fdict");
-    store::save(&dict, &old).unwrap();
-    FdictReader::open_rw(&old)
-        .unwrap()
-        .connection()
-        .execute_batch("DROP TABLE example_tokens")
-        .unwrap();
-    let readers = [
-        FdictReader::open(&path).unwrap(),
-        FdictReader::open(&old).unwrap(),
-    ];
+    let readers = common::fdict_with_and_without_example_tokens(&dict, dir.path(), "orig.fdict");
     (dir, dict, readers)
 }
 

@@ -1,6 +1,8 @@
 //! The native `.fdict` store: lossless round trips, the reader API, manual labels, search
 //! equivalence between SQL and memory, bad input, and the Neuronpedia export.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use feature_dictionary::model::{DictionaryConfig, LabelingStrategy};
@@ -280,19 +282,7 @@ fn sql_and_memory_search_rank_the_same_over_examples() {
             f.metadata.quantile_examples.clear();
         }
     }
-    let fd = dir.path().join("s.fdict");
-    store::save(&dict, &fd).unwrap();
-    let old = dir.path().join("old.fdict");
-    store::save(&dict, &old).unwrap();
-    FdictReader::open_rw(&old)
-        .unwrap()
-        .connection()
-        .execute_batch("DROP TABLE example_tokens")
-        .unwrap();
-    let readers = [
-        FdictReader::open(&fd).unwrap(),
-        FdictReader::open(&old).unwrap(),
-    ];
+    let readers = common::fdict_with_and_without_example_tokens(&dict, dir.path(), "s.fdict");
     for by in [None, Some(TokenRank::Firings)] {
         let mut queries: Vec<Query> = (0..6)
             .map(|i| Query::Token {

@@ -24,3 +24,26 @@ impl Rng {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
+
+/// `dict` saved twice in `dir` as `.fdict` (names `new` and `old`), the second without its
+/// `example_tokens` table, as files written before that table existed; both opened.
+pub fn fdict_with_and_without_example_tokens(
+    dict: &feature_dictionary::FeatureDictionary,
+    dir: &std::path::Path,
+    new: &str,
+) -> [feature_dictionary::store::fdict::FdictReader; 2] {
+    use feature_dictionary::store::{self, fdict::FdictReader};
+    let path = dir.join(new);
+    store::save(dict, &path).unwrap();
+    let old = dir.join("old.fdict");
+    store::save(dict, &old).unwrap();
+    FdictReader::open_rw(&old)
+        .unwrap()
+        .connection()
+        .execute_batch("DROP TABLE example_tokens")
+        .unwrap();
+    [
+        FdictReader::open(&path).unwrap(),
+        FdictReader::open(&old).unwrap(),
+    ]
+}
