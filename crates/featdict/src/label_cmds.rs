@@ -303,9 +303,7 @@ fn label_features(
     }
     // Labels are scored by per-token firing counts over the corpus; a file without any (the
     // original library's) would come out with every computed label gone.
-    if dict.feature_set.metadata.token_counts.is_empty()
-        && dict.features().all(|f| f.metadata.top_tokens.is_empty())
-    {
+    if !dict.has_token_counts() {
         bail!(
             "{}: this dictionary holds no per-token firing counts (a file of the original library, or a dictionary of no tokens), which labels are scored by; its labels are left as they are. Build it again with `featdict build` to label it, or set manual labels with `featdict label DICT ID --set TEXT`",
             a.dict.display()
