@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use feature_dictionary::build::BuildTimings;
-use feature_dictionary::model::{Feature, FeatureActivation};
+use feature_dictionary::model::{Feature, FeatureActivation, HistogramSummary};
 use feature_dictionary::FeatureDictionary;
 use serde_json::json;
 
@@ -244,6 +244,9 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
         if !q.is_empty() {
             println!("  quantiles (from the histogram) {}", q.join("  "));
         }
+        if let Some(h) = &m.histogram {
+            histogram_by_octave(h);
+        }
     }
     if let Some(p) = &m.positions {
         println!(
@@ -257,6 +260,18 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
     }
     if !f.description.is_empty() {
         println!("  {}", visible(&f.description));
+    }
+    if let Some(distinct) = m.unique_tokens {
+        // Past the token table's capacity both are estimates (see `accumulate::distinct`).
+        let approx = if m.token_counts_exact == Some(false) {
+            "≈"
+        } else {
+            ""
+        };
+        let entropy = m
+            .token_entropy
+            .map_or_else(String::new, |e| format!(", entropy {approx}{e:.3} bits"));
+        println!("  firing tokens: {approx}{distinct} distinct{entropy}");
     }
     if !m.top_tokens.is_empty() {
         let exact = if m.token_counts_exact == Some(false) {
@@ -306,6 +321,38 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints a feature's histogram with its bins summed per octave (factor of two): its
+/// `bins_per_octave` bins each would run to dozens of lines, and the counts stay exact.
+/// The full bins are in `show --json` (`metadata.histogram`).
+fn histogram_by_octave(h: &HistogramSummary) {
+    let per = h.bins_per_octave.max(1);
+    let mut octaves: Vec<(u32, u64)> = Vec::new();
+    for &(bin, count) in &h.counts {
+        match octaves.last_mut() {
+            Some((octave, sum)) if *octave == bin / per => *sum += count,
+            _ => octaves.push((bin / per, count)),
+        }
+    }
+    let Some(&most) = octaves.iter().map(|(_, c)| c).max() else {
+        return;
+    };
+    let last = h.n_bins.saturating_sub(1) / per;
+    println!("  histogram (firings per octave; bins of 1/{per} octave in --json)");
+    for (octave, count) in octaves {
+        let lower = h.lower_edge(octave * per);
+        let upper = h.lower_edge((octave + 1) * per);
+        // The edge octaves also hold everything beyond them.
+        let range = match (octave == 0, octave == last) {
+            (true, true) => "all values".to_string(),
+            (true, false) => format!("< {upper:.4}"),
+            (false, true) => format!(">= {lower:.4}"),
+            (false, false) => format!("[{lower:.4}, {upper:.4})"),
+        };
+        let width = ((count as f64 / most as f64) * 30.0).ceil() as usize;
+        println!("    {range:<20} {count:>9}  {}", "█".repeat(width));
+    }
 }
 
 /// `featdict top`.

@@ -82,6 +82,27 @@ fn build_stats_show_top_with_json() {
     assert!(out.status.success());
     assert!(!text.contains("[[") && !text.contains("examples"), "{text}");
     assert!(text.contains("firings") || text.contains("count"), "{text}");
+    // Its activations 1, 5 and 9 fall in three octaves; three tokens once each: log2(3) bits.
+    let bars: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("  histogram (firings per octave"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        bars,
+        [
+            "[1.0000, 2.0000)             1  ██████████████████████████████",
+            "[4.0000, 8.0000)             1  ██████████████████████████████",
+            "[8.0000, 16.0000)            1  ██████████████████████████████",
+        ],
+        "{text}"
+    );
+    assert!(
+        text.contains("firing tokens: 3 distinct, entropy 1.585 bits"),
+        "{text}"
+    );
 
     let out = featdict(&[
         "top",
