@@ -1,5 +1,7 @@
 """Shards built separately and merged equal one build over all shards."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -172,6 +174,29 @@ def test_distinct_tokens_past_the_token_table_are_estimated_and_merge_like_one_b
         # The summaries' counts differ after a merge (its guarantee is a bound, not equality),
         # so the entropy estimates agree closely, not exactly.
         assert one.token_entropy == pytest.approx(merged.token_entropy, rel=1e-2)
+
+
+def test_distinct_token_estimates_are_the_same_one_sequence_at_a_time():
+    # The original API's usual loop calls process() per sequence: each call is a small batch,
+    # and the estimate used to miss every token new to a table that had dropped some.
+    rng = np.random.default_rng(5)
+    words = [f"w{i}" for i in range(300)]
+    acts = (rng.random((30, 40, 2)) < 0.5).astype(np.float32)
+    tokens = [list(rng.choice(words, size=40)) for _ in range(30)]
+    cfg = DictionaryConfig(extraction=ExtractionConfig(token_sketch_capacity=8))
+    whole = FeatureDictionary(2, 16, cfg)
+    whole.process_batch(acts, tokens)
+    one_by_one = FeatureDictionary(2, 16, copy.deepcopy(cfg))
+    for a, t in zip(acts, tokens):
+        one_by_one.process(a, t)
+    whole.finalize()
+    one_by_one.finalize()
+    for fid in range(2):
+        truth = len({tokens[s][p] for s in range(30) for p in range(40) if acts[s, p, fid] > 0})
+        a, b = whole[fid].metadata, one_by_one[fid].metadata
+        assert a["token_counts_exact"] is False
+        assert (a["unique_tokens"], a["token_entropy"]) == (b["unique_tokens"], b["token_entropy"])
+        assert abs(a["unique_tokens"] / truth - 1) < 0.07, (a["unique_tokens"], truth)
 
 
 def test_empty_sequences_take_their_numbers_so_shards_with_them_merge_to_one_build():

@@ -1310,3 +1310,75 @@ fn token_search_says_when_counts_are_lower_bounds() {
         .unwrap()
         .contains("note: 1 feature shown fired on more distinct tokens"));
 }
+
+/// Past `--token-capacity` the distinct-token count is an estimate; it must not depend on
+/// how the rows were batched (a table that dropped tokens and shrank below capacity once
+/// stopped telling the estimate about new tokens, so small batches lost most of them), nor
+/// on whether the tokens came as ids or as their strings.
+#[test]
+fn distinct_token_estimates_do_not_depend_on_batches_or_token_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (n_seq, seq_len, f) = (40, 16, 3);
+    // Feature 0 fires on every row, feature 1 on every third, feature 2 never: 500 distinct
+    // tokens, far past a capacity of 8.
+    let id_of = |r: usize| ((r * 7919) % 500) as u32;
+    let mut values = vec![0f32; n_seq * seq_len * f];
+    for r in 0..n_seq * seq_len {
+        values[r * f] = 1.0 + (r % 5) as f32;
+        if r % 3 == 0 {
+            values[r * f + 1] = 2.0;
+        }
+    }
+    let acts = tmp.path().join("acts.npy");
+    feature_dictionary::ingest::npy::write_f32(&acts, &[n_seq * seq_len, f], &values).unwrap();
+    let ids: Vec<u32> = (0..n_seq * seq_len).map(id_of).collect();
+    let ids_path = tmp.path().join("ids.npy");
+    write_ids(&ids_path, &ids, n_seq, seq_len);
+    // The strings token ids show as without a tokenizer.
+    let strings: Vec<Vec<String>> = ids
+        .chunks(seq_len)
+        .map(|s| s.iter().map(|id| format!("[{id}]")).collect())
+        .collect();
+    let toks = tmp.path().join("tokens.json");
+    std::fs::write(&toks, serde_json::to_string(&strings).unwrap()).unwrap();
+    let out = tmp.path().join("d.json");
+    let estimates = |d: &serde_json::Value| -> Vec<(u64, f64)> {
+        (0..2)
+            .map(|i| {
+                let m = &d["feature_set"]["features"][i.to_string()]["metadata"];
+                assert_eq!(m["token_counts_exact"], false, "feature {i}: {m}");
+                (
+                    m["unique_tokens"].as_u64().unwrap(),
+                    m["token_entropy"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let capacity = ["--token-capacity", "8"];
+    let reference = estimates(&built(&acts, ("--tokens", &toks), &out, &capacity));
+    for (i, &(distinct, _)) in reference.iter().enumerate() {
+        let exact = (0..n_seq * seq_len)
+            .filter(|r| values[r * f + i] > 0.0)
+            .map(id_of)
+            .collect::<std::collections::HashSet<u32>>()
+            .len() as f64;
+        assert!(
+            (distinct as f64 - exact).abs() <= 0.05 * exact,
+            "feature {i}: {distinct} estimated for {exact} distinct tokens"
+        );
+    }
+    // One sequence per batch, and batches cutting through sequences.
+    for batch in [(seq_len * f).to_string(), (5 * f).to_string()] {
+        let args = [capacity[0], capacity[1], "--batch-values", &batch];
+        assert_eq!(
+            estimates(&built(&acts, ("--tokens", &toks), &out, &args)),
+            reference,
+            "--batch-values {batch}"
+        );
+        assert_eq!(
+            estimates(&built(&acts, ("--token-ids", &ids_path), &out, &args)),
+            reference,
+            "--token-ids, --batch-values {batch}"
+        );
+    }
+}

@@ -147,11 +147,15 @@ impl TokenSketch {
 
     /// Counts one firing on each of `tokens`, the same as calling [`TokenSketch::add`] for
     /// each in order. When the table cannot reach capacity (no Misra–Gries step can occur)
-    /// the probes skip `add`'s capacity checks. The replay fetches the slots ahead, one column
-    /// early, with [`TokenSketch::prefetch`].
+    /// and keeps no distinct-token estimate, the probes skip `add`'s capacity checks and the
+    /// estimate. The replay fetches the slots ahead, one column early, with
+    /// [`TokenSketch::prefetch`].
     pub fn add_all(&mut self, tokens: &[TokenId], capacity: usize, keys: TokenKeys<'_>) {
         let capacity = capacity.max(1);
-        if self.len + tokens.len() > capacity {
+        // Once the table has dropped tokens it may be below capacity again, but a token
+        // new to it may be one it dropped or one never seen: only the estimate can tell,
+        // so every new token must reach it.
+        if self.distinct.is_some() || self.len + tokens.len() > capacity {
             for &t in tokens {
                 self.add_n(t, 1, capacity, keys);
             }

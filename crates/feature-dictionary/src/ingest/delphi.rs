@@ -571,7 +571,7 @@ impl ActivationSource for DelphiSource {
                 indices,
                 values,
             }),
-            token_keys: None,
+            token_keys: Some(self.tokens.keys()),
         }))
     }
 }

@@ -664,7 +664,7 @@ impl ActivationSource for DenseSource {
             positions,
             core: (plan.core.start - base) as usize..(plan.core.end - base) as usize,
             values: BatchValues::Dense(values),
-            token_keys: None,
+            token_keys: Some(self.tokens.keys()),
         }))
     }
 }

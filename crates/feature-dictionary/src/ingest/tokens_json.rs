@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
 use super::{TokenId, Vocab};
+use crate::accumulate::distinct::text_key;
 use crate::error::{Error, Result};
 
 /// Token sequences: their lengths, the strings behind their ids, and where the ids are read
@@ -22,6 +23,9 @@ use crate::error::{Error, Result};
 pub struct TokenSequences {
     path: PathBuf,
     vocab: Vocab,
+    /// [`text_key`] of each id's string: the distinct-token estimate counts a token by its
+    /// text, so token ids and a tokens JSON of the same strings give the same estimate.
+    keys: Vec<u64>,
     pub(super) ids: IdStore,
     offsets: Vec<u64>,
 }
@@ -87,9 +91,13 @@ impl TokenSequences {
             acc += l;
             offsets.push(acc);
         }
+        let keys = (0..vocab.len() as TokenId)
+            .map(|id| text_key(&vocab.token(id)))
+            .collect();
         Self {
             path,
             vocab,
+            keys,
             ids,
             offsets,
         }
@@ -181,6 +189,11 @@ impl TokenSequences {
     /// Strings of the ids.
     pub fn vocab(&self) -> &Vocab {
         &self.vocab
+    }
+
+    /// The key of each id for the distinct-token estimate (a batch's `token_keys`).
+    pub fn keys(&self) -> &[u64] {
+        &self.keys
     }
 
     /// The token ids of `rows` (rows count tokens sequence after sequence, as in

@@ -65,13 +65,15 @@ impl<S: ActivationSource> ActivationSource for SaeSource<S> {
     }
 
     fn next_batch(&mut self) -> Result<Option<ActivationBatch<'_>>> {
+        // The batch borrows the inner source until it is returned: name it beforehand.
+        let input = self.inner.describe().to_path_buf();
         let Some(batch) = self.inner.next_batch()? else {
             return Ok(None);
         };
         let BatchValues::Dense(x) = batch.values else {
             return Err(Error::Invalid(format!(
                 "{}: an SAE encodes dense residual activations, but this input is sparse",
-                self.inner.describe().display()
+                input.display()
             )));
         };
         let mut rows = SparseRows::default();
@@ -84,7 +86,7 @@ impl<S: ActivationSource> ActivationSource for SaeSource<S> {
             positions: batch.positions,
             core: batch.core,
             values: BatchValues::Sparse(rows),
-            token_keys: None,
+            token_keys: batch.token_keys,
         }))
     }
 }
