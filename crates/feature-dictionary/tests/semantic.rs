@@ -375,3 +375,81 @@ fn zero_rows_and_directions_have_no_direction() {
         "{e}"
     );
 }
+
+/// Every header field comes from the file: lengths, counts, dims and offsets that lie must
+/// give an error naming the file, never a panic, an abort on a huge allocation, a stack
+/// overflow, or a tensor read from the wrong bytes.
+#[test]
+fn gguf_headers_that_lie_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.gguf");
+    write_gguf(&good, &tokens(), &embedding_matrix(), 0);
+    let bytes = std::fs::read(&good).unwrap();
+    let bad = dir.path().join("bad.gguf");
+    let outcome = |b: &[u8]| -> Result<(), String> {
+        std::fs::write(&bad, b).unwrap();
+        let g = Gguf::open(&bad).map_err(|e| e.to_string())?;
+        g.matrix("token_embd.weight")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let find = |needle: &[u8]| {
+        bytes
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap()
+    };
+    let tensor = find(b"token_embd.weight") + "token_embd.weight".len();
+    let patch = |at: usize, value: &[u8]| {
+        let mut b = bytes.clone();
+        b[at..at + value.len()].copy_from_slice(value);
+        b
+    };
+    let expect = |b: Vec<u8>, wanted: &str| {
+        let e = outcome(&b).unwrap_err();
+        assert!(e.contains("bad.gguf") && e.contains(wanted), "{e}");
+    };
+    // The value string of "general.name" claims u64::MAX bytes.
+    let name_value = find(b"general.name") + "general.name".len() + 4;
+    expect(patch(name_value, &u64::MAX.to_le_bytes()), "truncated");
+    // The tensor claims 2^32 - 1 dimensions.
+    expect(patch(tensor, &u32::MAX.to_le_bytes()), "dimensions");
+    // Dims whose product overflows, or whose data would lie past the end.
+    let dims = tensor + 4;
+    let mut b = patch(dims, &(1u64 << 31).to_le_bytes());
+    b[dims + 8..dims + 16].copy_from_slice(&(1u64 << 31).to_le_bytes());
+    expect(b, "outside the file");
+    let mut b = patch(dims, &u64::MAX.to_le_bytes());
+    b[dims + 8..dims + 16].copy_from_slice(&u64::MAX.to_le_bytes());
+    expect(b, "more values than the file can hold");
+    // An offset that wraps around to the header.
+    let offset = dims + 16 + 4;
+    expect(
+        patch(offset, &(u64::MAX - 200).to_le_bytes()),
+        "outside the file",
+    );
+    // Counts no file of this size could hold.
+    expect(patch(8, &u64::MAX.to_le_bytes()), "the tensor count");
+    expect(
+        patch(16, &(1u64 << 40).to_le_bytes()),
+        "the key/value count",
+    );
+    // Arrays nested 100,000 deep.
+    let mut b = bytes[..24].to_vec();
+    b[16..24].copy_from_slice(&1u64.to_le_bytes());
+    b.extend(4u64.to_le_bytes());
+    b.extend(b"deep");
+    b.extend(9u32.to_le_bytes());
+    for _ in 0..100_000 {
+        b.extend(9u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+    }
+    expect(b, "nested");
+    // Any one header byte set to 0x00, 0x7F, 0x80 or 0xFF: an error or a tensor, no panic.
+    let header_end = offset + 8;
+    for at in 0..header_end {
+        for v in [0x00, 0x7F, 0x80, 0xFF] {
+            let _ = outcome(&patch(at, &[v]));
+        }
+    }
+}

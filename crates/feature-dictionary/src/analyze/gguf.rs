@@ -38,7 +38,8 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8]> {
-        if self.at + n > self.b.len() {
+        // `n` comes from the file: compare without adding, which could overflow.
+        if n > self.b.len() - self.at {
             return Err(Error::format(
                 self.path,
                 format!(
@@ -59,11 +60,30 @@ impl Reader<'_> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
     fn string(&mut self) -> Result<String> {
-        let n = self.u64()? as usize;
+        let n = usize::try_from(self.u64()?).unwrap_or(usize::MAX);
         Ok(String::from_utf8_lossy(self.take(n)?).into_owned())
+    }
+    /// A count read from the file, refused when even `min_bytes` per item could not fit
+    /// in the bytes left (so a lying count can neither allocate nor loop for long).
+    fn count(&mut self, what: &str, min_bytes: usize) -> Result<usize> {
+        let at = self.at;
+        let n = self.u64()?;
+        let left = (self.b.len() - self.at) as u64;
+        if n.saturating_mul(min_bytes.max(1) as u64) > left {
+            return Err(Error::format(
+                self.path,
+                format!(
+                    "GGUF header: {what} at offset {at} is {n}, more than the {left} bytes left in the file can hold"
+                ),
+            ));
+        }
+        Ok(n as usize)
     }
     /// Skips (or, for strings, returns) a value of GGUF type `t`.
     fn value(&mut self, t: u32) -> Result<Option<String>> {
+        self.value_nested(t, 0)
+    }
+    fn value_nested(&mut self, t: u32, depth: usize) -> Result<Option<String>> {
         let size = match t {
             0 | 1 | 7 => 1,
             2 | 3 => 2,
@@ -71,10 +91,20 @@ impl Reader<'_> {
             10..=12 => 8,
             8 => return self.string().map(Some),
             9 => {
+                // Real files nest arrays once at most; recursion on a file's say-so must end.
+                if depth >= MAX_ARRAY_NESTING {
+                    return Err(Error::format(
+                        self.path,
+                        format!(
+                            "GGUF header: arrays nested more than {MAX_ARRAY_NESTING} deep at offset {}",
+                            self.at
+                        ),
+                    ));
+                }
                 let inner = self.u32()?;
-                let n = self.u64()?;
+                let n = self.count("an array length", 1)?;
                 for _ in 0..n {
-                    self.value(inner)?;
+                    self.value_nested(inner, depth + 1)?;
                 }
                 return Ok(None);
             }
@@ -89,6 +119,12 @@ impl Reader<'_> {
         Ok(None)
     }
 }
+
+/// Dimensions a GGML tensor may have (`GGML_MAX_DIMS`).
+const MAX_TENSOR_DIMS: usize = 4;
+
+/// Deepest nesting of array values accepted in a header.
+const MAX_ARRAY_NESTING: usize = 16;
 
 impl Gguf {
     /// Parses the header of `path`.
@@ -112,8 +148,10 @@ impl Gguf {
                 format!("GGUF version {version}; expected 2 or 3"),
             ));
         }
-        let n_tensors = r.u64()?;
-        let n_kv = r.u64()?;
+        // A key/value pair takes at least 12 bytes (an empty key, its type, a one-byte
+        // value), a tensor info at least 24 (an empty name, no dims, type, offset).
+        let n_tensors = r.count("the tensor count", 24)?;
+        let n_kv = r.count("the key/value count", 12)?;
         let mut tokens = None;
         let mut alignment = 32u64;
         for _ in 0..n_kv {
@@ -121,8 +159,8 @@ impl Gguf {
             let t = r.u32()?;
             if key == "tokenizer.ggml.tokens" && t == 9 {
                 let inner = r.u32()?;
-                let n = r.u64()?;
-                let mut v = Vec::with_capacity(n.min(1 << 22) as usize);
+                let n = r.count("the token list's length", 1)?;
+                let mut v = Vec::with_capacity(n.min(1 << 22));
                 for _ in 0..n {
                     match r.value(inner)? {
                         Some(s) => v.push(s),
@@ -136,10 +174,19 @@ impl Gguf {
                 r.value(t)?;
             }
         }
-        let mut tensors = Vec::with_capacity(n_tensors.min(1 << 16) as usize);
+        let mut tensors = Vec::with_capacity(n_tensors.min(1 << 16));
         for _ in 0..n_tensors {
             let name = r.string()?;
+            let at = r.at;
             let nd = r.u32()? as usize;
+            if nd > MAX_TENSOR_DIMS {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "GGUF header: tensor {name:?} has {nd} dimensions (offset {at}); GGML tensors have at most {MAX_TENSOR_DIMS}"
+                    ),
+                ));
+            }
             let mut dims = Vec::with_capacity(nd);
             for _ in 0..nd {
                 dims.push(r.u64()?);
@@ -191,8 +238,21 @@ impl Gguf {
                 format!("tensor {name:?} has dims {:?}; expected 2", t.dims),
             ));
         }
-        let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
-        let count = rows * cols;
+        let (cols, rows) = (t.dims[0], t.dims[1]);
+        // The dims come from the file: a product that overflows cannot fit in it either.
+        let count = rows
+            .checked_mul(cols)
+            .and_then(|c| usize::try_from(c).ok())
+            .ok_or_else(|| {
+                Error::format(
+                    &self.path,
+                    format!(
+                        "tensor {name:?} has dims {:?}: more values than the file can hold",
+                        t.dims
+                    ),
+                )
+            })?;
+        let (cols, rows) = (cols as usize, rows as usize);
         // (bytes per block, values per block)
         let (bb, bv) = match t.kind {
             0 => (4, 1),
@@ -215,9 +275,20 @@ impl Gguf {
                 ),
             ));
         }
-        let start = self.data_start + t.offset as usize;
-        let len = count / bv * bb;
-        if start + len > self.map.len() {
+        let len = (count / bv).checked_mul(bb);
+        let start = usize::try_from(t.offset)
+            .ok()
+            .and_then(|o| o.checked_add(self.data_start));
+        let (Some(start), Some(len)) = (start, len) else {
+            return Err(Error::format(
+                &self.path,
+                format!(
+                    "tensor {name:?}: offset {} and dims {:?} lie outside the file",
+                    t.offset, t.dims
+                ),
+            ));
+        };
+        if start > self.map.len() || len > self.map.len() - start {
             return Err(Error::format(
                 &self.path,
                 format!(
