@@ -106,11 +106,36 @@ fn interest(f: &Feature) -> f64 {
     })
 }
 
+/// Refuses an output inside the demo's data directory: every file there is an input (the
+/// latents, the tokenizer, the SAE), and a dictionary written over one would break the
+/// next run.
+fn refuse_output_inside(out: &Path, data: &Path) -> Result<()> {
+    let target = store::output_target(out)?;
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if let (Ok(dir), Ok(data)) = (dir.canonicalize(), data.canonicalize()) {
+        if dir.starts_with(&data) {
+            bail!(
+                "{}: the output would be written inside the demo data directory {}, whose files this command reads; give an --out outside it",
+                out.display(),
+                data.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Runs the demo.
 pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     store::check_output(&a.out)?;
     let started = std::time::Instant::now();
     let data = demo_dir(a.data.as_deref())?;
+    refuse_output_inside(&a.out, &data)?;
+    if a.serve {
+        refuse_output_inside(&a.out.with_extension("fdict"), &data)?;
+    }
     let latents = latents_dir(&data)?;
     let tokenizer = data.join("tokenizer.json");
     let sae_cfg: serde_json::Value = serde_json::from_str(

@@ -176,3 +176,27 @@ fn demo_sae_reproduces_the_cached_latents() {
     }
     let _ = cache_dict;
 }
+
+/// An --out inside the demo data (the tokenizer, the SAE's config, a new file among the
+/// latents) is refused before anything is written: every file there is an input.
+#[test]
+fn demo_refuses_to_write_inside_its_data() {
+    let data = demo_dir();
+    let tokenizer = data.join("tokenizer.json");
+    let before = std::fs::read(&tokenizer).unwrap();
+    for out in [
+        tokenizer.clone(),
+        data.join("sae/cfg.json"),
+        data.join("new-dictionary.json"),
+    ] {
+        let run = run_demo(&out, &[]);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{}", out.display());
+        assert!(
+            err.contains("inside the demo data directory") && err.contains(out.to_str().unwrap()),
+            "{err}"
+        );
+    }
+    assert!(!data.join("new-dictionary.json").exists());
+    assert_eq!(std::fs::read(&tokenizer).unwrap(), before);
+}
