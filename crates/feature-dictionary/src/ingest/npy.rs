@@ -111,6 +111,18 @@ fn parse_dict(path: &Path, text: &str, data_offset: usize) -> Result<NpyHeader> 
         let rest = rest.strip_prefix(':').ok_or_else(|| bad("expected ':'"))?;
         Ok(rest.trim_start())
     };
+    // numpy's literal_eval keeps the last of a repeated key, a first-match reader the
+    // first: the same file would be two different arrays. Refuse the ambiguity.
+    for key in ["descr", "fortran_order", "shape"] {
+        let as_key = |quoted: String| {
+            text.match_indices(&quoted)
+                .filter(|(i, _)| text[i + quoted.len()..].trim_start().starts_with(':'))
+                .count()
+        };
+        if as_key(format!("'{key}'")) + as_key(format!("\"{key}\"")) > 1 {
+            return Err(bad(&format!("the key '{key}' appears more than once")));
+        }
+    }
     let descr_raw = value_of("descr")?;
     let quote = descr_raw.chars().next().ok_or_else(|| bad("empty descr"))?;
     if quote != '\'' && quote != '"' {
@@ -308,6 +320,24 @@ mod tests {
         assert_eq!(p.shape, vec![3, 4, 5]);
         assert!(!p.fortran_order);
         assert_eq!(p.data_offset, 10 + dict.len());
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused() {
+        // numpy reads the last `fortran_order` (False), a first-match reader the first.
+        for dict in [
+            "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), 'fortran_order': False, }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), \"shape\": (3, 2), }",
+        ] {
+            let mut h = Vec::from(MAGIC);
+            h.extend([1, 0]);
+            h.extend((dict.len() as u16).to_le_bytes());
+            h.extend(dict.as_bytes());
+            let e = parse_header(Path::new("dup.npy"), &h)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("dup.npy") && e.contains("more than once"), "{e}");
+        }
     }
 
     #[test]
