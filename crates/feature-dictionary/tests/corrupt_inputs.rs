@@ -1006,6 +1006,80 @@ fn type_errors_in_a_dictionary_json_name_the_file_and_the_field() {
     );
 }
 
+/// Contradictions a hand-edited file can hold, which every count or export downstream would
+/// repeat: a declared width below a stored id, histogram bins that do not exist.
+#[test]
+fn contradictory_dictionary_fields_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hand.json");
+    let file = path.display().to_string();
+    let load = |doc: &serde_json::Value| {
+        std::fs::write(&path, serde_json::to_string(doc).unwrap()).unwrap();
+        feature_dictionary::store::load(&path).map_err(|e| e.to_string())
+    };
+    assert!(load(&dictionary_json()).is_ok());
+    for (field, at) in [
+        ("config.num_features", &["config", "num_features"][..]),
+        (
+            "feature_set.metadata.num_features",
+            &["feature_set", "metadata", "num_features"][..],
+        ),
+    ] {
+        let with = |n: u64| {
+            let mut doc = dictionary_json();
+            let mut v = &mut doc;
+            for key in at {
+                v = &mut v[*key];
+            }
+            *v = n.into();
+            doc
+        };
+        let e = load(&with(3)).unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "{file}: {field} is 3, but feature_set.features holds feature 3"
+            )),
+            "{e}"
+        );
+        assert!(load(&with(4)).is_ok());
+    }
+    let histogram = |bins_per_octave: u32, counts: serde_json::Value| {
+        let mut doc = dictionary_json();
+        doc["feature_set"]["features"]["3"]["metadata"]["histogram"] = serde_json::json!({
+            "bins_per_octave": bins_per_octave, "min_exponent": -10, "n_bins": 208,
+            "counts": counts
+        });
+        load(&doc)
+    };
+    assert!(histogram(8, serde_json::json!([[80, 1], [88, 1]])).is_ok());
+    for (bpo, counts, wanted) in [
+        (
+            8,
+            serde_json::json!([[99999, 2]]),
+            "bin 99999 is outside its 208 bins",
+        ),
+        (
+            8,
+            serde_json::json!([[88, 1], [80, 1]]),
+            "bin 80 follows bin 88",
+        ),
+        (
+            8,
+            serde_json::json!([[80, 1], [80, 1]]),
+            "bin 80 follows bin 80",
+        ),
+        (0, serde_json::json!([[80, 2]]), "with 0 per octave"),
+    ] {
+        let e = histogram(bpo, counts).unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "{file}: feature_set.features[\"3\"].metadata.histogram: "
+            )) && e.contains(wanted),
+            "{e}"
+        );
+    }
+}
+
 /// An example whose `context_start` does not put its token at `context_tokens[position −
 /// context_start]` was shown with another token highlighted (or none); neither our writer
 /// nor the original library (which stores no `context_start`) writes one, so reading it is

@@ -401,6 +401,7 @@ impl Serialize for FeatureActivation {
 /// `j = b mod B` — log-spaced octaves split linearly, which is what a float's exponent and top
 /// mantissa bits give. Bin 0 also holds everything below, the last bin everything above.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "UncheckedHistogram")]
 pub struct HistogramSummary {
     /// Bins per factor of two.
     pub bins_per_octave: u32,
@@ -410,6 +411,62 @@ pub struct HistogramSummary {
     pub n_bins: u32,
     /// Non-empty bins as `[bin, count]`.
     pub counts: Vec<(u32, u64)>,
+}
+
+/// A [`HistogramSummary`] as read, before [`HistogramSummary::try_from`] checks that its
+/// bins exist: a file's bins are drawn and exported as they say.
+#[derive(Deserialize)]
+struct UncheckedHistogram {
+    bins_per_octave: u32,
+    min_exponent: i32,
+    n_bins: u32,
+    counts: Vec<(u32, u64)>,
+}
+
+/// Bins a stored histogram may declare (ours has 208); more is not a histogram of ours.
+const MAX_HISTOGRAM_BINS: u32 = 1 << 16;
+
+impl TryFrom<UncheckedHistogram> for HistogramSummary {
+    type Error = String;
+    fn try_from(h: UncheckedHistogram) -> Result<Self, String> {
+        if h.bins_per_octave == 0 || h.n_bins == 0 || h.n_bins > MAX_HISTOGRAM_BINS {
+            return Err(format!(
+                "histogram of {} bins with {} per octave; expected 1 to {MAX_HISTOGRAM_BINS} bins and at least 1 per octave",
+                h.n_bins, h.bins_per_octave
+            ));
+        }
+        // Edges must be finite, positive floats (2^-1022 … 2^1023).
+        let top_octave = h.min_exponent as i64 + (h.n_bins / h.bins_per_octave) as i64 + 1;
+        if h.min_exponent < -1022 || top_octave > 1023 {
+            return Err(format!(
+                "histogram edges from 2^{} over {} bins fall outside the float range",
+                h.min_exponent, h.n_bins
+            ));
+        }
+        let mut last = None;
+        for &(bin, _) in &h.counts {
+            if bin >= h.n_bins {
+                return Err(format!(
+                    "histogram bin {bin} is outside its {} bins (0 to {})",
+                    h.n_bins,
+                    h.n_bins - 1
+                ));
+            }
+            if last.is_some_and(|l| bin <= l) {
+                return Err(format!(
+                    "histogram bins must be listed once each in increasing order; bin {bin} follows bin {}",
+                    last.unwrap_or(0)
+                ));
+            }
+            last = Some(bin);
+        }
+        Ok(Self {
+            bins_per_octave: h.bins_per_octave,
+            min_exponent: h.min_exponent,
+            n_bins: h.n_bins,
+            counts: h.counts,
+        })
+    }
 }
 
 impl HistogramSummary {

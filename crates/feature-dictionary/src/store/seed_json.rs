@@ -215,6 +215,31 @@ pub fn read(path: &Path) -> Result<FeatureDictionary> {
             ),
         ));
     }
+    // A declared SAE width below a stored id is a contradiction every count downstream
+    // would repeat ("3 features, 16 in file").
+    let declared = [
+        (
+            "config.num_features",
+            saved.config.as_ref().map_or(0, |c| c.num_features),
+        ),
+        (
+            "feature_set.metadata.num_features",
+            saved.feature_set.metadata.num_features.unwrap_or(0),
+        ),
+    ];
+    if let Some(&last) = saved.feature_set.features.keys().next_back() {
+        for (field, n) in declared {
+            if n > 0 && last >= n as u64 {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "{field} is {n}, but feature_set.features holds feature {last} ({} stored); expected a width above every stored id",
+                        saved.feature_set.features.len()
+                    ),
+                ));
+            }
+        }
+    }
     let mut feature_set = saved.feature_set;
     // The original's examples say neither sequence nor context start; the window its
     // configuration was collected with places each firing token exactly, where the
