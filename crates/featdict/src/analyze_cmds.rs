@@ -317,8 +317,8 @@ pub struct PolysemanticArgs {
     /// Tensor name of the embedding matrix (default: token_embd.weight or a usual name).
     #[arg(long)]
     embedding_tensor: Option<String>,
-    /// Clusters required.
-    #[arg(long, default_value_t = 2)]
+    /// Well-separated clusters of firing tokens a feature needs to be listed (at least 2).
+    #[arg(long, default_value_t = 2, value_parser = crate::commands::at_least_two)]
     min_clusters: usize,
     /// Tokens a cluster needs.
     #[arg(long, default_value_t = 3)]

@@ -727,6 +727,17 @@ pub(crate) fn at_least_one(s: &str) -> std::result::Result<usize, String> {
     }
 }
 
+/// A number of clusters that makes a feature polysemantic: one cluster is every feature.
+pub(crate) fn at_least_two(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n < 2 => {
+            Err("must be at least 2 (a feature with fewer clusters is not polysemantic)".into())
+        }
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn cmd_export(a: ExportArgs) -> Result<()> {
     // Both formats are JSON; under another name the file would pass for something else (a
     // Neuronpedia array named .fdict reads as a damaged database).

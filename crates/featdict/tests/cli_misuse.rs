@@ -252,6 +252,30 @@ fn control_and_bidi_characters_in_tokens_print_escaped() {
     assert!(!text.contains(r#""x\\ny""#), "{text}");
 }
 
+/// `polysemantic --min-clusters 0` listed every feature as polysemantic, some with no
+/// cluster at all.
+#[test]
+fn polysemantic_needs_at_least_two_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, _) = dictionaries(dir.path());
+    for n in ["0", "1"] {
+        let out = featdict(&[
+            "polysemantic",
+            s(&json),
+            "--embeddings",
+            "never-read.safetensors",
+            "--min-clusters",
+            n,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("--min-clusters") && err.contains("must be at least 2"),
+            "{err}"
+        );
+    }
+}
+
 /// `search -n 0` printed "no match" for a query that matches; the server refuses limit=0.
 #[test]
 fn search_refuses_a_limit_of_zero() {
