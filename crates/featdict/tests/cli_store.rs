@@ -393,3 +393,60 @@ fn search_with_per_token_counts_reports_top_tokens() {
     assert!(text.starts_with("      id       score"), "{text}");
     assert!(!text.contains("note:"), "{text}");
 }
+
+/// A dictionary from a pipe (`cat d.json | featdict stats /dev/stdin`): the look at its
+/// first bytes for the SQLite magic consumed them, and the JSON reader saw the rest ("found
+/// a boolean"). It reads as the file does; a `.fdict` piped in is refused by name.
+#[cfg(unix)]
+#[test]
+fn dictionaries_can_come_from_a_pipe() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let dict = synthetic::dictionary(&Spec {
+        n_features: 12,
+        ..Default::default()
+    });
+    let json = dir.path().join("d.json");
+    store::save(&dict, &json).unwrap();
+    let fd = dir.path().join("d.fdict");
+    store::save(&dict, &fd).unwrap();
+    let piped = |file: &std::path::Path, args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_featdict"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let bytes = std::fs::read(file).unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // The reader may stop early on an error: a closed pipe is not this test's failure.
+        let _ = stdin.write_all(&bytes);
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    for command in [
+        &["stats", "/dev/stdin", "--json"][..],
+        &["show", "/dev/stdin", "3", "--json"],
+        &["top", "/dev/stdin", "-n", "3", "--json"],
+    ] {
+        let from_pipe = piped(&json, command);
+        assert!(
+            from_pipe.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&from_pipe.stderr)
+        );
+        let mut from_file: Vec<&std::ffi::OsStr> = command.iter().map(|a| a.as_ref()).collect();
+        from_file[1] = json.as_os_str();
+        assert_eq!(from_pipe.stdout, featdict(&from_file).stdout, "{command:?}");
+    }
+    let out = piped(&fd, &["stats", "/dev/stdin"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("/dev/stdin")
+            && err.contains("SQLite needs a regular file"),
+        "{err}"
+    );
+}

@@ -18,7 +18,7 @@ pub mod tokenizer;
 pub mod tokens_json;
 mod vocab;
 
-pub use dense::{map_file, DenseDtype, DenseMatrix, DenseSource};
+pub use dense::{map_file, map_file_expecting, DenseDtype, DenseMatrix, DenseSource};
 pub use tokens_json::TokenSequences;
 pub use vocab::{TokenId, Vocab};
 

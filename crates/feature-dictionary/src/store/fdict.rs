@@ -222,14 +222,17 @@ fn sql_err(path: &Path, what: &str, e: rusqlite::Error) -> Error {
 /// connection to the file is open.
 pub fn is_fdict(path: &Path) -> Result<bool> {
     use std::io::Read;
-    if std::fs::metadata(path)
-        .map_err(|e| Error::io(path, e))?
-        .is_dir()
-    {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
         return Err(Error::format(
             path,
             "is a directory; expected a dictionary file (.fdict or .json)",
         ));
+    }
+    // A pipe or FIFO would lose the bytes looked at here, and SQLite cannot open one
+    // anyway: it is read as JSON ([`super::load`] says so if it holds a database).
+    if !meta.is_file() {
+        return Ok(false);
     }
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut head = [0u8; 16];

@@ -16,6 +16,18 @@ use crate::error::{Error, Result};
 /// [`fdict`]) or the seed JSON. A file named `.fdict` that is neither is reported as a
 /// damaged `.fdict`.
 pub fn load(path: &Path) -> Result<FeatureDictionary> {
+    // A pipe or FIFO (`cat d.json | featdict stats /dev/stdin`) can be read only once: the
+    // look at its first bytes must not consume them, so read it whole and decide on that.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        let bytes = crate::ingest::map_file_expecting(path, "a dictionary (.json)")?;
+        if bytes.starts_with(fdict::SQLITE_MAGIC) {
+            return Err(Error::format(
+                path,
+                "is a .fdict (SQLite) database read from a pipe or device; SQLite needs a regular file, so save it to one first",
+            ));
+        }
+        return seed_json::read_bytes(path, &bytes);
+    }
     if fdict::is_fdict(path)? {
         return fdict::read(path);
     }

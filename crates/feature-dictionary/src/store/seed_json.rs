@@ -175,7 +175,11 @@ pub fn to_string(dict: &FeatureDictionary) -> Result<String> {
 
 /// Reads a dictionary written by us or by the original library.
 pub fn read(path: &Path) -> Result<FeatureDictionary> {
-    let map = crate::ingest::map_file(path)?;
+    read_bytes(path, &crate::ingest::map_file(path)?)
+}
+
+/// [`read`] of the file's contents `map`, already read (`path` names it in errors).
+pub(crate) fn read_bytes(path: &Path, map: &[u8]) -> Result<FeatureDictionary> {
     let expected = "expected a JSON object {\"config\", \"feature_set\", \"statistics\"}";
     // serde's message for another JSON type names the internal struct ("invalid length 1,
     // expected struct Saved with 2 elements" for `[]`): say what the file holds instead.
@@ -196,7 +200,7 @@ pub fn read(path: &Path) -> Result<FeatureDictionary> {
     }
     // An error inside the dictionary names its field (a hand-edited file's mistake); one
     // about the document as a whole says what the document should be.
-    let saved: Saved = super::json::from_slice(&map).map_err(|e| {
+    let saved: Saved = super::json::from_slice(map).map_err(|e| {
         let message = if e.path.is_empty() {
             format!("not a feature dictionary JSON ({expected}): {e}")
         } else {
