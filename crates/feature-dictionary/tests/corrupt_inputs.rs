@@ -303,7 +303,10 @@ fn corrupt_sae_directories_are_errors() {
         .collect();
     std::fs::write(d.join("sae_weights.safetensors"), serialize(&parts)).unwrap();
     let e = Sae::load(&d).unwrap_err().to_string();
-    assert!(e.contains("missing tensor W_enc"), "{e}");
+    assert!(
+        e.contains("tensor W_enc has dtype I32; SAE weights must be floats"),
+        "{e}"
+    );
     // No weights at all.
     std::fs::remove_file(d.join("sae_weights.safetensors")).unwrap();
     let e = Sae::load(&d).unwrap_err().to_string();

@@ -21,6 +21,9 @@ pub struct Weights {
     tensors: HashMap<String, (Vec<u64>, Vec<f32>)>,
     /// Names and shapes of the tensors already taken, so "the file has" lists stay whole.
     taken: Vec<(String, Vec<u64>)>,
+    /// Tensors left out for not being floats, with their dtypes: a weight stored so is
+    /// named as such rather than called missing.
+    not_floats: Vec<(String, String)>,
 }
 
 impl Weights {
@@ -33,15 +36,19 @@ impl Weights {
     /// Reads every float tensor of parsed safetensors (non-float tensors are skipped).
     pub fn from_st(st: &SafeTensors) -> Result<Self> {
         let mut tensors = HashMap::new();
+        let mut not_floats = Vec::new();
         for t in st.tensors() {
             if float_dtype(&t.dtype).is_some() {
                 tensors.insert(t.name.clone(), (t.shape.clone(), st.to_f32(t)?));
+            } else {
+                not_floats.push((t.name.clone(), t.dtype.clone()));
             }
         }
         Ok(Self {
             path: st.path().to_path_buf(),
             tensors,
             taken: Vec::new(),
+            not_floats,
         })
     }
 
@@ -115,6 +122,7 @@ impl Weights {
             path: path.to_path_buf(),
             tensors,
             taken: Vec::new(),
+            not_floats: Vec::new(),
         })
     }
 
@@ -139,6 +147,7 @@ impl Weights {
             .map(|(n, (s, _))| (n, s))
             .chain(self.taken.iter().map(|(n, s)| (n, s)))
             .map(|(n, s)| format!("{n} {s:?}"))
+            .chain(self.not_floats.iter().map(|(n, d)| format!("{n} ({d})")))
             .collect();
         v.sort();
         v.join(", ")
@@ -149,14 +158,26 @@ impl Weights {
     pub fn take(&mut self, names: &[&str], shape: &[usize]) -> Result<Vec<f32>> {
         match self.take_opt(names, shape)? {
             Some(t) => Ok(t),
-            None => Err(Error::format(
-                &self.path,
-                format!(
-                    "missing tensor {} (shape {shape:?}); the file has {}",
-                    names[0],
-                    self.list()
-                ),
-            )),
+            None => {
+                if let Some((name, dtype)) = self
+                    .not_floats
+                    .iter()
+                    .find(|(n, _)| names.contains(&n.as_str()))
+                {
+                    return Err(Error::format(
+                        &self.path,
+                        format!("tensor {name} has dtype {dtype}; SAE weights must be floats (F32, F16, BF16 or F64)"),
+                    ));
+                }
+                Err(Error::format(
+                    &self.path,
+                    format!(
+                        "missing tensor {} (shape {shape:?}); the file has {}",
+                        names[0],
+                        self.list()
+                    ),
+                ))
+            }
         }
     }
 
