@@ -124,6 +124,87 @@ const TOKEN_ROWS: [f32; 15] = [
     0.0, 0.7, 0.7,
 ];
 
+/// Finite weights so large that encoding overflows float32: the infinite latents were
+/// blamed on the residuals ("fix the input"), which are finite.
+#[test]
+fn sae_weights_that_overflow_are_blamed_on_the_sae() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../feature-dictionary/tests/fixtures/sae/standard_f32");
+    let inputs = fixture.join("inputs.npy");
+    let toks = tmp.path().join("toks.json");
+    let seqs: Vec<Vec<String>> = (0..4)
+        .map(|s| (0..8).map(|p| format!("w{}", (s * 8 + p) % 13)).collect())
+        .collect();
+    std::fs::write(&toks, serde_json::to_string(&seqs).unwrap()).unwrap();
+    let weights = std::fs::read(fixture.join("sae_weights.safetensors")).unwrap();
+    let st = SafeTensors::from_bytes(Path::new("w"), weights).unwrap();
+    let sae = tmp.path().join("sae");
+    std::fs::create_dir_all(&sae).unwrap();
+    std::fs::copy(fixture.join("cfg.json"), sae.join("cfg.json")).unwrap();
+    let bytes: Vec<Vec<u8>> = st
+        .tensors()
+        .iter()
+        .map(|t| {
+            let b = st.bytes(t).to_vec();
+            if t.name == "W_enc" {
+                b.chunks(4).flat_map(|_| 3e38f32.to_le_bytes()).collect()
+            } else {
+                b
+            }
+        })
+        .collect();
+    let parts: Vec<(&str, &str, Vec<u64>, &[u8])> = st
+        .tensors()
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| (t.name.as_str(), t.dtype.as_str(), t.shape.clone(), &b[..]))
+        .collect();
+    std::fs::write(sae.join("sae_weights.safetensors"), serialize(&parts)).unwrap();
+    let out = tmp.path().join("d.json");
+    let lat = tmp.path().join("lat.safetensors");
+    for args in [
+        &[
+            "build",
+            s(&inputs),
+            "--sae",
+            s(&sae),
+            "--tokens",
+            s(&toks),
+            "--out",
+            s(&out),
+            "-q",
+        ][..],
+        &[
+            "encode",
+            s(&inputs),
+            "--sae",
+            s(&sae),
+            "--f32",
+            "--seq-len",
+            "8",
+            "--out",
+            s(&lat),
+        ],
+    ] {
+        let run = featdict(args);
+        assert_clean_error(
+            &run,
+            &[
+                s(&sae),
+                "although the residuals there are finite",
+                "overflow float32",
+            ],
+        );
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !err.contains("fix the input") && !err.contains("the residuals hold"),
+            "{err}"
+        );
+    }
+    assert!(!out.exists() && !lat.exists());
+}
+
 #[test]
 fn nonfinite_sae_weights_are_blamed_on_the_sae_file() {
     let tmp = tempfile::tempdir().unwrap();

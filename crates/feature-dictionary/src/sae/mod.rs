@@ -289,6 +289,33 @@ impl Sae {
         &self.config
     }
 
+    /// The first non-finite latent of `rows` (`(row, latent, value)`) whose residual row in
+    /// `x` is all finite: the SAE's own weights overflowed float32 there, which is the
+    /// SAE's fault, not the input's. Non-finite latents of non-finite residuals are not
+    /// looked at (they are the input's, reported as such).
+    pub fn overflow_in(&self, x: &[f32], rows: &SparseRows) -> Option<(usize, u32, f32)> {
+        let d_in = self.d_in();
+        (0..rows.indptr.len().saturating_sub(1)).find_map(|r| {
+            let range = rows.indptr[r]..rows.indptr[r + 1];
+            let bad = range.clone().find(|&e| !rows.values[e].is_finite())?;
+            let residual = x.get(r * d_in..(r + 1) * d_in)?;
+            residual
+                .iter()
+                .all(|v| v.is_finite())
+                .then(|| (r, rows.indices[bad], rows.values[bad]))
+        })
+    }
+
+    /// The error for an [`Sae::overflow_in`] finding at `sequence`, `position`.
+    pub fn overflow_error(&self, latent: u32, value: f32, sequence: u64, position: u64) -> Error {
+        Error::format(
+            self.path(),
+            format!(
+                "latent {latent} at sequence {sequence}, position {position} is {value} although the residuals there are finite: this SAE's weights overflow float32 on them (a damaged file, or weights far too large)"
+            ),
+        )
+    }
+
     /// Where it was loaded from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -79,6 +79,10 @@ impl<S: ActivationSource> ActivationSource for SaeSource<S> {
         let mut rows = SparseRows::default();
         self.sae
             .encode(x, &mut rows, &mut self.buffers, self.threads);
+        if let Some((r, latent, value)) = self.sae.overflow_in(x, &rows) {
+            let (sequence, position) = (batch.sequences[r], batch.positions[r] as u64);
+            return Err(self.sae.overflow_error(latent, value, sequence, position));
+        }
         Ok(Some(ActivationBatch {
             n_features: self.sae.d_sae(),
             tokens: batch.tokens,

@@ -118,6 +118,10 @@ pub fn encode_to_delphi(
         let x = residuals.rows_f32(start..end, &mut conv);
         let mut rows = SparseRows::default();
         sae.encode(x, &mut rows, &mut buffers, options.threads);
+        if let Some((r, latent, value)) = sae.overflow_in(x, &rows) {
+            let g = start + r as u64;
+            return Err(sae.overflow_error(latent, value, g / seq_len, g % seq_len));
+        }
         let mut lb = Vec::with_capacity(rows.values.len() * 12);
         let mut ab = Vec::with_capacity(rows.values.len() * 4);
         for r in 0..(end - start) as usize {
