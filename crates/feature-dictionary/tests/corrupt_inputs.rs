@@ -100,6 +100,15 @@ fn corrupt_delphi_shards_are_errors() {
             ]),
             "out of range",
         ),
+        // A finite float64 beyond float32's range is not a NaN/Inf of the input.
+        (
+            serialize(&[
+                ("locations", "I32", vec![1, 3], &loc(&[0, 2, 1])),
+                ("activations", "F64", vec![1], &1e300f64.to_le_bytes()),
+                ("tokens", "I32", vec![1, 4], &toks),
+            ]),
+            "float64 activation 1e300 at sequence 0, position 2, latent 1 is outside the float32 range",
+        ),
         // Position beyond the sequence.
         (
             serialize(&[
@@ -147,7 +156,7 @@ fn corrupt_delphi_shards_are_errors() {
                 ("activations", "I32", vec![1], &acts),
                 ("tokens", "I32", vec![1, 4], &toks),
             ]),
-            "F16 or F32",
+            "expected F16, BF16, F32 or F64",
         ),
         // Missing tensor.
         (

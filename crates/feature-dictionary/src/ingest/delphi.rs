@@ -143,7 +143,7 @@ impl DelphiCache {
                 return Err(Error::format(
                     &p,
                     format!(
-                        "tensor \"activations\" has dtype {}; expected F16 or F32",
+                        "tensor \"activations\" has dtype {}; expected F16, BF16, F32 or F64",
                         activations.dtype
                     ),
                 ));
@@ -516,10 +516,21 @@ impl ActivationSource for DelphiSource {
                 let p = loc.get(3 * i + 1)? as u64;
                 let l = loc.get(3 * i + 2)? as u64 + shard.start;
                 let row = (offsets[s as usize] - base + p) as u32;
-                let v = super::safetensors::decode_float(
-                    &act_bytes[i * size..(i + 1) * size],
-                    act_dtype,
-                );
+                let raw = &act_bytes[i * size..(i + 1) * size];
+                let v = super::safetensors::decode_float(raw, act_dtype);
+                // A finite float64 beyond float32's range becomes ±inf here, which would be
+                // reported as a NaN/Inf of the input; say what it is.
+                if v.is_infinite() && act_dtype == super::DenseDtype::F64 {
+                    let wide = f64::from_le_bytes(raw.try_into().expect("8 bytes"));
+                    if wide.is_finite() {
+                        return Err(Error::format(
+                            path,
+                            format!(
+                                "float64 activation {wide:e} at sequence {s}, position {p}, latent {l} is outside the float32 range (±3.4e38) the statistics are computed in; expected finite values below that magnitude"
+                            ),
+                        ));
+                    }
+                }
                 entries.push((row, l as u32, v));
             }
         }
