@@ -741,3 +741,23 @@ fn show_marks_only_the_token_an_example_fired_on() {
         ],
     );
 }
+
+/// A feature count whose state cannot be allocated is an error naming the file it came from
+/// (the shape of an empty `.npy` here), not a bare message or an aborted process.
+#[test]
+fn an_absurd_feature_count_names_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let acts = dir.path().join("wide.npy");
+    npy::write_bytes(&acts, "<f4", &[0, 1_000_000_000_000], false, &[]).unwrap();
+    let toks = dir.path().join("t.json");
+    std::fs::write(&toks, "[]").unwrap();
+    let out = build(&acts, &toks, &dir.path().join("d.json"), &["-q"]);
+    assert_clean_error(
+        &out,
+        &[
+            s(&acts),
+            "declares 1000000000000 features per token",
+            "cannot allocate the state",
+        ],
+    );
+}

@@ -2,7 +2,7 @@
 
 use crate::accumulate::{Accumulator, Settings};
 use crate::dictionary::FeatureDictionary;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::finalize::finalize;
 use crate::ingest::ActivationSource;
 use crate::model::DictionaryConfig;
@@ -98,7 +98,15 @@ pub fn build_timed(
 ) -> Result<(FeatureDictionary, BuildTimings)> {
     let settings = Settings::from_config(&config.extraction)?;
     let t0 = std::time::Instant::now();
-    let mut acc = Accumulator::try_new(source.n_features(), settings, options.threads)?;
+    // The feature count comes from the input (a shape, shard names, an SAE's config): an
+    // absurd one is that file's problem, so name it.
+    let mut acc =
+        Accumulator::try_new(source.n_features(), settings, options.threads).map_err(|e| {
+            Error::format(
+                source.describe(),
+                format!("declares {} features per token; {e}", source.n_features()),
+            )
+        })?;
     accumulate_source(source, &mut acc, options, progress)?;
     let t1 = std::time::Instant::now();
     let dict = finalize(&acc, source.vocab(), config);
