@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use feature_dictionary::accumulate::coactivation::PARTNERS_STORED;
 use feature_dictionary::analyze::{correlation, similar};
@@ -91,13 +91,14 @@ fn first_label(dict: &FeatureDictionary, id: u64) -> String {
 
 /// `featdict similar`.
 pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
-    let dict = crate::commands::load(&a.dict)?;
-    check_id(&dict, &a.dict, a.id)?;
+    let mut subset = crate::commands::Subset::load(&a.dict, &[a.id])?;
+    subset.check(a.id)?;
     // Features without a decoder direction (all-zero rows), when ranking by decoder cosine.
     let (method, rows, zero_rows): (&str, Vec<(u64, f64)>, Option<usize>) = match &a.sae {
         Some(path) => {
             let path = sae_weights(path)?;
-            let dirs = similar::Directions::load(&path, &a.tensor, Some(dict.num_features()))?;
+            let dirs =
+                similar::Directions::load(&path, &a.tensor, Some(subset.dict.num_features()))?;
             let nb = dirs.similar_to(a.id as usize, a.n)?;
             (
                 "decoder cosine",
@@ -109,26 +110,41 @@ pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
             )
         }
         None => {
-            if !dict.has_token_counts() {
+            if !subset.has_token_counts {
                 bail!(
                     "{}: this dictionary holds no per-token firing counts (a file of the original library?), so firing-token profiles cannot be compared; pass --sae to rank by decoder cosine, or rebuild the dictionary with featdict build",
                     a.dict.display()
                 );
             }
-            if dict.get(a.id).is_some_and(|f| f.activation_count == 0) {
+            if subset
+                .dict
+                .get(a.id)
+                .is_some_and(|f| f.activation_count == 0)
+            {
                 bail!(
                     "{}: feature {} never fired, so it has no firing-token profile to compare; pass --sae to rank by decoder cosine",
                     a.dict.display(),
                     a.id
                 );
             }
+            // Only features sharing a token can have a positive cosine: of a .fdict, read
+            // just those.
+            if let Some(reader) = subset.reader() {
+                let sharing = reader
+                    .features_sharing_tokens(a.id)
+                    .with_context(|| format!("cannot read dictionary {}", a.dict.display()))?;
+                subset.add(&sharing)?;
+            }
             (
                 "firing-token profile cosine",
-                similar::similar_by_tokens(&dict, a.id, a.n)?,
+                similar::similar_by_tokens(&subset.dict, a.id, a.n)?,
                 None,
             )
         }
     };
+    // Their labels are shown.
+    subset.add(&rows.iter().map(|r| r.0).collect::<Vec<_>>())?;
+    let dict = &subset.dict;
     if a.json {
         let v: Vec<_> = rows
             .iter()
@@ -143,7 +159,7 @@ pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
     }
     println!("features most similar to #{} ({method})", a.id);
     for (j, s) in rows {
-        println!("  #{j:<8} {s:>8.4}  {}", first_label(&dict, j));
+        println!("  #{j:<8} {s:>8.4}  {}", first_label(dict, j));
     }
     match zero_rows {
         Some(1) => println!("  (1 feature skipped: its decoder row is all zeros)"),
@@ -157,8 +173,24 @@ pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
 
 /// `featdict correlated`.
 pub fn cmd_correlated(a: CorrelatedArgs) -> Result<()> {
-    let dict = crate::commands::load(&a.dict)?;
-    check_id(&dict, &a.dict, a.id)?;
+    use crate::commands::Subset;
+    let one = Subset::load(&a.dict, &[a.id])?;
+    one.check(a.id)?;
+    // The feature's stored partners, then those partners too (their labels are shown). The
+    // Python package marks co-activation data only on features that have partners: a part
+    // of a file cannot say there is none, the whole file can.
+    let dict = match correlation::method(&one.dict) {
+        Some(_) => {
+            let mut ids = vec![a.id];
+            ids.extend(
+                correlation::correlated(&one.dict, a.id, f64::NEG_INFINITY)?
+                    .iter()
+                    .map(|p| p.0),
+            );
+            Subset::load(&a.dict, &ids)?.dict
+        }
+        None => crate::commands::load(&a.dict)?,
+    };
     let Some(m) = correlation::method(&dict) else {
         bail!(
             "{}: this dictionary holds no co-activation data; rebuild it with --correlation exact (≤ 4,096 features) or --correlation sketch",
@@ -464,15 +496,16 @@ struct Compared {
 /// token-profile cosine and stored correlation.
 pub fn cmd_compare(a: CompareArgs) -> Result<()> {
     use feature_dictionary::analyze;
-    let dict = crate::commands::load(&a.dict)?;
-    check_id(&dict, &a.dict, a.a)?;
-    check_id(&dict, &a.dict, a.b)?;
+    let subset = crate::commands::Subset::load(&a.dict, &[a.a, a.b])?;
+    subset.check(a.a)?;
+    subset.check(a.b)?;
+    let dict = &subset.dict;
     let (fa, fb) = (
         dict.get(a.a).expect("checked"),
         dict.get(a.b).expect("checked"),
     );
-    let c = analyze::compare(&dict, fa, fb);
-    let counts_stored = dict.has_token_counts();
+    let c = analyze::compare(dict, fa, fb);
+    let counts_stored = subset.has_token_counts;
     // Per feature: why its token profile is unknown, if it is.
     let missing = |f: &Feature| {
         if counts_stored && f.activation_count == 0 {

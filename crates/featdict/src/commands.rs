@@ -392,6 +392,90 @@ pub(crate) fn load(path: &Path) -> Result<FeatureDictionary> {
     store::load(path).with_context(|| format!("cannot read dictionary {}", path.display()))
 }
 
+/// Some features of the dictionary at `path`, with every dictionary-wide field (config,
+/// corpus token counts, omitted features): a `.fdict` gives only those features, since a
+/// command about one or two features of a file of millions must not read them all; a JSON
+/// file is read whole.
+pub(crate) struct Subset {
+    /// The dictionary, holding at least the features asked for that the file stores.
+    pub dict: FeatureDictionary,
+    /// Whether the whole file holds per-token counts ([`FeatureDictionary::has_token_counts`]
+    /// of a part of a `.fdict` cannot tell).
+    pub has_token_counts: bool,
+    /// Why each id asked for and not stored is missing.
+    missing: Vec<(u64, String)>,
+    /// The open `.fdict`, when the file is one (`None`: `dict` is the whole JSON file).
+    reader: Option<store::fdict::FdictReader>,
+}
+
+impl Subset {
+    /// Reads features `ids` of `path`.
+    pub fn load(path: &Path, ids: &[u64]) -> Result<Self> {
+        let context = || format!("cannot read dictionary {}", path.display());
+        if store::fdict::is_fdict(path).with_context(context)? {
+            let reader = store::fdict::FdictReader::open(path).with_context(context)?;
+            let dict = reader.load_some(ids).with_context(context)?;
+            let missing = ids
+                .iter()
+                .filter(|id| dict.get(**id).is_none())
+                .map(|&id| (id, not_in_fdict(&reader, path, id)))
+                .collect();
+            let has_token_counts = reader.has_token_counts().with_context(context)?;
+            return Ok(Self {
+                dict,
+                has_token_counts,
+                missing,
+                reader: Some(reader),
+            });
+        }
+        let dict = load(path)?;
+        let missing = ids
+            .iter()
+            .filter(|id| dict.get(**id).is_none())
+            .map(|&id| (id, not_in_dict(&dict, path, id)))
+            .collect();
+        Ok(Self {
+            has_token_counts: dict.has_token_counts(),
+            dict,
+            missing,
+            reader: None,
+        })
+    }
+
+    /// Adds features `ids` (those the file stores) to `dict`; a JSON file's are all there.
+    pub fn add(&mut self, ids: &[u64]) -> Result<()> {
+        let Some(reader) = &self.reader else {
+            return Ok(());
+        };
+        let wanted: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| self.dict.get(*id).is_none())
+            .collect();
+        let more = reader
+            .load_some(&wanted)
+            .with_context(|| format!("cannot read dictionary {}", reader.path().display()))?;
+        self.dict
+            .feature_set
+            .features
+            .extend(more.feature_set.features);
+        Ok(())
+    }
+
+    /// The open `.fdict`, if the file is one.
+    pub fn reader(&self) -> Option<&store::fdict::FdictReader> {
+        self.reader.as_ref()
+    }
+
+    /// An error saying why `id` is not stored, if it is not.
+    pub fn check(&self, id: u64) -> Result<()> {
+        match self.missing.iter().find(|(m, _)| *m == id) {
+            Some((_, why)) => bail!("{why}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Why feature `id` is not in the dictionary file `path`, which stores `stored` of the SAE's
 /// `num_features` features (`dropped`: `build --drop-dead` left it out). Every command that
 /// looks a feature up says it in these words. A dropped id lies inside "ids 0 to N-1", so

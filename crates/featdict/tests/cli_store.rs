@@ -450,3 +450,47 @@ fn dictionaries_can_come_from_a_pipe() {
         "{err}"
     );
 }
+
+/// `compare`, `correlated` and `similar` read only the features they need from a `.fdict`
+/// (they loaded all of it: seconds and gigabytes on a million features), and answer exactly
+/// as from the JSON file, errors included.
+#[test]
+fn feature_commands_on_fdict_answer_as_on_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let dict = synthetic::dictionary(&Spec {
+        n_features: 120,
+        ..Default::default()
+    });
+    let json = dir.path().join("d.json");
+    let fd = dir.path().join("d.fdict");
+    store::save(&dict, &json).unwrap();
+    store::save(&dict, &fd).unwrap();
+    let run = |path: &std::path::Path, args: &[&str]| {
+        let mut all: Vec<&std::ffi::OsStr> = vec![args[0].as_ref(), path.as_os_str()];
+        all.extend(args[1..].iter().map(std::ffi::OsStr::new));
+        let out = featdict(&all);
+        let err = String::from_utf8_lossy(&out.stderr).replace(path.to_str().unwrap(), "DICT");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            err,
+        )
+    };
+    let mut answered = 0;
+    for args in [
+        &["compare", "3", "17", "--json"][..],
+        &["compare", "3", "17"],
+        &["compare", "5", "5"],
+        &["compare", "3", "500"],
+        &["similar", "3", "--json"],
+        &["similar", "40", "-n", "25"],
+        &["similar", "500"],
+        &["correlated", "3", "--json"],
+        &["correlated", "500"],
+    ] {
+        let (a, b) = (run(&json, args), run(&fd, args));
+        assert_eq!(a, b, "{args:?}");
+        answered += (a.0 == Some(0) && !a.1.is_empty()) as usize;
+    }
+    assert!(answered >= 5, "{answered}");
+}

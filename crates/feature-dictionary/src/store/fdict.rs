@@ -1288,6 +1288,26 @@ impl FdictReader {
         Ok(*self.has_token_counts.get_or_init(|| known))
     }
 
+    /// The other features that fired on at least one token feature `id` fired on (by the
+    /// `top_tokens` table), in id order: every feature whose firing-token profile can have
+    /// a positive cosine with `id`'s, found without reading the features that cannot.
+    pub fn features_sharing_tokens(&self, id: u64) -> Result<Vec<u64>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT b.feature_id FROM top_tokens a
+                 JOIN top_tokens b ON b.token_id = a.token_id
+                 WHERE a.feature_id = ?1 AND b.feature_id != ?1
+                 ORDER BY b.feature_id",
+            )
+            .map_err(|e| self.err("cannot read the token counts", e))?;
+        let ids = st
+            .query_map([id as i64], |r| r.get::<_, i64>(0))
+            .and_then(|rows| rows.map(|r| r.map(|v| v as u64)).collect())
+            .map_err(|e| self.err("cannot read the token counts", e))?;
+        Ok(ids)
+    }
+
     /// Whether another program wrote the file in place since this reader last looked (a
     /// `cp` over it, or a commit through another connection): its size or modification time
     /// changed, and not by this connection ([`FdictReader::restamp`]). The reader must then
@@ -1664,6 +1684,34 @@ impl FdictReader {
 
     /// Reads everything back into a [`FeatureDictionary`] (equal to the one written).
     pub fn load_all(&self) -> Result<FeatureDictionary> {
+        self.load_with(|feature_set| {
+            self.for_each_feature(|f| {
+                feature_set.features.insert(f.id, f.clone());
+                Ok(())
+            })
+        })
+    }
+
+    /// The dictionary with only the features of `ids` that it stores (ids it does not
+    /// store are left out): what a command about a few features needs of a file of
+    /// millions, with the dictionary-wide fields (configuration, corpus token counts,
+    /// omitted features) whole. [`FdictReader::has_token_counts`] answers for the whole
+    /// file where [`FeatureDictionary::has_token_counts`] of this one cannot.
+    pub fn load_some(&self, ids: &[u64]) -> Result<FeatureDictionary> {
+        self.load_with(|feature_set| {
+            for &id in ids {
+                if let Some(f) = self.feature(id)? {
+                    feature_set.features.insert(id, f);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn load_with(
+        &self,
+        fill: impl FnOnce(&mut FeatureSet) -> Result<()>,
+    ) -> Result<FeatureDictionary> {
         let meta = |key: &str| -> Result<Option<String>> {
             self.conn
                 .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
@@ -1673,10 +1721,7 @@ impl FdictReader {
         let mut config: DictionaryConfig = parse_meta(&self.path, "config", meta("config")?)?;
         let mut feature_set: FeatureSet =
             parse_meta(&self.path, "feature_set", meta("feature_set")?)?;
-        self.for_each_feature(|f| {
-            feature_set.features.insert(f.id, f.clone());
-            Ok(())
-        })?;
+        fill(&mut feature_set)?;
         if config.model_name.is_empty() {
             config.model_name = feature_set.model_name.clone();
         }
