@@ -75,13 +75,6 @@ pub(crate) fn sae_weights(path: &std::path::Path) -> Result<PathBuf> {
     );
 }
 
-fn check_id(dict: &FeatureDictionary, path: &std::path::Path, id: u64) -> Result<()> {
-    if dict.get(id).is_none() {
-        bail!(crate::commands::not_in_dict(dict, path, id));
-    }
-    Ok(())
-}
-
 fn first_label(dict: &FeatureDictionary, id: u64) -> String {
     dict.get(id)
         .and_then(|f| f.labels.first().cloned())
@@ -268,8 +261,9 @@ pub struct LogitsArgs {
 /// `featdict logits`: the tokens a feature's decoder direction promotes and suppresses.
 pub fn cmd_logits(a: LogitsArgs) -> Result<()> {
     use feature_dictionary::analyze::{logit_lens::Unembedding, weights};
-    let dict = crate::commands::load(&a.dict)?;
-    check_id(&dict, &a.dict, a.id)?;
+    let subset = crate::commands::Subset::load(&a.dict, &[a.id])?;
+    subset.check(a.id)?;
+    let dict = &subset.dict;
     let sae = sae_weights(&a.sae)?;
     let mut w = weights::read_weight_matrix(&sae, &a.tensor)?;
     let n = dict.num_features();
