@@ -181,7 +181,7 @@ def test_distinct_token_estimates_are_the_same_one_sequence_at_a_time():
     # and the estimate used to miss every token new to a table that had dropped some.
     rng = np.random.default_rng(5)
     words = [f"w{i}" for i in range(300)]
-    acts = (rng.random((30, 40, 2)) < 0.5).astype(np.float32)
+    acts = (rng.random((30, 40, 2)) < 0.1).astype(np.float32)
     tokens = [list(rng.choice(words, size=40)) for _ in range(30)]
     cfg = DictionaryConfig(extraction=ExtractionConfig(token_sketch_capacity=8))
     whole = FeatureDictionary(2, 16, cfg)

@@ -166,31 +166,33 @@ pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
 
 /// `featdict correlated`.
 pub fn cmd_correlated(a: CorrelatedArgs) -> Result<()> {
-    use crate::commands::Subset;
-    let one = Subset::load(&a.dict, &[a.id])?;
-    one.check(a.id)?;
+    let mut subset = crate::commands::Subset::load(&a.dict, &[a.id])?;
+    subset.check(a.id)?;
     // The feature's stored partners, then those partners too (their labels are shown). The
     // Python package marks co-activation data only on features that have partners: a part
-    // of a file cannot say there is none, the whole file can.
-    let dict = match correlation::method(&one.dict) {
-        Some(_) => {
-            let mut ids = vec![a.id];
-            ids.extend(
-                correlation::correlated(&one.dict, a.id, f64::NEG_INFINITY)?
-                    .iter()
-                    .map(|p| p.0),
-            );
-            Subset::load(&a.dict, &ids)?.dict
-        }
-        None => crate::commands::load(&a.dict)?,
+    // of a .fdict cannot say there is none, the whole file can. (A JSON file, perhaps a
+    // pipe that reads once, is already whole.)
+    let whole;
+    let dict = if correlation::method(&subset.dict).is_some() {
+        let partners: Vec<u64> = correlation::correlated(&subset.dict, a.id, f64::NEG_INFINITY)?
+            .iter()
+            .map(|p| p.0)
+            .collect();
+        subset.add(&partners)?;
+        &subset.dict
+    } else if subset.reader().is_some() {
+        whole = crate::commands::load(&a.dict)?;
+        &whole
+    } else {
+        &subset.dict
     };
-    let Some(m) = correlation::method(&dict) else {
+    let Some(m) = correlation::method(dict) else {
         bail!(
             "{}: this dictionary holds no co-activation data; rebuild it with --correlation exact (≤ 4,096 features) or --correlation sketch",
             a.dict.display()
         );
     };
-    let mut rows = correlation::correlated(&dict, a.id, a.min)?;
+    let mut rows = correlation::correlated(dict, a.id, a.min)?;
     rows.truncate(a.n);
     if a.json {
         let v: Vec<_> = rows
@@ -216,9 +218,9 @@ pub fn cmd_correlated(a: CorrelatedArgs) -> Result<()> {
     }
     let shown = rows.len();
     for (j, r) in rows {
-        println!("  #{j:<8} {r:>8.4}  {}", first_label(&dict, j));
+        println!("  #{j:<8} {r:>8.4}  {}", first_label(dict, j));
     }
-    let stored = correlation::correlated(&dict, a.id, f64::NEG_INFINITY)?.len();
+    let stored = correlation::correlated(dict, a.id, f64::NEG_INFINITY)?.len();
     if a.n > shown && stored >= PARTNERS_STORED {
         println!("  (only the {PARTNERS_STORED} strongest partners of each feature are stored)");
     }

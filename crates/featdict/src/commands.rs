@@ -455,10 +455,10 @@ impl Subset {
         let more = reader
             .load_some(&wanted)
             .with_context(|| format!("cannot read dictionary {}", reader.path().display()))?;
-        self.dict
-            .feature_set
-            .features
-            .extend(more.feature_set.features);
+        // One map built at once from both (extending it would leave its nodes half empty).
+        let held = std::mem::take(&mut self.dict.feature_set.features);
+        self.dict.feature_set.features =
+            held.into_iter().chain(more.feature_set.features).collect();
         Ok(())
     }
 

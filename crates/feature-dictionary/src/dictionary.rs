@@ -169,17 +169,20 @@ impl FeatureDictionary {
 
     /// Number of SAE features, dead and omitted ones included.
     pub fn num_features(&self) -> usize {
-        if self.config.num_features > 0 {
-            return self.config.num_features;
-        }
-        if let Some(n) = self.feature_set.metadata.num_features {
-            return n;
-        }
-        self.feature_set
+        // The declared width, but never below a stored id: a feature added by hand (the
+        // original API's `add_feature` takes any id) widens the SAE it describes.
+        let stored = self
+            .feature_set
             .features
             .keys()
             .next_back()
-            .map_or(0, |&k| k as usize + 1)
+            .map_or(0, |&k| k as usize + 1);
+        let declared = if self.config.num_features > 0 {
+            self.config.num_features
+        } else {
+            self.feature_set.metadata.num_features.unwrap_or(0)
+        };
+        declared.max(stored)
     }
 
     /// A feature by id.

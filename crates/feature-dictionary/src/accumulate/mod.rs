@@ -207,6 +207,11 @@ pub struct Accumulator {
     /// Co-activation for correlations (when on).
     pub coactivation: Option<coactivation::Coactivation>,
     parts: Vec<FeatureRange>,
+    /// The distinct-token keys the batches gave (`ActivationBatch::token_keys`, the longest
+    /// seen: one vocabulary's keys only grow), for [`Accumulator::merge`], which must key
+    /// the other side's tokens the same way.
+    #[cfg_attr(feature = "serde-state", serde(default))]
+    token_keys: Vec<u64>,
 }
 
 impl Accumulator {
@@ -254,6 +259,7 @@ impl Accumulator {
             )),
         };
         Ok(Self {
+            token_keys: Vec::new(),
             coactivation,
             corpus_ngrams,
             settings,
@@ -316,6 +322,12 @@ impl Accumulator {
                 coactivation::MAX_EXACT_FEATURES,
                 self.n_features
             )));
+        }
+        if let Some(keys) = batch.token_keys {
+            if keys.len() > self.token_keys.len() {
+                let known = self.token_keys.len();
+                self.token_keys.extend_from_slice(&keys[known..]);
+            }
         }
         // Phase 1 changes nothing: every part transposes its features of the batch (and
         // looks for non-finite values when asked to refuse them). Phase 2, unless they
@@ -415,9 +427,18 @@ impl Accumulator {
     }
 
     /// Folds in the state of another part of the corpus, accumulated with the same settings
-    /// and token ids. Sequence indices of the two parts should not collide.
+    /// and token ids. Sequence indices of the two parts should not collide. Tokens are keyed
+    /// for the distinct-token estimate as the batches of either side keyed them (readers key
+    /// them by their text); batches that gave no keys key them by id.
     pub fn merge(&mut self, other: Accumulator) -> Result<()> {
-        self.merge_keyed(other, None)
+        let keys = if other.token_keys.len() > self.token_keys.len() {
+            other.token_keys.clone()
+        } else {
+            std::mem::take(&mut self.token_keys)
+        };
+        let merged = self.merge_keyed(other, (!keys.is_empty()).then_some(&keys[..]));
+        self.token_keys = keys;
+        merged
     }
 
     /// [`Accumulator::merge`] for batches that gave `token_keys` (the same keys here).
@@ -580,6 +601,53 @@ mod tests {
             Accumulator::try_new(10, settings, 2).unwrap().n_features(),
             10
         );
+    }
+
+    /// `merge` keys the other side's tokens as the batches keyed them: with batches keyed by
+    /// text (as every reader keys them), a side whose token table overflowed merged with one
+    /// whose table did not counted the latter's tokens a second time, by id.
+    #[test]
+    fn merge_keys_tokens_as_the_batches_did() {
+        let distinct = 300u32;
+        let keys: Vec<u64> = (0..distinct)
+            .map(|t| distinct::text_key(&format!("token {t}")))
+            .collect();
+        let config = ExtractionConfig {
+            token_sketch_capacity: 50,
+            ..Default::default()
+        };
+        let settings = Settings::from_config(&config).unwrap();
+        // One feature firing on every row; the first shard meets 40 tokens (its table never
+        // overflows), the second all 300.
+        let shard = |tokens: Vec<TokenId>, first_sequence: u64| {
+            let rows = tokens.len();
+            let values = vec![1.0f32; rows];
+            let mut acc = Accumulator::new(1, settings.clone(), 1);
+            acc.update(&ActivationBatch {
+                n_features: 1,
+                sequences: (0..rows as u64).map(|r| first_sequence + r / 10).collect(),
+                positions: (0..rows as u32).map(|r| r % 10).collect(),
+                tokens,
+                core: 0..rows,
+                values: crate::ingest::BatchValues::Dense(&values),
+                token_keys: Some(&keys),
+            })
+            .unwrap();
+            acc
+        };
+        let few: Vec<TokenId> = (0..400).map(|r| r % 40).collect();
+        let all: Vec<TokenId> = (0..900).map(|r| (r * 7) % distinct).collect();
+        let estimate = |acc: &Accumulator| acc.parts[0].tokens[0].distinct_tokens();
+        let whole = shard([few.clone(), all.clone()].concat(), 0);
+        let (d, exact) = estimate(&whole);
+        assert!(!exact && (285..=315).contains(&d), "{d}");
+        for (mut a, b) in [
+            (shard(few.clone(), 0), shard(all.clone(), 40)),
+            (shard(all.clone(), 40), shard(few.clone(), 0)),
+        ] {
+            a.merge(b).unwrap();
+            assert_eq!(estimate(&a), estimate(&whole));
+        }
     }
 
     /// `update_if_finite` refuses a batch with NaN/±∞ on a core row before any of it is

@@ -437,20 +437,28 @@ impl FdictWriter {
         conn.execute_batch(SCHEMA).map_err(e)?;
         conn.execute_batch(EXAMPLE_TOKENS_TABLE).map_err(e)?;
 
-        let mut shell = feature_set.clone();
-        shell.features.clear();
+        // The dictionary-wide fields only: cloning the set would copy every feature first.
+        let shell = FeatureSet {
+            layer: feature_set.layer,
+            features: Default::default(),
+            total_tokens_processed: feature_set.total_tokens_processed,
+            model_name: feature_set.model_name.clone(),
+            sae_name: feature_set.sae_name.clone(),
+            metadata: feature_set.metadata.clone(),
+        };
         let mut config = config.clone();
+        // As `FeatureDictionary::num_features`: declared, but never below a stored id.
+        let stored = feature_set
+            .features
+            .keys()
+            .next_back()
+            .map_or(0, |&k| k as usize + 1);
         let num_features = if config.num_features > 0 {
             config.num_features
         } else {
-            feature_set.metadata.num_features.unwrap_or_else(|| {
-                feature_set
-                    .features
-                    .keys()
-                    .next_back()
-                    .map_or(0, |&k| k as usize + 1)
-            })
-        };
+            feature_set.metadata.num_features.unwrap_or(0)
+        }
+        .max(stored);
         config.num_features = num_features;
         let meta = [
             ("format", FORMAT.to_string()),
@@ -1699,11 +1707,16 @@ impl FdictReader {
     /// file where [`FeatureDictionary::has_token_counts`] of this one cannot.
     pub fn load_some(&self, ids: &[u64]) -> Result<FeatureDictionary> {
         self.load_with(|feature_set| {
+            let mut found = Vec::with_capacity(ids.len());
             for &id in ids {
                 if let Some(f) = self.feature(id)? {
-                    feature_set.features.insert(id, f);
+                    // A parsed feature's vectors keep the slack they grew by; a clone's are
+                    // exact (as `load_all` keeps them): up to half the memory.
+                    found.push((id, f.clone()));
                 }
             }
+            // Built at once, the map's nodes are full; inserted one by one, half empty.
+            feature_set.features = found.into_iter().collect();
             Ok(())
         })
     }

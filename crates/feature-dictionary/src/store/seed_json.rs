@@ -131,13 +131,14 @@ fn around_features(
     statistics: Option<&serde_json::Value>,
 ) -> Result<(String, String)> {
     let set = &dict.feature_set;
+    let metadata = set.metadata.clone();
     let empty = FeatureSet {
         layer: set.layer,
         features: BTreeMap::new(),
         total_tokens_processed: set.total_tokens_processed,
         model_name: set.model_name.clone(),
         sae_name: set.sae_name.clone(),
-        metadata: set.metadata.clone(),
+        metadata,
     };
     let text = serde_json::to_string(&SavedRef {
         config,
@@ -218,31 +219,6 @@ pub(crate) fn read_bytes(path: &Path, map: &[u8]) -> Result<FeatureDictionary> {
                 f.id
             ),
         ));
-    }
-    // A declared SAE width below a stored id is a contradiction every count downstream
-    // would repeat ("3 features, 16 in file").
-    let declared = [
-        (
-            "config.num_features",
-            saved.config.as_ref().map_or(0, |c| c.num_features),
-        ),
-        (
-            "feature_set.metadata.num_features",
-            saved.feature_set.metadata.num_features.unwrap_or(0),
-        ),
-    ];
-    if let Some(&last) = saved.feature_set.features.keys().next_back() {
-        for (field, n) in declared {
-            if n > 0 && last >= n as u64 {
-                return Err(Error::format(
-                    path,
-                    format!(
-                        "{field} is {n}, but feature_set.features holds feature {last} ({} stored); expected a width above every stored id",
-                        saved.feature_set.features.len()
-                    ),
-                ));
-            }
-        }
     }
     let mut feature_set = saved.feature_set;
     // The original's examples say neither sequence nor context start; the window its
