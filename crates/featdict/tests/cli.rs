@@ -756,7 +756,7 @@ fn an_absurd_feature_count_names_its_file() {
         &out,
         &[
             s(&acts),
-            "declares 1000000000000 features per token",
+            "1000000000000 features per token",
             "cannot allocate the state",
         ],
     );

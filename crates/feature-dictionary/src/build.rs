@@ -99,12 +99,15 @@ pub fn build_timed(
     let settings = Settings::from_config(&config.extraction)?;
     let t0 = std::time::Instant::now();
     // The feature count comes from the input (a shape, shard names, an SAE's config): an
-    // absurd one is that file's problem, so name it.
+    // absurd one is a problem of what was read, so name the input.
     let mut acc =
         Accumulator::try_new(source.n_features(), settings, options.threads).map_err(|e| {
             Error::format(
                 source.describe(),
-                format!("declares {} features per token; {e}", source.n_features()),
+                format!(
+                    "{} features per token (from this input's shape, shard names or SAE); {e}",
+                    source.n_features()
+                ),
             )
         })?;
     accumulate_source(source, &mut acc, options, progress)?;
