@@ -124,34 +124,33 @@ const TOKEN_ROWS: [f32; 15] = [
     0.0, 0.7, 0.7,
 ];
 
-/// Finite weights so large that encoding overflows float32: the infinite latents were
-/// blamed on the residuals ("fix the input"), which are finite.
-#[test]
-fn sae_weights_that_overflow_are_blamed_on_the_sae() {
-    let tmp = tempfile::tempdir().unwrap();
+/// The `standard_f32` SAE fixture's residuals (4 sequences of 8), a tokens JSON for them in
+/// `dir`, and a copy of the SAE in `dir/name` whose weight bytes `edit(tensor, bytes)` may
+/// change; returns (residuals, tokens, SAE directory).
+fn edited_sae(
+    dir: &Path,
+    name: &str,
+    edit: impl Fn(&str, &mut Vec<u8>),
+) -> (PathBuf, PathBuf, PathBuf) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../feature-dictionary/tests/fixtures/sae/standard_f32");
-    let inputs = fixture.join("inputs.npy");
-    let toks = tmp.path().join("toks.json");
+    let toks = dir.join("toks.json");
     let seqs: Vec<Vec<String>> = (0..4)
         .map(|s| (0..8).map(|p| format!("w{}", (s * 8 + p) % 13)).collect())
         .collect();
     std::fs::write(&toks, serde_json::to_string(&seqs).unwrap()).unwrap();
     let weights = std::fs::read(fixture.join("sae_weights.safetensors")).unwrap();
     let st = SafeTensors::from_bytes(Path::new("w"), weights).unwrap();
-    let sae = tmp.path().join("sae");
+    let sae = dir.join(name);
     std::fs::create_dir_all(&sae).unwrap();
     std::fs::copy(fixture.join("cfg.json"), sae.join("cfg.json")).unwrap();
     let bytes: Vec<Vec<u8>> = st
         .tensors()
         .iter()
         .map(|t| {
-            let b = st.bytes(t).to_vec();
-            if t.name == "W_enc" {
-                b.chunks(4).flat_map(|_| 3e38f32.to_le_bytes()).collect()
-            } else {
-                b
-            }
+            let mut b = st.bytes(t).to_vec();
+            edit(&t.name, &mut b);
+            b
         })
         .collect();
     let parts: Vec<(&str, &str, Vec<u64>, &[u8])> = st
@@ -161,6 +160,21 @@ fn sae_weights_that_overflow_are_blamed_on_the_sae() {
         .map(|(t, b)| (t.name.as_str(), t.dtype.as_str(), t.shape.clone(), &b[..]))
         .collect();
     std::fs::write(sae.join("sae_weights.safetensors"), serialize(&parts)).unwrap();
+    (fixture.join("inputs.npy"), toks, sae)
+}
+
+/// Finite weights so large that encoding overflows float32: the infinite latents were
+/// blamed on the residuals ("fix the input"), which are finite.
+#[test]
+fn sae_weights_that_overflow_are_blamed_on_the_sae() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (inputs, toks, sae) = edited_sae(tmp.path(), "sae", |tensor, bytes| {
+        if tensor == "W_enc" {
+            for v in bytes.chunks_mut(4) {
+                v.copy_from_slice(&3e38f32.to_le_bytes());
+            }
+        }
+    });
     let out = tmp.path().join("d.json");
     let lat = tmp.path().join("lat.safetensors");
     for args in [
@@ -208,16 +222,6 @@ fn sae_weights_that_overflow_are_blamed_on_the_sae() {
 #[test]
 fn nonfinite_sae_weights_are_blamed_on_the_sae_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../feature-dictionary/tests/fixtures/sae/standard_f32");
-    let inputs = fixture.join("inputs.npy");
-    let toks = tmp.path().join("toks.json");
-    let seqs: Vec<Vec<String>> = (0..4)
-        .map(|s| (0..8).map(|p| format!("w{}", (s * 8 + p) % 13)).collect())
-        .collect();
-    std::fs::write(&toks, serde_json::to_string(&seqs).unwrap()).unwrap();
-    let weights = std::fs::read(fixture.join("sae_weights.safetensors")).unwrap();
-    let st = SafeTensors::from_bytes(Path::new("w"), weights).unwrap();
     let d_sae = 64;
     // (tensor, flat index, value, where the message must say it is)
     for (tensor, flat, value, at) in [
@@ -237,28 +241,13 @@ fn nonfinite_sae_weights_are_blamed_on_the_sae_file() {
             "holds -inf at row 9, column 4",
         ),
     ] {
-        let sae = tmp.path().join(format!("sae-{tensor}"));
-        std::fs::create_dir_all(&sae).unwrap();
-        std::fs::copy(fixture.join("cfg.json"), sae.join("cfg.json")).unwrap();
-        let bytes: Vec<Vec<u8>> = st
-            .tensors()
-            .iter()
-            .map(|t| {
-                let mut b = st.bytes(t).to_vec();
-                if t.name == tensor {
-                    b[flat * 4..flat * 4 + 4].copy_from_slice(&value.to_le_bytes());
+        let (inputs, toks, sae) =
+            edited_sae(tmp.path(), &format!("sae-{tensor}"), |name, bytes| {
+                if name == tensor {
+                    bytes[flat * 4..flat * 4 + 4].copy_from_slice(&value.to_le_bytes());
                 }
-                b
-            })
-            .collect();
-        let parts: Vec<(&str, &str, Vec<u64>, &[u8])> = st
-            .tensors()
-            .iter()
-            .zip(&bytes)
-            .map(|(t, b)| (t.name.as_str(), t.dtype.as_str(), t.shape.clone(), &b[..]))
-            .collect();
+            });
         let file = sae.join("sae_weights.safetensors");
-        std::fs::write(&file, serialize(&parts)).unwrap();
         let out = tmp.path().join("d.json");
         let built = featdict(&[
             "build",
