@@ -433,7 +433,9 @@ struct ComparedStats {
     unique_tokens: Option<u64>,
     token_entropy: Option<f64>,
     /// Whether `unique_tokens` and `token_entropy` are exact (false: estimates past the
-    /// token table's capacity); unknown when the file holds neither, or does not say.
+    /// token table's capacity); unknown when the file holds neither, or does not say. Named
+    /// as `show --json` and the search results name the same flag.
+    #[serde(rename = "token_counts_exact")]
     token_stats_exact: Option<bool>,
 }
 
@@ -486,6 +488,8 @@ struct Compared {
     shared_tokens: Option<Vec<(String, u64)>>,
     shared_labels: Vec<String>,
     correlation: Option<f64>,
+    /// What `correlation` measures (`pearson` or `phi`, `exact` or `sketch`), when stored.
+    correlation_method: Option<correlation::CorrelationMethod>,
 }
 
 /// `featdict compare`: two features' statistics over all tokens, shared tokens and labels,
@@ -527,6 +531,7 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
         shared_tokens: (tokens_known(fa) && tokens_known(fb)).then_some(c.shared_tokens),
         shared_labels: c.shared_labels,
         correlation: c.correlation,
+        correlation_method: correlation::method(dict),
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&c)?);
@@ -594,9 +599,18 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
             why.as_deref().unwrap_or("no per-token counts stored")
         ),
     }
-    match c.correlation {
-        Some(r) => println!("correlation           {r:.4}"),
-        None => println!("correlation           – (not stored for this pair)"),
+    match (c.correlation, &c.correlation_method) {
+        (Some(r), Some(m)) if m.measure == "pearson" => {
+            println!("correlation           {r:.4} (Pearson of activations over all tokens)")
+        }
+        (Some(r), Some(m)) if m.exact => {
+            println!("correlation           {r:.4} (phi of firings; sketch, exact here)")
+        }
+        (Some(r), Some(_)) => println!(
+            "correlation           {r:.4} (phi of firings; sketch: approximate, from co-firing counts that are lower bounds)"
+        ),
+        (Some(r), None) => println!("correlation           {r:.4}"),
+        (None, _) => println!("correlation           – (not stored for this pair)"),
     }
     if !c.shared_labels.is_empty() {
         println!(
@@ -610,7 +624,10 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
             .take(10)
             .map(|(t, n)| format!("{t:?}×{n}"))
             .collect();
-        println!("shared tokens         {}", t.join(" "));
+        println!(
+            "shared tokens         {} (×: the fewer firings of the two)",
+            t.join(" ")
+        );
     }
     Ok(())
 }

@@ -203,7 +203,8 @@ struct BuildArgs {
     batch_values: usize,
     /// Count the 2- and 3-grams ending at each firing token, exactly up to this many distinct
     /// n-grams per feature (0 = off; the 2- and 3-gram labels of `featdict label
-    /// --strategies ngram_analysis` need them).
+    /// --strategies ngram_analysis` need them). A capacity, not an n-gram length: the demo
+    /// uses 4096; past it a feature's counts become a summary of its most frequent n-grams.
     #[arg(long, default_value_t = 0, value_parser = at_most::<{ accumulate::MAX_NGRAM_CAPACITY }>)]
     ngrams: usize,
     /// Keep co-activation for `featdict correlated`: off; exact (Pearson of activations over
@@ -578,6 +579,18 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     let opening = status(a.quiet, format!("opening {}", a.acts.display()));
     let mut source = ingest::open::open_source(&spec)?;
     opening.finish_and_clear();
+    if a.tokens.is_none() && a.tokenizer.is_none() {
+        // Shown even with -q: every token of the dictionary would read as a number.
+        eprintln!(
+            "warning: no --tokenizer: tokens are kept and shown as their ids (\"[314]\"); pass --tokenizer tokenizer.json to see their text"
+        );
+    }
+    if (1..64).contains(&a.ngrams) {
+        eprintln!(
+            "warning: --ngrams {} counts at most {} distinct n-grams per feature exactly (it is a capacity, not an n-gram length; the demo uses 4096)",
+            a.ngrams, a.ngrams
+        );
+    }
     let total = source.n_tokens_hint().unwrap_or(0);
     let bar = if a.quiet {
         ProgressBar::hidden()

@@ -394,7 +394,7 @@ fn compare_json_says_null_where_the_text_says_unknown() {
             "feature_id": 0, "activation_count": 3, "mean_activation": 1.5,
             "std_activation": null, "max_activation": 2.0, "min_activation": null,
             "activation_frequency": 0.1, "mean_position": null, "position_variance": null,
-            "unique_tokens": null, "token_entropy": null, "token_stats_exact": null
+            "unique_tokens": null, "token_entropy": null, "token_counts_exact": null
         })
     );
     assert_eq!(
@@ -403,7 +403,7 @@ fn compare_json_says_null_where_the_text_says_unknown() {
             "feature_id": 1, "activation_count": 4, "mean_activation": 1.5,
             "std_activation": 0.5, "max_activation": 2.0, "min_activation": 0.25,
             "activation_frequency": 0.1, "mean_position": 4.5, "position_variance": 2.0,
-            "unique_tokens": 1, "token_entropy": 0.0, "token_stats_exact": false
+            "unique_tokens": 1, "token_entropy": 0.0, "token_counts_exact": false
         })
     );
     assert_eq!(v["token_profile_cosine"], serde_json::Value::Null);

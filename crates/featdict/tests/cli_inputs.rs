@@ -1382,3 +1382,34 @@ fn distinct_token_estimates_do_not_depend_on_batches_or_token_input() {
         );
     }
 }
+
+/// Token ids without a tokenizer build a dictionary whose every token reads as a number:
+/// said on stderr (even with -q), not found out from `show`; so is an n-gram capacity too
+/// small to be one.
+#[test]
+fn builds_warn_about_ids_without_a_tokenizer_and_tiny_ngram_capacities() {
+    let tmp = tempfile::tempdir().unwrap();
+    let acts = tmp.path().join("a.npy");
+    feature_dictionary::ingest::npy::write_f32(&acts, &[4, 2], &[1.0; 8]).unwrap();
+    let ids = tmp.path().join("ids.npy");
+    write_ids(&ids, &[5, 6, 7, 8], 1, 4);
+    let toks = tmp.path().join("t.json");
+    std::fs::write(&toks, r#"[["a","b","c","d"]]"#).unwrap();
+    let out = tmp.path().join("d.json");
+    let run = |args: &[&str]| {
+        let mut all = vec!["build", s(&acts), "--out", s(&out), "-q"];
+        all.extend_from_slice(args);
+        let o = featdict(&all);
+        assert_success(&o);
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = run(&["--token-ids", s(&ids)]);
+    assert!(err.contains("warning: no --tokenizer"), "{err}");
+    assert!(run(&["--tokens", s(&toks)]).is_empty());
+    let err = run(&["--tokens", s(&toks), "--ngrams", "3"]);
+    assert!(
+        err.contains("warning: --ngrams 3") && err.contains("not an n-gram length"),
+        "{err}"
+    );
+    assert!(run(&["--tokens", s(&toks), "--ngrams", "4096"]).is_empty());
+}
