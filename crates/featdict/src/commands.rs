@@ -176,9 +176,10 @@ struct BuildArgs {
     /// SAE name stored in the dictionary.
     #[arg(long, default_value = "")]
     sae_name: String,
-    /// Layer stored in the dictionary.
-    #[arg(long, default_value_t = 0)]
-    layer: i64,
+    /// Layer stored in the dictionary (default: the hookpoint's of a delphi cache, e.g. 9 for
+    /// blocks.9.hook_resid_post, else 0).
+    #[arg(long)]
+    layer: Option<i64>,
     /// Worker threads (default: all cores). The result does not depend on it.
     #[arg(long, value_parser = one_to::<MAX_THREADS>)]
     threads: Option<usize>,
@@ -527,10 +528,20 @@ pub(crate) fn not_in_fdict(r: &store::fdict::FdictReader, path: &Path, id: u64) 
 }
 
 fn cmd_build(a: BuildArgs) -> Result<()> {
+    // A delphi cache says which model and layer it holds; what the options give wins.
+    let cache = if a.sae.is_none() && (a.acts.is_dir() || ingest::delphi::is_delphi_file(&a.acts)) {
+        ingest::delphi::cache_provenance(&a.acts)
+    } else {
+        Default::default()
+    };
+    let model_name = match (a.model_name.is_empty(), &cache.model_name) {
+        (true, Some(m)) => m.clone(),
+        _ => a.model_name,
+    };
     let mut config = DictionaryConfig {
-        model_name: a.model_name,
+        model_name,
         sae_name: a.sae_name,
-        layer: a.layer,
+        layer: a.layer.or(cache.layer).unwrap_or(0),
         ..Default::default()
     };
     let ex = &mut config.extraction;

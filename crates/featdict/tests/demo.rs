@@ -200,3 +200,49 @@ fn demo_refuses_to_write_inside_its_data() {
     assert!(!data.join("new-dictionary.json").exists());
     assert_eq!(std::fs::read(&tokenizer).unwrap(), before);
 }
+
+/// `build` of a delphi cache takes the model and the layer the cache says it holds (its
+/// config.json and its hookpoint directory) unless the options say otherwise; they were
+/// stored as "" and 0, a layer that looked measured.
+#[test]
+fn build_of_a_delphi_cache_keeps_its_model_and_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = demo_dir().join("latents/blocks.9.hook_resid_post");
+    let tokenizer = demo_dir().join("tokenizer.json");
+    let stats = |extra: &[&str]| -> serde_json::Value {
+        let out = dir.path().join("d.json");
+        let built = Command::new(env!("CARGO_BIN_EXE_featdict"))
+            .arg("build")
+            .arg(&cache)
+            .arg("--tokenizer")
+            .arg(&tokenizer)
+            .arg("--out")
+            .arg(&out)
+            .arg("-q")
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let shown = Command::new(env!("CARGO_BIN_EXE_featdict"))
+            .arg("stats")
+            .arg(&out)
+            .arg("--json")
+            .output()
+            .unwrap();
+        serde_json::from_slice(&shown.stdout).unwrap()
+    };
+    let v = stats(&[]);
+    assert_eq!(
+        (&v["model_name"], &v["layer"]),
+        (&"SmolLM2-135M-Instruct".into(), &9.into())
+    );
+    let v = stats(&["--layer", "0", "--model-name", "other"]);
+    assert_eq!(
+        (&v["model_name"], &v["layer"]),
+        (&"other".into(), &0.into())
+    );
+}

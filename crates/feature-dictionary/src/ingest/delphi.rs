@@ -66,6 +66,47 @@ pub fn is_delphi_file(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// What a delphi cache says about where its latents came from: `model_name` from the
+/// `config.json` delphi writes beside the shards, and the layer from the hookpoint directory
+/// the shards are in (`blocks.9.hook_resid_post`, `layers.9`, `model.layers.9`: its first
+/// number). `None` where it says nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CacheProvenance {
+    /// The model the latents were cached from.
+    pub model_name: Option<String>,
+    /// The layer of the hookpoint.
+    pub layer: Option<i64>,
+}
+
+/// [`CacheProvenance`] of the cache at `path` (a shard file or its directory); empty when
+/// there is no `config.json` beside the shards (not a cache delphi wrote).
+pub fn cache_provenance(path: &Path) -> CacheProvenance {
+    let dir = if path.is_dir() {
+        Some(path)
+    } else {
+        path.parent()
+    };
+    let Some(dir) = dir else {
+        return CacheProvenance::default();
+    };
+    let Some(config) = std::fs::read(dir.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    else {
+        return CacheProvenance::default();
+    };
+    let model_name = config["model_name"]
+        .as_str()
+        .filter(|m| !m.is_empty())
+        .map(str::to_string);
+    let hookpoint = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let layer = hookpoint.and_then(|h| h.split('.').find_map(|part| part.parse::<i64>().ok()));
+    CacheProvenance { model_name, layer }
+}
+
 impl DelphiCache {
     /// Opens a shard file or a directory of shards.
     pub fn open(path: &Path) -> Result<Self> {
