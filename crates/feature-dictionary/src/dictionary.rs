@@ -169,20 +169,7 @@ impl FeatureDictionary {
 
     /// Number of SAE features, dead and omitted ones included.
     pub fn num_features(&self) -> usize {
-        // The declared width, but never below a stored id: a feature added by hand (the
-        // original API's `add_feature` takes any id) widens the SAE it describes.
-        let stored = self
-            .feature_set
-            .features
-            .keys()
-            .next_back()
-            .map_or(0, |&k| k as usize + 1);
-        let declared = if self.config.num_features > 0 {
-            self.config.num_features
-        } else {
-            self.feature_set.metadata.num_features.unwrap_or(0)
-        };
-        declared.max(stored)
+        width(&self.config, &self.feature_set)
     }
 
     /// A feature by id.
@@ -271,6 +258,23 @@ impl FeatureDictionary {
         self.feature_set.metadata.omitted_features.extend(dropped);
         self.config.num_features = num_features;
     }
+}
+
+/// The number of SAE features `config` and `feature_set` describe: the declared width (the
+/// config's, else the feature set's metadata), but never below a stored id, since a feature
+/// added by hand (the original API's `add_feature` takes any id) widens the SAE.
+pub(crate) fn width(config: &DictionaryConfig, feature_set: &FeatureSet) -> usize {
+    let stored = feature_set
+        .features
+        .keys()
+        .next_back()
+        .map_or(0, |&k| k as usize + 1);
+    let declared = if config.num_features > 0 {
+        config.num_features
+    } else {
+        feature_set.metadata.num_features.unwrap_or(0)
+    };
+    declared.max(stored)
 }
 
 #[cfg(test)]

@@ -447,19 +447,7 @@ impl FdictWriter {
             metadata: feature_set.metadata.clone(),
         };
         let mut config = config.clone();
-        // As `FeatureDictionary::num_features`: declared, but never below a stored id.
-        let stored = feature_set
-            .features
-            .keys()
-            .next_back()
-            .map_or(0, |&k| k as usize + 1);
-        let num_features = if config.num_features > 0 {
-            config.num_features
-        } else {
-            feature_set.metadata.num_features.unwrap_or(0)
-        }
-        .max(stored);
-        config.num_features = num_features;
+        config.num_features = crate::dictionary::width(&config, feature_set);
         let meta = [
             ("format", FORMAT.to_string()),
             ("schema_version", SCHEMA_VERSION.to_string()),
