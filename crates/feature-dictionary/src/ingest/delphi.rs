@@ -564,12 +564,8 @@ impl ActivationSource for DelphiSource {
                 if v.is_infinite() && act_dtype == super::DenseDtype::F64 {
                     let wide = f64::from_le_bytes(raw.try_into().expect("8 bytes"));
                     if wide.is_finite() {
-                        return Err(Error::format(
-                            path,
-                            format!(
-                                "float64 activation {wide:e} at sequence {s}, position {p}, latent {l} is outside the float32 range (±3.4e38) the statistics are computed in; expected finite values below that magnitude"
-                            ),
-                        ));
+                        let at = format!("sequence {s}, position {p}, latent {l}");
+                        return Err(super::beyond_f32(path, wide, &at));
                     }
                 }
                 entries.push((row, l as u32, v));

@@ -647,13 +647,8 @@ impl ActivationSource for DenseSource {
         if self.matrix.dtype() == DenseDtype::F64 && values.iter().any(|v| v.is_infinite()) {
             if let Some((row, feature, v)) = self.matrix.first_f32_overflow(plan.load.clone()) {
                 let (s, p) = self.planner.row_coordinates(row..row + 1);
-                return Err(Error::format(
-                    self.matrix.path(),
-                    format!(
-                        "float64 activation {v:e} at sequence {}, position {}, feature {feature} is outside the float32 range (±3.4e38) the statistics are computed in; expected finite values below that magnitude",
-                        s[0], p[0]
-                    ),
-                ));
+                let at = format!("sequence {}, position {}, feature {feature}", s[0], p[0]);
+                return Err(super::beyond_f32(self.matrix.path(), v, &at));
             }
         }
         let base = plan.load.start;

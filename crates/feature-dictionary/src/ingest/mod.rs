@@ -122,6 +122,18 @@ pub trait ActivationSource {
     }
 }
 
+/// The error for a finite float64 activation `value` at `at` (its sequence, position and
+/// feature) that float32, which the statistics are computed in, cannot hold: read as ±inf,
+/// it would be reported as a NaN/Inf of the input.
+pub(crate) fn beyond_f32(path: &std::path::Path, value: f64, at: &str) -> crate::error::Error {
+    crate::error::Error::format(
+        path,
+        format!(
+            "float64 activation {value:e} at {at} is outside the float32 range (±3.4e38) the statistics are computed in; expected finite values below that magnitude"
+        ),
+    )
+}
+
 /// Plans batches over rows grouped into sequences: whole sequences up to `max_rows` per
 /// batch, long sequences split with `window` margin rows for context.
 #[derive(Debug, Clone)]
