@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use feature_dictionary::build::{self, BuildOptions};
+use feature_dictionary::build::{self, BuildOptions, BuildTimings};
 use feature_dictionary::dictionary::TopBy;
 use feature_dictionary::model::{DictionaryConfig, FeatureType};
 use feature_dictionary::{accumulate, ingest, store, FeatureDictionary};
@@ -626,18 +626,55 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     let n_features = source.n_features();
     // Each feature's `dimension` (the original's field): the residual width an SAE reads.
     config.feature_dim = source.input_dim().unwrap_or(config.feature_dim);
-    let (dict, timings) = build::build_timed(source.as_mut(), config, &options, &mut |done| {
+    let started_pass = std::time::Instant::now();
+    let acc = build::accumulate(source.as_mut(), &config, &options, &mut |done| {
         bar.set_position(done);
         if done == total && !bar.is_hidden() {
-            // Finalizing follows the last batch inside the build; say so while it runs.
+            // Finalizing follows the last batch; say so while it runs.
             bar.set_style(spinner_style());
             bar.set_message(format!("finalizing {n_features} features"));
             bar.reset_elapsed();
             bar.enable_steady_tick(STATUS_TICK);
         }
     })?;
+    let accumulate_seconds = started_pass.elapsed().as_secs_f64();
+    let is_fdict = a.out.extension().is_some_and(|e| e == "fdict");
+    if is_fdict && (a.sae.is_none() || n_features > MAX_SIMILAR_FEATURES) {
+        // Straight from the accumulator into the file, a wave of features at a time: the
+        // whole finalized dictionary of a wide SAE would take gigabytes.
+        if a.sae.is_some() {
+            similar_not_stored_note(n_features);
+        }
+        bar.set_message(format!(
+            "finalizing {n_features} features into {}",
+            a.out.display()
+        ));
+        let (shell, statistics) =
+            build::finalize_into_fdict(&acc, source.vocab(), config, &a.out, a.drop_dead)?;
+        bar.finish_and_clear();
+        let timings = BuildTimings {
+            accumulate_seconds,
+            finalize_seconds: 0.0,
+        };
+        let finalize_and_write = started_pass.elapsed().as_secs_f64() - accumulate_seconds;
+        return print::build_summary(
+            &shell,
+            &statistics,
+            &a.out,
+            started.elapsed(),
+            timings,
+            print::WriteTime::WithFinalize(finalize_and_write),
+            a.json,
+        );
+    }
+    let finalizing = std::time::Instant::now();
+    let mut dict = feature_dictionary::finalize::finalize(&acc, source.vocab(), config);
+    drop(acc);
+    let timings = BuildTimings {
+        accumulate_seconds,
+        finalize_seconds: finalizing.elapsed().as_secs_f64(),
+    };
     bar.finish_and_clear();
-    let mut dict = dict;
     if a.drop_dead {
         // In place: `without_rare` would hold a second copy of a large dictionary.
         dict.drop_rare(1);
@@ -652,12 +689,21 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     let write_seconds = write_started.elapsed().as_secs_f64();
     print::build_summary(
         &dict,
+        &dict.statistics(),
         &a.out,
         started.elapsed(),
         timings,
-        write_seconds,
+        print::WriteTime::Separate(write_seconds),
         a.json,
     )
+}
+
+/// Said even with -q, which hides progress only: the file lacks what a build with --sae is
+/// documented to store.
+fn similar_not_stored_note(n: usize) {
+    eprintln!(
+        "note: {n} features: similar features are not stored (the all-pairs decoder product is too large); `featdict similar DICT ID --sae` finds them one at a time"
+    );
 }
 
 /// Largest SAE whose features `build --sae` stores decoder-cosine neighbours for: the
@@ -669,12 +715,8 @@ const MAX_SIMILAR_FEATURES: usize = 1 << 16;
 /// neighbours, with a warning: the dictionary is written anyway.
 pub(crate) fn store_similar(dict: &mut FeatureDictionary, sae: &Path, threads: usize, quiet: bool) {
     let n = dict.num_features();
-    // Said even with -q, which hides progress only: the file lacks what a build with
-    // --sae is documented to store.
     if n > MAX_SIMILAR_FEATURES {
-        eprintln!(
-            "note: {n} features: similar features are not stored (the all-pairs decoder product is too large); `featdict similar DICT ID --sae` finds them one at a time"
-        );
+        similar_not_stored_note(n);
         return;
     }
     let spinner = status(quiet, format!("finding similar features of {n}"));

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use feature_dictionary::build::BuildTimings;
+use feature_dictionary::dictionary::Statistics;
 use feature_dictionary::model::{Feature, FeatureActivation, HistogramSummary};
 use feature_dictionary::FeatureDictionary;
 use serde_json::json;
@@ -89,24 +90,33 @@ pub fn context_line(a: &FeatureActivation) -> String {
 /// After `featdict build`.
 pub fn build_summary(
     dict: &FeatureDictionary,
+    st: &Statistics,
     out: &Path,
     took: std::time::Duration,
     timings: BuildTimings,
-    write_seconds: f64,
+    write: WriteTime,
     as_json: bool,
 ) -> Result<()> {
-    let st = dict.statistics();
     let tokens = dict.feature_set.total_tokens_processed;
     let secs = took.as_secs_f64();
     if as_json {
+        let (finalize_seconds, write_seconds, finalize_and_write_seconds) = match write {
+            WriteTime::Separate(w) => (
+                Some(timings.finalize_seconds),
+                Some(w),
+                timings.finalize_seconds + w,
+            ),
+            WriteTime::WithFinalize(both) => (None, None, both),
+        };
         return out_json(&json!({
             "output": out,
             "seconds": secs,
             "tokens_per_second": tokens as f64 / secs.max(1e-9),
             "accumulate_seconds": timings.accumulate_seconds,
             "accumulate_tokens_per_second": tokens as f64 / timings.accumulate_seconds.max(1e-9),
-            "finalize_seconds": timings.finalize_seconds,
+            "finalize_seconds": finalize_seconds,
             "write_seconds": write_seconds,
+            "finalize_and_write_seconds": finalize_and_write_seconds,
             "peak_rss_bytes": feature_dictionary::build::peak_rss_bytes(),
             "statistics": st,
         }));
@@ -128,12 +138,16 @@ pub fn build_summary(
         secs,
         tokens as f64 / secs.max(1e-9)
     );
+    let rest = match write {
+        WriteTime::Separate(w) => {
+            format!("finalize {:.2}s, write {w:.2}s", timings.finalize_seconds)
+        }
+        WriteTime::WithFinalize(both) => format!("finalize and write {both:.2}s"),
+    };
     println!(
-        "  pass {:.2}s ({:.0} tokens/s), finalize {:.2}s, write {:.2}s",
+        "  pass {:.2}s ({:.0} tokens/s), {rest}",
         timings.accumulate_seconds,
         tokens as f64 / timings.accumulate_seconds.max(1e-9),
-        timings.finalize_seconds,
-        write_seconds
     );
     let nonfinite = dict.feature_set.metadata.nonfinite_values;
     if nonfinite > 0 {
@@ -142,6 +156,14 @@ pub fn build_summary(
         );
     }
     Ok(())
+}
+
+/// How long writing a built dictionary took.
+pub enum WriteTime {
+    /// Written after finalizing, which took [`BuildTimings::finalize_seconds`].
+    Separate(f64),
+    /// Finalized feature by feature into the file: both stages together.
+    WithFinalize(f64),
 }
 
 /// `featdict stats`.

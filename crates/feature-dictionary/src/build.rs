@@ -2,10 +2,12 @@
 
 use crate::accumulate::{Accumulator, Settings};
 use crate::dictionary::FeatureDictionary;
+use crate::dictionary::Statistics;
 use crate::error::{Error, Result};
-use crate::finalize::finalize;
+use crate::finalize::{finalize, Finalizer};
 use crate::ingest::ActivationSource;
 use crate::model::DictionaryConfig;
+use crate::store::{self, fdict::WRITE_WAVE};
 
 /// How a build runs (none of this changes the result).
 #[derive(Debug, Clone)]
@@ -96,8 +98,26 @@ pub fn build_timed(
     options: &BuildOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(FeatureDictionary, BuildTimings)> {
-    let settings = Settings::from_config(&config.extraction)?;
     let t0 = std::time::Instant::now();
+    let acc = accumulate(source, &config, options, progress)?;
+    let t1 = std::time::Instant::now();
+    let dict = finalize(&acc, source.vocab(), config);
+    let timings = BuildTimings {
+        accumulate_seconds: (t1 - t0).as_secs_f64(),
+        finalize_seconds: t1.elapsed().as_secs_f64(),
+    };
+    Ok((dict, timings))
+}
+
+/// The streaming pass of a build: a new accumulator for `source`'s features, fed every
+/// batch of it.
+pub fn accumulate(
+    source: &mut dyn ActivationSource,
+    config: &DictionaryConfig,
+    options: &BuildOptions,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Accumulator> {
+    let settings = Settings::from_config(&config.extraction)?;
     // The feature count comes from the input (a shape, shard names, an SAE's config): an
     // absurd one is a problem of what was read, so name the input.
     let mut acc =
@@ -111,11 +131,45 @@ pub fn build_timed(
             )
         })?;
     accumulate_source(source, &mut acc, options, progress)?;
-    let t1 = std::time::Instant::now();
-    let dict = finalize(&acc, source.vocab(), config);
-    let timings = BuildTimings {
-        accumulate_seconds: (t1 - t0).as_secs_f64(),
-        finalize_seconds: t1.elapsed().as_secs_f64(),
-    };
-    Ok((dict, timings))
+    Ok(acc)
+}
+
+/// Finalizes `acc` straight into a new `.fdict` at `path`, a wave of features at a time,
+/// so the finalized dictionary is never in memory whole: with millions of features (most
+/// of which never fire) holding it took gigabytes. The file is the one [`finalize`] then
+/// [`crate::store::fdict::write()`] make, with features that never
+/// fired left out (and listed as omitted) when `drop_dead`. Returns the dictionary without
+/// its features (config and dictionary-wide fields) and the file's statistics.
+pub fn finalize_into_fdict(
+    acc: &Accumulator,
+    vocab: &crate::ingest::Vocab,
+    config: DictionaryConfig,
+    path: &std::path::Path,
+    drop_dead: bool,
+) -> Result<(FeatureDictionary, Statistics)> {
+    use rayon::prelude::*;
+    let fin = Finalizer::new(acc, vocab, config);
+    let n = fin.n_features();
+    let mut shell = fin.shell();
+    if drop_dead {
+        shell.feature_set.metadata.omitted_features = (0..n)
+            .filter(|&id| fin.activation_count(id) == 0)
+            .map(|id| id as u64)
+            .collect();
+    }
+    let wave = WRITE_WAVE;
+    let stats = store::fdict::write_waves(
+        &shell,
+        path,
+        n.div_ceil(wave),
+        |i| {
+            (i * wave..n.min((i + 1) * wave))
+                .into_par_iter()
+                .filter(|&id| !drop_dead || fin.activation_count(id) > 0)
+                .map(|id| fin.feature(id))
+                .collect()
+        },
+        &std::sync::atomic::AtomicBool::new(false),
+    )?;
+    Ok((shell, stats))
 }

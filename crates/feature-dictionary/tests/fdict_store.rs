@@ -1219,3 +1219,69 @@ fn full_text_search_folds_accents_alike_in_both_formats() {
         assert_same_hits(&r, &dict, &Query::Text(q.into()), 50);
     }
 }
+
+#[test]
+fn a_build_finalized_into_a_fdict_is_the_file_of_finalize_then_write() {
+    // `featdict build --out X.fdict` finalizes features a wave at a time straight into the
+    // file instead of holding the dictionary: the same bytes as finalize + `fdict::write`,
+    // with and without dead features left out. 845 features span three waves of 256 and a
+    // partial one; every seventh never fires.
+    let dir = tempfile::tempdir().unwrap();
+    let (n_tok, f) = (300, 3 * 256 + 77);
+    let seqs: Vec<Vec<String>> = (0..3)
+        .map(|s| (0..100).map(|i| format!("w{}", (i * 7 + s) % 23)).collect())
+        .collect();
+    let mut data = vec![0f32; n_tok * f];
+    for r in 0..n_tok {
+        for c in 0..f {
+            let h = (r * 131 + c * 71 + r * c) % 97;
+            if c % 7 != 3 && h < 9 {
+                data[r * f + c] = 0.05 + h as f32 * 0.7 + (c % 5) as f32;
+            }
+        }
+    }
+    let npy = dir.path().join("acts.npy");
+    ingest::npy::write_f32(&npy, &[n_tok, f], &data).unwrap();
+    let config = DictionaryConfig {
+        model_name: "m".into(),
+        layer: 4,
+        ..Default::default()
+    };
+    let mut source = ingest::DenseSource::new(
+        ingest::npy::open(&npy).unwrap(),
+        ingest::TokenSequences::from_strings(&seqs),
+        3,
+        1 << 20,
+    )
+    .unwrap();
+    let acc = build::accumulate(&mut source, &config, &Default::default(), &mut |_| {}).unwrap();
+    let vocab = ingest::ActivationSource::vocab(&source);
+    for drop_dead in [false, true] {
+        let mut dict = feature_dictionary::finalize::finalize(&acc, vocab, config.clone());
+        assert!(!dict
+            .features()
+            .any(|f| f.activation_count > 0 && f.id % 7 == 3));
+        if drop_dead {
+            dict.drop_rare(1);
+            let omitted = &dict.feature_set.metadata.omitted_features;
+            assert!(omitted.len() >= 121, "{}", omitted.len());
+        }
+        let whole = dir.path().join(format!("whole-{drop_dead}.fdict"));
+        store::fdict::write(&dict, &whole).unwrap();
+        let waves = dir.path().join(format!("waves-{drop_dead}.fdict"));
+        let (shell, statistics) =
+            build::finalize_into_fdict(&acc, vocab, config.clone(), &waves, drop_dead).unwrap();
+        assert!(
+            std::fs::read(&whole).unwrap() == std::fs::read(&waves).unwrap(),
+            "drop_dead {drop_dead}: the files differ"
+        );
+        assert_eq!(statistics, dict.statistics(), "drop_dead {drop_dead}");
+        assert_eq!(shell.config, dict.config);
+        assert_eq!(shell.num_features(), f);
+        assert!(shell.feature_set.features.is_empty());
+        assert_eq!(
+            shell.feature_set.metadata, dict.feature_set.metadata,
+            "drop_dead {drop_dead}"
+        );
+    }
+}

@@ -48,28 +48,17 @@ const FEATURES_PER_STOP_CHECK: usize = 256;
 pub fn finalize_unless(
     acc: &Accumulator,
     vocab: &Vocab,
-    mut config: DictionaryConfig,
+    config: DictionaryConfig,
     stop: &AtomicBool,
 ) -> Option<FeatureDictionary> {
-    config.num_features = acc.n_features();
-    let carry_spaces = vocab.tokens_carry_spaces();
-    let ctx = Ctx {
-        vocab,
-        carry_spaces,
-        collect_context: config.extraction.collect_context,
-        collect_positions: config.extraction.collect_positions,
-        total_tokens: acc.total_tokens,
-        token_counts: &acc.token_counts,
-        dimension: config.feature_dim,
-        corpus_ngrams: acc.corpus_ngrams.as_ref(),
-        coactivation: acc.coactivation.as_ref(),
-    };
+    let fin = Finalizer::new(acc, vocab, config);
     // Feature ranges are independent: finalize them on the threads that accumulated them.
     let parts: Vec<Vec<Feature>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = acc
-            .features()
-            .map(|part| {
-                let ctx = &ctx;
+        let handles: Vec<_> = fin
+            .parts
+            .iter()
+            .map(|&part| {
+                let ctx = &fin.ctx;
                 scope.spawn(move || {
                     (0..part.len())
                         .map_while(|local| {
@@ -89,37 +78,103 @@ pub fn finalize_unless(
     if stop.load(Ordering::Relaxed) {
         return None;
     }
-    let features: BTreeMap<u64, Feature> = parts.into_iter().flatten().map(|f| (f.id, f)).collect();
-    let mut token_counts: Vec<(String, u64)> = acc
-        .token_counts
-        .iter()
-        .enumerate()
-        .filter(|(_, &c)| c > 0)
-        .map(|(t, &c)| (vocab.token(t as u32).into_owned(), c))
-        .collect();
-    token_counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let (nonfinite, _) = acc.nonfinite();
-    let feature_set = FeatureSet {
-        layer: config.layer,
-        features,
-        total_tokens_processed: acc.total_tokens,
-        model_name: config.model_name.clone(),
-        sae_name: config.sae_name.clone(),
-        metadata: FeatureSetMetadata {
-            format: crate::FORMAT_MARKER.into(),
-            num_features: Some(acc.n_features()),
-            total_sequences: Some(acc.total_sequences),
-            nonfinite_values: nonfinite,
-            token_counts,
-            omitted_features: Vec::new(),
-            extra: Default::default(),
-        },
-    };
-    let mut feature_set = feature_set;
-    if let Some(c) = &acc.coactivation {
-        crate::analyze::correlation::store_method(&mut feature_set, c);
+    let mut dict = fin.shell();
+    dict.feature_set.features = parts.into_iter().flatten().map(|f| (f.id, f)).collect();
+    Some(dict)
+}
+
+/// Finalizes features one at a time, by id, and the dictionary around them: what
+/// [`finalize`] does for every feature at once, for a caller that writes each feature out
+/// and lets it go instead of holding them all (`featdict build` into a `.fdict`, where a
+/// few million features would otherwise take gigabytes twice over).
+pub struct Finalizer<'a> {
+    ctx: Ctx<'a>,
+    parts: Vec<&'a FeatureRange>,
+    acc: &'a Accumulator,
+    config: DictionaryConfig,
+}
+
+impl<'a> Finalizer<'a> {
+    /// Reads `acc` (never changes it); `config.num_features` is set from it.
+    pub fn new(acc: &'a Accumulator, vocab: &'a Vocab, mut config: DictionaryConfig) -> Self {
+        config.num_features = acc.n_features();
+        let ctx = Ctx {
+            vocab,
+            carry_spaces: vocab.tokens_carry_spaces(),
+            collect_context: config.extraction.collect_context,
+            collect_positions: config.extraction.collect_positions,
+            total_tokens: acc.total_tokens,
+            token_counts: &acc.token_counts,
+            dimension: config.feature_dim,
+            corpus_ngrams: acc.corpus_ngrams.as_ref(),
+            coactivation: acc.coactivation.as_ref(),
+        };
+        Self {
+            ctx,
+            parts: acc.features().collect(),
+            acc,
+            config,
+        }
     }
-    Some(FeatureDictionary::new(config, feature_set))
+
+    /// Features in the accumulator (ids `0..n_features()`).
+    pub fn n_features(&self) -> usize {
+        self.acc.n_features()
+    }
+
+    fn locate(&self, id: usize) -> (&'a FeatureRange, usize) {
+        assert!(id < self.n_features(), "feature {id} out of range");
+        let part = self.parts[self.parts.partition_point(|p| p.start <= id) - 1];
+        (part, id - part.start)
+    }
+
+    /// Firings of feature `id` over all tokens (without finalizing it).
+    pub fn activation_count(&self, id: usize) -> u64 {
+        let (part, local) = self.locate(id);
+        part.moments[local].count
+    }
+
+    /// Feature `id`, as [`finalize`] makes it. Panics when `id ≥ n_features()`.
+    pub fn feature(&self, id: usize) -> Feature {
+        let (part, local) = self.locate(id);
+        self.ctx.feature(part, local)
+    }
+
+    /// The dictionary without its features: config, dictionary-wide metadata (global
+    /// token counts, non-finite values, the correlation method) and totals.
+    pub fn shell(&self) -> FeatureDictionary {
+        let (acc, vocab) = (self.acc, self.ctx.vocab);
+        let mut token_counts: Vec<(String, u64)> = acc
+            .token_counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(|(t, &c)| (vocab.token(t as u32).into_owned(), c))
+            .collect();
+        token_counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let (nonfinite, _) = acc.nonfinite();
+        let config = &self.config;
+        let mut feature_set = FeatureSet {
+            layer: config.layer,
+            features: BTreeMap::new(),
+            total_tokens_processed: acc.total_tokens,
+            model_name: config.model_name.clone(),
+            sae_name: config.sae_name.clone(),
+            metadata: FeatureSetMetadata {
+                format: crate::FORMAT_MARKER.into(),
+                num_features: Some(acc.n_features()),
+                total_sequences: Some(acc.total_sequences),
+                nonfinite_values: nonfinite,
+                token_counts,
+                omitted_features: Vec::new(),
+                extra: Default::default(),
+            },
+        };
+        if let Some(c) = &acc.coactivation {
+            crate::analyze::correlation::store_method(&mut feature_set, c);
+        }
+        FeatureDictionary::new(self.config.clone(), feature_set)
+    }
 }
 
 struct Ctx<'a> {

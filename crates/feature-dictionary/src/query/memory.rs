@@ -12,7 +12,7 @@ use super::{
 use crate::dictionary::FeatureDictionary;
 use crate::error::{Error, Result};
 use crate::model::Feature;
-use crate::store::fdict::fts_columns;
+use crate::store::fdict::fts_row;
 
 impl Search for FeatureDictionary {
     fn token_basis(&self) -> Result<TokenBasis> {
@@ -191,7 +191,9 @@ fn text_hits(dict: &FeatureDictionary, text: &str, limit: usize) -> Result<Vec<H
             let id = i64::try_from(f.id).map_err(|_| {
                 Error::Invalid(format!("feature id {} is beyond a full-text row id", f.id))
             })?;
-            let (labels, description, tokens) = fts_columns(f);
+            let Some((labels, description, tokens)) = fts_row(f) else {
+                continue;
+            };
             insert
                 .execute(rusqlite::params![id, labels, description, tokens])
                 .map_err(fail)?;

@@ -248,7 +248,7 @@ pub fn is_fdict(path: &Path) -> Result<bool> {
 }
 
 /// Features whose JSON bodies [`write`] serializes while the previous wave is inserted.
-const WRITE_WAVE: usize = 256;
+pub(crate) const WRITE_WAVE: usize = 256;
 
 /// Writes `dict` as an `.fdict` at `path` (temporary file + rename).
 ///
@@ -286,7 +286,7 @@ pub fn write_with<'a>(
         },
         |f, body| w.add_with_body(*f, body),
     )?;
-    w.finish_unless(stop)
+    w.finish_unless(stop).map(|_| ())
 }
 
 /// Calls `store` with each feature and its JSON body, in order, while the bodies of the
@@ -298,27 +298,89 @@ fn for_each_serialized<T: Serialize + Sync>(
     go_on: impl Fn() -> Result<()>,
     mut store: impl FnMut(&T, &str) -> Result<()>,
 ) -> Result<()> {
-    use rayon::prelude::*;
-    let serialize =
-        |wave: &[T]| -> Result<Vec<String>> { wave.par_iter().map(|f| to_json(f)).collect() };
-    let mut waves = features.chunks(WRITE_WAVE);
-    let mut current = waves.next().map(|wave| (wave, serialize(wave)));
-    while let Some((wave, bodies)) = current.take() {
-        go_on()?;
-        let bodies = bodies?;
-        let mut next = None;
-        rayon::in_place_scope(|scope| {
-            if let Some(following) = waves.next() {
-                let (next, serialize) = (&mut next, &serialize);
-                scope.spawn(move |_| *next = Some((following, serialize(following))));
-            }
+    let waves: Vec<&[T]> = features.chunks(WRITE_WAVE).collect();
+    pipelined(
+        waves.len(),
+        |i| Ok((waves[i], serialize_all(waves[i])?)),
+        go_on,
+        |(wave, bodies)| {
             wave.iter()
                 .zip(&bodies)
                 .try_for_each(|(f, body)| store(f, body))
+        },
+    )
+}
+
+/// Each item's JSON body, serialized on all threads.
+fn serialize_all<T: Serialize + Sync>(items: &[T]) -> Result<Vec<String>> {
+    use rayon::prelude::*;
+    items.par_iter().map(|f| to_json(f)).collect()
+}
+
+/// Makes wave `i + 1` (`make`, on the other threads) while wave `i` is stored (`store`, on
+/// the calling thread), for `i` in `0..n_waves`. `go_on` is asked before each wave is
+/// stored; its error, or one of `make` or `store`, ends the loop.
+fn pipelined<W: Send>(
+    n_waves: usize,
+    make: impl Fn(usize) -> Result<W> + Sync,
+    go_on: impl Fn() -> Result<()>,
+    mut store: impl FnMut(W) -> Result<()>,
+) -> Result<()> {
+    let mut current = (n_waves > 0).then(|| make(0));
+    let mut i = 0;
+    while let Some(wave) = current.take() {
+        go_on()?;
+        let wave = wave?;
+        i += 1;
+        let mut next = None;
+        rayon::in_place_scope(|scope| {
+            if i < n_waves {
+                let (next, make) = (&mut next, &make);
+                scope.spawn(move |_| *next = Some(make(i)));
+            }
+            store(wave)
         })?;
         current = next;
     }
     Ok(())
+}
+
+/// Writes a dictionary whose features are made a wave at a time: `shell` gives the
+/// dictionary-wide fields (its own features are ignored), `wave(i)` the features of wave `i`
+/// (of `n_waves`, together in increasing id order). Wave `i + 1` is made and serialized on
+/// the other threads while wave `i` is inserted, and each is dropped once written, so memory
+/// holds two waves rather than the whole dictionary. Returns the written dictionary's
+/// statistics. `stop` as in [`write_with`].
+pub fn write_waves(
+    shell: &FeatureDictionary,
+    path: &Path,
+    n_waves: usize,
+    wave: impl Fn(usize) -> Vec<Feature> + Sync,
+    stop: &AtomicBool,
+) -> Result<Statistics> {
+    let mut w = FdictWriter::create(path, &shell.config, &shell.feature_set)?;
+    pipelined(
+        n_waves,
+        |i| {
+            let features = wave(i);
+            let bodies = serialize_all(&features)?;
+            Ok((features, bodies))
+        },
+        || {
+            if stop.load(Ordering::Relaxed) {
+                Err(Error::io(path, super::stopped()))
+            } else {
+                Ok(())
+            }
+        },
+        |(features, bodies)| {
+            features
+                .iter()
+                .zip(&bodies)
+                .try_for_each(|(f, body)| w.add_with_body(f.into(), body))
+        },
+    )?;
+    w.finish_unless(stop)
 }
 
 /// Reads a whole `.fdict` into memory.
@@ -554,20 +616,22 @@ impl FdictWriter {
     /// Writes statistics and indexes, syncs and renames over the target (holding the old
     /// target's write lock across the rename, see the module docs).
     pub fn finish(self) -> Result<()> {
-        self.finish_unless(&AtomicBool::new(false))
+        self.finish_unless(&AtomicBool::new(false)).map(|_| ())
     }
 
     /// [`FdictWriter::finish`], given up (the target untouched, the temporary file removed,
     /// an `Interrupted` I/O error) when `stop` is set by the time the indexes are built:
-    /// the last moment before the rename, which a stop must not follow.
-    pub fn finish_unless(mut self, stop: &AtomicBool) -> Result<()> {
+    /// the last moment before the rename, which a stop must not follow. Returns the written
+    /// dictionary's statistics.
+    pub fn finish_unless(mut self, stop: &AtomicBool) -> Result<Statistics> {
         let stats = std::mem::take(&mut self.stats).finish(self.total_tokens);
+        let stats_json = to_json(&stats)?;
         let conn = self.conn.take().expect("connection open until finish");
         let tmp = self.tmp.clone();
         let e = |e| sql_err(&tmp, "cannot write", e);
         conn.execute(
             "INSERT INTO meta(key, value) VALUES ('statistics', ?1)",
-            params![to_json(&stats)?],
+            params![stats_json],
         )
         .map_err(e)?;
         conn.execute_batch(INDEXES).map_err(e)?;
@@ -601,7 +665,7 @@ impl FdictWriter {
             }
         }
         self.done = true;
-        Ok(())
+        Ok(stats)
     }
 }
 
@@ -815,8 +879,24 @@ fn fts_columns_of(f: FeatureView<'_>) -> (String, String, String) {
     (f.labels.join("\n"), f.description.to_string(), tokens)
 }
 
-fn insert_fts(conn: &Connection, f: FeatureView<'_>) -> rusqlite::Result<()> {
+/// [`fts_columns`], or `None` for a feature without any text: it gets no full-text row,
+/// since it could match no search, and a dictionary of millions of features that never
+/// fired spent most of its writing on such rows. (Rows count in bm25's document frequency,
+/// so the in-memory search of a `.json` leaves them out too.)
+pub fn fts_row(f: &Feature) -> Option<(String, String, String)> {
+    fts_row_of(f.into())
+}
+
+fn fts_row_of(f: FeatureView<'_>) -> Option<(String, String, String)> {
     let (labels, description, tokens) = fts_columns_of(f);
+    let empty = labels.is_empty() && description.is_empty() && tokens.is_empty();
+    (!empty).then_some((labels, description, tokens))
+}
+
+fn insert_fts(conn: &Connection, f: FeatureView<'_>) -> rusqlite::Result<()> {
+    let Some((labels, description, tokens)) = fts_row_of(f) else {
+        return Ok(());
+    };
     conn.prepare_cached(
         "INSERT INTO fts(rowid, labels, description, tokens) VALUES (?1, ?2, ?3, ?4)",
     )?
