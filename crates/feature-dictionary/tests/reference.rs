@@ -507,7 +507,8 @@ fn samples_are_the_smallest_hashes_of_each_feature() {
                         .collect();
                     kept.sort();
                     kept.truncate(m);
-                    let mut got: Vec<(u64, u64, u32)> = range.samples[local]
+                    let mut got: Vec<(u64, u64, u32)> = range
+                        .samples(local)
                         .items
                         .iter()
                         .map(|it| (it.hash, it.example.sequence, it.example.position))

@@ -416,11 +416,9 @@ impl Accumulator {
     pub fn example_sequences(&self) -> std::collections::HashSet<u64> {
         let mut seen = std::collections::HashSet::new();
         for range in &self.parts {
-            for topk in &range.topk {
-                seen.extend(topk.examples().map(|e| e.sequence));
-            }
-            for samples in &range.samples {
-                seen.extend(samples.items.iter().map(|s| s.example.sequence));
+            for kept in (0..range.len()).map(|local| range.kept(local)) {
+                seen.extend(kept.topk.examples().map(|e| e.sequence));
+                seen.extend(kept.samples.items.iter().map(|s| s.example.sequence));
             }
         }
         seen
@@ -637,7 +635,7 @@ mod tests {
         };
         let few: Vec<TokenId> = (0..400).map(|r| r % 40).collect();
         let all: Vec<TokenId> = (0..900).map(|r| (r * 7) % distinct).collect();
-        let estimate = |acc: &Accumulator| acc.parts[0].tokens[0].distinct_tokens();
+        let estimate = |acc: &Accumulator| acc.parts[0].tokens(0).distinct_tokens();
         let whole = shard([few.clone(), all.clone()].concat(), 0);
         let (d, exact) = estimate(&whole);
         assert!(!exact && (285..=315).contains(&d), "{d}");
@@ -694,6 +692,48 @@ mod tests {
             lenient.update(&make(0..rows)).unwrap();
             assert_eq!(lenient.nonfinite(), (3, Some((0, 1, 2))));
             assert_eq!(lenient.total_tokens, rows as u64);
+        }
+    }
+
+    /// A feature's examples and token tables exist from its first firing on: values on
+    /// margin rows (context only), below the threshold or non-finite allocate nothing, so a
+    /// wide SAE's never-firing features cost their scalars alone; a merge keeps that.
+    #[test]
+    fn only_features_that_fired_keep_examples() {
+        let (rows, features) = (8usize, 12usize);
+        let mut values = vec![0f32; rows * features];
+        for r in 0..rows {
+            values[r * features + 3] = 1.0 + r as f32; // fires on every row
+        }
+        values[features + 5] = 2.0; // row 1 is a margin row: context only
+        values[4 * features + 7] = 0.001; // below min_activation (0.01)
+        values[5 * features + 9] = f32::NAN;
+        values[6 * features + 11] = 0.5; // fires once
+        let batch = ActivationBatch {
+            n_features: features,
+            tokens: (0..rows as TokenId).collect(),
+            sequences: vec![0; rows],
+            positions: (0..rows as u32).collect(),
+            core: 2..rows,
+            values: crate::ingest::BatchValues::Dense(&values),
+            token_keys: None,
+        };
+        let settings = Settings::from_config(&ExtractionConfig::default()).unwrap();
+        for threads in [1, 2, 3] {
+            let mut acc = Accumulator::new(features, settings.clone(), threads);
+            acc.update(&batch).unwrap();
+            let with_examples = |acc: &Accumulator| -> Vec<usize> {
+                acc.parts
+                    .iter()
+                    .flat_map(|p| (0..p.len()).map(move |l| (p.start + l, p.kept[l].is_some())))
+                    .filter_map(|(id, kept)| kept.then_some(id))
+                    .collect()
+            };
+            assert_eq!(with_examples(&acc), [3, 11], "{threads} threads");
+            assert_eq!(acc.parts[0].topk(0).examples().count(), 0);
+            let mut merged = Accumulator::new(features, settings.clone(), threads);
+            merged.merge(acc.clone()).unwrap();
+            assert_eq!(with_examples(&merged), [3, 11]);
         }
     }
 }

@@ -237,7 +237,8 @@ impl Ctx<'_> {
         f.metadata.min_activation = Some(m.min);
         f.metadata.sum_activation = Some(m.sum());
         f.metadata.std_activation = Some(m.variance().sqrt());
-        f.top_activations = part.topk[local]
+        f.top_activations = part
+            .topk(local)
             .sorted()
             .iter()
             .map(|e| self.activation(id, e))
@@ -278,7 +279,7 @@ impl Ctx<'_> {
             });
         }
 
-        let sketch = &part.tokens[local];
+        let sketch = part.tokens(local);
         let mut toks: Vec<(u32, u64)> = sketch.entries().collect();
         // Ties by token id: with tokenizer ids that is the tokenizer's order (what truth
         // tables such as "smaller token id" rely on); a string several ids decode to is
@@ -305,7 +306,7 @@ impl Ctx<'_> {
             crate::analyze::correlation::store_partners(&mut f, c, self.total_tokens);
         }
         if let Some(corpus) = self.corpus_ngrams {
-            crate::label::ngram::store_ngrams(&mut f, &part.ngrams[local], corpus, self.vocab);
+            crate::label::ngram::store_ngrams(&mut f, part.ngrams(local), corpus, self.vocab);
         }
         f
     }
@@ -326,7 +327,7 @@ impl Ctx<'_> {
         hi: f64,
     ) -> Vec<QuantileGroup> {
         let total: u64 = hist.iter().sum();
-        let mut pool: Vec<_> = part.samples[local].items.iter().collect();
+        let mut pool: Vec<_> = part.samples(local).items.iter().collect();
         pool.sort_by_key(|s| (s.hash, s.example.sequence, s.example.position));
         let mut groups = Vec::new();
         // Firings in bins [0, end): the prefix sums tell how many a boundary at an edge leaves
