@@ -628,17 +628,70 @@ pub(crate) fn query_params(
 
 /// Refuses a query [`query_params`] refuses on every route, those that read no parameter
 /// too: it is answered the same way everywhere.
+///
+/// An API endpoint also refuses a parameter it does not take: `/api/search?token=x&limt=5`
+/// would otherwise answer 20 hits as if the limit had been read. (Pages take what they
+/// know and ignore the rest, as links from elsewhere may carry extra parameters.)
 async fn refuse_bad_query(req: Request, next: axum::middleware::Next) -> Response {
-    if let Err(message) = query_params(req.uri().query()) {
+    let path = req.uri().path();
+    let is_api = path == "/api" || path.starts_with("/api/");
+    let refused = query_params(req.uri().query()).and_then(|params| {
+        if is_api {
+            unknown_api_params(path, &params)
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(message) = refused {
         let e = ApiError::new(StatusCode::BAD_REQUEST, message);
-        let path = req.uri().path();
-        return if path == "/api" || path.starts_with("/api/") {
+        return if is_api {
             e.into_response()
         } else {
             pages::error_page(e)
         };
     }
     next.run(req).await
+}
+
+/// The query parameters each API endpoint reads (none for the others).
+fn api_params(path: &str) -> &'static [&'static str] {
+    match path {
+        "/api/search" => &["token", "label", "pattern", "text", "by", "limit", "offset"],
+        "/api/features" => &["order", "type", "limit", "offset"],
+        _ => &[],
+    }
+}
+
+/// Refuses, naming them, the parameters of `params` that the API endpoint at `path` does
+/// not read.
+fn unknown_api_params(
+    path: &str,
+    params: &std::collections::HashMap<String, String>,
+) -> Result<(), String> {
+    let known = api_params(path);
+    let mut unknown: Vec<&str> = params
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !known.contains(k))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort_unstable();
+    let names = unknown
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let takes = if known.is_empty() {
+        "takes no query parameters".to_string()
+    } else {
+        format!("takes {}", known.join(", "))
+    };
+    Err(format!(
+        "unknown query parameter{} {names}: {path} {takes}",
+        if unknown.len() > 1 { "s" } else { "" }
+    ))
 }
 
 /// axum answers some bad requests itself, before a handler runs: an id that is not UTF-8

@@ -2162,6 +2162,36 @@ fn features_are_listed_in_order_filtered_by_type_and_paged() {
     let r = get(s.addr, "/search?kind=token&q=%C3");
     assert_eq!(r.status, 400);
     assert!(r.body.contains("class=\"error\""), "{}", r.body);
+    // A parameter an API endpoint does not read is refused by name (a misspelt `limit`
+    // answered the default 20 hits); pages ignore what they do not know.
+    for (path, message) in [
+        (
+            "/api/search?token=a&limt=5",
+            "unknown query parameter `limt`: /api/search takes token, label, pattern, text, by, limit, offset",
+        ),
+        (
+            "/api/features?sort=max&order=max_activation",
+            "unknown query parameter `sort`: /api/features takes order, type, limit, offset",
+        ),
+        (
+            "/api/stats?b=1&a=2",
+            "unknown query parameters `a`, `b`: /api/stats takes no query parameters",
+        ),
+        (
+            "/api/features/5?full=1",
+            "unknown query parameter `full`: /api/features/5 takes no query parameters",
+        ),
+    ] {
+        let r = get(s.addr, path);
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        assert_eq!(r.json()["error"], message, "{path}");
+    }
+    assert_eq!(
+        get(s.addr, "/api/features?order=max_activation&limit=2").status,
+        200
+    );
+    assert_eq!(get(s.addr, "/features?utm_source=x").status, 200);
+    assert_eq!(get(s.addr, "/search?q=a&kind=label&ref=1").status, 200);
     // Decoding: `+` is a space, `%2B` a plus, a key without `=` an empty value.
     let parsed = super::query_params(Some("q=a+b%2Bc&flag&k%C3%A9=%E2%9C%93")).unwrap();
     assert_eq!(parsed["q"], "a b+c");
