@@ -406,8 +406,9 @@ const STATE_MAGIC: &[u8; 8] = b"FDENGINE";
 /// The layout of the pickled state; bumped whenever the engine's state changes shape (2:
 /// uniform example samples and covered sequence ranges, 2026-11-27; 3: distinct-token
 /// estimates, 2026-11-28; 4: activation sums kept about each feature's first firing,
-/// 2026-11-28).
-const STATE_VERSION: u32 = 4;
+/// 2026-11-28; 5: a feature's examples and token tables in one record allocated at its
+/// first firing, 2026-11-28).
+const STATE_VERSION: u32 = 5;
 
 /// Rebuilds an engine pickled by `Engine.__reduce__`.
 #[pyfunction]
@@ -435,6 +436,12 @@ fn engine_from_state(py: Python<'_>, state: &[u8]) -> PyResult<Engine> {
         .map_err(|e| {
             PyValueError::new_err(format!("not a pickled feature_dictionary engine: {e}"))
         })?;
+    if !state.acc.has_consistent_shape() {
+        return Err(PyValueError::new_err(
+            "not a pickled feature_dictionary engine: its per-feature state does not cover \
+             its features (damaged bytes?)",
+        ));
+    }
     let token_keys = state.vocab.iter().map(|t| text_key(t)).collect();
     Ok(Engine {
         acc: state.acc,

@@ -102,10 +102,10 @@ def test_pickle_round_trip_keeps_the_live_state():
     # A state from another version is told apart from damaged bytes.
     with pytest.raises(ValueError, match="pickled by an older feature_dictionary"):
         _engine.engine_from_state(b"junk")
-    with pytest.raises(ValueError, match="engine state version 1; this one reads version 4"):
+    with pytest.raises(ValueError, match="engine state version 1; this one reads version 5"):
         _engine.engine_from_state(b"FDENGINE" + (1).to_bytes(4, "little") + b"junk")
     with pytest.raises(ValueError, match="not a pickled"):
-        _engine.engine_from_state(b"FDENGINE" + (4).to_bytes(4, "little") + b"junk")
+        _engine.engine_from_state(b"FDENGINE" + (5).to_bytes(4, "little") + b"junk")
 
 
 def test_shards_merged_out_of_order_equal_one_build():

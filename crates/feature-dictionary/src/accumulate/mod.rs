@@ -227,8 +227,23 @@ impl Accumulator {
     }
 
     /// [`Accumulator::new`], or an error when the state every feature starts with (about
-    /// 1.2 KiB each) cannot be allocated: an absurd feature count (a mistyped size, a
+    /// 0.9 KiB each, most of it a histogram the OS hands out zeroed and maps only where a
+    /// feature fires) cannot be allocated: an absurd feature count (a mistyped size, a
     /// damaged file's header) must be an error, not an aborted process.
+    /// Whether the feature ranges cover `0..n_features()` in order, each with every
+    /// per-feature vector of its length: what a state read back from bytes (the Python
+    /// package's pickles) must show before an update indexes into it.
+    pub fn has_consistent_shape(&self) -> bool {
+        let mut next = 0;
+        for part in &self.parts {
+            if part.start != next || !part.has_consistent_shape() {
+                return false;
+            }
+            next += part.len();
+        }
+        next == self.n_features
+    }
+
     pub fn try_new(n_features: usize, settings: Settings, threads: usize) -> Result<Self> {
         let threads = threads.clamp(1, n_features.max(1));
         let mut parts = Vec::with_capacity(threads);
@@ -735,5 +750,26 @@ mod tests {
             merged.merge(acc.clone()).unwrap();
             assert_eq!(with_examples(&merged), [3, 11]);
         }
+    }
+
+    /// State read back from bytes is checked before use: ranges that do not cover the
+    /// features, or a per-feature vector of another length, are refused.
+    #[test]
+    fn the_shape_check_finds_ranges_and_vectors_that_do_not_fit() {
+        let settings = Settings::from_config(&ExtractionConfig::default()).unwrap();
+        let acc = Accumulator::new(10, settings, 2);
+        assert!(acc.has_consistent_shape());
+        let mut gap = acc.clone();
+        gap.parts[0].split_off(3);
+        assert!(!gap.has_consistent_shape());
+        let mut short = acc.clone();
+        short.parts[1].kept.pop();
+        assert!(!short.has_consistent_shape());
+        let mut thresholds = acc.clone();
+        thresholds.parts[1].sample_thresholds.clear();
+        assert!(!thresholds.has_consistent_shape());
+        let mut fewer = acc;
+        fewer.parts.pop();
+        assert!(!fewer.has_consistent_shape());
     }
 }

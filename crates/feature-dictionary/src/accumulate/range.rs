@@ -270,6 +270,18 @@ impl FeatureRange {
         self.moments.is_empty()
     }
 
+    /// Whether every per-feature vector holds `len()` entries (the histograms `N_BINS`
+    /// each): what state read back from bytes must show before it is used, since an update
+    /// indexes them all by feature.
+    pub fn has_consistent_shape(&self) -> bool {
+        let n = self.len();
+        self.pos_buckets.len() == n
+            && self.hist.len() == n * N_BINS
+            && (self.hist_spill.is_empty() || self.hist_spill.len() == n * N_BINS)
+            && self.kept.len() == n
+            && self.sample_thresholds.len() == n
+    }
+
     /// Examples and token tables of feature `local` (empty ones if it never fired).
     pub fn kept(&self, local: usize) -> &Kept {
         self.kept[local]
