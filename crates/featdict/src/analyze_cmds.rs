@@ -180,9 +180,15 @@ pub fn cmd_correlated(a: CorrelatedArgs) -> Result<()> {
             .collect();
         subset.add(&partners)?;
         &subset.dict
-    } else if subset.reader().is_some() {
-        whole = crate::commands::load(&a.dict)?;
-        &whole
+    } else if let Some(reader) = subset.reader() {
+        if reader.has_python_partners()? {
+            whole = crate::commands::load(&a.dict)?;
+            &whole
+        } else {
+            // Neither a recorded method nor any partner in the whole file: refused below
+            // without loading it (seconds and gigabytes for millions of features).
+            &subset.dict
+        }
     } else {
         &subset.dict
     };

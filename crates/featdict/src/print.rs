@@ -223,7 +223,7 @@ fn stats_lines(
     }
     println!("most important (0.7·min(100·freq,1) + 0.3·min(max/5,1); ties by firings)");
     for (id, score) in &st.top_features {
-        println!("  #{id:<8}{score:.3}");
+        println!("  #{id:<8} {score:.3}");
     }
     Ok(())
 }

@@ -892,13 +892,32 @@ async fn api_feature(
     UrlPath(raw): UrlPath<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
-    let f = blocking(move || st.read(|r| Ok(r.feature(id)?))).await?;
+    let (f, summary) =
+        blocking(move || st.read(|r| Ok((r.feature(id)?, r.summary().clone())))).await?;
     match f {
         Some(f) => Ok(Json(f).into_response()),
-        None => Err(ApiError::not_found(format!(
-            "feature {id} is not in this dictionary"
-        ))),
+        None => Err(not_stored(id, &summary)),
     }
+}
+
+/// The 404 of a feature the served file does not hold, saying why: an id past the SAE's
+/// width, or one of the features left out when the file was written (as `--drop-dead`
+/// leaves out those that never fired, which the overview still counts as dead).
+pub(crate) fn not_stored(id: u64, summary: &Summary) -> ApiError {
+    let n = summary.num_features as u64;
+    ApiError::not_found(
+        if id < n && summary.stored_features < summary.num_features {
+            format!(
+            "feature {id} is not stored in this dictionary: it holds {} of its {n} features, the others left out when it was written (a build with --drop-dead leaves out the features that never fired)",
+            summary.stored_features
+        )
+        } else {
+            format!(
+                "feature {id} is not in this dictionary (ids 0 to {})",
+                n.saturating_sub(1)
+            )
+        },
+    )
 }
 
 /// A parsed feature listing request.
@@ -1231,9 +1250,8 @@ async fn edit_label(
         }
     };
     let Some((f, _)) = edited else {
-        return Err(ApiError::not_found(format!(
-            "feature {id} is not in this dictionary"
-        )));
+        let summary = blocking(move || st.read(|r| Ok(r.summary().clone()))).await?;
+        return Err(not_stored(id, &summary));
     };
     if ctype == "application/x-www-form-urlencoded" {
         return Ok(Redirect::to(&format!("/features/{id}")).into_response());

@@ -459,12 +459,12 @@ pub async fn feature(State(st): State<Arc<AppState>>, UrlPath(raw): UrlPath<Stri
             } else {
                 Vec::new()
             };
-            Ok((f, n, r.adjacent_ids(id)?))
+            Ok((f, n, r.adjacent_ids(id)?, r.summary().clone()))
         })
     })
     .await;
     match got {
-        Ok((Some(f), neighbours, adjacent)) => Html(page(
+        Ok((Some(f), neighbours, adjacent, _)) => Html(page(
             &format!("feature {id}"),
             &format!(
                 "{}{}",
@@ -473,9 +473,7 @@ pub async fn feature(State(st): State<Arc<AppState>>, UrlPath(raw): UrlPath<Stri
             ),
         ))
         .into_response(),
-        Ok((None, _, _)) => error_page(ApiError::not_found(format!(
-            "feature {id} is not in this dictionary"
-        ))),
+        Ok((None, _, _, summary)) => error_page(super::not_stored(id, &summary)),
         Err(e) => error_page(e),
     }
 }

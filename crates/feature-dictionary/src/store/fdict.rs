@@ -881,14 +881,21 @@ fn fts_columns_of(f: FeatureView<'_>) -> (String, String, String) {
 
 /// [`fts_columns`], or `None` for a feature without any text: it gets no full-text row,
 /// since it could match no search, and a dictionary of millions of features that never
-/// fired spent most of its writing on such rows. (Rows count in bm25's document frequency,
-/// so the in-memory search of a `.json` leaves them out too.)
+/// fired spent most of its writing on such rows. The description of a feature that never
+/// fired does not count (nor is it indexed): it is the same sentence for all of them.
+/// (Rows count in bm25's document frequency, so the in-memory search of a `.json` leaves
+/// them out too.)
 pub fn fts_row(f: &Feature) -> Option<(String, String, String)> {
     fts_row_of(f.into())
 }
 
 fn fts_row_of(f: FeatureView<'_>) -> Option<(String, String, String)> {
-    let (labels, description, tokens) = fts_columns_of(f);
+    let (labels, mut description, tokens) = fts_columns_of(f);
+    if f.activation_count == 0 {
+        // The same boilerplate ("Dead feature: never fired on …") for millions of features
+        // of a wide SAE once labeled: they match only by the labels someone gave them.
+        description.clear();
+    }
     let empty = labels.is_empty() && description.is_empty() && tokens.is_empty();
     (!empty).then_some((labels, description, tokens))
 }
@@ -1364,6 +1371,35 @@ impl FdictReader {
         Ok(*self.has_token_counts.get_or_init(|| known))
     }
 
+    /// Whether any feature lists co-activation partners the way the Python package saves
+    /// them (`correlated_features` in its metadata), which is how a file without a recorded
+    /// correlation method says it has correlations ([`crate::analyze::correlation::method`]).
+    /// Looked up in the file (the neighbours table, then the features' bodies as text, in
+    /// constant memory) rather than by loading every feature.
+    pub fn has_python_partners(&self) -> Result<bool> {
+        let e = |e| self.err("cannot read", e);
+        let listed: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM neighbours WHERE kind = 'correlated')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(e)?;
+        if listed {
+            return Ok(true);
+        }
+        // A key of the body's JSON: inside a string (a token) its quotes would be escaped.
+        let key = format!("\"{}\":", crate::analyze::correlation::PYTHON_PARTNERS_KEY);
+        self.conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM features WHERE instr(body, ?1) > 0)",
+                [key],
+                |r| r.get(0),
+            )
+            .map_err(e)
+    }
+
     /// The other features that fired on at least one token feature `id` fired on (by the
     /// `top_tokens` table), in id order: every feature whose firing-token profile can have
     /// a positive cosine with `id`'s, found without reading the features that cannot.
@@ -1725,7 +1761,9 @@ impl FdictReader {
         let order = match by {
             TopBy::ActivationCount => "activation_count DESC, id",
             TopBy::MaxActivation => "max_activation DESC, id",
-            TopBy::Frequency => "activation_frequency DESC, id",
+            // Frequency is firings / tokens: the same order, and this one has an index (the
+            // server's listing does the same); sorting by the column read every feature.
+            TopBy::Frequency => "activation_count DESC, id",
         };
         let mut out = Vec::new();
         for id in self.ranked_ids(order, only, 0, n)? {
