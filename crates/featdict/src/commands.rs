@@ -553,6 +553,9 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     ex.ngram_capacity = a.ngrams;
     ex.correlation = a.correlation;
     ex.correlation_capacity = a.correlation_capacity;
+    // The file then says what was done to it in the original's terms: features with fewer
+    // than min_activation_count (1) firings are not included.
+    ex.include_dead_features = !a.drop_dead;
     let options = BuildOptions {
         threads: worker_threads(a.threads),
         allow_nonfinite: a.allow_nonfinite,
@@ -642,9 +645,6 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     if is_fdict && (a.sae.is_none() || n_features > MAX_SIMILAR_FEATURES) {
         // Straight from the accumulator into the file, a wave of features at a time: the
         // whole finalized dictionary of a wide SAE would take gigabytes.
-        if a.sae.is_some() {
-            similar_not_stored_note(n_features);
-        }
         bar.set_message(format!(
             "finalizing {n_features} features into {}",
             a.out.display()
@@ -652,6 +652,9 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         let (shell, statistics) =
             build::finalize_into_fdict(&acc, source.vocab(), config, &a.out, a.drop_dead)?;
         bar.finish_and_clear();
+        if a.sae.is_some() {
+            similar_not_stored_note(n_features);
+        }
         let timings = BuildTimings {
             accumulate_seconds,
             finalize_seconds: 0.0,

@@ -136,6 +136,9 @@ fn build_stats_show_top_with_json() {
         serde_json::json!([4])
     );
     assert_eq!(v["config"]["num_features"], 5);
+    // In the original's terms: features under min_activation_count (1) firings not included.
+    assert_eq!(v["config"]["extraction"]["include_dead_features"], false);
+    assert_eq!(v["config"]["extraction"]["min_activation_count"], 1);
     // `stats` counts every feature of the dictionary, those left out of the file as dead
     // (frequency 0): the mean frequency, dead count and types are those of the full build
     // (the mean was over the 4 stored features, 5/4 of the right one).
