@@ -124,6 +124,20 @@ impl Coactivation {
         }
     }
 
+    /// Whether every vector has the length `new(mode, n_features, _)` gives it (see
+    /// [`super::Accumulator::has_consistent_shape`]).
+    pub fn has_consistent_shape(&self, n_features: usize) -> bool {
+        let n = self.n;
+        let exact = self.mode == CorrelationMode::Exact;
+        let sketch = self.mode == CorrelationMode::Sketch;
+        n == n_features
+            && self.sum.len() == n
+            && self.sum_sq.len() == n
+            && self.count.len() == n
+            && self.comoments.len() == if exact { n * (n + 1) / 2 } else { 0 }
+            && self.cofire.len() == if sketch { n } else { 0 }
+    }
+
     /// The mode.
     pub fn mode(&self) -> CorrelationMode {
         self.mode

@@ -226,13 +226,10 @@ impl Accumulator {
         }
     }
 
-    /// [`Accumulator::new`], or an error when the state every feature starts with (about
-    /// 0.9 KiB each, most of it a histogram the OS hands out zeroed and maps only where a
-    /// feature fires) cannot be allocated: an absurd feature count (a mistyped size, a
-    /// damaged file's header) must be an error, not an aborted process.
     /// Whether the feature ranges cover `0..n_features()` in order, each with every
-    /// per-feature vector of its length: what a state read back from bytes (the Python
-    /// package's pickles) must show before an update indexes into it.
+    /// per-feature vector of its length, and the co-activation state (if any) is sized for
+    /// as many features: what a state read back from bytes (the Python package's pickles)
+    /// must show before an update indexes into it.
     pub fn has_consistent_shape(&self) -> bool {
         let mut next = 0;
         for part in &self.parts {
@@ -242,8 +239,16 @@ impl Accumulator {
             next += part.len();
         }
         next == self.n_features
+            && self
+                .coactivation
+                .as_ref()
+                .is_none_or(|c| c.has_consistent_shape(self.n_features))
     }
 
+    /// [`Accumulator::new`], or an error when the state every feature starts with (about
+    /// 0.9 KiB each, most of it a histogram the OS hands out zeroed and maps only where a
+    /// feature fires) cannot be allocated: an absurd feature count (a mistyped size, a
+    /// damaged file's header) must be an error, not an aborted process.
     pub fn try_new(n_features: usize, settings: Settings, threads: usize) -> Result<Self> {
         let threads = threads.clamp(1, n_features.max(1));
         let mut parts = Vec::with_capacity(threads);
@@ -768,8 +773,18 @@ mod tests {
         let mut thresholds = acc.clone();
         thresholds.parts[1].sample_thresholds.clear();
         assert!(!thresholds.has_consistent_shape());
-        let mut fewer = acc;
+        let mut fewer = acc.clone();
         fewer.parts.pop();
         assert!(!fewer.has_consistent_shape());
+        for mode in [
+            coactivation::CorrelationMode::Exact,
+            coactivation::CorrelationMode::Sketch,
+        ] {
+            let mut with = acc.clone();
+            with.coactivation = Some(coactivation::Coactivation::new(mode, 10, 4));
+            assert!(with.has_consistent_shape());
+            with.coactivation = Some(coactivation::Coactivation::new(mode, 9, 4));
+            assert!(!with.has_consistent_shape(), "{mode:?}");
+        }
     }
 }

@@ -1761,9 +1761,9 @@ impl FdictReader {
         let order = match by {
             TopBy::ActivationCount => "activation_count DESC, id",
             TopBy::MaxActivation => "max_activation DESC, id",
-            // Frequency is firings / tokens: the same order, and this one has an index (the
-            // server's listing does the same); sorting by the column read every feature.
-            TopBy::Frequency => "activation_count DESC, id",
+            // By the stored column, as a `.json` sorts: a file whose frequencies are not
+            // firings / tokens (hand-edited, or missing and read as 0) must rank alike.
+            TopBy::Frequency => "activation_frequency DESC, id",
         };
         let mut out = Vec::new();
         for id in self.ranked_ids(order, only, 0, n)? {
