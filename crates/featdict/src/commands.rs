@@ -478,18 +478,18 @@ impl Subset {
     }
 }
 
-/// Why feature `id` is not in the dictionary file `path`, which stores `stored` of the SAE's
-/// `num_features` features (`dropped`: `build --drop-dead` left it out). Every command that
-/// looks a feature up says it in these words. A dropped id lies inside "ids 0 to N-1", so
-/// without the reason the message would contradict itself.
+/// Why feature `id` is not in the dictionary `path` (its file's path, or "this
+/// dictionary" for the server), which stores `stored` of the SAE's `num_features` features
+/// (`dropped`: `build --drop-dead` left it out). Every command and the server say it in
+/// these words. A dropped id lies inside "ids 0 to N-1", so without the reason the message
+/// would contradict itself.
 pub(crate) fn feature_not_found(
-    path: &Path,
+    path: &dyn std::fmt::Display,
     id: u64,
     stored: usize,
     num_features: usize,
     dropped: bool,
 ) -> String {
-    let path = path.display();
     if dropped {
         format!(
             "feature {id} is dead (it never fired) and was dropped from {path} at build time (--drop-dead); it holds {stored} of the {num_features} features"
@@ -510,7 +510,7 @@ pub(crate) fn feature_not_found(
 pub(crate) fn not_in_dict(dict: &FeatureDictionary, path: &Path, id: u64) -> String {
     let dropped = dict.feature_set.metadata.omitted_features.contains(&id);
     feature_not_found(
-        path,
+        &path.display(),
         id,
         dict.feature_set.len(),
         dict.num_features(),
@@ -524,7 +524,13 @@ pub(crate) fn not_in_fdict(r: &store::fdict::FdictReader, path: &Path, id: u64) 
     // Read only to explain a missing feature: a failure reads as "none dropped".
     let dropped =
         id < s.num_features as u64 && r.omitted_features().unwrap_or_default().contains(&id);
-    feature_not_found(path, id, s.stored_features, s.num_features, dropped)
+    feature_not_found(
+        &path.display(),
+        id,
+        s.stored_features,
+        s.num_features,
+        dropped,
+    )
 }
 
 fn cmd_build(a: BuildArgs) -> Result<()> {

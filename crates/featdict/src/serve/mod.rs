@@ -900,24 +900,18 @@ async fn api_feature(
     }
 }
 
-/// The 404 of a feature the served file does not hold, saying why: an id past the SAE's
-/// width, or one of the features left out when the file was written (as `--drop-dead`
-/// leaves out those that never fired, which the overview still counts as dead).
+/// The 404 of a feature the served file does not hold, in the words of the CLI
+/// ([`crate::commands::feature_not_found`]): an id past the SAE's width, or one not stored.
+/// (Whether `--drop-dead` left it out is not looked up: that reads the whole list of
+/// omitted ids, seconds for a wide SAE, for each such request.)
 pub(crate) fn not_stored(id: u64, summary: &Summary) -> ApiError {
-    let n = summary.num_features as u64;
-    ApiError::not_found(
-        if id < n && summary.stored_features < summary.num_features {
-            format!(
-            "feature {id} is not stored in this dictionary: it holds {} of its {n} features, the others left out when it was written (a build with --drop-dead leaves out the features that never fired)",
-            summary.stored_features
-        )
-        } else {
-            format!(
-                "feature {id} is not in this dictionary (ids 0 to {})",
-                n.saturating_sub(1)
-            )
-        },
-    )
+    ApiError::not_found(crate::commands::feature_not_found(
+        &"this dictionary",
+        id,
+        summary.stored_features,
+        summary.num_features,
+        false,
+    ))
 }
 
 /// A parsed feature listing request.

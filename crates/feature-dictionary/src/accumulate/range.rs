@@ -762,9 +762,6 @@ impl FeatureRange {
             *union.select_nth_unstable(m - 1).1
         };
         self.scratch.union = union;
-        let kept = self.kept[local]
-            .as_deref_mut()
-            .expect("allocated by the replay");
         self.sample_thresholds[local] = kept.samples.admit(
             m,
             cut,

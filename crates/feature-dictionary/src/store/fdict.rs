@@ -275,17 +275,9 @@ pub fn write_with<'a>(
 ) -> Result<()> {
     let mut w = FdictWriter::create(path, &dict.config, &dict.feature_set)?;
     let features: Vec<FeatureView<'a>> = dict.features().map(view).collect();
-    for_each_serialized(
-        &features,
-        || {
-            if stop.load(Ordering::Relaxed) {
-                Err(Error::io(path, super::stopped()))
-            } else {
-                Ok(())
-            }
-        },
-        |f, body| w.add_with_body(*f, body),
-    )?;
+    for_each_serialized(&features, not_stopped(path, stop), |f, body| {
+        w.add_with_body(*f, body)
+    })?;
     w.finish_unless(stop).map(|_| ())
 }
 
@@ -309,6 +301,18 @@ fn for_each_serialized<T: Serialize + Sync>(
                 .try_for_each(|(f, body)| store(f, body))
         },
     )
+}
+
+/// The `go_on` of a write given up when `stop` is set: an `Interrupted` I/O error naming
+/// `path`.
+fn not_stopped<'a>(path: &'a Path, stop: &'a AtomicBool) -> impl Fn() -> Result<()> + 'a {
+    move || {
+        if stop.load(Ordering::Relaxed) {
+            Err(Error::io(path, super::stopped()))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// Each item's JSON body, serialized on all threads.
@@ -366,13 +370,7 @@ pub fn write_waves(
             let bodies = serialize_all(&features)?;
             Ok((features, bodies))
         },
-        || {
-            if stop.load(Ordering::Relaxed) {
-                Err(Error::io(path, super::stopped()))
-            } else {
-                Ok(())
-            }
-        },
+        not_stopped(path, stop),
         |(features, bodies)| {
             features
                 .iter()
@@ -882,7 +880,7 @@ fn fts_columns_of(f: FeatureView<'_>) -> (String, String, String) {
 /// [`fts_columns`], or `None` for a feature without any text: it gets no full-text row,
 /// since it could match no search, and a dictionary of millions of features that never
 /// fired spent most of its writing on such rows. The description of a feature that never
-/// fired does not count (nor is it indexed): it is the same sentence for all of them.
+/// fired does not count (nor is it indexed): it says no more than that it never fired.
 /// (Rows count in bm25's document frequency, so the in-memory search of a `.json` leaves
 /// them out too.)
 pub fn fts_row(f: &Feature) -> Option<(String, String, String)> {
