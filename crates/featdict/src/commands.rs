@@ -749,6 +749,20 @@ fn spinner_style() -> ProgressStyle {
     ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template")
 }
 
+/// A bar counting `total` features as `message` goes on (hidden when stderr is not a
+/// terminal, as indicatif's bars are).
+pub(crate) fn count_bar(total: u64, message: String) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} features (eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message);
+    bar.enable_steady_tick(STATUS_TICK);
+    bar
+}
+
 /// A spinner on stderr saying what runs (`message`) until it is finished; hidden with
 /// `quiet` (and, as every progress display, when stderr is not a terminal).
 pub(crate) fn status(quiet: bool, message: String) -> ProgressBar {

@@ -105,6 +105,16 @@ fn labels_in_place(a: &LabelArgs) -> Result<bool> {
     Ok(a.out.is_none() && store::fdict::is_fdict(&a.dict)?)
 }
 
+/// Whether automatic labeling streams DICT, a `.fdict`, a chunk of features at a time
+/// instead of loading it: into DICT itself (no --out) or into a copy (an --out `.fdict`).
+fn streams(a: &LabelArgs) -> Result<bool> {
+    let into_fdict = a
+        .out
+        .as_ref()
+        .is_none_or(|out| out.extension().is_some_and(|e| e == "fdict"));
+    Ok(into_fdict && store::fdict::is_fdict(&a.dict)?)
+}
+
 /// `featdict label`.
 pub fn cmd_label(a: LabelArgs) -> Result<()> {
     use crate::commands::with_status;
@@ -183,30 +193,98 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
         None => None,
     };
     let shown = if a.json { 10 } else { 5 };
+    let mut seen = Seen::new(&a, shown);
     // Features whose rows were rewritten in place (`None`: a whole new file was written).
-    let (report, features, rewritten) = if in_place {
-        let mut reader = store::fdict::FdictReader::open_rw(&a.dict)
-            .with_context(|| format!("cannot read dictionary {}", a.dict.display()))?;
-        let ((report, features), rewritten) =
-            with_status(format!("labeling {} in place", a.dict.display()), || {
-                reader.relabel(|dict| -> Result<_> {
-                    let report = label_features(&a, dict, embeddings.as_ref())?;
-                    Ok((report, shown_features(&a, dict, shown)))
-                })
-            })
-            .with_context(|| format!("labeling {}", a.dict.display()))?;
-        (report, features, Some(rewritten))
+    let (report, rewritten, options) = if streams(&a)? {
+        let mut reader = if a.out.is_none() {
+            store::fdict::FdictReader::open_rw(&a.dict)
+        } else {
+            store::fdict::FdictReader::open(&a.dict)
+        }
+        .with_context(|| format!("cannot read dictionary {}", a.dict.display()))?;
+        // The dictionary without its features: its config and corpus counts.
+        let mut shell = reader.load_some(&[])?;
+        let options = label_options(&a, &shell.config, reader.has_token_counts()?, &embeddings)?;
+        let corpus = reader.corpus_tokens()?;
+        let total = reader.summary().total_tokens_processed;
+        let mut labeling = label::Labeling::new(&corpus, total, &options, embeddings.as_ref())?;
+        if let Some(id) = a.id {
+            if reader.feature(id)?.is_none() {
+                bail!(crate::commands::not_in_fdict(&reader, &a.dict, id));
+            }
+        } else {
+            shell.config.labeling = options.config.clone();
+        }
+        let rewritten = match (a.id, &a.out) {
+            (Some(id), None) => {
+                let mut changed = false;
+                reader.edit_labels(id, "no labels were written", |f| {
+                    let before = f.clone();
+                    labeling.label(f);
+                    changed = *f != before;
+                    seen.visit(f);
+                    Ok::<_, anyhow::Error>(())
+                })?;
+                usize::from(changed)
+            }
+            (_, out) => {
+                let bar = crate::commands::count_bar(
+                    reader.summary().stored_features as u64,
+                    match out {
+                        None => format!("labeling {} in place", a.dict.display()),
+                        Some(out) => {
+                            format!("labeling {} into {}", a.dict.display(), out.display())
+                        }
+                    },
+                );
+                let edit = |f: &mut feature_dictionary::model::Feature| {
+                    if a.id.is_none_or(|id| id == f.id) {
+                        labeling.label(f);
+                        seen.visit(f);
+                    }
+                    Ok::<_, anyhow::Error>(())
+                };
+                let progress = |done| bar.set_position(done as u64);
+                let rewritten = match out {
+                    None => reader.relabel(&shell.config, edit, progress),
+                    Some(out) => reader.relabel_into(out, &shell.config, edit, progress),
+                }
+                .with_context(|| format!("labeling {}", a.dict.display()));
+                bar.finish_and_clear();
+                rewritten?
+            }
+        };
+        let rewritten = a.out.is_none().then_some(rewritten);
+        (labeling.into_report(), rewritten, options)
     } else {
         let mut dict = with_status(format!("reading {}", a.dict.display()), || {
             crate::commands::load(&a.dict)
         })?;
-        let report = label_features(&a, &mut dict, embeddings.as_ref())?;
+        if let Some(id) = a.id {
+            if dict.get(id).is_none() {
+                bail!(crate::commands::not_in_dict(&dict, &a.dict, id));
+            }
+        }
+        let options = label_options(&a, &dict.config, dict.has_token_counts(), &embeddings)?;
+        let corpus = label::CorpusTokens::of(&dict);
+        let total = dict.feature_set.total_tokens_processed;
+        let mut labeling = label::Labeling::new(&corpus, total, &options, embeddings.as_ref())?;
+        for (id, f) in dict.feature_set.features.iter_mut() {
+            if a.id.is_none_or(|wanted| wanted == *id) {
+                labeling.label(f);
+                seen.visit(f);
+            }
+        }
+        if a.id.is_none() {
+            dict.config.labeling = options.config.clone();
+        }
         with_status(format!("writing {}", out.display()), || {
             store::save(&dict, &out).with_context(|| format!("writing {}", out.display()))
         })?;
-        let features = shown_features(&a, &dict, shown);
-        (report, features, None)
+        (labeling.into_report(), None, options)
     };
+    seen.note_missing_ngrams(&a, &options);
+    let features = seen.shown;
     if a.json {
         let rows: Vec<_> = features
             .iter()
@@ -266,20 +344,63 @@ fn edit_manual(
     Ok((what, true))
 }
 
-/// The features the summary shows after labeling: feature ID, or the first `n` labeled.
-fn shown_features(
-    a: &LabelArgs,
-    dict: &feature_dictionary::FeatureDictionary,
+/// What the summary shows of the labeled features, gathered as they go by: feature ID, or
+/// the first `n` labeled; and whether any held n-gram counts.
+struct Seen {
+    id: Option<u64>,
     n: usize,
-) -> Vec<feature_dictionary::model::Feature> {
-    match a.id {
-        Some(id) => dict.get(id).into_iter().cloned().collect(),
-        None => dict
-            .features()
-            .filter(|f| !f.labels.is_empty())
-            .take(n)
-            .cloned()
-            .collect(),
+    shown: Vec<feature_dictionary::model::Feature>,
+    with_ngrams: bool,
+    visited: usize,
+}
+
+impl Seen {
+    fn new(a: &LabelArgs, n: usize) -> Self {
+        Self {
+            id: a.id,
+            n,
+            shown: Vec::new(),
+            with_ngrams: false,
+            visited: 0,
+        }
+    }
+
+    fn visit(&mut self, f: &feature_dictionary::model::Feature) {
+        self.visited += 1;
+        self.with_ngrams |= f.metadata.extra.contains_key(label::ngram::TOP_NGRAMS_KEY);
+        let wanted = match self.id {
+            Some(id) => id == f.id,
+            None => !f.labels.is_empty() && self.shown.len() < self.n,
+        };
+        if wanted {
+            self.shown.push(f.clone());
+        }
+    }
+
+    /// Asked explicitly for n-gram labels of features without n-gram counts: says what
+    /// that added.
+    fn note_missing_ngrams(&self, a: &LabelArgs, options: &LabelOptions) {
+        let asked = &options.config.strategies;
+        if a.strategies.is_empty()
+            || self.visited == 0
+            || self.with_ngrams
+            || !asked.contains(&LabelingStrategy::NgramAnalysis)
+        {
+            return;
+        }
+        // Without token_frequency, ngram_analysis still labels single tokens (1-grams).
+        let adds = if asked.contains(&LabelingStrategy::TokenFrequency)
+            || !options.config.ngram_sizes.contains(&1)
+        {
+            "adds nothing"
+        } else {
+            "adds only single-token (1-gram) labels"
+        };
+        let what = match a.id {
+            Some(id) => format!("feature {id} of {}", a.dict.display()),
+            None => a.dict.display().to_string(),
+        };
+        eprintln!("note: {what} has no n-gram counts (build with --ngrams); ngram_analysis {adds}");
     }
 }
 
@@ -290,27 +411,25 @@ fn ensure_strategy(strategies: &mut Vec<LabelingStrategy>, strategy: LabelingStr
     }
 }
 
-/// Runs automatic labeling on `dict` (all features, or feature ID) with the options given.
-fn label_features(
+/// The labeling options of the command line over the dictionary's own labeling `config`;
+/// refuses a dictionary without per-token counts (`has_token_counts`), which labels are
+/// scored by.
+fn label_options(
     a: &LabelArgs,
-    dict: &mut feature_dictionary::FeatureDictionary,
-    embeddings: Option<&TokenEmbeddings>,
-) -> Result<label::LabelReport> {
-    if let Some(id) = a.id {
-        if !dict.feature_set.features.contains_key(&id) {
-            bail!(crate::commands::not_in_dict(dict, &a.dict, id));
-        }
-    }
+    config: &feature_dictionary::model::DictionaryConfig,
+    has_token_counts: bool,
+    embeddings: &Option<TokenEmbeddings>,
+) -> Result<LabelOptions> {
     // Labels are scored by per-token firing counts over the corpus; a file without any (the
     // original library's) would come out with every computed label gone.
-    if !dict.has_token_counts() {
+    if !has_token_counts {
         bail!(
             "{}: this dictionary holds no per-token firing counts (a file of the original library, or a dictionary of no tokens), which labels are scored by; its labels are left as they are. Build it again with `featdict build` to label it, or set manual labels with `featdict label DICT ID --set TEXT`",
             a.dict.display()
         );
     }
     let mut options = LabelOptions {
-        config: dict.config.labeling.clone(),
+        config: config.labeling.clone(),
         min_occurrences: a.min_occurrences,
         rank: a.rank,
     };
@@ -369,45 +488,5 @@ fn label_features(
     if let Some(v) = a.min_firings {
         options.config.min_token_frequency = v;
     }
-    if options
-        .config
-        .strategies
-        .contains(&LabelingStrategy::NgramAnalysis)
-        && !dict
-            .features()
-            .any(|f| f.metadata.extra.contains_key(label::ngram::TOP_NGRAMS_KEY))
-        && !a.strategies.is_empty()
-    {
-        // Without token_frequency, ngram_analysis still labels single tokens (1-grams).
-        let adds = if options
-            .config
-            .strategies
-            .contains(&LabelingStrategy::TokenFrequency)
-            || !options.config.ngram_sizes.contains(&1)
-        {
-            "adds nothing"
-        } else {
-            "adds only single-token (1-gram) labels"
-        };
-        eprintln!(
-            "note: {} has no n-gram counts (build with --ngrams); ngram_analysis {adds}",
-            a.dict.display()
-        );
-    }
-    let report = match a.id {
-        Some(id) => {
-            // One feature: label a copy holding just it, then put it back.
-            let mut one = dict.clone();
-            one.feature_set.features.retain(|&k, _| k == id);
-            let r = label::label_dictionary(&mut one, &options, embeddings)?;
-            let f = one.feature_set.features.remove(&id).expect("kept");
-            dict.feature_set.features.insert(id, f);
-            r
-        }
-        None => label::label_dictionary(dict, &options, embeddings)?,
-    };
-    if a.id.is_none() {
-        dict.config.labeling = options.config.clone();
-    }
-    Ok(report)
+    Ok(options)
 }

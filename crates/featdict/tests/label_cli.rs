@@ -436,6 +436,11 @@ fn labeling_a_fdict_in_place_equals_writing_a_new_one() {
     assert_eq!(inode(&in_place), before, "the file itself was written");
     let (ok, _, err) = featdict(&[&["label", &copy, "--out", &rewritten][..], &options].concat());
     assert!(ok, "{err}");
+    // A .json is labeled in memory: the same labels as the streamed .fdict labelings.
+    let (ok, _, err) =
+        featdict(&[&["label", &copy, "--out", &path("d.json")][..], &options].concat());
+    assert!(ok, "{err}");
+    let in_memory = store::load(Path::new(&path("d.json"))).unwrap();
 
     let (a, c) = (
         store::load(Path::new(&in_place)).unwrap(),
@@ -443,6 +448,8 @@ fn labeling_a_fdict_in_place_equals_writing_a_new_one() {
     );
     assert_eq!(a.config, c.config);
     assert_eq!(a.feature_set, c.feature_set);
+    assert_eq!(a.config, in_memory.config);
+    assert_eq!(a.feature_set, in_memory.feature_set);
     assert_eq!(a.get(1).unwrap().labels[0], "ngram:river bank");
     let stats = |p: &str| {
         FdictReader::open(Path::new(p))
@@ -570,4 +577,54 @@ fn a_semantic_strategy_stored_by_an_earlier_run_does_not_stop_labeling() {
         err.contains("d.json") && err.contains("needs token embeddings"),
         "{err}"
     );
+}
+
+/// `label DICT ID` labels that one feature alone, the same way whether DICT is a `.json`
+/// (in memory), a `.fdict` in place, or a `.fdict` labeled into a new `.fdict`; the other
+/// features and the dictionary's labeling config stay as they were.
+#[test]
+fn labeling_one_feature_is_the_same_in_every_format() {
+    use feature_dictionary::store;
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = write_inputs(dir.path());
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let built = path("built.fdict");
+    let (ok, _, err) = featdict(&["build", &acts, "--tokens", &toks, "--out", &built, "-q"]);
+    assert!(ok, "{err}");
+    let original = store::load(Path::new(&built)).unwrap();
+    assert!(original.features().all(|f| f.labels.is_empty()));
+    let json = path("d.json");
+    store::save(&original, Path::new(&json)).unwrap();
+    let in_place = path("in_place.fdict");
+    std::fs::copy(&built, &in_place).unwrap();
+    let copy = path("copy.fdict");
+    let strategies = ["--strategies", "token_frequency,pattern_matching"];
+    for args in [
+        vec!["label", &json, "0"],
+        vec!["label", &in_place, "0"],
+        vec!["label", &built, "0", "--out", &copy],
+    ] {
+        let args = [&args[..], &strategies].concat();
+        let (ok, out, err) = featdict(&args);
+        assert!(ok, "{args:?}: {err}");
+        assert!(out.contains("labeled 1 of 1 features"), "{args:?}: {out}");
+        assert!(out.contains("#0: "), "{args:?}: {out}");
+    }
+    let labeled = store::load(Path::new(&json)).unwrap();
+    assert_eq!(labeled.get(0).unwrap().labels[0], "token:cat");
+    let mut expected = original.clone();
+    expected
+        .feature_set
+        .features
+        .insert(0, labeled.get(0).unwrap().clone());
+    assert_eq!(labeled, expected);
+    for fdict in [&in_place, &copy] {
+        assert_eq!(store::load(Path::new(fdict)).unwrap(), expected, "{fdict}");
+    }
+    // The source of --out is left as it was.
+    assert_eq!(store::load(Path::new(&built)).unwrap(), original);
+    for dict in [&json, &in_place] {
+        let (ok, _, err) = featdict(&["label", dict, "7"]);
+        assert!(!ok && err.contains("feature 7 is not in"), "{dict}: {err}");
+    }
 }

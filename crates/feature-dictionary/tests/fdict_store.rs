@@ -277,7 +277,7 @@ fn sql_and_memory_search_rank_the_same_over_examples() {
                 a.metadata.sequence = None;
             }
         }
-        if f.id % 7 == 0 {
+        if f.id.is_multiple_of(7) {
             f.top_activations.clear();
             f.metadata.quantile_examples.clear();
         }
@@ -448,55 +448,86 @@ fn manual_labels_persist_and_rank_first() {
     assert_eq!(rows, 1);
 }
 
-/// `relabel` stores exactly the label edits of its closure, in place; an error or a change
-/// of the feature set leaves the file as it was.
+/// `relabel` stores exactly the label edits of its closure, in place, across chunks of
+/// features; an error or a changed id, even chunks after the first edit, leaves the file as
+/// it was.
 #[test]
 fn relabel_in_place_stores_label_edits_or_nothing() {
+    use feature_dictionary::store::fdict::RELABEL_CHUNK;
     use feature_dictionary::Error;
-    let (_dir, fd, _) = synthetic_fdict(40);
+    let n = 2 * RELABEL_CHUNK as u64 + 40;
+    let (_dir, fd, _) = synthetic_fdict(n);
     let original = store::load(&fd).unwrap();
-    let retitle = |d: &mut FeatureDictionary, ids: &[u64]| {
-        for &id in ids {
-            let f = d.feature_set.features.get_mut(&id).unwrap();
-            feature_dictionary::label::manual::set_manual_label(f, &format!("edited {id}"));
-            f.description = format!("edited feature {id}");
-        }
+    let retitle = |f: &mut feature_dictionary::model::Feature| {
+        let id = f.id;
+        feature_dictionary::label::manual::set_manual_label(f, &format!("edited {id}"));
+        f.description = format!("edited feature {id}");
     };
+    let last = n - 1;
     let mut w = FdictReader::open_rw(&fd).unwrap();
-    let failed = w.relabel(|d| -> Result<(), Error> {
-        retitle(d, &[1, 2, 3]);
-        Err(Error::Invalid("the labeler failed".into()))
-    });
+    let mut done = Vec::new();
+    let failed = w.relabel(
+        &original.config,
+        |f| -> Result<(), Error> {
+            retitle(f);
+            if f.id == last {
+                return Err(Error::Invalid("the labeler failed".into()));
+            }
+            Ok(())
+        },
+        |d| done.push(d),
+    );
     assert!(failed
         .unwrap_err()
         .to_string()
         .contains("the labeler failed"));
-    let removed = w.relabel(|d| -> Result<(), Error> {
-        d.feature_set.features.remove(&5);
-        Ok(())
-    });
-    let e = removed.unwrap_err().to_string();
-    assert!(e.contains("s.fdict") && e.contains("add or remove"), "{e}");
+    // The chunks before the failing one were written inside the transaction, then rolled back.
+    assert_eq!(done, vec![RELABEL_CHUNK, 2 * RELABEL_CHUNK]);
+    let moved = w.relabel(
+        &original.config,
+        |f| -> Result<(), Error> {
+            retitle(f);
+            if f.id == last {
+                f.id = n + 5;
+            }
+            Ok(())
+        },
+        |_| {},
+    );
+    let e = moved.unwrap_err().to_string();
+    assert!(e.contains("s.fdict") && e.contains("id"), "{e}");
     assert_eq!(store::load(&fd).unwrap(), original);
     assert!(!fd.with_extension("fdict-journal").exists());
 
-    let ((), rewritten) = w
-        .relabel(|d| -> Result<(), Error> {
-            retitle(d, &[0, 7]);
-            d.config.labeling.min_confidence = 0.5;
-            Ok(())
-        })
+    let edited = [0, 7, RELABEL_CHUNK as u64, last];
+    let mut config = original.config.clone();
+    config.labeling.min_confidence = 0.5;
+    let mut done = Vec::new();
+    let rewritten = w
+        .relabel(
+            &config,
+            |f| -> Result<(), Error> {
+                if edited.contains(&f.id) {
+                    retitle(f);
+                }
+                Ok(())
+            },
+            |d| done.push(d),
+        )
         .unwrap();
-    assert_eq!(rewritten, 2);
+    assert_eq!(rewritten, edited.len());
+    assert_eq!(done.last(), Some(&(n as usize)));
     let mut expected = original.clone();
-    retitle(&mut expected, &[0, 7]);
+    for id in edited {
+        retitle(expected.feature_set.features.get_mut(&id).unwrap());
+    }
     expected.config.labeling.min_confidence = 0.5;
     drop(w);
     let stored = store::load(&fd).unwrap();
     assert_eq!(stored, expected);
     let r = FdictReader::open(&fd).unwrap();
     assert_eq!(r.statistics(), &expected.statistics());
-    for id in [0, 7] {
+    for id in edited {
         let hits = r.search(&Query::Label(format!("edited {id}")), 5).unwrap();
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![id]);
         let hits = r
@@ -504,6 +535,115 @@ fn relabel_in_place_stores_label_edits_or_nothing() {
             .unwrap();
         assert_eq!(hits[0].id, id);
     }
+}
+
+/// `relabel_into` labels a copy: the source is not touched, the output is the source as
+/// `relabel` in place would leave it, and a failure leaves the previous output (and no
+/// temporary file) behind.
+#[test]
+fn relabel_into_writes_a_labeled_copy_or_nothing() {
+    use feature_dictionary::Error;
+    let (dir, fd, _) = synthetic_fdict(300);
+    let source_bytes = std::fs::read(&fd).unwrap();
+    let original = store::load(&fd).unwrap();
+    let retitle = |f: &mut feature_dictionary::model::Feature| {
+        if f.id.is_multiple_of(7) {
+            let id = f.id;
+            feature_dictionary::label::manual::set_manual_label(f, &format!("copy {id}"));
+        }
+    };
+    let out = dir.path().join("out.fdict");
+    std::fs::write(&out, b"the previous output").unwrap();
+    let r = FdictReader::open(&fd).unwrap();
+    let failed = r.relabel_into(
+        &out,
+        &original.config,
+        |f| -> Result<(), Error> {
+            retitle(f);
+            if f.id == 299 {
+                return Err(Error::Invalid("the labeler failed".into()));
+            }
+            Ok(())
+        },
+        |_| {},
+    );
+    assert!(failed.unwrap_err().to_string().contains("labeler failed"));
+    assert_eq!(std::fs::read(&out).unwrap(), b"the previous output");
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["out.fdict", "s.fdict"]);
+
+    let rewritten = r
+        .relabel_into(
+            &out,
+            &original.config,
+            |f| -> Result<(), Error> {
+                retitle(f);
+                Ok(())
+            },
+            |_| {},
+        )
+        .unwrap();
+    assert_eq!(rewritten, 43);
+    assert_eq!(std::fs::read(&fd).unwrap(), source_bytes);
+    drop(r);
+    let mut w = FdictReader::open_rw(&fd).unwrap();
+    w.relabel(
+        &original.config,
+        |f| -> Result<(), Error> {
+            retitle(f);
+            Ok(())
+        },
+        |_| {},
+    )
+    .unwrap();
+    drop(w);
+    let (copy, in_place) = (store::load(&out).unwrap(), store::load(&fd).unwrap());
+    assert_ne!(copy, original);
+    assert_eq!(copy, in_place);
+    assert_eq!(
+        FdictReader::open(&out).unwrap().statistics(),
+        FdictReader::open(&fd).unwrap().statistics()
+    );
+}
+
+/// What labeling knows of the corpus reads the same from a `.fdict`, without loading its
+/// features, as from the dictionary in memory: its corpus token counts, and for a file
+/// without them the tokens of its features' top tokens.
+#[test]
+fn corpus_tokens_of_a_fdict_equal_those_in_memory() {
+    use feature_dictionary::label::CorpusTokens;
+    let dir = tempfile::tempdir().unwrap();
+    let mut dict = built_dictionary(dir.path());
+    assert!(!dict.feature_set.metadata.token_counts.is_empty());
+    let fd = dir.path().join("d.fdict");
+    store::save(&dict, &fd).unwrap();
+    let corpus = CorpusTokens::of(&dict);
+    // Two of the eleven words of every sequence are "the".
+    let the = corpus.iter().find(|(t, _)| *t == "the").unwrap().1;
+    assert!(the > 10, "{the}");
+    assert_eq!(
+        FdictReader::open(&fd).unwrap().corpus_tokens().unwrap(),
+        corpus
+    );
+
+    dict.feature_set.metadata.token_counts.clear();
+    let fd = dir.path().join("no_counts.fdict");
+    store::save(&dict, &fd).unwrap();
+    let from_top_tokens = CorpusTokens::of(&dict);
+    assert_eq!(the, {
+        let t = from_top_tokens.iter().find(|(t, _)| *t == "the");
+        t.unwrap().1
+    });
+    // Feature 4 never fires, and some words are no feature's top token.
+    assert!(from_top_tokens.len() <= corpus.len());
+    assert_eq!(
+        FdictReader::open(&fd).unwrap().corpus_tokens().unwrap(),
+        from_top_tokens
+    );
 }
 
 #[test]

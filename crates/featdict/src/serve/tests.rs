@@ -1282,14 +1282,18 @@ fn labels_written_in_place_by_another_program_show_in_the_totals() {
         .collect();
     assert!(!unlabeled.is_empty());
     let mut other = store::fdict::FdictReader::open_rw(&s.path).unwrap();
+    let config = other.load_some(&[]).unwrap().config;
     other
-        .relabel(|d| -> feature_dictionary::Result<()> {
-            for id in &unlabeled {
-                let f = d.feature_set.features.get_mut(id).unwrap();
-                feature_dictionary::label::manual::set_manual_label(f, "from another program");
-            }
-            Ok(())
-        })
+        .relabel(
+            &config,
+            |f| -> feature_dictionary::Result<()> {
+                if unlabeled.contains(&f.id) {
+                    feature_dictionary::label::manual::set_manual_label(f, "from another program");
+                }
+                Ok(())
+            },
+            |_| {},
+        )
         .unwrap();
     // Every reader follows (requests go round the reading connections).
     for _ in 0..8 {

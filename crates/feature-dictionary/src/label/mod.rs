@@ -184,6 +184,66 @@ pub fn scored_label(
     }
 }
 
+/// The corpus's tokens as labelers see them: each token string and its occurrences among
+/// all tokens processed. Taken from the dictionary's corpus `token_counts` (two ids that
+/// decode to one string add up); a file without them (the original library's) falls back
+/// to the union of the features' top tokens, whose `occurrences` are corpus counts, so
+/// tokens no feature fired on are missed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CorpusTokens {
+    occurrences: std::collections::HashMap<String, u64>,
+}
+
+impl CorpusTokens {
+    /// The corpus tokens of a dictionary held in memory.
+    pub fn of(dict: &FeatureDictionary) -> Self {
+        let counts = &dict.feature_set.metadata.token_counts;
+        if counts.is_empty() {
+            Self::from_top_tokens(
+                dict.features()
+                    .flat_map(|f| f.metadata.top_tokens.iter())
+                    .map(|t| (t.token.as_str(), t.occurrences)),
+            )
+        } else {
+            Self::from_token_counts(counts.iter().map(|(t, c)| (t.as_str(), *c)))
+        }
+    }
+
+    /// From corpus token counts: occurrences of one string add up.
+    pub fn from_token_counts<'a>(counts: impl IntoIterator<Item = (&'a str, u64)>) -> Self {
+        let mut occurrences = std::collections::HashMap::new();
+        for (t, c) in counts {
+            *occurrences.entry(t.to_string()).or_default() += c;
+        }
+        Self { occurrences }
+    }
+
+    /// From the features' top tokens: each carries the corpus count of its token, so a
+    /// token listed by several features is counted once.
+    pub fn from_top_tokens<'a>(tokens: impl IntoIterator<Item = (&'a str, u64)>) -> Self {
+        let mut occurrences = std::collections::HashMap::new();
+        for (t, c) in tokens {
+            occurrences.insert(t.to_string(), c);
+        }
+        Self { occurrences }
+    }
+
+    /// Each token string with its occurrences, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.occurrences.iter().map(|(t, &c)| (t.as_str(), c))
+    }
+
+    /// Distinct token strings known.
+    pub fn len(&self) -> usize {
+        self.occurrences.len()
+    }
+
+    /// Whether no token is known.
+    pub fn is_empty(&self) -> bool {
+        self.occurrences.is_empty()
+    }
+}
+
 /// Corpus facts labelers share.
 #[derive(Debug, Clone, Default)]
 pub struct CorpusFacts {
@@ -193,21 +253,11 @@ pub struct CorpusFacts {
 }
 
 impl CorpusFacts {
-    /// Reads the facts from a dictionary.
-    pub fn of(dict: &FeatureDictionary) -> Self {
+    /// Reads the facts from the corpus's tokens.
+    pub fn of(corpus: &CorpusTokens) -> Self {
         let carry = |s: &str| s.starts_with(' ') || s.starts_with('\n');
-        let tokens_carry_spaces = dict
-            .feature_set
-            .metadata
-            .token_counts
-            .iter()
-            .any(|(t, _)| carry(t))
-            || dict
-                .features()
-                .flat_map(|f| f.metadata.top_tokens.iter())
-                .any(|t| carry(&t.token));
         Self {
-            tokens_carry_spaces,
+            tokens_carry_spaces: corpus.iter().any(|(t, _)| carry(t)),
         }
     }
 
@@ -220,11 +270,11 @@ impl CorpusFacts {
 /// Builds the labelers for `options.config.strategies` (manual labels are never generated,
 /// only kept). `embeddings` are needed by semantic clustering.
 pub fn labelers(
-    dict: &FeatureDictionary,
+    corpus: &CorpusTokens,
     options: &LabelOptions,
     embeddings: Option<&TokenEmbeddings>,
 ) -> Result<Vec<Box<dyn Labeler>>> {
-    let facts = CorpusFacts::of(dict);
+    let facts = CorpusFacts::of(corpus);
     let mut out: Vec<Box<dyn Labeler>> = Vec::new();
     let strategies = &options.config.strategies;
     for s in strategies {
@@ -249,7 +299,7 @@ pub fn labelers(
                         case_insensitive: false,
                     });
                 }
-                out.push(Box::new(pattern::PatternMatching::new(&specs, dict)?));
+                out.push(Box::new(pattern::PatternMatching::new(&specs, corpus)?));
             }
             LabelingStrategy::SemanticClustering => {
                 let Some(emb) = embeddings else {
@@ -314,30 +364,50 @@ pub struct LabelReport {
     pub per_strategy: std::collections::BTreeMap<String, usize>,
 }
 
-/// Labels every feature of `dict` with the strategies of `options` and writes a description
-/// for each. Manual labels are kept and stay first.
-pub fn label_dictionary(
-    dict: &mut FeatureDictionary,
-    options: &LabelOptions,
-    embeddings: Option<&TokenEmbeddings>,
-) -> Result<LabelReport> {
-    // The config is stored in the dictionary: a NaN would be written as `null`, which no
-    // reader takes back, so the labeled file could not be opened again.
-    let c = options.config.min_confidence;
-    if !(0.0..=1.0).contains(&c) {
-        return Err(Error::Invalid(format!(
-            "min_confidence must be a number in 0..=1 (a label's confidence is an F1 or a precision), got {c}"
-        )));
-    }
-    let labelers = labelers(dict, options, embeddings)?;
-    let mut report = LabelReport::default();
-    let total_tokens = dict.feature_set.total_tokens_processed;
-    for f in dict.feature_set.features.values_mut() {
-        let mut candidates = Vec::new();
-        for l in &labelers {
-            candidates.extend(l.label(f, options));
+/// Labels features one at a time, so a dictionary too large to hold can be labeled as it
+/// streams by (a `.fdict` in place): the labelers are built once from what they need of
+/// the whole corpus ([`CorpusTokens`]), then each feature needs only itself.
+pub struct Labeling<'a> {
+    labelers: Vec<Box<dyn Labeler>>,
+    options: &'a LabelOptions,
+    total_tokens: u64,
+    report: LabelReport,
+}
+
+impl<'a> Labeling<'a> {
+    /// Checks `options` and builds the labelers of its strategies over `corpus`;
+    /// `total_tokens` (all tokens processed) goes into the descriptions.
+    pub fn new(
+        corpus: &CorpusTokens,
+        total_tokens: u64,
+        options: &'a LabelOptions,
+        embeddings: Option<&TokenEmbeddings>,
+    ) -> Result<Self> {
+        // The config is stored in the dictionary: a NaN would be written as `null`, which no
+        // reader takes back, so the labeled file could not be opened again.
+        let c = options.config.min_confidence;
+        if !(0.0..=1.0).contains(&c) {
+            return Err(Error::Invalid(format!(
+                "min_confidence must be a number in 0..=1 (a label's confidence is an F1 or a precision), got {c}"
+            )));
         }
-        let labels = combine(&f.metadata.label_details, candidates, options);
+        Ok(Self {
+            labelers: labelers(corpus, options, embeddings)?,
+            options,
+            total_tokens,
+            report: LabelReport::default(),
+        })
+    }
+
+    /// Labels `f` (manual labels are kept and stay first), describes it, and counts it in
+    /// the report.
+    pub fn label(&mut self, f: &mut Feature) {
+        let mut candidates = Vec::new();
+        for l in &self.labelers {
+            candidates.extend(l.label(f, self.options));
+        }
+        let labels = combine(&f.metadata.label_details, candidates, self.options);
+        let report = &mut self.report;
         report.features += 1;
         report.labeled += !labels.is_empty() as usize;
         report.manual += labels
@@ -350,8 +420,37 @@ pub fn label_dictionary(
                 .or_default() += 1;
         }
         apply(f, labels);
-        f.description = describe::describe(f, total_tokens);
+        f.description = describe::describe(f, self.total_tokens);
+    }
+
+    /// What was labeled so far.
+    pub fn report(&self) -> &LabelReport {
+        &self.report
+    }
+
+    /// The report of everything labeled.
+    pub fn into_report(self) -> LabelReport {
+        self.report
+    }
+}
+
+/// Labels every feature of `dict` with the strategies of `options` and writes a description
+/// for each. Manual labels are kept and stay first.
+pub fn label_dictionary(
+    dict: &mut FeatureDictionary,
+    options: &LabelOptions,
+    embeddings: Option<&TokenEmbeddings>,
+) -> Result<LabelReport> {
+    let corpus = CorpusTokens::of(dict);
+    let mut labeling = Labeling::new(
+        &corpus,
+        dict.feature_set.total_tokens_processed,
+        options,
+        embeddings,
+    )?;
+    for f in dict.feature_set.features.values_mut() {
+        labeling.label(f);
     }
     dict.config.labeling = options.config.clone();
-    Ok(report)
+    Ok(labeling.into_report())
 }

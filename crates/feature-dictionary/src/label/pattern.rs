@@ -19,8 +19,7 @@ use std::path::Path;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{scored_label, Counts, LabelOptions, Labeler};
-use crate::dictionary::FeatureDictionary;
+use super::{scored_label, CorpusTokens, Counts, LabelOptions, Labeler};
 use crate::error::{Error, Result};
 use crate::model::{Feature, Label, LabelingStrategy};
 
@@ -150,31 +149,17 @@ pub struct PatternMatching {
 }
 
 impl PatternMatching {
-    /// Compiles `specs` and counts each pattern's occurrences in `dict`'s corpus
-    /// (`token_counts`; for files that lack it, the union of the features' top tokens,
-    /// whose `occurrences` are corpus counts — then tokens no feature fired on are missed).
-    pub fn new(specs: &[PatternSpec], dict: &FeatureDictionary) -> Result<Self> {
+    /// Compiles `specs` and counts each pattern's occurrences in the corpus.
+    pub fn new(specs: &[PatternSpec], corpus: &CorpusTokens) -> Result<Self> {
         let mut regexes = Vec::with_capacity(specs.len());
         for s in specs {
             regexes.push(Regex::new(&s.folded()).map_err(|e| {
                 Error::Invalid(format!("pattern {:?} is not a valid regex: {e}", s.name))
             })?);
         }
-        let mut corpus: HashMap<&str, u64> = HashMap::new();
-        let counts = &dict.feature_set.metadata.token_counts;
-        if counts.is_empty() {
-            for t in dict.features().flat_map(|f| f.metadata.top_tokens.iter()) {
-                corpus.insert(&t.token, t.occurrences);
-            }
-        } else {
-            for (t, c) in counts {
-                // Two ids may decode to one string: their occurrences add up.
-                *corpus.entry(t).or_default() += c;
-            }
-        }
         let mut occurrences = vec![0u64; specs.len()];
         let mut matches = HashMap::with_capacity(corpus.len());
-        for (token, c) in corpus {
+        for (token, c) in corpus.iter() {
             let text = match_text(token);
             let hit: Vec<u32> = regexes
                 .iter()

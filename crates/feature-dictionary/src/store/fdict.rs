@@ -250,6 +250,11 @@ pub fn is_fdict(path: &Path) -> Result<bool> {
 /// Features whose JSON bodies [`write`] serializes while the previous wave is inserted.
 pub(crate) const WRITE_WAVE: usize = 256;
 
+/// Features [`FdictReader::relabel`] reads, labels and writes at a time: enough to keep
+/// both threads busy parsing, few enough that a chunk of rich features (thousands of
+/// examples each) stays in the tens of megabytes.
+pub const RELABEL_CHUNK: usize = 1024;
+
 /// Writes `dict` as an `.fdict` at `path` (temporary file + rename).
 ///
 /// SQLite inserts on one thread; serializing the features' JSON bodies took about as long
@@ -996,7 +1001,19 @@ impl LabelFields {
 /// Writes the rows of `f` that its labels and description make: its row and JSON `body`,
 /// its label rows and its full-text entries (its top tokens and neighbours stay).
 fn store_label_rows(conn: &Connection, f: FeatureView<'_>, body: &str) -> rusqlite::Result<()> {
-    insert_feature_row(conn, f, body)?;
+    // An update of the columns labeling changes, not a replace of the row: the indexes of
+    // the columns it leaves alone (counts, frequencies, ids) are not rewritten.
+    conn.prepare_cached(
+        "UPDATE features SET confidence = ?2, labels = ?3, description = ?4, body = ?5
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        f.id as i64,
+        f.confidence,
+        f.labels.join("\n"),
+        f.description,
+        body
+    ])?;
     insert_labels(conn, f)?;
     conn.prepare_cached("DELETE FROM fts WHERE rowid = ?1")?
         .execute([f.id as i64])?;
@@ -1367,6 +1384,30 @@ impl FdictReader {
             )
             .map_err(|e| self.err("cannot read the token counts", e))?;
         Ok(*self.has_token_counts.get_or_init(|| known))
+    }
+
+    /// The corpus's tokens as labeling needs them ([`crate::label::CorpusTokens`]), read
+    /// without loading the features: the stored corpus `token_counts`, or for a file without
+    /// them the tokens of the `top_tokens` table, each with its corpus occurrences.
+    pub fn corpus_tokens(&self) -> Result<crate::label::CorpusTokens> {
+        let shell = self.load_some(&[])?;
+        if !shell.feature_set.metadata.token_counts.is_empty() {
+            return Ok(crate::label::CorpusTokens::of(&shell));
+        }
+        let e = |e| self.err("cannot read the top tokens", e);
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT t.token, tt.occurrences FROM top_tokens tt JOIN tokens t ON t.id = tt.token_id",
+            )
+            .map_err(e)?;
+        let pairs: Vec<(String, i64)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(e)?;
+        Ok(crate::label::CorpusTokens::from_top_tokens(
+            pairs.iter().map(|(t, c)| (t.as_str(), (*c).max(0) as u64)),
+        ))
     }
 
     /// Whether any feature lists co-activation partners the way the Python package saves
@@ -1941,57 +1982,127 @@ impl FdictReader {
         Ok(Some((f, out)))
     }
 
-    /// Loads the whole dictionary, runs `edit` on it (labeling) and stores, in place, what it
-    /// changed of the features' labels, confidences and descriptions, and the dictionary's
-    /// config. One immediate transaction spans the load and the store, so no label another
-    /// writer adds meanwhile is lost (it waits, within its busy timeout) and a crash leaves
-    /// the file as it was. `edit` must change nothing else of the features (their top
-    /// tokens and neighbours are not rewritten) and must not add or remove features.
-    /// Returns what `edit` returned and how many features were rewritten.
+    /// Runs `edit` on every stored feature in id order (labeling) and stores, in place, what
+    /// it changed of the features' labels, confidences and descriptions, then `config` as
+    /// the dictionary's config. Features are read, edited and written
+    /// [`RELABEL_CHUNK`] at a time (parsed and serialized on all threads), so memory holds a
+    /// chunk, not the dictionary: a file of millions of features is labeled in the memory
+    /// of a few thousand. `progress` is told how many features are done after each chunk.
+    ///
+    /// One immediate transaction spans the whole pass, so no label another writer adds
+    /// meanwhile is lost (it waits, within its busy timeout) and a crash or an error leaves
+    /// the file as it was. `edit` must change nothing else of a feature (its top tokens and
+    /// neighbours are not rewritten) and must not change its id. Returns how many features
+    /// were rewritten.
     ///
     /// Cheaper than writing a new file: the token and neighbour tables and their indexes,
     /// most of the file, stay as they are.
-    pub fn relabel<R, E: From<Error>>(
+    pub fn relabel<E: From<Error>>(
         &mut self,
-        edit: impl FnOnce(&mut FeatureDictionary) -> std::result::Result<R, E>,
-    ) -> std::result::Result<(R, usize), E> {
+        config: &DictionaryConfig,
+        mut edit: impl FnMut(&mut Feature) -> std::result::Result<(), E>,
+        mut progress: impl FnMut(usize),
+    ) -> std::result::Result<usize, E> {
+        use rayon::prelude::*;
         let tx = WriteTx::begin(self, "no labels were written")?;
-        let mut dict = self.load_all()?;
-        let before: Vec<(u64, LabelFields)> = dict
-            .features()
-            .map(|f| (f.id, LabelFields::of(f)))
-            .collect();
-        let out = edit(&mut dict)?;
-        let same_features = dict.feature_set.len() == before.len()
-            && before.iter().all(|(id, _)| dict.get(*id).is_some());
-        if !same_features {
-            return Err(Error::Invalid(format!(
-                "{}: relabeling must not add or remove features ({} before, {} after)",
-                self.path.display(),
-                before.len(),
-                dict.feature_set.len()
-            ))
-            .into());
+        let mut st = self
+            .conn
+            .prepare("SELECT id, body FROM features WHERE id > ?1 ORDER BY id LIMIT ?2")
+            .map_err(|e| tx.err(e))?;
+        let (mut after, mut done, mut rewritten, mut labeled) = (-1i64, 0, 0, 0);
+        loop {
+            let rows: Vec<(i64, String)> = st
+                .query_map(params![after, RELABEL_CHUNK as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(|e| self.err("cannot read features", e))?;
+            let Some(&(last, _)) = rows.last() else { break };
+            after = last;
+            // The reader's connection is not `Sync`: the threads get only the path.
+            let path = &self.path;
+            let mut features: Vec<Feature> = rows
+                .par_iter()
+                .map(|(id, body)| parse_body(path, *id as u64, body))
+                .collect::<Result<_>>()?;
+            drop(rows);
+            let mut changed = Vec::new();
+            for (i, f) in features.iter_mut().enumerate() {
+                let (id, before) = (f.id, LabelFields::of(f));
+                edit(f)?;
+                if f.id != id {
+                    return Err(Error::Invalid(format!(
+                        "{}: relabeling must not change a feature's id ({id} became {})",
+                        self.path.display(),
+                        f.id
+                    ))
+                    .into());
+                }
+                labeled += !f.labels.is_empty() as usize;
+                if LabelFields::of(f) != before {
+                    changed.push(i);
+                }
+            }
+            let bodies: Vec<String> = changed
+                .par_iter()
+                .map(|&i| to_json(&features[i]))
+                .collect::<Result<_>>()?;
+            for (&i, body) in changed.iter().zip(&bodies) {
+                store_label_rows(&self.conn, (&features[i]).into(), body)
+                    .map_err(|err| tx.err(err))?;
+            }
+            rewritten += changed.len();
+            done += features.len();
+            progress(done);
         }
-        let changed: Vec<&Feature> = before
-            .iter()
-            .filter_map(|(id, old)| {
-                let f = dict.get(*id)?;
-                (LabelFields::of(f) != *old).then_some(f)
-            })
-            .collect();
-        for_each_serialized(
-            &changed,
-            || Ok(()),
-            |f, body| store_label_rows(&self.conn, (*f).into(), body).map_err(|err| tx.err(err)),
-        )?;
+        drop(st);
         let mut stats = self.read_statistics(&tx)?;
-        stats.labeled_features = dict.features().filter(|f| !f.labels.is_empty()).count();
+        stats.labeled_features = labeled;
         self.write_meta(&tx, "statistics", &to_json(&stats)?)?;
-        self.write_meta(&tx, "config", &to_json(&dict.config)?)?;
+        self.write_meta(&tx, "config", &to_json(config)?)?;
         tx.commit()?;
         self.statistics = stats;
-        Ok((out, changed.len()))
+        Ok(rewritten)
+    }
+
+    /// [`Self::relabel`] into a copy of this file at `path`, which is replaced only when all
+    /// went well (temporary file + rename; this file is left as it is): a consistent copy
+    /// of the file (SQLite's `VACUUM INTO`, which waits for no writer and sees no half
+    /// of one) is labeled in place, a chunk at a time, so a dictionary of millions of
+    /// features is labeled into a new file without being held in memory either.
+    pub fn relabel_into<E: From<Error>>(
+        &self,
+        path: &Path,
+        config: &DictionaryConfig,
+        edit: impl FnMut(&mut Feature) -> std::result::Result<(), E>,
+        progress: impl FnMut(usize),
+    ) -> std::result::Result<usize, E> {
+        super::check_link_format(path)?;
+        let target = super::output_target(path)?;
+        let tmp = super::temp_path_for(&target)?;
+        let remove_tmp = || {
+            for suffix in ["", "-journal", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
+            }
+        };
+        // `VACUUM INTO` refuses a file that is there.
+        remove_tmp();
+        let labeled = (|| -> std::result::Result<usize, E> {
+            self.conn
+                .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
+                .map_err(|e| write_err(path, e))?;
+            let rewritten = FdictReader::open_rw(&tmp)?.relabel(config, edit, progress)?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(path, e))?;
+            Ok(rewritten)
+        })();
+        let rewritten = labeled.inspect_err(|_| remove_tmp())?;
+        super::replace_file(&tmp, &target).map_err(|e| {
+            remove_tmp();
+            Error::io(path, e)
+        })?;
+        Ok(rewritten)
     }
 
     fn read_statistics(&self, tx: &WriteTx) -> Result<Statistics> {
