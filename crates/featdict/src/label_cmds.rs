@@ -29,7 +29,9 @@ const AUTOMATIC: [&str; 10] = [
 pub struct LabelArgs {
     /// Dictionary file, labeled and written back unless --out is given: a .fdict in place
     /// (one transaction that rewrites only the features whose labels changed), a .json as a
-    /// new file renamed over the old.
+    /// new file renamed over the old. A .fdict is read and labeled 1,024 features at a time
+    /// (into an --out .fdict too), so millions of features take megabytes; a .json, or a
+    /// .fdict labeled into a .json, is held whole.
     dict: PathBuf,
     /// Only this feature (required with --set / --clear-manual).
     id: Option<u64>,

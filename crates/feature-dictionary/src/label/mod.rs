@@ -20,9 +20,11 @@
 //! | `semantic_clustering` | [`semantic`]           | top tokens clustered by token embeddings    |
 //! | `manual`              | [`manual`]             | a person; never replaced by automatic labels |
 //!
-//! [`describe`] writes one sentence per feature. [`label_dictionary`] runs the chosen
-//! strategies over a dictionary and writes `Feature.labels` (texts, best first),
-//! `Feature.confidence`, `Feature.metadata.label_details` and `Feature.description`.
+//! [`describe`] writes one sentence per feature. [`Labeling`] runs the chosen strategies on
+//! one feature at a time and writes its `Feature.labels` (texts, best first),
+//! `Feature.confidence`, `Feature.metadata.label_details` and `Feature.description`; all it
+//! needs of the rest of the dictionary is [`CorpusTokens`], so a `.fdict` too large to hold
+//! is labeled as it streams by. [`label_dictionary`] labels a dictionary held in memory.
 
 pub mod describe;
 pub mod manual;
