@@ -546,11 +546,12 @@ fn relabel_into_writes_a_labeled_copy_or_nothing() {
     let (dir, fd, _) = synthetic_fdict(300);
     let source_bytes = std::fs::read(&fd).unwrap();
     let original = store::load(&fd).unwrap();
-    let retitle = |f: &mut feature_dictionary::model::Feature| {
+    let retitle = |f: &mut feature_dictionary::model::Feature| -> Result<(), Error> {
         if f.id.is_multiple_of(7) {
             let id = f.id;
             feature_dictionary::label::manual::set_manual_label(f, &format!("copy {id}"));
         }
+        Ok(())
     };
     let out = dir.path().join("out.fdict");
     std::fs::write(&out, b"the previous output").unwrap();
@@ -559,7 +560,7 @@ fn relabel_into_writes_a_labeled_copy_or_nothing() {
         &out,
         &original.config,
         |f| -> Result<(), Error> {
-            retitle(f);
+            retitle(f)?;
             if f.id == 299 {
                 return Err(Error::Invalid("the labeler failed".into()));
             }
@@ -577,29 +578,13 @@ fn relabel_into_writes_a_labeled_copy_or_nothing() {
     assert_eq!(names, ["out.fdict", "s.fdict"]);
 
     let rewritten = r
-        .relabel_into(
-            &out,
-            &original.config,
-            |f| -> Result<(), Error> {
-                retitle(f);
-                Ok(())
-            },
-            |_| {},
-        )
+        .relabel_into(&out, &original.config, retitle, |_| {})
         .unwrap();
     assert_eq!(rewritten, 43);
     assert_eq!(std::fs::read(&fd).unwrap(), source_bytes);
     drop(r);
     let mut w = FdictReader::open_rw(&fd).unwrap();
-    w.relabel(
-        &original.config,
-        |f| -> Result<(), Error> {
-            retitle(f);
-            Ok(())
-        },
-        |_| {},
-    )
-    .unwrap();
+    w.relabel(&original.config, retitle, |_| {}).unwrap();
     drop(w);
     let (copy, in_place) = (store::load(&out).unwrap(), store::load(&fd).unwrap());
     assert_ne!(copy, original);
