@@ -616,6 +616,19 @@ fn corpus_tokens_of_a_fdict_equal_those_in_memory() {
     );
 
     dict.feature_set.metadata.token_counts.clear();
+    // Two ids decoding to one string, each listed with its own count: by two features, and
+    // twice by one (the `top_tokens` table keeps one of those two; the body both).
+    let listed = |count| feature_dictionary::model::TokenCount {
+        token: "\u{fffd}".into(),
+        firings: 1,
+        occurrences: count,
+    };
+    for (id, counts) in [(0, &[50][..]), (2, &[30, 400]), (3, &[70])] {
+        let f = dict.feature_set.features.get_mut(&id).unwrap();
+        f.metadata
+            .top_tokens
+            .extend(counts.iter().map(|&c| listed(c)));
+    }
     let fd = dir.path().join("no_counts.fdict");
     store::save(&dict, &fd).unwrap();
     let from_top_tokens = CorpusTokens::of(&dict);
@@ -623,8 +636,10 @@ fn corpus_tokens_of_a_fdict_equal_those_in_memory() {
         let t = from_top_tokens.iter().find(|(t, _)| *t == "the");
         t.unwrap().1
     });
+    let replacement = from_top_tokens.iter().find(|(t, _)| *t == "\u{fffd}");
+    assert_eq!(replacement, Some(("\u{fffd}", 400)));
     // Feature 4 never fires, and some words are no feature's top token.
-    assert!(from_top_tokens.len() <= corpus.len());
+    assert!(from_top_tokens.len() <= corpus.len() + 1);
     assert_eq!(
         FdictReader::open(&fd).unwrap().corpus_tokens().unwrap(),
         from_top_tokens

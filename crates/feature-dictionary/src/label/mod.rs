@@ -190,7 +190,7 @@ pub fn scored_label(
 /// all tokens processed. Taken from the dictionary's corpus `token_counts` (two ids that
 /// decode to one string add up); a file without them (the original library's) falls back
 /// to the union of the features' top tokens, whose `occurrences` are corpus counts, so
-/// tokens no feature fired on are missed.
+/// tokens no feature fired on are missed (and two ids of one string count as the larger).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CorpusTokens {
     occurrences: std::collections::HashMap<String, u64>,
@@ -221,11 +221,14 @@ impl CorpusTokens {
     }
 
     /// From the features' top tokens: each carries the corpus count of its token, so a
-    /// token listed by several features is counted once.
+    /// token listed by several features is counted once. Two token ids that decode to one
+    /// string are listed with their own counts; the string keeps the largest, whatever the
+    /// order they come in (a `.fdict` reads them in another order than memory does).
     pub fn from_top_tokens<'a>(tokens: impl IntoIterator<Item = (&'a str, u64)>) -> Self {
-        let mut occurrences = std::collections::HashMap::new();
+        let mut occurrences = std::collections::HashMap::<String, u64>::new();
         for (t, c) in tokens {
-            occurrences.insert(t.to_string(), c);
+            let known = occurrences.entry(t.to_string()).or_default();
+            *known = (*known).max(c);
         }
         Self { occurrences }
     }

@@ -1388,17 +1388,21 @@ impl FdictReader {
 
     /// The corpus's tokens as labeling needs them ([`crate::label::CorpusTokens`]), read
     /// without loading the features: the stored corpus `token_counts`, or for a file without
-    /// them the tokens of the `top_tokens` table, each with its corpus occurrences.
+    /// them the top tokens of the features' bodies, each with its corpus occurrences.
     pub fn corpus_tokens(&self) -> Result<crate::label::CorpusTokens> {
         let shell = self.load_some(&[])?;
         if !shell.feature_set.metadata.token_counts.is_empty() {
             return Ok(crate::label::CorpusTokens::of(&shell));
         }
         let e = |e| self.err("cannot read the top tokens", e);
+        // From the bodies, not the `top_tokens` table: that keeps one entry per string and
+        // feature, where a body (as memory) lists each token id's own.
         let mut st = self
             .conn
             .prepare(
-                "SELECT t.token, tt.occurrences FROM top_tokens tt JOIN tokens t ON t.id = tt.token_id",
+                "SELECT json_extract(t.value, '$.token'), MAX(json_extract(t.value, '$.occurrences'))
+                 FROM features, json_each(features.body, '$.metadata.top_tokens') AS t
+                 WHERE json_extract(t.value, '$.token') IS NOT NULL GROUP BY 1",
             )
             .map_err(e)?;
         let pairs: Vec<(String, i64)> = st
