@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
 """Wide-SAE memory benchmark: `featdict build` of a delphi latent cache with millions of
-latents, most of which never fire, into a `.fdict` against into a `.json`, in the same run.
+latents, most of which never fire, into a `.fdict` and into a `.json`, in the same run.
 
 The cache is synthetic and written once per width: 800 sequences x 128 tokens, 32 latents
 firing per token, all of them drawn from 20,000 live latents spread over the width
-(exponential activations + 0.01, token ids 0..4999). A `.fdict` is finalized a wave of
-features at a time straight into the file; a `.json` holds the whole finalized dictionary
-(about 1 KiB per never-firing feature) while it is written. The script prints, for each
-width, the peak RSS and wall time of both builds and their ratio (JSON / .fdict).
+(exponential activations + 0.01, token ids 0..4999). Both formats are finalized a wave of
+features at a time straight into the file. The script prints, for each width, the peak RSS
+and wall time of both builds.
+
+With `--baseline-bin OLD` (a `featdict` built from an earlier commit, e.g. 7ee18cd, whose
+JSON build held the whole finalized dictionary, about 1 KiB per never-firing feature) it
+also builds the `.json` with OLD, in the same run, and prints the ratio of OLD's peak to
+this build's:
 
     python3 scripts/bench_wide.py                          # 1,048,576 and 4,194,304 latents
     python3 scripts/bench_wide.py --widths 16777216 --no-json
+    git worktree add /tmp/old 7ee18cd && (cd /tmp/old && cargo build --release -p featdict)
+    python3 scripts/bench_wide.py --baseline-bin /tmp/old/target/release/featdict
 
 Needs numpy and a release build (made here with cargo when missing). The files go to
 target/bench-wide (about 90 MB per cache, 0.6-9 GB per dictionary; dictionaries are removed
@@ -62,9 +68,9 @@ def write_cache(np, path, width, seed=0):
     tmp.rename(path)
 
 
-def build(cache, out):
+def build(cache, out, binary=BIN):
     """Runs `featdict build`; returns (wall seconds, peak RSS bytes) of that process."""
-    argv = [str(BIN), "build", str(cache), "--out", str(out), "-q", "--json"]
+    argv = [str(binary), "build", str(cache), "--out", str(out), "-q", "--json"]
     started = time.perf_counter()
     pid = os.fork()
     if pid == 0:
@@ -82,7 +88,8 @@ def build(cache, out):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", type=int, nargs="+", default=[1 << 20, 1 << 22])
-    ap.add_argument("--no-json", action="store_true", help="build only the .fdict (the JSON of 16M features takes ~17 GiB)")
+    ap.add_argument("--no-json", action="store_true", help="build only the .fdict (the JSON of 16M features is ~12 GB on disk)")
+    ap.add_argument("--baseline-bin", type=Path, help="an earlier featdict: also build the .json with it and print its peak / ours")
     ap.add_argument("--dir", type=Path, default=ROOT / "target" / "bench-wide")
     args = ap.parse_args()
     import numpy as np
@@ -91,23 +98,34 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-p", "featdict"], cwd=ROOT, check=True)
     args.dir.mkdir(parents=True, exist_ok=True)
     gib = 1 << 30
-    print(f"{'latents':>12} {'.fdict peak':>12} {'.fdict time':>12} {'.json peak':>11} {'.json time':>11} {'peak ratio':>11}")
+    baseline = args.baseline_bin is not None and not args.no_json
+    header = f"{'latents':>12} {'.fdict peak':>12} {'.fdict time':>12} {'.json peak':>11} {'.json time':>11}"
+    if baseline:
+        header += f" {'old .json peak':>15} {'old .json time':>15} {'old/new':>8}"
+    print(header)
     for width in args.widths:
         cache = args.dir / f"0_{width - 1}.safetensors"
         if not cache.exists():
             write_cache(np, cache, width)
         row = {}
-        for ext in ["fdict"] + ([] if args.no_json else ["json"]):
-            out = args.dir / f"wide.{ext}"
-            row[ext] = build(cache, out)
+        runs = [("fdict", BIN)] + ([] if args.no_json else [("json", BIN)])
+        if baseline:
+            runs.append(("old json", args.baseline_bin))
+        for name, binary in runs:
+            out = args.dir / f"wide.{name.split()[-1]}"
+            row[name] = build(cache, out, binary)
             out.unlink()
         fd_s, fd_rss = row["fdict"]
+        line = f"{width:>12,} {fd_rss / gib:>10.2f} G {fd_s:>10.1f} s"
         if "json" in row:
             js_s, js_rss = row["json"]
-            json_cols = f"{js_rss / gib:>9.2f} G {js_s:>9.1f} s {js_rss / fd_rss:>10.1f}x"
+            line += f" {js_rss / gib:>9.2f} G {js_s:>9.1f} s"
         else:
-            json_cols = f"{'-':>11} {'-':>11} {'-':>11}"
-        print(f"{width:>12,} {fd_rss / gib:>10.2f} G {fd_s:>10.1f} s {json_cols}", flush=True)
+            line += f" {'-':>11} {'-':>11}"
+        if baseline:
+            old_s, old_rss = row["old json"]
+            line += f" {old_rss / gib:>13.2f} G {old_s:>13.1f} s {old_rss / js_rss:>7.1f}x"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

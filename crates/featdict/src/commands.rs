@@ -647,8 +647,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         }
     })?;
     let accumulate_seconds = started_pass.elapsed().as_secs_f64();
-    let is_fdict = a.out.extension().is_some_and(|e| e == "fdict");
-    if is_fdict && (a.sae.is_none() || n_features > MAX_SIMILAR_FEATURES) {
+    if a.sae.is_none() || n_features > MAX_SIMILAR_FEATURES {
         // Straight from the accumulator into the file, a wave of features at a time: the
         // whole finalized dictionary of a wide SAE would take gigabytes.
         bar.set_message(format!(
@@ -656,7 +655,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
             a.out.display()
         ));
         let (shell, statistics) =
-            build::finalize_into_fdict(&acc, source.vocab(), config, &a.out, a.drop_dead)?;
+            build::finalize_into_file(&acc, source.vocab(), config, &a.out, a.drop_dead)?;
         bar.finish_and_clear();
         if a.sae.is_some() {
             similar_not_stored_note(n_features);

@@ -134,13 +134,14 @@ pub fn accumulate(
     Ok(acc)
 }
 
-/// Finalizes `acc` straight into a new `.fdict` at `path`, a wave of features at a time,
-/// so the finalized dictionary is never in memory whole: with millions of features (most
-/// of which never fire) holding it took gigabytes. The file is the one [`finalize`] then
-/// [`crate::store::fdict::write()`] make, with features that never
-/// fired left out (and listed as omitted) when `drop_dead`. Returns the dictionary without
-/// its features (config and dictionary-wide fields) and the file's statistics.
-pub fn finalize_into_fdict(
+/// Finalizes `acc` straight into a new dictionary file at `path` (`.fdict` or `.json`, by
+/// extension, as [`crate::store::save`]), a wave of features at a time, so the finalized
+/// dictionary is never in memory whole: with millions of features (most of which never
+/// fire) holding it took gigabytes. The file is the one [`finalize`] then
+/// [`crate::store::save`] make, with features that never fired left out (and listed as
+/// omitted) when `drop_dead`. Returns the dictionary without its features (config and
+/// dictionary-wide fields) and the file's statistics.
+pub fn finalize_into_file(
     acc: &Accumulator,
     vocab: &crate::ingest::Vocab,
     config: DictionaryConfig,
@@ -148,6 +149,11 @@ pub fn finalize_into_fdict(
     drop_dead: bool,
 ) -> Result<(FeatureDictionary, Statistics)> {
     use rayon::prelude::*;
+    let write_waves = match path.extension().and_then(|e| e.to_str()) {
+        Some("fdict") => store::fdict::write_waves,
+        Some("json") => store::seed_json::write_waves,
+        other => return Err(store::unsupported_extension(path, other)),
+    };
     let fin = Finalizer::new(acc, vocab, config);
     let n = fin.n_features();
     let mut shell = fin.shell();
@@ -158,11 +164,11 @@ pub fn finalize_into_fdict(
             .collect();
     }
     let wave = WRITE_WAVE;
-    let stats = store::fdict::write_waves(
+    let stats = write_waves(
         &shell,
         path,
         n.div_ceil(wave),
-        |i| {
+        &|i| {
             (i * wave..n.min((i + 1) * wave))
                 .into_par_iter()
                 .filter(|&id| !drop_dead || fin.activation_count(id) > 0)

@@ -2,9 +2,9 @@
 //! summary statistics the original library reports.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::model::{DictionaryConfig, Feature, FeatureSet, FeatureType};
+use crate::model::{DictionaryConfig, Feature, FeatureSet, FeatureType, FeatureView};
 
 /// A finished dictionary.
 #[derive(Debug, Clone, PartialEq)]
@@ -200,37 +200,11 @@ impl FeatureDictionary {
 
     /// Summary statistics.
     pub fn statistics(&self) -> Statistics {
-        let fs = &self.feature_set;
-        let n = fs.len();
-        let active = self.features().filter(|f| f.activation_count > 0).count();
-        let dead = self
-            .features()
-            .filter(|f| f.feature_type == FeatureType::Dead)
-            .count();
-        let labeled = self.features().filter(|f| !f.labels.is_empty()).count();
-        let mean_freq = if n == 0 {
-            0.0
-        } else {
-            self.features().map(|f| f.activation_frequency).sum::<f64>() / n as f64
-        };
-        let type_distribution = fs
-            .type_counts()
-            .into_iter()
-            .map(|(t, c)| (t.as_str().to_string(), c))
-            .collect();
-        let mut ranks: Vec<ImportanceRank> = self.features().map(ImportanceRank::of).collect();
-        ranks.sort_by(ImportanceRank::order);
-        let scores: Vec<(u64, f64)> = ranks.iter().take(10).map(|r| (r.id, r.score)).collect();
-        Statistics {
-            total_features: n,
-            active_features: active,
-            dead_features: dead,
-            labeled_features: labeled,
-            mean_activation_frequency: mean_freq,
-            total_tokens_processed: fs.total_tokens_processed,
-            type_distribution,
-            top_features: scores,
+        let mut tally = StatisticsTally::default();
+        for f in self.features() {
+            tally.add(f.into());
         }
+        tally.finish(self.feature_set.total_tokens_processed)
     }
 
     /// A copy without features that fired fewer than `min_count` times; their ids are listed
@@ -302,5 +276,72 @@ mod tests {
         assert!((all.mean_activation_frequency - 0.1).abs() < 1e-12);
         // Nothing left out: unchanged.
         assert_eq!(stored.over_all_features(2), stored);
+    }
+}
+
+/// [`Statistics`] kept up to date while features go by in id order, so a writer streaming
+/// a dictionary never needs it whole; [`FeatureDictionary::statistics`] is the tally of its
+/// features.
+#[derive(Default)]
+pub(crate) struct StatisticsTally {
+    n: usize,
+    active: usize,
+    dead: usize,
+    labeled: usize,
+    freq_sum: f64,
+    types: HashMap<FeatureType, usize>,
+    top: Vec<ImportanceRank>,
+}
+
+impl StatisticsTally {
+    /// Counts the next feature.
+    pub(crate) fn add(&mut self, f: FeatureView<'_>) {
+        self.n += 1;
+        self.active += (f.activation_count > 0) as usize;
+        self.dead += (f.feature_type == FeatureType::Dead) as usize;
+        self.labeled += (!f.labels.is_empty()) as usize;
+        self.freq_sum += f.activation_frequency;
+        *self.types.entry(f.feature_type).or_default() += 1;
+        self.top.push(ImportanceRank::new(
+            f.id,
+            f.activation_count,
+            f.activation_frequency,
+            f.max_activation,
+        ));
+        if self.top.len() >= 4096 {
+            self.trim_top();
+        }
+    }
+
+    fn trim_top(&mut self) {
+        self.top.sort_by(ImportanceRank::order);
+        self.top.truncate(10);
+    }
+
+    /// The statistics of the features counted, of a corpus of `total_tokens`.
+    pub(crate) fn finish(mut self, total_tokens: u64) -> Statistics {
+        self.trim_top();
+        Statistics {
+            total_features: self.n,
+            active_features: self.active,
+            dead_features: self.dead,
+            labeled_features: self.labeled,
+            mean_activation_frequency: if self.n == 0 {
+                0.0
+            } else {
+                self.freq_sum / self.n as f64
+            },
+            total_tokens_processed: total_tokens,
+            type_distribution: FeatureType::ALL
+                .iter()
+                .map(|t| {
+                    (
+                        t.as_str().to_string(),
+                        self.types.get(t).copied().unwrap_or(0),
+                    )
+                })
+                .collect(),
+            top_features: self.top.iter().map(|r| (r.id, r.score)).collect(),
+        }
     }
 }

@@ -1361,10 +1361,10 @@ fn full_text_search_folds_accents_alike_in_both_formats() {
 }
 
 #[test]
-fn a_build_finalized_into_a_fdict_is_the_file_of_finalize_then_write() {
-    // `featdict build --out X.fdict` finalizes features a wave at a time straight into the
-    // file instead of holding the dictionary: the same bytes as finalize + `fdict::write`,
-    // with and without dead features left out. 845 features span three waves of 256 and a
+fn a_build_finalized_into_a_file_is_the_file_of_finalize_then_save() {
+    // `featdict build` finalizes features a wave at a time straight into the file (.fdict
+    // or .json) instead of holding the dictionary: the same bytes as finalize + save, with
+    // and without dead features left out. 845 features span three waves of 256 and a
     // partial one; every seventh never fires.
     let dir = tempfile::tempdir().unwrap();
     let (n_tok, f) = (300, 3 * 256 + 77);
@@ -1406,22 +1406,28 @@ fn a_build_finalized_into_a_fdict_is_the_file_of_finalize_then_write() {
             let omitted = &dict.feature_set.metadata.omitted_features;
             assert!(omitted.len() >= 121, "{}", omitted.len());
         }
-        let whole = dir.path().join(format!("whole-{drop_dead}.fdict"));
-        store::fdict::write(&dict, &whole).unwrap();
-        let waves = dir.path().join(format!("waves-{drop_dead}.fdict"));
-        let (shell, statistics) =
-            build::finalize_into_fdict(&acc, vocab, config.clone(), &waves, drop_dead).unwrap();
-        assert!(
-            std::fs::read(&whole).unwrap() == std::fs::read(&waves).unwrap(),
-            "drop_dead {drop_dead}: the files differ"
-        );
-        assert_eq!(statistics, dict.statistics(), "drop_dead {drop_dead}");
-        assert_eq!(shell.config, dict.config);
-        assert_eq!(shell.num_features(), f);
-        assert!(shell.feature_set.features.is_empty());
-        assert_eq!(
-            shell.feature_set.metadata, dict.feature_set.metadata,
-            "drop_dead {drop_dead}"
-        );
+        for format in ["fdict", "json"] {
+            let whole = dir.path().join(format!("whole-{drop_dead}.{format}"));
+            store::save(&dict, &whole).unwrap();
+            let waves = dir.path().join(format!("waves-{drop_dead}.{format}"));
+            let (shell, statistics) =
+                build::finalize_into_file(&acc, vocab, config.clone(), &waves, drop_dead).unwrap();
+            assert!(
+                std::fs::read(&whole).unwrap() == std::fs::read(&waves).unwrap(),
+                "{format}, drop_dead {drop_dead}: the files differ"
+            );
+            assert_eq!(statistics, dict.statistics(), "drop_dead {drop_dead}");
+            assert_eq!(shell.config, dict.config);
+            assert_eq!(shell.num_features(), f);
+            assert!(shell.feature_set.features.is_empty());
+            assert_eq!(
+                shell.feature_set.metadata, dict.feature_set.metadata,
+                "drop_dead {drop_dead}"
+            );
+        }
     }
+    let e = build::finalize_into_file(&acc, vocab, config, &dir.path().join("d.csv"), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("d.csv") && e.contains(".json or .fdict"), "{e}");
 }

@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::analyze::correlation::PARTNERS_KEY;
-use crate::dictionary::{FeatureDictionary, ImportanceRank, Statistics, TopBy};
+use crate::dictionary::{FeatureDictionary, Statistics, StatisticsTally, TopBy};
 use crate::error::{Error, Result};
 use crate::model::{
     DictionaryConfig, Feature, FeatureMetadata, FeatureSet, FeatureType, FeatureView,
@@ -391,70 +391,6 @@ pub fn read(path: &Path) -> Result<FeatureDictionary> {
     FdictReader::open(path)?.load_all()
 }
 
-/// Keeps [`Statistics`] up to date while features stream in, so the writer never needs the
-/// whole dictionary (and the result equals [`FeatureDictionary::statistics`]).
-#[derive(Default)]
-struct StatsAcc {
-    n: usize,
-    active: usize,
-    dead: usize,
-    labeled: usize,
-    freq_sum: f64,
-    types: HashMap<FeatureType, usize>,
-    top: Vec<ImportanceRank>,
-}
-
-impl StatsAcc {
-    fn add(&mut self, f: FeatureView<'_>) {
-        self.n += 1;
-        self.active += (f.activation_count > 0) as usize;
-        self.dead += (f.feature_type == FeatureType::Dead) as usize;
-        self.labeled += (!f.labels.is_empty()) as usize;
-        self.freq_sum += f.activation_frequency;
-        *self.types.entry(f.feature_type).or_default() += 1;
-        self.top.push(ImportanceRank::new(
-            f.id,
-            f.activation_count,
-            f.activation_frequency,
-            f.max_activation,
-        ));
-        if self.top.len() >= 4096 {
-            self.trim_top();
-        }
-    }
-
-    fn trim_top(&mut self) {
-        self.top.sort_by(ImportanceRank::order);
-        self.top.truncate(10);
-    }
-
-    fn finish(mut self, total_tokens: u64) -> Statistics {
-        self.trim_top();
-        Statistics {
-            total_features: self.n,
-            active_features: self.active,
-            dead_features: self.dead,
-            labeled_features: self.labeled,
-            mean_activation_frequency: if self.n == 0 {
-                0.0
-            } else {
-                self.freq_sum / self.n as f64
-            },
-            total_tokens_processed: total_tokens,
-            type_distribution: FeatureType::ALL
-                .iter()
-                .map(|t| {
-                    (
-                        t.as_str().to_string(),
-                        self.types.get(t).copied().unwrap_or(0),
-                    )
-                })
-                .collect(),
-            top_features: self.top.iter().map(|r| (r.id, r.score)).collect(),
-        }
-    }
-}
-
 /// Streams features into a new `.fdict`; nothing is visible at the target path until
 /// [`FdictWriter::finish`] renames the finished file over it.
 pub struct FdictWriter {
@@ -462,7 +398,7 @@ pub struct FdictWriter {
     tmp: PathBuf,
     path: PathBuf,
     token_ids: HashMap<String, i64>,
-    stats: StatsAcc,
+    stats: StatisticsTally,
     total_tokens: u64,
     last_id: Option<u64>,
     done: bool,
@@ -532,7 +468,7 @@ impl FdictWriter {
             tmp,
             path: path.to_path_buf(),
             token_ids: HashMap::new(),
-            stats: StatsAcc::default(),
+            stats: StatisticsTally::default(),
             total_tokens: feature_set.total_tokens_processed,
             last_id: None,
             done: false,

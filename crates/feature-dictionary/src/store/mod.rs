@@ -58,7 +58,8 @@ pub fn save(dict: &FeatureDictionary, path: &Path) -> Result<()> {
     }
 }
 
-fn unsupported_extension(path: &Path, extension: Option<&str>) -> Error {
+/// The error of a dictionary path that is neither `.json` nor `.fdict`.
+pub(crate) fn unsupported_extension(path: &Path, extension: Option<&str>) -> Error {
     Error::Invalid(format!(
         "{}: unsupported output extension {:?}; expected .json or .fdict",
         path.display(),

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::dictionary::{FeatureDictionary, Statistics};
+use crate::dictionary::{FeatureDictionary, Statistics, StatisticsTally};
 use crate::error::{Error, Result};
 use crate::model::{DictionaryConfig, Feature, FeatureSet, FeatureView};
 
@@ -82,73 +82,142 @@ pub fn write_with_statistics<'a>(
     statistics: Option<&serde_json::Value>,
 ) -> Result<()> {
     super::check_link_format(path)?;
-    let mut config = dict.config.clone();
-    config.num_features = dict.num_features();
-    let features = &dict.feature_set.features;
-    let (head, tail) = around_features(dict, &config, statistics)?;
+    let (head, before_statistics) = around_features(dict)?;
+    let statistics = match statistics {
+        Some(given) => StatisticsBlock::Given(given),
+        None => StatisticsBlock::Computed(dict.statistics()),
+    };
+    let statistics = to_json(&statistics)?;
     super::write_atomically(path, |w| {
         w.write_all(head.as_bytes())?;
-        let ids: Vec<(&u64, &Feature)> = features.iter().collect();
-        let first = features.keys().next().copied();
-        for wave in ids.chunks(FEATURES_PER_WAVE) {
+        let features: Vec<(&u64, &Feature)> = dict.feature_set.features.iter().collect();
+        let mut first = true;
+        for wave in features.chunks(FEATURES_PER_WAVE) {
             if stop.load(Ordering::Relaxed) {
                 return Err(super::stopped());
             }
-            let parts: Vec<Vec<u8>> = wave
-                .par_chunks(FEATURES_PER_TASK)
-                .map(|task| {
-                    let mut buf = Vec::new();
-                    for (id, f) in task {
-                        // serde_json puts a comma before every entry but the first.
-                        if Some(**id) != first {
-                            buf.push(b',');
-                        }
-                        write!(buf, "\"{id}\":")?;
-                        serde_json::to_writer(&mut buf, &view(f)).map_err(std::io::Error::other)?;
-                    }
-                    Ok(buf)
-                })
-                .collect::<std::io::Result<_>>()?;
-            for part in parts {
-                w.write_all(&part)?;
-            }
+            write_entries(w, wave, |(id, f)| (**id, view(f)), &mut first)?;
         }
-        w.write_all(tail.as_bytes())?;
-        // The last look before `write_atomically` syncs and renames: a stop by now must
-        // leave the previous file.
-        if stop.load(Ordering::Relaxed) {
-            return Err(super::stopped());
-        }
-        Ok(())
+        finish(w, &before_statistics, &statistics, stop)
     })
 }
 
-/// The file's text before and after the entries of the features object: the dictionary
-/// serialized with no features, cut inside its empty `"features":{}`.
-fn around_features(
-    dict: &FeatureDictionary,
-    config: &DictionaryConfig,
-    statistics: Option<&serde_json::Value>,
-) -> Result<(String, String)> {
+/// Writes a dictionary whose features are made a wave at a time, as
+/// [`super::fdict::write_waves`] does: `shell` gives the dictionary-wide fields (its own
+/// features are ignored), `wave(i)` the features of wave `i` (of `n_waves`, together in
+/// increasing id order). Each wave is made and serialized on all threads, written, and
+/// dropped, so memory holds one wave rather than the whole dictionary. The file is what
+/// [`write()`] makes of the whole dictionary, byte for byte; its statistics are tallied as
+/// the features go by (the `statistics` object comes last in the file) and returned.
+/// `stop` as in [`write_with`].
+pub fn write_waves(
+    shell: &FeatureDictionary,
+    path: &Path,
+    n_waves: usize,
+    wave: impl Fn(usize) -> Vec<Feature> + Sync,
+    stop: &AtomicBool,
+) -> Result<Statistics> {
+    super::check_link_format(path)?;
+    let (head, before_statistics) = around_features(shell)?;
+    let mut tally = StatisticsTally::default();
+    let mut written = None;
+    super::write_atomically(path, |w| {
+        w.write_all(head.as_bytes())?;
+        let mut first = true;
+        for i in 0..n_waves {
+            if stop.load(Ordering::Relaxed) {
+                return Err(super::stopped());
+            }
+            let features = wave(i);
+            features.iter().for_each(|f| tally.add(f.into()));
+            write_entries(w, &features, |f| (f.id, f.into()), &mut first)?;
+        }
+        let statistics = tally.finish(shell.feature_set.total_tokens_processed);
+        let text = serde_json::to_string(&statistics).map_err(std::io::Error::other)?;
+        written = Some(statistics);
+        finish(w, &before_statistics, &text, stop)
+    })?;
+    Ok(written.expect("the statistics are made before the file is renamed"))
+}
+
+/// Writes the entries `"id":{…}` of `items` (as `entry` gives them), serialized on all
+/// cores; each but the features object's first (`first`, then cleared) after a comma, as
+/// serde_json writes a map.
+fn write_entries<T: Sync>(
+    w: &mut impl Write,
+    items: &[T],
+    entry: impl for<'b> Fn(&'b T) -> (u64, FeatureView<'b>) + Sync,
+    first: &mut bool,
+) -> std::io::Result<()> {
+    let parts: Vec<Vec<u8>> = items
+        .par_chunks(FEATURES_PER_TASK)
+        .map(|task| {
+            let mut buf = Vec::new();
+            for item in task {
+                let (id, f) = entry(item);
+                write!(buf, "\"{id}\":")?;
+                serde_json::to_writer(&mut buf, &f).map_err(std::io::Error::other)?;
+                buf.push(b',');
+            }
+            Ok(buf)
+        })
+        .collect::<std::io::Result<_>>()?;
+    for part in parts {
+        let part = &part[..part.len().saturating_sub(1)];
+        if part.is_empty() {
+            continue;
+        }
+        if !std::mem::take(first) {
+            w.write_all(b",")?;
+        }
+        w.write_all(part)?;
+    }
+    Ok(())
+}
+
+/// Ends the file after the last feature: the rest of the feature set, the `statistics`
+/// value, and the closing brace. Looks at `stop` a last time before `write_atomically`
+/// syncs and renames: a stop by now must leave the previous file.
+fn finish(
+    w: &mut impl Write,
+    before_statistics: &str,
+    statistics: &str,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    w.write_all(before_statistics.as_bytes())?;
+    w.write_all(statistics.as_bytes())?;
+    w.write_all(b"}")?;
+    if stop.load(Ordering::Relaxed) {
+        return Err(super::stopped());
+    }
+    Ok(())
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// The file's text before the entries of the features object, and after them up to the
+/// `statistics` value (the file's last field): the dictionary serialized with no features
+/// and a null `statistics`, cut inside its empty `"features":{}` and before the `null`.
+fn around_features(dict: &FeatureDictionary) -> Result<(String, String)> {
+    let mut config = dict.config.clone();
+    config.num_features = dict.num_features();
     let set = &dict.feature_set;
-    let metadata = set.metadata.clone();
     let empty = FeatureSet {
         layer: set.layer,
         features: BTreeMap::new(),
         total_tokens_processed: set.total_tokens_processed,
         model_name: set.model_name.clone(),
         sae_name: set.sae_name.clone(),
-        metadata,
+        metadata: set.metadata.clone(),
     };
-    let text = serde_json::to_string(&SavedRef {
-        config,
+    let null = serde_json::Value::Null;
+    let text = to_json(&SavedRef {
+        config: &config,
         feature_set: &empty,
-        statistics: match statistics {
-            Some(given) => StatisticsBlock::Given(given),
-            None => StatisticsBlock::Computed(dict.statistics()),
-        },
-    })
-    .map_err(|e| Error::Invalid(e.to_string()))?;
+        statistics: StatisticsBlock::Given(&null),
+    })?;
     // `features` is the feature set's second field, after the integer `layer`, so its key is
     // the first `"features":` after `"feature_set":` (the config before it may hold any
     // string).
@@ -161,7 +230,11 @@ fn around_features(
             .find(marker)
             .ok_or_else(|| Error::Invalid("features not found in their own JSON".into()))?;
     let open = at + marker.len() - 1;
-    Ok((text[..open].to_string(), text[open..].to_string()))
+    let end = text
+        .strip_suffix("null}")
+        .ok_or_else(|| Error::Invalid("statistics not last in their own JSON".into()))?
+        .len();
+    Ok((text[..open].to_string(), text[open..end].to_string()))
 }
 
 /// Serializes `dict` to a JSON string (what [`write()`] puts in the file).
