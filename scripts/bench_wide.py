@@ -17,6 +17,11 @@ this build's:
     python3 scripts/bench_wide.py --widths 16777216 --no-json
     git worktree add /tmp/old 7ee18cd && (cd /tmp/old && cargo build --release -p featdict)
     python3 scripts/bench_wide.py --baseline-bin /tmp/old/target/release/featdict
+    python3 scripts/bench_wide.py --label --no-json --baseline-bin /tmp/old/target/release/featdict
+
+`--label` also labels each `.fdict` in place (`featdict label`, which streams it 1,024
+features at a time) and, with `--baseline-bin`, a copy of it by OLD (which loaded the whole
+dictionary to label it).
 
 Needs numpy and a release build (made here with cargo when missing). The files go to
 target/bench-wide (about 90 MB per cache, 0.6-9 GB per dictionary; dictionaries are removed
@@ -25,6 +30,7 @@ after each build).
 import argparse
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -70,7 +76,11 @@ def write_cache(np, path, width, seed=0):
 
 def build(cache, out, binary=BIN):
     """Runs `featdict build`; returns (wall seconds, peak RSS bytes) of that process."""
-    argv = [str(binary), "build", str(cache), "--out", str(out), "-q", "--json"]
+    return run([str(binary), "build", str(cache), "--out", str(out), "-q", "--json"])
+
+
+def run(argv):
+    """Runs `argv` quietly; returns (wall seconds, peak RSS bytes) of that process."""
     started = time.perf_counter()
     pid = os.fork()
     if pid == 0:
@@ -90,6 +100,7 @@ def main():
     ap.add_argument("--widths", type=int, nargs="+", default=[1 << 20, 1 << 22])
     ap.add_argument("--no-json", action="store_true", help="build only the .fdict (the JSON of 16M features is ~12 GB on disk)")
     ap.add_argument("--baseline-bin", type=Path, help="an earlier featdict: also build the .json with it and print its peak / ours")
+    ap.add_argument("--label", action="store_true", help="also time `featdict label` of each .fdict in place (with --baseline-bin, of a copy by the old binary too)")
     ap.add_argument("--dir", type=Path, default=ROOT / "target" / "bench-wide")
     args = ap.parse_args()
     import numpy as np
@@ -103,6 +114,7 @@ def main():
     if baseline:
         header += f" {'old .json peak':>15} {'old .json time':>15} {'old/new':>8}"
     print(header)
+    labels = {}
     for width in args.widths:
         cache = args.dir / f"0_{width - 1}.safetensors"
         if not cache.exists():
@@ -114,6 +126,8 @@ def main():
         for name, binary in runs:
             out = args.dir / f"wide.{name.split()[-1]}"
             row[name] = build(cache, out, binary)
+            if name == "fdict" and args.label:
+                labels[width] = label_runs(out, args.baseline_bin)
             out.unlink()
         fd_s, fd_rss = row["fdict"]
         line = f"{width:>12,} {fd_rss / gib:>10.2f} G {fd_s:>10.1f} s"
@@ -126,6 +140,25 @@ def main():
             old_s, old_rss = row["old json"]
             line += f" {old_rss / gib:>13.2f} G {old_s:>13.1f} s {old_rss / js_rss:>7.1f}x"
         print(line, flush=True)
+    if labels:
+        print(f"\n{'latents':>12} {'label peak':>11} {'label time':>11} {'old peak':>10} {'old time':>10} {'old/new':>8}")
+        for width, (new, old) in labels.items():
+            line = f"{width:>12,} {new[1] / (1 << 20):>7.0f} MiB {new[0]:>9.1f} s"
+            if old:
+                line += f" {old[1] / gib:>8.2f} G {old[0]:>8.1f} s {old[1] / new[1]:>7.0f}x"
+            print(line, flush=True)
+
+
+def label_runs(fdict, baseline_bin):
+    """`featdict label` of `fdict` in place, by this build and (on a copy) by
+    `baseline_bin`: (seconds, peak RSS) of each, None for a missing baseline."""
+    old = None
+    if baseline_bin is not None:
+        copy = fdict.with_name("wide-old.fdict")
+        shutil.copyfile(fdict, copy)
+        old = run([str(baseline_bin), "label", str(copy)])
+        copy.unlink()
+    return run([str(BIN), "label", str(fdict)]), old
 
 
 if __name__ == "__main__":
