@@ -149,6 +149,36 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
                 bail!(crate::commands::not_in_fdict(&reader, &a.dict, id));
             };
             (f.labels, what, changed)
+        } else if streams(&a)? {
+            // Into another .fdict: a copy of DICT, edited as it streams by.
+            let reader = store::fdict::FdictReader::open(&a.dict)
+                .with_context(|| format!("cannot read dictionary {}", a.dict.display()))?;
+            if reader.feature(id)?.is_none() {
+                bail!(crate::commands::not_in_fdict(&reader, &a.dict, id));
+            }
+            let config = reader.load_some(&[])?.config;
+            let total = reader.summary().total_tokens_processed;
+            let bar = crate::commands::count_bar(
+                reader.summary().stored_features as u64,
+                format!("copying {} into {}", a.dict.display(), out.display()),
+            );
+            let mut edited = None;
+            let copied = reader.relabel_into(
+                &out,
+                &config,
+                |f| {
+                    if f.id == id {
+                        let (what, _) = edit_manual(&a, f, total)?;
+                        edited = Some((f.labels.clone(), what));
+                    }
+                    Ok::<_, anyhow::Error>(())
+                },
+                |done| bar.set_position(done as u64),
+            );
+            bar.finish_and_clear();
+            copied?;
+            let (labels, what) = edited.expect("the feature is stored");
+            (labels, what, true)
         } else {
             let mut dict = with_status(format!("reading {}", a.dict.display()), || {
                 crate::commands::load(&a.dict)

@@ -627,4 +627,31 @@ fn labeling_one_feature_is_the_same_in_every_format() {
         let (ok, _, err) = featdict(&["label", dict, "7"]);
         assert!(!ok && err.contains("feature 7 is not in"), "{dict}: {err}");
     }
+
+    // A manual label into another .fdict: the copy gets it, the source stays as it was, and
+    // a label refused leaves no output.
+    let manual = path("manual.fdict");
+    let (ok, out, err) = featdict(&["label", &built, "1", "--set", "rivers", "--out", &manual]);
+    assert!(ok, "{err}");
+    assert!(out.contains("set manual label \"rivers\""), "{out}");
+    let mut expected = original.clone();
+    let f1 = expected.feature_set.features.get_mut(&1).unwrap();
+    feature_dictionary::label::manual::set_manual_label(f1, "rivers");
+    feature_dictionary::label::manual::describe_after_edit(
+        f1,
+        original.feature_set.total_tokens_processed,
+    );
+    assert_eq!(store::load(Path::new(&manual)).unwrap(), expected);
+    assert_eq!(store::load(Path::new(&built)).unwrap(), original);
+    let refused = path("refused.fdict");
+    let long = "x".repeat(500);
+    let (ok, _, err) = featdict(&["label", &built, "1", "--set", &long, "--out", &refused]);
+    assert!(!ok && err.contains("200"), "{err}");
+    assert!(!Path::new(&refused).exists());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
