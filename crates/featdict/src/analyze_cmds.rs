@@ -369,7 +369,20 @@ pub struct PolysemanticArgs {
 /// clusters.
 pub fn cmd_polysemantic(a: PolysemanticArgs) -> Result<()> {
     use feature_dictionary::analyze::{embeddings::TokenEmbeddings, polysemantic};
-    let dict = crate::commands::load(&a.dict)?;
+    // A .fdict is read a feature at a time (millions of features need not fit in memory);
+    // a .json is read whole anyway.
+    enum Features {
+        File(feature_dictionary::store::fdict::FdictReader),
+        Memory(feature_dictionary::FeatureDictionary),
+    }
+    let features = if feature_dictionary::store::fdict::is_fdict(&a.dict)? {
+        Features::File(
+            feature_dictionary::store::fdict::FdictReader::open(&a.dict)
+                .with_context(|| format!("cannot read dictionary {}", a.dict.display()))?,
+        )
+    } else {
+        Features::Memory(crate::commands::load(&a.dict)?)
+    };
     let emb = TokenEmbeddings::load(
         &a.embeddings,
         a.embedding_tensor.as_deref(),
@@ -380,7 +393,19 @@ pub fn cmd_polysemantic(a: PolysemanticArgs) -> Result<()> {
         min_cluster_size: a.min_cluster_size,
         ..Default::default()
     };
-    let found = polysemantic::find_polysemantic(&dict, &emb, &params);
+    let found = match features {
+        Features::Memory(dict) => polysemantic::find_polysemantic(&dict, &emb, &params),
+        Features::File(reader) => {
+            let mut found = Vec::new();
+            reader.for_each_feature(|f| {
+                if let Some(c) = polysemantic::polysemantic_clusters(f, &emb, &params) {
+                    found.push((f.id, c));
+                }
+                Ok(())
+            })?;
+            found
+        }
+    };
     if a.json {
         let v: Vec<_> = found
             .iter()

@@ -361,6 +361,14 @@ fn polysemantic_takes_the_embedding_tensor_name() {
         clusters,
         vec![vec!["cat", "dog", "wolf"], vec!["one", "three", "two"]]
     );
+    // A .fdict, read a feature at a time, finds the same.
+    let fdict = imported(&dict);
+    let mut args = args.clone();
+    let fdict_arg = s(&fdict);
+    args[1] = &fdict_arg;
+    let (ok, fdict_out, err) = featdict(&args);
+    assert!(ok, "{err}");
+    assert_eq!(fdict_out, out);
 }
 
 #[test]
