@@ -248,6 +248,9 @@ fn nonfinite_activations_are_reported_not_folded() {
     data[5 * 2 + 1] = f32::NAN; // row 2 (seq 0, pos 2), feature 1
     data[5 * 6 + 3] = f32::INFINITY;
     data[0] = 2.0;
+    // Feature 1 fires right before and after its NaN, which is in both examples' contexts.
+    data[5 + 1] = 1.5;
+    data[5 * 3 + 1] = 0.75;
     npy::write_f32(&acts, &[12, 5], &data).unwrap();
     let out_path = dir.path().join("d.json");
     let out = build(&acts, &toks, &out_path, &[]);
@@ -270,6 +273,25 @@ fn nonfinite_activations_are_reported_not_folded() {
     let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(f["activation_count"], 0, "+Inf must not count as a firing");
     assert_eq!(f["metadata"]["nonfinite_count"], 1);
+    // The skipped NaN reads as 0 in the contexts, as a value that did not fire: JSON has no
+    // NaN, and a `null` there made the whole file unreadable.
+    let fdict_path = dir.path().join("d.fdict");
+    let out = build(&acts, &toks, &fdict_path, &["--allow-nonfinite", "-q"]);
+    assert_success(&out);
+    for path in [&out_path, &fdict_path] {
+        let out = featdict(&["show", s(path), "1", "--json"]);
+        assert_success(&out);
+        let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(f["activation_count"], 2, "{}", s(path));
+        let examples = f["top_activations"].as_array().unwrap();
+        assert_eq!(examples.len(), 2);
+        for ex in examples {
+            let acts = &ex["metadata"]["context_activations"];
+            let start = ex["metadata"]["context_start"].as_u64().unwrap();
+            let at = |pos: u64| acts[(pos - start) as usize].as_f64().unwrap();
+            assert_eq!((at(1), at(2), at(3)), (1.5, 0.0, 0.75), "{}: {ex}", s(path));
+        }
+    }
 }
 
 #[test]

@@ -1130,6 +1130,14 @@ fn examples_whose_context_does_not_hold_them_are_refused_with_what_would() {
         &|ex| ex["metadata"]["context_activations"] = serde_json::json!([0.0, 1.0, 2.0, 0.5]),
         "with 4 metadata.context_activations values for its 5 context tokens; expected one per context token (or none)",
     );
+    // A `null` is what builds before 2026-11-28 wrote for a NaN skipped by
+    // --allow-nonfinite: read as 0, as such a value is now written.
+    let read = edited(&|ex| {
+        ex["metadata"]["context_activations"] = serde_json::json!([0.0, null, 2.0, 0.5, null])
+    })
+    .unwrap();
+    let ex = &read.get(3).unwrap().top_activations[1];
+    assert_eq!(ex.metadata.context_activations, [0.0, 0.0, 2.0, 0.5, 0.0]);
     // In a quantile group's examples too.
     let mut doc = dictionary_json();
     doc["feature_set"]["features"]["3"]["metadata"]["quantile_examples"][0]["examples"][0]

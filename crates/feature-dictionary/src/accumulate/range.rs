@@ -992,7 +992,7 @@ fn record_example(ex: &mut Example, v: f32, row: usize, at: usize, batch: &Activ
 
 /// Writes the context of the firing at `column[ex.pending]` into `ex` (reusing its
 /// buffers): tokens from the batch, and the feature's activations from its neighbours in
-/// the `column` (nonzeros in row order; rows absent from it are 0).
+/// the `column` (nonzeros in row order; rows absent from it, and non-finite values, are 0).
 fn fill_context(
     ex: &mut Example,
     column: &[(u32, f32)],
@@ -1017,7 +1017,9 @@ fn fill_context(
         if r as usize >= end {
             break;
         }
-        activations[r as usize - start] = v;
+        // A NaN or ±∞ skipped by `--allow-nonfinite` did not fire: it reads as 0, as an
+        // absent value does (JSON has no NaN; a `null` made the dictionary unreadable).
+        activations[r as usize - start] = if v.is_finite() { v } else { 0.0 };
     }
     ex.context_activations = activations;
     ex.pending = NO_PENDING;

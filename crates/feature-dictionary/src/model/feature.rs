@@ -155,8 +155,10 @@ struct RawActivationMetadata {
     sequence: Option<u64>,
     #[serde(default)]
     context_start: Option<u32>,
+    /// `null` where a build before 2026-11-28 wrote a NaN or ±∞ it had skipped
+    /// (`--allow-nonfinite`): read as 0, as such a value is now written, so those files open.
     #[serde(default)]
-    context_activations: Vec<f32>,
+    context_activations: Vec<Option<f32>>,
     #[serde(flatten)]
     extra: Map<String, Value>,
 }
@@ -198,7 +200,11 @@ impl TryFrom<RawFeatureActivation> for FeatureActivation {
             metadata: ActivationMetadata {
                 sequence: m.sequence,
                 context_start,
-                context_activations: m.context_activations,
+                context_activations: m
+                    .context_activations
+                    .into_iter()
+                    .map(|v| v.unwrap_or(0.0))
+                    .collect(),
                 extra: m.extra,
             },
         })
