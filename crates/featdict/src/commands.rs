@@ -910,6 +910,9 @@ pub(crate) fn at_least_two(s: &str) -> std::result::Result<usize, String> {
     }
 }
 
+/// Features a `.fdict` exported as JSON reads at a time.
+const EXPORT_CHUNK: usize = 1024;
+
 fn cmd_export(a: ExportArgs) -> Result<()> {
     // Both formats are JSON; under another name the file would pass for something else (a
     // Neuronpedia array named .fdict reads as a damaged database).
@@ -933,10 +936,40 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
         }
         e.features
     };
-    if a.format == "neuronpedia" && store::fdict::is_fdict(&a.dict)? {
-        // Streams feature by feature: a large .fdict is never held in memory.
+    if store::fdict::is_fdict(&a.dict)? {
+        // Streams a chunk of features at a time: a large .fdict is never held in memory.
         let r = store::fdict::FdictReader::open(&a.dict)?;
-        let n = report(store::neuronpedia::write_from_reader(&r, &a.out)?);
+        let n = if a.format == "neuronpedia" {
+            report(store::neuronpedia::write_from_reader(&r, &a.out)?)
+        } else {
+            let n = r.summary().stored_features;
+            let bar = count_bar(n as u64, format!("writing {}", a.out.display()));
+            let shell = r.load_some(&[])?;
+            let mut after = None;
+            let waves = n.div_ceil(EXPORT_CHUNK).max(1);
+            let written = store::seed_json::write_waves(
+                &shell,
+                &a.out,
+                waves,
+                |i| {
+                    let features = r.features_after(after, EXPORT_CHUNK)?;
+                    after = features.last().map(|f| f.id).or(after);
+                    bar.inc(features.len() as u64);
+                    // The count comes from the file's statistics: a file holding more
+                    // features than they say must not be exported without the rest.
+                    if i + 1 == waves && !r.features_after(after, 1)?.is_empty() {
+                        return Err(feature_dictionary::Error::format(
+                            &a.dict,
+                            format!("holds more features than its statistics count ({n}); the export would leave some out"),
+                        ));
+                    }
+                    Ok(features)
+                },
+                &std::sync::atomic::AtomicBool::new(false),
+            );
+            bar.finish_and_clear();
+            written?.total_features
+        };
         return print::wrote(&a.out, n, &a.format, a.json);
     }
     let dict = with_status(format!("reading {}", a.dict.display()), || load(&a.dict))?;

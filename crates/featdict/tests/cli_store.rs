@@ -15,8 +15,9 @@ fn featdict(args: &[&std::ffi::OsStr]) -> std::process::Output {
 #[test]
 fn import_export_search_round_trip() {
     let dir = tempfile::tempdir().unwrap();
+    // More than the 1,024 features a .fdict is exported as JSON at a time.
     let dict = synthetic::dictionary(&Spec {
-        n_features: 80,
+        n_features: 2100,
         ..Default::default()
     });
     let json = dir.path().join("d.json");
@@ -50,7 +51,7 @@ fn import_export_search_round_trip() {
     ]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&np).unwrap()).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 80);
+    assert_eq!(v.as_array().unwrap().len(), 2100);
     // Streamed from the .fdict and built in memory from the .json: the same bytes.
     let np2 = dir.path().join("np2.json");
     let out = featdict(&[
@@ -82,9 +83,9 @@ fn import_export_search_round_trip() {
         );
     }
     // show on the .fdict reads one row; a missing id is a clear error.
-    let out = featdict(&["show".as_ref(), fd.as_os_str(), "999".as_ref()]);
+    let out = featdict(&["show".as_ref(), fd.as_os_str(), "99999".as_ref()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("feature 999 is not in"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("feature 99999 is not in"));
     // Search gives the same answer on both formats.
     for d in [&json, &fd] {
         let out = featdict(&[

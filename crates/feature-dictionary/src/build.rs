@@ -149,11 +149,10 @@ pub fn finalize_into_file(
     drop_dead: bool,
 ) -> Result<(FeatureDictionary, Statistics)> {
     use rayon::prelude::*;
-    let write_waves = match path.extension().and_then(|e| e.to_str()) {
-        Some("fdict") => store::fdict::write_waves,
-        Some("json") => store::seed_json::write_waves,
-        other => return Err(store::unsupported_extension(path, other)),
-    };
+    let extension = path.extension().and_then(|e| e.to_str());
+    if !matches!(extension, Some("fdict" | "json")) {
+        return Err(store::unsupported_extension(path, extension));
+    }
     let fin = Finalizer::new(acc, vocab, config);
     let n = fin.n_features();
     let mut shell = fin.shell();
@@ -164,18 +163,19 @@ pub fn finalize_into_file(
             .collect();
     }
     let wave = WRITE_WAVE;
-    let stats = write_waves(
-        &shell,
-        path,
-        n.div_ceil(wave),
-        &|i| {
-            (i * wave..n.min((i + 1) * wave))
-                .into_par_iter()
-                .filter(|&id| !drop_dead || fin.activation_count(id) > 0)
-                .map(|id| fin.feature(id))
-                .collect()
-        },
-        &std::sync::atomic::AtomicBool::new(false),
-    )?;
+    let n_waves = n.div_ceil(wave);
+    let make = |i: usize| -> Vec<_> {
+        (i * wave..n.min((i + 1) * wave))
+            .into_par_iter()
+            .filter(|&id| !drop_dead || fin.activation_count(id) > 0)
+            .map(|id| fin.feature(id))
+            .collect()
+    };
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let stats = if extension == Some("fdict") {
+        store::fdict::write_waves(&shell, path, n_waves, make, &never)?
+    } else {
+        store::seed_json::write_waves(&shell, path, n_waves, |i| Ok(make(i)), &never)?
+    };
     Ok((shell, stats))
 }

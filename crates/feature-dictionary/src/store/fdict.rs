@@ -1775,6 +1775,27 @@ impl FdictReader {
         Ok(())
     }
 
+    /// The next `limit` features in id order after feature `after` (from the first when
+    /// `None`), parsed on all threads: a file read a chunk at a time.
+    pub fn features_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<Feature>> {
+        use rayon::prelude::*;
+        let e = |e| self.err("cannot read features", e);
+        let after = after.map_or(-1, |id| i64::try_from(id).unwrap_or(i64::MAX));
+        let rows: Vec<(i64, String)> = self
+            .conn
+            .prepare_cached("SELECT id, body FROM features WHERE id > ?1 ORDER BY id LIMIT ?2")
+            .and_then(|mut st| {
+                st.query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(e)?;
+        // The reader's connection is not `Sync`: the threads get only the path.
+        let path = &self.path;
+        rows.par_iter()
+            .map(|(id, body)| parse_body(path, *id as u64, body))
+            .collect()
+    }
+
     /// Reads everything back into a [`FeatureDictionary`] (equal to the one written).
     pub fn load_all(&self) -> Result<FeatureDictionary> {
         self.load_with(|feature_set| {
@@ -1945,27 +1966,11 @@ impl FdictReader {
     ) -> std::result::Result<usize, E> {
         use rayon::prelude::*;
         let tx = WriteTx::begin(self, "no labels were written")?;
-        let mut st = self
-            .conn
-            .prepare("SELECT id, body FROM features WHERE id > ?1 ORDER BY id LIMIT ?2")
-            .map_err(|e| tx.err(e))?;
-        let (mut after, mut done, mut rewritten, mut labeled) = (-1i64, 0, 0, 0);
+        let (mut after, mut done, mut rewritten, mut labeled) = (None, 0, 0, 0);
         loop {
-            let rows: Vec<(i64, String)> = st
-                .query_map(params![after, RELABEL_CHUNK as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .and_then(|rows| rows.collect())
-                .map_err(|e| self.err("cannot read features", e))?;
-            let Some(&(last, _)) = rows.last() else { break };
-            after = last;
-            // The reader's connection is not `Sync`: the threads get only the path.
-            let path = &self.path;
-            let mut features: Vec<Feature> = rows
-                .par_iter()
-                .map(|(id, body)| parse_body(path, *id as u64, body))
-                .collect::<Result<_>>()?;
-            drop(rows);
+            let mut features = self.features_after(after, RELABEL_CHUNK)?;
+            let Some(last) = features.last() else { break };
+            after = Some(last.id);
             let mut changed = Vec::new();
             for (i, f) in features.iter_mut().enumerate() {
                 let (id, before) = (f.id, LabelFields::of(f));
@@ -1995,7 +2000,6 @@ impl FdictReader {
             done += features.len();
             progress(done);
         }
-        drop(st);
         let mut stats = self.read_statistics(&tx)?;
         stats.labeled_features = labeled;
         self.write_meta(&tx, "statistics", &to_json(&stats)?)?;

@@ -105,30 +105,39 @@ pub fn write_with_statistics<'a>(
 /// Writes a dictionary whose features are made a wave at a time, as
 /// [`super::fdict::write_waves`] does: `shell` gives the dictionary-wide fields (its own
 /// features are ignored), `wave(i)` the features of wave `i` (of `n_waves`, together in
-/// increasing id order). Each wave is made and serialized on all threads, written, and
-/// dropped, so memory holds one wave rather than the whole dictionary. The file is what
-/// [`write()`] makes of the whole dictionary, byte for byte; its statistics are tallied as
-/// the features go by (the `statistics` object comes last in the file) and returned.
-/// `stop` as in [`write_with`].
+/// increasing id order; an error of `wave` ends the write with that error). Each wave is
+/// made, serialized on all threads, written, and dropped, so memory holds one wave rather
+/// than the whole dictionary. The file is what [`write()`] makes of the whole dictionary,
+/// byte for byte; its statistics are tallied as the features go by (the `statistics`
+/// object comes last in the file) and returned. `stop` as in [`write_with`].
 pub fn write_waves(
     shell: &FeatureDictionary,
     path: &Path,
     n_waves: usize,
-    wave: impl Fn(usize) -> Vec<Feature> + Sync,
+    mut wave: impl FnMut(usize) -> Result<Vec<Feature>>,
     stop: &AtomicBool,
 ) -> Result<Statistics> {
     super::check_link_format(path)?;
     let (head, before_statistics) = around_features(shell)?;
     let mut tally = StatisticsTally::default();
     let mut written = None;
-    super::write_atomically(path, |w| {
+    // An error of `wave` (reading another file) is its own, not one of writing this one.
+    let mut failed = None;
+    let result = super::write_atomically(path, |w| {
         w.write_all(head.as_bytes())?;
         let mut first = true;
         for i in 0..n_waves {
             if stop.load(Ordering::Relaxed) {
                 return Err(super::stopped());
             }
-            let features = wave(i);
+            let features = match wave(i) {
+                Ok(features) => features,
+                Err(e) => {
+                    let message = e.to_string();
+                    failed = Some(e);
+                    return Err(std::io::Error::other(message));
+                }
+            };
             features.iter().for_each(|f| tally.add(f.into()));
             write_entries(w, &features, |f| (f.id, f.into()), &mut first)?;
         }
@@ -136,7 +145,11 @@ pub fn write_waves(
         let text = serde_json::to_string(&statistics).map_err(std::io::Error::other)?;
         written = Some(statistics);
         finish(w, &before_statistics, &text, stop)
-    })?;
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    result?;
     Ok(written.expect("the statistics are made before the file is renamed"))
 }
 
@@ -380,5 +393,39 @@ mod tests {
             let back = read(&path).unwrap();
             assert_eq!(back.feature_set, dict.feature_set);
         }
+    }
+
+    /// Waves of any sizes (an empty one included) give the bytes of one pass, and their
+    /// statistics; an error of a wave is the write's error, and leaves the previous file
+    /// and no temporary one.
+    #[test]
+    fn waves_give_the_bytes_of_one_pass_or_their_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.json");
+        let ids: Vec<u64> = (0..700).map(|i| 3 * i + 1).collect();
+        let dict = dictionary(ids.iter().copied());
+        let features: Vec<Feature> = dict.features().cloned().collect();
+        let bounds = [0, 0, 1, 300, 300, 699, 700];
+        let mut shell = dict.clone();
+        // Without its features, the width is the config's (as a finalizer's shell has it).
+        shell.config.num_features = dict.num_features();
+        shell.feature_set.features.clear();
+        let never = AtomicBool::new(false);
+        let wave = |i: usize| Ok(features[bounds[i]..bounds[i + 1]].to_vec());
+        let statistics = write_waves(&shell, &path, bounds.len() - 1, wave, &never).unwrap();
+        assert!(std::fs::read(&path).unwrap() == serial_bytes(&dict));
+        assert_eq!(statistics, dict.statistics());
+
+        let failing = |i: usize| {
+            if i == 2 {
+                Err(Error::Invalid("the source failed".into()))
+            } else {
+                wave(i)
+            }
+        };
+        let e = write_waves(&shell, &path, bounds.len() - 1, failing, &never).unwrap_err();
+        assert_eq!(e.to_string(), "the source failed");
+        assert!(std::fs::read(&path).unwrap() == serial_bytes(&dict));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
