@@ -391,6 +391,13 @@ pub fn read(path: &Path) -> Result<FeatureDictionary> {
     FdictReader::open(path)?.load_all()
 }
 
+/// Removes the SQLite database at `path` with its journal companions, where they exist.
+fn remove_database(path: &Path) {
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
 /// Streams features into a new `.fdict`; nothing is visible at the target path until
 /// [`FdictWriter::finish`] renames the finished file over it.
 pub struct FdictWriter {
@@ -415,9 +422,7 @@ impl FdictWriter {
         super::check_link_format(path)?;
         let path = &super::output_target(path)?;
         let tmp = super::temp_path_for(path)?;
-        for suffix in ["", "-journal", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
-        }
+        remove_database(&tmp);
         let conn = Connection::open(&tmp).map_err(|e| {
             sql_err(
                 path,
@@ -2024,11 +2029,7 @@ impl FdictReader {
         super::check_link_format(path)?;
         let target = super::output_target(path)?;
         let tmp = super::temp_path_for(&target)?;
-        let remove_tmp = || {
-            for suffix in ["", "-journal", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
-            }
-        };
+        let remove_tmp = || remove_database(&tmp);
         // `VACUUM INTO` refuses a file that is there.
         remove_tmp();
         let labeled = (|| -> std::result::Result<usize, E> {
