@@ -94,6 +94,14 @@ class FeatureDictionary:
         self._finalized = False
         self._loaded_from: Optional[str] = None
 
+    def __repr__(self) -> str:
+        state = "finalized" if self._finalized else "accumulating"
+        source = f", loaded from {self._loaded_from!r}" if self._loaded_from else ""
+        return (
+            f"<FeatureDictionary: {self.num_features} features of dimension {self.feature_dim}, "
+            f"{self.features.total_tokens_processed} tokens, {state}{source}>"
+        )
+
     # -- state ---------------------------------------------------------------------------
     @property
     def features(self) -> FeatureSet:

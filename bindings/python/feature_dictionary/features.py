@@ -104,6 +104,18 @@ class FeatureActivation:
         )
 
 
+def _short_text(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short_list(items: List[str], limit: int = 5) -> str:
+    """The repr of the first ``limit`` of ``items`` and how many more there are."""
+    shown = ", ".join(repr(_short_text(i, 40)) for i in items[:limit])
+    more = f", … {len(items) - limit} more" if len(items) > limit else ""
+    return f"[{shown}{more}]"
+
+
 #: Fields of an engine-made ``Feature`` that are converted on first access.
 _LAZY_FIELDS = ("top_activations", "metadata")
 
@@ -113,7 +125,7 @@ def _rank_key(a: FeatureActivation):
     return (-a.activation, a.metadata.get("sequence", 0), a.position)
 
 
-@dataclass
+@dataclass(repr=False)
 class Feature:
     """One SAE feature with statistics over every token processed.
 
@@ -157,6 +169,24 @@ class Feature:
                     d.pop("_src", None)  # fully converted: let the engine's copy go
                 return value
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        # The generated repr printed every example, context and metadata entry (tens of KB
+        # per feature, more with decoder weights) and converted the lazy fields to do it.
+        parts = [
+            f"id={self.id}",
+            f"feature_type={self.feature_type.value}",
+            f"activation_count={self.activation_count}",
+            f"activation_frequency={self.activation_frequency:.4g}",
+            f"mean_activation={self.mean_activation:.4g}",
+            f"max_activation={self.max_activation:.4g}",
+            f"labels={_short_list(self.labels)}",
+        ]
+        if self.description:
+            parts.append(f"description={_short_text(self.description)!r}")
+        if "top_activations" in self.__dict__:
+            parts.append(f"top_activations=<{len(self.top_activations)} examples>")
+        return f"Feature({', '.join(parts)})"
 
     def __getstate__(self) -> dict:
         # Pickle and copy the converted fields, never the engine handle.
@@ -249,7 +279,7 @@ class Feature:
         )
 
 
-@dataclass
+@dataclass(repr=False)
 class FeatureSet:
     """All features of one SAE layer, by id."""
 
@@ -262,6 +292,16 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return len(self.features)
+
+    def __repr__(self) -> str:
+        # Not every feature's repr: a set holds thousands to millions of them.
+        names = "".join(
+            f", {k}={v!r}" for k, v in (("model_name", self.model_name), ("sae_name", self.sae_name)) if v
+        )
+        return (
+            f"FeatureSet(layer={self.layer}, features=<{len(self.features)} features>, "
+            f"total_tokens_processed={self.total_tokens_processed}{names})"
+        )
 
     def __getitem__(self, feature_id: int) -> Feature:
         return self.features[feature_id]

@@ -72,3 +72,37 @@ def test_feature_set_container_and_statistics(tmp_path):
     assert FeatureSet.load(str(path)) == fs
     assert FeatureSet.from_dict(fs.to_dict()) == fs
     assert list(fs.to_dict()["features"]) == ["0", "1", "2"]
+
+
+def test_reprs_summarize_instead_of_dumping_every_example():
+    f = Feature(id=7, dimension=4, decoder_weight=[0.5] * 4096, labels=[f"token:w{i}" for i in range(8)],
+                description="x" * 500)
+    for i in range(20):
+        f.add_activation(act(7, float(i), pos=i, token="<script>" * 50))
+    f.classify_type(1000)
+    r = repr(f)
+    assert r.startswith("Feature(id=7, feature_type=moderate, activation_count=20, activation_frequency=0.02, ")
+    assert "labels=['token:w0', 'token:w1', 'token:w2', 'token:w3', 'token:w4', … 3 more]" in r
+    assert "description='" + "x" * 79 + "…'" in r
+    assert r.endswith("top_activations=<20 examples>)")
+    assert "<script>" not in r and "0.5" not in r and len(r) < 400
+    fs = FeatureSet(layer=3, model_name="m")
+    fs.add_feature(f)
+    assert repr(fs) == "FeatureSet(layer=3, features=<1 features>, total_tokens_processed=0, model_name='m')"
+
+
+def test_repr_of_an_engine_feature_does_not_convert_its_examples():
+    import numpy as np
+
+    from feature_dictionary import FeatureDictionary
+
+    d = FeatureDictionary(4, 2)
+    x = np.zeros((1, 3, 4), np.float32)
+    x[0, :, 1] = [0.5, 2.0, 0.0]
+    d.process_batch(x, [["a", "b", "c"]])
+    d.finalize()
+    f = d.features[1]
+    assert "top_activations" not in f.__dict__
+    assert repr(f).startswith("Feature(id=1, feature_type=dense, activation_count=2, ")
+    assert "top_activations" not in f.__dict__
+    assert repr(d) == "<FeatureDictionary: 4 features of dimension 2, 3 tokens, finalized>"
