@@ -1431,3 +1431,66 @@ fn a_build_finalized_into_a_file_is_the_file_of_finalize_then_save() {
         .to_string();
     assert!(e.contains("d.csv") && e.contains(".json or .fdict"), "{e}");
 }
+
+#[test]
+fn features_holding_nothing_are_stored_bare_and_read_back_alike() {
+    use feature_dictionary::model::{Feature, FeatureType};
+    let dir = tempfile::tempdir().unwrap();
+    let mut dict = built_dictionary(dir.path());
+    let fs = &mut dict.feature_set;
+    let dead = |id| Feature::new(id, 0);
+    fs.features.insert(10, dead(10));
+    fs.features.insert(
+        11,
+        Feature {
+            description: "Dead feature: never fired on the 120 tokens processed.".into(),
+            ..Feature::new(11, 576)
+        },
+    );
+    // A zero count under another type (a hand-edited file) keeps its type.
+    fs.features.insert(
+        12,
+        Feature {
+            feature_type: FeatureType::Sparse,
+            ..dead(12)
+        },
+    );
+    // These hold something a bare body would lose: −0.0 reads back as 0.0, a label.
+    fs.features.insert(
+        13,
+        Feature {
+            bias: -0.0,
+            ..dead(13)
+        },
+    );
+    fs.features.insert(
+        14,
+        Feature {
+            labels: vec!["unused".into()],
+            ..dead(14)
+        },
+    );
+    let fd = dir.path().join("d.fdict");
+    store::save(&dict, &fd).unwrap();
+    let back = store::load(&fd).unwrap();
+    for (id, f) in &dict.feature_set.features {
+        assert!(back.get(*id) == Some(f), "feature {id} changed");
+    }
+    assert_eq!(back.feature_set.features.len(), dict.feature_set.features.len());
+    assert_eq!(back.get(13).unwrap().bias.to_bits(), (-0.0f64).to_bits());
+    let c = rusqlite::Connection::open(&fd).unwrap();
+    let body = |id: i64| -> String {
+        c.query_row("SELECT body FROM features WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(body(10), r#"{"id":10,"dimension":0,"feature_type":"dead"}"#);
+    assert_eq!(
+        body(11),
+        r#"{"id":11,"dimension":576,"description":"Dead feature: never fired on the 120 tokens processed.","feature_type":"dead"}"#
+    );
+    assert_eq!(body(12), r#"{"id":12,"dimension":0,"feature_type":"sparse"}"#);
+    assert!(body(13).contains(r#""bias":-0.0"#), "{}", body(13));
+    assert!(body(14).contains(r#""labels":["unused"]"#), "{}", body(14));
+    // A feature that fired keeps its whole body.
+    assert!(body(0).contains(r#""top_activations":[{"#));
+}

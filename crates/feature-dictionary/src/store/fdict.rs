@@ -8,7 +8,9 @@
 //! - `features`: one row per feature — indexed scalar columns for ranking and filtering plus
 //!   `body`, the whole [`Feature`] as JSON (examples, histogram, quantile samples, scored
 //!   labels, neighbours, unknown keys). The body is the single source of truth for reading a
-//!   feature back, which is what makes JSON → `.fdict` → JSON lossless.
+//!   feature back, which is what makes JSON → `.fdict` → JSON lossless. A feature that holds
+//!   nothing but its id, dimension, type and description (one that never fired and has no
+//!   label) has only those keys in its body; the others read back as their zero defaults.
 //! - `tokens(id, token)`, `top_tokens(token_id, feature_id, firings, occurrences, precision)`:
 //!   each feature's fired-on tokens, indexed by token, for token and regex search.
 //! - `example_tokens(token, feature_id, examples)`: for each feature without `top_tokens`,
@@ -290,7 +292,7 @@ pub fn write_with<'a>(
 /// next [`WRITE_WAVE`] features are serialized on the other threads (`store` itself runs on
 /// the calling thread: a SQLite connection may not be shared). `go_on` is asked before each
 /// wave; its error ends the loop.
-fn for_each_serialized<T: Serialize + Sync>(
+fn for_each_serialized<T: AsView>(
     features: &[T],
     go_on: impl Fn() -> Result<()>,
     mut store: impl FnMut(&T, &str) -> Result<()>,
@@ -320,10 +322,10 @@ fn not_stopped<'a>(path: &'a Path, stop: &'a AtomicBool) -> impl Fn() -> Result<
     }
 }
 
-/// Each item's JSON body, serialized on all threads.
-fn serialize_all<T: Serialize + Sync>(items: &[T]) -> Result<Vec<String>> {
+/// Each item's JSON body ([`body_of`]), serialized on all threads.
+fn serialize_all<T: AsView>(items: &[T]) -> Result<Vec<String>> {
     use rayon::prelude::*;
-    items.par_iter().map(|f| to_json(f)).collect()
+    items.par_iter().map(|f| body_of(f.view())).collect()
 }
 
 /// Makes wave `i + 1` (`make`, on the other threads) while wave `i` is stored (`store`, on
@@ -492,7 +494,7 @@ impl FdictWriter {
     /// [`FdictWriter::add`] of a feature whose examples and metadata may be borrowed from
     /// another copy ([`FeatureView`]): the same rows as adding the feature it describes.
     pub fn add_view(&mut self, f: FeatureView<'_>) -> Result<()> {
-        self.add_with_body(f, &to_json(&f)?)
+        self.add_with_body(f, &body_of(f)?)
     }
 
     fn check_next_id(&self, f: FeatureView<'_>) -> Result<()> {
@@ -518,7 +520,7 @@ impl FdictWriter {
         Ok(())
     }
 
-    /// [`FdictWriter::add`] with the feature's JSON body already serialized (`to_json(f)`).
+    /// [`FdictWriter::add`] with the feature's JSON body already serialized (`body_of(f)`).
     fn add_with_body(&mut self, f: FeatureView<'_>, body: &str) -> Result<()> {
         self.check_next_id(f)?;
         self.last_id = Some(f.id);
@@ -694,6 +696,60 @@ fn insert_example_tokens(conn: &Connection, f: FeatureView<'_>) -> rusqlite::Res
 
 fn to_json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::Invalid(format!("cannot serialize: {e}")))
+}
+
+/// The `body` of feature `f`: its JSON, which reads back as `f`. A feature holding nothing
+/// but its id, dimension, type and description — every feature that never fired and was
+/// not labeled by hand — gets only those keys, which read back the same (the others
+/// default to zero and empty); the whole JSON is ≈ 230 bytes of zeros and empty lists,
+/// and a wide SAE on a small corpus has millions of such features.
+fn body_of(f: FeatureView<'_>) -> Result<String> {
+    #[derive(Serialize)]
+    struct BareBody<'a> {
+        id: u64,
+        dimension: usize,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        description: &'a str,
+        feature_type: FeatureType,
+    }
+    // Bit patterns, not `== 0.0`: a stored −0.0 must read back as −0.0.
+    let zero = |x: f64| x.to_bits() == 0;
+    let bare = f.activation_count == 0
+        && zero(f.bias)
+        && zero(f.mean_activation)
+        && zero(f.max_activation)
+        && zero(f.activation_frequency)
+        && zero(f.confidence)
+        && f.top_activations.is_empty()
+        && f.labels.is_empty()
+        && *f.metadata == FeatureMetadata::default();
+    if bare {
+        to_json(&BareBody {
+            id: f.id,
+            dimension: f.dimension,
+            description: f.description,
+            feature_type: f.feature_type,
+        })
+    } else {
+        to_json(&f)
+    }
+}
+
+/// What a writer serializes a feature from.
+trait AsView: Sync {
+    fn view(&self) -> FeatureView<'_>;
+}
+
+impl AsView for Feature {
+    fn view(&self) -> FeatureView<'_> {
+        self.into()
+    }
+}
+
+impl AsView for FeatureView<'_> {
+    fn view(&self) -> FeatureView<'_> {
+        *self
+    }
 }
 
 /// Label precision of a top token: firings / occurrences.
@@ -1936,7 +1992,7 @@ impl FdictReader {
         if LabelFields::of(&f) == before {
             return Ok(Some((f, out)));
         }
-        store_label_rows(&self.conn, (&f).into(), &to_json(&f)?).map_err(e)?;
+        store_label_rows(&self.conn, (&f).into(), &body_of((&f).into())?).map_err(e)?;
         // Re-read the statistics inside the transaction: another connection may have
         // changed them since this reader opened.
         let mut stats = self.read_statistics(&tx)?;
@@ -1995,7 +2051,7 @@ impl FdictReader {
             }
             let bodies: Vec<String> = changed
                 .par_iter()
-                .map(|&i| to_json(&features[i]))
+                .map(|&i| body_of((&features[i]).into()))
                 .collect::<Result<_>>()?;
             for (&i, body) in changed.iter().zip(&bodies) {
                 store_label_rows(&self.conn, (&features[i]).into(), body)
