@@ -31,7 +31,10 @@ pub struct LabelArgs {
     /// (one transaction that rewrites only the features whose labels changed), a .json as a
     /// new file renamed over the old. A .fdict is read and labeled 1,024 features at a time
     /// (into an --out .fdict too), so millions of features take megabytes; a .json, or a
-    /// .fdict labeled into a .json, is held whole.
+    /// .fdict labeled into a .json, is held whole. The settings of a labeling of all
+    /// features (--strategies, --patterns, --min-confidence, --max-labels, --min-firings)
+    /// are saved as the written dictionary's labeling config: they say how its labels were
+    /// made, and they are the defaults of its next `featdict label`.
     dict: PathBuf,
     /// Only this feature (required with --set / --clear-manual).
     id: Option<u64>,
@@ -70,9 +73,9 @@ pub struct LabelArgs {
     /// Labels below this confidence (0..=1) are dropped (default: the dictionary's config, 0.3).
     #[arg(long)]
     min_confidence: Option<f64>,
-    /// Automatic labels kept per feature (default: the dictionary's config, 5).
-    #[arg(long)]
-    max_labels: Option<usize>,
+    /// Automatic labels kept per feature, at least 1 (default: the dictionary's config, 5).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_labels: Option<u64>,
     /// Minimum firings on a candidate (default: the dictionary's config, 3).
     #[arg(long)]
     min_firings: Option<u64>,
@@ -341,6 +344,20 @@ pub fn cmd_label(a: LabelArgs) -> Result<()> {
         "labeled {} of {} features ({} with manual labels); {wrote}",
         report.labeled, report.features, report.manual,
     );
+    let c = &options.config;
+    let strategies: Vec<&str> = c.strategies.iter().map(|s| s.as_str()).collect();
+    println!(
+        "  settings: {}, min confidence {}, at most {} labels, min firings {}{}",
+        strategies.join(","),
+        c.min_confidence,
+        c.max_labels,
+        c.min_token_frequency,
+        if a.id.is_none() {
+            " (saved as the dictionary's labeling config: the defaults of its next labeling)"
+        } else {
+            ""
+        }
+    );
     for (s, n) in &report.per_strategy {
         println!("  {s:<20} {n} labels");
     }
@@ -515,7 +532,7 @@ fn label_options(
         options.config.min_confidence = v;
     }
     if let Some(v) = a.max_labels {
-        options.config.max_labels = v;
+        options.config.max_labels = usize::try_from(v).unwrap_or(usize::MAX);
     }
     if let Some(v) = a.min_firings {
         options.config.min_token_frequency = v;

@@ -663,3 +663,23 @@ fn labeling_one_feature_is_the_same_in_every_format() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn labeling_settings_are_shown_saved_and_the_next_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = write_inputs(dir.path());
+    let dict = dir.path().join("d.fdict").to_string_lossy().into_owned();
+    let (ok, _, err) = featdict(&["build", &acts, "--tokens", &toks, "--out", &dict, "-q"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = featdict(&["label", &dict, "--max-labels", "0"]);
+    assert!(!ok && err.contains("--max-labels"), "{err}");
+    let (ok, out, err) = featdict(&["label", &dict, "--max-labels", "1", "--min-confidence", "0.2"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("settings: token_frequency,ngram_analysis, min confidence 0.2, at most 1 labels, min firings 3 (saved as the dictionary's labeling config"),
+        "{out}"
+    );
+    let (ok, out, err) = featdict(&["label", &dict]);
+    assert!(ok, "{err}");
+    assert!(out.contains("min confidence 0.2, at most 1 labels"), "{out}");
+}
