@@ -673,7 +673,14 @@ fn labeling_settings_are_shown_saved_and_the_next_defaults() {
     assert!(ok, "{err}");
     let (ok, _, err) = featdict(&["label", &dict, "--max-labels", "0"]);
     assert!(!ok && err.contains("--max-labels"), "{err}");
-    let (ok, out, err) = featdict(&["label", &dict, "--max-labels", "1", "--min-confidence", "0.2"]);
+    let (ok, out, err) = featdict(&[
+        "label",
+        &dict,
+        "--max-labels",
+        "1",
+        "--min-confidence",
+        "0.2",
+    ]);
     assert!(ok, "{err}");
     assert!(
         out.contains("settings: token_frequency,ngram_analysis, min confidence 0.2, at most 1 labels, min firings 3 (saved as the dictionary's labeling config"),
@@ -681,5 +688,8 @@ fn labeling_settings_are_shown_saved_and_the_next_defaults() {
     );
     let (ok, out, err) = featdict(&["label", &dict]);
     assert!(ok, "{err}");
-    assert!(out.contains("min confidence 0.2, at most 1 labels"), "{out}");
+    assert!(
+        out.contains("min confidence 0.2, at most 1 labels"),
+        "{out}"
+    );
 }

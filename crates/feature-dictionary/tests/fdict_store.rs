@@ -1476,21 +1476,58 @@ fn features_holding_nothing_are_stored_bare_and_read_back_alike() {
     for (id, f) in &dict.feature_set.features {
         assert!(back.get(*id) == Some(f), "feature {id} changed");
     }
-    assert_eq!(back.feature_set.features.len(), dict.feature_set.features.len());
+    assert_eq!(
+        back.feature_set.features.len(),
+        dict.feature_set.features.len()
+    );
     assert_eq!(back.get(13).unwrap().bias.to_bits(), (-0.0f64).to_bits());
     let c = rusqlite::Connection::open(&fd).unwrap();
     let body = |id: i64| -> String {
-        c.query_row("SELECT body FROM features WHERE id = ?1", [id], |r| r.get(0))
-            .unwrap()
+        c.query_row("SELECT body FROM features WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap()
     };
     assert_eq!(body(10), r#"{"id":10,"dimension":0,"feature_type":"dead"}"#);
     assert_eq!(
         body(11),
         r#"{"id":11,"dimension":576,"description":"Dead feature: never fired on the 120 tokens processed.","feature_type":"dead"}"#
     );
-    assert_eq!(body(12), r#"{"id":12,"dimension":0,"feature_type":"sparse"}"#);
+    assert_eq!(
+        body(12),
+        r#"{"id":12,"dimension":0,"feature_type":"sparse"}"#
+    );
     assert!(body(13).contains(r#""bias":-0.0"#), "{}", body(13));
     assert!(body(14).contains(r#""labels":["unused"]"#), "{}", body(14));
     // A feature that fired keeps its whole body.
     assert!(body(0).contains(r#""top_activations":[{"#));
+}
+
+#[test]
+fn manual_labels_that_would_look_like_others_are_refused() {
+    use feature_dictionary::store::fdict::validate_label;
+    for hidden in [
+        "ab\u{200b}",
+        "ab\u{2060}",
+        "a\u{00ad}b",
+        "ab\u{034f}",
+        "\u{feff}a",
+        "a\u{2028}b",
+        "ab\u{200d}c",
+        "a\u{fe0f}",
+        "x\u{e0041}",
+    ] {
+        let e = validate_label(hidden).unwrap_err().to_string();
+        assert!(e.contains("invisible character U+"), "{hidden:?}: {e}");
+    }
+    // Joiners and variation selectors that writing needs are kept.
+    for written in [
+        "❤\u{fe0f}",
+        "👨\u{200d}👩\u{200d}👧",
+        "می\u{200c}خواهم",
+        "café",
+        "token: the",
+    ] {
+        assert_eq!(validate_label(written).unwrap(), written);
+    }
 }

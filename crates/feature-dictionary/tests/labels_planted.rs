@@ -359,3 +359,41 @@ fn a_min_confidence_outside_0_to_1_is_refused_and_the_dictionary_left_alone() {
         assert_eq!(back.config.labeling.min_confidence, c);
     }
 }
+
+#[test]
+fn a_manual_label_over_an_automatic_one_gives_it_back_when_removed() {
+    let (mut dict, _) = build_planted(false);
+    label::label_dictionary(&mut dict, &options(&ALL_AUTO), None).unwrap();
+    let before = dict.get(0).unwrap().clone();
+    let auto = before.metadata.label_details[0].clone();
+    assert_eq!(auto.strategy, LabelingStrategy::TokenFrequency);
+    let f = dict.feature_set.features.get_mut(&0).unwrap();
+    manual::set_manual_label(f, &auto.text);
+    assert_eq!(
+        f.metadata.label_details[0].strategy,
+        LabelingStrategy::Manual
+    );
+    assert_eq!(f.labels.iter().filter(|t| **t == auto.text).count(), 1);
+    // Labeling again keeps the manual label first and the automatic one hidden under it.
+    label::label_dictionary(&mut dict, &options(&ALL_AUTO), None).unwrap();
+    let f = dict.feature_set.features.get_mut(&0).unwrap();
+    assert_eq!(f.labels.iter().filter(|t| **t == auto.text).count(), 1);
+    assert!(manual::remove_manual_label(f, &auto.text));
+    assert_eq!(f.labels, before.labels);
+    assert_eq!(f.metadata.label_details, before.metadata.label_details);
+    assert_eq!(f.confidence, before.confidence);
+    assert!(!f
+        .metadata
+        .extra
+        .contains_key(manual::AUTOMATIC_UNDER_MANUAL_KEY));
+    // The same through clearing every manual label, and a save in between.
+    manual::set_manual_label(f, &auto.text);
+    manual::set_manual_label(f, "felines");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.fdict");
+    feature_dictionary::store::save(&dict, &path).unwrap();
+    let mut back = feature_dictionary::store::load(&path).unwrap();
+    let f = back.feature_set.features.get_mut(&0).unwrap();
+    assert_eq!(manual::clear_manual_labels(f), 2);
+    assert_eq!(f.metadata.label_details, before.metadata.label_details);
+}

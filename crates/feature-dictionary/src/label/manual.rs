@@ -54,10 +54,18 @@ pub fn check_room_for(feature: &Feature, text: &str) -> crate::Result<()> {
 pub fn set_manual_label(feature: &mut Feature, text: &str) {
     let bare = bare_labels(feature, text);
     keep_bare_confidence(feature);
-    let mut details: Vec<Label> = std::mem::take(&mut feature.metadata.label_details)
-        .into_iter()
-        .filter(|l| l.text != text)
-        .collect();
+    let (same_text, mut details): (Vec<Label>, Vec<Label>) =
+        std::mem::take(&mut feature.metadata.label_details)
+            .into_iter()
+            .partition(|l| l.text == text);
+    let mut hidden = hidden_automatic(feature);
+    for l in same_text {
+        if l.strategy != LabelingStrategy::Manual {
+            hidden.retain(|h| h.text != l.text);
+            hidden.push(l);
+        }
+    }
+    set_hidden_automatic(feature, hidden);
     details.insert(
         0,
         Label {
@@ -70,6 +78,34 @@ pub fn set_manual_label(feature: &mut Feature, text: &str) {
         },
     );
     apply_keeping_bare(feature, details, bare);
+}
+
+/// Where a feature keeps the automatic labels that a manual label of the same text hides
+/// (a JSON list of labels): a label has one entry per text, so the manual one replaces the
+/// automatic one, and removing the manual label brings the automatic one back with its
+/// strategy and scores. Labeling refreshes the list.
+pub const AUTOMATIC_UNDER_MANUAL_KEY: &str = "automatic_labels_under_manual";
+
+/// The automatic labels hidden under manual ones of `feature` (see
+/// [`AUTOMATIC_UNDER_MANUAL_KEY`]); an entry that is not a label is dropped.
+fn hidden_automatic(feature: &Feature) -> Vec<Label> {
+    feature
+        .metadata
+        .extra
+        .get(AUTOMATIC_UNDER_MANUAL_KEY)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// Stores `hidden` as the automatic labels under manual ones of `feature` (the key is
+/// removed when there are none).
+pub(crate) fn set_hidden_automatic(feature: &mut Feature, hidden: Vec<Label>) {
+    let extra = &mut feature.metadata.extra;
+    if hidden.is_empty() {
+        extra.remove(AUTOMATIC_UNDER_MANUAL_KEY);
+    } else if let Ok(v) = serde_json::to_value(&hidden) {
+        extra.insert(AUTOMATIC_UNDER_MANUAL_KEY.into(), v);
+    }
 }
 
 /// Where a feature whose labels were all bare (a file of the original library) keeps their
@@ -160,14 +196,27 @@ fn remove_manual_labels_where(feature: &mut Feature, remove: impl Fn(&Label) -> 
         return 0;
     }
     let bare = bare_labels(feature, "");
-    let before = feature.metadata.label_details.len();
-    let details: Vec<Label> = std::mem::take(&mut feature.metadata.label_details)
-        .into_iter()
-        .filter(|l| !removes(l))
-        .collect();
-    let removed = before - details.len();
+    let (gone, mut details): (Vec<Label>, Vec<Label>) =
+        std::mem::take(&mut feature.metadata.label_details)
+            .into_iter()
+            .partition(|l| removes(l));
+    // The automatic labels these hid come back, among the automatic ones by confidence.
+    let mut hidden = hidden_automatic(feature);
+    for l in &gone {
+        if let Some(i) = hidden.iter().position(|h| h.text == l.text) {
+            let back = hidden.remove(i);
+            let at = details
+                .iter()
+                .position(|d| {
+                    d.strategy != LabelingStrategy::Manual && d.confidence < back.confidence
+                })
+                .unwrap_or(details.len());
+            details.insert(at, back);
+        }
+    }
+    set_hidden_automatic(feature, hidden);
     apply_keeping_bare(feature, details, bare);
-    removed
+    gone.len()
 }
 
 /// The feature's scored labels, plus a detail for each label text that has none: the

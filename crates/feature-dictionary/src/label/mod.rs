@@ -322,8 +322,14 @@ pub fn labelers(
 
 /// Merges the strategies' candidates for one feature: manual labels first (kept as they
 /// are), then automatic ones by confidence (ties by strategy order), filtered by
-/// `min_confidence`, at most `max_labels`, and without duplicate texts.
-pub fn combine(existing: &[Label], candidates: Vec<Label>, options: &LabelOptions) -> Vec<Label> {
+/// `min_confidence`, at most `max_labels`, and without duplicate texts. Also returns the
+/// automatic labels that a manual label of the same text hides (see
+/// [`manual::AUTOMATIC_UNDER_MANUAL_KEY`]).
+pub fn combine(
+    existing: &[Label],
+    candidates: Vec<Label>,
+    options: &LabelOptions,
+) -> (Vec<Label>, Vec<Label>) {
     let mut out: Vec<Label> = existing
         .iter()
         .filter(|l| l.strategy == LabelingStrategy::Manual)
@@ -336,17 +342,20 @@ pub fn combine(existing: &[Label], candidates: Vec<Label>, options: &LabelOption
     // Stable: equal confidences keep the strategies' own best-first order.
     auto.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
     let mut n_auto = 0;
+    let mut hidden: Vec<Label> = Vec::new();
     for l in auto {
-        if n_auto >= options.config.max_labels {
-            break;
-        }
-        if out.iter().any(|o| o.text == l.text) {
+        if let Some(o) = out.iter().find(|o| o.text == l.text) {
+            if o.strategy == LabelingStrategy::Manual && !hidden.iter().any(|h| h.text == l.text) {
+                hidden.push(l);
+            }
             continue;
         }
-        out.push(l);
-        n_auto += 1;
+        if n_auto < options.config.max_labels {
+            out.push(l);
+            n_auto += 1;
+        }
     }
-    out
+    (out, hidden)
 }
 
 /// Writes `labels` into the feature: texts, confidence of the best one, details.
@@ -411,7 +420,8 @@ impl<'a> Labeling<'a> {
         for l in &self.labelers {
             candidates.extend(l.label(f, self.options));
         }
-        let labels = combine(&f.metadata.label_details, candidates, self.options);
+        let (labels, hidden) = combine(&f.metadata.label_details, candidates, self.options);
+        manual::set_hidden_automatic(f, hidden);
         let report = &mut self.report;
         report.features += 1;
         report.labeled += !labels.is_empty() as usize;

@@ -2237,7 +2237,57 @@ pub fn validate_label(text: &str) -> Result<String> {
             "label text has no visible characters (only zero-width ones)".into(),
         ));
     }
+    if let Some(c) = invisible_in(t) {
+        return Err(Error::Invalid(format!(
+            "label text contains the invisible character U+{:04X}, which would make it look like another label",
+            c as u32
+        )));
+    }
     Ok(t.to_string())
+}
+
+/// The first character of `text` that shows as nothing and is not needed to write it: a
+/// default-ignorable code point or a line or paragraph separator. Joiners and variation
+/// selectors are part of writing after a non-ASCII character (emoji sequences, Persian and
+/// Indic scripts, Mongolian) and are let through there, between two characters.
+fn invisible_in(text: &str) -> Option<char> {
+    let chars: Vec<char> = text.chars().collect();
+    chars.iter().enumerate().find_map(|(i, &c)| {
+        let joiner = matches!(
+            c,
+            '\u{200c}' | '\u{200d}' | '\u{180b}'..='\u{180d}' | '\u{fe00}'..='\u{fe0f}' | '\u{e0100}'..='\u{e01ef}'
+        );
+        if joiner {
+            let after_writing = i > 0 && !chars[i - 1].is_ascii() && !chars[i - 1].is_whitespace();
+            let before_more = chars.get(i + 1).is_some_and(|n| !n.is_whitespace());
+            let ends_sequence = matches!(c, '\u{fe00}'..='\u{fe0f}' | '\u{e0100}'..='\u{e01ef}');
+            return (!(after_writing && (before_more || ends_sequence))).then_some(c);
+        }
+        let invisible = matches!(
+            c,
+            '\u{00ad}'
+                | '\u{034f}'
+                | '\u{115f}'
+                | '\u{1160}'
+                | '\u{17b4}'
+                | '\u{17b5}'
+                | '\u{180e}'
+                | '\u{180f}'
+                | '\u{200b}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{206a}'..='\u{206f}'
+                | '\u{3164}'
+                | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff0}'..='\u{fff8}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0000}'..='\u{e0fff}'
+        );
+        invisible.then_some(c)
+    })
 }
 
 /// Unicode's explicit bidirectional formatting characters (marks, embeddings, overrides,
