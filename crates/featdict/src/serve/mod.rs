@@ -34,6 +34,7 @@ mod guard;
 mod html;
 mod listen;
 mod pages;
+mod pool;
 mod refusals;
 
 #[cfg(test)]
@@ -41,7 +42,6 @@ mod tests;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -180,8 +180,8 @@ pub struct AppState {
     /// The served file (reopened when another program replaces it).
     path: PathBuf,
     writer: Mutex<FdictReader>,
-    readers: Vec<Mutex<FdictReader>>,
-    next: AtomicUsize,
+    /// The reading connections (see [`pool`]).
+    readers: pool::Pool<FdictReader>,
     /// The summary and statistics as of the last label write. The overview and
     /// `/api/stats` read this copy: the writer's mutex is held for as long as a write waits
     /// for SQLite's lock (up to the busy timeout), and those handlers run on the async
@@ -227,15 +227,16 @@ impl AppState {
                 "warning: {e:#}; token and pattern searches of this file read every feature's examples instead"
             ),
         }
-        let readers = (0..READERS)
-            .map(|_| FdictReader::open(path).map(Mutex::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let readers = pool::Pool::new(
+            (0..READERS)
+                .map(|_| FdictReader::open(path))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
         let totals = RwLock::new((writer.summary().clone(), writer.statistics().clone()));
         Ok(Self {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
             readers,
-            next: AtomicUsize::new(0),
             totals,
             problem: Mutex::new(None),
             query_time_limit: QUERY_TIME_LIMIT,
@@ -287,10 +288,33 @@ impl AppState {
         })
     }
 
-    /// Runs `f` on a reading connection to the file now at the served path.
+    /// Runs `f`, light work, on a reading connection to the file now at the served path.
     fn read<T>(&self, f: impl FnOnce(&FdictReader) -> Result<T, ApiError>) -> Result<T, ApiError> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.readers.len();
-        let mut r = self.readers[i].lock().unwrap_or_else(|p| p.into_inner());
+        self.read_as(pool::Work::Light, f)
+    }
+
+    /// Runs `f` on a reading connection to the file now at the served path, once one is
+    /// free for `work` (see [`pool`]): 503 when too many requests wait already, or when none
+    /// was free within the query time limit.
+    fn read_as<T>(
+        &self,
+        work: pool::Work,
+        f: impl FnOnce(&FdictReader) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let waited_until = std::time::Instant::now() + self.query_time_limit;
+        let mut r = self.readers.lease(work, waited_until).map_err(|refused| {
+            let why = match refused {
+                pool::Refused::Crowded => format!(
+                    "the server is busy: {} requests are waiting for the database already; try again shortly",
+                    pool::MAX_WAITING
+                ),
+                pool::Refused::TimedOut => format!(
+                    "the server is busy: no database connection was free for {} s; try again shortly",
+                    self.query_time_limit.as_secs_f64()
+                ),
+            };
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why)
+        })?;
         // Replaced by a rename (`build`, `import`, `label --out`), or written in place by
         // another program (`label` on this file): the totals shown must follow either way.
         let switched = self.follow_replacement(&mut r, FdictReader::open)?;
@@ -983,7 +1007,7 @@ pub(crate) struct ListPage {
 /// Runs a listing and fetches the page's briefs.
 pub(crate) async fn run_list(st: Arc<AppState>, req: ListRequest) -> Result<ListPage, ApiError> {
     blocking(move || {
-        st.read(|r| {
+        st.read_as(pool::Work::Heavy, |r| {
             // One id past the page tells whether another page follows.
             let mut ids =
                 r.list_features(req.order, req.feature_type, req.offset, req.limit + 1)?;
@@ -1074,7 +1098,7 @@ pub(crate) async fn run_search(
     req: SearchRequest,
 ) -> Result<SearchPage, ApiError> {
     blocking(move || {
-        st.read(|r| {
+        st.read_as(pool::Work::Heavy, |r| {
             // One hit past the page tells whether another page follows.
             let found = r.find(&req.query, req.offset + req.limit + 1)?;
             let mut hits = found.hits;

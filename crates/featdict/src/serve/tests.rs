@@ -1295,7 +1295,7 @@ fn labels_written_in_place_by_another_program_show_in_the_totals() {
             |_| {},
         )
         .unwrap();
-    // Every reader follows (requests go round the reading connections).
+    // Whichever reading connection answers has followed the change.
     for _ in 0..8 {
         let v = get(s.addr, "/api/stats").json();
         assert_eq!(
