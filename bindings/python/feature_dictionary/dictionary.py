@@ -158,8 +158,22 @@ class FeatureDictionary:
 
     def finalize(self) -> None:
         """Computes statistics over all tokens, labels every feature and writes its
-        description. Can be called again after more processing or merging."""
-        self._check_live("finalize")
+        description. Can be called again after more processing or merging.
+
+        On a loaded dictionary (whose file holds finalized statistics, not the accumulator)
+        it labels and describes the loaded features again with ``self.labeler``, as the
+        original's ``finalize`` did after ``load``."""
+        if self._loaded_from is not None:
+            fs = self.features
+            with no_gc():
+                self.labeler.label_features(fs)
+                for f in fs:
+                    self.labeler.generate_description(f)
+            self._finalized = True
+            self._analyzer = FeatureAnalyzer(fs)
+            if self.config.auto_save and self.config.save_path:
+                self.save(self.config.save_path)
+            return
         fs, labeled = self.extractor._finalize(labeler=self.labeler)
         if not labeled:  # a labeler the engine cannot stand in for: label in Python
             with no_gc():

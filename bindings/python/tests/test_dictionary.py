@@ -285,16 +285,42 @@ def test_corrupt_fdict_files_give_errors_naming_the_file(tmp_path):
         FeatureDictionary.load(str(bad_body))
 
 
-def test_a_loaded_dictionary_names_the_method_that_needs_the_accumulator(tmp_path, corpus):
+def test_a_loaded_dictionary_relabels_on_finalize_and_names_the_method_that_needs_the_accumulator(tmp_path, corpus):
     acts, tokens = corpus
     d = build(acts, tokens)
     d.finalize()
     d.save(str(tmp_path / "d.json"))
     e = FeatureDictionary.load(str(tmp_path / "d.json"))
-    # finalize() and merge() used to say "process() needs the accumulator state"
-    with pytest.raises(RuntimeError, match=r"already finalized\); finalize\(\) needs the accumulator"):
-        e.finalize()
+    # finalize() labels and describes the loaded features again, as the original's did.
+    for f in e.features:
+        f.labels, f.description, f.confidence = [], "", 0.0
+    e.finalize()
+    assert [(f.labels, f.description, f.confidence) for f in e.features] == [
+        (f.labels, f.description, f.confidence) for f in d.features
+    ]
+    # merge() used to say "process() needs the accumulator state"
     with pytest.raises(RuntimeError, match=r"merge\(\) needs the accumulator"):
         d.merge(e)
     with pytest.raises(RuntimeError, match=r"process_batch\(\) needs the accumulator"):
         e.process_batch(acts, tokens)
+
+
+def test_finalize_of_a_loaded_dictionary_gives_the_labels_of_its_build(tmp_path):
+    words = ["the", "cat", "sat", "on", "a", "mat", "cat", "dog"] * 8
+    acts = np.zeros((len(words), 3), np.float32)
+    for i, w in enumerate(words):
+        acts[i, 0] = 2.0 if w == "cat" else 0.0
+        acts[i, 1] = 1.0 if w in ("the", "a") else 0.0
+        acts[i, 2] = 0.5 if i % 3 == 0 else 0.0
+    d = FeatureDictionary(3, 4)
+    d.process(acts, words)
+    d.finalize()
+    assert d[0].labels[0] == "token:cat"
+    d.save(str(tmp_path / "d.json"))
+    e = FeatureDictionary.load(str(tmp_path / "d.json"))
+    for f in e.features:
+        f.labels, f.description, f.confidence = [], "", 0.0
+    e.finalize()
+    for f in d.features:
+        g = e[f.id]
+        assert (g.labels, g.description, g.confidence) == (f.labels, f.description, f.confidence)
