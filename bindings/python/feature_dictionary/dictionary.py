@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -14,7 +13,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 from . import _engine
 from .analysis import ActivationStats, FeatureAnalyzer
 from .extraction import ExtractionConfig, FeatureExtractor, _check_count, no_gc, search_token
-from .features import first_non_finite, top_token_entries
+from .features import json_text, top_token_entries
 from .features import Feature, FeatureSet, FeatureType
 from .labeling import FeatureLabeler, LabelingConfig, compile_pattern
 
@@ -307,16 +306,10 @@ class FeatureDictionary:
             },
             "statistics": statistics,
         }
-        try:
-            text = json.dumps(data, allow_nan=False)
-        except ValueError:
-            # Neither format stores NaN or infinity (the .fdict keeps each feature as JSON
-            # too): say which value, not a column of the encoded text.
-            where, value = first_non_finite(data)
-            raise ValueError(
-                f"{os.fspath(path)}: cannot save {where} = {value!r}: a dictionary holds no NaN or "
-                "infinity (JSON, the .fdict's feature bodies included, has none)"
-            ) from None
+        # Neither format stores NaN or infinity (the .fdict keeps each feature as JSON too).
+        text = json_text(
+            data, path, "a dictionary holds no NaN or infinity (JSON, the .fdict's feature bodies included, has none)"
+        )
         _engine.save(text, os.fspath(path), sources)
 
     @classmethod
@@ -368,7 +361,8 @@ class FeatureDictionary:
     def __getitem__(self, feature_id: int) -> Feature:
         f = self.get_feature(feature_id)
         if f is None:
-            raise KeyError(f"Feature {feature_id} not found")
+            # The original's message; `d["0"]` must not read as if feature 0 were missing.
+            raise KeyError(f"Feature {feature_id!r} not found" if isinstance(feature_id, str) else f"Feature {feature_id} not found")
         return f
 
     def __iter__(self) -> Iterator[Feature]:

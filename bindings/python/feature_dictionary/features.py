@@ -429,26 +429,65 @@ def _write_json_atomically(path: str, data: Any) -> None:
     name, as JSON has none (``json.dump`` would write a bare ``NaN`` no reader takes)."""
     from . import _engine
 
+    _engine.write_text_atomically(os.fspath(path), json_text(data, path, "JSON has no NaN or infinity"))
+
+
+def _plain(obj: Any) -> Any:
+    """A numpy scalar or array as the Python number or list it holds (``json``'s ``default``):
+    ``d[0].confidence = np.float32(0.5)`` is a number to save like any other."""
+    if hasattr(obj, "dtype") and hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def json_text(data: Any, path: Any, why_no_nan: str) -> str:
+    """``data`` as JSON text to save at ``path``; numpy numbers become plain ones. A value
+    JSON cannot hold (NaN, infinity, an object) is refused naming where it is in ``data``."""
     try:
-        text = json.dumps(data, allow_nan=False)
+        return json.dumps(data, allow_nan=False, default=_plain)
     except ValueError:
         where, value = first_non_finite(data)
-        raise ValueError(f"{os.fspath(path)}: cannot save {where} = {value!r}: JSON has no NaN or infinity") from None
-    _engine.write_text_atomically(os.fspath(path), text)
+        raise ValueError(f"{os.fspath(path)}: cannot save {where} = {value!r}: {why_no_nan}") from None
+    except TypeError as e:
+        where, value = first_non_json(data)
+        raise TypeError(
+            f"{os.fspath(path)}: cannot save {where} = {value!r}: a {type(value).__name__} is not a JSON value "
+            "(numbers, strings, booleans, None, lists and dicts with string keys are)"
+        ) from e
+
+
+def _walk(obj: Any, where: str = ""):
+    """Every value inside JSON-like ``obj`` with its path
+    (``feature_set.features["3"].confidence``), parents before their children."""
+    yield where, obj
+    if hasattr(obj, "dtype") and hasattr(obj, "tolist"):
+        obj = obj.tolist()
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for k, v in items:
+        sub = f'{where}["{k}"]' if isinstance(obj, dict) and not str(k).isidentifier() else (
+            f"{where}.{k}" if isinstance(obj, dict) else f"{where}[{k}]")
+        yield from _walk(v, sub.lstrip("."))
 
 
 def first_non_finite(obj: Any, where: str = "") -> Tuple[str, Any]:
     """The path (``feature_set.features["3"].confidence``) and value of the first NaN or
     infinity in JSON-like ``obj``; ``("", None)`` when there is none."""
-    if isinstance(obj, float):
-        return (where, obj) if not math.isfinite(obj) else ("", None)
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
-    for k, v in items:
-        sub = f'{where}["{k}"]' if isinstance(obj, dict) and not str(k).isidentifier() else (
-            f"{where}.{k}" if isinstance(obj, dict) else f"{where}[{k}]")
-        found = first_non_finite(v, sub.lstrip("."))
-        if found[0]:
-            return found
+    for at, v in _walk(obj, where):
+        if isinstance(v, float) and not math.isfinite(v):
+            return at, v
+    return ("", None)
+
+
+def first_non_json(obj: Any) -> Tuple[str, Any]:
+    """The path and value of the first value in ``obj`` that JSON cannot hold (numpy numbers
+    can: they are saved as plain ones); ``("", None)`` when there is none."""
+    for at, v in _walk(obj):
+        if isinstance(v, dict):
+            bad = next((k for k in v if not isinstance(k, (str, int, float, bool)) and k is not None), None)
+            if bad is not None:
+                return f"{at} key", bad
+        elif not (isinstance(v, (str, int, float, bool, list, tuple)) or v is None or hasattr(v, "tolist")):
+            return at, v
     return ("", None)
 
 

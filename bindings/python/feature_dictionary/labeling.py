@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _engine
-from .features import top_token_entries
+from .features import _plain, top_token_entries
 from .features import Feature, FeatureSet
 
 
@@ -339,7 +339,7 @@ class FeatureLabeler:
             "manual": {str(fid): [_stored(l) for l in labels] for fid, labels in self._manual.items() if labels},
         }
         try:
-            text = json.dumps(plan, allow_nan=False)
+            text = json.dumps(plan, allow_nan=False, default=_plain)
         except (TypeError, ValueError):  # e.g. a manual label with odd evidence: Python path
             return False
         fin.label(text)
@@ -472,7 +472,7 @@ class FeatureLabeler:
                 d = details.get(text, {})
                 p = d.get("precision", d.get("metadata", {}).get("precision"))
                 shown.append(f"{text} (precision {p:.2f})" if p is not None else text)
-            parts.append("characterized by: " + ", ".join(shown))
+            parts.append("Characterized by: " + ", ".join(shown))
         top = feature.get_top_tokens(5)
         if top:
             parts.append("Top activating tokens: " + ", ".join(f"'{t}'" for t, _ in top))

@@ -377,7 +377,7 @@ pub fn describe(f: &Feature) -> String {
                 },
             )
             .collect();
-        parts.push(format!("characterized by: {}", shown.join(", ")));
+        parts.push(format!("Characterized by: {}", shown.join(", ")));
     }
     if !f.top_activations.is_empty() {
         let top: Vec<String> = f

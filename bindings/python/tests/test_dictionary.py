@@ -324,3 +324,20 @@ def test_finalize_of_a_loaded_dictionary_gives_the_labels_of_its_build(tmp_path)
     for f in d.features:
         g = e[f.id]
         assert (g.labels, g.description, g.confidence) == (f.labels, f.description, f.confidence)
+
+
+def test_numpy_numbers_are_saved_as_numbers_and_other_objects_are_named(tmp_path):
+    d = FeatureDictionary(2, 1)
+    d.process(np.array([[1.0, 0.0], [0.5, 2.0]], np.float32), ["a", "b"])
+    d.finalize()
+    d[0].confidence = np.float32(0.5)
+    d[1].metadata["extra_count"] = np.int64(7)
+    for name in ("n.json", "n.fdict"):
+        d.save(str(tmp_path / name))
+        back = FeatureDictionary.load(str(tmp_path / name))
+        assert back[0].confidence == 0.5 and back[1].metadata["extra_count"] == 7
+    d[1].metadata["when"] = object()
+    with pytest.raises(TypeError, match=r'n.json: cannot save feature_set.features\["1"\].metadata.when = <object'):
+        d.save(str(tmp_path / "n.json"))
+    with pytest.raises(KeyError, match="Feature '0' not found"):
+        d["0"]
