@@ -61,6 +61,17 @@ pub struct CorrelatedArgs {
 /// (sparsify) or `params.npz` (Gemma Scope).
 pub(crate) fn sae_weights(path: &std::path::Path) -> Result<PathBuf> {
     if !path.is_dir() {
+        // A JSON file (the SAE's cfg.json, a tokenizer) would be read as a safetensors
+        // header and misreported as a damaged one.
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        if ext.as_deref() == Some("json") {
+            bail!(
+                "{}: expected an SAE directory, or the .safetensors or .npz file holding its decoder (W_dec); this is not one (for an SAE directory, pass the directory itself)",
+                path.display()
+            );
+        }
         return Ok(path.to_path_buf());
     }
     for name in ["sae_weights.safetensors", "sae.safetensors", "params.npz"] {

@@ -250,18 +250,18 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
     );
     if f.activation_count > 0 {
         // "–" for what the file does not hold (an original-library file has no std or min).
-        let or_dash = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| format!("{v:.4}"));
+        let or_dash = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |v| number(v, 4));
         println!(
-            "  activation mean {:.4}  std {}  min {}  max {:.4}",
-            f.mean_activation,
+            "  activation mean {}  std {}  min {}  max {}",
+            number(f.mean_activation, 4),
             or_dash(m.std_activation),
             or_dash(m.min_activation.map(f64::from)),
-            f.max_activation
+            number(f.max_activation, 4)
         );
         let q: Vec<String> = m
             .quantiles
             .iter()
-            .map(|(k, v)| format!("{k} {v:.3}"))
+            .map(|(k, v)| format!("{k} {}", number(*v, 3)))
             .collect();
         if !q.is_empty() {
             println!("  quantiles (from the histogram) {}", q.join("  "));
@@ -317,8 +317,8 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
         println!("  top examples (activation  seq:pos  context)");
         for a in f.top_activations.iter().take(n_examples) {
             println!(
-                "    {:>9.4}  {:>6}:{:<4} {}",
-                a.activation,
+                "    {:>9}  {:>6}:{:<4} {}",
+                number(a.activation.into(), 4),
                 // A file of the original library says no sequence.
                 a.metadata
                     .sequence
@@ -333,16 +333,27 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
         for g in &m.quantile_examples {
             if let Some(a) = g.examples.first() {
                 println!(
-                    "    [{:.3}, {:.3}] {:>9.4}  {}",
-                    g.min_activation,
-                    g.max_activation,
-                    a.activation,
+                    "    [{}, {}] {:>9}  {}",
+                    number(g.min_activation, 3),
+                    number(g.max_activation, 3),
+                    number(a.activation.into(), 4),
                     context_line(a)
                 );
             }
         }
     }
     Ok(())
+}
+
+/// `v` with `decimals` decimals, or in scientific notation where those would hide it: an
+/// activation of 1e-30 is not "0.0000", nor 3e38 a 39-digit number.
+pub fn number(v: f64, decimals: usize) -> String {
+    let a = v.abs();
+    if v == 0.0 || (1e-3..1e6).contains(&a) || !v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.decimals$e}")
+    }
 }
 
 /// Prints a feature's histogram with its bins summed per octave (factor of two): its
@@ -368,9 +379,9 @@ fn histogram_by_octave(h: &HistogramSummary) {
         // The edge octaves also hold everything beyond them.
         let range = match (octave == 0, octave == last) {
             (true, true) => "all values".to_string(),
-            (true, false) => format!("< {upper:.4}"),
-            (false, true) => format!(">= {lower:.4}"),
-            (false, false) => format!("[{lower:.4}, {upper:.4})"),
+            (true, false) => format!("< {}", number(upper, 4)),
+            (false, true) => format!(">= {}", number(lower, 4)),
+            (false, false) => format!("[{}, {})", number(lower, 4), number(upper, 4)),
         };
         let width = ((count as f64 / most as f64) * 30.0).ceil() as usize;
         println!("    {range:<20} {count:>9}  {}", "█".repeat(width));
@@ -403,12 +414,12 @@ pub fn top(top: &[&Feature], as_json: bool) -> Result<()> {
     );
     for f in top {
         println!(
-            "{:>8}  {:>10}  {:>10.6}  {:>9.4}  {:>9.4}  {}",
+            "{:>8}  {:>10}  {:>10.6}  {:>9}  {:>9}  {}",
             f.id,
             f.activation_count,
             f.activation_frequency,
-            f.max_activation,
-            f.mean_activation,
+            number(f.max_activation, 4),
+            number(f.mean_activation, 4),
             f.metadata
                 .top_tokens
                 .first()
@@ -536,6 +547,16 @@ pub fn stats_summary(
 pub(crate) mod tests {
     use super::*;
     use feature_dictionary::model::{Label, LabelingStrategy};
+
+    #[test]
+    fn numbers_too_small_or_large_for_decimals_show_in_scientific_notation() {
+        assert_eq!(number(1.5e-30, 4), "1.5000e-30");
+        assert_eq!(number(3e38, 4), "3.0000e38");
+        assert_eq!(number(-2e-5, 3), "-2.000e-5");
+        assert_eq!(number(0.0, 4), "0.0000");
+        assert_eq!(number(0.0012, 4), "0.0012");
+        assert_eq!(number(123456.5, 2), "123456.50");
+    }
 
     /// A manual label has no precision or recall; it was shown as measured zeros.
     #[test]

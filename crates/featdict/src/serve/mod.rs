@@ -889,8 +889,16 @@ impl IntoResponse for ApiError {
 
 /// Parses a feature id from the URL.
 fn parse_id(raw: &str) -> Result<u64, ApiError> {
-    raw.parse::<u64>()
-        .map_err(|_| ApiError::bad(format!("feature id {raw:?} is not a non-negative integer")))
+    raw.parse::<u64>().map_err(|_| {
+        if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+            ApiError::bad(format!(
+                "feature id {raw} is too large (ids go up to {})",
+                u64::MAX
+            ))
+        } else {
+            ApiError::bad(format!("feature id {raw:?} is not a non-negative integer"))
+        }
+    })
 }
 
 /// Runs blocking database work off the async workers.

@@ -195,6 +195,14 @@ fn stats_and_feature_lookup() {
         let r = get(s.addr, path);
         assert_eq!(r.status, code, "{path}: {}", r.body);
     }
+    let r = get(s.addr, "/api/features/99999999999999999999");
+    assert!(r.body.contains("is too large"), "{}", r.body);
+    let r = get(s.addr, "/api/features/abc");
+    assert!(
+        r.body.contains("is not a non-negative integer"),
+        "{}",
+        r.body
+    );
 }
 
 #[test]

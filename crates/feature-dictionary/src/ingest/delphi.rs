@@ -78,8 +78,9 @@ pub struct CacheProvenance {
     pub layer: Option<i64>,
 }
 
-/// [`CacheProvenance`] of the cache at `path` (a shard file or its directory); empty when
-/// there is no `config.json` beside the shards (not a cache delphi wrote).
+/// [`CacheProvenance`] of the cache at `path` (a shard file or its directory): the model
+/// from a `config.json` beside the shards, the layer from the directory's name when it
+/// names a hookpoint (with or without that file: shards copied without it keep their layer).
 pub fn cache_provenance(path: &Path) -> CacheProvenance {
     let dir = if path.is_dir() {
         Some(path)
@@ -89,22 +90,33 @@ pub fn cache_provenance(path: &Path) -> CacheProvenance {
     let Some(dir) = dir else {
         return CacheProvenance::default();
     };
-    let Some(config) = std::fs::read(dir.join("config.json"))
+    let model_name = std::fs::read(dir.join("config.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-    else {
-        return CacheProvenance::default();
-    };
-    let model_name = config["model_name"]
-        .as_str()
-        .filter(|m| !m.is_empty())
-        .map(str::to_string);
+        .and_then(|config| {
+            config["model_name"]
+                .as_str()
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+        });
     let hookpoint = dir
         .canonicalize()
         .ok()
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let layer = hookpoint.and_then(|h| h.split('.').find_map(|part| part.parse::<i64>().ok()));
+    let layer = hookpoint.as_deref().and_then(hookpoint_layer);
     CacheProvenance { model_name, layer }
+}
+
+/// The layer a hookpoint name gives: the number after its `blocks`, `layers`, `layer` or
+/// `h` part (`blocks.9.hook_resid_post`, `layers.9`, `model.layers.9.mlp`,
+/// `transformer.h.9`); `None` for a name that is no hookpoint (`run.3`, `cache`).
+pub fn hookpoint_layer(name: &str) -> Option<i64> {
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.windows(2).find_map(|w| {
+        matches!(w[0], "blocks" | "layers" | "layer" | "h")
+            .then(|| w[1].parse::<i64>().ok())
+            .flatten()
+    })
 }
 
 impl DelphiCache {
@@ -621,5 +633,38 @@ impl ActivationSource for DelphiSource {
             }),
             token_keys: Some(self.tokens.keys()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layer_comes_from_a_hookpoint_name_only() {
+        for (name, layer) in [
+            ("blocks.9.hook_resid_post", Some(9)),
+            ("layers.9", Some(9)),
+            ("model.layers.12.mlp", Some(12)),
+            ("transformer.h.3", Some(3)),
+            ("run.3", None),
+            ("cache", None),
+            ("blocks.x.hook", None),
+        ] {
+            assert_eq!(hookpoint_layer(name), layer, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_cache_without_its_config_keeps_the_layer_of_its_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("blocks.9.hook_resid_post");
+        std::fs::create_dir(&dir).unwrap();
+        let p = cache_provenance(&dir);
+        assert_eq!((p.model_name, p.layer), (None, Some(9)));
+        std::fs::write(dir.join("config.json"), r#"{"model_name": "m"}"#).unwrap();
+        let p = cache_provenance(&dir.join("0_9.safetensors"));
+        assert_eq!((p.model_name.as_deref(), p.layer), (Some("m"), Some(9)));
+        assert_eq!(cache_provenance(root.path()).layer, None);
     }
 }

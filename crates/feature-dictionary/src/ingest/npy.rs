@@ -92,6 +92,26 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<NpyHeader> {
     parse_dict(path, text, data_offset)
 }
 
+/// The value at the start of `text` when it is a bracketed list (up to its closing bracket),
+/// else its first line: what an error quotes of a header value, not the rest of the header.
+fn bracketed_prefix(text: &str) -> &str {
+    let mut depth = 0i32;
+    for (i, c) in text.char_indices() {
+        match c {
+            '[' | '(' => depth += 1,
+            ']' | ')' => {
+                depth -= 1;
+                if depth <= 0 {
+                    return &text[..i + c.len_utf8()];
+                }
+            }
+            '\n' if depth <= 0 => return text[..i].trim_end(),
+            _ => {}
+        }
+    }
+    text.trim_end()
+}
+
 fn parse_dict(path: &Path, text: &str, data_offset: usize) -> Result<NpyHeader> {
     let bad = |what: &str| {
         Error::format(
@@ -128,7 +148,10 @@ fn parse_dict(path: &Path, text: &str, data_offset: usize) -> Result<NpyHeader> 
     if quote != '\'' && quote != '"' {
         return Err(Error::format(
             path,
-            format!("unsupported dtype: structured arrays are not activations ({descr_raw})"),
+            format!(
+                "unsupported dtype: structured arrays are not activations (descr {})",
+                bracketed_prefix(descr_raw)
+            ),
         ));
     }
     let descr_end = descr_raw[1..]
@@ -361,6 +384,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("magic bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_structured_dtype_is_refused_quoting_only_its_descr() {
+        let mut header =
+            b"{'descr': [('a','<f4')], 'fortran_order': False, 'shape': (8, 3), }".to_vec();
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(b' ');
+        }
+        header.push(b'\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((header.len() as u16).to_le_bytes());
+        bytes.extend(&header);
+        bytes.extend([0u8; 96]);
+        let e = parse_header(Path::new("s.npy"), &bytes)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("structured arrays are not activations (descr [('a','<f4')])"),
+            "{e}"
+        );
     }
 
     #[test]
