@@ -390,7 +390,7 @@ mod tests {
     fn a_structured_dtype_is_refused_quoting_only_its_descr() {
         let mut header =
             b"{'descr': [('a','<f4')], 'fortran_order': False, 'shape': (8, 3), }".to_vec();
-        while (10 + header.len() + 1) % 64 != 0 {
+        while !(10 + header.len() + 1).is_multiple_of(64) {
             header.push(b' ');
         }
         header.push(b'\n');
