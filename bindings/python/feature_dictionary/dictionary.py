@@ -163,18 +163,11 @@ class FeatureDictionary:
         it labels and describes the loaded features again with ``self.labeler``, as the
         original's ``finalize`` did after ``load``."""
         if self._loaded_from is not None:
-            fs = self.features
-            with no_gc():
-                self.labeler.label_features(fs)
-                for f in fs:
-                    self.labeler.generate_description(f)
-            self._finalized = True
-            self._analyzer = FeatureAnalyzer(fs)
-            if self.config.auto_save and self.config.save_path:
-                self.save(self.config.save_path)
-            return
-        fs, labeled = self.extractor._finalize(labeler=self.labeler)
-        if not labeled:  # a labeler the engine cannot stand in for: label in Python
+            fs, labeled = self.features, False
+        else:
+            fs, labeled = self.extractor._finalize(labeler=self.labeler)
+        # A loaded file, or a labeler the engine cannot stand in for: label in Python.
+        if not labeled:
             with no_gc():
                 self.labeler.label_features(fs)
                 for f in fs:
