@@ -994,11 +994,23 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
     }
     store::check_output_location(&a.out)?;
     store::check_not_input(&a.out, &[("dictionary", &a.input)])?;
-    let dict = with_status(format!("reading {}", a.input.display()), || load(&a.input))?;
-    with_status(format!("writing {}", a.out.display()), || {
-        Ok(store::save(&dict, &a.out)?)
-    })?;
-    print::wrote(&a.out, dict.feature_set.len(), "fdict", a.json)
+    // Feature by feature as the JSON is read (see `store::fdict::import_json`): a JSON of
+    // millions of features is not held.
+    let spinner = status(
+        false,
+        format!("importing {} into {}", a.input.display(), a.out.display()),
+    );
+    let written = store::fdict::import_json(&a.input, &a.out, &mut |n| {
+        if n % 1024 == 0 {
+            spinner.set_message(format!(
+                "importing {} into {}: {n} features",
+                a.input.display(),
+                a.out.display()
+            ));
+        }
+    });
+    spinner.finish_and_clear();
+    print::wrote(&a.out, written?, "fdict", a.json)
 }
 
 fn cmd_search(a: SearchArgs) -> Result<()> {

@@ -1531,3 +1531,79 @@ fn manual_labels_that_would_look_like_others_are_refused() {
         assert_eq!(validate_label(written).unwrap(), written);
     }
 }
+
+#[test]
+fn importing_json_streams_it_and_gives_the_dictionary_of_a_whole_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let dict = built_dictionary(dir.path());
+    let json = dir.path().join("d.json");
+    store::save(&dict, &json).unwrap();
+    let whole = store::load(&json).unwrap();
+    let mut seen = Vec::new();
+    let out = dir.path().join("streamed.fdict");
+    let n = store::fdict::import_json(&json, &out, &mut |k| seen.push(k)).unwrap();
+    assert_eq!(n, 6);
+    assert_eq!(seen, (1..=6).collect::<Vec<_>>(), "one feature at a time");
+    assert_eq!(store::load(&out).unwrap(), whole);
+    assert_eq!(
+        FdictReader::open(&out).unwrap().statistics(),
+        &whole.statistics()
+    );
+    // Files that do not stream in one pass — config after the features, ids not in order
+    // (JSON object keys in any order) — are read whole, to the same dictionary.
+    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let set = value["feature_set"].to_string();
+    let config = value["config"].to_string();
+    let features = value["feature_set"]["features"].as_object().unwrap();
+    let reversed: Vec<String> = features
+        .iter()
+        .rev()
+        .map(|(k, v)| format!("{}:{v}", serde_json::Value::String(k.clone())))
+        .collect();
+    let mut out_of_order = value["feature_set"].clone();
+    out_of_order["features"] = serde_json::json!({});
+    let out_of_order = out_of_order.to_string().replacen(
+        "\"features\":{}",
+        &format!("\"features\":{{{}}}", reversed.join(",")),
+        1,
+    );
+    for (name, text) in [
+        (
+            "late_config",
+            format!("{{\"feature_set\":{set},\"config\":{config}}}"),
+        ),
+        (
+            "reversed",
+            format!("{{\"config\":{config},\"feature_set\":{out_of_order}}}"),
+        ),
+    ] {
+        let input = dir.path().join(format!("{name}.json"));
+        std::fs::write(&input, text).unwrap();
+        let out = dir.path().join(format!("{name}.fdict"));
+        assert_eq!(
+            store::fdict::import_json(&input, &out, &mut |_| {}).unwrap(),
+            6
+        );
+        assert_eq!(store::load(&out).unwrap(), whole, "{name}");
+    }
+    // A file that does not parse is named with its field, as a whole read names it.
+    let bad = dir.path().join("bad.json");
+    let text = std::fs::read_to_string(&json).unwrap();
+    std::fs::write(
+        &bad,
+        text.replacen(
+            "\"activation_count\":",
+            "\"activation_count\":\"x\",\"y\":",
+            1,
+        ),
+    )
+    .unwrap();
+    let e = store::fdict::import_json(&bad, &dir.path().join("bad.fdict"), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bad.json") && e.contains("activation_count"),
+        "{e}"
+    );
+    assert!(!dir.path().join("bad.fdict").exists());
+}

@@ -388,6 +388,55 @@ pub fn write_waves(
     w.finish_unless(stop)
 }
 
+/// Writes the dictionary JSON at `input` (ours or the original library's) as the `.fdict`
+/// `out`, a feature at a time as the JSON is read when it allows (see
+/// [`super::seed_json::stream_features`]; it is read whole otherwise), calling `progress`
+/// with the features written so far. Returns how many features were written.
+pub fn import_json(input: &Path, out: &Path, progress: &mut dyn FnMut(usize)) -> Result<usize> {
+    use super::seed_json;
+    let regular = std::fs::metadata(input).is_ok_and(|m| m.is_file());
+    if regular {
+        let file = std::fs::File::open(input).map_err(|e| Error::io(input, e))?;
+        let mut writer: Option<FdictWriter> = None;
+        let mut written = 0;
+        let streamed = seed_json::stream_features(file, &mut |head, f| {
+            let w = match &mut writer {
+                Some(w) => w,
+                None => {
+                    // The rest of the feature set follows its features: see `replace_shell`.
+                    let shell = FeatureSet {
+                        layer: head.layer.unwrap_or(0),
+                        features: Default::default(),
+                        total_tokens_processed: 0,
+                        model_name: String::new(),
+                        sae_name: String::new(),
+                        metadata: Default::default(),
+                    };
+                    writer.insert(FdictWriter::create(out, &head.config, &shell)?)
+                }
+            };
+            w.add(&f)?;
+            written += 1;
+            progress(written);
+            Ok(())
+        })?;
+        if let Some(dict) = streamed {
+            let mut w = match writer {
+                Some(w) => w,
+                None => FdictWriter::create(out, &dict.config, &dict.feature_set)?,
+            };
+            w.replace_shell(&dict.config, &dict.feature_set)?;
+            w.finish()?;
+            return Ok(written);
+        }
+        // Dropping the writer removes its temporary file.
+        drop(writer);
+    }
+    let dict = super::load(input)?;
+    write(&dict, out)?;
+    Ok(dict.feature_set.len())
+}
+
 /// Reads a whole `.fdict` into memory.
 pub fn read(path: &Path) -> Result<FeatureDictionary> {
     FdictReader::open(path)?.load_all()
@@ -556,6 +605,41 @@ impl FdictWriter {
         insert_labels(conn, f).map_err(e)?;
         insert_neighbours(conn, f).map_err(e)?;
         insert_fts(conn, f).map_err(e)?;
+        Ok(())
+    }
+
+    /// Replaces the dictionary-wide fields given to [`FdictWriter::create`] (for a writer
+    /// whose features came before all of them were known: a JSON dictionary read as it
+    /// streams by holds its token count and names after its features).
+    pub fn replace_shell(
+        &mut self,
+        config: &DictionaryConfig,
+        feature_set: &FeatureSet,
+    ) -> Result<()> {
+        let shell = FeatureSet {
+            layer: feature_set.layer,
+            features: Default::default(),
+            total_tokens_processed: feature_set.total_tokens_processed,
+            model_name: feature_set.model_name.clone(),
+            sae_name: feature_set.sae_name.clone(),
+            metadata: feature_set.metadata.clone(),
+        };
+        let mut config = config.clone();
+        let stored = self.last_id.map_or(0, |id| id as usize + 1);
+        config.num_features = crate::dictionary::width(&config, feature_set).max(stored);
+        let tmp = self.tmp.clone();
+        for (key, value) in [
+            ("config", to_json(&config)?),
+            ("feature_set", to_json(&shell)?),
+        ] {
+            self.conn()
+                .execute(
+                    "UPDATE meta SET value = ?2 WHERE key = ?1",
+                    params![key, value],
+                )
+                .map_err(|e| sql_err(&tmp, "cannot write", e))?;
+        }
+        self.total_tokens = feature_set.total_tokens_processed;
         Ok(())
     }
 

@@ -330,6 +330,242 @@ pub(crate) fn read_bytes(path: &Path, map: &[u8]) -> Result<FeatureDictionary> {
     Ok(dict)
 }
 
+/// What [`stream_features`] passes along with each feature: the dictionary's `config`, as
+/// the file gave it before its features, and the feature set's `layer` when it came first.
+#[derive(Debug, Clone, Default)]
+pub struct StreamHead {
+    /// The file's `config`.
+    pub config: DictionaryConfig,
+    /// `feature_set.layer`, when it precedes `feature_set.features`.
+    pub layer: Option<i64>,
+}
+
+/// Reads the dictionary JSON from `reader` feature by feature, calling `sink`
+/// with each in the file's order, so no more than one is held; returns the dictionary
+/// without its features, its config made as [`read`] makes it (`num_features` counting the
+/// streamed ids).
+///
+/// `Ok(None)` when the file does not stream in one pass: its `config` does not precede its
+/// `feature_set` (each example's place in its context window needs the window first), its
+/// feature ids are not increasing, or it does not parse — [`read`] takes such a file whole
+/// (and names what is wrong with one that does not parse). `sink` may then have been given
+/// some features already. An error of `sink` ends the read and is returned.
+pub fn stream_features(
+    reader: impl std::io::Read,
+    sink: &mut dyn FnMut(&StreamHead, Feature) -> Result<()>,
+) -> Result<Option<FeatureDictionary>> {
+    use serde::de::DeserializeSeed;
+    let mut failure = None;
+    // Read through a buffer, not mapped: a mapped file's pages would stay resident as the
+    // parse goes by, and a JSON of millions of features is gigabytes.
+    let mut de =
+        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 20, reader));
+    let parsed = stream::Document {
+        sink,
+        failure: &mut failure,
+    }
+    .deserialize(&mut de)
+    .and_then(|doc| de.end().map(|()| doc));
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let Ok((config, feature_set, last_id)) = parsed else {
+        return Ok(None);
+    };
+    let mut config = config;
+    if config.model_name.is_empty() {
+        config.model_name = feature_set.model_name.clone();
+    }
+    if config.sae_name.is_empty() {
+        config.sae_name = feature_set.sae_name.clone();
+    }
+    let mut dict = FeatureDictionary::new(config, feature_set);
+    let streamed = last_id.map_or(0, |id| id as usize + 1);
+    dict.config.num_features = dict.num_features().max(streamed);
+    Ok(Some(dict))
+}
+
+/// The serde visitors of [`stream_features`]: the document, its feature set, its features.
+mod stream {
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
+    use serde::Deserializer;
+
+    use super::StreamHead;
+    use crate::error::Error;
+    use crate::model::{DictionaryConfig, Feature, FeatureSet, FeatureSetMetadata};
+
+    pub(super) type Sink<'a> = &'a mut dyn FnMut(&StreamHead, Feature) -> crate::Result<()>;
+
+    /// The whole file: `{"config", "feature_set", "statistics"}`.
+    pub(super) struct Document<'a, 'b> {
+        pub sink: Sink<'a>,
+        pub failure: &'b mut Option<Error>,
+    }
+
+    /// What a streamed document gives: its config, its feature set without features, and
+    /// the last feature id streamed.
+    type Parsed = (DictionaryConfig, FeatureSet, Option<u64>);
+
+    impl<'de> DeserializeSeed<'de> for Document<'_, '_> {
+        type Value = Parsed;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Parsed, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Document<'_, '_> {
+        type Value = Parsed;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a feature dictionary JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parsed, A::Error> {
+            let mut head: Option<StreamHead> = None;
+            let mut set = None;
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "config" if head.is_none() && set.is_none() => {
+                        head = Some(StreamHead {
+                            config: map.next_value()?,
+                            layer: None,
+                        });
+                    }
+                    // Repeated, or after the features: [`super::read`] decides.
+                    "config" => return Err(A::Error::custom("config not first")),
+                    "feature_set" if set.is_none() => {
+                        let Some(head) = head.as_mut() else {
+                            return Err(A::Error::custom("config not first"));
+                        };
+                        set = Some(map.next_value_seed(Set {
+                            sink: &mut *self.sink,
+                            failure: &mut *self.failure,
+                            head,
+                        })?);
+                    }
+                    "feature_set" => return Err(A::Error::custom("repeated feature_set")),
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            let (Some(head), Some((set, last))) = (head, set) else {
+                return Err(A::Error::custom("no feature_set"));
+            };
+            Ok((head.config, set, last))
+        }
+    }
+
+    /// `feature_set`: its fields as [`FeatureSet`] reads them, its features streamed.
+    struct Set<'a, 'b, 'c> {
+        sink: Sink<'a>,
+        failure: &'b mut Option<Error>,
+        head: &'c mut StreamHead,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Set<'_, '_, '_> {
+        type Value = (FeatureSet, Option<u64>);
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Set<'_, '_, '_> {
+        type Value = (FeatureSet, Option<u64>);
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a feature set object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut set = FeatureSet {
+                layer: 0,
+                features: Default::default(),
+                total_tokens_processed: 0,
+                model_name: String::new(),
+                sae_name: String::new(),
+                metadata: FeatureSetMetadata::default(),
+            };
+            let (mut layer, mut features) = (None, None);
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(A::Error::custom("repeated key"));
+                }
+                match key.as_str() {
+                    "layer" => {
+                        let l: i64 = map.next_value()?;
+                        layer = Some(l);
+                        if features.is_none() {
+                            self.head.layer = Some(l);
+                        }
+                    }
+                    "features" => {
+                        features = Some(map.next_value_seed(Features {
+                            sink: &mut *self.sink,
+                            failure: &mut *self.failure,
+                            head: &*self.head,
+                        })?);
+                    }
+                    "total_tokens_processed" => set.total_tokens_processed = map.next_value()?,
+                    "model_name" => set.model_name = map.next_value()?,
+                    "sae_name" => set.sae_name = map.next_value()?,
+                    "metadata" => set.metadata = map.next_value()?,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            let (Some(layer), Some(last)) = (layer, features) else {
+                return Err(A::Error::custom("layer or features missing"));
+            };
+            set.layer = layer;
+            Ok((set, last))
+        }
+    }
+
+    /// `feature_set.features`: `{"<id>": feature}`, ids increasing.
+    struct Features<'a, 'b, 'c> {
+        sink: Sink<'a>,
+        failure: &'b mut Option<Error>,
+        head: &'c StreamHead,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Features<'_, '_, '_> {
+        type Value = Option<u64>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Features<'_, '_, '_> {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("features by id")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let window = self.head.config.extraction.context_window;
+            let mut last: Option<u64> = None;
+            while let Some(key) = map.next_key::<String>()? {
+                let id: u64 = key
+                    .parse()
+                    .map_err(|_| A::Error::custom("feature key is not an id"))?;
+                let mut f: Feature = map.next_value()?;
+                if f.id != id || last.is_some_and(|l| id <= l) {
+                    return Err(A::Error::custom("ids out of order or mismatched"));
+                }
+                last = Some(id);
+                f.top_activations
+                    .iter_mut()
+                    .for_each(|a| a.place_in_window(window));
+                if let Err(e) = (self.sink)(self.head, f) {
+                    *self.failure = Some(e);
+                    return Err(A::Error::custom("the sink failed"));
+                }
+            }
+            Ok(last)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
