@@ -6,13 +6,13 @@
 //!
 //! | statistic                          | merge                                   |
 //! |------------------------------------|-----------------------------------------|
-//! | counts, Σx, Σx², min, max, positions | exact (sums in f64)                    |
+//! | counts, Σ(x−min), Σ(x−min)², min, max, positions | exact (sums in f64, re-based on the smaller minimum) |
 //! | top-k examples (+ context)          | exact: the union's top k               |
 //! | fixed-edge histogram                | exact: bin-wise sum                     |
 //! | uniform example samples             | exact: the union's m smallest hashes    |
 //! | global token counts                 | exact                                   |
 //! | per-feature firing tokens           | exact up to `token_sketch_capacity` distinct tokens, then Misra–Gries (error bound in [`token_sketch`]) |
-//! | distinct firing tokens, beyond that | HyperLogLog, ≈ 3 % standard error: register-wise max ([`distinct`]) |
+//! | distinct firing tokens, beyond that | HyperLogLog, ≈ 1.6 % standard error: register-wise max ([`distinct`]) |
 //!
 //! **Threads.** Within one accumulator, threads own disjoint feature ranges
 //! ([`range::FeatureRange`]): each feature is updated by one thread, in token order, so the

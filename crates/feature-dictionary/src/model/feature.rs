@@ -560,7 +560,7 @@ pub struct FeatureMetadata {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub top_tokens: Vec<TokenCount>,
     /// Distinct tokens fired on: exact when `token_counts_exact`, otherwise a HyperLogLog
-    /// estimate (≈ 3 % standard error; see `accumulate::distinct`).
+    /// estimate (≈ 1.6 % standard error; see `accumulate::distinct`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_tokens: Option<u64>,
     /// Shannon entropy (bits) of the firing-token distribution: exact when
