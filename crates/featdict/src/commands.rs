@@ -58,7 +58,8 @@ enum Command {
     /// (EleutherAI sparsify, one directory per hookpoint such as layers.9/: topk or groupmax,
     /// autoencoder or transcoder). The output has `locations [N, 3]`
     /// (sequence, position, latent; uint16 when all < 65536 else uint32), `activations [N]`
-    /// (float16, or float32 with --f32) and `tokens` when token ids are given.
+    /// (float16, or float32 with --f32) and `tokens` when token ids are given. As delphi's
+    /// cache, it stores only latents with |a| > 1e-5.
     Encode(EncodeArgs),
     /// Print summary statistics of a dictionary.
     Stats(StatsArgs),

@@ -1413,3 +1413,56 @@ fn builds_warn_about_ids_without_a_tokenizer_and_tiny_ngram_capacities() {
     );
     assert!(run(&["--tokens", s(&toks), "--ngrams", "4096"]).is_empty());
 }
+
+/// delphi stores only |a| > 1e-5; `encode` wrote every positive latent of a ReLU SAE, and in
+/// float16 the smallest of them as exact zeros counted as firings.
+#[test]
+fn encode_stores_only_latents_delphi_would() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sae = tmp.path().join("sae");
+    // Latents 0..4 read input 0 scaled by 1e-9, 1e-6, 1e-8 and 1.
+    write_standard_sae(
+        &sae,
+        2,
+        4,
+        &[1e-9, 1e-6, 1e-8, 1.0, 0.0, 0.0, 0.0, 0.0],
+        &[0.0; 4],
+    );
+    let resid = tmp.path().join("resid.npy");
+    feature_dictionary::ingest::npy::write_f32(
+        &resid,
+        &[1, 3, 2],
+        &[1.0, 0.0, 2.0, 0.0, -1.0, 0.0],
+    )
+    .unwrap();
+    let ids = tmp.path().join("ids.npy");
+    write_ids(&ids, &[1, 2, 3], 1, 3);
+    for f32_out in [false, true] {
+        let lat = tmp.path().join(format!("lat{f32_out}.safetensors"));
+        let mut args = vec![
+            "encode",
+            s(&resid),
+            "--sae",
+            s(&sae),
+            "--token-ids",
+            s(&ids),
+            "--out",
+            s(&lat),
+        ];
+        if f32_out {
+            args.push("--f32");
+        }
+        let out = featdict(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let st = feature_dictionary::ingest::safetensors::SafeTensors::open(&lat).unwrap();
+        assert_eq!(
+            st.tensor("activations").unwrap().shape,
+            vec![2u64],
+            "--f32 {f32_out}"
+        );
+    }
+}

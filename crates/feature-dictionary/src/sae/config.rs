@@ -216,11 +216,21 @@ impl SaeConfig {
             Some(Value::String(s)) if s == "none" => Normalize::None,
             Some(Value::String(s)) if s == "constant_norm_rescale" => Normalize::ConstantNormRescale,
             Some(Value::String(s)) if s == "layer_norm" => Normalize::LayerNorm,
-            Some(v) => {
+            Some(v @ (Value::Bool(true) | Value::String(_)))
+                if v == "expected_average_only_in" || v == &Value::Bool(true) =>
+            {
                 return Err(Error::format(
                     path,
                     format!(
                         "normalize_activations {v} is not supported: its scaling factor is estimated from data and not stored — fold it into the weights (SAELens fold_activation_norm_scaling_factor) and set it to \"none\""
+                    ),
+                ))
+            }
+            Some(v) => {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "normalize_activations {v} is not a value SAELens knows; expected \"none\", \"expected_average_only_in\", \"constant_norm_rescale\" or \"layer_norm\""
                     ),
                 ))
             }
@@ -452,6 +462,10 @@ mod tests {
             (
                 br#"{"d_in":4,"d_sae":8,"normalize_activations":"expected_average_only_in"}"#,
                 "fold",
+            ),
+            (
+                br#"{"d_in":4,"d_sae":8,"normalize_activations":"foo"}"#,
+                "not a value SAELens knows; expected \"none\"",
             ),
             (br#"[1]"#, "JSON object"),
             (

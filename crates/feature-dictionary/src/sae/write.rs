@@ -12,6 +12,9 @@ use crate::ingest::safetensors::header_bytes_with_metadata;
 use crate::ingest::token_ids::TokenIdMatrix;
 use crate::ingest::{DenseMatrix, SparseRows};
 
+/// Latents written are those with |a| above this, as delphi's cache stores them.
+pub const STORED_ABOVE: f32 = 1e-5;
+
 /// How to write the latents.
 #[derive(Debug, Clone)]
 pub struct EncodeOptions {
@@ -129,11 +132,17 @@ pub fn encode_to_delphi(
             let (s, p) = ((g / seq_len) as u32, (g % seq_len) as u32);
             for e in rows.indptr[r]..rows.indptr[r + 1] {
                 let l = rows.indices[e];
-                max = max.max(s).max(p).max(l);
-                for v in [s, p, l] {
-                    lb.extend(v.to_le_bytes());
-                }
                 let v = rows.values[e];
+                // delphi stores only |a| > 1e-5 (its `cache.py`): a ReLU or JumpReLU SAE's
+                // barely positive latents are not firings a reader of the cache expects, and
+                // in float16 the smallest of them would be written as exact zeros.
+                if v.abs() <= STORED_ABOVE {
+                    continue;
+                }
+                max = max.max(s).max(p).max(l);
+                for x in [s, p, l] {
+                    lb.extend(x.to_le_bytes());
+                }
                 // A NaN or infinite residual encodes to non-finite latents; written, the
                 // file would only be refused later, by whatever reads it.
                 if !v.is_finite() {
