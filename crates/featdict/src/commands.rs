@@ -144,6 +144,12 @@ struct BuildArgs {
     /// (`/dev/stdin`, `<(zcat tokens.json.gz)`) works too; it is then held in memory.
     #[arg(long)]
     tokens: Option<PathBuf>,
+    /// Keep the strings of --tokens exactly as written. By default, tokens spelled in
+    /// byte-level BPE as a GPT-2-style tokenizer lists them (`Ġ` for a space, `Ċ` for a
+    /// newline: every token made of that 256-character alphabet and at least 5 % of the
+    /// distinct ones holding `Ġ` or `Ċ`) are read as the text they stand for.
+    #[arg(long, requires = "tokens")]
+    raw_tokens: bool,
     /// Token ids (.npy int32/int64 [sequences, seq_len]) instead of --tokens.
     #[arg(long)]
     token_ids: Option<PathBuf>,
@@ -594,12 +600,24 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         context_window: config.extraction.context_window,
         threads: options.threads,
         batch_values: a.batch_values,
+        token_spelling: if a.raw_tokens {
+            ingest::TokenSpelling::AsWritten
+        } else {
+            ingest::TokenSpelling::Auto
+        },
     };
     // Opening reads the tokens whole once (a large tokens JSON takes seconds) and checks
     // every token id.
     let opening = status(a.quiet, format!("opening {}", a.acts.display()));
     let mut source = ingest::open::open_source(&spec)?;
     opening.finish_and_clear();
+    if source.tokens_decoded() {
+        // Shown even with -q: the tokens stored differ from the strings in the file.
+        eprintln!(
+            "note: {} spells its tokens in byte-level BPE (Ġ for a space, Ċ for a newline); they are read as the text they stand for (--raw-tokens keeps them as written)",
+            a.tokens.as_deref().map_or_else(String::new, |p| p.display().to_string())
+        );
+    }
     if a.tokens.is_none() && a.tokenizer.is_none() {
         // Shown even with -q: every token of the dictionary would read as a number.
         eprintln!(

@@ -1466,3 +1466,42 @@ fn encode_stores_only_latents_delphi_would() {
         );
     }
 }
+
+/// A tokens JSON spelled as a byte-level BPE vocabulary (`convert_ids_to_tokens` output) is
+/// read as the text it stands for, with a note; `--raw-tokens` keeps it as written.
+#[test]
+fn byte_level_spelled_tokens_are_shown_as_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let acts = tmp.path().join("a.npy");
+    let mut values = vec![0f32; 8];
+    values[2] = 1.0;
+    values[6] = 2.0;
+    feature_dictionary::ingest::npy::write_f32(&acts, &[8, 1], &values).unwrap();
+    let toks = tmp.path().join("t.json");
+    std::fs::write(
+        &toks,
+        r#"[["The","Ġcat","Ġsat","Ċ"],["ĠThe","Ġdog","Ġran","."]]"#,
+    )
+    .unwrap();
+    for (raw, token) in [(false, " ran"), (true, "Ġran")] {
+        let out = tmp.path().join(format!("d{raw}.json"));
+        let mut args = vec![
+            "build",
+            s(&acts),
+            "--tokens",
+            s(&toks),
+            "--out",
+            s(&out),
+            "-q",
+        ];
+        if raw {
+            args.push("--raw-tokens");
+        }
+        let o = featdict(&args);
+        assert!(o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.contains("byte-level BPE"), !raw, "{err}");
+        let v = ok(&["show", s(&out), "0", "--json"]);
+        assert_eq!(v["top_activations"][0]["token"], token);
+    }
+}

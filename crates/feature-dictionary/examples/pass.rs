@@ -45,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             context_window: config.context_window,
             threads,
             batch_values: 0,
+            token_spelling: Default::default(),
         };
         let mut source = open_source(&spec)?;
         let settings = Settings::from_config(&config)?;

@@ -533,6 +533,10 @@ impl ActivationSource for DelphiSource {
         self.tokens.vocab()
     }
 
+    fn tokens_decoded(&self) -> bool {
+        self.tokens.decoded_byte_level()
+    }
+
     fn describe(&self) -> &Path {
         &self.cache.path
     }

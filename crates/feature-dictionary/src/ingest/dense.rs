@@ -631,6 +631,10 @@ impl ActivationSource for DenseSource {
         self.tokens.vocab()
     }
 
+    fn tokens_decoded(&self) -> bool {
+        self.tokens.decoded_byte_level()
+    }
+
     fn describe(&self) -> &Path {
         self.matrix.path()
     }

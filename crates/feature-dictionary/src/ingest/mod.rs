@@ -19,7 +19,7 @@ pub mod tokens_json;
 mod vocab;
 
 pub use dense::{map_file, map_file_expecting, DenseDtype, DenseMatrix, DenseSource};
-pub use tokens_json::TokenSequences;
+pub use tokens_json::{TokenSequences, TokenSpelling};
 pub use vocab::{TokenId, Vocab};
 
 use crate::error::Result;
@@ -111,6 +111,11 @@ pub trait ActivationSource {
     fn n_tokens_hint(&self) -> Option<u64>;
     /// Strings of the token ids the batches carry (batches carry one id per string).
     fn vocab(&self) -> &Vocab;
+    /// Whether the tokens were read decoded from byte-level BPE spelling (a tokens JSON of
+    /// `Ġ`-spelled strings, see [`TokenSpelling`]).
+    fn tokens_decoded(&self) -> bool {
+        false
+    }
     /// A name for messages (usually the activation file's path).
     fn describe(&self) -> &std::path::Path;
     /// The next batch, or `None` when exhausted.

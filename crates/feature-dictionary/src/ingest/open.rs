@@ -32,6 +32,8 @@ pub struct InputSpec<'a> {
     pub threads: usize,
     /// Dense values held per batch (0 = [`crate::build::VALUES_PER_BATCH`]).
     pub batch_values: usize,
+    /// How the strings of `tokens_json` are read.
+    pub token_spelling: super::TokenSpelling,
 }
 
 /// Rows per batch for sparse caches (whole sequences; memory is O(nonzeros of a batch)).
@@ -78,7 +80,7 @@ pub fn open_tokens(spec: &InputSpec, cache: Option<&DelphiCache>) -> Result<Toke
                     "--tokenizer decodes token ids (--token-ids or a delphi cache's tokens); a tokens JSON already holds strings".into(),
                 ));
             }
-            TokenSequences::from_json_file(json)
+            TokenSequences::from_json_file_as(json, spec.token_spelling)
         }
         (None, Some(ids)) => super::token_ids::open_npy(ids, vocab),
         (None, None) => {

@@ -35,7 +35,7 @@ pub struct Tokenizer {
 }
 
 /// GPT-2's `bytes_to_unicode` inverted: char → byte.
-fn byte_level_map() -> HashMap<char, u8> {
+pub(crate) fn byte_level_map() -> HashMap<char, u8> {
     let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).collect();
     printable.extend(0xA1..=0xAC);
     printable.extend(0xAE..=0xFF);
@@ -53,7 +53,7 @@ fn byte_level_map() -> HashMap<char, u8> {
     map
 }
 
-fn decode_byte_level(token: &str, map: &HashMap<char, u8>) -> String {
+pub(crate) fn decode_byte_level(token: &str, map: &HashMap<char, u8>) -> String {
     // Like HF's ByteLevel decoder: if any char is outside the byte alphabet the token's own
     // UTF-8 bytes are used unchanged.
     let bytes: Option<Vec<u8>> = token.chars().map(|c| map.get(&c).copied()).collect();

@@ -23,11 +23,49 @@ use crate::error::{Error, Result};
 pub struct TokenSequences {
     path: PathBuf,
     vocab: Vocab,
+    /// For a tokens JSON read decoded from byte-level BPE spelling ([`TokenSpelling`]): the
+    /// strings as written, which a batch's sequences are parsed again into.
+    written: Option<WrittenSpelling>,
     /// [`text_key`] of each id's string: the distinct-token estimate counts a token by its
     /// text, so token ids and a tokens JSON of the same strings give the same estimate.
     keys: Vec<u64>,
     pub(super) ids: IdStore,
     offsets: Vec<u64>,
+}
+
+/// How the strings of a tokens JSON are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenSpelling {
+    /// As written, unless they are spelled in byte-level BPE as GPT-2's tokenizer writes its
+    /// vocabulary (`Ġ` for a space, `Ċ` for a newline: `convert_ids_to_tokens` output):
+    /// then decoded to the text they stand for. Spelled so means every token is made of the
+    /// 256 characters of that alphabet and at least 5 % of the distinct tokens hold `Ġ` or
+    /// `Ċ` (words after a space do, in any such text).
+    #[default]
+    Auto,
+    /// Exactly as written.
+    AsWritten,
+}
+
+/// The written strings of a tokens JSON whose vocabulary holds their decoded text.
+#[derive(Debug)]
+struct WrittenSpelling {
+    vocab: Vocab,
+    /// The id (one per decoded string) of each written string's id.
+    ids: Vec<TokenId>,
+}
+
+/// Whether the strings of `vocab` are byte-level BPE spelling (see [`TokenSpelling::Auto`]).
+fn spelled_byte_level(vocab: &Vocab, alphabet: &std::collections::HashMap<char, u8>) -> bool {
+    let mut marked = 0usize;
+    for id in 0..vocab.len() as TokenId {
+        let t = vocab.token(id);
+        if !t.chars().all(|c| alphabet.contains_key(&c)) {
+            return false;
+        }
+        marked += t.contains(['\u{120}', '\u{10a}']) as usize;
+    }
+    marked > 0 && marked * 20 >= vocab.len()
 }
 
 /// Where the ids are read from.
@@ -97,6 +135,7 @@ impl TokenSequences {
         Self {
             path,
             vocab,
+            written: None,
             keys,
             ids,
             offsets,
@@ -115,8 +154,18 @@ impl TokenSequences {
         Self::new("<memory>", vocab, ids, &lengths)
     }
 
-    /// Reads a tokens JSON file.
+    /// Reads a tokens JSON file, decoding byte-level BPE spelling ([`TokenSpelling::Auto`]).
     pub fn from_json_file(path: &Path) -> Result<Self> {
+        Self::from_json_file_as(path, TokenSpelling::Auto)
+    }
+
+    /// Whether the tokens were read decoded from byte-level BPE spelling.
+    pub fn decoded_byte_level(&self) -> bool {
+        self.written.is_some()
+    }
+
+    /// Reads a tokens JSON file, its strings read as `spelling` says.
+    pub fn from_json_file_as(path: &Path, spelling: TokenSpelling) -> Result<Self> {
         let map = super::dense::map_file_expecting(
             path,
             "a JSON list of lists of token strings (one list per sequence)",
@@ -155,16 +204,40 @@ impl TokenSequences {
                 ),
             ));
         }
+        let alphabet = super::tokenizer::byte_level_map();
+        let (vocab, written) =
+            if spelling == TokenSpelling::Auto && spelled_byte_level(&state.vocab, &alphabet) {
+                let decoded = Vocab::from_strings(
+                    (0..state.vocab.len() as TokenId)
+                        .map(|id| {
+                            super::tokenizer::decode_byte_level(&state.vocab.token(id), &alphabet)
+                        })
+                        .collect(),
+                );
+                // Written strings that decode alike (parts of one multi-byte character
+                // each decode to U+FFFD) are one token, counted once.
+                let ids = decoded.canonical_ids();
+                (
+                    decoded,
+                    Some(WrittenSpelling {
+                        vocab: state.vocab,
+                        ids,
+                    }),
+                )
+            } else {
+                (state.vocab, None)
+            };
         let is_file = std::fs::metadata(path).is_ok_and(|m| m.is_file());
         if !is_file {
             // A pipe or stream (`--tokens /dev/stdin`) cannot be read again as batches ask:
             // its ids are kept from the text read now.
             let mut sequences = Self::with_store(
                 path.to_path_buf(),
-                state.vocab,
+                vocab,
                 IdStore::Memory(Vec::new()),
                 &state.lengths,
             );
+            sequences.written = written;
             let mut ids = Vec::with_capacity(sequences.n_tokens() as usize);
             for (s, &(a, b)) in spans.iter().enumerate() {
                 ids.extend(sequences.parse_sequence(s, &map[a as usize..b as usize])?);
@@ -173,12 +246,14 @@ impl TokenSequences {
             return Ok(sequences);
         }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        Ok(Self::with_store(
+        let mut sequences = Self::with_store(
             path.to_path_buf(),
-            state.vocab,
+            vocab,
             IdStore::Json(JsonSpans { file, spans }),
             &state.lengths,
-        ))
+        );
+        sequences.written = written;
+        Ok(sequences)
     }
 
     /// The tokens file.
@@ -251,7 +326,8 @@ impl TokenSequences {
         let mut ids = Vec::with_capacity(expected as usize);
         let parsed = serde_json::Deserializer::from_slice(list)
             .deserialize_seq(Lookup {
-                vocab: &self.vocab,
+                vocab: self.written.as_ref().map_or(&self.vocab, |w| &w.vocab),
+                decoded: self.written.as_ref().map(|w| &w.ids[..]),
                 ids: &mut ids,
             })
             .map_err(|e| e.to_string())
@@ -374,6 +450,8 @@ fn sequence_spans(text: &[u8], base: u64) -> Vec<(u64, u64)> {
 /// not in it.
 struct Lookup<'a> {
     vocab: &'a Vocab,
+    /// The id of each written string's decoded text, when the vocabulary is decoded.
+    decoded: Option<&'a [TokenId]>,
     ids: &'a mut Vec<TokenId>,
 }
 
@@ -385,7 +463,7 @@ impl<'de> Visitor<'de> for Lookup<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<bool, A::Error> {
         while let Some(tok) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
             match self.vocab.get(&tok) {
-                Some(id) => self.ids.push(id),
+                Some(id) => self.ids.push(self.decoded.map_or(id, |d| d[id as usize])),
                 None => return Ok(false),
             }
         }
@@ -446,6 +524,69 @@ impl<'de> Visitor<'de> for Inner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The strings of `t`'s tokens, as batches carry them.
+    fn texts(t: &TokenSequences) -> Vec<String> {
+        t.ids(0..t.n_tokens())
+            .unwrap()
+            .into_iter()
+            .map(|id| t.vocab().token(id).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn byte_level_spelling_is_read_as_text_unless_asked_not_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokens.json");
+        // "é" is two bytes; split over two tokens, each part alone decodes to U+FFFD, and
+        // the two parts are then one token.
+        std::fs::write(
+            &p,
+            r#"[["The", "Ġcat", "Ġsat", "Ċ"], ["ĠcafÃ", "©", "Ġcat", "Ã"]]"#,
+        )
+        .unwrap();
+        let t = TokenSequences::from_json_file(&p).unwrap();
+        assert!(t.decoded_byte_level());
+        assert_eq!(
+            texts(&t),
+            [
+                "The",
+                " cat",
+                " sat",
+                "\n",
+                " caf\u{FFFD}",
+                "\u{FFFD}",
+                " cat",
+                "\u{FFFD}"
+            ]
+        );
+        let ids = t.ids(0..8).unwrap();
+        assert_eq!(ids[1], ids[6]);
+        assert_eq!(ids[5], ids[7], "one id per decoded string");
+        let raw = TokenSequences::from_json_file_as(&p, TokenSpelling::AsWritten).unwrap();
+        assert!(!raw.decoded_byte_level());
+        assert_eq!(texts(&raw)[1], "Ġcat");
+    }
+
+    #[test]
+    fn text_that_is_not_byte_level_spelling_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokens.json");
+        for text in [
+            // Plain text: no Ġ or Ċ at all.
+            r#"[["The", " cat", " sat"]]"#,
+            // A character outside the byte alphabet (CJK) beside a Ġ.
+            r#"[["Ġa", "猫"]]"#,
+            // Ġ in one distinct token of 25 (Maltese writes Ġ as a letter).
+            r#"[["Ġorġ", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r", "s", "t", "u", "v", "w", "x"]]"#,
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let t = TokenSequences::from_json_file(&p).unwrap();
+            assert!(!t.decoded_byte_level(), "{text}");
+            let written: Vec<Vec<String>> = serde_json::from_str(text).unwrap();
+            assert_eq!(texts(&t), written[0], "{text}");
+        }
+    }
 
     #[test]
     fn a_utf8_byte_order_mark_is_ignored() {

@@ -56,6 +56,10 @@ impl<S: ActivationSource> ActivationSource for SaeSource<S> {
         self.inner.vocab()
     }
 
+    fn tokens_decoded(&self) -> bool {
+        self.inner.tokens_decoded()
+    }
+
     fn describe(&self) -> &Path {
         self.inner.describe()
     }
