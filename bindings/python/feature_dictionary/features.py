@@ -473,6 +473,8 @@ def first_non_finite(obj: Any, where: str = "") -> Tuple[str, Any]:
     """The path (``feature_set.features["3"].confidence``) and value of the first NaN or
     infinity in JSON-like ``obj``; ``("", None)`` when there is none."""
     for at, v in _walk(obj, where):
+        if hasattr(v, "dtype") and hasattr(v, "tolist"):
+            v = v.tolist()  # a numpy scalar (an array's items are walked one by one)
         if isinstance(v, float) and not math.isfinite(v):
             return at, v
     return ("", None)

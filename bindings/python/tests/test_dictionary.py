@@ -336,6 +336,10 @@ def test_numpy_numbers_are_saved_as_numbers_and_other_objects_are_named(tmp_path
         d.save(str(tmp_path / name))
         back = FeatureDictionary.load(str(tmp_path / name))
         assert back[0].confidence == 0.5 and back[1].metadata["extra_count"] == 7
+    d[0].confidence = np.float32("nan")
+    with pytest.raises(ValueError, match=r'n.json: cannot save feature_set.features\["0"\].confidence = nan'):
+        d.save(str(tmp_path / "n.json"))
+    d[0].confidence = 0.5
     d[1].metadata["when"] = object()
     with pytest.raises(TypeError, match=r'n.json: cannot save feature_set.features\["1"\].metadata.when = <object'):
         d.save(str(tmp_path / "n.json"))

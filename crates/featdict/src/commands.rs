@@ -146,8 +146,9 @@ struct BuildArgs {
     tokens: Option<PathBuf>,
     /// Keep the strings of --tokens exactly as written. By default, tokens spelled in
     /// byte-level BPE as a GPT-2-style tokenizer lists them (`Ġ` for a space, `Ċ` for a
-    /// newline: every token made of that 256-character alphabet and at least 5 % of the
-    /// distinct ones holding `Ġ` or `Ċ`) are read as the text they stand for.
+    /// newline: every token made of that 256-character alphabet, each sequence's bytes valid
+    /// UTF-8, and at least 5 % of the distinct tokens holding `Ġ` or `Ċ`) are read as the text
+    /// they stand for.
     #[arg(long, requires = "tokens")]
     raw_tokens: bool,
     /// Token ids (.npy int32/int64 [sequences, seq_len]) instead of --tokens.

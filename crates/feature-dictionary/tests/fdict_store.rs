@@ -1516,6 +1516,8 @@ fn manual_labels_that_would_look_like_others_are_refused() {
         "ab\u{200d}c",
         "a\u{fe0f}",
         "x\u{e0041}",
+        "1\u{fe0f}",
+        "\u{1f3f4}\u{e0067}\u{e0062}",
     ] {
         let e = validate_label(hidden).unwrap_err().to_string();
         assert!(e.contains("invisible character U+"), "{hidden:?}: {e}");
@@ -1527,6 +1529,9 @@ fn manual_labels_that_would_look_like_others_are_refused() {
         "می\u{200c}خواهم",
         "café",
         "token: the",
+        "1\u{fe0f}\u{20e3}",
+        "#\u{fe0f}\u{20e3}",
+        "\u{1f3f4}\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f}",
     ] {
         assert_eq!(validate_label(written).unwrap(), written);
     }

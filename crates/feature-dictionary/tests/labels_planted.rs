@@ -397,3 +397,24 @@ fn a_manual_label_over_an_automatic_one_gives_it_back_when_removed() {
     assert_eq!(manual::clear_manual_labels(f), 2);
     assert_eq!(f.metadata.label_details, before.metadata.label_details);
 }
+
+#[test]
+fn a_hidden_automatic_label_keeps_its_place_within_max_labels() {
+    let (mut dict, _) = build_planted(false);
+    let mut one = options(&ALL_AUTO);
+    one.config.max_labels = 1;
+    label::label_dictionary(&mut dict, &one, None).unwrap();
+    let auto = dict.get(0).unwrap().labels[0].clone();
+    let f = dict.feature_set.features.get_mut(&0).unwrap();
+    manual::set_manual_label(f, &auto);
+    label::label_dictionary(&mut dict, &one, None).unwrap();
+    let f = dict.feature_set.features.get_mut(&0).unwrap();
+    // The manual label alone is shown: the one automatic slot is the hidden label's.
+    assert_eq!(f.labels, vec![auto.clone()]);
+    manual::clear_manual_labels(f);
+    assert_eq!(f.labels, vec![auto]);
+    assert_eq!(
+        f.metadata.label_details[0].strategy,
+        LabelingStrategy::TokenFrequency
+    );
+}

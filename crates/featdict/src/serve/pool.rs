@@ -4,13 +4,15 @@
 //! wait behind one while another connection stood idle, and a burst of such requests made
 //! every page wait without bound. So a request takes any free connection; the heavy kinds
 //! may hold all but one of them (a feature page or the totals always find the last), no more
-//! than [`MAX_WAITING`] requests wait at once, and none waits longer than its deadline: the
-//! others are answered 503 at once, which a client can retry.
+//! than [`MAX_WAITING`] requests of each kind wait at once (a free connection is taken
+//! without waiting, however many wait for another), and none waits longer than its
+//! deadline: the others are answered 503 at once, which a client can retry.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-/// Requests that may wait for a connection at once; one more is refused.
+/// Requests of one kind (light or heavy) that may wait for a connection at once; one more
+/// is refused.
 pub const MAX_WAITING: usize = 64;
 
 /// What a request will do with its connection.
@@ -35,7 +37,20 @@ pub enum Refused {
 struct Use {
     busy: Vec<bool>,
     heavy: usize,
-    waiting: usize,
+    /// Requests waiting, light and heavy apart: a crowd of searches must not turn away a
+    /// feature page.
+    waiting: [usize; 2],
+}
+
+impl Use {
+    /// A free item `work` may take now (see the module docs), marked busy.
+    fn take(&mut self, work: Work, items: usize) -> Option<usize> {
+        let heavy_room = work == Work::Light || self.heavy + 1 < items;
+        let index = self.busy.iter().position(|b| !b).filter(|_| heavy_room)?;
+        self.busy[index] = true;
+        self.heavy += usize::from(work == Work::Heavy);
+        Some(index)
+    }
 }
 
 /// A fixed set of items lent to one holder at a time.
@@ -73,31 +88,26 @@ impl<T> Pool<T> {
 
     /// A free item for `work`, waiting for one until `deadline`.
     pub fn lease(&self, work: Work, deadline: Instant) -> Result<Lease<'_, T>, Refused> {
+        let kind = usize::from(work == Work::Heavy);
         let mut state = self.state();
-        if state.waiting >= MAX_WAITING {
+        // A free item is taken at once, however many wait for another kind of work.
+        if let Some(index) = state.take(work, self.items.len()) {
+            drop(state);
+            return Ok(self.lent(index, work));
+        }
+        if state.waiting[kind] >= MAX_WAITING {
             return Err(Refused::Crowded);
         }
-        state.waiting += 1;
+        state.waiting[kind] += 1;
         loop {
-            let heavy_room = work == Work::Light || state.heavy + 1 < self.items.len();
-            if heavy_room {
-                if let Some(index) = state.busy.iter().position(|b| !b) {
-                    state.busy[index] = true;
-                    state.heavy += usize::from(work == Work::Heavy);
-                    state.waiting -= 1;
-                    drop(state);
-                    let item = self.items[index].lock().unwrap_or_else(|p| p.into_inner());
-                    return Ok(Lease {
-                        pool: self,
-                        index,
-                        work,
-                        item: Some(item),
-                    });
-                }
+            if let Some(index) = state.take(work, self.items.len()) {
+                state.waiting[kind] -= 1;
+                drop(state);
+                return Ok(self.lent(index, work));
             }
             let now = Instant::now();
             if now >= deadline {
-                state.waiting -= 1;
+                state.waiting[kind] -= 1;
                 return Err(Refused::TimedOut);
             }
             state = self
@@ -105,6 +115,19 @@ impl<T> Pool<T> {
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+        }
+    }
+}
+
+impl<T> Pool<T> {
+    /// The lease of item `index`, which [`Use::take`] marked busy for `work`.
+    fn lent(&self, index: usize, work: Work) -> Lease<'_, T> {
+        let item = self.items[index].lock().unwrap_or_else(|p| p.into_inner());
+        Lease {
+            pool: self,
+            index,
+            work,
+            item: Some(item),
         }
     }
 }
@@ -189,7 +212,7 @@ mod tests {
                 .map(|_| s.spawn(move || pool.lease(Work::Light, far).err()))
                 .collect();
             // Let them all start waiting.
-            while pool.state().waiting < MAX_WAITING {
+            while pool.state().waiting[0] < MAX_WAITING {
                 std::thread::yield_now();
             }
             let started = Instant::now();
@@ -199,7 +222,35 @@ mod tests {
                 assert_eq!(w.join().unwrap(), Some(Refused::TimedOut));
             }
         });
-        assert_eq!(pool.state().waiting, 0);
+        assert_eq!(pool.state().waiting, [0, 0]);
         drop(held);
+    }
+
+    #[test]
+    fn a_crowd_of_heavy_waiters_does_not_turn_light_work_away() {
+        let pool = Pool::new(vec![0, 1, 2, 3]);
+        let heavy: Vec<_> = (0..3)
+            .map(|_| pool.lease(Work::Heavy, soon()).unwrap())
+            .collect();
+        let pool = &pool;
+        std::thread::scope(|s| {
+            let far = Instant::now() + Duration::from_millis(300);
+            let waiters: Vec<_> = (0..MAX_WAITING)
+                .map(|_| s.spawn(move || pool.lease(Work::Heavy, far).err()))
+                .collect();
+            while pool.state().waiting[1] < MAX_WAITING {
+                std::thread::yield_now();
+            }
+            assert_eq!(pool.lease(Work::Heavy, far).err(), Some(Refused::Crowded));
+            // The fourth item is free for light work, at once, again and again.
+            for _ in 0..3 {
+                let light = pool.lease(Work::Light, Instant::now()).unwrap();
+                drop(light);
+            }
+            for w in waiters {
+                assert_eq!(w.join().unwrap(), Some(Refused::TimedOut));
+            }
+        });
+        drop(heavy);
     }
 }

@@ -90,30 +90,38 @@ pub fn cache_provenance(path: &Path) -> CacheProvenance {
     let Some(dir) = dir else {
         return CacheProvenance::default();
     };
-    let model_name = std::fs::read(dir.join("config.json"))
+    let config = std::fs::read(dir.join("config.json"))
         .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|config| {
-            config["model_name"]
-                .as_str()
-                .filter(|m| !m.is_empty())
-                .map(str::to_string)
-        });
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let model_name = config.as_ref().and_then(|config| {
+        config["model_name"]
+            .as_str()
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+    });
     let hookpoint = dir
         .canonicalize()
         .ok()
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let layer = hookpoint.as_deref().and_then(hookpoint_layer);
+    // Beside delphi's config the directory is a hookpoint whatever its naming
+    // (`encoder.block.3`): its first number is the layer.
+    let layer = hookpoint.as_deref().and_then(|h| {
+        hookpoint_layer(h).or_else(|| {
+            config
+                .as_ref()
+                .and_then(|_| h.split('.').find_map(|part| part.parse::<i64>().ok()))
+        })
+    });
     CacheProvenance { model_name, layer }
 }
 
-/// The layer a hookpoint name gives: the number after its `blocks`, `layers`, `layer` or
-/// `h` part (`blocks.9.hook_resid_post`, `layers.9`, `model.layers.9.mlp`,
+/// The layer a hookpoint name gives: the number after its `blocks`, `block`, `layers`,
+/// `layer` or `h` part (`blocks.9.hook_resid_post`, `layers.9`, `model.layers.9.mlp`,
 /// `transformer.h.9`); `None` for a name that is no hookpoint (`run.3`, `cache`).
 pub fn hookpoint_layer(name: &str) -> Option<i64> {
     let parts: Vec<&str> = name.split('.').collect();
     parts.windows(2).find_map(|w| {
-        matches!(w[0], "blocks" | "layers" | "layer" | "h")
+        matches!(w[0], "blocks" | "block" | "layers" | "layer" | "h")
             .then(|| w[1].parse::<i64>().ok())
             .flatten()
     })
@@ -670,5 +678,11 @@ mod tests {
         let p = cache_provenance(&dir.join("0_9.safetensors"));
         assert_eq!((p.model_name.as_deref(), p.layer), (Some("m"), Some(9)));
         assert_eq!(cache_provenance(root.path()).layer, None);
+        // Beside delphi's config any name's first number is the layer.
+        let other = root.path().join("encoder.mlp.3");
+        std::fs::create_dir(&other).unwrap();
+        assert_eq!(cache_provenance(&other).layer, None);
+        std::fs::write(other.join("config.json"), "{}").unwrap();
+        assert_eq!(cache_provenance(&other).layer, Some(3));
     }
 }

@@ -39,8 +39,9 @@ pub enum TokenSpelling {
     /// As written, unless they are spelled in byte-level BPE as GPT-2's tokenizer writes its
     /// vocabulary (`Ġ` for a space, `Ċ` for a newline: `convert_ids_to_tokens` output):
     /// then decoded to the text they stand for. Spelled so means every token is made of the
-    /// 256 characters of that alphabet and at least 5 % of the distinct tokens hold `Ġ` or
-    /// `Ċ` (words after a space do, in any such text).
+    /// 256 characters of that alphabet, each sequence's tokens together decode to valid
+    /// UTF-8, and at least 5 % of the distinct tokens hold `Ġ` or `Ċ` (words after a space
+    /// do, in any such text).
     #[default]
     Auto,
     /// Exactly as written.
@@ -205,28 +206,30 @@ impl TokenSequences {
             ));
         }
         let alphabet = super::tokenizer::byte_level_map();
-        let (vocab, written) =
-            if spelling == TokenSpelling::Auto && spelled_byte_level(&state.vocab, &alphabet) {
-                let decoded = Vocab::from_strings(
-                    (0..state.vocab.len() as TokenId)
-                        .map(|id| {
-                            super::tokenizer::decode_byte_level(&state.vocab.token(id), &alphabet)
-                        })
-                        .collect(),
-                );
-                // Written strings that decode alike (parts of one multi-byte character
-                // each decode to U+FFFD) are one token, counted once.
-                let ids = decoded.canonical_ids();
-                (
-                    decoded,
-                    Some(WrittenSpelling {
-                        vocab: state.vocab,
-                        ids,
-                    }),
-                )
-            } else {
-                (state.vocab, None)
-            };
+        let (vocab, written) = if spelling == TokenSpelling::Auto
+            && state.spelling.possible
+            && spelled_byte_level(&state.vocab, &alphabet)
+        {
+            let decoded = Vocab::from_strings(
+                (0..state.vocab.len() as TokenId)
+                    .map(|id| {
+                        super::tokenizer::decode_byte_level(&state.vocab.token(id), &alphabet)
+                    })
+                    .collect(),
+            );
+            // Written strings that decode alike (parts of one multi-byte character
+            // each decode to U+FFFD) are one token, counted once.
+            let ids = decoded.canonical_ids();
+            (
+                decoded,
+                Some(WrittenSpelling {
+                    vocab: state.vocab,
+                    ids,
+                }),
+            )
+        } else {
+            (state.vocab, None)
+        };
         let is_file = std::fs::metadata(path).is_ok_and(|m| m.is_file());
         if !is_file {
             // A pipe or stream (`--tokens /dev/stdin`) cannot be read again as batches ask:
@@ -475,6 +478,67 @@ impl<'de> Visitor<'de> for Lookup<'_> {
 struct Builder {
     vocab: Vocab,
     lengths: Vec<u64>,
+    spelling: ByteLevelText,
+}
+
+/// Whether the sequences read so far can be text spelled in byte-level BPE: every token made
+/// of the 256 characters of that alphabet, and each sequence's bytes together valid UTF-8
+/// (but for a character cut at either end of it). Text written as it reads can pass the
+/// first test (Maltese: `Ġ`, `ħ`, `ù` are in the alphabet) but hardly the second.
+struct ByteLevelText {
+    /// The byte of each character below U+0144 in the alphabet, −1 for the others.
+    bytes: Vec<i16>,
+    /// The current sequence's bytes.
+    sequence: Vec<u8>,
+    possible: bool,
+}
+
+impl Default for ByteLevelText {
+    fn default() -> Self {
+        let mut bytes = vec![-1i16; 0x144];
+        for (c, b) in super::tokenizer::byte_level_map() {
+            bytes[c as usize] = b as i16;
+        }
+        Self {
+            bytes,
+            sequence: Vec::new(),
+            possible: true,
+        }
+    }
+}
+
+impl ByteLevelText {
+    fn token(&mut self, token: &str) {
+        if !self.possible {
+            return;
+        }
+        for c in token.chars() {
+            match self.bytes.get(c as usize) {
+                Some(&b) if b >= 0 => self.sequence.push(b as u8),
+                _ => {
+                    self.possible = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn end_sequence(&mut self) {
+        if self.possible {
+            let cut = self
+                .sequence
+                .iter()
+                .take(3)
+                .take_while(|&&b| (0x80..0xC0).contains(&b))
+                .count();
+            self.possible = match std::str::from_utf8(&self.sequence[cut..]) {
+                Ok(_) => true,
+                // Only a character cut at the end.
+                Err(e) => e.error_len().is_none(),
+            };
+        }
+        self.sequence.clear();
+    }
 }
 
 struct Outer<'a>(&'a mut Builder);
@@ -514,8 +578,10 @@ impl<'de> Visitor<'de> for Inner<'_> {
         let mut length = 0;
         while let Some(tok) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
             self.0.vocab.intern(&tok);
+            self.0.spelling.token(&tok);
             length += 1;
         }
+        self.0.spelling.end_sequence();
         self.0.lengths.push(length);
         Ok(())
     }
@@ -577,6 +643,9 @@ mod tests {
             r#"[["The", " cat", " sat"]]"#,
             // A character outside the byte alphabet (CJK) beside a Ġ.
             r#"[["Ġa", "猫"]]"#,
+            // Maltese words (Ġ, ċ, ħ, ù are letters of it, and of the byte alphabet): many
+            // hold Ġ, but their bytes are no UTF-8.
+            r#"[["Ġesù", "ċiniku", "Ġenerali", "qalb", "Ċensiment", "Ġgantija", "ħafna"]]"#,
             // Ġ in one distinct token of 25 (Maltese writes Ġ as a letter).
             r#"[["Ġorġ", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r", "s", "t", "u", "v", "w", "x"]]"#,
         ] {

@@ -344,16 +344,20 @@ pub fn combine(
     let mut n_auto = 0;
     let mut hidden: Vec<Label> = Vec::new();
     for l in auto {
+        if n_auto >= options.config.max_labels {
+            break;
+        }
         if let Some(o) = out.iter().find(|o| o.text == l.text) {
+            // A label hidden under a manual one keeps its place among the automatic ones:
+            // removing the manual label must not give the feature one more than allowed.
             if o.strategy == LabelingStrategy::Manual && !hidden.iter().any(|h| h.text == l.text) {
                 hidden.push(l);
+                n_auto += 1;
             }
             continue;
         }
-        if n_auto < options.config.max_labels {
-            out.push(l);
-            n_auto += 1;
-        }
+        out.push(l);
+        n_auto += 1;
     }
     (out, hidden)
 }

@@ -2331,21 +2331,36 @@ pub fn validate_label(text: &str) -> Result<String> {
 }
 
 /// The first character of `text` that shows as nothing and is not needed to write it: a
-/// default-ignorable code point or a line or paragraph separator. Joiners and variation
-/// selectors are part of writing after a non-ASCII character (emoji sequences, Persian and
-/// Indic scripts, Mongolian) and are let through there, between two characters.
+/// default-ignorable code point or a line or paragraph separator. What writing needs is let
+/// through: joiners and variation selectors after a non-ASCII character, between two
+/// characters (emoji sequences, Persian and Indic scripts, Mongolian); the emoji presentation
+/// selector of a keycap (`1️⃣`: digit, U+FE0F, U+20E3); the tags of a subdivision flag
+/// (U+1F3F4, tags, U+E007F).
 fn invisible_in(text: &str) -> Option<char> {
     let chars: Vec<char> = text.chars().collect();
+    let is_tag = |c: char| ('\u{e0020}'..='\u{e007f}').contains(&c);
     chars.iter().enumerate().find_map(|(i, &c)| {
+        if is_tag(c) {
+            let start = chars[..i].iter().rposition(|&p| !is_tag(p)).map_or(0, |p| p + 1);
+            let end = chars[i..].iter().position(|&n| !is_tag(n)).map_or(chars.len(), |n| i + n);
+            let flag = start > 0 && chars[start - 1] == '\u{1f3f4}' && chars[end - 1] == '\u{e007f}';
+            return (!flag).then_some(c);
+        }
         let joiner = matches!(
             c,
             '\u{200c}' | '\u{200d}' | '\u{180b}'..='\u{180d}' | '\u{fe00}'..='\u{fe0f}' | '\u{e0100}'..='\u{e01ef}'
         );
         if joiner {
-            let after_writing = i > 0 && !chars[i - 1].is_ascii() && !chars[i - 1].is_whitespace();
-            let before_more = chars.get(i + 1).is_some_and(|n| !n.is_whitespace());
+            let prev = i.checked_sub(1).map(|p| chars[p]);
+            let next = chars.get(i + 1).copied();
+            let keycap = c == '\u{fe0f}'
+                && prev.is_some_and(|p| p.is_ascii_digit() || p == '#' || p == '*')
+                && next == Some('\u{20e3}');
+            let after_writing = prev.is_some_and(|p| !p.is_ascii() && !p.is_whitespace());
+            let before_more = next.is_some_and(|n| !n.is_whitespace());
             let ends_sequence = matches!(c, '\u{fe00}'..='\u{fe0f}' | '\u{e0100}'..='\u{e01ef}');
-            return (!(after_writing && (before_more || ends_sequence))).then_some(c);
+            let written = keycap || (after_writing && (before_more || ends_sequence));
+            return (!written).then_some(c);
         }
         let invisible = matches!(
             c,
