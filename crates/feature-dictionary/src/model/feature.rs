@@ -762,6 +762,19 @@ pub struct FeatureSet {
 }
 
 impl FeatureSet {
+    /// The dictionary-wide fields alone (what a writer puts before or after the features),
+    /// without cloning the features.
+    pub fn without_features(&self) -> FeatureSet {
+        FeatureSet {
+            layer: self.layer,
+            features: Default::default(),
+            total_tokens_processed: self.total_tokens_processed,
+            model_name: self.model_name.clone(),
+            sae_name: self.sae_name.clone(),
+            metadata: self.metadata.clone(),
+        }
+    }
+
     /// Number of features held.
     pub fn len(&self) -> usize {
         self.features.len()

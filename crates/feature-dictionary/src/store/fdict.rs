@@ -494,23 +494,13 @@ impl FdictWriter {
         conn.execute_batch(SCHEMA).map_err(e)?;
         conn.execute_batch(EXAMPLE_TOKENS_TABLE).map_err(e)?;
 
-        // The dictionary-wide fields only: cloning the set would copy every feature first.
-        let shell = FeatureSet {
-            layer: feature_set.layer,
-            features: Default::default(),
-            total_tokens_processed: feature_set.total_tokens_processed,
-            model_name: feature_set.model_name.clone(),
-            sae_name: feature_set.sae_name.clone(),
-            metadata: feature_set.metadata.clone(),
-        };
-        let mut config = config.clone();
-        config.num_features = crate::dictionary::width(&config, feature_set);
+        let (config, shell) = shell_meta(config, feature_set, 0)?;
         let meta = [
             ("format", FORMAT.to_string()),
             ("schema_version", SCHEMA_VERSION.to_string()),
             ("writer", crate::FORMAT_MARKER.to_string()),
-            ("config", to_json(&config)?),
-            ("feature_set", to_json(&shell)?),
+            ("config", config),
+            ("feature_set", shell),
         ];
         for (k, v) in meta {
             conn.execute(
@@ -616,22 +606,10 @@ impl FdictWriter {
         config: &DictionaryConfig,
         feature_set: &FeatureSet,
     ) -> Result<()> {
-        let shell = FeatureSet {
-            layer: feature_set.layer,
-            features: Default::default(),
-            total_tokens_processed: feature_set.total_tokens_processed,
-            model_name: feature_set.model_name.clone(),
-            sae_name: feature_set.sae_name.clone(),
-            metadata: feature_set.metadata.clone(),
-        };
-        let mut config = config.clone();
         let stored = self.last_id.map_or(0, |id| id as usize + 1);
-        config.num_features = crate::dictionary::width(&config, feature_set).max(stored);
+        let (config, shell) = shell_meta(config, feature_set, stored)?;
         let tmp = self.tmp.clone();
-        for (key, value) in [
-            ("config", to_json(&config)?),
-            ("feature_set", to_json(&shell)?),
-        ] {
+        for (key, value) in [("config", config), ("feature_set", shell)] {
             self.conn()
                 .execute(
                     "UPDATE meta SET value = ?2 WHERE key = ?1",
@@ -776,6 +754,19 @@ fn insert_example_tokens(conn: &Connection, f: FeatureView<'_>) -> rusqlite::Res
         st.execute(params![token, f.id as i64, n as i64])?;
     }
     Ok(())
+}
+
+/// The `config` and `feature_set` meta values of a dictionary: the config with its
+/// `num_features` (at least `stored`, one past the largest id written), and the feature set
+/// without its features (cloning the set would copy every feature first).
+fn shell_meta(
+    config: &DictionaryConfig,
+    feature_set: &FeatureSet,
+    stored: usize,
+) -> Result<(String, String)> {
+    let mut config = config.clone();
+    config.num_features = crate::dictionary::width(&config, feature_set).max(stored);
+    Ok((to_json(&config)?, to_json(&feature_set.without_features())?))
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<String> {

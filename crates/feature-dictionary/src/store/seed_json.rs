@@ -4,7 +4,6 @@
 //! `metadata`, which the original loads as opaque dicts, so its `FeatureDictionary.load`
 //! reads our files and our reader gets every field back.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -216,15 +215,7 @@ fn to_json<T: Serialize>(v: &T) -> Result<String> {
 fn around_features(dict: &FeatureDictionary) -> Result<(String, String)> {
     let mut config = dict.config.clone();
     config.num_features = dict.num_features();
-    let set = &dict.feature_set;
-    let empty = FeatureSet {
-        layer: set.layer,
-        features: BTreeMap::new(),
-        total_tokens_processed: set.total_tokens_processed,
-        model_name: set.model_name.clone(),
-        sae_name: set.sae_name.clone(),
-        metadata: set.metadata.clone(),
-    };
+    let empty = dict.feature_set.without_features();
     let null = serde_json::Value::Null;
     let text = to_json(&SavedRef {
         config: &config,
@@ -569,6 +560,7 @@ mod stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     /// What `write` must put in the file: the whole dictionary through serde_json at once.
     fn serial_bytes(dict: &FeatureDictionary) -> Vec<u8> {
