@@ -366,10 +366,10 @@ pub struct PolysemanticArgs {
     #[arg(long, default_value_t = 2, value_parser = crate::commands::at_least_two)]
     min_clusters: usize,
     /// Tokens a cluster needs.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::commands::at_least_one)]
     min_cluster_size: usize,
     /// Features shown.
-    #[arg(short = 'n', long = "count", default_value_t = 20)]
+    #[arg(short = 'n', long = "count", default_value_t = 20, value_parser = crate::commands::at_least_one)]
     n: usize,
     /// Machine-readable output.
     #[arg(long)]

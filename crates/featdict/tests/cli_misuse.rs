@@ -276,6 +276,25 @@ fn polysemantic_needs_at_least_two_clusters() {
     }
 }
 
+/// `polysemantic -n 0` printed a count and no feature; `--min-cluster-size 0` was taken.
+#[test]
+fn polysemantic_refuses_zero_counts_and_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, _) = dictionaries(dir.path());
+    for (option, flag) in [
+        ("-n", "--count"),
+        ("--min-cluster-size", "--min-cluster-size"),
+    ] {
+        let out = featdict(&["polysemantic", s(&json), option, "0"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(flag) && err.contains("must be at least 1"),
+            "{err}"
+        );
+    }
+}
+
 /// `search -n 0` printed "no match" for a query that matches; the server refuses limit=0.
 #[test]
 fn search_refuses_a_limit_of_zero() {

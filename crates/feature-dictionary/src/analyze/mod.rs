@@ -171,9 +171,14 @@ pub fn compare(dict: &FeatureDictionary, a: &Feature, b: &Feature) -> Comparison
         .collect();
     shared.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
     shared.truncate(20);
-    let correlation = correlation::correlated(dict, a.id, f64::NEG_INFINITY)
-        .ok()
-        .and_then(|v| v.into_iter().find(|p| p.0 == b.id).map(|p| p.1));
+    // Each feature stores its best partners only: the pair may be in either list (the
+    // correlation is symmetric).
+    let stored = |x: &Feature, y: &Feature| {
+        correlation::correlated(dict, x.id, f64::NEG_INFINITY)
+            .ok()
+            .and_then(|v| v.into_iter().find(|p| p.0 == y.id).map(|p| p.1))
+    };
+    let correlation = stored(a, b).or_else(|| stored(b, a));
     Comparison {
         a: ActivationStats::of(a),
         b: ActivationStats::of(b),
@@ -186,5 +191,35 @@ pub fn compare(dict: &FeatureDictionary, a: &Feature, b: &Feature) -> Comparison
             .cloned()
             .collect(),
         correlation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Feature, FeatureSet};
+
+    /// Feature 0 lists 1 among its partners; 1 lists none (its own best partners are others).
+    #[test]
+    fn a_pair_correlation_is_found_in_either_partner_list() {
+        let mut set = FeatureSet {
+            layer: 0,
+            features: Default::default(),
+            total_tokens_processed: 10,
+            model_name: String::new(),
+            sae_name: String::new(),
+            metadata: Default::default(),
+        };
+        let mut a = Feature::new(0, 0);
+        a.metadata.extra.insert(
+            correlation::PYTHON_PARTNERS_KEY.into(),
+            serde_json::json!([[1, 0.25]]),
+        );
+        let b = Feature::new(1, 0);
+        set.features.insert(0, a.clone());
+        set.features.insert(1, b.clone());
+        let dict = FeatureDictionary::new(Default::default(), set);
+        assert_eq!(compare(&dict, &a, &b).correlation, Some(0.25));
+        assert_eq!(compare(&dict, &b, &a).correlation, Some(0.25));
     }
 }
