@@ -56,16 +56,13 @@ struct WrittenSpelling {
     ids: Vec<TokenId>,
 }
 
-/// Whether the strings of `vocab` are byte-level BPE spelling (see [`TokenSpelling::Auto`]).
-fn spelled_byte_level(vocab: &Vocab, alphabet: &std::collections::HashMap<char, u8>) -> bool {
-    let mut marked = 0usize;
-    for id in 0..vocab.len() as TokenId {
-        let t = vocab.token(id);
-        if !t.chars().all(|c| alphabet.contains_key(&c)) {
-            return false;
-        }
-        marked += t.contains(['\u{120}', '\u{10a}']) as usize;
-    }
+/// Whether enough strings of `vocab` hold `Ġ` or `Ċ` to be byte-level BPE spelling (see
+/// [`TokenSpelling::Auto`]; the alphabet and UTF-8 tests are [`ByteLevelText`]'s, made as the
+/// file is first read).
+fn marked_as_byte_level(vocab: &Vocab) -> bool {
+    let marked = (0..vocab.len() as TokenId)
+        .filter(|&id| vocab.token(id).contains(['\u{120}', '\u{10a}']))
+        .count();
     marked > 0 && marked * 20 >= vocab.len()
 }
 
@@ -208,7 +205,7 @@ impl TokenSequences {
         let alphabet = super::tokenizer::byte_level_map();
         let (vocab, written) = if spelling == TokenSpelling::Auto
             && state.spelling.possible
-            && spelled_byte_level(&state.vocab, &alphabet)
+            && marked_as_byte_level(&state.vocab)
         {
             let decoded = Vocab::from_strings(
                 (0..state.vocab.len() as TokenId)
