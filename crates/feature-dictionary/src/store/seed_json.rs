@@ -309,7 +309,21 @@ pub(crate) fn read_bytes(path: &Path, map: &[u8]) -> Result<FeatureDictionary> {
                 .for_each(|a| a.place_in_window(window));
         }
     }
-    let mut config = saved.config.unwrap_or_default();
+    Ok(dictionary_of(
+        saved.config.unwrap_or_default(),
+        feature_set,
+        0,
+    ))
+}
+
+/// The dictionary a file's `config` and `feature_set` make: names the config lacks taken
+/// from the feature set (the original saved them only there), `num_features` counting the
+/// stored ids and at least `streamed` (one past the largest id of features not held).
+fn dictionary_of(
+    mut config: DictionaryConfig,
+    feature_set: FeatureSet,
+    streamed: usize,
+) -> FeatureDictionary {
     if config.model_name.is_empty() {
         config.model_name = feature_set.model_name.clone();
     }
@@ -317,8 +331,8 @@ pub(crate) fn read_bytes(path: &Path, map: &[u8]) -> Result<FeatureDictionary> {
         config.sae_name = feature_set.sae_name.clone();
     }
     let mut dict = FeatureDictionary::new(config, feature_set);
-    dict.config.num_features = dict.num_features();
-    Ok(dict)
+    dict.config.num_features = dict.num_features().max(streamed);
+    dict
 }
 
 /// What [`stream_features`] passes along with each feature: the dictionary's `config`, as
@@ -363,17 +377,8 @@ pub fn stream_features(
     let Ok((config, feature_set, last_id)) = parsed else {
         return Ok(None);
     };
-    let mut config = config;
-    if config.model_name.is_empty() {
-        config.model_name = feature_set.model_name.clone();
-    }
-    if config.sae_name.is_empty() {
-        config.sae_name = feature_set.sae_name.clone();
-    }
-    let mut dict = FeatureDictionary::new(config, feature_set);
     let streamed = last_id.map_or(0, |id| id as usize + 1);
-    dict.config.num_features = dict.num_features().max(streamed);
-    Ok(Some(dict))
+    Ok(Some(dictionary_of(config, feature_set, streamed)))
 }
 
 /// The serde visitors of [`stream_features`]: the document, its feature set, its features.
