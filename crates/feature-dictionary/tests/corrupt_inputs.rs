@@ -313,7 +313,7 @@ fn corrupt_sae_directories_are_errors() {
     std::fs::write(d.join("sae_weights.safetensors"), serialize(&parts)).unwrap();
     let e = Sae::load(&d).unwrap_err().to_string();
     assert!(
-        e.contains("tensor W_enc has dtype I32; SAE weights must be floats"),
+        e.contains("tensor W_enc has dtype I32; SAE weights must be little-endian floats"),
         "{e}"
     );
     // No weights at all.
@@ -1186,4 +1186,96 @@ fn examples_whose_context_does_not_hold_them_are_refused_with_what_would() {
         (tokens.to_vec(), at, acts),
         (vec!["York".to_string()], Some(0), vec![2.0])
     );
+}
+
+/// The bytes of a version-1.0 `.npy` file.
+fn npy_bytes(descr: &str, fortran_order: bool, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_text = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let fortran = if fortran_order { "True" } else { "False" };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape_text}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// A `params.npz` whose matrices were saved column-major (what `np.savez` writes for a
+/// transposed array) and which holds arrays no SAE reads, in dtypes we do not decode (an
+/// integer step count, a big-endian float): it loads, and every matrix reads as the same
+/// row-major values as the C-order original. (Any Fortran-order or integer array refused
+/// the whole file.)
+#[test]
+fn npz_with_fortran_order_matrices_and_unused_integer_arrays_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let original_dir = fixtures().join("sae/gemmascope_npz");
+    let mut zip =
+        zip::ZipArchive::new(std::fs::File::open(original_dir.join("params.npz")).unwrap())
+            .unwrap();
+    let d = tmp.path().join("fortran");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut out = zip::ZipWriter::new(std::fs::File::create(d.join("params.npz")).unwrap());
+    let mut matrices = Vec::new();
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        let name = entry.name().to_string();
+        let h = feature_dictionary::ingest::npy::parse_header(Path::new(&name), &bytes).unwrap();
+        assert_eq!(h.descr, "<f4");
+        if let [rows, cols] = h.shape[..] {
+            let (rows, cols) = (rows as usize, cols as usize);
+            let data = &bytes[h.data_offset..];
+            let mut column_major = Vec::with_capacity(data.len());
+            for c in 0..cols {
+                for r in 0..rows {
+                    let at = (r * cols + c) * 4;
+                    column_major.extend_from_slice(&data[at..at + 4]);
+                }
+            }
+            bytes = npy_bytes("<f4", true, &[rows, cols], &column_major);
+            matrices.push((name.trim_end_matches(".npy").to_string(), [rows, cols]));
+        }
+        out.start_file(&name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut out, &bytes).unwrap();
+    }
+    let step: Vec<u8> = 1234i64.to_le_bytes().to_vec();
+    out.start_file("step.npy", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(&mut out, &npy_bytes("<i8", false, &[1], &step)).unwrap();
+    out.start_file("lr.npy", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(
+        &mut out,
+        &npy_bytes(">f4", false, &[1], &[0x3f, 0x80, 0, 0]),
+    )
+    .unwrap();
+    out.finish().unwrap();
+
+    assert_eq!(matrices.len(), 2, "{matrices:?}");
+    let mut original = Weights::from_npz(&original_dir.join("params.npz")).unwrap();
+    let mut transposed = Weights::from_npz(&d.join("params.npz")).unwrap();
+    for (name, shape) in &matrices {
+        let want = original.take(&[name.as_str()], shape).unwrap();
+        let got = transposed.take(&[name.as_str()], shape).unwrap();
+        assert_eq!(got, want, "{name}");
+    }
+    // The integer array is named, with its dtype, if something asks for it.
+    let e = transposed.take(&["step"], &[1]).unwrap_err().to_string();
+    assert!(e.contains("tensor step has dtype <i8"), "{e}");
+    let e = transposed.take(&["lr"], &[1]).unwrap_err().to_string();
+    assert!(e.contains("tensor lr has dtype >f4"), "{e}");
+    // The whole SAE loads from it.
+    Sae::load(&d).unwrap();
 }

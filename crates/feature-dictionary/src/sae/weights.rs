@@ -14,11 +14,83 @@ use crate::ingest::safetensors::{decode_floats, float_dtype, SafeTensors};
 const NONFINITE_WHY: &str =
     "every weight of an SAE must be finite (the file is damaged or its training diverged)";
 
+/// A tensor's values: decoded, or (from an `.npz`) still the array's bytes, decoded only when
+/// taken — a `params.npz` may hold arrays nobody reads, in dtypes or layouts that would
+/// otherwise have to be converted for nothing.
+#[derive(Debug)]
+enum Values {
+    Decoded(Vec<f32>),
+    Npy {
+        dtype: crate::ingest::DenseDtype,
+        fortran_order: bool,
+        bytes: Vec<u8>,
+        data_offset: usize,
+    },
+}
+
+impl Values {
+    fn decode(self, shape: &[u64]) -> Vec<f32> {
+        match self {
+            Values::Decoded(v) => v,
+            npy => npy.decoded(shape).into_owned(),
+        }
+    }
+
+    fn decoded(&self, shape: &[u64]) -> std::borrow::Cow<'_, [f32]> {
+        match self {
+            Values::Decoded(v) => std::borrow::Cow::Borrowed(v),
+            Values::Npy {
+                dtype,
+                fortran_order,
+                bytes,
+                data_offset,
+            } => {
+                let v = decode_floats(&bytes[*data_offset..], *dtype);
+                std::borrow::Cow::Owned(if *fortran_order {
+                    c_order_of_fortran(&v, shape)
+                } else {
+                    v
+                })
+            }
+        }
+    }
+}
+
+/// The values of a column-major array of `shape`, reordered row-major (what `np.savez` of a
+/// transposed array, e.g. `W_dec = W_enc.T`, stores).
+fn c_order_of_fortran(values: &[f32], shape: &[u64]) -> Vec<f32> {
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    if dims.len() < 2 {
+        return values.to_vec();
+    }
+    let mut c_strides = vec![1usize; dims.len()];
+    for axis in (0..dims.len() - 1).rev() {
+        c_strides[axis] = c_strides[axis + 1] * dims[axis + 1];
+    }
+    let mut out = vec![0f32; values.len()];
+    // Walk the values in their stored order (first axis fastest), carrying the index.
+    let mut index = vec![0usize; dims.len()];
+    let mut at = 0usize;
+    for &v in values {
+        out[at] = v;
+        for axis in 0..dims.len() {
+            index[axis] += 1;
+            at += c_strides[axis];
+            if index[axis] < dims[axis] {
+                break;
+            }
+            at -= c_strides[axis] * dims[axis];
+            index[axis] = 0;
+        }
+    }
+    out
+}
+
 /// Named float tensors read from one weight file.
 #[derive(Debug)]
 pub struct Weights {
     path: PathBuf,
-    tensors: HashMap<String, (Vec<u64>, Vec<f32>)>,
+    tensors: HashMap<String, (Vec<u64>, Values)>,
     /// Names and shapes of the tensors already taken, so "the file has" lists stay whole.
     taken: Vec<(String, Vec<u64>)>,
     /// Tensors left out for not being floats, with their dtypes: a weight stored so is
@@ -39,7 +111,10 @@ impl Weights {
         let mut not_floats = Vec::new();
         for t in st.tensors() {
             if float_dtype(&t.dtype).is_some() {
-                tensors.insert(t.name.clone(), (t.shape.clone(), st.to_f32(t)?));
+                tensors.insert(
+                    t.name.clone(),
+                    (t.shape.clone(), Values::Decoded(st.to_f32(t)?)),
+                );
             } else {
                 not_floats.push((t.name.clone(), t.dtype.clone()));
             }
@@ -52,7 +127,8 @@ impl Weights {
         })
     }
 
-    /// Reads every array of an `.npz` file.
+    /// Reads the arrays of an `.npz` file (each decoded when taken; arrays that are not
+    /// floats are listed as such, not refused, since the SAE may not need them).
     pub fn from_npz(path: &Path) -> Result<Self> {
         let map = crate::ingest::map_file(path)?;
         Self::from_npz_bytes(path, &map)
@@ -63,6 +139,7 @@ impl Weights {
         let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
             .map_err(|e| Error::format(path, format!("not a valid .npz (zip) file: {e}")))?;
         let mut tensors = HashMap::new();
+        let mut not_floats = Vec::new();
         for i in 0..zip.len() {
             let mut entry = zip
                 .by_index(i)
@@ -90,13 +167,10 @@ impl Weights {
             }
             let entry_path = path.join(&name);
             let h = crate::ingest::npy::parse_header(&entry_path, &buf)?;
-            if h.fortran_order {
-                return Err(Error::format(
-                    &entry_path,
-                    "Fortran-order array; expected C order",
-                ));
-            }
-            let dtype = crate::ingest::npy::dense_dtype(&entry_path, &h.descr)?;
+            let Ok(dtype) = crate::ingest::npy::dense_dtype(&entry_path, &h.descr) else {
+                not_floats.push((key.to_string(), h.descr.clone()));
+                continue;
+            };
             let needed = h
                 .shape
                 .iter()
@@ -113,16 +187,19 @@ impl Weights {
                     ),
                 ));
             }
-            tensors.insert(
-                key.to_string(),
-                (h.shape.clone(), decode_floats(data, dtype)),
-            );
+            let values = Values::Npy {
+                dtype,
+                fortran_order: h.fortran_order,
+                data_offset: h.data_offset,
+                bytes: buf,
+            };
+            tensors.insert(key.to_string(), (h.shape, values));
         }
         Ok(Self {
             path: path.to_path_buf(),
             tensors,
             taken: Vec::new(),
-            not_floats: Vec::new(),
+            not_floats,
         })
     }
 
@@ -166,7 +243,7 @@ impl Weights {
                 {
                     return Err(Error::format(
                         &self.path,
-                        format!("tensor {name} has dtype {dtype}; SAE weights must be floats (F32, F16, BF16 or F64)"),
+                        format!("tensor {name} has dtype {dtype}; SAE weights must be little-endian floats (F32, F16, BF16 or F64; <f4, <f2 or <f8 in an .npz)"),
                     ));
                 }
                 Err(Error::format(
@@ -186,7 +263,7 @@ impl Weights {
         let Some(name) = names.iter().find(|n| self.tensors.contains_key(**n)) else {
             return Ok(None);
         };
-        let (s, data) = self.tensors.remove(*name).expect("present");
+        let (s, values) = self.tensors.remove(*name).expect("present");
         self.taken.push((name.to_string(), s.clone()));
         let want: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
         if s != want {
@@ -197,6 +274,7 @@ impl Weights {
                 ),
             ));
         }
+        let data = values.decode(&s);
         crate::finite::check(&self.path, name, &s, &data, NONFINITE_WHY)?;
         Ok(Some(data))
     }
@@ -205,9 +283,13 @@ impl Weights {
     /// encoding does not read) holds a NaN or ±Inf; an absent tensor passes.
     pub fn check_finite(&self, names: &[&str]) -> Result<()> {
         match names.iter().find_map(|n| self.tensors.get_key_value(*n)) {
-            Some((name, (shape, data))) => {
-                crate::finite::check(&self.path, name, shape, data, NONFINITE_WHY)
-            }
+            Some((name, (shape, values))) => crate::finite::check(
+                &self.path,
+                name,
+                shape,
+                &values.decoded(shape),
+                NONFINITE_WHY,
+            ),
             None => Ok(()),
         }
     }
