@@ -149,6 +149,11 @@ class FeatureDictionary:
         """Folds in a dictionary built on another shard (before either is finalized, or
         after: finalize is non-destructive). Returns the shift applied to ``other``'s
         sequence indices (0 when it was built with a disjoint ``sequence_offset``)."""
+        if not isinstance(other, FeatureDictionary):
+            raise TypeError(
+                f"merge() takes a FeatureDictionary, got {type(other).__name__} "
+                "(to fold in a FeatureExtractor, merge it into this dictionary's .extractor)"
+            )
         self._check_live("merge")
         other._check_live("merge")
         shift = self.extractor.merge(other.extractor)

@@ -699,6 +699,15 @@ class FeatureExtractor:
         processed another shard in another process. Sequence indices of ``other`` that collide
         with ours are shifted past ours; returns that shift (0 when they were disjoint, e.g.
         when the shard was created with ``sequence_offset``)."""
+        if not isinstance(other, FeatureExtractor):
+            raise TypeError(
+                f"merge() takes a FeatureExtractor, got {type(other).__name__}"
+                + (
+                    " (merge a FeatureDictionary's .extractor, or merge dictionaries)"
+                    if hasattr(other, "extractor")
+                    else ""
+                )
+            )
         if other is self:
             raise ValueError("cannot merge an extractor into itself")
         self._check_live("merge()")

@@ -159,9 +159,15 @@ fn parse_dict(path: &Path, text: &str, data_offset: usize) -> Result<NpyHeader> 
         .ok_or_else(|| bad("unterminated descr"))?;
     let descr = descr_raw[1..1 + descr_end].to_string();
     let fortran = value_of("fortran_order")?;
-    let fortran_order = if fortran.starts_with("True") {
+    // The literal must end where it ends (`Truex` is not `True`, numpy refuses it too).
+    let literal = |word: &str| {
+        fortran
+            .strip_prefix(word)
+            .is_some_and(|rest| !rest.starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+    };
+    let fortran_order = if literal("True") {
         true
-    } else if fortran.starts_with("False") {
+    } else if literal("False") {
         false
     } else {
         return Err(bad("fortran_order is neither True nor False"));
@@ -360,6 +366,25 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("dup.npy") && e.contains("more than once"), "{e}");
+        }
+    }
+
+    #[test]
+    fn fortran_order_must_be_exactly_true_or_false() {
+        let header = |value: &str| {
+            let dict = format!("{{'descr': '<f4', 'fortran_order': {value}, 'shape': (2, 3), }}");
+            let mut h = Vec::from(MAGIC);
+            h.extend([1, 0]);
+            h.extend((dict.len() as u16).to_le_bytes());
+            h.extend(dict.as_bytes());
+            parse_header(Path::new("f.npy"), &h)
+        };
+        assert!(header("True").unwrap().fortran_order);
+        assert!(!header("False").unwrap().fortran_order);
+        assert!(header("True ").unwrap().fortran_order);
+        for bad in ["Truex", "False_", "True1", "true", "1"] {
+            let e = header(bad).unwrap_err().to_string();
+            assert!(e.contains("neither True nor False"), "{bad}: {e}");
         }
     }
 

@@ -1341,10 +1341,12 @@ impl FdictReader {
         // reader's feet, or (for a file in WAL mode, as earlier versions wrote) another
         // process closing its own connection believes it is the last one, checkpoints and
         // deletes the WAL, and the labels this process writes afterwards go to a deleted file.
+        // Whether the file starts with SQLite's magic is not looked at (that would open it;
+        // see above), so the message names both causes SQLite cannot tell apart.
         let not_fdict = || {
             Error::format(
                 path,
-                "not a .fdict dictionary (expected a SQLite database starting with \"SQLite format 3\\0\")",
+                "not a .fdict dictionary: SQLite does not read it as a database (expected a file starting with \"SQLite format 3\\0\" and a valid 100-byte header; the file is something else, or a damaged or truncated copy)",
             )
         };
         let md = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
