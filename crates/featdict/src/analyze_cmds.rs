@@ -218,7 +218,9 @@ pub fn cmd_correlated(a: CorrelatedArgs) -> Result<()> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"id": a.id, "method": m, "correlated": v}))?
+            serde_json::to_string_pretty(
+                &json!({"id": a.id, "method": m, "correlated": v, "never_fired": dict.get(a.id).is_some_and(|f| f.activation_count == 0)})
+            )?
         );
         return Ok(());
     }
@@ -230,8 +232,13 @@ pub fn cmd_correlated(a: CorrelatedArgs) -> Result<()> {
         "phi correlation of firings over all tokens (sketch, approximate: co-firing counts are lower bounds, and partners can be missing)"
     };
     println!("features correlated with #{} ({what})", a.id);
+    let never_fired = dict.get(a.id).is_some_and(|f| f.activation_count == 0);
     if rows.is_empty() {
-        println!("  none with correlation >= {}", a.min);
+        if never_fired {
+            println!("  none: feature {} never fired", a.id);
+        } else {
+            println!("  none with correlation >= {}", a.min);
+        }
     }
     let shown = rows.len();
     for (j, r) in rows {

@@ -375,13 +375,13 @@ pub fn run(cli: Cli) -> Result<()> {
             let top = r.top_features(a.by, only, a.n)?;
             let (all, stored) = (r.summary().num_features, r.summary().stored_features);
             note_dead_left_out(&a.dict, only, all, stored);
-            print::top(&top.iter().collect::<Vec<_>>(), a.json)
+            print::top(&top.iter().collect::<Vec<_>>(), only, a.json)
         }
         Command::Top(a) => {
             let dict = load(&a.dict)?;
             let only = a.feature_type.and_then(|t| t.0);
             note_dead_left_out(&a.dict, only, dict.num_features(), dict.feature_set.len());
-            print::top(&dict.top_features(a.by, only, a.n), a.json)
+            print::top(&dict.top_features(a.by, only, a.n), only, a.json)
         }
         Command::Label(a) => crate::label_cmds::cmd_label(a),
         Command::Similar(a) => crate::analyze_cmds::cmd_similar(a),

@@ -389,7 +389,11 @@ fn histogram_by_octave(h: &HistogramSummary) {
 }
 
 /// `featdict top`.
-pub fn top(top: &[&Feature], as_json: bool) -> Result<()> {
+pub fn top(
+    top: &[&Feature],
+    only: Option<feature_dictionary::model::FeatureType>,
+    as_json: bool,
+) -> Result<()> {
     if as_json {
         let rows: Vec<_> = top
             .iter()
@@ -407,6 +411,13 @@ pub fn top(top: &[&Feature], as_json: bool) -> Result<()> {
             })
             .collect();
         return out_json(&rows);
+    }
+    if top.is_empty() {
+        match only {
+            Some(t) => println!("no {} features", t.as_str()),
+            None => println!("no features"),
+        }
+        return Ok(());
     }
     println!(
         "{:>8}  {:>10}  {:>10}  {:>9}  {:>9}  top token",

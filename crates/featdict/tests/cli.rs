@@ -150,6 +150,21 @@ fn build_stats_show_top_with_json() {
         for f in [d, &fdict] {
             let out = featdict(&["top", s(f), "--type", "dead"]);
             assert_success(&out);
+            // Nothing to list is said, not shown as a bare header.
+            let listed = String::from_utf8_lossy(&out.stdout);
+            if d == &dropped {
+                assert_eq!(listed, "no dead features\n");
+            } else {
+                assert!(
+                    listed
+                        .lines()
+                        .nth(1)
+                        .unwrap()
+                        .trim_start()
+                        .starts_with("4 "),
+                    "{listed}"
+                );
+            }
             let note = String::from_utf8_lossy(&out.stderr);
             assert_eq!(
                 note.contains(

@@ -353,6 +353,11 @@ fn analysis_options_that_change_nothing_are_refused() {
     assert_clean_error(&out, &["must be a number, got NaN"]);
     let out = featdict(&["correlated", s(&dict), "0", "--json"]);
     assert_success(&out);
+    // A bound no correlation reaches: "none", blamed on the stored partners, was printed.
+    for min in ["1.0001", "inf"] {
+        let out = featdict(&["correlated", s(&dict), "0", "--min", min]);
+        assert_clean_error(&out, &["must be at most 1"]);
+    }
     // similar --tensor names a tensor of --sae; without --sae it was silently ignored.
     let out = featdict(&["similar", s(&dict), "0", "--tensor", "W_dec"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -464,4 +469,42 @@ fn a_feature_that_never_fired_and_a_file_without_counts_say_so() {
         &out,
         &["original.json", "no per-token firing counts", "--sae"],
     );
+}
+
+/// `correlated` on a feature that never fired says so (as `similar` and `compare` do), not
+/// "none with correlation >= 0" as if partners had been looked for.
+#[test]
+fn correlated_says_a_dead_feature_never_fired() {
+    let dir = tempfile::tempdir().unwrap();
+    let acts = dir.path().join("acts.npy");
+    let toks = dir.path().join("tokens.json");
+    // Feature 1 never fires; 0 and 2 fire together.
+    let data: Vec<f32> = (0..8)
+        .flat_map(|t| {
+            let on = if t % 2 == 0 { 1.0 } else { 0.0 };
+            [on, 0.0, on * 2.0]
+        })
+        .collect();
+    npy::write_f32(&acts, &[8, 3], &data).unwrap();
+    std::fs::write(&toks, r#"[["a","b","c","d"],["e","f","g","h"]]"#).unwrap();
+    let dict = dir.path().join("d.json");
+    assert_success(&build(
+        &acts,
+        &toks,
+        &dict,
+        &["-q", "--correlation", "exact"],
+    ));
+    let out = featdict(&["correlated", s(&dict), "1"]);
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("none: feature 1 never fired"), "{text}");
+    let out = featdict(&["correlated", s(&dict), "1", "--json"]);
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["never_fired"], true);
+    assert_eq!(v["correlated"], serde_json::json!([]));
+    let out = featdict(&["correlated", s(&dict), "0", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["never_fired"], false);
+    assert_eq!(v["correlated"][0]["id"], 2, "{v}");
 }

@@ -888,7 +888,14 @@ impl IntoResponse for ApiError {
 }
 
 /// Parses a feature id from the URL.
+/// A feature id in a path: decimal digits, no sign and no leading zero, so that every
+/// feature has one URL (`/features/01` and `/features/+1` are not feature 1's page).
 fn parse_id(raw: &str) -> Result<u64, ApiError> {
+    if raw.len() > 1 && raw.starts_with('0') || raw.starts_with('+') {
+        return Err(ApiError::bad(format!(
+            "feature id {raw:?} is not written canonically (decimal digits without a sign or leading zeros)"
+        )));
+    }
     raw.parse::<u64>().map_err(|_| {
         if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
             ApiError::bad(format!(
@@ -899,6 +906,17 @@ fn parse_id(raw: &str) -> Result<u64, ApiError> {
             ApiError::bad(format!("feature id {raw:?} is not a non-negative integer"))
         }
     })
+}
+
+/// A feature id as a person types it into the "go to" box: a sign or leading zeros are
+/// dropped (the answer is a redirect to the canonical page).
+fn parse_typed_id(raw: &str) -> Result<u64, ApiError> {
+    let unsigned = raw.strip_prefix('+').unwrap_or(raw);
+    let digits = unsigned.trim_start_matches('0');
+    if digits.is_empty() && !unsigned.is_empty() {
+        return Ok(0);
+    }
+    parse_id(if digits.is_empty() { raw } else { digits })
 }
 
 /// Runs blocking database work off the async workers.
@@ -1010,6 +1028,9 @@ pub(crate) struct ListPage {
     pub briefs: Vec<FeatureBrief>,
     /// Whether features follow this page.
     pub more: bool,
+    /// Dead features the listing cannot show because the file was built without them
+    /// (`--drop-dead`); counted for listings of every type and of dead features.
+    pub dead_left_out: usize,
 }
 
 /// Runs a listing and fetches the page's briefs.
@@ -1021,9 +1042,17 @@ pub(crate) async fn run_list(st: Arc<AppState>, req: ListRequest) -> Result<List
                 r.list_features(req.order, req.feature_type, req.offset, req.limit + 1)?;
             let more = ids.len() > req.limit;
             ids.truncate(req.limit);
+            let summary = r.summary();
+            let dead_left_out = match req.feature_type {
+                None | Some(FeatureType::Dead) => {
+                    summary.num_features.saturating_sub(summary.stored_features)
+                }
+                Some(_) => 0,
+            };
             Ok(ListPage {
                 briefs: r.briefs(&ids)?,
                 more,
+                dead_left_out,
             })
         })
     })
@@ -1037,15 +1066,18 @@ async fn api_list(
     let req = parse_list(&params)?;
     let (order, feature_type, offset, limit) = (req.order, req.feature_type, req.offset, req.limit);
     let page = run_list(st, req).await?;
-    Ok(Json(json!({
+    let mut out = json!({
         "order": order.as_str(),
         "type": feature_type.map_or("all", |t| t.as_str()),
         "offset": offset,
         "limit": limit,
         "more": page.more,
         "features": page.briefs,
-    }))
-    .into_response())
+    });
+    if page.dead_left_out > 0 {
+        out["dead_left_out"] = json!(page.dead_left_out);
+    }
+    Ok(Json(out).into_response())
 }
 
 /// A parsed search request.

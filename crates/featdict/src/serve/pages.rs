@@ -13,7 +13,8 @@ use feature_dictionary::query::TokenBasis;
 
 use super::html::{self, esc, num, page};
 use super::{
-    blocking, parse_id, parse_list, parse_search, run_list, run_search, ApiError, AppState, Params,
+    blocking, parse_id, parse_list, parse_search, parse_typed_id, run_list, run_search, ApiError,
+    AppState, Params,
 };
 
 const STYLE: &str = include_str!("assets/style.css");
@@ -188,6 +189,14 @@ pub async fn features(State(st): State<Arc<AppState>>, Params(params): Params) -
             feature_type.map_or("all", |t| t.as_str()),
         )
     };
+    if found.dead_left_out > 0 {
+        let n = found.dead_left_out;
+        let _ = write!(
+            b,
+            "<p class=\"note\" id=\"left-out\">Note: {n} dead feature{} left out of this file when it was built (--drop-dead), so not listed.</p>",
+            if n == 1 { " was" } else { "s were" }
+        );
+    }
     if found.briefs.is_empty() {
         if offset > 0 {
             let _ = write!(
@@ -301,14 +310,19 @@ pub async fn go(Params(params): Params) -> Response {
         .get("id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    match parse_id(&raw) {
+    match parse_typed_id(&raw) {
         Ok(id) => axum::response::Redirect::to(&format!("/features/{id}")).into_response(),
         Err(e) => error_page(e),
     }
 }
 
 pub async fn search(State(st): State<Arc<AppState>>, Params(params): Params) -> Response {
-    let kind = params.get("kind").map(String::as_str).unwrap_or("text");
+    // An empty value is the default, as for `by=`, `type=` and `order=`.
+    let kind = params
+        .get("kind")
+        .map(String::as_str)
+        .filter(|k| !k.is_empty())
+        .unwrap_or("text");
     let q = params.get("q").cloned().unwrap_or_default();
     // The form offers only the rankings the dictionary can give, defaulting to its own; an
     // error here leaves the ordinary form, and the search below reports the error.
@@ -368,7 +382,7 @@ pub async fn search(State(st): State<Arc<AppState>>, Params(params): Params) -> 
         other => {
             let _ = write!(
                 b,
-                "<p class=\"error\">unknown search kind {}</p>",
+                "<p class=\"error\">unknown search kind {}; expected text, token, label or pattern</p>",
                 esc(other)
             );
             return (StatusCode::BAD_REQUEST, Html(page("search", &b))).into_response();
@@ -453,12 +467,22 @@ pub async fn feature(State(st): State<Arc<AppState>>, UrlPath(raw): UrlPath<Stri
     };
     let got = blocking(move || {
         st.read(|r| {
-            let f = r.feature(id)?;
+            let mut f = r.feature(id)?;
             let n = if f.is_some() {
                 r.neighbours(id)?
             } else {
                 Vec::new()
             };
+            // A feature that never fired, in a dictionary that counted tokens, fired on no
+            // token: 0, as `compare` says, not "–" (not stored).
+            if let Some(f) = f.as_mut() {
+                if f.activation_count == 0
+                    && f.metadata.unique_tokens.is_none()
+                    && r.has_token_counts()?
+                {
+                    f.metadata.unique_tokens = Some(0);
+                }
+            }
             Ok((f, n, r.adjacent_ids(id)?, r.summary().clone()))
         })
     })

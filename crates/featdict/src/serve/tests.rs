@@ -191,10 +191,33 @@ fn stats_and_feature_lookup() {
         ("/go?id=abc", 400),
         ("/go", 400),
         ("/go?id=%2012%20", 303),
+        // One URL per feature: no sign, no leading zeros in a path; the box accepts them.
+        ("/api/features/01", 400),
+        ("/api/features/+1", 400),
+        ("/features/%31", 200),
+        ("/features/007", 400),
+        ("/api/features/0", 200),
+        ("/go?id=007", 303),
+        ("/go?id=%2B7", 303),
+        ("/go?id=000", 303),
     ] {
         let r = get(s.addr, path);
         assert_eq!(r.status, code, "{path}: {}", r.body);
     }
+    for (typed, to) in [
+        ("007", "/features/7"),
+        ("%2B7", "/features/7"),
+        ("000", "/features/0"),
+    ] {
+        let r = get(s.addr, &format!("/go?id={typed}"));
+        assert_eq!(
+            r.headers.get("location").map(String::as_str),
+            Some(to),
+            "{typed}"
+        );
+    }
+    let r = get(s.addr, "/api/features/01");
+    assert!(r.body.contains("not written canonically"), "{}", r.body);
     let r = get(s.addr, "/api/features/99999999999999999999");
     assert!(r.body.contains("is too large"), "{}", r.body);
     let r = get(s.addr, "/api/features/abc");
@@ -2341,5 +2364,61 @@ fn a_missing_feature_says_why() {
     assert_eq!(
         e,
         "feature 100 is not in this dictionary (it holds 40 features, ids 0 to 99)"
+    );
+}
+
+/// A file built with `--drop-dead`: listings of every type and of dead features say how many
+/// dead features it left out (the page and the API, as `featdict top --type dead` does), and
+/// a stored feature that never fired, in a dictionary that counted tokens, shows 0 distinct
+/// tokens rather than "–" (not stored).
+#[test]
+fn listings_say_which_dead_features_the_file_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dict = synthetic::dictionary(&Spec {
+        n_features: 10,
+        vocab_words: 20,
+        ..Default::default()
+    });
+    for id in [2, 5, 6] {
+        dict.feature_set.features.remove(&id);
+    }
+    let dead = dict.feature_set.features.get_mut(&3).unwrap();
+    dead.activation_count = 0;
+    dead.activation_frequency = 0.0;
+    dead.feature_type = feature_dictionary::model::FeatureType::Dead;
+    dead.metadata.top_tokens.clear();
+    dead.metadata.unique_tokens = None;
+    dead.metadata.token_entropy = None;
+    let path = dir.path().join("dropped.fdict");
+    store::save(&dict, &path).unwrap();
+    let (addr, _rt) = serve_file(&path, super::ServeOptions::default());
+    for (query, left_out) in [
+        ("", Some(3)),
+        ("?type=dead", Some(3)),
+        ("?type=sparse", None),
+    ] {
+        let v = get(addr, &format!("/api/features{query}")).json();
+        assert_eq!(v["dead_left_out"].as_u64(), left_out, "{query}: {v}");
+        let page = get(addr, &format!("/features{query}")).body;
+        assert_eq!(
+            page.contains("3 dead features were left out of this file"),
+            left_out.is_some(),
+            "{query}: {page}"
+        );
+    }
+    let page = get(addr, "/features/3").body;
+    assert!(
+        page.contains("<tr><th>distinct tokens</th><td class=\"n\">0</td></tr>"),
+        "{page}"
+    );
+    // The search box's empty kind is full text, as leaving it out is.
+    let r = get(addr, "/search?kind=&q=zzzz");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = get(addr, "/search?kind=words&q=a");
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body.contains("expected text, token, label or pattern"),
+        "{}",
+        r.body
     );
 }

@@ -95,6 +95,12 @@ pub fn correlated(
             "the smallest correlation shown must be a number, got NaN".into(),
         ));
     }
+    if min_correlation > 1.0 {
+        // No correlation reaches it: "none" would be reported for any feature.
+        return Err(Error::Invalid(format!(
+            "the smallest correlation shown must be at most 1 (correlations lie in [-1, 1]), got {min_correlation}"
+        )));
+    }
     let f = dict
         .get(id)
         .ok_or_else(|| Error::Invalid(format!("feature {id} is not in the dictionary")))?;
