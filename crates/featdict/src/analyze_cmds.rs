@@ -411,18 +411,40 @@ pub fn cmd_polysemantic(a: PolysemanticArgs) -> Result<()> {
         min_cluster_size: a.min_cluster_size,
         ..Default::default()
     };
-    let found = match features {
-        Features::Memory(dict) => polysemantic::find_polysemantic(&dict, &emb, &params),
-        Features::File(reader) => {
-            let mut found = Vec::new();
-            reader.for_each_feature(|f| {
-                if let Some(c) = polysemantic::polysemantic_clusters(f, &emb, &params) {
-                    found.push((f.id, c));
-                }
-                Ok(())
-            })?;
-            found
+    // What the clustering had to work with, so that "0" can say why when it is not a finding.
+    let mut with_tokens = 0u64;
+    let mut with_embedded_tokens = 0u64;
+    let mut found = Vec::new();
+    let mut consider = |f: &feature_dictionary::model::Feature| {
+        let tokens = &f.metadata.top_tokens;
+        if !tokens.is_empty() {
+            with_tokens += 1;
+            if tokens.iter().any(|t| emb.get(&t.token).is_some()) {
+                with_embedded_tokens += 1;
+            }
         }
+        if let Some(c) = polysemantic::polysemantic_clusters(f, &emb, &params) {
+            found.push((f.id, c));
+        }
+    };
+    match features {
+        Features::Memory(dict) => dict.features().for_each(&mut consider),
+        Features::File(reader) => reader.for_each_feature(|f| {
+            consider(f);
+            Ok(())
+        })?,
+    }
+    let why_none = if !found.is_empty() {
+        None
+    } else if with_tokens == 0 {
+        Some("no feature of this dictionary has top tokens (per-token counts), which the clustering groups; a file of the original library has none".to_string())
+    } else if with_embedded_tokens == 0 {
+        Some(format!(
+            "none of the top tokens of the {with_tokens} features that have them is in the embeddings' vocabulary ({}): are they the embeddings of the model the SAE was trained on?",
+            a.embeddings.display()
+        ))
+    } else {
+        None
     };
     if a.json {
         let v: Vec<_> = found
@@ -430,13 +452,17 @@ pub fn cmd_polysemantic(a: PolysemanticArgs) -> Result<()> {
             .take(a.n)
             .map(|(id, c)| json!({"id": id, "clusters": c}))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"total": found.len(), "features": v}))?
-        );
+        let mut out = json!({"total": found.len(), "features": v});
+        if let Some(why) = &why_none {
+            out["note"] = json!(why);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     println!("{} polysemantic feature(s)", found.len());
+    if let Some(why) = &why_none {
+        println!("  ({why})");
+    }
     for (id, clusters) in found.iter().take(a.n) {
         let parts: Vec<String> = clusters
             .iter()

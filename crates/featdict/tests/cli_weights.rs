@@ -605,3 +605,62 @@ fn logits_finds_the_unembedding_by_its_usual_names() {
         assert_eq!(got, want, "{name}");
     }
 }
+
+/// `polysemantic` finding nothing because it had nothing to cluster says why (the tokens are
+/// not in the embeddings' vocabulary) rather than reporting "0" as a finding.
+#[test]
+fn polysemantic_says_why_when_no_token_has_an_embedding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dict = small_dict(tmp.path(), "d", None, &[]);
+    let (emb, _) = token_matrix(
+        tmp.path(),
+        "E.safetensors",
+        "token_embd.weight",
+        &TOKEN_ROWS,
+    );
+    let other_vocab = tmp.path().join("other_vocab.json");
+    std::fs::write(&other_vocab, r#"["v","w","x","y","z"]"#).unwrap();
+    let args = |vocab: &Path, json: bool| {
+        let mut a = vec![
+            "polysemantic".to_string(),
+            s(&dict).to_string(),
+            "--embeddings".into(),
+            s(&emb).to_string(),
+            "--embedding-vocab".into(),
+            s(vocab).to_string(),
+        ];
+        if json {
+            a.push("--json".into());
+        }
+        a
+    };
+    let run = |vocab: &Path, json: bool| {
+        let a = args(vocab, json);
+        let out = featdict(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_success(&out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = run(&other_vocab, false);
+    assert!(
+        text.contains("0 polysemantic feature(s)")
+            && text.contains("none of the top tokens of the 4 features that have them is in the embeddings' vocabulary"),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&run(&other_vocab, true)).unwrap();
+    assert!(
+        v["note"]
+            .as_str()
+            .unwrap()
+            .contains("embeddings' vocabulary"),
+        "{v}"
+    );
+    // With the right vocabulary there is nothing to explain (whatever the count).
+    let (_, vocab) = token_matrix(
+        tmp.path(),
+        "E2.safetensors",
+        "token_embd.weight",
+        &TOKEN_ROWS,
+    );
+    let v: serde_json::Value = serde_json::from_str(&run(&vocab, true)).unwrap();
+    assert!(v.get("note").is_none(), "{v}");
+}
