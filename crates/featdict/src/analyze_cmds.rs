@@ -131,6 +131,17 @@ pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
                     a.id
                 );
             }
+            if subset
+                .dict
+                .get(a.id)
+                .is_some_and(|f| f.metadata.top_tokens.is_empty())
+            {
+                bail!(
+                    "{}: feature {} has no stored top tokens (the dictionary counted tokens, but kept none for it), so it has no firing-token profile to compare; pass --sae to rank by decoder cosine",
+                    a.dict.display(),
+                    a.id
+                );
+            }
             // Only features sharing a token can have a positive cosine: of a .fdict, read
             // just those.
             if let Some(reader) = subset.reader() {
@@ -586,7 +597,13 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
         if counts_stored && f.activation_count == 0 {
             Some(format!("feature {} never fired", f.id))
         } else if f.metadata.top_tokens.is_empty() {
-            Some("no per-token counts stored".to_string())
+            Some(if counts_stored {
+                // The dictionary counted tokens, but not this feature's (e.g. a file whose
+                // features' top tokens were cut).
+                format!("feature {} has no stored top tokens", f.id)
+            } else {
+                "no per-token counts stored".to_string()
+            })
         } else {
             None
         }

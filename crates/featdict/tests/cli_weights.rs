@@ -664,3 +664,31 @@ fn polysemantic_says_why_when_no_token_has_an_embedding() {
     let v: serde_json::Value = serde_json::from_str(&run(&vocab, true)).unwrap();
     assert!(v.get("note").is_none(), "{v}");
 }
+
+/// A fired feature without stored top tokens, in a dictionary that counted tokens: `similar`
+/// refuses (it returned an empty list) and `compare` names that feature rather than saying
+/// the file stores no per-token counts.
+#[test]
+fn a_feature_without_top_tokens_in_a_counting_dictionary_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dict = small_dict(tmp.path(), "d", None, &[]);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dict).unwrap()).unwrap();
+    v["feature_set"]["features"]["0"]["metadata"]["top_tokens"] = serde_json::json!([]);
+    let cut = tmp.path().join("cut.json");
+    std::fs::write(&cut, serde_json::to_string(&v).unwrap()).unwrap();
+    let out = featdict(&["similar", s(&cut), "0"]);
+    assert_clean_error(
+        &out,
+        &[s(&cut), "feature 0 has no stored top tokens", "--sae"],
+    );
+    let out = featdict(&["similar", s(&cut), "1", "--json"]);
+    assert_success(&out);
+    let out = featdict(&["compare", s(&cut), "0", "1", "--json"]);
+    assert_success(&out);
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        c["token_profile_missing"], "feature 0 has no stored top tokens",
+        "{c}"
+    );
+}
