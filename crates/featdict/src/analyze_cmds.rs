@@ -283,7 +283,8 @@ pub struct LogitsArgs {
     /// Tensor name of the unembedding.
     #[arg(long)]
     unembed_tensor: Option<String>,
-    /// Token strings of a safetensors unembedding: tokenizer.json or a JSON list.
+    /// Token strings of a safetensors unembedding: tokenizer.json or a JSON list (a GGUF
+    /// file carries its own, and is refused with one).
     #[arg(long)]
     unembed_vocab: Option<PathBuf>,
     /// Tokens shown each way (at least 1; at most half the unembedding's vocabulary, so that
@@ -374,7 +375,8 @@ pub struct PolysemanticArgs {
     /// Token embeddings (GGUF model, or safetensors with --embedding-vocab).
     #[arg(long)]
     embeddings: PathBuf,
-    /// Token strings of a safetensors embedding matrix.
+    /// Token strings of a safetensors embedding matrix: tokenizer.json or a JSON list (a
+    /// GGUF file carries its own, and is refused with one).
     #[arg(long)]
     embedding_vocab: Option<PathBuf>,
     /// Tensor name of the embedding matrix (default: token_embd.weight or a usual name).

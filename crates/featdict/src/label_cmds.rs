@@ -60,7 +60,8 @@ pub struct LabelArgs {
     /// --embedding-vocab). Adds semantic_clustering to the strategies.
     #[arg(long)]
     embeddings: Option<PathBuf>,
-    /// Token strings of a safetensors embedding matrix: tokenizer.json or a JSON list.
+    /// Token strings of a safetensors embedding matrix: tokenizer.json or a JSON list (a
+    /// GGUF file carries its own, and is refused with one).
     #[arg(long, requires = "embeddings")]
     embedding_vocab: Option<PathBuf>,
     /// Tensor name of the embedding matrix (default: token_embd.weight or a usual name).

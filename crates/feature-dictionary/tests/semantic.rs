@@ -165,6 +165,15 @@ fn gguf_and_safetensors_embeddings_load_the_same_vectors() {
             assert!((x - y).abs() <= tol, "kind {kind}: {x} vs {y}");
         }
         let b = TokenEmbeddings::load(&g, None, None).unwrap();
+        // A vocabulary file beside a GGUF would not be used: refused, not ignored.
+        let err = TokenEmbeddings::load(&g, None, Some(&vocab))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("carries its own vocabulary") && err.contains("vocab.json"),
+            "{err}"
+        );
         for t in &toks {
             let (va, vb) = (a.get(t).unwrap(), b.get(t).unwrap());
             for (x, y) in va.iter().zip(vb) {

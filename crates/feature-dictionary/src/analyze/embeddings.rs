@@ -85,6 +85,7 @@ impl TokenEmbeddings {
 /// Where the token strings of the matrix in `path` come from, for messages: the `vocab`
 /// file, or a GGUF file's own token list.
 pub(crate) fn vocab_source(path: &Path, vocab: Option<&Path>) -> String {
+    // A GGUF file is refused with a vocabulary file (see `load_token_matrix`).
     match vocab {
         Some(v) if !is_gguf(path) => format!("the vocabulary {}", v.display()),
         _ => "its tokenizer.ggml.tokens list".to_string(),
@@ -117,6 +118,14 @@ pub fn load_token_matrix(
 ) -> Result<(Matrix, Vec<String>)> {
     {
         if is_gguf(path) {
+            if let Some(v) = vocab {
+                // Used, it would have been silently ignored: the file's own list names rows.
+                return Err(Error::Invalid(format!(
+                    "{} is a GGUF file, which carries its own vocabulary (tokenizer.ggml.tokens); the vocabulary file {} would not be used, so leave it out",
+                    path.display(),
+                    v.display()
+                )));
+            }
             let g = Gguf::open(path)?;
             let tokens = g.tokens.clone().ok_or_else(|| {
                 Error::format(path, "GGUF file has no tokenizer.ggml.tokens list")
