@@ -21,6 +21,19 @@ use crate::print;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// No progress displays: bars and spinners of reading, building, labeling, importing and
+    /// writing (they show only when stderr is a terminal anyway). Warnings and notes still
+    /// print.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+/// Set once from `--quiet` before a command runs; every progress display asks it.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether progress displays are off (`--quiet`).
+pub(crate) fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Cli {
@@ -237,10 +250,6 @@ struct BuildArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// No progress display (the bar of the pass, and what opening, finalizing and writing
-    /// show while they run). Warnings about the input or the output still print.
-    #[arg(long, short)]
-    quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -340,6 +349,7 @@ fn note_dead_left_out(dict: &Path, only: Option<FeatureType>, all: usize, stored
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     match cli.command {
         Command::Demo(a) => crate::demo::cmd_demo(a),
         Command::Build(a) => cmd_build(a),
@@ -609,7 +619,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     };
     // Opening reads the tokens whole once (a large tokens JSON takes seconds) and checks
     // every token id.
-    let opening = status(a.quiet, format!("opening {}", a.acts.display()));
+    let opening = status(format!("opening {}", a.acts.display()));
     let mut source = ingest::open::open_source(&spec)?;
     opening.finish_and_clear();
     if source.tokens_decoded() {
@@ -632,7 +642,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         );
     }
     let total = source.n_tokens_hint().unwrap_or(0);
-    let bar = if a.quiet {
+    let bar = if quiet() {
         ProgressBar::hidden()
     } else {
         let bar = ProgressBar::new(total);
@@ -708,10 +718,10 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         dict.drop_rare(1);
     }
     if let Some(sae) = &a.sae {
-        store_similar(&mut dict, sae, options.threads, a.quiet);
+        store_similar(&mut dict, sae, options.threads);
     }
     let write_started = std::time::Instant::now();
-    let writing = status(a.quiet, format!("writing {}", a.out.display()));
+    let writing = status(format!("writing {}", a.out.display()));
     store::save(&dict, &a.out)?;
     writing.finish_and_clear();
     let write_seconds = write_started.elapsed().as_secs_f64();
@@ -741,13 +751,13 @@ const MAX_SIMILAR_FEATURES: usize = 1 << 16;
 /// With the SAE at hand, stores every feature's 10 nearest decoder directions (what the
 /// pages show as similar features). A decoder that cannot be read as `W_dec` only costs the
 /// neighbours, with a warning: the dictionary is written anyway.
-pub(crate) fn store_similar(dict: &mut FeatureDictionary, sae: &Path, threads: usize, quiet: bool) {
+pub(crate) fn store_similar(dict: &mut FeatureDictionary, sae: &Path, threads: usize) {
     let n = dict.num_features();
     if n > MAX_SIMILAR_FEATURES {
         similar_not_stored_note(n);
         return;
     }
-    let spinner = status(quiet, format!("finding similar features of {n}"));
+    let spinner = status(format!("finding similar features of {n}"));
     let loaded = crate::analyze_cmds::sae_weights(sae).and_then(|w| {
         feature_dictionary::analyze::similar::Directions::load(&w, "W_dec", Some(n))
             .map_err(anyhow::Error::from)
@@ -771,6 +781,9 @@ fn spinner_style() -> ProgressStyle {
 /// A bar counting `total` features as `message` goes on (hidden when stderr is not a
 /// terminal, as indicatif's bars are).
 pub(crate) fn count_bar(total: u64, message: String) -> ProgressBar {
+    if quiet() {
+        return ProgressBar::hidden();
+    }
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} features (eta {eta})")
@@ -783,9 +796,9 @@ pub(crate) fn count_bar(total: u64, message: String) -> ProgressBar {
 }
 
 /// A spinner on stderr saying what runs (`message`) until it is finished; hidden with
-/// `quiet` (and, as every progress display, when stderr is not a terminal).
-pub(crate) fn status(quiet: bool, message: String) -> ProgressBar {
-    if quiet {
+/// `--quiet` (and, as every progress display, when stderr is not a terminal).
+pub(crate) fn status(message: String) -> ProgressBar {
+    if quiet() {
         return ProgressBar::hidden();
     }
     let spinner = ProgressBar::new_spinner();
@@ -795,10 +808,10 @@ pub(crate) fn status(quiet: bool, message: String) -> ProgressBar {
     spinner
 }
 
-/// Runs `work` under a [`status`] spinner saying `message` (never hidden by a flag: it only
-/// shows on a terminal, and goes away when `work` ends).
+/// Runs `work` under a [`status`] spinner saying `message` (shown only on a terminal, and
+/// not with `--quiet`; it goes away when `work` ends).
 pub(crate) fn with_status<T>(message: String, work: impl FnOnce() -> Result<T>) -> Result<T> {
-    let spinner = status(false, message);
+    let spinner = status(message);
     let result = work();
     spinner.finish_and_clear();
     result
@@ -853,8 +866,9 @@ fn cmd_encode(a: EncodeArgs) -> Result<()> {
 struct ExportArgs {
     /// Dictionary file (.fdict or .json).
     dict: PathBuf,
-    /// Output format: `json` (the original library's JSON) or `neuronpedia` (a JSON array of
-    /// Neuronpedia-style feature objects; see `store::neuronpedia` for the approximations).
+    /// Output format: `json` (the original library's JSON) or `neuronpedia` (a SAEDashboard
+    /// batch, `{model_id, layer, sae_set, features}`, of Neuronpedia-style feature objects;
+    /// see the README for what is derived and what is left at SAEDashboard's defaults).
     #[arg(long, value_parser = ["json", "neuronpedia"])]
     format: String,
     /// Output file (.json for either format; not the input).
@@ -935,7 +949,7 @@ const EXPORT_CHUNK: usize = 1024;
 
 fn cmd_export(a: ExportArgs) -> Result<()> {
     // Both formats are JSON; under another name the file would pass for something else (a
-    // Neuronpedia array named .fdict reads as a damaged database).
+    // Neuronpedia batch named .fdict reads as a damaged database).
     if a.out.extension().and_then(|e| e.to_str()) != Some("json") {
         bail!(
             "--format {} writes a .json file; got {}",
@@ -1016,10 +1030,11 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
     store::check_not_input(&a.out, &[("dictionary", &a.input)])?;
     // Feature by feature as the JSON is read (see `store::fdict::import_json`): a JSON of
     // millions of features is not held.
-    let spinner = status(
-        false,
-        format!("importing {} into {}", a.input.display(), a.out.display()),
-    );
+    let spinner = status(format!(
+        "importing {} into {}",
+        a.input.display(),
+        a.out.display()
+    ));
     let written = store::fdict::import_json(&a.input, &a.out, &mut |n| {
         if n % 1024 == 0 {
             spinner.set_message(format!(

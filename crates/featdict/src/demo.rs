@@ -192,7 +192,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     label::label_dictionary(&mut dict, &label_options, None)?;
     // Each feature's nearest decoder directions, for the pages' "similar" links, as
     // `build --sae` stores them.
-    crate::commands::store_similar(&mut dict, &data.join("sae"), threads, false);
+    crate::commands::store_similar(&mut dict, &data.join("sae"), threads);
     // `--serve` labels go into the sibling .fdict, which every run rebuilds: keep them.
     let fdict = a.out.with_extension("fdict");
     let kept = if fdict.is_file() {

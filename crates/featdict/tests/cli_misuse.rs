@@ -132,7 +132,7 @@ fn export_neuronpedia_writes_only_json_names() {
     ]);
     assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ok).unwrap()).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 30);
+    assert_eq!(v["features"].as_array().unwrap().len(), 30);
 }
 
 #[test]

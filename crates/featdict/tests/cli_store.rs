@@ -51,7 +51,7 @@ fn import_export_search_round_trip() {
     ]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&np).unwrap()).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 2100);
+    assert_eq!(v["features"].as_array().unwrap().len(), 2100);
     // Streamed from the .fdict and built in memory from the .json: the same bytes.
     let np2 = dir.path().join("np2.json");
     let out = featdict(&[

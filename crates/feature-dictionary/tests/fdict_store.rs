@@ -762,8 +762,58 @@ fn neuronpedia_export_shape() {
     let out = dir.path().join("np.json");
     neuronpedia::write(&dict, &out).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    let arr = v.as_array().unwrap();
+    // A SAEDashboard batch: the dictionary's model, layer and SAE, then the features.
+    assert_eq!(v["model_id"], dict.feature_set.model_name.as_str());
+    assert_eq!(v["layer"], dict.feature_set.layer);
+    assert_eq!(v["sae_set"], dict.feature_set.sae_name.as_str());
+    let arr = v["features"].as_array().unwrap();
     assert_eq!(arr.len(), dict.feature_set.len());
+    // Every key of SAEDashboard's NeuronpediaDashboardFeature.to_dict, and only those.
+    let mut keys: Vec<&str> = arr[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    let mut want = vec![
+        "feature_index",
+        "neuron_alignment_indices",
+        "neuron_alignment_values",
+        "neuron_alignment_l1",
+        "correlated_neurons_indices",
+        "correlated_neurons_l1",
+        "correlated_neurons_pearson",
+        "correlated_features_indices",
+        "correlated_features_l1",
+        "correlated_features_pearson",
+        "neg_str",
+        "neg_values",
+        "pos_str",
+        "pos_values",
+        "frac_nonzero",
+        "freq_hist_data_bar_values",
+        "freq_hist_data_bar_heights",
+        "logits_hist_data_bar_heights",
+        "logits_hist_data_bar_values",
+        "n_prompts_total",
+        "n_tokens_in_prompt",
+        "dataset",
+        "decoder_weights_dist",
+        "activations",
+    ];
+    want.sort_unstable();
+    assert_eq!(keys, want);
+    let sequences = dict.feature_set.metadata.total_sequences.unwrap();
+    assert!(sequences > 0);
+    assert_eq!(arr[0]["n_prompts_total"], sequences);
+    let total_tokens = dict.feature_set.total_tokens_processed;
+    let per_prompt = if total_tokens.is_multiple_of(sequences) {
+        total_tokens / sequences
+    } else {
+        0
+    };
+    assert_eq!(arr[0]["n_tokens_in_prompt"], per_prompt);
     let total = dict.feature_set.total_tokens_processed as f64;
     for (o, f) in arr.iter().zip(dict.features()) {
         assert_eq!(o["feature_index"], f.id);
@@ -921,7 +971,8 @@ fn correlations_of_a_build_reach_the_neuronpedia_export_and_fdict_neighbours() {
 
     let np = dir.path().join("np.json");
     neuronpedia::write(&dict, &np).unwrap();
-    let arr: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&np).unwrap()).unwrap();
+    let batch: serde_json::Value = serde_json::from_slice(&std::fs::read(&np).unwrap()).unwrap();
+    let arr = batch["features"].as_array().unwrap();
     assert_eq!(
         arr[0]["correlated_features_indices"],
         serde_json::json!([1])

@@ -199,7 +199,11 @@ fn examples_of_the_original_get_their_context_start_inferred() {
         feature_dictionary::store::neuronpedia::write(&d, &dir.path().join("np.json")).unwrap();
     assert_eq!(exported.features, 1);
     assert_eq!(exported.examples_without_context_activations, 4);
-    let np = feature_dictionary::store::neuronpedia::feature_json(d.get(1).unwrap(), 20);
+    let corpus = feature_dictionary::store::neuronpedia::Corpus {
+        total_tokens: 20,
+        total_sequences: None,
+    };
+    let np = feature_dictionary::store::neuronpedia::feature_json(d.get(1).unwrap(), &corpus);
     let at: Vec<Value> = np["activations"]
         .as_array()
         .unwrap()

@@ -1,9 +1,15 @@
-//! Neuronpedia-style feature JSON (the SAEDashboard `neuronpedia_dashboard.py` shape), an
-//! export only.
+//! Neuronpedia-style feature JSON: a SAEDashboard batch file (`neuronpedia_dashboard.py`'s
+//! `NeuronpediaDashboardBatch`, what Neuronpedia's conversion scripts read), an export only.
 //!
-//! Per feature: `feature_index, frac_nonzero, freq_hist_data_bar_heights,
-//! freq_hist_data_bar_values, pos_str, pos_values, neg_str, neg_values,
-//! correlated_features_indices, correlated_features_pearson, activations`.
+//! `{model_id, layer, sae_set, features: [...]}` (the dictionary's model name, layer and SAE
+//! name). Per feature, every key of SAEDashboard's `NeuronpediaDashboardFeature.to_dict`:
+//! `feature_index, frac_nonzero, freq_hist_data_bar_heights, freq_hist_data_bar_values,
+//! pos_str, pos_values, neg_str, neg_values, correlated_features_indices,
+//! correlated_features_pearson, n_prompts_total, n_tokens_in_prompt, activations`, measured;
+//! and, with SAEDashboard's own defaults (empty lists, `""`) because nothing here measures
+//! them, `neuron_alignment_indices/values/l1, correlated_neurons_indices/l1/pearson,
+//! correlated_features_l1, logits_hist_data_bar_heights/values, decoder_weights_dist,
+//! dataset`.
 //!
 //! Approximations, because we keep no raw activations:
 //! - `frac_nonzero` is firings / tokens, a firing being an activation ≥ `min_activation`
@@ -160,8 +166,42 @@ fn example(a: &FeatureActivation, bin_min: f64, bin_max: f64, bin_contains: f64)
     })
 }
 
-/// The Neuronpedia-style object of one feature; `total_tokens` is the corpus size.
-pub fn feature_json(f: &Feature, total_tokens: u64) -> Value {
+/// What the export says about the corpus the dictionary was built on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Corpus {
+    /// Tokens processed.
+    pub total_tokens: u64,
+    /// Sequences (prompts) processed, when the file records it.
+    pub total_sequences: Option<u64>,
+}
+
+impl Corpus {
+    /// The corpus of `dict`.
+    pub fn of(dict: &FeatureDictionary) -> Self {
+        Self {
+            total_tokens: dict.feature_set.total_tokens_processed,
+            total_sequences: dict.feature_set.metadata.total_sequences,
+        }
+    }
+
+    /// SAEDashboard's `n_prompts_total` (0, its default, when unknown).
+    fn prompts(&self) -> u64 {
+        self.total_sequences.unwrap_or(0)
+    }
+
+    /// SAEDashboard's `n_tokens_in_prompt`: the length every sequence had (0, its default,
+    /// when the lengths differed or are unknown).
+    fn tokens_in_prompt(&self) -> u64 {
+        match self.total_sequences {
+            Some(s) if s > 0 && self.total_tokens.is_multiple_of(s) => self.total_tokens / s,
+            _ => 0,
+        }
+    }
+}
+
+/// The Neuronpedia-style object of one feature.
+pub fn feature_json(f: &Feature, corpus: &Corpus) -> Value {
+    let total_tokens = corpus.total_tokens;
     let (heights, values) = match &f.metadata.histogram {
         Some(h) if f.activation_count > 0 => equal_width_histogram(
             h,
@@ -205,8 +245,30 @@ pub fn feature_json(f: &Feature, total_tokens: u64) -> Value {
         "neg_values": lens_field("neg_values"),
         "correlated_features_indices": correlated.iter().map(|c| c.0).collect::<Vec<_>>(),
         "correlated_features_pearson": correlated.iter().map(|c| c.1).collect::<Vec<_>>(),
+        "correlated_features_l1": [],
+        "neuron_alignment_indices": [],
+        "neuron_alignment_values": [],
+        "neuron_alignment_l1": [],
+        "correlated_neurons_indices": [],
+        "correlated_neurons_l1": [],
+        "correlated_neurons_pearson": [],
+        "logits_hist_data_bar_heights": [],
+        "logits_hist_data_bar_values": [],
+        "decoder_weights_dist": [],
+        "n_prompts_total": corpus.prompts(),
+        "n_tokens_in_prompt": corpus.tokens_in_prompt(),
+        "dataset": "",
         "activations": activations,
     })
+}
+
+/// The batch's opening, up to the `features` list's `[`.
+fn batch_head(model_id: &str, layer: i64, sae_set: &str) -> Vec<u8> {
+    let head = json!({"model_id": model_id, "layer": layer, "sae_set": sae_set}).to_string();
+    // `{...}` becomes `{...,"features":[`.
+    let mut out = head.as_bytes()[..head.len() - 1].to_vec();
+    out.extend_from_slice(b",\"features\":[");
+    out
 }
 
 /// What an export wrote.
@@ -235,21 +297,26 @@ impl Exported {
     }
 }
 
-/// Writes every feature of `dict` as a JSON array of Neuronpedia-style objects.
+/// Writes every feature of `dict` as a SAEDashboard batch of Neuronpedia-style objects.
 pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<Exported> {
-    let total = dict.feature_set.total_tokens_processed;
+    let corpus = Corpus::of(dict);
     let mut exported = Exported::default();
+    let head = batch_head(
+        &dict.feature_set.model_name,
+        dict.feature_set.layer,
+        &dict.feature_set.sae_name,
+    );
     super::write_atomically(path, |w| {
-        w.write_all(b"[")?;
+        w.write_all(&head)?;
         for (i, f) in dict.features().enumerate() {
             if i > 0 {
                 w.write_all(b",\n")?;
             }
-            serde_json::to_writer(&mut *w, &feature_json(f, total))
+            serde_json::to_writer(&mut *w, &feature_json(f, &corpus))
                 .map_err(std::io::Error::other)?;
             exported.add(f);
         }
-        w.write_all(b"]\n")
+        w.write_all(b"]}\n")
     })?;
     Ok(exported)
 }
@@ -257,16 +324,19 @@ pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<Exported> {
 /// Writes every feature of an open `.fdict` like [`write()`], one feature at a time (the
 /// dictionary is never held in memory).
 pub fn write_from_reader(r: &super::fdict::FdictReader, path: &Path) -> Result<Exported> {
-    let total = r.statistics().total_tokens_processed;
+    let shell = r.load_some(&[])?;
+    let corpus = Corpus::of(&shell);
+    let summary = r.summary();
+    let head = batch_head(&summary.model_name, summary.layer, &summary.sae_name);
     let mut exported = Exported::default();
     let mut failure: Option<crate::Error> = None;
     super::write_atomically(path, |w| {
-        w.write_all(b"[")?;
+        w.write_all(&head)?;
         let res = r.for_each_feature(|f| {
             if exported.features > 0 {
                 w.write_all(b",\n").map_err(|e| crate::Error::io(path, e))?;
             }
-            serde_json::to_writer(&mut *w, &feature_json(f, total))
+            serde_json::to_writer(&mut *w, &feature_json(f, &corpus))
                 .map_err(|e| crate::Error::io(path, std::io::Error::other(e)))?;
             exported.add(f);
             Ok(())
@@ -275,7 +345,7 @@ pub fn write_from_reader(r: &super::fdict::FdictReader, path: &Path) -> Result<E
             failure = Some(e);
             return Err(std::io::Error::other("reading the dictionary failed"));
         }
-        w.write_all(b"]\n")
+        w.write_all(b"]}\n")
     })
     .map_err(|e| failure.take().unwrap_or(e))?;
     Ok(exported)
