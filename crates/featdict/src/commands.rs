@@ -191,14 +191,15 @@ struct BuildArgs {
     /// An activation >= this counts as a firing (must be > 0).
     #[arg(long, default_value_t = 0.01)]
     min_activation: f64,
-    /// Model name stored in the dictionary.
+    /// Model name stored in the dictionary (default: the `model_name` of a delphi cache's
+    /// config.json or of the --sae cfg.json).
     #[arg(long, default_value = "")]
     model_name: String,
     /// SAE name stored in the dictionary.
     #[arg(long, default_value = "")]
     sae_name: String,
-    /// Layer stored in the dictionary (default: the hookpoint's of a delphi cache, e.g. 9 for
-    /// blocks.9.hook_resid_post, else 0).
+    /// Layer stored in the dictionary (default: the hookpoint's of a delphi cache or of the
+    /// --sae config, e.g. 9 for blocks.9.hook_resid_post, else 0).
     #[arg(long)]
     layer: Option<i64>,
     /// Worker threads (default: all cores). The result does not depend on it.
@@ -552,11 +553,15 @@ pub(crate) fn not_in_fdict(r: &store::fdict::FdictReader, path: &Path, id: u64) 
 }
 
 fn cmd_build(a: BuildArgs) -> Result<()> {
-    // A delphi cache says which model and layer it holds; what the options give wins.
-    let cache = if a.sae.is_none() && (a.acts.is_dir() || ingest::delphi::is_delphi_file(&a.acts)) {
-        ingest::delphi::cache_provenance(&a.acts)
-    } else {
-        Default::default()
+    // A delphi cache, or the SAE that encodes the residuals, says which model and layer the
+    // latents are of; what the options give wins.
+    let cache = match &a.sae {
+        Some(sae) if sae.is_dir() => feature_dictionary::sae::provenance(sae),
+        Some(_) => Default::default(),
+        None if a.acts.is_dir() || ingest::delphi::is_delphi_file(&a.acts) => {
+            ingest::delphi::cache_provenance(&a.acts)
+        }
+        None => Default::default(),
     };
     let model_name = match (a.model_name.is_empty(), &cache.model_name) {
         (true, Some(m)) => m.clone(),

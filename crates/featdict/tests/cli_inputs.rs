@@ -1505,3 +1505,77 @@ fn byte_level_spelled_tokens_are_shown_as_text() {
         assert_eq!(v["top_activations"][0]["token"], token);
     }
 }
+
+/// `build --sae` keeps the model and layer the SAE's config names (SAELens `cfg.json`'s
+/// `model_name` and `hook_name`; a sparsify directory's name), unless the options say
+/// otherwise (they were stored as "" and 0).
+#[test]
+fn build_with_sae_keeps_the_model_and_layer_of_its_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../feature-dictionary/tests/fixtures/sae");
+    let sae = tmp.path().join("saelens");
+    std::fs::create_dir_all(&sae).unwrap();
+    let src = fixtures.join("standard_f32");
+    std::fs::copy(
+        src.join("sae_weights.safetensors"),
+        sae.join("sae_weights.safetensors"),
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(src.join("cfg.json"))
+        .unwrap()
+        .replace("blocks.0.hook_resid_post", "blocks.7.hook_resid_post")
+        .replace("\"random\"", "\"tiny-model\"");
+    std::fs::write(sae.join("cfg.json"), cfg).unwrap();
+    let (resid, ids, _) = fixture_residuals(&src, tmp.path());
+    let saved = |out: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+    };
+    let out = tmp.path().join("d.json");
+    build_with_sae(&resid, &sae, &ids, &out);
+    let v = saved(&out);
+    assert_eq!(
+        (
+            v["config"]["model_name"].as_str(),
+            v["config"]["layer"].as_i64()
+        ),
+        (Some("tiny-model"), Some(7)),
+        "{}",
+        v["config"]
+    );
+    let given = tmp.path().join("given.json");
+    ok(&[
+        "build",
+        s(&resid),
+        "--sae",
+        s(&sae),
+        "--token-ids",
+        s(&ids),
+        "--model-name",
+        "mine",
+        "--layer",
+        "3",
+        "--out",
+        s(&given),
+        "-q",
+    ]);
+    let v = saved(&given);
+    assert_eq!(
+        (
+            v["config"]["model_name"].as_str(),
+            v["config"]["layer"].as_i64()
+        ),
+        (Some("mine"), Some(3))
+    );
+    // sparsify: one directory per hookpoint.
+    let sparsify = tmp.path().join("layers.5");
+    std::fs::create_dir_all(&sparsify).unwrap();
+    let src = fixtures.join("sparsify_topk_bf16");
+    for f in ["cfg.json", "sae.safetensors"] {
+        std::fs::copy(src.join(f), sparsify.join(f)).unwrap();
+    }
+    let (resid, ids, _) = fixture_residuals(&src, tmp.path());
+    let out = tmp.path().join("sp.json");
+    build_with_sae(&resid, &sparsify, &ids, &out);
+    assert_eq!(saved(&out)["config"]["layer"].as_i64(), Some(5));
+}
