@@ -237,15 +237,12 @@ class FeatureLabeler:
         ``feature.labels``, the best confidence in ``feature.confidence`` and the scored
         labels in ``feature.metadata["label_details"]``."""
         labels: List[Label] = []
-        for strategy in self.config.strategies:
-            if strategy == LabelingStrategy.TOKEN_FREQUENCY:
-                labels.extend(self._label_by_token_frequency(feature))
-            elif strategy == LabelingStrategy.NGRAM_ANALYSIS:
-                labels.extend(self._label_by_ngrams(feature))
-            elif strategy == LabelingStrategy.PATTERN_MATCHING:
-                labels.extend(self._label_by_patterns(feature))
-            elif strategy == LabelingStrategy.SEMANTIC_CLUSTERING:
-                labels.extend(self._label_by_clusters(feature))
+        self._stats_of = (None, None)  # filled by the first strategy that reads the tokens
+        try:
+            for strategy in self.config.strategies:
+                self._label_by(strategy, feature, labels)
+        finally:
+            self._stats_of = None
         labels = [l for l in labels if l.confidence >= self.config.min_confidence]
         seen, unique = set(), []
         for l in sorted(labels, key=lambda l: (-l.confidence, l.text)):
@@ -268,6 +265,16 @@ class FeatureLabeler:
             feature.metadata.pop("label_details", None)
         return result
 
+    def _label_by(self, strategy: LabelingStrategy, feature: Feature, labels: List[Label]) -> None:
+        if strategy == LabelingStrategy.TOKEN_FREQUENCY:
+            labels.extend(self._label_by_token_frequency(feature))
+        elif strategy == LabelingStrategy.NGRAM_ANALYSIS:
+            labels.extend(self._label_by_ngrams(feature))
+        elif strategy == LabelingStrategy.PATTERN_MATCHING:
+            labels.extend(self._label_by_patterns(feature))
+        elif strategy == LabelingStrategy.SEMANTIC_CLUSTERING:
+            labels.extend(self._label_by_clusters(feature))
+
     def label_features(self, feature_set: FeatureSet) -> Dict[int, List[Label]]:
         """Labels every feature, scoring patterns against the set's corpus token counts."""
         self.set_corpus(feature_set)
@@ -275,7 +282,11 @@ class FeatureLabeler:
 
     def _token_stats(self, feature: Feature) -> List[Tuple[str, int, int]]:
         """(token, firings, occurrences) over all tokens, merged by stripped text; falls back
-        to the top examples (occurrences unknown) for hand-made features."""
+        to the top examples (occurrences unknown) for hand-made features. Within one
+        ``label_feature`` call the strategies share one computation."""
+        held = self.__dict__.get("_stats_of")
+        if held is not None and held[0] is feature:
+            return held[1]
         merged: Dict[str, List[int]] = {}
         entries = top_token_entries(feature)
         if entries:
@@ -289,7 +300,21 @@ class FeatureLabeler:
                 key = a.token.strip() or a.token
                 m = merged.setdefault(key, [0, 0])
                 m[0] += 1
-        return [(t, f, o) for t, (f, o) in merged.items()]
+        stats = [(t, f, o) for t, (f, o) in merged.items()]
+        if held is not None:  # inside label_feature: kept for the other strategies
+            self._stats_of = (feature, stats)
+        return stats
+
+    def _pattern_hits(self, name: str) -> Dict[str, bool]:
+        """token → whether pattern ``name`` matches it, filled as tokens are met: features
+        share most of their tokens, and a regex search per (feature, token, pattern) was most
+        of the labeling time. Keyed by the pattern's text, so a changed pattern starts over."""
+        cache = self.__dict__.setdefault("_hits_cache", {})
+        key = (name, self.patterns[name])
+        hits = cache.get(key)
+        if hits is None:
+            hits = cache[key] = {}
+        return hits
 
     def _scored(self, text, strategy, firings, occurrences, total, evidence, **meta) -> Label:
         recall = firings / total if total else 0.0
@@ -364,7 +389,14 @@ class FeatureLabeler:
         out = []
         for name in self.patterns:
             rx = self._regex(name)
-            matched = [(t, f, o) for t, f, o in stats if rx.search(_match_form(t))]
+            hits = self._pattern_hits(name)
+            matched = []
+            for entry in stats:
+                hit = hits.get(entry[0])
+                if hit is None:
+                    hit = hits[entry[0]] = rx.search(_match_form(entry[0])) is not None
+                if hit:
+                    matched.append(entry)
             firings = sum(f for _, f, _ in matched)
             if firings < self.config.min_token_frequency or firings == 0:
                 continue
@@ -504,7 +536,7 @@ class FeatureLabeler:
 _ENGINE_EQUIVALENT = (
     "label_feature", "label_features", "set_corpus", "generate_description", "_token_stats",
     "_scored", "_label_by_token_frequency", "_label_by_patterns", "_label_by_ngrams",
-    "_pattern_occurrences", "_regex",
+    "_pattern_occurrences", "_regex", "_label_by", "_pattern_hits",
 )
 _ENGINE_STRATEGIES = frozenset((
     LabelingStrategy.TOKEN_FREQUENCY, LabelingStrategy.NGRAM_ANALYSIS,
