@@ -336,14 +336,21 @@ fn type_filter(s: &str) -> Result<TypeFilter, String> {
     FeatureType::parse_filter(s).map(TypeFilter)
 }
 
-/// `top --type dead` on a file that left features out (`--drop-dead`): those are the dead
-/// ones, and not in the list (it shows the stored ones only), which is said on stderr.
-fn note_dead_left_out(dict: &Path, only: Option<FeatureType>, all: usize, stored: usize) {
-    if only == Some(FeatureType::Dead) && stored < all {
+/// `top --type dead` on a file whose build left dead features out (`--drop-dead`, the ids
+/// listed in the file): they are not in the list (it shows the stored ones only), which is
+/// said on stderr. Features missing for another reason (a file written from part of a
+/// dictionary) are not called dead.
+fn note_dead_left_out(
+    dict: &Path,
+    only: Option<FeatureType>,
+    omitted: usize,
+    all: usize,
+    stored: usize,
+) {
+    if only == Some(FeatureType::Dead) && omitted > 0 {
         eprintln!(
-            "note: {} stores {stored} of its {all} features; dead features left out when it was built (--drop-dead), not listed: {}",
+            "note: {} stores {stored} of its {all} features; dead features left out when it was built (--drop-dead), not listed: {omitted}",
             dict.display(),
-            all - stored
         );
     }
 }
@@ -385,13 +392,20 @@ pub fn run(cli: Cli) -> Result<()> {
             let only = a.feature_type.and_then(|t| t.0);
             let top = r.top_features(a.by, only, a.n)?;
             let (all, stored) = (r.summary().num_features, r.summary().stored_features);
-            note_dead_left_out(&a.dict, only, all, stored);
+            note_dead_left_out(&a.dict, only, r.omitted_count()?, all, stored);
             print::top(&top.iter().collect::<Vec<_>>(), only, a.json)
         }
         Command::Top(a) => {
             let dict = load(&a.dict)?;
             let only = a.feature_type.and_then(|t| t.0);
-            note_dead_left_out(&a.dict, only, dict.num_features(), dict.feature_set.len());
+            let omitted = dict.feature_set.metadata.omitted_features.len();
+            note_dead_left_out(
+                &a.dict,
+                only,
+                omitted,
+                dict.num_features(),
+                dict.feature_set.len(),
+            );
             print::top(&dict.top_features(a.by, only, a.n), only, a.json)
         }
         Command::Label(a) => crate::label_cmds::cmd_label(a),

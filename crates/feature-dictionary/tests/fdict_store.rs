@@ -758,14 +758,26 @@ fn failed_write_keeps_the_previous_file() {
 #[test]
 fn neuronpedia_export_shape() {
     let dir = tempfile::tempdir().unwrap();
-    let dict = built_dictionary(dir.path());
+    let mut dict = built_dictionary(dir.path());
+    dict.config.model_name = "tiny-model".into();
+    dict.config.sae_name = "res-16k".into();
+    dict.config.layer = 7;
     let out = dir.path().join("np.json");
     neuronpedia::write(&dict, &out).unwrap();
+    // From the dictionary in memory and streamed from its .fdict: the same bytes.
+    let fd = dir.path().join("np.fdict");
+    store::save(&dict, &fd).unwrap();
+    let streamed = dir.path().join("np_streamed.json");
+    neuronpedia::write_from_reader(&FdictReader::open(&fd).unwrap(), &streamed).unwrap();
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&streamed).unwrap()
+    );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     // A SAEDashboard batch: the dictionary's model, layer and SAE, then the features.
-    assert_eq!(v["model_id"], dict.feature_set.model_name.as_str());
-    assert_eq!(v["layer"], dict.feature_set.layer);
-    assert_eq!(v["sae_set"], dict.feature_set.sae_name.as_str());
+    assert_eq!(v["model_id"], "tiny-model");
+    assert_eq!(v["layer"], 7);
+    assert_eq!(v["sae_set"], "res-16k");
     let arr = v["features"].as_array().unwrap();
     assert_eq!(arr.len(), dict.feature_set.len());
     // Every key of SAEDashboard's NeuronpediaDashboardFeature.to_dict, and only those.

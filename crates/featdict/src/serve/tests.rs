@@ -2382,6 +2382,7 @@ fn listings_say_which_dead_features_the_file_left_out() {
     for id in [2, 5, 6] {
         dict.feature_set.features.remove(&id);
     }
+    dict.feature_set.metadata.omitted_features = vec![2, 5, 6];
     let dead = dict.feature_set.features.get_mut(&3).unwrap();
     dead.activation_count = 0;
     dead.activation_frequency = 0.0;
@@ -2406,6 +2407,15 @@ fn listings_say_which_dead_features_the_file_left_out() {
             "{query}: {page}"
         );
     }
+    // Features missing without being listed as left out are not called dead.
+    let mut cut = dict.clone();
+    cut.feature_set.metadata.omitted_features.clear();
+    let cut_path = dir.path().join("cut.fdict");
+    store::save(&cut, &cut_path).unwrap();
+    let (cut_addr, _cut_rt) = serve_file(&cut_path, super::ServeOptions::default());
+    let v = get(cut_addr, "/api/features?type=dead").json();
+    assert!(v.get("dead_left_out").is_none(), "{v}");
+    assert!(!get(cut_addr, "/features").body.contains("left out"));
     let page = get(addr, "/features/3").body;
     assert!(
         page.contains("<tr><th>distinct tokens</th><td class=\"n\">0</td></tr>"),

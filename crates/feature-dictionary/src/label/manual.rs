@@ -89,12 +89,17 @@ pub const AUTOMATIC_UNDER_MANUAL_KEY: &str = "automatic_labels_under_manual";
 /// The automatic labels hidden under manual ones of `feature` (see
 /// [`AUTOMATIC_UNDER_MANUAL_KEY`]); an entry that is not a label is dropped.
 fn hidden_automatic(feature: &Feature) -> Vec<Label> {
-    feature
-        .metadata
-        .extra
-        .get(AUTOMATIC_UNDER_MANUAL_KEY)
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default()
+    // Entry by entry: the list is written back after an edit, and a whole-list parse would
+    // lose every good label for one bad entry.
+    let Some(serde_json::Value::Array(entries)) =
+        feature.metadata.extra.get(AUTOMATIC_UNDER_MANUAL_KEY)
+    else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|e| serde_json::from_value(e.clone()).ok())
+        .collect()
 }
 
 /// Stores `hidden` as the automatic labels under manual ones of `feature` (the key is
@@ -244,4 +249,34 @@ pub(crate) fn label_details(feature: FeatureView<'_>) -> Vec<Label> {
         });
     }
     details
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LabelingStrategy;
+
+    /// One damaged entry of the hidden list drops that entry only: the list is written back
+    /// after every edit, and the good labels were lost with it.
+    #[test]
+    fn a_bad_hidden_entry_drops_only_itself() {
+        let label = |text: &str| Label {
+            text: text.into(),
+            strategy: LabelingStrategy::TokenFrequency,
+            confidence: 0.5,
+            precision: Some(0.5),
+            recall: Some(0.5),
+            evidence: vec![],
+        };
+        let mut f = Feature::new(0, 4);
+        set_hidden_automatic(&mut f, vec![label("token:a"), label("token:b")]);
+        let Some(serde_json::Value::Array(entries)) =
+            f.metadata.extra.get_mut(AUTOMATIC_UNDER_MANUAL_KEY)
+        else {
+            panic!("stored as a list");
+        };
+        entries.insert(1, serde_json::json!({"text": 3}));
+        let texts: Vec<String> = hidden_automatic(&f).into_iter().map(|l| l.text).collect();
+        assert_eq!(texts, ["token:a", "token:b"]);
+    }
 }

@@ -1019,6 +1019,8 @@ pub struct FdictReader {
     /// Whether the dictionary holds per-token counts (see [`FdictReader::has_token_counts`]),
     /// once asked: it takes parsing the corpus token counts, and no write changes it.
     has_token_counts: std::sync::OnceLock<bool>,
+    /// How many ids `--drop-dead` left out (see [`FdictReader::omitted_count`]), once asked.
+    omitted_count: std::sync::OnceLock<usize>,
 }
 
 /// Size and modification time of a file.
@@ -1306,6 +1308,25 @@ impl FdictReader {
         Ok(shell.metadata.omitted_features)
     }
 
+    /// How many ids `build --drop-dead` left out of the file (the length of
+    /// [`FdictReader::omitted_features`]), counted by SQLite without building the list (a
+    /// wide SAE may leave out millions) and kept: no write changes it.
+    pub fn omitted_count(&self) -> Result<usize> {
+        if let Some(&known) = self.omitted_count.get() {
+            return Ok(known);
+        }
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT COALESCE((SELECT json_array_length(value, '$.metadata.omitted_features')
+                                  FROM meta WHERE key = 'feature_set'), 0)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err("cannot read the omitted features", e))?;
+        Ok(*self.omitted_count.get_or_init(|| n.max(0) as usize))
+    }
+
     /// Records `value` under `key` in the `meta` table, for other programs' notes about
     /// the file (such as which file it was converted from). The dictionary's own keys,
     /// which the other methods keep consistent with its rows, are refused.
@@ -1436,6 +1457,7 @@ impl FdictReader {
             stamp,
             stamp_version: data_version,
             has_token_counts: std::sync::OnceLock::new(),
+            omitted_count: std::sync::OnceLock::new(),
         })
     }
 

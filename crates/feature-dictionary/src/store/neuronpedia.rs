@@ -301,11 +301,9 @@ impl Exported {
 pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<Exported> {
     let corpus = Corpus::of(dict);
     let mut exported = Exported::default();
-    let head = batch_head(
-        &dict.feature_set.model_name,
-        dict.feature_set.layer,
-        &dict.feature_set.sae_name,
-    );
+    // The names `stats` shows and a `.fdict` of the same dictionary exports: the config's.
+    let summary = super::fdict::Summary::of(dict);
+    let head = batch_head(&summary.model_name, summary.layer, &summary.sae_name);
     super::write_atomically(path, |w| {
         w.write_all(&head)?;
         for (i, f) in dict.features().enumerate() {
