@@ -192,14 +192,15 @@ struct BuildArgs {
     #[arg(long, default_value_t = 0.01)]
     min_activation: f64,
     /// Model name stored in the dictionary (default: the `model_name` of a delphi cache's
-    /// config.json or of the --sae cfg.json).
+    /// config.json, of the --sae cfg.json, or recorded in latents `featdict encode` wrote).
     #[arg(long, default_value = "")]
     model_name: String,
     /// SAE name stored in the dictionary.
     #[arg(long, default_value = "")]
     sae_name: String,
-    /// Layer stored in the dictionary (default: the hookpoint's of a delphi cache or of the
-    /// --sae config, e.g. 9 for blocks.9.hook_resid_post, else 0).
+    /// Layer stored in the dictionary (default: the hookpoint's of a delphi cache, of the
+    /// --sae config or recorded by `featdict encode`, e.g. 9 for blocks.9.hook_resid_post,
+    /// else 0).
     #[arg(long)]
     layer: Option<i64>,
     /// Worker threads (default: all cores). The result does not depend on it.
@@ -567,24 +568,14 @@ pub(crate) fn not_in_fdict(r: &store::fdict::FdictReader, path: &Path, id: u64) 
 }
 
 fn cmd_build(a: BuildArgs) -> Result<()> {
-    // A delphi cache, or the SAE that encodes the residuals, says which model and layer the
-    // latents are of; what the options give wins.
-    let cache = match &a.sae {
-        Some(sae) if sae.is_dir() => feature_dictionary::sae::provenance(sae),
-        Some(_) => Default::default(),
-        None if a.acts.is_dir() || ingest::delphi::is_delphi_file(&a.acts) => {
-            ingest::delphi::cache_provenance(&a.acts)
-        }
-        None => Default::default(),
-    };
-    let model_name = match (a.model_name.is_empty(), &cache.model_name) {
-        (true, Some(m)) => m.clone(),
-        _ => a.model_name,
+    // A delphi cache says which model and layer it holds; what the options give wins.
+    let cache = if a.sae.is_none() && (a.acts.is_dir() || ingest::delphi::is_delphi_file(&a.acts)) {
+        ingest::delphi::cache_provenance(&a.acts)
+    } else {
+        Default::default()
     };
     let mut config = DictionaryConfig {
-        model_name,
         sae_name: a.sae_name,
-        layer: a.layer.or(cache.layer).unwrap_or(0),
         ..Default::default()
     };
     let ex = &mut config.extraction;
@@ -641,6 +632,13 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     let opening = status(format!("opening {}", a.acts.display()));
     let mut source = ingest::open::open_source(&spec)?;
     opening.finish_and_clear();
+    // Then what the input records: the SAE's config, or what `encode` wrote into the file.
+    let recorded = source.provenance();
+    config.model_name = match a.model_name.as_str() {
+        "" => cache.model_name.or(recorded.model_name).unwrap_or_default(),
+        given => given.to_string(),
+    };
+    config.layer = a.layer.or(cache.layer).or(recorded.layer).unwrap_or(0);
     if source.tokens_decoded() {
         // Shown even with -q: the tokens stored differ from the strings in the file.
         eprintln!(

@@ -1543,6 +1543,29 @@ fn build_with_sae_keeps_the_model_and_layer_of_its_config() {
         "{}",
         v["config"]
     );
+    // Latents `encode` wrote carry them too.
+    let latents = tmp.path().join("latents.safetensors");
+    ok(&[
+        "encode",
+        s(&resid),
+        "--sae",
+        s(&sae),
+        "--token-ids",
+        s(&ids),
+        "--out",
+        s(&latents),
+        "-q",
+    ]);
+    let from_latents = tmp.path().join("from_latents.json");
+    ok(&["build", s(&latents), "--out", s(&from_latents), "-q"]);
+    let v = saved(&from_latents);
+    assert_eq!(
+        (
+            v["config"]["model_name"].as_str(),
+            v["config"]["layer"].as_i64()
+        ),
+        (Some("tiny-model"), Some(7))
+    );
     let given = tmp.path().join("given.json");
     ok(&[
         "build",

@@ -21,6 +21,10 @@ pub const D_SAE_KEY: &str = "d_sae";
 /// `__metadata__` key holding the residual width the SAE read (`featdict encode`), which
 /// becomes the dictionary's `feature_dim` as when `build --sae` encodes itself.
 pub const D_IN_KEY: &str = "d_in";
+/// Metadata key of a latents file `featdict encode` wrote: the model of its SAE's config.
+pub const MODEL_NAME_KEY: &str = "model_name";
+/// Metadata key of a latents file `featdict encode` wrote: its SAE's hookpoint.
+pub const HOOK_NAME_KEY: &str = "hook_name";
 
 /// One shard file and its latent range.
 #[derive(Debug)]
@@ -535,6 +539,23 @@ impl ActivationSource for DelphiSource {
 
     fn n_tokens_hint(&self) -> Option<u64> {
         Some(self.tokens.n_tokens())
+    }
+
+    fn provenance(&self) -> CacheProvenance {
+        // What `featdict encode` recorded, when every shard that records it agrees.
+        let agreed = |key: &str| {
+            let mut values = self
+                .cache
+                .shards
+                .iter()
+                .filter_map(|s| s.file.metadata(key));
+            let first = values.next()?;
+            values.all(|v| v == first).then(|| first.to_string())
+        };
+        CacheProvenance {
+            model_name: agreed(MODEL_NAME_KEY).filter(|m| !m.is_empty()),
+            layer: agreed(HOOK_NAME_KEY).as_deref().and_then(hookpoint_layer),
+        }
     }
 
     fn vocab(&self) -> &Vocab {

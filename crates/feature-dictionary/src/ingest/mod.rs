@@ -125,6 +125,11 @@ pub trait ActivationSource {
     fn input_dim(&self) -> Option<usize> {
         None
     }
+    /// The model and layer the activations are of, when the input says (an SAE's config,
+    /// the metadata `featdict encode` writes into a latents file).
+    fn provenance(&self) -> delphi::CacheProvenance {
+        delphi::CacheProvenance::default()
+    }
 }
 
 /// The error for a finite float64 activation `value` at `at` (its sequence, position and

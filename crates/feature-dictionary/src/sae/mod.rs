@@ -139,31 +139,6 @@ pub fn input_files(dir: &Path) -> Vec<PathBuf> {
     .collect()
 }
 
-/// The model and layer an SAE directory says it was trained on: a SAELens `cfg.json`'s
-/// `model_name` and the layer of its `hook_name` (9 for `blocks.9.hook_resid_post`), or a
-/// sparsify directory's name (`layers.9`). Nothing where it says nothing, or where the config
-/// cannot be read ([`Sae::load`] reports that).
-pub fn provenance(dir: &Path) -> crate::ingest::delphi::CacheProvenance {
-    use crate::ingest::delphi::{hookpoint_layer, CacheProvenance};
-    if dir.join("sae.safetensors").is_file() {
-        let name = dir
-            .canonicalize()
-            .ok()
-            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
-        return CacheProvenance {
-            model_name: None,
-            layer: name.as_deref().and_then(hookpoint_layer),
-        };
-    }
-    match SaeConfig::from_file(&dir.join("cfg.json")) {
-        Ok(c) => CacheProvenance {
-            layer: c.hook_name.as_deref().and_then(hookpoint_layer),
-            model_name: c.model_name.filter(|m| !m.is_empty()),
-        },
-        Err(_) => CacheProvenance::default(),
-    }
-}
-
 impl Sae {
     /// Loads an SAE directory: `cfg.json` + `sae_weights.safetensors` (SAELens),
     /// `params.npz` (Gemma Scope JumpReLU; `cfg.json` optional), or `cfg.json` +

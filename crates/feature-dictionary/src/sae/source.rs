@@ -68,6 +68,10 @@ impl<S: ActivationSource> ActivationSource for SaeSource<S> {
         Some(self.sae.d_in())
     }
 
+    fn provenance(&self) -> crate::ingest::delphi::CacheProvenance {
+        self.sae.config().provenance()
+    }
+
     fn next_batch(&mut self) -> Result<Option<ActivationBatch<'_>>> {
         // The batch borrows the inner source until it is returned: name it beforehand.
         let input = self.inner.describe().to_path_buf();

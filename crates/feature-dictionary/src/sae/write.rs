@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::{EncodeBuffers, Sae};
 use crate::error::{Error, Result};
-use crate::ingest::delphi::{D_IN_KEY, D_SAE_KEY};
+use crate::ingest::delphi::{D_IN_KEY, D_SAE_KEY, HOOK_NAME_KEY, MODEL_NAME_KEY};
 use crate::ingest::safetensors::header_bytes_with_metadata;
 use crate::ingest::token_ids::TokenIdMatrix;
 use crate::ingest::{DenseMatrix, SparseRows};
@@ -214,7 +214,16 @@ pub fn encode_to_delphi(
     // there are when the last ones never fired.
     let d_sae = sae.d_sae().to_string();
     let d_in = sae.d_in().to_string();
-    let header = header_bytes_with_metadata(&entries, &[(D_SAE_KEY, &d_sae), (D_IN_KEY, &d_in)]);
+    let mut metadata = vec![(D_SAE_KEY, d_sae.as_str()), (D_IN_KEY, d_in.as_str())];
+    // So that a build from the file names the model and layer, as `build --sae` does.
+    let config = sae.config();
+    if let Some(m) = config.model_name.as_deref().filter(|m| !m.is_empty()) {
+        metadata.push((MODEL_NAME_KEY, m));
+    }
+    if let Some(h) = config.hook_name.as_deref().filter(|h| !h.is_empty()) {
+        metadata.push((HOOK_NAME_KEY, h));
+    }
+    let header = header_bytes_with_metadata(&entries, &metadata);
     crate::store::write_atomically(out, |w| {
         w.write_all(&header)?;
         let mut r = std::io::BufReader::new(std::fs::File::open(&scratch.locations)?);
