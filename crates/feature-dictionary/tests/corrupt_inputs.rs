@@ -1188,26 +1188,19 @@ fn examples_whose_context_does_not_hold_them_are_refused_with_what_would() {
     );
 }
 
-/// The bytes of a version-1.0 `.npy` file.
-fn npy_bytes(descr: &str, fortran_order: bool, shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_text = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let fortran = if fortran_order { "True" } else { "False" };
-    let mut header =
-        format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape_text}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
+/// The bytes of a `.npy` file of `shape` and dtype `descr` holding `c_order` (see
+/// `ingest::npy::write_bytes`).
+fn npy_bytes(
+    dir: &Path,
+    descr: &str,
+    fortran_order: bool,
+    shape: &[usize],
+    c_order: &[u8],
+) -> Vec<u8> {
+    let path = dir.join("entry.npy");
+    feature_dictionary::ingest::npy::write_bytes(&path, descr, shape, fortran_order, c_order)
+        .unwrap();
+    std::fs::read(&path).unwrap()
 }
 
 /// A `params.npz` whose matrices were saved column-major (what `np.savez` writes for a
@@ -1235,15 +1228,13 @@ fn npz_with_fortran_order_matrices_and_unused_integer_arrays_loads() {
         assert_eq!(h.descr, "<f4");
         if let [rows, cols] = h.shape[..] {
             let (rows, cols) = (rows as usize, cols as usize);
-            let data = &bytes[h.data_offset..];
-            let mut column_major = Vec::with_capacity(data.len());
-            for c in 0..cols {
-                for r in 0..rows {
-                    let at = (r * cols + c) * 4;
-                    column_major.extend_from_slice(&data[at..at + 4]);
-                }
-            }
-            bytes = npy_bytes("<f4", true, &[rows, cols], &column_major);
+            bytes = npy_bytes(
+                tmp.path(),
+                "<f4",
+                true,
+                &[rows, cols],
+                &bytes[h.data_offset..],
+            );
             matrices.push((name.trim_end_matches(".npy").to_string(), [rows, cols]));
         }
         out.start_file(&name, zip::write::SimpleFileOptions::default())
@@ -1253,12 +1244,12 @@ fn npz_with_fortran_order_matrices_and_unused_integer_arrays_loads() {
     let step: Vec<u8> = 1234i64.to_le_bytes().to_vec();
     out.start_file("step.npy", zip::write::SimpleFileOptions::default())
         .unwrap();
-    std::io::Write::write_all(&mut out, &npy_bytes("<i8", false, &[1], &step)).unwrap();
+    std::io::Write::write_all(&mut out, &npy_bytes(tmp.path(), "<i8", false, &[1], &step)).unwrap();
     out.start_file("lr.npy", zip::write::SimpleFileOptions::default())
         .unwrap();
     std::io::Write::write_all(
         &mut out,
-        &npy_bytes(">f4", false, &[1], &[0x3f, 0x80, 0, 0]),
+        &npy_bytes(tmp.path(), ">f4", false, &[1], &[0x3f, 0x80, 0, 0]),
     )
     .unwrap();
     out.finish().unwrap();
