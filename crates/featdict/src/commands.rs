@@ -1004,6 +1004,14 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
                 waves,
                 |i| {
                     let features = r.features_after(after, EXPORT_CHUNK)?;
+                    // Fewer than the statistics count: the remaining waves would all be empty
+                    // (millions of them for a count edited by hand).
+                    if features.is_empty() && i > 0 {
+                        return Err(feature_dictionary::Error::format(
+                            &a.dict,
+                            format!("holds fewer features than its statistics count ({n}); the file was edited or damaged"),
+                        ));
+                    }
                     after = features.last().map(|f| f.id).or(after);
                     bar.inc(features.len() as u64);
                     // The count comes from the file's statistics: a file holding more
