@@ -507,3 +507,46 @@ fn feature_commands_on_fdict_answer_as_on_json() {
     }
     assert!(answered >= 5, "{answered}");
 }
+
+/// A `.fdict` whose statistics count more features than it holds (edited or damaged): the
+/// JSON export stops with an error at the first empty chunk instead of running one empty
+/// query per 1,024 counted features (2^40 of them here), and leaves no output.
+#[test]
+fn exporting_a_fdict_that_counts_more_features_than_it_holds_fails_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let dict = synthetic::dictionary(&Spec {
+        n_features: 30,
+        vocab_words: 20,
+        ..Default::default()
+    });
+    let fd = dir.path().join("d.fdict");
+    store::save(&dict, &fd).unwrap();
+    {
+        let w = feature_dictionary::store::fdict::FdictReader::open_rw(&fd).unwrap();
+        w.connection()
+            .execute(
+                "UPDATE meta SET value = json_set(value, '$.total_features', 1099511627776)
+                 WHERE key = 'statistics'",
+                [],
+            )
+            .unwrap();
+    }
+    let out = dir.path().join("out.json");
+    let started = std::time::Instant::now();
+    let res = featdict(&[
+        "export".as_ref(),
+        fd.as_os_str(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "{err}");
+    assert!(
+        err.contains("holds fewer features than its statistics count"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert!(!out.exists());
+}
