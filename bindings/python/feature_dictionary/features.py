@@ -445,11 +445,17 @@ def json_text(data: Any, path: Any, why_no_nan: str) -> str:
     JSON cannot hold (NaN, infinity, an object) is refused naming where it is in ``data``."""
     try:
         return json.dumps(data, allow_nan=False, default=_plain)
-    except ValueError:
+    except ValueError as e:
+        if "ircular reference" in str(e):
+            raise ValueError(f"{os.fspath(path)}: cannot save: a list or dict contains itself ({e})") from None
         where, value = first_non_finite(data)
+        if not where:  # not a NaN or infinity after all: json's own words
+            raise ValueError(f"{os.fspath(path)}: cannot save: {e}") from None
         raise ValueError(f"{os.fspath(path)}: cannot save {where} = {value!r}: {why_no_nan}") from None
     except TypeError as e:
         where, value = first_non_json(data)
+        if not where:
+            raise TypeError(f"{os.fspath(path)}: cannot save: {e}") from e
         raise TypeError(
             f"{os.fspath(path)}: cannot save {where} = {value!r}: a {type(value).__name__} is not a JSON value "
             "(numbers, strings, booleans, None, lists and dicts with string keys are)"

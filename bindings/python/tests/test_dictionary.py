@@ -343,5 +343,12 @@ def test_numpy_numbers_are_saved_as_numbers_and_other_objects_are_named(tmp_path
     d[1].metadata["when"] = object()
     with pytest.raises(TypeError, match=r'n.json: cannot save feature_set.features\["1"\].metadata.when = <object'):
         d.save(str(tmp_path / "n.json"))
+    # A structure holding itself is said as such (the message named "  = None").
+    del d[1].metadata["when"]
+    loop = []
+    loop.append(loop)
+    d[1].metadata["loop"] = loop
+    with pytest.raises(ValueError, match=r"n.json: cannot save: a list or dict contains itself"):
+        d.save(str(tmp_path / "n.json"))
     with pytest.raises(KeyError, match="Feature '0' not found"):
         d["0"]
