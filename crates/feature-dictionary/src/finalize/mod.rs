@@ -76,6 +76,9 @@ pub fn finalize_unless(
             .collect()
     });
     if stop.load(Ordering::Relaxed) {
+        // Freeing the features made so far takes as long as a good part of making them
+        // (millions of small allocations): the caller, asked to stop, gets control back now.
+        std::thread::spawn(move || drop(parts));
         return None;
     }
     let mut dict = fin.shell();
