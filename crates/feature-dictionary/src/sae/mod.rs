@@ -511,22 +511,32 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
-/// Per-token input normalization (SAELens `run_time_activation_norm_fn_in`).
+/// Per-token input normalization (SAELens `run_time_activation_norm_fn_in`). The norm and
+/// variance are summed in f64: in f32 the squares of a row of ≈ 1e-25 underflow to 0 and
+/// those of ≈ 2e19 overflow to ∞, and the row came out NaN or encoded as if it were zeros.
+/// A row of zeros stays zeros under `constant_norm_rescale` (SAELens divides 0 by its norm
+/// 0 and gives NaN; a zero row, such as padding, has no direction to rescale).
 fn normalize_row(row: &mut [f32], how: Normalize) {
     match how {
         Normalize::None => {}
         Normalize::ConstantNormRescale => {
-            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-            let s = (row.len() as f32).sqrt() / norm;
-            row.iter_mut().for_each(|v| *v *= s);
+            let norm = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+            if norm > 0.0 {
+                let s = (row.len() as f64).sqrt() / norm;
+                row.iter_mut().for_each(|v| *v = (*v as f64 * s) as f32);
+            }
         }
         Normalize::LayerNorm => {
-            let n = row.len() as f32;
-            let mean = row.iter().sum::<f32>() / n;
-            row.iter_mut().for_each(|v| *v -= mean);
-            let var = row.iter().map(|v| v * v).sum::<f32>() / (n - 1.0).max(1.0);
+            let n = row.len() as f64;
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = row
+                .iter()
+                .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+                .sum::<f64>()
+                / (n - 1.0).max(1.0);
             let s = 1.0 / (var.sqrt() + 1e-5);
-            row.iter_mut().for_each(|v| *v *= s);
+            row.iter_mut()
+                .for_each(|v| *v = ((*v as f64 - mean) * s) as f32);
         }
     }
 }
@@ -541,6 +551,36 @@ pub struct EncodeBuffers {
 #[cfg(test)]
 mod tests {
     use super::natural_cmp;
+    use super::{normalize_row, Normalize};
+
+    /// A row and the same row scaled by 1e-25 or 1e20 normalize alike (the scale cancels);
+    /// in f32 the sums of squares underflowed (NaN latents) or overflowed (a zero row). A
+    /// row of zeros stays zeros under constant_norm_rescale.
+    #[test]
+    fn normalization_ignores_the_scale_of_a_row() {
+        let row: Vec<f32> = (0..16).map(|i| (i as f32 - 7.5) * 0.3 + 0.1).collect();
+        // (layer_norm's ε = 1e-5 dominates the std of a row of 1e-25: not scale-free there.)
+        for (how, scales) in [
+            (Normalize::ConstantNormRescale, &[1e-25f32, 1e20][..]),
+            (Normalize::LayerNorm, &[1e20][..]),
+        ] {
+            let mut want = row.clone();
+            normalize_row(&mut want, how);
+            for &scale in scales {
+                let mut got: Vec<f32> = row.iter().map(|v| v * scale).collect();
+                normalize_row(&mut got, how);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                        "{how:?} ×{scale}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+        let mut zeros = vec![0f32; 8];
+        normalize_row(&mut zeros, Normalize::ConstantNormRescale);
+        assert_eq!(zeros, vec![0f32; 8]);
+    }
 
     #[test]
     fn hookpoints_sort_by_their_numbers() {
