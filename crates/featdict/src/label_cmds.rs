@@ -427,12 +427,11 @@ impl Seen {
         }
     }
 
-    /// Asked explicitly for n-gram labels of features without n-gram counts: says what
-    /// that added.
+    /// Asked (or by default) for n-gram labels of features without n-gram counts: says what
+    /// that added, so that a default run does not leave one of its two strategies silent.
     fn note_missing_ngrams(&self, a: &LabelArgs, options: &LabelOptions) {
         let asked = &options.config.strategies;
-        if a.strategies.is_empty()
-            || self.visited == 0
+        if self.visited == 0
             || self.with_ngrams
             || !asked.contains(&LabelingStrategy::NgramAnalysis)
         {
@@ -450,7 +449,14 @@ impl Seen {
             Some(id) => format!("feature {id} of {}", a.dict.display()),
             None => a.dict.display().to_string(),
         };
-        eprintln!("note: {what} has no n-gram counts (build with --ngrams); ngram_analysis {adds}");
+        let which = if a.strategies.is_empty() {
+            "the default ngram_analysis"
+        } else {
+            "ngram_analysis"
+        };
+        eprintln!(
+            "note: {what} has no n-gram counts (build with --ngrams, e.g. --ngrams 4096); {which} {adds}"
+        );
     }
 }
 

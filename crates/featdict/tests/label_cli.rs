@@ -409,6 +409,13 @@ fn the_no_ngrams_note_does_not_deny_the_unigram_labels_it_adds() {
     ]);
     assert!(ok, "{err}");
     assert!(err.contains("adds nothing"), "{err}");
+    // So do the defaults (token_frequency and ngram_analysis), which said nothing of it.
+    let (ok, _, err) = featdict(&["label", &dict, "--out", &out]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("no n-gram counts (build with --ngrams, e.g. --ngrams 4096); the default ngram_analysis adds nothing"),
+        "{err}"
+    );
 }
 
 /// `label` on a `.fdict` without `--out` rewrites, in the file itself, only what labeling
