@@ -1229,8 +1229,14 @@ async fn label_request(
     req: Request,
     action: LabelAction,
 ) -> Response {
-    // The page's form (posted without JavaScript) gets its errors as a page, scripts JSON.
-    let from_form = media_type(&headers) == "application/x-www-form-urlencoded";
+    // The page's form (posted by a browser without JavaScript) gets its errors as a page;
+    // scripts get JSON, a form-encoded post from curl (`-d` without a type) included.
+    let from_form = media_type(&headers) == "application/x-www-form-urlencoded"
+        && headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("text/html"));
     match edit_label(st, &raw, limit, headers, req, action).await {
         Ok(r) => r,
         Err(e) if from_form => pages::error_page(e),
@@ -1278,7 +1284,16 @@ async fn edit_label(
     };
     let ctype = media_type(&headers);
     let text = if ctype == "application/x-www-form-urlencoded" {
-        form_field(&body, "text")?
+        form_field(&body, "text").map_err(|e| {
+            if body.trim_ascii_start().starts_with(b"{") {
+                ApiError::bad(format!(
+                    "{}; this body looks like JSON, which needs Content-Type: application/json",
+                    e.message
+                ))
+            } else {
+                e
+            }
+        })?
     } else if ctype == "application/json" {
         let b: LabelBody = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad(format!("body must be JSON {{\"text\": \"…\"}}: {e}")))?;

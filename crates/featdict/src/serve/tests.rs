@@ -488,6 +488,47 @@ fn manual_labels_via_json_and_form() {
     );
     assert_eq!(r.status, 400);
     assert!(r.body.contains("given more than once"), "{}", r.body);
+    // `curl -d '{"text": …}'` sends JSON typed as a form: a JSON error saying what to send
+    // (it was an HTML page); a browser's form post still gets its errors as a page.
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let r = request_with(
+        s.addr,
+        "POST",
+        "/api/features/4/labels",
+        &form,
+        br#"{"text":"x"}"#,
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.headers["content-type"].starts_with("application/json"),
+        "{:?}",
+        r.headers
+    );
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("needs Content-Type: application/json"),
+        "{}",
+        r.body
+    );
+    let browser = [
+        form[0],
+        ("Accept", "text/html,application/xhtml+xml,*/*;q=0.8"),
+    ];
+    let r = request_with(
+        s.addr,
+        "POST",
+        "/api/features/4/labels",
+        &browser,
+        b"nothing=1",
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.headers["content-type"].starts_with("text/html"),
+        "{:?}",
+        r.headers
+    );
     let v = get(s.addr, "/api/features/4").json();
     assert_eq!(v["labels"][0], "from a form!");
     assert_eq!(v["labels"][1], "<b>bold</b> claim");
@@ -608,10 +649,15 @@ fn manual_labels_via_json_and_form() {
             "not valid UTF-8",
         ),
     ] {
-        let r = request(s.addr, "POST", "/api/features/6/labels", Some(ctype), &body);
+        // A browser's form post (it accepts HTML) gets its error as a page.
+        let html = ctype.starts_with("application/x-www");
+        let mut headers = vec![("Content-Type", ctype)];
+        if html {
+            headers.push(("Accept", "text/html"));
+        }
+        let r = request_with(s.addr, "POST", "/api/features/6/labels", &headers, &body);
         assert_eq!(r.status, 400, "{ctype}: {}", r.body);
         assert!(r.body.contains(says), "{}", r.body);
-        let html = ctype.starts_with("application/x-www");
         assert_eq!(
             r.headers["content-type"].starts_with("text/html"),
             html,
