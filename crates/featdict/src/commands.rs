@@ -891,6 +891,15 @@ struct ExportArgs {
     /// Output file (.json for either format; not the input).
     #[arg(long)]
     out: PathBuf,
+    /// Neuronpedia batch's `model_id` (default: the dictionary's model name).
+    #[arg(long)]
+    model_id: Option<String>,
+    /// Neuronpedia batch's `sae_set` (default: the dictionary's SAE name).
+    #[arg(long)]
+    sae_set: Option<String>,
+    /// Neuronpedia batch's `layer` (default: the dictionary's layer).
+    #[arg(long)]
+    layer: Option<i64>,
     /// Print a summary as JSON.
     #[arg(long)]
     json: bool,
@@ -974,8 +983,36 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
             a.out.display()
         );
     }
+    if a.format != "neuronpedia"
+        && (a.model_id.is_some() || a.sae_set.is_some() || a.layer.is_some())
+    {
+        bail!("--model-id, --sae-set and --layer name a Neuronpedia batch; they go with --format neuronpedia");
+    }
     store::check_output_location(&a.out)?;
     store::check_not_input(&a.out, &[("dictionary", &a.dict)])?;
+    // The batch's names: the dictionary's, unless given; an empty one is said (Neuronpedia
+    // files them under it).
+    let names = |own: store::neuronpedia::BatchNames| {
+        let names = store::neuronpedia::BatchNames {
+            model_id: a.model_id.clone().unwrap_or(own.model_id),
+            layer: a.layer.unwrap_or(own.layer),
+            sae_set: a.sae_set.clone().unwrap_or(own.sae_set),
+        };
+        for (value, flag) in [
+            (&names.model_id, "--model-id"),
+            (&names.sae_set, "--sae-set"),
+        ] {
+            if value.trim().is_empty() {
+                eprintln!(
+                    "warning: {} names no {}; the batch's {} is empty (pass {flag})",
+                    a.dict.display(),
+                    if flag == "--model-id" { "model" } else { "SAE" },
+                    flag.trim_start_matches("--").replace('-', "_"),
+                );
+            }
+        }
+        names
+    };
     // A warning for an export that had to write 0 where nothing is known.
     let report = |e: store::neuronpedia::Exported| {
         if e.examples_without_context_activations > 0 {
@@ -991,7 +1028,12 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
         // Streams a chunk of features at a time: a large .fdict is never held in memory.
         let r = store::fdict::FdictReader::open(&a.dict)?;
         let n = if a.format == "neuronpedia" {
-            report(store::neuronpedia::write_from_reader(&r, &a.out)?)
+            let names = names(store::neuronpedia::BatchNames::of(r.summary()));
+            report(store::neuronpedia::write_from_reader(
+                &r,
+                &a.out,
+                Some(&names),
+            )?)
         } else {
             let n = r.summary().stored_features;
             let bar = count_bar(n as u64, format!("writing {}", a.out.display()));
@@ -1038,7 +1080,10 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
                 store::save(&dict, &a.out)?;
                 None
             }
-            _ => Some(store::neuronpedia::write(&dict, &a.out)?),
+            _ => {
+                let own = store::neuronpedia::BatchNames::of(&store::fdict::Summary::of(&dict));
+                Some(store::neuronpedia::write(&dict, &a.out, Some(&names(own)))?)
+            }
         })
     })?;
     if let Some(e) = exported {

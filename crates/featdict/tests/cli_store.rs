@@ -550,3 +550,79 @@ fn exporting_a_fdict_that_counts_more_features_than_it_holds_fails_fast() {
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     assert!(!out.exists());
 }
+
+/// The Neuronpedia batch is named by the dictionary unless `--model-id`, `--sae-set` and
+/// `--layer` say otherwise; a name left empty is warned about (it was written empty, as if
+/// it were one), and the flags are refused with `--format json`.
+#[test]
+fn neuronpedia_batch_names_can_be_given_and_empty_ones_are_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let dict = synthetic::dictionary(&Spec {
+        n_features: 12,
+        vocab_words: 20,
+        ..Default::default()
+    });
+    let json = dir.path().join("d.json");
+    store::save(&dict, &json).unwrap();
+    let np = dir.path().join("np.json");
+    let export = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "export".as_ref(),
+            json.as_os_str(),
+            "--format".as_ref(),
+            "neuronpedia".as_ref(),
+            "--out".as_ref(),
+            np.as_os_str(),
+        ];
+        args.extend(extra.iter().map(|s| std::ffi::OsStr::new(*s)));
+        featdict(&args)
+    };
+    let out = export(&[]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&np).unwrap()).unwrap();
+    for (key, flag) in [("model_id", "--model-id"), ("sae_set", "--sae-set")] {
+        let named = !v[key].as_str().unwrap().is_empty();
+        assert_eq!(
+            err.contains(&format!("the batch's {key} is empty (pass {flag})")),
+            !named,
+            "{key}: {err}"
+        );
+    }
+    let out = export(&[
+        "--model-id",
+        "gpt2-small",
+        "--sae-set",
+        "res-jb",
+        "--layer",
+        "8",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&np).unwrap()).unwrap();
+    assert_eq!(
+        (
+            v["model_id"].as_str(),
+            v["sae_set"].as_str(),
+            v["layer"].as_i64()
+        ),
+        (Some("gpt2-small"), Some("res-jb"), Some(8))
+    );
+    assert_eq!(v["features"].as_array().unwrap().len(), 12);
+    let out = featdict(&[
+        "export".as_ref(),
+        json.as_os_str(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        "--out".as_ref(),
+        dir.path().join("x.json").as_os_str(),
+        "--layer".as_ref(),
+        "3".as_ref(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("go with --format neuronpedia"));
+}

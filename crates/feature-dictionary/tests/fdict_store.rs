@@ -763,12 +763,12 @@ fn neuronpedia_export_shape() {
     dict.config.sae_name = "res-16k".into();
     dict.config.layer = 7;
     let out = dir.path().join("np.json");
-    neuronpedia::write(&dict, &out).unwrap();
+    neuronpedia::write(&dict, &out, None).unwrap();
     // From the dictionary in memory and streamed from its .fdict: the same bytes.
     let fd = dir.path().join("np.fdict");
     store::save(&dict, &fd).unwrap();
     let streamed = dir.path().join("np_streamed.json");
-    neuronpedia::write_from_reader(&FdictReader::open(&fd).unwrap(), &streamed).unwrap();
+    neuronpedia::write_from_reader(&FdictReader::open(&fd).unwrap(), &streamed, None).unwrap();
     assert_eq!(
         std::fs::read(&out).unwrap(),
         std::fs::read(&streamed).unwrap()
@@ -982,7 +982,7 @@ fn correlations_of_a_build_reach_the_neuronpedia_export_and_fdict_neighbours() {
     assert!((stored[0].1 - 1.0).abs() < 1e-9, "{stored:?}");
 
     let np = dir.path().join("np.json");
-    neuronpedia::write(&dict, &np).unwrap();
+    neuronpedia::write(&dict, &np, None).unwrap();
     let batch: serde_json::Value = serde_json::from_slice(&std::fs::read(&np).unwrap()).unwrap();
     let arr = batch["features"].as_array().unwrap();
     assert_eq!(
@@ -1006,7 +1006,7 @@ fn correlations_of_a_build_reach_the_neuronpedia_export_and_fdict_neighbours() {
     assert!(r.neighbours(2).unwrap().is_empty());
     // The streaming export from the .fdict gives the same objects.
     let np2 = dir.path().join("np2.json");
-    neuronpedia::write_from_reader(&r, &np2).unwrap();
+    neuronpedia::write_from_reader(&r, &np2, None).unwrap();
     assert_eq!(std::fs::read(&np).unwrap(), std::fs::read(&np2).unwrap());
 }
 

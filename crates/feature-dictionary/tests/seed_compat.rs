@@ -196,7 +196,8 @@ fn examples_of_the_original_get_their_context_start_inferred() {
     // A Neuronpedia export says it does not know rather than point at another token; the
     // activations of the other context tokens, which it must give, are counted as made up.
     let exported =
-        feature_dictionary::store::neuronpedia::write(&d, &dir.path().join("np.json")).unwrap();
+        feature_dictionary::store::neuronpedia::write(&d, &dir.path().join("np.json"), None)
+            .unwrap();
     assert_eq!(exported.features, 1);
     assert_eq!(exported.examples_without_context_activations, 4);
     let corpus = feature_dictionary::store::neuronpedia::Corpus {

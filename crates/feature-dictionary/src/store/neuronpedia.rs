@@ -262,9 +262,33 @@ pub fn feature_json(f: &Feature, corpus: &Corpus) -> Value {
     })
 }
 
+/// What the batch says it holds: SAEDashboard's `model_id`, `layer` and `sae_set`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchNames {
+    /// The model (Neuronpedia's model id).
+    pub model_id: String,
+    /// The layer of the SAE's hookpoint.
+    pub layer: i64,
+    /// The SAE set's name.
+    pub sae_set: String,
+}
+
+impl BatchNames {
+    /// The names a dictionary carries: its config's model name, layer and SAE name (what
+    /// `featdict stats` shows).
+    pub fn of(summary: &super::fdict::Summary) -> Self {
+        Self {
+            model_id: summary.model_name.clone(),
+            layer: summary.layer,
+            sae_set: summary.sae_name.clone(),
+        }
+    }
+}
+
 /// The batch's opening, up to the `features` list's `[`.
-fn batch_head(model_id: &str, layer: i64, sae_set: &str) -> Vec<u8> {
-    let head = json!({"model_id": model_id, "layer": layer, "sae_set": sae_set}).to_string();
+fn batch_head(names: &BatchNames) -> Vec<u8> {
+    let head = json!({"model_id": names.model_id, "layer": names.layer, "sae_set": names.sae_set})
+        .to_string();
     // `{...}` becomes `{...,"features":[`.
     let mut out = head.as_bytes()[..head.len() - 1].to_vec();
     out.extend_from_slice(b",\"features\":[");
@@ -297,13 +321,17 @@ impl Exported {
     }
 }
 
-/// Writes every feature of `dict` as a SAEDashboard batch of Neuronpedia-style objects.
-pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<Exported> {
+/// Writes every feature of `dict` as a SAEDashboard batch of Neuronpedia-style objects
+/// named `names` (`None`: the dictionary's own, [`BatchNames::of`]).
+pub fn write(
+    dict: &FeatureDictionary,
+    path: &Path,
+    names: Option<&BatchNames>,
+) -> Result<Exported> {
     let corpus = Corpus::of(dict);
     let mut exported = Exported::default();
-    // The names `stats` shows and a `.fdict` of the same dictionary exports: the config's.
-    let summary = super::fdict::Summary::of(dict);
-    let head = batch_head(&summary.model_name, summary.layer, &summary.sae_name);
+    let own = BatchNames::of(&super::fdict::Summary::of(dict));
+    let head = batch_head(names.unwrap_or(&own));
     super::write_atomically(path, |w| {
         w.write_all(&head)?;
         for (i, f) in dict.features().enumerate() {
@@ -321,11 +349,15 @@ pub fn write(dict: &FeatureDictionary, path: &Path) -> Result<Exported> {
 
 /// Writes every feature of an open `.fdict` like [`write()`], one feature at a time (the
 /// dictionary is never held in memory).
-pub fn write_from_reader(r: &super::fdict::FdictReader, path: &Path) -> Result<Exported> {
+pub fn write_from_reader(
+    r: &super::fdict::FdictReader,
+    path: &Path,
+    names: Option<&BatchNames>,
+) -> Result<Exported> {
     let shell = r.load_some(&[])?;
     let corpus = Corpus::of(&shell);
-    let summary = r.summary();
-    let head = batch_head(&summary.model_name, summary.layer, &summary.sae_name);
+    let own = BatchNames::of(r.summary());
+    let head = batch_head(names.unwrap_or(&own));
     let mut exported = Exported::default();
     let mut failure: Option<crate::Error> = None;
     super::write_atomically(path, |w| {
