@@ -22,11 +22,15 @@ pub struct SimilarArgs {
     id: u64,
     /// SAE directory or its weights file (SAELens sae_weights.safetensors, EleutherAI
     /// sparsify sae.safetensors, both with the decoder as W_dec; Gemma Scope params.npz,
-    /// whose w_dec the default finds too): rank by cosine
-    /// of decoder directions. Without it, features are ranked by the cosine of their
-    /// firing-token count vectors over the whole corpus.
+    /// whose w_dec the default finds too): rank by cosine of decoder directions. Without
+    /// it: the decoder neighbours a `build --sae` stored (10 per feature), else the cosine
+    /// of the features' firing-token count vectors over the whole corpus.
     #[arg(long)]
     sae: Option<PathBuf>,
+    /// Ranking without --sae: `decoder` (the stored decoder neighbours) or `tokens` (the
+    /// firing-token profiles); default: decoder when the file stores neighbours.
+    #[arg(long, value_parser = ["decoder", "tokens"])]
+    by: Option<String>,
     /// Decoder tensor name in --sae ([d_sae, d_in] or [d_in, d_sae]).
     #[arg(long, default_value = "W_dec", requires = "sae")]
     tensor: String,
@@ -98,6 +102,9 @@ pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
     let mut subset = crate::commands::Subset::load(&a.dict, &[a.id])?;
     subset.check(a.id)?;
     // Features without a decoder direction (all-zero rows), when ranking by decoder cosine.
+    if a.sae.is_some() && a.by.is_some() {
+        bail!("--by chooses the ranking without --sae; with --sae it is the decoder's");
+    }
     let (method, rows, zero_rows): (&str, Vec<(u64, f64)>, Option<usize>) = match &a.sae {
         Some(path) => {
             let path = sae_weights(path)?;
@@ -113,6 +120,31 @@ pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
                 Some(nb.zero_rows_skipped),
             )
         }
+        None if a.by.as_deref() != Some("tokens")
+            && subset.dict.get(a.id).is_some_and(|f| {
+                !similar::stored_neighbours(f).is_empty()
+            }) =>
+        {
+            let stored = similar::stored_neighbours(subset.dict.get(a.id).expect("checked"));
+            if a.n > stored.len() {
+                eprintln!(
+                    "note: {} stores {} decoder neighbours of feature {}; pass --sae for more",
+                    a.dict.display(),
+                    stored.len(),
+                    a.id
+                );
+            }
+            (
+                "decoder cosine, stored by build --sae",
+                stored.into_iter().take(a.n).collect(),
+                None,
+            )
+        }
+        None if a.by.as_deref() == Some("decoder") => bail!(
+            "{}: feature {} has no stored decoder neighbours (only a build with --sae stores them); pass --sae to rank by decoder cosine",
+            a.dict.display(),
+            a.id
+        ),
         None => {
             if !subset.has_token_counts {
                 bail!(

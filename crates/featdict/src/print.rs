@@ -312,6 +312,15 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
             );
         }
     }
+    // What the web page shows beside the statistics: the stored neighbours.
+    let similar = feature_dictionary::analyze::similar::stored_neighbours(f);
+    if !similar.is_empty() {
+        let list: Vec<String> = similar
+            .iter()
+            .map(|(id, c)| format!("#{id} {}", number(*c, 3)))
+            .collect();
+        println!("  similar (decoder cosine): {}", list.join("  "));
+    }
     // `-n 0` asks for no examples at all (quantile-stratified ones included).
     if n_examples > 0 && !f.top_activations.is_empty() {
         println!("  top examples (activation  seq:pos  context)");

@@ -1602,3 +1602,64 @@ fn build_with_sae_keeps_the_model_and_layer_of_its_config() {
     build_with_sae(&resid, &sparsify, &ids, &out);
     assert_eq!(saved(&out)["config"]["layer"].as_i64(), Some(5));
 }
+
+/// `similar` without `--sae` on a dictionary a `build --sae` made answers with the decoder
+/// neighbours the build stored (it ranked by firing tokens, disagreeing with the web page);
+/// `--by tokens` still ranks by firing tokens, and `--by decoder` on a file without stored
+/// neighbours says where they come from.
+#[test]
+fn similar_without_sae_uses_the_stored_decoder_neighbours() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sae = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../feature-dictionary/tests/fixtures/sae/gemmascope_npz");
+    let (resid, ids, _) = fixture_residuals(&sae, tmp.path());
+    let dict = tmp.path().join("d.json");
+    build_with_sae(&resid, &sae, &ids, &dict);
+    let stored: Vec<(u64, f64)> = serde_json::from_value(
+        json_of(&dict)["feature_set"]["features"]["5"]["metadata"]["similar_features"].clone(),
+    )
+    .unwrap();
+    assert_eq!(stored.len(), 10);
+    let v = ok(&["similar", s(&dict), "5", "-n", "4", "--json"]);
+    assert_eq!(v["method"], "decoder cosine, stored by build --sae");
+    let got: Vec<(u64, f64)> = v["similar"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_u64().unwrap(), r["similarity"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(got, stored[..4]);
+    // `show` lists them, as the page does.
+    let shown = featdict(&["show", s(&dict), "5"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("similar (decoder cosine)"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains(&format!("#{} ", stored[0].0)), "{line}");
+    let v = ok(&["similar", s(&dict), "5", "--by", "tokens", "--json"]);
+    assert_eq!(v["method"], "firing-token profile cosine");
+    fails(
+        &["similar", s(&dict), "5", "--by", "tokens", "--sae", s(&sae)],
+        &["--by chooses"],
+    );
+    // A build without --sae stores none.
+    let plain = tmp.path().join("plain.json");
+    let latents = tmp.path().join("lat.safetensors");
+    ok(&[
+        "encode",
+        s(&resid),
+        "--sae",
+        s(&sae),
+        "--token-ids",
+        s(&ids),
+        "--out",
+        s(&latents),
+        "-q",
+    ]);
+    ok(&["build", s(&latents), "--out", s(&plain), "-q"]);
+    fails(
+        &["similar", s(&plain), "5", "--by", "decoder"],
+        &["feature 5 has no stored decoder neighbours", "--sae"],
+    );
+}

@@ -276,6 +276,12 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// features.
 pub const SIMILAR_KEY: &str = "similar_features";
 
+/// The decoder-cosine neighbours a `build --sae` stored for `f` (best first; empty when it
+/// stored none).
+pub fn stored_neighbours(f: &crate::model::Feature) -> Vec<(u64, f64)> {
+    crate::store::fdict::neighbours_in(&f.metadata, SIMILAR_KEY)
+}
+
 /// Stores every feature's `k` nearest decoder directions ([`Directions::all_neighbours`])
 /// in its metadata under [`SIMILAR_KEY`]; returns how many features got some.
 pub fn store_neighbours(

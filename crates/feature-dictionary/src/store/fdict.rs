@@ -898,7 +898,8 @@ pub fn neighbours_of(f: &Feature, key: &str) -> Vec<(u64, f64)> {
 }
 
 /// [`neighbours_of`] a feature's metadata.
-fn neighbours_in(metadata: &FeatureMetadata, key: &str) -> Vec<(u64, f64)> {
+/// The `[[id, score], …]` (or `[{id, score}, …]`) list under `key` of a feature's metadata.
+pub(crate) fn neighbours_in(metadata: &FeatureMetadata, key: &str) -> Vec<(u64, f64)> {
     let Some(Value::Array(items)) = metadata.extra.get(key) else {
         return Vec::new();
     };
