@@ -1128,23 +1128,45 @@ fn cmd_search(a: SearchArgs) -> Result<()> {
         (None, None, None, Some(t)) => ("text", t),
         _ => bail!("give exactly one of --token, --label, --pattern, --text"),
     };
-    let query = Query::new(kind, value, a.by).with_context(|| format!("--{kind}"))?;
-    let (found, briefs) = if fdict::is_fdict(&a.dict)? {
+    let query = Query::new(kind, value.clone(), a.by).with_context(|| format!("--{kind}"))?;
+    // A token given without the leading space byte-level BPE tokens carry ("LORD" for
+    // " LORD") finds nothing; the spaced one is tried too, to say so.
+    let spaced = (kind == "token" && !value.starts_with(char::is_whitespace))
+        .then(|| Query::new("token", format!(" {value}"), a.by))
+        .and_then(|q| q.ok());
+    // One hit past the limit tells whether more follow.
+    let (mut found, briefs, spaced_hits) = if fdict::is_fdict(&a.dict)? {
         let r = FdictReader::open(&a.dict)?;
-        let found = find(&r, &query, a.limit)?;
+        let found = find(&r, &query, a.limit + 1)?;
         let briefs = r.briefs(&found.hits.iter().map(|h| h.id).collect::<Vec<_>>())?;
-        (found, briefs)
+        let spaced_hits = match (&spaced, found.hits.is_empty()) {
+            (Some(q), true) => find(&r, q, 1)?.hits.len(),
+            _ => 0,
+        };
+        (found, briefs, spaced_hits)
     } else {
         let dict = load(&a.dict)?;
-        let found = find(&dict, &query, a.limit)?;
+        let found = find(&dict, &query, a.limit + 1)?;
         let briefs = found
             .hits
             .iter()
             .filter_map(|h| dict.get(h.id).map(FeatureBrief::of))
             .collect();
-        (found, briefs)
+        let spaced_hits = match (&spaced, found.hits.is_empty()) {
+            (Some(q), true) => find(&dict, q, 1)?.hits.len(),
+            _ => 0,
+        };
+        (found, briefs, spaced_hits)
     };
-    print::search(&query, &found, &briefs, a.json)
+    let more = found.hits.len() > a.limit;
+    found.hits.truncate(a.limit);
+    if spaced_hits > 0 && !a.json {
+        eprintln!(
+            "note: no feature fired on {value:?}, but some did on {:?} (tokens of byte-level BPE vocabularies carry their leading space)",
+            format!(" {value}")
+        );
+    }
+    print::search(&query, &found, &briefs, more, a.json)
 }
 
 /// `query`'s hits in `d`; a ranking `--by` asked for that the dictionary cannot give is

@@ -497,6 +497,7 @@ pub fn search(
     query: &feature_dictionary::query::Query,
     found: &feature_dictionary::query::Found,
     briefs: &[feature_dictionary::store::fdict::FeatureBrief],
+    more: bool,
     as_json: bool,
 ) -> Result<()> {
     let hits = &found.hits;
@@ -511,6 +512,7 @@ pub fn search(
             out["basis"] = json!(basis.as_str());
             out["by"] = json!(by.as_str());
         }
+        out["more"] = json!(more);
         out["hits"] = json!(rows);
         return out_json(&out);
     }
@@ -525,14 +527,15 @@ pub fn search(
         println!("no match");
         return Ok(());
     }
+    // The feature's firings over the whole corpus (not only on the matched token).
     println!(
-        "{:>8}  {:>10}  {:>10}  {:<16}  labels",
-        "id", "score", "count", "matched"
+        "{:>8}  {:>10}  {:>11}  {:<16}  labels",
+        "id", "score", "all firings", "matched"
     );
     for h in hits {
         let b = brief(h.id);
         println!(
-            "{:>8}  {:>10.4}  {:>10}  {:<16}  {}",
+            "{:>8}  {:>10.4}  {:>11}  {:<16}  {}",
             h.id,
             h.score,
             b.map_or(0, |b| b.activation_count),
@@ -540,6 +543,9 @@ pub fn search(
             format!("{:?}", h.matched),
             b.map(|b| visible(&b.labels.join(", "))).unwrap_or_default()
         );
+    }
+    if more {
+        println!("(more hits follow: raise --limit)");
     }
     Ok(())
 }

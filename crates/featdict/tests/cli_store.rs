@@ -322,7 +322,13 @@ fn search_in_an_original_library_file_uses_the_stored_examples() {
         let text = String::from_utf8(out.stdout).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with(note), "{text}");
-        let rows: Vec<Vec<&str>> = lines[2..]
+        // A fourth hit exists: said after the three shown.
+        assert_eq!(
+            lines.last(),
+            Some(&"(more hits follow: raise --limit)"),
+            "{text}"
+        );
+        let rows: Vec<Vec<&str>> = lines[2..lines.len() - 1]
             .iter()
             .map(|l| l.split_whitespace().collect())
             .collect();
@@ -338,9 +344,15 @@ fn search_in_an_original_library_file_uses_the_stored_examples() {
         // Nothing found says why it may have missed: tokens are exact, and only the stored
         // examples were looked at.
         let out = search(d, &["--token", "the"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
         let text = String::from_utf8(out.stdout).unwrap();
         assert_eq!(text.lines().nth(1), Some("no match"), "{text}");
         assert!(text.starts_with(note), "{text}");
+        // ...and that the token with its leading space has hits.
+        assert!(
+            err.contains(r#"no feature fired on "the", but some did on " the""#),
+            "{err}"
+        );
         // Precision needs corpus occurrences: refused, naming the option.
         let out = search(d, &["--token", " the", "--by", "precision"]);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -352,7 +364,11 @@ fn search_in_an_original_library_file_uses_the_stored_examples() {
         // A label search has no token basis.
         let v = json_of(&search(d, &["--label", "token:", "--json"]));
         assert!(v.get("basis").is_none() && v.get("by").is_none(), "{v}");
+        assert_eq!(v["more"], false, "{v}");
         assert_eq!(hits(&v).iter().map(|h| h.0).collect::<Vec<_>>(), [5, 3, 2]);
+        let v = json_of(&search(d, &["--label", "token:", "-n", "2", "--json"]));
+        assert_eq!(v["more"], true, "{v}");
+        assert_eq!(hits(&v).iter().map(|h| h.0).collect::<Vec<_>>(), [5, 3]);
     }
 }
 
