@@ -389,6 +389,24 @@ fn build_with_sae(resid: &Path, sae: &Path, ids: &Path, out: &Path) -> serde_jso
     ])
 }
 
+/// `encode` of `resid` with `sae` into latents beside `out`, then `build` of those into `out`
+/// (no `--sae`: what a build from a latents file knows).
+fn build_encoded(resid: &Path, sae: &Path, ids: &Path, out: &Path) {
+    let latents = out.with_extension("safetensors");
+    ok(&[
+        "encode",
+        s(resid),
+        "--sae",
+        s(sae),
+        "--token-ids",
+        s(ids),
+        "--out",
+        s(&latents),
+        "-q",
+    ]);
+    ok(&["build", s(&latents), "--out", s(out), "-q"]);
+}
+
 /// `encode` then `build` must describe the SAE's latents like `build --sae` does, including
 /// latents above the largest one that fired: a lone latents file has absolute indices and no
 /// name range, so without the SAE width the dictionary lost its trailing dead latents.
@@ -1544,20 +1562,8 @@ fn build_with_sae_keeps_the_model_and_layer_of_its_config() {
         v["config"]
     );
     // Latents `encode` wrote carry them too.
-    let latents = tmp.path().join("latents.safetensors");
-    ok(&[
-        "encode",
-        s(&resid),
-        "--sae",
-        s(&sae),
-        "--token-ids",
-        s(&ids),
-        "--out",
-        s(&latents),
-        "-q",
-    ]);
     let from_latents = tmp.path().join("from_latents.json");
-    ok(&["build", s(&latents), "--out", s(&from_latents), "-q"]);
+    build_encoded(&resid, &sae, &ids, &from_latents);
     let v = saved(&from_latents);
     assert_eq!(
         (
@@ -1645,19 +1651,7 @@ fn similar_without_sae_uses_the_stored_decoder_neighbours() {
     );
     // A build without --sae stores none.
     let plain = tmp.path().join("plain.json");
-    let latents = tmp.path().join("lat.safetensors");
-    ok(&[
-        "encode",
-        s(&resid),
-        "--sae",
-        s(&sae),
-        "--token-ids",
-        s(&ids),
-        "--out",
-        s(&latents),
-        "-q",
-    ]);
-    ok(&["build", s(&latents), "--out", s(&plain), "-q"]);
+    build_encoded(&resid, &sae, &ids, &plain);
     fails(
         &["similar", s(&plain), "5", "--by", "decoder"],
         &["feature 5 has no stored decoder neighbours", "--sae"],
