@@ -313,5 +313,13 @@ fn summarize(
         out.display(),
         out.display()
     );
+    // Every command reads a JSON whole (seconds for the demo's); a .fdict answers at once.
+    if out.extension().is_some_and(|e| e == "json") {
+        println!(
+            "for instant answers: featdict import {} --out {} (then use that file)",
+            out.display(),
+            out.with_extension("fdict").display()
+        );
+    }
     Ok(())
 }
