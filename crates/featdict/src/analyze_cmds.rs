@@ -105,6 +105,12 @@ pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
     if a.sae.is_some() && a.by.is_some() {
         bail!("--by chooses the ranking without --sae; with --sae it is the decoder's");
     }
+    // The decoder neighbours a `build --sae` stored (none for other builds).
+    let stored = subset
+        .dict
+        .get(a.id)
+        .map(similar::stored_neighbours)
+        .unwrap_or_default();
     let (method, rows, zero_rows): (&str, Vec<(u64, f64)>, Option<usize>) = match &a.sae {
         Some(path) => {
             let path = sae_weights(path)?;
@@ -120,12 +126,7 @@ pub fn cmd_similar(a: SimilarArgs) -> Result<()> {
                 Some(nb.zero_rows_skipped),
             )
         }
-        None if a.by.as_deref() != Some("tokens")
-            && subset.dict.get(a.id).is_some_and(|f| {
-                !similar::stored_neighbours(f).is_empty()
-            }) =>
-        {
-            let stored = similar::stored_neighbours(subset.dict.get(a.id).expect("checked"));
+        None if a.by.as_deref() != Some("tokens") && !stored.is_empty() => {
             if a.n > stored.len() {
                 eprintln!(
                     "note: {} stores {} decoder neighbours of feature {}; pass --sae for more",

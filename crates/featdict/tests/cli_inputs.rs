@@ -1549,28 +1549,26 @@ fn build_with_sae_keeps_the_model_and_layer_of_its_config() {
     let saved = |out: &Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
     };
+    let model_and_layer = |out: &Path| {
+        let v = saved(out);
+        let config = &v["config"];
+        (
+            config["model_name"].as_str().map(str::to_string),
+            config["layer"].as_i64(),
+        )
+    };
     let out = tmp.path().join("d.json");
     build_with_sae(&resid, &sae, &ids, &out);
-    let v = saved(&out);
     assert_eq!(
-        (
-            v["config"]["model_name"].as_str(),
-            v["config"]["layer"].as_i64()
-        ),
-        (Some("tiny-model"), Some(7)),
-        "{}",
-        v["config"]
+        model_and_layer(&out),
+        (Some("tiny-model".to_string()), Some(7))
     );
     // Latents `encode` wrote carry them too.
     let from_latents = tmp.path().join("from_latents.json");
     build_encoded(&resid, &sae, &ids, &from_latents);
-    let v = saved(&from_latents);
     assert_eq!(
-        (
-            v["config"]["model_name"].as_str(),
-            v["config"]["layer"].as_i64()
-        ),
-        (Some("tiny-model"), Some(7))
+        model_and_layer(&from_latents),
+        (Some("tiny-model".to_string()), Some(7))
     );
     let given = tmp.path().join("given.json");
     ok(&[
@@ -1588,14 +1586,7 @@ fn build_with_sae_keeps_the_model_and_layer_of_its_config() {
         s(&given),
         "-q",
     ]);
-    let v = saved(&given);
-    assert_eq!(
-        (
-            v["config"]["model_name"].as_str(),
-            v["config"]["layer"].as_i64()
-        ),
-        (Some("mine"), Some(3))
-    );
+    assert_eq!(model_and_layer(&given), (Some("mine".to_string()), Some(3)));
     // sparsify: one directory per hookpoint.
     let sparsify = tmp.path().join("layers.5");
     std::fs::create_dir_all(&sparsify).unwrap();
