@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use super::safetensors::{float_dtype, IntReader, SafeTensors, TensorInfo};
 use super::token_ids::TokenIdMatrix;
-use super::{ActivationBatch, ActivationSource, BatchValues, SparseRows, TokenSequences, Vocab};
+use super::{
+    ActivationBatch, ActivationSource, BatchValues, Provenance, SparseRows, TokenSequences, Vocab,
+};
 use crate::error::{Error, Result};
 
 /// `__metadata__` key holding the SAE width of a latents file written by `featdict encode`.
@@ -70,29 +72,17 @@ pub fn is_delphi_file(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// What a delphi cache says about where its latents came from: `model_name` from the
-/// `config.json` delphi writes beside the shards, and the layer from the hookpoint directory
-/// the shards are in (`blocks.9.hook_resid_post`, `layers.9`, `model.layers.9`: its first
-/// number). `None` where it says nothing.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CacheProvenance {
-    /// The model the latents were cached from.
-    pub model_name: Option<String>,
-    /// The layer of the hookpoint.
-    pub layer: Option<i64>,
-}
-
-/// [`CacheProvenance`] of the cache at `path` (a shard file or its directory): the model
+/// [`Provenance`] of the cache at `path` (a shard file or its directory): the model
 /// from a `config.json` beside the shards, the layer from the directory's name when it
 /// names a hookpoint (with or without that file: shards copied without it keep their layer).
-pub fn cache_provenance(path: &Path) -> CacheProvenance {
+pub fn cache_provenance(path: &Path) -> Provenance {
     let dir = if path.is_dir() {
         Some(path)
     } else {
         path.parent()
     };
     let Some(dir) = dir else {
-        return CacheProvenance::default();
+        return Provenance::default();
     };
     let config = std::fs::read(dir.join("config.json"))
         .ok()
@@ -116,7 +106,7 @@ pub fn cache_provenance(path: &Path) -> CacheProvenance {
                 .and_then(|_| h.split('.').find_map(|part| part.parse::<i64>().ok()))
         })
     });
-    CacheProvenance { model_name, layer }
+    Provenance { model_name, layer }
 }
 
 /// The layer a hookpoint name gives: the number after its `blocks`, `block`, `layers`,
@@ -541,7 +531,7 @@ impl ActivationSource for DelphiSource {
         Some(self.tokens.n_tokens())
     }
 
-    fn provenance(&self) -> CacheProvenance {
+    fn provenance(&self) -> Provenance {
         // What `featdict encode` recorded, when every shard that records it agrees.
         let agreed = |key: &str| {
             let mut values = self
@@ -552,7 +542,7 @@ impl ActivationSource for DelphiSource {
             let first = values.next()?;
             values.all(|v| v == first).then(|| first.to_string())
         };
-        CacheProvenance {
+        Provenance {
             model_name: agreed(MODEL_NAME_KEY).filter(|m| !m.is_empty()),
             layer: agreed(HOOK_NAME_KEY).as_deref().and_then(hookpoint_layer),
         }

@@ -102,6 +102,19 @@ impl ActivationBatch<'_> {
     }
 }
 
+/// Where activations came from, as far as the input says: the model, and the layer of the
+/// hookpoint (`blocks.9.hook_resid_post`, `layers.9`, `model.layers.9`: its first number).
+/// `None` where it says nothing. Said by a delphi cache (a `config.json` beside the shards,
+/// the hookpoint directory they are in), an SAE's config, or the metadata `featdict encode`
+/// writes into a latents file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Provenance {
+    /// The model the activations are of.
+    pub model_name: Option<String>,
+    /// The layer of the hookpoint.
+    pub layer: Option<i64>,
+}
+
 /// Anything that yields batches: a file reader, a directory of shards, an SAE encoding
 /// residuals on the fly.
 pub trait ActivationSource {
@@ -127,8 +140,8 @@ pub trait ActivationSource {
     }
     /// The model and layer the activations are of, when the input says (an SAE's config,
     /// the metadata `featdict encode` writes into a latents file).
-    fn provenance(&self) -> delphi::CacheProvenance {
-        delphi::CacheProvenance::default()
+    fn provenance(&self) -> Provenance {
+        Provenance::default()
     }
 }
 

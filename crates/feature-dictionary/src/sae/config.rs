@@ -103,8 +103,8 @@ fn get<'a>(root: &'a Value, key: &str) -> Option<&'a Value> {
 impl SaeConfig {
     /// The model and layer the SAE was trained on: `model_name` and the layer of
     /// `hook_name` (9 for `blocks.9.hook_resid_post`; a sparsify directory's `layers.9`).
-    pub fn provenance(&self) -> crate::ingest::delphi::CacheProvenance {
-        crate::ingest::delphi::CacheProvenance {
+    pub fn provenance(&self) -> crate::ingest::Provenance {
+        crate::ingest::Provenance {
             model_name: self.model_name.clone().filter(|m| !m.is_empty()),
             layer: self
                 .hook_name

@@ -68,7 +68,7 @@ impl<S: ActivationSource> ActivationSource for SaeSource<S> {
         Some(self.sae.d_in())
     }
 
-    fn provenance(&self) -> crate::ingest::delphi::CacheProvenance {
+    fn provenance(&self) -> crate::ingest::Provenance {
         self.sae.config().provenance()
     }
 
