@@ -651,7 +651,7 @@ impl Engine {
     /// two engines' sequence indices overlap, the other's are shifted past this one's; returns
     /// the shift applied (0 when the ranges were already disjoint).
     fn merge(&mut self, py: Python<'_>, other: PyRef<'_, Engine>) -> PyResult<u64> {
-        if let Some(diff) = settings_difference(self.acc.settings(), other.acc.settings()) {
+        if let Some(diff) = self.acc.settings().difference(other.acc.settings()) {
             return Err(PyValueError::new_err(format!(
                 "cannot merge dictionaries built with different extraction settings (this one's vs the other's): {diff}"
             )));
@@ -873,64 +873,6 @@ fn set_contexts(
             }
         }
     }
-}
-
-/// The settings two accumulators disagree on, by their `ExtractionConfig` names with both
-/// values; `None` when they agree. The engine's own merge error only says that something
-/// differs, which leaves the user comparing configs by hand.
-fn settings_difference(a: &Settings, b: &Settings) -> Option<String> {
-    if a == b {
-        return None;
-    }
-    let py_bool = |v: bool| if v { "True" } else { "False" };
-    let mut out = Vec::new();
-    if a.threshold != b.threshold {
-        out.push(format!(
-            "firing threshold ({} vs {}; from min_activation and activation_threshold)",
-            a.threshold, b.threshold
-        ));
-    }
-    for (name, x, y) in [
-        ("max_examples_per_feature", a.top_k, b.top_k),
-        ("context_window", a.context_window, b.context_window),
-        (
-            "samples_per_group",
-            a.samples_per_group,
-            b.samples_per_group,
-        ),
-        (
-            "token_sketch_capacity",
-            a.token_sketch_capacity,
-            b.token_sketch_capacity,
-        ),
-        ("ngram_capacity", a.ngram_capacity, b.ngram_capacity),
-        (
-            "ngram_corpus_capacity",
-            a.ngram_corpus_capacity,
-            b.ngram_corpus_capacity,
-        ),
-        (
-            "correlation_capacity",
-            a.correlation_capacity,
-            b.correlation_capacity,
-        ),
-    ] {
-        if x != y {
-            out.push(format!("{name} ({x} vs {y})"));
-        }
-    }
-    if a.collect_positions != b.collect_positions {
-        out.push(format!(
-            "collect_positions ({} vs {})",
-            py_bool(a.collect_positions),
-            py_bool(b.collect_positions)
-        ));
-    }
-    if out.is_empty() {
-        // A field added to Settings later: show both whole rather than nothing.
-        out.push(format!("{a:?} vs {b:?}"));
-    }
-    Some(out.join(", "))
 }
 
 /// A 2-D numpy array's values (it must be C-contiguous: the engine reads rows in place) and

@@ -74,6 +74,24 @@ enum Command {
     /// (float16, or float32 with --f32) and `tokens` when token ids are given. As delphi's
     /// cache, it stores only latents with |a| > 1e-5.
     Encode(EncodeArgs),
+    /// Merge partial dictionaries (shards built with `featdict build … --out SHARD.fdpart`)
+    /// and finalize them into one dictionary.
+    ///
+    /// Build each shard of a corpus (in other processes or on other machines) with the same
+    /// extraction options and `--first-sequence` = the index of its first sequence in the
+    /// corpus, then merge: the result is what one build over the shards' inputs, one after
+    /// another, writes. Counts, extrema, histograms, top and sampled examples and token
+    /// counts are exact (token and n-gram tables within their documented bounds once past
+    /// their capacity); means and variances are summed in f64 and may differ from one pass
+    /// in the last bits. Shards built without --first-sequence are each numbered from 0: each
+    /// one's sequence indices are then moved past those merged before it (in the order
+    /// given), and only the quantile samples, drawn by sequence index, differ from one
+    /// build's. Tokens are matched by their text. The shards must agree on the feature count, the extraction
+    /// options (--top-k, --context, --min-activation, --samples-per-group, --token-capacity,
+    /// --ngrams, --correlation, --correlation-capacity) and the model, SAE and layer names
+    /// (or give them here). A single PARTIAL is simply finalized; an --out ending in .fdpart
+    /// writes the merged state for a later merge (merging in a tree).
+    Merge(MergeArgs),
     /// Print summary statistics of a dictionary.
     Stats(StatsArgs),
     /// Print one feature: statistics, histogram quantiles, top tokens and examples in context.
@@ -179,7 +197,8 @@ struct BuildArgs {
     #[arg(long)]
     sae: Option<PathBuf>,
     /// Output dictionary: `.json` (the original library's format) or `.fdict` (the native
-    /// SQLite file that opens without loading everything).
+    /// SQLite file that opens without loading everything); or `.fdpart`, a partial
+    /// dictionary (this shard's accumulator state, not finalized) for `featdict merge`.
     #[arg(long)]
     out: PathBuf,
     /// Top examples kept per feature.
@@ -203,6 +222,15 @@ struct BuildArgs {
     /// else 0).
     #[arg(long)]
     layer: Option<i64>,
+    /// Index of this input's first sequence in the whole corpus, when the input is one
+    /// shard of it built into a partial dictionary (`--out SHARD.fdpart`, see `featdict
+    /// merge`): shards numbered as in the whole corpus merge into exactly what one build over
+    /// it writes, sampled examples included. Without it every shard starts at 0 and `merge`
+    /// moves each shard's indices past the earlier ones: the statistics are the same, but
+    /// the quantile samples, drawn by sequence index, differ. Examples show their sequence
+    /// indices counted from here.
+    #[arg(long, default_value_t = 0)]
+    first_sequence: u64,
     /// Worker threads (default: all cores). The result does not depend on it.
     #[arg(long, value_parser = one_to::<MAX_THREADS>)]
     threads: Option<usize>,
@@ -363,6 +391,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => crate::demo::cmd_demo(a),
         Command::Build(a) => cmd_build(a),
         Command::Encode(a) => cmd_encode(a),
+        Command::Merge(a) => cmd_merge(a),
         Command::Stats(a) if store::fdict::is_fdict(&a.dict)? => {
             // Precomputed in the native file: no need to load the features.
             let r = store::fdict::FdictReader::open(&a.dict)?;
@@ -596,7 +625,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     };
 
     // A bad --out would otherwise only show after the whole pass.
-    store::check_output(&a.out)?;
+    check_build_output(&a.out)?;
     let sae_files = a
         .sae
         .as_deref()
@@ -626,6 +655,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         } else {
             ingest::TokenSpelling::Auto
         },
+        first_sequence: a.first_sequence,
     };
     // Opening reads the tokens whole once (a large tokens JSON takes seconds) and checks
     // every token id.
@@ -694,63 +724,270 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         }
     })?;
     let accumulate_seconds = started_pass.elapsed().as_secs_f64();
-    if a.sae.is_none() || n_features > MAX_SIMILAR_FEATURES {
-        // Straight from the accumulator into the file, a wave of features at a time: the
-        // whole finalized dictionary of a wide SAE would take gigabytes.
-        bar.set_message(format!(
-            "finalizing {n_features} features into {}",
-            a.out.display()
-        ));
-        let (shell, statistics) =
-            build::finalize_into_file(&acc, source.vocab(), config, &a.out, a.drop_dead)?;
+    if store::partial::is_partial_path(&a.out) {
         bar.finish_and_clear();
         if a.sae.is_some() {
-            similar_not_stored_note(n_features);
+            eprintln!(
+                "note: a partial dictionary stores no similar features; give --sae to `featdict merge` to store them"
+            );
+        }
+        config.num_features = n_features;
+        let partial = store::partial::Partial {
+            config,
+            vocab: source.vocab().clone(),
+            // Every input here knows its sequences; a source that did not would have started
+            // one at each position 0 accumulated.
+            sequences: source.sequences().unwrap_or(0..acc.total_sequences),
+            acc,
+        };
+        let timings = BuildTimings {
+            accumulate_seconds,
+            finalize_seconds: 0.0,
+        };
+        return write_partial(&partial, &a.out, started, timings, a.json);
+    }
+    finish_build(
+        acc,
+        source.vocab(),
+        config,
+        &Finish {
+            out: &a.out,
+            drop_dead: a.drop_dead,
+            sae: a.sae.as_deref(),
+            threads: options.threads,
+            started,
+            accumulate_seconds,
+            json: a.json,
+        },
+        &bar,
+    )
+}
+
+#[derive(Args, Debug)]
+struct MergeArgs {
+    /// Partial dictionaries (.fdpart), in corpus order.
+    #[arg(required = true)]
+    partials: Vec<PathBuf>,
+    /// Output: a dictionary (`.fdict` or `.json`), or `.fdpart` for the merged state.
+    #[arg(long)]
+    out: PathBuf,
+    /// Model name stored in the result (needed when the shards name different ones).
+    #[arg(long)]
+    model_name: Option<String>,
+    /// SAE name stored in the result (needed when the shards name different ones).
+    #[arg(long)]
+    sae_name: Option<String>,
+    /// Layer stored in the result (needed when the shards name different ones).
+    #[arg(long, allow_negative_numbers = true)]
+    layer: Option<i64>,
+    /// SAE directory whose decoder directions give every feature its 10 most similar
+    /// features, stored in the result (as `build --sae` does).
+    #[arg(long)]
+    sae: Option<PathBuf>,
+    /// Leave features that never fired out of the output (their ids are listed in it);
+    /// also done when a shard was built with --drop-dead.
+    #[arg(long)]
+    drop_dead: bool,
+    /// Worker threads for merging and finalizing (default: all cores). The result does not
+    /// depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn cmd_merge(a: MergeArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    check_build_output(&a.out)?;
+    let mut inputs: Vec<(&str, &Path)> = a
+        .partials
+        .iter()
+        .map(|p| ("partial dictionary", p.as_path()))
+        .collect();
+    if let Some(sae) = &a.sae {
+        inputs.push(("SAE directory", sae.as_path()));
+    }
+    store::check_not_input(&a.out, &inputs)?;
+    for (i, p) in a.partials.iter().enumerate() {
+        if let Some(q) = a.partials[..i].iter().find(|q| store::same_file(p, q)) {
+            bail!(
+                "{} and {} are the same file: each shard would count twice",
+                q.display(),
+                p.display()
+            );
+        }
+    }
+    let threads = worker_threads(a.threads);
+    let read = |path: &Path| -> Result<store::partial::Partial> {
+        let reading = status(format!("reading {}", path.display()));
+        let mut p = store::partial::Partial::read(path)?;
+        reading.finish_and_clear();
+        // The names given here win, so shards that name different ones still merge.
+        if let Some(m) = &a.model_name {
+            p.config.model_name.clone_from(m);
+        }
+        if let Some(s) = &a.sae_name {
+            p.config.sae_name.clone_from(s);
+        }
+        if let Some(l) = a.layer {
+            p.config.layer = l;
+        }
+        Ok(p)
+    };
+    // Merging splits the work by the first shard's feature ranges (as many as the threads
+    // that built it); finalizing uses `threads`.
+    let mut merged = read(&a.partials[0])?;
+    let mut drop_dead = a.drop_dead || !merged.config.extraction.include_dead_features;
+    for path in &a.partials[1..] {
+        let next = read(path)?;
+        drop_dead |= !next.config.extraction.include_dead_features;
+        let merging = status(format!("merging {}", path.display()));
+        merged.merge(next, (&a.partials[0], path))?;
+        merging.finish_and_clear();
+    }
+    let accumulate_seconds = started.elapsed().as_secs_f64();
+    if store::partial::is_partial_path(&a.out) {
+        merged.config.extraction.include_dead_features = !drop_dead;
+        if a.sae.is_some() {
+            eprintln!(
+                "note: a partial dictionary stores no similar features; give --sae to the merge that finalizes it"
+            );
         }
         let timings = BuildTimings {
             accumulate_seconds,
             finalize_seconds: 0.0,
         };
-        let finalize_and_write = started_pass.elapsed().as_secs_f64() - accumulate_seconds;
+        return write_partial(&merged, &a.out, started, timings, a.json);
+    }
+    let bar = status(format!("finalizing {} features", merged.acc.n_features()));
+    let store::partial::Partial {
+        mut config,
+        vocab,
+        acc,
+        ..
+    } = merged;
+    config.extraction.include_dead_features = !drop_dead;
+    finish_build(
+        acc,
+        &vocab,
+        config,
+        &Finish {
+            out: &a.out,
+            drop_dead,
+            sae: a.sae.as_deref(),
+            threads,
+            started,
+            accumulate_seconds,
+            json: a.json,
+        },
+        &bar,
+    )
+}
+
+/// Checks a build's or merge's `--out` before the work: a dictionary (`.json`, `.fdict`) or
+/// a partial dictionary (`.fdpart`) in a directory that exists.
+fn check_build_output(out: &Path) -> Result<()> {
+    if store::partial::is_partial_path(out) {
+        store::check_output_location(out)?;
+    } else if let Err(e) = store::check_output(out) {
+        bail!("{e} (or .fdpart: a partial dictionary, for `featdict merge`)");
+    }
+    Ok(())
+}
+
+/// Where and how a build (or a merge of partial dictionaries) ends once its accumulator is
+/// complete.
+struct Finish<'a> {
+    out: &'a Path,
+    drop_dead: bool,
+    /// The SAE whose decoder gives similar features to store.
+    sae: Option<&'a Path>,
+    threads: usize,
+    started: std::time::Instant,
+    accumulate_seconds: f64,
+    json: bool,
+}
+
+/// Finalizes `acc` into the dictionary file `f.out` and prints the build's summary.
+fn finish_build(
+    acc: accumulate::Accumulator,
+    vocab: &ingest::Vocab,
+    config: DictionaryConfig,
+    f: &Finish<'_>,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let finishing = std::time::Instant::now();
+    let n_features = acc.n_features();
+    if f.sae.is_none() || n_features > MAX_SIMILAR_FEATURES {
+        // Straight from the accumulator into the file, a wave of features at a time: the
+        // whole finalized dictionary of a wide SAE would take gigabytes.
+        bar.set_message(format!(
+            "finalizing {n_features} features into {}",
+            f.out.display()
+        ));
+        let (shell, statistics) =
+            build::finalize_into_file(&acc, vocab, config, f.out, f.drop_dead)?;
+        bar.finish_and_clear();
+        if f.sae.is_some() {
+            similar_not_stored_note(n_features);
+        }
+        let timings = BuildTimings {
+            accumulate_seconds: f.accumulate_seconds,
+            finalize_seconds: 0.0,
+        };
         return print::build_summary(
             &shell,
             &statistics,
-            &a.out,
-            started.elapsed(),
+            f.out,
+            f.started.elapsed(),
             timings,
-            print::WriteTime::WithFinalize(finalize_and_write),
-            a.json,
+            print::WriteTime::WithFinalize(finishing.elapsed().as_secs_f64()),
+            f.json,
         );
     }
-    let finalizing = std::time::Instant::now();
-    let mut dict = feature_dictionary::finalize::finalize(&acc, source.vocab(), config);
+    let mut dict = feature_dictionary::finalize::finalize(&acc, vocab, config);
     drop(acc);
     let timings = BuildTimings {
-        accumulate_seconds,
-        finalize_seconds: finalizing.elapsed().as_secs_f64(),
+        accumulate_seconds: f.accumulate_seconds,
+        finalize_seconds: finishing.elapsed().as_secs_f64(),
     };
     bar.finish_and_clear();
-    if a.drop_dead {
+    if f.drop_dead {
         // In place: `without_rare` would hold a second copy of a large dictionary.
         dict.drop_rare(1);
     }
-    if let Some(sae) = &a.sae {
-        store_similar(&mut dict, sae, options.threads);
+    if let Some(sae) = f.sae {
+        store_similar(&mut dict, sae, f.threads);
     }
     let write_started = std::time::Instant::now();
-    let writing = status(format!("writing {}", a.out.display()));
-    store::save(&dict, &a.out)?;
+    let writing = status(format!("writing {}", f.out.display()));
+    store::save(&dict, f.out)?;
     writing.finish_and_clear();
     let write_seconds = write_started.elapsed().as_secs_f64();
     print::build_summary(
         &dict,
         &dict.statistics(),
-        &a.out,
-        started.elapsed(),
+        f.out,
+        f.started.elapsed(),
         timings,
         print::WriteTime::Separate(write_seconds),
-        a.json,
+        f.json,
     )
+}
+
+/// Writes a partial dictionary and says what it holds.
+fn write_partial(
+    partial: &store::partial::Partial,
+    out: &Path,
+    started: std::time::Instant,
+    timings: BuildTimings,
+    json: bool,
+) -> Result<()> {
+    let writing = status(format!("writing {}", out.display()));
+    partial.write(out)?;
+    writing.finish_and_clear();
+    print::partial_summary(partial, out, started.elapsed(), timings, json)
 }
 
 /// Said even with -q, which hides progress only: the file lacks what a build with --sae is

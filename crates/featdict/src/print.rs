@@ -158,6 +158,55 @@ pub fn build_summary(
     Ok(())
 }
 
+/// After `featdict build --out X.fdpart` (or a merge into one).
+pub fn partial_summary(
+    partial: &feature_dictionary::store::partial::Partial,
+    out: &Path,
+    took: std::time::Duration,
+    timings: BuildTimings,
+    as_json: bool,
+) -> Result<()> {
+    let acc = &partial.acc;
+    let active: usize = acc
+        .features()
+        .map(|r| r.moments.iter().filter(|m| m.count > 0).count())
+        .sum();
+    let (nonfinite, _) = acc.nonfinite();
+    let secs = took.as_secs_f64();
+    if as_json {
+        return out_json(&json!({
+            "output": out,
+            "partial": true,
+            "num_features": acc.n_features(),
+            "active_features": active,
+            "total_tokens": acc.total_tokens,
+            "sequences": [partial.sequences.start, partial.sequences.end],
+            "nonfinite_values": nonfinite,
+            "seconds": secs,
+            "accumulate_seconds": timings.accumulate_seconds,
+            "peak_rss_bytes": feature_dictionary::build::peak_rss_bytes(),
+        }));
+    }
+    println!(
+        "wrote partial dictionary {}: {} features ({active} fired) over {} tokens, sequences {}..{}, in {secs:.2}s",
+        out.display(),
+        acc.n_features(),
+        acc.total_tokens,
+        partial.sequences.start,
+        partial.sequences.end,
+    );
+    if nonfinite > 0 {
+        println!(
+            "warning: {nonfinite} non-finite activation values were skipped (not in any statistic)"
+        );
+    }
+    println!(
+        "  finalize it, alone or with the other shards: featdict merge {} [MORE.fdpart …] --out DICT.fdict",
+        out.display()
+    );
+    Ok(())
+}
+
 /// How long writing a built dictionary took.
 pub enum WriteTime {
     /// Written after finalizing, which took [`BuildTimings::finalize_seconds`].

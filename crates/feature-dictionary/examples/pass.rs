@@ -46,6 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             threads,
             batch_values: 0,
             token_spelling: Default::default(),
+            first_sequence: 0,
         };
         let mut source = open_source(&spec)?;
         let settings = Settings::from_config(&config)?;

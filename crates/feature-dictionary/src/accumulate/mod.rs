@@ -188,6 +188,68 @@ impl Settings {
             correlation_capacity: c.correlation_capacity,
         })
     }
+
+    /// What differs between two settings, in the extraction config's terms
+    /// (`"max_examples_per_feature (20 vs 10)"`), or `None` when they are equal: the reason
+    /// a merge of states accumulated with each is refused.
+    pub fn difference(&self, other: &Settings) -> Option<String> {
+        if self == other {
+            return None;
+        }
+        let mut out = Vec::new();
+        if self.threshold != other.threshold {
+            out.push(format!(
+                "firing threshold ({} vs {}; from min_activation and activation_threshold)",
+                self.threshold, other.threshold
+            ));
+        }
+        for (name, x, y) in [
+            ("max_examples_per_feature", self.top_k, other.top_k),
+            ("context_window", self.context_window, other.context_window),
+            (
+                "samples_per_group",
+                self.samples_per_group,
+                other.samples_per_group,
+            ),
+            (
+                "token_sketch_capacity",
+                self.token_sketch_capacity,
+                other.token_sketch_capacity,
+            ),
+            ("ngram_capacity", self.ngram_capacity, other.ngram_capacity),
+            (
+                "ngram_corpus_capacity",
+                self.ngram_corpus_capacity,
+                other.ngram_corpus_capacity,
+            ),
+            (
+                "correlation_capacity",
+                self.correlation_capacity,
+                other.correlation_capacity,
+            ),
+        ] {
+            if x != y {
+                out.push(format!("{name} ({x} vs {y})"));
+            }
+        }
+        if self.collect_positions != other.collect_positions {
+            out.push(format!(
+                "collect_positions ({} vs {})",
+                self.collect_positions, other.collect_positions
+            ));
+        }
+        if self.correlation != other.correlation {
+            out.push(format!(
+                "correlation ({:?} vs {:?})",
+                self.correlation, other.correlation
+            ));
+        }
+        if out.is_empty() {
+            // A field added later and not listed above: show both whole rather than nothing.
+            out.push(format!("{self:?} vs {other:?}"));
+        }
+        Some(out.join(", "))
+    }
 }
 
 /// Everything measured over a corpus, for all features.
@@ -294,6 +356,12 @@ impl Accumulator {
     /// The settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The distinct-token keys the batches gave (see [`crate::ingest::ActivationBatch`]'s
+    /// `token_keys`); empty when they gave none (tokens are then keyed by id).
+    pub fn token_keys(&self) -> &[u64] {
+        &self.token_keys
     }
 
     /// Number of features.
@@ -461,10 +529,15 @@ impl Accumulator {
 
     /// [`Accumulator::merge`] for batches that gave `token_keys` (the same keys here).
     pub fn merge_keyed(&mut self, other: Accumulator, token_keys: Option<&[u64]>) -> Result<()> {
-        if other.n_features != self.n_features || other.settings != self.settings {
+        if other.n_features != self.n_features {
             return Err(Error::Invalid(format!(
-                "cannot merge accumulators with different shapes or settings ({} vs {} features)",
+                "cannot merge accumulators of different feature counts ({} vs {})",
                 self.n_features, other.n_features
+            )));
+        }
+        if let Some(diff) = self.settings.difference(&other.settings) {
+            return Err(Error::Invalid(format!(
+                "cannot merge accumulators with different settings: {diff}"
             )));
         }
         self.total_tokens += other.total_tokens;

@@ -417,6 +417,8 @@ pub struct DelphiSource {
     tokens: TokenSequences,
     index: Vec<ShardIndex>,
     next_seq: usize,
+    /// Index of the first sequence (see [`DelphiSource::with_first_sequence`]).
+    first_sequence: u64,
     max_rows: u64,
 }
 
@@ -501,8 +503,16 @@ impl DelphiSource {
             tokens,
             index,
             next_seq: 0,
+            first_sequence: 0,
             max_rows: max_rows.max(1) as u64,
         })
+    }
+
+    /// Numbers this input's sequences from `first` (so shards of one corpus, built
+    /// separately and merged, keep distinct sequence indices).
+    pub fn with_first_sequence(mut self, first: u64) -> Self {
+        self.first_sequence = first;
+        self
     }
 
     /// The token sequences.
@@ -558,6 +568,10 @@ impl ActivationSource for DelphiSource {
 
     fn describe(&self) -> &Path {
         &self.cache.path
+    }
+
+    fn sequences(&self) -> Option<std::ops::Range<u64>> {
+        Some(self.first_sequence..self.first_sequence + self.tokens.n_sequences() as u64)
     }
 
     fn next_batch(&mut self) -> Result<Option<ActivationBatch<'_>>> {
@@ -639,7 +653,7 @@ impl ActivationSource for DelphiSource {
         let mut positions = Vec::with_capacity(n_rows);
         for s in s0..s1 {
             for p in 0..offsets[s + 1] - offsets[s] {
-                sequences.push(s as u64);
+                sequences.push(self.first_sequence + s as u64);
                 positions.push(p as u32);
             }
         }

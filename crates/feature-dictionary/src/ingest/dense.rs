@@ -639,6 +639,10 @@ impl ActivationSource for DenseSource {
         self.matrix.path()
     }
 
+    fn sequences(&self) -> Option<std::ops::Range<u64>> {
+        Some(self.planner.sequence_range())
+    }
+
     fn next_batch(&mut self) -> Result<Option<ActivationBatch<'_>>> {
         let Some(plan) = self.planner.next_batch() else {
             return Ok(None);

@@ -143,6 +143,12 @@ pub trait ActivationSource {
     fn provenance(&self) -> Provenance {
         Provenance::default()
     }
+    /// The sequence indices this input's batches are numbered in (empty sequences
+    /// included), when known: what a shard built alone occupies, so a merge can tell
+    /// whether two shards' indices collide.
+    fn sequences(&self) -> Option<Range<u64>> {
+        None
+    }
 }
 
 /// The error for a finite float64 activation `value` at `at` (its sequence, position and
@@ -202,6 +208,11 @@ impl BatchPlanner {
     /// Number of sequences.
     pub fn n_sequences(&self) -> usize {
         self.seq_offsets.len().saturating_sub(1)
+    }
+
+    /// The sequence indices the batches are numbered in.
+    pub fn sequence_range(&self) -> Range<u64> {
+        self.first_sequence..self.first_sequence + self.n_sequences() as u64
     }
 
     /// Sequence holding `row`.

@@ -34,6 +34,9 @@ pub struct InputSpec<'a> {
     pub batch_values: usize,
     /// How the strings of `tokens_json` are read.
     pub token_spelling: super::TokenSpelling,
+    /// Index of the input's first sequence (0 unless it is a later shard of a corpus, whose
+    /// partial dictionary merges exactly with the others when numbered as in the whole).
+    pub first_sequence: u64,
 }
 
 /// Rows per batch for sparse caches (whole sequences; memory is O(nonzeros of a batch)).
@@ -123,11 +126,10 @@ pub fn open_source(spec: &InputSpec) -> Result<Box<dyn ActivationSource>> {
             }
             let cache = DelphiCache::open(acts)?;
             let tokens = open_tokens(spec, Some(&cache))?;
-            Ok(Box::new(DelphiSource::new(
-                cache,
-                tokens,
-                SPARSE_BATCH_ROWS,
-            )?))
+            Ok(Box::new(
+                DelphiSource::new(cache, tokens, SPARSE_BATCH_ROWS)?
+                    .with_first_sequence(spec.first_sequence),
+            ))
         }
         InputKind::Dense => {
             let matrix = match acts.extension().and_then(|e| e.to_str()) {
@@ -146,7 +148,8 @@ pub fn open_source(spec: &InputSpec) -> Result<Box<dyn ActivationSource>> {
                 0 => crate::build::CONVERTED_VALUES_PER_BATCH,
                 n => n,
             };
-            let source = DenseSource::new(matrix, tokens, spec.context_window, batch_values)?;
+            let source = DenseSource::new(matrix, tokens, spec.context_window, batch_values)?
+                .with_first_sequence(spec.first_sequence);
             match spec.sae {
                 Some(dir) => Ok(Box::new(SaeSource::new(
                     source,

@@ -68,6 +68,10 @@ impl<S: ActivationSource> ActivationSource for SaeSource<S> {
         Some(self.sae.d_in())
     }
 
+    fn sequences(&self) -> Option<std::ops::Range<u64>> {
+        self.inner.sequences()
+    }
+
     fn provenance(&self) -> crate::ingest::Provenance {
         self.sae.config().provenance()
     }

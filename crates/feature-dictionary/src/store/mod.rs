@@ -4,6 +4,8 @@
 pub mod fdict;
 pub mod json;
 pub mod neuronpedia;
+#[cfg(feature = "serde-state")]
+pub mod partial;
 pub mod seed_json;
 
 use std::io::Write;
@@ -28,6 +30,9 @@ pub fn load(path: &Path) -> Result<FeatureDictionary> {
         }
         return seed_json::read_bytes(path, &bytes);
     }
+    if starts_like_partial(path) {
+        return Err(not_finalized(path));
+    }
     if fdict::is_fdict(path)? {
         return fdict::read(path);
     }
@@ -37,6 +42,27 @@ pub fn load(path: &Path) -> Result<FeatureDictionary> {
         return fdict::read(path);
     }
     seed_json::read(path)
+}
+
+/// The first bytes of a partial dictionary (`.fdpart`, the accumulator state of one shard;
+/// see `store::partial`, with the `serde-state` feature).
+pub const PARTIAL_MAGIC: &[u8; 8] = b"FDPART\0\x01";
+
+/// Whether the file at `path` starts like a partial dictionary.
+pub fn starts_like_partial(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| &head == PARTIAL_MAGIC)
+}
+
+/// The error of a command that needs a finalized dictionary but was given a partial one.
+pub fn not_finalized(path: &Path) -> Error {
+    Error::format(
+        path,
+        "is a partial dictionary (accumulator state, not finalized); finalize it first: `featdict merge PARTIAL.fdpart [MORE.fdpart …] --out DICT.fdict`",
+    )
 }
 
 /// Whether the first non-blank byte of the file is `{` (a JSON dictionary starts so).
@@ -128,7 +154,7 @@ pub fn check_not_input(output: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
 }
 
 /// Whether `a` and `b` name the same existing file.
-fn same_file(a: &Path, b: &Path) -> bool {
+pub fn same_file(a: &Path, b: &Path) -> bool {
     let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
         return false;
     };
