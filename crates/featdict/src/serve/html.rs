@@ -51,8 +51,12 @@ pub fn token(s: &str) -> String {
 /// one override would reverse everything after it (the rest of a description, the next
 /// labels).
 pub fn text(s: &str) -> String {
-    let neutral: String = s
-        .chars()
+    token(&without_bidi_controls(s))
+}
+
+/// `s` with every bidirectional control replaced by `�`.
+fn without_bidi_controls(s: &str) -> String {
+    s.chars()
         .map(|c| {
             if feature_dictionary::store::fdict::is_bidi_control(c) {
                 '\u{fffd}'
@@ -60,8 +64,13 @@ pub fn text(s: &str) -> String {
                 c
             }
         })
-        .collect();
-    token(&neutral)
+        .collect()
+}
+
+/// An error message, escaped, with bidirectional controls as `�`: messages repeat what the
+/// request said (a search kind, a regex), and one override would show the rest reversed.
+pub fn message(s: &str) -> String {
+    esc(&without_bidi_controls(s))
 }
 
 /// Labels for a table cell: each one [`text`], in its own `<bdi>`, comma-separated.

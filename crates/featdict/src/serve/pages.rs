@@ -36,7 +36,7 @@ pub(super) fn error_page(e: ApiError) -> Response {
     let body = format!(
         "<h1>{}</h1><p class=\"error\">{}</p><p><a href=\"/\">overview</a></p>",
         e.status.as_u16(),
-        esc(&e.message)
+        html::message(&e.message)
     );
     (e.status, Html(page("error", &body))).into_response()
 }
@@ -244,7 +244,7 @@ pub async fn features(State(st): State<Arc<AppState>>, Params(params): Params) -
 
 /// `body` (the page so far) with `e` appended, as page `title` with `e`'s status.
 fn error_in(title: &str, mut body: String, e: ApiError) -> Response {
-    let _ = write!(body, "<p class=\"error\">{}</p>", esc(&e.message));
+    let _ = write!(body, "<p class=\"error\">{}</p>", html::message(&e.message));
     (e.status, Html(page(title, &body))).into_response()
 }
 
@@ -383,7 +383,7 @@ pub async fn search(State(st): State<Arc<AppState>>, Params(params): Params) -> 
             let _ = write!(
                 b,
                 "<p class=\"error\">unknown search kind {}; expected text, token, label or pattern</p>",
-                esc(other)
+                html::message(other)
             );
             return (StatusCode::BAD_REQUEST, Html(page("search", &b))).into_response();
         }

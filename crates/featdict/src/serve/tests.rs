@@ -785,6 +785,28 @@ fn labels_and_descriptions_show_whitespace_and_neutralize_bidi_controls() {
 }
 
 #[test]
+fn error_pages_neutralize_bidi_controls_the_request_repeats() {
+    let s = start(10);
+    for path in [
+        "/search?kind=%E2%80%AEtxet&q=x",
+        "/search?kind=pattern&q=%E2%80%AE(",
+    ] {
+        let r = get(s.addr, path);
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        // The search box keeps the query as typed (a form control is isolated); the message
+        // that repeats it must not carry the override.
+        let error = r
+            .body
+            .split("<p class=\"error\">")
+            .nth(1)
+            .expect("an error paragraph");
+        let error = &error[..error.find("</p>").unwrap()];
+        assert!(!error.contains('\u{202e}'), "{path}: {error}");
+        assert!(error.contains('\u{fffd}'), "{path}: {error}");
+    }
+}
+
+#[test]
 fn concurrent_label_writes_lose_nothing() {
     let s = start(40);
     let addr = s.addr;
