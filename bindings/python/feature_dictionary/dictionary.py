@@ -78,6 +78,10 @@ class FeatureDictionary:
         _check_count(feature_dim, "feature_dim")
         self.num_features = int(num_features)
         self.feature_dim = int(feature_dim)
+        if config is not None and not isinstance(config, DictionaryConfig):
+            hint = (" (an ExtractionConfig goes in DictionaryConfig(extraction=...))"
+                    if isinstance(config, ExtractionConfig) else "")
+            raise TypeError(f"config must be a DictionaryConfig, got {type(config).__name__}{hint}")
         self.config = config or DictionaryConfig()
         self.extractor = FeatureExtractor(
             num_features=self.num_features,

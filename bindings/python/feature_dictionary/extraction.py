@@ -168,10 +168,21 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _refuse_masked(activations: Any, what: str) -> None:
+    """numpy drops a masked array's mask on conversion, so its masked entries (often padding)
+    would count as activations."""
+    if isinstance(activations, np.ma.MaskedArray):
+        raise TypeError(
+            f"{what} is a numpy masked array; its masked values would be read as activations. "
+            "Pass the values meant, e.g. a.filled(0)"
+        )
+
+
 def _as_float_2d(activations: Any, what: str = "activations") -> np.ndarray:
     """A 2-D float32 or float16 C-contiguous view (copying only when it must)."""
     if hasattr(activations, "detach") and hasattr(activations, "cpu"):  # torch tensors
         activations = activations.detach().cpu().numpy()
+    _refuse_masked(activations, what)
     try:
         arr = np.asarray(activations)
     except ValueError as e:  # ragged nested lists: numpy's message names neither input nor shape
@@ -252,7 +263,25 @@ def _check_context(context: Any, what: str = "context") -> str:
         return ""
     if not isinstance(context, str):
         raise TypeError(f"{what} must be a string (the sequence's text or an id), got {type(context).__name__} {context!r}")
+    try:
+        context.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"{what} is not valid Unicode text ({e.reason} at character {e.start}); it must be a "
+            "string UTF-8 can encode"
+        ) from None
     return context
+
+
+def _token_name(i: int, seq_lens: List[int], part_of: Optional[Tuple[int, int]]) -> str:
+    """How the caller wrote the ``i``-th token of a call's flattened tokens: ``tokens[i]`` for
+    one sequence, ``batch_tokens[s][p]`` for a batch (``part_of``: its offset in the caller's
+    batch)."""
+    if part_of is None and len(seq_lens) == 1:
+        return f"tokens[{i}]"
+    s = int(np.searchsorted(np.cumsum(seq_lens), i, side="right"))
+    p = i - sum(seq_lens[:s])
+    return f"batch_tokens[{s + (part_of[0] if part_of else 0)}][{p}]"
 
 
 def _check_tokens(tokens: Sequence[str], rows: int, what: str = "tokens") -> List[str]:
@@ -493,6 +522,7 @@ class FeatureExtractor:
                 raise ValueError(
                     f"batch_contexts has {len(batch_contexts)} entries for {len(batch_tokens)} sequences"
                 )
+        _refuse_masked(batch_activations, "batch_activations")
         if isinstance(batch_activations, np.ndarray) and batch_activations.ndim == 3:
             b, l, f = batch_activations.shape
             if len(batch_tokens) != b:
@@ -524,6 +554,7 @@ class FeatureExtractor:
             what = f"batch_activations[{i}]"
             if hasattr(a, "detach") and hasattr(a, "cpu"):
                 a = seqs[i] = a.detach().cpu().numpy()
+            _refuse_masked(a, what)
             if not isinstance(a, np.ndarray):
                 a = seqs[i] = _as_float_2d(a, what)
             elif not (a.ndim == 2 or (a.size == 0 and a.ndim < 2)):
@@ -539,28 +570,45 @@ class FeatureExtractor:
         if len(seqs) > step:
             _check_values(seqs)
         total = 0
-        for start in range(0, len(seqs), step):
-            try:
-                arrs = [_as_float_2d(a, f"batch_activations[{start + i}]") for i, a in enumerate(seqs[start : start + step])]
-                toks = [t for ts in token_lists[start : start + step] for t in ts]
-                if not arrs:
-                    continue
-                if len({a.shape[1] for a in arrs}) > 1:
-                    raise ValueError("all sequences of a batch must have the same number of features")
-                dtype = np.float16 if all(a.dtype == np.float16 for a in arrs) else np.float32
-                arr = np.concatenate([a.astype(dtype, copy=False) for a in arrs], axis=0)
-                ctx = None if batch_contexts is None else batch_contexts[start : start + len(arrs)]
-                total += self._run(arr, toks, [a.shape[0] for a in arrs], ctx, part_of=(start, len(seqs)))
-            except CallInterrupted as e:
-                # Counted over the whole batch, not the chunk the interrupt stopped.
-                raise CallInterrupted(start + e.sequences_done, len(seqs)) from None
-            except (ValueError, TypeError) as e:
-                if start == 0 or getattr(e, "counted_over_input", False):
+        # One guard over every chunk: a Ctrl-C between two chunks (while the next one is
+        # converted) is held like one during a chunk, so the CallInterrupted raised always
+        # says exactly which sequences the dictionary took.
+        with _interrupt_between_batches(len(seqs)) as stop:
+            for start in range(0, len(seqs), step):
+                # (Before the first chunk the engine's own first look does this.)
+                if start and stop is not None and stop():
+                    raise CallInterrupted(start, len(seqs))
+                try:
+                    arrs = [_as_float_2d(a, f"batch_activations[{start + i}]") for i, a in enumerate(seqs[start : start + step])]
+                    toks = [t for ts in token_lists[start : start + step] for t in ts]
+                    if not arrs:
+                        continue
+                    # Empty sequences ([] reads as 0 × 0) take their numbers whatever their width.
+                    if len({a.shape[1] for a in arrs if a.shape[0]}) > 1:
+                        raise ValueError("all sequences of a batch must have the same number of features")
+                    width = max(a.shape[1] for a in arrs)
+                    dtype = np.float16 if all(a.dtype == np.float16 for a in arrs) else np.float32
+                    arr = np.concatenate(
+                        [a.astype(dtype, copy=False) if a.shape[0] else np.zeros((0, width), dtype) for a in arrs],
+                        axis=0,
+                    )
+                    ctx = None if batch_contexts is None else batch_contexts[start : start + len(arrs)]
+                    total += self._run(arr, toks, [a.shape[0] for a in arrs], ctx, part_of=(start, len(seqs)),
+                                       held=stop)
+                except CallInterrupted as e:
+                    # Counted over the whole batch, not the chunk the interrupt stopped.
+                    raise CallInterrupted(start + e.sequences_done, len(seqs)) from None
+                except Exception as e:
+                    # A callback's error comes after the engine took its chunk in.
+                    kept = start + len(arrs) if getattr(e, "_after_accumulating", False) else start
+                    if (kept == 0 and start == 0) or getattr(e, "counted_over_input", False):
+                        raise
+                    said = (f"the first {kept} of the {len(seqs)} sequences of this batch were accumulated "
+                            f"before it, the rest not: pass sequences {kept}.. again once fixed")
+                    if isinstance(e, (ValueError, TypeError)) and type(e) in (ValueError, TypeError):
+                        raise type(e)(f"{e} ({said})") from None
+                    e.add_note(said)
                     raise
-                raise type(e)(
-                    f"{e} (the first {start} of the {len(seqs)} sequences of this batch were accumulated "
-                    f"before it, the rest not: pass sequences {start}.. again once fixed)"
-                ) from None
         return total
 
     def stream_activations(self, activation_stream: Iterable[Tuple[Any, Sequence[str]]]) -> Iterator[int]:
@@ -579,10 +627,15 @@ class FeatureExtractor:
             )
 
     def _run(self, arr: np.ndarray, tokens: List[str], seq_lens: List[int], contexts: Optional[List[str]] = None,
-             part_of: Optional[Tuple[int, int]] = None) -> int:
+             part_of: Optional[Tuple[int, int]] = None, held: Optional[Callable[[], int]] = None) -> int:
         """``part_of`` = (offset, total) when these sequences are one part of a caller's
-        input: errors then count that input's sequences."""
+        input: errors then count that input's sequences. ``held``: the ``stop`` of a guard
+        (``_interrupt_between_batches``) the caller already holds over its whole call."""
         self._check_live("processing activations")
+        if held is not None:
+            # The caller's guard holds Ctrl-C over a call of several parts.
+            with self._lock:
+                return self._run_locked(arr, tokens, seq_lens, contexts, held, part_of)
         with self._lock, _interrupt_between_batches(len(seq_lens)) as stop:
             return self._run_locked(arr, tokens, seq_lens, contexts, stop, part_of)
 
@@ -614,8 +667,8 @@ class FeatureExtractor:
                         t.encode("utf-8")
                     except UnicodeEncodeError as e:
                         raise ValueError(
-                            f"token {i} ({t!r}) is not valid Unicode text ({e.reason}); tokens must be "
-                            "strings UTF-8 can encode"
+                            f"{_token_name(i, seq_lens, part_of)} ({t!r}) is not valid Unicode text "
+                            f"({e.reason}); tokens must be strings UTF-8 can encode"
                         ) from None
                 raise
             except ValueError as e:
@@ -689,7 +742,13 @@ class FeatureExtractor:
                     metadata={"sequence": seq, "context_start": a},
                 )
                 for cb in self._callbacks:
-                    cb(act)
+                    try:
+                        cb(act)
+                    except Exception as e:
+                        # Raised after the engine took these sequences in: a caller passing
+                        # its input in parts must count this part as kept.
+                        e._after_accumulating = True
+                        raise
             row0 += length
             seq += 1
 
@@ -948,11 +1007,20 @@ class MockSAE:
         self._rng = np.random.default_rng(seed)
 
     def encode(self, x: Any) -> np.ndarray:
-        """``[seq_len, input_dim]`` → ``[seq_len, num_features]`` float32."""
-        seq_len = len(x)
+        """``[..., input_dim]`` → ``[..., num_features]`` float32: ``[seq_len, input_dim]``
+        gives ``[seq_len, num_features]``, a ``[batch, seq_len, input_dim]`` batch keeps its
+        two leading axes, one ``[input_dim]`` vector gives one ``[num_features]`` row."""
+        if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensors
+            x = x.detach().cpu().numpy()
+        shape = np.shape(x)
+        if len(shape) == 0 or shape[-1] != self.input_dim:
+            raise ValueError(
+                f"MockSAE.encode expects inputs of shape [..., input_dim={self.input_dim}], got shape {shape}"
+            )
+        rows = int(np.prod(shape[:-1], dtype=np.int64))
         k = max(1, int(self.num_features * self.sparsity))
-        out = np.zeros((seq_len, self.num_features), dtype=np.float32)
-        for r in range(seq_len):
+        out = np.zeros((rows, self.num_features), dtype=np.float32)
+        for r in range(rows):
             idx = self._rng.choice(self.num_features, size=k, replace=False)
             out[r, idx] = self._rng.uniform(0.1, 2.0, size=k)
-        return out
+        return out.reshape(*shape[:-1], self.num_features)

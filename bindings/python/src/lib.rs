@@ -651,7 +651,11 @@ impl Engine {
     /// two engines' sequence indices overlap, the other's are shifted past this one's; returns
     /// the shift applied (0 when the ranges were already disjoint).
     fn merge(&mut self, py: Python<'_>, other: PyRef<'_, Engine>) -> PyResult<u64> {
-        if let Some(diff) = self.acc.settings().difference(other.acc.settings()) {
+        if let Some(diff) = self
+            .acc
+            .settings()
+            .difference_spelling_bools(other.acc.settings(), |b| if b { "True" } else { "False" })
+        {
             return Err(PyValueError::new_err(format!(
                 "cannot merge dictionaries built with different extraction settings (this one's vs the other's): {diff}"
             )));

@@ -29,7 +29,7 @@ def test_a_token_that_is_not_unicode_is_named():
     d = create_dictionary(F, 16)
     tokens = [f"t{i}" for i in range(10)]
     tokens[7] = "bad\ud800"
-    with pytest.raises(ValueError, match=r"token 7 \('bad\\ud800'\) is not valid Unicode"):
+    with pytest.raises(ValueError, match=r"tokens\[7\] \('bad\\ud800'\) is not valid Unicode"):
         d.process(_acts(), tokens)
     assert d.extractor.total_tokens == 0
 

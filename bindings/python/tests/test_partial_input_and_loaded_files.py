@@ -340,3 +340,139 @@ def test_settings_python_has_no_field_for_survive_load_and_save(tmp_path):
     assert again["extraction"]["ngram_capacity"] == 4096
     assert again["extraction"]["correlation"] == "sketch"
     assert again["labeling"]["patterns"] == {}
+
+
+def _four_eye_sequences():
+    return [np.eye(2, dtype=np.float32) * (i + 1) for i in range(4)], [["a", "b"], ["c", "d"], ["e", "f"], ["g", "h"]]
+
+
+def test_ctrl_c_between_chunks_says_which_sequences_were_kept():
+    import os
+    import signal
+    import sys
+
+    import feature_dictionary as fd
+
+    seqs, toks = _four_eye_sequences()
+    d = FeatureDictionary(2, 4, DictionaryConfig(extraction=ExtractionConfig(batch_size=1)))
+
+    # A real SIGINT while the third chunk is being converted, in Python between two engine
+    # calls (where no engine call could hold it back).
+    def tracer(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "_as_float_2d" and frame.f_locals.get("what") == "batch_activations[2]":
+            sys.setprofile(None)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    sys.setprofile(tracer)
+    try:
+        with pytest.raises(fd.CallInterrupted) as e:
+            d.process_batch(seqs, toks)
+    finally:
+        sys.setprofile(None)
+    # The chunk being prepared is either fully taken or not at all, and the error says which.
+    done = e.value.sequences_done
+    assert e.value.sequences_total == 4 and done in (2, 3)
+    assert d.extractor.total_tokens == 2 * done
+    # Passing the rest completes it: the same as one uninterrupted call.
+    d.process_batch(seqs[done:], toks[done:])
+    whole = FeatureDictionary(2, 4, DictionaryConfig(extraction=ExtractionConfig(batch_size=1)))
+    whole.process_batch(seqs, toks)
+    d.finalize(), whole.finalize()
+    for j in range(2):
+        assert d.get_feature(j).activation_count == whole.get_feature(j).activation_count == 4
+        assert d.get_feature(j).mean_activation == whole.get_feature(j).mean_activation == 2.5
+
+
+@pytest.mark.parametrize("bad_sequence", [0, 2])
+def test_a_callback_error_in_a_chunk_counts_that_chunk_as_kept(bad_sequence):
+    seqs, toks = _four_eye_sequences()
+    toks[bad_sequence] = ["BAD", "x"]
+    d = FeatureDictionary(2, 4, DictionaryConfig(extraction=ExtractionConfig(batch_size=1)))
+    failed = []
+
+    def reject_bad_once(act):
+        if act.token == "BAD" and not failed:
+            failed.append(act)
+            raise ValueError("callback rejects BAD")
+
+    d.extractor.add_callback(reject_bad_once)
+    kept = bad_sequence + 1
+    with pytest.raises(ValueError, match=rf"callback rejects BAD \(the first {kept} of the 4 sequences .* pass sequences {kept}\.\. again"):
+        d.process_batch(seqs, toks)
+    assert d.extractor.total_tokens == 2 * kept
+    # Following the message gives what one call gives: each token counted once.
+    d.process_batch(seqs[kept:], toks[kept:])
+    d.finalize()
+    assert d.features.total_tokens_processed == 8
+    assert d.get_feature(0).activation_count == 4
+
+
+def test_a_callback_error_of_another_type_gets_the_count_as_a_note():
+    seqs, toks = _four_eye_sequences()
+    d = FeatureDictionary(2, 4, DictionaryConfig(extraction=ExtractionConfig(batch_size=2)))
+
+    def fail(act):
+        if act.token == "e":
+            raise KeyError("no e")
+
+    d.extractor.add_callback(fail)
+    with pytest.raises(KeyError) as e:
+        d.process_batch(seqs, toks)
+    assert e.value.__notes__ == ["the first 4 of the 4 sequences of this batch were accumulated before it, "
+                                 "the rest not: pass sequences 4.. again once fixed"]
+    assert d.extractor.total_tokens == 8
+
+
+@pytest.mark.parametrize("empty", [[], np.zeros(0), np.zeros((0, 0)), np.zeros((0, 2), np.float32)])
+@pytest.mark.parametrize("batch_size", [1, 32])
+def test_an_empty_sequence_in_a_list_batch_takes_its_number(empty, batch_size):
+    seqs, toks = _four_eye_sequences()
+    d = FeatureDictionary(2, 4, DictionaryConfig(extraction=ExtractionConfig(batch_size=batch_size)))
+    d.process_batch([seqs[0], empty, seqs[1]], [toks[0], [], toks[1]])
+    d.finalize()
+    f = d.get_feature(1)
+    assert f.activation_count == 2 and d.features.total_tokens_processed == 4
+    # The third sequence is number 2: the empty one counted.
+    assert sorted(a.metadata["sequence"] for a in f.top_activations) == [0, 2]
+
+
+def test_text_that_is_not_unicode_is_named_where_it_was_given():
+    a = np.eye(2, dtype=np.float32)
+    d = FeatureDictionary(2, 4)
+    with pytest.raises(ValueError, match=r"batch_tokens\[1\]\[1\] \('\\udcff'\) is not valid Unicode"):
+        d.process_batch([a, a], [["a", "b"], ["c", "\udcff"]])
+    with pytest.raises(ValueError, match=r"batch_tokens\[1\]\[0\] \('\\udcff'\) is not valid Unicode"):
+        d.process_batch(np.stack([a, a]), [["a", "b"], ["\udcff", "c"]])
+    with pytest.raises(ValueError, match=r"^context is not valid Unicode"):
+        d.process(a, ["a", "b"], context="x\ud800")
+    with pytest.raises(ValueError, match=r"^batch_contexts\[1\] is not valid Unicode"):
+        d.process_batch([a, a], [["a", "b"], ["c", "d"]], ["ok", "\ud800"])
+    assert d.extractor.total_tokens == 0
+
+
+def test_mock_sae_keeps_the_leading_axes_and_checks_the_input_width():
+    from feature_dictionary import MockSAE
+
+    m = MockSAE(8, 16, sparsity=0.25, seed=0)
+    assert m.encode(np.ones(8)).shape == (16,)
+    batch = m.encode(np.ones((3, 5, 8)))
+    assert batch.shape == (3, 5, 16)
+    assert ((batch > 0).sum(axis=-1) == 4).all()
+    assert m.encode(np.ones((5, 8))).shape == (5, 16)
+    with pytest.raises(ValueError, match=r"input_dim=8\], got shape \(5, 7\)"):
+        m.encode(np.ones((5, 7)))
+
+
+def test_a_config_of_the_wrong_kind_and_masked_arrays_are_refused():
+    with pytest.raises(TypeError, match=r"config must be a DictionaryConfig, got ExtractionConfig \(an ExtractionConfig goes in DictionaryConfig\(extraction=...\)\)"):
+        FeatureDictionary(2, 4, config=ExtractionConfig())
+    d = FeatureDictionary(2, 4)
+    a = np.eye(2, dtype=np.float32)
+    masked = np.ma.masked_array(a, mask=[[False, True], [False, False]])
+    with pytest.raises(TypeError, match=r"activations is a numpy masked array.*a\.filled\(0\)"):
+        d.process(masked, ["a", "b"])
+    with pytest.raises(TypeError, match=r"batch_activations\[1\] is a numpy masked array"):
+        d.process_batch([a, masked], [["a", "b"], ["c", "d"]])
+    with pytest.raises(TypeError, match=r"batch_activations is a numpy masked array"):
+        d.process_batch(np.ma.masked_array(np.stack([a, a])), [["a", "b"], ["c", "d"]])
+    assert d.extractor.total_tokens == 0

@@ -193,6 +193,16 @@ impl Settings {
     /// (`"max_examples_per_feature (20 vs 10)"`), or `None` when they are equal: the reason
     /// a merge of states accumulated with each is refused.
     pub fn difference(&self, other: &Settings) -> Option<String> {
+        self.difference_spelling_bools(other, |b| if b { "true" } else { "false" })
+    }
+
+    /// [`Settings::difference`], with booleans spelled by `spell` (the Python package says
+    /// `True`/`False`).
+    pub fn difference_spelling_bools(
+        &self,
+        other: &Settings,
+        spell: fn(bool) -> &'static str,
+    ) -> Option<String> {
         if self == other {
             return None;
         }
@@ -235,7 +245,8 @@ impl Settings {
         if self.collect_positions != other.collect_positions {
             out.push(format!(
                 "collect_positions ({} vs {})",
-                self.collect_positions, other.collect_positions
+                spell(self.collect_positions),
+                spell(other.collect_positions)
             ));
         }
         if self.correlation != other.correlation {
