@@ -757,6 +757,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
             threads: options.threads,
             started,
             accumulate_seconds,
+            first_stage: print::FirstStage::Pass,
             json: a.json,
         },
         &bar,
@@ -879,6 +880,7 @@ fn cmd_merge(a: MergeArgs) -> Result<()> {
             threads,
             started,
             accumulate_seconds,
+            first_stage: print::FirstStage::Merge,
             json: a.json,
         },
         &bar,
@@ -906,6 +908,7 @@ struct Finish<'a> {
     threads: usize,
     started: std::time::Instant,
     accumulate_seconds: f64,
+    first_stage: print::FirstStage,
     json: bool,
 }
 
@@ -943,6 +946,7 @@ fn finish_build(
             f.started.elapsed(),
             timings,
             print::WriteTime::WithFinalize(finishing.elapsed().as_secs_f64()),
+            f.first_stage,
             f.json,
         );
     }
@@ -972,6 +976,7 @@ fn finish_build(
         f.started.elapsed(),
         timings,
         print::WriteTime::Separate(write_seconds),
+        f.first_stage,
         f.json,
     )
 }

@@ -95,6 +95,7 @@ pub fn build_summary(
     took: std::time::Duration,
     timings: BuildTimings,
     write: WriteTime,
+    first_stage: FirstStage,
     as_json: bool,
 ) -> Result<()> {
     let tokens = dict.feature_set.total_tokens_processed;
@@ -144,11 +145,17 @@ pub fn build_summary(
         }
         WriteTime::WithFinalize(both) => format!("finalize and write {both:.2}s"),
     };
-    println!(
-        "  pass {:.2}s ({:.0} tokens/s), {rest}",
-        timings.accumulate_seconds,
-        tokens as f64 / timings.accumulate_seconds.max(1e-9),
-    );
+    match first_stage {
+        FirstStage::Pass => println!(
+            "  pass {:.2}s ({:.0} tokens/s), {rest}",
+            timings.accumulate_seconds,
+            tokens as f64 / timings.accumulate_seconds.max(1e-9),
+        ),
+        FirstStage::Merge => println!(
+            "  read and merge {:.2}s, {rest}",
+            timings.accumulate_seconds
+        ),
+    }
     let nonfinite = dict.feature_set.metadata.nonfinite_values;
     if nonfinite > 0 {
         println!(
@@ -205,6 +212,16 @@ pub fn partial_summary(
         out.display()
     );
     Ok(())
+}
+
+/// What a build's first stage was: a pass over activations, or reading and merging partial
+/// dictionaries (`timings.accumulate_seconds` either way).
+#[derive(Clone, Copy)]
+pub enum FirstStage {
+    /// `featdict build`: the streaming pass.
+    Pass,
+    /// `featdict merge`.
+    Merge,
 }
 
 /// How long writing a built dictionary took.

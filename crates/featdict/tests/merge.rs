@@ -175,6 +175,12 @@ fn shards_merged_equal_one_build_over_the_whole_corpus() {
         s(&merged),
     ]);
     assert_success(&out);
+    // The summary does not call reading the partials a pass over tokens.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("read and merge") && !said.contains("pass"),
+        "{said}"
+    );
     let (want, got) = (read_json(&whole), read_json(&merged));
     assert_same(&want, &got, "");
     // The comparison saw real content: examples, samples and n-grams of active features.
