@@ -944,9 +944,11 @@ fn finish_build(
             &statistics,
             f.out,
             f.started.elapsed(),
-            timings,
-            print::WriteTime::WithFinalize(finishing.elapsed().as_secs_f64()),
-            f.first_stage,
+            (
+                f.first_stage,
+                timings,
+                print::WriteTime::WithFinalize(finishing.elapsed().as_secs_f64()),
+            ),
             f.json,
         );
     }
@@ -974,9 +976,11 @@ fn finish_build(
         &dict.statistics(),
         f.out,
         f.started.elapsed(),
-        timings,
-        print::WriteTime::Separate(write_seconds),
-        f.first_stage,
+        (
+            f.first_stage,
+            timings,
+            print::WriteTime::Separate(write_seconds),
+        ),
         f.json,
     )
 }

@@ -93,9 +93,7 @@ pub fn build_summary(
     st: &Statistics,
     out: &Path,
     took: std::time::Duration,
-    timings: BuildTimings,
-    write: WriteTime,
-    first_stage: FirstStage,
+    (first_stage, timings, write): (FirstStage, BuildTimings, WriteTime),
     as_json: bool,
 ) -> Result<()> {
     let tokens = dict.feature_set.total_tokens_processed;
