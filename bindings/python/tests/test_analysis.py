@@ -144,7 +144,7 @@ def test_compare_features_and_summary(corpus):
     assert c["jaccard_similarity"] == pytest.approx(len(t0 & t1) / len(t0 | t1))
     assert set(c["token_overlap"]) <= t0 & t1
     assert c["activation_count_1"] == ref.count(0) and c["activation_count_2"] == ref.count(1)
-    assert c["pearson"] is not None
+    check_comparison(c, ref, 0, 1)
     assert "error" in d.analyzer.compare_features(0, 10_000)
     s = d.get_statistics()
     for key in ("total_features", "active_features", "dead_features", "labeled_features",
@@ -153,6 +153,54 @@ def test_compare_features_and_summary(corpus):
     assert s["total_tokens_processed"] == acts.shape[0] * acts.shape[1]
     assert sum(s["type_distribution"].values()) == s["total_features"]
     assert len(s["top_features"]) == 10
+
+
+def check_comparison(c, ref, i, j):
+    """``compare_features(i, j)`` against numpy: Pearson of the thresholded activations over
+    all tokens, cosine of the firing-token count vectors, shared tokens by combined firings
+    (ties by token), at most 10."""
+    flat = np.where(ref.fires, ref.flat, 0).astype(np.float64)
+    assert c["pearson"] == pytest.approx(np.corrcoef(flat[:, i], flat[:, j])[0, 1], abs=1e-9)
+    t1, t2 = ref.token_firings(i), ref.token_firings(j)
+    vocab = sorted(set(t1) | set(t2))
+    v1 = np.array([t1.get(t, 0) for t in vocab], dtype=np.float64)
+    v2 = np.array([t2.get(t, 0) for t in vocab], dtype=np.float64)
+    assert c["token_cosine"] == pytest.approx(v1 @ v2 / np.linalg.norm(v1) / np.linalg.norm(v2), abs=1e-12)
+    shared = [t for t in vocab if t in t1 and t in t2]
+    shared.sort(key=lambda t: (-(t1[t] + t2[t]), t))
+    assert c["token_overlap"] == shared[:10]
+    return shared
+
+
+def test_compare_features_against_numpy_with_many_shared_tokens():
+    # 16 tokens, features 0 and 1 firing on most tokens of every sequence (so more than 10
+    # tokens are shared and the list is capped), feature 1 partly following feature 0 (a
+    # clearly positive Pearson), feature 2 on two tokens only.
+    rng = np.random.default_rng(5)
+    words = [f"w{i:02d}" for i in range(16)]
+    n_seq, seq_len = 10, 60
+    tokens = [list(rng.choice(words, size=seq_len, p=np.linspace(1, 3, 16) / 32)) for _ in range(n_seq)]
+    acts = np.zeros((n_seq, seq_len, 3), dtype=np.float32)
+    a0 = (rng.random((n_seq, seq_len)) < 0.6) * (rng.random((n_seq, seq_len)) * 2 + 0.02)
+    noise = (rng.random((n_seq, seq_len)) < 0.3) * rng.random((n_seq, seq_len))
+    acts[..., 0] = a0
+    acts[..., 1] = 0.5 * a0 + noise
+    toks = np.array(tokens)
+    acts[..., 2] = np.isin(toks, ["w03", "w11"]) * 1.5
+    ref = Reference(acts, tokens)
+    d = build(acts, tokens)
+    an = d.analyzer
+    shared = check_comparison(an.compare_features(0, 1), ref, 0, 1)
+    assert len(shared) > 10 and len(an.compare_features(0, 1)["token_overlap"]) == 10
+    assert an.compare_features(0, 1)["pearson"] > 0.5
+    small = check_comparison(an.compare_features(0, 2), ref, 0, 2)
+    # Feature 0 fires on tokens feature 2 never does: both orders.
+    assert set(ref.token_firings(0)) > set(ref.token_firings(2))
+    assert check_comparison(an.compare_features(2, 0), ref, 2, 0) == small
+    assert small == sorted(["w03", "w11"], key=lambda t: (-(ref.token_firings(0)[t] + ref.token_firings(2)[t]), t))
+    # Symmetric in its scores.
+    c01, c10 = an.compare_features(0, 1), an.compare_features(1, 0)
+    assert c10["pearson"] == pytest.approx(c01["pearson"]) and c10["token_cosine"] == pytest.approx(c01["token_cosine"])
 
 
 def test_polysemantic_by_token_embeddings():

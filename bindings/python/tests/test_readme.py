@@ -171,10 +171,39 @@ def test_analysis(dictionary):
 
 
 def test_feature_types():
-    from feature_dictionary import FeatureType
+    from feature_dictionary import Feature, FeatureType
 
-    assert [FeatureType.DEAD, FeatureType.ULTRA_SPARSE, FeatureType.SPARSE, FeatureType.MODERATE,
-            FeatureType.DENSE]
+    # The seed API's members and string values, and nothing else.
+    assert {t.name: t.value for t in FeatureType} == {
+        "DEAD": "dead", "ULTRA_SPARSE": "ultra_sparse", "SPARSE": "sparse", "MODERATE": "moderate",
+        "DENSE": "dense"}
+    assert FeatureType("ultra_sparse") is FeatureType.ULTRA_SPARSE
+    # Thresholds on frequency = count / tokens: ultra_sparse < 0.01 %, sparse < 1 %, moderate
+    # < 10 %, dense >= 10 %; over 20,000 tokens 2, 200 and 2,000 firings sit exactly on them.
+    expect = {0: "dead", 1: "ultra_sparse", 2: "sparse", 199: "sparse", 200: "moderate",
+              1999: "moderate", 2000: "dense", 20000: "dense"}
+    for count, value in expect.items():
+        f = Feature(0, 4)
+        f.activation_count = count
+        assert f.classify_type(20000) is FeatureType(value), count
+        assert (f.feature_type, f.activation_frequency) == (FeatureType(value), count / 20000)
+    # The engine classifies the same way: feature j fires on the first `counts[j]` tokens.
+    from conftest import build
+
+    counts = list(expect)
+    acts = np.zeros((400, 50, len(counts)), dtype=np.float32)
+    flat = acts.reshape(-1, len(counts))
+    for j, n in enumerate(counts):
+        flat[:n, j] = 1.0
+    d = build(acts, [["x"] * 50] * 400)
+    d.finalize()
+    assert d.features.total_tokens_processed == 20000
+    for j, n in enumerate(counts):
+        f = d.get_feature(j)
+        if n == 0:
+            assert f is None or f.feature_type is FeatureType.DEAD
+        else:
+            assert f.activation_count == n and f.feature_type is FeatureType(expect[n]), n
 
 
 def test_dictionary_api_and_serialization(dictionary, tmp_path, monkeypatch):

@@ -692,3 +692,87 @@ fn a_feature_without_top_tokens_in_a_counting_dictionary_is_named() {
         "{c}"
     );
 }
+
+/// `featdict logits` against brute force `W_dec[i] · W_Uᵀ` for every feature: promoted and
+/// suppressed tokens, their order (score, then token order) and scores, with the decoder
+/// and the unembedding each stored as `[rows, d]` and as `[d, rows]` (the transposed layout
+/// is read back to the same lens).
+#[test]
+fn logits_match_brute_force_with_either_orientation_of_decoder_and_unembedding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dict = small_dict(tmp.path(), "d", None, &[]);
+    const DEC: [f32; 12] = [
+        1.0, 0.0, 0.0, //
+        0.9, 0.1, 0.0, //
+        -1.0, 0.0, 0.0, //
+        0.0, 0.5, 0.5,
+    ];
+    let transpose = |data: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+        (0..cols * rows)
+            .map(|i| data[(i % rows) * cols + i / rows])
+            .collect()
+    };
+    let dec_rows = tmp.path().join("dec_rows.safetensors");
+    write_safetensors(&dec_rows, &[("W_dec", &matrix(4, 3, &DEC))]).unwrap();
+    let dec_cols = tmp.path().join("dec_cols.safetensors");
+    write_safetensors(
+        &dec_cols,
+        &[("W_dec", &matrix(3, 4, &transpose(&DEC, 4, 3)))],
+    )
+    .unwrap();
+    let (un_rows, vocab) = token_matrix(tmp.path(), "U_rows.safetensors", "W_U", &TOKEN_ROWS);
+    let un_cols = tmp.path().join("U_cols.safetensors");
+    write_safetensors(
+        &un_cols,
+        &[("W_U", &matrix(3, 5, &transpose(&TOKEN_ROWS, 5, 3)))],
+    )
+    .unwrap();
+
+    for feat in 0..4 {
+        let scores: Vec<f64> = (0..5)
+            .map(|v| {
+                (0..3)
+                    .map(|j| DEC[feat * 3 + j] as f64 * TOKEN_ROWS[v * 3 + j] as f64)
+                    .sum()
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..5).collect();
+        order.sort_by(|&x, &y| scores[y].total_cmp(&scores[x]).then(x.cmp(&y)));
+        for n in [1usize, 2] {
+            let promoted = &order[..n];
+            let mut rest: Vec<usize> = (0..5).filter(|v| !promoted.contains(v)).collect();
+            rest.sort_by(|&x, &y| scores[x].total_cmp(&scores[y]).then(x.cmp(&y)));
+            let suppressed = &rest[..n];
+            for (dec, un) in [
+                (&dec_rows, &un_rows),
+                (&dec_cols, &un_rows),
+                (&dec_rows, &un_cols),
+                (&dec_cols, &un_cols),
+            ] {
+                let id = feat.to_string();
+                let n_arg = n.to_string();
+                let args = [
+                    &logits_args(&dict, &id, dec, un, &vocab)[..],
+                    &["-n", &n_arg, "--json"],
+                ]
+                .concat();
+                let v = ok_json(&args);
+                let what = format!("feature {feat}, -n {n}, {} with {}", s(dec), s(un));
+                assert_eq!(v["feature"], feat as u64, "{what}");
+                for (side, want) in [("promoted", promoted), ("suppressed", suppressed)] {
+                    let got = v[side].as_array().unwrap();
+                    assert_eq!(got.len(), want.len(), "{what}: {side} {v}");
+                    for (g, &t) in got.iter().zip(want) {
+                        assert_eq!(g[0], TOKENS[t], "{what}: {side} {v}");
+                        let score = g[1].as_f64().unwrap();
+                        assert!(
+                            (score - scores[t]).abs() < 1e-6,
+                            "{what}: {side} {t}: {score} against {}",
+                            scores[t]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

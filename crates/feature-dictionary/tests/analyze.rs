@@ -505,3 +505,119 @@ fn importance_ties_go_to_the_feature_that_fired_more() {
         .collect();
     assert_eq!(top, ranked);
 }
+
+/// Token-profile cosine on partially overlapping profiles, against the definition (cosine of
+/// the two features' firing counts per token) computed here from the constructed counts:
+///   f0: a×3 b×2 c×1        f1: a×1 b×1 d×4     f2: c×2 e×1
+///   f3: a×6 b×4 c×2 (f0 doubled)   f4: d×5 (no shared token)   f5: never fires
+///   f6: a×2 b×2 d×8 (f1 doubled)   f7: a×1 e×3
+/// cos(f0, f1) = (3 + 2) / (√14 √18) = 5/√252, cos(f0, f2) = 2/√70, cos(f0, f7) = 3/√140.
+#[test]
+fn token_profile_cosine_of_partially_overlapping_profiles() {
+    let names = ["a", "b", "c", "d", "e"];
+    let profiles: [&[(usize, u32)]; 8] = [
+        &[(0, 3), (1, 2), (2, 1)],
+        &[(0, 1), (1, 1), (3, 4)],
+        &[(2, 2), (4, 1)],
+        &[(0, 6), (1, 4), (2, 2)],
+        &[(3, 5)],
+        &[],
+        &[(0, 2), (1, 2), (3, 8)],
+        &[(0, 1), (4, 3)],
+    ];
+    // One row per firing, each feature on its own rows; every token also occurs unfired.
+    let mut rows = Rows {
+        tokens: vec![],
+        sequences: vec![],
+        positions: vec![],
+        firings: vec![],
+    };
+    let mut push = |token: usize, firing: Option<(u32, f32)>| {
+        let r = rows.tokens.len();
+        rows.tokens.push(token as u32);
+        rows.sequences.push((r / 16) as u64);
+        rows.positions.push((r % 16) as u32);
+        rows.firings.push(firing.into_iter().collect());
+    };
+    for (feat, profile) in profiles.iter().enumerate() {
+        for &(token, n) in profile.iter() {
+            for i in 0..n {
+                push(token, Some((feat as u32, 0.5 + i as f32)));
+            }
+        }
+    }
+    for token in 0..names.len() {
+        push(token, None);
+    }
+    let vocab = Vocab::from_strings(names.iter().map(|s| s.to_string()).collect());
+    let dict = common_label::build(
+        &[rows],
+        profiles.len(),
+        &vocab,
+        DictionaryConfig::default(),
+        2,
+    );
+
+    let brute = |i: usize, j: usize| -> f64 {
+        let dense = |p: &[(usize, u32)]| {
+            let mut v = [0f64; 5];
+            for &(t, n) in p {
+                v[t] += n as f64;
+            }
+            v
+        };
+        let (x, y) = (dense(profiles[i]), dense(profiles[j]));
+        let dot: f64 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
+        let norm = |v: &[f64; 5]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        if dot == 0.0 {
+            0.0
+        } else {
+            dot / (norm(&x) * norm(&y))
+        }
+    };
+    // Hand values agree with the brute force.
+    assert!((brute(0, 1) - 5.0 / 252f64.sqrt()).abs() < 1e-15);
+    assert!((brute(0, 2) - 2.0 / 70f64.sqrt()).abs() < 1e-15);
+    assert!((brute(0, 7) - 3.0 / 140f64.sqrt()).abs() < 1e-15);
+
+    let f = |i: usize| dict.get(i as u64).unwrap();
+    for i in 0..profiles.len() {
+        for j in 0..profiles.len() {
+            let got = similar::token_profile_cosine(f(i), f(j));
+            assert!(
+                (got - brute(i, j)).abs() < 1e-12,
+                "cos({i}, {j}) = {got}, brute force {}",
+                brute(i, j)
+            );
+        }
+    }
+    // Ranking: cosine desc, ties (f1 and its double f6) by id; zero and dead excluded.
+    let ids = |v: Vec<(u64, f64)>| v.into_iter().map(|p| p.0).collect::<Vec<_>>();
+    let ranked = similar::similar_by_tokens(&dict, 0, 10).unwrap();
+    assert_eq!(ids(ranked.clone()), vec![3, 1, 6, 7, 2]);
+    for (id, score) in &ranked {
+        assert!(
+            (score - brute(0, *id as usize)).abs() < 1e-12,
+            "{id}: {score}"
+        );
+    }
+    assert_eq!(ranked[0].1, 1.0);
+    assert_eq!(ranked[1].1, ranked[2].1);
+    assert_eq!(
+        ids(similar::similar_by_tokens(&dict, 0, 3).unwrap()),
+        vec![3, 1, 6]
+    );
+    // From f1: f6 (same profile) 1, f4 (d only) 4/√18, f0 and its double f3 5/√252 (tied,
+    // by id), f7 1/√180; f2 shares no token.
+    let mut want: Vec<(u64, f64)> = (0..profiles.len())
+        .filter(|&j| j != 1 && brute(1, j) > 0.0)
+        .map(|j| (j as u64, brute(1, j)))
+        .collect();
+    want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let got = similar::similar_by_tokens(&dict, 1, 10).unwrap();
+    assert_eq!(ids(got.clone()), vec![6, 4, 0, 3, 7]);
+    assert_eq!(ids(got.clone()), ids(want.clone()));
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g.1 - w.1).abs() < 1e-12, "{g:?} {w:?}");
+    }
+}

@@ -63,6 +63,44 @@ fn corpus(seed: u64, n_seq: usize, f: usize, density: f64) -> Corpus {
     }
 }
 
+/// Appends one sequence of `len` tokens to `c`, each activation firing with probability
+/// `density` at a value on the 1/8 grid (as `corpus`'s).
+fn push_sequence(c: &mut Corpus, len: usize, density: f64, rng: &mut Rng) {
+    let words = [
+        "the", "cat", " sat", "on", "<mat>", "\n", "dog", "a", "ran", "far",
+    ];
+    c.lengths.push(len);
+    c.tokens.push(
+        (0..len)
+            .map(|_| words[rng.below(words.len() as u64) as usize].to_string())
+            .collect(),
+    );
+    for _ in 0..len * c.f {
+        c.acts.push(if rng.unit() < density {
+            (1 + rng.below(40)) as f32 / 8.0
+        } else {
+            0.0
+        });
+    }
+}
+
+/// The feature type from the seed API's thresholds (written here independently of
+/// `FeatureType::classify`): dead, ultra_sparse < 0.01 % of tokens, sparse < 1 %,
+/// moderate < 10 %, dense ≥ 10 %; compared in exact integer arithmetic.
+fn type_by_seed_thresholds(count: u64, total: u64) -> &'static str {
+    if count == 0 {
+        "dead"
+    } else if count * 10_000 < total {
+        "ultra_sparse"
+    } else if count * 100 < total {
+        "sparse"
+    } else if count * 10 < total {
+        "moderate"
+    } else {
+        "dense"
+    }
+}
+
 fn write(c: &Corpus, dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let acts = dir.join(format!("{name}.npy"));
     let toks = dir.join(format!("{name}.json"));
@@ -103,7 +141,22 @@ fn build_dict(
 #[test]
 fn every_statistic_matches_brute_force() {
     let dir = tempfile::tempdir().unwrap();
-    let c = corpus(42, 60, 37, 0.15);
+    let mut c = corpus(42, 60, 37, 0.15);
+    // Sequences longer than 50 tokens, so every position bucket (start < 5, early < 20,
+    // middle < 50, late) holds firings; the 130-token one is split over many batches.
+    let mut rng = Rng(4242);
+    for len in [50, 51, 77, 130] {
+        push_sequence(&mut c, len, 0.15, &mut rng);
+    }
+    // Every feature fires on both sides of each bucket boundary (positions 4/5, 19/20,
+    // 49/50) of the 51-token sequence, at values above the threshold.
+    let first_row_of_51: usize = c.lengths[..c.lengths.len() - 3].iter().sum();
+    assert_eq!(c.lengths[c.lengths.len() - 3], 51);
+    for p in [4, 5, 19, 20, 49, 50] {
+        for feat in 0..c.f {
+            c.acts[(first_row_of_51 + p) * c.f + feat] = 0.5 + feat as f32 / 8.0;
+        }
+    }
     let (acts, toks) = write(&c, dir.path(), "c");
     let (k, w) = (7, 3);
     // A tiny batch budget forces long sequences to be split with context margins.
@@ -138,6 +191,11 @@ fn every_statistic_matches_brute_force() {
         assert_eq!(
             got.feature_type,
             FeatureType::classify(fired.len() as u64, rows as u64)
+        );
+        assert_eq!(
+            got.feature_type.as_str(),
+            type_by_seed_thresholds(fired.len() as u64, rows as u64),
+            "type of {feat}"
         );
         if fired.is_empty() {
             assert_eq!(got.feature_type, FeatureType::Dead);
@@ -209,8 +267,21 @@ fn every_statistic_matches_brute_force() {
         let pv = ps.iter().map(|p| (p - pm).powi(2)).sum::<f64>() / n;
         let pos = got.metadata.positions.as_ref().unwrap();
         assert!((pos.mean - pm).abs() < 1e-9 && (pos.variance - pv).abs() < 1e-6);
-        assert_eq!(pos.start, ps.iter().filter(|&&p| p < 5.0).count() as u64);
-        assert_eq!(pos.late, ps.iter().filter(|&&p| p >= 50.0).count() as u64);
+        let in_bucket = |lo: f64, hi: f64| ps.iter().filter(|&&p| lo <= p && p < hi).count();
+        let buckets = [
+            in_bucket(0.0, 5.0),
+            in_bucket(5.0, 20.0),
+            in_bucket(20.0, 50.0),
+            in_bucket(50.0, f64::INFINITY),
+        ]
+        .map(|c| c as u64);
+        assert_eq!(
+            [pos.start, pos.early, pos.middle, pos.late],
+            buckets,
+            "position buckets of {feat}"
+        );
+        // The forced boundary firings: at least one in each bucket.
+        assert!(buckets.iter().all(|&b| b >= 1), "{feat}: {buckets:?}");
 
         // Token statistics over all tokens: exact here (few distinct tokens).
         let mut firings: HashMap<&str, u64> = HashMap::new();
@@ -613,5 +684,163 @@ fn std_of_activations_far_from_zero_is_exact() {
             let sum = got.metadata.sum_activation.unwrap();
             assert!((sum - mean * rows as f64).abs() <= 1e-9 * sum, "{name}");
         }
+    }
+}
+
+/// Width of the histogram bin holding `v` (for `2^-10 ≤ v < 2^16`), from the documented
+/// edges alone: 8 bins per octave, so a value in `[2^e, 2^(e+1))` lies in a bin `2^(e-3)`
+/// wide.
+fn documented_bin_width(v: f64) -> f64 {
+    assert!((2f64.powi(-10)..2f64.powi(16)).contains(&v), "{v}");
+    2f64.powf(v.log2().floor() - 3.0)
+}
+
+/// Every reported quantile (p10 … p99.9) of every feature against the brute-force quantile
+/// of its firings: the `⌈q·n⌉`-th smallest firing (the value the cumulative count reaches
+/// `q·n` at) lies in the bin the histogram interpolates in, so the two differ by at most
+/// that bin's width (≤ 12.5 % of the value). The features spread over many octaves with
+/// different shapes and scales, so that neighbouring levels (or another feature) are
+/// several bin widths apart; a constant feature and a single firing have exact quantiles.
+#[test]
+fn quantiles_of_every_feature_are_within_one_bin_of_brute_force() {
+    let (n_seq, len, f) = (100usize, 30usize, 6usize);
+    let rows = n_seq * len;
+    let mut c = Corpus {
+        lengths: vec![len; n_seq],
+        tokens: (0..n_seq)
+            .map(|s| (0..len).map(|p| format!("w{}", (s + p) % 7)).collect())
+            .collect(),
+        acts: vec![0f32; rows * f],
+        f,
+    };
+    // Heavy both ways: 2^(4u) spreads the body, (1-u)^-1/2 the top tail.
+    let heavy = |u: f64| 0.05 * 2f64.powf(4.0 * u) / (1.0 - u).sqrt();
+    let log_uniform = |u: f64| 0.02 * 2f64.powf(12.0 * u);
+    type Shape<'a> = &'a dyn Fn(f64) -> f64;
+    let features: [(usize, Shape, f64); 6] = [
+        (1009, &heavy, 1.0),
+        (503, &heavy, 2.7),
+        (211, &log_uniform, 1.0),
+        (1009, &heavy, 7.3),
+        (50, &|_| 2.375, 1.0),
+        (1, &|_| 0.7, 1.0),
+    ];
+    let mut rng = Rng(2024);
+    for (feat, &(n, shape, scale)) in features.iter().enumerate() {
+        // n distinct random rows (partial Fisher–Yates), the i-th gets the (i+½)/n quantile.
+        let mut perm: Vec<usize> = (0..rows).collect();
+        for i in 0..n {
+            let j = i + rng.below((rows - i) as u64) as usize;
+            perm.swap(i, j);
+        }
+        for (i, &r) in perm[..n].iter().enumerate() {
+            c.acts[r * f + feat] = (scale * shape((i as f64 + 0.5) / n as f64)) as f32;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = write(&c, dir.path(), "q");
+    // Small batches and two threads: histograms of many column slices are added up.
+    let dict = build_dict(&acts, &toks, &config(5, 2), 2, f * 64);
+
+    let levels = [
+        ("p10", 0.10),
+        ("p25", 0.25),
+        ("p50", 0.50),
+        ("p75", 0.75),
+        ("p90", 0.90),
+        ("p99", 0.99),
+        ("p999", 0.999),
+    ];
+    for (feat, &(n, _, _)) in features.iter().enumerate() {
+        let mut fired: Vec<f64> = (0..rows)
+            .map(|r| c.acts[r * f + feat])
+            .filter(|&v| v >= 0.01)
+            .map(|v| v as f64)
+            .collect();
+        assert_eq!(fired.len(), n);
+        fired.sort_by(f64::total_cmp);
+        let got = &dict.get(feat as u64).unwrap().metadata.quantiles;
+        let names: Vec<&str> = got.keys().map(String::as_str).collect();
+        let mut want_names: Vec<&str> = levels.iter().map(|l| l.0).collect();
+        want_names.sort();
+        assert_eq!(names, want_names, "feature {feat}");
+        for (name, q) in levels {
+            let reported = got[name];
+            let target = q * n as f64;
+            let k = (target.ceil() as usize).max(1);
+            let brute = fired[k - 1];
+            if fired[0] == fired[n - 1] {
+                // All firings equal: the quantile is exact.
+                assert_eq!(reported, brute, "feature {feat} {name}");
+                continue;
+            }
+            assert!(
+                (target - target.round()).abs() > 1e-6,
+                "q·n = {target} is ambiguous at a rank"
+            );
+            let width = documented_bin_width(brute);
+            assert!(
+                (reported - brute).abs() <= width,
+                "feature {feat} {name}: reported {reported}, brute force {brute} (bin width {width})"
+            );
+            assert!(fired[0] <= reported && reported <= fired[n - 1]);
+        }
+        // The levels are far apart here, so the bound above tells them apart.
+        if feat < 4 {
+            for pair in levels.windows(2) {
+                let (lo, hi) = (got[pair[0].0], got[pair[1].0]);
+                assert!(lo < hi, "feature {feat}: {pair:?} {lo} {hi}");
+            }
+        }
+    }
+}
+
+/// Feature types at the exact frequency boundaries of the seed API (ultra_sparse < 0.01 %,
+/// sparse < 1 %, moderate < 10 %, dense ≥ 10 %) over 20,000 tokens: 2 firings are exactly
+/// 0.01 % (sparse, not ultra_sparse), 200 exactly 1 % (moderate), 2,000 exactly 10 %
+/// (dense). Expected types are written out by hand.
+#[test]
+fn feature_types_at_the_frequency_boundaries() {
+    let (n_seq, len) = (400usize, 50usize);
+    let rows = n_seq * len;
+    let counts_and_types: [(usize, &str); 10] = [
+        (0, "dead"),
+        (1, "ultra_sparse"),
+        (2, "sparse"),
+        (3, "sparse"),
+        (199, "sparse"),
+        (200, "moderate"),
+        (201, "moderate"),
+        (1999, "moderate"),
+        (2000, "dense"),
+        (20000, "dense"),
+    ];
+    let f = counts_and_types.len();
+    let mut c = Corpus {
+        lengths: vec![len; n_seq],
+        tokens: vec![vec!["x".to_string(); len]; n_seq],
+        acts: vec![0f32; rows * f],
+        f,
+    };
+    let mut rng = Rng(31);
+    for (feat, &(n, _)) in counts_and_types.iter().enumerate() {
+        let mut perm: Vec<usize> = (0..rows).collect();
+        for i in 0..n {
+            let j = i + rng.below((rows - i) as u64) as usize;
+            perm.swap(i, j);
+        }
+        for &r in &perm[..n] {
+            c.acts[r * f + feat] = 1.0;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = write(&c, dir.path(), "types");
+    let dict = build_dict(&acts, &toks, &config(3, 1), 2, 1 << 20);
+    assert_eq!(dict.feature_set.total_tokens_processed, 20_000);
+    for (feat, &(n, want)) in counts_and_types.iter().enumerate() {
+        let got = dict.get(feat as u64).unwrap();
+        assert_eq!(got.activation_count, n as u64);
+        assert_eq!(got.feature_type.as_str(), want, "{n} firings in {rows}");
+        assert_eq!(type_by_seed_thresholds(n as u64, rows as u64), want);
     }
 }

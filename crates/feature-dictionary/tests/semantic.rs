@@ -263,12 +263,30 @@ fn semantic_labels_polysemantic_features_and_logit_lens() {
     dir[1] = 1.0;
     dir[5] = -1.0;
     let lens = un.lens(7, &dir, 4).unwrap();
-    let mut promoted: Vec<&str> = lens.promoted.iter().map(|p| p.0.as_str()).collect();
-    promoted.sort();
-    let mut colours = GROUPS[1].to_vec();
-    colours.sort();
-    assert_eq!(promoted, colours);
-    assert_eq!(lens.suppressed[0], (" the".to_string(), -1.0));
+    // By hand: colours score 1 on axis 1, " blue" (own part on axis 5) 1 − 0.25; " wolf" and
+    // " three" have their own part on axis 5 (−0.25), " the" lies on it (−1); the rest 0.
+    // Ties in token order.
+    let pairs = |v: &[(&str, f32)]| -> Vec<(String, f32)> {
+        v.iter().map(|&(t, s)| (t.to_string(), s)).collect()
+    };
+    assert_eq!(
+        lens.promoted,
+        pairs(&[
+            (" red", 1.0),
+            (" green", 1.0),
+            (" yellow", 1.0),
+            (" blue", 0.75)
+        ])
+    );
+    assert_eq!(
+        lens.suppressed,
+        pairs(&[
+            (" the", -1.0),
+            (" wolf", -0.25),
+            (" three", -0.25),
+            (" cat", 0.0)
+        ])
+    );
     assert!(un.lens(7, &[1.0], 3).is_err());
 }
 
@@ -461,4 +479,101 @@ fn gguf_headers_that_lie_are_errors() {
             let _ = outcome(&patch(at, &[v]));
         }
     }
+}
+
+/// The logit lens against brute force `W_dec[i] · W_Uᵀ`: small integer weights make every
+/// score exact (and ties frequent), so promoted and suppressed lists are compared whole —
+/// tokens, order (score, then token index) and scores — for several `k` (up to and past the
+/// half-vocabulary cap). The unembedding is given both as `[vocab, d]` and as `[d, vocab]`
+/// (transposed here by index arithmetic), which must give the same lens.
+#[test]
+fn logit_lens_matches_brute_force_in_both_orientations() {
+    let (vocab, d, n_features) = (23usize, 7usize, 7usize);
+    let mut rng = common_label::Lcg(99);
+    let mut int = || (rng.next() % 9) as i64 - 4;
+    let mut u: Vec<i64> = (0..vocab * d).map(|_| int()).collect(); // [vocab, d]
+                                                                   // U's last column is 0 but for one positive and one negative token.
+    for v in 0..vocab {
+        u[v * d + d - 1] = 0;
+    }
+    u[3 * d + d - 1] = 2;
+    u[8 * d + d - 1] = -3;
+    let mut w_dec: Vec<i64> = (0..n_features * d).map(|_| int()).collect();
+    w_dec[..d].fill(0);
+    w_dec[0] = 1; // feature 0 reads one column of U: many tied scores
+                  // Feature 6 reads the last column: 21 tokens tie at 0, across the promoted/suppressed
+                  // boundary, so a token could be listed on both sides.
+    w_dec[6 * d..].fill(0);
+    w_dec[7 * d - 1] = 1;
+    let tokens: Vec<String> = (0..vocab).map(|v| format!("tok{v}")).collect();
+    let as_f32 = |v: &[i64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let rows_first = Matrix {
+        rows: vocab,
+        cols: d,
+        data: as_f32(&u),
+    };
+    let mut u_t = vec![0i64; d * vocab]; // [d, vocab]
+    for v in 0..vocab {
+        for j in 0..d {
+            u_t[j * vocab + v] = u[v * d + j];
+        }
+    }
+    let cols_first = Matrix {
+        rows: d,
+        cols: vocab,
+        data: as_f32(&u_t),
+    };
+    let by_rows = Unembedding::new(rows_first.clone(), tokens.clone()).unwrap();
+    let by_cols = Unembedding::new(cols_first, tokens.clone()).unwrap();
+    assert_eq!(
+        by_cols.matrix, rows_first,
+        "a [d, vocab] matrix is read as [vocab, d]"
+    );
+    assert_eq!(by_cols.max_per_side(), vocab / 2);
+
+    for i in 0..n_features {
+        let row = &w_dec[i * d..(i + 1) * d];
+        let scores: Vec<i64> = (0..vocab)
+            .map(|v| (0..d).map(|j| row[j] * u[v * d + j]).sum())
+            .collect();
+        let mut order: Vec<usize> = (0..vocab).collect();
+        order.sort_by_key(|&v| (-scores[v], v));
+        for k in [1usize, 3, 11, 40] {
+            let per_side = k.min(vocab / 2);
+            let promoted: Vec<usize> = order[..per_side].to_vec();
+            let mut rest: Vec<usize> = (0..vocab).filter(|v| !promoted.contains(v)).collect();
+            rest.sort_by_key(|&v| (scores[v], v));
+            let suppressed = &rest[..per_side];
+            let named = |vs: &[usize]| -> Vec<(String, f32)> {
+                vs.iter()
+                    .map(|&v| (tokens[v].clone(), scores[v] as f32))
+                    .collect()
+            };
+            for (name, un) in [("[vocab, d]", &by_rows), ("[d, vocab]", &by_cols)] {
+                let lens = un.lens(i as u64, &as_f32(row), k).unwrap();
+                assert_eq!(lens.feature, i as u64);
+                assert_eq!(
+                    lens.promoted,
+                    named(&promoted),
+                    "{name}: feature {i}, k {k}"
+                );
+                assert_eq!(
+                    lens.suppressed,
+                    named(suppressed),
+                    "{name}: feature {i}, k {k}"
+                );
+            }
+        }
+    }
+    // Feature 0 scores every token by U's first column: ties broken by token index.
+    let first_col: Vec<i64> = (0..vocab).map(|v| u[v * d]).collect();
+    let top = *first_col.iter().max().unwrap();
+    let tied: Vec<String> = (0..vocab)
+        .filter(|&v| first_col[v] == top)
+        .map(|v| tokens[v].clone())
+        .collect();
+    assert!(tied.len() >= 2, "no tie to check: {first_col:?}");
+    let lens = by_cols.lens(0, &as_f32(&w_dec[..d]), tied.len()).unwrap();
+    let got: Vec<String> = lens.promoted.into_iter().map(|p| p.0).collect();
+    assert_eq!(got, tied);
 }
