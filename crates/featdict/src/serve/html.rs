@@ -31,9 +31,12 @@ pub fn token(s: &str) -> String {
         // An empty token would be an invisible (and unclickable) span or link.
         return "∅".into();
     }
+    // A token of spaces only would show as a blank box: its spaces show as `␣`.
+    let blank = s.chars().all(|c| c == ' ');
     let visible: String = s
         .chars()
         .map(|c| match c {
+            ' ' if blank => '␣',
             '\n' => '↵',
             '\t' => '⇥',
             '\u{7f}' => '␡',
@@ -51,7 +54,10 @@ pub fn token(s: &str) -> String {
 /// one override would reverse everything after it (the rest of a description, the next
 /// labels).
 pub fn text(s: &str) -> String {
-    token(&without_bidi_controls(s))
+    // Spaces that end the text (`token: ` of a space token, `ngram:. `) would not show.
+    let kept = s.trim_end_matches(' ');
+    let trailing = "␣".repeat(s.len() - kept.len());
+    token(&without_bidi_controls(kept)) + &trailing
 }
 
 /// `s` with every bidirectional control replaced by `�`.

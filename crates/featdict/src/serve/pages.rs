@@ -9,7 +9,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use feature_dictionary::model::{Feature, FeatureActivation, FeatureType, HistogramSummary};
-use feature_dictionary::query::TokenBasis;
+use feature_dictionary::query::{TokenBasis, TokenRank};
 
 use super::html::{self, esc, num, page};
 use super::{
@@ -214,7 +214,8 @@ pub async fn features(State(st): State<Arc<AppState>>, Params(params): Params) -
         limit,
         more: found.more,
     };
-    b.push_str(&pages.nav(href));
+    let nav = pages.nav(href);
+    b.push_str(&nav);
     b.push_str(
         "<table id=\"results\"><tr><th>feature</th><th>type</th><th class=\"n\">firings</th>\
          <th class=\"n\">frequency</th><th class=\"n\">max</th><th class=\"n\">confidence</th>\
@@ -229,7 +230,8 @@ pub async fn features(State(st): State<Arc<AppState>>, Params(params): Params) -
             x.activation_count,
             html::frequency(x.activation_frequency),
             num(Some(x.max_activation), 3),
-            num(Some(x.confidence), 2),
+            // A feature without labels has no confidence to show, not a measured 0.
+            num((!x.labels.is_empty()).then_some(x.confidence), 2),
             x.top_token
                 .as_deref()
                 .map(|t| format!("<span class=\"token\">{}</span>", html::token(t)))
@@ -239,6 +241,7 @@ pub async fn features(State(st): State<Arc<AppState>>, Params(params): Params) -
         );
     }
     b.push_str("</table>");
+    b.push_str(&nav);
     Html(page("features", &b)).into_response()
 }
 
@@ -261,7 +264,8 @@ fn push_note(body: &mut String, note: &str) {
 fn nothing_found(title: &str, mut body: String, nothing: &str, offset: u64) -> Response {
     let _ = write!(body, "<p id=\"results\">{nothing}");
     if offset > 0 {
-        let _ = write!(body, " after the first {offset}");
+        // Past the end of the list, which may hold far fewer than `offset` entries.
+        let _ = write!(body, " from position {} on", offset + 1);
     }
     body.push_str(".</p>");
     Html(page(title, &body)).into_response()
@@ -306,9 +310,13 @@ impl Pages {
 
 /// `/go?id=N` (the overview's form) redirects to the feature page.
 pub async fn go(Params(params): Params) -> Response {
+    // Pages write ids as "#12"; one pasted from them is taken as written.
     let raw = params
         .get("id")
-        .map(|s| s.trim().to_string())
+        .map(|s| {
+            let s = s.trim();
+            s.strip_prefix('#').unwrap_or(s).trim().to_string()
+        })
         .unwrap_or_default();
     match parse_typed_id(&raw) {
         Ok(id) => axum::response::Redirect::to(&format!("/features/{id}")).into_response(),
@@ -433,21 +441,37 @@ pub async fn search(State(st): State<Arc<AppState>>, Params(params): Params) -> 
         limit: limit as u64,
         more: found.more,
     };
-    b.push_str(&pages.nav(|from| {
+    let nav = pages.nav(|from| {
         format!(
             "/search?kind={}&amp;q={}&amp;by={}&amp;limit={limit}&amp;offset={from}",
             html::url(key),
             html::url(&q),
             html::url(by)
         )
-    }));
-    b.push_str("<table id=\"results\"><tr><th>feature</th><th class=\"n\">score</th><th>matched</th><th>type</th><th class=\"n\">firings</th><th>labels</th><th>description</th></tr>");
+    });
+    b.push_str(&nav);
+    // What the score is: counts print as integers.
+    let (score_name, counted) = match (key, found.by) {
+        (_, Some(TokenRank::Precision)) => ("precision", false),
+        (_, Some(TokenRank::Firings)) if examples => ("examples firing on it", true),
+        (_, Some(TokenRank::Firings)) => ("firings on it", true),
+        ("label", None) => ("confidence", false),
+        _ => ("relevance", false),
+    };
+    let _ = write!(
+        b,
+        "<table id=\"results\"><tr><th>feature</th><th class=\"n\">{score_name}</th><th>matched</th><th>type</th><th class=\"n\">all firings</th><th>labels</th><th>description</th></tr>"
+    );
     for h in hits {
         let br = briefs.iter().find(|x| x.id == h.id);
+        let score = if counted {
+            format!("{:.0}", h.score)
+        } else {
+            format!("{:.4}", h.score)
+        };
         let _ = write!(
             b,
-            "<tr><td><a href=\"/features/{id}\">#{id}</a></td><td class=\"n\">{:.4}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
-            h.score,
+            "<tr><td><a href=\"/features/{id}\">#{id}</a></td><td class=\"n\">{score}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
             if h.matched.is_empty() { String::new() } else { format!("<span class=\"token\">{}</span>", html::token(&h.matched)) },
             esc(br.map_or("", |x| x.feature_type.as_str())),
             br.map_or(0, |x| x.activation_count),
@@ -457,6 +481,7 @@ pub async fn search(State(st): State<Arc<AppState>>, Params(params): Params) -> 
         );
     }
     b.push_str("</table>");
+    b.push_str(&nav);
     Html(page("search", &b)).into_response()
 }
 
@@ -681,12 +706,21 @@ fn feature_body(f: &Feature, neighbours: &[(String, u64, f64)]) -> String {
             let _ = write!(
                 b,
                 "<tr><td>{}</td><td><a href=\"/features/{other}\">#{other}</a></td><td class=\"n\">{score:.3}</td></tr>",
-                esc(kind)
+                esc(relation_name(kind))
             );
         }
         b.push_str("</table>");
     }
     b
+}
+
+/// How the page names a stored relation: what its score measures.
+fn relation_name(kind: &str) -> &str {
+    match kind {
+        "similar" => "similar (decoder cosine)",
+        "correlated" => "correlated (over all tokens)",
+        other => other,
+    }
 }
 
 /// One example: each context token shaded by this feature's activation on it (relative to
@@ -736,7 +770,11 @@ fn example_html(a: &FeatureActivation, scale: f64) -> String {
     s
 }
 
-/// The fixed-edge log histogram as SVG bars (x: log activation, y: count).
+/// The fixed-edge histogram as SVG bars on a log activation axis. Bins split each octave
+/// into equal widths, so their widths on a log axis shrink across an octave and double at
+/// the next power of two; bars of raw counts would jump by ≈ 2× there and draw a sawtooth
+/// the data does not have. Each bar spans its bin's true extent and its height is the
+/// density, firings per unit of log₂ activation (its tooltip gives the count).
 pub(super) fn histogram_svg(h: &HistogramSummary) -> String {
     // The span comes from the smallest and largest bin, not the first and last entry: a
     // dictionary from elsewhere may list its bins in any order.
@@ -744,22 +782,41 @@ pub(super) fn histogram_svg(h: &HistogramSummary) -> String {
     let (Some(lo), Some(hi)) = (bins.clone().min(), bins.max()) else {
         return String::new();
     };
-    let n = (hi - lo) as f64 + 1.0;
-    let max = h.counts.iter().map(|c| c.1).max().unwrap_or(1).max(1) as f64;
+    // Where bin edges fall on the axis: log₂ of the edge, or (for bins whose edges no f64
+    // holds, in a damaged file) the bin index, which keeps every bar in the figure.
+    let in_range = h.lower_edge(hi.saturating_add(1)).is_finite() && h.lower_edge(lo) > 0.0;
+    let edge = |b: u32| {
+        if in_range {
+            h.lower_edge(b).log2()
+        } else {
+            b as f64
+        }
+    };
+    let (left, right) = (edge(lo), edge(hi.saturating_add(1)));
+    let span = (right - left).max(f64::MIN_POSITIVE);
+    let log_width = |b: u32| (edge(b.saturating_add(1)) - edge(b)).max(1e-12);
+    let density = |(b, c): (u32, u64)| c as f64 / log_width(b);
+    let max = h
+        .counts
+        .iter()
+        .map(|&bc| density(bc))
+        .fold(0.0, f64::max)
+        .max(f64::MIN_POSITIVE);
+    let largest = h.counts.iter().map(|c| c.1).max().unwrap_or(0);
     let (w, ht, pad) = (420.0, 140.0, 18.0);
-    let bw = w / n;
     let mut s = format!(
         "<figure><svg class=\"hist\" id=\"histogram\" width=\"{w}\" height=\"{}\" viewBox=\"0 0 {w} {}\" role=\"img\" aria-label=\"activation histogram\">",
         ht + pad,
         ht + pad
     );
     for &(b, c) in &h.counts {
-        let x = (b - lo) as f64 * bw;
-        let y = ht * (1.0 - c as f64 / max);
+        let x0 = (edge(b) - left) / span * w;
+        let x1 = (edge(b.saturating_add(1)) - left) / span * w;
+        let y = ht * (1.0 - density((b, c)) / max);
         let _ = write!(
             s,
-            "<rect x=\"{x:.2}\" y=\"{y:.2}\" width=\"{:.2}\" height=\"{:.2}\"><title>[{:.4}, {:.4}): {c}</title></rect>",
-            (bw - 0.5).max(0.5),
+            "<rect x=\"{x0:.2}\" y=\"{y:.2}\" width=\"{:.2}\" height=\"{:.2}\"><title>[{:.4}, {:.4}): {c}</title></rect>",
+            (x1 - x0 - 0.5).max(0.5),
             ht - y,
             h.lower_edge(b),
             h.lower_edge(b.saturating_add(1))
@@ -768,12 +825,11 @@ pub(super) fn histogram_svg(h: &HistogramSummary) -> String {
     let _ = write!(
         s,
         "<text x=\"0\" y=\"{}\">{:.3}</text><text x=\"{w}\" y=\"{}\" text-anchor=\"end\">{:.3}</text></svg>\
-         <figcaption class=\"muted\">firing activations, log-spaced bins (peak {} per bin)</figcaption></figure>",
+         <figcaption class=\"muted\">firing activations on a log axis; bar height: firings per unit of log₂ activation (a bin's count is in its tooltip; the largest holds {largest})</figcaption></figure>",
         ht + pad - 4.0,
         h.lower_edge(lo),
         ht + pad - 4.0,
         h.lower_edge(hi.saturating_add(1)),
-        max as u64
     );
     s
 }
@@ -781,6 +837,50 @@ pub(super) fn histogram_svg(h: &HistogramSummary) -> String {
 #[cfg(test)]
 mod tests {
     use crate::print::tests::example;
+
+    /// The `(x, y, width)` of every bar of a histogram SVG.
+    fn bars(svg: &str) -> Vec<(f64, f64, f64)> {
+        let attr = |rect: &str, name: &str| -> f64 {
+            let at = rect.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+            rect[at..at + rect[at..].find('"').unwrap()]
+                .parse()
+                .unwrap()
+        };
+        svg.split("<rect")
+            .skip(1)
+            .map(|r| (attr(r, "x"), attr(r, "y"), attr(r, "width")))
+            .collect()
+    }
+
+    #[test]
+    fn a_histogram_even_in_log_activation_draws_bars_of_one_height() {
+        // Two octaves of 8 equal-width bins, each holding firings in proportion to its width
+        // on a log axis (what a log-uniform distribution gives): raw counts jump ≈ 2× at
+        // 2⁰ and would draw a sawtooth; densities are equal.
+        let h = feature_dictionary::model::HistogramSummary {
+            bins_per_octave: 8,
+            min_exponent: -1,
+            n_bins: 16,
+            counts: (0..16u32)
+                .map(|b| {
+                    let (a, z) = (1.0 + (b % 8) as f64 / 8.0, 1.0 + (b % 8 + 1) as f64 / 8.0);
+                    (b, (1e6 * (z.log2() - a.log2())).round() as u64)
+                })
+                .collect(),
+        };
+        assert!(h.counts[8].1 > h.counts[7].1 * 18 / 10, "{:?}", h.counts);
+        let svg = super::histogram_svg(&h);
+        let bars = bars(&svg);
+        assert_eq!(bars.len(), 16);
+        for &(_, y, _) in &bars {
+            assert!((y - bars[0].1).abs() < 0.05, "{bars:?}");
+        }
+        // Bars sit at their true extent: two octaves split the width in halves, each bar
+        // narrower than the one before within an octave.
+        assert!((bars[8].0 - 210.0).abs() < 0.01, "{bars:?}");
+        assert!(bars[1].2 < bars[0].2 && bars[8].2 > bars[7].2, "{bars:?}");
+        assert!(svg.contains("the largest holds"), "{svg}");
+    }
 
     #[test]
     fn examples_show_words_spaced_and_a_bare_example_its_escaped_token() {

@@ -208,6 +208,9 @@ fn stats_and_feature_lookup() {
         ("007", "/features/7"),
         ("%2B7", "/features/7"),
         ("000", "/features/0"),
+        // As pages write ids.
+        ("%2312", "/features/12"),
+        ("%20%23%2012", "/features/12"),
     ] {
         let r = get(s.addr, &format!("/go?id={typed}"));
         assert_eq!(
@@ -378,7 +381,10 @@ fn search_api_matches_library_and_rejects_bad_queries() {
     );
     let r = get(s.addr, "/search?kind=text&q=fires&by=firings");
     assert_eq!(r.status, 200, "{}", r.body);
-    let results = |page: &str| page[page.find("<table id=\"results\"").unwrap()..].to_string();
+    let results = |page: &str| {
+        let from = page.find("<table id=\"results\"").unwrap();
+        page[from..from + page[from..].find("</table>").unwrap()].to_string()
+    };
     assert_eq!(
         results(&r.body),
         results(&get(s.addr, "/search?kind=text&q=fires").body)
@@ -775,12 +781,104 @@ fn manual_labels_can_be_removed_automatic_ones_not() {
 #[test]
 fn labels_and_descriptions_show_whitespace_and_neutralize_bidi_controls() {
     assert_eq!(html::text("token:\n"), "token:↵");
-    assert_eq!(html::text("token: "), "token: ");
+    // A space token's label ends in its space, which shows; spaces inside text stay.
+    assert_eq!(html::text("token: "), "token:␣");
+    assert_eq!(html::text("ngram:.  "), "ngram:.␣␣");
+    assert_eq!(html::text("token: the"), "token: the");
+    assert_eq!(html::token("  "), "␣␣");
+    assert_eq!(html::token(" the"), " the");
     assert_eq!(html::text("a\u{202e}b <i>"), "a\u{fffd}b &lt;i&gt;");
     assert_eq!(html::text("nul\0"), "nul␀");
     assert_eq!(
         html::labels(&["token:\t".into(), "x\u{2067}".into()]),
         "<bdi>token:⇥</bdi>, <bdi>x\u{fffd}</bdi>"
+    );
+}
+
+#[test]
+fn result_tables_name_their_score_and_page_at_both_ends() {
+    let s = start(40);
+    let token = s
+        .dict
+        .features()
+        .find_map(|f| f.metadata.top_tokens.first().map(|t| t.token.clone()))
+        .unwrap();
+    let r = get(
+        s.addr,
+        &format!(
+            "/search?kind=token&q={}&by=firings&limit=3",
+            html::url(&token)
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("<th class=\"n\">firings on it</th>"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("<th class=\"n\">all firings</th>"),
+        "{}",
+        r.body
+    );
+    // Counts, not four decimals of them.
+    let first = r.body.split("<td class=\"n\">").nth(1).unwrap();
+    let score = &first[..first.find('<').unwrap()];
+    assert!(score.parse::<u64>().is_ok(), "{score}");
+    let r = get(
+        s.addr,
+        &format!("/search?kind=token&q={}&limit=3", html::url(&token)),
+    );
+    assert!(
+        r.body.contains("<th class=\"n\">precision</th>"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.body.matches("<nav class=\"pager\">").count(),
+        2,
+        "{}",
+        r.body
+    );
+    let list = get(s.addr, "/features?limit=5");
+    assert_eq!(
+        list.body.matches("<nav class=\"pager\">").count(),
+        2,
+        "{}",
+        list.body
+    );
+}
+
+#[test]
+fn an_unlabeled_feature_lists_no_confidence_and_relations_say_what_they_measure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dict = synthetic::dictionary(&Spec {
+        n_features: 6,
+        vocab_words: 20,
+        ..Default::default()
+    });
+    let f = dict.feature_set.features.get_mut(&3).unwrap();
+    f.labels.clear();
+    f.confidence = 0.0;
+    f.metadata.label_details.clear();
+    let path = dir.path().join("d.fdict");
+    store::save(&dict, &path).unwrap();
+    let (addr, _rt) = serve_file(&path, super::ServeOptions::default());
+    let list = get(addr, "/features?order=id&limit=6").body;
+    let row = |id: u64| {
+        let at = list.find(&format!("<a href=\"/features/{id}\">")).unwrap();
+        list[at..at + list[at..].find("</tr>").unwrap()].to_string()
+    };
+    assert!(row(3).contains("<td class=\"n\">–</td>"), "{}", row(3));
+    let confidence = format!(
+        "<td class=\"n\">{:.2}</td>",
+        dict.get(2).unwrap().confidence
+    );
+    assert!(row(2).contains(&confidence), "{}", row(2));
+    let page = get(addr, "/features/2").body;
+    assert!(
+        page.contains("<td>correlated (over all tokens)</td>"),
+        "{page}"
     );
 }
 
@@ -2219,7 +2317,7 @@ fn features_are_listed_in_order_filtered_by_type_and_paged() {
         .contains("<a class=\"browse\" href=\"/features\">"));
     let past = get(s.addr, "/features?offset=4000&limit=7");
     assert_eq!(past.status, 200);
-    assert!(past.body.contains("No feature after the first 4000."));
+    assert!(past.body.contains("No feature from position 4001 on."));
     assert!(past.body.contains(
         "<a href=\"/features?order=activation_count&amp;type=all&amp;limit=7&amp;offset=0\" rel=\"first\">"
     ));
