@@ -79,14 +79,16 @@ enum Command {
     ///
     /// Build each shard of a corpus (in other processes or on other machines) with the same
     /// extraction options and `--first-sequence` = the index of its first sequence in the
-    /// corpus, then merge: the result is what one build over the shards' inputs, one after
-    /// another, writes. Counts, extrema, histograms, top and sampled examples and token
-    /// counts are exact (token and n-gram tables within their documented bounds once past
-    /// their capacity); means and variances are summed in f64 and may differ from one pass
-    /// in the last bits. Shards built without --first-sequence are each numbered from 0: each
-    /// one's sequence indices are then moved past those merged before it (in the order
-    /// given), and only the quantile samples, drawn by sequence index, differ from one
-    /// build's. Tokens are matched by their text. The shards must agree on the feature count, the extraction
+    /// corpus, then merge, in any order and in any tree of merges: the result is what one
+    /// build over the shards' inputs, one after another, writes. Counts, extrema,
+    /// histograms, top and sampled examples and token counts are exact (token and n-gram
+    /// tables within their documented bounds once past their capacity); means and variances
+    /// are summed in f64 and may differ from one pass in the last bits. Shards built without
+    /// --first-sequence are each numbered from 0: a shard whose sequence indices collide with
+    /// those merged before it is moved past them (so the order given is the corpus order),
+    /// and only the quantile samples, drawn by sequence index, differ from one build's.
+    /// Tokens are matched by their text and numbered by where they first occur, as one build
+    /// numbers them. The shards must agree on the feature count, the extraction
     /// options (--top-k, --context, --min-activation, --samples-per-group, --token-capacity,
     /// --ngrams, --correlation, --correlation-capacity) and the model, SAE and layer names
     /// (or give them here). A single PARTIAL is simply finalized; an --out ending in .fdpart
@@ -713,7 +715,16 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
     // Each feature's `dimension` (the original's field): the residual width an SAE reads.
     config.feature_dim = source.input_dim().unwrap_or(config.feature_dim);
     let started_pass = std::time::Instant::now();
-    let acc = build::accumulate(source.as_mut(), &config, &options, &mut |done| {
+    // Where each token first occurs: a partial dictionary keeps it, so merged shards order
+    // their vocabulary as one pass over the corpus does.
+    let mut first_seen = Vec::new();
+    let partial = store::partial::is_partial_path(&a.out);
+    let mut done = 0u64;
+    let acc = build::accumulate_observed(source.as_mut(), &config, &options, &mut |batch| {
+        if partial {
+            store::partial::note_first_seen(&mut first_seen, batch);
+        }
+        done += batch.core.len() as u64;
         bar.set_position(done);
         if done == total && !bar.is_hidden() {
             // Finalizing follows the last batch; say so while it runs.
@@ -724,7 +735,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         }
     })?;
     let accumulate_seconds = started_pass.elapsed().as_secs_f64();
-    if store::partial::is_partial_path(&a.out) {
+    if partial {
         bar.finish_and_clear();
         if a.sae.is_some() {
             eprintln!(
@@ -732,12 +743,17 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
             );
         }
         config.num_features = n_features;
+        first_seen.resize(source.vocab().len(), store::partial::NEVER);
         let partial = store::partial::Partial {
             config,
+            first_seen,
             vocab: source.vocab().clone(),
             // Every input here knows its sequences; a source that did not would have started
             // one at each position 0 accumulated.
-            sequences: source.sequences().unwrap_or(0..acc.total_sequences),
+            sequences: Some(source.sequences().unwrap_or(0..acc.total_sequences))
+                .filter(|r| !r.is_empty())
+                .into_iter()
+                .collect(),
             acc,
         };
         let timings = BuildTimings {
@@ -766,7 +782,8 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
 
 #[derive(Args, Debug)]
 struct MergeArgs {
-    /// Partial dictionaries (.fdpart), in corpus order.
+    /// Partial dictionaries (.fdpart): in any order when built with --first-sequence, else
+    /// in corpus order.
     #[arg(required = true)]
     partials: Vec<PathBuf>,
     /// Output: a dictionary (`.fdict` or `.json`), or `.fdpart` for the merged state.
@@ -820,20 +837,41 @@ fn cmd_merge(a: MergeArgs) -> Result<()> {
         }
     }
     let threads = worker_threads(a.threads);
+    // The names given here win, so shards that name different ones still merge.
+    let named = |config: &mut DictionaryConfig| {
+        if let Some(m) = &a.model_name {
+            config.model_name.clone_from(m);
+        }
+        if let Some(s) = &a.sae_name {
+            config.sae_name.clone_from(s);
+        }
+        if let Some(l) = a.layer {
+            config.layer = l;
+        }
+    };
+    // Every shard's config first (each file starts with it): shards that cannot merge are
+    // named before any state, possibly gigabytes, is read.
+    let configs = a
+        .partials
+        .iter()
+        .map(|p| {
+            let mut c = store::partial::Partial::read_config(p)?;
+            named(&mut c);
+            Ok(c)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    store::partial::check_shards_agree(
+        &a.partials
+            .iter()
+            .map(PathBuf::as_path)
+            .zip(&configs)
+            .collect::<Vec<_>>(),
+    )?;
     let read = |path: &Path| -> Result<store::partial::Partial> {
         let reading = status(format!("reading {}", path.display()));
         let mut p = store::partial::Partial::read(path)?;
         reading.finish_and_clear();
-        // The names given here win, so shards that name different ones still merge.
-        if let Some(m) = &a.model_name {
-            p.config.model_name.clone_from(m);
-        }
-        if let Some(s) = &a.sae_name {
-            p.config.sae_name.clone_from(s);
-        }
-        if let Some(l) = a.layer {
-            p.config.layer = l;
-        }
+        named(&mut p.config);
         Ok(p)
     };
     // Merging splits the work by the first shard's feature ranges (as many as the threads

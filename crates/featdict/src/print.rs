@@ -185,20 +185,24 @@ pub fn partial_summary(
             "num_features": acc.n_features(),
             "active_features": active,
             "total_tokens": acc.total_tokens,
-            "sequences": [partial.sequences.start, partial.sequences.end],
+            "sequences": partial.sequences.iter().map(|r| [r.start, r.end]).collect::<Vec<_>>(),
             "nonfinite_values": nonfinite,
             "seconds": secs,
             "accumulate_seconds": timings.accumulate_seconds,
             "peak_rss_bytes": feature_dictionary::build::peak_rss_bytes(),
         }));
     }
+    let ranges: Vec<String> = partial
+        .sequences
+        .iter()
+        .map(|r| format!("{}..{}", r.start, r.end))
+        .collect();
     println!(
-        "wrote partial dictionary {}: {} features ({active} fired) over {} tokens, sequences {}..{}, in {secs:.2}s",
+        "wrote partial dictionary {}: {} features ({active} fired) over {} tokens, sequences {}, in {secs:.2}s",
         out.display(),
         acc.n_features(),
         acc.total_tokens,
-        partial.sequences.start,
-        partial.sequences.end,
+        if ranges.is_empty() { "none".to_string() } else { ranges.join(", ") },
     );
     if nonfinite > 0 {
         println!(

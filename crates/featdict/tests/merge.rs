@@ -213,6 +213,33 @@ fn shards_merged_equal_one_build_over_the_whole_corpus() {
         s(&tree),
     ]));
     assert_same(&want, &read_json(&tree), "");
+
+    // Shards numbered as in the corpus keep their numbers whatever the order of merging:
+    // out of order, and as a tree whose first merge leaves a gap the last shard fills.
+    let shuffled = dir.path().join("shuffled.json");
+    assert_success(&featdict(&[
+        "merge",
+        s(&parts[2]),
+        s(&parts[0]),
+        s(&parts[1]),
+        "--out",
+        s(&shuffled),
+    ]));
+    assert_same(&want, &read_json(&shuffled), "");
+    let outer = dir.path().join("outer.fdpart");
+    let out = featdict(&["merge", s(&parts[0]), s(&parts[2]), "--out", s(&outer)]);
+    assert_success(&out);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("sequences 0..11, 19..30"), "{said}");
+    let gap_filled = dir.path().join("gap.json");
+    assert_success(&featdict(&[
+        "merge",
+        s(&outer),
+        s(&parts[1]),
+        "--out",
+        s(&gap_filled),
+    ]));
+    assert_same(&want, &read_json(&gap_filled), "");
 }
 
 #[test]
@@ -345,6 +372,26 @@ fn shards_that_do_not_belong_together_are_refused_by_name() {
         &featdict(&["merge", s(&a), s(&a), "--out", s(&out)]),
         &["same file", "count twice"],
     );
+
+    // Of three shards, the two that disagree are named (the first names no model).
+    let third = dir.path().join("third.fdpart");
+    assert_success(&build(
+        &acts,
+        &tokens,
+        &third,
+        &["--model-name", "gpt2", "--first-sequence", "100"],
+    ));
+    let out3 = featdict(&["merge", s(&a), s(&named), s(&third), "--out", s(&out)]);
+    assert_clean_error(
+        &out3,
+        &[
+            "cannot merge",
+            "third.fdpart with",
+            "named.fdpart",
+            "\"pythia\" vs \"gpt2\"",
+        ],
+    );
+    assert!(!String::from_utf8_lossy(&out3.stderr).contains("a.fdpart"));
 }
 
 #[test]
@@ -390,6 +437,16 @@ fn partial_files_are_checked_and_not_taken_for_dictionaries() {
     assert_clean_error(
         &featdict(&["merge", s(&renamed), "--out", s(&out)]),
         &["renamed.fdpart", "not a partial dictionary"],
+    );
+    // A length that claims more than the file holds (here the config's, right after the
+    // magic and version) is damage, not an allocation that aborts the process.
+    let mut huge = bytes.clone();
+    huge[12..20].copy_from_slice(&(1u64 << 62).to_le_bytes());
+    let lying = dir.path().join("lying.fdpart");
+    std::fs::write(&lying, huge).unwrap();
+    assert_clean_error(
+        &featdict(&["merge", s(&lying), "--out", s(&out)]),
+        &["lying.fdpart", "truncated or damaged"],
     );
     let mut other_version = bytes.clone();
     other_version[8] = 99;

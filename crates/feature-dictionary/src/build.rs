@@ -5,7 +5,7 @@ use crate::dictionary::FeatureDictionary;
 use crate::dictionary::Statistics;
 use crate::error::{Error, Result};
 use crate::finalize::{finalize, Finalizer};
-use crate::ingest::ActivationSource;
+use crate::ingest::{ActivationBatch, ActivationSource};
 use crate::model::DictionaryConfig;
 use crate::store::{self, fdict::WRITE_WAVE};
 
@@ -50,16 +50,29 @@ pub fn accumulate_source(
     options: &BuildOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    let path = source.describe().to_path_buf();
     let mut done = 0u64;
+    accumulate_batches(source, acc, options, &mut |batch| {
+        done += batch.core.len() as u64;
+        progress(done);
+    })
+}
+
+/// Streams every batch of `source` into `acc`, showing each batch to `after_batch` once it
+/// is accumulated.
+pub fn accumulate_batches(
+    source: &mut dyn ActivationSource,
+    acc: &mut Accumulator,
+    options: &BuildOptions,
+    after_batch: &mut dyn FnMut(&ActivationBatch<'_>),
+) -> Result<()> {
+    let path = source.describe().to_path_buf();
     while let Some(batch) = source.next_batch()? {
         if options.allow_nonfinite {
             acc.update(&batch)?;
         } else if let Some(found) = acc.update_if_finite(&batch)? {
             return Err(found.error(&path));
         }
-        done += batch.core.len() as u64;
-        progress(done);
+        after_batch(&batch);
     }
     Ok(())
 }
@@ -117,6 +130,20 @@ pub fn accumulate(
     options: &BuildOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Accumulator> {
+    let mut done = 0u64;
+    accumulate_observed(source, config, options, &mut |batch| {
+        done += batch.core.len() as u64;
+        progress(done);
+    })
+}
+
+/// [`accumulate`], showing each batch to `after_batch` once it is accumulated.
+pub fn accumulate_observed(
+    source: &mut dyn ActivationSource,
+    config: &DictionaryConfig,
+    options: &BuildOptions,
+    after_batch: &mut dyn FnMut(&ActivationBatch<'_>),
+) -> Result<Accumulator> {
     let settings = Settings::from_config(&config.extraction)?;
     // The feature count comes from the input (a shape, shard names, an SAE's config): an
     // absurd one is a problem of what was read, so name the input.
@@ -130,7 +157,7 @@ pub fn accumulate(
                 ),
             )
         })?;
-    accumulate_source(source, &mut acc, options, progress)?;
+    accumulate_batches(source, &mut acc, options, after_batch)?;
     Ok(acc)
 }
 

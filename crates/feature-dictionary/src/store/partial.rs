@@ -15,6 +15,7 @@ use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::Path;
 
+use bincode::Options as _;
 use serde::{Deserialize, Serialize};
 
 use crate::accumulate::distinct::text_key;
@@ -29,6 +30,27 @@ pub const EXTENSION: &str = "fdpart";
 /// The first bytes of every partial dictionary.
 pub use super::PARTIAL_MAGIC as MAGIC;
 
+/// The first occurrence of a token id that never occurred.
+pub const NEVER: (u64, u32) = (u64::MAX, u32::MAX);
+
+/// Notes in `first_seen` (indexed by token id, grown as needed) where each token of
+/// `batch`'s accumulated rows first occurred.
+pub fn note_first_seen(
+    first_seen: &mut Vec<(u64, u32)>,
+    batch: &crate::ingest::ActivationBatch<'_>,
+) {
+    for row in batch.core.clone() {
+        let id = batch.tokens[row] as usize;
+        if id >= first_seen.len() {
+            first_seen.resize(id + 1, NEVER);
+        }
+        let at = (batch.sequences[row], batch.positions[row]);
+        if at < first_seen[id] {
+            first_seen[id] = at;
+        }
+    }
+}
+
 /// The layout of the encoded state (see the module docs); bumped whenever the accumulator's
 /// state changes shape.
 pub const VERSION: u32 = 1;
@@ -40,8 +62,13 @@ pub struct Partial {
     pub config: DictionaryConfig,
     /// The token strings of the ids the accumulator holds.
     pub vocab: Vocab,
-    /// The sequence indices this shard's examples are numbered in (empty sequences included).
-    pub sequences: Range<u64>,
+    /// Where each token id first occurred, `(sequence, position)` ([`NEVER`] for an id the
+    /// shard never saw, e.g. a tokenizer's): a merge orders its vocabulary by it, as one
+    /// pass over the whole corpus does.
+    pub first_seen: Vec<(u64, u32)>,
+    /// The sequence indices this shard's examples are numbered in (empty sequences
+    /// included): one range for a shard, the disjoint ranges of its shards for a merge.
+    pub sequences: Vec<Range<u64>>,
     /// The accumulated state.
     pub acc: Accumulator,
 }
@@ -50,7 +77,8 @@ pub struct Partial {
 struct Encoded<'a> {
     config_json: String,
     vocab: Vec<std::borrow::Cow<'a, str>>,
-    sequences: (u64, u64),
+    first_seen: &'a [(u64, u32)],
+    sequences: Vec<(u64, u64)>,
     acc: &'a Accumulator,
 }
 
@@ -58,7 +86,8 @@ struct Encoded<'a> {
 struct Decoded {
     config_json: String,
     vocab: Vec<String>,
-    sequences: (u64, u64),
+    first_seen: Vec<(u64, u32)>,
+    sequences: Vec<(u64, u64)>,
     acc: Accumulator,
 }
 
@@ -80,50 +109,29 @@ impl Partial {
             vocab: (0..self.vocab.len() as TokenId)
                 .map(|id| self.vocab.token(id))
                 .collect(),
-            sequences: (self.sequences.start, self.sequences.end),
+            first_seen: &self.first_seen,
+            sequences: self.sequences.iter().map(|r| (r.start, r.end)).collect(),
             acc: &self.acc,
         };
         super::write_atomically(path, |w| {
             w.write_all(MAGIC)?;
             w.write_all(&VERSION.to_le_bytes())?;
-            bincode::serialize_into(&mut *w, &encoded).map_err(std::io::Error::other)
+            encoding()
+                .serialize_into(&mut *w, &encoded)
+                .map_err(std::io::Error::other)
         })
     }
 
     /// Reads a partial dictionary written by [`Partial::write`].
     pub fn read(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        if file.metadata().is_ok_and(|m| m.is_dir()) {
-            return Err(Error::format(
-                path,
-                "is a directory; expected a partial dictionary file (.fdpart)",
-            ));
-        }
-        let mut r = std::io::BufReader::with_capacity(1 << 20, file);
-        let mut head = [0u8; 12];
-        if r.read_exact(&mut head).is_err() || &head[..8] != MAGIC {
-            return Err(Error::format(
-                path,
-                "is not a partial dictionary: expected a file written by `featdict build … --out X.fdpart` (it starts with FDPART)",
-            ));
-        }
-        let version = u32::from_le_bytes(head[8..].try_into().expect("4 bytes"));
-        if version != VERSION {
-            return Err(Error::format(
-                path,
-                format!(
-                    "is a partial dictionary of format version {version}; this featdict reads version {VERSION}: build the shard again with this version, or merge it with the version that wrote it"
-                ),
-            ));
-        }
-        let damaged = |what: String| {
-            Error::format(
-                path,
-                format!("partial dictionary is truncated or damaged: {what}"),
-            )
-        };
-        let decoded: Decoded =
-            bincode::deserialize_from(&mut r).map_err(|e| damaged(e.to_string()))?;
+        let (mut r, len) = open(path)?;
+        let damaged = |what: String| damaged(path, what);
+        // Every length in the file is bounded by the file's own size: a damaged length is an
+        // error, not an allocation that aborts the process.
+        let decoded: Decoded = encoding()
+            .with_limit(len)
+            .deserialize_from(&mut r)
+            .map_err(|e| damaged(e.to_string()))?;
         let mut rest = [0u8; 1];
         if r.read(&mut rest).map_err(|e| Error::io(path, e))? != 0 {
             return Err(damaged("bytes follow the end of its state".into()));
@@ -140,8 +148,7 @@ impl Partial {
                 decoded.vocab.len()
             )));
         }
-        let config: DictionaryConfig = serde_json::from_str(&decoded.config_json)
-            .map_err(|e| damaged(format!("its config does not parse: {e}")))?;
+        let config = parse_config(path, &decoded.config_json)?;
         if config.num_features != decoded.acc.n_features() {
             return Err(damaged(format!(
                 "its config says {} features, its state holds {}",
@@ -149,16 +156,36 @@ impl Partial {
                 decoded.acc.n_features()
             )));
         }
-        let (start, end) = decoded.sequences;
-        if start > end {
-            return Err(damaged(format!("sequence range {start}..{end}")));
+        let sequences: Vec<Range<u64>> = decoded.sequences.iter().map(|&(a, b)| a..b).collect();
+        let sorted = sequences.windows(2).all(|w| w[0].end <= w[1].start);
+        if !sorted || sequences.iter().any(|r| r.start > r.end) {
+            return Err(damaged(format!("sequence ranges {sequences:?}")));
+        }
+        if decoded.first_seen.len() != decoded.vocab.len() {
+            return Err(damaged(format!(
+                "it has first occurrences for {} of its {} tokens",
+                decoded.first_seen.len(),
+                decoded.vocab.len()
+            )));
         }
         Ok(Self {
             config,
+            first_seen: decoded.first_seen,
             vocab: Vocab::from_strings(decoded.vocab),
-            sequences: start..end,
+            sequences,
             acc: decoded.acc,
         })
+    }
+
+    /// The config of the partial dictionary at `path` alone (the file's first field): what a
+    /// merge checks before it reads any shard's state.
+    pub fn read_config(path: &Path) -> Result<DictionaryConfig> {
+        let (r, len) = open(path)?;
+        let config_json: String = encoding()
+            .with_limit(len)
+            .deserialize_from(r)
+            .map_err(|e| damaged(path, e.to_string()))?;
+        parse_config(path, &config_json)
     }
 
     /// Folds `other` (another shard, accumulated with the same settings) into `self`, as
@@ -190,40 +217,249 @@ impl Partial {
             )));
         }
         let config = agreed_config(&self.config, &other.config).map_err(refuse)?;
-        let (a, b) = (&self.sequences, &other.sequences);
-        let shift = if a.start < b.end && b.start < a.end {
-            a.end - b.start
-        } else {
-            0
+        // Shards numbered apart (`--first-sequence`) keep their numbers, whatever the order
+        // of merging; a shard whose numbers collide with any held here (separate builds all
+        // start at 0) moves past everything held.
+        let collide = self.sequences.iter().any(|a| {
+            other
+                .sequences
+                .iter()
+                .any(|b| a.start < b.end && b.start < a.end)
+        });
+        let shift = match (
+            self.sequences.iter().map(|r| r.end).max(),
+            other.sequences.first(),
+        ) {
+            (Some(end), Some(first)) if collide => end - first.start,
+            _ => 0,
         };
+        for seen in &mut other.first_seen {
+            if seen.0 != NEVER.0 {
+                seen.0 += shift;
+            }
+        }
         let identical = self.vocab.len() == other.vocab.len()
             && (0..self.vocab.len() as TokenId)
                 .all(|id| self.vocab.token(id) == other.vocab.token(id));
-        let map: Vec<TokenId> = if identical {
-            (0..other.vocab.len() as TokenId).collect()
-        } else {
-            (0..other.vocab.len() as TokenId)
-                .map(|id| self.vocab.intern(&other.vocab.token(id)))
-                .collect()
-        };
         let keyed = !self.acc.token_keys().is_empty() || !other.acc.token_keys().is_empty();
-        let keys: Vec<u64> = (0..self.vocab.len() as TokenId)
-            .map(|id| text_key(&self.vocab.token(id)))
-            .collect();
         if shift > 0 {
             other.acc.shift_sequences(shift);
         }
-        let keys = keyed.then_some(&keys[..]);
         if identical {
-            self.acc.merge_keyed(other.acc, keys)?;
+            // One tokenizer's ids (or the same strings in the same order): ids stay.
+            let keys: Vec<u64> = (0..self.vocab.len() as TokenId)
+                .map(|id| text_key(&self.vocab.token(id)))
+                .collect();
+            self.acc
+                .merge_keyed(other.acc, keyed.then_some(&keys[..]))?;
+            for (mine, theirs) in self.first_seen.iter_mut().zip(&other.first_seen) {
+                *mine = (*mine).min(*theirs);
+            }
         } else {
-            self.acc.merge_remapped(other.acc, &map, keys)?;
+            // Strings interned in order of first occurrence, as one pass over the whole
+            // corpus interns them, whatever the order the shards are merged in.
+            let mut union: std::collections::HashMap<String, (u64, u32)> =
+                std::collections::HashMap::new();
+            let mut order: Vec<String> = Vec::new();
+            for (vocab, seen) in [
+                (&self.vocab, &self.first_seen),
+                (&other.vocab, &other.first_seen),
+            ] {
+                for id in 0..vocab.len() as TokenId {
+                    let t = vocab.token(id);
+                    let at = seen.get(id as usize).copied().unwrap_or(NEVER);
+                    match union.get_mut(t.as_ref()) {
+                        Some(first) => *first = (*first).min(at),
+                        None => {
+                            union.insert(t.to_string(), at);
+                            order.push(t.into_owned());
+                        }
+                    }
+                }
+            }
+            // Stable: strings never seen keep the order they were listed in.
+            order.sort_by_key(|t| union[t]);
+            let merged = Vocab::from_strings(order);
+            let map_of = |vocab: &Vocab| -> Vec<TokenId> {
+                (0..vocab.len() as TokenId)
+                    .map(|id| merged.get(&vocab.token(id)).expect("in the union"))
+                    .collect()
+            };
+            let (mine, theirs) = (map_of(&self.vocab), map_of(&other.vocab));
+            let keys: Vec<u64> = (0..merged.len() as TokenId)
+                .map(|id| text_key(&merged.token(id)))
+                .collect();
+            self.acc.remap_tokens(&mine, merged.len())?;
+            self.acc
+                .merge_remapped(other.acc, &theirs, keyed.then_some(&keys[..]))?;
+            self.first_seen = (0..merged.len() as TokenId)
+                .map(|id| union[merged.token(id).as_ref()])
+                .collect();
+            self.vocab = merged;
         }
         self.config = config;
-        let b = other.sequences.start + shift..other.sequences.end + shift;
-        self.sequences = self.sequences.start.min(b.start)..self.sequences.end.max(b.end);
+        for r in &other.sequences {
+            add_range(&mut self.sequences, r.start + shift..r.end + shift);
+        }
         Ok(shift)
     }
+}
+
+/// Checks, from their configs alone (see [`Partial::read_config`]), that shards can merge:
+/// the same feature count and extraction settings, and no two naming different models, SAEs,
+/// layers or input widths. The error names the two shards that disagree.
+pub fn check_shards_agree(shards: &[(&Path, &DictionaryConfig)]) -> Result<()> {
+    let Some(&(first, base)) = shards.first() else {
+        return Ok(());
+    };
+    let settings = |path: &Path, c: &DictionaryConfig| {
+        crate::accumulate::Settings::from_config(&c.extraction)
+            .map_err(|e| damaged(path, e.to_string()))
+    };
+    let base_settings = settings(first, base)?;
+    let refuse = |a: &Path, b: &Path, what: String| {
+        Error::Invalid(format!(
+            "cannot merge {} with {}: {what}",
+            b.display(),
+            a.display()
+        ))
+    };
+    // The first shard that names each of model, SAE and input width.
+    let mut model: Option<(&Path, &str)> = None;
+    let mut sae: Option<(&Path, &str)> = None;
+    let mut width: Option<(&Path, usize)> = None;
+    for &(path, c) in shards {
+        if c.num_features != base.num_features {
+            return Err(refuse(
+                first,
+                path,
+                format!("{} features against {}", c.num_features, base.num_features),
+            ));
+        }
+        if let Some(diff) = base_settings.difference(&settings(path, c)?) {
+            return Err(refuse(
+                first,
+                path,
+                format!(
+                    "they were accumulated with different settings ({}'s vs {}'s): {diff}",
+                    first.display(),
+                    path.display()
+                ),
+            ));
+        }
+        if c.layer != base.layer {
+            return Err(refuse(
+                first,
+                path,
+                format!(
+                    "they are of different layers ({} vs {}); give --layer to merge to name the result",
+                    base.layer, c.layer
+                ),
+            ));
+        }
+        for (what, named, mine) in [
+            ("model", &mut model, &c.model_name),
+            ("SAE", &mut sae, &c.sae_name),
+        ] {
+            if mine.is_empty() {
+                continue;
+            }
+            match *named {
+                None => *named = Some((path, mine.as_str())),
+                Some((by, theirs)) if theirs != mine => {
+                    return Err(refuse(
+                        by,
+                        path,
+                        format!(
+                            "they are of different {what}s ({theirs:?} vs {mine:?}); give --model-name/--sae-name to merge to name the result"
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if c.feature_dim != 0 {
+            match width {
+                None => width = Some((path, c.feature_dim)),
+                Some((by, w)) if w != c.feature_dim => {
+                    return Err(refuse(
+                        by,
+                        path,
+                        format!(
+                            "their features read inputs of different widths ({w} vs {})",
+                            c.feature_dim
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds `r` to `ranges` (sorted, disjoint), joining the ranges it meets or touches; an
+/// empty range adds nothing.
+fn add_range(ranges: &mut Vec<Range<u64>>, r: Range<u64>) {
+    if r.start >= r.end {
+        return;
+    }
+    ranges.push(r);
+    ranges.sort_unstable_by_key(|r| r.start);
+    let mut joined: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges.drain(..) {
+        match joined.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => joined.push(r),
+        }
+    }
+    *ranges = joined;
+}
+
+/// The bincode encoding of the file (fixed-width integers, little-endian).
+fn encoding() -> impl bincode::Options {
+    bincode::DefaultOptions::new().with_fixint_encoding()
+}
+
+/// The file at `path` past its magic and version (checked), and the file's length.
+fn open(path: &Path) -> Result<(std::io::BufReader<std::fs::File>, u64)> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(Error::format(
+            path,
+            "is a directory; expected a partial dictionary file (.fdpart)",
+        ));
+    }
+    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut head = [0u8; 12];
+    if r.read_exact(&mut head).is_err() || &head[..8] != MAGIC {
+        return Err(Error::format(
+            path,
+            "is not a partial dictionary: expected a file written by `featdict build … --out X.fdpart` (it starts with FDPART)",
+        ));
+    }
+    let version = u32::from_le_bytes(head[8..].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(Error::format(
+            path,
+            format!(
+                "is a partial dictionary of format version {version}; this featdict reads version {VERSION}: build the shard again with this version, or merge it with the version that wrote it"
+            ),
+        ));
+    }
+    Ok((r, meta.len()))
+}
+
+fn damaged(path: &Path, what: String) -> Error {
+    Error::format(
+        path,
+        format!("partial dictionary is truncated or damaged: {what}"),
+    )
+}
+
+fn parse_config(path: &Path, json: &str) -> Result<DictionaryConfig> {
+    serde_json::from_str(json).map_err(|e| damaged(path, format!("its config does not parse: {e}")))
 }
 
 /// The config of two shards' merge: `a`'s, with what only `b` names (model, SAE, layer,
