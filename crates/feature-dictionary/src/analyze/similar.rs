@@ -312,7 +312,9 @@ pub fn top_k(scores: &[f32], skip: usize, k: usize) -> Vec<(u32, f32)> {
         .iter()
         .enumerate()
         .filter(|(j, s)| *j != skip && s.is_finite())
-        .map(|(j, &s)| (j as u32, s))
+        // `+ 0.0` makes a −0.0 (a sum of negative zeros) +0.0, so it ties with the other
+        // zeros by index instead of ranking below them under `total_cmp`.
+        .map(|(j, &s)| (j as u32, s + 0.0))
         .collect();
     let cmp = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if v.len() > k && k > 0 {
@@ -365,4 +367,22 @@ pub fn similar_by_tokens(dict: &FeatureDictionary, id: u64, k: usize) -> Result<
     v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     v.truncate(k);
     Ok(v)
+}
+
+#[cfg(test)]
+mod top_k_tests {
+    use super::top_k;
+
+    #[test]
+    fn negative_zero_ties_with_zero_by_index() {
+        // Index 0 scores −0.0 (e.g. a dot product of negative zeros): a zero like index 2's,
+        // so the tie goes to the smaller index.
+        let scores = [-0.0f32, 1.0, 0.0, -1.0, f32::NAN];
+        assert_eq!(
+            top_k(&scores, usize::MAX, 3),
+            vec![(1, 1.0), (0, 0.0), (2, 0.0)]
+        );
+        assert!(top_k(&scores, usize::MAX, 3)[1].1.is_sign_positive());
+        assert_eq!(top_k(&scores, 1, 2), vec![(0, 0.0), (2, 0.0)]);
+    }
 }
