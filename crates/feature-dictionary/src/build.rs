@@ -50,11 +50,16 @@ pub fn accumulate_source(
     options: &BuildOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
+    accumulate_batches(source, acc, options, &mut rows_done(progress))
+}
+
+/// `progress` (told the rows done so far) as a callback told each batch.
+fn rows_done<'a>(progress: &'a mut dyn FnMut(u64)) -> impl FnMut(&ActivationBatch<'_>) + 'a {
     let mut done = 0u64;
-    accumulate_batches(source, acc, options, &mut |batch| {
+    move |batch| {
         done += batch.core.len() as u64;
         progress(done);
-    })
+    }
 }
 
 /// Streams every batch of `source` into `acc`, showing each batch to `after_batch` once it
@@ -130,11 +135,7 @@ pub fn accumulate(
     options: &BuildOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Accumulator> {
-    let mut done = 0u64;
-    accumulate_observed(source, config, options, &mut |batch| {
-        done += batch.core.len() as u64;
-        progress(done);
-    })
+    accumulate_observed(source, config, options, &mut rows_done(progress))
 }
 
 /// [`accumulate`], showing each batch to `after_batch` once it is accumulated.
