@@ -104,7 +104,9 @@ pub async fn overview(State(st): State<Arc<AppState>>) -> Response {
         );
     }
     b.push_str("</table></div>");
-    b.push_str("<h2>Most important features</h2><table><tr><th>feature</th><th class=\"n\">importance</th><th>top token</th><th>labels</th></tr>");
+    // The score saturates (every feature firing on ≥ 1 % of tokens with a max ≥ 5 scores
+    // 1.000), so say what it is and how its ties are ranked.
+    b.push_str("<h2>Most important features</h2><p class=\"muted\" id=\"importance\">importance, the original library's score: 0.7 × min(1, 100 × frequency) + 0.3 × min(1, max ÷ 5); equal scores ranked by firings, then max</p><table><tr><th>feature</th><th class=\"n\">importance</th><th>top token</th><th>labels</th></tr>");
     for (id, score) in &stats.top_features {
         let br = briefs.iter().find(|x| x.id == *id);
         let _ = write!(

@@ -456,6 +456,13 @@ fn pages_escape_hostile_text_and_highlight_examples() {
     for t in ["ultra_sparse", "sparse", "dead"] {
         assert!(r.body.contains(&format!("<td>{t}</td>")));
     }
+    // The saturating importance score says what it is and how ties rank.
+    assert!(r.body.contains("id=\"importance\""), "{}", r.body);
+    assert!(
+        r.body.contains("equal scores ranked by firings"),
+        "{}",
+        r.body
+    );
     let css = get(s.addr, "/assets/style.css");
     assert_eq!(css.status, 200);
     assert!(css.headers["content-type"].starts_with("text/css"));
