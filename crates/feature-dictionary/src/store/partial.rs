@@ -6,8 +6,8 @@
 //! and the Python package's shards take too, so it is exact wherever that merge is.
 //!
 //! Layout: [`MAGIC`], the format version (u32, little-endian), then the bincode encoding of
-//! the config (as JSON text: its serde attributes are written for JSON), the vocabulary, the
-//! sequence indices the shard holds, and the accumulator. Bincode is not self-describing, so
+//! the config (as JSON text: its serde attributes are written for JSON), the vocabulary with
+//! each token's first occurrence, the sequence ranges the shard holds, and the accumulator. Bincode is not self-describing, so
 //! any change to the accumulator's state bumps [`VERSION`]; a file of another version is
 //! refused by name, never misread.
 
@@ -189,11 +189,14 @@ impl Partial {
     }
 
     /// Folds `other` (another shard, accumulated with the same settings) into `self`, as
-    /// one pass over this shard's input followed by the other's would have accumulated it:
-    /// when the two shards' sequence indices collide (each numbered from 0, as separate
-    /// builds are), the other's are moved past this one's; tokens are matched by their text
-    /// (the other's new tokens join the vocabulary in their order). Returns the shift applied
-    /// to the other's sequence indices. `names` name the two shards in errors.
+    /// one pass over both shards' inputs, in the order of their sequence indices, would have
+    /// accumulated it. Shards whose sequence ranges are apart keep their indices, so merges
+    /// in any order or tree give the same result; when the other's collide with any held
+    /// here (separate builds each start at 0), they are moved past all of them. Tokens are
+    /// matched by their text and numbered by their first occurrence, as one pass numbers
+    /// them (ids are kept when both shards have the same vocabulary, as shards read with one
+    /// tokenizer do). Returns the shift applied to the other's sequence indices. `names`
+    /// name the two shards in errors.
     pub fn merge(&mut self, mut other: Partial, names: (&Path, &Path)) -> Result<u64> {
         let refuse = |what: String| {
             Error::Invalid(format!(
