@@ -816,6 +816,28 @@ struct MergeArgs {
 }
 
 fn cmd_merge(a: MergeArgs) -> Result<()> {
+    // A file damaged past its checksum's reach, or made by hand, can decode into a state
+    // whose parts disagree (a token id beyond its vocabulary); the engine trusts its own
+    // state and would panic. Such a panic becomes an error naming the inputs.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let files: Vec<String> = a.partials.iter().map(|p| p.display().to_string()).collect();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| merge_partials(a)));
+    std::panic::set_hook(previous);
+    result.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("an internal check failed");
+        bail!(
+            "{}: the partial dictionaries hold inconsistent state (damaged, or not written by this featdict): {what}",
+            files.join(", ")
+        )
+    })
+}
+
+fn merge_partials(a: MergeArgs) -> Result<()> {
     let started = std::time::Instant::now();
     check_build_output(&a.out)?;
     let mut inputs: Vec<(&str, &Path)> = a

@@ -448,6 +448,36 @@ fn partial_files_are_checked_and_not_taken_for_dictionaries() {
         &featdict(&["merge", s(&lying), "--out", s(&out)]),
         &["lying.fdpart", "truncated or damaged"],
     );
+    // One byte changed deep in the state: caught by the checksum, not trusted.
+    let mut flipped = bytes.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x40;
+    let damaged = dir.path().join("flipped.fdpart");
+    std::fs::write(&damaged, flipped).unwrap();
+    assert_clean_error(
+        &featdict(&["merge", s(&damaged), "--out", s(&out)]),
+        &["flipped.fdpart", "checksum does not match"],
+    );
+    // A state whose parts disagree under a valid checksum (made by hand: token ids beyond
+    // its vocabulary) ends in an error naming the inputs, not a panic.
+    let mut crafted = feature_dictionary::store::partial::Partial::read(&part).unwrap();
+    crafted.vocab = feature_dictionary::ingest::Vocab::from_strings(vec!["x".into()]);
+    crafted.first_seen.truncate(1);
+    crafted.acc.token_counts.truncate(1);
+    let made = dir.path().join("made.fdpart");
+    crafted.write(&made).unwrap();
+    let (acts_b, tokens_b) = c.write(dir.path(), "b", 15..30);
+    let other = dir.path().join("b.fdpart");
+    assert_success(&build(
+        &acts_b,
+        &tokens_b,
+        &other,
+        &["--first-sequence", "15"],
+    ));
+    assert_clean_error(
+        &featdict(&["merge", s(&made), s(&other), "--out", s(&out)]),
+        &["made.fdpart", "inconsistent state"],
+    );
     let mut other_version = bytes.clone();
     other_version[8] = 99;
     let old = dir.path().join("old.fdpart");

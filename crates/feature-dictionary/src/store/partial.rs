@@ -7,7 +7,8 @@
 //!
 //! Layout: [`MAGIC`], the format version (u32, little-endian), then the bincode encoding of
 //! the config (as JSON text: its serde attributes are written for JSON), the vocabulary with
-//! each token's first occurrence, the sequence ranges the shard holds, and the accumulator. Bincode is not self-describing, so
+//! each token's first occurrence, the sequence ranges the shard holds, and the accumulator;
+//! then a 64-bit checksum of everything before it. Bincode is not self-describing, so
 //! any change to the accumulator's state bumps [`VERSION`]; a file of another version is
 //! refused by name, never misread.
 
@@ -114,27 +115,46 @@ impl Partial {
             acc: &self.acc,
         };
         super::write_atomically(path, |w| {
-            w.write_all(MAGIC)?;
-            w.write_all(&VERSION.to_le_bytes())?;
+            let mut hashed = Hashed {
+                inner: &mut *w,
+                sum: Checksum::default(),
+            };
+            hashed.write_all(MAGIC)?;
+            hashed.write_all(&VERSION.to_le_bytes())?;
             encoding()
-                .serialize_into(&mut *w, &encoded)
-                .map_err(std::io::Error::other)
+                .serialize_into(&mut hashed, &encoded)
+                .map_err(std::io::Error::other)?;
+            let sum = hashed.sum.finish();
+            hashed.inner.write_all(&sum.to_le_bytes())
         })
     }
 
     /// Reads a partial dictionary written by [`Partial::write`].
     pub fn read(path: &Path) -> Result<Self> {
-        let (mut r, len) = open(path)?;
+        let (r, len) = open(path)?;
         let damaged = |what: String| damaged(path, what);
+        let mut sum = Checksum::default();
+        sum.update(MAGIC);
+        sum.update(&VERSION.to_le_bytes());
+        let mut r = Hashed { inner: r, sum };
         // Every length in the file is bounded by the file's own size: a damaged length is an
         // error, not an allocation that aborts the process.
         let decoded: Decoded = encoding()
             .with_limit(len)
             .deserialize_from(&mut r)
             .map_err(|e| damaged(e.to_string()))?;
-        let mut rest = [0u8; 1];
-        if r.read(&mut rest).map_err(|e| Error::io(path, e))? != 0 {
-            return Err(damaged("bytes follow the end of its state".into()));
+        // The checksum of everything before it: a damaged value (a token id, a count) decodes
+        // as well as the right one would, and would be trusted by the merge.
+        let computed = r.sum.finish();
+        let mut rest = Vec::new();
+        r.inner
+            .read_to_end(&mut rest)
+            .map_err(|e| Error::io(path, e))?;
+        match <[u8; 8]>::try_from(rest.as_slice()) {
+            Ok(stored) if u64::from_le_bytes(stored) == computed => {}
+            Ok(_) => return Err(damaged("its checksum does not match its contents".into())),
+            Err(_) if rest.len() < 8 => return Err(damaged("its checksum is missing".into())),
+            Err(_) => return Err(damaged("bytes follow the end of its state".into())),
         }
         if !decoded.acc.has_consistent_shape() {
             return Err(damaged(
@@ -417,6 +437,81 @@ fn add_range(ranges: &mut Vec<Range<u64>>, r: Range<u64>) {
         }
     }
     *ranges = joined;
+}
+
+/// A 64-bit checksum of a byte stream, word by word (the same for any split of the stream
+/// into writes): not cryptographic, it catches damage, as a file's CRC does.
+#[derive(Default)]
+struct Checksum {
+    h: u64,
+    pending: [u8; 8],
+    n_pending: usize,
+    len: u64,
+}
+
+impl Checksum {
+    fn update(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        if self.n_pending > 0 {
+            let take = (8 - self.n_pending).min(bytes.len());
+            self.pending[self.n_pending..self.n_pending + take].copy_from_slice(&bytes[..take]);
+            self.n_pending += take;
+            bytes = &bytes[take..];
+            if self.n_pending < 8 {
+                return;
+            }
+            self.word(u64::from_le_bytes(self.pending));
+            self.n_pending = 0;
+        }
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            self.word(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        }
+        let tail = words.remainder();
+        self.pending[..tail.len()].copy_from_slice(tail);
+        self.n_pending = tail.len();
+    }
+
+    #[inline]
+    fn word(&mut self, w: u64) {
+        self.h = (self.h ^ w)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
+
+    fn finish(mut self) -> u64 {
+        let mut last = [0u8; 8];
+        last[..self.n_pending].copy_from_slice(&self.pending[..self.n_pending]);
+        self.word(u64::from_le_bytes(last));
+        self.word(self.len);
+        crate::accumulate::samples::mix(self.h)
+    }
+}
+
+/// A reader or writer that checksums the bytes passing through it.
+struct Hashed<T> {
+    inner: T,
+    sum: Checksum,
+}
+
+impl<W: Write> Write for Hashed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sum.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: Read> Read for Hashed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sum.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// The bincode encoding of the file (fixed-width integers, little-endian).
