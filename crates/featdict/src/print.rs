@@ -573,7 +573,7 @@ pub fn search(
     if as_json {
         let rows: Vec<_> = hits
             .iter()
-            .map(|h| json!({"id": h.id, "score": h.score, "matched": h.matched, "feature": brief(h.id)}))
+            .map(|h| json!({"id": h.id, "score": h.score, "matched": h.matched, "support": h.support, "feature": brief(h.id)}))
             .collect();
         let mut out = json!({"kind": query.kind()});
         if let (Some(basis), Some(by)) = (found.basis, found.by) {
@@ -595,17 +595,36 @@ pub fn search(
         println!("no match");
         return Ok(());
     }
-    // The feature's firings over the whole corpus (not only on the matched token).
+    // Beside a precision, the firings behind it (1 of 1 and 3,000 of 3,000 both read 1.0);
+    // "all firings" are the feature's over the whole corpus, not only on the matched token.
+    let with_support = found.by == Some(feature_dictionary::query::TokenRank::Precision);
+    let support = |h: &feature_dictionary::query::Hit| {
+        if with_support {
+            format!("  {:>12}", h.support)
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:>8}  {:>10}  {:>11}  {:<16}  labels",
-        "id", "score", "all firings", "matched"
+        "{:>8}  {:>10}{}  {:>11}  {:<16}  labels",
+        "id",
+        "score",
+        if with_support { "  on the token" } else { "" },
+        "all firings",
+        "matched"
     );
     for h in hits {
         let b = brief(h.id);
+        // Counts print as counts.
+        let score = if found.by == Some(feature_dictionary::query::TokenRank::Firings) {
+            format!("{:.0}", h.score)
+        } else {
+            format!("{:.4}", h.score)
+        };
         println!(
-            "{:>8}  {:>10.4}  {:>11}  {:<16}  {}",
+            "{:>8}  {score:>10}{}  {:>11}  {:<16}  {}",
             h.id,
-            h.score,
+            support(h),
             b.map_or(0, |b| b.activation_count),
             // Quoted and escaped like the top tokens of `show` (not escaped twice).
             format!("{:?}", h.matched),

@@ -1327,6 +1327,20 @@ fn token_search_says_when_counts_are_lower_bounds() {
     assert!(String::from_utf8(out.stdout)
         .unwrap()
         .contains("note: 1 feature shown fired on more distinct tokens"));
+    // Both features fire on every "a" (precision 1): beside it, the firings behind it; by
+    // firings, the score is the count itself.
+    let v: serde_json::Value =
+        serde_json::from_slice(&featdict(&["search", s(&fdict), "--token", "a", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(v["hits"][0]["support"], 4, "{v}");
+    let text = String::from_utf8(featdict(&["search", s(&fdict), "--token", "a"]).stdout).unwrap();
+    assert!(text.contains("score  on the token  all firings"), "{text}");
+    let by_firings = String::from_utf8(
+        featdict(&["search", s(&fdict), "--token", "a", "--by", "firings"]).stdout,
+    )
+    .unwrap();
+    let row = by_firings.lines().find(|l| l.contains("\"a\"")).unwrap();
+    assert_eq!(row.split_whitespace().nth(1), Some("4"), "{by_firings}");
 }
 
 /// Past `--token-capacity` the distinct-token count is an estimate; it must not depend on

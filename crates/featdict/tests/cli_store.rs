@@ -335,9 +335,10 @@ fn search_in_an_original_library_file_uses_the_stored_examples() {
         assert_eq!(
             rows,
             [
-                vec!["3", "2.0000", "12", "\"", "the\"", "token:the"],
-                vec!["8", "2.0000", "7", "\"", "the\""],
-                vec!["2", "1.0000", "9", "\"", "the\"", "token:the"],
+                // Counts of examples, printed as counts.
+                vec!["3", "2", "12", "\"", "the\"", "token:the"],
+                vec!["8", "2", "7", "\"", "the\""],
+                vec!["2", "1", "9", "\"", "the\"", "token:the"],
             ],
             "{text}"
         );

@@ -351,3 +351,63 @@ fn corpus_token_counts_mean_a_build_that_counted() {
     dict.feature_set.metadata.token_counts.clear();
     assert_eq!(dict.token_basis().unwrap(), TokenBasis::Examples);
 }
+
+/// Beside a precision, a hit carries the firings behind it (its support): a token seen once
+/// and fired on once has the precision of one fired on at each of its 40 occurrences. The
+/// same in memory and through SQL; ties still go to the smaller id, and a feature's best
+/// token to the smaller token.
+#[test]
+fn hits_carry_the_firings_behind_their_precision() {
+    let counted = |id: u64, tokens: &[(&str, u64, u64)]| {
+        let mut f = Feature::new(id, 4);
+        f.activation_count = tokens.iter().map(|t| t.1).sum();
+        f.metadata.top_tokens = tokens
+            .iter()
+            .map(|&(t, firings, occurrences)| TokenCount {
+                token: t.into(),
+                firings,
+                occurrences,
+            })
+            .collect();
+        f
+    };
+    let dict = dictionary(vec![
+        counted(0, &[(" once", 1, 1)]),
+        counted(1, &[(" then", 40, 40)]),
+        counted(2, &[(" they", 7, 7), (" the", 3, 3)]),
+        counted(3, &[(" thx", 2, 4)]),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.fdict");
+    store::save(&dict, &path).unwrap();
+    let r = FdictReader::open(&path).unwrap();
+    for s in [&dict as &dyn Search, &r] {
+        let found = s.find(&pattern("^ (th|on)", None), 10).unwrap();
+        assert_eq!(
+            rows(&found),
+            want(&[
+                (0, 1.0, " once"),
+                (1, 1.0, " then"),
+                (2, 1.0, " the"),
+                (3, 0.5, " thx")
+            ])
+        );
+        assert_eq!(
+            found.hits.iter().map(|h| h.support).collect::<Vec<_>>(),
+            vec![1, 40, 3, 2]
+        );
+        let found = s.find(&token(" thx", None), 10).unwrap();
+        assert_eq!(found.hits[0].support, 2);
+        let found = s
+            .find(&pattern("^ th", Some(TokenRank::Firings)), 10)
+            .unwrap();
+        assert_eq!(
+            found
+                .hits
+                .iter()
+                .map(|h| (h.id, h.score, h.support))
+                .collect::<Vec<_>>(),
+            vec![(1, 40.0, 40), (2, 7.0, 7), (3, 2.0, 2)]
+        );
+    }
+}

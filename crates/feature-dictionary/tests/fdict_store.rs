@@ -155,6 +155,7 @@ fn assert_same_hits(sql: &FdictReader, mem: &FeatureDictionary, q: &Query, limit
             "{q:?}: {x:?} vs {y:?}"
         );
         assert_eq!(x.matched, y.matched, "{q:?}");
+        assert_eq!(x.support, y.support, "{q:?}");
     }
 }
 

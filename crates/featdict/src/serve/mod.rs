@@ -1172,6 +1172,7 @@ async fn api_search(
                 "id": h.id,
                 "score": h.score,
                 "matched": h.matched,
+                "support": h.support,
                 "feature": page.briefs.iter().find(|b| b.id == h.id),
             })
         })

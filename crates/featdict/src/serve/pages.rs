@@ -460,17 +460,23 @@ pub async fn search(State(st): State<Arc<AppState>>, Params(params): Params) -> 
         ("label", None) => ("confidence", false),
         _ => ("relevance", false),
     };
+    // Beside a precision, the firings behind it: 1 of 1 and 3,000 of 3,000 both read 1.0000.
+    let with_support = found.by == Some(TokenRank::Precision);
     let _ = write!(
         b,
-        "<table id=\"results\"><tr><th>feature</th><th class=\"n\">{score_name}</th><th>matched</th><th>type</th><th class=\"n\">all firings</th><th>labels</th><th>description</th></tr>"
+        "<table id=\"results\"><tr><th>feature</th><th class=\"n\">{score_name}</th>{}<th>matched</th><th>type</th><th class=\"n\">all firings</th><th>labels</th><th>description</th></tr>",
+        if with_support { "<th class=\"n\">firings on it</th>" } else { "" }
     );
     for h in hits {
         let br = briefs.iter().find(|x| x.id == h.id);
-        let score = if counted {
+        let mut score = if counted {
             format!("{:.0}", h.score)
         } else {
             format!("{:.4}", h.score)
         };
+        if with_support {
+            let _ = write!(score, "</td><td class=\"n\">{}", h.support);
+        }
         let _ = write!(
             b,
             "<tr><td><a href=\"/features/{id}\">#{id}</a></td><td class=\"n\">{score}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",

@@ -837,10 +837,23 @@ fn result_tables_name_their_score_and_page_at_both_ends() {
         &format!("/search?kind=token&q={}&limit=3", html::url(&token)),
     );
     assert!(
-        r.body.contains("<th class=\"n\">precision</th>"),
+        r.body
+            .contains("<th class=\"n\">precision</th><th class=\"n\">firings on it</th>"),
         "{}",
         r.body
     );
+    // The support column holds the firings on the token the API reports for the hit.
+    let api: Value = serde_json::from_str(
+        &get(
+            s.addr,
+            &format!("/api/search?token={}&limit=3", html::url(&token)),
+        )
+        .body,
+    )
+    .unwrap();
+    let firings = api["hits"][0]["support"].as_u64().unwrap();
+    let cell = format!("</td><td class=\"n\">{firings}</td><td><span class=\"token\">");
+    assert!(r.body.contains(&cell), "{}", r.body);
     assert_eq!(
         r.body.matches("<nav class=\"pager\">").count(),
         2,

@@ -34,6 +34,7 @@ impl Search for FeatureDictionary {
                                 id: f.id,
                                 score: token_score(by, t.firings, t.occurrences),
                                 matched: t.token.clone(),
+                                support: t.firings,
                             })
                         })
                         .collect(),
@@ -73,6 +74,7 @@ impl Search for FeatureDictionary {
                             id: f.id,
                             score: f.confidence,
                             matched: l.clone(),
+                            support: 0,
                         })
                     })
                     .collect();
@@ -100,7 +102,7 @@ fn top_token_pattern(dict: &FeatureDictionary, re: &regex::Regex, by: TokenRank)
     let mut verdict: HashMap<&str, bool> = HashMap::new();
     dict.features()
         .filter_map(|f| {
-            let mut best: Option<(f64, &str)> = None;
+            let mut best: Option<(f64, u64, &str)> = None;
             for t in &f.metadata.top_tokens {
                 let ok = *verdict
                     .entry(t.token.as_str())
@@ -111,16 +113,17 @@ fn top_token_pattern(dict: &FeatureDictionary, re: &regex::Regex, by: TokenRank)
                 let s = token_score(by, t.firings, t.occurrences);
                 let better = match best {
                     None => true,
-                    Some((bs, bt)) => s > bs || (s == bs && t.token.as_str() < bt),
+                    Some((bs, _, bt)) => s > bs || (s == bs && t.token.as_str() < bt),
                 };
                 if better {
-                    best = Some((s, &t.token));
+                    best = Some((s, t.firings, &t.token));
                 }
             }
-            best.map(|(score, t)| Hit {
+            best.map(|(score, support, t)| Hit {
                 id: f.id,
                 score,
                 matched: t.to_string(),
+                support,
             })
         })
         .collect()
@@ -171,6 +174,7 @@ pub(super) fn example_hit(f: &Feature, m: &mut TokenMatch<'_>) -> Option<Hit> {
         id: f.id,
         score: n as f64,
         matched: t.to_string(),
+        support: 0,
     })
 }
 

@@ -68,6 +68,7 @@ fn label_search(r: &FdictReader, text: &str, limit: usize, cap: usize) -> Result
                     id: id as u64,
                     score: row.get(1).map_err(e)?,
                     matched: l,
+                    support: 0,
                 });
             }
         }
@@ -96,6 +97,7 @@ fn label_search(r: &FdictReader, text: &str, limit: usize, cap: usize) -> Result
                 id: id as u64,
                 score: row.get(1).map_err(e)?,
                 matched: l,
+                support: 0,
             });
         }
     }
@@ -163,12 +165,12 @@ fn top_token_search(r: &FdictReader, token: &str, by: TokenRank, limit: usize) -
     let e = |err| r.err("search failed", err);
     let sql = match by {
         TokenRank::Precision => {
-            "SELECT t.feature_id, t.precision FROM tokens k
+            "SELECT t.feature_id, t.precision, t.firings FROM tokens k
              JOIN top_tokens t INDEXED BY top_tokens_by_precision ON t.token_id = k.id
              WHERE k.token = ?1 ORDER BY t.precision DESC, t.feature_id LIMIT ?2"
         }
         TokenRank::Firings => {
-            "SELECT t.feature_id, t.firings FROM tokens k
+            "SELECT t.feature_id, t.firings, t.firings FROM tokens k
              JOIN top_tokens t INDEXED BY top_tokens_by_firings ON t.token_id = k.id
              WHERE k.token = ?1 ORDER BY t.firings DESC, t.feature_id LIMIT ?2"
         }
@@ -179,6 +181,7 @@ fn top_token_search(r: &FdictReader, token: &str, by: TokenRank, limit: usize) -
             id: row.get::<_, i64>(0)? as u64,
             score: row.get(1)?,
             matched: token.to_string(),
+            support: row.get::<_, i64>(2)? as u64,
         })
     })
     .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -194,11 +197,11 @@ fn top_pattern_search(
 ) -> Result<Vec<Hit>> {
     let per_token = match by {
         TokenRank::Precision => {
-            "SELECT feature_id, precision FROM top_tokens INDEXED BY top_tokens_by_precision
+            "SELECT feature_id, precision, firings FROM top_tokens INDEXED BY top_tokens_by_precision
              WHERE token_id = ?1 ORDER BY precision DESC, feature_id LIMIT ?2"
         }
         TokenRank::Firings => {
-            "SELECT feature_id, firings FROM top_tokens INDEXED BY top_tokens_by_firings
+            "SELECT feature_id, firings, firings FROM top_tokens INDEXED BY top_tokens_by_firings
              WHERE token_id = ?1 ORDER BY firings DESC, feature_id LIMIT ?2"
         }
     };
@@ -206,9 +209,9 @@ fn top_pattern_search(
 }
 
 /// Pattern search through per-token ranked lists: `tokens` lists `(key, token)` of every
-/// token, and `per_token` the best `?2` `(feature_id, score)` of the token keyed `?1`. A
-/// feature in the overall top `limit` (by its best matching token) is in the top `limit` of
-/// that token's list, so the union of the matching tokens' lists holds the answer.
+/// token, and `per_token` the best `?2` `(feature_id, score, support)` of the token keyed
+/// `?1`. A feature in the overall top `limit` (by its best matching token) is in the top
+/// `limit` of that token's list, so the union of the matching tokens' lists holds the answer.
 fn pattern_union(
     r: &FdictReader,
     re: &regex::Regex,
@@ -236,21 +239,24 @@ fn pattern_union(
         while let Some(row) = rows.next().map_err(e)? {
             let id = row.get::<_, i64>(0).map_err(e)? as u64;
             let s: f64 = row.get(1).map_err(e)?;
-            keep_best(&mut best, id, s, token);
+            let support = row.get::<_, i64>(2).map_err(e)? as u64;
+            keep_best(&mut best, id, (s, support), token);
         }
     }
     Ok(ranked_best(best, limit))
 }
 
-/// Each feature's best matching token so far: `(score, token)`.
-type BestTokens = HashMap<u64, (f64, String)>;
+/// Each feature's best matching token so far: `(score, support, token)`.
+type BestTokens = HashMap<u64, (f64, u64, String)>;
 
-/// Notes that feature `id` matches `token` with `score`; a feature keeps its best token,
-/// ties to the smaller token.
-fn keep_best(best: &mut BestTokens, id: u64, score: f64, token: &str) {
-    let slot = best.entry(id).or_insert((f64::NEG_INFINITY, String::new()));
-    if score > slot.0 || (score == slot.0 && token < slot.1.as_str()) {
-        *slot = (score, token.to_string());
+/// Notes that feature `id` matches `token` with `(score, support)`; a feature keeps its best
+/// token, ties to the smaller token.
+fn keep_best(best: &mut BestTokens, id: u64, (score, support): (f64, u64), token: &str) {
+    let slot = best
+        .entry(id)
+        .or_insert((f64::NEG_INFINITY, 0, String::new()));
+    if score > slot.0 || (score == slot.0 && token < slot.2.as_str()) {
+        *slot = (score, support, token.to_string());
     }
 }
 
@@ -258,7 +264,12 @@ fn keep_best(best: &mut BestTokens, id: u64, score: f64, token: &str) {
 fn ranked_best(best: BestTokens, limit: usize) -> Vec<Hit> {
     let mut hits: Vec<Hit> = best
         .into_iter()
-        .map(|(id, (score, matched))| Hit { id, score, matched })
+        .map(|(id, (score, support, matched))| Hit {
+            id,
+            score,
+            matched,
+            support,
+        })
         .collect();
     rank(&mut hits);
     hits.truncate(limit);
@@ -277,7 +288,7 @@ fn has_example_tokens(r: &FdictReader) -> Result<bool> {
 }
 
 /// The ranked list of one token in `example_tokens`.
-const EXAMPLE_TOKEN_LIST: &str = "SELECT feature_id, examples FROM example_tokens
+const EXAMPLE_TOKEN_LIST: &str = "SELECT feature_id, examples, 0 FROM example_tokens
      INDEXED BY example_tokens_by_examples
      WHERE token = ?1 ORDER BY examples DESC, feature_id LIMIT ?2";
 
@@ -293,6 +304,7 @@ fn example_token_search(r: &FdictReader, token: &str, limit: usize) -> Result<Ve
             id: row.get::<_, i64>(0)? as u64,
             score: row.get::<_, i64>(1)? as f64,
             matched: token.to_string(),
+            support: 0,
         })
     })
     .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -347,7 +359,7 @@ fn example_pattern_search(r: &FdictReader, re: &regex::Regex, limit: usize) -> R
         }
         let id = row.get::<_, i64>(1).map_err(e)? as u64;
         let score = row.get::<_, i64>(2).map_err(e)? as f64;
-        keep_best(&mut best, id, score, token);
+        keep_best(&mut best, id, (score, 0), token);
     }
     Ok(ranked_best(best, limit))
 }
@@ -394,6 +406,7 @@ pub(super) fn fts_hits(
             id: row.get::<_, i64>(0)? as u64,
             score: row.get(1)?,
             matched: String::new(),
+            support: 0,
         })
     })?;
     rows.collect()
