@@ -328,6 +328,17 @@ fn shards_that_do_not_belong_together_are_refused_by_name() {
             "max_examples_per_feature (20 vs 5)",
         ],
     );
+    // The library's merge applies the same rule (the CLI checks it before reading states).
+    use feature_dictionary::store::partial::Partial;
+    let mut first = Partial::read(&a).unwrap();
+    let e = first
+        .merge(Partial::read(&k5).unwrap(), (&a, &k5))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("k5.fdpart") && e.contains("max_examples_per_feature (20 vs 5)"),
+        "{e}"
+    );
 
     let (narrow, narrow_tokens) = {
         let acts = dir.path().join("narrow.npy");

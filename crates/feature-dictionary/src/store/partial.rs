@@ -218,28 +218,11 @@ impl Partial {
     /// tokenizer do). Returns the shift applied to the other's sequence indices. `names`
     /// name the two shards in errors.
     pub fn merge(&mut self, mut other: Partial, names: (&Path, &Path)) -> Result<u64> {
-        let refuse = |what: String| {
-            Error::Invalid(format!(
-                "cannot merge {} into {}: {what}",
-                names.1.display(),
-                names.0.display()
-            ))
-        };
-        if self.acc.n_features() != other.acc.n_features() {
-            return Err(refuse(format!(
-                "{} features against {}",
-                other.acc.n_features(),
-                self.acc.n_features()
-            )));
-        }
-        if let Some(diff) = self.acc.settings().difference(other.acc.settings()) {
-            return Err(refuse(format!(
-                "they were accumulated with different settings ({}'s vs {}'s): {diff}",
-                names.0.display(),
-                names.1.display()
-            )));
-        }
-        let config = agreed_config(&self.config, &other.config).map_err(refuse)?;
+        // The one rule for shards that belong together (what `featdict merge` checks of
+        // every shard before reading any state); the settings of the accumulators
+        // themselves are checked again by their merge.
+        check_shards_agree(&[(names.0, &self.config), (names.1, &other.config)])?;
+        let config = filled_config(&self.config, &other.config);
         // Shards numbered apart (`--first-sequence`) keep their numbers, whatever the order
         // of merging; a shard whose numbers collide with any held here (separate builds all
         // start at 0) moves past everything held.
@@ -560,39 +543,20 @@ fn parse_config(path: &Path, json: &str) -> Result<DictionaryConfig> {
     serde_json::from_str(json).map_err(|e| damaged(path, format!("its config does not parse: {e}")))
 }
 
-/// The config of two shards' merge: `a`'s, with what only `b` names (model, SAE, layer,
-/// input width) filled in; an error when both name different ones (shards of different
-/// models or layers do not make one dictionary).
-fn agreed_config(
-    a: &DictionaryConfig,
-    b: &DictionaryConfig,
-) -> std::result::Result<DictionaryConfig, String> {
+/// The config of two agreeing shards' merge (see [`check_shards_agree`]): `a`'s, with
+/// what only `b` names (model, SAE, input width) filled in.
+fn filled_config(a: &DictionaryConfig, b: &DictionaryConfig) -> DictionaryConfig {
     let mut merged = a.clone();
-    for (what, mine, theirs) in [
-        ("model", &mut merged.model_name, &b.model_name),
-        ("SAE", &mut merged.sae_name, &b.sae_name),
+    for (mine, theirs) in [
+        (&mut merged.model_name, &b.model_name),
+        (&mut merged.sae_name, &b.sae_name),
     ] {
         if mine.is_empty() {
             mine.clone_from(theirs);
-        } else if !theirs.is_empty() && mine != theirs {
-            return Err(format!(
-                "they are of different {what}s ({mine:?} vs {theirs:?}); give --model-name/--sae-name to merge to name the result"
-            ));
         }
-    }
-    if a.layer != b.layer {
-        return Err(format!(
-            "they are of different layers ({} vs {}); give --layer to merge to name the result",
-            a.layer, b.layer
-        ));
     }
     if merged.feature_dim == 0 {
         merged.feature_dim = b.feature_dim;
-    } else if b.feature_dim != 0 && b.feature_dim != merged.feature_dim {
-        return Err(format!(
-            "their features read inputs of different widths ({} vs {})",
-            merged.feature_dim, b.feature_dim
-        ));
     }
-    Ok(merged)
+    merged
 }
