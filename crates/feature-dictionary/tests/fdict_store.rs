@@ -1567,6 +1567,132 @@ fn features_holding_nothing_are_stored_bare_and_read_back_alike() {
     assert!(body(0).contains(r#""top_activations":[{"#));
 }
 
+/// Labeling leaves the descriptions of dead features out of a file when they are the
+/// labeler's sentence (a wide SAE has millions): they read back the same, by every reader
+/// path, while a dead feature with any other description, the empty one included, keeps it.
+#[test]
+fn dead_features_descriptions_are_left_out_once_labeled_and_read_back_alike() {
+    use feature_dictionary::label::describe::describe;
+    use feature_dictionary::model::Feature;
+    use feature_dictionary::Error;
+    let dir = tempfile::tempdir().unwrap();
+    let mut dict = built_dictionary(dir.path());
+    let total = dict.feature_set.total_tokens_processed;
+    let dead: Vec<u64> = (10..40).collect();
+    for &id in &dead {
+        dict.feature_set.features.insert(id, Feature::new(id, 576));
+    }
+    let fd = dir.path().join("d.fdict");
+    store::save(&dict, &fd).unwrap();
+    let c = rusqlite::Connection::open(&fd).unwrap();
+    let meta = |key: &str| -> Option<String> {
+        c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .ok()
+    };
+    let row = |id: i64| -> (String, String) {
+        c.query_row(
+            "SELECT body, description FROM features WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    // Unlabeled, nothing is left out: the file is one earlier builds read.
+    assert_eq!(meta("schema_version").as_deref(), Some("1"));
+    assert_eq!(meta("dead_descriptions"), None);
+
+    // The labeler's sentence for most; 12 keeps its empty description, 13 gets another.
+    let edit = |f: &mut Feature| -> Result<(), Error> {
+        if f.activation_count == 0 && f.id != 12 {
+            f.description = if f.id == 13 {
+                "never seen".into()
+            } else {
+                describe(f, total)
+            };
+        }
+        Ok(())
+    };
+    let mut expected = dict.clone();
+    for f in expected.feature_set.features.values_mut() {
+        edit(f).unwrap();
+    }
+    let features = |path: &Path| store::load(path).unwrap().feature_set.features;
+    let mut w = FdictReader::open_rw(&fd).unwrap();
+    let rewritten = w.relabel(&dict.config, edit, |_| {}).unwrap();
+    // Only 12 (its empty description now needs its key) and 13: the others' rows, bare
+    // bodies without a description, are what they were.
+    assert_eq!(rewritten, 2);
+    assert_eq!(meta("schema_version").as_deref(), Some("2"));
+    assert_eq!(meta("dead_descriptions").as_deref(), Some("implied"));
+    assert_eq!(
+        row(10),
+        (
+            r#"{"id":10,"dimension":576,"feature_type":"dead"}"#.into(),
+            String::new()
+        )
+    );
+    assert_eq!(
+        row(12).0,
+        r#"{"id":12,"dimension":576,"description":"","feature_type":"dead"}"#
+    );
+    assert_eq!(row(13).1, "never seen");
+    let sentence = format!("Dead feature: never fired on the {total} tokens processed.");
+    assert_eq!(w.feature(10).unwrap().unwrap().description, sentence);
+    assert!(features(&fd) == expected.feature_set.features);
+    let briefs = w.briefs(&[10, 12, 13]).unwrap();
+    let described: Vec<&str> = briefs.iter().map(|b| b.description.as_str()).collect();
+    assert_eq!(described, [sentence.as_str(), "", "never seen"]);
+
+    // A manual label makes the feature's body whole (its description names the label);
+    // removing it leaves the sentence out again.
+    let labeled = w.add_manual_label(10, "silent").unwrap().unwrap();
+    assert!(
+        labeled.description.contains("labeled silent"),
+        "{}",
+        labeled.description
+    );
+    assert!(row(10).0.contains("labeled silent"));
+    w.remove_manual_label(10, "silent").unwrap();
+    assert_eq!(row(10).1, "");
+    assert_eq!(w.feature(10).unwrap().unwrap().description, sentence);
+    assert!(features(&fd) == expected.feature_set.features);
+
+    // Labeling again changes nothing; a new file of the labeled dictionary leaves the same
+    // descriptions out, and one of the unlabeled dictionary none.
+    assert_eq!(w.relabel(&dict.config, edit, |_| {}).unwrap(), 0);
+    drop(w);
+    let copy = dir.path().join("copy.fdict");
+    store::save(&expected, &copy).unwrap();
+    assert!(features(&copy) == expected.feature_set.features);
+    let c2 = rusqlite::Connection::open(&copy).unwrap();
+    let left_out: i64 = c2
+        .query_row(
+            "SELECT count(*) FROM features WHERE activation_count = 0 AND description = ''
+             AND instr(body, 'description') = 0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let sentences = expected
+        .features()
+        .filter(|f| f.activation_count == 0 && f.description == sentence)
+        .count();
+    assert_eq!(left_out as usize, sentences);
+    assert!(sentences >= dead.len() - 2);
+
+    // A schema version this build does not know is refused, naming the ones it reads.
+    c.execute(
+        "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
+        [],
+    )
+    .unwrap();
+    let e = FdictReader::open(&fd).err().unwrap().to_string();
+    assert!(
+        e.contains("schema version 3") && e.contains("1 to 2"),
+        "{e}"
+    );
+}
+
 #[test]
 fn manual_labels_that_would_look_like_others_are_refused() {
     use feature_dictionary::store::fdict::validate_label;

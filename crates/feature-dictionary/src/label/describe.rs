@@ -3,6 +3,17 @@
 
 use crate::model::{Feature, FeatureType};
 
+/// The description of a feature that never fired, with `labels`, in a corpus of
+/// `total_tokens` ([`describe`] of such a feature).
+pub fn dead_description(labels: &[String], total_tokens: u64) -> String {
+    let labeled = if labels.is_empty() {
+        String::new()
+    } else {
+        format!(" (labeled {})", visible(&labels.join(", ")))
+    };
+    format!("Dead feature{labeled}: never fired on the {total_tokens} tokens processed.")
+}
+
 /// One sentence describing `feature`; `total_tokens` is the corpus size.
 ///
 /// Example: "Sparse feature firing on 0.19% of 12800 tokens (24 times; mean activation 2.42,
@@ -10,14 +21,7 @@ use crate::model::{Feature, FeatureType};
 /// " living" ×1, " the" ×1."
 pub fn describe(feature: &Feature, total_tokens: u64) -> String {
     if feature.activation_count == 0 || feature.feature_type == FeatureType::Dead {
-        let labeled = if feature.labels.is_empty() {
-            String::new()
-        } else {
-            format!(" (labeled {})", visible(&feature.labels.join(", ")))
-        };
-        return format!(
-            "Dead feature{labeled}: never fired on the {total_tokens} tokens processed."
-        );
+        return dead_description(&feature.labels, total_tokens);
     }
     let kind = feature.feature_type.as_str().replace('_', "-");
     let mut kind_cap = kind.clone();

@@ -70,7 +70,7 @@ use crate::model::{
 pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// The `meta` keys the dictionary itself writes (see the layout above).
-const OWN_META_KEYS: [&str; 7] = [
+const OWN_META_KEYS: [&str; 8] = [
     "format",
     "schema_version",
     "writer",
@@ -78,13 +78,27 @@ const OWN_META_KEYS: [&str; 7] = [
     "feature_set",
     "statistics",
     "summary",
+    DEAD_DESCRIPTIONS_KEY,
 ];
 
 /// Value of the `format` meta key.
 pub const FORMAT: &str = "feature-dictionary/fdict";
 
-/// Schema version written by this code; readers refuse newer versions.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The newest schema version, which this code reads and writes: version 1 with the meta key
+/// [`DEAD_DESCRIPTIONS_KEY`]. A file is written as version 1 unless it needs that key, so
+/// that earlier builds (which read version 1 only, and would show the descriptions it
+/// leaves out as empty) refuse only the files they would misread.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// The oldest schema version read.
+const FIRST_SCHEMA_VERSION: i64 = 1;
+
+/// Meta key whose value [`IMPLIED`] says that the descriptions of features that never fired
+/// are left out where they are the labeler's boilerplate (see [`DeadDescriptions`]).
+pub const DEAD_DESCRIPTIONS_KEY: &str = "dead_descriptions";
+
+/// Value of [`DEAD_DESCRIPTIONS_KEY`] in a file that leaves those descriptions out.
+const IMPLIED: &str = "implied";
 
 /// Label texts longer than this are refused (manual labels are short phrases).
 pub const MAX_LABEL_CHARS: usize = 200;
@@ -282,7 +296,9 @@ pub fn write_with<'a>(
 ) -> Result<()> {
     let mut w = FdictWriter::create(path, &dict.config, &dict.feature_set)?;
     let features: Vec<FeatureView<'a>> = dict.features().map(view).collect();
-    for_each_serialized(&features, not_stopped(path, stop), |f, body| {
+    w.choose_dead_descriptions(&features);
+    let dead = w.dead;
+    for_each_serialized(&features, dead, not_stopped(path, stop), |f, body| {
         w.add_with_body(*f, body)
     })?;
     w.finish_unless(stop).map(|_| ())
@@ -294,13 +310,14 @@ pub fn write_with<'a>(
 /// wave; its error ends the loop.
 fn for_each_serialized<T: AsView>(
     features: &[T],
+    dead: DeadDescriptions,
     go_on: impl Fn() -> Result<()>,
-    mut store: impl FnMut(&T, &str) -> Result<()>,
+    mut store: impl FnMut(&T, &Body) -> Result<()>,
 ) -> Result<()> {
     let waves: Vec<&[T]> = features.chunks(WRITE_WAVE).collect();
     pipelined(
         waves.len(),
-        |i| Ok((waves[i], serialize_all(waves[i])?)),
+        |i| Ok((waves[i], serialize_all(waves[i], dead)?)),
         go_on,
         |(wave, bodies)| {
             wave.iter()
@@ -323,9 +340,9 @@ fn not_stopped<'a>(path: &'a Path, stop: &'a AtomicBool) -> impl Fn() -> Result<
 }
 
 /// Each item's JSON body ([`body_of`]), serialized on all threads.
-fn serialize_all<T: AsView>(items: &[T]) -> Result<Vec<String>> {
+fn serialize_all<T: AsView>(items: &[T], dead: DeadDescriptions) -> Result<Vec<Body>> {
     use rayon::prelude::*;
-    items.par_iter().map(|f| body_of(f.view())).collect()
+    items.par_iter().map(|f| body_of(f.view(), dead)).collect()
 }
 
 /// Makes wave `i + 1` (`make`, on the other threads) while wave `i` is stored (`store`, on
@@ -374,7 +391,8 @@ pub fn write_waves(
         n_waves,
         |i| {
             let features = wave(i);
-            let bodies = serialize_all(&features)?;
+            // A build's waves are not labeled: their dead features have no description.
+            let bodies = serialize_all(&features, DeadDescriptions::Stored)?;
             Ok((features, bodies))
         },
         not_stopped(path, stop),
@@ -459,6 +477,8 @@ pub struct FdictWriter {
     stats: StatisticsTally,
     total_tokens: u64,
     last_id: Option<u64>,
+    /// How the descriptions of dead features are written ([`FdictWriter::choose_dead_descriptions`]).
+    dead: DeadDescriptions,
     done: bool,
 }
 
@@ -497,7 +517,7 @@ impl FdictWriter {
         let (config, shell) = shell_meta(config, feature_set, 0)?;
         let meta = [
             ("format", FORMAT.to_string()),
-            ("schema_version", SCHEMA_VERSION.to_string()),
+            ("schema_version", FIRST_SCHEMA_VERSION.to_string()),
             ("writer", crate::FORMAT_MARKER.to_string()),
             ("config", config),
             ("feature_set", shell),
@@ -517,8 +537,30 @@ impl FdictWriter {
             stats: StatisticsTally::default(),
             total_tokens: feature_set.total_tokens_processed,
             last_id: None,
+            dead: DeadDescriptions::Stored,
             done: false,
         })
+    }
+
+    /// Leaves out the descriptions of dead features ([`DeadDescriptions::Implied`]) when
+    /// `features` (all that will be added) are labeled ones, which the descriptions of
+    /// their dead features tell: most are the labeler's sentence rather than empty. Either
+    /// way each reads back as it was; this only picks the smaller file. Call before adding.
+    fn choose_dead_descriptions<T: AsView>(&mut self, features: &[T]) {
+        let implied = DeadDescriptions::Implied {
+            total_tokens: self.total_tokens,
+        };
+        let (mut left_out, mut empty) = (0usize, 0usize);
+        for f in features {
+            let f = f.view();
+            if f.activation_count == 0 {
+                left_out += implied.leaves_out(f) as usize;
+                empty += f.description.is_empty() as usize;
+            }
+        }
+        if self.last_id.is_none() && left_out > empty {
+            self.dead = implied;
+        }
     }
 
     fn conn(&self) -> &Connection {
@@ -533,7 +575,7 @@ impl FdictWriter {
     /// [`FdictWriter::add`] of a feature whose examples and metadata may be borrowed from
     /// another copy ([`FeatureView`]): the same rows as adding the feature it describes.
     pub fn add_view(&mut self, f: FeatureView<'_>) -> Result<()> {
-        self.add_with_body(f, &body_of(f)?)
+        self.add_with_body(f, &body_of(f, self.dead)?)
     }
 
     fn check_next_id(&self, f: FeatureView<'_>) -> Result<()> {
@@ -559,15 +601,16 @@ impl FdictWriter {
         Ok(())
     }
 
-    /// [`FdictWriter::add`] with the feature's JSON body already serialized (`body_of(f)`).
-    fn add_with_body(&mut self, f: FeatureView<'_>, body: &str) -> Result<()> {
+    /// [`FdictWriter::add`] with the feature's JSON body already serialized
+    /// (`body_of(f, self.dead)`).
+    fn add_with_body(&mut self, f: FeatureView<'_>, body: &Body) -> Result<()> {
         self.check_next_id(f)?;
         self.last_id = Some(f.id);
         self.stats.add(f);
         self.insert(f, body)
     }
 
-    fn insert(&mut self, f: FeatureView<'_>, body: &str) -> Result<()> {
+    fn insert(&mut self, f: FeatureView<'_>, body: &Body) -> Result<()> {
         let tmp = self.tmp.clone();
         let e = |e| sql_err(&tmp, "cannot write", e);
         let mut token_rows = Vec::with_capacity(f.metadata.top_tokens.len());
@@ -607,6 +650,16 @@ impl FdictWriter {
         feature_set: &FeatureSet,
     ) -> Result<()> {
         let stored = self.last_id.map_or(0, |id| id as usize + 1);
+        if let DeadDescriptions::Implied { total_tokens } = self.dead {
+            // The descriptions left out name the token count: it must not change under them.
+            if total_tokens != feature_set.total_tokens_processed {
+                return Err(Error::Invalid(format!(
+                    "{}: the feature set's token count cannot change ({total_tokens} → {}) once descriptions naming it are left out",
+                    self.path.display(),
+                    feature_set.total_tokens_processed
+                )));
+            }
+        }
         let (config, shell) = shell_meta(config, feature_set, stored)?;
         let tmp = self.tmp.clone();
         for (key, value) in [("config", config), ("feature_set", shell)] {
@@ -642,6 +695,9 @@ impl FdictWriter {
             params![stats_json],
         )
         .map_err(e)?;
+        if let Some(value) = self.dead.meta_value() {
+            write_dead_descriptions_meta(&conn, value).map_err(e)?;
+        }
         conn.execute_batch(INDEXES).map_err(e)?;
         conn.execute_batch(EXAMPLE_TOKENS_INDEX).map_err(e)?;
         for (name, on) in LISTING_INDEXES {
@@ -733,14 +789,31 @@ fn insert_top_tokens(
     Ok(())
 }
 
-/// Feature `id`'s stored JSON body, or an error naming the file at `path`.
-fn parse_body(path: &Path, id: u64, body: &str) -> Result<Feature> {
-    super::json::from_str(body).map_err(|e| {
+/// Feature `id`'s stored JSON body (with the description `dead` says it leaves out), or an
+/// error naming the file at `path`.
+fn parse_body(path: &Path, id: u64, body: &str, dead: DeadDescriptions) -> Result<Feature> {
+    let mut f: Feature = super::json::from_str(body).map_err(|e| {
         Error::format(
             path,
             format!("feature {id}: body is not a feature JSON: {e}"),
         )
-    })
+    })?;
+    dead.fill_in(&mut f, body);
+    Ok(f)
+}
+
+/// Marks the file of `conn` as leaving out dead features' descriptions (`value`), which
+/// needs schema version 2.
+fn write_dead_descriptions_meta(conn: &Connection, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+        params![DEAD_DESCRIPTIONS_KEY, value],
+    )?;
+    conn.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+        params![SCHEMA_VERSION.to_string()],
+    )?;
+    Ok(())
 }
 
 /// Inserts the counts of a feature's example tokens (written for features without top
@@ -773,18 +846,125 @@ fn to_json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::Invalid(format!("cannot serialize: {e}")))
 }
 
+/// How a file stores the descriptions of features that never fired (its meta key
+/// [`DEAD_DESCRIPTIONS_KEY`]).
+///
+/// Labeling describes each of them with the same sentence ("Dead feature: never fired on
+/// the N tokens processed."), and a wide SAE on a small corpus has millions: written out,
+/// they grew a labeled 16M-latent file from 3.2 to 5.8 GB and made its first labeling
+/// rewrite every row. In a file where they are `Implied`, a feature whose body is bare (see
+/// [`body_of`]) and whose description is exactly that sentence is stored without it: its
+/// body has no `description` key and its `description` column is empty; reading such a
+/// body back gives the sentence again. A bare feature with any other description, the
+/// empty one included, keeps it (under its key), so every description reads back as it was
+/// written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadDescriptions {
+    /// Written out like every other description (files of schema version 1).
+    Stored,
+    /// Left out where they are the boilerplate for a corpus of this many tokens.
+    Implied {
+        /// The corpus size the sentence names (the file's tokens processed).
+        total_tokens: u64,
+    },
+}
+
+impl DeadDescriptions {
+    /// The meta value this mode writes, if any.
+    fn meta_value(self) -> Option<&'static str> {
+        matches!(self, Self::Implied { .. }).then_some(IMPLIED)
+    }
+
+    /// The mode of a file whose [`DEAD_DESCRIPTIONS_KEY`] is `value`.
+    fn from_meta(path: &Path, value: Option<&str>, total_tokens: u64) -> Result<Self> {
+        match value {
+            None => Ok(Self::Stored),
+            Some(IMPLIED) => Ok(Self::Implied { total_tokens }),
+            Some(other) => Err(Error::format(
+                path,
+                format!("meta {DEAD_DESCRIPTIONS_KEY:?} is {other:?}; expected {IMPLIED:?}"),
+            )),
+        }
+    }
+
+    /// Whether the bare feature `f`'s description is left out of its rows.
+    fn leaves_out(self, f: FeatureView<'_>) -> bool {
+        match self {
+            Self::Stored => false,
+            Self::Implied { total_tokens } => {
+                f.activation_count == 0
+                    && f.labels.is_empty()
+                    && f.description.starts_with("Dead feature")
+                    && f.description == crate::label::describe::dead_description(&[], total_tokens)
+            }
+        }
+    }
+
+    /// The description left out of the rows of a feature that fired `activation_count`
+    /// times, has labels or not, and was read with `description`; `has_key` says whether
+    /// its body has a `description` key (asked only when it matters).
+    fn left_out(
+        self,
+        activation_count: u64,
+        has_labels: bool,
+        description: &str,
+        has_key: impl FnOnce() -> bool,
+    ) -> Option<String> {
+        let Self::Implied { total_tokens } = self else {
+            return None;
+        };
+        (activation_count == 0 && !has_labels && description.is_empty() && !has_key())
+            .then(|| crate::label::describe::dead_description(&[], total_tokens))
+    }
+
+    /// Gives `f`, just parsed from `body`, the description its rows leave out, if they do.
+    fn fill_in(self, f: &mut Feature, body: &str) {
+        #[derive(Deserialize)]
+        struct DescriptionKey {
+            description: Option<serde::de::IgnoredAny>,
+        }
+        // A body that fails this second parse was parsed once already: it has the key.
+        let has_key = || {
+            serde_json::from_str::<DescriptionKey>(body).map_or(true, |k| k.description.is_some())
+        };
+        let has_labels = !f.labels.is_empty();
+        if let Some(d) = self.left_out(f.activation_count, has_labels, &f.description, has_key) {
+            f.description = d;
+        }
+    }
+}
+
+/// What a feature's rows hold: its JSON body, and whether its description is left out of
+/// them ([`DeadDescriptions`]).
+struct Body {
+    json: String,
+    description_left_out: bool,
+}
+
+impl Body {
+    /// The feature's `description` column.
+    fn description<'a>(&self, f: FeatureView<'a>) -> &'a str {
+        if self.description_left_out {
+            ""
+        } else {
+            f.description
+        }
+    }
+}
+
 /// The `body` of feature `f`: its JSON, which reads back as `f`. A feature holding nothing
 /// but its id, dimension, type and description — every feature that never fired and was
 /// not labeled by hand — gets only those keys, which read back the same (the others
 /// default to zero and empty); the whole JSON is ≈ 230 bytes of zeros and empty lists,
-/// and a wide SAE on a small corpus has millions of such features.
-fn body_of(f: FeatureView<'_>) -> Result<String> {
+/// and a wide SAE on a small corpus has millions of such features. Its description is
+/// left out as `dead` says.
+fn body_of(f: FeatureView<'_>, dead: DeadDescriptions) -> Result<Body> {
     #[derive(Serialize)]
     struct BareBody<'a> {
         id: u64,
         dimension: usize,
-        #[serde(skip_serializing_if = "str::is_empty")]
-        description: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        description: Option<&'a str>,
         feature_type: FeatureType,
     }
     // Bit patterns, not `== 0.0`: a stored −0.0 must read back as −0.0.
@@ -798,16 +978,29 @@ fn body_of(f: FeatureView<'_>) -> Result<String> {
         && f.top_activations.is_empty()
         && f.labels.is_empty()
         && *f.metadata == FeatureMetadata::default();
-    if bare {
-        to_json(&BareBody {
+    if !bare {
+        return Ok(Body {
+            json: to_json(&f)?,
+            description_left_out: false,
+        });
+    }
+    let left_out = dead.leaves_out(f);
+    let description = match dead {
+        _ if left_out => None,
+        // Where none is left out, an empty one needs no key (so files of version 1 are
+        // written as before); where some are, the key tells an empty one from them.
+        DeadDescriptions::Stored if f.description.is_empty() => None,
+        _ => Some(f.description),
+    };
+    Ok(Body {
+        json: to_json(&BareBody {
             id: f.id,
             dimension: f.dimension,
-            description: f.description,
+            description,
             feature_type: f.feature_type,
-        })
-    } else {
-        to_json(&f)
-    }
+        })?,
+        description_left_out: left_out,
+    })
 }
 
 /// What a writer serializes a feature from.
@@ -832,7 +1025,7 @@ pub fn precision(firings: u64, occurrences: u64) -> f64 {
     firings as f64 / occurrences.max(1) as f64
 }
 
-fn insert_feature_row(conn: &Connection, f: FeatureView<'_>, body: &str) -> rusqlite::Result<()> {
+fn insert_feature_row(conn: &Connection, f: FeatureView<'_>, body: &Body) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO features(id, feature_type, activation_count, activation_frequency,
              max_activation, mean_activation, confidence, labels, description, top_token, body)
@@ -847,9 +1040,9 @@ fn insert_feature_row(conn: &Connection, f: FeatureView<'_>, body: &str) -> rusq
         f.mean_activation,
         f.confidence,
         f.labels.join("\n"),
-        f.description,
+        body.description(f),
         f.metadata.top_tokens.first().map(|t| t.token.as_str()),
-        body
+        body.json
     ])?;
     Ok(())
 }
@@ -1017,6 +1210,9 @@ pub struct FdictReader {
     /// [`FdictReader::refresh_if_changed`] moves: a writer that never calls it would
     /// otherwise take every later change for a commit).
     stamp_version: i64,
+    /// How the file stores dead features' descriptions (its meta, re-read with the
+    /// statistics when another connection commits).
+    dead: DeadDescriptions,
     /// Whether the dictionary holds per-token counts (see [`FdictReader::has_token_counts`]),
     /// once asked: it takes parsing the corpus token counts, and no write changes it.
     has_token_counts: std::sync::OnceLock<bool>,
@@ -1075,7 +1271,7 @@ impl LabelFields {
 
 /// Writes the rows of `f` that its labels and description make: its row and JSON `body`,
 /// its label rows and its full-text entries (its top tokens and neighbours stay).
-fn store_label_rows(conn: &Connection, f: FeatureView<'_>, body: &str) -> rusqlite::Result<()> {
+fn store_label_rows(conn: &Connection, f: FeatureView<'_>, body: &Body) -> rusqlite::Result<()> {
     // An update of the columns labeling changes, not a replace of the row: the indexes of
     // the columns it leaves alone (counts, frequencies, ids) are not rewritten.
     conn.prepare_cached(
@@ -1086,8 +1282,8 @@ fn store_label_rows(conn: &Connection, f: FeatureView<'_>, body: &str) -> rusqli
         f.id as i64,
         f.confidence,
         f.labels.join("\n"),
-        f.description,
-        body
+        body.description(f),
+        body.json
     ])?;
     insert_labels(conn, f)?;
     conn.prepare_cached("DELETE FROM fts WHERE rowid = ?1")?
@@ -1426,10 +1622,10 @@ impl FdictReader {
         let version: i64 = meta("schema_version")?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        if version != SCHEMA_VERSION {
+        if !(FIRST_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&version) {
             return Err(Error::format(
                 path,
-                format!("schema version {version} is not supported (this build reads version {SCHEMA_VERSION})"),
+                format!("schema version {version} is not supported (this build reads versions {FIRST_SCHEMA_VERSION} to {SCHEMA_VERSION})"),
             ));
         }
         let statistics: Statistics = parse_meta(path, "statistics", meta("statistics")?)?;
@@ -1444,6 +1640,11 @@ impl FdictReader {
             stored_features: statistics.total_features,
             total_tokens_processed: statistics.total_tokens_processed,
         };
+        let dead = DeadDescriptions::from_meta(
+            path,
+            meta(DEAD_DESCRIPTIONS_KEY)?.as_deref(),
+            summary.total_tokens_processed,
+        )?;
         if flags.contains(OpenFlags::SQLITE_OPEN_READ_WRITE) {
             leave_wal_mode(&conn);
         }
@@ -1457,6 +1658,7 @@ impl FdictReader {
             data_version,
             stamp,
             stamp_version: data_version,
+            dead,
             has_token_counts: std::sync::OnceLock::new(),
             omitted_count: std::sync::OnceLock::new(),
         })
@@ -1653,7 +1855,7 @@ impl FdictReader {
             while let Some(row) = rows.next().map_err(e)? {
                 let id: i64 = row.get(0).map_err(e)?;
                 let body: String = row.get(1).map_err(e)?;
-                let f = parse_body(&path, id as u64, &body)?;
+                let f = parse_body(&path, id as u64, &body, self.dead)?;
                 if !f.top_activations.is_empty() {
                     insert_example_tokens(&tx, FeatureView::from(&f)).map_err(e)?;
                     filled += 1;
@@ -1715,7 +1917,7 @@ impl FdictReader {
     }
 
     fn parse_body(&self, id: u64, body: &str) -> Result<Feature> {
-        parse_body(&self.path, id, body)
+        parse_body(&self.path, id, body, self.dead)
     }
 
     /// Scalar columns of several features (for search result lists), in the order given;
@@ -1726,7 +1928,8 @@ impl FdictReader {
             .prepare_cached(
                 "SELECT id, feature_type, activation_count, activation_frequency, max_activation,
                         confidence, labels, description, top_token,
-                        instr(body, '\"token_counts_exact\":false') = 0
+                        instr(body, '\"token_counts_exact\":false') = 0,
+                        json_type(body, '$.description') IS NULL
                  FROM features WHERE id = ?1",
             )
             .map_err(|e| self.err("cannot read features", e))?;
@@ -1750,12 +1953,22 @@ impl FdictReader {
                             token_counts_exact: r.get(9)?,
                         },
                         labels,
+                        // Whether the body has no `description` key.
+                        r.get::<_, bool>(10)?,
                     ))
                 })
                 .optional()
                 .map_err(|e| self.err("cannot read features", e))?;
-            if let Some((mut brief, labels)) = row {
+            if let Some((mut brief, labels, without_key)) = row {
                 brief.labels = self.labels_of(key, &labels)?;
+                let has_labels = !brief.labels.is_empty();
+                let (count, has_key) = (brief.activation_count, || !without_key);
+                if let Some(d) = self
+                    .dead
+                    .left_out(count, has_labels, &brief.description, has_key)
+                {
+                    brief.description = d;
+                }
                 out.push(brief);
             }
         }
@@ -1936,6 +2149,27 @@ impl FdictReader {
         Ok(())
     }
 
+    /// The id, body and `description` column of the next `limit` features in id order
+    /// after feature `after` (from the first when `None`).
+    fn stored_rows_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, String)>> {
+        let after = after.map_or(-1, |id| i64::try_from(id).unwrap_or(i64::MAX));
+        self.conn
+            .prepare_cached(
+                "SELECT id, body, description FROM features WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![after, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err("cannot read features", e))
+    }
+
     /// The next `limit` features in id order after feature `after` (from the first when
     /// `None`), parsed on all threads: a file read a chunk at a time.
     pub fn features_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<Feature>> {
@@ -1951,9 +2185,9 @@ impl FdictReader {
             })
             .map_err(e)?;
         // The reader's connection is not `Sync`: the threads get only the path.
-        let path = &self.path;
+        let (path, dead) = (&self.path, self.dead);
         rows.par_iter()
-            .map(|(id, body)| parse_body(path, *id as u64, body))
+            .map(|(id, body)| parse_body(path, *id as u64, body, dead))
             .collect()
     }
 
@@ -2086,13 +2320,15 @@ impl FdictReader {
         let Some(body) = body else {
             return Ok(None);
         };
-        let mut f = self.parse_body(id, &body)?;
+        // Inside the transaction: another connection may have labeled the file meanwhile.
+        let dead = self.read_dead_descriptions()?;
+        let mut f = parse_body(&self.path, id, &body, dead)?;
         let before = LabelFields::of(&f);
         let out = edit(&mut f)?;
         if LabelFields::of(&f) == before {
             return Ok(Some((f, out)));
         }
-        store_label_rows(&self.conn, (&f).into(), &body_of((&f).into())?).map_err(e)?;
+        store_label_rows(&self.conn, (&f).into(), &body_of((&f).into(), dead)?).map_err(e)?;
         // Re-read the statistics inside the transaction: another connection may have
         // changed them since this reader opened.
         let mut stats = self.read_statistics(&tx)?;
@@ -2127,11 +2363,27 @@ impl FdictReader {
     ) -> std::result::Result<usize, E> {
         use rayon::prelude::*;
         let tx = WriteTx::begin(self, "no labels were written")?;
+        let old = self.read_dead_descriptions()?;
+        // Labeling describes every dead feature with the same sentence, which a file then
+        // leaves out: decided by the first dead feature without labels the pass edits (the
+        // features before it are not dead, so their rows do not depend on it). The
+        // sentences an earlier labeling wrote out stay as they are: they read back the same.
+        let implied = DeadDescriptions::Implied {
+            total_tokens: self.summary.total_tokens_processed,
+        };
+        let mut new = (old != DeadDescriptions::Stored).then_some(old);
+        let path = self.path.clone();
         let (mut after, mut done, mut rewritten, mut labeled) = (None, 0, 0, 0);
         loop {
-            let mut features = self.features_after(after, RELABEL_CHUNK)?;
-            let Some(last) = features.last() else { break };
-            after = Some(last.id);
+            let rows = self.stored_rows_after(after, RELABEL_CHUNK)?;
+            let Some(&(last, _, _)) = rows.last() else {
+                break;
+            };
+            after = Some(last as u64);
+            let mut features: Vec<Feature> = rows
+                .par_iter()
+                .map(|(id, body, _)| parse_body(&path, *id as u64, body, old))
+                .collect::<Result<_>>()?;
             let mut changed = Vec::new();
             for (i, f) in features.iter_mut().enumerate() {
                 let (id, before) = (f.id, LabelFields::of(f));
@@ -2145,21 +2397,43 @@ impl FdictReader {
                     .into());
                 }
                 labeled += !f.labels.is_empty() as usize;
-                if LabelFields::of(f) != before {
+                if new.is_none() && f.activation_count == 0 && f.labels.is_empty() {
+                    let leaves_out = implied.leaves_out(FeatureView::from(&*f));
+                    new = Some(if leaves_out { implied } else { old });
+                }
+                // An empty description read from a body without the key needs the key once
+                // the file leaves descriptions out, or it would read back as left out.
+                let needs_key = new.is_some_and(|new| new != old)
+                    && f.activation_count == 0
+                    && f.description.is_empty();
+                if LabelFields::of(f) != before || needs_key {
                     changed.push(i);
                 }
             }
-            let bodies: Vec<String> = changed
+            let new = new.unwrap_or(old);
+            let bodies: Vec<Body> = changed
                 .par_iter()
-                .map(|&i| body_of((&features[i]).into()))
+                .map(|&i| body_of((&features[i]).into(), new))
                 .collect::<Result<_>>()?;
             for (&i, body) in changed.iter().zip(&bodies) {
-                store_label_rows(&self.conn, (&features[i]).into(), body)
-                    .map_err(|err| tx.err(err))?;
+                let f = (&features[i]).into();
+                let (_, stored_json, stored_description) = &rows[i];
+                // The same body and description store the same labels, confidence and
+                // full-text rows: a dead feature given the sentence that is left out.
+                if body.json == *stored_json && body.description(f) == stored_description {
+                    continue;
+                }
+                store_label_rows(&self.conn, f, body).map_err(|err| tx.err(err))?;
+                rewritten += 1;
             }
-            rewritten += changed.len();
             done += features.len();
             progress(done);
+        }
+        let new = new.unwrap_or(old);
+        if new != old {
+            if let Some(value) = new.meta_value() {
+                write_dead_descriptions_meta(&self.conn, value).map_err(|err| tx.err(err))?;
+            }
         }
         let mut stats = self.read_statistics(&tx)?;
         stats.labeled_features = labeled;
@@ -2167,6 +2441,7 @@ impl FdictReader {
         self.write_meta(&tx, "config", &to_json(config)?)?;
         tx.commit()?;
         self.statistics = stats;
+        self.dead = new;
         Ok(rewritten)
     }
 
@@ -2243,8 +2518,19 @@ impl FdictReader {
         self.statistics = parse_meta(&self.path, "statistics", Some(stats))?;
         self.summary.stored_features = self.statistics.total_features;
         self.summary.total_tokens_processed = self.statistics.total_tokens_processed;
+        self.dead = self.read_dead_descriptions()?;
         self.data_version = version;
         Ok(true)
+    }
+
+    /// The file's [`DeadDescriptions`], read now (another connection may have labeled it).
+    fn read_dead_descriptions(&self) -> Result<DeadDescriptions> {
+        let value = self.meta_value(DEAD_DESCRIPTIONS_KEY)?;
+        DeadDescriptions::from_meta(
+            &self.path,
+            value.as_deref(),
+            self.summary.total_tokens_processed,
+        )
     }
 }
 
