@@ -20,8 +20,8 @@ this build's:
     python3 scripts/bench_wide.py --label --no-json --baseline-bin /tmp/old/target/release/featdict
 
 `--label` also labels each `.fdict` in place (`featdict label`, which streams it 1,024
-features at a time) and, with `--baseline-bin`, a copy of it by OLD (which loaded the whole
-dictionary to label it).
+features at a time) and, with `--baseline-bin`, a copy of it by OLD, and prints the file's
+size before and after each labeling.
 
 Needs numpy and a release build (made here with cargo when missing). The files go to
 target/bench-wide (about 90 MB per cache, 0.6-9 GB per dictionary; dictionaries are removed
@@ -141,24 +141,29 @@ def main():
             line += f" {old_rss / gib:>13.2f} G {old_s:>13.1f} s {old_rss / js_rss:>7.1f}x"
         print(line, flush=True)
     if labels:
-        print(f"\n{'latents':>12} {'label peak':>11} {'label time':>11} {'old peak':>10} {'old time':>10} {'old/new':>8}")
-        for width, (new, old) in labels.items():
-            line = f"{width:>12,} {new[1] / (1 << 20):>7.0f} MiB {new[0]:>9.1f} s"
+        print(f"\n{'latents':>12} {'built':>9} {'label peak':>11} {'label time':>11} {'labeled':>9}"
+              f" {'old peak':>10} {'old time':>10} {'old labeled':>12}")
+        for width, (new, old, built) in labels.items():
+            line = (f"{width:>12,} {built / 1e9:>7.2f} GB {new[1] / (1 << 20):>7.0f} MiB {new[0]:>9.1f} s"
+                    f" {new[2] / 1e9:>6.2f} GB")
             if old:
-                line += f" {old[1] / gib:>8.2f} G {old[0]:>8.1f} s {old[1] / new[1]:>7.0f}x"
+                line += f" {old[1] / (1 << 20):>6.0f} MiB {old[0]:>8.1f} s {old[2] / 1e9:>9.2f} GB"
             print(line, flush=True)
 
 
 def label_runs(fdict, baseline_bin):
     """`featdict label` of `fdict` in place, by this build and (on a copy) by
-    `baseline_bin`: (seconds, peak RSS) of each, None for a missing baseline."""
+    `baseline_bin`: (seconds, peak RSS, file bytes after) of each, None for a missing
+    baseline, and the file's bytes before."""
     old = None
+    built = fdict.stat().st_size
     if baseline_bin is not None:
         copy = fdict.with_name("wide-old.fdict")
         shutil.copyfile(fdict, copy)
-        old = run([str(baseline_bin), "label", str(copy)])
+        old = run([str(baseline_bin), "label", str(copy)]) + (copy.stat().st_size,)
         copy.unlink()
-    return run([str(BIN), "label", str(fdict)]), old
+    new = run([str(BIN), "label", str(fdict)]) + (fdict.stat().st_size,)
+    return new, old, built
 
 
 if __name__ == "__main__":

@@ -72,6 +72,15 @@ fn corpus() -> Vec<Vec<&'static str>> {
 }
 
 fn build_planted(ngrams: bool) -> (FeatureDictionary, Vec<Vec<&'static str>>) {
+    let mut config = DictionaryConfig::default();
+    if ngrams {
+        config.extraction.ngram_capacity = 256;
+    }
+    (build_planted_with(config), corpus())
+}
+
+/// The planted corpus built with `config`.
+fn build_planted_with(config: DictionaryConfig) -> FeatureDictionary {
     let seqs = corpus();
     let mut vocab = Vocab::new();
     let mut rows = Rows {
@@ -94,11 +103,7 @@ fn build_planted(ngrams: bool) -> (FeatureDictionary, Vec<Vec<&'static str>>) {
             );
         }
     }
-    let mut config = DictionaryConfig::default();
-    if ngrams {
-        config.extraction.ngram_capacity = 256;
-    }
-    (build(&[rows], 8, &vocab, config, 3), seqs)
+    build(&[rows], 8, &vocab, config, 3)
 }
 
 /// Brute force: (occurrences of the token set, firings of `feature` on it, all firings).
@@ -417,4 +422,45 @@ fn a_hidden_automatic_label_keeps_its_place_within_max_labels() {
         f.metadata.label_details[0].strategy,
         LabelingStrategy::TokenFrequency
     );
+}
+
+/// Labels whose counts come from a sketch (a table past its capacity) say so in their
+/// evidence, and a description shows such top-token counts as "≥": feature 3 fires on three
+/// tokens ("1", "22", "333") and on more n-grams than a table of one holds; feature 0 fires
+/// on "cat" alone, which one entry counts exactly.
+#[test]
+fn labels_from_sketched_counts_say_so() {
+    let mut config = DictionaryConfig::default();
+    config.extraction.ngram_capacity = 1;
+    config.extraction.token_sketch_capacity = 1;
+    let mut dict = build_planted_with(config);
+    label::label_dictionary(&mut dict, &options(&ALL_AUTO), None).unwrap();
+    let sketched = dict.get(3).unwrap();
+    assert_eq!(sketched.metadata.token_counts_exact, Some(false));
+    let mut strategies = std::collections::BTreeSet::new();
+    for l in &sketched.metadata.label_details {
+        let note = match l.strategy {
+            LabelingStrategy::NgramAnalysis if l.text.contains(' ') => label::NGRAM_SKETCH_BOUNDS,
+            _ => label::SKETCH_BOUNDS,
+        };
+        assert!(l.evidence.iter().any(|e| e == note), "{l:?}");
+        strategies.insert(l.strategy.as_str());
+    }
+    assert!(
+        strategies.contains("token_frequency") && strategies.contains("pattern_matching"),
+        "{strategies:?}"
+    );
+    assert!(
+        sketched.description.contains(" ×≥"),
+        "{}",
+        sketched.description
+    );
+
+    let exact = dict.get(0).unwrap();
+    assert_eq!(exact.metadata.token_counts_exact, Some(true));
+    assert!(!exact.metadata.label_details.is_empty());
+    for l in &exact.metadata.label_details {
+        assert!(!l.evidence.iter().any(|e| e.contains("sketch")), "{l:?}");
+    }
+    assert!(!exact.description.contains('≥'), "{}", exact.description);
 }

@@ -71,12 +71,18 @@ pub fn describe(feature: &Feature, total_tokens: u64) -> String {
             ));
         }
     }
+    // Past the token table's capacity the counts are sketch lower bounds: "≥" says so.
+    let at_least = if feature.metadata.token_counts_exact == Some(false) {
+        "≥"
+    } else {
+        ""
+    };
     let tops: Vec<String> = feature
         .metadata
         .top_tokens
         .iter()
         .take(3)
-        .map(|t| format!("{:?} ×{}", t.token, t.firings))
+        .map(|t| format!("{:?} ×{at_least}{}", t.token, t.firings))
         .collect();
     if !tops.is_empty() {
         s.push_str("; top tokens ");

@@ -168,6 +168,14 @@ pub trait Labeler: Send + Sync {
     fn label(&self, feature: &Feature, options: &LabelOptions) -> Vec<Label>;
 }
 
+/// Evidence added to a label whose firing counts come from a sketch (a feature's token table
+/// past its capacity): they may be lower than the truth, so precision and recall may be too.
+pub const SKETCH_BOUNDS: &str = "firing counts are sketch lower bounds";
+
+/// [`SKETCH_BOUNDS`] for n-gram counts, whose corpus occurrences may be sketched too.
+pub const NGRAM_SKETCH_BOUNDS: &str =
+    "counts are sketch bounds: firings at least, occurrences at most";
+
 /// Builds a scored label.
 pub fn scored_label(
     text: String,

@@ -14,7 +14,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{scored_label, CorpusFacts, Counts, LabelOptions, Labeler};
+use super::{
+    scored_label, CorpusFacts, Counts, LabelOptions, Labeler, NGRAM_SKETCH_BOUNDS, SKETCH_BOUNDS,
+};
 use crate::accumulate::ngrams::{unpack, CorpusNgrams, NgramTable};
 use crate::ingest::Vocab;
 use crate::model::{Feature, Label, LabelingStrategy};
@@ -58,6 +60,12 @@ pub fn store_ngrams(f: &mut Feature, table: &NgramTable, corpus: &CorpusNgrams, 
     );
 }
 
+/// Whether a feature's stored n-gram counts are exact (`false` only when the build said so:
+/// sketch bounds, see the module docs).
+pub fn ngram_counts_exact(f: &Feature) -> bool {
+    f.metadata.extra.get(EXACT_KEY) != Some(&serde_json::Value::Bool(false))
+}
+
 /// A feature's stored n-grams (empty when the dictionary was built without them).
 pub fn stored_ngrams(f: &Feature) -> Vec<NgramCount> {
     f.metadata
@@ -89,8 +97,12 @@ impl Labeler for NgramAnalysis {
     fn label(&self, feature: &Feature, options: &LabelOptions) -> Vec<Label> {
         let sizes = &options.config.ngram_sizes;
         let total = feature.activation_count;
-        let mut cands: Vec<(Vec<String>, Counts)> = Vec::new();
+        // Each candidate with the note its counts need when they are not exact (1-grams
+        // are the token counts).
+        let mut cands: Vec<(Vec<String>, Counts, Option<&str>)> = Vec::new();
         if self.unigrams && sizes.contains(&1) {
+            let note =
+                (feature.metadata.token_counts_exact == Some(false)).then_some(SKETCH_BOUNDS);
             for t in &feature.metadata.top_tokens {
                 cands.push((
                     vec![t.token.clone()],
@@ -99,9 +111,11 @@ impl Labeler for NgramAnalysis {
                         occurrences: t.occurrences,
                         total_firings: total,
                     },
+                    note,
                 ));
             }
         }
+        let note = (!ngram_counts_exact(feature)).then_some(NGRAM_SKETCH_BOUNDS);
         for NgramCount(tokens, firings, occurrences) in stored_ngrams(feature) {
             if sizes.contains(&tokens.len()) {
                 cands.push((
@@ -111,6 +125,7 @@ impl Labeler for NgramAnalysis {
                         occurrences,
                         total_firings: total,
                     },
+                    note,
                 ));
             }
         }
@@ -119,16 +134,18 @@ impl Labeler for NgramAnalysis {
         cands
             .into_iter()
             .take(options.config.max_labels.max(1) * 4)
-            .map(|(tokens, c)| {
+            .map(|(tokens, c, note)| {
+                let mut evidence = vec![format!(
+                    "fires after {} of {} occurrences of {:?}; {} of {} firings",
+                    c.firings, c.occurrences, tokens, c.firings, c.total_firings
+                )];
+                evidence.extend(note.map(String::from));
                 scored_label(
                     format!("ngram:{}", self.facts.join(&tokens)),
                     LabelingStrategy::NgramAnalysis,
                     &c,
                     options.rank,
-                    vec![format!(
-                        "fires after {} of {} occurrences of {:?}; {} of {} firings",
-                        c.firings, c.occurrences, tokens, c.firings, c.total_firings
-                    )],
+                    evidence,
                 )
             })
             .collect()

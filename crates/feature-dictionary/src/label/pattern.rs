@@ -238,20 +238,25 @@ impl Labeler for PatternMatching {
         v.sort_by(|a, b| a.1.cmp_best_first(&b.1, options.rank));
         v.into_iter()
             .map(|(i, c, ex)| {
+                let mut evidence = vec![format!(
+                    "fires on {} of {} tokens matching /{}/; {} of {} firings; e.g. {:?}",
+                    c.firings,
+                    c.occurrences,
+                    self.regexes[i].as_str(),
+                    c.firings,
+                    c.total_firings,
+                    ex
+                )];
+                // The firings are summed over the feature's top tokens.
+                if feature.metadata.token_counts_exact == Some(false) {
+                    evidence.push(super::SKETCH_BOUNDS.into());
+                }
                 scored_label(
                     format!("pattern:{}", self.names[i]),
                     LabelingStrategy::PatternMatching,
                     &c,
                     options.rank,
-                    vec![format!(
-                        "fires on {} of {} tokens matching /{}/; {} of {} firings; e.g. {:?}",
-                        c.firings,
-                        c.occurrences,
-                        self.regexes[i].as_str(),
-                        c.firings,
-                        c.total_firings,
-                        ex
-                    )],
+                    evidence,
                 )
             })
             .collect()

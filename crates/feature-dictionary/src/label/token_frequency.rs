@@ -8,7 +8,7 @@
 //!
 //! Label text: `token:` followed by the token exactly as stored (`token: the` for " the").
 
-use super::{scored_label, Counts, LabelOptions, Labeler};
+use super::{scored_label, Counts, LabelOptions, Labeler, SKETCH_BOUNDS};
 use crate::model::{Feature, Label, LabelingStrategy};
 
 /// The token-frequency labeler.
@@ -79,7 +79,7 @@ impl Labeler for TokenFrequency {
                     s.counts.total_firings
                 )];
                 if !exact {
-                    evidence.push("firing counts are sketch lower bounds".into());
+                    evidence.push(SKETCH_BOUNDS.into());
                 }
                 scored_label(
                     format!("token:{}", s.token),
