@@ -341,3 +341,64 @@ fn correlation_sketch_finds_the_strongest_partners_of_real_features() {
     );
     assert!(worst < 0.1, "largest φ error {worst}");
 }
+
+/// An n-gram label is left out when a shorter n-gram (or the token) ending it fires at the
+/// same positions — same firings, same occurrences — since it would only repeat that
+/// label's evidence. The real fixture has many such n-grams; none is labeled, while the
+/// n-grams that narrow their suffix down still are.
+#[test]
+fn ngram_labels_that_repeat_a_shorter_one_are_left_out() {
+    let fx = load();
+    let mut dict = dictionary(&fx, true);
+    let mut options = LabelOptions::default();
+    options.config.min_token_frequency = 1;
+    options.config.min_confidence = 0.0;
+    options.config.max_labels = 10_000;
+    options.config.strategies = vec![
+        LabelingStrategy::TokenFrequency,
+        LabelingStrategy::NgramAnalysis,
+    ];
+    label::label_dictionary(&mut dict, &options, None).unwrap();
+    let (mut repeating, mut labeled) = (0, 0);
+    for f in dict.features() {
+        // Counts of every token and stored n-gram of the feature, by its tokens.
+        let mut counts: HashMap<Vec<String>, (u64, u64)> = f
+            .metadata
+            .top_tokens
+            .iter()
+            .map(|t| (vec![t.token.clone()], (t.firings, t.occurrences)))
+            .collect();
+        let stored = ngram::stored_ngrams(f);
+        for ngram::NgramCount(tokens, firings, occurrences) in &stored {
+            counts.insert(tokens.clone(), (*firings, *occurrences));
+        }
+        let repeats = |tokens: &[String], c: (u64, u64)| {
+            (1..tokens.len()).any(|k| counts.get(&tokens[k..]) == Some(&c))
+        };
+        let labels: std::collections::HashSet<&str> = f.labels.iter().map(String::as_str).collect();
+        // Different tokens can join to the same text ([".", "\t"] and [".\t"]): such
+        // texts do not say which n-gram a label is.
+        let mut texts: HashMap<String, usize> = HashMap::new();
+        for g in &stored {
+            *texts.entry(format!("ngram:{}", g.0.concat())).or_default() += 1;
+        }
+        for ngram::NgramCount(tokens, firings, occurrences) in &stored {
+            let text = format!("ngram:{}", tokens.concat());
+            if texts[&text] > 1 {
+                continue;
+            }
+            if repeats(tokens, (*firings, *occurrences)) {
+                repeating += 1;
+                assert!(
+                    !labels.contains(text.as_str()),
+                    "feature {}: {text:?}",
+                    f.id
+                );
+            } else if labels.contains(text.as_str()) {
+                labeled += 1;
+            }
+        }
+    }
+    assert!(repeating > 1000, "{repeating}");
+    assert!(labeled > 1000, "{labeled}");
+}

@@ -129,6 +129,32 @@ impl Labeler for NgramAnalysis {
                 ));
             }
         }
+        // An n-gram that fires exactly where a shorter one ending it does (same firings,
+        // same occurrences: the same positions) explains nothing more, and would only
+        // repeat its evidence under another label ("ngram:\n\t Culture" beside
+        // "token: Culture", both 8 of 8).
+        let token_labels = !self.unigrams || sizes.contains(&1);
+        let mut shorter: std::collections::HashMap<&[String], (u64, u64)> = Default::default();
+        if token_labels {
+            for t in &feature.metadata.top_tokens {
+                shorter.insert(std::slice::from_ref(&t.token), (t.firings, t.occurrences));
+            }
+        }
+        for (tokens, c, _) in &cands {
+            if tokens.len() > 1 {
+                shorter.insert(tokens, (c.firings, c.occurrences));
+            }
+        }
+        let repeats_a_suffix = |tokens: &[String], c: &Counts| {
+            (1..tokens.len())
+                .any(|k| shorter.get(&tokens[k..]) == Some(&(c.firings, c.occurrences)))
+        };
+        let redundant: Vec<bool> = cands
+            .iter()
+            .map(|(tokens, c, _)| repeats_a_suffix(tokens, c))
+            .collect();
+        let mut redundant = redundant.into_iter();
+        cands.retain(|_| !redundant.next().expect("one flag per candidate"));
         cands.retain(|c| options.admits(&c.1));
         cands.sort_by(|a, b| a.1.cmp_best_first(&b.1, options.rank));
         cands
