@@ -4,7 +4,8 @@
 //! # Layout
 //! - `meta(key, value)`: `format`, `schema_version`, `config` (JSON), `feature_set` (the
 //!   feature set's JSON without its features: layer, names, tokens processed, metadata with the
-//!   corpus token counts), `statistics` (JSON, precomputed so opening is O(1)) and `summary`.
+//!   corpus token counts), `statistics` (JSON, precomputed so opening is O(1)), `summary`
+//!   and, in a labeled file (schema version 2), `dead_descriptions` (see [`DeadDescriptions`]).
 //! - `features`: one row per feature — indexed scalar columns for ranking and filtering plus
 //!   `body`, the whole [`Feature`] as JSON (examples, histogram, quantile samples, scored
 //!   labels, neighbours, unknown keys). The body is the single source of truth for reading a
