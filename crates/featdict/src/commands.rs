@@ -1231,7 +1231,8 @@ struct SearchArgs {
     /// without top tokens, features with a stored example firing on it.
     #[arg(long, group = "kind")]
     token: Option<String>,
-    /// Features with a label containing this text (case-insensitive).
+    /// Features with a label containing this text (case-insensitive), ranked by that
+    /// label's confidence.
     #[arg(long, group = "kind")]
     label: Option<String>,
     /// Features with a top token matching this regex (unanchored); without top tokens, with
@@ -1243,8 +1244,8 @@ struct SearchArgs {
     text: Option<String>,
     /// Ranking for --token and --pattern: precision (default) or firings. Without top
     /// tokens, firings (the stored examples firing on the token) is the default and
-    /// precision is refused. Refused with --label (ranked by confidence) and --text (ranked
-    /// by bm25).
+    /// precision is refused. Refused with --label (ranked by the matching label's
+    /// confidence) and --text (ranked by bm25).
     #[arg(long)]
     by: Option<feature_dictionary::query::TokenRank>,
     /// Results shown (at least 1: with 0, "no match" would hide every match).

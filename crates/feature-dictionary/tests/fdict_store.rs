@@ -1693,6 +1693,75 @@ fn dead_features_descriptions_are_left_out_once_labeled_and_read_back_alike() {
     );
 }
 
+/// A label search ranks a feature by the confidence of its best label containing the text,
+/// not by the feature's best label: a feature labeled "token: alpha" at 0.9 and
+/// "token: foo bar" at 0.2 is a weak match for "foo". A file of the original library's bare
+/// label texts ranks them by the feature's confidence. The same in memory and in a `.fdict`.
+#[test]
+fn label_search_ranks_by_the_matching_labels_confidence() {
+    use feature_dictionary::model::{Feature, Label};
+    let dir = tempfile::tempdir().unwrap();
+    let mut dict = built_dictionary(dir.path());
+    let labeled = |id: u64, labels: &[(&str, f64)]| {
+        let mut f = Feature::new(id, 0);
+        f.labels = labels.iter().map(|(t, _)| t.to_string()).collect();
+        f.confidence = labels[0].1;
+        f.metadata.label_details = labels
+            .iter()
+            .map(|&(text, confidence)| Label {
+                text: text.into(),
+                strategy: LabelingStrategy::TokenFrequency,
+                confidence,
+                precision: None,
+                recall: None,
+                evidence: vec![],
+            })
+            .collect();
+        f
+    };
+    let mut bare = Feature::new(103, 0);
+    bare.labels = vec!["foo x".into()];
+    bare.confidence = 0.55;
+    for f in [
+        labeled(100, &[("token: alpha", 0.9), ("token: foo bar", 0.2)]),
+        labeled(101, &[("token: foo", 0.5)]),
+        labeled(102, &[("ngram: food", 0.7), ("token: foo", 0.6)]),
+        bare,
+    ] {
+        dict.feature_set.features.insert(f.id, f);
+    }
+    let fd = dir.path().join("l.fdict");
+    store::save(&dict, &fd).unwrap();
+    let reader = FdictReader::open(&fd).unwrap();
+    let expected = [
+        (102, "ngram: food", 0.7),
+        (103, "foo x", 0.55),
+        (101, "token: foo", 0.5),
+        (100, "token: foo bar", 0.2),
+    ];
+    for query in ["foo", "FOO", "fo"] {
+        for limit in [1, 2, 10] {
+            let want = &expected[..limit.min(expected.len())];
+            for (name, hits) in [
+                (
+                    "memory",
+                    dict.search(&Query::Label(query.into()), limit).unwrap(),
+                ),
+                (
+                    ".fdict",
+                    reader.search(&Query::Label(query.into()), limit).unwrap(),
+                ),
+            ] {
+                let got: Vec<(u64, &str, f64)> = hits
+                    .iter()
+                    .map(|h| (h.id, h.matched.as_str(), h.score))
+                    .collect();
+                assert_eq!(got, want, "{name} {query:?} limit {limit}");
+            }
+        }
+    }
+}
+
 #[test]
 fn manual_labels_that_would_look_like_others_are_refused() {
     use feature_dictionary::store::fdict::validate_label;

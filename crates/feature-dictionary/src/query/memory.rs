@@ -66,14 +66,27 @@ impl Search for FeatureDictionary {
                 let hits = self
                     .features()
                     .filter_map(|f| {
-                        let l = f
+                        // Most features hold no matching label: skip them before listing
+                        // their labels with their confidences.
+                        let texts = f
                             .labels
                             .iter()
-                            .find(|l| l.to_lowercase().contains(&needle))?;
+                            .chain(f.metadata.label_details.iter().map(|l| &l.text));
+                        if !texts
+                            .into_iter()
+                            .any(|l| l.to_lowercase().contains(&needle))
+                        {
+                            return None;
+                        }
+                        let details = crate::label::manual::label_details(f.into());
+                        let (label, confidence) = super::best_matching_label(
+                            details.iter().map(|l| (l.text.as_str(), l.confidence)),
+                            &needle,
+                        )?;
                         Some(Hit {
                             id: f.id,
-                            score: f.confidence,
-                            matched: l.clone(),
+                            score: confidence,
+                            matched: label.to_string(),
                             support: 0,
                         })
                     })

@@ -12,7 +12,8 @@
 //!   for whole tokens), by the best matching token's precision or firings (ties between
 //!   tokens to the lexicographically smaller token, which is reported as `matched`).
 //! - [`Query::Label`]: features with a label containing the text, case-insensitively, by the
-//!   feature's confidence (its best label's).
+//!   confidence of that label (of the feature's best such label; a bare label text of the
+//!   original library's files has the feature's confidence), reported as `matched`.
 //! - [`Query::Text`]: full text over labels, description and the top 20 tokens; every word
 //!   must occur (words are runs of letters, digits and combining marks, folded by SQLite's
 //!   FTS5 `unicode61` tokenizer: case, and the diacritics of Latin letters); ranked by bm25
@@ -200,7 +201,7 @@ impl Query {
         };
         if let (Some(by), Query::Label(_) | Query::Text(_)) = (by, &query) {
             let ranks = match query {
-                Query::Label(_) => "by the feature's confidence",
+                Query::Label(_) => "by the confidence of the matching label",
                 _ => "by bm25",
             };
             return Err(Error::Invalid(format!(
@@ -389,6 +390,21 @@ fn token_score(by: TokenRank, firings: u64, occurrences: u64) -> f64 {
 }
 
 /// Sorts hits best first, ties by id.
+/// The label a label search ranks a feature by: of its `labels` (text and confidence, in
+/// the feature's order) those containing `needle` (lowercase), the one of highest
+/// confidence, the first of those on ties.
+fn best_matching_label<'a>(
+    labels: impl Iterator<Item = (&'a str, f64)>,
+    needle: &str,
+) -> Option<(&'a str, f64)> {
+    labels
+        .filter(|(text, _)| text.to_lowercase().contains(needle))
+        .fold(None, |best, (text, c)| match best {
+            Some((_, b)) if b >= c => best,
+            _ => Some((text, c)),
+        })
+}
+
 fn rank(hits: &mut [Hit]) {
     hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
 }

@@ -20,87 +20,88 @@ const TRIGRAM: usize = 3;
 /// trigram index (see [`label_search`]).
 const SCAN_CAP: usize = 4000;
 
-/// Label search in two steps, both exact:
-/// 1. scan labeled features in ranking order (confidence desc, id) and keep those whose
-///    labels contain the text — in ranking order, so once `limit` are found they are the
-///    answer. Common fragments finish here after a few rows; the trigram index would have
-///    to sort every match instead.
+/// Label search in two steps, both exact. A feature ranks by the confidence of its best
+/// label containing the text (ties: its first such label; then by id):
+/// 1. scan the labels in ranking order (`labels_by_confidence`: confidence desc, feature id,
+///    rank) and keep the first match of each feature — in ranking order, so once `limit`
+///    features are found they are the answer. Common fragments finish here after a few rows;
+///    the trigram index would have to rank every match instead.
 /// 2. after `cap` rows without enough hits (a rare fragment), ask the trigram index for all
-///    candidates and rank them; fragments under 3 characters cannot use it and keep scanning.
+///    the features whose labels hold it and rank them; fragments under 3 characters cannot
+///    use it and keep scanning.
 fn label_search(r: &FdictReader, text: &str, limit: usize, cap: usize) -> Result<Vec<Hit>> {
     let needle = label_needle(text)?;
     let e = |err| r.err("search failed", err);
     let conn = r.connection();
     let use_index = text.chars().count() >= TRIGRAM;
-    // A label containing the needle makes the joined column contain it, so most rows are
-    // rejected without splitting the column into its labels.
-    let matching = |id: i64, column: &str| -> Result<Option<String>> {
-        if !column.to_lowercase().contains(&needle) {
-            return Ok(None);
-        }
-        Ok(r.labels_of(id, column)?
-            .into_iter()
-            .find(|l| l.to_lowercase().contains(&needle)))
-    };
-    let mut hits = Vec::new();
+    let mut hits: Vec<Hit> = Vec::new();
+    let mut found = std::collections::HashSet::new();
     {
         let mut st = conn
             .prepare_cached(
-                "SELECT id, confidence, labels FROM features INDEXED BY features_by_confidence
-                 WHERE labels != '' ORDER BY confidence DESC, id",
+                "SELECT feature_id, text, confidence FROM labels
+                 ORDER BY confidence DESC, feature_id, rank",
             )
             .map_err(e)?;
         let mut rows = st.query([]).map_err(e)?;
         let mut seen = 0usize;
         while hits.len() < limit {
             if use_index && seen >= cap {
-                hits.clear();
                 break;
             }
             let Some(row) = rows.next().map_err(e)? else {
                 return Ok(hits); // scanned everything: complete
             };
             seen += 1;
-            let labels: String = row.get(2).map_err(e)?;
-            let id: i64 = row.get(0).map_err(e)?;
-            if let Some(l) = matching(id, &labels)? {
-                hits.push(Hit {
-                    id: id as u64,
-                    score: row.get(1).map_err(e)?,
-                    matched: l,
-                    support: 0,
-                });
+            let label: String = row.get(1).map_err(e)?;
+            if !label.to_lowercase().contains(&needle) {
+                continue;
             }
+            let id = row.get::<_, i64>(0).map_err(e)? as u64;
+            // Rows of one feature come in its best-first order: its first match is its hit.
+            if !found.insert(id) {
+                continue;
+            }
+            hits.push(Hit {
+                id,
+                score: row.get(2).map_err(e)?,
+                matched: label,
+                support: 0,
+            });
         }
         if hits.len() >= limit {
             return Ok(hits);
         }
     }
     // Quoted as one FTS5 string: with the trigram tokenizer it matches the substring; the
-    // check above (`matching`) makes the answer exact under Rust's case folding.
+    // check of each label makes the answer exact under Rust's case folding.
     let arg = format!("\"{}\"", text.replace('"', "\"\""));
-    let mut st = conn
-        .prepare_cached(
-            "SELECT rowid, confidence, labels FROM labels_tri
-             WHERE labels_tri MATCH ?1 ORDER BY confidence DESC, rowid",
-        )
+    let candidates: Vec<i64> = conn
+        .prepare_cached("SELECT rowid FROM labels_tri WHERE labels_tri MATCH ?1")
+        .and_then(|mut st| st.query_map(params![arg], |r| r.get(0))?.collect())
         .map_err(e)?;
-    let mut rows = st.query(params![arg]).map_err(e)?;
-    while hits.len() < limit {
-        let Some(row) = rows.next().map_err(e)? else {
-            break;
-        };
-        let labels: String = row.get(2).map_err(e)?;
-        let id: i64 = row.get(0).map_err(e)?;
-        if let Some(l) = matching(id, &labels)? {
+    let mut st = conn
+        .prepare_cached("SELECT text, confidence FROM labels WHERE feature_id = ?1 ORDER BY rank")
+        .map_err(e)?;
+    let mut hits = Vec::new();
+    for id in candidates {
+        let labels: Vec<(String, f64)> = st
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(e)?;
+        let best =
+            super::best_matching_label(labels.iter().map(|(t, c)| (t.as_str(), *c)), &needle);
+        if let Some((label, confidence)) = best {
             hits.push(Hit {
                 id: id as u64,
-                score: row.get(1).map_err(e)?,
-                matched: l,
+                score: confidence,
+                matched: label.to_string(),
                 support: 0,
             });
         }
     }
+    rank(&mut hits);
+    hits.truncate(limit);
     Ok(hits)
 }
 

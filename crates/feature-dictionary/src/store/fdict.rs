@@ -25,10 +25,11 @@
 //!   key `correlated`, else `correlated_features`) and the key `similar_features` (arrays
 //!   of `{"id", "score"}` or `[id, score]`).
 //! - `fts` (FTS5, unicode61): labels, description and top tokens, for bm25-ranked full text;
-//!   `labels_tri` (FTS5, trigram): label texts (and the feature's confidence, unindexed, so
-//!   ranking needs no join), for case-insensitive substring search.
-//! - Index `features_by_confidence(confidence DESC, id, labels, feature_type)` covers the
-//!   ranked scan of label search, so it reads the index alone; it, `features_by_count`,
+//!   `labels_tri` (FTS5, trigram): label texts (and the feature's confidence, unindexed), for
+//!   case-insensitive substring search.
+//! - Index `labels_by_confidence(confidence DESC, feature_id, rank, text)` covers the ranked
+//!   scan of label search, so it reads the index alone. `features_by_confidence`,
+//!   `features_by_count`,
 //!   `features_by_max` (`activation_count` or `max_activation` DESC, `id`, `feature_type`)
 //!   and `features_by_id(id, feature_type)` give the feature listing its orders and its type
 //!   filter without reading the table.
@@ -176,11 +177,11 @@ CREATE TABLE example_tokens(
 const EXAMPLE_TOKENS_INDEX: &str =
     "CREATE INDEX example_tokens_by_examples ON example_tokens(token, examples DESC, feature_id);";
 
-/// The indexes of [`FdictReader::list_features`] (and of label search, which reads
-/// `features_by_confidence` alone): each ends with the feature type, so a listing of one type
-/// filters the index without reading the table. Created after the bulk insert with the
+/// The indexes of [`FdictReader::list_features`] and of label search (which reads
+/// `labels_by_confidence` alone): each of the features' ends with the feature type, so a
+/// listing of one type filters the index without reading the table. Created after the bulk insert with the
 /// others, and by [`FdictReader::add_listing_indexes`] in files written before they existed.
-const LISTING_INDEXES: [(&str, &str); 4] = [
+const LISTING_INDEXES: [(&str, &str); 5] = [
     (
         "features_by_confidence",
         "features(confidence DESC, id, labels, feature_type)",
@@ -195,6 +196,11 @@ const LISTING_INDEXES: [(&str, &str); 4] = [
     ),
     // Narrower than the table, so paging by id walks it instead of the features' bodies.
     ("features_by_id", "features(id, feature_type)"),
+    // Label search's ranked scan: each label by its own confidence.
+    (
+        "labels_by_confidence",
+        "labels(confidence DESC, feature_id, rank, text)",
+    ),
 ];
 
 /// Small facts about a dictionary, read when it is opened.
