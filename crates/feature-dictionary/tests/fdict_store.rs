@@ -1688,7 +1688,7 @@ fn dead_features_descriptions_are_left_out_once_labeled_and_read_back_alike() {
     .unwrap();
     let e = FdictReader::open(&fd).err().unwrap().to_string();
     assert!(
-        e.contains("schema version 3") && e.contains("1 to 2"),
+        e.contains("schema version 3") && e.contains("1 to 2") && e.contains("newer featdict"),
         "{e}"
     );
 }

@@ -1630,9 +1630,14 @@ impl FdictReader {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         if !(FIRST_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&version) {
+            let newer = if version > SCHEMA_VERSION {
+                ": it was written by a newer featdict, which reads it"
+            } else {
+                ""
+            };
             return Err(Error::format(
                 path,
-                format!("schema version {version} is not supported (this build reads versions {FIRST_SCHEMA_VERSION} to {SCHEMA_VERSION})"),
+                format!("schema version {version} is not supported (this build reads versions {FIRST_SCHEMA_VERSION} to {SCHEMA_VERSION}){newer}"),
             ));
         }
         let statistics: Statistics = parse_meta(path, "statistics", meta("statistics")?)?;
