@@ -402,3 +402,80 @@ fn ngram_labels_that_repeat_a_shorter_one_are_left_out() {
     assert!(repeating > 1000, "{repeating}");
     assert!(labeled > 1000, "{labeled}");
 }
+
+/// Where an n-gram is left out for a shorter one with the same firings and occurrences,
+/// the shorter one takes its place in the ranking: the labels are the candidates in
+/// ranking order (stable among ties, so the stored order breaks them) with each replaced
+/// by its shortest such suffix, first occurrences kept — under precision ranking, where
+/// ties are many, an unrelated label tied with both must not take the place.
+#[test]
+fn a_left_out_ngrams_shorter_stand_in_takes_its_place() {
+    use feature_dictionary::label::{CorpusFacts, Counts, Labeler};
+    let fx = load();
+    let dict = dictionary(&fx, true);
+    let mut options = LabelOptions {
+        rank: Rank::Precision,
+        ..Default::default()
+    };
+    options.config.min_token_frequency = 1;
+    options.config.max_labels = 2;
+    options.config.ngram_sizes = vec![1, 2, 3];
+    let labeler = ngram::NgramAnalysis::new(
+        CorpusFacts {
+            tokens_carry_spaces: true,
+        },
+        true,
+    );
+    let (mut replaced, mut checked) = (0, 0);
+    for f in dict.features() {
+        let total = f.activation_count;
+        let counts = |firings, occurrences| Counts {
+            firings,
+            occurrences,
+            total_firings: total,
+        };
+        let mut cands: Vec<(Vec<String>, Counts)> = f
+            .metadata
+            .top_tokens
+            .iter()
+            .map(|t| (vec![t.token.clone()], counts(t.firings, t.occurrences)))
+            .chain(
+                ngram::stored_ngrams(f)
+                    .into_iter()
+                    .map(|ngram::NgramCount(t, fi, oc)| (t, counts(fi, oc))),
+            )
+            .filter(|(_, c)| options.admits(c))
+            .collect();
+        cands.sort_by(|a, b| a.1.cmp_best_first(&b.1, options.rank));
+        let same: HashMap<&[String], (u64, u64)> = cands
+            .iter()
+            .map(|(t, c)| (t.as_slice(), (c.firings, c.occurrences)))
+            .collect();
+        // By tokens, not texts: [".\t"] and [".", "\t"] are two labels of the same text.
+        let mut want: Vec<&[String]> = Vec::new();
+        for (tokens, c) in &cands {
+            let stand_in = (1..tokens.len())
+                .rev()
+                .map(|k| &tokens[k..])
+                .find(|s| same.get(s) == Some(&(c.firings, c.occurrences)))
+                .unwrap_or(tokens);
+            replaced += (stand_in.len() < tokens.len()) as usize;
+            if !want.contains(&stand_in) {
+                want.push(stand_in);
+            }
+        }
+        want.truncate(options.config.max_labels * 4);
+        let want: Vec<String> = want
+            .iter()
+            .map(|t| format!("ngram:{}", t.concat()))
+            .collect();
+        let got: Vec<String> = labeler
+            .label(f, &options)
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        assert_eq!(got, want, "feature {}", f.id);
+        checked += !got.is_empty() as usize;
+    }
+    assert!(replaced > 1000 && checked > 1000, "{replaced} {checked}");
+}

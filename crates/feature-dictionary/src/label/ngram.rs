@@ -12,6 +12,8 @@
 //! Label text: `ngram:` + the tokens joined as text (`ngram: of the` for byte-level BPE
 //! tokens " of", " the"; `ngram:of the` for word tokens).
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -129,37 +131,48 @@ impl Labeler for NgramAnalysis {
                 ));
             }
         }
+        cands.retain(|c| options.admits(&c.1));
+        cands.sort_by(|a, b| a.1.cmp_best_first(&b.1, options.rank));
         // An n-gram that fires exactly where a shorter one ending it does (same firings,
         // same occurrences: the same positions) explains nothing more, and would only
         // repeat its evidence under another label ("ngram:\n\t Culture" beside
-        // "token: Culture", both 8 of 8).
-        let token_labels = !self.unigrams || sizes.contains(&1);
-        let mut shorter: std::collections::HashMap<&[String], (u64, u64)> = Default::default();
-        if token_labels {
+        // "token: Culture", both 8 of 8). The shortest such suffix stands in for it, in its
+        // place in the ranking (ties would otherwise put an unrelated label there), unless
+        // it is a token that token_frequency labels.
+        let mut shorter: HashMap<&[String], (u64, u64)> = HashMap::new();
+        if !self.unigrams {
             for t in &feature.metadata.top_tokens {
                 shorter.insert(std::slice::from_ref(&t.token), (t.firings, t.occurrences));
             }
         }
+        let ranked: HashMap<&[String], usize> = cands
+            .iter()
+            .enumerate()
+            .map(|(i, (tokens, _, _))| (tokens.as_slice(), i))
+            .collect();
         for (tokens, c, _) in &cands {
-            if tokens.len() > 1 {
-                shorter.insert(tokens, (c.firings, c.occurrences));
+            shorter.insert(tokens, (c.firings, c.occurrences));
+        }
+        let mut placed = vec![false; cands.len()];
+        let mut order = Vec::new();
+        for (i, (tokens, c, _)) in cands.iter().enumerate() {
+            let same = Some(&(c.firings, c.occurrences));
+            let stand_in = (1..tokens.len())
+                .rev()
+                .map(|k| &tokens[k..])
+                .find(|suffix| shorter.get(suffix) == same);
+            let Some(j) = stand_in.map_or(Some(i), |s| ranked.get(s).copied()) else {
+                continue; // token_frequency's label
+            };
+            if !std::mem::replace(&mut placed[j], true) {
+                order.push(j);
             }
         }
-        let repeats_a_suffix = |tokens: &[String], c: &Counts| {
-            (1..tokens.len())
-                .any(|k| shorter.get(&tokens[k..]) == Some(&(c.firings, c.occurrences)))
-        };
-        let redundant: Vec<bool> = cands
-            .iter()
-            .map(|(tokens, c, _)| repeats_a_suffix(tokens, c))
-            .collect();
-        let mut redundant = redundant.into_iter();
-        cands.retain(|_| !redundant.next().expect("one flag per candidate"));
-        cands.retain(|c| options.admits(&c.1));
-        cands.sort_by(|a, b| a.1.cmp_best_first(&b.1, options.rank));
-        cands
+        let mut cands: Vec<Option<_>> = cands.into_iter().map(Some).collect();
+        order
             .into_iter()
             .take(options.config.max_labels.max(1) * 4)
+            .filter_map(|j| cands[j].take())
             .map(|(tokens, c, note)| {
                 let mut evidence = vec![format!(
                     "fires after {} of {} occurrences of {:?}; {} of {} firings",

@@ -102,6 +102,10 @@ pub const DEAD_DESCRIPTIONS_KEY: &str = "dead_descriptions";
 /// Value of [`DEAD_DESCRIPTIONS_KEY`] in a file that leaves those descriptions out.
 const IMPLIED: &str = "implied";
 
+/// How the description of a dead feature without labels begins
+/// ([`crate::label::describe::dead_description`]).
+const DEAD_SENTENCE_START: &str = "Dead feature: never fired on the ";
+
 /// Label texts longer than this are refused (manual labels are short phrases).
 pub const MAX_LABEL_CHARS: usize = 200;
 
@@ -486,6 +490,9 @@ pub struct FdictWriter {
     last_id: Option<u64>,
     /// How the descriptions of dead features are written ([`FdictWriter::choose_dead_descriptions`]).
     dead: DeadDescriptions,
+    /// Dead features without labels written out so far: (with a description that looks like
+    /// the labeler's sentence, with an empty one); see [`FdictWriter::leave_out_at_finish`].
+    dead_tally: (usize, usize),
     done: bool,
 }
 
@@ -545,6 +552,7 @@ impl FdictWriter {
             total_tokens: feature_set.total_tokens_processed,
             last_id: None,
             dead: DeadDescriptions::Stored,
+            dead_tally: (0, 0),
             done: false,
         })
     }
@@ -614,7 +622,47 @@ impl FdictWriter {
         self.check_next_id(f)?;
         self.last_id = Some(f.id);
         self.stats.add(f);
+        if f.activation_count == 0 && f.labels.is_empty() && !body.description_left_out {
+            self.dead_tally.0 += f.description.starts_with(DEAD_SENTENCE_START) as usize;
+            self.dead_tally.1 += f.description.is_empty() as usize;
+        }
         self.insert(f, body)
+    }
+
+    /// For a writer whose features came before their token count (a JSON dictionary read as
+    /// it streams by), which could not leave out the dead features' descriptions as they
+    /// were written: when most of those were the labeler's sentence, leaves them out now,
+    /// in SQL over the rows written (and gives the empty ones their key), as
+    /// [`DeadDescriptions::Implied`] would have written them.
+    fn leave_out_at_finish(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let (sentences, empty) = self.dead_tally;
+        if self.dead != DeadDescriptions::Stored || sentences <= empty {
+            return Ok(());
+        }
+        let sentence = crate::label::describe::dead_description(&[], self.total_tokens);
+        // A bare body (see `body_of`) is the one without the keys every whole body has.
+        let bare_dead = "activation_count = 0 AND labels = ''
+             AND json_type(body, '$.activation_count') IS NULL";
+        // First the empty ones (their key tells them from those left out next).
+        conn.execute(
+            &format!(
+                "UPDATE features SET body = json_set(body, '$.description', '')
+                 WHERE {bare_dead} AND description = ''
+                 AND json_type(body, '$.description') IS NULL"
+            ),
+            [],
+        )?;
+        conn.execute(
+            &format!(
+                "UPDATE features SET body = json_remove(body, '$.description'), description = ''
+                 WHERE {bare_dead} AND description = ?1"
+            ),
+            [&sentence],
+        )?;
+        self.dead = DeadDescriptions::Implied {
+            total_tokens: self.total_tokens,
+        };
+        Ok(())
     }
 
     fn insert(&mut self, f: FeatureView<'_>, body: &Body) -> Result<()> {
@@ -702,6 +750,7 @@ impl FdictWriter {
             params![stats_json],
         )
         .map_err(e)?;
+        self.leave_out_at_finish(&conn).map_err(e)?;
         if let Some(value) = self.dead.meta_value() {
             write_dead_descriptions_meta(&conn, value).map_err(e)?;
         }
@@ -901,7 +950,7 @@ impl DeadDescriptions {
             Self::Implied { total_tokens } => {
                 f.activation_count == 0
                     && f.labels.is_empty()
-                    && f.description.starts_with("Dead feature")
+                    && f.description.starts_with(DEAD_SENTENCE_START)
                     && f.description == crate::label::describe::dead_description(&[], total_tokens)
             }
         }
