@@ -372,7 +372,7 @@ pub async fn search(State(st): State<Arc<AppState>>, Params(params): Params) -> 
          <input name=\"q\" value=\"{}\" size=\"40\" placeholder=\"query\"> \
          <select name=\"by\" title=\"ranking for token and regex search\">{precision}{firings}</select> \
          <button>Search</button></form>\
-         <p class=\"muted\">token: exact token (mind leading spaces) · label: substring, any case · \
+         <p class=\"muted\">token: exact token (mind leading spaces) · label: substring, any case, by that label's confidence · \
          regex: over {over} · full text: labels, descriptions and tokens, bm25-ranked</p>",
         opt("text", "full text", kind),
         opt("token", "token", kind),
