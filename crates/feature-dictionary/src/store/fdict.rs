@@ -95,7 +95,7 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// The oldest schema version read.
 const FIRST_SCHEMA_VERSION: i64 = 1;
 
-/// Meta key whose value [`IMPLIED`] says that the descriptions of features that never fired
+/// Meta key whose value `implied` says that the descriptions of features that never fired
 /// are left out where they are the labeler's boilerplate (see [`DeadDescriptions`]).
 pub const DEAD_DESCRIPTIONS_KEY: &str = "dead_descriptions";
 
@@ -908,8 +908,8 @@ fn to_json<T: Serialize>(v: &T) -> Result<String> {
 /// Labeling describes each of them with the same sentence ("Dead feature: never fired on
 /// the N tokens processed."), and a wide SAE on a small corpus has millions: written out,
 /// they grew a labeled 16M-latent file from 3.2 to 5.8 GB and made its first labeling
-/// rewrite every row. In a file where they are `Implied`, a feature whose body is bare (see
-/// [`body_of`]) and whose description is exactly that sentence is stored without it: its
+/// rewrite every row. In a file where they are `Implied`, a feature whose body is bare (its
+/// id, dimension, type and description only; see the module docs) and whose description is exactly that sentence is stored without it: its
 /// body has no `description` key and its `description` column is empty; reading such a
 /// body back gives the sentence again. A bare feature with any other description, the
 /// empty one included, keeps it (under its key), so every description reads back as it was
