@@ -909,9 +909,9 @@ fn to_json<T: Serialize>(v: &T) -> Result<String> {
 /// the N tokens processed."), and a wide SAE on a small corpus has millions: written out,
 /// they grew a labeled 16M-latent file from 3.2 to 5.8 GB and made its first labeling
 /// rewrite every row. In a file where they are `Implied`, a feature whose body is bare (its
-/// id, dimension, type and description only; see the module docs) and whose description is exactly that sentence is stored without it: its
-/// body has no `description` key and its `description` column is empty; reading such a
-/// body back gives the sentence again. A bare feature with any other description, the
+/// id, dimension, type and description only; see the module docs) and whose description is
+/// exactly that sentence is stored without it: its body has no `description` key and its
+/// `description` column is empty; reading such a body back gives the sentence again. A bare feature with any other description, the
 /// empty one included, keeps it (under its key), so every description reads back as it was
 /// written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
