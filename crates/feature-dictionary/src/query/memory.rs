@@ -66,16 +66,7 @@ impl Search for FeatureDictionary {
                 let hits = self
                     .features()
                     .filter_map(|f| {
-                        // Most features hold no matching label: skip them before listing
-                        // their labels with their confidences.
-                        let texts = f
-                            .labels
-                            .iter()
-                            .chain(f.metadata.label_details.iter().map(|l| &l.text));
-                        if !texts
-                            .into_iter()
-                            .any(|l| l.to_lowercase().contains(&needle))
-                        {
+                        if f.labels.is_empty() && f.metadata.label_details.is_empty() {
                             return None;
                         }
                         let details = crate::label::manual::label_details(f.into());

@@ -389,7 +389,6 @@ fn token_score(by: TokenRank, firings: u64, occurrences: u64) -> f64 {
     }
 }
 
-/// Sorts hits best first, ties by id.
 /// The label a label search ranks a feature by: of its `labels` (text and confidence, in
 /// the feature's order) those containing `needle` (lowercase), the one of highest
 /// confidence, the first of those on ties.
@@ -405,6 +404,7 @@ fn best_matching_label<'a>(
         })
 }
 
+/// Sorts hits best first, ties by id.
 fn rank(hits: &mut [Hit]) {
     hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
 }
