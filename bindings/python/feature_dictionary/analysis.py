@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from .features import no_gc, top_token_entries
+from .features import _context_start, no_gc, top_token_entries
 from .features import Feature, FeatureActivation, FeatureSet, FeatureType
 
 
@@ -246,8 +246,8 @@ class FeatureAnalyzer:
         bags: Dict[str, Set[str]] = defaultdict(set)
         for ex in _examples(f):
             tok = ex.token.strip() or ex.token
-            start = ex.metadata.get("context_start", 0)
-            i = ex.position - start
+            start = _context_start(ex.position, ex.metadata, ex.context_tokens, ex.token)
+            i = None if start is None else ex.position - start
             for k, t in enumerate(ex.context_tokens):
                 if k != i:
                     bags[tok].add(t.strip().lower())

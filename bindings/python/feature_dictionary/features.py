@@ -104,6 +104,21 @@ class FeatureActivation:
         )
 
 
+def _context_start(position: int, metadata: Dict[str, Any], context: List[str], token: str) -> Optional[int]:
+    """Position of ``context[0]``: the example's ``context_start`` when stored; for an example
+    of the original library, which stores none (its window is clipped at the sequence start),
+    the start that puts the firing token nearest ``min(position, centre)``. ``None`` when the
+    context does not hold the token."""
+    start = metadata.get("context_start")
+    if start is not None:
+        return start
+    hits = [k for k, t in enumerate(context) if t == token]
+    if not hits:
+        return None
+    centre = min(position, len(context) // 2)
+    return position - min(hits, key=lambda k: abs(k - centre))
+
+
 def _short_text(text: str, limit: int = 80) -> str:
     """``text`` cut to ``limit`` characters, with an ellipsis when cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -218,7 +233,9 @@ class Feature:
                 hi = mid
         if lo < max_examples:
             self.top_activations.insert(lo, activation)
-            del self.top_activations[max_examples:]
+        # Always: a smaller max_examples than an earlier call's trims the list, as the
+        # original's sort-then-slice did.
+        del self.top_activations[max_examples:]
 
     def classify_type(self, total_tokens: int) -> FeatureType:
         """Sets and returns the frequency class (and ``activation_frequency``)."""

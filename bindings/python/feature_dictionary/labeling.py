@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _engine
-from .features import _plain, top_token_entries
+from .features import _context_start, _plain, top_token_entries
 from .features import Feature, FeatureSet
 
 
@@ -412,26 +412,20 @@ class FeatureLabeler:
         """N-grams (n ≥ 2) *ending at the firing token*, over the stored examples (top and
         quantile samples): confidence = share of those examples showing the n-gram. Single
         tokens are TOKEN_FREQUENCY's job (scored over the whole corpus)."""
-        # (position, context_start, context_tokens) of every stored example; the quantile
+        # (position, metadata, context tokens, token) of every stored example; the quantile
         # samples stay raw dicts (building objects for them costs more than the counting).
-        examples = [(a.position, a.metadata.get("context_start"), a.context_tokens, a.token)
-                    for a in feature.top_activations]
+        examples = [(a.position, a.metadata, a.context_tokens, a.token) for a in feature.top_activations]
         for g in feature.metadata.get("quantile_examples", []):
-            examples.extend((e["position"], e.get("metadata", {}).get("context_start"), e.get("context_tokens", []),
-                             e.get("token")) for e in g.get("examples", []))
+            examples.extend((e["position"], e.get("metadata", {}), e.get("context_tokens", []), e.get("token"))
+                            for e in g.get("examples", []))
         if not examples:
             return []
         sizes = [n for n in self.config.ngram_sizes if n >= 2]
         raw: Counter = Counter()
-        for pos, start, ctx, token in examples:
+        for pos, meta, ctx, token in examples:
+            start = _context_start(pos, meta, ctx, token)
             if start is None:
-                # Files of the original library have no context_start: its window is clipped
-                # at the sequence start, so the firing token sits at min(pos, centre).
-                hits = [k for k, t in enumerate(ctx) if t == token]
-                if not hits:
-                    continue
-                centre = min(pos, len(ctx) // 2)
-                start = pos - min(hits, key=lambda k: abs(k - centre))
+                continue
             i = pos - start  # index of the firing token in the context
             if i < 0 or i >= len(ctx):
                 continue

@@ -22,6 +22,18 @@ def test_add_activation_keeps_exact_mean_max_and_sorted_top():
     assert f.get_top_tokens(2) == [("t", 100.0), ("t", 99.0)]
 
 
+def test_add_activation_trims_to_a_smaller_max_examples_even_when_not_admitted():
+    # The original appends, sorts and keeps [:max_examples] on every call.
+    f = Feature(id=0, dimension=4)
+    for i in range(5):
+        f.add_activation(act(0, 1.0 + i, pos=i))
+    f.add_activation(act(0, 0.1, pos=9), max_examples=3)
+    assert [a.activation for a in f.top_activations] == [5.0, 4.0, 3.0]
+    f.add_activation(act(0, 9.0, pos=10), max_examples=2)
+    assert [a.activation for a in f.top_activations] == [9.0, 5.0]
+    assert f.activation_count == 7
+
+
 def test_ties_rank_by_sequence_then_position():
     f = Feature(id=0, dimension=1)
     f.add_activation(act(0, 1.0, pos=5, seq=1))

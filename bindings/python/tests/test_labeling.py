@@ -160,6 +160,7 @@ def test_ngrams_from_examples_of_the_original_library_without_context_start():
 def test_ngrams_of_an_original_file_loaded_by_feature_dictionary_load(tmp_path):
     # The same examples through FeatureDictionary.load: the engine read the missing
     # context_start as 0, so the n-gram was looked for at index 10 of a 7-token context.
+    # The examples keep the metadata the file gave them (none), so they are saved as read.
     import json
 
     from feature_dictionary import FeatureDictionary
@@ -177,8 +178,13 @@ def test_ngrams_of_an_original_file_loaded_by_feature_dictionary_load(tmp_path):
                            "metadata": {}}}}}
     path = tmp_path / "orig.json"
     path.write_text(json.dumps(original, indent=2))
-    f = FeatureDictionary.load(str(path))[0]
-    assert [a.metadata["context_start"] for a in f.top_activations] == [0, 6, 3]
+    d = FeatureDictionary.load(str(path))
+    f = d[0]
+    assert [a.metadata for a in f.top_activations] == [{}, {}, {}]
+    assert [a.to_dict() for a in f.top_activations] == examples
+    d.save(str(tmp_path / "again.json"))
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["feature_set"]["features"]["0"]["top_activations"] == examples
     labeler = FeatureLabeler(LabelingConfig(strategies=[LabelingStrategy.NGRAM_ANALYSIS]))
     labels = labeler.label_feature(f)
     assert labels[0].text == "ngram:new york" and labels[0].confidence == pytest.approx(1.0)

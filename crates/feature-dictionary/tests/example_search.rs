@@ -354,8 +354,8 @@ fn corpus_token_counts_mean_a_build_that_counted() {
 
 /// Beside a precision, a hit carries the firings behind it (its support): a token seen once
 /// and fired on once has the precision of one fired on at each of its 40 occurrences. The
-/// same in memory and through SQL; ties still go to the smaller id, and a feature's best
-/// token to the smaller token.
+/// same in memory and through SQL. Ties of precision go to the larger support (40 of 40
+/// before 1 of 1), between features and between a feature's tokens.
 #[test]
 fn hits_carry_the_firings_behind_their_precision() {
     let counted = |id: u64, tokens: &[(&str, u64, u64)]| {
@@ -386,15 +386,15 @@ fn hits_carry_the_firings_behind_their_precision() {
         assert_eq!(
             rows(&found),
             want(&[
-                (0, 1.0, " once"),
                 (1, 1.0, " then"),
-                (2, 1.0, " the"),
+                (2, 1.0, " they"),
+                (0, 1.0, " once"),
                 (3, 0.5, " thx")
             ])
         );
         assert_eq!(
             found.hits.iter().map(|h| h.support).collect::<Vec<_>>(),
-            vec![1, 40, 3, 2]
+            vec![40, 7, 1, 2]
         );
         let found = s.find(&token(" thx", None), 10).unwrap();
         assert_eq!(found.hits[0].support, 2);

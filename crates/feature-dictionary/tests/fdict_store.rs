@@ -1791,6 +1791,77 @@ fn label_search_ranks_by_the_matching_labels_confidence() {
     }
 }
 
+/// Precision ties (3 of 3 against 50 of 50) go to the larger support, between features and
+/// between one feature's matching tokens, in memory and through SQL alike.
+#[test]
+fn precision_ties_go_to_the_larger_support() {
+    use feature_dictionary::model::{Feature, TokenCount};
+    let dir = tempfile::tempdir().unwrap();
+    let mut dict = built_dictionary(dir.path());
+    let occurrences = |token: &str| match token {
+        "ab" => 3,
+        "ac" => 50,
+        "ad" => 20,
+        _ => 1000,
+    };
+    let firing = |id: u64, tokens: &[(&str, u64)]| {
+        let mut f = Feature::new(id, 0);
+        f.metadata.top_tokens = tokens
+            .iter()
+            .map(|&(token, firings)| TokenCount {
+                token: token.into(),
+                firings,
+                occurrences: occurrences(token),
+            })
+            .collect();
+        f.activation_count = tokens.iter().map(|t| t.1).sum();
+        f
+    };
+    for f in [
+        firing(100, &[("ab", 3)]),
+        firing(101, &[("ac", 50)]),
+        firing(102, &[("ab", 3), ("ad", 20)]),
+        firing(103, &[("az", 500), ("ad", 10)]),
+    ] {
+        dict.feature_set.features.insert(f.id, f);
+    }
+    let fd = dir.path().join("t.fdict");
+    store::save(&dict, &fd).unwrap();
+    let reader = FdictReader::open(&fd).unwrap();
+    let pattern = Query::Pattern {
+        pattern: "^a[bcd]$".into(),
+        by: Some(TokenRank::Precision),
+    };
+    let token = Query::Token {
+        token: "ab".into(),
+        by: Some(TokenRank::Precision),
+    };
+    let expected_pattern = [
+        (101, "ac", 1.0, 50),
+        (102, "ad", 1.0, 20),
+        (100, "ab", 1.0, 3),
+        (103, "ad", 0.5, 10),
+    ];
+    for (q, expected) in [
+        (&pattern, &expected_pattern[..]),
+        (&token, &[(100, "ab", 1.0, 3), (102, "ab", 1.0, 3)][..]),
+    ] {
+        for limit in [1, 2, 10] {
+            let want = &expected[..limit.min(expected.len())];
+            for (name, found) in [
+                ("memory", dict.search(q, limit).unwrap()),
+                (".fdict", reader.search(q, limit).unwrap()),
+            ] {
+                let got: Vec<(u64, &str, f64, u64)> = found
+                    .iter()
+                    .map(|h| (h.id, h.matched.as_str(), h.score, h.support))
+                    .collect();
+                assert_eq!(got, want, "{name} {q:?} limit {limit}");
+            }
+        }
+    }
+}
+
 #[test]
 fn manual_labels_that_would_look_like_others_are_refused() {
     use feature_dictionary::store::fdict::validate_label;

@@ -358,7 +358,10 @@ impl FeatureActivation {
 
 /// Written as the derived form would be, except that a `context_start` that does not place
 /// the token in a non-empty context (inferred for an example of the original library whose
-/// context lacks its token) is left out: written, it would be refused when read back.
+/// context lacks its token) is left out: written, it would be refused when read back. An
+/// example without a sequence index (the original library's) also leaves out what reading
+/// it back would fill in alike — a `context_start` equal to the inferred one, empty
+/// `context_activations` — so that such a file is written back as it was read.
 impl Serialize for FeatureActivation {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
@@ -378,12 +381,18 @@ impl Serialize for FeatureActivation {
             sequence: Option<u64>,
             #[serde(skip_serializing_if = "Option::is_none")]
             context_start: Option<u32>,
-            context_activations: &'a [f32],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            context_activations: Option<&'a [f32]>,
             #[serde(flatten)]
             extra: &'a Map<String, Value>,
         }
         let m = &self.metadata;
         let placed = self.context_tokens.is_empty() || self.token_index_in_context().is_some();
+        let original = m.sequence.is_none();
+        let implied_start = original
+            && m.context_start
+                == infer_context_start(self.position, &self.context_tokens, &self.token);
+        let implied_activations = original && m.context_activations.is_empty();
         Out {
             feature_id: self.feature_id,
             token: &self.token,
@@ -393,8 +402,8 @@ impl Serialize for FeatureActivation {
             context_tokens: &self.context_tokens,
             metadata: OutMetadata {
                 sequence: m.sequence,
-                context_start: placed.then_some(m.context_start),
-                context_activations: &m.context_activations,
+                context_start: (placed && !implied_start).then_some(m.context_start),
+                context_activations: (!implied_activations).then_some(&m.context_activations),
                 extra: &m.extra,
             },
         }

@@ -117,7 +117,7 @@ fn top_token_pattern(dict: &FeatureDictionary, re: &regex::Regex, by: TokenRank)
                 let s = token_score(by, t.firings, t.occurrences);
                 let better = match best {
                     None => true,
-                    Some((bs, _, bt)) => s > bs || (s == bs && t.token.as_str() < bt),
+                    Some(b) => super::better_token((s, t.firings, &t.token), b),
                 };
                 if better {
                     best = Some((s, t.firings, &t.token));

@@ -5,12 +5,14 @@
 //! - [`sql`]: over an open [`crate::store::fdict::FdictReader`] (indexes and FTS5), for
 //!   dictionaries too large to load.
 //!
-//! Rankings (ties always go to the smaller feature id):
+//! Rankings (ties go to the larger support — the firings on the matched token, so a
+//! precision of 500/500 ranks above one of 3/3 — then to the smaller feature id):
 //! - [`Query::Token`]: features whose `top_tokens` hold the token exactly, by that token's
 //!   precision (firings / occurrences, the default) or firings.
 //! - [`Query::Pattern`]: features with a top token matching a regex (unanchored; use `^…$`
 //!   for whole tokens), by the best matching token's precision or firings (ties between
-//!   tokens to the lexicographically smaller token, which is reported as `matched`).
+//!   tokens to the one fired on more, then to the lexicographically smaller token, which is
+//!   reported as `matched`).
 //! - [`Query::Label`]: features with a label containing the text, case-insensitively, by the
 //!   confidence of that label (of the feature's best such label; a bare label text of the
 //!   original library's files has the feature's confidence), reported as `matched`.
@@ -404,9 +406,28 @@ fn best_matching_label<'a>(
         })
 }
 
-/// Sorts hits best first, ties by id.
+/// Sorts hits best first, ties to the larger support, then the smaller id.
 fn rank(hits: &mut [Hit]) {
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+    hits.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(b.support.cmp(&a.support))
+            .then(a.id.cmp(&b.id))
+    });
+}
+
+/// Whether a feature's matching token scored `(score, support)` beats its best so far
+/// `(best_score, best_support)`: the higher score, then the larger support, then the
+/// lexicographically smaller token.
+fn better_token(
+    (score, support, token): (f64, u64, &str),
+    (best_score, best_support, best_token): (f64, u64, &str),
+) -> bool {
+    score
+        .total_cmp(&best_score)
+        .then(support.cmp(&best_support))
+        .then(best_token.cmp(token))
+        .is_gt()
 }
 
 #[cfg(test)]

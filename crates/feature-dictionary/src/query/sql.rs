@@ -3,6 +3,7 @@
 //! existed, the examples of every feature's body), the trigram index for label substrings,
 //! FTS5 bm25 for full text. Ranks exactly as [`super::memory`].
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use rusqlite::params;
@@ -168,7 +169,7 @@ fn top_token_search(r: &FdictReader, token: &str, by: TokenRank, limit: usize) -
         TokenRank::Precision => {
             "SELECT t.feature_id, t.precision, t.firings FROM tokens k
              JOIN top_tokens t INDEXED BY top_tokens_by_precision ON t.token_id = k.id
-             WHERE k.token = ?1 ORDER BY t.precision DESC, t.feature_id LIMIT ?2"
+             WHERE k.token = ?1 ORDER BY t.precision DESC, t.firings DESC, t.feature_id LIMIT ?2"
         }
         TokenRank::Firings => {
             "SELECT t.feature_id, t.firings, t.firings FROM tokens k
@@ -199,7 +200,7 @@ fn top_pattern_search(
     let per_token = match by {
         TokenRank::Precision => {
             "SELECT feature_id, precision, firings FROM top_tokens INDEXED BY top_tokens_by_precision
-             WHERE token_id = ?1 ORDER BY precision DESC, feature_id LIMIT ?2"
+             WHERE token_id = ?1 ORDER BY precision DESC, firings DESC, feature_id LIMIT ?2"
         }
         TokenRank::Firings => {
             "SELECT feature_id, firings, firings FROM top_tokens INDEXED BY top_tokens_by_firings
@@ -251,17 +252,22 @@ fn pattern_union(
 type BestTokens = HashMap<u64, (f64, u64, String)>;
 
 /// Notes that feature `id` matches `token` with `(score, support)`; a feature keeps its best
-/// token, ties to the smaller token.
+/// token as [`super::better_token`] orders them.
 fn keep_best(best: &mut BestTokens, id: u64, (score, support): (f64, u64), token: &str) {
-    let slot = best
-        .entry(id)
-        .or_insert((f64::NEG_INFINITY, 0, String::new()));
-    if score > slot.0 || (score == slot.0 && token < slot.2.as_str()) {
-        *slot = (score, support, token.to_string());
+    match best.entry(id) {
+        Entry::Vacant(v) => {
+            v.insert((score, support, token.to_string()));
+        }
+        Entry::Occupied(mut o) => {
+            let (s, n, t) = o.get();
+            if super::better_token((score, support, token), (*s, *n, t)) {
+                o.insert((score, support, token.to_string()));
+            }
+        }
     }
 }
 
-/// The first `limit` features by their best token's score (ties to the smaller id).
+/// The first `limit` features by their best token's score (ties as [`super::rank`] breaks them).
 fn ranked_best(best: BestTokens, limit: usize) -> Vec<Hit> {
     let mut hits: Vec<Hit> = best
         .into_iter()
@@ -337,7 +343,7 @@ fn example_pattern_search(r: &FdictReader, re: &regex::Regex, limit: usize) -> R
     if matching.len() <= EXAMPLE_TOKENS_QUERIED_ONE_BY_ONE {
         return pattern_union(r, re, DISTINCT, EXAMPLE_TOKEN_LIST, limit);
     }
-    // Each feature's best matching token (ties to the smaller token), as `pattern_union`.
+    // Each feature's best matching token, as `pattern_union` keeps it.
     let mut best = BestTokens::new();
     let mut st = r
         .connection()
