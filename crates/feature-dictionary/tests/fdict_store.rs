@@ -1877,9 +1877,14 @@ fn manual_labels_that_would_look_like_others_are_refused() {
         "x\u{e0041}",
         "1\u{fe0f}",
         "\u{1f3f4}\u{e0067}\u{e0062}",
+        "a\u{2800}b",
     ] {
         let e = validate_label(hidden).unwrap_err().to_string();
         assert!(e.contains("invisible character U+"), "{hidden:?}: {e}");
+    }
+    for private in ["a\u{e000}b", "\u{10fffd}"] {
+        let e = validate_label(private).unwrap_err().to_string();
+        assert!(e.contains("private-use character U+"), "{private:?}: {e}");
     }
     // Joiners and variation selectors that writing needs are kept.
     for written in [

@@ -26,7 +26,8 @@
 //! share the file: a commit waits for reads in progress, reads wait out a commit).
 //!
 //! A `.json` dictionary is served through a sibling `.fdict` (created on first use, reused
-//! while the JSON is unchanged, converted again with its manual labels when it changed),
+//! while the JSON is unchanged, converted again with its manual-label edits — additions and
+//! removals — when it changed),
 //! which is where its manual labels are kept.
 
 pub mod bench;
@@ -54,6 +55,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use clap::Args;
 use feature_dictionary::dictionary::Statistics;
+use feature_dictionary::label::manual;
 use feature_dictionary::model::FeatureType;
 use feature_dictionary::query::{Hit, Query, Search, TokenBasis, TokenRank};
 use feature_dictionary::store::fdict::{self, FdictReader, FeatureBrief, FeatureOrder, Summary};
@@ -418,6 +420,11 @@ impl AppState {
 /// The `meta` key of a sibling `.fdict` that records the JSON it was converted from.
 const SOURCE_KEY: &str = "serve_source_json";
 
+/// The `meta` key of a sibling `.fdict` that records the manual labels its JSON held when
+/// converted (`[[id, text], …]`): what edits on the sibling are measured against, so that a
+/// label removed there stays removed when the JSON is converted again.
+const SOURCE_LABELS_KEY: &str = "serve_source_manual_labels";
+
 /// What identifies the content of a JSON dictionary without reading it: its size and
 /// modification time (what `make` trusts too), recorded in the sibling at conversion.
 #[derive(Debug, PartialEq, serde::Serialize, Deserialize)]
@@ -470,14 +477,26 @@ fn sibling_outdated(json: &Path, sibling: &Path, recorded: Option<&str>) -> Resu
     })
 }
 
-/// Converts `json` into `sibling` (replacing it), carrying over the manual labels of the
-/// `earlier` sibling, and records which JSON it was made from. Returns the labels kept
-/// and those whose features the JSON no longer holds.
-fn convert_sibling(
-    json: &Path,
-    sibling: &Path,
-    earlier: &[(u64, String)],
-) -> Result<(usize, usize)> {
+/// The manual labels of an earlier sibling: those it holds now, and those its JSON held
+/// when it was converted (`None` for a sibling that did not record them).
+#[derive(Default)]
+struct EarlierLabels {
+    now: Vec<(u64, String)>,
+    converted_with: Option<Vec<(u64, String)>>,
+}
+
+/// What converting again did to the manual labels of the earlier sibling.
+struct CarriedLabels {
+    kept: usize,
+    dropped: usize,
+    removed: usize,
+}
+
+/// Converts `json` into `sibling` (replacing it), carrying over the manual-label edits of
+/// the `earlier` sibling (labels added there, and — when it recorded what it was converted
+/// with — labels removed there), and records which JSON it was made from and that JSON's
+/// manual labels.
+fn convert_sibling(json: &Path, sibling: &Path, earlier: &EarlierLabels) -> Result<CarriedLabels> {
     // The stamp is taken before reading: a JSON rewritten while it is read then looks
     // changed next time, and is converted again rather than trusted.
     let stamp = std::fs::metadata(json)
@@ -485,15 +504,28 @@ fn convert_sibling(
         .and_then(|m| SourceStamp::of(&m));
     let mut d =
         store::load(json).with_context(|| format!("cannot read dictionary {}", json.display()))?;
-    let kept = feature_dictionary::label::manual::carry_over(&mut d, earlier);
+    let own = manual::manual_labels_of(&d);
+    let (kept, removed) = match &earlier.converted_with {
+        Some(base) => manual::carry_over_edits(&mut d, base, &earlier.now),
+        None => (manual::carry_over(&mut d, &earlier.now), 0),
+    };
     store::save(&d, sibling)?;
-    if let Some(stamp) = stamp {
-        let value = serde_json::to_string(&stamp)?;
-        FdictReader::open_rw(sibling)
-            .and_then(|w| w.set_meta_value(SOURCE_KEY, &value))
-            .with_context(|| format!("cannot record the source of {}", sibling.display()))?;
-    }
-    Ok((kept, earlier.len() - kept))
+    let record = |w: FdictReader| -> feature_dictionary::Result<()> {
+        if let Some(stamp) = &stamp {
+            let value = serde_json::to_string(stamp).expect("a stamp serializes");
+            w.set_meta_value(SOURCE_KEY, &value)?;
+        }
+        let labels = serde_json::to_string(&own).expect("labels serialize");
+        w.set_meta_value(SOURCE_LABELS_KEY, &labels)
+    };
+    FdictReader::open_rw(sibling)
+        .and_then(record)
+        .with_context(|| format!("cannot record the source of {}", sibling.display()))?;
+    Ok(CarriedLabels {
+        kept,
+        dropped: earlier.now.len() - kept,
+        removed,
+    })
 }
 
 /// The `.fdict` to serve for `dict`: itself, or for a JSON dictionary its sibling `.fdict`,
@@ -517,7 +549,19 @@ pub fn prepare(dict: &Path) -> Result<(PathBuf, Option<String>)> {
         // Its manual labels are read now, while it is known to be readable: converting
         // again would otherwise replace the only copy of them.
         let (recorded, earlier) = FdictReader::open(&sibling)
-            .and_then(|r| Ok((r.meta_value(SOURCE_KEY)?, r.manual_labels()?)))
+            .and_then(|r| {
+                let converted_with = r
+                    .meta_value(SOURCE_LABELS_KEY)?
+                    .and_then(|v| serde_json::from_str(&v).ok());
+                let now = r.manual_labels()?;
+                Ok((
+                    r.meta_value(SOURCE_KEY)?,
+                    EarlierLabels {
+                        now,
+                        converted_with,
+                    },
+                ))
+            })
             .with_context(|| {
                 format!(
                     "cannot read {} (the .fdict beside {}, which holds its manual labels); move it away to convert {} afresh",
@@ -534,7 +578,7 @@ pub fn prepare(dict: &Path) -> Result<(PathBuf, Option<String>)> {
             );
             return Ok((sibling, Some(note)));
         };
-        let (kept, dropped) = crate::commands::with_status(
+        let carried = crate::commands::with_status(
             format!(
                 "converting {} to {} again ({why})",
                 dict.display(),
@@ -543,13 +587,21 @@ pub fn prepare(dict: &Path) -> Result<(PathBuf, Option<String>)> {
             || convert_sibling(dict, &sibling, &earlier),
         )?;
         let mut note = format!(
-            "converted {} to {} again ({why}); kept {kept} manual label(s)",
+            "converted {} to {} again ({why}); kept {} manual label(s)",
             dict.display(),
-            sibling.display()
+            sibling.display(),
+            carried.kept
         );
-        if dropped > 0 {
+        if carried.removed > 0 {
             note.push_str(&format!(
-                "; {dropped} manual label(s) of features {} no longer holds were dropped",
+                "; {} manual label(s) removed there stay removed",
+                carried.removed
+            ));
+        }
+        if carried.dropped > 0 {
+            note.push_str(&format!(
+                "; {} manual label(s) of features {} no longer holds were dropped",
+                carried.dropped,
                 dict.display()
             ));
         }
@@ -557,7 +609,7 @@ pub fn prepare(dict: &Path) -> Result<(PathBuf, Option<String>)> {
     }
     crate::commands::with_status(
         format!("converting {} to {}", dict.display(), sibling.display()),
-        || convert_sibling(dict, &sibling, &[]),
+        || convert_sibling(dict, &sibling, &EarlierLabels::default()),
     )?;
     let note = format!(
         "converted {} to {} (manual labels are stored there)",
@@ -1190,9 +1242,17 @@ pub(crate) async fn token_basis(st: Arc<AppState>) -> Result<TokenBasis, ApiErro
     blocking(move || st.read(|r| Ok(r.token_basis()?))).await
 }
 
-#[derive(Deserialize)]
-struct LabelBody {
-    text: String,
+/// The JSON body of a label request: an object with a string `text`. (A derived struct
+/// would also take the array `["…"]`, which the API does not document.)
+fn label_text(body: &[u8]) -> Result<String, ApiError> {
+    let bad = |why: String| ApiError::bad(format!("body must be JSON {{\"text\": \"…\"}}: {why}"));
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    match object.get("text") {
+        Some(serde_json::Value::String(text)) => Ok(text.clone()),
+        Some(other) => Err(bad(format!("\"text\" is {other}, not a string"))),
+        None => Err(bad("it has no \"text\"".into())),
+    }
 }
 
 /// What a label request does.
@@ -1272,6 +1332,14 @@ async fn edit_label(
     // keep the connection (one of a capped number) forever; the size limit still applies.
     let body = match tokio::time::timeout(limit, Bytes::from_request(req, &())).await {
         Ok(Ok(body)) => body,
+        // A chunked body, whose size was not announced, meets the limit while it is read:
+        // the same words as an announced one.
+        Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body of more than {BODY_LIMIT} bytes; this server takes at most {BODY_LIMIT} bytes (64 KiB)"),
+            ))
+        }
         Ok(Err(rejection)) => return Ok(rejection.into_response()),
         Err(_) => {
             return Err(ApiError::new(
@@ -1296,9 +1364,7 @@ async fn edit_label(
             }
         })?
     } else if ctype == "application/json" {
-        let b: LabelBody = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad(format!("body must be JSON {{\"text\": \"…\"}}: {e}")))?;
-        b.text
+        label_text(&body)?
     } else {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -569,6 +569,20 @@ fn manual_labels_via_json_and_form() {
             br#"{"txt": "x"}"#.to_vec(),
             400,
         ),
+        // Only the documented object: not an array (which a derived struct would take),
+        // not a number for the text.
+        (
+            "/api/features/4/labels",
+            Some("application/json"),
+            br#"["x"]"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/features/4/labels",
+            Some("application/json"),
+            br#"{"text": 123}"#.to_vec(),
+            400,
+        ),
         (
             "/api/features/4/labels",
             Some("text/plain"),
@@ -632,6 +646,32 @@ fn manual_labels_via_json_and_form() {
     let n = c.read(&mut answer).unwrap();
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // A chunked body over the limit, whose size is not announced, is refused in the same
+    // words (it got the framework's "Failed to buffer the request body").
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        c,
+        "POST /api/features/4/labels HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        s.addr
+    )
+    .unwrap();
+    let chunk = "x".repeat(16 * 1024);
+    for _ in 0..5 {
+        if write!(c, "{:x}\r\n{chunk}\r\n", chunk.len()).is_err() {
+            break;
+        }
+    }
+    let _ = write!(c, "0\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = c.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("this server takes at most 65536 bytes"),
+        "{answer}"
+    );
     // Stored on disk: a fresh reader sees the labels.
     let r = FdictReader::open(&s.path).unwrap();
     let f = r.feature(4).unwrap().unwrap();
@@ -2099,6 +2139,82 @@ fn a_changed_json_is_converted_again_keeping_manual_labels() {
     assert_eq!(
         store::load(&sibling).unwrap().get(3).unwrap().labels[0],
         "kept by hand"
+    );
+}
+
+/// Removing a manual label the JSON holds is an edit of the sibling like adding one: when the
+/// JSON changes elsewhere and is converted again, the label stays removed (it used to come
+/// back from the JSON), while labels the JSON gained since and labels added on the sibling
+/// are both kept.
+#[test]
+fn a_manual_label_removed_on_the_sibling_stays_removed_after_converting_again() {
+    use feature_dictionary::label::manual;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("d.json");
+    let mut d = synthetic::dictionary(&Spec {
+        n_features: 6,
+        ..Default::default()
+    });
+    for (id, text) in [(1, "from the json"), (1, "json keeps"), (2, "also json")] {
+        manual::set_manual_label(d.feature_set.features.get_mut(&id).unwrap(), text);
+    }
+    store::save(&d, &json).unwrap();
+    let (sibling, _) = super::prepare(&json).unwrap();
+    let mut w = FdictReader::open_rw(&sibling).unwrap();
+    assert!(
+        w.remove_manual_label(1, "from the json")
+            .unwrap()
+            .unwrap()
+            .1
+    );
+    w.add_manual_label(4, "by hand").unwrap();
+    drop(w);
+    // The JSON is edited elsewhere (another feature gets a label), so it is converted again.
+    manual::set_manual_label(d.feature_set.features.get_mut(&5).unwrap(), "json later");
+    store::save(&d, &json).unwrap();
+    let (_, note) = super::prepare(&json).unwrap();
+    let note = note.unwrap();
+    assert!(
+        note.contains("again") && note.contains("1 manual label(s) removed there stay removed"),
+        "{note}"
+    );
+    let r = FdictReader::open(&sibling).unwrap();
+    let mut labels = r.manual_labels().unwrap();
+    labels.sort();
+    let want: Vec<(u64, String)> = [
+        (1, "json keeps"),
+        (2, "also json"),
+        (4, "by hand"),
+        (5, "json later"),
+    ]
+    .iter()
+    .map(|&(id, t)| (id, t.to_string()))
+    .collect();
+    assert_eq!(labels, want);
+    // And again: what the sibling was converted with is now the JSON's labels of this
+    // conversion, so removing the JSON's newest label on the sibling sticks as well.
+    let mut w = FdictReader::open_rw(&sibling).unwrap();
+    assert!(w.remove_manual_label(5, "json later").unwrap().unwrap().1);
+    drop(w);
+    manual::set_manual_label(d.feature_set.features.get_mut(&0).unwrap(), "json third");
+    store::save(&d, &json).unwrap();
+    super::prepare(&json).unwrap();
+    let mut labels = FdictReader::open(&sibling)
+        .unwrap()
+        .manual_labels()
+        .unwrap();
+    labels.sort();
+    assert_eq!(
+        labels
+            .iter()
+            .map(|(id, t)| (*id, t.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            (0, "json third"),
+            (1, "json keeps"),
+            (2, "also json"),
+            (4, "by hand")
+        ]
     );
 }
 

@@ -22,6 +22,50 @@ pub fn carry_over(dict: &mut crate::FeatureDictionary, labels: &[(u64, String)])
     kept
 }
 
+/// The manual labels `(feature id, text)` of `dict`, each feature's in rank order (newest
+/// first), as [`crate::store::fdict::FdictReader::manual_labels`] lists a file's.
+pub fn manual_labels_of(dict: &crate::FeatureDictionary) -> Vec<(u64, String)> {
+    dict.features()
+        .flat_map(|f| {
+            f.metadata
+                .label_details
+                .iter()
+                .filter(|l| l.strategy == LabelingStrategy::Manual)
+                .map(move |l| (f.id, l.text.clone()))
+        })
+        .collect()
+}
+
+/// Gives `dict` (a newer version of a dictionary) the manual-label edits a person made on a
+/// copy of an earlier version: `base` are the manual labels that copy started with, `edited`
+/// those it holds now. Labels added since are kept as [`carry_over`] keeps them; labels
+/// removed since (in `base`, not in `edited`) are removed from `dict` too, where they are
+/// still — a removal is an edit as much as an addition. Returns how many labels were kept
+/// and how many removed.
+pub fn carry_over_edits(
+    dict: &mut crate::FeatureDictionary,
+    base: &[(u64, String)],
+    edited: &[(u64, String)],
+) -> (usize, usize) {
+    let kept = carry_over(dict, edited);
+    let still: std::collections::HashSet<(u64, &str)> =
+        edited.iter().map(|(id, t)| (*id, t.as_str())).collect();
+    let total = dict.feature_set.total_tokens_processed;
+    let mut removed = 0;
+    for (id, text) in base {
+        if still.contains(&(*id, text.as_str())) {
+            continue;
+        }
+        if let Some(f) = dict.feature_set.features.get_mut(id) {
+            if remove_manual_label(f, text) {
+                describe_after_edit(f, total);
+                removed += 1;
+            }
+        }
+    }
+    (kept, removed)
+}
+
 /// Manual labels one feature may have. Unbounded, one visitor of the server (or one script
 /// running `featdict label --set`) could grow a feature, its page and every write of it
 /// without end.

@@ -2690,11 +2690,22 @@ pub fn validate_label(text: &str) -> Result<String> {
             c as u32
         )));
     }
+    // A private-use character has no agreed glyph: each reader's font shows it differently,
+    // or as nothing.
+    if let Some(c) = t.chars().find(|&c| {
+        matches!(c, '\u{e000}'..='\u{f8ff}' | '\u{f0000}'..='\u{ffffd}' | '\u{100000}'..='\u{10fffd}')
+    }) {
+        return Err(Error::Invalid(format!(
+            "label text contains the private-use character U+{:04X}, which has no agreed appearance",
+            c as u32
+        )));
+    }
     Ok(t.to_string())
 }
 
 /// The first character of `text` that shows as nothing and is not needed to write it: a
-/// default-ignorable code point or a line or paragraph separator. What writing needs is let
+/// default-ignorable code point, a line or paragraph separator, or a blank that is no space
+/// (U+2800, the blank Braille pattern; U+3164 and U+FFA0, Hangul fillers). What writing needs is let
 /// through: joiners and variation selectors after a non-ASCII character, between two
 /// characters (emoji sequences, Persian and Indic scripts, Mongolian); the emoji presentation
 /// selector of a keycap (`1️⃣`: digit, U+FE0F, U+20E3); the tags of a subdivision flag
@@ -2739,6 +2750,7 @@ fn invisible_in(text: &str) -> Option<char> {
                 | '\u{2028}'
                 | '\u{2029}'
                 | '\u{2060}'..='\u{2064}'
+                | '\u{2800}'
                 | '\u{206a}'..='\u{206f}'
                 | '\u{3164}'
                 | '\u{feff}'
