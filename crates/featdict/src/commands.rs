@@ -213,11 +213,12 @@ struct BuildArgs {
     #[arg(long, default_value_t = 0.01)]
     min_activation: f64,
     /// Model name stored in the dictionary (default: the `model_name` of a delphi cache's
-    /// config.json, of the --sae cfg.json, or recorded in latents `featdict encode` wrote).
-    #[arg(long, default_value = "")]
+    /// config.json, of the --sae cfg.json, or recorded in latents `featdict encode` wrote;
+    /// else none).
+    #[arg(long, default_value = "", hide_default_value = true)]
     model_name: String,
-    /// SAE name stored in the dictionary.
-    #[arg(long, default_value = "")]
+    /// SAE name stored in the dictionary (default: none).
+    #[arg(long, default_value = "", hide_default_value = true)]
     sae_name: String,
     /// Layer stored in the dictionary (default: the hookpoint's of a delphi cache, of the
     /// --sae config or recorded by `featdict encode`, e.g. 9 for blocks.9.hook_resid_post,
@@ -233,6 +234,13 @@ struct BuildArgs {
     /// indices counted from here.
     #[arg(long, default_value_t = 0)]
     first_sequence: u64,
+    /// The SAE's number of latents (its d_sae). A delphi cache saved unsplit (one
+    /// safetensors file with absolute latent indices) does not say it, so its latents above
+    /// the largest that fired would be left out rather than reported dead; with this they are
+    /// counted. For other inputs, a check: a count the input contradicts (a dense file's
+    /// width, the --sae's d_sae, a sharded cache whose last shards are missing) is an error.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64 - 1))]
+    latents: Option<u64>,
     /// Worker threads (default: all cores). The result does not depend on it.
     #[arg(long, value_parser = one_to::<MAX_THREADS>)]
     threads: Option<usize>,
@@ -658,6 +666,7 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
             ingest::TokenSpelling::Auto
         },
         first_sequence: a.first_sequence,
+        n_latents: a.latents.map(|n| n as usize),
     };
     // Opening reads the tokens whole once (a large tokens JSON takes seconds) and checks
     // every token id.
@@ -682,6 +691,14 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
         // Shown even with -q: every token of the dictionary would read as a number.
         eprintln!(
             "warning: no --tokenizer: tokens are kept and shown as their ids (\"[314]\"); pass --tokenizer tokenizer.json to see their text"
+        );
+    }
+    if source.n_features_guessed() {
+        // Shown even with -q: features would be missing from the dictionary, not dead.
+        eprintln!(
+            "warning: {} does not say how many latents its SAE has: taking {} (one past the largest latent that fired); latents above it that never fired are left out instead of reported dead — pass --latents N (the SAE's d_sae) to count them",
+            a.acts.display(),
+            source.n_features()
         );
     }
     if (1..64).contains(&a.ngrams) {

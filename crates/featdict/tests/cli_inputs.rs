@@ -339,6 +339,72 @@ fn delphi_directory_with_a_missing_shard_is_an_error() {
     assert_eq!(v["statistics"]["active_features"], 3);
 }
 
+/// Latents past the last shard of a cache, or above the largest that fired in a lone file
+/// with absolute indices, used to vanish from the dictionary (neither counted nor reported
+/// dead): a cache whose `config.json` says more shards than it holds is refused; a lone
+/// file warns that its width is a guess, and `--latents` gives the width (checked against
+/// what the input says).
+#[test]
+fn latents_the_input_does_not_cover_are_never_silently_left_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("layers.2");
+    write_shard(&dir, 0, 3, &[[0, 0, 1], [1, 2, 3]], &[1.0, 2.0]);
+    std::fs::write(dir.join("config.json"), r#"{"n_splits": 2}"#).unwrap();
+    let out = tmp.path().join("x.json");
+    fails(
+        &["build", s(&dir), "--out", s(&out), "-q"],
+        &[
+            "saved in 2 shards (n_splits)",
+            "0_3.safetensors",
+            "left out",
+        ],
+    );
+    write_shard(&dir, 4, 7, &[[0, 1, 0]], &[3.0]);
+    let v = ok(&["build", s(&dir), "--out", s(&out), "-q", "--json"]);
+    assert_eq!(v["statistics"]["total_features"], 8);
+    fails(
+        &["build", s(&dir), "--out", s(&out), "-q", "--latents", "16"],
+        &[
+            "covers 8 latents, but the SAE is said to have 16",
+            "latents 8..=15 are in no shard",
+        ],
+    );
+    // A lone file with absolute latent indices, the largest that fired being 3.
+    let lone_dir = tmp.path().join("lone");
+    write_shard(&lone_dir, 0, 3, &[[0, 0, 1], [1, 2, 3]], &[1.0, 2.0]);
+    let lone = lone_dir.join("layers.2.safetensors");
+    std::fs::rename(lone_dir.join("0_3.safetensors"), &lone).unwrap();
+    let run = featdict(&["build", s(&lone), "--out", s(&out), "-q", "--json"]);
+    assert!(run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("does not say how many latents its SAE has: taking 4")
+            && err.contains("--latents N"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(v["statistics"]["total_features"], 4);
+    let run = featdict(&[
+        "build",
+        s(&lone),
+        "--out",
+        s(&out),
+        "-q",
+        "--json",
+        "--latents",
+        "10",
+    ]);
+    assert!(run.status.success());
+    assert!(!String::from_utf8_lossy(&run.stderr).contains("does not say how many latents"));
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(v["statistics"]["total_features"], 10);
+    assert_eq!(v["statistics"]["dead_features"], 8);
+    fails(
+        &["build", s(&lone), "--out", s(&out), "-q", "--latents", "3"],
+        &["holds latent 3 but the SAE is said to have 3 latents"],
+    );
+}
+
 /// A standard (ReLU) SAELens directory `dir` with `W_enc` `[d_in, d_sae]` (row-major),
 /// `b_enc` and a zero `b_dec`.
 fn write_standard_sae(dir: &Path, d_in: usize, d_sae: usize, w_enc: &[f32], b_enc: &[f32]) {

@@ -47,6 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             batch_values: 0,
             token_spelling: Default::default(),
             first_sequence: 0,
+            n_latents: None,
         };
         let mut source = open_source(&spec)?;
         let settings = Settings::from_config(&config)?;

@@ -197,6 +197,74 @@ fn corrupt_delphi_shards_are_errors() {
     assert!(read_delphi(huge).unwrap_err().contains("header"));
 }
 
+/// A cache whose last shards are missing, or that does not say its SAE's width, must not
+/// silently lose latents (they used to be absent from the dictionary, not reported dead):
+/// delphi's `n_splits` names the missing shards; a lone file with absolute indices has its
+/// width guessed (and says so) unless it is given, which is checked against what the shards
+/// say.
+#[test]
+fn delphi_caches_missing_their_last_latents_are_refused_or_given_their_width() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shard = tmp.path().join("0_63.safetensors");
+    std::fs::write(&shard, small_shard("U16")).unwrap();
+    std::fs::write(tmp.path().join("config.json"), r#"{"n_splits": 2}"#).unwrap();
+    let e = DelphiCache::open(tmp.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("saved in 2 shards (n_splits)")
+            && e.contains("holds 1 shard file, the last ending at latent 63 (0_63.safetensors)"),
+        "{e}"
+    );
+    let e = DelphiCache::open(&shard).unwrap_err().to_string();
+    assert!(e.contains("so pass its directory"), "{e}");
+    std::fs::write(tmp.path().join("config.json"), r#"{"n_splits": 1}"#).unwrap();
+    let cache = DelphiCache::open(tmp.path()).unwrap();
+    assert_eq!(
+        (cache.n_features(), cache.n_features_guessed()),
+        (64, false)
+    );
+    let e = DelphiCache::open(tmp.path())
+        .unwrap()
+        .with_n_latents(128)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("latents 64..=127 are in no shard"), "{e}");
+    assert!(DelphiCache::open(tmp.path())
+        .unwrap()
+        .with_n_latents(32)
+        .is_err());
+    assert_eq!(
+        DelphiCache::open(tmp.path())
+            .unwrap()
+            .with_n_latents(64)
+            .unwrap()
+            .n_features(),
+        64
+    );
+    // A lone file with absolute indices: the largest latent that fired is 63.
+    let lone_dir = tempfile::tempdir().unwrap();
+    let lone = lone_dir.path().join("layers.3.safetensors");
+    std::fs::write(&lone, small_shard("U16")).unwrap();
+    let cache = DelphiCache::open(&lone).unwrap();
+    assert_eq!((cache.n_features(), cache.n_features_guessed()), (64, true));
+    let given = DelphiCache::open(&lone)
+        .unwrap()
+        .with_n_latents(100)
+        .unwrap();
+    assert_eq!(
+        (given.n_features(), given.n_features_guessed()),
+        (100, false)
+    );
+    let e = DelphiCache::open(&lone)
+        .unwrap()
+        .with_n_latents(50)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("holds latent 63 but the SAE is said to have 50 latents"),
+        "{e}"
+    );
+}
+
 #[test]
 fn delphi_directory_errors_name_the_problem() {
     let tmp = tempfile::tempdir().unwrap();

@@ -47,6 +47,9 @@ pub struct DelphiCache {
     path: PathBuf,
     shards: Vec<Shard>,
     n_features: usize,
+    /// Whether `n_features` is one past the largest latent that fired, for want of anything
+    /// saying the SAE's width (a lone file with absolute indices and no recorded `d_sae`).
+    n_features_guessed: bool,
     /// The `tokens` tensor: index of the first shard holding it, and where it lies there.
     tokens: Option<(usize, TensorInfo)>,
 }
@@ -72,16 +75,66 @@ pub fn is_delphi_file(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The directory of the cache at `path` (a shard file or its directory).
+fn cache_dir(path: &Path) -> Option<&Path> {
+    if path.is_dir() {
+        Some(path)
+    } else {
+        path.parent()
+    }
+}
+
+/// Refuses a cache whose last shards are missing: delphi writes `n_splits` (its
+/// `config.json` beside the shards) files covering the latents from 0 up, so fewer ranged
+/// shard files than that mean the latents past the last one would silently not exist (the
+/// missing first and middle shards are caught by their ranges). Without that config, or for
+/// a lone file with absolute indices (delphi's unsplit save), there is nothing to check.
+fn check_split_count(path: &Path, files: &[(PathBuf, Option<(u64, u64)>)]) -> Result<()> {
+    let Some(dir) = cache_dir(path) else {
+        return Ok(());
+    };
+    let config = dir.join("config.json");
+    let Some(n_splits) = std::fs::read(&config)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|c| c.get("n_splits").and_then(serde_json::Value::as_u64))
+    else {
+        return Ok(());
+    };
+    let ranged: Vec<(&PathBuf, (u64, u64))> = files
+        .iter()
+        .filter_map(|(p, r)| r.map(|r| (p, r)))
+        .collect();
+    let Some(&(last, (_, end))) = ranged.iter().max_by_key(|(_, r)| r.1) else {
+        return Ok(());
+    };
+    if (ranged.len() as u64) >= n_splits {
+        return Ok(());
+    }
+    let saved = format!(
+        "{} says the cache was saved in {n_splits} shards (n_splits)",
+        config.display()
+    );
+    let why = if path.is_dir() {
+        format!(
+            "{saved}, but the directory holds {}, the last ending at latent {end} ({}): the shards after it are missing, and their latents would be left out of the dictionary",
+            crate::count_of(ranged.len() as u64, "shard file", "shard files"),
+            file_name(last),
+        )
+    } else {
+        format!(
+            "{saved}, and this one ends at latent {end}: a dictionary is built over a whole cache, so pass its directory, {}",
+            dir.display()
+        )
+    };
+    Err(Error::format(path, why))
+}
+
 /// [`Provenance`] of the cache at `path` (a shard file or its directory): the model
 /// from a `config.json` beside the shards, the layer from the directory's name when it
 /// names a hookpoint (with or without that file: shards copied without it keep their layer).
 pub fn cache_provenance(path: &Path) -> Provenance {
-    let dir = if path.is_dir() {
-        Some(path)
-    } else {
-        path.parent()
-    };
-    let Some(dir) = dir else {
+    let Some(dir) = cache_dir(path) else {
         return Provenance::default();
     };
     let config = std::fs::read(dir.join("config.json"))
@@ -164,6 +217,7 @@ impl DelphiCache {
         } else {
             files.push((path.to_path_buf(), shard_range(path)));
         }
+        check_split_count(path, &files)?;
         let files = files
             .into_iter()
             .map(|(p, range)| Ok((SafeTensors::open(&p)?, range)))
@@ -305,6 +359,7 @@ impl DelphiCache {
             }
         }
         let mut n_features = 0u64;
+        let mut n_features_guessed = false;
         for s in &mut shards {
             let end = match s.width {
                 Some(w) => s.start + w,
@@ -320,7 +375,10 @@ impl DelphiCache {
                     // Latents above the largest that fired are only known from the width
                     // `featdict encode` records; without it they would silently vanish.
                     match s.file.metadata(D_SAE_KEY) {
-                        None => seen,
+                        None => {
+                            n_features_guessed = true;
+                            seen
+                        }
                         Some(text) => match text.parse::<u64>() {
                             Ok(w) if w >= seen => w,
                             Ok(w) => {
@@ -353,6 +411,7 @@ impl DelphiCache {
             path: path.to_path_buf(),
             shards,
             n_features,
+            n_features_guessed,
             tokens,
         })
     }
@@ -360,6 +419,51 @@ impl DelphiCache {
     /// Latents (one past the largest index any shard covers).
     pub fn n_features(&self) -> usize {
         self.n_features
+    }
+
+    /// Whether [`Self::n_features`] is only one past the largest latent that fired: a lone
+    /// file with absolute indices that records no `d_sae` (delphi's unsplit save) does not
+    /// say how many latents its SAE has, so latents above that never fired are not counted
+    /// (give the width with [`Self::with_n_latents`]).
+    pub fn n_features_guessed(&self) -> bool {
+        self.n_features_guessed
+    }
+
+    /// The cache with the SAE's latent count `n` given by the user (`featdict build
+    /// --latents`): it must cover every latent the shards hold, and — where shard ranges or
+    /// a recorded `d_sae` say the count — equal it.
+    pub fn with_n_latents(mut self, n: usize) -> Result<Self> {
+        if self.n_features_guessed {
+            if n < self.n_features {
+                return Err(Error::format(
+                    &self.path,
+                    format!(
+                        "holds latent {} but the SAE is said to have {n} latents",
+                        self.n_features - 1
+                    ),
+                ));
+            }
+            self.n_features = n;
+            self.n_features_guessed = false;
+        } else if n != self.n_features {
+            let how = if n > self.n_features {
+                format!(
+                    "; latents {}..={} are in no shard (is a shard missing?)",
+                    self.n_features,
+                    n - 1
+                )
+            } else {
+                String::new()
+            };
+            return Err(Error::format(
+                &self.path,
+                format!(
+                    "covers {} latents, but the SAE is said to have {n}{how}",
+                    self.n_features
+                ),
+            ));
+        }
+        Ok(self)
     }
 
     /// The cache's `tokens` matrix read whole, when its shards carry one.
@@ -524,6 +628,10 @@ impl DelphiSource {
 impl ActivationSource for DelphiSource {
     fn n_features(&self) -> usize {
         self.cache.n_features
+    }
+
+    fn n_features_guessed(&self) -> bool {
+        self.cache.n_features_guessed
     }
 
     fn input_dim(&self) -> Option<usize> {

@@ -120,6 +120,12 @@ pub struct Provenance {
 pub trait ActivationSource {
     /// Features per row.
     fn n_features(&self) -> usize;
+    /// Whether [`Self::n_features`] is a guess from the data (one past the largest latent
+    /// that fired) because the input does not say how many latents its SAE has: latents
+    /// above it that never fired are then not counted as dead but left out.
+    fn n_features_guessed(&self) -> bool {
+        false
+    }
     /// Total rows to be accumulated, when known (for progress bars).
     fn n_tokens_hint(&self) -> Option<u64>;
     /// Strings of the token ids the batches carry (batches carry one id per string).

@@ -37,6 +37,10 @@ pub struct InputSpec<'a> {
     /// Index of the input's first sequence (0 unless it is a later shard of a corpus, whose
     /// partial dictionary merges exactly with the others when numbered as in the whole).
     pub first_sequence: u64,
+    /// The SAE's number of latents (`d_sae`), when the user gives it: checked against what
+    /// the input says, and the only source of it for a lone delphi file with absolute latent
+    /// indices (whose latents above the largest that fired are otherwise not counted).
+    pub n_latents: Option<usize>,
 }
 
 /// Rows per batch for sparse caches (whole sequences; memory is O(nonzeros of a batch)).
@@ -124,7 +128,10 @@ pub fn open_source(spec: &InputSpec) -> Result<Box<dyn ActivationSource>> {
                     sae.display()
                 )));
             }
-            let cache = DelphiCache::open(acts)?;
+            let mut cache = DelphiCache::open(acts)?;
+            if let Some(n) = spec.n_latents {
+                cache = cache.with_n_latents(n)?;
+            }
             let tokens = open_tokens(spec, Some(&cache))?;
             Ok(Box::new(
                 DelphiSource::new(cache, tokens, SPARSE_BATCH_ROWS)?
@@ -150,13 +157,22 @@ pub fn open_source(spec: &InputSpec) -> Result<Box<dyn ActivationSource>> {
             };
             let source = DenseSource::new(matrix, tokens, spec.context_window, batch_values)?
                 .with_first_sequence(spec.first_sequence);
-            match spec.sae {
-                Some(dir) => Ok(Box::new(SaeSource::new(
-                    source,
-                    Sae::load(dir)?,
-                    spec.threads,
-                )?)),
-                None => Ok(Box::new(source)),
+            let source: Box<dyn ActivationSource> = match spec.sae {
+                Some(dir) => Box::new(SaeSource::new(source, Sae::load(dir)?, spec.threads)?),
+                None => Box::new(source),
+            };
+            match spec.n_latents {
+                Some(n) if n != source.n_features() => {
+                    let what = match spec.sae {
+                        Some(dir) => format!("the SAE {} has", dir.display()),
+                        None => format!("{} has", acts.display()),
+                    };
+                    Err(Error::Invalid(format!(
+                        "{what} {} latents, but the SAE is said to have {n}",
+                        source.n_features()
+                    )))
+                }
+                _ => Ok(source),
             }
         }
     }

@@ -339,7 +339,10 @@ pub fn check_shards_agree(shards: &[(&Path, &DictionaryConfig)]) -> Result<()> {
             return Err(refuse(
                 first,
                 path,
-                format!("{} features against {}", c.num_features, base.num_features),
+                format!(
+                    "{} features against {} (shards of one SAE have its width; a lone delphi file that does not record it is built with one past its largest latent that fired, unless `featdict build --latents` gives it)",
+                    c.num_features, base.num_features
+                ),
             ));
         }
         if let Some(diff) = base_settings.difference(&settings(path, c)?) {
