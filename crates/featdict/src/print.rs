@@ -332,7 +332,12 @@ pub fn feature(f: &Feature, n_examples: usize, as_json: bool) -> Result<()> {
             .map(|(k, v)| format!("{k} {}", number(*v, 3)))
             .collect();
         if !q.is_empty() {
-            println!("  quantiles (from the histogram) {}", q.join("  "));
+            let how = if m.quantiles_exact {
+                "exact: every firing is a top example"
+            } else {
+                "from the histogram"
+            };
+            println!("  quantiles ({how}) {}", q.join("  "));
         }
         if let Some(h) = &m.histogram {
             histogram_by_octave(h);

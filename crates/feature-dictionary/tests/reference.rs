@@ -795,6 +795,60 @@ fn quantiles_of_every_feature_are_within_one_bin_of_brute_force() {
     }
 }
 
+/// A feature that fired at most top-k times has every firing among its examples, so its
+/// quantiles are exact — numpy's default linear `quantile` of those values, written out here
+/// for 7 values — and say so; one firing more and they come from the histogram again.
+#[test]
+fn quantiles_of_a_feature_whose_firings_are_all_top_examples_are_exact() {
+    let (n_seq, len) = (4usize, 10usize);
+    let rows = n_seq * len;
+    let f = 2;
+    let mut c = Corpus {
+        lengths: vec![len; n_seq],
+        tokens: vec![vec!["x".to_string(); len]; n_seq],
+        acts: vec![0f32; rows * f],
+        f,
+    };
+    let values = [0.395f32, 1.042, 0.4062, 0.6738, 0.4666, 0.9185, 0.604];
+    for (i, v) in values.iter().enumerate() {
+        c.acts[(i * 5) * f] = *v;
+        c.acts[(i * 5 + 1) * f + 1] = *v;
+    }
+    c.acts[39 * f + 1] = 2.5;
+    let dir = tempfile::tempdir().unwrap();
+    let (acts, toks) = write(&c, dir.path(), "e");
+    let dict = build_dict(&acts, &toks, &config(7, 1), 2, f * 8);
+    let exact = &dict.get(0).unwrap().metadata;
+    assert!(exact.quantiles_exact);
+    // sorted: 0.395 0.4062 0.4666 0.604 0.6738 0.9185 1.042; h = 6q.
+    let v = |x: f32| x as f64;
+    let want = [
+        ("p10", v(0.395) + (v(0.4062) - v(0.395)) * 0.6),
+        ("p25", v(0.4062) + (v(0.4666) - v(0.4062)) * 0.5),
+        ("p50", v(0.604)),
+        ("p75", v(0.6738) + (v(0.9185) - v(0.6738)) * 0.5),
+        ("p90", v(0.9185) + (v(1.042) - v(0.9185)) * 0.4),
+        ("p99", v(0.9185) + (v(1.042) - v(0.9185)) * 0.94),
+        ("p999", v(0.9185) + (v(1.042) - v(0.9185)) * 0.994),
+    ];
+    for (name, value) in want {
+        assert!(
+            (exact.quantiles[name] - value).abs() < 1e-12,
+            "{name}: {} against {value}",
+            exact.quantiles[name]
+        );
+    }
+    let estimated = &dict.get(1).unwrap().metadata;
+    assert_eq!(dict.get(1).unwrap().activation_count, 8);
+    assert!(!estimated.quantiles_exact);
+    // Written and read back, the flag stays.
+    let json = dir.path().join("e.json");
+    feature_dictionary::store::save(&dict, &json).unwrap();
+    let back = feature_dictionary::store::load(&json).unwrap();
+    assert!(back.get(0).unwrap().metadata.quantiles_exact);
+    assert!(!back.get(1).unwrap().metadata.quantiles_exact);
+}
+
 /// Feature types at the exact frequency boundaries of the seed API (ultra_sparse < 0.01 %,
 /// sparse < 1 %, moderate < 10 %, dense ≥ 10 %) over 20,000 tokens: 2 firings are exactly
 /// 0.01 % (sparse, not ultra_sparse), 200 exactly 1 % (moderate), 2,000 exactly 10 %

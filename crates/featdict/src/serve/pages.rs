@@ -591,8 +591,15 @@ fn feature_body(f: &Feature, neighbours: &[(String, u64, f64)]) -> String {
     for (k, v) in rows {
         let _ = write!(b, "<tr><th>{k}</th><td class=\"n\">{v}</td></tr>");
     }
+    // Histogram quantiles are estimates within a bin; a feature whose every firing is a
+    // top example has them exact.
+    let estimated = if m.quantiles_exact { "" } else { "≈ " };
     for (k, v) in &m.quantiles {
-        let _ = write!(b, "<tr><th>{}</th><td class=\"n\">{v:.4}</td></tr>", esc(k));
+        let _ = write!(
+            b,
+            "<tr><th>{}</th><td class=\"n\">{estimated}{v:.4}</td></tr>",
+            esc(k)
+        );
     }
     b.push_str("</table>");
     if let Some(h) = &m.histogram {

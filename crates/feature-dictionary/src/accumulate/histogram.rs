@@ -67,6 +67,19 @@ pub fn quantile(counts: &[u64], q: f64, min: f64, max: f64) -> f64 {
     max
 }
 
+/// The exact `q`-quantile (0 ≤ q ≤ 1) of `sorted` (ascending, not empty) as numpy's default
+/// `quantile` gives it: linear interpolation between the values at ranks ⌊h⌋ and ⌈h⌉,
+/// `h = (n − 1)·q`.
+pub fn exact_quantile(sorted: &[f32], q: f64) -> f64 {
+    let h = (sorted.len() - 1) as f64 * q.clamp(0.0, 1.0);
+    let (lo, frac) = (h.floor() as usize, h - h.floor());
+    let a = sorted[lo] as f64;
+    match sorted.get(lo + 1) {
+        Some(&b) if frac > 0.0 => a + (b as f64 - a) * frac,
+        _ => a,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

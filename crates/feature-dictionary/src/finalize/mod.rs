@@ -250,10 +250,21 @@ impl Ctx<'_> {
         let hist_counts = part.histogram(local);
         let hist = &hist_counts[..];
         let (lo, hi) = (m.min as f64, m.max as f64);
+        // A feature that fired at most top-k times has every firing among its examples:
+        // its quantiles are the values' own, not estimates within a bin.
+        let every_firing: Option<Vec<f32>> =
+            (f.top_activations.len() as u64 == m.count).then(|| {
+                let mut v: Vec<f32> = f.top_activations.iter().map(|a| a.activation).collect();
+                v.sort_by(f32::total_cmp);
+                v
+            });
+        f.metadata.quantiles_exact = every_firing.is_some();
         for (name, q) in QUANTILES {
-            f.metadata
-                .quantiles
-                .insert(name.into(), histogram::quantile(hist, q, lo, hi));
+            let value = match &every_firing {
+                Some(sorted) => histogram::exact_quantile(sorted, q),
+                None => histogram::quantile(hist, q, lo, hi),
+            };
+            f.metadata.quantiles.insert(name.into(), value);
         }
         f.metadata.histogram = Some(HistogramSummary {
             bins_per_octave: histogram::BINS_PER_OCTAVE,

@@ -553,9 +553,15 @@ pub struct FeatureMetadata {
     /// Non-finite (NaN/Inf) values seen for this feature; never folded into statistics.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub nonfinite_count: u64,
-    /// Approximate quantiles (p10…p99) from the histogram; see `accumulate::histogram`.
+    /// Quantiles (p10…p99.9): from the histogram (see `accumulate::histogram`), or exact
+    /// when `quantiles_exact`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub quantiles: BTreeMap<String, f64>,
+    /// Whether `quantiles` are exact: every firing is among the top examples (a feature that
+    /// fired at most `top_k` times), so they are computed from the values themselves, as
+    /// numpy's default (linear) `quantile` does, rather than estimated from the histogram.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub quantiles_exact: bool,
     /// Fixed-edge log histogram of firing activations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histogram: Option<HistogramSummary>,
@@ -586,6 +592,10 @@ pub struct FeatureMetadata {
     /// Keys we do not know (kept so files round-trip).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 fn is_zero(v: &u64) -> bool {
