@@ -43,6 +43,21 @@ _COUNT_FIELDS = (
 )
 
 
+def _join_tokens(tokens: List[str], carry_spaces: bool) -> str:
+    """Context text as the engine joins it: concatenated when tokens carry their own spaces,
+    otherwise words joined by a space, a WordPiece continuation (``##ing``) joining the word
+    before it without its marker."""
+    if carry_spaces:
+        return "".join(tokens)
+    out: List[str] = []
+    for i, t in enumerate(tokens):
+        if i > 0 and t.startswith("##") and len(t) > 2:
+            out[-1] += t[2:]
+        else:
+            out.append(t)
+    return " ".join(out)
+
+
 @dataclass
 class ExtractionConfig:
     """How activations are turned into statistics and examples.
@@ -720,7 +735,7 @@ class FeatureExtractor:
         # As the stored examples: no context text with collect_context off, and the context
         # tokens joined the way the corpus so far calls for (see Engine.tokens_carry_spaces).
         collect = self.config.collect_context
-        sep = "" if self._engine.tokens_carry_spaces else " "
+        carry = self._engine.tokens_carry_spaces
         row0, seq = 0, first_seq
         for i, length in enumerate(seq_lens):
             if length == 0:
@@ -737,7 +752,7 @@ class FeatureExtractor:
                     token=toks[r],
                     position=r,
                     activation=float(block[r, c]),
-                    context=("" if not collect else contexts[i] if contexts and contexts[i] else sep.join(ctx)),
+                    context=("" if not collect else contexts[i] if contexts and contexts[i] else _join_tokens(ctx, carry)),
                     context_tokens=ctx,
                     metadata={"sequence": seq, "context_start": a},
                 )

@@ -200,7 +200,7 @@ impl Ctx<'_> {
             .map(|&t| self.vocab.token(t).into_owned())
             .collect();
         let context = if self.collect_context {
-            context_tokens.join(if self.carry_spaces { "" } else { " " })
+            crate::ingest::join_tokens(context_tokens.iter().map(String::as_str), self.carry_spaces)
         } else {
             String::new()
         };

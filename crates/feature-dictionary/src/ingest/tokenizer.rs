@@ -21,7 +21,9 @@ pub enum Decoder {
     ByteLevel,
     /// SentencePiece style: `▁` is a space; `<0xNN>` tokens are raw bytes.
     Metaspace,
-    /// WordPiece: a leading `##` marks a continuation and is dropped.
+    /// WordPiece: the vocabulary string, a continuation keeping its leading `##` as the
+    /// tokenizer's `decode([id])` does (so `##s` and the word `s` stay two tokens); contexts
+    /// join a continuation to the word before it ([`crate::ingest::join_tokens`]).
     WordPiece,
     /// The vocabulary string is the text.
     Identity,
@@ -178,12 +180,7 @@ impl Tokenizer {
             strings[id as usize] = match decoder {
                 Decoder::ByteLevel => decode_byte_level(&tok, &byte_map),
                 Decoder::Metaspace => decode_metaspace(&tok),
-                // The bare "##" token is text ("##"), not an empty continuation.
-                Decoder::WordPiece => match tok.strip_prefix("##") {
-                    Some(rest) if !rest.is_empty() => rest.to_string(),
-                    _ => tok,
-                },
-                Decoder::Identity => tok,
+                Decoder::WordPiece | Decoder::Identity => tok,
             };
         }
         Ok(Self { strings, decoder })
@@ -241,12 +238,12 @@ mod tests {
     }
 
     #[test]
-    fn wordpiece_continuations_drop_the_marker_but_a_bare_marker_stays() {
+    fn wordpiece_continuations_keep_their_marker_as_decode_of_one_id_does() {
         let json = r###"{"model":{"type":"WordPiece","vocab":{"[UNK]":0,"play":1,"##ing":2,"##":3,"#":4}},
             "decoder":{"type":"WordPiece","prefix":"##","cleanup":true}}"###;
         let t = Tokenizer::from_slice(Path::new("tokenizer.json"), json.as_bytes()).unwrap();
         assert_eq!(t.decode(1), Some("play"));
-        assert_eq!(t.decode(2), Some("ing"));
+        assert_eq!(t.decode(2), Some("##ing"));
         assert_eq!(t.decode(3), Some("##"));
         assert_eq!(t.decode(4), Some("#"));
     }

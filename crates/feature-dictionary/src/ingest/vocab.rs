@@ -87,23 +87,95 @@ impl Vocab {
     }
 
     /// Whether tokens carry their own leading spaces (byte-level BPE style), so a context is
-    /// shown by concatenation rather than by joining with spaces.
+    /// shown by concatenation rather than by joining with spaces: see
+    /// [`token_carries_space`].
     pub fn tokens_carry_spaces(&self) -> bool {
-        self.strings
-            .iter()
-            .any(|s| s.starts_with(' ') || s.starts_with('\n'))
+        self.strings.iter().any(|s| token_carries_space(s))
     }
 
-    /// Joins tokens into readable text.
+    /// Joins tokens into readable text (see [`join_tokens`]).
     pub fn join<'a>(&self, tokens: impl IntoIterator<Item = &'a str>) -> String {
-        let sep = if self.tokens_carry_spaces() { "" } else { " " };
-        tokens.into_iter().collect::<Vec<_>>().join(sep)
+        join_tokens(tokens, self.tokens_carry_spaces())
     }
+}
+
+/// Joins tokens into readable text: concatenated when they carry their own spaces
+/// (`carry_spaces`, see [`token_carries_space`]), otherwise with a space between words —
+/// except that a WordPiece continuation (`##ing`) joins the token before it, marker
+/// dropped (`play ##ing` reads `playing`), as the tokenizer's decoder joins them.
+pub fn join_tokens<'a>(tokens: impl IntoIterator<Item = &'a str>, carry_spaces: bool) -> String {
+    let mut text = String::new();
+    for (i, token) in tokens.into_iter().enumerate() {
+        if carry_spaces {
+            text.push_str(token);
+            continue;
+        }
+        match wordpiece_continuation(token) {
+            Some(rest) if i > 0 => text.push_str(rest),
+            _ => {
+                if i > 0 {
+                    text.push(' ');
+                }
+                text.push_str(token);
+            }
+        }
+    }
+    text
+}
+
+/// The text a WordPiece continuation (`##ing`) adds to the word before it; `None` for other
+/// tokens, the bare marker `##` included.
+fn wordpiece_continuation(token: &str) -> Option<&str> {
+    token.strip_prefix("##").filter(|rest| !rest.is_empty())
+}
+
+/// Whether `token` carries the space before a word (`" the"`, `"\nThe"`): whitespace
+/// followed by something else. Tokens of a tokenizer that attaches spaces (byte-level BPE,
+/// SentencePiece) do; tokens split at whitespace (words, spaCy-style lists) do not, even
+/// when some of them are whitespace alone (`"\n"`), so one newline token no longer makes
+/// their contexts run together.
+pub fn token_carries_space(token: &str) -> bool {
+    let mut chars = token.chars();
+    chars.next().is_some_and(char::is_whitespace) && chars.any(|c| !c.is_whitespace())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Words with a newline token among them are joined with spaces (one `"\n"` token made
+    /// every context of a word list run together: `Thecatsat…`); tokens that carry the
+    /// space before a word are concatenated.
+    #[test]
+    fn only_tokens_carrying_a_space_before_a_word_are_concatenated() {
+        for (token, carries) in [
+            (" the", true),
+            ("\nThe", true),
+            ("\n\tx", true),
+            ("\n", false),
+            (" ", false),
+            ("\n\n", false),
+            ("the", false),
+            ("", false),
+        ] {
+            assert_eq!(token_carries_space(token), carries, "{token:?}");
+        }
+        let words =
+            Vocab::from_strings(["The", "cat", "sat", "\n", "It"].map(String::from).to_vec());
+        assert_eq!(
+            words.join(["The", "cat", "sat", "\n", "It"]),
+            "The cat sat \n It"
+        );
+        let bpe = Vocab::from_strings([" cat", "The", "\n"].map(String::from).to_vec());
+        assert_eq!(bpe.join(["The", " cat", "\n"]), "The cat\n");
+        // WordPiece continuations join the word before them, as the decoder does; a
+        // continuation opening the context, and the bare marker, stay as they are.
+        assert_eq!(
+            join_tokens(["[CLS]", "play", "##ing", ",", "world", "##s", "##"], false),
+            "[CLS] playing , worlds ##"
+        );
+        assert_eq!(join_tokens(["##ing", "on"], false), "##ing on");
+    }
 
     #[test]
     fn shared_strings_have_their_smallest_id_as_canonical_id() {

@@ -268,15 +268,16 @@ pub struct CorpusFacts {
 impl CorpusFacts {
     /// Reads the facts from the corpus's tokens.
     pub fn of(corpus: &CorpusTokens) -> Self {
-        let carry = |s: &str| s.starts_with(' ') || s.starts_with('\n');
         Self {
-            tokens_carry_spaces: corpus.iter().any(|(t, _)| carry(t)),
+            tokens_carry_spaces: corpus
+                .iter()
+                .any(|(t, _)| crate::ingest::token_carries_space(t)),
         }
     }
 
     /// Joins tokens into readable text.
     pub fn join(&self, tokens: &[String]) -> String {
-        tokens.join(if self.tokens_carry_spaces { "" } else { " " })
+        crate::ingest::join_tokens(tokens.iter().map(String::as_str), self.tokens_carry_spaces)
     }
 }
 
