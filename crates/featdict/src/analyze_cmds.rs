@@ -309,19 +309,22 @@ pub struct LogitsArgs {
     /// Decoder tensor name in --sae.
     #[arg(long, default_value = "W_dec")]
     tensor: String,
-    /// Unembedding: a GGUF model (output.weight, or token_embd.weight when tied) or a
-    /// safetensors [vocab, d] matrix (with --unembed-vocab).
+    /// Unembedding: a GGUF model (output.weight, or token_embd.weight when tied), or a
+    /// safetensors tensor or 2-D .npy array with --unembed-vocab. [vocab, d] and [d, vocab]
+    /// are both read (the vocabulary's size tells them apart); a square matrix is [vocab, d]
+    /// unless its tensor is named W_U (TransformerLens' [d_model, d_vocab]).
     #[arg(long)]
     unembed: PathBuf,
     /// Tensor name of the unembedding.
     #[arg(long)]
     unembed_tensor: Option<String>,
-    /// Token strings of a safetensors unembedding: tokenizer.json or a JSON list (a GGUF
+    /// Token strings of a safetensors or .npy unembedding: tokenizer.json or a JSON list (a GGUF
     /// file carries its own, and is refused with one).
     #[arg(long)]
     unembed_vocab: Option<PathBuf>,
     /// Tokens shown each way (at least 1; at most half the unembedding's vocabulary, so that
-    /// no token is listed as both promoted and suppressed).
+    /// no token is listed as both promoted and suppressed). Promoted tokens are those whose
+    /// logit the direction raises, suppressed those it lowers: a side may list fewer.
     #[arg(short = 'n', long = "count", default_value_t = 10, value_parser = crate::commands::at_least_one)]
     n: usize,
     /// Machine-readable output.
@@ -390,10 +393,16 @@ pub fn cmd_logits(a: LogitsArgs) -> Result<()> {
     }
     println!("feature #{}: logit lens (W_dec row · unembedding)", a.id);
     println!("  promoted");
+    if lens.promoted.is_empty() {
+        println!("    (none: no token's logit is raised)");
+    }
     for (t, s) in &lens.promoted {
         println!("    {:>9.4}  {:?}", s, t);
     }
     println!("  suppressed");
+    if lens.suppressed.is_empty() {
+        println!("    (none: no token's logit is lowered)");
+    }
     for (t, s) in &lens.suppressed {
         println!("    {:>9.4}  {:?}", s, t);
     }
@@ -737,7 +746,10 @@ pub fn cmd_compare(a: CompareArgs) -> Result<()> {
             "correlation           {r:.4} (phi of firings; sketch: approximate, from co-firing counts that are lower bounds)"
         ),
         (Some(r), None) => println!("correlation           {r:.4}"),
-        (None, _) => println!("correlation           – (not stored for this pair)"),
+        (None, Some(_)) => println!("correlation           – (not stored for this pair)"),
+        (None, None) => println!(
+            "correlation           – (no co-activation data in this dictionary: build with --correlation exact or sketch)"
+        ),
     }
     if !c.shared_labels.is_empty() {
         println!(

@@ -475,7 +475,7 @@ fn compare_json_says_null_where_the_text_says_unknown() {
         "{text}"
     );
     assert!(
-        text.contains("correlation           – (not stored for this pair)"),
+        text.contains("correlation           – (no co-activation data in this dictionary"),
         "{text}"
     );
 }

@@ -377,7 +377,9 @@ fn all_zero_decoder_rows_are_refused_as_queries_and_skipped_as_neighbours() {
             .collect()
     };
     let (promoted, suppressed) = (tokens("promoted"), tokens("suppressed"));
-    assert_eq!((promoted.len(), suppressed.len()), (2, 2), "{v}");
+    // Feature 0 scores no token below 0, so nothing is listed as suppressed (the two lowest
+    // positive scores were).
+    assert_eq!((promoted.len(), suppressed.len()), (2, 0), "{v}");
     assert!(promoted.iter().all(|t| !suppressed.contains(t)), "{v}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("showing 2 each way"),
@@ -742,7 +744,18 @@ fn logits_match_brute_force_with_either_orientation_of_decoder_and_unembedding()
             let promoted = &order[..n];
             let mut rest: Vec<usize> = (0..5).filter(|v| !promoted.contains(v)).collect();
             rest.sort_by(|&x, &y| scores[x].total_cmp(&scores[y]).then(x.cmp(&y)));
-            let suppressed = &rest[..n];
+            // Promoted tokens raise the logit, suppressed ones lower it.
+            let promoted: Vec<usize> = promoted
+                .iter()
+                .copied()
+                .filter(|&t| scores[t] > 0.0)
+                .collect();
+            let suppressed: Vec<usize> = rest[..n]
+                .iter()
+                .copied()
+                .filter(|&t| scores[t] < 0.0)
+                .collect();
+            let (promoted, suppressed) = (&promoted[..], &suppressed[..]);
             for (dec, un) in [
                 (&dec_rows, &un_rows),
                 (&dec_cols, &un_rows),

@@ -2300,6 +2300,18 @@ fn an_overlong_url_is_refused_with_the_limit_said() {
     );
     let r = request_with(s.addr, "GET", "/api/stats", &many[..90], b"");
     assert_eq!(r.status, 200, "{}", r.body);
+    // The documented bounds of a head's size: under 408 KiB passes, over 490 KiB does not.
+    for (kib, status) in [(400, 200), (600, 431)] {
+        let value = "v".repeat(kib * 1024);
+        let r = request_with(
+            s.addr,
+            "GET",
+            "/api/stats",
+            &[("X-Big", value.as_str())],
+            b"",
+        );
+        assert_eq!(r.status, status, "{kib} KiB");
+    }
     // HEAD gets the same status and headers, and no body.
     let long = format!("/api/search?text={}", "a".repeat(70_000));
     let r = request_with(s.addr, "HEAD", &long, &[], b"");

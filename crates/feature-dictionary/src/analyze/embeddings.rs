@@ -59,7 +59,7 @@ impl TokenEmbeddings {
 
     /// Loads embeddings from `path` (`.gguf`, or `.safetensors` with `vocab`).
     pub fn load(path: &Path, tensor: Option<&str>, vocab: Option<&Path>) -> Result<Self> {
-        let (m, tokens) = load_token_matrix(
+        let (m, tokens, _) = load_token_matrix(
             path,
             tensor,
             &["token_embd.weight"],
@@ -106,16 +106,17 @@ pub const EMBEDDING_NAMES: [&str; 5] = [
     "embeddings",
 ];
 
-/// A `[vocab, d]` matrix and the decoded token string of each row, from a GGUF file (tensor
-/// `tensor`, else the first of `gguf_names` present) or a safetensors file (`tensor`, else
-/// the first of `safetensors_names` present) with a `vocab` file.
+/// A token matrix, the decoded token strings of its vocabulary and the name of the tensor
+/// read, from a GGUF file (tensor `tensor`, else the first of `gguf_names` present), a
+/// safetensors file (`tensor`, else the first of `safetensors_names` present) with a
+/// `vocab` file, or a 2-D `.npy` array (one array, no name) with a `vocab` file.
 pub fn load_token_matrix(
     path: &Path,
     tensor: Option<&str>,
     gguf_names: &[&str],
     safetensors_names: &[&str],
     vocab: Option<&Path>,
-) -> Result<(Matrix, Vec<String>)> {
+) -> Result<(Matrix, Vec<String>, String)> {
     {
         if is_gguf(path) {
             if let Some(v) = vocab {
@@ -145,10 +146,19 @@ pub fn load_token_matrix(
                     })?,
             };
             let m = g.matrix(&name)?;
-            return Ok((m, decode_vocab(tokens)));
+            return Ok((m, decode_vocab(tokens), name));
         }
-        let m = match tensor {
-            Some(t) => read_safetensors_matrix(path, t)?,
+        let (m, name) = match tensor {
+            _ if is_npy(path)? => {
+                if let Some(t) = tensor {
+                    return Err(Error::format(
+                        path,
+                        format!("is a .npy file, which holds one unnamed array; the tensor name {t:?} does not apply"),
+                    ));
+                }
+                (read_npy_matrix(path)?, String::new())
+            }
+            Some(t) => (read_safetensors_matrix(path, t)?, t.to_string()),
             None => {
                 let names = safetensors_names;
                 // Only the choice of name is a guess: the file's own errors (missing,
@@ -163,7 +173,7 @@ pub fn load_token_matrix(
                             if file.tensors().len() > present.len() { ", …" } else { "" }),
                     )
                 })?;
-                safetensors_matrix(&file, name)?
+                (safetensors_matrix(&file, name)?, name.to_string())
             }
         };
         let vocab = vocab.ok_or_else(|| {
@@ -172,8 +182,41 @@ pub fn load_token_matrix(
                 path.display()
             ))
         })?;
-        Ok((m, read_vocab(vocab)?))
+        Ok((m, read_vocab(vocab)?, name))
     }
+}
+
+/// Whether `path` starts as a NumPy `.npy` file does.
+fn is_npy(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(6);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(6).read_to_end(&mut head))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(head == b"\x93NUMPY")
+}
+
+/// A 2-D `.npy` array (f32, f16 or f64; C or Fortran order) as a row-major f32 matrix, all
+/// finite.
+fn read_npy_matrix(path: &Path) -> Result<Matrix> {
+    let m = crate::ingest::npy::open(path)?;
+    if m.sequence_shape().is_some() {
+        return Err(Error::format(
+            path,
+            "is a 3-D array; a token matrix has 2 dimensions",
+        ));
+    }
+    let (rows, cols) = (m.n_rows() as usize, m.n_features());
+    let mut buffer = Vec::new();
+    let data = m.rows_f32(0..m.n_rows(), &mut buffer).to_vec();
+    crate::finite::check(
+        path,
+        "the array",
+        &[rows as u64, cols as u64],
+        &data,
+        super::weights::NONFINITE_WHY,
+    )?;
+    Ok(Matrix { rows, cols, data })
 }
 
 impl TokenEmbeddings {

@@ -3,7 +3,9 @@
 //! feature on the logits, ignoring the final norm's scale).
 //!
 //! The unembedding is a `[vocab, d]` matrix: a GGUF model's `output.weight` (or, for models
-//! with tied embeddings, `token_embd.weight`), or a safetensors tensor with a vocab file.
+//! with tied embeddings, `token_embd.weight`), or a safetensors tensor or `.npy` array with a
+//! vocab file. A `[d, vocab]` matrix (TransformerLens' `W_U`) is transposed; a square one is
+//! told by its name (`W_U` is `[d, vocab]`, the others `[vocab, d]`).
 
 use serde::Serialize;
 
@@ -32,9 +34,9 @@ pub struct Unembedding {
 }
 
 impl Unembedding {
-    /// Checks shapes (a `[d, vocab]` matrix is transposed).
+    /// Checks shapes (a `[d, vocab]` matrix is transposed; a square one is `[vocab, d]`).
     pub fn new(matrix: Matrix, tokens: Vec<String>) -> Result<Self> {
-        Self::oriented(matrix, tokens).map_err(|(shape, n)| {
+        Self::oriented(matrix, tokens, false).map_err(|(shape, n)| {
             Error::Invalid(format!(
                 "unembedding is {shape} but the vocabulary has {n} tokens"
             ))
@@ -42,12 +44,18 @@ impl Unembedding {
     }
 
     /// The unembedding with one row per token, or its shape and the vocabulary size when
-    /// neither dimension is the vocabulary's.
-    fn oriented(matrix: Matrix, tokens: Vec<String>) -> std::result::Result<Self, (String, usize)> {
-        let matrix = if matrix.rows == tokens.len() {
-            matrix
-        } else if matrix.cols == tokens.len() {
+    /// neither dimension is the vocabulary's. A square matrix has tokens as rows unless
+    /// `columns_are_tokens` (its name says it is `[d, vocab]`).
+    fn oriented(
+        matrix: Matrix,
+        tokens: Vec<String>,
+        columns_are_tokens: bool,
+    ) -> std::result::Result<Self, (String, usize)> {
+        let n = tokens.len();
+        let matrix = if matrix.cols == n && (matrix.rows != n || columns_are_tokens) {
             matrix.transposed()
+        } else if matrix.rows == n {
+            matrix
         } else {
             return Err((format!("{}×{}", matrix.rows, matrix.cols), tokens.len()));
         };
@@ -65,14 +73,17 @@ impl Unembedding {
         // the embedding's: models with tied embeddings store only that.
         let mut names = vec!["lm_head.weight", "W_U", "output.weight"];
         names.extend(super::embeddings::EMBEDDING_NAMES);
-        let (m, tokens) = super::embeddings::load_token_matrix(
+        let (m, tokens, name) = super::embeddings::load_token_matrix(
             path,
             tensor,
             &["output.weight", "token_embd.weight"],
             &names,
             vocab,
         )?;
-        Self::oriented(m, tokens).map_err(|(shape, n)| {
+        // TransformerLens' `W_U` (also as `unembed.W_U`) is [d_model, d_vocab]; only a
+        // square matrix needs its name to tell.
+        let columns_are_tokens = name == "W_U" || name.ends_with(".W_U");
+        Self::oriented(m, tokens, columns_are_tokens).map_err(|(shape, n)| {
             Error::format(
                 path,
                 format!(
@@ -117,7 +128,10 @@ impl Unembedding {
                     .sum()
             })
             .collect();
-        let promoted = top_k(&scores, usize::MAX, k);
+        // Promoted means a positive contribution and suppressed a negative one: asked for
+        // many, a list ends where the sign changes rather than run into the other side.
+        let mut promoted = top_k(&scores, usize::MAX, k);
+        promoted.retain(|&(_, s)| s > 0.0);
         let mut neg: Vec<f32> = scores.iter().map(|s| -s).collect();
         // Tied scores could otherwise rank one token on both sides; non-finite is skipped.
         for &(t, _) in &promoted {
@@ -129,6 +143,7 @@ impl Unembedding {
             promoted: promoted.into_iter().map(name).collect(),
             suppressed: top_k(&neg, usize::MAX, k)
                 .into_iter()
+                .filter(|&(_, s)| s > 0.0)
                 .map(|(t, s)| name((t, -s)))
                 .collect(),
         })
@@ -144,7 +159,7 @@ mod tests {
     #[test]
     fn no_token_is_both_promoted_and_suppressed() {
         let tokens: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
-        for rows in [vec![1.0f32, 2.0, 3.0, 4.0, 5.0], vec![1.0; 5]] {
+        for rows in [vec![-2.0f32, -1.0, 0.5, 1.0, 2.0], vec![1.0; 5]] {
             let un = Unembedding::new(
                 Matrix {
                     rows: 5,
@@ -156,10 +171,79 @@ mod tests {
             .unwrap();
             assert_eq!(un.max_per_side(), 2);
             let lens = un.lens(0, &[1.0], 10).unwrap();
-            assert_eq!((lens.promoted.len(), lens.suppressed.len()), (2, 2));
             for (t, _) in &lens.promoted {
                 assert!(lens.suppressed.iter().all(|(u, _)| u != t), "{lens:?}");
             }
+            // Promoted are positive, suppressed negative: a list ends at the sign change
+            // (the tied positive scores list two promoted tokens and no suppressed one).
+            assert!(lens.promoted.iter().all(|(_, s)| *s > 0.0), "{lens:?}");
+            assert!(lens.suppressed.iter().all(|(_, s)| *s < 0.0), "{lens:?}");
+            let sides = (lens.promoted.len(), lens.suppressed.len());
+            assert!(sides == (2, 2) || sides == (2, 0), "{lens:?}");
         }
+        let un = Unembedding::new(
+            Matrix {
+                rows: 5,
+                cols: 1,
+                data: vec![-2.0, -1.0, 0.5, 1.0, 2.0],
+            },
+            tokens,
+        )
+        .unwrap();
+        let lens = un.lens(0, &[1.0], 2).unwrap();
+        assert_eq!(
+            lens.promoted,
+            vec![("e".to_string(), 2.0), ("d".to_string(), 1.0)]
+        );
+        assert_eq!(
+            lens.suppressed,
+            vec![("a".to_string(), -2.0), ("b".to_string(), -1.0)]
+        );
+    }
+
+    /// A square unembedding is read by its name: TransformerLens' `W_U` is [d, vocab] (it was
+    /// read as [vocab, d], silently transposed logits), others [vocab, d]. A `.npy` array is
+    /// read too (it was reported as a damaged safetensors file), a [d, vocab] one transposed.
+    #[test]
+    fn the_unembeddings_orientation_comes_from_its_shape_or_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let vocab = dir.path().join("vocab.json");
+        std::fs::write(&vocab, r#"["x", "y", "z"]"#).unwrap();
+        // Rows 0..3 of a 3×3 matrix: row r is 10·r + column.
+        let square = Matrix {
+            rows: 3,
+            cols: 3,
+            data: (0..9).map(|i| (10 * (i / 3) + i % 3) as f32).collect(),
+        };
+        // Feature direction e0: the logit of token t is entry (t, 0) of [vocab, d], or
+        // entry (0, t) of [d, vocab].
+        let top = |path: &std::path::Path, tensor: Option<&str>| {
+            let un = Unembedding::load(path, tensor, Some(&vocab)).unwrap();
+            un.lens(0, &[1.0, 0.0, 0.0], 1).unwrap().promoted[0].clone()
+        };
+        for (name, want) in [
+            ("W_U", ("z".to_string(), 2.0)),
+            ("unembed.W_U", ("z".to_string(), 2.0)),
+            ("lm_head.weight", ("z".to_string(), 20.0)),
+        ] {
+            let path = dir.path().join(format!("{name}.safetensors"));
+            super::super::weights::write_safetensors(&path, &[(name, &square)]).unwrap();
+            assert_eq!(top(&path, Some(name)), want, "{name}");
+            if name != "unembed.W_U" {
+                assert_eq!(top(&path, None), want, "{name}, found by name");
+            }
+        }
+        // [d = 2, vocab = 3] as .npy: transposed by its shape.
+        let npy = dir.path().join("w_u.npy");
+        crate::ingest::npy::write_f32(&npy, &[2, 3], &[1.0, 5.0, 3.0, 0.0, 0.0, 0.0]).unwrap();
+        let un = Unembedding::load(&npy, None, Some(&vocab)).unwrap();
+        assert_eq!(
+            un.lens(0, &[1.0, 0.0], 1).unwrap().promoted[0],
+            ("y".to_string(), 5.0)
+        );
+        let e = Unembedding::load(&npy, Some("W_U"), Some(&vocab))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("holds one unnamed array"), "{e}");
     }
 }

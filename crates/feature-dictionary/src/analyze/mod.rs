@@ -172,13 +172,18 @@ pub fn compare(dict: &FeatureDictionary, a: &Feature, b: &Feature) -> Comparison
     shared.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
     shared.truncate(20);
     // Each feature stores its best partners only: the pair may be in either list (the
-    // correlation is symmetric).
+    // correlation is symmetric). In both, a sketch's values can differ — each comes from its
+    // feature's own table of co-firing counts, lower bounds — and the larger is the better
+    // bound, whichever feature is named first.
     let stored = |x: &Feature, y: &Feature| {
         correlation::correlated(dict, x.id, f64::NEG_INFINITY)
             .ok()
             .and_then(|v| v.into_iter().find(|p| p.0 == y.id).map(|p| p.1))
     };
-    let correlation = stored(a, b).or_else(|| stored(b, a));
+    let correlation = match (stored(a, b), stored(b, a)) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    };
     Comparison {
         a: ActivationStats::of(a),
         b: ActivationStats::of(b),
@@ -221,5 +226,39 @@ mod tests {
         let dict = FeatureDictionary::new(Default::default(), set);
         assert_eq!(compare(&dict, &a, &b).correlation, Some(0.25));
         assert_eq!(compare(&dict, &b, &a).correlation, Some(0.25));
+    }
+
+    /// A sketch's two lists can hold the pair with different values (each from its own
+    /// feature's table of co-firing counts, lower bounds): the larger is the answer, in
+    /// either order (it depended on which feature was named first).
+    #[test]
+    fn a_sketched_pair_correlation_is_the_same_both_ways() {
+        let mut set = FeatureSet {
+            layer: 0,
+            features: Default::default(),
+            total_tokens_processed: 10,
+            model_name: String::new(),
+            sae_name: String::new(),
+            metadata: Default::default(),
+        };
+        set.metadata.extra.insert(
+            correlation::METHOD_KEY.into(),
+            serde_json::json!({"mode": "sketch", "measure": "phi", "exact": false}),
+        );
+        let mut a = Feature::new(0, 0);
+        a.metadata.extra.insert(
+            correlation::PARTNERS_KEY.into(),
+            serde_json::json!([[1, 0.2756]]),
+        );
+        let mut b = Feature::new(1, 0);
+        b.metadata.extra.insert(
+            correlation::PARTNERS_KEY.into(),
+            serde_json::json!([[0, 0.2854]]),
+        );
+        set.features.insert(0, a.clone());
+        set.features.insert(1, b.clone());
+        let dict = FeatureDictionary::new(Default::default(), set);
+        assert_eq!(compare(&dict, &a, &b).correlation, Some(0.2854));
+        assert_eq!(compare(&dict, &b, &a).correlation, Some(0.2854));
     }
 }
