@@ -280,13 +280,9 @@ fn semantic_labels_polysemantic_features_and_logit_lens() {
     );
     assert_eq!(
         lens.suppressed,
-        pairs(&[
-            (" the", -1.0),
-            (" wolf", -0.25),
-            (" three", -0.25),
-            (" cat", 0.0)
-        ])
+        pairs(&[(" the", -1.0), (" wolf", -0.25), (" three", -0.25)])
     );
+    // " cat" scores 0: it is neither raised nor lowered, so a list of four stops at three.
     assert!(un.lens(7, &[1.0], 3).is_err());
 }
 
@@ -543,7 +539,13 @@ fn logit_lens_matches_brute_force_in_both_orientations() {
             let promoted: Vec<usize> = order[..per_side].to_vec();
             let mut rest: Vec<usize> = (0..vocab).filter(|v| !promoted.contains(v)).collect();
             rest.sort_by_key(|&v| (scores[v], v));
-            let suppressed = &rest[..per_side];
+            // Promoted raise the logit, suppressed lower it: zeros are neither.
+            let suppressed: Vec<usize> = rest[..per_side]
+                .iter()
+                .copied()
+                .filter(|&v| scores[v] < 0)
+                .collect();
+            let promoted: Vec<usize> = promoted.into_iter().filter(|&v| scores[v] > 0).collect();
             let named = |vs: &[usize]| -> Vec<(String, f32)> {
                 vs.iter()
                     .map(|&v| (tokens[v].clone(), scores[v] as f32))
@@ -559,7 +561,7 @@ fn logit_lens_matches_brute_force_in_both_orientations() {
                 );
                 assert_eq!(
                     lens.suppressed,
-                    named(suppressed),
+                    named(&suppressed),
                     "{name}: feature {i}, k {k}"
                 );
             }

@@ -250,14 +250,19 @@ impl Coactivation {
                 let nij = if i == j {
                     self.count[i]
                 } else {
-                    self.cofire[i]
-                        .entries()
-                        .find(|e| e.0 == j as u64)
-                        .map(|e| e.1)?
+                    self.cofired(i, j).filter(|&n| n > 0)?
                 };
                 phi(nij, self.count[i], self.count[j], total)
             }
         }
+    }
+
+    /// Co-firings of `i` and `j` in sketch mode: the larger of the two features' counts of
+    /// each other (each a lower bound from its own table; 0 where neither holds the other),
+    /// so that a pair reads the same from either side.
+    fn cofired(&self, i: usize, j: usize) -> Option<u64> {
+        let (a, b) = (self.cofire.get(i)?, self.cofire.get(j)?);
+        Some(a.get(j as u64).max(b.get(i as u64)))
     }
 
     /// The `k` partners of `i` with the highest positive correlation (ties by id).
@@ -281,6 +286,7 @@ impl Coactivation {
             CorrelationMode::Sketch => self.cofire[i]
                 .entries()
                 .filter_map(|(j, nij)| {
+                    let nij = nij.max(self.cofire[j as usize].get(i as u64));
                     phi(nij, self.count[i], self.count[j as usize], total).map(|r| Partner {
                         feature: j as u32,
                         correlation: r,
@@ -309,4 +315,36 @@ pub fn phi(nij: u64, ni: u64, nj: u64, n: u64) -> Option<f64> {
     let (nij, ni, nj, n) = (nij as f64, ni as f64, nj as f64, n as f64);
     let den = (ni * (n - ni) * nj * (n - nj)).sqrt();
     (den > 0.0).then(|| ((n * nij - ni * nj) / den).clamp(-1.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With room for one partner, feature 0 holds 1 with a count worn down by 2's arrivals
+    /// (1 of 3), while 1 holds 0 exactly (3): the pair reads the larger count from both
+    /// sides — it read 0's lower bound from 0's side and 1's from 1's.
+    #[test]
+    fn a_sketched_pair_reads_the_better_of_its_two_counts_from_either_side() {
+        let mut c = Coactivation::new(CorrelationMode::Sketch, 3, 1);
+        for _ in 0..3 {
+            c.update_row(&[(0, 1.0), (1, 1.0)]);
+        }
+        for _ in 0..2 {
+            c.update_row(&[(0, 1.0), (2, 1.0)]);
+        }
+        for _ in 0..5 {
+            c.update_row(&[]);
+        }
+        assert_eq!(c.cofire[0].get(1), 1);
+        assert_eq!(c.cofire[1].get(0), 3);
+        let want = phi(3, 5, 3, 10);
+        assert!(want.is_some());
+        assert_eq!(c.correlation(0, 1, 10), want);
+        assert_eq!(c.correlation(1, 0, 10), want);
+        let from_0 = c.top_partners(0, 10, 5);
+        assert_eq!(from_0[0].feature, 1);
+        assert_eq!(Some(from_0[0].correlation), want);
+        assert!(!c.is_exact());
+    }
 }

@@ -174,6 +174,22 @@ impl NgramTable {
         }
     }
 
+    /// The count held for `key` (0 when not held).
+    pub fn get(&self, key: u64) -> u64 {
+        if self.keys.is_empty() {
+            return 0;
+        }
+        let mask = self.keys.len() - 1;
+        let mut i = slot_of(key, mask);
+        loop {
+            match self.keys[i] {
+                k if k == key => return self.counts[i],
+                EMPTY => return 0,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
     /// `(key, count)` pairs, any order.
     pub fn entries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.keys

@@ -111,7 +111,23 @@ pub fn correlated(
     }
     // A build stores them under PARTNERS_KEY; the Python package under
     // `correlated_features` (the same [[partner, r], …]).
-    let partners = crate::store::fdict::correlated_of(f);
+    let mut partners = crate::store::fdict::correlated_of(f);
+    if method(dict).is_some_and(|m| m.mode == "sketch" && !m.exact) {
+        // Each feature's values come from its own table of co-firing counts, lower bounds:
+        // where the partner (when loaded) lists this feature too, the larger is the better
+        // bound, so a pair reads the same from either side.
+        for (p, r) in partners.iter_mut() {
+            let back = dict.get(*p).and_then(|pf| {
+                crate::store::fdict::correlated_of(pf)
+                    .into_iter()
+                    .find(|q| q.0 == id)
+            });
+            if let Some((_, rr)) = back {
+                *r = r.max(rr);
+            }
+        }
+        partners.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    }
     Ok(partners
         .into_iter()
         .filter(|p| p.1 >= min_correlation)

@@ -260,5 +260,9 @@ mod tests {
         let dict = FeatureDictionary::new(Default::default(), set);
         assert_eq!(compare(&dict, &a, &b).correlation, Some(0.2854));
         assert_eq!(compare(&dict, &b, &a).correlation, Some(0.2854));
+        // And the lists read it alike from both sides.
+        let listed = |id| correlation::correlated(&dict, id, f64::NEG_INFINITY).unwrap();
+        assert_eq!(listed(0), vec![(1, 0.2854)]);
+        assert_eq!(listed(1), vec![(0, 0.2854)]);
     }
 }
