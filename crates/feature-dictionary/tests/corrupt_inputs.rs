@@ -1337,4 +1337,26 @@ fn npz_with_fortran_order_matrices_and_unused_integer_arrays_loads() {
     assert!(e.contains("tensor lr has dtype >f4"), "{e}");
     // The whole SAE loads from it.
     Sae::load(&d).unwrap();
+    // An object (pickled) w_enc is named with its dtype: it was reported as missing.
+    let pickled = tmp.path().join("pickled");
+    std::fs::create_dir_all(&pickled).unwrap();
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(d.join("params.npz")).unwrap()).unwrap();
+    let mut out = zip::ZipWriter::new(std::fs::File::create(pickled.join("params.npz")).unwrap());
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        if entry.name() == "w_enc.npy" {
+            bytes = npy_bytes(tmp.path(), "|O", false, &[1], b"\x80\x04N.");
+        }
+        out.start_file(entry.name(), zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut out, &bytes).unwrap();
+    }
+    out.finish().unwrap();
+    let e = Sae::load(&pickled).unwrap_err().to_string();
+    assert!(
+        e.contains("array w_enc has dtype |O; SAE weights must be little-endian floats"),
+        "{e}"
+    );
 }

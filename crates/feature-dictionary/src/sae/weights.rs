@@ -230,6 +230,15 @@ impl Weights {
         v.join(", ")
     }
 
+    /// The name and dtype of a tensor under any of `names` that is held but not of floats
+    /// (an object array pickled into an `.npz`, integers), which no weight can be.
+    pub fn not_float(&self, names: &[&str]) -> Option<(&str, &str)> {
+        self.not_floats
+            .iter()
+            .find(|(n, _)| names.contains(&n.as_str()))
+            .map(|(n, d)| (n.as_str(), d.as_str()))
+    }
+
     /// Removes and returns the tensor found under any of `names`, checking its shape and
     /// that every value is finite.
     pub fn take(&mut self, names: &[&str], shape: &[usize]) -> Result<Vec<f32>> {
