@@ -1220,7 +1220,8 @@ struct ExportArgs {
     /// Neuronpedia batch's `sae_set` (default: the dictionary's SAE name).
     #[arg(long)]
     sae_set: Option<String>,
-    /// Neuronpedia batch's `layer` (default: the dictionary's layer).
+    /// Neuronpedia batch's `layer` (default: the dictionary's layer; a note says when that
+    /// is 0, which is also what a build records when nothing tells it the layer).
     #[arg(long)]
     layer: Option<i64>,
     /// Print a summary as JSON.
@@ -1317,6 +1318,13 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
     // The batch's names: the dictionary's, unless given; an empty one is said (Neuronpedia
     // files them under it).
     let names = |own: store::neuronpedia::BatchNames| {
+        if a.layer.is_none() && own.layer == 0 {
+            // 0 is also what a build records when nothing said the layer.
+            eprintln!(
+                "note: the batch's layer is {}'s layer, 0, which a build also records when nothing tells it the layer; pass --layer if the SAE reads another",
+                a.dict.display()
+            );
+        }
         let names = store::neuronpedia::BatchNames {
             model_id: a.model_id.clone().unwrap_or(own.model_id),
             layer: a.layer.unwrap_or(own.layer),

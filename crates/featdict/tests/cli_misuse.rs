@@ -133,6 +133,23 @@ fn export_neuronpedia_writes_only_json_names() {
     assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ok).unwrap()).unwrap();
     assert_eq!(v["features"].as_array().unwrap().len(), 30);
+    // Layer 0 is also what a build records when not told: the batch's layer 0 gets a note,
+    // which --layer (or a dictionary of another layer) does without.
+    let layer = v["layer"].as_i64().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).contains("pass --layer");
+    assert_eq!(said, layer == 0, "layer {layer}");
+    let out = featdict(&[
+        "export",
+        s(&fdict),
+        "--format",
+        "neuronpedia",
+        "--out",
+        s(&ok),
+        "--layer",
+        "0",
+    ]);
+    assert_success(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("pass --layer"));
 }
 
 #[test]
