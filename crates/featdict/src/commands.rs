@@ -693,6 +693,10 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
             "warning: no --tokenizer: tokens are kept and shown as their ids (\"[314]\"); pass --tokenizer tokenizer.json to see their text"
         );
     }
+    for note in source.token_notes() {
+        // Shown even with -q: tokens may read otherwise than the tokenizer decodes them.
+        eprintln!("warning: {note}");
+    }
     if source.n_features_guessed() {
         // Shown even with -q: features would be missing from the dictionary, not dead.
         eprintln!(

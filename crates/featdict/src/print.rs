@@ -60,12 +60,37 @@ pub fn times(n: u64) -> String {
 /// What goes between a window's tokens when shown: nothing when they carry their own
 /// spaces (byte-level BPE: some token starts with whitespace), a space between words
 /// otherwise. Decided per window, the same way in the terminal and on the feature page.
-pub fn context_separator(tokens: &[String]) -> &'static str {
-    if tokens.iter().any(|t| t.starts_with(char::is_whitespace)) {
-        ""
+/// Each context token of `a` (its `tokens`, as [`FeatureActivation::shown_context`] gives
+/// them) as shown: the separator before it and its text. Joined as the stored context text
+/// was — concatenated when the dictionary's tokens carry their own spaces, otherwise words
+/// with a space between, a WordPiece continuation (`##ing`) joined to the word before it
+/// without its marker (see `feature_dictionary::ingest::join_tokens`). The stored text says
+/// which; an example without one goes by its own tokens.
+pub fn context_pieces<'t>(
+    a: &FeatureActivation,
+    tokens: &'t [String],
+) -> Vec<(&'static str, &'t str)> {
+    let carry = if !a.context.is_empty() && tokens.len() > 1 {
+        a.context == tokens.concat()
     } else {
-        " "
-    }
+        tokens
+            .iter()
+            .any(|t| feature_dictionary::ingest::token_carries_space(t))
+    };
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if carry || i == 0 {
+                ("", t.as_str())
+            } else {
+                match t.strip_prefix("##").filter(|rest| !rest.is_empty()) {
+                    Some(rest) => ("", rest),
+                    None => (" ", t.as_str()),
+                }
+            }
+        })
+        .collect()
 }
 
 /// Context with the firing token marked `[[token]]`; with none marked when the example's
@@ -73,11 +98,8 @@ pub fn context_separator(tokens: &[String]) -> &'static str {
 pub fn context_line(a: &FeatureActivation) -> String {
     let mut s = String::new();
     let (tokens, at, _) = a.shown_context();
-    let sep = context_separator(&tokens);
-    for (i, t) in tokens.iter().enumerate() {
-        if i > 0 {
-            s.push_str(sep);
-        }
+    for (i, (sep, t)) in context_pieces(a, &tokens).into_iter().enumerate() {
+        s.push_str(sep);
         if Some(i) == at {
             let _ = write!(s, "[[{}]]", visible(t));
         } else {

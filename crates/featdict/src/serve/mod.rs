@@ -485,18 +485,15 @@ struct EarlierLabels {
     converted_with: Option<Vec<(u64, String)>>,
 }
 
-/// What converting again did to the manual labels of the earlier sibling.
-struct CarriedLabels {
-    kept: usize,
-    dropped: usize,
-    removed: usize,
-}
-
 /// Converts `json` into `sibling` (replacing it), carrying over the manual-label edits of
 /// the `earlier` sibling (labels added there, and — when it recorded what it was converted
 /// with — labels removed there), and records which JSON it was made from and that JSON's
 /// manual labels.
-fn convert_sibling(json: &Path, sibling: &Path, earlier: &EarlierLabels) -> Result<CarriedLabels> {
+fn convert_sibling(
+    json: &Path,
+    sibling: &Path,
+    earlier: &EarlierLabels,
+) -> Result<manual::CarriedEdits> {
     // The stamp is taken before reading: a JSON rewritten while it is read then looks
     // changed next time, and is converted again rather than trusted.
     let stamp = std::fs::metadata(json)
@@ -505,9 +502,17 @@ fn convert_sibling(json: &Path, sibling: &Path, earlier: &EarlierLabels) -> Resu
     let mut d =
         store::load(json).with_context(|| format!("cannot read dictionary {}", json.display()))?;
     let own = manual::manual_labels_of(&d);
-    let (kept, removed) = match &earlier.converted_with {
+    let carried = match &earlier.converted_with {
         Some(base) => manual::carry_over_edits(&mut d, base, &earlier.now),
-        None => (manual::carry_over(&mut d, &earlier.now), 0),
+        None => {
+            // Without the record, every label of the sibling is kept (removals are lost).
+            let kept = manual::carry_over(&mut d, &earlier.now);
+            manual::CarriedEdits {
+                kept,
+                dropped: earlier.now.len() - kept,
+                removed: 0,
+            }
+        }
     };
     store::save(&d, sibling)?;
     let record = |w: FdictReader| -> feature_dictionary::Result<()> {
@@ -521,11 +526,7 @@ fn convert_sibling(json: &Path, sibling: &Path, earlier: &EarlierLabels) -> Resu
     FdictReader::open_rw(sibling)
         .and_then(record)
         .with_context(|| format!("cannot record the source of {}", sibling.display()))?;
-    Ok(CarriedLabels {
-        kept,
-        dropped: earlier.now.len() - kept,
-        removed,
-    })
+    Ok(carried)
 }
 
 /// The `.fdict` to serve for `dict`: itself, or for a JSON dictionary its sibling `.fdict`,

@@ -747,17 +747,17 @@ fn example_html(a: &FeatureActivation, scale: f64) -> String {
     let (tokens, at, acts) = a.shown_context();
     let known =
         |i: usize| a.metadata.context_activations.len() == a.context_tokens.len() || Some(i) == at;
-    // Word tokens (no token carries its own space) are shown with spaces between them, as
-    // in the terminal.
-    let sep = crate::print::context_separator(&tokens);
+    // Joined as in the terminal (and as the stored context text): word tokens with spaces
+    // between them, a `##` continuation onto its word.
     let mut s = format!(
         "<div class=\"example\"><span class=\"act\">{:.3}</span><span class=\"ctx\">",
         a.activation
     );
-    for (i, t) in tokens.iter().enumerate() {
-        if i > 0 {
-            s.push_str(sep);
-        }
+    for (i, (sep, t)) in crate::print::context_pieces(a, &tokens)
+        .into_iter()
+        .enumerate()
+    {
+        s.push_str(sep);
         let v = acts[i] as f64;
         let alpha = (v / scale).clamp(0.0, 1.0);
         let class = if Some(i) == at { "tok fire" } else { "tok" };

@@ -2216,6 +2216,28 @@ fn a_manual_label_removed_on_the_sibling_stays_removed_after_converting_again() 
             (4, "by hand")
         ]
     );
+    // A label the JSON drops, untouched on the sibling, stays dropped (the sibling's copy
+    // of it came from the JSON and is no edit), and one renamed in the JSON is not doubled;
+    // the sibling's own label is carried again.
+    manual::remove_manual_label(d.feature_set.features.get_mut(&2).unwrap(), "also json");
+    manual::remove_manual_label(d.feature_set.features.get_mut(&1).unwrap(), "json keeps");
+    manual::set_manual_label(d.feature_set.features.get_mut(&1).unwrap(), "json renamed");
+    store::save(&d, &json).unwrap();
+    let (_, note) = super::prepare(&json).unwrap();
+    let note = note.unwrap();
+    assert!(note.contains("kept 1 manual label(s)"), "{note}");
+    let mut labels = FdictReader::open(&sibling)
+        .unwrap()
+        .manual_labels()
+        .unwrap();
+    labels.sort();
+    assert_eq!(
+        labels
+            .iter()
+            .map(|(id, t)| (*id, t.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(0, "json third"), (1, "json renamed"), (4, "by hand")]
+    );
 }
 
 /// A sibling without a record of its source (written by `featdict import` or an earlier

@@ -674,6 +674,10 @@ impl ActivationSource for DelphiSource {
         self.tokens.decoded_byte_level()
     }
 
+    fn token_notes(&self) -> &[String] {
+        self.tokens.notes()
+    }
+
     fn describe(&self) -> &Path {
         &self.cache.path
     }

@@ -635,6 +635,10 @@ impl ActivationSource for DenseSource {
         self.tokens.decoded_byte_level()
     }
 
+    fn token_notes(&self) -> &[String] {
+        self.tokens.notes()
+    }
+
     fn describe(&self) -> &Path {
         self.matrix.path()
     }

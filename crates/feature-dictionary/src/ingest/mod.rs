@@ -135,6 +135,11 @@ pub trait ActivationSource {
     fn tokens_decoded(&self) -> bool {
         false
     }
+    /// What reading the tokens could not apply as written (an unknown tokenizer model or
+    /// decoder type), for the user to be warned.
+    fn token_notes(&self) -> &[String] {
+        &[]
+    }
     /// A name for messages (usually the activation file's path).
     fn describe(&self) -> &std::path::Path;
     /// The next batch, or `None` when exhausted.

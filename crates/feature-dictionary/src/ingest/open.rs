@@ -72,10 +72,22 @@ pub fn input_kind(acts: &Path, tensor: Option<&str>) -> InputKind {
 /// Reads the token sequences named by `spec` (`cache`: a delphi cache, whose own tokens are
 /// used when `spec` names none).
 pub fn open_tokens(spec: &InputSpec, cache: Option<&DelphiCache>) -> Result<TokenSequences> {
-    let vocab = match spec.tokenizer {
-        Some(p) => Some(Tokenizer::from_file(p)?.into_vocab()),
-        None => None,
+    let (vocab, notes) = match spec.tokenizer {
+        Some(p) => {
+            let tokenizer = Tokenizer::from_file(p)?;
+            let notes = tokenizer.notes().to_vec();
+            (Some(tokenizer.into_vocab()), notes)
+        }
+        None => (None, Vec::new()),
     };
+    open_tokens_with(spec, cache, vocab).map(|t| t.with_notes(notes))
+}
+
+fn open_tokens_with(
+    spec: &InputSpec,
+    cache: Option<&DelphiCache>,
+    vocab: Option<super::Vocab>,
+) -> Result<TokenSequences> {
     match (spec.tokens_json, spec.token_ids) {
         (Some(_), Some(_)) => Err(Error::Invalid(
             "give tokens either as --tokens (JSON strings) or as --token-ids (ids), not both"

@@ -34,6 +34,9 @@ pub enum Decoder {
 pub struct Tokenizer {
     strings: Vec<String>,
     decoder: Decoder,
+    /// What the file holds that is read as something simpler (an unknown model or decoder
+    /// type), for the user to be told.
+    notes: Vec<String>,
 }
 
 /// GPT-2's `bytes_to_unicode` inverted: char → byte.
@@ -76,6 +79,36 @@ fn decode_metaspace(token: &str) -> String {
         }
     }
     token.replace('\u{2581}', " ")
+}
+
+/// Decoder types whose effect [`decoder_kind`] reproduces or that change nothing a single
+/// token shows (`Fuse` joins, `Strip` trims a sequence's ends).
+const KNOWN_DECODERS: [&str; 8] = [
+    "ByteLevel",
+    "Metaspace",
+    "ByteFallback",
+    "WordPiece",
+    "Replace",
+    "Sequence",
+    "Fuse",
+    "Strip",
+];
+
+/// Decoder types in `v` (a decoder, or a `Sequence` of them) that are not applied.
+fn unknown_decoders(v: &Value, out: &mut Vec<String>) {
+    let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or("");
+    if kind == "Sequence" {
+        for d in v
+            .get("decoders")
+            .and_then(|d| d.as_array())
+            .into_iter()
+            .flatten()
+        {
+            unknown_decoders(d, out);
+        }
+    } else if !KNOWN_DECODERS.contains(&kind) && !out.iter().any(|k| k == kind) {
+        out.push(kind.to_string());
+    }
 }
 
 fn decoder_kind(v: &Value) -> Decoder {
@@ -173,6 +206,31 @@ impl Tokenizer {
             .get("decoder")
             .map(decoder_kind)
             .unwrap_or(Decoder::Identity);
+        let mut notes = Vec::new();
+        if let Some(kind) = model.get("type").and_then(|t| t.as_str()) {
+            if !["BPE", "WordPiece", "WordLevel", "Unigram"].contains(&kind) {
+                notes.push(format!(
+                    "{}: model type {kind:?} is not one featdict knows (BPE, WordPiece, WordLevel, Unigram); its vocabulary is read as they are",
+                    path.display()
+                ));
+            }
+        }
+        let mut unknown = Vec::new();
+        if let Some(d) = root.get("decoder").filter(|d| !d.is_null()) {
+            unknown_decoders(d, &mut unknown);
+        }
+        if !unknown.is_empty() {
+            notes.push(format!(
+                "{}: decoder {} is not applied (featdict applies {}): tokens may show as the vocabulary spells them rather than as decoded",
+                path.display(),
+                unknown
+                    .iter()
+                    .map(|k| format!("{k:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                KNOWN_DECODERS.join(", ")
+            ));
+        }
         let byte_map = byte_level_map();
         let mut strings = vec![String::new(); max_id as usize + 1];
         // Vocabulary first, added tokens override (they come later in `pairs`).
@@ -183,7 +241,11 @@ impl Tokenizer {
                 Decoder::WordPiece | Decoder::Identity => tok,
             };
         }
-        Ok(Self { strings, decoder })
+        Ok(Self {
+            strings,
+            decoder,
+            notes,
+        })
     }
 
     /// Number of ids (one more than the largest).
@@ -204,6 +266,12 @@ impl Tokenizer {
     /// Decoded string of `id`.
     pub fn decode(&self, id: u32) -> Option<&str> {
         self.strings.get(id as usize).map(|s| s.as_str())
+    }
+
+    /// What the file holds that is not applied as written (an unknown model or decoder
+    /// type): tokens may then be shown otherwise than the tokenizer would decode them.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// A [`Vocab`] whose ids are the tokenizer's ids.
@@ -246,6 +314,30 @@ mod tests {
         assert_eq!(t.decode(2), Some("##ing"));
         assert_eq!(t.decode(3), Some("##"));
         assert_eq!(t.decode(4), Some("#"));
+    }
+
+    /// An unknown model or decoder type is read as well as it can be, and said (it was
+    /// silent: an unknown decoder showed raw vocabulary strings without a word).
+    #[test]
+    fn unknown_model_and_decoder_types_are_noted() {
+        let p = Path::new("tok.json");
+        let read = |json: &str| Tokenizer::from_slice(p, json.as_bytes()).unwrap();
+        let known = read(
+            r#"{"model":{"type":"BPE","vocab":{"a":0}},"decoder":{"type":"Sequence","decoders":[
+                {"type":"Replace","pattern":{"String":"▁"},"content":" "},{"type":"ByteFallback"},
+                {"type":"Fuse"},{"type":"Strip","content":" ","start":1,"stop":0}]}}"#,
+        );
+        assert!(known.notes().is_empty(), "{:?}", known.notes());
+        let odd = read(
+            r#"{"model":{"type":"Frobnicate","vocab":{"a</w>":0}},"decoder":{"type":"Sequence","decoders":[{"type":"BPEDecoder","suffix":"</w>"},{"type":"Fuse"}]}}"#,
+        );
+        assert_eq!(odd.decode(0), Some("a</w>"));
+        assert_eq!(odd.notes().len(), 2, "{:?}", odd.notes());
+        assert!(odd.notes()[0].contains("model type \"Frobnicate\""));
+        assert!(odd.notes()[1].contains("decoder \"BPEDecoder\" is not applied"));
+        assert!(read(r#"{"model":{"vocab":{"a":0}},"decoder":null}"#)
+            .notes()
+            .is_empty());
     }
 
     #[test]

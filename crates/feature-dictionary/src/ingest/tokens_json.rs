@@ -31,6 +31,8 @@ pub struct TokenSequences {
     keys: Vec<u64>,
     pub(super) ids: IdStore,
     offsets: Vec<u64>,
+    /// What reading the tokens could not apply as written (see [`Self::notes`]).
+    notes: Vec<String>,
 }
 
 /// How the strings of a tokens JSON are read.
@@ -137,7 +139,20 @@ impl TokenSequences {
             keys,
             ids,
             offsets,
+            notes: Vec::new(),
         }
+    }
+
+    /// What reading the tokens could not apply as written — an unknown tokenizer model or
+    /// decoder type — for the user to be warned: tokens may show otherwise than decoded.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// These sequences, with `notes` about how their tokens were read.
+    pub fn with_notes(mut self, notes: Vec<String>) -> Self {
+        self.notes = notes;
+        self
     }
 
     /// Builds from in-memory string sequences (used by tests and bindings).

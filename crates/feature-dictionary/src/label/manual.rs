@@ -36,18 +36,36 @@ pub fn manual_labels_of(dict: &crate::FeatureDictionary) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// What [`carry_over_edits`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CarriedEdits {
+    /// Labels added on the copy, given to `dict`.
+    pub kept: usize,
+    /// Labels added on the copy whose features `dict` no longer holds.
+    pub dropped: usize,
+    /// Labels removed on the copy, removed from `dict` too.
+    pub removed: usize,
+}
+
 /// Gives `dict` (a newer version of a dictionary) the manual-label edits a person made on a
-/// copy of an earlier version: `base` are the manual labels that copy started with, `edited`
-/// those it holds now. Labels added since are kept as [`carry_over`] keeps them; labels
-/// removed since (in `base`, not in `edited`) are removed from `dict` too, where they are
-/// still — a removal is an edit as much as an addition. Returns how many labels were kept
-/// and how many removed.
+/// copy of an earlier version — a three-way merge: `base` are the manual labels that copy
+/// started with, `edited` those it holds now. Labels added since (in `edited`, not in
+/// `base`) are kept as [`carry_over`] keeps them; labels removed since (in `base`, not in
+/// `edited`) are removed from `dict` too, where they still are. Labels the copy did not
+/// touch are as `dict` has them: a label the newer version dropped stays dropped.
 pub fn carry_over_edits(
     dict: &mut crate::FeatureDictionary,
     base: &[(u64, String)],
     edited: &[(u64, String)],
-) -> (usize, usize) {
-    let kept = carry_over(dict, edited);
+) -> CarriedEdits {
+    let before: std::collections::HashSet<(u64, &str)> =
+        base.iter().map(|(id, t)| (*id, t.as_str())).collect();
+    let added: Vec<(u64, String)> = edited
+        .iter()
+        .filter(|(id, t)| !before.contains(&(*id, t.as_str())))
+        .cloned()
+        .collect();
+    let kept = carry_over(dict, &added);
     let still: std::collections::HashSet<(u64, &str)> =
         edited.iter().map(|(id, t)| (*id, t.as_str())).collect();
     let total = dict.feature_set.total_tokens_processed;
@@ -63,7 +81,11 @@ pub fn carry_over_edits(
             }
         }
     }
-    (kept, removed)
+    CarriedEdits {
+        kept,
+        dropped: added.len() - kept,
+        removed,
+    }
 }
 
 /// Manual labels one feature may have. Unbounded, one visitor of the server (or one script

@@ -60,6 +60,10 @@ impl<S: ActivationSource> ActivationSource for SaeSource<S> {
         self.inner.tokens_decoded()
     }
 
+    fn token_notes(&self) -> &[String] {
+        self.inner.token_notes()
+    }
+
     fn describe(&self) -> &Path {
         self.inner.describe()
     }
