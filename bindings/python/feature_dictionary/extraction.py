@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 
 from . import _engine
-from .features import _engine_source, no_gc, top_token_entries
+from .features import _engine_source, _join_tokens, no_gc, top_token_entries
 from .features import Feature, FeatureActivation, FeatureSet, FeatureType
 
 #: Co-activation (Σ xᵢxⱼ over all tokens, an F×F float64 matrix) is tracked by default up to
@@ -41,21 +41,6 @@ _COUNT_FIELDS = (
     "samples_per_group",
     "token_sketch_capacity",
 )
-
-
-def _join_tokens(tokens: List[str], carry_spaces: bool) -> str:
-    """Context text as the engine joins it: concatenated when tokens carry their own spaces,
-    otherwise words joined by a space, a WordPiece continuation (``##ing``) joining the word
-    before it without its marker."""
-    if carry_spaces:
-        return "".join(tokens)
-    out: List[str] = []
-    for i, t in enumerate(tokens):
-        if i > 0 and t.startswith("##") and len(t) > 2:
-            out[-1] += t[2:]
-        else:
-            out.append(t)
-    return " ".join(out)
 
 
 @dataclass

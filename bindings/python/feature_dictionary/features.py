@@ -104,19 +104,38 @@ class FeatureActivation:
         )
 
 
+def _join_tokens(tokens: List[str], carry_spaces: bool) -> str:
+    """Context text as the engine joins it: concatenated when tokens carry their own spaces,
+    otherwise words joined by a space, a WordPiece continuation (``##ing``) joining the word
+    before it without its marker."""
+    if carry_spaces:
+        return "".join(tokens)
+    out: List[str] = []
+    for i, t in enumerate(tokens):
+        if i > 0 and t.startswith("##") and len(t) > 2:
+            out[-1] += t[2:]
+        else:
+            out.append(t)
+    return " ".join(out)
+
+
 def _context_start(position: int, metadata: Dict[str, Any], context: List[str], token: str) -> Optional[int]:
     """Position of ``context[0]``: the example's ``context_start`` when stored; for an example
-    of the original library, which stores none (its window is clipped at the sequence start),
-    the start that puts the firing token nearest ``min(position, centre)``. ``None`` when the
-    context does not hold the token."""
+    of the original library, which stores none, the start the engine infers (so that Python
+    and the engine read the same token): among the occurrences of the token at indices up to
+    ``position``, those the original's window could have put it at (``position`` itself, or
+    in the context's second half, where a window clipped at the sequence end puts it) are
+    preferred, the one nearest ``min(position, len(context) // 2)`` taken, the first on a
+    tie. ``None`` when the context does not hold the token."""
     start = metadata.get("context_start")
     if start is not None:
         return start
-    hits = [k for k, t in enumerate(context) if t == token]
+    hits = [k for k, t in enumerate(context[: position + 1]) if t == token]
     if not hits:
         return None
     centre = min(position, len(context) // 2)
-    return position - min(hits, key=lambda k: abs(k - centre))
+    windowed = [k for k in hits if k == position or 2 * k + 1 >= len(context)]
+    return position - min(windowed or hits, key=lambda k: abs(k - centre))
 
 
 def _short_text(text: str, limit: int = 80) -> str:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _engine
-from .features import _context_start, _plain, top_token_entries
+from .features import _context_start, _join_tokens, _plain, top_token_entries
 from .features import Feature, FeatureSet
 
 
@@ -439,7 +439,7 @@ class FeatureLabeler:
         for gram, c in counts.most_common():
             if c < max(2, self.config.min_token_frequency):
                 break
-            text = " ".join(gram)
+            text = _join_tokens(list(gram), False)
             out.append(
                 Label(
                     text=f"ngram:{text}",

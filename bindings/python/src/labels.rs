@@ -256,7 +256,9 @@ fn by_ngrams(f: &Feature, plan: &Plan, out: &mut Vec<Label>) {
         if (c as f64) < min_count || !plan.keeps(confidence) {
             continue;
         }
-        let text = gram.join(" ");
+        // Words with a space between, a WordPiece continuation onto its word, as
+        // `labeling.py` joins them.
+        let text = feature_dictionary::ingest::join_tokens(gram.iter().copied(), false);
         out.push(Label {
             text: format!("ngram:{text}"),
             strategy: LabelingStrategy::NgramAnalysis,

@@ -280,3 +280,27 @@ def test_a_pattern_assigned_into_the_patterns_dict_is_matched():
     labeler.patterns["number"] = "("
     with pytest.raises(re.error, match=r"FeatureLabeler.patterns\[.number.\]"):
         labeler.label_feature(words)
+
+
+def test_the_firing_token_of_an_original_example_is_found_as_the_engine_finds_it():
+    # A context clipped at the sequence end: the token repeats at indices 2 and 5. The
+    # engine takes 5 (a window clipped at the end puts the token in the second half);
+    # Python took 2, nearest the centre, and so read other n-grams than the engine.
+    from feature_dictionary.features import _context_start
+
+    ctx = [" x", " y", " on", " a", " b", " on", " c"]
+    assert _context_start(20, {}, ctx, " on") == 15
+    assert _context_start(20, {"context_start": 18}, ctx, " on") == 18
+    assert _context_start(20, {}, ctx, " in") is None
+    # Early in a sequence the window is clipped at the start: the token is at its position.
+    assert _context_start(1, {}, ["a", "on", "b", "on", "c"], "on") == 0
+
+
+def test_ngrams_join_wordpiece_continuations_onto_their_word():
+    f = Feature(id=0, dimension=1, activation_count=3)
+    for pos in (4, 9, 14):
+        ctx = ["[CLS]", "they", "were", "play", "##ing"]
+        f.top_activations.append(FeatureActivation(0, "##ing", pos, 1.0, "", ctx, {"context_start": pos - 4}))
+    labeler = FeatureLabeler(LabelingConfig(strategies=[LabelingStrategy.NGRAM_ANALYSIS]))
+    texts = [l.text for l in labeler.label_feature(f)]
+    assert "ngram:playing" in texts and "ngram:were playing" in texts, texts
