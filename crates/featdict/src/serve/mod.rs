@@ -1243,17 +1243,22 @@ pub(crate) async fn token_basis(st: Arc<AppState>) -> Result<TokenBasis, ApiErro
     blocking(move || st.read(|r| Ok(r.token_basis()?))).await
 }
 
-/// The JSON body of a label request: an object with a string `text`. (A derived struct
-/// would also take the array `["…"]`, which the API does not document.)
+#[derive(Deserialize)]
+struct LabelBody {
+    text: String,
+}
+
+/// The JSON body of a label request: an object with one string `text`. (The derived struct
+/// alone would also take the array `["…"]`, which the API does not document; it refuses a
+/// repeated `text`, which a map would take the last of.)
 fn label_text(body: &[u8]) -> Result<String, ApiError> {
     let bad = |why: String| ApiError::bad(format!("body must be JSON {{\"text\": \"…\"}}: {why}"));
-    let object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
-    match object.get("text") {
-        Some(serde_json::Value::String(text)) => Ok(text.clone()),
-        Some(other) => Err(bad(format!("\"text\" is {other}, not a string"))),
-        None => Err(bad("it has no \"text\"".into())),
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    if !value.is_object() {
+        return Err(bad("it is not an object".into()));
     }
+    let b: LabelBody = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
+    Ok(b.text)
 }
 
 /// What a label request does.

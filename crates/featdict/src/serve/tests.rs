@@ -585,6 +585,12 @@ fn manual_labels_via_json_and_form() {
         ),
         (
             "/api/features/4/labels",
+            Some("application/json"),
+            br#"{"text": "a", "text": "b"}"#.to_vec(),
+            400,
+        ),
+        (
+            "/api/features/4/labels",
             Some("text/plain"),
             b"x".to_vec(),
             415,
