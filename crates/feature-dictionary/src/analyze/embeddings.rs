@@ -188,12 +188,7 @@ pub fn load_token_matrix(
 
 /// Whether `path` starts as a NumPy `.npy` file does.
 fn is_npy(path: &Path) -> Result<bool> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(6);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(6).read_to_end(&mut head))
-        .map_err(|e| Error::io(path, e))?;
-    Ok(head == b"\x93NUMPY")
+    super::weights::starts_with(path, b"\x93NUMPY")
 }
 
 /// A 2-D `.npy` array (f32, f16 or f64; C or Fortran order) as a row-major f32 matrix, all

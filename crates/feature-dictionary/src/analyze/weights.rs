@@ -94,12 +94,17 @@ pub fn read_weight_matrix(path: &Path, name: &str) -> Result<Matrix> {
 
 /// Whether `path` starts as a zip archive (an `.npz`) does.
 fn is_zip(path: &Path) -> Result<bool> {
+    starts_with(path, b"PK\x03\x04")
+}
+
+/// Whether the file at `path` starts with the bytes `magic`.
+pub(crate) fn starts_with(path: &Path, magic: &[u8]) -> Result<bool> {
     use std::io::Read;
-    let mut head = Vec::with_capacity(4);
+    let mut head = Vec::with_capacity(magic.len());
     std::fs::File::open(path)
-        .and_then(|f| f.take(4).read_to_end(&mut head))
+        .and_then(|f| f.take(magic.len() as u64).read_to_end(&mut head))
         .map_err(|e| Error::io(path, e))?;
-    Ok(head == b"PK\x03\x04")
+    Ok(head == magic)
 }
 
 /// The 2-D tensor `name` of an opened safetensors file, as f32 (all finite).
