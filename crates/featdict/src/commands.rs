@@ -754,6 +754,20 @@ fn cmd_build(a: BuildArgs) -> Result<()> {
             bar.reset_elapsed();
             bar.enable_steady_tick(STATUS_TICK);
         }
+    })
+    .map_err(|e| {
+        // Latents are what the check sees; with --sae, say where such latents come from.
+        let from_residuals = a.sae.is_some()
+            && matches!(e, feature_dictionary::Error::NonFinite { .. });
+        let e = anyhow::Error::from(e);
+        if from_residuals {
+            e.context(format!(
+                "the SAE's latents of a token are NaN/Inf when its residual vector in {} holds a NaN/Inf (every latent of that token is then counted)",
+                a.acts.display()
+            ))
+        } else {
+            e
+        }
     })?;
     let accumulate_seconds = started_pass.elapsed().as_secs_f64();
     if partial {

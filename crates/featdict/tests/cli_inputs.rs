@@ -586,6 +586,25 @@ fn encode_refuses_latents_that_overflow_float16() {
         &[s(&nan), "NaN", "position 1"],
     );
     assert!(!lat_nan.exists());
+    // A build through the SAE reports the token's latents, and says they come from its
+    // residual vector.
+    fails(
+        &[
+            "build",
+            s(&nan),
+            "--sae",
+            s(&sae),
+            "--token-ids",
+            s(&ids),
+            "--out",
+            s(&d),
+        ],
+        &[
+            "residual vector in",
+            "non-finite activation value",
+            "sequence 0, position 1",
+        ],
+    );
 }
 
 /// A dense file with bytes after its data says so in plain words.
