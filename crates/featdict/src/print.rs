@@ -61,11 +61,10 @@ pub fn times(n: u64) -> String {
 /// spaces (byte-level BPE: some token starts with whitespace), a space between words
 /// otherwise. Decided per window, the same way in the terminal and on the feature page.
 /// Each context token of `a` (its `tokens`, as [`FeatureActivation::shown_context`] gives
-/// them) as shown: the separator before it and its text. Joined as the stored context text
-/// was — concatenated when the dictionary's tokens carry their own spaces, otherwise words
-/// with a space between, a WordPiece continuation (`##ing`) joined to the word before it
-/// without its marker (see `feature_dictionary::ingest::join_tokens`). The stored text says
-/// which; an example without one goes by its own tokens.
+/// them) as shown: the separator before it and its text, joined as the stored context text
+/// was (`feature_dictionary::ingest::token_pieces`): concatenated when the dictionary's
+/// tokens carry their own spaces, which the stored text says (an example without one goes
+/// by its own tokens), otherwise as words.
 pub fn context_pieces<'t>(
     a: &FeatureActivation,
     tokens: &'t [String],
@@ -77,20 +76,7 @@ pub fn context_pieces<'t>(
             .iter()
             .any(|t| feature_dictionary::ingest::token_carries_space(t))
     };
-    tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            if carry || i == 0 {
-                ("", t.as_str())
-            } else {
-                match t.strip_prefix("##").filter(|rest| !rest.is_empty()) {
-                    Some(rest) => ("", rest),
-                    None => (" ", t.as_str()),
-                }
-            }
-        })
-        .collect()
+    feature_dictionary::ingest::token_pieces(tokens.iter().map(String::as_str), carry).collect()
 }
 
 /// Context with the firing token marked `[[token]]`; with none marked when the example's

@@ -20,7 +20,7 @@ mod vocab;
 
 pub use dense::{map_file, map_file_expecting, DenseDtype, DenseMatrix, DenseSource};
 pub use tokens_json::{TokenSequences, TokenSpelling};
-pub use vocab::{join_tokens, token_carries_space, TokenId, Vocab};
+pub use vocab::{join_tokens, token_carries_space, token_pieces, TokenId, Vocab};
 
 use crate::error::Result;
 use std::ops::Range;

@@ -105,22 +105,27 @@ impl Vocab {
 /// dropped (`play ##ing` reads `playing`), as the tokenizer's decoder joins them.
 pub fn join_tokens<'a>(tokens: impl IntoIterator<Item = &'a str>, carry_spaces: bool) -> String {
     let mut text = String::new();
-    for (i, token) in tokens.into_iter().enumerate() {
-        if carry_spaces {
-            text.push_str(token);
-            continue;
-        }
-        match wordpiece_continuation(token) {
-            Some(rest) if i > 0 => text.push_str(rest),
-            _ => {
-                if i > 0 {
-                    text.push(' ');
-                }
-                text.push_str(token);
-            }
-        }
+    for (separator, piece) in token_pieces(tokens, carry_spaces) {
+        text.push_str(separator);
+        text.push_str(piece);
     }
     text
+}
+
+/// The tokens as [`join_tokens`] joins them, one `(separator before it, text)` per token,
+/// for a display that marks tokens one by one.
+pub fn token_pieces<'a>(
+    tokens: impl IntoIterator<Item = &'a str>,
+    carry_spaces: bool,
+) -> impl Iterator<Item = (&'static str, &'a str)> {
+    tokens
+        .into_iter()
+        .enumerate()
+        .map(move |(i, token)| match wordpiece_continuation(token) {
+            _ if carry_spaces || i == 0 => ("", token),
+            Some(rest) => ("", rest),
+            None => (" ", token),
+        })
 }
 
 /// The text a WordPiece continuation (`##ing`) adds to the word before it; `None` for other
