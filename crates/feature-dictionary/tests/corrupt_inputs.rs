@@ -1356,7 +1356,7 @@ fn npz_with_fortran_order_matrices_and_unused_integer_arrays_loads() {
     out.finish().unwrap();
     let e = Sae::load(&pickled).unwrap_err().to_string();
     assert!(
-        e.contains("array w_enc has dtype |O; SAE weights must be little-endian floats"),
+        e.contains("tensor w_enc has dtype |O; SAE weights must be little-endian floats"),
         "{e}"
     );
 }

@@ -172,18 +172,14 @@ pub fn compare(dict: &FeatureDictionary, a: &Feature, b: &Feature) -> Comparison
     shared.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
     shared.truncate(20);
     // Each feature stores its best partners only: the pair may be in either list (the
-    // correlation is symmetric). In both, a sketch's values can differ — each comes from its
-    // feature's own table of co-firing counts, lower bounds — and the larger is the better
-    // bound, whichever feature is named first.
+    // correlation is symmetric; `correlated` reads a sketched pair both lists hold alike
+    // from either side).
     let stored = |x: &Feature, y: &Feature| {
         correlation::correlated(dict, x.id, f64::NEG_INFINITY)
             .ok()
             .and_then(|v| v.into_iter().find(|p| p.0 == y.id).map(|p| p.1))
     };
-    let correlation = match (stored(a, b), stored(b, a)) {
-        (Some(x), Some(y)) => Some(x.max(y)),
-        (x, y) => x.or(y),
-    };
+    let correlation = stored(a, b).or_else(|| stored(b, a));
     Comparison {
         a: ActivationStats::of(a),
         b: ActivationStats::of(b),

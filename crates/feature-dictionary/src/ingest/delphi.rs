@@ -75,6 +75,14 @@ pub fn is_delphi_file(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The `config.json` delphi writes beside the shards of the cache at `path` (a shard file
+/// or its directory), parsed, with its path; `None` when there is none to read.
+fn cache_config(path: &Path) -> Option<(PathBuf, serde_json::Value)> {
+    let file = cache_dir(path)?.join("config.json");
+    let value = serde_json::from_slice(&std::fs::read(&file).ok()?).ok()?;
+    Some((file, value))
+}
+
 /// The directory of the cache at `path` (a shard file or its directory).
 fn cache_dir(path: &Path) -> Option<&Path> {
     if path.is_dir() {
@@ -90,17 +98,14 @@ fn cache_dir(path: &Path) -> Option<&Path> {
 /// missing first and middle shards are caught by their ranges). Without that config, or for
 /// a lone file with absolute indices (delphi's unsplit save), there is nothing to check.
 fn check_split_count(path: &Path, files: &[(PathBuf, Option<(u64, u64)>)]) -> Result<()> {
-    let Some(dir) = cache_dir(path) else {
+    let Some((config, n_splits)) = cache_config(path).and_then(|(file, c)| {
+        c.get("n_splits")
+            .and_then(serde_json::Value::as_u64)
+            .map(|n| (file, n))
+    }) else {
         return Ok(());
     };
-    let config = dir.join("config.json");
-    let Some(n_splits) = std::fs::read(&config)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|c| c.get("n_splits").and_then(serde_json::Value::as_u64))
-    else {
-        return Ok(());
-    };
+    let dir = config.parent().unwrap_or(path);
     let ranged: Vec<(&PathBuf, (u64, u64))> = files
         .iter()
         .filter_map(|(p, r)| r.map(|r| (p, r)))
@@ -137,9 +142,7 @@ pub fn cache_provenance(path: &Path) -> Provenance {
     let Some(dir) = cache_dir(path) else {
         return Provenance::default();
     };
-    let config = std::fs::read(dir.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let config = cache_config(path).map(|(_, c)| c);
     let model_name = config.as_ref().and_then(|config| {
         config["model_name"]
             .as_str()

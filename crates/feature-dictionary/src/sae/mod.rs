@@ -189,16 +189,17 @@ impl Sae {
         } else if npz_path.is_file() && !st_path.is_file() {
             // Gemma Scope ships only params.npz: JumpReLU, inputs used as they are.
             let shape = weights.shape(&["w_enc", "W_enc"]).ok_or_else(|| {
-                let why = match weights.not_float(&["w_enc", "W_enc"]) {
-                    Some((name, dtype)) => format!(
-                        "array {name} has dtype {dtype}; SAE weights must be little-endian floats (<f4, <f2 or <f8)"
-                    ),
-                    None => format!(
-                        "no w_enc array; expected a Gemma Scope params.npz (it has {})",
-                        weights.list()
-                    ),
-                };
-                Error::format(&npz_path, why)
+                weights
+                    .not_float_error(&["w_enc", "W_enc"])
+                    .unwrap_or_else(|| {
+                        Error::format(
+                            &npz_path,
+                            format!(
+                                "no w_enc array; expected a Gemma Scope params.npz (it has {})",
+                                weights.list()
+                            ),
+                        )
+                    })
             })?;
             let [d_in, d_sae] = *shape else {
                 return Err(Error::format(

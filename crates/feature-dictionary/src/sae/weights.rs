@@ -230,13 +230,17 @@ impl Weights {
         v.join(", ")
     }
 
-    /// The name and dtype of a tensor under any of `names` that is held but not of floats
-    /// (an object array pickled into an `.npz`, integers), which no weight can be.
-    pub fn not_float(&self, names: &[&str]) -> Option<(&str, &str)> {
-        self.not_floats
+    /// The error for a tensor under any of `names` that is held but not of floats (an
+    /// object array pickled into an `.npz`, integers), which no weight can be.
+    pub fn not_float_error(&self, names: &[&str]) -> Option<Error> {
+        let (name, dtype) = self
+            .not_floats
             .iter()
-            .find(|(n, _)| names.contains(&n.as_str()))
-            .map(|(n, d)| (n.as_str(), d.as_str()))
+            .find(|(n, _)| names.contains(&n.as_str()))?;
+        Some(Error::format(
+            &self.path,
+            format!("tensor {name} has dtype {dtype}; SAE weights must be little-endian floats (F32, F16, BF16 or F64; <f4, <f2 or <f8 in an .npz)"),
+        ))
     }
 
     /// Removes and returns the tensor found under any of `names`, checking its shape and
@@ -245,15 +249,8 @@ impl Weights {
         match self.take_opt(names, shape)? {
             Some(t) => Ok(t),
             None => {
-                if let Some((name, dtype)) = self
-                    .not_floats
-                    .iter()
-                    .find(|(n, _)| names.contains(&n.as_str()))
-                {
-                    return Err(Error::format(
-                        &self.path,
-                        format!("tensor {name} has dtype {dtype}; SAE weights must be little-endian floats (F32, F16, BF16 or F64; <f4, <f2 or <f8 in an .npz)"),
-                    ));
+                if let Some(e) = self.not_float_error(names) {
+                    return Err(e);
                 }
                 Err(Error::format(
                     &self.path,
